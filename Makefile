@@ -1,0 +1,49 @@
+# ledge: `make run` and `make test` set up everything they need through
+# `make deps` (idempotent; see deploy/deps.sh).
+SHELL   := /bin/bash
+GO      ?= go
+BIN     := bin/ledge
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# Arguments for `make run`, e.g. make run ARGS="--dev --config deploy/examples/ledge.yaml"
+ARGS    ?=
+# Packages `make test` runs; the whole module by default.
+PKGS    ?= ./...
+# Benchmark time per benchmark for `make bench`.
+BENCHTIME ?= 3s
+
+.PHONY: all deps build run test bench fuzz vet clean
+
+all: build
+
+deps:
+	@bash deploy/deps.sh
+
+build: deps
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/ledge
+
+run: build
+	./$(BIN) run $(ARGS)
+
+vet:
+	$(GO) vet ./...
+
+test: deps vet
+	$(GO) test -count=1 -timeout 25m $(PKGS)
+
+# Benchmarks print ratios against baselines measured in the same run.
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 -timeout 60m ./inference/ ./cmd/ledge/
+
+# Run every fuzz target for FUZZTIME each.
+FUZZTIME ?= 15s
+fuzz: deps
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin

@@ -1,0 +1,175 @@
+package appliance
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"ledge/web"
+)
+
+// BuildInfo identifies the binary.
+type BuildInfo struct {
+	Version string
+	Commit  string
+}
+
+// component is a long-lived service run by App.
+type component struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// App is a configured appliance, ready to Run. Its methods are not safe for
+// concurrent use; Run is called once.
+type App struct {
+	cfg      Config
+	build    BuildInfo
+	log      *slog.Logger
+	db       *sql.DB
+	started  time.Time
+	registry *prometheus.Registry
+	health   *healthSet
+
+	web        *web.Server
+	components []component // in start order
+	closers    []func() error
+}
+
+// New prepares an appliance from cfg: data dir, database, components. It
+// starts nothing; a failure leaves nothing running.
+func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ *App, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &App{cfg: cfg, build: build, log: log, started: time.Now(), health: newHealthSet()}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	a.db, err = OpenDB(ctx, filepath.Join(cfg.DataDir, "ledge.db"), cfg.Database.Synchronous)
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, a.db.Close)
+	if err := a.recordFirstStart(ctx); err != nil {
+		return nil, err
+	}
+	a.registry = newRegistry(build)
+
+	srv, err := web.New(web.Options{
+		Listen:  cfg.HTTP.Listen,
+		Socket:  filepath.Join(cfg.DataDir, "ledge.sock"),
+		Logger:  log.With("component", "web"),
+		Health:  a.health.check,
+		Metrics: metricsHandler(a.registry),
+		Version: build.Version,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.web = srv
+	a.closers = append(a.closers, srv.Close)
+	a.add("web", srv.Run)
+	a.health.add("database", func(ctx context.Context) error { return a.db.PingContext(ctx) })
+	return a, nil
+}
+
+func (a *App) add(name string, run func(ctx context.Context) error) {
+	a.components = append(a.components, component{name: name, run: run})
+}
+
+func (a *App) recordFirstStart(ctx context.Context) error {
+	_, err := a.db.ExecContext(ctx, `INSERT OR IGNORE INTO appliance_meta (key, value) VALUES ('first_start', ?)`,
+		time.Now().UTC().Format(time.RFC3339))
+	if err != nil {
+		return fmt.Errorf("record first start: %w", err)
+	}
+	return nil
+}
+
+func (a *App) webAddr() string { return a.web.Addr().String() }
+
+// DB is the appliance's database.
+func (a *App) DB() *sql.DB { return a.db }
+
+// Run starts the components in order and blocks until ctx ends or one of
+// them fails; then it stops them in reverse order within the shutdown
+// timeout. It returns the first component failure, if any.
+func (a *App) Run(ctx context.Context) error {
+	type running struct {
+		name   string
+		cancel context.CancelFunc
+		done   chan struct{}
+		err    error
+	}
+	failed := make(chan *running, len(a.components))
+	var all []*running
+	for _, c := range a.components {
+		cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		r := &running{name: c.name, cancel: cancel, done: make(chan struct{})}
+		go func() {
+			defer close(r.done)
+			r.err = c.run(cctx)
+			if cctx.Err() == nil {
+				if r.err == nil {
+					r.err = errors.New("stopped unexpectedly")
+				}
+				failed <- r
+			}
+		}()
+		all = append(all, r)
+		a.log.Debug("component started", "component", c.name)
+	}
+	a.log.Info("ledge running", "version", a.build.Version, "device", a.cfg.DeviceID,
+		"http", a.cfg.HTTP.Listen, "dataDir", a.cfg.DataDir, "dev", a.cfg.Dev, "go", runtime.Version())
+
+	var cause error
+	select {
+	case <-ctx.Done():
+		a.log.Info("stopping", "reason", context.Cause(ctx))
+	case r := <-failed:
+		cause = fmt.Errorf("%s: %w", r.name, r.err)
+		a.log.Error("component failed, stopping", "component", r.name, "err", r.err)
+	}
+
+	deadline := time.After(a.cfg.ShutdownTimeout)
+	for i := len(all) - 1; i >= 0; i-- {
+		r := all[i]
+		r.cancel()
+		select {
+		case <-r.done:
+			if r.err != nil && cause == nil && !errors.Is(r.err, context.Canceled) {
+				a.log.Warn("component stopped with error", "component", r.name, "err", r.err)
+			}
+		case <-deadline:
+			a.log.Error("shutdown timeout: components still running", "waiting_for", r.name, "timeout", a.cfg.ShutdownTimeout)
+			return errors.Join(cause, fmt.Errorf("shutdown timed out after %s waiting for %s", a.cfg.ShutdownTimeout, r.name))
+		}
+	}
+	a.log.Info("stopped")
+	return cause
+}
+
+// Close releases what New opened (the database), in reverse order. Call it
+// after Run returns.
+func (a *App) Close() error {
+	var errs []error
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		errs = append(errs, a.closers[i]())
+	}
+	a.closers = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,107 @@
+package appliance
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"ledge/internal/migrate"
+)
+
+func testConfig(t *testing.T) Config {
+	cfg := Default()
+	cfg.DataDir = t.TempDir()
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	return cfg
+}
+
+func TestAppRunAndStop(t *testing.T) {
+	cfg := testConfig(t)
+	app, err := New(t.Context(), cfg, BuildInfo{Version: "test"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+
+	addr := app.webAddr()
+	body := get(t, "http://"+addr+"/healthz", http.StatusOK)
+	var h struct {
+		Status     string
+		Components []struct{ Name, Status string }
+	}
+	if err := json.Unmarshal([]byte(body), &h); err != nil || h.Status != "ok" || len(h.Components) == 0 {
+		t.Errorf("healthz: %s (%v)", body, err)
+	}
+	metrics := get(t, "http://"+addr+"/metrics", http.StatusOK)
+	for _, want := range []string{`ledge_build_info{commit="",version="test"} 1`, "go_goroutines", "process_resident_memory_bytes"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	// The CLI's unix socket answers too.
+	sock := filepath.Join(cfg.DataDir, "ledge.sock")
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := c.Get("http://ledge/healthz")
+	if err != nil {
+		t.Fatalf("unix socket: %v", err)
+	}
+	resp.Body.Close()
+
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(6 * time.Second):
+		t.Fatal("Run did not return within 6 s of cancel")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("stop took %s, want under 5 s", d)
+	}
+	v, err := migrate.Version(t.Context(), app.DB(), "appliance")
+	if err != nil || v != len(migrations) {
+		t.Errorf("appliance schema version %d, %v; want %d", v, err, len(migrations))
+	}
+}
+
+func TestNewFailsOnBusyPort(t *testing.T) {
+	cfg := testConfig(t)
+	first, err := New(t.Context(), cfg, BuildInfo{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	cfg2 := testConfig(t)
+	cfg2.HTTP.Listen = first.webAddr()
+	if _, err := New(t.Context(), cfg2, BuildInfo{}, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Fatalf("second appliance on a busy port: %v, want a listen error", err)
+	}
+}
+
+func get(t *testing.T, url string, wantStatus int) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != wantStatus {
+		t.Fatalf("GET %s: %d %s, want %d", url, resp.StatusCode, b, wantStatus)
+	}
+	return string(b)
+}

@@ -1,0 +1,166 @@
+package appliance
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"ledge/internal/yamlstrict"
+)
+
+// Config is ledge.yaml. Every field is optional; [Default] gives each its
+// working value.
+type Config struct {
+	// DeviceID names this appliance to the hub and the cloud (default: the
+	// hostname).
+	DeviceID string `yaml:"deviceId"`
+	// DataDir holds the database, certificates, models and snapshots.
+	DataDir string `yaml:"dataDir"`
+	// Dev allows clients on loopback without credentials. Never on a
+	// machine others can reach.
+	Dev bool `yaml:"dev"`
+	// ShutdownTimeout bounds the whole orderly stop.
+	ShutdownTimeout time.Duration `yaml:"shutdownTimeout"`
+
+	Log       LogConfig       `yaml:"log"`
+	HTTP      HTTPConfig      `yaml:"http"`
+	Database  DatabaseConfig  `yaml:"database"`
+	Inference InferenceConfig `yaml:"inference"`
+}
+
+// LogConfig sets up log/slog.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// HTTPConfig is the web server: health, metrics, API and dashboard.
+type HTTPConfig struct {
+	Listen string `yaml:"listen"` // address, default ":8080"
+}
+
+// DatabaseConfig tunes SQLite.
+type DatabaseConfig struct {
+	// Synchronous is SQLite's synchronous pragma: "full" (default: what was
+	// acknowledged survives a power cut) or "normal" (survives a crash of
+	// ledge, faster on slow flash).
+	Synchronous string `yaml:"synchronous"`
+}
+
+// InferenceConfig locates ONNX Runtime and sets its defaults.
+type InferenceConfig struct {
+	// Library is the ONNX Runtime shared library; $LEDGE_ORT_LIB wins over
+	// it. Default /usr/local/lib/ledge/libonnxruntime.so.1, where `make
+	// deps` puts it. On a Jetson, point it at NVIDIA's GPU build.
+	Library string `yaml:"library"`
+	// Providers are execution providers by preference, e.g. [cuda, cpu].
+	Providers []string `yaml:"providers"`
+}
+
+// DefaultDataDir is /var/lib/ledge for root and ~/.local/share/ledge for
+// other users.
+func DefaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/ledge"
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "ledge")
+	}
+	return "ledge-data"
+}
+
+// Default returns the configuration used when ledge.yaml says nothing.
+func Default() Config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "ledge"
+	}
+	return Config{
+		DeviceID:        host,
+		DataDir:         DefaultDataDir(),
+		ShutdownTimeout: 5 * time.Second,
+		Log:             LogConfig{Level: "info", Format: "text"},
+		HTTP:            HTTPConfig{Listen: ":8080"},
+		Database:        DatabaseConfig{Synchronous: "full"},
+		Inference:       InferenceConfig{Providers: []string{"cpu"}},
+	}
+}
+
+// ParseConfig decodes ledge.yaml over the defaults and validates it. name
+// is used in errors (usually the file path).
+func ParseConfig(name string, data []byte) (Config, error) {
+	cfg := Default()
+	if err := yamlstrict.Decode(data, &cfg); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	return cfg, nil
+}
+
+// LoadConfig reads and parses the config file at path.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+// Validate checks values the YAML types cannot, naming the field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{field}, args...)...))
+	}
+	if c.DeviceID == "" || strings.ContainsAny(c.DeviceID, "/#+ $") || len(c.DeviceID) > 128 {
+		bad("deviceId", "%q is not a valid device id (1-128 characters, no '/', '#', '+', '$' or spaces)", c.DeviceID)
+	}
+	if c.DataDir == "" {
+		bad("dataDir", "must not be empty")
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdownTimeout", "must be positive, got %s", c.ShutdownTimeout)
+	}
+	if _, err := c.Log.level(); err != nil {
+		bad("log.level", "%v", err)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "%q: want text or json", c.Log.Format)
+	}
+	if c.HTTP.Listen == "" {
+		bad("http.listen", "must not be empty")
+	}
+	switch c.Database.Synchronous {
+	case "full", "normal":
+	default:
+		bad("database.synchronous", "%q: want full or normal", c.Database.Synchronous)
+	}
+	return errors.Join(errs...)
+}
+
+func (l LogConfig) level() (slog.Level, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(l.Level)); err != nil {
+		return 0, fmt.Errorf("%q: want debug, info, warn or error", l.Level)
+	}
+	return lv, nil
+}
+
+// NewLogger builds the process logger the config asks for.
+func (l LogConfig) NewLogger(w *os.File) *slog.Logger {
+	lv, err := l.level()
+	if err != nil {
+		lv = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

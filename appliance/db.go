@@ -1,0 +1,52 @@
+package appliance
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+
+	_ "github.com/mattn/go-sqlite3" // the one import of the SQLite driver
+
+	"ledge/internal/migrate"
+)
+
+// OpenDB opens (creating it if needed) the SQLite database at path in WAL
+// mode with foreign keys, a busy timeout and immediate write transactions,
+// and applies the appliance's own migrations. Components apply theirs when
+// they are handed the *sql.DB.
+func OpenDB(ctx context.Context, path, synchronous string) (*sql.DB, error) {
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", synchronous)
+	q.Set("_foreign_keys", "on")
+	q.Set("_busy_timeout", "10000")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite3", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	var mode string
+	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		db.Close()
+		return nil, fmt.Errorf("open database %s: journal mode is %q, want wal (%v)", path, mode, err)
+	}
+	if err := migrate.Apply(ctx, db, "appliance", migrations); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// migrations are the appliance's own tables, append-only.
+var migrations = []string{
+	// 1: facts about this installation (first start, ...).
+	`CREATE TABLE appliance_meta (
+		key   TEXT PRIMARY KEY,
+		value TEXT NOT NULL
+	)`,
+}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"ledge/appliance"
+)
+
+func init() {
+	register("run", command{summary: "run the appliance (daemon)", run: runCmd})
+}
+
+func runCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("run", "[flags]", stderr)
+	var cf configFlags
+	cf.register(fs)
+	dev := fs.Bool("dev", false, "development mode: clients on loopback need no credentials")
+	listen := fs.String("listen", "", "HTTP address (overrides http.listen)")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, path, err := cf.load()
+	if err != nil {
+		return err
+	}
+	if *dev {
+		cfg.Dev = true
+	}
+	if *listen != "" {
+		cfg.HTTP.Listen = *listen
+	}
+	log := cfg.Log.NewLogger(os.Stderr)
+	if path != "" {
+		log.Info("config loaded", "file", path)
+	} else {
+		log.Info("no config file: using defaults (see docs/configuration.md)")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	app, err := appliance.New(ctx, cfg, appliance.BuildInfo{Version: version, Commit: commit}, log)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal kills the process the default way
+	}()
+	if err := app.Run(ctx); err != nil {
+		return fmt.Errorf("%w", err)
+	}
+	return nil
+}

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"ledge/internal/testenv"
+)
+
+// ledgeBin is the binary under test, built once by TestMain.
+var ledgeBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ledge-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ledgeBin = filepath.Join(dir, "ledge")
+	out, err := exec.Command("go", "build", "-o", ledgeBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build ledge: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// ledge runs the binary and returns stdout, stderr and the exit code.
+func ledge(t testing.TB, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(ledgeBin, args...)
+	cmd.Env = append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(stderr.String(), "goroutine ") || strings.Contains(stderr.String(), "panic:") {
+		t.Fatalf("ledge %v panicked:\n%s", args, stderr.String())
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+// freePort returns a loopback address nobody listens on.
+func freePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// daemon is a `ledge run` process.
+type daemon struct {
+	cmd    *exec.Cmd
+	addr   string
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+func startDaemon(t testing.TB, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{addr: freePort(t), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	all := append([]string{"run", "--data-dir", t.TempDir(), "--listen", d.addr}, args...)
+	d.cmd = exec.Command(ledgeBin, all...)
+	d.cmd.Env = append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t))
+	d.cmd.Stderr = d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		<-d.done
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + d.addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return d
+		}
+		select {
+		case err := <-d.done:
+			t.Fatalf("ledge run exited: %v\n%s", err, d.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ledge run not answering after 15 s:\n%s", d.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, errOut, code := ledge(t, "version")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"ledge ", "go1.", "onnxruntime 1.24"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("version output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestUsage(t *testing.T) {
+	_, errOut, code := ledge(t)
+	if code != 2 || !strings.Contains(errOut, "detect") || !strings.Contains(errOut, "run") {
+		t.Errorf("no args: exit %d, %s", code, errOut)
+	}
+	_, errOut, code = ledge(t, "frobnicate")
+	if code != 2 || !strings.Contains(errOut, `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: exit %d, %s", code, errOut)
+	}
+}
+
+func TestRunStopsOnSignal(t *testing.T) {
+	d := startDaemon(t)
+	for _, path := range []string{"/healthz", "/metrics"} {
+		resp, err := http.Get("http://" + d.addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s: %d", path, resp.StatusCode)
+		}
+	}
+	anon, file := rss(t, d.cmd.Process.Pid)
+	t.Logf("ledge run, no model: RssAnon %.1f MiB, RssFile %.1f MiB", anon, file)
+
+	start := time.Now()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, d.stderr)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("still running 5 s after SIGTERM:\n%s", d.stderr)
+	}
+	t.Logf("stopped in %s", time.Since(start).Round(time.Millisecond))
+	d.done <- nil // for the cleanup
+	if !strings.Contains(d.stderr.String(), "stopped") {
+		t.Errorf("log lacks the stop line:\n%s", d.stderr)
+	}
+}
+
+func TestRunBadConfig(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "ledge.yaml")
+	os.WriteFile(cfg, []byte("http:\n  listen: 127.0.0.1:0\nhttp_port: 80\n"), 0o644)
+	_, errOut, code := ledge(t, "run", "--config", cfg, "--data-dir", t.TempDir())
+	if code != 1 || !strings.Contains(errOut, "line 3") || !strings.Contains(errOut, `unknown key "http_port"`) || !strings.Contains(errOut, cfg) {
+		t.Errorf("exit %d, stderr %q: want the file, line 3 and the unknown key", code, errOut)
+	}
+}
+
+// rss reads the anonymous and file-backed resident memory of pid in MiB.
+func rss(t testing.TB, pid int) (anon, file float64) {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "RssAnon:":
+			anon = kb / 1024
+		case "RssFile:":
+			file = kb / 1024
+		}
+	}
+	return anon, file
+}
+
+// BenchmarkRunMemory starts `ledge run` with no model and reports its
+// resident memory once it serves (goal: RssAnon under 40 MB).
+func BenchmarkRunMemory(b *testing.B) {
+	for b.Loop() {
+		d := startDaemon(b)
+		time.Sleep(500 * time.Millisecond)
+		anon, file := rss(b, d.cmd.Process.Pid)
+		b.ReportMetric(anon, "RssAnon-MiB")
+		b.ReportMetric(file, "RssFile-MiB")
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		select {
+		case <-d.done:
+		case <-ctx.Done():
+		}
+		cancel()
+		d.done <- nil
+	}
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# deps.sh installs and starts what ledge needs on Debian 12 / Raspberry Pi OS
+# (run as root). It is idempotent: a second run checks and returns in well
+# under two seconds.
+#
+#   apt:   libopencv-dev ffmpeg docker.io mosquitto mosquitto-clients chromium
+#          docker-registry apache2-utils (only the ones missing)
+#   ORT:   libonnxruntime.so.1 from the npm package onnxruntime-node into
+#          $LEDGE_LIB_DIR (default /usr/local/lib/ledge)
+#   dockerd: started when no Docker engine answers (CI has no systemd)
+set -euo pipefail
+
+ORT_VERSION="${ORT_VERSION:-1.24.3}"
+LIB_DIR="${LEDGE_LIB_DIR:-/usr/local/lib/ledge}"
+APT_PACKAGES=(libopencv-dev pkg-config ffmpeg docker.io mosquitto mosquitto-clients chromium
+              docker-registry apache2-utils npm)
+
+say() { printf 'deps: %s\n' "$*" >&2; }
+die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
+
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || die "run as root (or install sudo): apt and /usr/local need it"
+  sudo_cmd=(sudo)
+fi
+
+# --- apt packages ----------------------------------------------------------
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    # npm only matters when the ONNX Runtime library still has to be fetched.
+    if [ "$p" = npm ] && { command -v npm >/dev/null || [ -f "$LIB_DIR/onnxruntime.version" ]; }; then
+      continue
+    fi
+    missing+=("$p")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  command -v apt-get >/dev/null || die "apt-get not found: install ${missing[*]} by hand"
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -q
+  "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # The Debian packages start these as services where systemd runs; ledge's
+  # tests start their own instances on free ports.
+fi
+
+# --- ONNX Runtime ----------------------------------------------------------
+case "$(uname -m)" in
+  x86_64|amd64) ort_arch=x64 ;;
+  aarch64|arm64) ort_arch=arm64 ;;
+  *) die "no ONNX Runtime build in onnxruntime-node for $(uname -m); set LEDGE_ORT_LIB to your own libonnxruntime.so" ;;
+esac
+if [ "$(cat "$LIB_DIR/onnxruntime.version" 2>/dev/null)" != "$ORT_VERSION" ] || [ ! -f "$LIB_DIR/libonnxruntime.so.1" ]; then
+  command -v npm >/dev/null || die "npm is needed once to fetch ONNX Runtime (apt-get install npm)"
+  say "fetching ONNX Runtime $ORT_VERSION ($ort_arch) from npm onnxruntime-node"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent "onnxruntime-node@$ORT_VERSION" >/dev/null)
+  tar -xzf "$tmp"/onnxruntime-node-*.tgz -C "$tmp" "package/bin/napi-v6/linux/$ort_arch/libonnxruntime.so.1"
+  "${sudo_cmd[@]}" mkdir -p "$LIB_DIR"
+  "${sudo_cmd[@]}" install -m 0644 "$tmp/package/bin/napi-v6/linux/$ort_arch/libonnxruntime.so.1" "$LIB_DIR/libonnxruntime.so.1"
+  echo "$ORT_VERSION" | "${sudo_cmd[@]}" tee "$LIB_DIR/onnxruntime.version" >/dev/null
+  say "ONNX Runtime installed in $LIB_DIR"
+fi
+
+# --- Docker engine ---------------------------------------------------------
+docker_up() { timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+if ! docker_up; then
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    say "starting docker with systemctl"
+    "${sudo_cmd[@]}" systemctl start docker || true
+  fi
+  if ! docker_up; then
+    say "starting dockerd (log: /var/log/ledge-dockerd.log)"
+    "${sudo_cmd[@]}" bash -c 'nohup setsid dockerd >/var/log/ledge-dockerd.log 2>&1 </dev/null &'
+    for _ in $(seq 1 60); do docker_up && break; sleep 0.5; done
+    docker_up || die "dockerd did not start: see /var/log/ledge-dockerd.log"
+  fi
+fi

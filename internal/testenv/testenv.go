@@ -1,0 +1,96 @@
+// Package testenv finds the real parts ledge's tests run against (the
+// ONNX Runtime library, the shared models and media beside the checkout,
+// Docker, mosquitto, ffmpeg, Chromium) and fails a test with the command that
+// installs a missing part. It never skips: CI runs everything.
+//
+// It is imported only by _test.go files.
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// DefaultORTLib is where `make deps` installs ONNX Runtime.
+const DefaultORTLib = "/usr/local/lib/ledge/libonnxruntime.so.1"
+
+// RepoRoot returns the directory holding go.mod.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("testenv: cannot locate source file")
+	}
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// SharedDir returns ../shared beside the checkout (models, media), or
+// $LEDGE_SHARED when set.
+func SharedDir(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("LEDGE_SHARED")
+	if dir == "" {
+		dir = filepath.Join(RepoRoot(t), "..", "shared")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "models")); err != nil {
+		t.Fatalf("testenv: shared test data not found at %s: clone ledge beside ../shared or set LEDGE_SHARED", dir)
+	}
+	return dir
+}
+
+// Model returns the path of a model in ../shared/models.
+func Model(t testing.TB, name string) string {
+	t.Helper()
+	return existing(t, filepath.Join(SharedDir(t), "models", name))
+}
+
+// Media returns the path of a file in ../shared/media.
+func Media(t testing.TB, name string) string {
+	t.Helper()
+	return existing(t, filepath.Join(SharedDir(t), "media", name))
+}
+
+func existing(t testing.TB, path string) string {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	return path
+}
+
+// ORTLib returns the ONNX Runtime shared library: $LEDGE_ORT_LIB or the
+// `make deps` location.
+func ORTLib(t testing.TB) string {
+	t.Helper()
+	lib := os.Getenv("LEDGE_ORT_LIB")
+	if lib == "" {
+		lib = DefaultORTLib
+	}
+	if _, err := os.Stat(lib); err != nil {
+		t.Fatalf("testenv: ONNX Runtime library missing (%v): run `make deps` or set LEDGE_ORT_LIB", err)
+	}
+	return lib
+}
+
+// Command returns the path of an installed program, or fails the test
+// saying which Debian package provides it.
+func Command(t testing.TB, name, debianPackage string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("testenv: %s not found: run `make deps` (apt-get install %s)", name, debianPackage)
+	}
+	return path
+}
+
+// Docker fails the test unless a Docker engine answers.
+func Docker(t testing.TB) {
+	t.Helper()
+	Command(t, "docker", "docker.io")
+	if out, err := exec.Command("docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
+		t.Fatalf("testenv: no Docker engine answers (%v: %s): run `make deps`, which starts dockerd", err, out)
+	}
+}

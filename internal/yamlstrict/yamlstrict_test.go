@@ -1,0 +1,110 @@
+package yamlstrict
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+type inner struct {
+	Name  string        `yaml:"name"`
+	Count int           `yaml:"count"`
+	Every time.Duration `yaml:"every"`
+}
+
+type base struct {
+	Shared string `yaml:"shared"`
+}
+
+type doc struct {
+	base  `yaml:",inline"`
+	Top   string           `yaml:"top"`
+	Inner inner            `yaml:"inner"`
+	List  []inner          `yaml:"list"`
+	Map   map[string]inner `yaml:"map"`
+	Free  map[string]any   `yaml:"free"`
+	Ptr   *inner           `yaml:"ptr"`
+	Plain string
+}
+
+type withExtra struct {
+	Known string         `yaml:"known"`
+	Extra map[string]any `yaml:",inline"`
+}
+
+func TestDecode(t *testing.T) {
+	var d doc
+	err := Decode([]byte(`
+shared: s
+top: t
+inner: {name: a, count: 2, every: 3s}
+list:
+  - name: b
+map:
+  k: {name: c}
+free: {anything: [1, 2], goes: {here: true}}
+ptr: {count: 5}
+plain: p
+`), &d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Shared != "s" || d.Top != "t" || d.Inner.Count != 2 || d.Inner.Every != 3*time.Second ||
+		d.List[0].Name != "b" || d.Map["k"].Name != "c" || d.Ptr.Count != 5 || d.Plain != "p" || d.Free["goes"] == nil {
+		t.Errorf("got %+v", d)
+	}
+	var e withExtra
+	if err := Decode([]byte("known: k\nother: 1\n"), &e); err != nil || e.Extra["other"] != 1 {
+		t.Errorf("inline map: %+v, %v", e, err)
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     []string
+	}{
+		{"top", "top: x\ntpo: y\n", []string{"line 2", `unknown key "tpo"`, `did you mean "top"`}},
+		{"nested", "inner:\n  name: a\n  colour: red\n", []string{"line 3", "inner.colour"}},
+		{"in list", "list:\n  - name: a\n  - nmae: b\n", []string{"line 3", "list[1].nmae", `"name"`}},
+		{"in map", "map:\n  k:\n    bad: 1\n", []string{"line 3", "map.k.bad"}},
+		{"in pointer", "ptr: {zzz: 1}\n", []string{"ptr.zzz"}},
+		{"type", "inner:\n  count: many\n", []string{"line 2", "inner.count", "got `many`, want int"}},
+		{"alias", "a: &x {bogus: 1}\n", []string{`unknown key "a"`}},
+		{"two docs", "top: a\n---\ntop: b\n", []string{"more than one"}},
+		{"syntax", "top: [unclosed\n", []string{"invalid YAML"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var d doc
+			err := Decode([]byte(tc.in), &d)
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestDecodeEmpty(t *testing.T) {
+	d := doc{Top: "default"}
+	if err := Decode(nil, &d); err != nil || d.Top != "default" {
+		t.Errorf("empty document: %+v, %v", d, err)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte("top: t\ninner: {name: a}\nlist: [{count: 1}]\n"))
+	f.Add([]byte("a: &x [1]\nb: *x\n"))
+	f.Add([]byte("map: {k: {every: 1s}}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var d doc
+		err := Decode(data, &d)
+		if err != nil && err.Error() == "" {
+			t.Fatal("empty error message")
+		}
+	})
+}

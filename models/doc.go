@@ -1,0 +1,3 @@
+// Package models will hold the model store: verified downloads, versions,
+// activation and rollback, quota.
+package models

@@ -1,0 +1,181 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// ComponentHealth is one line of GET /healthz.
+type ComponentHealth struct {
+	Name   string `json:"name"`
+	Status string `json:"status"` // "ok" or "failing"
+	Error  string `json:"error,omitempty"`
+}
+
+// Options configure the server.
+type Options struct {
+	Listen string // TCP address, e.g. ":8080"
+	Socket string // unix socket for the local CLI; "" for none
+	Logger *slog.Logger
+	// Health reports each component and whether all are healthy.
+	Health func(ctx context.Context) ([]ComponentHealth, bool)
+	// Metrics serves GET /metrics (Prometheus text format).
+	Metrics http.Handler
+	Version string
+}
+
+// Server serves HTTP on TCP and on the unix socket.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	engine  *gin.Engine
+	tcp     net.Listener
+	unix    net.Listener
+	started time.Time
+}
+
+func init() { gin.SetMode(gin.ReleaseMode) }
+
+// New binds the listeners (so a busy port fails here, before anything
+// runs) and builds the routes.
+func New(o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{opts: o, log: o.Logger, started: time.Now()}
+	s.engine = gin.New()
+	s.engine.Use(gin.CustomRecovery(s.recovered))
+	if err := s.engine.SetTrustedProxies(nil); err != nil {
+		return nil, err
+	}
+	s.routes()
+
+	var err error
+	if s.tcp, err = net.Listen("tcp", o.Listen); err != nil {
+		return nil, fmt.Errorf("http listen %s: %w", o.Listen, err)
+	}
+	if o.Socket != "" {
+		if s.unix, err = listenUnix(o.Socket); err != nil {
+			s.tcp.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// listenUnix listens on path, replacing a stale socket file left by a
+// killed ledge but refusing to steal one a live ledge still serves.
+func listenUnix(path string) (net.Listener, error) {
+	if _, err := os.Stat(path); err == nil {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket %s: another ledge is running with this data dir", path)
+		}
+		os.Remove(path)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// Close releases the listeners of a server that will not Run (Run closes
+// them itself). It is safe to call more than once.
+func (s *Server) Close() error {
+	s.tcp.Close()
+	if s.unix != nil {
+		s.unix.Close()
+		os.Remove(s.opts.Socket)
+	}
+	return nil
+}
+
+// Addr is the bound TCP address (useful with port 0).
+func (s *Server) Addr() net.Addr { return s.tcp.Addr() }
+
+// Handler is the HTTP handler, for tests.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// Run serves until ctx ends, then shuts down gracefully (open streams are
+// cut after a short grace period).
+func (s *Server) Run(ctx context.Context) error {
+	srv := &http.Server{
+		Handler:           s.engine,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 2)
+	serve := func(l net.Listener) {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}
+	go serve(s.tcp)
+	if s.unix != nil {
+		go serve(s.unix)
+	}
+	s.log.Info("http listening", "addr", s.tcp.Addr().String(), "socket", s.opts.Socket)
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		srv.Close()
+		return fmt.Errorf("http: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	if s.opts.Socket != "" {
+		os.Remove(s.opts.Socket)
+	}
+	return nil
+}
+
+func (s *Server) routes() {
+	s.engine.GET("/healthz", s.healthz)
+	if s.opts.Metrics != nil {
+		s.engine.GET("/metrics", gin.WrapH(s.opts.Metrics))
+	}
+	s.engine.NoRoute(func(c *gin.Context) {
+		writeError(c, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s", c.Request.Method, c.Request.URL.Path))
+	})
+}
+
+func (s *Server) healthz(c *gin.Context) {
+	var comps []ComponentHealth
+	ok := true
+	if s.opts.Health != nil {
+		comps, ok = s.opts.Health(c.Request.Context())
+	}
+	status, code := "ok", http.StatusOK
+	if !ok {
+		status, code = "failing", http.StatusServiceUnavailable
+	}
+	c.JSON(code, gin.H{
+		"status":     status,
+		"version":    s.opts.Version,
+		"uptime":     time.Since(s.started).Round(time.Second).String(),
+		"components": comps,
+	})
+}
+
+func (s *Server) recovered(c *gin.Context, v any) {
+	id := newErrorID()
+	s.log.Error("handler panic", "id", id, "path", c.Request.URL.Path, "panic", v)
+	writeErrorID(c, http.StatusInternalServerError, "internal", "internal error", id)
+}

@@ -1,0 +1,101 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"github.com/gin-gonic/gin"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func newTestServer(t *testing.T, health func(context.Context) ([]ComponentHealth, bool)) *Server {
+	t.Helper()
+	s, err := New(Options{Listen: "127.0.0.1:0", Socket: filepath.Join(t.TempDir(), "s.sock"), Health: health,
+		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("m 1\n")) })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestHealthz(t *testing.T) {
+	healthy := true
+	s := newTestServer(t, func(context.Context) ([]ComponentHealth, bool) {
+		if healthy {
+			return []ComponentHealth{{Name: "db", Status: "ok"}}, true
+		}
+		return []ComponentHealth{{Name: "db", Status: "failing", Error: "disk full"}}, false
+	})
+	for _, tc := range []struct {
+		healthy bool
+		code    int
+		status  string
+	}{{true, 200, "ok"}, {false, 503, "failing"}} {
+		healthy = tc.healthy
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+		var body struct {
+			Status     string
+			Components []ComponentHealth
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Code != tc.code || body.Status != tc.status || len(body.Components) != 1 {
+			t.Errorf("healthy=%v: %d %s", tc.healthy, rec.Code, rec.Body)
+		}
+	}
+}
+
+func TestNotFoundIsJSON(t *testing.T) {
+	s := newTestServer(t, nil)
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/nothing", nil))
+	var body struct{ Error apiError }
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != 404 || body.Error.Code != "not_found" {
+		t.Errorf("%d %s (%v)", rec.Code, rec.Body, err)
+	}
+}
+
+func TestMetricsRoute(t *testing.T) {
+	s := newTestServer(t, nil)
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "m 1") {
+		t.Errorf("%d %s", rec.Code, rec.Body)
+	}
+}
+
+func TestSecondServerOnSameSocketRefused(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "s.sock")
+	a, err := New(Options{Listen: "127.0.0.1:0", Socket: sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	if _, err := New(Options{Listen: "127.0.0.1:0", Socket: sock}); err == nil || !strings.Contains(err.Error(), "another ledge") {
+		t.Fatalf("second server: %v", err)
+	}
+}
+
+func TestPanicIsJSON500(t *testing.T) {
+	s := newTestServer(t, nil)
+	s.engine.GET("/boom", func(c *gin.Context) { panic(errors.New("boom")) })
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/boom", nil))
+	var body struct{ Error apiError }
+	json.Unmarshal(rec.Body.Bytes(), &body)
+	if rec.Code != 500 || body.Error.Code != "internal" || body.Error.ID == "" || strings.Contains(rec.Body.String(), "boom") {
+		t.Errorf("%d %s", rec.Code, rec.Body)
+	}
+}
