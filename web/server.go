@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -30,6 +32,8 @@ type Options struct {
 	// Metrics serves GET /metrics (Prometheus text format).
 	Metrics http.Handler
 	Version string
+	// Dev lets loopback clients use the API without credentials.
+	Dev bool
 }
 
 // Server serves HTTP on TCP and on the unix socket.
@@ -37,6 +41,7 @@ type Server struct {
 	opts    Options
 	log     *slog.Logger
 	engine  *gin.Engine
+	api     *gin.RouterGroup // /api/v1, behind requireAuth
 	tcp     net.Listener
 	unix    net.Listener
 	started time.Time
@@ -52,7 +57,7 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{opts: o, log: o.Logger, started: time.Now()}
 	s.engine = gin.New()
-	s.engine.Use(gin.CustomRecovery(s.recovered))
+	s.engine.Use(gin.CustomRecoveryWithWriter(io.Discard, s.recovered))
 	if err := s.engine.SetTrustedProxies(nil); err != nil {
 		return nil, err
 	}
@@ -117,6 +122,7 @@ func (s *Server) Run(ctx context.Context) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnContext:       connContext,
 	}
 	errc := make(chan error, 2)
 	serve := func(l net.Listener) {
@@ -151,6 +157,8 @@ func (s *Server) routes() {
 	if s.opts.Metrics != nil {
 		s.engine.GET("/metrics", gin.WrapH(s.opts.Metrics))
 	}
+	s.api = s.engine.Group("/api/v1", s.requireAuth)
+	s.api.GET("/system", s.system)
 	s.engine.NoRoute(func(c *gin.Context) {
 		writeError(c, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s", c.Request.Method, c.Request.URL.Path))
 	})
@@ -174,8 +182,17 @@ func (s *Server) healthz(c *gin.Context) {
 	})
 }
 
+// system answers GET /api/v1/system: what runs here.
+func (s *Server) system(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{
+		"version": s.opts.Version,
+		"uptime":  time.Since(s.started).Round(time.Second).String(),
+		"dev":     s.opts.Dev,
+	})
+}
+
 func (s *Server) recovered(c *gin.Context, v any) {
 	id := newErrorID()
-	s.log.Error("handler panic", "id", id, "path", c.Request.URL.Path, "panic", v)
+	s.log.Error("handler panic", "id", id, "path", c.Request.URL.Path, "panic", v, "stack", string(debug.Stack()))
 	writeErrorID(c, http.StatusInternalServerError, "internal", "internal error", id)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"github.com/gin-gonic/gin"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -97,5 +98,95 @@ func TestPanicIsJSON500(t *testing.T) {
 	json.Unmarshal(rec.Body.Bytes(), &body)
 	if rec.Code != 500 || body.Error.Code != "internal" || body.Error.ID == "" || strings.Contains(rec.Body.String(), "boom") {
 		t.Errorf("%d %s", rec.Code, rec.Body)
+	}
+}
+
+func TestAPIRequiresAuth(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	s, err := New(Options{Listen: "127.0.0.1:0", Socket: sock, Version: "v-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	// Over TCP (not dev): 401.
+	resp, err := http.Get("http://" + s.Addr().String() + "/api/v1/system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("TCP without credentials: %d, want 401", resp.StatusCode)
+	}
+	// Over the unix socket: allowed.
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	resp, err = c.Get("http://ledge/api/v1/system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sys struct{ Version string }
+	json.NewDecoder(resp.Body).Decode(&sys)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || sys.Version != "v-test" {
+		t.Errorf("socket: %d %+v", resp.StatusCode, sys)
+	}
+}
+
+func TestDevAllowsLoopback(t *testing.T) {
+	s, err := New(Options{Listen: "127.0.0.1:0", Dev: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	resp, err := http.Get("http://" + s.Addr().String() + "/api/v1/system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("dev loopback: %d", resp.StatusCode)
+	}
+}
+
+func TestBindJSONErrors(t *testing.T) {
+	s := newTestServer(t, nil)
+	type req struct {
+		Name string `json:"name"`
+		N    int    `json:"n"`
+	}
+	s.engine.POST("/echo", func(c *gin.Context) {
+		var r req
+		if bindJSON(c, &r) {
+			c.JSON(200, r)
+		}
+	})
+	for body, want := range map[string]string{
+		`{"name": "a", "n": 1}`: "",
+		`{"name": "a",`:         "malformed JSON body",
+		`{"n": "x"}`:            `field "n": got string, want int`,
+		`{"bogus": 1}`:          `unknown field "bogus"`,
+		``:                      "empty body",
+	} {
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "/echo", strings.NewReader(body)))
+		if want == "" {
+			if rec.Code != 200 {
+				t.Errorf("%q: %d %s", body, rec.Code, rec.Body)
+			}
+			continue
+		}
+		var got struct{ Error apiError }
+		json.Unmarshal(rec.Body.Bytes(), &got)
+		if rec.Code != 400 || !strings.Contains(got.Error.Message, want) {
+			t.Errorf("%q: %d %s, want 400 with %q", body, rec.Code, rec.Body, want)
+		}
 	}
 }

@@ -70,17 +70,17 @@ func freePort(t testing.TB) string {
 	return l.Addr().String()
 }
 
-// daemon is a `ledge run` process.
-type daemon struct {
+// runningLedge is a `ledge run` process.
+type runningLedge struct {
 	cmd    *exec.Cmd
 	addr   string
 	stderr *bytes.Buffer
 	done   chan error
 }
 
-func startDaemon(t testing.TB, args ...string) *daemon {
+func startLedge(t testing.TB, args ...string) *runningLedge {
 	t.Helper()
-	d := &daemon{addr: freePort(t), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	d := &runningLedge{addr: freePort(t), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	all := append([]string{"run", "--data-dir", t.TempDir(), "--listen", d.addr}, args...)
 	d.cmd = exec.Command(ledgeBin, all...)
 	d.cmd.Env = append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t))
@@ -136,7 +136,7 @@ func TestUsage(t *testing.T) {
 }
 
 func TestRunStopsOnSignal(t *testing.T) {
-	d := startDaemon(t)
+	d := startLedge(t)
 	for _, path := range []string{"/healthz", "/metrics"} {
 		resp, err := http.Get("http://" + d.addr + path)
 		if err != nil {
@@ -204,7 +204,7 @@ func rss(t testing.TB, pid int) (anon, file float64) {
 // resident memory once it serves (goal: RssAnon under 40 MB).
 func BenchmarkRunMemory(b *testing.B) {
 	for b.Loop() {
-		d := startDaemon(b)
+		d := startLedge(b)
 		time.Sleep(500 * time.Millisecond)
 		anon, file := rss(b, d.cmd.Process.Pid)
 		b.ReportMetric(anon, "RssAnon-MiB")
@@ -217,5 +217,18 @@ func BenchmarkRunMemory(b *testing.B) {
 		}
 		cancel()
 		d.done <- nil
+	}
+}
+
+func TestStatusTalksToDaemon(t *testing.T) {
+	dataDir := t.TempDir()
+	startLedge(t, "--data-dir", dataDir)
+	out, errOut, code := ledge(t, "status", "--data-dir", dataDir)
+	if code != 0 || !strings.Contains(out, `"version"`) {
+		t.Fatalf("exit %d: %s %s", code, out, errOut)
+	}
+	_, errOut, code = ledge(t, "status", "--data-dir", t.TempDir())
+	if code != 1 || !strings.Contains(errOut, "ledge is not running") {
+		t.Errorf("no daemon: exit %d: %s", code, errOut)
 	}
 }

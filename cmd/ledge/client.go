@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// daemon talks to the running ledge through the unix socket in its data
+// directory, the same REST API (/api/v1) the dashboard uses; whoever can
+// open the socket (mode 0600) is the administrator.
+type daemon struct {
+	socket string
+	client *http.Client
+}
+
+// apiError is an error answer of the API.
+type apiError struct {
+	Status  int
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+// connectDaemon finds the socket of the ledge whose config cf names.
+func connectDaemon(cf *configFlags) (*daemon, error) {
+	cfg, _, err := cf.load()
+	if err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(cfg.DataDir, "ledge.sock")
+	if _, err := os.Stat(sock); err != nil {
+		return nil, fmt.Errorf("ledge is not running with data dir %s (no socket %s): start it with `ledge run`, or pass --data-dir/--config", cfg.DataDir, sock)
+	}
+	return &daemon{socket: sock, client: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		},
+	}}}, nil
+}
+
+// do sends a request; body may be nil, []byte (sent as is) or a value sent
+// as JSON; out, when not nil, receives the JSON answer. An error answer
+// becomes an *apiError.
+func (d *daemon) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://ledge/api/v1"+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("ledge at %s: %w", d.socket, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var e struct{ Error apiError }
+		if json.Unmarshal(data, &e) != nil || e.Error.Message == "" {
+			return &apiError{Status: resp.StatusCode, Message: fmt.Sprintf("%s %s: HTTP %d", method, path, resp.StatusCode)}
+		}
+		e.Error.Status = resp.StatusCode
+		return &e.Error
+	}
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("%s %s: bad answer: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+// withTimeout is the context CLI requests run under.
+func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
+
+// statusOf returns the HTTP status of an API error, 0 for other errors.
+func statusOf(err error) int {
+	var e *apiError
+	if errors.As(err, &e) {
+		return e.Status
+	}
+	return 0
+}
