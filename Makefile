@@ -33,8 +33,10 @@ test: deps vet
 	$(GO) test -count=1 -timeout 25m $(PKGS)
 
 # Benchmarks print ratios against baselines measured in the same run.
+# BENCH narrows them, e.g. make bench BENCH=Detect PKGS=./inference/
+BENCH ?= .
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 -timeout 60m ./inference/ ./cmd/ledge/
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -count 1 -timeout 90m $(PKGS)
 
 # Run every fuzz target for FUZZTIME each.
 FUZZTIME ?= 15s
