@@ -1,0 +1,154 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// writer owns the connection the store commits on.
+type writer struct {
+	s    *Store
+	conn *sql.Conn
+	ins  *sql.Stmt
+	del  *sql.Stmt
+}
+
+func (w *writer) prepare() error {
+	ctx := context.Background()
+	var err error
+	if w.ins, err = w.conn.PrepareContext(ctx, `INSERT INTO hub_queue (seq, endpoint, priority, created, expires, data) VALUES (?, ?, ?, ?, ?, ?)`); err != nil {
+		return fmt.Errorf("queue writer: %w", err)
+	}
+	if w.del, err = w.conn.PrepareContext(ctx, `DELETE FROM hub_queue WHERE seq = ?`); err != nil {
+		return fmt.Errorf("queue writer: %w", err)
+	}
+	return nil
+}
+
+func (w *writer) close() {
+	w.ins.Close()
+	w.del.Close()
+}
+
+type pending struct {
+	ep string
+	e  *entry
+}
+
+// commit writes the inserts of batch and every pending delete in one
+// transaction, then publishes the inserted entries and calls done.
+func (w *writer) commit(batch []*op) {
+	s := w.s
+	s.mu.Lock()
+	dels := s.deletes
+	s.deletes = nil
+	// Assign sequences and make room under the quota now, so the quota
+	// holds for what is committed.
+	now := s.now().UnixMilli()
+	var ins []pending
+	errs := make([]error, len(batch))
+	for i, o := range batch {
+		var size int64
+		for _, it := range o.items {
+			size += int64(len(it.Data))
+		}
+		if !s.makeRoomLocked(size) {
+			errs[i] = ErrTooLarge
+			continue
+		}
+		for _, it := range o.items {
+			e := &entry{seq: s.nextSeq, prio: it.Priority, created: now, size: int64(len(it.Data)), data: it.Data}
+			s.nextSeq++
+			if it.TTL > 0 {
+				e.expires = now + it.TTL.Milliseconds()
+			}
+			ins = append(ins, pending{it.Endpoint, e})
+		}
+		s.bytes += size // reserved; push adds per entry, so undo below
+	}
+	dels = append(dels, s.deletes...) // quota drops
+	s.deletes = nil
+	s.mu.Unlock()
+
+	if len(ins) == 0 && len(dels) == 0 {
+		w.finish(batch, errs, nil, ins, 0, nil)
+		return
+	}
+	err := w.tx(ins, dels)
+	var reserved int64
+	for _, p := range ins {
+		reserved += p.e.size
+	}
+	w.finish(batch, errs, err, ins, reserved, dels)
+}
+
+func (w *writer) tx(ins []pending, dels []int64) error {
+	ctx := context.Background()
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = w.tryTx(ctx, ins, dels); err == nil {
+			return nil
+		}
+		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
+	}
+	return err
+}
+
+func (w *writer) tryTx(ctx context.Context, ins []pending, dels []int64) error {
+	tx, err := w.conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("queue commit: %w", err)
+	}
+	defer tx.Rollback()
+	insStmt, delStmt := tx.StmtContext(ctx, w.ins), tx.StmtContext(ctx, w.del)
+	for _, p := range ins {
+		if _, err := insStmt.ExecContext(ctx, p.e.seq, p.ep, p.e.prio, p.e.created, p.e.expires, p.e.data); err != nil {
+			return fmt.Errorf("queue insert: %w", err)
+		}
+	}
+	for _, seq := range dels {
+		if _, err := delStmt.ExecContext(ctx, seq); err != nil {
+			return fmt.Errorf("queue delete: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("queue commit: %w", err)
+	}
+	return nil
+}
+
+func (w *writer) finish(batch []*op, errs []error, txErr error, ins []pending, reserved int64, dels []int64) {
+	s := w.s
+	s.mu.Lock()
+	s.bytes -= reserved
+	if txErr != nil {
+		s.log.Error("store-and-forward commit failed", "err", txErr, "messages", len(ins))
+		s.deletes = append(s.deletes, dels...) // retried with the next commit
+	} else {
+		touched := map[*endpoint]bool{}
+		for _, p := range ins {
+			if s.cached+p.e.size > s.opts.CacheBytes {
+				p.e.data = nil
+			}
+			s.push(p.ep, p.e)
+			touched[s.eps[p.ep]] = true
+		}
+		s.committed += uint64(len(ins))
+		for ep := range touched {
+			signal(ep.notify)
+		}
+	}
+	s.mu.Unlock()
+	for i, o := range batch {
+		if o.done == nil {
+			continue
+		}
+		err := errs[i]
+		if err == nil {
+			err = txErr
+		}
+		o.done(err)
+	}
+}
