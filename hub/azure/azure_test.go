@@ -246,3 +246,33 @@ func FuzzParseTopic(f *testing.F) {
 		}
 	})
 }
+
+func TestParseUsername(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Username
+		ok   bool
+	}{
+		{"h/d/?api-version=2021-04-12", Username{"h", "d", "", "2021-04-12"}, true},
+		{"h/d/m/?api-version=2018-06-30&DeviceClientType=x%2F1", Username{"h", "d", "m", "2018-06-30"}, true},
+		{"h/d", Username{"h", "d", "", ""}, true},
+		{"h", Username{}, false},
+		{"h/d/m/x/?api-version=1", Username{}, false},
+		{"h//?a=1", Username{}, false},
+	} {
+		got, err := ParseUsername(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("%q: %+v %v", tc.in, got, err)
+		}
+	}
+}
+
+func FuzzParseUsername(f *testing.F) {
+	f.Add("h/d/m/?api-version=2021-04-12&model-id=dtmi%3Ax")
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := ParseUsername(s)
+		if err == nil && (u.Host == "" || u.Device == "" || strings.Contains(u.Device, "/")) {
+			t.Fatalf("%q: %+v", s, u)
+		}
+	})
+}
