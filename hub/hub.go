@@ -212,10 +212,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	go func() { storeDone <- h.store.Run(storeCtx) }()
 
 	pctx, stopPumps := context.WithCancel(ctx)
-	h.pumpsMu.Lock()
-	h.pumpCtx = pctx
-	h.pumpsMu.Unlock()
-	h.startPumps()
+	h.startPumps(pctx)
 
 	if err := h.srv.Serve(); err != nil {
 		stopPumps()

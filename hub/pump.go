@@ -59,14 +59,14 @@ func (h *Hub) ensurePump(sink route.Sink) {
 }
 
 // startPumps starts pumps for what the store holds and the routes name.
-func (h *Hub) startPumps() {
+func (h *Hub) startPumps(ctx context.Context) {
 	for _, es := range h.store.Stats().Endpoints {
 		if sink, ok := parseSink(es.Endpoint); ok {
-			h.ensurePump(sink)
+			h.ensurePump(sink) // registered, not started: no context yet
 		}
 	}
 	h.pumpsMu.Lock()
-	ctx := h.pumpCtx
+	h.pumpCtx = ctx // from now on ensurePump starts new pumps itself
 	for _, p := range h.pumps {
 		h.pumpWG.Go(func() { p.run(ctx) })
 	}
