@@ -43,6 +43,11 @@ func testLogger(t testing.TB) *slog.Logger {
 // startHub runs a hub on free loopback ports until the test ends.
 func startHub(t *testing.T, mutate func(*Config), dev bool) *testHub {
 	t.Helper()
+	return startHubAs(t, testDevice, mutate, dev)
+}
+
+func startHubAs(t *testing.T, deviceID string, mutate func(*Config), dev bool) *testHub {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Hostname = "ledge.test"
 	cfg.Listen = ListenConfig{MQTT: "127.0.0.1:0", MQTTS: "127.0.0.1:0"}
@@ -50,7 +55,7 @@ func startHub(t *testing.T, mutate func(*Config), dev bool) *testHub {
 		mutate(&cfg)
 	}
 	dir := t.TempDir()
-	h, err := New(t.Context(), Options{Config: cfg, DB: testenv.DB(t), DataDir: dir, DeviceID: testDevice, Dev: dev, Logger: testLogger(t)})
+	h, err := New(t.Context(), Options{Config: cfg, DB: testenv.DB(t), DataDir: dir, DeviceID: deviceID, Dev: dev, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
