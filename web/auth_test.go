@@ -290,5 +290,3 @@ func readAll(resp *http.Response) string {
 		}
 	}
 }
-
-

@@ -192,6 +192,7 @@ func (s *Server) routes() error {
 		}
 	}
 	s.engine.POST("/api/v1/auth/login", s.login)
+	s.engine.GET("/api/v1/openapi.json", s.openAPIDoc)
 	s.api = s.engine.Group("/api/v1", s.requireAuth)
 	s.api.GET("/system", s.system)
 	s.api.GET("/auth/whoami", s.whoami)
