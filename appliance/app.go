@@ -70,12 +70,17 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	a.registry = newRegistry(build)
 
 	srv, err := web.New(web.Options{
-		Listen:  cfg.HTTP.Listen,
-		Socket:  filepath.Join(cfg.DataDir, "ledge.sock"),
-		Logger:  log.With("component", "web"),
-		Health:  a.health.check,
-		Metrics: metricsHandler(a.registry),
-		Version: build.Version,
+		Listen:        cfg.HTTP.Listen,
+		Socket:        filepath.Join(cfg.DataDir, "ledge.sock"),
+		Logger:        log.With("component", "web"),
+		Health:        a.health.check,
+		Metrics:       metricsHandler(a.registry),
+		Version:       build.Version,
+		Dev:           cfg.Dev,
+		DB:            a.db,
+		DeviceID:      cfg.DeviceID,
+		PublicMetrics: cfg.HTTP.PublicMetrics,
+		System:        &systemReader{dataDir: cfg.DataDir},
 	})
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"ledge/internal/migrate"
+	"ledge/web"
 )
 
 func testConfig(t *testing.T) Config {
@@ -42,7 +43,23 @@ func TestAppRunAndStop(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &h); err != nil || h.Status != "ok" || len(h.Components) == 0 {
 		t.Errorf("healthz: %s (%v)", body, err)
 	}
-	metrics := get(t, "http://"+addr+"/metrics", http.StatusOK)
+	get(t, "http://"+addr+"/metrics", http.StatusUnauthorized) // secure by default
+	tok, err := web.CreateToken(t.Context(), app.DB(), "prometheus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", "http://"+addr+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("metrics with a token: %d %s", resp.StatusCode, mb)
+	}
+	metrics := string(mb)
 	for _, want := range []string{`ledge_build_info{commit="",version="test"} 1`, "go_goroutines", "process_resident_memory_bytes"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %q", want)
@@ -53,7 +70,7 @@ func TestAppRunAndStop(t *testing.T) {
 	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}}
-	resp, err := c.Get("http://ledge/healthz")
+	resp, err = c.Get("http://ledge/healthz")
 	if err != nil {
 		t.Fatalf("unix socket: %v", err)
 	}

@@ -41,6 +41,9 @@ type LogConfig struct {
 // HTTPConfig is the web server: health, metrics, API and dashboard.
 type HTTPConfig struct {
 	Listen string `yaml:"listen"` // address, default ":8080"
+	// PublicMetrics serves /metrics without credentials, for a Prometheus
+	// that cannot send a bearer token. Default false.
+	PublicMetrics bool `yaml:"publicMetrics"`
 }
 
 // DatabaseConfig tunes SQLite.

@@ -19,10 +19,7 @@ import (
 // registers its routes from its own file, given the group, when appliance
 // handed web its implementation in Options.
 //
-// Who may call it: requests arriving on the unix socket (the local CLI; the
-// socket is mode 0600) and, in dev mode, requests from loopback. The web
-// issue adds sessions and API tokens for everyone else; until then other
-// callers get 401.
+// Who may call it: see auth.go.
 
 // connKind marks how a request arrived.
 type connKind int
@@ -57,15 +54,6 @@ func fromLoopback(r *http.Request) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// requireAuth lets through the local CLI and, in dev mode, loopback.
-func (s *Server) requireAuth(c *gin.Context) {
-	if fromSocket(c.Request) || (s.opts.Dev && fromLoopback(c.Request)) {
-		c.Next()
-		return
-	}
-	writeError(c, http.StatusUnauthorized, string(fault.Unauthorized), "authentication required")
 }
 
 // statusOf maps an error kind to an HTTP status.

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,16 @@ type Options struct {
 	Version string
 	// Dev lets loopback clients use the API without credentials.
 	Dev bool
+	// DB holds web's own tables (admin password, sessions, API tokens);
+	// without it only the CLI socket (and dev loopback) get in.
+	DB *sql.DB
+	// DeviceID is shown in the page titles.
+	DeviceID string
+	// PublicMetrics serves /metrics without credentials (for a Prometheus
+	// that cannot send a token).
+	PublicMetrics bool
+	// System reports the machine's state for the overview.
+	System SystemSource
 }
 
 // Server serves HTTP on TCP and on the unix socket.
@@ -42,6 +53,9 @@ type Server struct {
 	log     *slog.Logger
 	engine  *gin.Engine
 	api     *gin.RouterGroup // /api/v1, behind requireAuth
+	auth    *authStore       // nil without Options.DB
+	limiter *loginLimiter
+	tpl     *templates
 	tcp     net.Listener
 	unix    net.Listener
 	started time.Time
@@ -55,13 +69,29 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: o, log: o.Logger, started: time.Now()}
+	s := &Server{opts: o, log: o.Logger, started: time.Now(), limiter: newLoginLimiter()}
+	if o.DB != nil {
+		var err error
+		if s.auth, err = openAuthStore(context.Background(), o.DB); err != nil {
+			return nil, err
+		}
+		pw, err := s.auth.ensurePassword(context.Background())
+		if err != nil {
+			return nil, err
+		}
+		if pw != "" {
+			s.log.Warn("dashboard admin password created: it is shown only this once; change it with `ledge admin set-password`",
+				"password", pw)
+		}
+	}
 	s.engine = gin.New()
 	s.engine.Use(gin.CustomRecoveryWithWriter(io.Discard, s.recovered))
 	if err := s.engine.SetTrustedProxies(nil); err != nil {
 		return nil, err
 	}
-	s.routes()
+	if err := s.routes(); err != nil {
+		return nil, err
+	}
 
 	var err error
 	if s.tcp, err = net.Listen("tcp", o.Listen); err != nil {
@@ -152,16 +182,28 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) routes() {
+func (s *Server) routes() error {
 	s.engine.GET("/healthz", s.healthz)
 	if s.opts.Metrics != nil {
-		s.engine.GET("/metrics", gin.WrapH(s.opts.Metrics))
+		if s.opts.PublicMetrics {
+			s.engine.GET("/metrics", gin.WrapH(s.opts.Metrics))
+		} else {
+			s.engine.GET("/metrics", s.requireAuth, gin.WrapH(s.opts.Metrics))
+		}
 	}
+	s.engine.POST("/api/v1/auth/login", s.login)
+	s.engine.GET("/api/v1/openapi.json", s.openAPIDoc)
 	s.api = s.engine.Group("/api/v1", s.requireAuth)
 	s.api.GET("/system", s.system)
+	s.api.GET("/auth/whoami", s.whoami)
+	s.api.POST("/auth/logout", s.logout)
+	if err := s.pageRoutes(); err != nil {
+		return err
+	}
 	s.engine.NoRoute(func(c *gin.Context) {
 		writeError(c, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s", c.Request.Method, c.Request.URL.Path))
 	})
+	return nil
 }
 
 func (s *Server) healthz(c *gin.Context) {
@@ -179,15 +221,6 @@ func (s *Server) healthz(c *gin.Context) {
 		"version":    s.opts.Version,
 		"uptime":     time.Since(s.started).Round(time.Second).String(),
 		"components": comps,
-	})
-}
-
-// system answers GET /api/v1/system: what runs here.
-func (s *Server) system(c *gin.Context) {
-	c.JSON(http.StatusOK, gin.H{
-		"version": s.opts.Version,
-		"uptime":  time.Since(s.started).Round(time.Second).String(),
-		"dev":     s.opts.Dev,
 	})
 }
 

@@ -67,8 +67,19 @@ func TestMetricsRoute(t *testing.T) {
 	s := newTestServer(t, nil)
 	rec := httptest.NewRecorder()
 	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != http.StatusUnauthorized {
+		t.Errorf("without credentials: %d %s", rec.Code, rec.Body)
+	}
+	pub, err := New(Options{Listen: "127.0.0.1:0", PublicMetrics: true,
+		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("m 1\n")) })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	rec = httptest.NewRecorder()
+	pub.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "m 1") {
-		t.Errorf("%d %s", rec.Code, rec.Body)
+		t.Errorf("public metrics: %d %s", rec.Code, rec.Body)
 	}
 }
 

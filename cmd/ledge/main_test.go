@@ -137,14 +137,14 @@ func TestUsage(t *testing.T) {
 
 func TestRunStopsOnSignal(t *testing.T) {
 	d := startLedge(t)
-	for _, path := range []string{"/healthz", "/metrics"} {
+	for path, want := range map[string]int{"/healthz": 200, "/metrics": 401, "/api/v1/system": 401, "/login": 200} {
 		resp, err := http.Get("http://" + d.addr + path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Errorf("%s: %d", path, resp.StatusCode)
+		if resp.StatusCode != want {
+			t.Errorf("%s: %d, want %d", path, resp.StatusCode, want)
 		}
 	}
 	anon, file := rss(t, d.cmd.Process.Pid)
@@ -230,5 +230,50 @@ func TestStatusTalksToDaemon(t *testing.T) {
 	_, errOut, code = ledge(t, "status", "--data-dir", t.TempDir())
 	if code != 1 || !strings.Contains(errOut, "ledge is not running") {
 		t.Errorf("no daemon: exit %d: %s", code, errOut)
+	}
+}
+
+func TestAdminPasswordAndTokens(t *testing.T) {
+	dataDir := t.TempDir()
+	cmd := exec.Command(ledgeBin, "admin", "set-password", "--data-dir", dataDir)
+	cmd.Stdin = strings.NewReader("a long enough password\n")
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "admin password set") {
+		t.Fatalf("set-password: %v %s", err, out)
+	}
+	cmd = exec.Command(ledgeBin, "admin", "set-password", "--data-dir", dataDir)
+	cmd.Stdin = strings.NewReader("short\n")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "too short") {
+		t.Fatalf("short password: %v %s", err, out)
+	}
+	tok, errOut, code := ledge(t, "admin", "token", "create", "grafana", "--data-dir", dataDir)
+	tok = strings.TrimSpace(tok)
+	if code != 0 || !strings.HasPrefix(tok, "ldg_") {
+		t.Fatalf("token create: %d %q %s", code, tok, errOut)
+	}
+	d := startLedge(t, "--data-dir", dataDir)
+	req, _ := http.NewRequest("GET", "http://"+d.addr+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("metrics with the CLI-made token: %d", resp.StatusCode)
+	}
+	out, _, _ := ledge(t, "admin", "token", "list", "--data-dir", dataDir)
+	if !strings.Contains(out, `"grafana"`) || strings.Contains(out, tok) {
+		t.Errorf("token list: %s", out)
+	}
+	if _, errOut, code := ledge(t, "admin", "token", "revoke", "nope", "--data-dir", dataDir); code != 1 || !strings.Contains(errOut, "no token") {
+		t.Errorf("revoke unknown: %d %s", code, errOut)
+	}
+}
+
+func TestFirstStartPrintsPassword(t *testing.T) {
+	d := startLedge(t)
+	time.Sleep(100 * time.Millisecond)
+	if !strings.Contains(d.stderr.String(), "dashboard admin password created") {
+		t.Errorf("first start log lacks the admin password line:\n%s", d.stderr)
 	}
 }

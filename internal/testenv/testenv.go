@@ -94,3 +94,24 @@ func Docker(t testing.TB) {
 		t.Fatalf("testenv: no Docker engine answers (%v: %s): run `make deps`, which starts dockerd", err, out)
 	}
 }
+
+// ArtifactDir returns a folder for test artifacts (screenshots), created
+// under $LEDGE_ARTIFACTS or <repo>/test-artifacts/<name>.
+func ArtifactDir(t testing.TB, name string) string {
+	t.Helper()
+	root := os.Getenv("LEDGE_ARTIFACTS")
+	if root == "" {
+		root = filepath.Join(RepoRoot(t), "test-artifacts")
+	}
+	dir := filepath.Join(root, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	return dir
+}
+
+// Chromium returns the path of Debian's chromium.
+func Chromium(t testing.TB) string {
+	t.Helper()
+	return Command(t, "chromium", "chromium")
+}

@@ -1,0 +1,228 @@
+package web
+
+import (
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"ledge/internal/fault"
+)
+
+// Who may do what:
+//
+//   - the local CLI over the unix socket (mode 0600): everything;
+//   - API tokens (Authorization: Bearer ldg_...): everything, no CSRF
+//     token needed (not ambient credentials);
+//   - a browser with a session cookie (after logging in with the admin
+//     password): everything; state-changing requests also need the
+//     session's CSRF token (header X-CSRF-Token, or form field csrf) and
+//     must not come from another site;
+//   - in dev mode, loopback clients without credentials, but browsers must
+//     still be same-origin for state-changing requests;
+//   - nobody else: 401 for the API, a redirect to /login for pages.
+
+type authKind int
+
+const (
+	authNone authKind = iota
+	authSocket
+	authDev
+	authSession
+	authToken
+)
+
+func (k authKind) String() string {
+	return [...]string{"none", "socket", "dev", "session", "token"}[k]
+}
+
+// authInfo is who made a request.
+type authInfo struct {
+	kind      authKind
+	sessionID string
+	csrf      string
+}
+
+const (
+	authKey       = "ledge.auth"
+	sessionCookie = "ledge_session"
+	csrfHeader    = "X-CSRF-Token"
+)
+
+// identify works out who made the request (no decision yet).
+func (s *Server) identify(c *gin.Context) authInfo {
+	r := c.Request
+	if fromSocket(r) {
+		return authInfo{kind: authSocket}
+	}
+	if s.auth != nil {
+		if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
+			if ok, err := s.auth.checkToken(r.Context(), strings.TrimPrefix(h, "Bearer ")); err == nil && ok {
+				return authInfo{kind: authToken}
+			}
+			return authInfo{} // a bad token is not silently downgraded to a cookie
+		}
+		if ck, err := r.Cookie(sessionCookie); err == nil {
+			if sess, err := s.auth.lookupSession(r.Context(), ck.Value); err == nil && sess != nil {
+				return authInfo{kind: authSession, sessionID: ck.Value, csrf: sess.csrf}
+			}
+		}
+	}
+	if s.opts.Dev && fromLoopback(r) {
+		return authInfo{kind: authDev}
+	}
+	return authInfo{}
+}
+
+func authOf(c *gin.Context) authInfo {
+	if v, ok := c.Get(authKey); ok {
+		return v.(authInfo)
+	}
+	return authInfo{}
+}
+
+// stateChanging reports whether the method changes something.
+func stateChanging(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return false
+	}
+	return true
+}
+
+// requireAuth guards API routes: 401 without credentials, 403 for a
+// browser request that fails the CSRF or same-origin check.
+func (s *Server) requireAuth(c *gin.Context) {
+	a := s.identify(c)
+	if a.kind == authNone {
+		writeError(c, http.StatusUnauthorized, string(fault.Unauthorized),
+			"authentication required: log in at /login, or send Authorization: Bearer <token> (ledge admin token create)")
+		return
+	}
+	if msg := s.csrfProblem(c, a); msg != "" {
+		writeError(c, http.StatusForbidden, string(fault.Forbidden), msg)
+		return
+	}
+	c.Set(authKey, a)
+	c.Next()
+}
+
+// requirePage guards dashboard pages: without credentials, to the login page.
+func (s *Server) requirePage(c *gin.Context) {
+	a := s.identify(c)
+	if a.kind == authNone {
+		c.Redirect(http.StatusSeeOther, "/login?next="+url.QueryEscape(c.Request.URL.RequestURI()))
+		c.Abort()
+		return
+	}
+	c.Set(authKey, a)
+	c.Next()
+}
+
+// csrfProblem returns why a state-changing browser request is refused, or
+// "" when it may go on.
+func (s *Server) csrfProblem(c *gin.Context, a authInfo) string {
+	if !stateChanging(c.Request.Method) || a.kind == authSocket || a.kind == authToken {
+		return ""
+	}
+	if !sameOrigin(c.Request) {
+		return "cross-site request refused"
+	}
+	if a.kind == authSession {
+		tok := c.GetHeader(csrfHeader)
+		if tok == "" {
+			tok = c.PostForm("csrf")
+		}
+		if tok == "" || tok != a.csrf {
+			return "missing or wrong CSRF token (send the page's token in the " + csrfHeader + " header)"
+		}
+	}
+	return ""
+}
+
+// sameOrigin checks the Fetch Metadata and Origin headers browsers send:
+// a request another site made a browser send is refused.
+func sameOrigin(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+	default:
+		return false
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		if err != nil || u.Host != r.Host {
+			return false
+		}
+	}
+	return true
+}
+
+// loginLimiter slows down password guessing per client address: after 5
+// failures in a row, each further attempt waits 30 s, doubling to 15 min.
+// Safe for concurrent use.
+type loginLimiter struct {
+	mu      sync.Mutex // guards clients
+	clients map[string]*loginState
+}
+
+type loginState struct {
+	failures int
+	until    time.Time
+}
+
+const (
+	freeFailures = 5
+	firstLockout = 30 * time.Second
+	maxLockout   = 15 * time.Minute
+)
+
+func newLoginLimiter() *loginLimiter { return &loginLimiter{clients: map[string]*loginState{}} }
+
+// wait returns how long the client must wait before trying again (0: now).
+func (l *loginLimiter) wait(client string, now time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st, ok := l.clients[client]; ok && now.Before(st.until) {
+		return st.until.Sub(now)
+	}
+	return 0
+}
+
+// result records an attempt.
+func (l *loginLimiter) result(client string, ok bool, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ok {
+		delete(l.clients, client)
+		return
+	}
+	st := l.clients[client]
+	if st == nil {
+		if len(l.clients) > 10000 { // bound memory under a spray of addresses
+			for k, v := range l.clients {
+				if now.After(v.until) {
+					delete(l.clients, k)
+				}
+			}
+		}
+		st = &loginState{}
+		l.clients[client] = st
+	}
+	st.failures++
+	if st.failures >= freeFailures {
+		d := firstLockout << min(st.failures-freeFailures, 10)
+		st.until = now.Add(min(d, maxLockout))
+	}
+}
+
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

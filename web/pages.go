@@ -1,0 +1,122 @@
+package web
+
+import (
+	"embed"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+)
+
+//go:embed ui/templates/*.html
+var templateFS embed.FS
+
+//go:embed ui/static
+var staticFS embed.FS
+
+// page is one dashboard page.
+type page struct {
+	Path  string
+	Title string
+	name  string // template file and data-page value
+}
+
+// navPage is a page in the navigation bar.
+type navPage struct {
+	Path, Title string
+	Current     bool
+}
+
+// pageData is what every page template gets.
+type pageData struct {
+	Title, Page, Device, Version, CSRF, AssetVersion string
+	LoggedIn                                         bool
+	Nav                                              []navPage
+	Data                                             any
+}
+
+// templates are parsed once: the layout plus each page's content.
+type templates struct {
+	pages map[string]*template.Template
+	login *template.Template
+}
+
+func parseTemplates(pages []page) (*templates, error) {
+	t := &templates{pages: map[string]*template.Template{}}
+	var err error
+	if t.login, err = template.ParseFS(templateFS, "ui/templates/login.html"); err != nil {
+		return nil, err
+	}
+	for _, p := range pages {
+		tp, err := template.ParseFS(templateFS, "ui/templates/layout.html", "ui/templates/"+p.name+".html")
+		if err != nil {
+			return nil, fmt.Errorf("template %s: %w", p.name, err)
+		}
+		t.pages[p.name] = tp
+	}
+	return t, nil
+}
+
+// dashboardPages lists the pages in navigation order; a page appears when
+// the component behind it is there.
+func (s *Server) dashboardPages() []page {
+	return []page{{Path: "/", Title: "Overview", name: "overview"}}
+}
+
+// pageRoutes serves the dashboard, the login page and the static files.
+func (s *Server) pageRoutes() error {
+	pages := s.dashboardPages()
+	tpl, err := parseTemplates(pages)
+	if err != nil {
+		return err
+	}
+	s.tpl = tpl
+	static, err := fs.Sub(staticFS, "ui/static")
+	if err != nil {
+		return err
+	}
+	s.engine.GET("/static/*file", func(c *gin.Context) {
+		c.Header("Cache-Control", "public, max-age=3600")
+		c.FileFromFS(c.Param("file"), http.FS(static))
+	})
+	s.engine.GET("/login", func(c *gin.Context) { s.renderLogin(c, http.StatusOK, "") })
+	s.engine.POST("/login", s.login)
+	s.engine.POST("/logout", s.requireAuth, s.logout)
+	for _, p := range pages {
+		s.engine.GET(p.Path, s.requirePage, func(c *gin.Context) { s.renderPage(c, pages, p, nil) })
+	}
+	return nil
+}
+
+func (s *Server) renderPage(c *gin.Context, pages []page, p page, data any) {
+	a := authOf(c)
+	d := pageData{
+		Title: p.Title, Page: p.name, Device: s.opts.DeviceID, Version: s.opts.Version,
+		CSRF: a.csrf, AssetVersion: s.opts.Version, LoggedIn: a.kind == authSession, Data: data,
+	}
+	for _, q := range pages {
+		d.Nav = append(d.Nav, navPage{Path: q.Path, Title: q.Title, Current: q.Path == p.Path})
+	}
+	c.Header("Content-Type", "text/html; charset=utf-8")
+	c.Header("X-Frame-Options", "DENY")
+	c.Header("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'")
+	c.Status(http.StatusOK)
+	if err := s.tpl.pages[p.name].ExecuteTemplate(c.Writer, "layout", d); err != nil {
+		s.log.Error("render page", "page", p.name, "err", err)
+	}
+}
+
+func (s *Server) renderLogin(c *gin.Context, status int, msg string) {
+	next := c.Query("next")
+	if next == "" {
+		next = c.PostForm("next")
+	}
+	c.Header("Content-Type", "text/html; charset=utf-8")
+	c.Header("X-Frame-Options", "DENY")
+	c.Status(status)
+	s.tpl.login.ExecuteTemplate(c.Writer, "login", map[string]any{
+		"Device": s.opts.DeviceID, "Error": msg, "Next": next, "AssetVersion": s.opts.Version,
+	})
+}

@@ -1,0 +1,47 @@
+package web
+
+import (
+	"context"
+	"net/http"
+	"runtime"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// SystemInfo is the machine's state for GET /api/v1/system.
+type SystemInfo struct {
+	CPUPercent   float64   `json:"cpuPercent"`
+	NumCPU       int       `json:"numCPU"`
+	LoadAvg      []float64 `json:"loadAvg"`
+	MemTotal     uint64    `json:"memTotal"`
+	MemAvailable uint64    `json:"memAvailable"`
+	ProcessRSS   uint64    `json:"processRSS"`
+	DiskTotal    uint64    `json:"diskTotal"`
+	DiskFree     uint64    `json:"diskFree"`
+	TemperatureC *float64  `json:"temperatureC"` // nil when the board has no sensor
+	Hostname     string    `json:"hostname"`
+}
+
+// SystemSource reads SystemInfo (appliance implements it from /proc and
+// /sys).
+type SystemSource interface {
+	System(ctx context.Context) SystemInfo
+}
+
+// system answers GET /api/v1/system.
+func (s *Server) system(c *gin.Context) {
+	var info SystemInfo
+	if s.opts.System != nil {
+		info = s.opts.System.System(c.Request.Context())
+	}
+	c.JSON(http.StatusOK, struct {
+		SystemInfo
+		Version   string    `json:"version"`
+		DeviceID  string    `json:"deviceId"`
+		GoVersion string    `json:"goVersion"`
+		Uptime    string    `json:"uptime"`
+		StartedAt time.Time `json:"startedAt"`
+		Dev       bool      `json:"dev"`
+	}{info, s.opts.Version, s.opts.DeviceID, runtime.Version(), time.Since(s.started).Round(time.Second).String(), s.started, s.opts.Dev})
+}
