@@ -45,6 +45,11 @@ type Options struct {
 	PublicMetrics bool
 	// System reports the machine's state for the overview.
 	System SystemSource
+	// Hub is the MQTT hub's API (nil: the hub routes answer 503).
+	Hub HubAPI
+	// MQTTWebSocket serves MQTT over WebSocket at /$iothub/websocket,
+	// outside the API's auth (the MQTT CONNECT authenticates).
+	MQTTWebSocket http.Handler
 }
 
 // Server serves HTTP on TCP and on the unix socket.
@@ -197,6 +202,10 @@ func (s *Server) routes() error {
 	s.api.GET("/system", s.system)
 	s.api.GET("/auth/whoami", s.whoami)
 	s.api.POST("/auth/logout", s.logout)
+	s.hubRoutes()
+	if s.opts.MQTTWebSocket != nil {
+		s.engine.GET("/$iothub/websocket", gin.WrapH(s.opts.MQTTWebSocket))
+	}
 	if err := s.pageRoutes(); err != nil {
 		return err
 	}
