@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"ledge/hub"
 	"ledge/web"
 )
 
@@ -40,6 +41,7 @@ type App struct {
 	health   *healthSet
 
 	web        *web.Server
+	hub        *hub.Hub    // nil when hub.enabled is false
 	components []component // in start order
 	closers    []func() error
 }
@@ -68,8 +70,14 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		return nil, err
 	}
 	a.registry = newRegistry(build)
+	hubAPI, hubWS, err := a.newHub(ctx)
+	if err != nil {
+		return nil, err
+	}
 
 	srv, err := web.New(web.Options{
+		Hub:           hubAPI,
+		MQTTWebSocket: hubWS,
 		Listen:        cfg.HTTP.Listen,
 		Socket:        filepath.Join(cfg.DataDir, "ledge.sock"),
 		Logger:        log.With("component", "web"),
