@@ -36,6 +36,10 @@ func startBenchBrokers(b *testing.B, routes map[string]RouteConfig) benchBrokers
 	cfg.Listen = ListenConfig{MQTT: "127.0.0.1:0"}
 	cfg.Routes = routes
 	c := startChild(b, childSpec{Dir: dir, Dev: true, Config: cfg})
+	b.Cleanup(func() { // graceful, so LEDGE_HUB_CPUPROFILE is written
+		c.cmd.Process.Signal(syscall.SIGTERM)
+		time.Sleep(2 * time.Second)
+	})
 	time.Sleep(300 * time.Millisecond)
 	return benchBrokers{mqURL: fmt.Sprintf("tcp://127.0.0.1:%d", port), hubURL: fmt.Sprintf("tcp://127.0.0.1:%d", c.port), mqPID: mq.Process.Pid, hubPID: c.pid}
 }
@@ -102,7 +106,9 @@ func reportPair(b *testing.B, mq, hb []loadResult) {
 	b.ReportMetric(float64(h.P50.Microseconds()), "hub-p50-µs")
 	b.ReportMetric(float64(h.RSS), "hub-rss-KiB")
 	b.ReportMetric(float64(m.RSS), "mosq-rss-KiB")
-	lost := func(r loadResult, subs uint64) float64 { return float64(r.Sent*subs-min(r.Received, r.Sent*subs)) / float64(max(1, r.Sent*subs)) }
+	lost := func(r loadResult, subs uint64) float64 {
+		return float64(r.Sent*subs-min(r.Received, r.Sent*subs)) / float64(max(1, r.Sent*subs))
+	}
 	_ = lost
 }
 

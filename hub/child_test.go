@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 
 	_ "github.com/mattn/go-sqlite3"
@@ -41,6 +42,13 @@ func childMain() int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child hub:", err)
 		return 1
+	}
+	if path := os.Getenv("LEDGE_HUB_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
 	}
 	fmt.Printf("ready %d %d\n", h.Ports().MQTT, os.Getpid())
 	if err := h.Run(ctx); err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha1"
 	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"net"
@@ -252,7 +251,7 @@ func (h *Hub) newSession(id *Identity, auth string) *session {
 }
 
 func peerCertificates(cl *mqtt.Client) []*x509.Certificate {
-	tc, ok := cl.Net.Conn.(*tls.Conn)
+	tc, ok := unwrapTLS(cl.Net.Conn)
 	if !ok {
 		return nil
 	}

@@ -49,7 +49,7 @@ func (l *netListener) Serve(establish listeners.EstablishFn) {
 		if l.tls != nil {
 			c = tls.Server(c, l.tls)
 		}
-		go establish(l.id, c)
+		go establish(l.id, &coarseConn{Conn: c})
 	}
 }
 
@@ -106,7 +106,7 @@ func (h *Hub) WebSocketHandler() http.Handler {
 			return // Upgrade answered
 		}
 		c := &wsConn{Conn: ws.UnderlyingConn(), ws: ws, remote: r.RemoteAddr}
-		h.srv.EstablishConnection(wsListenerID, c)
+		h.srv.EstablishConnection(wsListenerID, &coarseConn{Conn: c})
 	})
 }
 

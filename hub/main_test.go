@@ -203,3 +203,7 @@ func (h *testHub) addIdentity(t testing.TB, spec IdentitySpec) Created {
 }
 
 func dataPath(h *testHub, name string) string { return filepath.Join(h.dir, "hub", name) }
+
+func azureToken(resource, key string) (string, error) {
+	return azure.BuildToken(resource, key, time.Now().Add(time.Hour))
+}

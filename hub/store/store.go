@@ -468,10 +468,15 @@ func (s *Store) forgetLocked(ep *endpoint, e *entry) {
 func (s *Store) dropLocked(ep *endpoint, e *entry, reason string) {
 	s.forgetLocked(ep, e)
 	s.deletes = append(s.deletes, e.seq)
+	s.countDropLocked(ep.name, reason)
+}
+
+// countDropLocked counts a drop and logs, at most every 10 s.
+func (s *Store) countDropLocked(endpoint, reason string) {
 	s.drops[reason]++
 	if now := time.Now(); now.Sub(s.lastDropLg) > 10*time.Second {
 		s.lastDropLg = now
-		s.log.Warn("store-and-forward dropped messages", "reason", reason, "endpoint", ep.name,
+		s.log.Warn("store-and-forward dropped messages", "reason", reason, "endpoint", endpoint,
 			"dropped_expired", s.drops[DropExpired], "dropped_quota", s.drops[DropQuota])
 	}
 }
@@ -497,39 +502,23 @@ func (s *Store) sweep() {
 	}
 }
 
-// makeRoomLocked drops oldest messages of the lowest priority until need
-// more bytes fit the quota. It reports false if they cannot fit.
-func (s *Store) makeRoomLocked(need int64) bool {
-	if s.opts.QuotaBytes <= 0 {
-		return true
-	}
-	if need > s.opts.QuotaBytes {
-		return false
-	}
-	for s.bytes+need > s.opts.QuotaBytes {
-		var vEp *endpoint
-		var vQ *queue
-		for _, ep := range s.eps {
-			for i := len(ep.queues) - 1; i >= 0; i-- {
-				q := ep.queues[i]
-				if len(q.entries) == 0 {
-					continue
-				}
-				if vQ == nil || q.prio > vQ.prio || (q.prio == vQ.prio && q.entries[0].seq < vQ.entries[0].seq) {
-					vEp, vQ = ep, q
-				}
-				break
+// victimLocked is the oldest waiting message of the lowest priority.
+func (s *Store) victimLocked() (*endpoint, *queue) {
+	var vEp *endpoint
+	var vQ *queue
+	for _, ep := range s.eps {
+		for i := len(ep.queues) - 1; i >= 0; i-- {
+			q := ep.queues[i]
+			if len(q.entries) == 0 {
+				continue
 			}
+			if vQ == nil || q.prio > vQ.prio || (q.prio == vQ.prio && q.entries[0].seq < vQ.entries[0].seq) {
+				vEp, vQ = ep, q
+			}
+			break
 		}
-		if vQ == nil {
-			return false // all in flight
-		}
-		e := vQ.entries[0]
-		vQ.entries[0] = nil
-		vQ.entries = vQ.entries[1:]
-		s.dropLocked(vEp, e, DropQuota)
 	}
-	return true
+	return vEp, vQ
 }
 
 func (s *Store) wake() {

@@ -49,13 +49,14 @@ func (w *writer) commit(batch []*op) {
 	now := s.now().UnixMilli()
 	var ins []pending
 	errs := make([]error, len(batch))
+	var batchBytes int64
 	for i, o := range batch {
-		var size int64
 		for _, it := range o.items {
-			size += int64(len(it.Data))
+			if s.opts.QuotaBytes > 0 && int64(len(it.Data)) > s.opts.QuotaBytes {
+				errs[i] = ErrTooLarge
+			}
 		}
-		if !s.makeRoomLocked(size) {
-			errs[i] = ErrTooLarge
+		if errs[i] != nil {
 			continue
 		}
 		for _, it := range o.items {
@@ -65,9 +66,10 @@ func (w *writer) commit(batch []*op) {
 				e.expires = now + it.TTL.Milliseconds()
 			}
 			ins = append(ins, pending{it.Endpoint, e})
+			batchBytes += e.size
 		}
-		s.bytes += size // reserved; push adds per entry, so undo below
 	}
+	ins = s.fitQuotaLocked(ins, batchBytes)
 	dels = append(dels, s.deletes...) // quota drops
 	s.deletes = nil
 	s.mu.Unlock()
@@ -77,11 +79,7 @@ func (w *writer) commit(batch []*op) {
 		return
 	}
 	err := w.tx(ins, dels)
-	var reserved int64
-	for _, p := range ins {
-		reserved += p.e.size
-	}
-	w.finish(batch, errs, err, ins, reserved, dels)
+	w.finish(batch, errs, err, ins, 0, dels)
 }
 
 func (w *writer) tx(ins []pending, dels []int64) error {
@@ -151,4 +149,36 @@ func (w *writer) finish(batch []*op, errs []error, txErr error, ins []pending, r
 		}
 		o.done(err)
 	}
+}
+
+// fitQuotaLocked drops messages until the queued bytes plus the batch fit
+// the quota: always the oldest waiting message of the lowest priority,
+// whether it is queued already or in this batch (queued ones are older).
+func (s *Store) fitQuotaLocked(ins []pending, batchBytes int64) []pending {
+	if s.opts.QuotaBytes <= 0 {
+		return ins
+	}
+	for s.bytes+batchBytes > s.opts.QuotaBytes {
+		vEp, vQ := s.victimLocked()
+		bi := -1
+		for i, p := range ins {
+			if bi < 0 || p.e.prio > ins[bi].e.prio {
+				bi = i
+			}
+		}
+		switch {
+		case vQ != nil && (bi < 0 || vQ.prio >= ins[bi].e.prio):
+			e := vQ.entries[0]
+			vQ.entries[0] = nil
+			vQ.entries = vQ.entries[1:]
+			s.dropLocked(vEp, e, DropQuota)
+		case bi >= 0:
+			batchBytes -= ins[bi].e.size
+			s.countDropLocked(ins[bi].ep, DropQuota)
+			ins = append(ins[:bi], ins[bi+1:]...)
+		default:
+			return ins // everything is in flight
+		}
+	}
+	return ins
 }
