@@ -45,6 +45,8 @@ type Options struct {
 	PublicMetrics bool
 	// System reports the machine's state for the overview.
 	System SystemSource
+	// Events feeds GET /api/v1/events/stream (server-sent events).
+	Events EventFeed
 }
 
 // Server serves HTTP on TCP and on the unix socket.
@@ -56,9 +58,11 @@ type Server struct {
 	auth    *authStore       // nil without Options.DB
 	limiter *loginLimiter
 	tpl     *templates
-	tcp     net.Listener
-	unix    net.Listener
-	started time.Time
+	// stopping is closed when Run begins to shut down, ending streams.
+	stopping chan struct{}
+	tcp      net.Listener
+	unix     net.Listener
+	started  time.Time
 }
 
 func init() { gin.SetMode(gin.ReleaseMode) }
@@ -69,7 +73,7 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: o, log: o.Logger, started: time.Now(), limiter: newLoginLimiter()}
+	s := &Server{opts: o, log: o.Logger, started: time.Now(), limiter: newLoginLimiter(), stopping: make(chan struct{})}
 	if o.DB != nil {
 		var err error
 		if s.auth, err = openAuthStore(context.Background(), o.DB); err != nil {
@@ -171,6 +175,7 @@ func (s *Server) Run(ctx context.Context) error {
 		srv.Close()
 		return fmt.Errorf("http: %w", err)
 	}
+	close(s.stopping) // end event and video streams, which never go idle
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
@@ -196,6 +201,7 @@ func (s *Server) routes() error {
 	s.api = s.engine.Group("/api/v1", s.requireAuth)
 	s.api.GET("/system", s.system)
 	s.api.GET("/auth/whoami", s.whoami)
+	s.api.GET("/events/stream", s.eventStream)
 	s.api.POST("/auth/logout", s.logout)
 	if err := s.pageRoutes(); err != nil {
 		return err
