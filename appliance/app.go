@@ -38,6 +38,8 @@ type App struct {
 	started  time.Time
 	registry *prometheus.Registry
 	health   *healthSet
+	// events fans the components' events out to the dashboard's SSE.
+	events *web.Broadcaster
 
 	web        *web.Server
 	components []component // in start order
@@ -68,6 +70,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		return nil, err
 	}
 	a.registry = newRegistry(build)
+	a.events = web.NewBroadcaster()
 
 	srv, err := web.New(web.Options{
 		Listen:        cfg.HTTP.Listen,
@@ -81,6 +84,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		DeviceID:      cfg.DeviceID,
 		PublicMetrics: cfg.HTTP.PublicMetrics,
 		System:        &systemReader{dataDir: cfg.DataDir},
+		Events:        a.events,
 	})
 	if err != nil {
 		return nil, err
