@@ -97,33 +97,35 @@ func (n *node) eval(c *evalCtx) Value {
 }
 
 // compare: operands of different kinds, or an undefined one, give
-// undefined. Strings compare ordinally (case-sensitive), numbers as IEEE
-// doubles, bools only for (in)equality, and null equals null.
+// undefined. Strings compare ordinally (case-sensitive); numbers as .NET's
+// double.CompareTo does, so NaN equals NaN and sorts below every number;
+// false sorts before true; null equals null.
 func compare(o op, l, r Value) Value {
 	if l.kind != r.kind || l.kind == KindUndefined {
 		return Value{}
 	}
 	var c int
 	switch l.kind {
-	case KindNull:
-		c = 0
 	case KindBool:
-		if o != opEq && o != opNe {
-			return Value{}
-		}
-		if l.b != r.b {
+		switch {
+		case l.b == r.b:
+		case r.b:
+			c = -1
+		default:
 			c = 1
 		}
 	case KindNumber:
-		switch {
+		switch ln, rn := math.IsNaN(l.n), math.IsNaN(r.n); {
+		case ln || rn:
+			if !ln {
+				c = 1
+			} else if !rn {
+				c = -1
+			}
 		case l.n < r.n:
 			c = -1
 		case l.n > r.n:
 			c = 1
-		case l.n == r.n:
-			c = 0
-		default: // NaN: every comparison is false, != is true
-			return Bool(o == opNe)
 		}
 	case KindString:
 		switch {

@@ -151,7 +151,9 @@ func TestEval(t *testing.T) {
 		{"null against number", "$body.nothing = 0", js, Undefined()},
 		{"null equals null", "$body.nothing = null", js, Bool(true)},
 		{"undefined equals nothing", "undefined = undefined", plain, Undefined()},
-		{"bools do not order", "$body.ok >= $body.ok", js, Undefined()},
+		{"false before true", "false < true AND true >= true AND NOT (true < false)", plain, Bool(true)},
+		{"body bool order", "$body.ok > false", js, Bool(true)},
+		{"null orders as equal", "null <= null AND NOT (null < null)", plain, Bool(true)},
 		{"missing property compared", "nope = 'a'", plain, Undefined()},
 
 		// Operators and precedence.
@@ -167,8 +169,9 @@ func TestEval(t *testing.T) {
 		{"modulo sign", "-7 % 3 = -1", plain, Bool(true)},
 		{"division", "7 / 2 = 3.5", plain, Bool(true)},
 		{"division by zero", "1 / 0 > 1e308", plain, Bool(true)},
-		{"NaN is not equal to itself", "sqrt(-1) = sqrt(-1)", plain, Bool(false)},
-		{"NaN differs from itself", "sqrt(-1) <> sqrt(-1)", plain, Bool(true)},
+		{"NaN equals NaN (.NET CompareTo)", "sqrt(-1) = sqrt(-1)", plain, Bool(true)},
+		{"NaN sorts first", "sqrt(-1) < -1e308 AND NOT (sqrt(-1) > 0) AND 0 > sqrt(-1)", plain, Bool(true)},
+		{"NaN is not a number equal to 0", "sqrt(-1) <> 0", plain, Bool(true)},
 		{"concat operator", "x || 'b' = 'ab'", plain, Bool(true)},
 		{"concat with missing", "nope || 'b'", plain, Undefined()},
 		{"comparisons", "1 < 2 AND 2 <= 2 AND 3 > 2 AND 3 >= 3 AND 1 != 2 AND 1 <> 2", plain, Bool(true)},

@@ -352,33 +352,33 @@ func (p *parser) binary(t token, o op, l, r *node) *node {
 	n := &node{op: o, pos: t.pos, kids: []*node{l, r}}
 	lt, rt := l.typ, r.typ
 	bad := func(need string) {
-		p.fail(t.pos, "operator %s needs %s, not %s and %s%s", t.describe(), need, article(lt), article(rt), compareHint(lt, rt))
+		p.fail(t.pos, "operator %s %s, not %s and %s%s", t.describe(), need, article(lt), article(rt), compareHint(lt, rt))
 	}
 	switch o {
 	case opMul, opDiv, opMod, opAdd, opSub:
 		n.typ = sNumber
 		if (lt.known() && lt != sNumber) || (rt.known() && rt != sNumber) {
-			bad("numbers")
+			bad("needs numbers")
 		}
 	case opConcat:
 		n.typ = sString
 		if (lt.known() && lt != sString) || (rt.known() && rt != sString) {
-			bad("strings")
+			bad("needs strings")
 		}
 	case opLt, opLe, opGt, opGe:
 		n.typ = sBool
-		if lt == sBool || rt == sBool || (lt.known() && rt.known() && lt != rt) {
-			bad("two numbers or two strings")
+		if lt.known() && rt.known() && lt != rt {
+			bad("compares values of the same type")
 		}
 	case opEq, opNe:
 		n.typ = sBool
 		if lt.known() && rt.known() && lt != rt {
-			bad("operands of the same type")
+			bad("compares values of the same type")
 		}
 	case opAnd, opOr:
 		n.typ = logicType(lt, rt)
 		if (lt.known() && lt != sBool && lt != sNull) || (rt.known() && rt != sBool && rt != sNull) {
-			bad("bools")
+			bad("needs bools")
 		}
 	case opCoalesce:
 		switch {
@@ -390,7 +390,7 @@ func (p *parser) binary(t token, o op, l, r *node) *node {
 			n.typ = sDyn
 		}
 		if lt.known() && rt.known() && lt != rt {
-			bad("operands of the same type")
+			bad("needs operands of the same type")
 		}
 	}
 	return n
