@@ -1,6 +1,7 @@
 package route
 
 import (
+	"strings"
 	"unicode/utf8"
 )
 
@@ -101,8 +102,11 @@ var fixedTokens = []struct {
 // Whitespace is dropped and /* comments */ are returned apart. The text
 // must be valid UTF-8.
 func lex(text string) (toks, comments []token) {
+	// A comment can only start before the last "*/"; knowing where that is
+	// keeps a text full of unclosed "/*" from taking quadratic time.
+	lastClose := strings.LastIndex(text, "*/")
 	for i := 0; i < len(text); {
-		kind, n := longestMatch(text, i)
+		kind, n := longestMatch(text, i, lastClose)
 		switch kind {
 		case tWS:
 		case tComment:
@@ -115,7 +119,7 @@ func lex(text string) (toks, comments []token) {
 	return append(toks, token{kind: tEOF, pos: len(text)}), comments
 }
 
-func longestMatch(s string, i int) (tokKind, int) {
+func longestMatch(s string, i, lastClose int) (tokKind, int) {
 	best, bestLen := tUnknown, 0
 	try := func(k tokKind, n int) {
 		if n > bestLen {
@@ -161,7 +165,9 @@ func longestMatch(s string, i int) (tokKind, int) {
 	try(tID, runLen(s, i, isIDChar))
 	try(tQueryPath, runLen(s, i, isQueryPathChar))
 	try(tWS, wsLen(s, i))
-	try(tComment, commentLen(s, i))
+	if i+2 <= lastClose {
+		try(tComment, commentLen(s, i))
+	}
 	if bestLen == 0 {
 		_, n := utf8.DecodeRuneInString(s[i:])
 		return tUnknown, n

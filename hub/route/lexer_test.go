@@ -1,6 +1,7 @@
 package route
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -79,4 +80,31 @@ var kindName = map[tokKind]string{
 	tEq: "EQ", tNe1: "NE", tNe2: "NE", tLe: "LE", tGe: "GE", tGt: "GT", tLt: "LT",
 	tConcat: "CONCAT", tCoalesce: "COALESCE", tSysProp: "SYSPROP", tID: "ID", tQueryPath: "QUERYPATH",
 	tUnknown: "UNKNOWN",
+}
+
+// Big hostile texts parse to the right answer; the lexer's work is linear
+// (without the guard on unclosed "/*", the first case alone takes seconds).
+func TestParseBigTexts(t *testing.T) {
+	tests := []struct {
+		text string
+		pos  int // -1: parses
+		msg  string
+	}{
+		{strings.Repeat("/* ", 100000), 0, "expected FROM, found '/'"},
+		{strings.Repeat("/* ", 100000) + "*/", 0, "empty route"},
+		{strings.Repeat("/*", 1000), 5, "expected FROM, found '*'"}, // "/*/*/" is a comment
+		{strings.Repeat("'a", 100000), 0, "expected FROM"},
+		{strings.Repeat("a", 200000), 0, "expected FROM"},
+		{"FROM /messages WHERE " + strings.Repeat("x = 'a' AND ", 20000) + "true INTO $upstream", -1, ""},
+	}
+	for _, tt := range tests {
+		_, err := Parse("big", tt.text)
+		var pe *ParseError
+		switch {
+		case tt.pos < 0 && err != nil:
+			t.Errorf("%.20q...: %v", tt.text, err)
+		case tt.pos >= 0 && (!errors.As(err, &pe) || pe.Pos != tt.pos || !strings.Contains(pe.Msg, tt.msg)):
+			t.Errorf("%.20q...: got %v, want at offset %d: %s", tt.text, err, tt.pos, tt.msg)
+		}
+	}
 }
