@@ -39,6 +39,8 @@ type App struct {
 	started  time.Time
 	registry *prometheus.Registry
 	health   *healthSet
+	// events fans the components' events out to the dashboard's SSE.
+	events *web.Broadcaster
 
 	web        *web.Server
 	hub        *hub.Hub    // nil when hub.enabled is false
@@ -74,6 +76,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	if err != nil {
 		return nil, err
 	}
+	a.events = web.NewBroadcaster()
 
 	srv, err := web.New(web.Options{
 		Hub:           hubAPI,
@@ -89,6 +92,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		DeviceID:      cfg.DeviceID,
 		PublicMetrics: cfg.HTTP.PublicMetrics,
 		System:        &systemReader{dataDir: cfg.DataDir},
+		Events:        a.events,
 	})
 	if err != nil {
 		return nil, err

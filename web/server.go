@@ -50,6 +50,8 @@ type Options struct {
 	// MQTTWebSocket serves MQTT over WebSocket at /$iothub/websocket,
 	// outside the API's auth (the MQTT CONNECT authenticates).
 	MQTTWebSocket http.Handler
+	// Events feeds GET /api/v1/events/stream (server-sent events).
+	Events EventFeed
 }
 
 // Server serves HTTP on TCP and on the unix socket.
@@ -61,9 +63,11 @@ type Server struct {
 	auth    *authStore       // nil without Options.DB
 	limiter *loginLimiter
 	tpl     *templates
-	tcp     net.Listener
-	unix    net.Listener
-	started time.Time
+	// stopping is closed when Run begins to shut down, ending streams.
+	stopping chan struct{}
+	tcp      net.Listener
+	unix     net.Listener
+	started  time.Time
 }
 
 func init() { gin.SetMode(gin.ReleaseMode) }
@@ -74,7 +78,7 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: o, log: o.Logger, started: time.Now(), limiter: newLoginLimiter()}
+	s := &Server{opts: o, log: o.Logger, started: time.Now(), limiter: newLoginLimiter(), stopping: make(chan struct{})}
 	if o.DB != nil {
 		var err error
 		if s.auth, err = openAuthStore(context.Background(), o.DB); err != nil {
@@ -176,6 +180,7 @@ func (s *Server) Run(ctx context.Context) error {
 		srv.Close()
 		return fmt.Errorf("http: %w", err)
 	}
+	close(s.stopping) // end event and video streams, which never go idle
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
@@ -201,6 +206,7 @@ func (s *Server) routes() error {
 	s.api = s.engine.Group("/api/v1", s.requireAuth)
 	s.api.GET("/system", s.system)
 	s.api.GET("/auth/whoami", s.whoami)
+	s.api.GET("/events/stream", s.eventStream)
 	s.api.POST("/auth/logout", s.logout)
 	s.hubRoutes()
 	if s.opts.MQTTWebSocket != nil {
