@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -69,7 +70,9 @@ type ModuleCredentials struct {
 	ConnectionString string `json:"connectionString"` // HostName=...;DeviceId=...;ModuleId=...;SharedAccessKey=...;GatewayHostName=...
 	Username         string `json:"username"`         // plain MQTT: <device>/<module>
 	Password         string `json:"password"`         // plain MQTT password
+	GenerationID     string `json:"generationId"` // changes when the identity is re-created
 	Hostname         string `json:"hostname"`
+	IoTHubHostname   string `json:"iothubHostname"`
 	CAPath           string `json:"caPath"`
 	Ports            Ports  `json:"ports"`
 }
@@ -91,8 +94,30 @@ func (h *Hub) EnsureModule(ctx context.Context, module string) (ModuleCredential
 	return ModuleCredentials{
 		DeviceID: id.Device, ModuleID: id.Module, PrimaryKey: id.PrimaryKey, SecondaryKey: id.SecondaryKey,
 		ConnectionString: h.connString(id), Username: id.Name, Password: modulePassword(id),
-		Hostname: h.hostname, CAPath: h.CAPath(), Ports: h.Ports(),
+		GenerationID: fmt.Sprint(id.Created.Unix()), Hostname: h.hostname, IoTHubHostname: h.IoTHubHostname(),
+		CAPath: h.CAPath(), Ports: h.Ports(),
 	}, nil
+}
+
+// SetModuleDesired replaces the desired properties of a module of this
+// device (the agent applies a manifest's module twin); desired is a JSON
+// object. The module's identity must exist (EnsureModule).
+func (h *Hub) SetModuleDesired(ctx context.Context, module string, desired json.RawMessage) error {
+	var m map[string]any
+	if err := json.Unmarshal(desired, &m); err != nil {
+		return fault.New(fault.Invalid, "desired properties of %s: not a JSON object: %v", module, err)
+	}
+	_, err := h.SetDesired(ctx, h.deviceID+"/"+module, m)
+	return err
+}
+
+// IoTHubHostname is the IoT Hub host name SAS tokens may be scoped to
+// (hub.iothubHostname, else the hub's hostname).
+func (h *Hub) IoTHubHostname() string {
+	if h.cfg.IoTHubHostname != "" {
+		return h.cfg.IoTHubHostname
+	}
+	return h.hostname
 }
 
 // RemoveModule deletes a module identity of this device (no error if
