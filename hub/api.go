@@ -70,7 +70,7 @@ type ModuleCredentials struct {
 	ConnectionString string `json:"connectionString"` // HostName=...;DeviceId=...;ModuleId=...;SharedAccessKey=...;GatewayHostName=...
 	Username         string `json:"username"`         // plain MQTT: <device>/<module>
 	Password         string `json:"password"`         // plain MQTT password
-	GenerationID     string `json:"generationId"` // changes when the identity is re-created
+	GenerationID     string `json:"generationId"`     // changes when the identity is re-created
 	Hostname         string `json:"hostname"`
 	IoTHubHostname   string `json:"iothubHostname"`
 	CAPath           string `json:"caPath"`

@@ -304,8 +304,8 @@ func (h *Hub) Ports() Ports {
 // Healthy reports whether the hub serves: its listeners are open and the
 // queue commits.
 func (h *Hub) Healthy(ctx context.Context) error {
-	if h.store.Stats().Drops["commit_failed"] > 0 {
-		return errors.New("store-and-forward commits fail")
+	if st := h.store.Stats(); st.LastError != "" {
+		return fmt.Errorf("store-and-forward cannot commit: %s", st.LastError)
 	}
 	return h.db.PingContext(ctx)
 }

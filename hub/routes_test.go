@@ -31,9 +31,9 @@ func TestRoutesThroughBroker(t *testing.T) {
 	}
 	json := "$.ct=application%2Fjson&$.ce=utf-8"
 	// Queued while the alarm module is away.
-	mustOK(t, d.Publish("devices/thermo/messages/events/"+json, 1, false, `{"temp":30}`))          // hot + all
-	mustOK(t, d.Publish("devices/thermo/messages/events/"+json, 1, false, `{"temp":20}`))          // all
-	mustOK(t, d.Publish("devices/thermo/messages/events/", 1, false, `{"temp":40}`))               // all: no JSON content type, $body undefined
+	mustOK(t, d.Publish("devices/thermo/messages/events/"+json, 1, false, `{"temp":30}`))                           // hot + all
+	mustOK(t, d.Publish("devices/thermo/messages/events/"+json, 1, false, `{"temp":20}`))                           // all
+	mustOK(t, d.Publish("devices/thermo/messages/events/", 1, false, `{"temp":40}`))                                // all: no JSON content type, $body undefined
 	mustOK(t, c.Publish("devices/"+testDevice+"/modules/cam/messages/events/$.on=det&label=person", 1, false, `p`)) // people + all
 	mustOK(t, c.Publish("devices/"+testDevice+"/modules/cam/messages/events/$.on=det&label=Person", 1, false, `P`)) // all (ordinal, case-sensitive)
 

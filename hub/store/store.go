@@ -101,6 +101,8 @@ type Store struct {
 	drops      map[string]int64
 	lastDropLg time.Time
 	committed  uint64 // records inserted
+	commitErr  error  // the last commit's error, nil once one succeeds
+	failures   uint64 // failed commits
 }
 
 type op struct {
@@ -265,6 +267,10 @@ type Stats struct {
 	QuotaBytes int64            `json:"quotaBytes"`
 	Drops      map[string]int64 `json:"drops"`
 	Committed  uint64           `json:"committed"`
+	// CommitFailures counts failed commits; LastError is the last one's
+	// error while no commit has succeeded since.
+	CommitFailures uint64 `json:"commitFailures"`
+	LastError      string `json:"lastError,omitempty"`
 }
 
 // Stats returns depths, bytes, ages and drop counts.
@@ -272,7 +278,10 @@ func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now().UnixMilli()
-	st := Stats{Bytes: s.bytes, QuotaBytes: s.opts.QuotaBytes, Drops: map[string]int64{}, Committed: s.committed}
+	st := Stats{Bytes: s.bytes, QuotaBytes: s.opts.QuotaBytes, Drops: map[string]int64{}, Committed: s.committed, CommitFailures: s.failures}
+	if s.commitErr != nil {
+		st.LastError = s.commitErr.Error()
+	}
 	for k, v := range s.drops {
 		st.Drops[k] = v
 	}

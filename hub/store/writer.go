@@ -124,7 +124,12 @@ func (w *writer) finish(batch []*op, errs []error, txErr error, ins []pending, r
 	if txErr != nil {
 		s.log.Error("store-and-forward commit failed", "err", txErr, "messages", len(ins))
 		s.deletes = append(s.deletes, dels...) // retried with the next commit
+		s.failures++
+		s.commitErr = txErr
 	} else {
+		if len(ins) > 0 || len(dels) > 0 {
+			s.commitErr = nil
+		}
 		touched := map[*endpoint]bool{}
 		for _, p := range ins {
 			if s.cached+p.e.size > s.opts.CacheBytes {
