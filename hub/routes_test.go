@@ -65,18 +65,41 @@ func TestRoutesThroughBroker(t *testing.T) {
 			t.Errorf("input %s got %s, want %s", in, g, w)
 		}
 	}
-	// Each input is its own queue; the priority-0 "hot" message is
-	// delivered before the priority-9 backlog of "all".
-	if idx(seq, `hot:{"temp":30}`) > idx(seq, `all:P`) {
-		t.Errorf("priority 0 came after the end of the priority 9 backlog: %v", seq)
-	}
 }
 
-func idx(list []string, s string) int {
-	for i, v := range list {
-		if v == s {
-			return i
+// TestPriorityOrderInOneQueue: two routes into the same module input with
+// different priorities; a backlog drains highest priority first, FIFO
+// within each.
+func TestPriorityOrderInOneQueue(t *testing.T) {
+	p0, p9 := 0, 9
+	h := startHub(t, func(c *Config) {
+		c.Routes = map[string]RouteConfig{
+			"urgent": {Route: `FROM /messages/* WHERE urgent = 'yes' INTO BrokeredEndpoint("/modules/alarm/inputs/q")`, Priority: &p0},
+			"bulk":   {Route: `FROM /messages/* WHERE NOT is_defined(urgent) INTO BrokeredEndpoint("/modules/alarm/inputs/q")`, Priority: &p9},
 		}
+	}, true)
+	d, err := h.connect(t, "d", "", "", false, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return -1
+	for _, m := range []string{"b1", "b2", "u1", "b3", "u2", "b4"} {
+		bag := ""
+		if m[0] == 'u' {
+			bag = "urgent=yes"
+		}
+		mustOK(t, d.Publish("devices/d/messages/events/"+bag, 1, false, m))
+	}
+	got := newReceived()
+	a, err := h.connect(t, testDevice+"/alarm", "", "", false, got.handler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, a.Subscribe("devices/"+testDevice+"/modules/alarm/inputs/#", 1, nil))
+	var order []string
+	for range 6 {
+		order = append(order, string(got.next(t, "backlog").Payload()))
+	}
+	if fmt.Sprint(order) != "[u1 u2 b1 b2 b3 b4]" {
+		t.Errorf("drain order %v, want [u1 u2 b1 b2 b3 b4]", order)
+	}
 }
