@@ -72,6 +72,8 @@ func (c *counters) sample(h *Hub, now time.Time) {
 
 // Stats is a snapshot for the dashboard and /metrics.
 type Stats struct {
+	Hostname         string            `json:"hostname"`
+	Ports            Ports             `json:"ports"`
 	ClientsConnected int64             `json:"clientsConnected"`
 	Clients          []ClientInfo      `json:"clients"`
 	MessagesReceived uint64            `json:"messagesReceived"` // MQTT PUBLISH in
@@ -111,6 +113,8 @@ type ClientInfo struct {
 // Stats returns the counters, queues and upstream state.
 func (h *Hub) Stats() Stats {
 	st := Stats{
+		Hostname:         h.hostname,
+		Ports:            h.Ports(),
 		ClientsConnected: atomic.LoadInt64(&h.srv.Info.ClientsConnected),
 		MessagesReceived: uint64(atomic.LoadInt64(&h.srv.Info.MessagesReceived)),
 		MessagesSent:     uint64(atomic.LoadInt64(&h.srv.Info.MessagesSent)),

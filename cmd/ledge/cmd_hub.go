@@ -19,6 +19,7 @@ func init() {
 	register("identity", command{summary: "hub identities: add|list|show|remove (devices, modules, MQTT users)", run: identityCmd})
 	register("method", command{summary: "invoke a direct method: method invoke DEVICE[/MODULE] NAME JSON", run: methodCmd})
 	register("c2d", command{summary: "send a cloud-to-device message: c2d send DEVICE BODY", run: c2dCmd})
+	register("hub", command{summary: "the MQTT hub's state: clients, rates, queues, upstream, drops", run: hubCmd})
 	register("twin", command{summary: "device and module twins: twin get NAME | twin patch NAME JSON", run: twinCmd})
 }
 
@@ -257,4 +258,27 @@ func twinCmd(args []string, stdout, stderr io.Writer) error {
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(pretty)
+}
+
+func hubCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("hub", "[flags]", stderr)
+	var cf configFlags
+	cf.register(fs)
+	if pos, err := parseFlags(fs, args); err != nil || len(pos) > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	d, err := connectDaemon(&cf)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withTimeout(10 * time.Second)
+	defer cancel()
+	var out any
+	if err := d.do(ctx, "GET", "/hub", nil, &out); err != nil {
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
 }
