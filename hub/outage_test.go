@@ -89,6 +89,8 @@ func startChild(t testing.TB, spec childSpec) *child {
 	js, _ := json.Marshal(spec)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "LEDGE_HUB_CHILD="+string(js))
+	// Extra environment for the child only (GODEBUG, GOGC... when tuning).
+	cmd.Env = append(cmd.Env, strings.Fields(os.Getenv("LEDGE_HUB_CHILD_ENV"))...)
 	cmd.Stderr = os.Stderr
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
