@@ -245,6 +245,9 @@ func (s *Store) Run(ctx context.Context) error {
 		case <-s.kick:
 		case <-sweep.C:
 			s.sweep()
+			w.commit(batch)
+			w.reclaim()
+			continue
 		}
 		w.commit(batch)
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"ledge/internal/testenv"
+
+	_ "github.com/mattn/go-sqlite3"
 )
 
 type clock struct {
@@ -170,4 +173,47 @@ func TestQuotaDropsOldestOfLowestPriority(t *testing.T) {
 	if err := <-errc; err != ErrTooLarge {
 		t.Errorf("oversized item: %v", err)
 	}
+}
+
+// TestSpaceReclaimed: with auto_vacuum=incremental (as appliance creates
+// the database), the file shrinks after the queue drains.
+func TestSpaceReclaimed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	db, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_synchronous=FULL&_txlock=immediate&_auto_vacuum=incremental")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, _ := start(t, Options{DB: db})
+	for range 20 {
+		items := make([]Item, 50)
+		for i := range items {
+			items[i] = Item{"up", 0, 0, make([]byte, 4096)}
+		}
+		enqueue(t, s, items...)
+	}
+	full := fileSize(t, db)
+	for {
+		es, _ := s.Next(t.Context(), "up", 500)
+		if len(es) == 0 {
+			break
+		}
+		for _, e := range es {
+			s.Ack("up", e.Seq)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for fileSize(t, db) > full/4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("database still %d bytes after draining (%d full)", fileSize(t, db), full)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func fileSize(t *testing.T, db *sql.DB) int64 {
+	var pages, size int64
+	db.QueryRow(`PRAGMA page_count`).Scan(&pages)
+	db.QueryRow(`PRAGMA page_size`).Scan(&size)
+	return pages * size
 }

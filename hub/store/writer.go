@@ -187,3 +187,28 @@ func (s *Store) fitQuotaLocked(ins []pending, batchBytes int64) []pending {
 	}
 	return ins
 }
+
+// reclaimPages is how many free pages make the store give space back.
+const reclaimPages = 256
+
+// reclaim returns free pages to the file system when the database was
+// created with auto_vacuum=incremental (appliance does that), so the file
+// shrinks as the queue drains rather than staying at its peak.
+func (w *writer) reclaim() {
+	ctx := context.Background()
+	var mode, free int64
+	if w.conn.QueryRowContext(ctx, `PRAGMA auto_vacuum`).Scan(&mode) != nil || mode != 2 {
+		return
+	}
+	if w.conn.QueryRowContext(ctx, `PRAGMA freelist_count`).Scan(&free) != nil || free < reclaimPages {
+		return
+	}
+	rows, err := w.conn.QueryContext(ctx, `PRAGMA incremental_vacuum`)
+	if err != nil {
+		w.s.log.Warn("store-and-forward: incremental vacuum", "err", err)
+		return
+	}
+	for rows.Next() {
+	}
+	rows.Close()
+}
