@@ -33,11 +33,14 @@
 //
 // Interfaces for other components: [Hub.Publish] has the shape of the
 // pipeline's Publisher (an in-process module publishing on an output);
-// the agent uses [Hub.EnsureModule], [Hub.RemoveModule], [Hub.SetDesired],
-// [Hub.ValidateRoutes], [Hub.SetRoutes], [Hub.SetStoreAndForward],
-// [Hub.CAPath], [Hub.Hostname], [Hub.Ports], [Hub.PublishUpstream],
+// the agent uses [Hub.EnsureModule] (keys, SAS connection string, plain
+// MQTT username/password, generation id), [Hub.RemoveModule],
+// [Hub.SetModuleDesired], [RoutesFromJSON] with [Hub.ValidateRoutes],
+// [Hub.PlanRoutes] and [Hub.SetRoutes], [StoreSettingsFromJSON] with
+// [Hub.SetStoreAndForward], [Hub.CAPath], [Hub.Hostname],
+// [Hub.IoTHubHostname], [Hub.Ports], [Hub.PublishUpstream] and
 // [Hub.SubscribeUpstream]; web uses [Hub.Stats], the identity, twin,
-// method and C2D methods.
+// method and C2D methods, and [Hub.WebSocketHandler].
 //
 // Concurrency: every exported method of Hub is safe for concurrent use.
 // mochi calls the hooks from each client's read goroutine; the per-client
