@@ -205,3 +205,72 @@ func TestMalformedPacketDropsOnlyItsClient(t *testing.T) {
 		t.Errorf("got %q", m.Payload())
 	}
 }
+
+// TestWill: a Will on the device's telemetry topic is routed as telemetry
+// marked iothub-MessageType=Will; a Will on a topic the client may not
+// publish to refuses the CONNECT.
+func TestWill(t *testing.T) {
+	h := startHub(t, func(c *Config) {
+		c.Routes = map[string]RouteConfig{"r": {Route: `FROM /messages/* INTO BrokeredEndpoint("/modules/sink/inputs/in")`}}
+	}, false)
+	dev := h.addIdentity(t, IdentitySpec{Name: "w1"})
+	sinkCreds, _ := h.EnsureModule(t.Context(), "sink")
+	got := newReceived()
+	sink, err := h.sasClient(t, testDevice+"/sink", sinkCreds.PrimaryKey, false, got.handler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, sink.Subscribe("devices/"+testDevice+"/modules/sink/inputs/#", 1, nil))
+
+	tok, _ := azure.BuildToken(azure.Resource(h.Hostname(), "w1", ""), dev.PrimaryKey, time.Now().Add(time.Hour))
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", h.Ports().MQTT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write(connectPacket("w1", h.Hostname()+"/w1/?api-version=2021-04-12", tok, "devices/w1/messages/events/", "gone"))
+	ack := make([]byte, 4)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Read(ack); err != nil || ack[3] != 0 {
+		t.Fatalf("CONNACK %x %v", ack, err)
+	}
+	conn.Close() // abnormal: the Will goes out
+	m := got.next(t, "will routed")
+	if string(m.Payload()) != "gone" || !strings.Contains(m.Topic(), "iothub-messagetype=Will") {
+		t.Errorf("will %q %q", m.Topic(), m.Payload())
+	}
+
+	// A Will on another device's topic: refused.
+	conn2, _ := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", h.Ports().MQTT))
+	defer conn2.Close()
+	conn2.Write(connectPacket("w1", h.Hostname()+"/w1/?api-version=2021-04-12", tok, "devices/other/messages/events/", "x"))
+	conn2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn2.Read(ack); err != nil || ack[3] == 0 {
+		t.Errorf("will on a foreign topic: CONNACK %x %v, want a refusal", ack, err)
+	}
+}
+
+// connectPacket builds an MQTT 3.1.1 CONNECT with a QoS 0 Will.
+func connectPacket(cid, user, pass, willTopic, willMsg string) []byte {
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	var vh []byte
+	vh = append(vh, str("MQTT")...)
+	vh = append(vh, 4, 0x80|0x40|0x04|0x02, 0, 60) // user, password, will, clean
+	vh = append(vh, str(cid)...)
+	vh = append(vh, str(willTopic)...)
+	vh = append(vh, str(willMsg)...)
+	vh = append(vh, str(user)...)
+	vh = append(vh, str(pass)...)
+	var rl []byte
+	for n := len(vh); ; {
+		b := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			b |= 0x80
+		}
+		rl = append(rl, b)
+		if n == 0 {
+			break
+		}
+	}
+	return append(append([]byte{0x10}, rl...), vh...)
+}

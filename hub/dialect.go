@@ -57,6 +57,11 @@ func (h *Hub) puback(cl *mqtt.Client, pk packets.Packet) {
 }
 
 func (h *Hub) onTelemetry(s *session, pk packets.Packet, tp azure.Topic) {
+	h.onTelemetryMessage(s, pk, tp, "")
+}
+
+// onTelemetryMessage routes a telemetry message; messageType marks Wills.
+func (h *Hub) onTelemetryMessage(s *session, pk packets.Packet, tp azure.Topic, messageType string) {
 	h.stats.received.Add(1)
 	if len(pk.Payload) > h.cfg.MaxMessageBytes {
 		h.stats.drop(dropTooLarge)
@@ -82,6 +87,9 @@ func (h *Hub) onTelemetry(s *session, pk packets.Packet, tp azure.Topic) {
 	}
 	if s.auth != "" {
 		sys["connectionAuthMethod"] = s.auth
+	}
+	if messageType != "" {
+		sys["iothub-MessageType"] = messageType
 	}
 	source := "/messages"
 	if mod != "" {

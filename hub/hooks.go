@@ -28,7 +28,7 @@ func (k *hooks) ID() string { return "ledge" }
 func (k *hooks) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSessionEstablished,
-		mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnQosComplete, mqtt.OnPublishDropped:
+		mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnQosComplete, mqtt.OnPublishDropped, mqtt.OnWill:
 		return true
 	}
 	return false
@@ -49,9 +49,34 @@ func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote, "reason", reason)
 		return false
 	}
+	// mochi publishes a Will without asking the ACL: its topic is checked
+	// now, against the same rules as a PUBLISH.
+	if pk.Connect.WillFlag && !s.canPublish(pk.Connect.WillTopic) {
+		k.h.stats.authFailures.Add(1)
+		k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
+			"reason", "will topic not allowed: "+pk.Connect.WillTopic)
+		return false
+	}
 	s.cl = cl
 	k.h.sessions.Store(cl, s)
 	return true
+}
+
+// OnWill routes a Will sent on the client's telemetry topic as telemetry
+// (with iothub-MessageType=Will, as IoT Hub does). mochi also hands it to
+// subscribers of the topic, which the ACL leaves to none.
+func (k *hooks) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	s := k.session(cl)
+	if s == nil || !strings.HasPrefix(will.TopicName, "devices/") {
+		return will, nil
+	}
+	tp, err := azure.ParseTopic(will.TopicName)
+	if err != nil || tp.Kind != azure.Telemetry {
+		return will, nil
+	}
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: will.TopicName, Payload: will.Payload}
+	k.h.onTelemetryMessage(s, pk, tp, "Will")
+	return will, nil
 }
 
 func (k *hooks) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
