@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"ledge/hub"
 	"ledge/web"
 )
 
@@ -42,6 +43,7 @@ type App struct {
 	events *web.Broadcaster
 
 	web        *web.Server
+	hub        *hub.Hub    // nil when hub.enabled is false
 	components []component // in start order
 	closers    []func() error
 }
@@ -70,9 +72,15 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		return nil, err
 	}
 	a.registry = newRegistry(build)
+	hubAPI, hubWS, err := a.newHub(ctx)
+	if err != nil {
+		return nil, err
+	}
 	a.events = web.NewBroadcaster()
 
 	srv, err := web.New(web.Options{
+		Hub:           hubAPI,
+		MQTTWebSocket: hubWS,
 		Listen:        cfg.HTTP.Listen,
 		Socket:        filepath.Join(cfg.DataDir, "ledge.sock"),
 		Logger:        log.With("component", "web"),

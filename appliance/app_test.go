@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"ledge/hub"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ func testConfig(t *testing.T) Config {
 	cfg := Default()
 	cfg.DataDir = t.TempDir()
 	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.Hub.Listen = hub.ListenConfig{MQTT: "127.0.0.1:0", MQTTS: "127.0.0.1:0"}
 	return cfg
 }
 

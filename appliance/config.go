@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"ledge/hub"
 	"ledge/internal/yamlstrict"
 )
 
@@ -30,6 +31,7 @@ type Config struct {
 	HTTP      HTTPConfig      `yaml:"http"`
 	Database  DatabaseConfig  `yaml:"database"`
 	Inference InferenceConfig `yaml:"inference"`
+	Hub       hub.Config      `yaml:"hub"`
 }
 
 // LogConfig sets up log/slog.
@@ -90,6 +92,7 @@ func Default() Config {
 		HTTP:            HTTPConfig{Listen: ":8080"},
 		Database:        DatabaseConfig{Synchronous: "full"},
 		Inference:       InferenceConfig{Providers: []string{"cpu"}},
+		Hub:             hub.DefaultConfig(),
 	}
 }
 
@@ -120,6 +123,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{field}, args...)...))
+	}
+	if err := c.Hub.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.DeviceID == "" || strings.ContainsAny(c.DeviceID, "/#+ $") || len(c.DeviceID) > 128 {
 		bad("deviceId", "%q is not a valid device id (1-128 characters, no '/', '#', '+', '$' or spaces)", c.DeviceID)

@@ -22,6 +22,9 @@ func OpenDB(ctx context.Context, path, synchronous string) (*sql.DB, error) {
 	q.Set("_foreign_keys", "on")
 	q.Set("_busy_timeout", "10000")
 	q.Set("_txlock", "immediate")
+	// New databases let freed pages go back to the file system (the hub's
+	// store-and-forward queue runs incremental_vacuum as it drains).
+	q.Set("_auto_vacuum", "incremental")
 	db, err := sql.Open("sqlite3", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)

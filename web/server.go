@@ -45,6 +45,11 @@ type Options struct {
 	PublicMetrics bool
 	// System reports the machine's state for the overview.
 	System SystemSource
+	// Hub is the MQTT hub's API (nil: the hub routes answer 503).
+	Hub HubAPI
+	// MQTTWebSocket serves MQTT over WebSocket at /$iothub/websocket,
+	// outside the API's auth (the MQTT CONNECT authenticates).
+	MQTTWebSocket http.Handler
 	// Events feeds GET /api/v1/events/stream (server-sent events).
 	Events EventFeed
 }
@@ -203,6 +208,10 @@ func (s *Server) routes() error {
 	s.api.GET("/auth/whoami", s.whoami)
 	s.api.GET("/events/stream", s.eventStream)
 	s.api.POST("/auth/logout", s.logout)
+	s.hubRoutes()
+	if s.opts.MQTTWebSocket != nil {
+		s.engine.GET("/$iothub/websocket", gin.WrapH(s.opts.MQTTWebSocket))
+	}
 	if err := s.pageRoutes(); err != nil {
 		return err
 	}

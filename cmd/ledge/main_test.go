@@ -81,7 +81,12 @@ type runningLedge struct {
 func startLedge(t testing.TB, args ...string) *runningLedge {
 	t.Helper()
 	d := &runningLedge{addr: freePort(t), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	all := append([]string{"run", "--data-dir", t.TempDir(), "--listen", d.addr}, args...)
+	// The hub's MQTT listeners on free ports, so tests run side by side.
+	conf := filepath.Join(t.TempDir(), "ledge.yaml")
+	if err := os.WriteFile(conf, []byte("hub:\n  listen:\n    mqtt: 127.0.0.1:0\n    mqtts: 127.0.0.1:0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	all := append([]string{"run", "--config", conf, "--data-dir", t.TempDir(), "--listen", d.addr}, args...)
 	d.cmd = exec.Command(ledgeBin, all...)
 	d.cmd.Env = append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t))
 	d.cmd.Stderr = d.stderr

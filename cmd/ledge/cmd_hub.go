@@ -1,0 +1,284 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// The hub commands talk to the running daemon over its socket:
+// ledge identity, ledge method, ledge c2d, ledge twin.
+
+func init() {
+	register("identity", command{summary: "hub identities: add|list|show|remove (devices, modules, MQTT users)", run: identityCmd})
+	register("method", command{summary: "invoke a direct method: method invoke DEVICE[/MODULE] NAME JSON", run: methodCmd})
+	register("c2d", command{summary: "send a cloud-to-device message: c2d send DEVICE BODY", run: c2dCmd})
+	register("hub", command{summary: "the MQTT hub's state: clients, rates, queues, upstream, drops", run: hubCmd})
+	register("twin", command{summary: "device and module twins: twin get NAME | twin patch NAME JSON", run: twinCmd})
+}
+
+func identityCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("identity", "add NAME [--kind device|module|user] [--password P] [--x509-thumbprint HEX] [--x509-ca] | list | show NAME | remove NAME", stderr)
+	var cf configFlags
+	cf.register(fs)
+	kind := fs.String("kind", "", "device (default), module (NAME is DEVICE/MODULE) or user (plain MQTT username/password)")
+	password := fs.String("password", "", "user: the password (generated when empty)")
+	thumb := fs.String("x509-thumbprint", "", "device: authenticate with the client certificate of this SHA-256 (or SHA-1) thumbprint")
+	x509CA := fs.Bool("x509-ca", false, "device: authenticate with any client certificate from a trusted CA whose CN is the device id")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		fs.Usage()
+		return errUsage
+	}
+	d, err := connectDaemon(&cf)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withTimeout(30 * time.Second)
+	defer cancel()
+	switch {
+	case pos[0] == "add" && len(pos) == 2:
+		var out map[string]any
+		body := map[string]any{"name": pos[1], "kind": *kind, "password": *password, "x509Thumbprint": *thumb, "x509CA": *x509CA}
+		if err := d.do(ctx, "POST", "/hub/identities", body, &out); err != nil {
+			return err
+		}
+		fmt.Fprintln(stderr, "identity created; its secrets are shown now and by `ledge identity show`:")
+		printIdentity(stdout, out)
+	case pos[0] == "list" && len(pos) == 1:
+		var out struct{ Identities []map[string]any }
+		if err := d.do(ctx, "GET", "/hub/identities", nil, &out); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tKIND\tAUTH\tENABLED\tCREATED")
+		for _, id := range out.Identities {
+			fmt.Fprintf(tw, "%v\t%v\t%s\t%v\t%v\n", id["name"], id["kind"], authOf(id), id["enabled"], id["created"])
+		}
+		tw.Flush()
+	case pos[0] == "show" && len(pos) == 2:
+		var out map[string]any
+		if err := d.do(ctx, "GET", "/hub/identities/"+escapeName(pos[1]), nil, &out); err != nil {
+			return err
+		}
+		printIdentity(stdout, out)
+	case pos[0] == "remove" && len(pos) == 2:
+		if err := d.do(ctx, "DELETE", "/hub/identities/"+escapeName(pos[1]), nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "identity %s removed\n", pos[1])
+	default:
+		fs.Usage()
+		return errUsage
+	}
+	return nil
+}
+
+func escapeName(n string) string {
+	parts := strings.Split(n, "/")
+	for i, p := range parts {
+		parts[i] = url.PathEscape(p)
+	}
+	return strings.Join(parts, "/")
+}
+
+func authOf(id map[string]any) string {
+	switch {
+	case id["kind"] == "user":
+		return "password"
+	case id["x509Thumbprint"] != nil:
+		return "x509 thumbprint"
+	case id["x509CA"] == true:
+		return "x509 CA"
+	}
+	return "sas keys"
+}
+
+// printIdentity prints the connection string first (what a device needs),
+// then the other secrets.
+func printIdentity(w io.Writer, id map[string]any) {
+	if cs, _ := id["connectionString"].(string); cs != "" {
+		fmt.Fprintln(w, cs)
+	}
+	for _, k := range []string{"primaryKey", "secondaryKey", "password", "x509Thumbprint"} {
+		if v, ok := id[k].(string); ok && v != "" {
+			fmt.Fprintf(w, "%s: %s\n", k, v)
+		}
+	}
+	if id["kind"] == "user" {
+		fmt.Fprintf(w, "username: %v\n", id["name"])
+	}
+}
+
+func methodCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("method", "invoke DEVICE[/MODULE] NAME [JSON] [--timeout 30s]", stderr)
+	var cf configFlags
+	cf.register(fs)
+	timeout := fs.Duration("timeout", 30*time.Second, "how long the device has to answer (5s to 300s in IoT Hub; any up to 300s here)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) < 3 || len(pos) > 4 || pos[0] != "invoke" {
+		fs.Usage()
+		return errUsage
+	}
+	payload := json.RawMessage("null")
+	if len(pos) == 4 {
+		if !json.Valid([]byte(pos[3])) {
+			return fmt.Errorf("payload %q is not JSON", pos[3])
+		}
+		payload = json.RawMessage(pos[3])
+	}
+	d, err := connectDaemon(&cf)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withTimeout(*timeout + 10*time.Second)
+	defer cancel()
+	var out struct {
+		Status  int             `json:"status"`
+		Payload json.RawMessage `json:"payload"`
+	}
+	err = d.do(ctx, "POST", "/hub/methods", map[string]any{"target": pos[1], "method": pos[2], "payload": payload,
+		"timeoutSeconds": timeout.Seconds()}, &out)
+	switch statusOf(err) {
+	case 0:
+	case 404:
+		return fmt.Errorf("404 not connected: %v", err)
+	case 504:
+		return fmt.Errorf("504 timeout: %v", err)
+	default:
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "status %d\n", out.Status)
+	if len(out.Payload) > 0 {
+		fmt.Fprintln(stdout, string(out.Payload))
+	}
+	if out.Status >= 400 {
+		return fmt.Errorf("the method answered status %d", out.Status)
+	}
+	return nil
+}
+
+// propFlags collects --prop k=v.
+type propFlags map[string]string
+
+func (p propFlags) String() string { return "" }
+func (p propFlags) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return errors.New("want key=value")
+	}
+	p[k] = v
+	return nil
+}
+
+var _ flag.Value = propFlags{}
+
+func c2dCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("c2d", "send DEVICE BODY [--prop key=value ...]", stderr)
+	var cf configFlags
+	cf.register(fs)
+	props := propFlags{}
+	fs.Var(props, "prop", "a message property key=value (messageId, correlationId, contentType... are system properties); repeatable")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 3 || pos[0] != "send" {
+		fs.Usage()
+		return errUsage
+	}
+	body := json.RawMessage(pos[2])
+	if !json.Valid(body) {
+		body, _ = json.Marshal(pos[2]) // plain text
+	}
+	d, err := connectDaemon(&cf)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withTimeout(60 * time.Second)
+	defer cancel()
+	err = d.do(ctx, "POST", "/hub/c2d", map[string]any{"device": pos[1], "body": body, "properties": map[string]string(props)}, nil)
+	if statusOf(err) == 404 {
+		return fmt.Errorf("404 not connected: %v", err)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "delivered to %s\n", pos[1])
+	return nil
+}
+
+func twinCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("twin", "get NAME | patch NAME JSON   (NAME: DEVICE or DEVICE/MODULE; the patch goes to desired properties, null deletes a key)", stderr)
+	var cf configFlags
+	cf.register(fs)
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	d, err := connectDaemon(&cf)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withTimeout(30 * time.Second)
+	defer cancel()
+	var out json.RawMessage
+	switch {
+	case len(pos) == 2 && pos[0] == "get":
+		err = d.do(ctx, "GET", "/hub/twins/"+escapeName(pos[1]), nil, &out)
+	case len(pos) == 3 && pos[0] == "patch":
+		if !json.Valid([]byte(pos[2])) {
+			return fmt.Errorf("patch %q is not JSON", pos[2])
+		}
+		err = d.do(ctx, "PATCH", "/hub/twins/"+escapeName(pos[1]), []byte(pos[2]), &out)
+	default:
+		fs.Usage()
+		return errUsage
+	}
+	if err != nil {
+		return err
+	}
+	var pretty any
+	json.Unmarshal(out, &pretty)
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(pretty)
+}
+
+func hubCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("hub", "[flags]", stderr)
+	var cf configFlags
+	cf.register(fs)
+	if pos, err := parseFlags(fs, args); err != nil || len(pos) > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	d, err := connectDaemon(&cf)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withTimeout(10 * time.Second)
+	defer cancel()
+	var out any
+	if err := d.do(ctx, "GET", "/hub", nil, &out); err != nil {
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}

@@ -1,0 +1,59 @@
+package hub
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"syscall"
+
+	_ "github.com/mattn/go-sqlite3"
+)
+
+// childMain runs a hub in a child process of the test binary (so a test
+// can kill -9 it, and measure its CPU). LEDGE_HUB_CHILD holds the JSON of
+// childSpec. It prints "ready <mqtt port>" on stdout once listening.
+type childSpec struct {
+	Dir    string
+	Dev    bool
+	Config Config
+}
+
+func childMain() int {
+	var spec childSpec
+	if err := json.Unmarshal([]byte(os.Getenv("LEDGE_HUB_CHILD")), &spec); err != nil {
+		fmt.Fprintln(os.Stderr, "child spec:", err)
+		return 2
+	}
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(spec.Dir, "ledge.db")+"?_journal_mode=WAL&_synchronous=FULL&_foreign_keys=on&_busy_timeout=10000&_txlock=immediate")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	h, err := New(ctx, Options{Config: spec.Config, DB: db, DataDir: spec.Dir, DeviceID: testDevice, Dev: spec.Dev, Logger: log})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child hub:", err)
+		return 1
+	}
+	if path := os.Getenv("LEDGE_HUB_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
+	fmt.Printf("ready %d %d\n", h.Ports().MQTT, os.Getpid())
+	if err := h.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "child hub run:", err)
+		return 1
+	}
+	return 0
+}

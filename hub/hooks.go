@@ -1,0 +1,299 @@
+package hub
+
+import (
+	"bytes"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"net"
+	"strings"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"ledge/hub/azure"
+)
+
+// hooks plugs ledge into mochi: authentication, ACL, the IoT Hub dialect
+// and routing, and delivery acknowledgements.
+type hooks struct {
+	mqtt.HookBase
+	h *Hub
+}
+
+func (k *hooks) ID() string { return "ledge" }
+
+func (k *hooks) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSessionEstablished,
+		mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnQosComplete, mqtt.OnPublishDropped, mqtt.OnWill:
+		return true
+	}
+	return false
+}
+
+func (k *hooks) session(cl *mqtt.Client) *session {
+	v, ok := k.h.sessions.Load(cl)
+	if !ok {
+		return nil
+	}
+	return v.(*session)
+}
+
+func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	s, reason := k.h.authenticate(cl, pk)
+	if s == nil {
+		k.h.stats.authFailures.Add(1)
+		k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote, "reason", reason)
+		return false
+	}
+	// mochi publishes a Will without asking the ACL: its topic is checked
+	// now, against the same rules as a PUBLISH.
+	if pk.Connect.WillFlag && !s.canPublish(pk.Connect.WillTopic) {
+		k.h.stats.authFailures.Add(1)
+		k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
+			"reason", "will topic not allowed: "+pk.Connect.WillTopic)
+		return false
+	}
+	s.cl = cl
+	k.h.sessions.Store(cl, s)
+	return true
+}
+
+// OnWill routes a Will sent on the client's telemetry topic as telemetry
+// (with iothub-MessageType=Will, as IoT Hub does). mochi also hands it to
+// subscribers of the topic, which the ACL leaves to none.
+func (k *hooks) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	s := k.session(cl)
+	if s == nil || !strings.HasPrefix(will.TopicName, "devices/") {
+		return will, nil
+	}
+	tp, err := azure.ParseTopic(will.TopicName)
+	if err != nil || tp.Kind != azure.Telemetry {
+		return will, nil
+	}
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: will.TopicName, Payload: will.Payload}
+	k.h.onTelemetryMessage(s, pk, tp, "Will")
+	return will, nil
+}
+
+func (k *hooks) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if s := k.session(cl); s != nil {
+		k.h.byID.Store(cl.ID, s)
+	}
+	k.h.signalConn()
+}
+
+func (k *hooks) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	k.h.signalConn()
+}
+
+func (k *hooks) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	s := k.session(cl)
+	if s == nil {
+		return
+	}
+	k.h.sessions.Delete(cl)
+	k.h.byID.CompareAndDelete(cl.ID, s)
+	s.failPending()
+	k.h.methods.dropClient(s)
+}
+
+func (k *hooks) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if pk.FixedHeader.Type != packets.Puback {
+		return
+	}
+	if s := k.session(cl); s != nil {
+		s.complete(pk.PacketID)
+	}
+}
+
+func (k *hooks) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
+	k.h.stats.drop(dropSlowClient)
+}
+
+func (k *hooks) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	s := k.session(cl)
+	if s == nil {
+		return false
+	}
+	if write {
+		return s.canPublish(topic)
+	}
+	return s.canRead(topic)
+}
+
+func (k *hooks) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	t := pk.TopicName
+	if !strings.HasPrefix(t, "devices/") && !strings.HasPrefix(t, "$iothub/") {
+		return pk, nil // plain MQTT
+	}
+	s := k.session(cl)
+	if s == nil {
+		return pk, packets.ErrRejectPacket
+	}
+	return k.h.onIotHubPublish(s, pk)
+}
+
+// authenticate decides a CONNECT. It returns the session, or nil and why
+// (for the log; never the secret).
+func (h *Hub) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, string) {
+	cid := pk.Connect.ClientIdentifier
+	user := string(pk.Connect.Username)
+	pass := pk.Connect.Password
+	certs := peerCertificates(cl)
+	switch {
+	case bytes.HasPrefix(pass, []byte(azure.SASPrefix)):
+		return h.authSAS(cid, user, string(pass))
+	case len(pass) == 0 && len(certs) > 0:
+		return h.authX509(cid, certs)
+	case len(pass) > 0 && user != "":
+		return h.authPassword(cid, user, pass)
+	case len(pass) == 0 && user == "" && h.dev && isLoopback(cl.Net.Remote):
+		return &session{anonymous: true, device: cid}, ""
+	}
+	return nil, "no credentials"
+}
+
+func (h *Hub) authSAS(cid, user, pass string) (*session, string) {
+	id := h.ids.get(cid)
+	if id == nil || (id.Kind != KindDevice && id.Kind != KindModule) {
+		return nil, "unknown identity"
+	}
+	if !id.Enabled {
+		return nil, "identity disabled"
+	}
+	u, err := azure.ParseUsername(user)
+	if err != nil {
+		return nil, err.Error()
+	}
+	if !strings.EqualFold(u.Device, id.Device) || !strings.EqualFold(u.Module, id.Module) {
+		return nil, "username names another identity than the client id"
+	}
+	if !h.knownHost(u.Host) {
+		return nil, "username host " + u.Host + " is not this hub"
+	}
+	tok, err := azure.ParseToken(pass)
+	if err != nil {
+		return nil, err.Error()
+	}
+	if !tok.Expiry.After(time.Now()) {
+		return nil, "token expired"
+	}
+	aud, err := azure.ParseResource(tok.Resource)
+	if err != nil {
+		return nil, err.Error()
+	}
+	if !h.knownHost(aud.Host) || !strings.EqualFold(aud.Device, id.Device) || !strings.EqualFold(aud.Module, id.Module) {
+		return nil, "token audience is not this identity on this hub"
+	}
+	if !tok.Verify(id.primary, id.secondary) {
+		return nil, "token signature does not match either key"
+	}
+	return h.newSession(id, "sas"), ""
+}
+
+func (h *Hub) knownHost(host string) bool {
+	return strings.EqualFold(host, h.hostname) || strings.EqualFold(host, h.deviceID) ||
+		(h.cfg.IoTHubHostname != "" && strings.EqualFold(host, h.cfg.IoTHubHostname))
+}
+
+func (h *Hub) authX509(cid string, certs []*x509.Certificate) (*session, string) {
+	id := h.ids.get(cid)
+	if id == nil || id.Kind != KindDevice || !id.Enabled {
+		return nil, "unknown or disabled identity"
+	}
+	leaf := certs[0]
+	if now := time.Now(); now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+		return nil, "client certificate not valid now"
+	}
+	if id.Thumbprint != "" {
+		s256 := sha256.Sum256(leaf.Raw)
+		s1 := sha1.Sum(leaf.Raw)
+		if id.Thumbprint == hex.EncodeToString(s256[:]) || id.Thumbprint == hex.EncodeToString(s1[:]) {
+			return h.newSession(id, "x509-thumbprint"), ""
+		}
+		return nil, "client certificate thumbprint does not match"
+	}
+	if id.X509CA {
+		inter := x509.NewCertPool()
+		for _, c := range certs[1:] {
+			inter.AddCert(c)
+		}
+		_, err := leaf.Verify(x509.VerifyOptions{Roots: h.certs.caPool, Intermediates: inter,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		if err != nil {
+			return nil, "client certificate not signed by a trusted CA: " + err.Error()
+		}
+		if leaf.Subject.CommonName != id.Device {
+			return nil, "client certificate CN is not the device id"
+		}
+		return h.newSession(id, "x509-ca"), ""
+	}
+	return nil, "identity does not use X.509"
+}
+
+func (h *Hub) authPassword(cid, user string, pass []byte) (*session, string) {
+	id := h.ids.get(user)
+	if id == nil || !id.Enabled {
+		return nil, "unknown or disabled user"
+	}
+	switch id.Kind {
+	case KindUser:
+		if o := h.ids.get(cid); o != nil && o.Kind != KindUser {
+			return nil, "client id belongs to a device or module identity"
+		}
+		if !h.ids.checkPassword(id, pass) {
+			return nil, "wrong password"
+		}
+	case KindModule, KindDevice:
+		if !strings.EqualFold(cid, id.Name) {
+			return nil, "client id must be the identity name"
+		}
+		if mp := modulePassword(id); mp == "" || !hmacEqual(mp, string(pass)) {
+			return nil, "wrong password"
+		}
+	}
+	return h.newSession(id, "password"), ""
+}
+
+func (h *Hub) newSession(id *Identity, auth string) *session {
+	s := &session{name: id.Name, kind: id.Kind, device: id.Device, module: id.Module, auth: auth}
+	switch id.Kind {
+	case KindDevice:
+		s.pubPrefix = "devices/" + id.Device + "/messages/events"
+		s.subPrefix = "devices/" + id.Device + "/messages/devicebound/"
+	case KindModule:
+		s.pubPrefix = "devices/" + id.Device + "/modules/" + id.Module + "/messages/events"
+		s.subPrefix = "devices/" + id.Device + "/modules/" + id.Module + "/"
+	case KindUser:
+		s.device = id.Name
+	}
+	s.pubFilters, s.subFilters = compileGrants(h.cfg.ACL, id.Name, id.Kind)
+	return s
+}
+
+func peerCertificates(cl *mqtt.Client) []*x509.Certificate {
+	tc, ok := unwrapTLS(cl.Net.Conn)
+	if !ok {
+		return nil
+	}
+	return tc.ConnectionState().PeerCertificates
+}
+
+func isLoopback(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func hmacEqual(a, b string) bool {
+	x := sha256.Sum256([]byte(a))
+	y := sha256.Sum256([]byte(b))
+	return x == y
+}

@@ -1,0 +1,185 @@
+package hub
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// netListener is a mochi listener over a socket the hub bound itself in
+// New, so a busy port fails before anything runs.
+type netListener struct {
+	id   string
+	l    net.Listener
+	tls  *tls.Config
+	once sync.Once
+}
+
+func (l *netListener) Init(*slog.Logger) error { return nil }
+func (l *netListener) ID() string              { return l.id }
+func (l *netListener) Address() string         { return l.l.Addr().String() }
+func (l *netListener) Protocol() string {
+	if l.tls != nil {
+		return "tls"
+	}
+	return "tcp"
+}
+
+func (l *netListener) Serve(establish listeners.EstablishFn) {
+	for {
+		c, err := l.l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetNoDelay(true)
+		}
+		if l.tls != nil {
+			c = tls.Server(c, l.tls)
+		}
+		go establish(l.id, &coarseConn{Conn: c})
+	}
+}
+
+func (l *netListener) Close(closeClients listeners.CloseFn) {
+	l.once.Do(func() {
+		l.l.Close()
+		closeClients(l.id)
+	})
+}
+
+// wsListener stands for the WebSocket connections the HTTP handler
+// accepts, so mochi closes their clients at stop.
+type wsListener struct {
+	done chan struct{}
+	once sync.Once
+}
+
+const wsListenerID = "ws"
+
+func (l *wsListener) Init(*slog.Logger) error { return nil }
+func (l *wsListener) ID() string              { return wsListenerID }
+func (l *wsListener) Address() string         { return "/$iothub/websocket" }
+func (l *wsListener) Protocol() string        { return "ws" }
+func (l *wsListener) Serve(listeners.EstablishFn) {
+	<-l.done
+}
+func (l *wsListener) Close(closeClients listeners.CloseFn) {
+	l.once.Do(func() {
+		close(l.done)
+		closeClients(wsListenerID)
+	})
+}
+
+var upgrader = websocket.Upgrader{
+	Subprotocols:    []string{"mqtt"},
+	CheckOrigin:     func(*http.Request) bool { return true }, // MQTT auth decides
+	ReadBufferSize:  4096,
+	WriteBufferSize: 4096,
+}
+
+// WebSocketHandler serves MQTT over WebSocket (path /$iothub/websocket);
+// the web server mounts it outside its API auth, the MQTT CONNECT
+// authenticates.
+func (h *Hub) WebSocketHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-h.wsl.done:
+			http.Error(w, "hub stopped", http.StatusServiceUnavailable)
+			return
+		default:
+		}
+		ws, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return // Upgrade answered
+		}
+		c := &wsConn{Conn: ws.UnderlyingConn(), ws: ws, remote: r.RemoteAddr}
+		h.srv.EstablishConnection(wsListenerID, &coarseConn{Conn: c})
+	})
+}
+
+// wsConn adapts a WebSocket to the byte stream mochi reads: binary
+// messages are concatenated.
+type wsConn struct {
+	net.Conn
+	ws     *websocket.Conn
+	remote string
+	rmu    sync.Mutex
+	r      interface{ Read([]byte) (int, error) }
+	wmu    sync.Mutex
+}
+
+func (c *wsConn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	for {
+		if c.r == nil {
+			op, r, err := c.ws.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if op != websocket.BinaryMessage {
+				continue
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if err != nil {
+			c.r = nil
+			if n > 0 {
+				return n, nil
+			}
+			if err.Error() == "EOF" {
+				continue
+			}
+			return 0, err
+		}
+		return n, nil
+	}
+}
+
+func (c *wsConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *wsConn) Close() error { return c.ws.Close() }
+
+func (c *wsConn) SetDeadline(t time.Time) error {
+	if err := c.ws.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.ws.SetWriteDeadline(t)
+}
+func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
+func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+
+// listenWebSocket binds an extra address that serves only MQTT over
+// WebSocket.
+func (h *Hub) listenWebSocket(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("hub websocket listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/$iothub/websocket", h.WebSocketHandler())
+	h.wsServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	h.wsLn = l
+	return nil
+}

@@ -1,0 +1,27 @@
+package hub
+
+// migrations are the hub's tables (component "hub"), append-only. The
+// store-and-forward queue has its own ("hub-queue", package store).
+var migrations = []string{
+	`CREATE TABLE hub_identities (
+		name          TEXT PRIMARY KEY COLLATE NOCASE,
+		kind          TEXT NOT NULL,
+		device        TEXT NOT NULL,
+		module        TEXT NOT NULL,
+		primary_key   TEXT NOT NULL,
+		secondary_key TEXT NOT NULL,
+		password_hash BLOB,
+		thumbprint    TEXT NOT NULL,
+		x509_ca       INTEGER NOT NULL,
+		enabled       INTEGER NOT NULL,
+		managed_by    TEXT NOT NULL,
+		created       TEXT NOT NULL
+	)`,
+	`CREATE TABLE hub_twins (
+		name             TEXT PRIMARY KEY COLLATE NOCASE,
+		desired          TEXT NOT NULL,
+		desired_version  INTEGER NOT NULL,
+		reported         TEXT NOT NULL,
+		reported_version INTEGER NOT NULL
+	)`,
+}

@@ -1,0 +1,219 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"ledge/internal/testenv"
+
+	_ "github.com/mattn/go-sqlite3"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func start(t *testing.T, o Options) (*Store, func()) {
+	t.Helper()
+	s, err := Open(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return s, stop
+}
+
+func enqueue(t *testing.T, s *Store, items ...Item) {
+	t.Helper()
+	errc := make(chan error, 1)
+	s.Enqueue(items, func(err error) { errc <- err })
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func datas(es []Entry) []string {
+	var out []string
+	for _, e := range es {
+		out = append(out, string(e.Data))
+	}
+	return out
+}
+
+func TestPriorityFIFOAckNack(t *testing.T) {
+	s, _ := start(t, Options{DB: testenv.DB(t)})
+	enqueue(t, s, Item{"up", 5, 0, []byte("a5")}, Item{"up", 1, 0, []byte("b1")}, Item{"up", 5, 0, []byte("c5")},
+		Item{"up", 1, 0, []byte("d1")}, Item{"other", 0, 0, []byte("x")})
+	got, _ := s.Next(t.Context(), "up", 10)
+	if fmt.Sprint(datas(got)) != "[b1 d1]" {
+		t.Fatalf("first batch %v, want the priority-1 messages in order", datas(got))
+	}
+	s.Nack("up", []int64{got[1].Seq})
+	s.Ack("up", got[0].Seq)
+	got, _ = s.Next(t.Context(), "up", 10)
+	if fmt.Sprint(datas(got)) != "[d1]" {
+		t.Fatalf("after nack %v", datas(got))
+	}
+	s.Ack("up", got[0].Seq)
+	got, _ = s.Next(t.Context(), "up", 1)
+	if fmt.Sprint(datas(got)) != "[a5]" {
+		t.Fatalf("%v", datas(got))
+	}
+	st := s.Stats()
+	if len(st.Endpoints) != 2 || st.Endpoints[1].Depth != 2 || st.Endpoints[1].Inflight != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestDurableAcrossReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	db := testenv.DBAt(t, path)
+	s, stop := start(t, Options{DB: db, CacheBytes: 1})
+	for i := range 100 {
+		enqueue(t, s, Item{"up", i % 3, 0, []byte(fmt.Sprint(i))})
+	}
+	got, _ := s.Next(t.Context(), "up", 10)
+	s.Ack("up", got[0].Seq, got[1].Seq)
+	stop()
+	db.Close()
+
+	s2, _ := start(t, Options{DB: testenv.DBAt(t, path)})
+	if st := s2.Stats(); st.Endpoints[0].Depth != 98 {
+		t.Fatalf("after reopen depth %d, want 98 (2 acked)", st.Endpoints[0].Depth)
+	}
+	var all []string
+	for {
+		es, err := s2.Next(t.Context(), "up", 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(es) == 0 {
+			break
+		}
+		for _, e := range es {
+			all = append(all, string(e.Data))
+			s2.Ack("up", e.Seq)
+		}
+	}
+	// priority 0 first (0,3,...,99), minus the two acked (0 and 3).
+	if len(all) != 98 || all[0] != "6" || all[32] != "1" {
+		t.Errorf("order after reopen: %v", all[:40])
+	}
+}
+
+func TestTTLExpiryCounted(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s, _ := start(t, Options{DB: testenv.DB(t), Now: c.now})
+	enqueue(t, s, Item{"up", 0, time.Second, []byte("short")}, Item{"up", 0, time.Hour, []byte("long")}, Item{"up", 0, 0, []byte("forever")})
+	c.add(2 * time.Second)
+	got, _ := s.Next(t.Context(), "up", 10)
+	if fmt.Sprint(datas(got)) != "[long forever]" {
+		t.Fatalf("%v", datas(got))
+	}
+	if d := s.Stats().Drops[DropExpired]; d != 1 {
+		t.Errorf("expired drops %d, want 1", d)
+	}
+	// The sweep drops waiting messages too.
+	enqueue(t, s, Item{"up", 0, time.Second, []byte("x")})
+	c.add(2 * time.Second)
+	s.sweep()
+	if d := s.Stats().Drops[DropExpired]; d != 2 {
+		t.Errorf("expired drops %d after sweep, want 2", d)
+	}
+}
+
+func TestQuotaDropsOldestOfLowestPriority(t *testing.T) {
+	db := testenv.DB(t)
+	s, _ := start(t, Options{DB: db, QuotaBytes: 100})
+	enqueue(t, s, Item{"a", 0, 0, make([]byte, 30)}, Item{"b", 9, 0, []byte("b9-old-padding-padding-padding")[:30]},
+		Item{"a", 9, 0, []byte("a9-new-padding-padding-padding")[:30]})
+	enqueue(t, s, Item{"a", 0, 0, make([]byte, 30)})
+	st := s.Stats()
+	if st.Drops[DropQuota] != 1 || st.Bytes != 90 {
+		t.Fatalf("stats %+v", st)
+	}
+	got, _ := s.Next(t.Context(), "b", 10)
+	if len(got) != 0 {
+		t.Errorf("b's older priority-9 message should have been dropped, got %v", datas(got))
+	}
+	// A flood keeps the quota.
+	for i := range 200 {
+		enqueue(t, s, Item{"a", i % 10, 0, make([]byte, 10)})
+	}
+	st = s.Stats()
+	if st.Bytes > 100 {
+		t.Errorf("bytes %d over quota 100", st.Bytes)
+	}
+	var n int
+	db.QueryRow(`SELECT COALESCE(SUM(length(data)),0) FROM hub_queue`).Scan(&n)
+	time.Sleep(50 * time.Millisecond)
+	db.QueryRow(`SELECT COALESCE(SUM(length(data)),0) FROM hub_queue`).Scan(&n)
+	if n > 100 {
+		t.Errorf("database holds %d bytes over quota 100", n)
+	}
+	errc := make(chan error, 1)
+	s.Enqueue([]Item{{"a", 0, 0, make([]byte, 101)}}, func(err error) { errc <- err })
+	if err := <-errc; err != ErrTooLarge {
+		t.Errorf("oversized item: %v", err)
+	}
+}
+
+// TestSpaceReclaimed: with auto_vacuum=incremental (as appliance creates
+// the database), the file shrinks after the queue drains.
+func TestSpaceReclaimed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	db, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_synchronous=FULL&_txlock=immediate&_auto_vacuum=incremental")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, _ := start(t, Options{DB: db})
+	for range 20 {
+		items := make([]Item, 50)
+		for i := range items {
+			items[i] = Item{"up", 0, 0, make([]byte, 4096)}
+		}
+		enqueue(t, s, items...)
+	}
+	full := fileSize(t, db)
+	for {
+		es, _ := s.Next(t.Context(), "up", 500)
+		if len(es) == 0 {
+			break
+		}
+		for _, e := range es {
+			s.Ack("up", e.Seq)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for fileSize(t, db) > full/4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("database still %d bytes after draining (%d full)", fileSize(t, db), full)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func fileSize(t *testing.T, db *sql.DB) int64 {
+	var pages, size int64
+	db.QueryRow(`PRAGMA page_count`).Scan(&pages)
+	db.QueryRow(`PRAGMA page_size`).Scan(&size)
+	return pages * size
+}

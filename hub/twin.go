@@ -1,0 +1,256 @@
+package hub
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"ledge/hub/azure"
+	"ledge/hub/route"
+	"ledge/internal/fault"
+)
+
+// MaxTwinSection is the limit on the desired and on the reported
+// properties of one twin, as IoT Hub has it (32 KB each).
+const MaxTwinSection = 32 * 1024
+
+// twins keeps device and module twins in hub_twins.
+type twins struct {
+	db *sql.DB
+	mu sync.Mutex // serialises read-modify-write of a twin
+}
+
+// Twin is a device or module twin.
+type Twin struct {
+	Desired         map[string]any `json:"desired"`
+	DesiredVersion  int64          `json:"desiredVersion"`
+	Reported        map[string]any `json:"reported"`
+	ReportedVersion int64          `json:"reportedVersion"`
+}
+
+func (t *twins) load(ctx context.Context, name string) (Twin, error) {
+	var d, r string
+	tw := Twin{Desired: map[string]any{}, Reported: map[string]any{}}
+	err := t.db.QueryRowContext(ctx, `SELECT desired, desired_version, reported, reported_version FROM hub_twins WHERE name = ?`, name).
+		Scan(&d, &tw.DesiredVersion, &r, &tw.ReportedVersion)
+	if errors.Is(err, sql.ErrNoRows) {
+		return tw, nil
+	}
+	if err != nil {
+		return tw, fmt.Errorf("load twin %q: %w", name, err)
+	}
+	if err := json.Unmarshal([]byte(d), &tw.Desired); err != nil {
+		return tw, fmt.Errorf("twin %q desired: %w", name, err)
+	}
+	if err := json.Unmarshal([]byte(r), &tw.Reported); err != nil {
+		return tw, fmt.Errorf("twin %q reported: %w", name, err)
+	}
+	return tw, nil
+}
+
+func (t *twins) save(ctx context.Context, name string, tw Twin) error {
+	d, _ := json.Marshal(tw.Desired)
+	r, _ := json.Marshal(tw.Reported)
+	_, err := t.db.ExecContext(ctx, `INSERT INTO hub_twins (name, desired, desired_version, reported, reported_version) VALUES (?,?,?,?,?)
+		ON CONFLICT(name) DO UPDATE SET desired=excluded.desired, desired_version=excluded.desired_version,
+		reported=excluded.reported, reported_version=excluded.reported_version`, name, d, tw.DesiredVersion, r, tw.ReportedVersion)
+	if err != nil {
+		return fmt.Errorf("save twin %q: %w", name, err)
+	}
+	return nil
+}
+
+// patch applies a JSON merge patch to one section. It returns the new
+// section or a fault.Invalid / fault.TooLarge error.
+func mergePatch(section map[string]any, patch []byte) (map[string]any, map[string]any, error) {
+	var p map[string]any
+	dec := json.NewDecoder(bytes.NewReader(patch))
+	dec.UseNumber()
+	if err := dec.Decode(&p); err != nil {
+		return nil, nil, fault.New(fault.Invalid, "twin patch is not a JSON object: %v", err)
+	}
+	delete(p, "$version")
+	out := cloneMap(section)
+	merge(out, p)
+	b, _ := json.Marshal(out)
+	if len(b) > MaxTwinSection {
+		return nil, nil, fault.New(fault.TooLarge, "twin properties would be %d bytes, over the %d byte limit", len(b), MaxTwinSection)
+	}
+	return out, p, nil
+}
+
+func merge(dst, patch map[string]any) {
+	for k, v := range patch {
+		if v == nil {
+			delete(dst, k)
+			continue
+		}
+		if pm, ok := v.(map[string]any); ok {
+			dm, ok := dst[k].(map[string]any)
+			if !ok {
+				dm = map[string]any{}
+			}
+			merge(dm, pm)
+			dst[k] = dm
+			continue
+		}
+		dst[k] = v
+	}
+}
+
+func cloneMap(m map[string]any) map[string]any {
+	b, _ := json.Marshal(m)
+	out := map[string]any{}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	dec.Decode(&out)
+	return out
+}
+
+func withVersion(m map[string]any, v int64) map[string]any {
+	out := make(map[string]any, len(m)+1)
+	for k, x := range m {
+		out[k] = x
+	}
+	out["$version"] = v
+	return out
+}
+
+// twinGet answers $iothub/twin/GET.
+func (h *Hub) twinGet(s *session, rid string) {
+	if s.kind != KindDevice && s.kind != KindModule {
+		sendTo(s.cl, azure.TwinResponseTopic(403, rid, 0), nil)
+		return
+	}
+	tw, err := h.twins.load(context.Background(), s.name)
+	if err != nil {
+		h.log.Error("twin get", "identity", s.name, "err", err)
+		sendTo(s.cl, azure.TwinResponseTopic(500, rid, 0), nil)
+		return
+	}
+	body, _ := json.Marshal(map[string]any{
+		"desired":  withVersion(tw.Desired, tw.DesiredVersion),
+		"reported": withVersion(tw.Reported, tw.ReportedVersion),
+	})
+	sendTo(s.cl, azure.TwinResponseTopic(200, rid, 0), body)
+}
+
+// twinPatchReported applies a reported patch: 204 with the new version, or
+// 400 / 413.
+func (h *Hub) twinPatchReported(s *session, rid string, patch []byte) {
+	if s.kind != KindDevice && s.kind != KindModule {
+		sendTo(s.cl, azure.TwinResponseTopic(403, rid, 0), nil)
+		return
+	}
+	h.twins.mu.Lock()
+	tw, err := h.twins.load(context.Background(), s.name)
+	var applied map[string]any
+	if err == nil {
+		var next map[string]any
+		next, applied, err = mergePatch(tw.Reported, patch)
+		if err == nil {
+			tw.Reported = next
+			tw.ReportedVersion++
+			err = h.twins.save(context.Background(), s.name, tw)
+		}
+	}
+	h.twins.mu.Unlock()
+	switch {
+	case fault.Is(err, fault.Invalid):
+		sendTo(s.cl, azure.TwinResponseTopic(400, rid, 0), []byte(`{"message":`+jsonString(err.Error())+`}`))
+		return
+	case fault.Is(err, fault.TooLarge):
+		sendTo(s.cl, azure.TwinResponseTopic(413, rid, 0), []byte(`{"message":`+jsonString(err.Error())+`}`))
+		return
+	case err != nil:
+		h.log.Error("twin patch", "identity", s.name, "err", err)
+		sendTo(s.cl, azure.TwinResponseTopic(500, rid, 0), nil)
+		return
+	}
+	sendTo(s.cl, azure.TwinResponseTopic(204, rid, tw.ReportedVersion), nil)
+	// Routes may take reported-property changes (FROM /twinChangeNotifications).
+	body, _ := json.Marshal(map[string]any{"version": tw.ReportedVersion, "properties": map[string]any{"reported": applied}})
+	sys := map[string]string{"connectionDeviceId": s.device, "contentType": "application/json", "contentEncoding": "utf-8",
+		"iothub-MessageType": "twinChangeNotification"}
+	if s.module != "" {
+		sys["connectionModuleId"] = s.module
+	}
+	m := &route.Message{Source: "/twinChangeNotifications", Body: body, Sys: sys}
+	if len(h.routes.Load().Match(m)) > 0 {
+		h.route(m, nil)
+	}
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// GetTwin returns the twin of a device or module identity ("d" or "d/m").
+func (h *Hub) GetTwin(ctx context.Context, name string) (Twin, error) {
+	if h.ids.get(name) == nil {
+		return Twin{}, fault.New(fault.NotFound, "identity %q does not exist", name)
+	}
+	return h.twins.load(ctx, h.ids.get(name).Name)
+}
+
+// PatchDesired merges patch (a JSON object; null deletes a key) into the
+// desired properties, bumps $version and notifies the client if it is
+// connected and subscribed. It returns the new twin.
+func (h *Hub) PatchDesired(ctx context.Context, name string, patch []byte) (Twin, error) {
+	id := h.ids.get(name)
+	if id == nil || (id.Kind != KindDevice && id.Kind != KindModule) {
+		return Twin{}, fault.New(fault.NotFound, "device or module identity %q does not exist", name)
+	}
+	h.twins.mu.Lock()
+	tw, err := h.twins.load(ctx, id.Name)
+	var applied map[string]any
+	if err == nil {
+		var next map[string]any
+		next, applied, err = mergePatch(tw.Desired, patch)
+		if err == nil {
+			tw.Desired = next
+			tw.DesiredVersion++
+			err = h.twins.save(ctx, id.Name, tw)
+		}
+	}
+	h.twins.mu.Unlock()
+	if err != nil {
+		return Twin{}, err
+	}
+	if v, ok := h.byID.Load(id.Name); ok {
+		s := v.(*session)
+		topic := azure.DesiredPatchTopic(tw.DesiredVersion)
+		if _, sub := subscribedQoS(s, topic); sub {
+			body, _ := json.Marshal(withVersion(applied, tw.DesiredVersion))
+			sendTo(s.cl, topic, body)
+		}
+	}
+	return tw, nil
+}
+
+// SetDesired replaces the desired properties (the agent sets a module's
+// twin from a manifest), as a patch that also removes keys no longer
+// present.
+func (h *Hub) SetDesired(ctx context.Context, name string, desired map[string]any) (Twin, error) {
+	tw, err := h.GetTwin(ctx, name)
+	if err != nil {
+		return Twin{}, err
+	}
+	patch := map[string]any{}
+	for k := range tw.Desired {
+		patch[k] = nil
+	}
+	for k, v := range desired {
+		patch[k] = v
+	}
+	b, err := json.Marshal(patch)
+	if err != nil {
+		return Twin{}, fault.New(fault.Invalid, "desired properties: %v", err)
+	}
+	return h.PatchDesired(ctx, name, b)
+}

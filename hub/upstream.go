@@ -1,0 +1,293 @@
+package hub
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"ledge/hub/azure"
+	"ledge/hub/store"
+	"ledge/internal/fault"
+)
+
+// upstream is the bridge to the cloud or a parent hub: it carries the
+// $upstream endpoint and the agent's own publishes and subscriptions.
+type upstream struct {
+	h   *Hub
+	cfg UpstreamConfig
+	cli paho.Client // nil when no upstream is configured
+
+	mu        sync.Mutex // guards the fields below
+	state     string     // disabled, connecting, connected, disconnected
+	since     time.Time
+	lastError string
+	subs      map[string]upSub
+	gen       chan struct{} // closed on each state change
+}
+
+type upSub struct {
+	qos     byte
+	handler func(topic string, payload []byte)
+}
+
+// UpstreamStatus is the bridge's state for the dashboard.
+type UpstreamStatus struct {
+	Mode      string    `json:"mode"`
+	Broker    string    `json:"broker,omitempty"`
+	State     string    `json:"state"`
+	Since     time.Time `json:"since"`
+	LastError string    `json:"lastError,omitempty"`
+}
+
+const azureAPIVersion = "2021-04-12"
+
+func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
+	u := &upstream{h: h, cfg: cfg, state: "disabled", since: time.Now(), subs: map[string]upSub{}, gen: make(chan struct{})}
+	if cfg.Mode == "" {
+		return u, nil
+	}
+	if cfg.DeviceID == "" {
+		u.cfg.DeviceID = h.deviceID
+	}
+	cfg = u.cfg
+	brokerURL := cfg.URL
+	if brokerURL == "" && cfg.Mode == "azure" {
+		brokerURL = "ssl://" + cfg.Host + ":8883"
+	}
+	u.cfg.URL = brokerURL
+	o := paho.NewClientOptions().AddBroker(brokerURL)
+	o.SetKeepAlive(cfg.KeepAlive)
+	o.SetCleanSession(true)
+	o.SetAutoReconnect(true)
+	o.SetConnectRetry(true)
+	o.SetConnectRetryInterval(time.Second)
+	o.SetMaxReconnectInterval(maxBackoff)
+	o.SetConnectTimeout(30 * time.Second)
+	o.SetWriteTimeout(30 * time.Second)
+	o.SetOrderMatters(false)
+	p, _ := url.Parse(brokerURL)
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.Mode == "azure" {
+		tlsCfg.ServerName = cfg.Host
+	}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("hub.upstream.caFile: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("hub.upstream.caFile %s: no PEM certificates", cfg.CAFile)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	if p != nil && (p.Scheme == "ssl" || p.Scheme == "tls" || p.Scheme == "mqtts" || p.Scheme == "wss") {
+		o.SetTLSConfig(tlsCfg)
+	}
+	switch cfg.Mode {
+	case "azure":
+		if _, _, err := azureKey(cfg.DeviceKey); err != nil {
+			return nil, err
+		}
+		o.SetClientID(cfg.DeviceID)
+		o.SetCredentialsProvider(func() (string, string) {
+			tok, _ := azure.BuildToken(azure.Resource(cfg.Host, cfg.DeviceID, ""), cfg.DeviceKey, time.Now().Add(time.Hour))
+			return cfg.Host + "/" + cfg.DeviceID + "/?api-version=" + azureAPIVersion, tok
+		})
+	default:
+		id := cfg.ClientID
+		if id == "" {
+			id = "ledge-" + h.deviceID
+		}
+		o.SetClientID(id)
+		o.SetUsername(cfg.Username)
+		o.SetPassword(cfg.Password)
+	}
+	o.SetOnConnectHandler(func(c paho.Client) {
+		u.setState("connected", "")
+		u.mu.Lock()
+		subs := make(map[string]upSub, len(u.subs))
+		for k, v := range u.subs {
+			subs[k] = v
+		}
+		u.mu.Unlock()
+		for f, s := range subs {
+			c.Subscribe(f, s.qos, func(_ paho.Client, m paho.Message) { s.handler(m.Topic(), m.Payload()) })
+		}
+	})
+	o.SetConnectionLostHandler(func(_ paho.Client, err error) { u.setState("disconnected", err.Error()) })
+	o.SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) { u.setState("connecting", "") })
+	u.cli = paho.NewClient(o)
+	u.state = "connecting"
+	return u, nil
+}
+
+func azureKey(k string) ([]byte, string, error) {
+	if _, err := azure.BuildToken("x/devices/y", k, time.Now()); err != nil {
+		return nil, "", fmt.Errorf("hub.upstream.deviceKey: %w", err)
+	}
+	return nil, "", nil
+}
+
+func (u *upstream) setState(state, lastErr string) {
+	u.mu.Lock()
+	if u.state != state {
+		u.state, u.since = state, time.Now()
+	}
+	if lastErr != "" {
+		u.lastError = lastErr
+	}
+	old := u.gen
+	u.gen = make(chan struct{})
+	u.mu.Unlock()
+	close(old)
+}
+
+// run connects (retrying with back-off) until ctx ends. In azure mode it
+// reconnects with a fresh token every 50 minutes.
+func (u *upstream) run(ctx context.Context) {
+	if u.cli == nil {
+		return
+	}
+	u.cli.Connect() // retries in the background (ConnectRetry)
+	refresh := time.NewTicker(50 * time.Minute)
+	defer refresh.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			u.cli.Disconnect(250)
+			u.setState("disconnected", "")
+			return
+		case <-refresh.C:
+			if u.cfg.Mode == "azure" && u.cli.IsConnected() {
+				u.cli.Disconnect(250)
+				u.cli.Connect()
+			}
+		}
+	}
+}
+
+func (u *upstream) connected() bool { return u.cli != nil && u.cli.IsConnectionOpen() }
+
+func (u *upstream) changed() <-chan struct{} {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.gen
+}
+
+func (u *upstream) status() UpstreamStatus {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return UpstreamStatus{Mode: u.cfg.Mode, Broker: u.cfg.URL, State: u.state, Since: u.since, LastError: u.lastError}
+}
+
+// topic is where a routed message goes upstream.
+func (u *upstream) topic(appProps, sys map[string]string) string {
+	out := map[string]string{}
+	for k, v := range sys {
+		switch k {
+		case "connectionDeviceId", "connectionModuleId", "outputName", "connectionAuthMethod", "inputName":
+		default:
+			out[k] = v
+		}
+	}
+	if u.cfg.Mode == "azure" {
+		return azure.TelemetryTopic(u.cfg.DeviceID, "", appProps, out)
+	}
+	r := strings.NewReplacer("{deviceId}", u.h.deviceID, "{sourceDevice}", sys["connectionDeviceId"],
+		"{sourceModule}", sys["connectionModuleId"], "{output}", sys["outputName"],
+		"{properties}", string(azure.AppendBag(nil, appProps, out)))
+	return r.Replace(u.cfg.TopicTemplate)
+}
+
+// sendBatch publishes entries with QoS 1 and waits for their acks in
+// order; it returns how many from the start were acknowledged.
+func (u *upstream) sendBatch(ctx context.Context, entries []store.Entry) (int, error) {
+	toks := make([]paho.Token, 0, len(entries))
+	for _, e := range entries {
+		m, err := decodeMessage(e.Data)
+		if err != nil {
+			toks = append(toks, nil)
+			continue
+		}
+		toks = append(toks, u.cli.Publish(u.topic(m.App, m.Sys), 1, false, m.Body))
+	}
+	for i, t := range toks {
+		if t == nil {
+			continue // corrupt: acked so it does not block
+		}
+		if !t.WaitTimeout(30 * time.Second) {
+			return i, errors.New("upstream: no PUBACK within 30s")
+		}
+		if err := t.Error(); err != nil {
+			return i, fmt.Errorf("upstream: %w", err)
+		}
+		if ctx.Err() != nil {
+			return i + 1, ctx.Err()
+		}
+	}
+	return len(entries), nil
+}
+
+// PublishUpstream publishes straight to the upstream broker (the agent's
+// reported state), not through the queue: it fails with
+// fault.Unavailable when the bridge is down.
+func (h *Hub) PublishUpstream(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error {
+	u := h.up
+	if u.cli == nil {
+		return fault.New(fault.Unavailable, "no upstream configured (hub.upstream.mode)")
+	}
+	if !u.connected() {
+		return fault.New(fault.Unavailable, "upstream %s is not connected", u.cfg.URL)
+	}
+	t := u.cli.Publish(topic, qos, retain, payload)
+	select {
+	case <-t.Done():
+		if err := t.Error(); err != nil {
+			return fault.New(fault.Unavailable, "upstream publish: %v", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// SubscribeUpstream subscribes on the upstream broker, now if connected
+// and again after every reconnect (the agent's deployment topic, where a
+// retained manifest waits). handler runs on paho's goroutines. The
+// returned function unsubscribes.
+func (h *Hub) SubscribeUpstream(filter string, qos byte, handler func(topic string, payload []byte)) (func(), error) {
+	u := h.up
+	if u.cli == nil {
+		return nil, fault.New(fault.Unavailable, "no upstream configured (hub.upstream.mode)")
+	}
+	if !validFilter(filter) {
+		return nil, fault.New(fault.Invalid, "upstream subscription %q is not a topic filter", filter)
+	}
+	u.mu.Lock()
+	u.subs[filter] = upSub{qos: qos, handler: handler}
+	u.mu.Unlock()
+	if u.connected() {
+		u.cli.Subscribe(filter, qos, func(_ paho.Client, m paho.Message) { handler(m.Topic(), m.Payload()) })
+	}
+	return func() {
+		u.mu.Lock()
+		delete(u.subs, filter)
+		u.mu.Unlock()
+		if u.connected() {
+			u.cli.Unsubscribe(filter)
+		}
+	}, nil
+}
+
+// UpstreamConnected reports whether the bridge is up.
+func (h *Hub) UpstreamConnected() bool { return h.up.connected() }
