@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -78,7 +79,15 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	}
 	a.events = web.NewBroadcaster()
 
+	var webTLS *tls.Config
+	if a.hub != nil && cfg.HTTP.ListenTLS != "" {
+		webTLS = a.hub.ServerTLSConfig()
+	} else if cfg.HTTP.ListenTLS != "" {
+		log.Info("https off: its certificate comes from the hub, which is disabled")
+	}
 	srv, err := web.New(web.Options{
+		ListenTLS:     cfg.HTTP.ListenTLS,
+		TLS:           webTLS,
 		Hub:           hubAPI,
 		MQTTWebSocket: hubWS,
 		Listen:        cfg.HTTP.Listen,

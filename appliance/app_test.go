@@ -2,12 +2,15 @@ package appliance
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"ledge/hub"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,6 +24,7 @@ func testConfig(t *testing.T) Config {
 	cfg := Default()
 	cfg.DataDir = t.TempDir()
 	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.HTTP.ListenTLS = "127.0.0.1:0"
 	cfg.Hub.Listen = hub.ListenConfig{MQTT: "127.0.0.1:0", MQTTS: "127.0.0.1:0"}
 	return cfg
 }
@@ -123,4 +127,48 @@ func get(t *testing.T, url string, wantStatus int) string {
 		t.Fatalf("GET %s: %d %s, want %d", url, resp.StatusCode, b, wantStatus)
 	}
 	return string(b)
+}
+
+// TestHTTPSWithHubCA: the dashboard's HTTPS port serves a certificate that
+// the hub's generated CA verifies, and a login over HTTPS sets a Secure
+// cookie.
+func TestHTTPSWithHubCA(t *testing.T) {
+	cfg := testConfig(t)
+	app, err := New(t.Context(), cfg, BuildInfo{Version: "test"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	if err := web.SetAdminPassword(t.Context(), app.DB(), "a long enough password"); err != nil {
+		t.Fatal(err)
+	}
+
+	caPEM, err := os.ReadFile(filepath.Join(cfg.DataDir, "hub", "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("ca.pem holds no certificate")
+	}
+	_, port, _ := net.SplitHostPort(app.web.TLSAddr().String())
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	base := "https://localhost:" + port
+	resp, err := c.Get(base + "/healthz")
+	if err != nil {
+		t.Fatalf("https with the hub CA: %v", err)
+	}
+	resp.Body.Close()
+	resp, err = c.Post(base+"/api/v1/auth/login", "application/json", strings.NewReader(`{"password":"a long enough password"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if ck := resp.Header.Get("Set-Cookie"); resp.StatusCode != 200 || !strings.Contains(ck, "Secure") || !strings.Contains(ck, "HttpOnly") {
+		t.Errorf("login over https: %d, Set-Cookie %q", resp.StatusCode, ck)
+	}
 }

@@ -43,6 +43,9 @@ type LogConfig struct {
 // HTTPConfig is the web server: health, metrics, API and dashboard.
 type HTTPConfig struct {
 	Listen string `yaml:"listen"` // address, default ":8080"
+	// ListenTLS serves HTTPS (default ":8443") with the certificate of the
+	// hub's CA (<dataDir>/hub/ca.pem); "" turns it off. Needs the hub.
+	ListenTLS string `yaml:"listenTLS"`
 	// PublicMetrics serves /metrics without credentials, for a Prometheus
 	// that cannot send a bearer token. Default false.
 	PublicMetrics bool `yaml:"publicMetrics"`
@@ -89,7 +92,7 @@ func Default() Config {
 		DataDir:         DefaultDataDir(),
 		ShutdownTimeout: 5 * time.Second,
 		Log:             LogConfig{Level: "info", Format: "text"},
-		HTTP:            HTTPConfig{Listen: ":8080"},
+		HTTP:            HTTPConfig{Listen: ":8080", ListenTLS: ":8443"},
 		Database:        DatabaseConfig{Synchronous: "full"},
 		Inference:       InferenceConfig{Providers: []string{"cpu"}},
 		Hub:             hub.DefaultConfig(),

@@ -226,3 +226,12 @@ func machineNames() []string {
 	}
 	return names
 }
+
+// webTLSConfig serves the hub's current server certificate to HTTPS
+// clients (the dashboard on 8443); it follows renewals.
+func (c *certs) webTLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.server.Load(), nil },
+	}
+}

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -274,6 +275,11 @@ func (h *Hub) signalConn() {
 
 // CAPath is the hub CA certificate (PEM) clients trust for TLS.
 func (h *Hub) CAPath() string { return h.certs.CAPath() }
+
+// ServerTLSConfig is a TLS server configuration with the hub's
+// certificate (signed by the CA at CAPath, renewed in place), for other
+// listeners of the appliance such as the dashboard's HTTPS port.
+func (h *Hub) ServerTLSConfig() *tls.Config { return h.certs.webTLSConfig() }
 
 // Hostname is the name clients connect to and sign tokens for.
 func (h *Hub) Hostname() string { return h.hostname }

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -26,8 +27,12 @@ type ComponentHealth struct {
 // Options configure the server.
 type Options struct {
 	Listen string // TCP address, e.g. ":8080"
-	Socket string // unix socket for the local CLI; "" for none
-	Logger *slog.Logger
+	// ListenTLS and TLS serve HTTPS too (e.g. ":8443" with the hub's
+	// certificate); both or neither.
+	ListenTLS string
+	TLS       *tls.Config
+	Socket    string // unix socket for the local CLI; "" for none
+	Logger    *slog.Logger
 	// Health reports each component and whether all are healthy.
 	Health func(ctx context.Context) ([]ComponentHealth, bool)
 	// Metrics serves GET /metrics (Prometheus text format).
@@ -66,6 +71,7 @@ type Server struct {
 	// stopping is closed when Run begins to shut down, ending streams.
 	stopping chan struct{}
 	tcp      net.Listener
+	tlsl     net.Listener // nil without HTTPS
 	unix     net.Listener
 	started  time.Time
 }
@@ -106,9 +112,20 @@ func New(o Options) (*Server, error) {
 	if s.tcp, err = net.Listen("tcp", o.Listen); err != nil {
 		return nil, fmt.Errorf("http listen %s: %w", o.Listen, err)
 	}
+	if o.ListenTLS != "" && o.TLS != nil {
+		l, err := net.Listen("tcp", o.ListenTLS)
+		if err != nil {
+			s.tcp.Close()
+			return nil, fmt.Errorf("https listen %s: %w", o.ListenTLS, err)
+		}
+		s.tlsl = tls.NewListener(l, o.TLS)
+	}
 	if o.Socket != "" {
 		if s.unix, err = listenUnix(o.Socket); err != nil {
 			s.tcp.Close()
+			if s.tlsl != nil {
+				s.tlsl.Close()
+			}
 			return nil, err
 		}
 	}
@@ -140,6 +157,9 @@ func listenUnix(path string) (net.Listener, error) {
 // them itself). It is safe to call more than once.
 func (s *Server) Close() error {
 	s.tcp.Close()
+	if s.tlsl != nil {
+		s.tlsl.Close()
+	}
 	if s.unix != nil {
 		s.unix.Close()
 		os.Remove(s.opts.Socket)
@@ -149,6 +169,14 @@ func (s *Server) Close() error {
 
 // Addr is the bound TCP address (useful with port 0).
 func (s *Server) Addr() net.Addr { return s.tcp.Addr() }
+
+// TLSAddr is the bound HTTPS address, nil without HTTPS.
+func (s *Server) TLSAddr() net.Addr {
+	if s.tlsl == nil {
+		return nil
+	}
+	return s.tlsl.Addr()
+}
 
 // Handler is the HTTP handler, for tests.
 func (s *Server) Handler() http.Handler { return s.engine }
@@ -173,7 +201,12 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.unix != nil {
 		go serve(s.unix)
 	}
-	s.log.Info("http listening", "addr", s.tcp.Addr().String(), "socket", s.opts.Socket)
+	https := ""
+	if s.tlsl != nil {
+		go serve(s.tlsl)
+		https = s.tlsl.Addr().String()
+	}
+	s.log.Info("http listening", "addr", s.tcp.Addr().String(), "https", https, "socket", s.opts.Socket)
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
