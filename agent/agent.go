@@ -35,6 +35,9 @@ type Options struct {
 	// SectionStoreAndForward). A manifest with a section nobody owns is
 	// refused.
 	Sections map[string]Section
+
+	// bootTime overrides the machine's boot time (tests simulate a reboot).
+	bootTime time.Time
 }
 
 // Agent keeps the appliance in the state its deployment asks for. Its
@@ -51,6 +54,8 @@ type Agent struct {
 	instance string
 	outcomes chan outcome
 	offers   chan offer // from remote sources, latest wins per source
+	// publishFailed is owned by Run's goroutine.
+	publishFailed bool
 
 	deployMu sync.Mutex  // serialises accepting and activating deployments
 	bootDep  *Deployment // the current deployment when New read the database
@@ -105,12 +110,19 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 		applied: map[string]json.RawMessage{}, appliedTwins: map[string]json.RawMessage{}, sectionErrs: map[string]string{},
 	}
 	a.rec = newReconciler(a)
+	if !opts.bootTime.IsZero() {
+		a.rec.bootTime = opts.bootTime
+	}
 	a.rec.outcomes = a.outcomes
 	a.rec.sectionsReady = a.sectionsReady
 	cur, err := st.current(ctx)
 	if err != nil {
 		eng.Close()
 		return nil, err
+	}
+	if cur != nil {
+		// Until Run has it running again, it is being applied.
+		cur.State, cur.Reason = StateApplying, ""
 	}
 	a.current, a.bootDep = cur, cur
 	return a, nil
@@ -200,7 +212,13 @@ func (a *Agent) boot(ctx context.Context) error {
 		return fmt.Errorf("deployment %d (version %s) no longer parses: %w", d.ID, d.Version, err)
 	}
 	a.log.Info("applying the persisted deployment", "id", d.ID, "version", d.Version, "state", d.State)
-	a.activate(ctx, d, man, true)
+	// Whatever it was, it must converge again now.
+	b := *d
+	b.State, b.Reason = StateApplying, ""
+	if err := a.store.setOutcome(ctx, d.ID, StateApplying, "", time.Time{}); err != nil {
+		return err
+	}
+	a.activate(ctx, &b, man, true)
 	return nil
 }
 

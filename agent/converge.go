@@ -228,7 +228,6 @@ func (r *reconciler) start(ctx context.Context, st *modState, why string) {
 	if st.c != nil {
 		st.health = st.c.Health
 	}
-	r.watchProgress()
 	r.setStatus(ctx, st, StatusRunning, why)
 	if st.c != nil && !st.c.Running {
 		// Exited before we looked again: the die event will follow, but

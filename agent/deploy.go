@@ -328,7 +328,10 @@ func (a *Agent) handleOutcome(ctx context.Context, o outcome) {
 	a.mu.Lock()
 	wasRollback := a.rolledBackFrom != nil
 	a.mu.Unlock()
-	if a.cfg.Rollback.Auto && !wasRollback {
+	// A deployment that converged before is not rolled back (at boot, a
+	// missing camera must not bring back last month's deployment); nor is
+	// the target of a rollback.
+	if a.cfg.Rollback.Auto && !wasRollback && !cur.Good {
 		target, err := a.store.lastGoodBefore(ctx, cur.ID)
 		if err != nil {
 			a.log.Error("find the last good deployment", "err", err)
@@ -399,7 +402,7 @@ func (a *Agent) rollbackTo(ctx context.Context, target, from *Deployment, reason
 }
 
 // persistReported saves the reported state when it changed and publishes
-// it upstream.
+// it upstream (again on the next tick when publishing failed).
 func (a *Agent) persistReported(ctx context.Context, last *[]byte, force bool) {
 	rep := a.Reported()
 	data, err := json.Marshal(rep)
@@ -407,12 +410,15 @@ func (a *Agent) persistReported(ctx context.Context, last *[]byte, force bool) {
 		a.log.Error("reported state", "err", err)
 		return
 	}
-	if !force && bytes.Equal(data, *last) {
+	changed := force || !bytes.Equal(data, *last)
+	if !changed && !a.publishFailed {
 		return
 	}
-	*last = data
-	if err := a.store.saveReported(ctx, data); err != nil {
-		a.log.Error("persist reported state", "err", err)
+	if changed {
+		*last = data
+		if err := a.store.saveReported(ctx, data); err != nil {
+			a.log.Error("persist reported state", "err", err)
+		}
 	}
-	a.publishReported(ctx, data)
+	a.publishFailed = !a.publishReported(ctx, data)
 }

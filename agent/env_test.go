@@ -36,9 +36,14 @@ import (
 // happened; each test also removes its own containers when it ends.
 
 var testRun = func() string {
+	if r := os.Getenv("LEDGE_AGENT_TEST_RUN"); r != "" {
+		return r // a child process of this run
+	}
 	b := make([]byte, 4)
 	rand.Read(b)
-	return hex.EncodeToString(b)
+	r := hex.EncodeToString(b)
+	os.Setenv("LEDGE_AGENT_TEST_RUN", r)
+	return r
 }()
 
 // Test images, built once per run from testdata/modprog.
@@ -111,24 +116,34 @@ func buildImages(cli *client.Client) error {
 		{imgHealth, "FROM scratch\nCOPY app /app\nENTRYPOINT [\"/app\"]\nCMD [\"unhealthy\", \"2s\"]\n" +
 			"HEALTHCHECK --interval=300ms --timeout=1s --retries=1 CMD [\"/app\", \"health\"]\n"},
 	} {
-		var ctxTar bytes.Buffer
-		tw := tar.NewWriter(&ctxTar)
-		for name, data := range map[string][]byte{"Dockerfile": []byte(img.dockerfile), "app": app} {
-			tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(data))})
-			tw.Write(data)
-		}
-		tw.Close()
-		resp, err := cli.ImageBuild(context.Background(), &ctxTar, build.ImageBuildOptions{
-			Tags: []string{img.tag}, Remove: true, ForceRemove: true, Labels: map[string]string{"io.ledge.test": testRun},
-		})
-		if err != nil {
-			return fmt.Errorf("build %s: %w", img.tag, err)
-		}
-		if err := drain(resp.Body); err != nil {
-			return fmt.Errorf("build %s: %w", img.tag, err)
+		if err := buildImage(cli, img.tag, img.dockerfile, map[string][]byte{"app": app}); err != nil {
+			return err
 		}
 	}
 	return cli.ImageTag(context.Background(), imgApp, imgApp2)
+}
+
+// buildImage builds tag from a Dockerfile and context files, labelled as
+// this run's.
+func buildImage(cli *client.Client, tag, dockerfile string, files map[string][]byte) error {
+	var ctxTar bytes.Buffer
+	tw := tar.NewWriter(&ctxTar)
+	files["Dockerfile"] = []byte(dockerfile)
+	for name, data := range files {
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(data))})
+		tw.Write(data)
+	}
+	tw.Close()
+	resp, err := cli.ImageBuild(context.Background(), &ctxTar, build.ImageBuildOptions{
+		Tags: []string{tag}, Remove: true, ForceRemove: true, Labels: map[string]string{"io.ledge.test": testRun},
+	})
+	if err != nil {
+		return fmt.Errorf("build %s: %w", tag, err)
+	}
+	if err := drain(resp.Body); err != nil {
+		return fmt.Errorf("build %s: %w", tag, err)
+	}
+	return nil
 }
 
 // drain reads a JSON message stream (build, push, load), returning the
@@ -302,10 +317,13 @@ auth:
 	if err := waitListening(r.addr, 10*time.Second); err != nil {
 		return nil, fmt.Errorf("%w: %s", err, stderr.String())
 	}
-	// Push the test image, then drop the local tag so only a pull brings it.
+	// Push an image with a layer of its own (4 MB of noise, so a pull has
+	// bytes to report), then remove it locally so only a pull brings it.
 	ctx := context.Background()
 	r.image = r.addr + "/ledge-test/app:" + testRun
-	if err := cli.ImageTag(ctx, imgApp, r.image); err != nil {
+	noise := make([]byte, 4<<20)
+	rand.Read(noise)
+	if err := buildImage(cli, r.image, "FROM "+imgApp+"\nCOPY noise /noise\n", map[string][]byte{"noise": noise}); err != nil {
 		return nil, err
 	}
 	auth, _ := registry.EncodeAuthConfig(registry.AuthConfig{Username: r.user, Password: r.password, ServerAddress: r.addr})
@@ -316,7 +334,7 @@ auth:
 	if err := drain(rc); err != nil {
 		return nil, fmt.Errorf("push %s: %w", r.image, err)
 	}
-	if _, err := cli.ImageRemove(ctx, r.image, image.RemoveOptions{}); err != nil {
+	if _, err := cli.ImageRemove(ctx, r.image, image.RemoveOptions{PruneChildren: true}); err != nil {
 		return nil, fmt.Errorf("untag %s: %w", r.image, err)
 	}
 	return r, nil

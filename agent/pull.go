@@ -146,14 +146,20 @@ func (r *reconciler) startPull(ctx context.Context, ref string, man *manifest.Ma
 		}
 	}
 	r.pullWG.Go(func() {
+		// At most four progress messages a second; the latest is never
+		// lost.
 		var last time.Time
+		var pending *pullProgress
 		err := r.eng.pull(pctx, ref, auth, r.cfg.Pull.StallTimeout, func(pp pullProgress) {
-			if time.Since(last) < 250*time.Millisecond {
-				return
+			pending = &pp
+			if time.Since(last) >= 250*time.Millisecond {
+				last, pending = time.Now(), nil
+				send(pullMsg{ref: ref, progress: &pp})
 			}
-			last = time.Now()
-			send(pullMsg{ref: ref, progress: &pp})
 		})
+		if pending != nil {
+			send(pullMsg{ref: ref, progress: pending})
+		}
 		send(pullMsg{ref: ref, done: true, err: err})
 	})
 }

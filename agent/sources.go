@@ -80,17 +80,20 @@ func (a *Agent) subscribeUpstream(u Upstream) (func(), error) {
 	return cancel, nil
 }
 
-// publishReported sends the reported state upstream (retained).
-func (a *Agent) publishReported(ctx context.Context, data []byte) {
+// publishReported sends the reported state upstream (retained); false
+// when that failed.
+func (a *Agent) publishReported(ctx context.Context, data []byte) bool {
 	u := a.opts.Upstream
 	if u == nil || !a.cfg.Sources.MQTT.Enabled || a.cfg.Sources.MQTT.ReportedTopic == "" {
-		return
+		return true
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := u.Publish(pctx, a.topic(a.cfg.Sources.MQTT.ReportedTopic), data, true); err != nil {
 		a.log.Debug("publish reported state upstream", "err", err)
+		return false
 	}
+	return true
 }
 
 // pollHTTP fetches the manifest URL every interval, with If-None-Match,
