@@ -222,6 +222,24 @@ func (a *Agent) boot(ctx context.Context) error {
 	return nil
 }
 
+// Resync compares everything with the engine now and acts on what
+// differs, as the agent does every minute and on every engine event; it
+// returns when the pass is done.
+func (a *Agent) Resync(ctx context.Context) error {
+	done := make(chan struct{})
+	select {
+	case a.rec.resyncCh <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Events subscribes to the agent's events (pull progress, module status,
 // deployment state). A subscriber that does not keep up loses events;
 // call cancel when done.

@@ -57,6 +57,7 @@ type reconciler struct {
 	wake      chan struct{} // cap 1: pending was set
 	engineCh  chan engineMsg
 	pullCh    chan pullMsg
+	resyncCh  chan chan struct{} // Resync requests; closed when done
 	snap      atomic.Pointer[runtimeSnapshot]
 	pullWG    sync.WaitGroup // pull goroutines
 
@@ -109,7 +110,7 @@ func newReconciler(a *Agent) *reconciler {
 	return &reconciler{
 		cfg: a.cfg, eng: a.eng, store: a.store, log: a.log, identities: a.opts.Identities,
 		deviceID: a.opts.DeviceID, instance: a.instance, bus: a.bus, now: time.Now, bootTime: bootTime(),
-		wake: make(chan struct{}, 1), engineCh: make(chan engineMsg, 64), pullCh: make(chan pullMsg, 64),
+		wake: make(chan struct{}, 1), engineCh: make(chan engineMsg, 64), pullCh: make(chan pullMsg, 64), resyncCh: make(chan chan struct{}),
 		mods: map[string]*modState{}, pulls: map[string]*pullState{},
 	}
 }
@@ -175,6 +176,11 @@ func (r *reconciler) run(ctx context.Context) error {
 			r.handlePull(ctx, m)
 		case <-timer.C:
 			r.tick(ctx)
+		case done := <-r.resyncCh:
+			r.reconcile(ctx)
+			r.checkConvergence()
+			r.publish()
+			close(done)
 		}
 	}
 }
