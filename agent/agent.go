@@ -54,6 +54,7 @@ type Agent struct {
 	instance string
 	outcomes chan outcome
 	offers   chan offer // from remote sources, latest wins per source
+	count    *counters
 	// publishFailed is owned by Run's goroutine.
 	publishFailed bool
 
@@ -106,7 +107,7 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 	}
 	a := &Agent{
 		opts: opts, cfg: cfg, log: opts.Logger, store: st, eng: eng, trusted: trusted, bus: newBroadcaster(),
-		instance: opts.Instance, outcomes: make(chan outcome, 16), offers: make(chan offer, 4),
+		instance: opts.Instance, outcomes: make(chan outcome, 16), offers: make(chan offer, 4), count: &counters{},
 		applied: map[string]json.RawMessage{}, appliedTwins: map[string]json.RawMessage{}, sectionErrs: map[string]string{},
 	}
 	a.rec = newReconciler(a)

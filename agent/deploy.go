@@ -199,6 +199,7 @@ func (a *Agent) commit(ctx context.Context, c *candidate, source string) (*Deplo
 	a.mu.Lock()
 	a.rolledBackFrom = nil
 	a.mu.Unlock()
+	a.count.applied.Add(1)
 	a.bus.publish(Event{Kind: EventDeployment, Deployment: d.ID, Version: d.Version, State: StateApplying})
 	return d, nil
 }
@@ -209,6 +210,7 @@ func (a *Agent) reject(c *candidate, data []byte, source string, err error) {
 	if c != nil && c.man != nil {
 		r.Version = c.man.Version
 	}
+	a.count.rejected.Add(1)
 	a.mu.Lock()
 	same := a.rejected != nil && a.rejected.Digest == r.Digest && a.rejected.Reason == r.Reason
 	a.rejected = r
@@ -389,6 +391,7 @@ func (a *Agent) rollbackTo(ctx context.Context, target, from *Deployment, reason
 	if err := a.store.makeCurrent(ctx, target.ID, StateRolledBack, reason); err != nil {
 		return err
 	}
+	a.count.rolledBack.Add(1)
 	t := *target
 	t.State, t.Reason = StateApplying, ""
 	a.log.Warn("rolling back", "from", from.Version, "fromId", from.ID, "to", t.Version, "toId", t.ID, "reason", reason)

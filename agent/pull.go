@@ -190,6 +190,7 @@ func (r *reconciler) handlePull(ctx context.Context, m pullMsg) {
 		r.bus.publish(Event{Kind: EventPull, Pull: &pullProgress{Image: m.ref, Status: "failed: " + m.err.Error()}})
 	} else {
 		p.progress.Status, p.progress.Percent = "done", 100
+		r.count.pulledBytes.Add(p.progress.Total)
 		r.log.Info("image pulled", "image", m.ref, "bytes", p.progress.Total)
 		r.bus.publish(Event{Kind: EventPull, Pull: &p.progress})
 	}

@@ -45,6 +45,7 @@ type reconciler struct {
 	deviceID   string
 	instance   string
 	bus        *broadcaster
+	count      *counters
 	now        func() time.Time
 	bootTime   time.Time
 	// sectionsReady reports whether the deployment's sections are done
@@ -109,7 +110,7 @@ type runtimeSnapshot struct {
 func newReconciler(a *Agent) *reconciler {
 	return &reconciler{
 		cfg: a.cfg, eng: a.eng, store: a.store, log: a.log, identities: a.opts.Identities,
-		deviceID: a.opts.DeviceID, instance: a.instance, bus: a.bus, now: time.Now, bootTime: bootTime(),
+		deviceID: a.opts.DeviceID, instance: a.instance, bus: a.bus, count: a.count, now: time.Now, bootTime: bootTime(),
 		wake: make(chan struct{}, 1), engineCh: make(chan engineMsg, 64), pullCh: make(chan pullMsg, 64), resyncCh: make(chan chan struct{}),
 		mods: map[string]*modState{}, pulls: map[string]*pullState{},
 	}

@@ -103,6 +103,7 @@ func (r *reconciler) restart(ctx context.Context, st *modState) {
 	}
 	st.stats.RestartCount++
 	st.stats.LastRestart = r.now()
+	r.count.restarts.Add(1)
 	r.start(ctx, st, fmt.Sprintf("restarted (restart %d)", st.stats.RestartCount))
 }
 

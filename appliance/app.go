@@ -69,6 +69,10 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	}
 	a.registry = newRegistry(build)
 
+	deploy, err := a.newAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
 	srv, err := web.New(web.Options{
 		Listen:  cfg.HTTP.Listen,
 		Socket:  filepath.Join(cfg.DataDir, "ledge.sock"),
@@ -76,6 +80,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		Health:  a.health.check,
 		Metrics: metricsHandler(a.registry),
 		Version: build.Version,
+		Deploy:  deploy,
 	})
 	if err != nil {
 		return nil, err

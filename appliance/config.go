@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"ledge/agent"
 	"ledge/internal/yamlstrict"
 )
 
@@ -30,6 +31,7 @@ type Config struct {
 	HTTP      HTTPConfig      `yaml:"http"`
 	Database  DatabaseConfig  `yaml:"database"`
 	Inference InferenceConfig `yaml:"inference"`
+	Agent     agent.Config    `yaml:"agent"`
 }
 
 // LogConfig sets up log/slog.
@@ -87,6 +89,7 @@ func Default() Config {
 		HTTP:            HTTPConfig{Listen: ":8080"},
 		Database:        DatabaseConfig{Synchronous: "full"},
 		Inference:       InferenceConfig{Providers: []string{"cpu"}},
+		Agent:           agent.DefaultConfig(),
 	}
 }
 
@@ -140,6 +143,9 @@ func (c *Config) Validate() error {
 	case "full", "normal":
 	default:
 		bad("database.synchronous", "%q: want full or normal", c.Database.Synchronous)
+	}
+	if err := c.Agent.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

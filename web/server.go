@@ -34,6 +34,8 @@ type Options struct {
 	Version string
 	// Dev lets loopback clients use the API without credentials.
 	Dev bool
+	// Deploy serves /api/v1/deployments (nil: no agent).
+	Deploy Deployer
 }
 
 // Server serves HTTP on TCP and on the unix socket.
@@ -159,6 +161,9 @@ func (s *Server) routes() {
 	}
 	s.api = s.engine.Group("/api/v1", s.requireAuth)
 	s.api.GET("/system", s.system)
+	if s.opts.Deploy != nil {
+		s.deployRoutes()
+	}
 	s.engine.NoRoute(func(c *gin.Context) {
 		writeError(c, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s", c.Request.Method, c.Request.URL.Path))
 	})
