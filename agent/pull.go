@@ -148,6 +148,13 @@ func (r *reconciler) startPull(ctx context.Context, ref string, man *manifest.Ma
 	r.pullWG.Go(func() {
 		// At most four progress messages a second; the latest is never
 		// lost.
+		select { // at most agent.pull.concurrency pulls at once
+		case r.pullSem <- struct{}{}:
+			defer func() { <-r.pullSem }()
+		case <-pctx.Done():
+			send(pullMsg{ref: ref, done: true, err: pctx.Err()})
+			return
+		}
 		var last time.Time
 		var pending *pullProgress
 		err := r.eng.pull(pctx, ref, auth, r.cfg.Pull.StallTimeout, func(pp pullProgress) {

@@ -61,6 +61,7 @@ type reconciler struct {
 	resyncCh  chan chan struct{} // Resync requests; closed when done
 	snap      atomic.Pointer[runtimeSnapshot]
 	pullWG    sync.WaitGroup // pull goroutines
+	pullSem   chan struct{}  // bounds concurrent pulls
 
 	// Owned by run.
 	want           *desired
@@ -111,7 +112,7 @@ func newReconciler(a *Agent) *reconciler {
 	return &reconciler{
 		cfg: a.cfg, eng: a.eng, store: a.store, log: a.log, identities: a.opts.Identities,
 		deviceID: a.opts.DeviceID, instance: a.instance, bus: a.bus, count: a.count, now: time.Now, bootTime: bootTime(),
-		wake: make(chan struct{}, 1), engineCh: make(chan engineMsg, 64), pullCh: make(chan pullMsg, 64), resyncCh: make(chan chan struct{}),
+		wake: make(chan struct{}, 1), engineCh: make(chan engineMsg, 64), pullCh: make(chan pullMsg, 64), resyncCh: make(chan chan struct{}), pullSem: make(chan struct{}, a.cfg.Pull.Concurrency),
 		mods: map[string]*modState{}, pulls: map[string]*pullState{},
 	}
 }

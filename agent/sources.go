@@ -100,7 +100,9 @@ func (a *Agent) publishReported(ctx context.Context, data []byte) bool {
 // and offers what changed.
 func (a *Agent) pollHTTP(ctx context.Context) {
 	cfg := a.cfg.Sources.HTTP
-	p := &httpPoller{cfg: cfg, client: &http.Client{Timeout: cfg.Timeout}, needSig: len(a.trusted) > 0}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	defer tr.CloseIdleConnections()
+	p := &httpPoller{cfg: cfg, client: &http.Client{Timeout: cfg.Timeout, Transport: tr}, needSig: len(a.trusted) > 0}
 	t := time.NewTimer(0)
 	defer t.Stop()
 	var lastErr string

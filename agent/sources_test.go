@@ -127,3 +127,11 @@ func TestHTTPSource(t *testing.T) {
 		t.Errorf("after an unsigned manifest: %+v", d)
 	}
 }
+
+// newHTTPServer serves h on loopback until the test ends and returns its
+// base URL.
+func newHTTPServer(t testing.TB, h http.Handler) string {
+	ts := httptest.NewServer(h)
+	t.Cleanup(ts.Close)
+	return ts.URL
+}

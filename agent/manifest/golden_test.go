@@ -113,3 +113,25 @@ func TestSampleContent(t *testing.T) {
 		t.Error("want a warning that systemModules are not run")
 	}
 }
+
+// TestExamples: the example manifests under deploy/examples parse.
+func TestExamples(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("..", "..", "deploy", "examples", "deployment*"))
+	if len(files) < 2 {
+		t.Fatalf("found %v", files)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := Parse(data)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if m.Version != "2024.06.1" || m.Module("camera") == nil || m.Sections[SectionRoutes] == nil {
+			t.Errorf("%s: %s", f, m)
+		}
+	}
+}
