@@ -58,6 +58,7 @@ type Agent struct {
 	// publishFailed is owned by Run's goroutine.
 	publishFailed bool
 
+	started  time.Time
 	deployMu sync.Mutex  // serialises accepting and activating deployments
 	bootDep  *Deployment // the current deployment when New read the database
 
@@ -107,7 +108,7 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 	}
 	a := &Agent{
 		opts: opts, cfg: cfg, log: opts.Logger, store: st, eng: eng, trusted: trusted, bus: newBroadcaster(),
-		instance: opts.Instance, outcomes: make(chan outcome, 16), offers: make(chan offer, 4), count: &counters{},
+		instance: opts.Instance, outcomes: make(chan outcome, 16), offers: make(chan offer, 4), count: &counters{}, started: time.Now(),
 		applied: map[string]json.RawMessage{}, appliedTwins: map[string]json.RawMessage{}, sectionErrs: map[string]string{},
 	}
 	a.rec = newReconciler(a)
@@ -286,10 +287,15 @@ func (a *Agent) Reported() *Reported {
 		Version:       a.opts.Build,
 		Runtime: RuntimeInfo{Type: "docker", Settings: RuntimeSettings{RegistryCredentials: map[string]any{}},
 			Platform: snap.platform},
-		SystemModules: map[string]ModuleReport{},
-		Modules:       snap.modules,
-		Rejected:      a.rejected,
-		Engine:        EngineReport{Connected: snap.connected, Error: snap.engineErr},
+		SystemModules: map[string]ModuleReport{
+			// ledge itself is the agent (and, wired in, the hub).
+			"edgeAgent": {Type: "docker", Status: "running", RestartPolicy: string(manifest.RestartAlways),
+				RuntimeStatus: StatusRunning, LastStartTimeUtc: azureTime(a.started),
+				Settings: ModuleSettings{Image: "ledge:" + a.opts.Build.Version}},
+		},
+		Modules:  snap.modules,
+		Rejected: a.rejected,
+		Engine:   EngineReport{Connected: snap.connected, Error: snap.engineErr},
 	}
 	if rep.Runtime.Platform.OS == "" {
 		rep.Runtime.Platform = PlatformInfo{OS: runtime.GOOS, Architecture: runtime.GOARCH}
