@@ -131,8 +131,9 @@ func (e *engine) imageID(ctx context.Context, ref string) (string, error) {
 	return in.ID, nil
 }
 
-// pullProgress is the state of one image pull.
-type pullProgress struct {
+// PullProgress is the state of one image pull, as events and the
+// reported state show it.
+type PullProgress struct {
 	Image   string  `json:"image"`
 	Current int64   `json:"current"` // bytes downloaded, all layers
 	Total   int64   `json:"total"`   // bytes known so far
@@ -142,7 +143,7 @@ type pullProgress struct {
 
 // pull pulls ref with optional credentials, calling progress as bytes
 // arrive, and fails when nothing arrives for stall.
-func (e *engine) pull(ctx context.Context, ref string, auth *registry.AuthConfig, stall time.Duration, progress func(pullProgress)) error {
+func (e *engine) pull(ctx context.Context, ref string, auth *registry.AuthConfig, stall time.Duration, progress func(PullProgress)) error {
 	var opts image.PullOptions
 	if auth != nil {
 		enc, err := registry.EncodeAuthConfig(*auth)
@@ -179,7 +180,7 @@ func (e *engine) pull(ctx context.Context, ref string, auth *registry.AuthConfig
 	type layer struct{ cur, total int64 }
 	layers := map[string]*layer{}
 	dec := json.NewDecoder(rc)
-	var last pullProgress
+	var last PullProgress
 	for {
 		var msg struct {
 			Status         string `json:"status"`
@@ -224,7 +225,7 @@ func (e *engine) pull(ctx context.Context, ref string, auth *registry.AuthConfig
 				}
 			}
 		}
-		p := pullProgress{Image: ref, Status: msg.Status}
+		p := PullProgress{Image: ref, Status: msg.Status}
 		for _, l := range layers {
 			p.Current += l.cur
 			p.Total += l.total

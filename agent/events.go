@@ -21,7 +21,7 @@ type Event struct {
 	BackoffSeconds float64 `json:"backoffSeconds,omitempty"`
 	Description    string  `json:"description,omitempty"`
 	// Pull events.
-	Pull *pullProgress `json:"pull,omitempty"`
+	Pull *PullProgress `json:"pull,omitempty"`
 	// Deployment events.
 	Deployment int64  `json:"deployment,omitempty"`
 	Version    string `json:"version,omitempty"`

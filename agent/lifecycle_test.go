@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"ledge/internal/fault"
 )
 
 // TestDeploymentLifecycle: a fresh deployment of three modules starts
@@ -79,6 +82,24 @@ func TestDeploymentLifecycle(t *testing.T) {
 	}
 	if _, ok := ta.Reported().Modules["bravo"]; ok {
 		t.Error("bravo still reported")
+	}
+	// Restart by request: same container, started again, not counted as
+	// a failure; its output is there.
+	if err := ta.RestartModule(t.Context(), "alpha"); err != nil {
+		t.Fatal(err)
+	}
+	again := ta.containers()["alpha"]
+	if again.ID != fourth["alpha"].ID || !again.StartedAt.After(fourth["alpha"].StartedAt) || !again.Running {
+		t.Errorf("restart by request: %+v (was started %s)", again, fourth["alpha"].StartedAt)
+	}
+	if m := ta.Reported().Modules["alpha"]; m.RestartCount != 0 || m.RuntimeStatus != StatusRunning || m.LastRestartTimeUtc == "" {
+		t.Errorf("after a requested restart: %+v", m)
+	}
+	if out, err := ta.ModuleLogs(t.Context(), "alpha", 10); err != nil || !strings.Contains(string(out), "up\nup\n") {
+		t.Errorf("logs: %q, %v", out, err)
+	}
+	if err := ta.RestartModule(t.Context(), "bravo"); !fault.Is(err, fault.NotFound) {
+		t.Errorf("restarting a removed module: %v", err)
 	}
 	hist, err := ta.History(t.Context(), 10)
 	if err != nil || len(hist) != 4 || hist[0].State != StateConverged || hist[1].State != StateSuperseded {

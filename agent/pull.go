@@ -15,7 +15,7 @@ import (
 // pullState is one image pull, owned by the reconciler's goroutine.
 type pullState struct {
 	ref      string
-	progress pullProgress
+	progress PullProgress
 	done     bool
 	err      error
 	attempts int
@@ -26,7 +26,7 @@ type pullState struct {
 // pullMsg is news from a pull goroutine.
 type pullMsg struct {
 	ref      string
-	progress *pullProgress
+	progress *PullProgress
 	done     bool
 	err      error
 }
@@ -81,12 +81,10 @@ func (r *reconciler) ensureImage(ctx context.Context, st *modState) {
 			return
 		}
 	}
+	// Asked to pull (or the image is missing): wait for it; if the pull
+	// fails and an image is here, that one is used.
 	r.startPull(ctx, ref, r.want.man)
 	st.waiting, st.pullImage = pullWaiting(r.pulls[ref]), ref
-	if id != "" {
-		// The image is here: a failing pull will not hold the module up.
-		st.waiting = ""
-	}
 }
 
 func pullWaiting(p *pullState) string {
@@ -131,7 +129,7 @@ func credentialFor(man *manifest.Manifest, ref string) *registry.AuthConfig {
 func (r *reconciler) startPull(ctx context.Context, ref string, man *manifest.Manifest) {
 	prev := r.pulls[ref]
 	pctx, cancel := context.WithCancel(ctx)
-	p := &pullState{ref: ref, cancel: cancel, progress: pullProgress{Image: ref, Status: "starting"}}
+	p := &pullState{ref: ref, cancel: cancel, progress: PullProgress{Image: ref, Status: "starting"}}
 	if prev != nil {
 		p.attempts = prev.attempts
 	}
@@ -156,8 +154,8 @@ func (r *reconciler) startPull(ctx context.Context, ref string, man *manifest.Ma
 			return
 		}
 		var last time.Time
-		var pending *pullProgress
-		err := r.eng.pull(pctx, ref, auth, r.cfg.Pull.StallTimeout, func(pp pullProgress) {
+		var pending *PullProgress
+		err := r.eng.pull(pctx, ref, auth, r.cfg.Pull.StallTimeout, func(pp PullProgress) {
 			pending = &pp
 			if time.Since(last) >= 250*time.Millisecond {
 				last, pending = time.Now(), nil
@@ -194,7 +192,7 @@ func (r *reconciler) handlePull(ctx context.Context, m pullMsg) {
 		p.attempts++
 		p.retryAt = r.now().Add(min(2*time.Second<<min(p.attempts, 5), time.Minute))
 		r.log.Warn("image pull failed", "image", m.ref, "err", m.err, "permanent", permanentPullError(m.err))
-		r.bus.publish(Event{Kind: EventPull, Pull: &pullProgress{Image: m.ref, Status: "failed: " + m.err.Error()}})
+		r.bus.publish(Event{Kind: EventPull, Pull: &PullProgress{Image: m.ref, Status: "failed: " + m.err.Error()}})
 	} else {
 		p.progress.Status, p.progress.Percent = "done", 100
 		r.count.pulledBytes.Add(p.progress.Total)

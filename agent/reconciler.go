@@ -59,6 +59,7 @@ type reconciler struct {
 	engineCh  chan engineMsg
 	pullCh    chan pullMsg
 	resyncCh  chan chan struct{} // Resync requests; closed when done
+	reqCh     chan func(context.Context) // work run on the loop (RestartModule)
 	snap      atomic.Pointer[runtimeSnapshot]
 	pullWG    sync.WaitGroup // pull goroutines
 	pullSem   chan struct{}  // bounds concurrent pulls
@@ -112,7 +113,7 @@ func newReconciler(a *Agent) *reconciler {
 	return &reconciler{
 		cfg: a.cfg, eng: a.eng, store: a.store, log: a.log, identities: a.opts.Identities,
 		deviceID: a.opts.DeviceID, instance: a.instance, bus: a.bus, count: a.count, now: time.Now, bootTime: bootTime(),
-		wake: make(chan struct{}, 1), engineCh: make(chan engineMsg, 64), pullCh: make(chan pullMsg, 64), resyncCh: make(chan chan struct{}), pullSem: make(chan struct{}, a.cfg.Pull.Concurrency),
+		wake: make(chan struct{}, 1), engineCh: make(chan engineMsg, 64), pullCh: make(chan pullMsg, 64), resyncCh: make(chan chan struct{}), reqCh: make(chan func(context.Context)), pullSem: make(chan struct{}, a.cfg.Pull.Concurrency),
 		mods: map[string]*modState{}, pulls: map[string]*pullState{},
 	}
 }
@@ -178,6 +179,8 @@ func (r *reconciler) run(ctx context.Context) error {
 			r.handlePull(ctx, m)
 		case <-timer.C:
 			r.tick(ctx)
+		case f := <-r.reqCh:
+			f(ctx)
 		case done := <-r.resyncCh:
 			r.reconcile(ctx)
 			r.checkConvergence()

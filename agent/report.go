@@ -81,7 +81,7 @@ type ModuleReport struct {
 	ContainerID        string        `json:"containerId,omitempty"`
 	Health             string        `json:"health,omitempty"`
 	NextRestartTimeUtc string        `json:"nextRestartTimeUtc,omitempty"`
-	Pull               *pullProgress `json:"pull,omitempty"`
+	Pull               *PullProgress `json:"pull,omitempty"`
 }
 
 // EnvValue is Azure's env value object.
