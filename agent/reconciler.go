@@ -58,7 +58,7 @@ type reconciler struct {
 	wake      chan struct{} // cap 1: pending was set
 	engineCh  chan engineMsg
 	pullCh    chan pullMsg
-	resyncCh  chan chan struct{} // Resync requests; closed when done
+	resyncCh  chan chan struct{}         // Resync requests; closed when done
 	reqCh     chan func(context.Context) // work run on the loop (RestartModule)
 	snap      atomic.Pointer[runtimeSnapshot]
 	pullWG    sync.WaitGroup // pull goroutines
