@@ -54,7 +54,10 @@ func (r *reconciler) reconcile(ctx context.Context) {
 	if r.cfg.Network != "" && len(order) > 0 {
 		gw, err := r.eng.ensureNetwork(ctx, r.cfg.Network)
 		if err != nil {
+			// Without the gateway the specs would differ and every module
+			// be recreated: try again on the next pass.
 			r.log.Warn("module network", "network", r.cfg.Network, "err", err)
+			return
 		}
 		r.gateway = gw
 	}
@@ -153,6 +156,9 @@ func (r *reconciler) converge(ctx context.Context, st *modState, blocked string,
 			st.stats.LastStart = c.StartedAt
 		}
 		if c.Health == "unhealthy" {
+			if st.stats.Status == StatusBackoff && st.stats.ContainerID == c.ID {
+				return // its restart is already scheduled
+			}
 			r.onUnhealthy(ctx, st)
 			return
 		}

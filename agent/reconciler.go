@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"sort"
 	"sync"
@@ -99,6 +101,7 @@ type modState struct {
 	waiting    string // why it is not created yet (image, earlier modules)
 	expectStop bool   // the agent is stopping it: its exit is not a failure
 	pullImage  string // image being pulled for it
+	saved      []byte // stats as last persisted
 }
 
 // runtimeSnapshot is what readers see of the reconciler.
@@ -147,7 +150,8 @@ func (r *reconciler) run(ctx context.Context) error {
 		return err
 	}
 	for name, s := range stats {
-		r.mods[name] = &modState{name: name, stats: s}
+		saved, _ := json.Marshal(s)
+		r.mods[name] = &modState{name: name, stats: s, saved: saved}
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -442,10 +446,18 @@ func (r *reconciler) setStatus(ctx context.Context, st *modState, status, desc s
 	}
 }
 
+// saveStats persists a module's statistics when they changed (a no-op
+// pass writes nothing: on an SD card every write counts).
 func (r *reconciler) saveStats(ctx context.Context, st *modState) {
+	data, _ := json.Marshal(st.stats)
+	if bytes.Equal(data, st.saved) {
+		return
+	}
 	if err := r.store.saveModule(context.WithoutCancel(ctx), st.name, st.stats); err != nil {
 		r.log.Error("persist module state", "module", st.name, "err", err)
+		return
 	}
+	st.saved = data
 }
 
 // sortedByStartup returns the desired modules in start order: by
