@@ -55,9 +55,47 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("LEDGE_AGENT_HELPER_DB") == "" {
+		cleanupStale()
+	}
 	code := m.Run()
 	cleanupRun()
 	os.Exit(code)
+}
+
+// cleanupStale removes what earlier runs killed before their cleanup (a
+// test binary timing out) left behind: containers, networks and images of
+// these tests older than an hour.
+func cleanupStale() {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := cli.Ping(ctx); err != nil {
+		return
+	}
+	old := time.Now().Add(-time.Hour)
+	cs, _ := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", labelManaged+"=true"))})
+	for _, c := range cs {
+		if strings.HasPrefix(c.Labels[labelInstance], "lt-") && time.Unix(c.Created, 0).Before(old) {
+			cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+		}
+	}
+	nets, _ := cli.NetworkList(ctx, network.ListOptions{})
+	for _, n := range nets {
+		if strings.HasPrefix(n.Name, "ledge-test-") && n.Created.Before(old) {
+			cli.NetworkRemove(ctx, n.ID)
+		}
+	}
+	imgs, _ := cli.ImageList(ctx, image.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "io.ledge.test"))})
+	for _, im := range imgs {
+		if time.Unix(im.Created, 0).Before(old) {
+			cli.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true})
+		}
+	}
 }
 
 var (
