@@ -90,12 +90,9 @@ func cleanupStale() {
 			cli.NetworkRemove(ctx, n.ID)
 		}
 	}
-	imgs, _ := cli.ImageList(ctx, image.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "io.ledge.test"))})
-	for _, im := range imgs {
-		if time.Unix(im.Created, 0).Before(old) {
-			cli.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true})
-		}
-	}
+	// Images are left alone: a cached build may carry an old creation
+	// time while another run uses it. They are small and tagged with their
+	// run.
 }
 
 var (
