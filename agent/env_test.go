@@ -64,7 +64,7 @@ func TestMain(m *testing.M) {
 }
 
 // cleanupStale removes what earlier runs killed before their cleanup (a
-// test binary timing out) left behind: containers, networks and images of
+// test binary timing out) left behind: containers and networks of
 // these tests older than an hour.
 func cleanupStale() {
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
