@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -56,6 +58,7 @@ func startPrivateDockerd(t testing.TB) *privateDockerd {
 			}
 		}
 		d.stop()
+		unmountUnder(dir) // a container's rootfs the engine left mounted
 		os.RemoveAll(dir)
 	})
 	// The test image, from the main engine.
@@ -73,6 +76,25 @@ func startPrivateDockerd(t testing.TB) *privateDockerd {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// unmountUnder unmounts whatever is still mounted below dir, deepest
+// first.
+func unmountUnder(dir string) {
+	data, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
+			points = append(points, f[1])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(points)))
+	for _, p := range points {
+		syscall.Unmount(p, syscall.MNT_DETACH)
+	}
 }
 
 func (d *privateDockerd) start() {
