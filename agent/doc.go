@@ -1,4 +1,82 @@
-// Package agent will hold deployment manifests (native and Azure IoT Edge
-// modulesContent), the reconciler, the Docker runtime backend, restart
-// policies, manifest sources and reported state.
+// Package agent keeps the appliance in the state its deployment manifest
+// asks for, like Azure IoT Edge's edgeAgent, and fixes what its users
+// fight most: modules start after an offline reboot (the persisted
+// deployment is applied at boot, and containers stopped by a reboot or an
+// engine restart are started whatever their policy), "always" means
+// always (no restart cap unless configured), a slow image pull is never
+// cut while bytes arrive, and a deployment that does not converge rolls
+// back to the last good one.
+//
+// What it owns:
+//   - manifests (sub-package manifest): native YAML/JSON and Azure
+//     modulesContent, onto one model;
+//   - deployments in SQLite (component "agent" of internal/migrate): every
+//     manifest as received, its signature, its fate (applying, converged,
+//     failed, rolled-back, superseded), the current and last good one;
+//   - the reconciler on the Docker engine API: containers labelled
+//     io.ledge.managed/instance/module/hash and named <prefix><module>;
+//     a container whose desired-spec hash matches is adopted and left
+//     alone, one that differs is recreated, one not in the deployment is
+//     removed; pulls run in the background with credentials and progress;
+//     modules start in startupOrder groups; restart policies with back-off
+//     Unit*2^n up to Max; Docker events (die, start, health, destroy) drive
+//     it, with a resync every minute;
+//   - ed25519 signatures ([Sign], [Verify], [Envelope]) with
+//     agent.trustedKeys;
+//   - sources: the API ([Agent.Apply]), an HTTP(S) URL polled with
+//     If-None-Match, and a retained message on the upstream deployment
+//     topic (through [Upstream]); remote sources apply only a newer
+//     version;
+//   - the reported state ([Reported], Azure §2 shape), persisted,
+//     published upstream, and [Agent.Events] for the dashboard.
+//
+// # Seams (phase 2 wiring)
+//
+// The agent imports no other ledge component. appliance wires these
+// through [Options]; each may be nil:
+//
+//   - [Identities] (hub): a module's hub identity and where the hub is.
+//     The agent injects LEDGE_MQTT_URL/USERNAME/PASSWORD/CA_FILE,
+//     LEDGE_MODULE_ID, LEDGE_DEVICE_ID, LEDGE_HUB_HOST, the IOTEDGE_*
+//     variables of reference §5.1, EdgeHubConnectionString and
+//     EdgeModuleCACertificateFile (the CA bind-mounted read-only at
+//     /run/ledge/hub-ca.pem), and makes the hub's hostname resolve to the
+//     host: the gateway address of the module network (agent.network,
+//     default "ledge", created if missing), 127.0.0.1 with host
+//     networking, host-gateway otherwise. Without it, modules get only
+//     LEDGE_MODULE_ID and LEDGE_DEVICE_ID.
+//   - [Twins] (hub): each deployment's desired module twins. Without it,
+//     a manifest with twins is refused.
+//   - [Upstream] (hub bridge): the deployment topic
+//     (agent.sources.mqtt.topic, default ledge/{device}/deployment) and the
+//     reported state (…/deployment/reported, retained). Without it, no
+//     MQTT source.
+//   - [Section] per manifest section: "routes" and "storeAndForward"
+//     (hub), "pipelines" (pipeline engine), "models" (model store),
+//     optionally [SectionReporter] for work that finishes in the
+//     background. A manifest carrying a section nobody owns is refused.
+//     Sections are validated before anything changes and applied in the
+//     order of manifest.SectionNames (models, storeAndForward, routes,
+//     pipelines), then twins, then containers.
+//
+// # Concurrency
+//
+// [Agent] methods are safe for concurrent use. Accepting and activating
+// deployments is serialised by deployMu; Agent.mu guards the in-memory
+// current deployment and section results. The reconciler owns all
+// container state in one goroutine (its run loop): API calls reach it
+// through setDesired (latest wins) and Resync, readers see an atomic
+// snapshot. Pulls run in their own goroutines and report back on a
+// channel; the engine watcher goroutine feeds Docker events in. Run
+// returns when its context ends, after every goroutine it started has
+// stopped; containers keep running.
+//
+// # Caveats
+//
+// Module credentials are visible to whoever can `docker inspect` (as with
+// Azure's connection-string modules); the Docker socket is root-only. A
+// container name taken by something ledge does not manage fails that
+// module (it is not removed). Docker's own restart policy is always "no":
+// the agent restarts modules, so it must run for them to be restarted
+// (and it is started at boot by systemd).
 package agent

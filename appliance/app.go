@@ -79,6 +79,10 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	}
 	a.events = web.NewBroadcaster()
 
+	deploy, err := a.newAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var webTLS *tls.Config
 	if a.hub != nil && cfg.HTTP.ListenTLS != "" {
 		webTLS = a.hub.ServerTLSConfig()
@@ -102,6 +106,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		PublicMetrics: cfg.HTTP.PublicMetrics,
 		System:        &systemReader{dataDir: cfg.DataDir},
 		Events:        a.events,
+		Deploy:        deploy,
 	})
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"ledge/agent"
 	"ledge/hub"
 	"ledge/internal/yamlstrict"
 )
@@ -32,6 +33,7 @@ type Config struct {
 	Database  DatabaseConfig  `yaml:"database"`
 	Inference InferenceConfig `yaml:"inference"`
 	Hub       hub.Config      `yaml:"hub"`
+	Agent     agent.Config    `yaml:"agent"`
 }
 
 // LogConfig sets up log/slog.
@@ -96,6 +98,7 @@ func Default() Config {
 		Database:        DatabaseConfig{Synchronous: "full"},
 		Inference:       InferenceConfig{Providers: []string{"cpu"}},
 		Hub:             hub.DefaultConfig(),
+		Agent:           agent.DefaultConfig(),
 	}
 }
 
@@ -152,6 +155,9 @@ func (c *Config) Validate() error {
 	case "full", "normal":
 	default:
 		bad("database.synchronous", "%q: want full or normal", c.Database.Synchronous)
+	}
+	if err := c.Agent.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

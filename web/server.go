@@ -57,6 +57,8 @@ type Options struct {
 	MQTTWebSocket http.Handler
 	// Events feeds GET /api/v1/events/stream (server-sent events).
 	Events EventFeed
+	// Deploy serves /api/v1/deployments (nil: no agent).
+	Deploy Deployer
 }
 
 // Server serves HTTP on TCP and on the unix socket.
@@ -244,6 +246,9 @@ func (s *Server) routes() error {
 	s.hubRoutes()
 	if s.opts.MQTTWebSocket != nil {
 		s.engine.GET("/$iothub/websocket", gin.WrapH(s.opts.MQTTWebSocket))
+	}
+	if s.opts.Deploy != nil {
+		s.deployRoutes()
 	}
 	if err := s.pageRoutes(); err != nil {
 		return err

@@ -1,0 +1,151 @@
+package manifest
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Error is one problem in a manifest: what is wrong and where.
+type Error struct {
+	// Path is the field path, e.g. "modules.camera.restartPolicy", or for
+	// an Azure manifest
+	// `modulesContent.$edgeAgent."properties.desired".modules.camera.restartPolicy`.
+	Path string
+	// Line and Column are 1-based (0 when unknown); Offset is the byte
+	// offset in the manifest as given (-1 when unknown).
+	Line, Column, Offset int
+	Msg                  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.Line > 0 {
+		fmt.Fprintf(&b, "line %d", e.Line)
+		if e.Column > 0 {
+			fmt.Fprintf(&b, ", column %d", e.Column)
+		}
+		if e.Offset >= 0 {
+			fmt.Fprintf(&b, " (byte %d)", e.Offset)
+		}
+		b.WriteString(": ")
+	} else if e.Offset >= 0 {
+		fmt.Fprintf(&b, "byte %d: ", e.Offset)
+	}
+	if e.Path != "" {
+		b.WriteString(e.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Errors are all the problems found in one manifest, in document order.
+type Errors []*Error
+
+// maxErrors bounds how many problems one manifest reports.
+const maxErrors = 20
+
+func (es Errors) Error() string {
+	if len(es) == 1 {
+		return es[0].Error()
+	}
+	s := make([]string, len(es))
+	for i, e := range es {
+		s[i] = e.Error()
+	}
+	return fmt.Sprintf("%d problems:\n  %s", len(es), strings.Join(s, "\n  "))
+}
+
+// Unwrap lets errors.As find each *Error.
+func (es Errors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}
+
+// AsErrors returns the manifest problems in err, if it holds any.
+func AsErrors(err error) Errors {
+	var es Errors
+	if errors.As(err, &es) {
+		return es
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return Errors{e}
+	}
+	return nil
+}
+
+// problems collects errors while a manifest is read.
+type problems struct {
+	src  *source
+	list Errors
+}
+
+// at records a problem at path (segments), located in the document.
+func (p *problems) at(path []string, format string, args ...any) {
+	if len(p.list) >= maxErrors {
+		return
+	}
+	e := &Error{Path: renderPath(path), Offset: -1, Msg: fmt.Sprintf(format, args...)}
+	if p.src != nil {
+		p.src.locate(e, path)
+	}
+	p.list = append(p.list, e)
+}
+
+// add records an error that already knows its place.
+func (p *problems) add(e *Error) {
+	if len(p.list) < maxErrors {
+		p.list = append(p.list, e)
+	}
+}
+
+func (p *problems) err() error {
+	if len(p.list) == 0 {
+		return nil
+	}
+	sort.SliceStable(p.list, func(i, j int) bool {
+		a, b := p.list[i], p.list[j]
+		if a.Line == 0 || b.Line == 0 {
+			return false
+		}
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return a.Column < b.Column
+	})
+	return p.list
+}
+
+// renderPath joins path segments with dots, quoting segments that contain
+// a dot or are empty, and writing [i] for list indexes.
+func renderPath(path []string) string {
+	var b strings.Builder
+	for i, s := range path {
+		if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+			b.WriteString(s)
+			continue
+		}
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		if s == "" || strings.ContainsAny(s, ". \"") {
+			fmt.Fprintf(&b, "%q", s)
+		} else {
+			b.WriteString(s)
+		}
+	}
+	return b.String()
+}
+
+func index(i int) string { return fmt.Sprintf("[%d]", i) }
+
+func with(path []string, more ...string) []string {
+	out := make([]string, 0, len(path)+len(more))
+	return append(append(out, path...), more...)
+}

@@ -1,0 +1,209 @@
+package manifest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"ledge/internal/yamlstrict"
+)
+
+// MaxSize bounds a manifest's size in bytes.
+const MaxSize = 1 << 20
+
+// Parse reads a deployment manifest: native YAML, native JSON, or an Azure
+// IoT Edge modulesContent manifest (bare, or wrapped as
+// {"content":{"modulesContent":...}}). A document whose first significant
+// character is '{' is read as JSON, with comments and trailing commas
+// allowed (see [StandardizeJSONC]); anything else as YAML.
+//
+// The error, when there is one, is an [Errors] list naming each problem's
+// field path and its line, column and (JSON) byte offset. The sections
+// other components own (pipelines, routes' text, models) are checked only
+// for their shape here; their owners validate them.
+func Parse(data []byte) (*Manifest, error) {
+	if len(data) > MaxSize {
+		return nil, Errors{{Offset: -1, Msg: fmt.Sprintf("manifest is %d bytes, over the limit of %d", len(data), MaxSize)}}
+	}
+	src, err := parseDocument(data)
+	if err != nil {
+		return nil, err
+	}
+	root := src.root.Content[0]
+	for root.Kind == yaml.AliasNode && root.Alias != nil {
+		root = root.Alias
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, Errors{src.nodeError(root, nil, "a manifest is a mapping (JSON object) at the top level")}
+	}
+	ps := &problems{src: src}
+	var m *Manifest
+	if content := child(root, "content"); content != nil && child(root, "modulesContent") == nil && len(root.Content) == 2 {
+		mc := child(content, "modulesContent")
+		if mc == nil {
+			return nil, Errors{src.nodeError(content, []string{"content"}, `want "modulesContent" inside "content"`)}
+		}
+		if len(content.Content) != 2 {
+			ps.at([]string{"content"}, `only "modulesContent" is read inside "content" (module and device content are not deployments ledge applies)`)
+			return nil, ps.err()
+		}
+		m = parseAzure(src, mc, []string{"content", "modulesContent"}, ps)
+	} else if mc := child(root, "modulesContent"); mc != nil {
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			if k := root.Content[i].Value; k != "modulesContent" && !strings.HasPrefix(k, "$schema") {
+				ps.add(src.nodeError(root.Content[i], []string{k}, fmt.Sprintf("unknown key %q next to modulesContent", k)))
+			}
+		}
+		m = parseAzure(src, mc, []string{"modulesContent"}, ps)
+	} else {
+		m = parseNative(src, root, ps)
+	}
+	if err := ps.err(); err != nil {
+		return nil, err
+	}
+	if src.json && m.Format != FormatAzure {
+		m.Format = FormatJSON
+	}
+	return m, nil
+}
+
+// parseDocument finds the format and builds the node tree.
+func parseDocument(data []byte) (*source, error) {
+	if isJSON(data) {
+		std, err := StandardizeJSONC(stripBOM(data))
+		src := newSource(data, true)
+		if err != nil {
+			var e *Error
+			if errors.As(err, &e) {
+				e.Line, e.Column = src.position(e.Offset)
+			}
+			return nil, Errors{e}
+		}
+		root, err := parseJSONNode(src, std)
+		if err != nil {
+			return nil, Errors{err.(*Error)}
+		}
+		src.root = root
+		return src, checkSize(src)
+	}
+	src := newSource(data, false)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, Errors{{Offset: -1, Msg: "empty manifest"}}
+		}
+		return nil, Errors{yamlSyntax(err)}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, Errors{{Line: extra.Line, Offset: -1, Msg: "more than one YAML document ('---'): a manifest is one document"}}
+	} else if !errors.Is(err, io.EOF) {
+		return nil, Errors{yamlSyntax(err)}
+	}
+	if len(doc.Content) == 0 {
+		return nil, Errors{{Offset: -1, Msg: "empty manifest"}}
+	}
+	src.root = &doc
+	return src, checkSize(src)
+}
+
+func checkSize(src *source) error {
+	ps := &problems{src: src}
+	n := 0
+	checkTree(src, src.root, nil, 0, &n, ps)
+	return ps.err()
+}
+
+func stripBOM(data []byte) []byte {
+	if bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
+		out := bytes.Clone(data)
+		copy(out, "   ")
+		return out
+	}
+	return data
+}
+
+// isJSON reports whether the first significant character (after space,
+// a BOM and JSONC comments) is '{' or '['.
+func isJSON(data []byte) bool {
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
+	for i := 0; i < len(data); i++ {
+		switch c := data[i]; c {
+		case ' ', '\t', '\r', '\n':
+		case '/':
+			if i+1 < len(data) && data[i+1] == '/' {
+				for i < len(data) && data[i] != '\n' {
+					i++
+				}
+			} else if i+1 < len(data) && data[i+1] == '*' {
+				end := bytes.Index(data[i+2:], []byte("*/"))
+				if end < 0 {
+					return true // let the JSONC pass report it
+				}
+				i += 2 + end + 1
+			} else {
+				return false
+			}
+		default:
+			return c == '{' || c == '['
+		}
+	}
+	return false
+}
+
+func yamlSyntax(err error) *Error {
+	var e *yamlstrict.Error
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if _, scanErr := fmt.Sscanf(msg, "line %d:", &line); scanErr == nil {
+		msg = strings.TrimSpace(msg[strings.Index(msg, ":")+1:])
+	}
+	if errors.As(err, &e) {
+		return &Error{Line: e.Line, Offset: -1, Msg: e.Msg}
+	}
+	return &Error{Line: line, Offset: -1, Msg: "invalid YAML: " + msg}
+}
+
+// decodeStrict decodes node into v with yamlstrict (unknown keys are
+// errors with a suggestion), recording a failure in ps. path prefixes the
+// error's field path.
+func decodeStrict(src *source, n *yaml.Node, v any, path []string, ps *problems) bool {
+	if err := yamlstrict.DecodeNode(n, v, renderPath(path)); err != nil {
+		var ye *yamlstrict.Error
+		if errors.As(err, &ye) {
+			e := &Error{Path: ye.Path, Line: ye.Line, Column: ye.Column, Offset: -1, Msg: ye.Msg}
+			if e.Line == 0 {
+				e.Line, e.Column = n.Line, n.Column
+			}
+			e.Offset = src.offset(e.Line, e.Column)
+			if e.Column == 0 {
+				e.Offset = -1
+			}
+			ps.add(e)
+		} else {
+			ps.add(src.nodeError(n, path, err.Error()))
+		}
+		return false
+	}
+	return true
+}
+
+// rawNode keeps a node as it is, for the parts decoded later or handed on.
+type rawNode struct{ n *yaml.Node }
+
+func (r *rawNode) UnmarshalYAML(n *yaml.Node) error {
+	r.n = n
+	return nil
+}
+
+// isNull reports whether the node is absent or null.
+func (r rawNode) isNull() bool {
+	return r.n == nil || (r.n.Kind == yaml.ScalarNode && r.n.ShortTag() == "!!null")
+}
+
+func equalFold(a, b string) bool { return strings.EqualFold(a, b) }

@@ -1,0 +1,129 @@
+package agent
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"ledge/agent/manifest"
+)
+
+func TestBackoff(t *testing.T) {
+	cfg := RestartConfig{Unit: 10 * time.Second, Max: 5 * time.Minute}
+	want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 300 * time.Second, 300 * time.Second}
+	for n, w := range want {
+		if got := backoff(cfg, n); got != w {
+			t.Errorf("backoff(%d) = %s, want %s", n, got, w)
+		}
+	}
+	if got := backoff(cfg, 1000); got != 5*time.Minute {
+		t.Errorf("backoff(1000) = %s", got)
+	}
+}
+
+func TestShouldRestart(t *testing.T) {
+	for _, tc := range []struct {
+		p         manifest.RestartPolicy
+		code      int
+		unhealthy bool
+		want      bool
+	}{
+		{manifest.RestartNever, 1, false, false},
+		{manifest.RestartNever, 0, true, false},
+		{manifest.RestartOnFailure, 1, false, true},
+		{manifest.RestartOnFailure, 0, false, false},
+		{manifest.RestartOnFailure, 0, true, false},
+		{manifest.RestartOnUnhealthy, 0, true, true},
+		{manifest.RestartOnUnhealthy, 2, false, true},
+		{manifest.RestartOnUnhealthy, 0, false, false},
+		{manifest.RestartAlways, 0, false, true},
+		{manifest.RestartAlways, 137, false, true},
+		{manifest.RestartAlways, 0, true, true},
+	} {
+		if got := shouldRestart(tc.p, tc.code, tc.unhealthy); got != tc.want {
+			t.Errorf("shouldRestart(%s, %d, unhealthy=%v) = %v, want %v", tc.p, tc.code, tc.unhealthy, got, tc.want)
+		}
+	}
+}
+
+// TestCrashLoopBackoff: a module that crashes at once is restarted
+// forever ("always" has no attempt cap by default), reported in backoff
+// with waits doubling from the unit, and the real gaps between its
+// starts grow accordingly.
+func TestCrashLoopBackoff(t *testing.T) {
+	ta := newTestAgent(t)
+	events, cancel := ta.Events(256)
+	defer cancel()
+	ta.apply(manifestYAML("1", "crasher "+imgApp+" always 0 crash"))
+
+	var waits []float64
+	var starts []time.Time
+	deadline := time.After(30 * time.Second)
+	for len(waits) < 5 {
+		select {
+		case e := <-events:
+			if e.Kind != EventModule || e.Module != "crasher" {
+				continue
+			}
+			switch e.RuntimeStatus {
+			case StatusBackoff:
+				waits = append(waits, e.BackoffSeconds)
+			case StatusRunning:
+				starts = append(starts, e.Time)
+			}
+		case <-deadline:
+			t.Fatalf("saw backoffs %v, starts %v", waits, starts)
+		}
+	}
+	want := []float64{0.1, 0.2, 0.4, 0.8, 1.6}
+	for i, w := range want {
+		if d := waits[i] - w; d > 0.001 || d < -0.001 {
+			t.Errorf("backoff %d = %.3fs, want %.1fs (all: %v)", i, waits[i], w, waits)
+		}
+	}
+	// The gap between start n and n+1 is at least the n-th wait.
+	for i := 1; i < len(starts) && i < len(waits); i++ {
+		if gap := starts[i].Sub(starts[i-1]).Seconds(); gap < waits[i-1] {
+			t.Errorf("restart %d came %.3fs after the previous start, before its back-off of %.1fs", i, gap, waits[i-1])
+		}
+	}
+	rep := ta.Reported().Modules["crasher"]
+	if rep.RestartCount < 4 || rep.ExitCode != 3 || rep.LastExitTimeUtc == "" || rep.LastRestartTimeUtc == "" {
+		t.Errorf("reported %+v", rep)
+	}
+	if rep.RuntimeStatus != StatusBackoff && rep.RuntimeStatus != StatusRunning {
+		t.Errorf("crasher is %s, want backoff or running", rep.RuntimeStatus)
+	}
+}
+
+// TestRestartPolicies: each policy against exit codes and a failing
+// health check, plus the optional attempt cap.
+func TestRestartPolicies(t *testing.T) {
+	ta := newTestAgent(t, withConfig(func(c *Config) { c.Restart.MaxAttempts = 2 }))
+	ta.apply(manifestYAML("1",
+		"clean "+imgApp+" on-failure 0 exit 0",
+		"oneshot "+imgApp+" never 0 exit 0",
+		"broken "+imgApp+" never 0 exit 7",
+		"retry "+imgApp+" on-failure 0 exit 2",
+		"capped "+imgApp+" always 0 crash",
+		"sick "+imgHealth+" on-unhealthy 0 unhealthy 1s",
+		"sickkept "+imgHealth+" on-failure 0 unhealthy 1s"))
+	waitFor(t, 40*time.Second, func() (bool, string) {
+		rep := ta.Reported()
+		m := rep.Modules
+		ok := m["clean"].RuntimeStatus == StatusStopped && m["oneshot"].RuntimeStatus == StatusStopped &&
+			m["broken"].RuntimeStatus == StatusFailed && m["broken"].ExitCode == 7 &&
+			m["retry"].RestartCount >= 2 && m["retry"].RuntimeStatus == StatusFailed &&
+			m["capped"].RuntimeStatus == StatusFailed && m["capped"].RestartCount == 2 &&
+			m["sick"].RestartCount >= 1 &&
+			m["sickkept"].RuntimeStatus == StatusUnhealthy && m["sickkept"].RestartCount == 0
+		return ok, moduleSummary(rep) + fmt.Sprintf(" sick restarts=%d", m["sick"].RestartCount)
+	})
+	cs := ta.containers()
+	if !cs["sickkept"].Running {
+		t.Error("an unhealthy module whose policy does not restart it was stopped")
+	}
+	if cs["clean"].Running || cs["broken"].Running {
+		t.Error("exited modules run again")
+	}
+}

@@ -1,0 +1,130 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"ledge/agent/manifest"
+)
+
+// orderedSection records into a shared log, to check the order sections
+// are applied in.
+type orderedSection struct {
+	recordingSection
+	name string
+	log  *[]string
+	mu   *sync.Mutex
+}
+
+func (s *orderedSection) Apply(ctx context.Context, raw json.RawMessage) error {
+	if err := s.recordingSection.Apply(ctx, raw); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	*s.log = append(*s.log, s.name)
+	s.mu.Unlock()
+	return nil
+}
+
+// TestSections: every section goes to its owner, validated before
+// anything changes and applied in order (models, storeAndForward, routes,
+// pipelines); a section still working in the background holds the
+// deployment in applying; one that fails to apply fails the deployment,
+// which is rolled back, giving the owners back what they had.
+func TestSections(t *testing.T) {
+	var mu sync.Mutex
+	var order []string
+	secs := map[string]*orderedSection{}
+	opts := map[string]Section{}
+	for _, name := range manifest.SectionNames {
+		s := &orderedSection{name: name, log: &order, mu: &mu}
+		secs[name], opts[name] = s, s
+	}
+	ta := newTestAgent(t, func(o *Options) { o.Sections = opts })
+	doc := func(version, pipeline string) string {
+		return "version: '" + version + "'\nmodels: [{name: people, version: '2'}]\nstoreAndForward: {timeToLiveSecs: 60}\n" +
+			"routes:\n  r1: FROM /messages/* INTO $upstream\npipelines: [{name: " + pipeline + "}]\n"
+	}
+	secs[manifest.SectionModels].report = &SectionReport{State: SectionPending, Detail: "downloading 40%"}
+	res := ta.apply(doc("1", "gate"))
+	var kinds []string
+	for _, c := range res.Plan.Changes {
+		kinds = append(kinds, c.Kind+":"+c.Name)
+	}
+	if !strings.Contains(strings.Join(kinds, " "), "route:r1") {
+		t.Errorf("plan lacks the routes owner's changes: %v", kinds)
+	}
+	time.Sleep(time.Second)
+	if rep := ta.Reported(); rep.Deployment.State != StateApplying || rep.Sections["models"].State != SectionPending {
+		t.Fatalf("with models downloading: %+v sections %+v", rep.Deployment, rep.Sections)
+	}
+	mu.Lock()
+	if got := strings.Join(order, ","); got != "models,storeAndForward,routes,pipelines" {
+		t.Errorf("applied in order %s", got)
+	}
+	mu.Unlock()
+	if got := secs[manifest.SectionRoutes].calls()[0]; got != `{"r1":{"route":"FROM /messages/* INTO $upstream"}}` {
+		t.Errorf("routes got %s", got)
+	}
+	if got := secs[manifest.SectionStoreAndForward].calls()[0]; got != `{"timeToLiveSecs":60}` {
+		t.Errorf("storeAndForward got %s", got)
+	}
+	secs[manifest.SectionModels].mu.Lock()
+	secs[manifest.SectionModels].report = nil
+	secs[manifest.SectionModels].mu.Unlock()
+	ta.waitState("1", StateConverged, 10*time.Second)
+
+	// Version 2's pipelines cannot be applied: failed, rolled back, and
+	// the pipelines owner gets version 1's section again.
+	secs[manifest.SectionPipelines].failOn = "broken-pipe"
+	ta.apply(doc("2", "broken-pipe"))
+	rep := ta.waitState("1", StateConverged, 15*time.Second)
+	if rb := rep.Deployment.RolledBackFrom; rb == nil || !strings.Contains(rb.Reason, "section pipelines: cannot apply broken-pipe") {
+		t.Errorf("rolledBackFrom %+v", rb)
+	}
+	calls := secs[manifest.SectionPipelines].calls()
+	if last := calls[len(calls)-1]; !strings.Contains(last, "gate") {
+		t.Errorf("pipelines after the rollback: %v", calls)
+	}
+	// Sections that did not change are not applied again.
+	if n := len(secs[manifest.SectionRoutes].calls()); n != 1 {
+		t.Errorf("routes applied %d times, want once", n)
+	}
+}
+
+// TestRunStopsCleanly: after Run returns and Close, none of the agent's
+// goroutines is left (engine watcher, reconciler, pulls, sources).
+func TestRunStopsCleanly(t *testing.T) {
+	docker(t)
+	images(t)
+	srv := &manifestServer{}
+	srv.set(manifestYAML("1", "web "+imgApp+" always 0"), nil)
+	ts := newHTTPServer(t, srv)
+	time.Sleep(100 * time.Millisecond)
+	before := runtime.NumGoroutine()
+	ta := newTestAgent(t, withConfig(func(c *Config) {
+		c.Sources.HTTP.URL = ts + "/m.yaml"
+		c.Sources.HTTP.Interval = time.Second
+	}))
+	events, cancel := ta.Events(16)
+	ta.waitState("1", StateConverged, 30*time.Second)
+	cancel()
+	for len(events) > 0 {
+		<-events
+	}
+	ta.stop()
+	ta.db.Close() // the test's database, not the agent's to close
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines before, %d after stopping:\n%s", before, n, buf[:runtime.Stack(buf, true)])
+	}
+}

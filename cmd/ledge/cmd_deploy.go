@@ -1,0 +1,423 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"ledge/agent"
+)
+
+func init() {
+	register("deploy", command{summary: "check, apply, sign and roll back deployment manifests; show their state", run: deployCmd})
+}
+
+const deployUsage = `Usage: ledge deploy <subcommand> [flags]
+
+Subcommands:
+  check FILE      validate a manifest and print its plan against what runs now
+                  (--offline: without a running ledge)
+  apply FILE      make FILE the current deployment (--wait: follow it until it converges)
+  status          the reported state: deployment, modules, sections (--json)
+  history         past deployments
+  rollback        go back to the last good deployment
+  sign FILE       sign FILE with an ed25519 key (writes FILE.sig; --envelope: one signed document)
+
+A signature FILE.sig next to FILE is used automatically; --sig names another.
+`
+
+func deployCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stderr, deployUsage)
+		return errUsage
+	}
+	sub, rest := args[0], args[1:]
+	switch sub {
+	case "check":
+		return deployCheck(rest, stdout, stderr)
+	case "apply":
+		return deployApply(rest, stdout, stderr)
+	case "status":
+		return deployStatus(rest, stdout, stderr)
+	case "history":
+		return deployHistory(rest, stdout, stderr)
+	case "rollback":
+		return deployRollback(rest, stdout, stderr)
+	case "sign":
+		return deploySign(rest, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "ledge deploy: unknown subcommand %q\n\n%s", sub, deployUsage)
+	return errUsage
+}
+
+// readManifest reads FILE and its signature (--sig, or FILE.sig if it
+// exists).
+func readManifest(file, sigFile string) (data, sig []byte, err error) {
+	if data, err = os.ReadFile(file); err != nil {
+		return nil, nil, err
+	}
+	if !utf8.Valid(data) {
+		return nil, nil, fmt.Errorf("%s is not UTF-8 text", file)
+	}
+	if sigFile == "" {
+		if _, err := os.Stat(file + ".sig"); err == nil {
+			sigFile = file + ".sig"
+		}
+	}
+	if sigFile != "" {
+		if sig, err = os.ReadFile(sigFile); err != nil {
+			return nil, nil, err
+		}
+	}
+	return data, sig, nil
+}
+
+type manifestBody struct {
+	Manifest  string `json:"manifest"`
+	Signature string `json:"signature,omitempty"`
+}
+
+func deployCheck(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("deploy check", "[--offline] [--sig FILE.sig] FILE", stderr)
+	var cf configFlags
+	cf.register(fs)
+	offline := fs.Bool("offline", false, "check without a running ledge: everything is new, sections are not validated by their owners")
+	sigFile := fs.String("sig", "", "detached signature (default FILE.sig when it exists)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	data, sig, err := readManifest(pos[0], *sigFile)
+	if err != nil {
+		return err
+	}
+	var plan agent.Plan
+	if *offline {
+		cfg, _, err := cf.load()
+		if err != nil {
+			return err
+		}
+		p, err := agent.PlanOffline(data, sig, cfg.Agent.TrustedKeys)
+		if err != nil {
+			return fmt.Errorf("%s: %w", pos[0], err)
+		}
+		plan = *p
+	} else {
+		d, err := connectDaemon(&cf)
+		if err != nil {
+			return fmt.Errorf("%w (or use --offline)", err)
+		}
+		ctx, cancel := withTimeout(30 * time.Second)
+		defer cancel()
+		if err := d.do(ctx, "POST", "/deployments/check", manifestBody{string(data), string(sig)}, &plan); err != nil {
+			return fmt.Errorf("%s: %w", pos[0], err)
+		}
+	}
+	printPlan(stdout, &plan)
+	return nil
+}
+
+func printPlan(w io.Writer, p *agent.Plan) {
+	fmt.Fprintf(w, "deployment %q (%s, sha256 %.12s)", p.Version, p.Format, p.Digest)
+	if p.Signer != "" {
+		fmt.Fprintf(w, ", signed by %s", p.Signer)
+	}
+	if p.Current != "" {
+		fmt.Fprintf(w, "; running now: %q", p.Current)
+	}
+	if p.Offline {
+		fmt.Fprint(w, "; checked offline")
+	}
+	fmt.Fprintln(w)
+	for _, warn := range p.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warn)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, c := range p.Changes {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", c.Action, c.Kind, c.Name, c.Detail)
+	}
+	tw.Flush()
+	if len(p.Changes) == 0 {
+		fmt.Fprintln(w, "  nothing to do")
+	}
+}
+
+func deployApply(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("deploy apply", "[--sig FILE.sig] [--wait] [--timeout D] FILE", stderr)
+	var cf configFlags
+	cf.register(fs)
+	sigFile := fs.String("sig", "", "detached signature (default FILE.sig when it exists)")
+	wait := fs.Bool("wait", false, "follow the deployment until it converges, fails or is rolled back")
+	timeout := fs.Duration("timeout", 10*time.Minute, "how long --wait follows it")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	data, sig, err := readManifest(pos[0], *sigFile)
+	if err != nil {
+		return err
+	}
+	d, err := connectDaemon(&cf)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withTimeout(30 * time.Second)
+	defer cancel()
+	var res agent.ApplyResult
+	if err := d.do(ctx, "POST", "/deployments", manifestBody{string(data), string(sig)}, &res); err != nil {
+		return fmt.Errorf("%s: %w", pos[0], err)
+	}
+	printPlan(stdout, res.Plan)
+	fmt.Fprintf(stdout, "accepted as deployment %d\n", res.Deployment.ID)
+	if !*wait {
+		return nil
+	}
+	return followDeployment(d, res.Deployment.ID, *timeout, stdout)
+}
+
+// followDeployment prints the deployment's progress until it settles.
+func followDeployment(d *daemon, id int64, timeout time.Duration, w io.Writer) error {
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		ctx, cancel := withTimeout(10 * time.Second)
+		var rep agent.Reported
+		err := d.do(ctx, "GET", "/deployments/current", nil, &rep)
+		cancel()
+		if err != nil {
+			return err
+		}
+		dep := rep.Deployment
+		line := fmt.Sprintf("%s: %s", dep.Version, dep.State) + " | " + modulesLine(&rep)
+		if line != last {
+			fmt.Fprintln(w, line)
+			last = line
+		}
+		switch {
+		case dep.ID == id && dep.State == agent.StateConverged:
+			fmt.Fprintln(w, "converged")
+			return nil
+		case dep.ID == id && dep.State == agent.StateFailed:
+			return fmt.Errorf("deployment failed: %s", dep.Reason)
+		case dep.ID != id && dep.RolledBackFrom != nil && dep.RolledBackFrom.ID == id:
+			return fmt.Errorf("deployment %s rolled back to %s: %s", dep.RolledBackFrom.Version, dep.Version, dep.RolledBackFrom.Reason)
+		case dep.ID != id:
+			return fmt.Errorf("deployment %d was replaced by %d (%s)", id, dep.ID, dep.Version)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return fmt.Errorf("not converged after %s (ledge deploy status shows why)", timeout)
+}
+
+func modulesLine(rep *agent.Reported) string {
+	names := make([]string, 0, len(rep.Modules))
+	for n := range rep.Modules {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var parts []string
+	for _, n := range names {
+		m := rep.Modules[n]
+		s := n + " " + m.RuntimeStatus
+		if m.Pull != nil && m.Pull.Total > 0 {
+			s += fmt.Sprintf(" (pull %.0f%% of %s)", m.Pull.Percent, bytesText(m.Pull.Total))
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func bytesText(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func deployStatus(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("deploy status", "[--json]", stderr)
+	var cf configFlags
+	cf.register(fs)
+	asJSON := fs.Bool("json", false, "print the whole reported state as JSON")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	d, err := connectDaemon(&cf)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withTimeout(10 * time.Second)
+	defer cancel()
+	var raw json.RawMessage
+	if err := d.do(ctx, "GET", "/deployments/current", nil, &raw); err != nil {
+		return err
+	}
+	if *asJSON {
+		var v any
+		json.Unmarshal(raw, &v)
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	var rep agent.Reported
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "status %d: %s\n", rep.LastDesiredStatus.Code, rep.LastDesiredStatus.Description)
+	if dep := rep.Deployment; dep != nil {
+		fmt.Fprintf(stdout, "deployment %q (id %d, from %s, %s): %s %s\n", dep.Version, dep.ID, dep.Source, dep.Format, dep.State, dep.Reason)
+		if rb := dep.RolledBackFrom; rb != nil {
+			fmt.Fprintf(stdout, "rolled back from %q: %s\n", rb.Version, rb.Reason)
+		}
+	}
+	if r := rep.Rejected; r != nil {
+		fmt.Fprintf(stdout, "last rejected (%s, %s): %s\n", r.Source, r.At, r.Reason)
+	}
+	if !rep.Engine.Connected {
+		fmt.Fprintf(stdout, "docker engine unreachable: %s\n", rep.Engine.Error)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MODULE\tSTATUS\tRESTARTS\tEXIT\tIMAGE\tDETAIL")
+	names := make([]string, 0, len(rep.Modules))
+	for n := range rep.Modules {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		m := rep.Modules[n]
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", n, m.RuntimeStatus, m.RestartCount, m.ExitCode, m.Settings.Image, m.StatusDescription)
+	}
+	for _, n := range sortedSections(rep.Sections) {
+		s := rep.Sections[n]
+		fmt.Fprintf(tw, "[%s]\t%s\t\t\t\t%s\n", n, s.State, s.Detail)
+	}
+	return tw.Flush()
+}
+
+func sortedSections(m map[string]agent.SectionReport) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func deployHistory(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("deploy history", "[--limit N]", stderr)
+	var cf configFlags
+	cf.register(fs)
+	limit := fs.Int("limit", 20, "how many")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	d, err := connectDaemon(&cf)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withTimeout(10 * time.Second)
+	defer cancel()
+	var h struct{ Deployments []agent.Deployment }
+	if err := d.do(ctx, "GET", fmt.Sprintf("/deployments?limit=%d", *limit), nil, &h); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tVERSION\tSOURCE\tRECEIVED\tSTATE\tREASON")
+	for _, dep := range h.Deployments {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", dep.ID, dep.Version, dep.Source, dep.ReceivedAt.Local().Format(time.DateTime), dep.State, dep.Reason)
+	}
+	return tw.Flush()
+}
+
+func deployRollback(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("deploy rollback", "", stderr)
+	var cf configFlags
+	cf.register(fs)
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	d, err := connectDaemon(&cf)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withTimeout(30 * time.Second)
+	defer cancel()
+	var res struct{ Deployment agent.Deployment }
+	if err := d.do(ctx, "POST", "/deployments/rollback", nil, &res); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rolling back to deployment %q (id %d)\n", res.Deployment.Version, res.Deployment.ID)
+	return nil
+}
+
+func deploySign(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("deploy sign", "--key KEY FILE [--out FILE.sig] [--envelope]", stderr)
+	keyFile := fs.String("key", "", "private key from `ledge keys gen` (required)")
+	out := fs.String("out", "", "where to write (default FILE.sig, or FILE.signed.json with --envelope)")
+	envelope := fs.Bool("envelope", false, "write one document holding the manifest and its signature (for an MQTT message or a single URL)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || *keyFile == "" {
+		fs.Usage()
+		return errUsage
+	}
+	keyPEM, err := os.ReadFile(*keyFile)
+	if err != nil {
+		return err
+	}
+	priv, err := agent.ParsePrivateKey(keyPEM)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *keyFile, err)
+	}
+	data, err := os.ReadFile(pos[0])
+	if err != nil {
+		return err
+	}
+	if _, err := agent.PlanOffline(data, nil, nil); err != nil {
+		return fmt.Errorf("%s does not validate, not signing it: %w", pos[0], err)
+	}
+	sig := agent.Sign(priv, data)
+	var body []byte
+	dest := *out
+	if *envelope {
+		if !utf8.Valid(data) {
+			return errors.New("an envelope carries the manifest as text: it must be UTF-8")
+		}
+		body, _ = json.MarshalIndent(agent.Envelope{Manifest: string(data), Signature: &sig}, "", "  ")
+		if dest == "" {
+			dest = strings.TrimSuffix(pos[0], ".json") + ".signed.json"
+		}
+	} else {
+		body, _ = json.MarshalIndent(sig, "", "  ")
+		if dest == "" {
+			dest = pos[0] + ".sig"
+		}
+	}
+	if err := os.WriteFile(dest, append(body, '\n'), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "signed %s with key %s: %s\n", pos[0], sig.KeyID, dest)
+	return nil
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"ledge/internal/testenv"
+)
+
+// testImage builds a FROM scratch image of the agent's test program, and
+// removes it when the test ends.
+func testImage(t *testing.T, run string) string {
+	t.Helper()
+	testenv.Docker(t)
+	dir := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "app"), "../../agent/testdata/modprog")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build modprog: %v\n%s", err, out)
+	}
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\nCOPY app /app\nENTRYPOINT [\"/app\"]\nCMD [\"forever\"]\n"), 0o644)
+	tag := "ledge-cmd-test/app:" + run
+	if out, err := exec.Command("docker", "build", "-q", "--label", "io.ledge.test="+run, "-t", tag, dir).CombinedOutput(); err != nil {
+		t.Fatalf("docker build: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", tag).Run() })
+	return tag
+}
+
+// TestDeployCLI drives the deploy commands against a running ledge and
+// the real Docker engine: keys gen, sign, check (online and offline),
+// apply --wait, status, history, a refused manifest, rollback.
+func TestDeployCLI(t *testing.T) {
+	b := make([]byte, 4)
+	rand.Read(b)
+	run := hex.EncodeToString(b)
+	img := testImage(t, run)
+	dir := t.TempDir()
+	instance := "ltcmd-" + run
+	t.Cleanup(func() {
+		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=io.ledge.instance="+instance).Output()
+		if ids := strings.Fields(string(out)); len(ids) > 0 {
+			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+		}
+		exec.Command("docker", "network", "rm", "ledge-cmdtest-"+run).Run()
+	})
+
+	keyOut, errOut, code := ledge(t, "keys", "gen", "--out", filepath.Join(dir, "deploy"))
+	if code != 0 || !strings.Contains(keyOut, "trustedKeys") {
+		t.Fatalf("keys gen: %d %s %s", code, keyOut, errOut)
+	}
+	trusted := keyOut[strings.Index(keyOut, `"ed25519:`):]
+	trusted = strings.TrimSpace(trusted)
+	cfg := filepath.Join(dir, "ledge.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`deviceId: %s
+agent:
+  containerPrefix: lt%s-
+  network: ledge-cmdtest-%s
+  trustedKeys: [%s]
+  rollback: {stableFor: 300ms}
+`, instance, run, run, trusted)), 0o644)
+	dataDir := filepath.Join(dir, "data")
+	startLedge(t, "--config", cfg, "--data-dir", dataDir)
+	base := []string{"--config", cfg, "--data-dir", dataDir}
+
+	manifest := func(version, modules string) string {
+		p := filepath.Join(dir, "m"+version+".yaml")
+		os.WriteFile(p, []byte("version: \""+version+"\"\nmodules:\n"+modules), 0o644)
+		return p
+	}
+	m1 := manifest("1", "  web: {image: "+img+", imagePullPolicy: never}\n")
+	if _, errOut, code := ledge(t, "deploy", "sign", "--key", filepath.Join(dir, "deploy.key"), m1); code != 0 {
+		t.Fatalf("sign: %s", errOut)
+	}
+	out, errOut, code := ledge(t, append([]string{"deploy", "check", m1}, base...)...)
+	if code != 0 || !strings.Contains(out, "create  module  web") || !strings.Contains(out, "signed by") {
+		t.Fatalf("check: %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = ledge(t, append([]string{"deploy", "apply", "--wait", m1}, base...)...)
+	if code != 0 || !strings.Contains(out, "converged") {
+		t.Fatalf("apply: %d\n%s%s", code, out, errOut)
+	}
+	out, _, code = ledge(t, append([]string{"deploy", "status"}, base...)...)
+	if code != 0 || !strings.Contains(out, "status 200: converged") || !strings.Contains(out, "web") || !strings.Contains(out, "running") {
+		t.Errorf("status: %d\n%s", code, out)
+	}
+
+	// Unsigned: refused, with the reason; nothing changes.
+	m2 := manifest("2", "  web: {image: "+img+", imagePullPolicy: never}\n  api: {image: "+img+", imagePullPolicy: never}\n")
+	_, errOut, code = ledge(t, append([]string{"deploy", "apply", m2}, base...)...)
+	if code != 1 || !strings.Contains(errOut, "not signed") {
+		t.Errorf("unsigned apply: %d %s", code, errOut)
+	}
+	// Invalid: refused, with the field and line, also offline.
+	bad := manifest("3", "  web: {image: "+img+", restartPolicy: sometimes}\n")
+	for _, extra := range [][]string{{"deploy", "check", bad}, {"deploy", "check", "--offline", bad}} {
+		_, errOut, code = ledge(t, append(extra, base...)...)
+		if code != 1 || !strings.Contains(errOut, "line 3") || !strings.Contains(errOut, "modules.web.restartPolicy") {
+			t.Errorf("%v: %d %s", extra, code, errOut)
+		}
+	}
+
+	ledge(t, "deploy", "sign", "--key", filepath.Join(dir, "deploy.key"), m2)
+	if out, errOut, code = ledge(t, append([]string{"deploy", "apply", "--wait", m2}, base...)...); code != 0 {
+		t.Fatalf("apply 2: %d %s %s", code, out, errOut)
+	}
+	out, errOut, code = ledge(t, append([]string{"deploy", "rollback"}, base...)...)
+	if code != 0 || !strings.Contains(out, `rolling back to deployment "1"`) {
+		t.Errorf("rollback: %d %s %s", code, out, errOut)
+	}
+	out, _, _ = ledge(t, append([]string{"deploy", "history"}, base...)...)
+	if !strings.Contains(out, "rolled-back") || strings.Count(out, "\n") != 3 {
+		t.Errorf("history:\n%s", out)
+	}
+}

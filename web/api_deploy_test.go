@@ -1,0 +1,122 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"ledge/internal/fault"
+)
+
+// fakeDeployer stands in for the agent (tested in its own package):
+// manifests containing "BAD" do not validate, "UNSIGNED" lack a signature.
+type fakeDeployer struct {
+	applied    []string
+	signatures []string
+	rollbacks  int
+}
+
+func (f *fakeDeployer) check(m []byte) error {
+	switch {
+	case strings.Contains(string(m), "BAD"):
+		return fault.New(fault.Invalid, "manifest: line 3: modules.cam.restartPolicy: \"BAD\" is not a restart policy")
+	case strings.Contains(string(m), "UNSIGNED"):
+		return fault.New(fault.Unauthorized, "manifest is not signed")
+	}
+	return nil
+}
+
+func (f *fakeDeployer) Check(_ context.Context, m, sig []byte) (any, error) {
+	if err := f.check(m); err != nil {
+		return nil, err
+	}
+	return map[string]any{"changes": []any{map[string]string{"kind": "module", "name": "cam", "action": "create"}}}, nil
+}
+
+func (f *fakeDeployer) Apply(_ context.Context, m, sig []byte) (any, error) {
+	if err := f.check(m); err != nil {
+		return nil, err
+	}
+	f.applied = append(f.applied, string(m))
+	f.signatures = append(f.signatures, string(sig))
+	return map[string]any{"deployment": map[string]any{"id": len(f.applied)}}, nil
+}
+
+func (f *fakeDeployer) Status(context.Context) (any, error) {
+	return map[string]any{"lastDesiredStatus": map[string]any{"code": 200}}, nil
+}
+
+func (f *fakeDeployer) History(_ context.Context, limit int) (any, error) {
+	return []map[string]int{{"id": 1}, {"limit": limit}}, nil
+}
+
+func (f *fakeDeployer) Rollback(context.Context) (any, error) {
+	f.rollbacks++
+	if f.rollbacks > 1 {
+		return nil, fault.New(fault.Conflict, "no earlier deployment that converged")
+	}
+	return map[string]any{"id": 1}, nil
+}
+
+func TestDeployRoutes(t *testing.T) {
+	fd := &fakeDeployer{}
+	s, err := New(Options{Listen: "127.0.0.1:0", Socket: filepath.Join(t.TempDir(), "s.sock"), Deploy: fd, Dev: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	do := func(method, path, body string) (int, map[string]any) {
+		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		req.RemoteAddr = "127.0.0.1:5000"
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		var out map[string]any
+		json.Unmarshal(rec.Body.Bytes(), &out)
+		return rec.Code, out
+	}
+	errMsg := func(out map[string]any) string {
+		e, _ := out["error"].(map[string]any)
+		m, _ := e["message"].(string)
+		return m
+	}
+	for _, tc := range []struct {
+		method, path, body string
+		code               int
+		want               string
+	}{
+		{"POST", "/api/v1/deployments/check", `{"manifest": "version: '1'"}`, 200, ""},
+		{"POST", "/api/v1/deployments/check", `{"manifest": "BAD"}`, 400, "is not a restart policy"},
+		{"POST", "/api/v1/deployments/check", `{"manifest": ""}`, 400, `"manifest" is empty`},
+		{"POST", "/api/v1/deployments/check", `{"manifest": 5}`, 400, "malformed JSON body"},
+		{"POST", "/api/v1/deployments/check", `{"manfest": "x"}`, 400, `unknown field "manfest"`},
+		{"POST", "/api/v1/deployments", `{"manifest": "BAD"}`, 400, "is not a restart policy"},
+		{"POST", "/api/v1/deployments", `{"manifest": "UNSIGNED"}`, 401, "not signed"},
+		{"POST", "/api/v1/deployments", `{"manifest": "version: '1'", "signature": "{\"alg\": \"ed25519\"}"}`, 202, ""},
+		{"GET", "/api/v1/deployments/current", "", 200, ""},
+		{"GET", "/api/v1/deployments?limit=5", "", 200, ""},
+		{"GET", "/api/v1/deployments?limit=0", "", 400, "limit"},
+		{"POST", "/api/v1/deployments/rollback", "", 202, ""},
+		{"POST", "/api/v1/deployments/rollback", "", 409, "no earlier deployment"},
+	} {
+		code, out := do(tc.method, tc.path, tc.body)
+		if code != tc.code || (tc.want != "" && !strings.Contains(errMsg(out), tc.want)) {
+			t.Errorf("%s %s %s: %d %v, want %d %q", tc.method, tc.path, tc.body, code, out, tc.code, tc.want)
+		}
+	}
+	if len(fd.applied) != 1 || fd.signatures[0] != `{"alg": "ed25519"}` {
+		t.Errorf("applied %v with signatures %v: only the good one should reach the agent", fd.applied, fd.signatures)
+	}
+	// Without an agent the routes do not exist.
+	s2, _ := New(Options{Listen: "127.0.0.1:0", Dev: true})
+	defer s2.Close()
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/api/v1/deployments/current", nil)
+	req.RemoteAddr = "127.0.0.1:5000"
+	s2.Handler().ServeHTTP(rec, req)
+	if rec.Code != 404 {
+		t.Errorf("no agent: %d", rec.Code)
+	}
+}
