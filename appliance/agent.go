@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"context"
+	"maps"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -13,25 +14,37 @@ import (
 // (before web, which serves its API), its health check and its metrics,
 // and returns what web needs of it (nil when disabled).
 //
-// Phase 2 wiring (not yet done, the hub, pipelines and models are being
-// built): Options.Identities, Twins and Upstream from the hub, and
-// Options.Sections["routes"] and ["storeAndForward"] from the hub,
-// ["pipelines"] from the pipeline engine, ["models"] from the model store.
-func (a *App) newAgent(ctx context.Context) (web.Deployer, error) {
+// With the hub, modules get hub identities, desired twins and routes, and
+// deployments come from (and reported state goes to) the upstream broker.
+// sections holds the owners of the other manifest sections (pipelines,
+// models) built before the agent.
+func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (web.Deployer, error) {
 	if !a.cfg.Agent.Enabled {
 		return nil, nil
 	}
-	ag, err := agent.New(ctx, agent.Options{
+	opts := agent.Options{
 		Config:   a.cfg.Agent,
 		DB:       a.db,
 		Logger:   a.log.With("component", "agent"),
 		DeviceID: a.cfg.DeviceID,
 		Build:    agent.VersionInfo{Version: a.build.Version, Commit: a.build.Commit},
-		Sections: map[string]agent.Section{},
-	})
+		Sections: maps.Clone(sections),
+	}
+	if opts.Sections == nil {
+		opts.Sections = map[string]agent.Section{}
+	}
+	if a.hub != nil {
+		opts.Identities = hubIdentities{a.hub}
+		opts.Twins = hubTwins{a.hub}
+		opts.Upstream = hubUpstream{a.hub}
+		opts.Sections["routes"] = routesSection{h: a.hub, base: a.cfg.Hub.Routes}
+		opts.Sections["storeAndForward"] = storeSection{a.hub}
+	}
+	ag, err := agent.New(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
+	a.agent = ag
 	a.closers = append(a.closers, ag.Close)
 	a.add("agent", ag.Run)
 	a.health.add("agent", ag.Healthy)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"ledge/agent"
 	"ledge/hub"
 	"ledge/web"
 )
@@ -44,8 +45,9 @@ type App struct {
 	events *web.Broadcaster
 
 	web        *web.Server
-	hub        *hub.Hub    // nil when hub.enabled is false
-	components []component // in start order
+	agent      *agent.Agent // nil when agent.enabled is false
+	hub        *hub.Hub     // nil when hub.enabled is false
+	components []component  // in start order
 	closers    []func() error
 }
 
@@ -79,7 +81,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	}
 	a.events = web.NewBroadcaster()
 
-	deploy, err := a.newAgent(ctx)
+	deploy, err := a.newAgent(ctx, nil)
 	if err != nil {
 		return nil, err
 	}

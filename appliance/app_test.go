@@ -23,6 +23,7 @@ import (
 func testConfig(t *testing.T) Config {
 	cfg := Default()
 	cfg.DataDir = t.TempDir()
+	cfg.DeviceID = "test-" + runID() // agents of parallel tests own different containers
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.HTTP.ListenTLS = "127.0.0.1:0"
 	cfg.Hub.Listen = hub.ListenConfig{MQTT: "127.0.0.1:0", MQTTS: "127.0.0.1:0"}

@@ -83,12 +83,12 @@ var (
 	hubQueueDepth   = prometheus.NewDesc("ledge_hub_queue_depth", "Messages queued per endpoint (store-and-forward).", []string{"endpoint"}, nil)
 	hubQueueBytes   = prometheus.NewDesc("ledge_hub_queue_bytes", "Bytes queued per endpoint.", []string{"endpoint"}, nil)
 	hubQueueAge     = prometheus.NewDesc("ledge_hub_queue_oldest_age_seconds", "Age of the oldest queued message per endpoint.", []string{"endpoint"}, nil)
-	hubUpstream     = prometheus.NewDesc("ledge_hub_upstream_connected", "1 when the upstream bridge is connected.", []string{"mode"}, nil)
+	hubUpstreamUp   = prometheus.NewDesc("ledge_hub_upstream_connected", "1 when the upstream bridge is connected.", []string{"mode"}, nil)
 )
 
 func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{hubClients, hubReceived, hubSent, hubRouted, hubDelivered, hubAuthFailures, hubDrops,
-		hubQueueDepth, hubQueueBytes, hubQueueAge, hubUpstream} {
+		hubQueueDepth, hubQueueBytes, hubQueueAge, hubUpstreamUp} {
 		ch <- d
 	}
 }
@@ -113,5 +113,5 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 	if st.Upstream.State == "connected" {
 		up = 1
 	}
-	ch <- prometheus.MustNewConstMetric(hubUpstream, prometheus.GaugeValue, up, st.Upstream.Mode)
+	ch <- prometheus.MustNewConstMetric(hubUpstreamUp, prometheus.GaugeValue, up, st.Upstream.Mode)
 }

@@ -242,6 +242,9 @@ type RouteSpec = RouteConfig
 // StoreSettings are the manifest's storeAndForwardConfiguration.
 type StoreSettings struct {
 	TimeToLiveSecs int64 `json:"timeToLiveSecs"` // default TTL; 0 keeps the configured one, negative: never
+	// MaxSizeBytes is the byte quota of the queues (storeLimits.maxSizeBytes
+	// in Azure manifests); nil or 0 keeps the configured one.
+	MaxSizeBytes *int64 `json:"maxSizeBytes,omitempty"`
 }
 
 // ValidateRoutes checks a route table without applying it: each error
@@ -285,5 +288,10 @@ func (h *Hub) SetStoreAndForward(s StoreSettings) error {
 		ttl = time.Duration(s.TimeToLiveSecs) * time.Second
 	}
 	h.defaults.Store(&storeDefaults{ttl: ttl})
+	quota := h.cfg.StoreAndForward.QuotaBytes
+	if s.MaxSizeBytes != nil && *s.MaxSizeBytes > 0 {
+		quota = *s.MaxSizeBytes
+	}
+	h.store.SetQuota(quota)
 	return nil
 }

@@ -60,6 +60,9 @@ func StoreSettingsFromJSON(raw json.RawMessage) (StoreSettings, error) {
 	if err := dec.Decode(&s); err != nil {
 		return s, fault.New(fault.Invalid, "storeAndForward: %v", err)
 	}
+	if s.MaxSizeBytes != nil && *s.MaxSizeBytes < 0 {
+		return s, fault.New(fault.Invalid, "storeAndForward.maxSizeBytes: %d: want 0 or more", *s.MaxSizeBytes)
+	}
 	return s, nil
 }
 

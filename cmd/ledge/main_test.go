@@ -83,7 +83,7 @@ func startLedge(t testing.TB, args ...string) *runningLedge {
 	d := &runningLedge{addr: freePort(t), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	// The hub's MQTT listeners on free ports, so tests run side by side.
 	conf := filepath.Join(t.TempDir(), "ledge.yaml")
-	if err := os.WriteFile(conf, []byte("http:\n  listenTLS: 127.0.0.1:0\nhub:\n  listen:\n    mqtt: 127.0.0.1:0\n    mqtts: 127.0.0.1:0\n"), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte("deviceId: test-"+strconv.Itoa(os.Getpid())+"-"+strconv.Itoa(int(time.Now().UnixNano()%1e6))+"\nhttp:\n  listenTLS: 127.0.0.1:0\nhub:\n  listen:\n    mqtt: 127.0.0.1:0\n    mqtts: 127.0.0.1:0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	all := append([]string{"run", "--config", conf, "--data-dir", t.TempDir(), "--listen", d.addr}, args...)

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"ledge/internal/migrate"
@@ -92,7 +93,8 @@ type Store struct {
 	kick  chan struct{} // wakes the writer for pending deletes
 	ready chan struct{} // closed when Run has its connection
 
-	mu         sync.Mutex // guards the fields below
+	quota      atomic.Int64 // bound on queued bytes (0: none); SetQuota changes it
+	mu         sync.Mutex   // guards the fields below
 	eps        map[string]*endpoint
 	nextSeq    int64
 	bytes      int64
@@ -129,6 +131,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	s := &Store{db: o.DB, log: o.Logger, opts: o, now: o.Now, ops: make(chan *op, 4096), kick: make(chan struct{}, 1),
 		ready: make(chan struct{}), eps: map[string]*endpoint{}, drops: map[string]int64{}, nextSeq: 1}
+	s.quota.Store(o.QuotaBytes)
 	rows, err := o.DB.QueryContext(ctx, `SELECT seq, endpoint, priority, created, expires, length(data) FROM hub_queue ORDER BY seq`)
 	if err != nil {
 		return nil, fmt.Errorf("load queue: %w", err)
@@ -181,6 +184,12 @@ func (ep *endpoint) queue(prio int) *queue {
 	copy(ep.queues[i+1:], ep.queues[i:])
 	ep.queues[i] = q
 	return q
+}
+
+// SetQuota changes the bound on queued bytes (0: none). A lower bound is
+// enforced from the next commit on, dropping as the quota policy says.
+func (s *Store) SetQuota(bytes int64) {
+	s.quota.Store(max(bytes, 0))
 }
 
 // Notify returns a channel that receives after messages were queued for
@@ -281,7 +290,7 @@ func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now().UnixMilli()
-	st := Stats{Bytes: s.bytes, QuotaBytes: s.opts.QuotaBytes, Drops: map[string]int64{}, Committed: s.committed, CommitFailures: s.failures}
+	st := Stats{Bytes: s.bytes, QuotaBytes: s.quota.Load(), Drops: map[string]int64{}, Committed: s.committed, CommitFailures: s.failures}
 	if s.commitErr != nil {
 		st.LastError = s.commitErr.Error()
 	}

@@ -52,7 +52,7 @@ func (w *writer) commit(batch []*op) {
 	var batchBytes int64
 	for i, o := range batch {
 		for _, it := range o.items {
-			if s.opts.QuotaBytes > 0 && int64(len(it.Data)) > s.opts.QuotaBytes {
+			if s.quota.Load() > 0 && int64(len(it.Data)) > s.quota.Load() {
 				errs[i] = ErrTooLarge
 			}
 		}
@@ -160,10 +160,10 @@ func (w *writer) finish(batch []*op, errs []error, txErr error, ins []pending, r
 // the quota: always the oldest waiting message of the lowest priority,
 // whether it is queued already or in this batch (queued ones are older).
 func (s *Store) fitQuotaLocked(ins []pending, batchBytes int64) []pending {
-	if s.opts.QuotaBytes <= 0 {
+	if s.quota.Load() <= 0 {
 		return ins
 	}
-	for s.bytes+batchBytes > s.opts.QuotaBytes {
+	for s.bytes+batchBytes > s.quota.Load() {
 		vEp, vQ := s.victimLocked()
 		bi := -1
 		for i, p := range ins {
