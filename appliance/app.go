@@ -16,6 +16,7 @@ import (
 
 	"ledge/agent"
 	"ledge/hub"
+	"ledge/models"
 	"ledge/web"
 )
 
@@ -46,6 +47,7 @@ type App struct {
 
 	web        *web.Server
 	agent      *agent.Agent // nil when agent.enabled is false
+	models     *models.Store
 	hub        *hub.Hub     // nil when hub.enabled is false
 	components []component  // in start order
 	closers    []func() error
@@ -81,7 +83,11 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	}
 	a.events = web.NewBroadcaster()
 
-	deploy, err := a.newAgent(ctx, nil)
+	sections := map[string]agent.Section{}
+	if _, err := a.newModels(ctx, sections); err != nil {
+		return nil, err
+	}
+	deploy, err := a.newAgent(ctx, sections)
 	if err != nil {
 		return nil, err
 	}
@@ -109,6 +115,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		System:        &systemReader{dataDir: cfg.DataDir},
 		Events:        a.events,
 		Deploy:        deploy,
+		Models:        modelsAPI{a.models},
 	})
 	if err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"ledge/agent"
 	"ledge/hub"
 	"ledge/internal/yamlstrict"
+	"ledge/models"
 )
 
 // Config is ledge.yaml. Every field is optional; [Default] gives each its
@@ -34,6 +35,7 @@ type Config struct {
 	Inference InferenceConfig `yaml:"inference"`
 	Hub       hub.Config      `yaml:"hub"`
 	Agent     agent.Config    `yaml:"agent"`
+	Models    models.Config   `yaml:"models"`
 }
 
 // LogConfig sets up log/slog.
@@ -99,6 +101,7 @@ func Default() Config {
 		Inference:       InferenceConfig{Providers: []string{"cpu"}},
 		Hub:             hub.DefaultConfig(),
 		Agent:           agent.DefaultConfig(),
+		Models:          models.DefaultConfig(),
 	}
 }
 
@@ -157,6 +160,9 @@ func (c *Config) Validate() error {
 		bad("database.synchronous", "%q: want full or normal", c.Database.Synchronous)
 	}
 	if err := c.Agent.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Models.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -59,6 +59,8 @@ type Options struct {
 	Events EventFeed
 	// Deploy serves /api/v1/deployments (nil: no agent).
 	Deploy Deployer
+	// Models serves /api/v1/models (nil: no model store).
+	Models ModelStore
 }
 
 // Server serves HTTP on TCP and on the unix socket.
@@ -249,6 +251,9 @@ func (s *Server) routes() error {
 	}
 	if s.opts.Deploy != nil {
 		s.deployRoutes()
+	}
+	if s.opts.Models != nil {
+		s.modelRoutes()
 	}
 	if err := s.pageRoutes(); err != nil {
 		return err
