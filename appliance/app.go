@@ -48,8 +48,8 @@ type App struct {
 	web        *web.Server
 	agent      *agent.Agent // nil when agent.enabled is false
 	models     *models.Store
-	hub        *hub.Hub     // nil when hub.enabled is false
-	components []component  // in start order
+	hub        *hub.Hub    // nil when hub.enabled is false
+	components []component // in start order
 	closers    []func() error
 }
 
