@@ -1,0 +1,161 @@
+package appliance
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"ledge/agent"
+	"ledge/internal/fault"
+	"ledge/internal/testenv"
+	"ledge/models"
+)
+
+// modelFiles serves ../shared/models over plain http (the store's own
+// tests cover https; here the agent's seam is under test).
+func modelFiles(t *testing.T) (*httptest.Server, map[string]string) {
+	t.Helper()
+	digests := map[string]string{}
+	for _, f := range []string{"yolox_nano.onnx", "fastestdet.onnx"} {
+		data, err := os.ReadFile(testenv.Model(t, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(data)
+		digests[f] = hex.EncodeToString(sum[:])
+	}
+	srv := httptest.NewServer(http.FileServer(http.Dir(testenv.SharedDir(t) + "/models")))
+	t.Cleanup(srv.Close)
+	return srv, digests
+}
+
+// startApp runs an appliance until the test ends.
+func startApp(t *testing.T, cfg Config) *App {
+	t.Helper()
+	app, err := New(t.Context(), cfg, BuildInfo{Version: "test"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		app.Close()
+	})
+	return app
+}
+
+// modelsReport is the models section of the agent's reported state.
+func modelsReport(app *App) agent.SectionReport {
+	return app.agent.Reported().Sections["models"]
+}
+
+// TestModelsSectionThroughAgent: a deployment's models section reaches
+// the store through the agent; per-model status shows in the reported
+// state; a model with a wrong digest fails the deployment, which rolls
+// back with the old version still active; the Azure $ledge twin carries
+// the same section; a bad section is refused naming the field.
+func TestModelsSectionThroughAgent(t *testing.T) {
+	testenv.Docker(t)
+	srv, digests := modelFiles(t)
+	cfg := testConfig(t)
+	cfg.Models.AllowHTTP = true
+	cfg.Agent.Rollback.StableFor = 0
+	app := startApp(t, cfg)
+	ctx := t.Context()
+
+	native := func(version, model, file, digest string) []byte {
+		return fmt.Appendf(nil, "version: %q\nmodels:\n  - name: people\n    version: %q\n    url: %s/%s\n    sha256: %s\n    kind: yolox\n",
+			version, model, srv.URL, file, digest)
+	}
+	m1 := native("1", "1", "yolox_nano.onnx", digests["yolox_nano.onnx"])
+	plan, err := app.agent.Check(ctx, m1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Changes) != 1 || plan.Changes[0].Kind != "model" || plan.Changes[0].Action != agent.ActionCreate {
+		t.Errorf("plan %+v", plan.Changes)
+	}
+	if _, err := app.agent.Apply(ctx, m1, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "deployment 1 converged with people@1 active", func() bool {
+		rep := app.agent.Reported()
+		it, _ := rep.Sections["models"].Items["people"].(models.ItemStatus)
+		return rep.Deployment != nil && rep.Deployment.State == agent.StateConverged && it.State == models.StateActive
+	})
+	if v, err := app.Models().Resolve("people"); err != nil || v.Version != "1" || v.Digest != digests["yolox_nano.onnx"] {
+		t.Fatalf("resolve: %+v %v", v, err)
+	}
+
+	// A wrong digest: the deployment fails and rolls back; people@1 stays.
+	m2 := native("2", "2", "fastestdet.onnx", digests["yolox_nano.onnx"][:63]+"0")
+	if _, err := app.agent.Apply(ctx, m2, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "deployment 2 rolled back", func() bool {
+		rep := app.agent.Reported()
+		return rep.Deployment != nil && rep.Deployment.Version == "1" && rep.Deployment.RolledBackFrom != nil
+	})
+	rep := app.agent.Reported()
+	if !strings.Contains(rep.Deployment.RolledBackFrom.Reason, "digest mismatch") {
+		t.Errorf("rollback reason %q", rep.Deployment.RolledBackFrom.Reason)
+	}
+	if v, _ := app.Models().Resolve("people"); v.Version != "1" {
+		t.Errorf("active after the bad deployment: %s", v.Version)
+	}
+	m, _ := app.Models().Get(ctx, "people")
+	if m.Desired != "1" || len(m.Versions) != 2 || m.Versions[0].State != models.StateFailed {
+		t.Errorf("store after rollback: %+v", m)
+	}
+
+	// The Azure twin of a deployment with fastestdet.
+	azure := fmt.Appendf(nil, `{"modulesContent": {
+  "$edgeAgent": {"properties.desired": {"schemaVersion": "1.1", "runtime": {"type": "docker", "settings": {}},
+    "systemModules": {}, "modules": {}}},
+  "$edgeHub": {"properties.desired": {"schemaVersion": "1.1", "routes": {}, "storeAndForwardConfiguration": {"timeToLiveSecs": 7200}}},
+  "$ledge": {"properties.desired": {"version": "3", "models": [
+    {"name": "people", "version": "3", "url": "%s/fastestdet.onnx", "sha256": "%s", "kind": "fastestdet"}]}}
+}}`, srv.URL, digests["fastestdet.onnx"])
+	if _, err := app.agent.Apply(ctx, azure, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "people@3 active from the Azure manifest", func() bool {
+		v, err := app.Models().Resolve("people")
+		return err == nil && v.Version == "3" && v.Kind == "fastestdet"
+	})
+
+	// A bad section is refused whole, naming the field; nothing changes.
+	bad := []byte("version: \"4\"\nmodels:\n  - name: people\n    version: \"4\"\n    url: " + srv.URL + "/x.onnx\n    sha256: nothex\n")
+	_, err = app.agent.Apply(ctx, bad, nil)
+	if !fault.Is(err, fault.Invalid) || !strings.Contains(err.Error(), "models: [0] (people).sha256") {
+		t.Errorf("bad section: %v", err)
+	}
+	if v, _ := app.Models().Resolve("people"); v.Version != "3" {
+		t.Errorf("a refused manifest changed the active model: %s", v.Version)
+	}
+	// The dashboard's event feed carries the store's events.
+	events, _, cancel := app.events.Subscribe(64)
+	defer cancel()
+	if _, err := app.Models().Activate(ctx, "people", "1"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "a model.state event on the dashboard feed", func() bool {
+		select {
+		case ev := <-events:
+			return ev.Type == models.EventState
+		default:
+			return false
+		}
+	})
+}
