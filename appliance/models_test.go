@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"ledge/agent"
+	"ledge/agent/manifest"
 	"ledge/internal/fault"
 	"ledge/internal/testenv"
 	"ledge/models"
@@ -158,4 +159,29 @@ func TestModelsSectionThroughAgent(t *testing.T) {
 			return false
 		}
 	})
+}
+
+// TestModelsExample: the example deployment's models section passes the
+// store's checks (names, digests, kinds this ledge knows).
+func TestModelsExample(t *testing.T) {
+	data, err := os.ReadFile("../deploy/examples/models-deployment.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := manifest.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.Agent.Enabled = false
+	cfg.Hub.Enabled = false
+	app, err := New(t.Context(), cfg, BuildInfo{Version: "test"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	specs, err := app.Models().CheckSection(t.Context(), m.Sections[manifest.SectionModels])
+	if err != nil || len(specs) != 2 {
+		t.Fatalf("%d models: %v", len(specs), err)
+	}
 }
