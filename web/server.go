@@ -247,9 +247,7 @@ func (s *Server) routes() error {
 	if s.opts.MQTTWebSocket != nil {
 		s.engine.GET("/$iothub/websocket", gin.WrapH(s.opts.MQTTWebSocket))
 	}
-	if s.opts.Deploy != nil {
-		s.deployRoutes()
-	}
+	s.deployRoutes()
 	if err := s.pageRoutes(); err != nil {
 		return err
 	}
