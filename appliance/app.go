@@ -48,7 +48,9 @@ type App struct {
 	agent      *agent.Agent // nil when agent.enabled is false
 	hub        *hub.Hub     // nil when hub.enabled is false
 	components []component  // in start order
-	closers    []func() error
+	// eventSources feed the dashboard's event stream (see events.go).
+	eventSources []eventSource
+	closers      []func() error
 }
 
 // New prepares an appliance from cfg: data dir, database, components. It
@@ -115,6 +117,10 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	}
 	a.web = srv
 	a.closers = append(a.closers, srv.Close)
+	if a.agent != nil {
+		a.eventSources = append(a.eventSources, a.agentEvents)
+	}
+	a.add("events", a.forwardEvents)
 	a.add("web", srv.Run)
 	a.health.add("database", func(ctx context.Context) error { return a.db.PingContext(ctx) })
 	return a, nil
