@@ -346,3 +346,22 @@ func (a *Agent) Reported() *Reported {
 	}
 	return rep
 }
+
+// Deployment returns deployment id with its manifest text as received
+// (id 0: the current one).
+func (a *Agent) Deployment(ctx context.Context, id int64) (*Deployment, error) {
+	var d *Deployment
+	var err error
+	if id == 0 {
+		d, err = a.store.current(ctx)
+	} else {
+		d, err = a.store.get(ctx, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if d == nil {
+		return nil, fault.New(fault.NotFound, "no deployment %d", id)
+	}
+	return d, nil
+}

@@ -66,6 +66,20 @@ func (d deployer) History(ctx context.Context, limit int) (any, error) {
 	return d.a.History(ctx, limit)
 }
 func (d deployer) Rollback(ctx context.Context) (any, error) { return d.a.Rollback(ctx) }
+func (d deployer) Manifest(ctx context.Context, id int64) (any, []byte, error) {
+	dep, err := d.a.Deployment(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return dep, dep.Manifest, nil
+}
+func (d deployer) Modules(context.Context) (any, error) { return d.a.Reported().Modules, nil }
+func (d deployer) RestartModule(ctx context.Context, name string) error {
+	return d.a.RestartModule(ctx, name)
+}
+func (d deployer) ModuleLogs(ctx context.Context, name string, tail int) ([]byte, error) {
+	return d.a.ModuleLogs(ctx, name, tail)
+}
 
 // registerAgentMetrics exposes the agent's counters on /metrics.
 func registerAgentMetrics(r *prometheus.Registry, ag *agent.Agent) {

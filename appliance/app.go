@@ -50,7 +50,9 @@ type App struct {
 	models     *models.Store
 	hub        *hub.Hub    // nil when hub.enabled is false
 	components []component // in start order
-	closers    []func() error
+	// eventSources feed the dashboard's event stream (see events.go).
+	eventSources []eventSource
+	closers      []func() error
 }
 
 // New prepares an appliance from cfg: data dir, database, components. It
@@ -122,6 +124,11 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	}
 	a.web = srv
 	a.closers = append(a.closers, srv.Close)
+	if a.agent != nil {
+		a.eventSources = append(a.eventSources, a.agentEvents)
+	}
+	a.eventSources = append(a.eventSources, a.modelEvents)
+	a.add("events", a.forwardEvents)
 	a.add("web", srv.Run)
 	a.health.add("database", func(ctx context.Context) error { return a.db.PingContext(ctx) })
 	return a, nil

@@ -43,7 +43,6 @@ func (a *App) newModels(ctx context.Context, sections map[string]agent.Section) 
 	}
 	a.models = s
 	a.add("models", s.Run)
-	a.add("models-events", func(ctx context.Context) error { return forwardModelEvents(ctx, s, a.events) })
 	a.registry.MustRegister(modelsCollector{s})
 	sections["models"] = modelsSection{s}
 	return s, nil
@@ -52,17 +51,20 @@ func (a *App) newModels(ctx context.Context, sections map[string]agent.Section) 
 // Models is the model store.
 func (a *App) Models() *models.Store { return a.models }
 
-// forwardModelEvents puts the store's events (state changes, download
-// progress) on the dashboard's server-sent events.
-func forwardModelEvents(ctx context.Context, s *models.Store, b *web.Broadcaster) error {
-	events, cancel := s.Subscribe(256)
+// modelEvents forwards the store's events (state changes, download
+// progress) to the dashboard as "model.state" and "model.progress".
+func (a *App) modelEvents(ctx context.Context, publish func(web.Event)) {
+	events, cancel := a.models.Subscribe(256)
 	defer cancel()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case ev := <-events:
-			b.Publish(web.Event{Type: ev.Type, Time: ev.Time, Data: ev})
+			return
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			publish(web.Event{Type: ev.Type, Time: ev.Time, Data: ev})
 		}
 	}
 }

@@ -41,8 +41,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   "${sudo_cmd[@]}" apt-get update -q
   "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
-  # The Debian packages start these as services where systemd runs; ledge's
-  # tests start their own instances on free ports.
+  # Where systemd runs, the Debian packages start mosquitto (port 1883, which
+  # ledge's own hub uses) and docker-registry as services. ledge needs them
+  # only as programs: its tests start their own instances on free ports.
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    for svc in mosquitto docker-registry; do
+      if printf '%s\n' "${missing[@]}" | grep -qx "$svc" && systemctl is-active --quiet "$svc"; then
+        say "stopping the $svc service Debian just started (ledge's hub serves MQTT on 1883)"
+        "${sudo_cmd[@]}" systemctl disable --now "$svc" || true
+      fi
+    done
+  fi
 fi
 
 # --- ONNX Runtime ----------------------------------------------------------

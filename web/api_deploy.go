@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -25,6 +26,15 @@ type Deployer interface {
 	History(ctx context.Context, limit int) (any, error)
 	// Rollback returns to the last good deployment before the current.
 	Rollback(ctx context.Context) (any, error)
+	// Manifest returns deployment id (0: the current one) and its manifest
+	// text as it was received.
+	Manifest(ctx context.Context, id int64) (deployment any, text []byte, err error)
+	// Modules is the runtime state of every module, by name.
+	Modules(ctx context.Context) (any, error)
+	// RestartModule restarts a module's container now.
+	RestartModule(ctx context.Context, name string) error
+	// ModuleLogs returns the last tail lines of a module's output.
+	ModuleLogs(ctx context.Context, name string, tail int) ([]byte, error)
 }
 
 // manifestRequest is the body of check and apply: the manifest text as
@@ -35,12 +45,82 @@ type manifestRequest struct {
 }
 
 func (s *Server) deployRoutes() {
-	g := s.api.Group("/deployments")
+	g := s.api.Group("/deployments", s.needDeploy)
 	g.GET("", s.deployHistory)
 	g.POST("", s.deployApply)
 	g.POST("/check", s.deployCheck)
 	g.GET("/current", s.deployStatus)
 	g.POST("/rollback", s.deployRollback)
+	g.GET("/:id/manifest", s.deployManifest)
+	m := s.api.Group("/modules", s.needDeploy)
+	m.GET("", s.modulesList)
+	m.POST("/:name/restart", s.moduleRestart)
+	m.GET("/:name/logs", s.moduleLogs)
+}
+
+// deployManifest answers GET /deployments/{id}/manifest ("current" or a
+// number): the deployment and its manifest text.
+func (s *Server) deployManifest(c *gin.Context) {
+	var id int64
+	if v := c.Param("id"); v != "current" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			writeError(c, http.StatusBadRequest, "invalid", fmt.Sprintf("deployment id %q: want a number or \"current\"", v))
+			return
+		}
+		id = n
+	}
+	d, text, err := s.opts.Deploy.Manifest(c.Request.Context(), id)
+	if err != nil {
+		s.respondErr(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"deployment": d, "manifest": string(text)})
+}
+
+func (s *Server) modulesList(c *gin.Context) {
+	m, err := s.opts.Deploy.Modules(c.Request.Context())
+	if err != nil {
+		s.respondErr(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"modules": m})
+}
+
+func (s *Server) moduleRestart(c *gin.Context) {
+	if err := s.opts.Deploy.RestartModule(c.Request.Context(), c.Param("name")); err != nil {
+		s.respondErr(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"restarting": c.Param("name")})
+}
+
+// moduleLogs answers GET /modules/{name}/logs?tail=N as plain text.
+func (s *Server) moduleLogs(c *gin.Context) {
+	tail := 200
+	if v := c.Query("tail"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			writeError(c, http.StatusBadRequest, "invalid", "tail: want a number from 1 to 10000")
+			return
+		}
+		tail = n
+	}
+	out, err := s.opts.Deploy.ModuleLogs(c.Request.Context(), c.Param("name"), tail)
+	if err != nil {
+		s.respondErr(c, err)
+		return
+	}
+	c.Data(http.StatusOK, "text/plain; charset=utf-8", out)
+}
+
+// needDeploy answers 503 when ledge runs without the agent.
+func (s *Server) needDeploy(c *gin.Context) {
+	if s.opts.Deploy == nil {
+		writeError(c, http.StatusServiceUnavailable, "unavailable", "the agent is disabled (agent.enabled: false)")
+		return
+	}
+	c.Next()
 }
 
 func (s *Server) manifestBody(c *gin.Context) (*manifestRequest, bool) {

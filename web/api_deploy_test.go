@@ -61,6 +61,23 @@ func (f *fakeDeployer) Rollback(context.Context) (any, error) {
 	return map[string]any{"id": 1}, nil
 }
 
+func (f *fakeDeployer) Manifest(_ context.Context, id int64) (any, []byte, error) {
+	if id > int64(len(f.applied)) {
+		return nil, nil, fault.New(fault.NotFound, "no deployment %d", id)
+	}
+	return map[string]int64{"id": id}, []byte("version: x\n"), nil
+}
+
+func (f *fakeDeployer) Modules(context.Context) (any, error) { return map[string]any{}, nil }
+
+func (f *fakeDeployer) RestartModule(_ context.Context, name string) error {
+	return fault.New(fault.NotFound, "module %q is not in the deployment", name)
+}
+
+func (f *fakeDeployer) ModuleLogs(_ context.Context, name string, tail int) ([]byte, error) {
+	return nil, fault.New(fault.NotFound, "module %q has no container", name)
+}
+
 func TestDeployRoutes(t *testing.T) {
 	fd := &fakeDeployer{}
 	s, err := New(Options{Listen: "127.0.0.1:0", Socket: filepath.Join(t.TempDir(), "s.sock"), Deploy: fd, Dev: true})
@@ -109,14 +126,14 @@ func TestDeployRoutes(t *testing.T) {
 	if len(fd.applied) != 1 || fd.signatures[0] != `{"alg": "ed25519"}` {
 		t.Errorf("applied %v with signatures %v: only the good one should reach the agent", fd.applied, fd.signatures)
 	}
-	// Without an agent the routes do not exist.
+	// Without an agent the routes say so.
 	s2, _ := New(Options{Listen: "127.0.0.1:0", Dev: true})
 	defer s2.Close()
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest("GET", "/api/v1/deployments/current", nil)
 	req.RemoteAddr = "127.0.0.1:5000"
 	s2.Handler().ServeHTTP(rec, req)
-	if rec.Code != 404 {
-		t.Errorf("no agent: %d", rec.Code)
+	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "agent is disabled") {
+		t.Errorf("no agent: %d %s", rec.Code, rec.Body)
 	}
 }

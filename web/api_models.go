@@ -30,7 +30,7 @@ type ModelStore interface {
 }
 
 func (s *Server) modelRoutes() {
-	g := s.api.Group("/models")
+	g := s.api.Group("/models", s.needModels)
 	g.GET("", s.modelList)
 	g.POST("", s.modelPull)
 	g.GET("/:name", s.modelGet)
@@ -109,4 +109,12 @@ func (s *Server) modelRollback(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"version": v})
+}
+
+func (s *Server) needModels(c *gin.Context) {
+	if s.opts.Models == nil {
+		writeError(c, http.StatusServiceUnavailable, "unavailable", "this ledge has no model store")
+		return
+	}
+	c.Next()
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http/httptest"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -126,29 +125,17 @@ func TestModelRoutes(t *testing.T) {
 	}
 }
 
-// TestOpenAPIDocumentsModelRoutes: the model routes (registered only with
-// a model store) are in openapi.json.
-func TestOpenAPIDocumentsModelRoutes(t *testing.T) {
-	s := modelServer(t, &fakeModels{})
-	var doc struct {
-		Paths map[string]map[string]json.RawMessage `json:"paths"`
-	}
-	if err := json.Unmarshal(openAPI, &doc); err != nil {
+func TestModelRoutesWithoutStore(t *testing.T) {
+	s, err := New(Options{Listen: "127.0.0.1:0", Dev: true})
+	if err != nil {
 		t.Fatal(err)
 	}
-	param := regexp.MustCompile(`[:*]([A-Za-z]+)`)
-	n := 0
-	for _, r := range s.engine.Routes() {
-		if !strings.HasPrefix(r.Path, "/api/v1/models") {
-			continue
-		}
-		n++
-		path := strings.TrimPrefix(param.ReplaceAllString(r.Path, "{$1}"), "/api/v1")
-		if _, ok := doc.Paths[path][strings.ToLower(r.Method)]; !ok {
-			t.Errorf("%s %s is not in openapi.json", r.Method, path)
-		}
-	}
-	if n != 5 {
-		t.Errorf("%d model routes, want 5", n)
+	defer s.Close()
+	req := httptest.NewRequest("GET", "/api/v1/models", nil)
+	req.RemoteAddr = "127.0.0.1:5000"
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "unavailable") {
+		t.Errorf("%d %s", rec.Code, rec.Body)
 	}
 }

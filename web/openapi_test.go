@@ -13,7 +13,7 @@ import (
 // TestOpenAPIMatchesRoutes: every /api/v1 route the server registers is in
 // openapi.json with its method, and every documented operation exists.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
-	s := modelServer(t, &fakeModels{}) // with the optional model routes
+	s := newTestServer(t, nil)
 	var doc struct {
 		OpenAPI string                                `json:"openapi"`
 		Paths   map[string]map[string]json.RawMessage `json:"paths"`

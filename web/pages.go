@@ -62,7 +62,13 @@ func parseTemplates(pages []page) (*templates, error) {
 // dashboardPages lists the pages in navigation order; a page appears when
 // the component behind it is there.
 func (s *Server) dashboardPages() []page {
-	return []page{{Path: "/", Title: "Overview", name: "overview"}}
+	return []page{
+		{Path: "/", Title: "Overview", name: "overview"},
+		{Path: "/modules", Title: "Modules", name: "modules"},
+		{Path: "/devices", Title: "Devices", name: "devices"},
+		{Path: "/deployments", Title: "Deployments", name: "deployments"},
+		{Path: "/hub", Title: "Hub", name: "hub"},
+	}
 }
 
 // pageRoutes serves the dashboard, the login page and the static files.

@@ -59,7 +59,7 @@ type Options struct {
 	Events EventFeed
 	// Deploy serves /api/v1/deployments (nil: no agent).
 	Deploy Deployer
-	// Models serves /api/v1/models (nil: no model store).
+	// Models serves /api/v1/models (nil: they answer 503).
 	Models ModelStore
 }
 
@@ -249,12 +249,8 @@ func (s *Server) routes() error {
 	if s.opts.MQTTWebSocket != nil {
 		s.engine.GET("/$iothub/websocket", gin.WrapH(s.opts.MQTTWebSocket))
 	}
-	if s.opts.Deploy != nil {
-		s.deployRoutes()
-	}
-	if s.opts.Models != nil {
-		s.modelRoutes()
-	}
+	s.deployRoutes()
+	s.modelRoutes()
 	if err := s.pageRoutes(); err != nil {
 		return err
 	}

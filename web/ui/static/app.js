@@ -128,3 +128,210 @@ ledge.pages.overview = () => {
     $("#health-list").replaceChildren(...h.components.map((c) => ledge.el("li", { class: c.status === "ok" ? "" : "bad", text: c.name + ": " + c.status + (c.error ? " (" + c.error + ")" : "") })));
   });
 };
+
+// status renders a state as a coloured badge.
+ledge.status = (s) => ledge.el("span", { class: "badge status-" + String(s || "unknown").toLowerCase().replace(/[^a-z]/g, ""), text: s || "unknown" });
+// cell builds a table cell from text or a node.
+ledge.td = (x) => { const c = document.createElement("td"); c.append(x == null ? "–" : x); return c; };
+ledge.tr = (...cells) => { const r = document.createElement("tr"); r.append(...cells.map(ledge.td)); return r; };
+ledge.show = (node, msg, ok) => { node.textContent = msg; node.className = ok ? "result-ok" : "result-bad"; };
+// debounce coalesces bursts of events into one refresh.
+ledge.debounce = (fn, ms = 300) => { let t; return () => { clearTimeout(t); t = setTimeout(fn, ms); }; };
+ledge.dur = (ns) => { const s = ns / 1e9; return s < 60 ? s.toFixed(1) + " s" : s < 3600 ? (s / 60).toFixed(1) + " min" : (s / 3600).toFixed(1) + " h"; };
+
+ledge.pages.modules = () => {
+  const { api, $, el, status, tr, sse, debounce, every } = ledge;
+  let logsFor = "";
+  async function load() {
+    const rep = await api("GET", "/deployments/current");
+    const eng = rep.engine || {};
+    const pf = (rep.runtime || {}).platform || {};
+    $("#engine").textContent = eng.connected ? `Docker engine ${pf.version || ""} (${pf.os || ""}/${pf.architecture || ""})` : "Docker engine not reachable" + (eng.error ? ": " + eng.error : "");
+    const names = Object.keys(rep.modules || {}).sort();
+    const body = $("#modules tbody");
+    if (!names.length) { body.replaceChildren(tr(el("span", { class: "muted", text: "No modules: apply a deployment on the Deployments page." }))); return; }
+    body.replaceChildren(...names.map((n) => {
+      const m = rep.modules[n];
+      const st = el("span", {}, status(m.runtimeStatus));
+      if (m.statusDescription) st.append(" ", el("span", { class: "muted small", text: m.statusDescription }));
+      if (m.pull && m.pull.percent < 100) { const b = el("div", { class: "bar progress" }, el("span")); b.firstChild.style.width = m.pull.percent + "%"; st.append(b); }
+      const restart = el("button", { type: "button", text: "Restart" });
+      restart.onclick = async () => { restart.disabled = true; try { await api("POST", `/modules/${encodeURIComponent(n)}/restart`); } catch (e) { alert(e.message); } restart.disabled = false; };
+      const logs = el("button", { type: "button", text: "Logs" });
+      logs.onclick = () => { logsFor = n; showLogs(); };
+      const actions = el("span", {}, restart, " ", logs);
+      return tr(el("strong", { text: n }), st, el("code", { text: (m.settings || {}).image || "" }), String(m.restartCount ?? 0), String(m.exitCode ?? ""), m.lastStartTimeUtc ? ledge.ago(m.lastStartTimeUtc + "Z") : "–", actions);
+    }));
+  }
+  async function showLogs() {
+    $("#logs-panel").hidden = false;
+    $("#logs-name").textContent = logsFor;
+    const res = await fetch(`/api/v1/modules/${encodeURIComponent(logsFor)}/logs?tail=300`, { credentials: "same-origin" });
+    $("#logs").textContent = (await res.text()) || "(no output)";
+    $("#logs").focus();
+  }
+  $("#logs-refresh").onclick = showLogs;
+  $("#logs-close").onclick = () => { $("#logs-panel").hidden = true; };
+  const refresh = debounce(load);
+  sse("/events/stream?types=module,pull,deployment", { module: refresh, pull: refresh, deployment: refresh });
+  every(5000, load);
+};
+
+ledge.pages.deployments = () => {
+  const { api, $, el, status, tr, show, sse, debounce, every } = ledge;
+  let currentText = "";
+  async function load() {
+    const rep = await api("GET", "/deployments/current");
+    const d = rep.deployment || {};
+    $("#cur-version").textContent = rep.lastDesiredVersion || "none";
+    $("#cur-state").replaceChildren(status(d.state || "none"));
+    $("#cur-meta").textContent = d.source ? `from ${d.source}${d.signer ? ", signed by " + d.signer : ""}` : "";
+    const s = rep.lastDesiredStatus || {};
+    $("#cur-code").textContent = s.code || "–";
+    $("#cur-desc").textContent = s.description || "";
+    const mods = Object.entries(rep.modules || {});
+    $("#cur-modules").textContent = `${mods.filter(([, m]) => m.runtimeStatus === "running").length} / ${mods.length} running`;
+    $("#pulls").replaceChildren(...mods.filter(([, m]) => m.pull).map(([n, m]) => {
+      const b = el("div", { class: "bar progress", role: "progressbar", "aria-valuenow": String(Math.round(m.pull.percent)), "aria-valuemin": "0", "aria-valuemax": "100", "aria-label": "pull of " + n }, el("span"));
+      b.firstChild.style.width = m.pull.percent + "%";
+      return el("div", { class: "small" }, `${n}: ${m.pull.image} ${m.pull.percent.toFixed(0)} % (${ledge.bytes(m.pull.current)})`, b);
+    }));
+    try {
+      const cur = await api("GET", "/deployments/current/manifest");
+      currentText = cur.manifest; $("#current-manifest").textContent = currentText;
+    } catch (e) { if (e.status === 404) { currentText = ""; $("#current-manifest").textContent = "No deployment yet."; } }
+    const h = await api("GET", "/deployments?limit=30");
+    $("#history tbody").replaceChildren(...(h.deployments || []).map((x) =>
+      tr(String(x.id), x.version, status(x.state), x.source, new Date(x.receivedAt).toLocaleString(), x.reason || "")));
+  }
+  const body = () => ({ manifest: $("#manifest").value, signature: $("#signature").value.trim() || undefined });
+  function planTable(plan) {
+    const changes = (plan && (plan.changes || (plan.plan && plan.plan.changes))) || [];
+    if (!changes.length) return el("p", { class: "muted", text: "No changes." });
+    const t = el("table", {}, el("thead", {}, tr("Kind", "Name", "Action", "Detail")));
+    const tb = el("tbody"); t.append(tb);
+    for (const c of changes) tb.append(tr(c.kind, c.name, status(c.action), c.detail || ""));
+    return el("div", { class: "table-wrap" }, t);
+  }
+  function diff(a, b) {
+    // Line diff by longest common subsequence; fine for manifests.
+    const x = a.split("\n"), y = b.split("\n"), n = x.length, m = y.length;
+    const L = Array.from({ length: n + 1 }, () => new Int32Array(m + 1));
+    for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) L[i][j] = x[i] === y[j] ? L[i + 1][j + 1] + 1 : Math.max(L[i + 1][j], L[i][j + 1]);
+    const out = []; let i = 0, j = 0;
+    while (i < n || j < m) {
+      if (i < n && j < m && x[i] === y[j]) { out.push(el("span", { text: "  " + x[i] + "\n" })); i++; j++; }
+      else if (j < m && (i >= n || L[i][j + 1] >= L[i + 1][j])) { out.push(el("span", { class: "diff-add", text: "+ " + y[j] + "\n" })); j++; }
+      else { out.push(el("span", { class: "diff-del", text: "- " + x[i] + "\n" })); i++; }
+    }
+    return out;
+  }
+  $("#manifest-file").onchange = async (e) => { const f = e.target.files[0]; if (f) $("#manifest").value = await f.text(); };
+  $("#check").onclick = async () => {
+    try {
+      const plan = await api("POST", "/deployments/check", body());
+      show($("#apply-result"), "Valid. Plan:", true);
+      $("#plan").replaceChildren(planTable(plan));
+      $("#diff").replaceChildren(...diff(currentText, $("#manifest").value)); $("#diff-box").hidden = false;
+    } catch (e) { show($("#apply-result"), e.message, false); $("#plan").replaceChildren(); }
+  };
+  $("#apply").onclick = async () => {
+    $("#apply").disabled = true;
+    try {
+      const res = await api("POST", "/deployments", body());
+      show($("#apply-result"), `Applied: deployment ${res.deployment ? res.deployment.id : ""} is being reconciled.`, true);
+      $("#plan").replaceChildren(planTable(res));
+      load();
+    } catch (e) { show($("#apply-result"), e.message, false); }
+    $("#apply").disabled = false;
+  };
+  $("#rollback").onclick = async () => {
+    if (!confirm("Roll back to the last deployment that converged?")) return;
+    try { await api("POST", "/deployments/rollback"); load(); } catch (e) { alert(e.message); }
+  };
+  const refresh = debounce(load);
+  sse("/events/stream?types=module,pull,deployment,rejected", { module: refresh, pull: refresh, deployment: refresh, rejected: refresh });
+  every(5000, load);
+};
+
+ledge.pages.devices = () => {
+  const { api, $, el, tr, show, every } = ledge;
+  async function load() {
+    const [ids, st] = await Promise.all([api("GET", "/hub/identities"), api("GET", "/hub")]);
+    const online = new Map((st.clients || []).map((c) => [c.identity || c.id, c]));
+    const list = ids.identities || ids || [];
+    const body = $("#identities tbody");
+    if (!list.length) { body.replaceChildren(tr(el("span", { class: "muted", text: "No identities yet: add one below, or `ledge identity add NAME`." }))); return; }
+    body.replaceChildren(...list.map((i) => {
+      const c = online.get(i.name);
+      const rm = el("button", { type: "button", class: "danger", text: "Remove" });
+      rm.onclick = async () => {
+        if (!confirm(`Remove ${i.name}? Its keys stop working.`)) return;
+        try { await api("DELETE", "/hub/identities/" + i.name); load(); } catch (e) { alert(e.message); }
+      };
+      return tr(el("strong", { text: i.name }), i.kind, c ? ledge.status("connected") : el("span", { class: "muted", text: "no" }), c ? c.auth : "", i.managedBy || "", new Date(i.created).toLocaleString(), i.managedBy ? "" : rm);
+    }));
+  }
+  $("#add-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    const spec = { name: f.get("name"), kind: f.get("kind") };
+    if (f.get("password")) spec.password = f.get("password");
+    try {
+      const r = await api("POST", "/hub/identities", spec);
+      const dl = el("dl", { class: "kv" });
+      for (const [k, v] of Object.entries({ "Connection string": r.connectionString, "Primary key": r.primaryKey, "Secondary key": r.secondaryKey, Password: r.password })) if (v) dl.append(el("dt", { text: k }), el("dd", {}, el("code", { text: v })));
+      $("#add-result").replaceChildren(el("p", { class: "result-ok", text: `Added ${r.name}. Copy the secrets now: they are shown only this once.` }), dl);
+      e.target.reset(); load();
+    } catch (err) { $("#add-result").replaceChildren(el("p", { class: "result-bad", text: err.message })); }
+  };
+  const twinName = () => new FormData($("#twin-form")).get("name");
+  $("#twin-form").onsubmit = async (e) => {
+    e.preventDefault();
+    try { $("#twin").textContent = JSON.stringify(await api("GET", "/hub/twins/" + twinName()), null, 2); } catch (err) { $("#twin").textContent = err.message; }
+  };
+  $("#patch").onclick = async () => {
+    let patch; try { patch = JSON.parse($("#desired").value); } catch (err) { show($("#twin-result"), "Not JSON: " + err.message, false); return; }
+    try { const t = await api("PATCH", "/hub/twins/" + twinName(), patch); $("#twin").textContent = JSON.stringify(t, null, 2); show($("#twin-result"), "Desired properties patched.", true); }
+    catch (err) { show($("#twin-result"), err.message, false); }
+  };
+  $("#method-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    let payload; try { payload = JSON.parse(f.get("payload") || "null"); } catch (err) { $("#method-result").textContent = "Payload is not JSON: " + err.message; return; }
+    try { const r = await api("POST", "/hub/methods", { target: f.get("target"), method: f.get("method"), payload, timeoutSeconds: Number(f.get("timeout")) }); $("#method-result").textContent = JSON.stringify(r, null, 2); }
+    catch (err) { $("#method-result").textContent = `${err.status}: ${err.message}`; }
+  };
+  $("#c2d-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    try { await api("POST", "/hub/c2d", { device: f.get("device"), body: f.get("body") }); show($("#c2d-result"), "Sent.", true); }
+    catch (err) { show($("#c2d-result"), err.message, false); }
+  };
+  every(5000, load);
+};
+
+ledge.pages.hub = () => {
+  const { api, $, tr, bytes, every, chart, dur, status } = ledge;
+  const hist = { in: [], out: [], routed: [] };
+  every(2000, async () => {
+    const s = await api("GET", "/hub");
+    $("#clients").textContent = s.clientsConnected;
+    $("#ports").textContent = `MQTT ${s.ports.mqtt || "off"} · TLS ${s.ports.mqtts || "off"} · ${s.hostname}`;
+    $("#rates").textContent = `${s.rates.mqttIn.toFixed(0)} / ${s.rates.mqttOut.toFixed(0)}`;
+    $("#routed").textContent = `${s.rates.routedIn.toFixed(0)} / ${s.rates.delivered.toFixed(0)}`;
+    const up = s.upstream || {};
+    $("#upstream").replaceChildren(up.mode ? status(up.state) : "none");
+    $("#upstream-detail").textContent = up.mode ? `${up.mode} ${up.broker || ""}${up.lastError ? " · " + up.lastError : ""}` : "no upstream configured";
+    $("#queue-bytes").textContent = bytes(s.queueBytes);
+    $("#queue-bar").style.width = s.queueQuotaBytes ? (100 * s.queueBytes / s.queueQuotaBytes) + "%" : "0";
+    $("#queue-quota").textContent = s.queueQuotaBytes ? "of " + bytes(s.queueQuotaBytes) + " quota" : "no quota";
+    $("#authfail").textContent = s.authFailures;
+    $("#queues tbody").replaceChildren(...(s.queues || []).map((q) => tr(q.endpoint, String(q.depth), bytes(q.bytes), q.depth ? dur(q.oldestAge) : "–", String(q.delivered), String(q.failures), q.backoff ? dur(q.backoff) : "–", q.lastError || "")));
+    $("#drops tbody").replaceChildren(...Object.entries(s.drops || {}).map(([k, v]) => tr(k, String(v))));
+    $("#clients-table tbody").replaceChildren(...(s.clients || []).map((c) => tr(c.id, c.identity || "", c.kind || "", c.auth || "", c.listener, c.remote)));
+    const t = Date.now() / 1000;
+    for (const [k, v] of [["in", s.rates.mqttIn], ["out", s.rates.mqttOut], ["routed", s.rates.routedIn]]) { hist[k].push([t, v]); while (hist[k].length && hist[k][0][0] < t - 600) hist[k].shift(); }
+    chart($("#rate-chart"), [{ name: "MQTT in", points: hist.in }, { name: "MQTT out", points: hist.out }, { name: "routed", points: hist.routed }]);
+  });
+};

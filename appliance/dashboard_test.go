@@ -1,0 +1,208 @@
+package appliance
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"ledge/hub"
+	"ledge/internal/testenv"
+	"ledge/web"
+)
+
+// Browser tests of the dashboard against a whole appliance (hub, agent,
+// real Docker), driving Debian's Chromium headless. Every page is
+// screenshotted into test-artifacts/dashboard/.
+
+const testPassword = "correct horse battery staple"
+
+// dashboard is a running appliance with a known admin password.
+type dashboard struct {
+	app  *App
+	cfg  Config
+	base string
+}
+
+func startDashboard(t *testing.T, mutate func(*Config)) *dashboard {
+	t.Helper()
+	id := runID()
+	cfg := testConfig(t)
+	cfg.DeviceID = "gw-" + id
+	cfg.Hub.Listen = hub.ListenConfig{MQTT: "127.0.0.1:0", MQTTS: "127.0.0.1:0"}
+	cfg.Agent.Network = "ledge-test-" + id
+	cfg.Agent.ContainerPrefix = "t" + id + "-"
+	cfg.Agent.Rollback.StableFor = time.Second
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	app, err := New(t.Context(), cfg, BuildInfo{Version: "test"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := web.SetAdminPassword(t.Context(), app.DB(), testPassword); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		app.Close()
+		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "name="+cfg.Agent.ContainerPrefix).Output()
+		for _, c := range strings.Fields(string(out)) {
+			exec.Command("docker", "rm", "-f", c).Run()
+		}
+		exec.Command("docker", "network", "rm", cfg.Agent.Network).Run()
+	})
+	return &dashboard{app: app, cfg: cfg, base: "http://" + app.webAddr()}
+}
+
+// browser starts headless Chromium for one test.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(testenv.Chromium(t)),
+		chromedp.NoSandbox,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	)
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelC := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelC(); cancelA() })
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+func shot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(testenv.ArtifactDir(t, "dashboard"), name+".png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wait polls a JavaScript predicate in the page.
+// A poll started while the page navigates fails; it is tried again until
+// the deadline.
+func wait(t *testing.T, ctx context.Context, what, js string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		left := time.Until(deadline)
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool](js, chromedp.WithPollingTimeout(left)))
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) || !strings.Contains(err.Error(), "navigated") && !strings.Contains(err.Error(), "context") {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func login(t *testing.T, ctx context.Context, base, password string) {
+	t.Helper()
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/login"),
+		chromedp.WaitVisible(chromedp.ID("password")),
+		chromedp.SendKeys(chromedp.ID("password"), password),
+		chromedp.Submit(chromedp.ID("password")),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func evalString(t *testing.T, ctx context.Context, js string) string {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("%s: %v", js, err)
+	}
+	return v
+}
+
+// TestDashboardDeployFromBrowser: log in (a wrong password first), apply
+// a manifest from the Deployments page, and watch the modules start on the
+// Modules page; a state-changing request without the CSRF token is refused.
+func TestDashboardDeployFromBrowser(t *testing.T) {
+	id := runID()
+	image := "ledge-test/mqttmod:" + id
+	buildModuleImage(t, image)
+	d := startDashboard(t, nil)
+	ctx := browser(t)
+
+	login(t, ctx, d.base, "not the password")
+	wait(t, ctx, "the refusal", `document.querySelector(".error") !== null`, 10*time.Second)
+	if msg := evalString(t, ctx, `document.querySelector(".error").textContent`); !strings.Contains(msg, "wrong password") {
+		t.Fatalf("wrong password page says %q", msg)
+	}
+	shot(t, ctx, "login-refused")
+
+	login(t, ctx, d.base, testPassword)
+	wait(t, ctx, "the overview", `document.querySelector("#uptime") && document.querySelector("#uptime").textContent !== "…"`, 10*time.Second)
+	shot(t, ctx, "overview")
+
+	// A POST without the CSRF token, from the logged-in page: refused.
+	status := evalString(t, ctx, `(async () => String((await fetch("/api/v1/deployments/rollback", {method: "POST", credentials: "same-origin"})).status))()`)
+	if status != "403" {
+		t.Errorf("POST without CSRF token: %s, want 403", status)
+	}
+
+	manifest := fmt.Sprintf("version: \"1\"\nmodules:\n  talker: {image: %s, imagePullPolicy: never, createOptions: {Cmd: [receiver]}}\n", image)
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(d.base+"/deployments"),
+		chromedp.WaitVisible(chromedp.ID("manifest")),
+		chromedp.SetValue(chromedp.ID("manifest"), manifest),
+		chromedp.Click(chromedp.ID("check")),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "the plan", `document.querySelector("#plan table") !== null`, 10*time.Second)
+	if plan := evalString(t, ctx, `document.querySelector("#plan").textContent`); !strings.Contains(plan, "talker") || !strings.Contains(plan, "create") {
+		t.Errorf("plan shows %q", plan)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("apply"))); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "the apply result", `document.querySelector("#apply-result").className === "result-ok"`, 10*time.Second)
+	shot(t, ctx, "deployments")
+
+	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/modules")); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "talker running on the Modules page",
+		`[...document.querySelectorAll("#modules tbody tr")].some(r => r.textContent.includes("talker") && r.textContent.includes("running"))`, 60*time.Second)
+	shot(t, ctx, "modules")
+	if r := d.app.agent.Reported(); r.Modules["talker"].RuntimeStatus != "running" {
+		t.Errorf("agent reports talker %q", r.Modules["talker"].RuntimeStatus)
+	}
+
+	for _, p := range []string{"devices", "hub"} {
+		if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/"+p)); err != nil {
+			t.Fatal(err)
+		}
+		wait(t, ctx, p+" filled in", `document.querySelector("tbody") && !document.querySelector("tbody").textContent.includes("Loading")`, 10*time.Second)
+		time.Sleep(300 * time.Millisecond)
+		shot(t, ctx, p)
+	}
+}
