@@ -111,8 +111,7 @@ type capture struct {
 	onState atomic.Pointer[func(source.State)]
 	cancel  context.CancelFunc
 	done    chan struct{}
-	frames  *atomic.Uint64 // captured, the owner's counter
-	readLat *ring
+	counted func(source.Frame) // counts a frame taken by a mailbox
 	err     error
 }
 
@@ -179,10 +178,10 @@ func (c *capture) Put(ctx context.Context, f source.Frame) bool {
 		if mb == nil {
 			return false
 		}
-		if c.frames != nil {
-			c.frames.Add(1)
-		}
 		if mb.put(ctx, f, c.Recycle) {
+			if c.counted != nil {
+				c.counted(f)
+			}
 			return true
 		}
 		if c.mb.Load() == mb {

@@ -15,9 +15,10 @@ import (
 // slot is what outlives the reloads of a pipeline with a given name: its
 // counters, its viewers and its source state.
 type slot struct {
-	c   *counters
-	hub *frameHub
-	src source.Watch
+	c       *counters
+	results resultBus
+	hub     *frameHub
+	src     source.Watch
 }
 
 // instance is one built pipeline: its stages and the goroutines running
@@ -165,8 +166,7 @@ func (in *instance) start(ctx context.Context, prev *instance) {
 		in.cap = newCapture(in.spec.Source)
 		in.ownsCap = true
 	}
-	in.cap.frames = &c.in
-	in.cap.readLat = c.lat[StageCapture]
+	in.cap.counted = func(source.Frame) { c.in.Add(1); c.fpsIn.mark(time.Now()) }
 	onState := func(s source.State) {
 		in.slot.src.Set(s)
 		in.eng.bus.publishState(in.spec.Name, s)
@@ -302,6 +302,10 @@ func (in *instance) processFrame(f source.Frame) {
 	c.fpsOut.mark(now)
 	c.lat[StageCaptureToResult].add(now.Sub(f.Captured))
 
+	if in.slot.results.n.Load() > 0 {
+		in.slot.results.publish(Result{Pipeline: in.spec.Name, Frame: f.Seq, Time: f.Time, Detected: detected,
+			Objects: objs, Model: version})
+	}
 	if in.slot.hub.watching(now) {
 		drawn := objs
 		if !detected {
@@ -401,4 +405,3 @@ func (in *instance) stats(s *Stats) {
 		s.Actions = append(s.Actions, a.stats())
 	}
 }
-

@@ -89,4 +89,3 @@ func Draw(dst *gocv.Mat, w, h, n int) {
 	gocv.Rectangle(dst, image.Rect(x, y, x+side, y+side), color.RGBA{60, 220, 60, 0}, -1)
 	gocv.PutText(dst, "ledge test pattern "+strconv.Itoa(n), image.Pt(10, 24), gocv.FontHersheySimplex, 0.6, color.RGBA{255, 255, 255, 0}, 1)
 }
-

@@ -81,7 +81,11 @@ func Run(ctx context.Context, s Spec, sink Sink, state func(State)) error {
 		}
 		state(st)
 	}
-	defer func() { set(PhaseStopped, st.Reason) }()
+	defer func() {
+		if st.Phase != PhaseEnded {
+			set(PhaseStopped, st.Reason)
+		}
+	}()
 	var seq uint64
 	wait := initial
 	opened := false
