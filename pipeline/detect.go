@@ -261,6 +261,9 @@ func (s *detectStage) detect(img gocv.Mat, t time.Time) ([]Object, string, error
 // info is the model's name and version.
 func (s *detectStage) info() (string, string) {
 	m := s.cur.Load()
+	if m == nil {
+		return "", ""
+	}
 	return m.name, m.version
 }
 

@@ -116,8 +116,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer e.applyMu.Unlock()
 	e.mu.Lock()
 	e.stopped = true
-	all := e.running
-	e.running = map[string]*instance{}
+	all := e.running // kept, stopped, for their final stats
 	e.mu.Unlock()
 	var stops sync.WaitGroup
 	for _, in := range all {
@@ -336,13 +335,14 @@ func (e *Engine) Stats() []Stats {
 func (e *Engine) PipelineStats(name string) (Stats, error) {
 	e.mu.Lock()
 	in, running := e.running[name]
+	stopped := e.stopped
 	sl, ok := e.slots[name]
 	known := slices.ContainsFunc(e.specs, func(s Spec) bool { return s.Name == name })
 	e.mu.Unlock()
 	if !known {
 		return Stats{}, fault.New(fault.NotFound, "no pipeline named %q", name)
 	}
-	s := Stats{Name: name, Running: running && in.started}
+	s := Stats{Name: name, Running: running && in.started && !stopped}
 	if ok {
 		sl.c.fill(&s, time.Now())
 		s.Source = sl.src.Get()

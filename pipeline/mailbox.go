@@ -64,7 +64,7 @@ func (m *mailbox) put(ctx context.Context, f source.Frame, recycle func(gocv.Mat
 
 // take waits for a frame; false when ctx ends.
 func (m *mailbox) take(ctx context.Context) (source.Frame, bool) {
-	for {
+	for ctx.Err() == nil {
 		m.mu.Lock()
 		if f := m.frame; f != nil {
 			m.frame = nil
@@ -82,6 +82,7 @@ func (m *mailbox) take(ctx context.Context) (source.Frame, bool) {
 		case <-m.ready:
 		}
 	}
+	return source.Frame{}, false
 }
 
 // close refuses further frames and returns a pending one's Mat to recycle.

@@ -120,7 +120,8 @@ func run(t testing.TB, e *Engine) (stop func()) {
 					t.Errorf("Run: %v", err)
 				}
 			case <-time.After(15 * time.Second):
-				t.Errorf("Run did not return within 15 s")
+				buf := make([]byte, 1<<20)
+				t.Errorf("Run did not return within 15 s\n%s", buf[:runtime.Stack(buf, true)])
 			}
 		})
 	}
