@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"ledge/pipeline"
 	"ledge/web"
 )
 
@@ -40,6 +41,7 @@ type App struct {
 	health   *healthSet
 
 	web        *web.Server
+	pipelines  *pipeline.Engine
 	components []component // in start order
 	closers    []func() error
 }
@@ -83,6 +85,9 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	a.web = srv
 	a.closers = append(a.closers, srv.Close)
 	a.add("web", srv.Run)
+	if err := a.addPipelines(ctx); err != nil {
+		return nil, err
+	}
 	a.health.add("database", func(ctx context.Context) error { return a.db.PingContext(ctx) })
 	return a, nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"ledge/internal/yamlstrict"
+	"ledge/pipeline"
 )
 
 // Config is ledge.yaml. Every field is optional; [Default] gives each its
@@ -30,6 +31,11 @@ type Config struct {
 	HTTP      HTTPConfig      `yaml:"http"`
 	Database  DatabaseConfig  `yaml:"database"`
 	Inference InferenceConfig `yaml:"inference"`
+
+	// Pipeline is the pipeline engine (event log retention, snapshots);
+	// Pipelines are the vision pipelines to run (docs/pipelines.md).
+	Pipeline  pipeline.Config `yaml:"pipeline"`
+	Pipelines []pipeline.Spec `yaml:"pipelines"`
 }
 
 // LogConfig sets up log/slog.
@@ -87,6 +93,7 @@ func Default() Config {
 		HTTP:            HTTPConfig{Listen: ":8080"},
 		Database:        DatabaseConfig{Synchronous: "full"},
 		Inference:       InferenceConfig{Providers: []string{"cpu"}},
+		Pipeline:        pipeline.DefaultConfig(),
 	}
 }
 
@@ -140,6 +147,12 @@ func (c *Config) Validate() error {
 	case "full", "normal":
 	default:
 		bad("database.synchronous", "%q: want full or normal", c.Database.Synchronous)
+	}
+	if err := c.Pipeline.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := pipeline.ValidateSpecs(c.Pipelines, "pipelines"); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -3,8 +3,8 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"runtime"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
