@@ -194,6 +194,10 @@ func IsModelPath(model string) bool {
 func ParseSpecs(name string, data []byte) ([]Spec, error) {
 	var specs []Spec
 	if err := yamlstrict.Decode(data, &specs); err != nil {
+		var ye *yamlstrict.Error
+		if errors.As(err, &ye) && strings.HasPrefix(ye.Path, "[") {
+			ye.Path = "pipelines" + ye.Path
+		}
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	if err := ValidateSpecs(specs, "pipelines"); err != nil {
