@@ -342,7 +342,7 @@ func (e *Engine) PipelineStats(name string) (Stats, error) {
 	if !known {
 		return Stats{}, fault.New(fault.NotFound, "no pipeline named %q", name)
 	}
-	s := Stats{Name: name, Running: running && in.started && !stopped}
+	s := Stats{Name: name, Running: running && in.started.Load() && !stopped}
 	if ok {
 		sl.c.fill(&s, time.Now())
 		s.Source = sl.src.Get()

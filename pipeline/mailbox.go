@@ -112,7 +112,7 @@ type capture struct {
 	onState atomic.Pointer[func(source.State)]
 	cancel  context.CancelFunc
 	done    chan struct{}
-	counted func(source.Frame) // counts a frame taken by a mailbox
+	counted atomic.Pointer[func(source.Frame)] // counts a frame taken by a mailbox
 	err     error
 }
 
@@ -180,8 +180,8 @@ func (c *capture) Put(ctx context.Context, f source.Frame) bool {
 			return false
 		}
 		if mb.put(ctx, f, c.Recycle) {
-			if c.counted != nil {
-				c.counted(f)
+			if f2 := c.counted.Load(); f2 != nil {
+				(*f2)(f)
 			}
 			return true
 		}

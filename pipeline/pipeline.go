@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gocv.io/x/gocv"
@@ -48,7 +49,7 @@ type instance struct {
 	actStop  context.CancelFunc
 	wg       sync.WaitGroup // process and dispatch
 	actWG    sync.WaitGroup // action runners
-	started  bool
+	started  atomic.Bool
 	procDone chan struct{}
 }
 
@@ -157,7 +158,7 @@ func (in *instance) release() {
 // replaced: if its source is the same, its capture is taken over and its
 // camera stays open.
 func (in *instance) start(ctx context.Context, prev *instance) {
-	in.started = true
+	in.started.Store(true)
 	c := in.slot.c
 	in.mb = newMailbox(in.target.Lossless(in.spec.Source), &c.dropped)
 	if prev != nil && prev.cap != nil && prev.ownsCap && sameSource(prev.spec.Source, in.spec.Source) {
@@ -166,7 +167,8 @@ func (in *instance) start(ctx context.Context, prev *instance) {
 		in.cap = newCapture(in.spec.Source)
 		in.ownsCap = true
 	}
-	in.cap.counted = func(source.Frame) { c.in.Add(1); c.fpsIn.mark(time.Now()) }
+	counted := func(source.Frame) { c.in.Add(1); c.fpsIn.mark(time.Now()) }
+	in.cap.counted.Store(&counted)
 	onState := func(s source.State) {
 		in.slot.src.Set(s)
 		in.eng.bus.publishState(in.spec.Name, s)
@@ -206,7 +208,7 @@ func sameSource(a, b source.Spec) bool {
 // the queued events, the actions within grace; then releases everything.
 // The capture is stopped unless the next instance took it over.
 func (in *instance) stop(grace time.Duration) {
-	if !in.started {
+	if !in.started.Load() {
 		in.release()
 		return
 	}
