@@ -22,7 +22,8 @@ type capture struct {
 	fps      float64
 	start    time.Time     // wall time of media time 0 (files)
 	offset   time.Duration // media time added by earlier loops
-	last     time.Duration // last media time read
+	last     time.Duration // last media time read (in this pass)
+	read     int           // frames read in this pass
 }
 
 var ffmpegOptionsOnce sync.Once
@@ -98,6 +99,7 @@ func (c *capture) Read(ctx context.Context, dst *gocv.Mat) (time.Time, error) {
 		}
 		// Rewind: reopening is more robust across containers than seeking.
 		c.offset += c.last + time.Duration(float64(time.Second)/c.fps)
+		c.last, c.read = 0, 0
 		c.vc.Close()
 		vc, err := gocv.VideoCaptureFileWithAPI(c.path, gocv.VideoCaptureFFmpeg)
 		if err != nil || !vc.IsOpened() {
@@ -112,7 +114,15 @@ func (c *capture) Read(ctx context.Context, dst *gocv.Mat) (time.Time, error) {
 			return time.Time{}, fmt.Errorf("read %s: no frame after rewinding", c.path)
 		}
 	}
-	c.last = time.Duration(c.vc.Get(gocv.VideoCapturePosMsec) * float64(time.Millisecond))
+	// Media time from the container, kept monotonic: OpenCV reports 0 for
+	// the last frames of some files, so a position that does not advance
+	// is extrapolated by one frame.
+	pos := time.Duration(c.vc.Get(gocv.VideoCapturePosMsec) * float64(time.Millisecond))
+	if c.read > 0 && pos <= c.last {
+		pos = c.last + time.Duration(float64(time.Second)/c.fps)
+	}
+	c.last = pos
+	c.read++
 	media := c.offset + c.last
 	at := c.start.Add(media)
 	if c.realtime {

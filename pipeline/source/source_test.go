@@ -3,6 +3,7 @@ package source
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -122,5 +123,28 @@ func TestPattern(t *testing.T) {
 	Run(ctx, Spec{URL: "testpattern:", Width: 160, Height: 120, FPS: 40}, s, func(State) {})
 	if n := len(s.frames); n < 10 || n > 25 {
 		t.Errorf("%d frames in 0.5 s at 40 fps", n)
+	}
+}
+
+// TestFileLoopPaced: a looped file read in real time keeps its pace across
+// the loop (OpenCV reports position 0 for the last frames of some files).
+func TestFileLoopPaced(t *testing.T) {
+	ffmpeg := testenv.Command(t, "ffmpeg", "ffmpeg")
+	path := filepath.Join(t.TempDir(), "short.mp4")
+	if b, err := exec.Command(ffmpeg, "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=s=160x120:r=25:d=0.4",
+		"-c:v", "libx264", "-preset", "veryfast", path).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v %s", err, b)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 1200*time.Millisecond)
+	defer cancel()
+	s := &sink{}
+	Run(ctx, Spec{URL: "file:" + path, Loop: true, Realtime: true}, s, func(State) {})
+	if n := len(s.frames); n < 20 || n > 32 {
+		t.Errorf("%d frames in 1.2 s of a looped 25 fps file, want about 30", n)
+	}
+	for i := 1; i < len(s.frames); i++ {
+		if !s.frames[i].Time.After(s.frames[i-1].Time) {
+			t.Errorf("frame %d scene time %v is not after frame %d's %v", i, s.frames[i].Time, i-1, s.frames[i-1].Time)
+		}
 	}
 }
