@@ -167,7 +167,7 @@ type logAction struct {
 }
 
 func (a *logAction) do(ctx context.Context, e *Event) error {
-	a.log.Log(ctx, a.level, "pipeline event", "pipeline", e.Pipeline, "type", e.Type, "zone", e.Zone,
+	a.log.Log(ctx, a.level, "pipeline event", "type", e.Type, "zone", e.Zone,
 		"class", e.Class, "track", e.TrackID, "score", e.Score, "count", e.Count, "frame", e.Frame)
 	return nil
 }
