@@ -8,12 +8,12 @@ import (
 	"strconv"
 )
 
-// snapshotAction writes the annotated frame of an event as a JPEG under
+// snapshotAction writes the annotated frame of an event (encoded by the
+// process stage at the action's quality) as a JPEG under
 // <snapshotDir>/<pipeline>/<yyyy-mm-dd>/. It runs in the dispatcher,
 // before the event is logged, so the log records the file.
 type snapshotAction struct {
-	dir     string
-	quality int
+	dir string
 }
 
 // write stores e's JPEG and sets e.Snapshot; it returns the size.

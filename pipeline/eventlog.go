@@ -57,7 +57,7 @@ type EventLog struct {
 
 	mu        sync.Mutex // guards snapBytes and serialises trimming
 	snapBytes int64
-	deleted   int64 // snapshots deleted by retention, ever
+	deleted   int64 // snapshots deleted by the byte limit, ever
 }
 
 // OpenEventLog applies the event log's migrations and reads the snapshot
@@ -75,6 +75,9 @@ func OpenEventLog(ctx context.Context, db *sql.DB, snapshotDir string, cfg Event
 
 // SnapshotDir is where snapshot files live.
 func (l *EventLog) SnapshotDir() string { return l.dir }
+
+// SnapshotsDeleted counts the snapshots the byte limit deleted.
+func (l *EventLog) SnapshotsDeleted() int64 { l.mu.Lock(); defer l.mu.Unlock(); return l.deleted }
 
 // SnapshotBytes is the size of the snapshots the log refers to.
 func (l *EventLog) SnapshotBytes() int64 { l.mu.Lock(); defer l.mu.Unlock(); return l.snapBytes }

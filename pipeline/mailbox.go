@@ -113,7 +113,6 @@ type capture struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	counted atomic.Pointer[func(source.Frame)] // counts a frame taken by a mailbox
-	err     error
 }
 
 func newCapture(spec source.Spec) *capture {
@@ -127,7 +126,7 @@ func (c *capture) start(ctx context.Context) {
 	ctx, c.cancel = context.WithCancel(ctx)
 	go func() {
 		defer close(c.done)
-		c.err = source.Run(ctx, c.spec, c, func(s source.State) {
+		source.Run(ctx, c.spec, c, func(s source.State) {
 			c.state.Set(s)
 			if f := c.onState.Load(); f != nil {
 				(*f)(s)

@@ -117,7 +117,7 @@ func (e *Engine) build(s Spec, sl *slot) (_ *instance, err error) {
 				qual = 85
 			}
 			in.quality = qual
-			act = &snapshotAction{dir: e.snapshotDir(), quality: qual}
+			act = &snapshotAction{dir: e.snapshotDir()}
 		default:
 			return nil, fmt.Errorf("actions[%d].type: unknown action %q", i, a.Type)
 		}

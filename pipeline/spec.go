@@ -320,9 +320,15 @@ func (s Spec) Validate(path string) error {
 		v.bad(at("events.queue"), "%d: want 1..100000", s.Events.Queue)
 	}
 	names := map[string]bool{}
+	snapshots := 0
 	for i, a := range s.Actions {
 		ap := at(fmt.Sprintf("actions[%d]", i))
 		a.validate(v, ap, zones)
+		if a.Type == "snapshot" {
+			if snapshots++; snapshots > 1 {
+				v.bad(ap+".type", "one snapshot action per pipeline (filter it with on, zones and classes)")
+			}
+		}
 		if n := a.name(i); names[n] {
 			v.bad(ap+".name", "%q is used by another action", n)
 		} else {
