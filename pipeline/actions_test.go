@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -79,6 +80,8 @@ func TestActions(t *testing.T) {
 
 	// MQTT: a subscriber on a real mosquitto.
 	broker := startMosquitto(t)
+	db := testenv.DB(t)
+	base := settledGoroutines() // the database's opener and the webhook server included
 	got := make(chan Event, 100)
 	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + broker).SetClientID("test-sub"))
 	if tok := sub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
@@ -107,7 +110,7 @@ func TestActions(t *testing.T) {
 		{Type: "log", On: []string{ObjectLeave}},
 	}
 	var snapLimit int64 = 200_000
-	e := newTestEngine(t, []Spec{spec}, func(o *Options) { o.Config.EventLog.MaxSnapshotBytes = snapLimit })
+	e := newTestEngine(t, []Spec{spec}, func(o *Options) { o.DB = db; o.Config.EventLog.MaxSnapshotBytes = snapLimit })
 	stop := run(t, e)
 	waitFor(t, 60*time.Second, "the video to end", func() bool {
 		s, _ := e.PipelineStats("actions")
@@ -124,6 +127,12 @@ func TestActions(t *testing.T) {
 		return len(got) >= len(zoneEnters) && len(hookBody) >= len(zoneEnters)
 	})
 	stop()
+	hook.CloseClientConnections()
+	sub.Disconnect(100)
+	if n := settledGoroutines(); n > base {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines after stopping, %d before: leaked\n%s", n, base, buf[:runtime.Stack(buf, true)])
+	}
 	st, _ := e.PipelineStats("actions")
 	byName := map[string]ActionStats{}
 	for _, a := range st.Actions {

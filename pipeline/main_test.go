@@ -92,9 +92,12 @@ func newTestEngine(t testing.TB, specs []Spec, mod func(*Options)) *Engine {
 	cfg := DefaultConfig()
 	cfg.SnapshotDir = filepath.Join(t.TempDir(), "snapshots")
 	cfg.Detector = DetectorConfig{Sessions: 1, Threads: 1}
-	opts := Options{Config: cfg, DB: testenv.DB(t), Logger: testLogger(t), Library: testenv.ORTLib(t)}
+	opts := Options{Config: cfg, Logger: testLogger(t), Library: testenv.ORTLib(t)}
 	if mod != nil {
 		mod(&opts)
+	}
+	if opts.DB == nil {
+		opts.DB = testenv.DB(t)
 	}
 	e, err := NewEngine(t.Context(), opts, specs)
 	if err != nil {
