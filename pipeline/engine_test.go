@@ -83,8 +83,8 @@ func TestSourceReconnects(t *testing.T) {
 		t.Errorf("stats during back-off show %+v", st.Source)
 	}
 	before := st.FramesOut
-	if before != 36 {
-		t.Errorf("%d frames processed before the failure, want 36", before)
+	if st.FramesIn != 36 {
+		t.Errorf("%d frames captured before the failure, want 36", st.FramesIn)
 	}
 	waitFor(t, 10*time.Second, "the pipeline to resume", func() bool {
 		s, _ := e.PipelineStats("cam")
