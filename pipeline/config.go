@@ -26,10 +26,10 @@ type Config struct {
 // EventLogConfig bounds the event log.
 type EventLogConfig struct {
 	// MaxAge deletes events (and their snapshots) older than this (default
-	// 7 days; 0 in the file means the default).
+	// 7 days; 0 keeps them forever).
 	MaxAge time.Duration `yaml:"maxAge" json:"maxAge"`
 	// MaxSnapshotBytes deletes the oldest snapshots when all of them
-	// together take more (default 1 GiB).
+	// together take more (default 1 GiB; 0: no limit).
 	MaxSnapshotBytes int64 `yaml:"maxSnapshotBytes" json:"maxSnapshotBytes"`
 	// Interval is how often age retention runs (default 1m); the byte limit
 	// is checked after every snapshot.
