@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -198,6 +199,21 @@ func fileVersion(path string) (string, error) {
 
 // newDetectStage resolves and loads (or shares) the model of d.
 func newDetectStage(d *DetectSpec, cfg DetectorConfig, pool *detectorPool, models ModelResolver) (*detectStage, error) {
+	m, err := loadModel(d, cfg, pool, models)
+	if err != nil {
+		return nil, err
+	}
+	s := &detectStage{pool: pool, classes: slices.Clone(d.Classes), every: max(d.Every, 1),
+		params: inference.Params{MinScore: float32(d.Threshold), IoU: float32(d.IoU)}}
+	if d.MaxFPS > 0 {
+		s.minGap = time.Duration(float64(time.Second) / d.MaxFPS)
+	}
+	s.cur.Store(m)
+	return s, nil
+}
+
+// loadModel resolves d.Model and acquires its detector from the pool.
+func loadModel(d *DetectSpec, cfg DetectorConfig, pool *detectorPool, models ModelResolver) (*model, error) {
 	rm, err := resolveModel(d, models)
 	if err != nil {
 		return nil, err
@@ -217,13 +233,15 @@ func newDetectStage(d *DetectSpec, cfg DetectorConfig, pool *detectorPool, model
 	if err != nil {
 		return nil, err
 	}
-	s := &detectStage{pool: pool, classes: slices.Clone(d.Classes), every: max(d.Every, 1),
-		params: inference.Params{MinScore: float32(d.Threshold), IoU: float32(d.IoU)}}
-	if d.MaxFPS > 0 {
-		s.minGap = time.Duration(float64(time.Second) / d.MaxFPS)
+	return &model{key: key, det: det, name: d.Model, version: rm.Version}, nil
+}
+
+// swap makes m the model of the stage, between two frames, and releases
+// the one it replaces (after its running detection, if any, returns).
+func (s *detectStage) swap(m *model) {
+	if old := s.cur.Swap(m); old != nil {
+		s.pool.release(old.key)
 	}
-	s.cur.Store(&model{key: key, det: det, name: d.Model, version: rm.Version})
-	return s, nil
 }
 
 // due reports whether frame at scene time t should be detected (maxFps,
@@ -272,4 +290,45 @@ func (s *detectStage) close() {
 	if m := s.cur.Swap(nil); m != nil {
 		s.pool.release(m.key)
 	}
+}
+
+// SwapModel resolves model name again for every running pipeline whose
+// detect.model is name and, where it now stands for another file, kind or
+// version, loads the new model, warms it (one inference on a blank frame)
+// and swaps it in between two frames; the old one serves until then. A
+// model that fails to load or warm is not swapped in: the pipelines keep
+// the old one and the error says why. It returns the number of pipelines
+// switched.
+func (e *Engine) SwapModel(ctx context.Context, name string) (int, error) {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	e.mu.Lock()
+	var ins []*instance
+	for _, in := range e.running {
+		if in.det != nil && in.spec.Detect.Model == name {
+			ins = append(ins, in)
+		}
+	}
+	e.mu.Unlock()
+	slices.SortFunc(ins, func(a, b *instance) int { return strings.Compare(a.spec.Name, b.spec.Name) })
+	swapped := 0
+	for _, in := range ins {
+		cur := in.det.cur.Load()
+		m, err := loadModel(in.spec.Detect, e.cfg.Detector, e.pool, e.opts.Models)
+		if err != nil {
+			return swapped, fault.Wrap(fault.Invalid, fmt.Errorf("pipeline %s: model %q: %w", in.spec.Name, name, err))
+		}
+		if cur != nil && m.key == cur.key && m.version == cur.version {
+			e.pool.release(m.key)
+			continue
+		}
+		if err := m.det.Warm(); err != nil {
+			e.pool.release(m.key)
+			return swapped, fault.Wrap(fault.Invalid, fmt.Errorf("pipeline %s: model %q %s does not serve: %w", in.spec.Name, name, m.version, err))
+		}
+		in.det.swap(m)
+		swapped++
+		e.log.Info("model swapped", "pipeline", in.spec.Name, "model", name, "version", m.version)
+	}
+	return swapped, nil
 }
