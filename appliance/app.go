@@ -16,6 +16,7 @@ import (
 
 	"ledge/agent"
 	"ledge/hub"
+	"ledge/pipeline"
 	"ledge/web"
 )
 
@@ -47,7 +48,8 @@ type App struct {
 	web        *web.Server
 	agent      *agent.Agent // nil when agent.enabled is false
 	hub        *hub.Hub     // nil when hub.enabled is false
-	components []component  // in start order
+	pipelines  *pipeline.Engine
+	components []component // in start order
 	// eventSources feed the dashboard's event stream (see events.go).
 	eventSources []eventSource
 	closers      []func() error
@@ -83,7 +85,12 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	}
 	a.events = web.NewBroadcaster()
 
-	deploy, err := a.newAgent(ctx, nil)
+	if err := a.addPipelines(ctx); err != nil {
+		return nil, err
+	}
+	deploy, err := a.newAgent(ctx, map[string]agent.Section{
+		"pipelines": pipelinesSection{eng: a.pipelines, base: cfg.Pipelines},
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -120,6 +127,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	if a.agent != nil {
 		a.eventSources = append(a.eventSources, a.agentEvents)
 	}
+	a.eventSources = append(a.eventSources, a.pipelineEvents)
 	a.add("events", a.forwardEvents)
 	a.add("web", srv.Run)
 	a.health.add("database", func(ctx context.Context) error { return a.db.PingContext(ctx) })

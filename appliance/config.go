@@ -12,6 +12,7 @@ import (
 	"ledge/agent"
 	"ledge/hub"
 	"ledge/internal/yamlstrict"
+	"ledge/pipeline"
 )
 
 // Config is ledge.yaml. Every field is optional; [Default] gives each its
@@ -34,6 +35,11 @@ type Config struct {
 	Inference InferenceConfig `yaml:"inference"`
 	Hub       hub.Config      `yaml:"hub"`
 	Agent     agent.Config    `yaml:"agent"`
+
+	// Pipeline is the pipeline engine (event log retention, snapshots);
+	// Pipelines are the vision pipelines to run (docs/pipelines.md).
+	Pipeline  pipeline.Config `yaml:"pipeline"`
+	Pipelines []pipeline.Spec `yaml:"pipelines"`
 }
 
 // LogConfig sets up log/slog.
@@ -99,6 +105,7 @@ func Default() Config {
 		Inference:       InferenceConfig{Providers: []string{"cpu"}},
 		Hub:             hub.DefaultConfig(),
 		Agent:           agent.DefaultConfig(),
+		Pipeline:        pipeline.DefaultConfig(),
 	}
 }
 
@@ -157,6 +164,12 @@ func (c *Config) Validate() error {
 		bad("database.synchronous", "%q: want full or normal", c.Database.Synchronous)
 	}
 	if err := c.Agent.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Pipeline.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := pipeline.ValidateSpecs(c.Pipelines, "pipelines"); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
