@@ -45,11 +45,14 @@ type App struct {
 	// events fans the components' events out to the dashboard's SSE.
 	events *web.Broadcaster
 
-	web        *web.Server
-	agent      *agent.Agent // nil when agent.enabled is false
-	hub        *hub.Hub     // nil when hub.enabled is false
-	pipelines  *pipeline.Engine
-	components []component // in start order
+	web       *web.Server
+	agent     *agent.Agent // nil when agent.enabled is false
+	hub       *hub.Hub     // nil when hub.enabled is false
+	pipelines *pipeline.Engine
+	// pipelineSet layers ledge.yaml's, the dashboard's and the
+	// deployment's pipelines.
+	pipelineSet *pipelineSet
+	components  []component // in start order
 	// eventSources feed the dashboard's event stream (see events.go).
 	eventSources []eventSource
 	closers      []func() error
@@ -89,7 +92,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		return nil, err
 	}
 	deploy, err := a.newAgent(ctx, map[string]agent.Section{
-		"pipelines": pipelinesSection{eng: a.pipelines, base: cfg.Pipelines},
+		"pipelines": pipelinesSection{a.pipelineSet},
 	})
 	if err != nil {
 		return nil, err

@@ -30,6 +30,9 @@ func (a *App) addPipelines(ctx context.Context) error {
 		return err
 	}
 	a.pipelines = eng
+	if a.pipelineSet, err = newPipelineSet(ctx, eng, a.db, a.cfg.Pipelines); err != nil {
+		return err
+	}
 	a.add("pipelines", eng.Run)
 	a.registry.MustRegister(pipelineCollector{eng})
 	return nil

@@ -20,49 +20,41 @@ func (a *App) hubPublisher() pipeline.Publisher {
 	return a.hub
 }
 
-// pipelinesSection owns a deployment's pipelines. What runs is the
-// pipelines of ledge.yaml plus the deployment's; a deployment may not
-// redefine a pipeline of ledge.yaml.
-type pipelinesSection struct {
-	eng  *pipeline.Engine
-	base []pipeline.Spec
-}
+// pipelinesSection owns a deployment's pipelines: they run beside those
+// of ledge.yaml and of the dashboard, and may not redefine them.
+type pipelinesSection struct{ set *pipelineSet }
 
-func (s pipelinesSection) specs(raw json.RawMessage) ([]pipeline.Spec, error) {
-	all := slices.Clone(s.base)
+func parseDeployed(raw json.RawMessage) ([]pipeline.Spec, error) {
 	if len(raw) == 0 || string(raw) == "null" {
-		return all, nil
+		return nil, nil
 	}
 	dep, err := pipeline.ParseSpecs("pipelines", raw)
 	if err != nil {
 		return nil, fault.Wrap(fault.Invalid, err)
 	}
-	for _, d := range dep {
-		for _, b := range s.base {
-			if b.Name == d.Name {
-				return nil, fault.New(fault.Invalid, "pipeline %q is defined in ledge.yaml; a deployment cannot replace it", d.Name)
-			}
-		}
-	}
-	all = append(all, dep...)
-	if err := pipeline.ValidateSpecs(all, "pipelines"); err != nil {
-		return nil, fault.Wrap(fault.Invalid, err)
-	}
-	return all, nil
+	return dep, nil
 }
 
 func (s pipelinesSection) Validate(_ context.Context, raw json.RawMessage) error {
-	_, err := s.specs(raw)
+	dep, err := parseDeployed(raw)
+	if err != nil {
+		return err
+	}
+	_, err = s.set.withDeployed(dep)
 	return err
 }
 
 func (s pipelinesSection) Plan(_ context.Context, raw json.RawMessage) ([]agent.Change, error) {
-	want, err := s.specs(raw)
+	dep, err := parseDeployed(raw)
+	if err != nil {
+		return nil, err
+	}
+	want, err := s.set.withDeployed(dep)
 	if err != nil {
 		return nil, err
 	}
 	cur := map[string]string{}
-	for _, sp := range s.eng.Specs() {
+	for _, sp := range s.set.eng.Specs() {
 		cur[sp.Name] = specKey(sp)
 	}
 	var out []agent.Change
@@ -85,11 +77,11 @@ func (s pipelinesSection) Plan(_ context.Context, raw json.RawMessage) ([]agent.
 }
 
 func (s pipelinesSection) Apply(ctx context.Context, raw json.RawMessage) error {
-	want, err := s.specs(raw)
+	dep, err := parseDeployed(raw)
 	if err != nil {
 		return err
 	}
-	return s.eng.Apply(ctx, want)
+	return s.set.setDeployed(ctx, dep)
 }
 
 func specKey(s pipeline.Spec) string {
