@@ -91,6 +91,8 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	if err := a.addPipelines(ctx); err != nil {
 		return nil, err
 	}
+	hist := newPipelineHistory(a.pipelines)
+	a.add("pipeline-history", hist.Run)
 	deploy, err := a.newAgent(ctx, map[string]agent.Section{
 		"pipelines": pipelinesSection{a.pipelineSet},
 	})
@@ -121,6 +123,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		System:        &systemReader{dataDir: cfg.DataDir},
 		Events:        a.events,
 		Deploy:        deploy,
+		Pipelines:     pipelinesAPI{eng: a.pipelines, set: a.pipelineSet, hist: hist},
 	})
 	if err != nil {
 		return nil, err

@@ -57,6 +57,9 @@ type Options struct {
 	MQTTWebSocket http.Handler
 	// Events feeds GET /api/v1/events/stream (server-sent events).
 	Events EventFeed
+	// Pipelines serves /api/v1/pipelines, /events, /snapshots and the live
+	// pages (nil: the routes answer 503).
+	Pipelines Pipelines
 	// Deploy serves /api/v1/deployments (nil: no agent).
 	Deploy Deployer
 }
@@ -248,6 +251,7 @@ func (s *Server) routes() error {
 		s.engine.GET("/$iothub/websocket", gin.WrapH(s.opts.MQTTWebSocket))
 	}
 	s.deployRoutes()
+	s.pipelineRoutes()
 	if err := s.pageRoutes(); err != nil {
 		return err
 	}
