@@ -209,7 +209,7 @@ func TestDashboardDeployFromBrowser(t *testing.T) {
 
 // panVideo makes the pan across bus.jpg of ../shared/media/README.md (5 s,
 // 25 fps, 960x720 H.264) in dir.
-func panVideo(t *testing.T, dir string) string {
+func panVideo(t testing.TB, dir string) string {
 	t.Helper()
 	ffmpeg := testenv.Command(t, "ffmpeg", "ffmpeg")
 	out := filepath.Join(dir, "bus_pan.mp4")
