@@ -126,6 +126,24 @@ ledge.pages.overview = () => {
     const h = await fetch("/healthz").then((r) => r.json());
     const el = $("#health"); el.textContent = h.status; el.className = "big " + (h.status === "ok" ? "ok" : "bad");
     $("#health-list").replaceChildren(...h.components.map((c) => ledge.el("li", { class: c.status === "ok" ? "" : "bad", text: c.name + ": " + c.status + (c.error ? " (" + c.error + ")" : "") })));
+    const quiet = (p) => p.catch(() => null);
+    const [pl, dep, hub] = await Promise.all([quiet(api("GET", "/pipelines")), quiet(api("GET", "/deployments/current")), quiet(api("GET", "/hub"))]);
+    if (pl) {
+      const ps = pl.pipelines, run = ps.filter((p) => p.running).length;
+      $("#sum-pipelines").textContent = `${run} / ${ps.length} running`;
+      $("#sum-pipelines-detail").textContent = ps.length ? `${ps.reduce((a, p) => a + (p.fpsOut || 0), 0).toFixed(1)} frames/s processed` : "none yet";
+    }
+    if (dep) {
+      const ms = Object.values(dep.modules || {});
+      $("#sum-modules").textContent = `${ms.filter((m) => m.runtimeStatus === "running").length} / ${ms.length} running`;
+      $("#sum-deployment").textContent = dep.lastDesiredVersion ? `deployment ${dep.lastDesiredVersion} (${(dep.deployment || {}).state || ""})` : "no deployment yet";
+    }
+    if (hub) {
+      $("#sum-devices").textContent = hub.clientsConnected;
+      const up = hub.upstream || {};
+      $("#sum-upstream").textContent = up.mode ? up.state : "none";
+      $("#sum-queue").textContent = `${bytes(hub.queueBytes)} queued`;
+    }
   });
 };
 
