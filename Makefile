@@ -13,7 +13,7 @@ PKGS    ?= ./...
 # Benchmark time per benchmark for `make bench`.
 BENCHTIME ?= 3s
 
-.PHONY: all deps build run test bench fuzz vet clean
+.PHONY: all deps build run test bench fuzz vet clean example-module
 
 all: build
 
@@ -46,6 +46,13 @@ fuzz: deps
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+# The example container module (FROM scratch) that
+# deploy/examples/deployment-local.yaml runs.
+example-module: deps
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o deploy/examples/module/module ./deploy/examples/module
+	docker build -q -t ledge-example/module:1 deploy/examples/module
+	rm -f deploy/examples/module/module
 
 clean:
 	rm -rf bin

@@ -36,7 +36,9 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 	if a.hub != nil {
 		opts.Identities = hubIdentities{a.hub}
 		opts.Twins = hubTwins{a.hub}
-		opts.Upstream = hubUpstream{a.hub}
+		if a.cfg.Hub.Upstream.Mode != "" {
+			opts.Upstream = hubUpstream{a.hub} // deployments by MQTT only with an upstream broker
+		}
 		opts.Sections["routes"] = routesSection{h: a.hub, base: a.cfg.Hub.Routes}
 		opts.Sections["storeAndForward"] = storeSection{a.hub}
 	}

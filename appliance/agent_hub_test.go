@@ -29,12 +29,13 @@ func runID() string {
 	return hex.EncodeToString(b)
 }
 
-// buildModuleImage builds testdata/mqttmod into a FROM scratch image.
+// buildModuleImage builds the example module (deploy/examples/module)
+// into a FROM scratch image.
 func buildModuleImage(t *testing.T, tag string) {
 	t.Helper()
 	testenv.Docker(t)
 	dir := t.TempDir()
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(dir, "mod"), "./testdata/mqttmod")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(dir, "mod"), "../deploy/examples/module")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build module: %v\n%s", err, out)

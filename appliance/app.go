@@ -17,6 +17,7 @@ import (
 	"ledge/agent"
 	"ledge/hub"
 	"ledge/models"
+	"ledge/pipeline"
 	"ledge/web"
 )
 
@@ -45,11 +46,15 @@ type App struct {
 	// events fans the components' events out to the dashboard's SSE.
 	events *web.Broadcaster
 
-	web        *web.Server
-	agent      *agent.Agent // nil when agent.enabled is false
-	models     *models.Store
-	hub        *hub.Hub    // nil when hub.enabled is false
-	components []component // in start order
+	web       *web.Server
+	agent     *agent.Agent // nil when agent.enabled is false
+	hub       *hub.Hub     // nil when hub.enabled is false
+	models    *models.Store
+	pipelines *pipeline.Engine
+	// pipelineSet layers ledge.yaml's, the dashboard's and the
+	// deployment's pipelines.
+	pipelineSet *pipelineSet
+	components  []component // in start order
 	// eventSources feed the dashboard's event stream (see events.go).
 	eventSources []eventSource
 	closers      []func() error
@@ -86,9 +91,16 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	a.events = web.NewBroadcaster()
 
 	sections := map[string]agent.Section{}
-	if _, err := a.newModels(ctx, sections); err != nil {
+	if err := a.newModels(ctx, sections); err != nil {
 		return nil, err
 	}
+	if err := a.addPipelines(ctx); err != nil {
+		return nil, err
+	}
+	a.models.SetActivator(newModelActivator(a.pipelines, a.modelResolver, a.cfg.Inference, a.log.With("component", "models")))
+	hist := newPipelineHistory(a.pipelines)
+	a.add("pipeline-history", hist.Run)
+	sections["pipelines"] = pipelinesSection{a.pipelineSet}
 	deploy, err := a.newAgent(ctx, sections)
 	if err != nil {
 		return nil, err
@@ -117,6 +129,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		System:        &systemReader{dataDir: cfg.DataDir},
 		Events:        a.events,
 		Deploy:        deploy,
+		Pipelines:     pipelinesAPI{eng: a.pipelines, set: a.pipelineSet, hist: hist},
 		Models:        modelsAPI{a.models},
 	})
 	if err != nil {
@@ -127,7 +140,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	if a.agent != nil {
 		a.eventSources = append(a.eventSources, a.agentEvents)
 	}
-	a.eventSources = append(a.eventSources, a.modelEvents)
+	a.eventSources = append(a.eventSources, a.pipelineEvents, a.modelEvents)
 	a.add("events", a.forwardEvents)
 	a.add("web", srv.Run)
 	a.health.add("database", func(ctx context.Context) error { return a.db.PingContext(ctx) })

@@ -13,6 +13,7 @@ import (
 	"ledge/hub"
 	"ledge/internal/yamlstrict"
 	"ledge/models"
+	"ledge/pipeline"
 )
 
 // Config is ledge.yaml. Every field is optional; [Default] gives each its
@@ -36,6 +37,11 @@ type Config struct {
 	Hub       hub.Config      `yaml:"hub"`
 	Agent     agent.Config    `yaml:"agent"`
 	Models    models.Config   `yaml:"models"`
+
+	// Pipeline is the pipeline engine (event log retention, snapshots);
+	// Pipelines are the vision pipelines to run (docs/pipelines.md).
+	Pipeline  pipeline.Config `yaml:"pipeline"`
+	Pipelines []pipeline.Spec `yaml:"pipelines"`
 }
 
 // LogConfig sets up log/slog.
@@ -102,6 +108,7 @@ func Default() Config {
 		Hub:             hub.DefaultConfig(),
 		Agent:           agent.DefaultConfig(),
 		Models:          models.DefaultConfig(),
+		Pipeline:        pipeline.DefaultConfig(),
 	}
 }
 
@@ -163,6 +170,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Models.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Pipeline.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := pipeline.ValidateSpecs(c.Pipelines, "pipelines"); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

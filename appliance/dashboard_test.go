@@ -206,3 +206,99 @@ func TestDashboardDeployFromBrowser(t *testing.T) {
 		shot(t, ctx, p)
 	}
 }
+
+// panVideo makes the pan across bus.jpg of ../shared/media/README.md (5 s,
+// 25 fps, 960x720 H.264) in dir.
+func panVideo(t testing.TB, dir string) string {
+	t.Helper()
+	ffmpeg := testenv.Command(t, "ffmpeg", "ffmpeg")
+	out := filepath.Join(dir, "bus_pan.mp4")
+	cmd := exec.Command(ffmpeg, "-y", "-loglevel", "error", "-loop", "1", "-i", testenv.Media(t, "bus.jpg"),
+		"-vf", "scale=1280:-2,crop=960:720:'mod(n*8,320)':0,format=yuv420p", "-t", "5", "-r", "25",
+		"-c:v", "libx264", "-preset", "veryfast", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, b)
+	}
+	return out
+}
+
+// TestDashboardLiveAndEvents: the Live page shows frames of a pipeline
+// running on a test video (the image has a size and its pixels change);
+// a detection reaches the Events page through server-sent events within
+// 2 s of its frame being captured; the Pipelines page draws its charts.
+func TestDashboardLiveAndEvents(t *testing.T) {
+	video := panVideo(t, t.TempDir())
+	model := testenv.Model(t, "yolox_nano.onnx")
+	d := startDashboard(t, nil)
+	ctx := browser(t)
+	login(t, ctx, d.base, testPassword)
+	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
+
+	// A pipeline from the API, as the Pipelines page would send it.
+	spec := fmt.Sprintf(`name: door
+source: {url: "file:%s", loop: true, realtime: true}
+detect: {model: %s, threshold: 0.4, classes: [person]}
+tracker: {minFrames: 2, timeout: 300ms}
+actions: [{type: snapshot}]
+`, video, model)
+	if _, err := (pipelinesAPI{eng: d.app.pipelines, set: d.app.pipelineSet}).Put(t.Context(), "", []byte(spec)); err != nil {
+		t.Fatal(err)
+	}
+
+	// Events page first, so the next detection arrives through SSE.
+	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/events")); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "the event stream to open", `document.querySelector("#conn").textContent === "live"`, 10*time.Second)
+	_, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`
+		window.arrivals = [];
+		new MutationObserver((ms) => { for (const m of ms) for (const n of m.addedNodes) if (n.dataset && n.dataset.captured) window.arrivals.push(Date.now() - Number(n.dataset.captured)); })
+			.observe(document.querySelector("#events"), {childList: true}); true`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "a live detection on the Events page", `window.arrivals.length > 0`, 30*time.Second)
+	lat := evalString(t, ctx, `String(Math.max(...window.arrivals))`)
+	var ms int
+	fmt.Sscan(lat, &ms)
+	t.Logf("capture to Events page: %d ms (worst of %s events)", ms, evalString(t, ctx, `String(window.arrivals.length)`))
+	if ms > 2000 {
+		t.Errorf("a detection took %d ms from capture to the Events page, want <= 2000", ms)
+	}
+	wait(t, ctx, "a snapshot thumbnail", `[...document.querySelectorAll("#events img")].some(i => i.complete && i.naturalWidth > 0)`, 20*time.Second)
+	shot(t, ctx, "events")
+
+	// Live: the stream's image has a size and changes.
+	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/live")); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "a live frame", `(() => { const i = document.querySelector("img[data-pipeline=door]"); return i && i.naturalWidth > 0; })()`, 20*time.Second)
+	hash := `(() => { const i = document.querySelector("img[data-pipeline=door]"); const c = document.createElement("canvas");
+		c.width = 96; c.height = 72; const g = c.getContext("2d"); g.drawImage(i, 0, 0, 96, 72);
+		const d = g.getImageData(0, 0, 96, 72).data; let h = 0; for (let k = 0; k < d.length; k += 7) h = (h * 31 + d[k]) | 0; return String(h); })()`
+	first := evalString(t, ctx, hash)
+	size := evalString(t, ctx, `(() => { const i = document.querySelector("img[data-pipeline=door]"); return i.naturalWidth + "x" + i.naturalHeight; })()`)
+	if size != "960x720" {
+		t.Errorf("live frame %s, want 960x720", size)
+	}
+	changed := false
+	for range 40 {
+		time.Sleep(100 * time.Millisecond)
+		if evalString(t, ctx, hash) != first {
+			changed = true
+			break
+		}
+	}
+	if !changed {
+		t.Error("the live image did not change within 4 s")
+	}
+	wait(t, ctx, "the fps badge", `/fps/.test(document.querySelector(".badge-overlay").textContent)`, 10*time.Second)
+	shot(t, ctx, "live")
+
+	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/pipelines")); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "the door card", `document.querySelector("section[aria-label='pipeline door'] dl dd") !== null`, 10*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	shot(t, ctx, "pipelines")
+}

@@ -52,4 +52,10 @@ var migrations = []string{
 		key   TEXT PRIMARY KEY,
 		value TEXT NOT NULL
 	)`,
+	// 2: pipelines created from the dashboard or the API.
+	`CREATE TABLE appliance_pipelines (
+		name       TEXT PRIMARY KEY,
+		spec       TEXT NOT NULL,
+		updated_at TEXT NOT NULL
+	)`,
 }

@@ -119,7 +119,7 @@ func (s *identities) get(name string) *Identity {
 }
 
 func (s *identities) list() []Identity {
-	var out []Identity
+	out := []Identity{}
 	s.m.Range(func(_, v any) bool {
 		out = append(out, v.(*Identity).Public())
 		return true

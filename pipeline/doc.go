@@ -1,5 +1,34 @@
-// Package pipeline will hold ledge's vision pipeline engine: pipeline
-// specs, the graph engine, sources (capture with gocv), the detect stage
-// (the only place that uses package inference), motion gate, zones,
-// tracker, events, actions and per-stage metrics.
+// Package pipeline is ledge's vision pipeline engine: camera capture, ONNX
+// detection, a motion gate, zones, tracking, events and actions, run in
+// process and observed live.
+//
+// A pipeline is described by a [Spec] (under pipelines: in ledge.yaml, or in
+// a deployment manifest; see [ParseSpecs] and [ValidateSpecs]). The
+// [Engine] builds and runs the pipelines of a set of specs; [Engine.Apply]
+// replaces the whole set at runtime: every spec is validated and every new
+// or changed pipeline built before anything changes, unchanged pipelines
+// keep running untouched, and a changed one is reloaded (build new, start
+// new, swap, stop old). Detectors are shared and reference-counted by what
+// makes them different (model file, kind, session layout), so a model used by
+// several pipelines, or kept across a reload, is loaded once.
+//
+// Each pipeline runs three stages, each a goroutine: capture (package
+// source) puts frames into a one-frame mailbox where the newest frame wins
+// (drops are counted) for live sources, or where capture waits for a file
+// read as fast as it is consumed; process runs the motion gate, the detect
+// stage (the only code that imports package inference, in detect*.go),
+// zones and the tracker, and turns tracks into events; dispatch takes
+// events from a bounded queue (overflow is counted), writes the snapshot
+// and the event log, notifies subscribers and queues the event to each
+// action, which has its own bounded queue, retries and counters.
+//
+// Observation: [Engine.Stats] gives per-stage counters and latency
+// percentiles; [Engine.Watch] yields annotated JPEG frames, encoded only
+// while somebody watches; [Engine.Subscribe] yields events through a
+// bounded channel per subscriber. [EventLog] stores events in SQLite with
+// retention by age and by total snapshot bytes.
+//
+// Concurrency: Engine methods are safe for concurrent use. A gocv.Mat is
+// owned by the stage holding the frame; where one is created it is said who
+// closes it.
 package pipeline

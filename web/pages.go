@@ -64,6 +64,9 @@ func parseTemplates(pages []page) (*templates, error) {
 func (s *Server) dashboardPages() []page {
 	return []page{
 		{Path: "/", Title: "Overview", name: "overview"},
+		{Path: "/live", Title: "Live", name: "live"},
+		{Path: "/events", Title: "Events", name: "events"},
+		{Path: "/pipelines", Title: "Pipelines", name: "pipelines"},
 		{Path: "/modules", Title: "Modules", name: "modules"},
 		{Path: "/devices", Title: "Devices", name: "devices"},
 		{Path: "/deployments", Title: "Deployments", name: "deployments"},

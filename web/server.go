@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -57,6 +58,9 @@ type Options struct {
 	MQTTWebSocket http.Handler
 	// Events feeds GET /api/v1/events/stream (server-sent events).
 	Events EventFeed
+	// Pipelines serves /api/v1/pipelines, /events, /snapshots and the live
+	// pages (nil: the routes answer 503).
+	Pipelines Pipelines
 	// Deploy serves /api/v1/deployments (nil: no agent).
 	Deploy Deployer
 	// Models serves /api/v1/models (nil: they answer 503).
@@ -104,7 +108,7 @@ func New(o Options) (*Server, error) {
 		}
 	}
 	s.engine = gin.New()
-	s.engine.Use(gin.CustomRecoveryWithWriter(io.Discard, s.recovered))
+	s.engine.Use(gin.CustomRecoveryWithWriter(io.Discard, s.recovered), serverTiming)
 	if err := s.engine.SetTrustedProxies(nil); err != nil {
 		return nil, err
 	}
@@ -251,6 +255,7 @@ func (s *Server) routes() error {
 	}
 	s.deployRoutes()
 	s.modelRoutes()
+	s.pipelineRoutes()
 	if err := s.pageRoutes(); err != nil {
 		return err
 	}
@@ -276,6 +281,46 @@ func (s *Server) healthz(c *gin.Context) {
 		"uptime":     time.Since(s.started).Round(time.Second).String(),
 		"components": comps,
 	})
+}
+
+// serverTiming reports the handler's time in a Server-Timing header
+// (browsers show it in their network panel; the benchmarks read it). It is
+// set before the body is written; streams get none.
+func serverTiming(c *gin.Context) {
+	start := time.Now()
+	w := &timingWriter{ResponseWriter: c.Writer, start: start}
+	c.Writer = w
+	c.Next()
+}
+
+// timingWriter stamps Server-Timing when the response starts going out
+// (gin defers the status line to the first write).
+type timingWriter struct {
+	gin.ResponseWriter
+	start   time.Time
+	stamped bool
+}
+
+func (w *timingWriter) stamp() {
+	if !w.stamped {
+		w.stamped = true
+		h := w.ResponseWriter.Header()
+		if ct := h.Get("Content-Type"); strings.HasPrefix(ct, "text/event-stream") || strings.HasPrefix(ct, "multipart/") {
+			h.Del("Server-Timing")
+			return
+		}
+		h.Set("Server-Timing", fmt.Sprintf("app;dur=%.3f", float64(time.Since(w.start).Microseconds())/1000))
+	}
+}
+
+func (w *timingWriter) WriteHeaderNow() { w.stamp(); w.ResponseWriter.WriteHeaderNow() }
+func (w *timingWriter) Write(b []byte) (int, error) {
+	w.stamp()
+	return w.ResponseWriter.Write(b)
+}
+func (w *timingWriter) WriteString(s string) (int, error) {
+	w.stamp()
+	return w.ResponseWriter.WriteString(s)
 }
 
 func (s *Server) recovered(c *gin.Context, v any) {

@@ -126,6 +126,24 @@ ledge.pages.overview = () => {
     const h = await fetch("/healthz").then((r) => r.json());
     const el = $("#health"); el.textContent = h.status; el.className = "big " + (h.status === "ok" ? "ok" : "bad");
     $("#health-list").replaceChildren(...h.components.map((c) => ledge.el("li", { class: c.status === "ok" ? "" : "bad", text: c.name + ": " + c.status + (c.error ? " (" + c.error + ")" : "") })));
+    const quiet = (p) => p.catch(() => null);
+    const [pl, dep, hub] = await Promise.all([quiet(api("GET", "/pipelines")), quiet(api("GET", "/deployments/current")), quiet(api("GET", "/hub"))]);
+    if (pl) {
+      const ps = pl.pipelines, run = ps.filter((p) => p.running).length;
+      $("#sum-pipelines").textContent = `${run} / ${ps.length} running`;
+      $("#sum-pipelines-detail").textContent = ps.length ? `${ps.reduce((a, p) => a + (p.fpsOut || 0), 0).toFixed(1)} frames/s processed` : "none yet";
+    }
+    if (dep) {
+      const ms = Object.values(dep.modules || {});
+      $("#sum-modules").textContent = `${ms.filter((m) => m.runtimeStatus === "running").length} / ${ms.length} running`;
+      $("#sum-deployment").textContent = dep.lastDesiredVersion ? `deployment ${dep.lastDesiredVersion} (${(dep.deployment || {}).state || ""})` : "no deployment yet";
+    }
+    if (hub) {
+      $("#sum-devices").textContent = hub.clientsConnected;
+      const up = hub.upstream || {};
+      $("#sum-upstream").textContent = up.mode ? up.state : "none";
+      $("#sum-queue").textContent = `${bytes(hub.queueBytes)} queued`;
+    }
   });
 };
 
@@ -334,4 +352,129 @@ ledge.pages.hub = () => {
     for (const [k, v] of [["in", s.rates.mqttIn], ["out", s.rates.mqttOut], ["routed", s.rates.routedIn]]) { hist[k].push([t, v]); while (hist[k].length && hist[k][0][0] < t - 600) hist[k].shift(); }
     chart($("#rate-chart"), [{ name: "MQTT in", points: hist.in }, { name: "MQTT out", points: hist.out }, { name: "routed", points: hist.routed }]);
   });
+};
+
+ledge.ms = (ns) => (ns == null ? "–" : (ns / 1e6).toFixed(ns < 1e7 ? 1 : 0) + " ms");
+
+ledge.pages.live = () => {
+  const { api, $, el, every, ms, status } = ledge;
+  const cams = new Map();
+  async function load() {
+    const { pipelines } = await api("GET", "/pipelines");
+    const grid = $("#cams");
+    if (!pipelines.length) { grid.replaceChildren(el("p", { class: "muted", text: "No pipelines yet: add one on the Pipelines page or in ledge.yaml." })); cams.clear(); return; }
+    if (grid.querySelector("p")) grid.replaceChildren();
+    for (const p of pipelines) {
+      let c = cams.get(p.name);
+      if (!c) {
+        const img = el("img", { alt: "live view of " + p.name, src: `/api/v1/pipelines/${encodeURIComponent(p.name)}/stream.mjpeg`, "data-pipeline": p.name });
+        const badge = el("span", { class: "badge-overlay" });
+        const cap = el("figcaption");
+        c = { fig: el("figure", { class: "card cam" }, img, badge, cap), badge, cap };
+        cams.set(p.name, c); grid.append(c.fig);
+      }
+      const lat = (p.latency || {}).capture_to_result || {};
+      c.badge.textContent = `${(p.fpsOut || 0).toFixed(1)} fps · ${ms(lat.p50)} p50 · ${ms(lat.p99)} p99`;
+      c.cap.replaceChildren(el("strong", { text: p.name }), el("span", {}, status(p.running ? (p.source || {}).phase : "stopped"), " ", el("span", { class: "muted small", text: p.model ? p.model + " " + (p.modelVersion || "") : "no detector" })));
+    }
+    for (const [name, c] of cams) if (!pipelines.some((p) => p.name === name)) { c.fig.remove(); cams.delete(name); }
+  }
+  every(2000, load);
+};
+
+ledge.pages.events = () => {
+  const { api, $, el, sse } = ledge;
+  let next = 0, filter = {};
+  function item(e) {
+    const img = e.snapshot ? el("img", { src: "/api/v1/snapshots/" + e.snapshot, alt: `snapshot of ${e.class || ""} in ${e.pipeline}`, loading: "lazy" }) : el("img", { alt: "", src: "data:," });
+    const what = [e.type, e.class, e.zone ? "in " + e.zone : "", e.trackId ? "#" + e.trackId : "", e.score ? (e.score * 100).toFixed(0) + " %" : "", e.type === "count.changed" ? `${e.previous} → ${e.count}` : ""].filter(Boolean).join(" ");
+    return el("li", { class: "card event", "data-id": String(e.id || ""), "data-captured": String(new Date(e.captured || e.time).getTime()) }, e.snapshot ? el("a", { href: "/api/v1/snapshots/" + e.snapshot, target: "_blank" }, img) : img,
+      el("div", {}, el("strong", { text: what }), el("div", { class: "muted small", text: `${e.pipeline} · ${new Date(e.time).toLocaleString()}${e.model ? " · model " + e.model : ""}` })));
+  }
+  function query(extra) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries({ ...filter, ...extra })) if (v) q.set(k, v);
+    return q.toString();
+  }
+  async function load(append) {
+    const res = await api("GET", "/events?" + query(append && next ? { before: next } : {}));
+    const items = res.events.map(item);
+    if (append) $("#events").append(...items); else $("#events").replaceChildren(...items);
+    if (!append && !items.length) $("#events").replaceChildren(el("li", { class: "muted", text: "No events match." }));
+    next = res.next; $("#more").hidden = !next;
+  }
+  function matches(e) {
+    return (!filter.pipeline || e.pipeline === filter.pipeline) && (!filter.type || e.type === filter.type) &&
+      (!filter.class || e.class === filter.class) && (!filter.zone || e.zone === filter.zone) && !filter.to;
+  }
+  $("#filters").onsubmit = (ev) => {
+    ev.preventDefault();
+    const f = new FormData(ev.target);
+    filter = { pipeline: f.get("pipeline"), type: f.get("type"), class: f.get("class").trim(), zone: f.get("zone").trim(),
+      from: f.get("from") ? new Date(f.get("from")).toISOString() : "", to: f.get("to") ? new Date(f.get("to")).toISOString() : "" };
+    load(false);
+  };
+  $("#more").onclick = () => load(true);
+  api("GET", "/pipelines").then(({ pipelines }) => $("select[name=pipeline]").append(...pipelines.map((p) => el("option", { text: p.name }))));
+  load(false);
+  const types = ["object.enter", "object.leave", "zone.enter", "zone.leave", "zone.loiter", "count.changed"];
+  const handlers = {};
+  for (const t of types) handlers[t] = (e) => {
+    if (!matches(e)) return;
+    const list = $("#events"); const empty = list.querySelector("li.muted"); if (empty) empty.remove();
+    list.prepend(item(e));
+    while (list.children.length > 500) list.lastChild.remove();
+    $("#live-note").textContent = "Live: new events appear at the top.";
+  };
+  sse("/events/stream?types=" + types.join(","), handlers);
+};
+
+ledge.pages.pipelines = () => {
+  const { api, $, el, every, ms, status, chart, show } = ledge;
+  const cards = new Map();
+  async function act(name, what) {
+    try { await api("POST", `/pipelines/${encodeURIComponent(name)}/${what}`); load(); } catch (e) { alert(e.message); }
+  }
+  async function load() {
+    const { pipelines } = await api("GET", "/pipelines");
+    const grid = $("#pipelines");
+    if (!pipelines.length) { grid.replaceChildren(el("p", { class: "muted", text: "No pipelines yet." })); cards.clear(); return; }
+    if (grid.querySelector("p.muted")) grid.replaceChildren();
+    for (const p of pipelines) {
+      let c = cards.get(p.name);
+      if (!c) {
+        c = { head: el("div"), body: el("dl", { class: "kv small" }), fps: el("canvas", { class: "chart", "aria-label": "frames per second of " + p.name }), lat: el("canvas", { class: "chart", "aria-label": "latency of " + p.name }), buttons: el("div", { class: "toolbar" }) };
+        c.card = el("section", { class: "card", "aria-label": "pipeline " + p.name }, c.head, c.body, el("h2", { text: "Frames per second" }), c.fps, el("h2", { text: "Latency, capture to result (ms)" }), c.lat, c.buttons);
+        cards.set(p.name, c); grid.append(c.card);
+        for (const a of ["start", "stop", "reload"]) { const b = el("button", { type: "button", text: a[0].toUpperCase() + a.slice(1) }); b.onclick = () => act(p.name, a); c.buttons.append(b); }
+        if (p.owner === "api") { const d = el("button", { type: "button", class: "danger", text: "Delete" }); d.onclick = async () => { if (confirm(`Delete pipeline ${p.name}?`)) { try { await api("DELETE", "/pipelines/" + encodeURIComponent(p.name)); load(); } catch (e) { alert(e.message); } } }; c.buttons.append(d); }
+      }
+      const src = p.source || {};
+      c.head.replaceChildren(el("h2", {}, el("strong", { text: p.name }), " ", status(p.running ? src.phase : "stopped"), " ", el("span", { class: "muted small", text: "from " + p.owner })));
+      const rows = [
+        ["Source", (src.reason ? `${src.phase}: ${src.reason}` : src.phase || "–") + (src.retry ? `, retry ${new Date(src.retry).toLocaleTimeString()}` : "") + (src.reconnects ? ` (${src.reconnects} reconnects)` : "")],
+        ["Model", p.model ? `${p.model} ${p.modelVersion || ""}` : "none"],
+        ["fps in / out", `${(p.fpsIn || 0).toFixed(1)} / ${(p.fpsOut || 0).toFixed(1)}`],
+        ["Frames", `${p.framesIn} in, ${p.framesOut} out, ${p.dropped} dropped, ${p.skippedMotion} skipped (no motion)`],
+        ["Detections / events", `${p.detections} / ${p.events}`],
+      ];
+      for (const [stage, l] of Object.entries(p.latency || {})) rows.push([`${stage} p50 / p99`, `${ms(l.p50)} / ${ms(l.p99)}`]);
+      c.body.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+      api("GET", `/pipelines/${encodeURIComponent(p.name)}/history`).then(({ samples }) => {
+        const t = (s) => new Date(s.t).getTime() / 1000;
+        chart(c.fps, [{ name: "in", points: samples.map((s) => [t(s), s.fpsIn]) }, { name: "out", points: samples.map((s) => [t(s), s.fpsOut]) }]);
+        chart(c.lat, [{ name: "p50", points: samples.map((s) => [t(s), s.p50]) }, { name: "p99", points: samples.map((s) => [t(s), s.p99]) }]);
+      });
+    }
+    for (const [name, c] of cards) if (!pipelines.some((p) => p.name === name)) { c.card.remove(); cards.delete(name); }
+  }
+  $("#save").onclick = async () => {
+    const body = $("#spec").value;
+    const m = /^name:\s*["']?([\w-]+)/m.exec(body) || /"name"\s*:\s*"([\w-]+)"/.exec(body);
+    try {
+      if (m) await api("PUT", "/pipelines/" + encodeURIComponent(m[1]), body, true); else await api("POST", "/pipelines", body, true);
+      show($("#save-result"), "Saved; the pipeline runs.", true); load();
+    } catch (e) { show($("#save-result"), e.message, false); }
+  };
+  every(3000, load);
 };

@@ -1,10 +1,14 @@
-// mqttmod is a container module for appliance tests: a plain MQTT client
-// (paho) that connects to the hub with what the agent injects
+// Command module is an example container module (and the one ledge's
+// tests deploy): a plain MQTT client (paho) that connects to the hub with
+// what the agent injects
 // (LEDGE_MQTT_URL, LEDGE_MQTT_USERNAME, LEDGE_MQTT_PASSWORD,
 // LEDGE_MQTT_CA_FILE, LEDGE_DEVICE_ID, LEDGE_MODULE_ID). Modes:
 //
 //	sender    publish {"n":N,"label":"person"} on output "out" every 200 ms
 //	receiver  print every message on its inputs ("got <topic> <payload>")
+//
+// Build it into a FROM scratch image with `make example-module`, then
+// deploy deploy/examples/deployment-local.yaml.
 package main
 
 import (

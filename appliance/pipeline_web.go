@@ -1,0 +1,229 @@
+package appliance
+
+import (
+	"context"
+
+	"sync"
+	"time"
+
+	"ledge/internal/fault"
+	"ledge/pipeline"
+	"ledge/web"
+)
+
+// pipelinesAPI gives web the pipeline engine through web's interface.
+type pipelinesAPI struct {
+	eng  *pipeline.Engine
+	set  *pipelineSet
+	hist *pipelineHistory
+}
+
+// pipelineView is one pipeline as the API shows it.
+type pipelineView struct {
+	pipeline.Stats
+	// Owner is who defines it: config (ledge.yaml), api (the dashboard) or
+	// deployment.
+	Owner string         `json:"owner"`
+	Spec  *pipeline.Spec `json:"spec,omitempty"`
+}
+
+func (p pipelinesAPI) List(context.Context) (any, error) {
+	out := []pipelineView{}
+	for _, st := range p.eng.Stats() {
+		out = append(out, pipelineView{Stats: st, Owner: p.set.owner(st.Name)})
+	}
+	return out, nil
+}
+
+func (p pipelinesAPI) Get(_ context.Context, name string) (any, error) {
+	st, err := p.eng.PipelineStats(name)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := p.eng.Spec(name)
+	if err != nil {
+		return nil, err
+	}
+	return pipelineView{Stats: st, Owner: p.set.owner(name), Spec: &spec}, nil
+}
+
+func (p pipelinesAPI) Put(ctx context.Context, name string, body []byte) (any, error) {
+	spec, err := pipeline.ParseSpec("pipeline spec", body)
+	if err != nil {
+		return nil, fault.Wrap(fault.Invalid, err)
+	}
+	if name != "" && spec.Name != name {
+		return nil, fault.New(fault.Invalid, "the spec names pipeline %q, the URL %q", spec.Name, name)
+	}
+	if o := p.set.owner(spec.Name); o != "" && o != "api" {
+		return nil, fault.New(fault.Conflict, "pipeline %q is defined by %s; change it there", spec.Name, map[string]string{"config": "ledge.yaml", "deployment": "the deployment"}[o])
+	}
+	if err := p.set.putLocal(ctx, spec); err != nil {
+		return nil, err
+	}
+	return p.Get(ctx, spec.Name)
+}
+
+func (p pipelinesAPI) Delete(ctx context.Context, name string) error {
+	return p.set.removeLocal(ctx, name)
+}
+func (p pipelinesAPI) Start(ctx context.Context, name string) error  { return p.eng.Start(ctx, name) }
+func (p pipelinesAPI) Stop(ctx context.Context, name string) error   { return p.eng.Stop(ctx, name) }
+func (p pipelinesAPI) Reload(ctx context.Context, name string) error { return p.eng.Reload(ctx, name) }
+
+func (p pipelinesAPI) History(name string) (any, error) {
+	if _, err := p.eng.Spec(name); err != nil {
+		return nil, err
+	}
+	return p.hist.get(name), nil
+}
+
+func (p pipelinesAPI) Watch(name string) (<-chan web.Frame, func(), error) {
+	in, cancel, err := p.eng.Watch(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make(chan web.Frame, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-done:
+				return
+			case j, ok := <-in:
+				if !ok {
+					return
+				}
+				select {
+				case out <- web.Frame{JPEG: j.Data, Seq: j.Frame, Time: j.Time}:
+				case <-done:
+					return
+				default: // the viewer has not taken the last one: newest wins
+					select {
+					case <-out:
+					default:
+					}
+					out <- web.Frame{JPEG: j.Data, Seq: j.Frame, Time: j.Time}
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return out, func() { once.Do(func() { cancel(); close(done) }) }, nil
+}
+
+func (p pipelinesAPI) Latest(name string) (web.Frame, error) {
+	j, err := p.eng.LatestFrame(name)
+	if err != nil {
+		return web.Frame{}, err
+	}
+	return web.Frame{JPEG: j.Data, Seq: j.Frame, Time: j.Time}, nil
+}
+
+func (p pipelinesAPI) Events(ctx context.Context, q web.EventQuery) (any, error) {
+	log := p.eng.EventLog()
+	if log == nil {
+		return nil, fault.New(fault.Unavailable, "no event log")
+	}
+	ev, err := log.Query(ctx, pipeline.Query{From: q.From, To: q.To, Pipeline: q.Pipeline, Type: q.Type, Class: q.Class, Zone: q.Zone, BeforeID: q.BeforeID, Limit: q.Limit})
+	if err != nil {
+		return nil, err
+	}
+	var next int64
+	if len(ev) == q.Limit && len(ev) > 0 {
+		next = ev[len(ev)-1].ID
+	}
+	if ev == nil {
+		ev = []pipeline.Event{}
+	}
+	return map[string]any{"events": ev, "next": next}, nil
+}
+
+func (p pipelinesAPI) SnapshotFile(name string) (string, error) {
+	log := p.eng.EventLog()
+	if log == nil {
+		return "", fault.New(fault.Unavailable, "no event log")
+	}
+	return log.SnapshotPath(name)
+}
+
+// pipelineHistory samples every pipeline's rates and latency for the
+// dashboard's charts: one sample every historyEvery, the last hour kept in
+// memory. Safe for concurrent use.
+type pipelineHistory struct {
+	eng *pipeline.Engine
+
+	mu      sync.Mutex // guards samples
+	samples map[string][]historySample
+}
+
+// historySample is one point of the pipelines' charts.
+type historySample struct {
+	Time   time.Time `json:"t"`
+	FPSIn  float64   `json:"fpsIn"`
+	FPSOut float64   `json:"fpsOut"`
+	// P50 and P99 are capture-to-result latency in milliseconds.
+	P50 float64 `json:"p50"`
+	P99 float64 `json:"p99"`
+}
+
+const (
+	historyEvery = 5 * time.Second
+	historyKeep  = time.Hour
+)
+
+func newPipelineHistory(eng *pipeline.Engine) *pipelineHistory {
+	return &pipelineHistory{eng: eng, samples: map[string][]historySample{}}
+}
+
+// Run samples until ctx ends (the "pipeline-history" component).
+func (h *pipelineHistory) Run(ctx context.Context) error {
+	tick := time.NewTicker(historyEvery)
+	defer tick.Stop()
+	h.sample(time.Now())
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-tick.C:
+			h.sample(now)
+		}
+	}
+}
+
+func (h *pipelineHistory) sample(now time.Time) {
+	stats := h.eng.Stats()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	seen := map[string]bool{}
+	for _, st := range stats {
+		seen[st.Name] = true
+		l := st.Latency[pipeline.StageCaptureToResult]
+		s := append(h.samples[st.Name], historySample{Time: now, FPSIn: st.FPSIn, FPSOut: st.FPSOut,
+			P50: float64(l.P50) / float64(time.Millisecond), P99: float64(l.P99) / float64(time.Millisecond)})
+		for len(s) > 0 && now.Sub(s[0].Time) > historyKeep {
+			s = s[1:]
+		}
+		h.samples[st.Name] = s
+	}
+	for name := range h.samples {
+		if !seen[name] {
+			delete(h.samples, name)
+		}
+	}
+}
+
+// get returns name's samples plus one taken now, so a chart has a point
+// from the moment a pipeline starts.
+func (h *pipelineHistory) get(name string) []historySample {
+	h.mu.Lock()
+	out := append([]historySample{}, h.samples[name]...)
+	h.mu.Unlock()
+	if st, err := h.eng.PipelineStats(name); err == nil {
+		l := st.Latency[pipeline.StageCaptureToResult]
+		out = append(out, historySample{Time: time.Now(), FPSIn: st.FPSIn, FPSOut: st.FPSOut,
+			P50: float64(l.P50) / float64(time.Millisecond), P99: float64(l.P99) / float64(time.Millisecond)})
+	}
+	return out
+}

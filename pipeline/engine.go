@@ -1,0 +1,387 @@
+package pipeline
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"ledge/internal/fault"
+)
+
+// Options are what the engine is built from; the appliance fills them in.
+type Options struct {
+	Config Config
+	// DB holds the event log; nil runs without one.
+	DB     *sql.DB
+	Logger *slog.Logger
+	// Library and Providers locate ONNX Runtime; it is loaded only when a
+	// pipeline needs a detector.
+	Library   string
+	Providers []string
+	// Models resolves model names; nil: only model files work.
+	Models ModelResolver
+	// Publisher publishes into the in-process hub; nil: hub actions are
+	// refused.
+	Publisher Publisher
+	// GPIO opens GPIO lines; nil: the Linux GPIO character device.
+	GPIO GPIOOpener
+	// StopGrace bounds how long a stopping pipeline's actions may finish
+	// their queued events (default 2s).
+	StopGrace time.Duration
+}
+
+// Engine runs pipelines. It is safe for concurrent use.
+type Engine struct {
+	opts  Options
+	cfg   Config
+	log   *slog.Logger
+	pool  *detectorPool
+	evlog *EventLog
+	bus   bus
+
+	applyMu sync.Mutex // serialises changes of the set of pipelines
+
+	mu      sync.Mutex // guards the fields below
+	specs   []Spec
+	running map[string]*instance
+	slots   map[string]*slot
+	ctx     context.Context // set while Run runs
+	stopped bool
+}
+
+// NewEngine opens the event log and builds the pipelines of specs without
+// starting them (Run does). A bad spec fails here with the field named,
+// and nothing is left open.
+func NewEngine(ctx context.Context, opts Options, specs []Spec) (*Engine, error) {
+	if err := opts.Config.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.StopGrace <= 0 {
+		opts.StopGrace = 2 * time.Second
+	}
+	e := &Engine{opts: opts, cfg: opts.Config, log: opts.Logger, pool: newDetectorPool(opts.Library, opts.Providers),
+		running: map[string]*instance{}, slots: map[string]*slot{}}
+	if opts.DB != nil {
+		var err error
+		if e.evlog, err = OpenEventLog(ctx, opts.DB, e.snapshotDir(), opts.Config.EventLog, e.log); err != nil {
+			return nil, err
+		}
+	}
+	if err := e.Apply(ctx, specs); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *Engine) snapshotDir() string {
+	if e.cfg.SnapshotDir != "" {
+		return e.cfg.SnapshotDir
+	}
+	return filepath.Join(".", "snapshots")
+}
+
+// EventLog is the engine's event log (nil without a database).
+func (e *Engine) EventLog() *EventLog { return e.evlog }
+
+// Run starts the pipelines and the event log's retention, and stops them
+// all when ctx ends.
+func (e *Engine) Run(ctx context.Context) error {
+	e.mu.Lock()
+	if e.ctx != nil || e.stopped {
+		e.mu.Unlock()
+		return errors.New("pipeline engine: Run called twice")
+	}
+	e.ctx = ctx
+	for _, in := range e.running {
+		in.start(ctx, nil)
+	}
+	e.mu.Unlock()
+	e.log.Info("pipelines started", "count", len(e.running))
+	var wg sync.WaitGroup
+	if e.evlog != nil {
+		wg.Go(func() { e.evlog.Run(ctx) })
+	}
+	<-ctx.Done()
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	e.mu.Lock()
+	e.stopped = true
+	all := e.running // kept, stopped, for their final stats
+	e.mu.Unlock()
+	var stops sync.WaitGroup
+	for _, in := range all {
+		stops.Go(func() { in.stop(e.opts.StopGrace) })
+	}
+	stops.Wait()
+	wg.Wait()
+	return nil
+}
+
+// Specs returns the current specs, in the order applied.
+func (e *Engine) Specs() []Spec {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.specs)
+}
+
+// Spec returns the spec of the named pipeline.
+func (e *Engine) Spec(name string) (Spec, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range e.specs {
+		if s.Name == name {
+			return s, nil
+		}
+	}
+	return Spec{}, fault.New(fault.NotFound, "no pipeline named %q", name)
+}
+
+// Apply makes specs the set of pipelines. It validates every spec and
+// builds every new or changed pipeline first; if anything fails, it returns
+// the errors (each naming its field, pipelines[i]....) and nothing changes.
+// Then it starts the new pipelines, reloads the changed ones (start new,
+// swap, stop old; an unchanged source stays open) and stops the removed
+// ones; unchanged pipelines keep running untouched.
+func (e *Engine) Apply(ctx context.Context, specs []Spec) error {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	return e.apply(specs)
+}
+
+func (e *Engine) apply(specs []Spec) error {
+	if err := ValidateSpecs(specs, "pipelines"); err != nil {
+		return fault.Wrap(fault.Invalid, err)
+	}
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return fault.New(fault.Unavailable, "pipeline engine stopped")
+	}
+	old := make(map[string]*instance, len(e.running))
+	for k, v := range e.running {
+		old[k] = v
+	}
+	e.mu.Unlock()
+
+	built := map[string]*instance{}
+	var errs []error
+	for i, s := range specs {
+		if s.Disabled {
+			continue
+		}
+		if cur, ok := old[s.Name]; ok && reflect.DeepEqual(cur.spec, s) {
+			continue
+		}
+		in, err := e.build(s, e.slotFor(s.Name))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pipelines[%d].%w", i, err))
+			continue
+		}
+		built[s.Name] = in
+	}
+	if len(errs) > 0 {
+		for _, in := range built {
+			in.release()
+		}
+		return fault.Wrap(fault.Invalid, errors.Join(errs...))
+	}
+
+	e.mu.Lock()
+	ctx := e.ctx
+	wanted := map[string]bool{}
+	var stops []*instance
+	for _, s := range specs {
+		if s.Disabled {
+			continue
+		}
+		wanted[s.Name] = true
+		in, ok := built[s.Name]
+		if !ok {
+			continue // unchanged
+		}
+		prev := old[s.Name]
+		if ctx != nil {
+			in.start(ctx, prev)
+		}
+		e.running[s.Name] = in
+		if prev != nil {
+			stops = append(stops, prev)
+			e.log.Info("pipeline reloaded", "pipeline", s.Name)
+		} else if ctx != nil {
+			e.log.Info("pipeline started", "pipeline", s.Name)
+		}
+	}
+	for name, in := range old {
+		if !wanted[name] {
+			delete(e.running, name)
+			stops = append(stops, in)
+			e.log.Info("pipeline stopped", "pipeline", name)
+		}
+	}
+	e.specs = slices.Clone(specs)
+	e.mu.Unlock()
+	for _, in := range stops {
+		in.stop(e.opts.StopGrace)
+	}
+	return nil
+}
+
+func (e *Engine) slotFor(name string) *slot {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s, ok := e.slots[name]
+	if !ok {
+		c := newCounters()
+		s = &slot{c: c, hub: newFrameHub(e.cfg.WatchFPS, &c.encodes)}
+		e.slots[name] = s
+	}
+	return s
+}
+
+// Put adds the pipeline spec, or replaces the one with its name.
+func (e *Engine) Put(ctx context.Context, s Spec) error {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	specs := e.Specs()
+	i := slices.IndexFunc(specs, func(x Spec) bool { return x.Name == s.Name })
+	if i >= 0 {
+		specs[i] = s
+	} else {
+		specs = append(specs, s)
+	}
+	return e.apply(specs)
+}
+
+// Remove stops and forgets the named pipeline.
+func (e *Engine) Remove(ctx context.Context, name string) error {
+	return e.edit(name, func(specs []Spec, i int) []Spec { return slices.Delete(specs, i, i+1) })
+}
+
+// Stop stops the named pipeline and keeps its spec (disabled).
+func (e *Engine) Stop(ctx context.Context, name string) error {
+	return e.edit(name, func(specs []Spec, i int) []Spec { specs[i].Disabled = true; return specs })
+}
+
+// Start starts the named pipeline stopped by Stop.
+func (e *Engine) Start(ctx context.Context, name string) error {
+	return e.edit(name, func(specs []Spec, i int) []Spec { specs[i].Disabled = false; return specs })
+}
+
+// Reload rebuilds the named pipeline from its spec (start new, swap, stop
+// old; its camera and model stay open).
+func (e *Engine) Reload(ctx context.Context, name string) error {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	e.mu.Lock()
+	in, ok := e.running[name]
+	e.mu.Unlock()
+	if !ok {
+		return fault.New(fault.NotFound, "no running pipeline named %q", name)
+	}
+	n, err := e.build(in.spec, e.slotFor(name))
+	if err != nil {
+		return fault.Wrap(fault.Invalid, err)
+	}
+	e.mu.Lock()
+	if e.ctx != nil {
+		n.start(e.ctx, in)
+	}
+	e.running[name] = n
+	e.mu.Unlock()
+	in.stop(e.opts.StopGrace)
+	return nil
+}
+
+func (e *Engine) edit(name string, f func([]Spec, int) []Spec) error {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	specs := e.Specs()
+	i := slices.IndexFunc(specs, func(x Spec) bool { return x.Name == name })
+	if i < 0 {
+		return fault.New(fault.NotFound, "no pipeline named %q", name)
+	}
+	return e.apply(f(specs, i))
+}
+
+// Stats returns the stats of every pipeline, sorted by name.
+func (e *Engine) Stats() []Stats {
+	e.mu.Lock()
+	names := make([]string, 0, len(e.specs))
+	for _, s := range e.specs {
+		names = append(names, s.Name)
+	}
+	e.mu.Unlock()
+	slices.Sort(names)
+	out := make([]Stats, 0, len(names))
+	for _, n := range names {
+		if s, err := e.PipelineStats(n); err == nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// PipelineStats returns the stats of the named pipeline.
+func (e *Engine) PipelineStats(name string) (Stats, error) {
+	e.mu.Lock()
+	in, running := e.running[name]
+	stopped := e.stopped
+	sl, ok := e.slots[name]
+	known := slices.ContainsFunc(e.specs, func(s Spec) bool { return s.Name == name })
+	e.mu.Unlock()
+	if !known {
+		return Stats{}, fault.New(fault.NotFound, "no pipeline named %q", name)
+	}
+	s := Stats{Name: name, Running: running && in.started.Load() && !stopped}
+	if ok {
+		sl.c.fill(&s, time.Now())
+		s.Source = sl.src.Get()
+		s.Watchers = int(sl.hub.n.Load())
+	}
+	if running {
+		in.stats(&s)
+	}
+	return s, nil
+}
+
+// DetectorLoads counts the detectors (ONNX sessions) loaded since the
+// engine was made; sharing and reloads do not add to it.
+func (e *Engine) DetectorLoads() uint64 { return e.pool.loads.Load() }
+
+// DetectorsOpen is the number of distinct detectors open now.
+func (e *Engine) DetectorsOpen() int { return e.pool.loaded() }
+
+// Watch registers a viewer of the named pipeline's annotated frames. The
+// channel holds the newest JPEG (older ones are dropped); frames are only
+// encoded while at least one viewer is registered. Call cancel when done.
+func (e *Engine) Watch(name string) (<-chan JPEG, func(), error) {
+	if _, err := e.Spec(name); err != nil {
+		return nil, nil, err
+	}
+	ch, cancel := e.slotFor(name).hub.watch()
+	return ch, cancel, nil
+}
+
+// LatestFrame returns the newest annotated frame encoded for viewers of
+// the named pipeline (empty when nobody watched yet).
+func (e *Engine) LatestFrame(name string) (JPEG, error) {
+	if _, err := e.Spec(name); err != nil {
+		return JPEG{}, err
+	}
+	return e.slotFor(name).hub.last(), nil
+}
+
+// Subscribe returns a subscription to the events of every pipeline (and
+// their source state changes) with a channel of buf events (default 64);
+// a subscriber that falls behind loses events, counted by Dropped.
+func (e *Engine) Subscribe(buf int) *Subscription { return e.bus.subscribe(buf) }

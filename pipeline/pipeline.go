@@ -1,0 +1,409 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gocv.io/x/gocv"
+
+	"ledge/pipeline/source"
+)
+
+// slot is what outlives the reloads of a pipeline with a given name: its
+// counters, its viewers and its source state.
+type slot struct {
+	c       *counters
+	results resultBus
+	hub     *frameHub
+	src     source.Watch
+}
+
+// instance is one built pipeline: its stages and the goroutines running
+// them. It is started once and stopped once.
+type instance struct {
+	spec   Spec
+	eng    *Engine
+	slot   *slot
+	log    *slog.Logger
+	target source.Target
+
+	cap      *capture // shared with the next instance when the source is unchanged
+	ownsCap  bool
+	mb       *mailbox
+	det      *detectStage
+	gate     *motionGate
+	zones    []zone
+	tracker  *tracker
+	types    []string
+	actions  []*actionRunner
+	snapshot *actionRunner // runs in the dispatcher
+	quality  int
+	events   chan *Event
+
+	cancel   context.CancelFunc // process stage
+	actCtx   context.Context    // actions: ends at the hard stop
+	actStop  context.CancelFunc
+	wg       sync.WaitGroup // process and dispatch
+	actWG    sync.WaitGroup // action runners
+	started  atomic.Bool
+	procDone chan struct{}
+}
+
+// build prepares a pipeline: it resolves and loads (or shares) the model
+// and makes the actions. It starts nothing. Errors name the spec field.
+func (e *Engine) build(s Spec, sl *slot) (_ *instance, err error) {
+	t, err := s.Source.Parse()
+	if err != nil {
+		return nil, fmt.Errorf("source.url: %w", err)
+	}
+	in := &instance{spec: s, eng: e, slot: sl, target: t, log: e.log.With("pipeline", s.Name),
+		zones: buildZones(s.Zones), types: s.Events.Types, procDone: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			in.release()
+		}
+	}()
+	if s.Detect != nil {
+		if in.det, err = newDetectStage(s.Detect, e.cfg.Detector, e.pool, e.opts.Models); err != nil {
+			return nil, fmt.Errorf("detect.model: %w", err)
+		}
+	}
+	in.tracker = newTracker(s.Tracker, in.zones)
+	q := s.Events.Queue
+	if q == 0 {
+		q = 256
+	}
+	in.events = make(chan *Event, q)
+	for i, a := range s.Actions {
+		name := a.name(i)
+		var act action
+		switch a.Type {
+		case "log":
+			lv := slog.LevelInfo
+			lv.UnmarshalText([]byte(a.Level))
+			act = &logAction{log: in.log, level: lv}
+		case "webhook":
+			act = newWebhookAction(a)
+		case "mqtt":
+			if a.URL == "" {
+				if e.opts.Publisher == nil {
+					return nil, fmt.Errorf("actions[%d].url: no in-process hub to publish to: set a broker URL", i)
+				}
+				act = &hubAction{pub: e.opts.Publisher, pipeline: s.Name, output: orDefault(a.Output, "events")}
+			} else {
+				act = newMQTTAction(a, s.Name, fmt.Sprintf("ledge-%s-%s-%d", s.Name, name, time.Now().UnixNano()%1e6))
+			}
+		case "hub":
+			if e.opts.Publisher == nil {
+				return nil, fmt.Errorf("actions[%d].type: no in-process hub in this ledge", i)
+			}
+			act = &hubAction{pub: e.opts.Publisher, pipeline: s.Name, output: orDefault(a.Output, "events")}
+		case "gpio":
+			act = newGPIOAction(a, e.opts.GPIO)
+			if a.Timeout == 0 {
+				pulse := a.Pulse
+				if pulse == 0 {
+					pulse = DefaultGPIOPulse
+				}
+				a.Timeout = pulse + DefaultActionTimeout
+			}
+		case "snapshot":
+			qual := a.Quality
+			if qual == 0 {
+				qual = 85
+			}
+			in.quality = qual
+			act = &snapshotAction{dir: e.snapshotDir()}
+		default:
+			return nil, fmt.Errorf("actions[%d].type: unknown action %q", i, a.Type)
+		}
+		r := newActionRunner(name, a, act, sl.c, in.log)
+		if a.Type == "snapshot" {
+			in.snapshot = r
+		} else {
+			in.actions = append(in.actions, r)
+		}
+	}
+	return in, nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// release frees what build acquired (model, action clients).
+func (in *instance) release() {
+	if in.det != nil {
+		in.det.close()
+	}
+	if in.gate != nil {
+		in.gate.close()
+	}
+	for _, a := range in.actions {
+		a.act.close()
+	}
+	if in.snapshot != nil {
+		in.snapshot.act.close()
+	}
+}
+
+// start runs the stages. prev, when not nil, is the instance being
+// replaced: if its source is the same, its capture is taken over and its
+// camera stays open.
+func (in *instance) start(ctx context.Context, prev *instance) {
+	in.started.Store(true)
+	c := in.slot.c
+	in.mb = newMailbox(in.target.Lossless(in.spec.Source), &c.dropped)
+	if prev != nil && prev.cap != nil && prev.ownsCap && sameSource(prev.spec.Source, in.spec.Source) {
+		in.cap, in.ownsCap, prev.ownsCap = prev.cap, true, false
+	} else {
+		in.cap = newCapture(in.spec.Source)
+		in.ownsCap = true
+	}
+	counted := func(source.Frame) { c.in.Add(1); c.fpsIn.mark(time.Now()) }
+	in.cap.counted.Store(&counted)
+	onState := func(s source.State) {
+		in.slot.src.Set(s)
+		in.eng.bus.publishState(in.spec.Name, s)
+	}
+	in.cap.onState.Store(&onState)
+	if in.spec.Motion != nil {
+		in.gate = newMotionGate(in.spec.Motion)
+	}
+
+	in.actCtx, in.actStop = context.WithCancel(context.WithoutCancel(ctx))
+	for _, a := range in.actions {
+		in.actWG.Go(func() { a.run(in.actCtx) })
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	in.cancel = cancel
+	in.wg.Go(func() {
+		defer close(in.procDone)
+		in.process(pctx)
+	})
+	in.wg.Go(func() { in.dispatch() })
+	old := in.cap.mb.Swap(in.mb)
+	if old != nil {
+		old.close(in.cap.Recycle)
+	}
+	if prev == nil || in.cap != prev.cap {
+		in.slot.src.Set(in.cap.state.Get())
+		in.cap.start(context.WithoutCancel(ctx))
+	}
+}
+
+func sameSource(a, b source.Spec) bool {
+	return a.URL == b.URL && a.Width == b.Width && a.Height == b.Height && a.FPS == b.FPS && a.FourCC == b.FourCC &&
+		a.Loop == b.Loop && a.Realtime == b.Realtime && a.Backoff == b.Backoff
+}
+
+// stop stops the stages: the process stage at once, the dispatcher after
+// the queued events, the actions within grace; then releases everything.
+// The capture is stopped unless the next instance took it over.
+func (in *instance) stop(grace time.Duration) {
+	if !in.started.Load() {
+		in.release()
+		return
+	}
+	in.cancel()
+	<-in.procDone
+	if in.ownsCap && in.cap.mb.Load() == in.mb {
+		in.cap.stop()
+		in.slot.src.Set(in.cap.state.Get())
+	}
+	in.mb.close(in.cap.Recycle)
+	in.wg.Wait() // dispatch ends once events is drained
+	done := make(chan struct{})
+	go func() { in.actWG.Wait(); close(done) }()
+	t := time.NewTimer(grace)
+	select {
+	case <-done:
+		t.Stop()
+	case <-t.C:
+		in.actStop()
+		<-done
+	}
+	in.actStop()
+	in.release()
+}
+
+// process is the process stage: motion gate, detection, tracking, events,
+// frames for viewers.
+func (in *instance) process(ctx context.Context) {
+	defer close(in.events)
+	c := in.slot.c
+	for {
+		f, ok := in.mb.take(ctx)
+		if !ok {
+			return
+		}
+		c.lat[StageCapture].add(f.Took)
+		in.processFrame(f)
+		in.cap.Recycle(f.Mat)
+	}
+}
+
+func (in *instance) processFrame(f source.Frame) {
+	c := in.slot.c
+	w, h := f.Mat.Cols(), f.Mat.Rows()
+	var (
+		objs     []Object
+		version  string
+		detected bool
+	)
+	if in.det != nil {
+		due := in.det.due(f.Time)
+		if !due {
+			c.skipRate.Add(1)
+		} else if in.gate != nil {
+			t0 := time.Now()
+			moving := in.gate.moving(f.Mat, f.Time)
+			c.lat[StageMotion].add(time.Since(t0))
+			if !moving {
+				due = false
+				c.skipMotion.Add(1)
+			}
+		}
+		if due {
+			t0 := time.Now()
+			var err error
+			objs, version, err = in.det.detect(f.Mat, f.Time)
+			c.lat[StageDetect].add(time.Since(t0))
+			if err != nil {
+				c.detErr.Add(1)
+				if c.detErr.Load()%100 == 1 {
+					in.log.Warn("detect failed", "err", err, "failures", c.detErr.Load())
+				}
+			} else {
+				detected = true
+				c.dets.Add(uint64(len(objs)))
+			}
+		}
+	} else if in.gate != nil {
+		t0 := time.Now()
+		if !in.gate.moving(f.Mat, f.Time) {
+			c.skipMotion.Add(1)
+		}
+		c.lat[StageMotion].add(time.Since(t0))
+	}
+	var events []Event
+	if detected {
+		t0 := time.Now()
+		events = in.tracker.update(f.Time, objs, w, h)
+		c.lat[StageTrack].add(time.Since(t0))
+	}
+	now := time.Now()
+	c.out.Add(1)
+	c.fpsOut.mark(now)
+	c.lat[StageCaptureToResult].add(now.Sub(f.Captured))
+
+	if in.slot.results.n.Load() > 0 {
+		in.slot.results.publish(Result{Pipeline: in.spec.Name, Frame: f.Seq, Time: f.Time, Detected: detected,
+			Objects: objs, Model: version})
+	}
+	if in.slot.hub.watching(now) {
+		drawn := objs
+		if !detected {
+			drawn = in.tracker.confirmedTracks()
+		}
+		text := in.spec.Name
+		if in.det != nil {
+			text += " " + version
+		}
+		in.slot.hub.offer(&watchJob{mat: f.Mat.Clone(), objs: drawn, zones: in.zones, text: text, frame: f.Seq, at: f.Time})
+	}
+	if len(events) == 0 {
+		return
+	}
+	var jpeg []byte
+	for i := range events {
+		e := &events[i]
+		if !in.emits(e.Type) {
+			continue
+		}
+		e.Pipeline, e.Time, e.Frame, e.Model, e.Captured = in.spec.Name, f.Time, f.Seq, version, f.Captured
+		if in.snapshot != nil && in.snapshot.wants(e) {
+			if jpeg == nil {
+				jpeg = in.snapshotJPEG(f.Mat, objs)
+			}
+			e.jpeg = jpeg
+		}
+		c.events.Add(1)
+		select {
+		case in.events <- e:
+		default:
+			c.evDropped.Add(1)
+		}
+	}
+}
+
+func (in *instance) emits(ty string) bool { return matchAny(in.types, ty) }
+
+// snapshotJPEG draws the frame's objects (with their track ids) and zones
+// on a copy of the frame and encodes it.
+func (in *instance) snapshotJPEG(m gocv.Mat, objs []Object) []byte {
+	img := m.Clone()
+	defer img.Close()
+	annotate(&img, objs, in.zones, in.spec.Name+" "+time.Now().Format(time.DateTime))
+	b, err := encodeJPEG(img, in.quality)
+	if err != nil {
+		in.log.Warn("snapshot encode", "err", err)
+		return nil
+	}
+	in.slot.c.snapEncodes.Add(1)
+	return b
+}
+
+// dispatch writes snapshots and the event log, tells subscribers and
+// queues events to the actions, until the process stage closes events.
+func (in *instance) dispatch() {
+	defer func() {
+		for _, a := range in.actions {
+			close(a.queue)
+		}
+	}()
+	ctx := in.actCtx
+	for e := range in.events {
+		var snapBytes int64
+		if in.snapshot != nil && e.jpeg != nil {
+			if in.snapshot.deliver(ctx, e) {
+				snapBytes = int64(len(e.jpeg))
+			}
+		}
+		if in.eng.evlog != nil && !in.spec.Events.NoLog {
+			id, err := in.eng.evlog.Insert(ctx, e, snapBytes)
+			if err != nil {
+				in.log.Warn("event log", "err", err)
+			} else {
+				e.ID = id
+			}
+		}
+		e.jpeg = nil
+		in.eng.bus.publish(*e)
+		for _, a := range in.actions {
+			if a.wants(e) {
+				a.enqueue(e)
+			}
+		}
+	}
+}
+
+// stats fills the parts of s this instance knows.
+func (in *instance) stats(s *Stats) {
+	if in.det != nil {
+		s.Model, s.ModelVersion = in.det.info()
+	}
+	if in.snapshot != nil {
+		s.Actions = append(s.Actions, in.snapshot.stats())
+	}
+	for _, a := range in.actions {
+		s.Actions = append(s.Actions, a.stats())
+	}
+}

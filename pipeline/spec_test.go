@@ -1,0 +1,109 @@
+package pipeline
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseSpecsYAMLAndJSON(t *testing.T) {
+	yamlDoc := `
+- name: door
+  source: {url: /dev/video0, width: 1280, height: 720, fps: 15, fourcc: MJPG}
+  detect: {model: people, threshold: 0.5, classes: [person], maxFps: 5}
+  motion: {threshold: 30, hold: 2s}
+  zones:
+    - name: porch
+      polygon: [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]
+      loiter: 30s
+  tracker: {minFrames: 2, timeout: 1500ms}
+  actions:
+    - {type: webhook, url: "https://example.net/hook", on: [zone.loiter], zones: [porch]}
+    - {type: gpio, chip: gpiochip0, line: 17, pulse: 2s}
+`
+	jsonDoc := `[{"name": "door", "source": {"url": "/dev/video0", "width": 1280, "height": 720, "fps": 15, "fourcc": "MJPG"},
+	  "detect": {"model": "people", "threshold": 0.5, "classes": ["person"], "maxFps": 5},
+	  "motion": {"threshold": 30, "hold": "2s"},
+	  "zones": [{"name": "porch", "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]], "loiter": "30s"}],
+	  "tracker": {"minFrames": 2, "timeout": "1500ms"},
+	  "actions": [{"type": "webhook", "url": "https://example.net/hook", "on": ["zone.loiter"], "zones": ["porch"]},
+	              {"type": "gpio", "chip": "gpiochip0", "line": 17, "pulse": "2s"}]}]`
+	for name, doc := range map[string]string{"yaml": yamlDoc, "json": jsonDoc} {
+		specs, err := ParseSpecs(name, []byte(doc))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		s := specs[0]
+		if s.Name != "door" || s.Source.FourCC != "MJPG" || s.Detect.Threshold != 0.5 || s.Motion.Hold != 2*time.Second ||
+			s.Zones[0].Loiter != 30*time.Second || len(s.Zones[0].Polygon) != 4 || s.Tracker.Timeout != 1500*time.Millisecond ||
+			s.Actions[1].Pulse != 2*time.Second || s.Actions[1].Line != 17 {
+			t.Errorf("%s: got %+v", name, s)
+		}
+	}
+}
+
+func TestSpecErrors(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{`[{name: a, source: {url: "ftp://x/y"}}]`, `pipelines[0].source.url: unknown scheme "ftp"`},
+		{`[{name: a, source: {url: "testpattern:"}}, {name: b, source: {url: "testpattern:"}, zones: [{name: z, polygon: [[0,0],[1,1]]}]}]`,
+			"pipelines[1].zones[0].polygon: want at least 3 points, got 2"},
+		{`[{name: a, source: {url: "testpattern:"}, zones: [{name: z, polygon: [[0,0],[1,1],[2,0]]}]}]`,
+			"pipelines[0].zones[0].polygon[2]: [2, 0]: want normalised coordinates in 0..1"},
+		{`[{name: a, source: {url: "testpattern:"}, zones: [{name: z, polygon: [[0,0],[1,1],[1]]}]}]`,
+			"pipelines[0].zones[0].polygon[2]: want [x, y], got 1 numbers"},
+		{`[{name: a, source: {url: "testpattern:"}, detect: {model: m.onnx, threshold: 1.5}}]`,
+			"pipelines[0].detect.threshold: 1.5: want a score in (0, 1]"},
+		{`[{name: a, source: {url: "testpattern:"}, detect: {model: m.onnx, kind: ssd}}]`, `pipelines[0].detect.kind: unknown model kind "ssd"`},
+		{`[{name: "a b", source: {url: "testpattern:"}}]`, `pipelines[0].name: "a b"`},
+		{`[{name: a, source: {url: ""}}]`, "pipelines[0].source.url: must not be empty"},
+		{`[{name: a, source: {url: "testpattern:", loop: true}}]`, "pipelines[0].source.loop: only a file or image set loops"},
+		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: mqtt, url: "http://x", qos: 3}]}]`, "pipelines[0].actions[0].qos: 3"},
+		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: log, zones: [nowhere]}]}]`, `pipelines[0].actions[0].zones[0]: no zone named "nowhere"`},
+		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: log, on: [zone.party]}]}]`, `pipelines[0].actions[0].on[0]: unknown event type "zone.party"`},
+		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: snapshot}, {type: snapshot, name: s2}]}]`, "pipelines[0].actions[1].type: one snapshot action"},
+		{`[{name: a, source: {url: "testpattern:"}, detekt: {}}]`, `line 1: pipelines[0].detekt: unknown key "detekt" (did you mean "detect"?)`},
+		{`[{name: a, source: {url: "testpattern:"}, motion: {hold: soon}}]`, "line 1"},
+		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: webhook, url: "https://u:pw@x/"}, {type: webhook, url: "ftp://u:pw@x/"}]}]`, `"ftp://u:xxxxx@x/"`},
+	} {
+		_, err := ParseSpecs("pipelines", []byte(tc.doc))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s:\n error %v\n want %q", tc.doc, err, tc.want)
+		}
+	}
+}
+
+func TestPolygonContains(t *testing.T) {
+	tri := Polygon{{0, 0}, {1, 0}, {0, 1}}
+	for _, tc := range []struct {
+		p    Point
+		want bool
+	}{{Point{0.2, 0.2}, true}, {Point{0.8, 0.8}, false}, {Point{-0.1, 0.5}, false}, {Point{0.49, 0.49}, true}} {
+		if got := tri.Contains(tc.p); got != tc.want {
+			t.Errorf("%v: got %v", tc.p, got)
+		}
+	}
+}
+
+func FuzzParseSpecs(f *testing.F) {
+	f.Add([]byte(`[{name: a, source: {url: "testpattern:"}}]`))
+	f.Add([]byte(`[{"name": "b", "source": {"url": "file:/x.mp4", "loop": true}, "detect": {"model": "m.onnx"}}]`))
+	f.Add([]byte("- name: c\n  source: {url: rtsp://cam/1}\n  zones: [{name: z, polygon: [[0,0],[1,0],[1,1]]}]\n  actions: [{type: mqtt, url: tcp://b:1883}]\n"))
+	f.Add([]byte("- &a {name: d, source: {url: /dev/video0}}\n- *a\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		specs, err := ParseSpecs("fuzz", data)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "fuzz: ") {
+				t.Fatalf("error does not name the input: %v", err)
+			}
+			return
+		}
+		if err := ValidateSpecs(specs, "pipelines"); err != nil {
+			t.Fatalf("accepted specs fail validation: %v", err)
+		}
+		for _, s := range specs {
+			if _, err := s.Source.Parse(); err != nil {
+				t.Fatalf("accepted source %q does not parse: %v", s.Source.URL, err)
+			}
+		}
+	})
+}
