@@ -46,11 +46,13 @@ type App struct {
 	// events fans the components' events out to the dashboard's SSE.
 	events *web.Broadcaster
 
-	web       *web.Server
-	agent     *agent.Agent // nil when agent.enabled is false
-	hub       *hub.Hub     // nil when hub.enabled is false
-	models    *models.Store
-	pipelines *pipeline.Engine
+	web    *web.Server
+	agent  *agent.Agent // nil when agent.enabled is false
+	hub    *hub.Hub     // nil when hub.enabled is false
+	models *models.Store
+	// modelResolver answers pipelines' model names from the store.
+	modelResolver *storeResolver
+	pipelines     *pipeline.Engine
 	// pipelineSet layers ledge.yaml's, the dashboard's and the
 	// deployment's pipelines.
 	pipelineSet *pipelineSet

@@ -17,10 +17,10 @@ import (
 // (before the agent, which hands it the models section), its metrics and
 // its events on the dashboard's feed, and adds the agent's "models"
 // section owner to sections.
-func (a *App) newModels(ctx context.Context, sections map[string]agent.Section) (*models.Store, error) {
+func (a *App) newModels(ctx context.Context, sections map[string]agent.Section) error {
 	trusted, err := agent.ParseTrustedKeys(a.cfg.Agent.TrustedKeys)
 	if err != nil {
-		return nil, err // Config.Validate said so already
+		return err // Config.Validate said so already
 	}
 	keys := make([]models.TrustedKey, len(trusted))
 	for i, k := range trusted {
@@ -39,13 +39,14 @@ func (a *App) newModels(ctx context.Context, sections map[string]agent.Section) 
 		Kinds:       kinds,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	a.models = s
+	a.modelResolver = &storeResolver{s: s, cand: map[string]models.Version{}}
 	a.add("models", s.Run)
 	a.registry.MustRegister(modelsCollector{s})
 	sections["models"] = modelsSection{s}
-	return s, nil
+	return nil
 }
 
 // Models is the model store.

@@ -258,7 +258,7 @@ func (in *instance) processFrame(f source.Frame) {
 		version  string
 		detected bool
 	)
-	if in.det != nil {
+	if in.det != nil && in.det.ready() { // not ready: its model is still on its way
 		due := in.det.due(f.Time)
 		if !due {
 			c.skipRate.Add(1)
