@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,8 +39,8 @@ func modelFiles(t *testing.T) (*httptest.Server, map[string]string) {
 	return srv, digests
 }
 
-// startApp runs an appliance until the test ends.
-func startApp(t *testing.T, cfg Config) *App {
+// startApp runs an appliance until the test ends, or until stop.
+func startApp(t *testing.T, cfg Config) (app *App, stop func()) {
 	t.Helper()
 	app, err := New(t.Context(), cfg, BuildInfo{Version: "test"}, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -48,12 +49,18 @@ func startApp(t *testing.T, cfg Config) *App {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- app.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		app.Close()
-	})
-	return app
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+			app.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return app, stop
 }
 
 // modelsReport is the models section of the agent's reported state.
@@ -72,7 +79,7 @@ func TestModelsSectionThroughAgent(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Models.AllowHTTP = true
 	cfg.Agent.Rollback.StableFor = 0
-	app := startApp(t, cfg)
+	app, _ := startApp(t, cfg)
 	ctx := t.Context()
 
 	native := func(version, model, file, digest string) []byte {
