@@ -351,17 +351,32 @@ func (s *detectStage) close() {
 }
 
 // warm runs one inference on a blank frame in every session of det at
-// once, so that no session meets its first frame cold after a swap, and
-// checks that the outputs decode.
+// once, at low priority, so that no session meets its first frame cold
+// after a swap, and checks that the outputs decode.
 func warm(det *inference.Detector) error {
 	n := max(det.Info().Sessions, 1)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { errs[i] = det.Warm() })
+		wg.Go(func() { atLowPriority(func() { errs[i] = det.Warm() }) })
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// loadForSwap is loadModel for a swap: at low priority when the model runs
+// one thread per session (ONNX Runtime then starts no thread pool that
+// would keep the low priority after the swap).
+func (e *Engine) loadForSwap(d *DetectSpec) (m *model, err error) {
+	threads := d.Threads
+	if threads == 0 {
+		threads = max(e.cfg.Detector.Threads, 1)
+	}
+	if threads > 1 {
+		return loadModel(d, e.cfg.Detector, e.pool, e.opts.Models)
+	}
+	atLowPriority(func() { m, err = loadModel(d, e.cfg.Detector, e.pool, e.opts.Models) })
+	return m, err
 }
 
 // SwapModel resolves model name again for every running pipeline whose
@@ -386,7 +401,7 @@ func (e *Engine) SwapModel(ctx context.Context, name string) (int, error) {
 	swapped := 0
 	for _, in := range ins {
 		cur := in.det.cur.Load()
-		m, err := loadModel(in.spec.Detect, e.cfg.Detector, e.pool, e.opts.Models)
+		m, err := e.loadForSwap(in.spec.Detect)
 		if err != nil {
 			return swapped, fault.Wrap(fault.Invalid, fmt.Errorf("pipeline %s: model %q: %w", in.spec.Name, name, err))
 		}

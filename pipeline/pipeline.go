@@ -306,7 +306,7 @@ func (in *instance) processFrame(f source.Frame) {
 
 	if in.slot.results.n.Load() > 0 {
 		in.slot.results.publish(Result{Pipeline: in.spec.Name, Frame: f.Seq, Time: f.Time, Detected: detected,
-			Objects: objs, Model: version})
+			Objects: objs, Model: version, Processed: now})
 	}
 	if in.slot.hub.watching(now) {
 		drawn := objs
