@@ -192,3 +192,33 @@ func TestModelsExample(t *testing.T) {
 		t.Fatalf("%d models: %v", len(specs), err)
 	}
 }
+
+// FuzzManifestModels: a manifest's models section, native or in the Azure
+// $ledge twin, through the manifest parser and the store's parser: no
+// panic, and what both accept is valid.
+func FuzzManifestModels(f *testing.F) {
+	d := strings.Repeat("ab", 32)
+	f.Add([]byte("version: \"1\"\nmodels:\n  - {name: people, version: \"2\", url: \"https://m.example.com/p.onnx\", sha256: " + d + ", kind: yolox}\n"))
+	f.Add([]byte("version: \"1\"\nmodels:\n  people: {version: 3, url: \"file:///m/p.onnx\", sha256: \"sha256:" + d + "\", labels: [a, b], inputSize: 640x480}\n"))
+	f.Add([]byte(`{"modulesContent": {"$edgeAgent": {"properties.desired": {"schemaVersion": "1.1", "runtime": {"type": "docker", "settings": {}}, "systemModules": {}, "modules": {}}},
+  "$ledge": {"properties.desired": {"version": "2", "models": [{"name": "p", "version": "1", "url": "https://h/p", "sha256": "` + d + `", "signature": {"keyId": "0011223344556677", "sig": "` + strings.Repeat("A", 86) + `=="}}]}}}}`))
+	f.Add([]byte("version: \"1\"\nmodels: [{name: ../x}]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := manifest.Parse(data)
+		if err != nil {
+			return
+		}
+		specs, err := models.ParseSection(m.Sections[manifest.SectionModels])
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		for _, s := range specs {
+			if models.ValidName(s.Name) != "" || models.ValidVersion(s.Version) != "" || len(s.SHA256) != 64 {
+				t.Fatalf("accepted %+v", s)
+			}
+		}
+	})
+}
