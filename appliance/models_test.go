@@ -222,3 +222,50 @@ func FuzzManifestModels(f *testing.F) {
 		}
 	})
 }
+
+// TestModelThatDoesNotFit: a version that loads but does not fit its
+// declared kind, or whose labels do not match its classes, is refused by
+// the activation's load-and-warm check even when no pipeline runs its name
+// (the store then loads it on its own), and the version before stays.
+func TestModelThatDoesNotFit(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Agent.Enabled = false
+	cfg.Hub.Enabled = false
+	app, _ := startApp(t, cfg)
+	ctx := t.Context()
+	pull := func(version, file, kind string, labels []string, activate bool) (models.Version, error) {
+		path := testenv.Model(t, file)
+		sum, _, err := fileSHA(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return app.Models().Pull(ctx, models.Spec{Name: "people", Version: version, URL: "file://" + path, SHA256: sum, Kind: kind, Labels: labels}, activate)
+	}
+	if _, err := pull("1", "yolox_nano.onnx", "yolox", nil, true); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 20*time.Second, "people@1 active", func() bool { v, err := app.Models().Resolve("people"); return err == nil && v.Version == "1" })
+	for _, tc := range []struct {
+		version, file, kind string
+		labels              []string
+		want                string
+	}{
+		{"2", "fastestdet.onnx", "yolox", nil, "does not fit kind yolox"},
+		{"3", "fastestdet.onnx", "fastestdet", []string{"person", "car"}, "2 names for a model with 80 classes"},
+	} {
+		if _, err := pull(tc.version, tc.file, tc.kind, tc.labels, false); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, 20*time.Second, "people@"+tc.version+" ready", func() bool {
+			m, _ := app.Models().Get(ctx, "people")
+			return len(m.Versions) > 0 && m.Versions[0].Version == tc.version && m.Versions[0].State == models.StateReady
+		})
+		_, err := app.Models().Activate(ctx, "people", tc.version)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "1 stays active") {
+			t.Errorf("activate people@%s: %v, want %q", tc.version, err, tc.want)
+		}
+		if v, _ := app.Models().Resolve("people"); v.Version != "1" {
+			t.Errorf("active after a refused activation: %s", v.Version)
+		}
+	}
+}
