@@ -301,4 +301,28 @@ actions: [{type: snapshot}]
 	wait(t, ctx, "the door card", `document.querySelector("section[aria-label='pipeline door'] dl dd") !== null`, 10*time.Second)
 	time.Sleep(500 * time.Millisecond)
 	shot(t, ctx, "pipelines")
+
+	// On a phone: the menu folds behind a button reachable by keyboard,
+	// the live view fits the screen.
+	err = chromedp.Do(ctx,
+		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile),
+		chromedp.Navigate(d.base+"/live"),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "a live frame on a phone", `(() => { const i = document.querySelector("img[data-pipeline=door]"); return i && i.naturalWidth > 0; })()`, 20*time.Second)
+	if w := evalString(t, ctx, `String(document.documentElement.scrollWidth <= window.innerWidth + 1)`); w != "true" {
+		t.Errorf("the live page scrolls sideways on a phone (scrollWidth %s, width %s)",
+			evalString(t, ctx, `String(document.documentElement.scrollWidth)`), evalString(t, ctx, `String(window.innerWidth)`))
+	}
+	if v := evalString(t, ctx, `getComputedStyle(document.querySelector("#nav")).display`); v != "none" {
+		t.Errorf("phone: the menu is %q, want folded", v)
+	}
+	shot(t, ctx, "live-phone")
+	if err := chromedp.Do(ctx, chromedp.Focus(chromedp.CSS(".menu-toggle")), chromedp.KeyEvent("\r")); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "the menu to open from the keyboard", `getComputedStyle(document.querySelector("#nav")).display !== "none"`, 5*time.Second)
+	shot(t, ctx, "menu-phone")
 }
