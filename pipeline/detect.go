@@ -119,9 +119,10 @@ func (p *detectorPool) acquire(key detectorKey) (*inference.Detector, error) {
 	return det, nil
 }
 
-// releaseLater releases key in a goroutine the pool's wait waits for.
+// releaseLater releases key in a goroutine the pool's wait waits for, at
+// low priority: it runs right when the frames of the new model start.
 func (p *detectorPool) releaseLater(key detectorKey) {
-	p.bg.Go(func() { p.release(key) })
+	p.bg.Go(func() { atLowPriority(func() { p.release(key) }) })
 }
 
 // wait waits for the releases started by releaseLater.
