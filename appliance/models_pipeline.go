@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"ledge/inference"
@@ -87,6 +88,10 @@ func (a *modelActivator) Activate(ctx context.Context, v models.Version, commit 
 		err = commit()
 	}
 	a.res.clearCandidate(v.Name)
+	if err != nil {
+		// The file's path in the store says nothing to the operator.
+		err = &fault.Error{Kind: fault.KindOf(err), Msg: strings.ReplaceAll(err.Error(), "model "+v.Path+": ", ""), Err: err}
+	}
 	if err != nil && n > 0 {
 		// Some pipelines took the new version before the failure: back
 		// to the one the store says is active.

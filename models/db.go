@@ -116,6 +116,17 @@ func (s *Store) setState(ctx context.Context, name, version string, st State, ms
 	return nil
 }
 
+// setReady marks name@version ready with the size of its stored file.
+func (s *Store) setReady(ctx context.Context, name, version string, size int64) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE models_versions SET state = ?, error = '', size = CASE WHEN ? > 0 THEN ? ELSE size END,
+		ready_at = CASE WHEN ready_at = 0 THEN ? ELSE ready_at END WHERE name = ? AND version = ?`,
+		StateReady, size, size, ms(time.Now()), name, version)
+	if err != nil {
+		return fmt.Errorf("set state of %s@%s: %w", name, version, err)
+	}
+	return nil
+}
+
 // digestVersions lists the versions stored under digest in one of states.
 func (s *Store) digestVersions(ctx context.Context, digest string, states ...State) ([]Version, error) {
 	q := `SELECT ` + versionCols + ` FROM models_versions WHERE digest = ?`

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -131,9 +132,8 @@ func (s *Store) record(ctx context.Context, sp Spec, signer string) (Version, er
 		b, _ := json.Marshal(sp.Signature)
 		v.signature = string(b)
 	}
-	if s.hasBlob(v.Digest) {
-		v.State = StateReady
-		v.ReadyAt = v.CreatedAt
+	if st, err := os.Stat(s.blobPath(v.Digest)); err == nil && st.Mode().IsRegular() {
+		v.State, v.ReadyAt, v.Size = StateReady, v.CreatedAt, st.Size()
 	}
 	if err := s.ensureName(ctx, sp.Name); err != nil {
 		return Version{}, err

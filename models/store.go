@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -325,8 +326,12 @@ func (s *Store) finishReady(ctx context.Context, digest string) {
 		s.log.Error("model store", "err", err)
 		return
 	}
+	var size int64
+	if st, err := os.Stat(s.blobPath(digest)); err == nil {
+		size = st.Size()
+	}
 	for _, v := range vs {
-		if err := s.setState(ctx, v.Name, v.Version, StateReady, ""); err != nil {
+		if err := s.setReady(ctx, v.Name, v.Version, size); err != nil {
 			s.log.Error("model store", "err", err)
 			continue
 		}

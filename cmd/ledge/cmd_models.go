@@ -121,7 +121,7 @@ func orDash(s string) string {
 // deployment asks for, pins.
 func versionDetail(m models.Model, v models.Version) string {
 	var parts []string
-	if p := v.Progress; p != nil {
+	if p := v.Progress; p != nil && (p.Bytes > 0 || p.Total > 0) {
 		s := bytesText(p.Bytes)
 		if p.Total > 0 {
 			s = fmt.Sprintf("%.0f%% of %s", p.Percent, bytesText(p.Total))
