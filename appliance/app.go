@@ -16,6 +16,7 @@ import (
 
 	"ledge/agent"
 	"ledge/hub"
+	"ledge/models"
 	"ledge/pipeline"
 	"ledge/web"
 )
@@ -45,10 +46,13 @@ type App struct {
 	// events fans the components' events out to the dashboard's SSE.
 	events *web.Broadcaster
 
-	web       *web.Server
-	agent     *agent.Agent // nil when agent.enabled is false
-	hub       *hub.Hub     // nil when hub.enabled is false
-	pipelines *pipeline.Engine
+	web    *web.Server
+	agent  *agent.Agent // nil when agent.enabled is false
+	hub    *hub.Hub     // nil when hub.enabled is false
+	models *models.Store
+	// modelResolver answers pipelines' model names from the store.
+	modelResolver *storeResolver
+	pipelines     *pipeline.Engine
 	// pipelineSet layers ledge.yaml's, the dashboard's and the
 	// deployment's pipelines.
 	pipelineSet *pipelineSet
@@ -88,14 +92,18 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	}
 	a.events = web.NewBroadcaster()
 
+	sections := map[string]agent.Section{}
+	if err := a.newModels(ctx, sections); err != nil {
+		return nil, err
+	}
 	if err := a.addPipelines(ctx); err != nil {
 		return nil, err
 	}
+	a.models.SetActivator(newModelActivator(a.pipelines, a.modelResolver, a.cfg.Inference, a.log.With("component", "models")))
 	hist := newPipelineHistory(a.pipelines)
 	a.add("pipeline-history", hist.Run)
-	deploy, err := a.newAgent(ctx, map[string]agent.Section{
-		"pipelines": pipelinesSection{a.pipelineSet},
-	})
+	sections["pipelines"] = pipelinesSection{a.pipelineSet}
+	deploy, err := a.newAgent(ctx, sections)
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +132,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		Events:        a.events,
 		Deploy:        deploy,
 		Pipelines:     pipelinesAPI{eng: a.pipelines, set: a.pipelineSet, hist: hist},
+		Models:        modelsAPI{a.models},
 	})
 	if err != nil {
 		return nil, err
@@ -133,7 +142,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	if a.agent != nil {
 		a.eventSources = append(a.eventSources, a.agentEvents)
 	}
-	a.eventSources = append(a.eventSources, a.pipelineEvents)
+	a.eventSources = append(a.eventSources, a.pipelineEvents, a.modelEvents)
 	a.add("events", a.forwardEvents)
 	a.add("web", srv.Run)
 	a.health.add("database", func(ctx context.Context) error { return a.db.PingContext(ctx) })

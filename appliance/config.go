@@ -12,6 +12,7 @@ import (
 	"ledge/agent"
 	"ledge/hub"
 	"ledge/internal/yamlstrict"
+	"ledge/models"
 	"ledge/pipeline"
 )
 
@@ -35,6 +36,7 @@ type Config struct {
 	Inference InferenceConfig `yaml:"inference"`
 	Hub       hub.Config      `yaml:"hub"`
 	Agent     agent.Config    `yaml:"agent"`
+	Models    models.Config   `yaml:"models"`
 
 	// Pipeline is the pipeline engine (event log retention, snapshots);
 	// Pipelines are the vision pipelines to run (docs/pipelines.md).
@@ -105,6 +107,7 @@ func Default() Config {
 		Inference:       InferenceConfig{Providers: []string{"cpu"}},
 		Hub:             hub.DefaultConfig(),
 		Agent:           agent.DefaultConfig(),
+		Models:          models.DefaultConfig(),
 		Pipeline:        pipeline.DefaultConfig(),
 	}
 }
@@ -164,6 +167,9 @@ func (c *Config) Validate() error {
 		bad("database.synchronous", "%q: want full or normal", c.Database.Synchronous)
 	}
 	if err := c.Agent.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Models.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.Pipeline.Validate(); err != nil {

@@ -2,7 +2,6 @@ package appliance
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,7 +22,7 @@ func (a *App) addPipelines(ctx context.Context) error {
 		Logger:    a.log.With("component", "pipeline"),
 		Library:   a.cfg.Inference.Library,
 		Providers: a.cfg.Inference.Providers,
-		Models:    modelResolver{},
+		Models:    a.modelResolver,
 		Publisher: a.hubPublisher(),
 	}, a.cfg.Pipelines)
 	if err != nil {
@@ -40,15 +39,6 @@ func (a *App) addPipelines(ctx context.Context) error {
 
 // Pipelines is the running pipeline engine.
 func (a *App) Pipelines() *pipeline.Engine { return a.pipelines }
-
-// modelResolver resolves model names for pipelines. The model store does
-// not exist yet, so it knows no names.
-type modelResolver struct{}
-
-func (modelResolver) Resolve(name string) (pipeline.ResolvedModel, error) {
-	return pipeline.ResolvedModel{}, fmt.Errorf("%w %q: the model store knows no models yet; give detect.model a path to an .onnx file",
-		pipeline.ErrUnknownModel, name)
-}
 
 // pipelineCollector turns the engine's stats into Prometheus metrics at
 // each scrape.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -34,10 +35,19 @@ type ResolvedModel struct {
 	Kind    string   // model family; "" or auto to detect
 	Labels  []string // class names; nil for the model's own
 	Version string   // shown with every result the model produces
+	// InputWidth and InputHeight set the input size of a model whose
+	// input is dynamic (0: from the model).
+	InputWidth, InputHeight int
 }
 
 // ErrUnknownModel is returned (wrapped) for a model name nobody knows.
 var ErrUnknownModel = fault.New(fault.NotFound, "unknown model")
+
+// ErrModelNotReady is returned (wrapped) by a resolver for a model name it
+// knows but cannot serve yet (its first version is downloading). A
+// pipeline on such a name runs without detection until SwapModel brings
+// the model in.
+var ErrModelNotReady = fault.New(fault.Unavailable, "model not ready")
 
 // detectorKey is what makes two detectors different.
 type detectorKey struct {
@@ -46,6 +56,7 @@ type detectorKey struct {
 	labels   string
 	sessions int
 	threads  int
+	inW, inH int
 }
 
 // detectorPool shares detectors across pipelines, reference-counted, and
@@ -59,7 +70,8 @@ type detectorPool struct {
 	rt      *inference.Runtime
 	entries map[detectorKey]*detEntry
 
-	loads atomic.Uint64 // detectors loaded, ever
+	loads atomic.Uint64  // detectors loaded, ever
+	bg    sync.WaitGroup // releases in the background
 }
 
 type detEntry struct {
@@ -97,7 +109,7 @@ func (p *detectorPool) acquire(key detectorKey) (*inference.Detector, error) {
 		return nil, err
 	}
 	det, err := p.rt.NewDetector(key.path, inference.Options{Kind: kind, Labels: labels,
-		Sessions: key.sessions, Threads: key.threads, Providers: p.providers})
+		Sessions: key.sessions, Threads: key.threads, Providers: p.providers, InputWidth: key.inW, InputHeight: key.inH})
 	if err != nil {
 		p.closeRuntimeIfIdle()
 		return nil, err
@@ -106,6 +118,15 @@ func (p *detectorPool) acquire(key detectorKey) (*inference.Detector, error) {
 	p.entries[key] = &detEntry{det: det, refs: 1}
 	return det, nil
 }
+
+// releaseLater releases key in a goroutine the pool's wait waits for, at
+// low priority: it runs right when the frames of the new model start.
+func (p *detectorPool) releaseLater(key detectorKey) {
+	p.bg.Go(func() { atLowPriority(func() { p.release(key) }) })
+}
+
+// wait waits for the releases started by releaseLater.
+func (p *detectorPool) wait() { p.bg.Wait() }
 
 // release drops one reference; the last one closes the detector, and the
 // last detector closes ONNX Runtime.
@@ -147,12 +168,17 @@ type model struct {
 }
 
 // detectStage runs the model on frames. The current model sits behind an
-// atomic pointer, so it can be swapped between two frames; every result
-// carries the version of the model that produced it. It is used by the
-// process goroutine, except cur, which may be swapped from anywhere.
+// atomic pointer; a swap stages the new one in next, and the process
+// goroutine takes it up before its next frame, so the switch happens
+// between two frames and the old model is released only once no detection
+// of this stage uses it. Every result carries the version of the model
+// that produced it. It is used by the process goroutine, except next
+// (staged from anywhere) and cur (read by info).
 type detectStage struct {
 	pool    *detectorPool
+	name    string // detect.model as the spec says
 	cur     atomic.Pointer[model]
+	next    atomic.Pointer[model]
 	params  inference.Params
 	classes []string
 	minGap  time.Duration // from maxFps
@@ -197,18 +223,22 @@ func fileVersion(path string) (string, error) {
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))[:12], nil
 }
 
-// newDetectStage resolves and loads (or shares) the model of d.
+// newDetectStage resolves and loads (or shares) the model of d. A model
+// name the resolver knows but cannot serve yet (ErrModelNotReady) gives a
+// stage without a model: it waits for SwapModel.
 func newDetectStage(d *DetectSpec, cfg DetectorConfig, pool *detectorPool, models ModelResolver) (*detectStage, error) {
 	m, err := loadModel(d, cfg, pool, models)
-	if err != nil {
+	if err != nil && !(errors.Is(err, ErrModelNotReady) && !IsModelPath(d.Model)) {
 		return nil, err
 	}
-	s := &detectStage{pool: pool, classes: slices.Clone(d.Classes), every: max(d.Every, 1),
+	s := &detectStage{pool: pool, name: d.Model, classes: slices.Clone(d.Classes), every: max(d.Every, 1),
 		params: inference.Params{MinScore: float32(d.Threshold), IoU: float32(d.IoU)}}
 	if d.MaxFPS > 0 {
 		s.minGap = time.Duration(float64(time.Second) / d.MaxFPS)
 	}
-	s.cur.Store(m)
+	if m != nil {
+		s.cur.Store(m)
+	}
 	return s, nil
 }
 
@@ -219,7 +249,7 @@ func loadModel(d *DetectSpec, cfg DetectorConfig, pool *detectorPool, models Mod
 		return nil, err
 	}
 	key := detectorKey{path: rm.Path, kind: strings.ToLower(rm.Kind), labels: strings.Join(rm.Labels, "\n"),
-		sessions: d.Sessions, threads: d.Threads}
+		sessions: d.Sessions, threads: d.Threads, inW: rm.InputWidth, inH: rm.InputHeight}
 	if key.sessions == 0 {
 		key.sessions = cfg.Sessions
 	}
@@ -236,12 +266,34 @@ func loadModel(d *DetectSpec, cfg DetectorConfig, pool *detectorPool, models Mod
 	return &model{key: key, det: det, name: d.Model, version: rm.Version}, nil
 }
 
-// swap makes m the model of the stage, between two frames, and releases
-// the one it replaces (after its running detection, if any, returns).
+// swap stages m as the model of the stage: the process goroutine takes it
+// up before its next frame and releases the one it replaces. A model
+// staged earlier and not taken up yet is released.
 func (s *detectStage) swap(m *model) {
-	if old := s.cur.Swap(m); old != nil {
+	if old := s.next.Swap(m); old != nil {
 		s.pool.release(old.key)
 	}
+}
+
+// takeUp makes a staged model current; the one it replaces is released in
+// the background (closing a detector takes a moment the frame should not
+// wait for). Called by the process goroutine between two frames.
+func (s *detectStage) takeUp() {
+	n := s.next.Swap(nil)
+	if n == nil {
+		return
+	}
+	if old := s.cur.Swap(n); old != nil {
+		s.pool.releaseLater(old.key)
+	}
+}
+
+// ready reports whether the stage has a model (it has none while its
+// model name waits for its first version). Called by the process
+// goroutine, which takes a staged model up here.
+func (s *detectStage) ready() bool {
+	s.takeUp()
+	return s.cur.Load() != nil
 }
 
 // due reports whether frame at scene time t should be detected (maxFps,
@@ -261,7 +313,11 @@ func (s *detectStage) due(t time.Time) bool {
 // the class filter, and the model version.
 func (s *detectStage) detect(img gocv.Mat, t time.Time) ([]Object, string, error) {
 	s.last = t
+	s.takeUp()
 	m := s.cur.Load()
+	if m == nil {
+		return nil, "", fmt.Errorf("%w: %q", ErrModelNotReady, s.name)
+	}
 	dets, err := m.det.Detect(img, s.params)
 	if err != nil {
 		return nil, m.version, err
@@ -276,20 +332,52 @@ func (s *detectStage) detect(img gocv.Mat, t time.Time) ([]Object, string, error
 	return out, m.version, nil
 }
 
-// info is the model's name and version.
+// info is the model's name and version ("" while waiting for its model).
 func (s *detectStage) info() (string, string) {
 	m := s.cur.Load()
 	if m == nil {
-		return "", ""
+		return s.name, ""
 	}
 	return m.name, m.version
 }
 
-// close releases the model.
+// close releases the model, and one staged and not taken up.
 func (s *detectStage) close() {
+	if m := s.next.Swap(nil); m != nil {
+		s.pool.release(m.key)
+	}
 	if m := s.cur.Swap(nil); m != nil {
 		s.pool.release(m.key)
 	}
+}
+
+// warm runs one inference on a blank frame in every session of det at
+// once, at low priority, so that no session meets its first frame cold
+// after a swap, and checks that the outputs decode.
+func warm(det *inference.Detector) error {
+	n := max(det.Info().Sessions, 1)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { atLowPriority(func() { errs[i] = det.Warm() }) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// loadForSwap is loadModel for a swap: at low priority when the model runs
+// one thread per session (ONNX Runtime then starts no thread pool that
+// would keep the low priority after the swap).
+func (e *Engine) loadForSwap(d *DetectSpec) (m *model, err error) {
+	threads := d.Threads
+	if threads == 0 {
+		threads = max(e.cfg.Detector.Threads, 1)
+	}
+	if threads > 1 {
+		return loadModel(d, e.cfg.Detector, e.pool, e.opts.Models)
+	}
+	atLowPriority(func() { m, err = loadModel(d, e.cfg.Detector, e.pool, e.opts.Models) })
+	return m, err
 }
 
 // SwapModel resolves model name again for every running pipeline whose
@@ -314,7 +402,7 @@ func (e *Engine) SwapModel(ctx context.Context, name string) (int, error) {
 	swapped := 0
 	for _, in := range ins {
 		cur := in.det.cur.Load()
-		m, err := loadModel(in.spec.Detect, e.cfg.Detector, e.pool, e.opts.Models)
+		m, err := e.loadForSwap(in.spec.Detect)
 		if err != nil {
 			return swapped, fault.Wrap(fault.Invalid, fmt.Errorf("pipeline %s: model %q: %w", in.spec.Name, name, err))
 		}
@@ -322,7 +410,7 @@ func (e *Engine) SwapModel(ctx context.Context, name string) (int, error) {
 			e.pool.release(m.key)
 			continue
 		}
-		if err := m.det.Warm(); err != nil {
+		if err := warm(m.det); err != nil {
 			e.pool.release(m.key)
 			return swapped, fault.Wrap(fault.Invalid, fmt.Errorf("pipeline %s: model %q %s does not serve: %w", in.spec.Name, name, m.version, err))
 		}

@@ -124,6 +124,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	stops.Wait()
 	wg.Wait()
+	e.pool.wait()
 	return nil
 }
 

@@ -258,7 +258,7 @@ func (in *instance) processFrame(f source.Frame) {
 		version  string
 		detected bool
 	)
-	if in.det != nil {
+	if in.det != nil && in.det.ready() { // not ready: its model is still on its way
 		due := in.det.due(f.Time)
 		if !due {
 			c.skipRate.Add(1)
@@ -306,7 +306,7 @@ func (in *instance) processFrame(f source.Frame) {
 
 	if in.slot.results.n.Load() > 0 {
 		in.slot.results.publish(Result{Pipeline: in.spec.Name, Frame: f.Seq, Time: f.Time, Detected: detected,
-			Objects: objs, Model: version})
+			Objects: objs, Model: version, Processed: now})
 	}
 	if in.slot.hub.watching(now) {
 		drawn := objs

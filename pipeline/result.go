@@ -18,6 +18,8 @@ type Result struct {
 	Objects []Object `json:"objects,omitempty"`
 	// Model is the version of the model that produced Objects.
 	Model string `json:"model,omitempty"`
+	// Processed is when the pipeline finished the frame (wall clock).
+	Processed time.Time `json:"processed"`
 }
 
 // resultBus hands per-frame results to subscribers (bounded channels,

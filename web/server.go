@@ -63,6 +63,8 @@ type Options struct {
 	Pipelines Pipelines
 	// Deploy serves /api/v1/deployments (nil: no agent).
 	Deploy Deployer
+	// Models serves /api/v1/models (nil: they answer 503).
+	Models ModelStore
 }
 
 // Server serves HTTP on TCP and on the unix socket.
@@ -252,6 +254,7 @@ func (s *Server) routes() error {
 		s.engine.GET("/$iothub/websocket", gin.WrapH(s.opts.MQTTWebSocket))
 	}
 	s.deployRoutes()
+	s.modelRoutes()
 	s.pipelineRoutes()
 	if err := s.pageRoutes(); err != nil {
 		return err

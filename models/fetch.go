@@ -1,0 +1,417 @@
+package models
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"ledge/internal/fault"
+)
+
+// permanent marks a transfer error that retrying cannot fix (404, a wrong
+// digest, over the size limit).
+type permanent struct{ err error }
+
+func (p *permanent) Error() string { return p.err.Error() }
+func (p *permanent) Unwrap() error { return p.err }
+
+func isPermanent(err error) bool {
+	var p *permanent
+	return errors.As(err, &p)
+}
+
+// newHTTPClient builds the client downloads use: bounded connect and
+// header waits (the body is watched for stalls instead of timed as a
+// whole), proxies from the environment, limited redirects that never
+// downgrade to plain http unless allowed.
+func newHTTPClient(cfg Config, tlsConf *tls.Config) *http.Client {
+	d := cfg.Download
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: d.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   d.ConnectTimeout,
+		ResponseHeaderTimeout: d.ConnectTimeout,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   2,
+		ForceAttemptHTTP2:     true,
+	}
+	if tlsConf != nil {
+		tr.TLSClientConfig = tlsConf.Clone()
+	}
+	return &http.Client{
+		Transport: tr,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) > d.MaxRedirects {
+				return &permanent{fmt.Errorf("more than %d redirects", d.MaxRedirects)}
+			}
+			switch req.URL.Scheme {
+			case "https":
+			case "http":
+				if !cfg.AllowHTTP {
+					return &permanent{fmt.Errorf("redirected to %s: plain http is refused (models.allowHTTP)", redact(req.URL))}
+				}
+			default:
+				return &permanent{fmt.Errorf("redirected to %s: scheme %q is not allowed", redact(req.URL), req.URL.Scheme)}
+			}
+			return nil
+		},
+	}
+}
+
+// redact drops the query (often a signed token) from a URL for messages.
+func redact(u *url.URL) string {
+	c := *u
+	c.User = nil
+	if c.RawQuery != "" {
+		c.RawQuery = "..."
+	}
+	return c.String()
+}
+
+func redactString(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(bad URL)"
+	}
+	return redact(u)
+}
+
+// fetch downloads t into its partial file and publishes it under its
+// digest, retrying with back-off and resuming where a transfer broke.
+func (s *Store) fetch(ctx context.Context, t *transfer) error {
+	d := s.cfg.Download
+	wait := d.Backoff
+	restarted := false
+	for attempt := 1; ; attempt++ {
+		err := s.fetchOnce(ctx, t, attempt, &restarted)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if isPermanent(err) || attempt > d.Retries {
+			return err
+		}
+		s.log.Warn("model download failed, retrying", "model", t.name, "version", t.ver, "url", redactString(t.url),
+			"attempt", attempt, "retryIn", wait, "err", err)
+		s.publishState(t.name, t.ver, StateDownloading, "retrying in "+wait.String()+": "+err.Error())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, d.MaxBackoff)
+	}
+}
+
+// fetchOnce is one attempt: it resumes from the partial file when there
+// is one, and verifies and publishes the file once it is complete.
+func (s *Store) fetchOnce(ctx context.Context, t *transfer, attempt int, restarted *bool) error {
+	f, err := os.OpenFile(s.partialPath(t.digest), os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return &permanent{fmt.Errorf("open partial file: %w", err)}
+	}
+	published := false
+	defer func() {
+		if !published {
+			f.Close()
+		}
+	}()
+	ri := s.readResume(t.digest)
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	off := st.Size()
+	if ri.URL != t.url {
+		off = 0 // another source: start over
+	}
+	h := sha256.New()
+	if off > 0 {
+		if _, err := io.Copy(h, io.LimitReader(f, off)); err != nil {
+			return fmt.Errorf("read partial file: %w", err)
+		}
+	}
+	if err := f.Truncate(off); err != nil {
+		return err
+	}
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return err
+	}
+
+	u, _ := url.Parse(t.url)
+	var body io.ReadCloser
+	var total int64
+	var cancel context.CancelFunc
+	var stall *time.Timer
+	if u.Scheme == "file" {
+		body, off, total, err = s.openFile(u.Path, off)
+	} else {
+		var rctx context.Context
+		rctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		stall = time.AfterFunc(s.cfg.Download.StallTimeout, cancel)
+		defer stall.Stop()
+		var rinfo resumeInfo
+		body, off, total, rinfo, err = s.openHTTP(rctx, t, off, ri)
+		if err == nil {
+			rinfo.URL = t.url
+			s.writeResume(t.digest, rinfo)
+		}
+		if err != nil && rctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("no answer within %s", s.cfg.Download.StallTimeout)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	if off == 0 {
+		h.Reset()
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		if u.Scheme == "file" {
+			s.writeResume(t.digest, resumeInfo{URL: t.url, Total: total})
+		}
+	}
+	if err := s.checkSize(t, total); err != nil {
+		return err
+	}
+	if total > 0 {
+		if err := s.makeRoom(ctx, total-off, t.digest); err != nil {
+			return &permanent{err}
+		}
+	}
+	t.begin(attempt, off, total)
+	s.publishProgress(t)
+
+	limit := s.cfg.MaxModelBytes
+	if t.size > 0 {
+		limit = t.size
+	}
+	n, err := s.copyBody(ctx, f, h, body, t, off, limit, stall)
+	if err != nil {
+		return err
+	}
+	got := off + n
+	if total > 0 && got != total {
+		return fmt.Errorf("the transfer ended at byte %d of %d", got, total)
+	}
+	if t.size > 0 && got != t.size {
+		return &permanent{fmt.Errorf("the file has %d bytes, the manifest says size %d", got, t.size)}
+	}
+
+	s.setDigestState(ctx, t.digest, StateVerifying, "")
+	sum := hex.EncodeToString(h.Sum(nil))
+	if sum != t.digest {
+		s.removePartial(t.digest)
+		if off > 0 && !*restarted {
+			// What was resumed may not be what the server has now.
+			*restarted = true
+			return fmt.Errorf("digest mismatch after resuming at byte %d: starting over", off)
+		}
+		return &permanent{fault.New(fault.Invalid, "digest mismatch: the file's sha256 is %s, the manifest says %s", sum, t.digest)}
+	}
+	if total == 0 {
+		if err := s.makeRoom(ctx, 0, t.digest); err != nil {
+			s.removePartial(t.digest)
+			return &permanent{err}
+		}
+	}
+	if err := s.publish(t.digest, f); err != nil {
+		return &permanent{err}
+	}
+	published = true
+	f.Close()
+	return nil
+}
+
+// checkSize refuses a file over the limits before its bytes come.
+func (s *Store) checkSize(t *transfer, total int64) error {
+	switch {
+	case total <= 0:
+		return nil
+	case t.size > 0 && total != t.size:
+		return &permanent{fmt.Errorf("the server has %d bytes, the manifest says size %d", total, t.size)}
+	case total > s.cfg.MaxModelBytes:
+		return &permanent{fault.New(fault.TooLarge, "the file has %d bytes, over models.maxModelBytes %d", total, s.cfg.MaxModelBytes)}
+	}
+	return nil
+}
+
+// copyBody copies the body into f and h, counting progress, refusing more
+// than limit bytes in all and resetting the stall timer on every read.
+func (s *Store) copyBody(ctx context.Context, f *os.File, h hash.Hash, body io.Reader, t *transfer, off, limit int64, stall *time.Timer) (int64, error) {
+	buf := make([]byte, 256<<10)
+	var n int64
+	for {
+		k, rerr := body.Read(buf)
+		if k > 0 {
+			if stall != nil {
+				stall.Reset(s.cfg.Download.StallTimeout)
+			}
+			if off+n+int64(k) > limit {
+				s.removePartial(t.digest)
+				return n, &permanent{fault.New(fault.TooLarge, "the file is over %d bytes (the manifest's size, or models.maxModelBytes)", limit)}
+			}
+			if _, err := f.Write(buf[:k]); err != nil {
+				return n, &permanent{fmt.Errorf("write: %w", err)}
+			}
+			h.Write(buf[:k])
+			n += int64(k)
+			s.stats.bytes.Add(int64(k))
+			if t.add(int64(k), time.Now()) {
+				s.publishProgress(t)
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			if ctx.Err() != nil {
+				return n, ctx.Err()
+			}
+			if stall != nil && !stall.Stop() {
+				return n, fmt.Errorf("stalled: no bytes for %s at byte %d", s.cfg.Download.StallTimeout, off+n)
+			}
+			return n, fmt.Errorf("at byte %d: %w", off+n, rerr)
+		}
+	}
+}
+
+// openFile opens a file:// source at off.
+func (s *Store) openFile(path string, off int64) (io.ReadCloser, int64, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, 0, &permanent{err}
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, 0, 0, &permanent{fmt.Errorf("%s is not a regular file", path)}
+	}
+	if off > st.Size() {
+		off = 0
+	}
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		f.Close()
+		return nil, 0, 0, err
+	}
+	return f, off, st.Size(), nil
+}
+
+// openHTTP sends the request, with Range (and If-Range, so a changed file
+// is sent whole) when resuming at off. It returns the body, the offset
+// the body starts at (0 when the server sends the whole file) and the
+// file's total size (0 when unknown).
+func (s *Store) openHTTP(ctx context.Context, t *transfer, off int64, ri resumeInfo) (io.ReadCloser, int64, int64, resumeInfo, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url, nil)
+	if err != nil {
+		return nil, 0, 0, ri, &permanent{err}
+	}
+	req.Header.Set("User-Agent", "ledge-models")
+	if off > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
+		switch {
+		case ri.ETag != "" && !strings.HasPrefix(ri.ETag, "W/"):
+			req.Header.Set("If-Range", ri.ETag)
+		case ri.LastModified != "":
+			req.Header.Set("If-Range", ri.LastModified)
+		}
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		var p *permanent
+		if errors.As(err, &p) {
+			return nil, 0, 0, ri, p
+		}
+		return nil, 0, 0, ri, fmt.Errorf("GET %s: %w", redactString(t.url), unwrapURLError(err))
+	}
+	out := resumeInfo{ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		out.Total = max(resp.ContentLength, 0)
+		return resp.Body, 0, out.Total, out, nil
+	case http.StatusPartialContent:
+		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || start != off {
+			resp.Body.Close()
+			s.removePartial(t.digest)
+			return nil, 0, 0, ri, fmt.Errorf("the server answered the range from %d with %q: starting over", off, resp.Header.Get("Content-Range"))
+		}
+		out.Total = total
+		return resp.Body, off, total, out, nil
+	case http.StatusRequestedRangeNotSatisfiable:
+		resp.Body.Close()
+		// The partial file may already be whole (the transfer broke
+		// after the last byte): an empty body from off verifies it.
+		if _, total, ok := parseContentRange(resp.Header.Get("Content-Range")); ok && total == off {
+			out.Total = total
+			return io.NopCloser(strings.NewReader("")), off, total, out, nil
+		}
+		s.removePartial(t.digest)
+		return nil, 0, 0, ri, fmt.Errorf("the server refused the range from byte %d: starting over", off)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	err = fmt.Errorf("GET %s: %s", redactString(t.url), resp.Status)
+	switch {
+	case resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode >= 500:
+		return nil, 0, 0, ri, err
+	}
+	return nil, 0, 0, ri, &permanent{err}
+}
+
+// parseContentRange reads "bytes START-END/TOTAL" (or "bytes */TOTAL");
+// total is 0 when "*".
+func parseContentRange(v string) (start, total int64, ok bool) {
+	rest, found := strings.CutPrefix(strings.TrimSpace(v), "bytes ")
+	if !found {
+		return 0, 0, false
+	}
+	rng, tot, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, false
+	}
+	if tot != "*" {
+		n, err := strconv.ParseInt(tot, 10, 64)
+		if err != nil || n < 0 {
+			return 0, 0, false
+		}
+		total = n
+	}
+	if rng == "*" {
+		return 0, total, true
+	}
+	a, _, found := strings.Cut(rng, "-")
+	if !found {
+		return 0, 0, false
+	}
+	n, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || n < 0 {
+		return 0, 0, false
+	}
+	return n, total, true
+}
+
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
