@@ -117,6 +117,7 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 	}
 	a.rec.outcomes = a.outcomes
 	a.rec.sectionsReady = a.sectionsReady
+	a.rec.sectionsProgress = a.sectionsProgress
 	cur, err := st.current(ctx)
 	if err != nil {
 		eng.Close()

@@ -305,6 +305,11 @@ func (r *reconciler) checkConvergence() {
 	if w.failed {
 		return
 	}
+	if r.sectionsProgress != nil {
+		if p := r.sectionsProgress(); p != w.sectionWork {
+			w.sectionWork, w.lastProgress = p, r.now()
+		}
+	}
 	reason := w.failure
 	if reason == "" && r.connected && r.now().Sub(w.lastProgress) >= r.cfg.Rollback.Timeout {
 		reason = fmt.Sprintf("not converged after %s without progress: %s", r.cfg.Rollback.Timeout, why)

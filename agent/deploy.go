@@ -300,6 +300,20 @@ func (a *Agent) sectionsReady() (bool, string) {
 	return true, ""
 }
 
+// sectionsProgress sums the progress counters of the current deployment's
+// pending sections.
+func (a *Agent) sectionsProgress() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var sum int64
+	for name, h := range a.opts.Sections {
+		if r, ok := h.(SectionReporter); ok && a.applied[name] != nil {
+			sum += r.Report().Progress
+		}
+	}
+	return sum
+}
+
 // handleOutcome records that the current deployment converged or failed,
 // and rolls a failed one back to the last good deployment.
 func (a *Agent) handleOutcome(ctx context.Context, o outcome) {

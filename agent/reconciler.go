@@ -53,7 +53,10 @@ type reconciler struct {
 	// sectionsReady reports whether the deployment's sections are done
 	// (ready), and why not; failed means they will not get there.
 	sectionsReady func() (ready bool, failed string)
-	outcomes      chan<- outcome
+	// sectionsProgress is a counter that changes while sections work
+	// (model downloads): a change counts as deployment progress.
+	sectionsProgress func() int64
+	outcomes         chan<- outcome
 
 	pendingMu sync.Mutex // guards pending
 	pending   *desired
@@ -85,6 +88,7 @@ type convergeWatch struct {
 	id           int64
 	started      time.Time
 	lastProgress time.Time
+	sectionWork  int64  // last sectionsProgress seen
 	done         bool   // converged (reported once)
 	failed       bool   // reported failed; converging later is still reported
 	failure      string // a permanent failure seen (bad image, create error)

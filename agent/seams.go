@@ -47,6 +47,10 @@ type SectionReport struct {
 	Detail string `json:"detail,omitempty"`
 	// Items is per-item detail (per model: downloading 42%, ready...).
 	Items map[string]any `json:"items,omitempty"`
+	// Progress counts work done so far (bytes downloaded, say): while it
+	// changes, a pending section counts as progress and the deployment is
+	// not rolled back for want of it, however long a download takes.
+	Progress int64 `json:"-"`
 }
 
 // Section states.

@@ -128,3 +128,37 @@ func TestRunStopsCleanly(t *testing.T) {
 		t.Errorf("%d goroutines before, %d after stopping:\n%s", before, n, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+// TestSectionProgressKeepsDeploymentAlive: a section that stays pending
+// past the rollback timeout while its progress counter moves (a long model
+// download) does not get the deployment rolled back; one whose counter
+// stops does.
+func TestSectionProgressKeepsDeploymentAlive(t *testing.T) {
+	models := &recordingSection{}
+	ta := newTestAgent(t, func(o *Options) {
+		o.Sections = map[string]Section{manifest.SectionModels: models}
+		o.Config.Rollback.Timeout = 600 * time.Millisecond
+	})
+	ta.apply("version: '1'\n")
+	ta.waitState("1", StateConverged, 10*time.Second)
+
+	models.mu.Lock()
+	models.report = &SectionReport{State: SectionPending, Detail: "downloading", Progress: 1}
+	models.mu.Unlock()
+	ta.apply("version: '2'\nmodels: [{name: big, version: '1'}]\n")
+	// 3 s of a download that keeps moving: five times the timeout.
+	for i := range 30 {
+		time.Sleep(100 * time.Millisecond)
+		models.mu.Lock()
+		models.report = &SectionReport{State: SectionPending, Detail: "downloading", Progress: int64(2 + i)}
+		models.mu.Unlock()
+	}
+	if rep := ta.Reported(); rep.Deployment == nil || rep.Deployment.Version != "2" || rep.Deployment.State != StateApplying {
+		t.Fatalf("a moving download was given up: %+v", rep.Deployment)
+	}
+	// The download stalls: after the timeout, rolled back to version 1.
+	rep := ta.waitState("1", StateConverged, 10*time.Second)
+	if rb := rep.Deployment.RolledBackFrom; rb == nil || !strings.Contains(rb.Reason, "without progress") {
+		t.Errorf("rolledBackFrom %+v", rb)
+	}
+}

@@ -111,6 +111,7 @@ func (m modelsSection) Report() agent.SectionReport {
 		rep.Items = make(map[string]any, len(r.Items))
 		for n, it := range r.Items {
 			rep.Items[n] = it
+			rep.Progress += it.Bytes // a download moving keeps the deployment alive
 		}
 	}
 	return rep
