@@ -1,9 +1,15 @@
 package appliance
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -325,4 +331,60 @@ actions: [{type: snapshot}]
 	}
 	wait(t, ctx, "the menu to open from the keyboard", `getComputedStyle(document.querySelector("#nav")).display !== "none"`, 5*time.Second)
 	shot(t, ctx, "menu-phone")
+}
+
+// TestDashboardModels: a model pulled through the API shows on the Models
+// page with its state; a second version is activated from the page.
+func TestDashboardModels(t *testing.T) {
+	files := map[string][]byte{}
+	for _, m := range []string{"yolox_nano.onnx", "fastestdet.onnx"} {
+		data, err := os.ReadFile(testenv.Model(t, m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files["/"+m] = data
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		data, ok := files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(w, r, r.URL.Path, time.Time{}, bytes.NewReader(data))
+	}))
+	defer srv.Close()
+	d := startDashboard(t, func(c *Config) { c.Models.AllowHTTP = true })
+	tok, _ := web.CreateToken(t.Context(), d.app.DB(), "models")
+	pull := func(version, file string, activate bool) {
+		sum := sha256.Sum256(files["/"+file])
+		body := fmt.Sprintf(`{"name": "people", "version": %q, "url": %q, "sha256": %q}`, version, srv.URL+"/"+file, hex.EncodeToString(sum[:]))
+		req, _ := http.NewRequest("POST", d.base+"/api/v1/models"+map[bool]string{true: "?activate=true"}[activate], strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			t.Fatalf("pull %s: %d %s", version, resp.StatusCode, b)
+		}
+	}
+	pull("1", "yolox_nano.onnx", true)
+	pull("2", "fastestdet.onnx", false)
+
+	ctx := browser(t)
+	login(t, ctx, d.base, testPassword)
+	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
+	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/models")); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "people active at version 1 with version 2 ready",
+		`(() => { const s = document.querySelector("section[aria-label='model people']"); return s && /active 1/.test(s.textContent) && [...s.querySelectorAll("button")].some(b => b.textContent === "Activate"); })()`, 30*time.Second)
+	shot(t, ctx, "models")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.JSPath(`[...document.querySelectorAll("section[aria-label='model people'] button")].filter(b => b.textContent === "Activate")`))); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "version 2 active", `/active 2/.test(document.querySelector("section[aria-label='model people']").textContent)`, 30*time.Second)
 }

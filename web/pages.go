@@ -70,6 +70,7 @@ func (s *Server) dashboardPages() []page {
 		{Path: "/modules", Title: "Modules", name: "modules"},
 		{Path: "/devices", Title: "Devices", name: "devices"},
 		{Path: "/deployments", Title: "Deployments", name: "deployments"},
+		{Path: "/models", Title: "Models", name: "models"},
 		{Path: "/hub", Title: "Hub", name: "hub"},
 	}
 }

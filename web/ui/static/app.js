@@ -478,3 +478,44 @@ ledge.pages.pipelines = () => {
   };
   every(3000, load);
 };
+
+ledge.pages.models = () => {
+  const { api, $, el, every, status, tr, show, bytes, sse, debounce } = ledge;
+  async function load() {
+    const { models } = await api("GET", "/models");
+    const grid = $("#models");
+    if (!models || !models.length) { grid.replaceChildren(el("p", { class: "muted", text: "No models yet: a deployment's models: section, `ledge models pull`, or the form below." })); return; }
+    grid.replaceChildren(...models.map((m) => {
+      const t = el("table", {}, el("thead", {}, tr("Version", "State", "Kind", "Size", "Activated", "")));
+      const tb = el("tbody"); t.append(tb);
+      for (const v of m.versions || []) {
+        const st = el("span", {}, status(v.version === m.active ? "active" : v.state));
+        if (v.error) st.append(" ", el("span", { class: "small bad", text: v.error }));
+        if (v.progress) {
+          const b = el("div", { class: "bar progress", role: "progressbar", "aria-label": `download of ${m.name}@${v.version}`, "aria-valuenow": String(Math.max(0, Math.round(v.progress.percent))) }, el("span"));
+          b.firstChild.style.width = Math.max(0, v.progress.percent) + "%";
+          st.append(b, el("span", { class: "small muted", text: `${bytes(v.progress.bytes)}${v.progress.total ? " of " + bytes(v.progress.total) : ""} · ${bytes(v.progress.rate)}/s` }));
+        }
+        let act = "";
+        if (v.version !== m.active && v.state === "ready") {
+          act = el("button", { type: "button", text: "Activate" });
+          act.onclick = async () => { act.disabled = true; try { await api("POST", `/models/${encodeURIComponent(m.name)}/activate`, { version: v.version }); load(); } catch (e) { alert(e.message); act.disabled = false; } };
+        }
+        tb.append(tr(v.version, st, v.kind || "auto", bytes(v.size), v.activatedAt ? new Date(v.activatedAt).toLocaleString() : "–", act));
+      }
+      const rb = el("button", { type: "button", text: "Roll back" });
+      rb.onclick = async () => { try { await api("POST", `/models/${encodeURIComponent(m.name)}/rollback`); load(); } catch (e) { alert(e.message); } };
+      return el("section", { class: "card", "aria-label": "model " + m.name },
+        el("h2", {}, el("strong", { text: m.name }), " ", el("span", { class: "muted small", text: `active ${m.active || "none"}${m.desired && m.desired !== m.active ? ", deployment wants " + m.desired : ""}${m.pinned ? ", pinned by hand" : ""}` })),
+        el("div", { class: "table-wrap" }, t), el("div", { class: "toolbar", style: "margin-top:.5rem" }, rb));
+    }));
+  }
+  $("#pull").onclick = async () => {
+    let spec; try { spec = JSON.parse($("#pull-spec").value); } catch (e) { show($("#pull-result"), "Not JSON: " + e.message, false); return; }
+    try { await api("POST", "/models" + ($("#pull-activate").checked ? "?activate=true" : ""), spec); show($("#pull-result"), "Pulling.", true); load(); }
+    catch (e) { show($("#pull-result"), e.message, false); }
+  };
+  const refresh = debounce(load, 500);
+  sse("/events/stream?types=model.progress,model.state", { "model.progress": refresh, "model.state": refresh });
+  every(5000, load);
+};
