@@ -72,39 +72,6 @@ func startDashboard(t *testing.T, mutate func(*Config)) *dashboard {
 	return &dashboard{app: app, cfg: cfg, base: "http://" + app.webAddr()}
 }
 
-// browser starts headless Chromium for one test.
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(testenv.Chromium(t)),
-		chromedp.NoSandbox,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	)
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelC := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancelC(); cancelA() })
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
-
-func shot(t *testing.T, ctx context.Context, name string) {
-	t.Helper()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatalf("screenshot %s: %v", name, err)
-	}
-	if err := os.WriteFile(filepath.Join(testenv.ArtifactDir(t, "dashboard"), name+".png"), png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // wait polls a JavaScript predicate in the page.
 // A poll started while the page navigates fails; it is tried again until
 // the deadline.
@@ -154,18 +121,18 @@ func TestDashboardDeployFromBrowser(t *testing.T) {
 	image := "ledge-test/mqttmod:" + id
 	buildModuleImage(t, image)
 	d := startDashboard(t, nil)
-	ctx := browser(t)
+	ctx := testenv.Browser(t)
 
 	login(t, ctx, d.base, "not the password")
 	wait(t, ctx, "the refusal", `document.querySelector(".error") !== null`, 10*time.Second)
 	if msg := evalString(t, ctx, `document.querySelector(".error").textContent`); !strings.Contains(msg, "wrong password") {
 		t.Fatalf("wrong password page says %q", msg)
 	}
-	shot(t, ctx, "login-refused")
+	testenv.Screenshot(t, ctx, "login-refused")
 
 	login(t, ctx, d.base, testPassword)
 	wait(t, ctx, "the overview", `document.querySelector("#uptime") && document.querySelector("#uptime").textContent !== "…"`, 10*time.Second)
-	shot(t, ctx, "overview")
+	testenv.Screenshot(t, ctx, "overview")
 
 	// A POST without the CSRF token, from the logged-in page: refused.
 	status := evalString(t, ctx, `(async () => String((await fetch("/api/v1/deployments/rollback", {method: "POST", credentials: "same-origin"})).status))()`)
@@ -191,14 +158,14 @@ func TestDashboardDeployFromBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait(t, ctx, "the apply result", `document.querySelector("#apply-result").className === "result-ok"`, 10*time.Second)
-	shot(t, ctx, "deployments")
+	testenv.Screenshot(t, ctx, "deployments")
 
 	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/modules")); err != nil {
 		t.Fatal(err)
 	}
 	wait(t, ctx, "talker running on the Modules page",
 		`[...document.querySelectorAll("#modules tbody tr")].some(r => r.textContent.includes("talker") && r.textContent.includes("running"))`, 60*time.Second)
-	shot(t, ctx, "modules")
+	testenv.Screenshot(t, ctx, "modules")
 	if r := d.app.agent.Reported(); r.Modules["talker"].RuntimeStatus != "running" {
 		t.Errorf("agent reports talker %q", r.Modules["talker"].RuntimeStatus)
 	}
@@ -209,7 +176,7 @@ func TestDashboardDeployFromBrowser(t *testing.T) {
 		}
 		wait(t, ctx, p+" filled in", `document.querySelector("tbody") && !document.querySelector("tbody").textContent.includes("Loading")`, 10*time.Second)
 		time.Sleep(300 * time.Millisecond)
-		shot(t, ctx, p)
+		testenv.Screenshot(t, ctx, p)
 	}
 }
 
@@ -236,7 +203,7 @@ func TestDashboardLiveAndEvents(t *testing.T) {
 	video := panVideo(t, t.TempDir())
 	model := testenv.Model(t, "yolox_nano.onnx")
 	d := startDashboard(t, nil)
-	ctx := browser(t)
+	ctx := testenv.Browser(t)
 	login(t, ctx, d.base, testPassword)
 	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
 
@@ -272,7 +239,7 @@ actions: [{type: snapshot}]
 		t.Errorf("a detection took %d ms from capture to the Events page, want <= 2000", ms)
 	}
 	wait(t, ctx, "a snapshot thumbnail", `[...document.querySelectorAll("#events img")].some(i => i.complete && i.naturalWidth > 0)`, 20*time.Second)
-	shot(t, ctx, "events")
+	testenv.Screenshot(t, ctx, "events")
 
 	// Live: the stream's image has a size and changes.
 	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/live")); err != nil {
@@ -299,14 +266,14 @@ actions: [{type: snapshot}]
 		t.Error("the live image did not change within 4 s")
 	}
 	wait(t, ctx, "the fps badge", `/fps/.test(document.querySelector(".badge-overlay").textContent)`, 10*time.Second)
-	shot(t, ctx, "live")
+	testenv.Screenshot(t, ctx, "live")
 
 	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/pipelines")); err != nil {
 		t.Fatal(err)
 	}
 	wait(t, ctx, "the door card", `document.querySelector("section[aria-label='pipeline door'] dl dd") !== null`, 10*time.Second)
 	time.Sleep(500 * time.Millisecond)
-	shot(t, ctx, "pipelines")
+	testenv.Screenshot(t, ctx, "pipelines")
 
 	// On a phone: the menu folds behind a button reachable by keyboard,
 	// the live view fits the screen.
@@ -325,12 +292,12 @@ actions: [{type: snapshot}]
 	if v := evalString(t, ctx, `getComputedStyle(document.querySelector("#nav")).display`); v != "none" {
 		t.Errorf("phone: the menu is %q, want folded", v)
 	}
-	shot(t, ctx, "live-phone")
+	testenv.Screenshot(t, ctx, "live-phone")
 	if err := chromedp.Do(ctx, chromedp.Focus(chromedp.CSS(".menu-toggle")), chromedp.KeyEvent("\r")); err != nil {
 		t.Fatal(err)
 	}
 	wait(t, ctx, "the menu to open from the keyboard", `getComputedStyle(document.querySelector("#nav")).display !== "none"`, 5*time.Second)
-	shot(t, ctx, "menu-phone")
+	testenv.Screenshot(t, ctx, "menu-phone")
 }
 
 // TestDashboardModels: a model pulled through the API shows on the Models
@@ -374,7 +341,7 @@ func TestDashboardModels(t *testing.T) {
 	pull("1", "yolox_nano.onnx", true)
 	pull("2", "fastestdet.onnx", false)
 
-	ctx := browser(t)
+	ctx := testenv.Browser(t)
 	login(t, ctx, d.base, testPassword)
 	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
 	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/models")); err != nil {
@@ -382,7 +349,7 @@ func TestDashboardModels(t *testing.T) {
 	}
 	wait(t, ctx, "people active at version 1 with version 2 ready",
 		`(() => { const s = document.querySelector("section[aria-label='model people']"); return s && /active 1/.test(s.textContent) && [...s.querySelectorAll("button")].some(b => b.textContent === "Activate"); })()`, 30*time.Second)
-	shot(t, ctx, "models")
+	testenv.Screenshot(t, ctx, "models")
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.JSPath(`[...document.querySelectorAll("section[aria-label='model people'] button")].filter(b => b.textContent === "Activate")`))); err != nil {
 		t.Fatal(err)
 	}

@@ -34,27 +34,14 @@ A signature FILE.sig next to FILE is used automatically; --sig names another.
 `
 
 func deployCmd(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stderr, deployUsage)
-		return errUsage
-	}
-	sub, rest := args[0], args[1:]
-	switch sub {
-	case "check":
-		return deployCheck(rest, stdout, stderr)
-	case "apply":
-		return deployApply(rest, stdout, stderr)
-	case "status":
-		return deployStatus(rest, stdout, stderr)
-	case "history":
-		return deployHistory(rest, stdout, stderr)
-	case "rollback":
-		return deployRollback(rest, stdout, stderr)
-	case "sign":
-		return deploySign(rest, stdout, stderr)
-	}
-	fmt.Fprintf(stderr, "ledge deploy: unknown subcommand %q\n\n%s", sub, deployUsage)
-	return errUsage
+	return subcommands("deploy", deployUsage, map[string]func([]string, io.Writer, io.Writer) error{
+		"check":    deployCheck,
+		"apply":    deployApply,
+		"status":   deployStatus,
+		"history":  deployHistory,
+		"rollback": deployRollback,
+		"sign":     deploySign,
+	})(args, stdout, stderr)
 }
 
 // readManifest reads FILE and its signature (--sig, or FILE.sig if it

@@ -38,25 +38,13 @@ See docs/models.md.
 `
 
 func modelsCmd(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stderr, modelsUsage)
-		return errUsage
-	}
-	sub, rest := args[0], args[1:]
-	switch sub {
-	case "list":
-		return modelsList(rest, stdout, stderr)
-	case "pull":
-		return modelsPull(rest, stdout, stderr)
-	case "activate":
-		return modelsActivate(rest, stdout, stderr)
-	case "rollback":
-		return modelsRollback(rest, stdout, stderr)
-	case "sign":
-		return modelsSign(rest, stdout, stderr)
-	}
-	fmt.Fprintf(stderr, "ledge models: unknown subcommand %q\n\n%s", sub, modelsUsage)
-	return errUsage
+	return subcommands("models", modelsUsage, map[string]func([]string, io.Writer, io.Writer) error{
+		"list":     modelsList,
+		"pull":     modelsPull,
+		"activate": modelsActivate,
+		"rollback": modelsRollback,
+		"sign":     modelsSign,
+	})(args, stdout, stderr)
 }
 
 func modelsList(args []string, stdout, stderr io.Writer) error {

@@ -34,6 +34,23 @@ func register(name string, c command) {
 	commands[name] = c
 }
 
+// subcommands returns a command that dispatches on its first argument to
+// subs, printing usage for help, nothing, or an unknown name.
+func subcommands(name, usage string, subs map[string]func(args []string, stdout, stderr io.Writer) error) func(args []string, stdout, stderr io.Writer) error {
+	return func(args []string, stdout, stderr io.Writer) error {
+		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+			fmt.Fprint(stderr, usage)
+			return errUsage
+		}
+		run, ok := subs[args[0]]
+		if !ok {
+			fmt.Fprintf(stderr, "ledge %s: unknown subcommand %q\n\n%s", name, args[0], usage)
+			return errUsage
+		}
+		return run(args[1:], stdout, stderr)
+	}
+}
+
 // errUsage means the flags were wrong; the usage was already printed.
 var errUsage = errors.New("usage")
 
