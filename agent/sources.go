@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"ledge/internal/redact"
 	"net/http"
 	"strings"
 	"sync"
@@ -116,7 +117,7 @@ func (a *Agent) pollHTTP(ctx context.Context) {
 		switch {
 		case err != nil:
 			if err.Error() != lastErr {
-				a.log.Warn("deployment URL", "url", cfg.URL, "err", err)
+				a.log.Warn("deployment URL", "url", redact.URL(cfg.URL), "err", err)
 			}
 			lastErr = err.Error()
 		case o != nil:
@@ -163,14 +164,14 @@ func (p *httpPoller) poll(ctx context.Context) (*offer, error) {
 		return nil, nil
 	case http.StatusOK:
 	default:
-		return nil, fmt.Errorf("GET %s: %s", p.cfg.URL, resp.Status)
+		return nil, fmt.Errorf("GET %s: %s", redact.URL(p.cfg.URL), resp.Status)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, manifest.MaxSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", p.cfg.URL, err)
+		return nil, fmt.Errorf("GET %s: %w", redact.URL(p.cfg.URL), err)
 	}
 	if len(body) > manifest.MaxSize {
-		return nil, fmt.Errorf("GET %s: manifest over %d bytes", p.cfg.URL, manifest.MaxSize)
+		return nil, fmt.Errorf("GET %s: manifest over %d bytes", redact.URL(p.cfg.URL), manifest.MaxSize)
 	}
 	data, sig, err := Unwrap(body)
 	if err != nil {

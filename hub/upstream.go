@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"ledge/internal/redact"
 	"net/url"
 	"os"
 	"strings"
@@ -187,7 +188,7 @@ func (u *upstream) changed() <-chan struct{} {
 func (u *upstream) status() UpstreamStatus {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return UpstreamStatus{Mode: u.cfg.Mode, Broker: u.cfg.URL, State: u.state, Since: u.since, LastError: u.lastError}
+	return UpstreamStatus{Mode: u.cfg.Mode, Broker: redact.URL(u.cfg.URL), State: u.state, Since: u.since, LastError: u.lastError}
 }
 
 // topic is where a routed message goes upstream.

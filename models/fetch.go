@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	redactpkg "ledge/internal/redact"
 	"net"
 	"net/http"
 	"net/url"
@@ -71,22 +72,9 @@ func newHTTPClient(cfg Config, tlsConf *tls.Config) *http.Client {
 }
 
 // redact drops the query (often a signed token) from a URL for messages.
-func redact(u *url.URL) string {
-	c := *u
-	c.User = nil
-	if c.RawQuery != "" {
-		c.RawQuery = "..."
-	}
-	return c.String()
-}
+func redact(u *url.URL) string { return redactpkg.URL(u.String()) }
 
-func redactString(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(bad URL)"
-	}
-	return redact(u)
-}
+func redactString(raw string) string { return redactpkg.URL(raw) }
 
 // fetch downloads t into its partial file and publishes it under its
 // digest, retrying with back-off and resuming where a transfer broke.

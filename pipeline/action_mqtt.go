@@ -58,7 +58,7 @@ func orDash(s string) string {
 
 func (a *mqttAction) do(ctx context.Context, e *Event) error {
 	if !a.client.IsConnectionOpen() {
-		return fmt.Errorf("mqtt %s: not connected", a.url)
+		return fmt.Errorf("mqtt %s: not connected", redactURL(a.url))
 	}
 	body, err := eventJSON(e)
 	if err != nil {
@@ -68,11 +68,11 @@ func (a *mqttAction) do(ctx context.Context, e *Event) error {
 	select {
 	case <-tok.Done():
 		if err := tok.Error(); err != nil {
-			return fmt.Errorf("mqtt %s: %w", a.url, err)
+			return fmt.Errorf("mqtt %s: %w", redactURL(a.url), err)
 		}
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("mqtt %s: publish: %w", a.url, ctx.Err())
+		return fmt.Errorf("mqtt %s: publish: %w", redactURL(a.url), ctx.Err())
 	}
 }
 

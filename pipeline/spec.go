@@ -3,6 +3,7 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"ledge/internal/redact"
 	"math"
 	"regexp"
 	"slices"
@@ -476,18 +477,7 @@ func (v *validator) url(field, u string, schemes ...string) {
 }
 
 // redactURL hides a password in a URL for error messages.
-func redactURL(u string) string {
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		return u
-	}
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		if c := strings.Index(rest[:at], ":"); c >= 0 {
-			return scheme + "://" + rest[:c] + ":xxxxx" + rest[at:]
-		}
-	}
-	return u
-}
+func redactURL(u string) string { return redact.URL(u) }
 
 func inRange(f, lo, hi float64) bool { return f >= lo && f <= hi && !math.IsNaN(f) }
 

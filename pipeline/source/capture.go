@@ -3,6 +3,7 @@ package source
 import (
 	"context"
 	"fmt"
+	"ledge/internal/redact"
 	"os"
 	"strconv"
 	"strings"
@@ -69,12 +70,13 @@ func openCapture(s Spec, t Target) (Reader, error) {
 		}
 		vc, err = gocv.VideoCaptureFileWithAPI(t.Path, gocv.VideoCaptureFFmpeg)
 	}
+	shown := redact.URL(t.Path) // a stream URL may carry a password
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", t.Path, err)
+		return nil, fmt.Errorf("open %s: %s", shown, strings.ReplaceAll(err.Error(), t.Path, shown))
 	}
 	if !vc.IsOpened() {
 		vc.Close()
-		return nil, fmt.Errorf("open %s: cannot open", t.Path)
+		return nil, fmt.Errorf("open %s: cannot open", shown)
 	}
 	c := &capture{vc: vc, kind: t.Kind, realtime: s.Realtime, loop: s.Loop, path: t.Path, fps: vc.Get(gocv.VideoCaptureFPS)}
 	if c.fps <= 0 || c.fps > 1000 {

@@ -1,0 +1,43 @@
+// Package redact removes secrets from URLs before they reach a log or an
+// error message: the password of userinfo, and the query (which often
+// carries SAS signatures or tokens). It is shared by the components that
+// take URLs from users (pipeline sources and actions, model downloads,
+// deployment sources).
+package redact
+
+import (
+	"net/url"
+	"strings"
+)
+
+// URL returns raw with the password of its userinfo replaced by "xxxxx"
+// and its query by "...". Text that does not parse as a URL with a scheme
+// is returned with anything that looks like userinfo masked.
+func URL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" {
+		return maskUserinfo(raw)
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = "..."
+	}
+	return u.String()
+}
+
+func maskUserinfo(s string) string {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return s
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		if c := strings.Index(rest[:at], ":"); c >= 0 {
+			return scheme + "://" + rest[:c] + ":xxxxx" + rest[at:]
+		}
+	}
+	return s
+}
