@@ -13,19 +13,17 @@ import (
 // URL returns raw with the password of its userinfo replaced by "xxxxx"
 // and its query by "...". Text that does not parse as a URL with a scheme
 // is returned with anything that looks like userinfo masked.
+//
+// It errs on the side of hiding: whatever stands between a ':' and the last
+// '@' after "scheme://" is masked, even where a strict URL parser would not
+// call it userinfo (another program may).
 func URL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" {
-		return maskUserinfo(raw)
+	masked := maskUserinfo(raw)
+	u, err := url.Parse(masked)
+	if err != nil || u.Scheme == "" || u.RawQuery == "" {
+		return masked
 	}
-	if u.User != nil {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		}
-	}
-	if u.RawQuery != "" {
-		u.RawQuery = "..."
-	}
+	u.RawQuery = "..."
 	return u.String()
 }
 
