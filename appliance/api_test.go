@@ -89,6 +89,13 @@ func TestAPIBadInput(t *testing.T) {
 		{"GET", "/events?limit=5000", "", 400, "invalid", "limit"},
 		{"GET", "/events?before=x", "", 400, "invalid", "before"},
 		{"GET", "/snapshots/..%2F..%2Fetc%2Fpasswd", "", 400, "invalid", "snapshot"},
+		{"GET", "/models/ghost", "", 404, "not_found", "ghost"},
+		{"POST", "/models", `{"name": "m", "version": "1", "url": "http://insecure/m.onnx", "sha256": "00"}`, 400, "invalid", ""},
+		{"POST", "/models", `{"name": "../etc", "version": "1", "url": "https://h/m.onnx", "sha256": "` + strings.Repeat("a", 64) + `"}`, 400, "invalid", "name"},
+		{"POST", "/models", `{"name":`, 400, "invalid", ""},
+		{"POST", "/models/ghost/activate", `{}`, 400, "invalid", "version"},
+		{"POST", "/models/ghost/activate", `{"version": "1"}`, 404, "not_found", "ghost"},
+		{"POST", "/models/ghost/rollback", "", 404, "not_found", "ghost"},
 		{"GET", "/nothing/here", "", 404, "not_found", "no route"},
 	} {
 		status, out := call(tc.method, tc.path, tc.body)
@@ -107,6 +114,11 @@ func TestAPIBadInput(t *testing.T) {
 	_, hist := call("GET", "/deployments", "")
 	if ds, _ := hist["deployments"].([]any); len(ds) != 1 {
 		t.Errorf("deployments after bad input: %v", hist)
+	}
+	if _, ms := call("GET", "/models", ""); ms["models"] != nil {
+		if l, _ := ms["models"].([]any); len(l) != 0 {
+			t.Errorf("models after bad input: %v", ms)
+		}
 	}
 	_, ids := call("GET", "/hub/identities", "")
 	list, _ := ids["identities"].([]any)
