@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -70,7 +71,9 @@ func startHubAs(t *testing.T, deviceID string, mutate func(*Config), dev bool) *
 				t.Errorf("hub Run: %v", err)
 			}
 		case <-time.After(10 * time.Second):
-			t.Error("hub did not stop within 10 s")
+			var buf strings.Builder
+			pprof.Lookup("goroutine").WriteTo(&buf, 1)
+			t.Errorf("hub did not stop within 10 s; goroutines:\n%s", buf.String())
 		}
 	})
 	waitFor(t, "hub listening", func() bool { return h.Ports().MQTT != 0 })
