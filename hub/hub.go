@@ -235,12 +235,26 @@ func (h *Hub) Run(ctx context.Context) error {
 	if h.wsServer != nil {
 		h.wsServer.Close()
 	}
-	h.srv.Close()
-	h.pumpWG.Wait()
-	wg.Wait()
+	// mochi's Close waits for every client goroutine, and a pump may be
+	// in a write to a client that stopped reading: the stop is bounded so
+	// ledge always stops in time, whatever a client does. The queue is
+	// committed in any case (nothing acknowledged is lost).
+	h.waitBounded("mqtt clients to close", 3*time.Second, func() { h.srv.Close() })
+	h.waitBounded("delivery pumps", 2*time.Second, func() { h.pumpWG.Wait(); wg.Wait() })
 	stopStore()
 	err := <-storeDone
 	return err
+}
+
+// waitBounded runs f and waits for it at most d, then logs and goes on.
+func (h *Hub) waitBounded(what string, d time.Duration, f func()) {
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		h.log.Warn("stopping: gave up waiting", "for", what, "after", d)
+	}
 }
 
 // tick updates rates and renews the server certificate when due.
