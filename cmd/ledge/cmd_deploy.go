@@ -77,13 +77,9 @@ func deployCheck(args []string, stdout, stderr io.Writer) error {
 	cf.register(fs)
 	offline := fs.Bool("offline", false, "check without a running ledge: everything is new, sections are not validated by their owners")
 	sigFile := fs.String("sig", "", "detached signature (default FILE.sig when it exists)")
-	pos, err := parseFlags(fs, args)
+	pos, err := parseN(fs, args, 1)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errUsage
 	}
 	data, sig, err := readManifest(pos[0], *sigFile)
 	if err != nil {
@@ -147,13 +143,9 @@ func deployApply(args []string, stdout, stderr io.Writer) error {
 	sigFile := fs.String("sig", "", "detached signature (default FILE.sig when it exists)")
 	wait := fs.Bool("wait", false, "follow the deployment until it converges, fails or is rolled back")
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long --wait follows it")
-	pos, err := parseFlags(fs, args)
+	pos, err := parseN(fs, args, 1)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errUsage
 	}
 	data, sig, err := readManifest(pos[0], *sigFile)
 	if err != nil {

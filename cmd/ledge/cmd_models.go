@@ -52,13 +52,8 @@ func modelsList(args []string, stdout, stderr io.Writer) error {
 	var cf configFlags
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "print the models as JSON")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
+	if _, err := parseN(fs, args, 0); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		fs.Usage()
-		return errUsage
 	}
 	d, err := connectDaemon(&cf)
 	if err != nil {
@@ -338,13 +333,9 @@ func modelsActivate(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("models activate", "NAME@VERSION", stderr)
 	var cf configFlags
 	cf.register(fs)
-	pos, err := parseFlags(fs, args)
+	pos, err := parseN(fs, args, 1)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errUsage
 	}
 	name, version, err := models.ParseRef(pos[0])
 	if err != nil {
@@ -370,13 +361,9 @@ func modelsRollback(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("models rollback", "NAME", stderr)
 	var cf configFlags
 	cf.register(fs)
-	pos, err := parseFlags(fs, args)
+	pos, err := parseN(fs, args, 1)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errUsage
 	}
 	if why := models.ValidName(pos[0]); why != "" {
 		return errors.New(why)

@@ -108,6 +108,20 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// parseN parses args like parseFlags and requires exactly n positional
+// arguments, printing the usage otherwise.
+func parseN(fs *flag.FlagSet, args []string, n int) ([]string, error) {
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) != n {
+		fs.Usage()
+		return nil, errUsage
+	}
+	return pos, nil
+}
+
 // parseFlags parses args, allowing flags after positional arguments
 // (ledge detect img.jpg --model m.onnx).
 func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
