@@ -249,7 +249,7 @@ func (a *Agent) Resync(ctx context.Context) error {
 func (a *Agent) Events(buffer int) (<-chan Event, func()) { return a.bus.subscribe(buffer) }
 
 // DroppedEvents counts events subscribers missed.
-func (a *Agent) DroppedEvents() int64 { return a.bus.dropped.Load() }
+func (a *Agent) DroppedEvents() int64 { return a.bus.dropped() }
 
 // Healthy reports whether the Docker engine answers.
 func (a *Agent) Healthy(ctx context.Context) error {

@@ -1,8 +1,7 @@
 package agent
 
 import (
-	"sync"
-	"sync/atomic"
+	"ledge/internal/fanout"
 	"time"
 )
 
@@ -40,40 +39,20 @@ const (
 // broadcaster fans events out to subscribers; a subscriber that does not
 // keep up loses events (counted), it never slows the agent. Safe for
 // concurrent use.
-type broadcaster struct {
-	mu      sync.Mutex // guards subs
-	subs    map[chan Event]struct{}
-	dropped atomic.Int64
-}
+type broadcaster struct{ bus fanout.Bus[Event] }
 
-func newBroadcaster() *broadcaster { return &broadcaster{subs: map[chan Event]struct{}{}} }
+func newBroadcaster() *broadcaster { return &broadcaster{} }
 
 func (b *broadcaster) publish(e Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for c := range b.subs {
-		select {
-		case c <- e:
-		default:
-			b.dropped.Add(1)
-		}
-	}
+	b.bus.Publish(e)
 }
 
 func (b *broadcaster) subscribe(buf int) (<-chan Event, func()) {
-	c := make(chan Event, buf)
-	b.mu.Lock()
-	b.subs[c] = struct{}{}
-	b.mu.Unlock()
-	var once sync.Once
-	return c, func() {
-		once.Do(func() {
-			b.mu.Lock()
-			delete(b.subs, c)
-			b.mu.Unlock()
-		})
-	}
+	s := b.bus.Subscribe(buf)
+	return s.C, s.Cancel
 }
+
+func (b *broadcaster) dropped() int64 { return int64(b.bus.Dropped()) }

@@ -28,7 +28,7 @@ func (a *Agent) Stats() Stats {
 	snap := a.rec.snapshot()
 	s := Stats{EngineConnected: snap.connected, Modules: map[string]int{},
 		Restarts: a.count.restarts.Load(), Applied: a.count.applied.Load(), Rejected: a.count.rejected.Load(),
-		RolledBack: a.count.rolledBack.Load(), PulledBytes: a.count.pulledBytes.Load(), EventsDropped: a.bus.dropped.Load()}
+		RolledBack: a.count.rolledBack.Load(), PulledBytes: a.count.pulledBytes.Load(), EventsDropped: a.bus.dropped()}
 	for _, m := range snap.modules {
 		s.Modules[m.RuntimeStatus]++
 	}

@@ -1,8 +1,7 @@
 package models
 
 import (
-	"sync"
-	"sync/atomic"
+	"ledge/internal/fanout"
 	"time"
 )
 
@@ -33,45 +32,21 @@ const StateRemoved State = "removed"
 // eventBus fans events out to subscribers; publishing never blocks: a
 // subscriber whose buffer is full misses the event (counted). Safe for
 // concurrent use.
-type eventBus struct {
-	mu      sync.Mutex // guards subs
-	subs    map[chan Event]struct{}
-	dropped atomic.Int64
-}
+type eventBus struct{ bus fanout.Bus[Event] }
 
 func (b *eventBus) subscribe(buf int) (<-chan Event, func()) {
 	if buf <= 0 {
 		buf = 64
 	}
-	ch := make(chan Event, buf)
-	b.mu.Lock()
-	if b.subs == nil {
-		b.subs = map[chan Event]struct{}{}
-	}
-	b.subs[ch] = struct{}{}
-	b.mu.Unlock()
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			b.mu.Lock()
-			delete(b.subs, ch)
-			close(ch)
-			b.mu.Unlock()
-		})
-	}
+	s := b.bus.Subscribe(buf)
+	return s.C, s.Cancel
 }
 
 func (b *eventBus) publish(ev Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for ch := range b.subs {
-		select {
-		case ch <- ev:
-		default:
-			b.dropped.Add(1)
-		}
-	}
+	b.bus.Publish(ev)
 }
+
+func (b *eventBus) dropped() int64 { return int64(b.bus.Dropped()) }

@@ -379,7 +379,7 @@ func (s *Store) Stats() Stats {
 		DownloadsStarted: s.stats.started.Load(), DownloadsCompleted: s.stats.completed.Load(),
 		DownloadsFailed: s.stats.failed.Load(), DownloadedBytes: s.stats.bytes.Load(),
 		Activations: s.stats.activations.Load(), ActivationFailures: s.stats.activateFails.Load(),
-		Collected: s.stats.collected.Load(), EventsDropped: s.bus.dropped.Load(), QuotaBytes: s.cfg.QuotaBytes,
+		Collected: s.stats.collected.Load(), EventsDropped: s.bus.dropped(), QuotaBytes: s.cfg.QuotaBytes,
 	}
 	st.StoredBytes, _ = s.usage()
 	snap := s.snap.Load()

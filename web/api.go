@@ -56,25 +56,22 @@ func fromLoopback(r *http.Request) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// statuses maps error kinds to HTTP statuses; anything else is a 500.
+var statuses = map[fault.Kind]int{
+	fault.Invalid:      http.StatusBadRequest,
+	fault.NotFound:     http.StatusNotFound,
+	fault.Conflict:     http.StatusConflict,
+	fault.Unavailable:  http.StatusServiceUnavailable,
+	fault.Timeout:      http.StatusGatewayTimeout,
+	fault.Unauthorized: http.StatusUnauthorized,
+	fault.Forbidden:    http.StatusForbidden,
+	fault.TooLarge:     http.StatusRequestEntityTooLarge,
+}
+
 // statusOf maps an error kind to an HTTP status.
 func statusOf(k fault.Kind) int {
-	switch k {
-	case fault.Invalid:
-		return http.StatusBadRequest
-	case fault.NotFound:
-		return http.StatusNotFound
-	case fault.Conflict:
-		return http.StatusConflict
-	case fault.Unavailable:
-		return http.StatusServiceUnavailable
-	case fault.Timeout:
-		return http.StatusGatewayTimeout
-	case fault.Unauthorized:
-		return http.StatusUnauthorized
-	case fault.Forbidden:
-		return http.StatusForbidden
-	case fault.TooLarge:
-		return http.StatusRequestEntityTooLarge
+	if s, ok := statuses[k]; ok {
+		return s
 	}
 	return http.StatusInternalServerError
 }
