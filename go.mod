@@ -85,3 +85,5 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 	gotest.tools/v3 v3.5.2 // indirect
 )
+
+replace github.com/mochi-mqtt/server/v2 => ./hub/third_party/mochi
