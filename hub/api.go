@@ -31,6 +31,7 @@ func (h *Hub) RemoveIdentity(ctx context.Context, name string) error {
 	h.sessions.Range(func(k, v any) bool {
 		if s := v.(*session); strings.EqualFold(s.name, name) {
 			s.cl.Stop(fmt.Errorf("identity %s removed", name))
+			h.dropSession(s)
 		}
 		return true
 	})
@@ -294,4 +295,20 @@ func (h *Hub) SetStoreAndForward(s StoreSettings) error {
 	}
 	h.store.SetQuota(quota)
 	return nil
+}
+
+// dropSession ends a session for good (its identity was removed): its
+// subscriptions and queued messages go, in mochi and in the database.
+func (h *Hub) dropSession(s *session) {
+	cl := s.cl
+	h.sessions.Delete(cl)
+	h.held.CompareAndDelete(cl.ID, s)
+	if cur, ok := h.srv.Clients.Get(cl.ID); ok && cur == cl {
+		h.srv.UnsubscribeClient(cl)
+		cl.ClearInflights()
+		h.srv.Clients.Delete(cl.ID)
+	}
+	if h.persist.known(cl.ID) {
+		h.persist.forget(cl.ID)
+	}
 }

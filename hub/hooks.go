@@ -2,6 +2,7 @@ package hub
 
 import (
 	"bytes"
+	"errors"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/x509"
@@ -28,14 +29,19 @@ func (k *hooks) ID() string { return "ledge" }
 func (k *hooks) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSessionEstablished,
-		mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnQosComplete, mqtt.OnPublishDropped, mqtt.OnWill:
+		mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnQosComplete, mqtt.OnPublishDropped, mqtt.OnWill,
+		mqtt.OnClientExpired:
 		return true
 	}
 	return false
 }
 
-func (k *hooks) session(cl *mqtt.Client) *session {
-	v, ok := k.h.sessions.Load(cl)
+func (k *hooks) session(cl *mqtt.Client) *session { return k.h.sessionOf(cl) }
+
+// sessionOf is the hub session of a mochi client: connected, or a
+// persistent session whose client is away.
+func (h *Hub) sessionOf(cl *mqtt.Client) *session {
+	v, ok := h.sessions.Load(cl)
 	if !ok {
 		return nil
 	}
@@ -56,6 +62,17 @@ func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
 			"reason", "will topic not allowed: "+pk.Connect.WillTopic)
 		return false
+	}
+	// A client id belongs to the identity that holds it (connected, or a
+	// persistent session kept for it): another identity may not take it
+	// over and disconnect it.
+	if v, ok := k.h.held.Load(pk.Connect.ClientIdentifier); ok {
+		if o := v.(*session); !strings.EqualFold(o.name, s.name) || o.anonymous != s.anonymous {
+			k.h.stats.authFailures.Add(1)
+			k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
+				"reason", "client id is held by another identity")
+			return false
+		}
 	}
 	s.cl = cl
 	k.h.sessions.Store(cl, s)
@@ -82,6 +99,11 @@ func (k *hooks) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 func (k *hooks) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if s := k.session(cl); s != nil {
 		k.h.byID.Store(cl.ID, s)
+		// The session taken over (mochi moved its subscriptions and queue
+		// here, or a clean start dropped them) is no longer held.
+		if old, ok := k.h.held.Swap(cl.ID, s); ok && old.(*session) != s {
+			k.h.sessions.Delete(old.(*session).cl)
+		}
 	}
 	k.h.signalConn()
 }
@@ -95,10 +117,23 @@ func (k *hooks) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if s == nil {
 		return
 	}
-	k.h.sessions.Delete(cl)
 	k.h.byID.CompareAndDelete(cl.ID, s)
 	s.failPending()
 	k.h.methods.dropClient(s)
+	// A persistent session stays, with its grants: mochi checks them for
+	// every message it queues for the session while the client is away.
+	if expire || cl.IsTakenOver() || errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
+		k.h.sessions.Delete(cl)
+		k.h.held.CompareAndDelete(cl.ID, s)
+	}
+}
+
+// OnClientExpired: a persistent session's expiry passed.
+func (k *hooks) OnClientExpired(cl *mqtt.Client) {
+	if s := k.session(cl); s != nil {
+		k.h.sessions.Delete(cl)
+		k.h.held.CompareAndDelete(cl.ID, s)
+	}
 }
 
 func (k *hooks) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {

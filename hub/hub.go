@@ -55,8 +55,10 @@ type Hub struct {
 	routes   atomic.Pointer[route.Table]
 	defaults atomic.Pointer[storeDefaults]
 
-	sessions sync.Map // *mqtt.Client -> *session
+	sessions sync.Map // *mqtt.Client -> *session, connected or a persistent session kept
 	byID     sync.Map // client id -> *session (the live one)
+	held     sync.Map // client id -> *session that holds it (live, or persistent and away)
+	persist  *sessionStore
 	connGen  atomic.Pointer[chan struct{}]
 
 	methods methodCalls
@@ -143,6 +145,10 @@ func New(ctx context.Context, o Options) (_ *Hub, err error) {
 	if err := h.srv.AddHook(&hooks{h: h}, nil); err != nil {
 		return nil, err
 	}
+	h.persist = newSessionStore(h)
+	if err := h.srv.AddHook(h.persist, nil); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			for _, l := range h.listeners {
@@ -192,6 +198,10 @@ func (h *Hub) capabilities() *mqtt.Capabilities {
 	c.MaximumInflight = 1024
 	c.MaximumSessionExpiryInterval = 24 * 3600
 	c.MaximumMessageExpiryInterval = 24 * 3600
+	// Acks carry a reason code and no properties of the packet they answer
+	// (MQTT 5 §3.4.2.2: only a reason string and user properties of their
+	// own); MQTT.js and paho.golang reject echoed ones.
+	c.Compatibilities.NoInheritedPropertiesOnAck = true
 	return c
 }
 
@@ -215,12 +225,15 @@ func (h *Hub) Run(ctx context.Context) error {
 	pctx, stopPumps := context.WithCancel(ctx)
 	h.startPumps(pctx)
 
+	go h.persist.run()
 	if err := h.srv.Serve(); err != nil {
 		stopPumps()
+		h.persist.close()
 		stopStore()
 		<-storeDone
 		return fmt.Errorf("hub serve: %w", err)
 	}
+	h.persist.loadDone(h.srv)
 	h.log.Info("hub listening", "mqtt", h.Addr("tcp"), "mqtts", h.Addr("tls"), "hostname", h.hostname, "ca", h.certs.CAPath())
 
 	var wg sync.WaitGroup
@@ -241,6 +254,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	// committed in any case (nothing acknowledged is lost).
 	h.waitBounded("mqtt clients to close", 3*time.Second, func() { h.srv.Close() })
 	h.waitBounded("delivery pumps", 2*time.Second, func() { h.pumpWG.Wait(); wg.Wait() })
+	h.persist.close()
 	stopStore()
 	err := <-storeDone
 	return err
@@ -326,6 +340,9 @@ func (h *Hub) Ports() Ports {
 func (h *Hub) Healthy(ctx context.Context) error {
 	if st := h.store.Stats(); st.LastError != "" {
 		return fmt.Errorf("store-and-forward cannot commit: %s", st.LastError)
+	}
+	if err := h.persist.health(); err != nil {
+		return fmt.Errorf("persistent sessions cannot commit: %w", err)
 	}
 	return h.db.PingContext(ctx)
 }

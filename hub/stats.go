@@ -149,6 +149,9 @@ func (h *Hub) Stats() Stats {
 	}
 	h.sessions.Range(func(_, v any) bool {
 		s := v.(*session)
+		if s.cl.Closed() {
+			return true // a persistent session whose client is away
+		}
 		st.Clients = append(st.Clients, ClientInfo{ID: s.cl.ID, Identity: s.name, Kind: s.kind, Auth: s.auth, Remote: s.cl.Net.Remote, Listener: s.cl.Net.Listener})
 		return true
 	})

@@ -197,3 +197,29 @@ func TestNextImmediate(t *testing.T) {
 	_, ok = cl.State.Inflight.NextImmediate()
 	require.False(t, ok)
 }
+
+// ledge patch: inflight messages come back in the order they were set,
+// not by their creation second, so a persistent session's queued messages
+// are resent in publish order, across packet id wrap-around and a clone.
+func TestInflightGetAllSetOrder(t *testing.T) {
+	i := NewInflights()
+	ids := []uint16{65534, 65535, 1, 2, 3, 100, 4}
+	for _, id := range ids {
+		i.Set(packets.Packet{PacketID: id, Created: 1700000000})
+	}
+	i.Set(packets.Packet{PacketID: 65535, Created: 1700000001}) // an update keeps its place
+	i.Delete(3)
+	want := []uint16{65534, 65535, 1, 2, 100, 4}
+	check := func(name string, in *Inflight) {
+		got := in.GetAll(false)
+		require.Len(t, got, len(want), name)
+		for k, pk := range got {
+			require.Equal(t, want[k], pk.PacketID, name)
+		}
+	}
+	check("set", i)
+	c := i.Clone()
+	c.Set(packets.Packet{PacketID: 3, Created: 1})
+	want = append(want, 3)
+	check("clone", c)
+}

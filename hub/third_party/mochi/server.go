@@ -939,7 +939,9 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	}
 
 	cl.State.Inflight.DecreaseReceiveQuota()
-	ack := s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, packets.QosCodes[pk.FixedHeader.Qos]) // [MQTT-4.3.2-4]
+	// A PUBACK's reason code is 0x00 on success ([MQTT-3.4.2-1]; 0x01 is
+	// a SUBACK code that MQTT 5 clients reject).
+	ack := s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, packets.CodeSuccess) // [MQTT-4.3.2-4]
 	if pk.FixedHeader.Qos == 2 {
 		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
 	}
@@ -948,6 +950,12 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		atomic.AddInt64(&s.Info.Inflight, 1)
 		s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
 	}
+
+	// The message is handed to its subscribers before it is acknowledged,
+	// so a hook (OnPublished) can make what was queued for them durable
+	// before the publisher is told it was received.
+	s.publishToSubscribers(pk)
+	s.hooks.OnPublished(cl, pk)
 
 	err = cl.WritePacket(ack)
 	if err != nil {
@@ -961,9 +969,6 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		cl.State.Inflight.IncreaseReceiveQuota()
 		s.hooks.OnQosComplete(cl, ack)
 	}
-
-	s.publishToSubscribers(pk)
-	s.hooks.OnPublished(cl, pk)
 
 	return nil
 }
