@@ -2,11 +2,11 @@ package hub
 
 import (
 	"bytes"
-	"errors"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"net"
 	"strings"
 	"time"
