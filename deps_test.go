@@ -36,6 +36,7 @@ var homes = map[string][]string{
 	"gocv.io/x/gocv":                      {"inference", "pipeline", "cmd"},
 	"github.com/warthog618/go-gpiocdev":   {"pipeline"},
 	"github.com/chromedp":                 {}, // tests only
+	"github.com/eclipse/paho.golang":      {}, // tests only: an MQTT 5 client we did not write
 }
 
 func TestImportRules(t *testing.T) {

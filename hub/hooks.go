@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"time"
@@ -163,6 +164,11 @@ func (k *hooks) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 func (k *hooks) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	t := pk.TopicName
 	if !strings.HasPrefix(t, "devices/") && !strings.HasPrefix(t, "$iothub/") {
+		if len(pk.Payload) > k.h.cfg.MaxMessageBytes { // plain MQTT, over the limit
+			k.h.stats.drop(dropTooLarge)
+			k.h.refuse(cl, pk, packets.ErrPacketTooLarge, fmt.Sprintf("payload %d bytes, over hub.maxMessageBytes %d", len(pk.Payload), k.h.cfg.MaxMessageBytes))
+			return pk, packets.ErrRejectPacket
+		}
 		return pk, nil // plain MQTT
 	}
 	s := k.session(cl)

@@ -1,0 +1,267 @@
+package hub
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	pahov5 "github.com/eclipse/paho.golang/paho"
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// v5Client is an MQTT 5 client from github.com/eclipse/paho.golang.
+type v5Client struct {
+	*pahov5.Client
+	mu   sync.Mutex
+	got  []*pahov5.Publish
+	recv chan *pahov5.Publish
+	disc chan *pahov5.Disconnect
+	errs chan error
+}
+
+func dialV5(t *testing.T, port int, clientID, user, pass string) *v5Client {
+	t.Helper()
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &v5Client{recv: make(chan *pahov5.Publish, 100), disc: make(chan *pahov5.Disconnect, 1), errs: make(chan error, 10)}
+	c.Client = pahov5.NewClient(pahov5.ClientConfig{
+		Conn: conn,
+		OnPublishReceived: []func(pahov5.PublishReceived) (bool, error){func(r pahov5.PublishReceived) (bool, error) {
+			c.mu.Lock()
+			c.got = append(c.got, r.Packet)
+			c.mu.Unlock()
+			c.recv <- r.Packet
+			return true, nil
+		}},
+		OnServerDisconnect: func(d *pahov5.Disconnect) { c.disc <- d },
+		OnClientError: func(err error) {
+			select {
+			case c.errs <- err:
+			default:
+			}
+		},
+	})
+	cp := &pahov5.Connect{ClientID: clientID, CleanStart: true, KeepAlive: 30}
+	if user != "" {
+		cp.Username, cp.UsernameFlag, cp.Password, cp.PasswordFlag = user, true, []byte(pass), true
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	ca, err := c.Connect(ctx, cp)
+	if err != nil {
+		t.Fatalf("paho.golang connect %s: %v (%+v)", clientID, err, ca)
+	}
+	t.Cleanup(func() { c.Disconnect(&pahov5.Disconnect{}) })
+	return c
+}
+
+func (c *v5Client) publish(t *testing.T, p *pahov5.Publish) *pahov5.PublishResponse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	r, err := c.Publish(ctx, p)
+	if err != nil && r == nil {
+		t.Fatalf("publish %s: %v", p.Topic, err)
+	}
+	return r
+}
+
+// TestAcksPaho: an MQTT 5 client from a library we did not write. PUBACK
+// and PUBREC carry a success reason code and none of the publisher's
+// properties; user properties reach the subscriber unchanged.
+func TestAcksPaho(t *testing.T) {
+	h := startHub(t, nil, false)
+	h.addIdentity(t, IdentitySpec{Name: "tool", Kind: KindUser, Password: "s3cret"})
+	port := h.Ports().MQTT
+	sub := dialV5(t, port, "sub", "tool", "s3cret")
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := sub.Subscribe(ctx, &pahov5.Subscribe{Subscriptions: []pahov5.SubscribeOptions{{Topic: "conf/#", QoS: 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	pub := dialV5(t, port, "pub", "tool", "s3cret")
+	user := pahov5.UserProperties{{Key: "a", Value: "2"}, {Key: "b", Value: "x y"}, {Key: "a", Value: "3"}}
+	for _, qos := range []byte{1, 2} {
+		r := pub.publish(t, &pahov5.Publish{Topic: fmt.Sprintf("conf/q%d", qos), QoS: qos, Payload: []byte("hi"),
+			Properties: &pahov5.PublishProperties{User: user, ContentType: "text/plain"}})
+		if r.ReasonCode != 0 {
+			t.Errorf("QoS %d: ack reason code %#x, want 0x00 (success)", qos, r.ReasonCode)
+		}
+		if r.Properties != nil && (len(r.Properties.User) > 0 || r.Properties.ReasonString != "") {
+			t.Errorf("QoS %d: ack carries properties %+v, want none", qos, r.Properties)
+		}
+		select {
+		case m := <-sub.recv:
+			if m.Properties == nil || fmt.Sprint(m.Properties.User) != fmt.Sprint(user) || m.Properties.ContentType != "text/plain" {
+				t.Errorf("QoS %d: subscriber got properties %+v, want user %v and the content type", qos, m.Properties, user)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("QoS %d: nothing delivered", qos)
+		}
+	}
+
+	// The same on the wire, byte for byte: PUBACK 40 02 00 07, PUBREC 50 02 00 08.
+	c := rawV5(t, port, "raw", "tool", "s3cret")
+	props := []byte{0x26, 0, 1, 'a', 0, 1, '2'} // user property a=2
+	c.write(t, publishPacket(1, 7, "conf/raw", props, []byte("x")))
+	if got := c.read(t); !bytes.Equal(got, []byte{0x40, 2, 0, 7}) {
+		t.Errorf("PUBACK % x, want 40 02 00 07", got)
+	}
+	c.write(t, publishPacket(2, 8, "conf/raw", props, []byte("x")))
+	if got := c.read(t); !bytes.Equal(got, []byte{0x50, 2, 0, 8}) {
+		t.Errorf("PUBREC % x, want 50 02 00 08", got)
+	}
+}
+
+// TestOversizedPublish: a publish over hub.maxMessageBytes is never
+// acknowledged as a success: MQTT 5 gets PUBACK 0x95 (packet too large)
+// and stays connected; MQTT 3.1.1 is disconnected. Both on plain topics
+// and on IoT Hub telemetry.
+func TestOversizedPublish(t *testing.T) {
+	h := startHub(t, func(c *Config) {
+		c.MaxMessageBytes = 4096
+		c.Routes = map[string]RouteConfig{"r": {Route: `FROM /messages/* INTO BrokeredEndpoint("/modules/sink/inputs/in")`}}
+	}, false)
+	h.addIdentity(t, IdentitySpec{Name: "tool", Kind: KindUser, Password: "s3cret"})
+	dev := h.addIdentity(t, IdentitySpec{Name: "big"})
+	tok, _ := azureToken(azureResource(h, "big"), dev.PrimaryKey)
+	devUser := h.Hostname() + "/big/?api-version=2021-04-12"
+	big := bytes.Repeat([]byte("x"), 4097)
+	port := h.Ports().MQTT
+
+	for _, tc := range []struct{ name, cid, user, pass, topic string }{
+		{"plain", "tool-1", "tool", "s3cret", "conf/big"},
+		{"telemetry", "big", devUser, tok, "devices/big/messages/events/"},
+	} {
+		t.Run("v5-"+tc.name, func(t *testing.T) {
+			c := dialV5(t, port, tc.cid, tc.user, tc.pass)
+			r := c.publish(t, &pahov5.Publish{Topic: tc.topic, QoS: 1, Payload: big})
+			if r.ReasonCode != 0x95 {
+				t.Errorf("oversized publish: reason %#x, want 0x95 (packet too large)", r.ReasonCode)
+			}
+			r = c.publish(t, &pahov5.Publish{Topic: tc.topic, QoS: 1, Payload: big[:4096]})
+			if r.ReasonCode >= 0x80 {
+				t.Errorf("publish at the limit refused: %#x %+v", r.ReasonCode, r.Properties)
+			}
+		})
+		t.Run("v311-"+tc.name, func(t *testing.T) {
+			lost := make(chan error, 1)
+			o := paho.NewClientOptions().AddBroker(fmt.Sprintf("tcp://127.0.0.1:%d", port)).SetClientID(tc.cid).
+				SetUsername(tc.user).SetPassword(tc.pass).SetAutoReconnect(false).SetProtocolVersion(4).
+				SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err })
+			c := paho.NewClient(o)
+			mustOK(t, c.Connect())
+			defer c.Disconnect(0)
+			pt := c.Publish(tc.topic, 1, false, big)
+			select {
+			case <-lost:
+			case <-time.After(10 * time.Second):
+				t.Fatal("MQTT 3.1.1 client still connected after an oversized publish")
+			}
+			if pt.WaitTimeout(time.Second) && pt.Error() == nil {
+				t.Error("oversized publish acknowledged")
+			}
+		})
+	}
+	if d := h.Stats().Drops["too_large"]; d < 4 {
+		t.Errorf("too_large drops %d, want 4", d)
+	}
+}
+
+func azureResource(h *testHub, device string) string { return h.Hostname() + "/devices/" + device }
+
+// rawConn speaks MQTT 5 byte by byte.
+type rawConn struct{ c net.Conn }
+
+func rawV5(t *testing.T, port int, cid, user, pass string) *rawConn {
+	t.Helper()
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	var vh []byte
+	vh = append(vh, str("MQTT")...)
+	vh = append(vh, 5, 0x80|0x40|0x02, 0, 60, 0) // v5, user, password, clean start, keep-alive, no properties
+	vh = append(vh, str(cid)...)
+	vh = append(vh, str(user)...)
+	vh = append(vh, str(pass)...)
+	r := &rawConn{c}
+	r.write(t, append(append([]byte{0x10}, varint(len(vh))...), vh...))
+	if ack := r.read(t); len(ack) < 4 || ack[0] != 0x20 || ack[3] != 0 {
+		t.Fatalf("CONNACK % x", ack)
+	}
+	return r
+}
+
+func (r *rawConn) write(t *testing.T, b []byte) {
+	t.Helper()
+	if _, err := r.c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// read returns one whole packet.
+func (r *rawConn) read(t *testing.T) []byte {
+	t.Helper()
+	r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	hdr := make([]byte, 1, 5)
+	if _, err := io.ReadFull(r.c, hdr); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	n, mul := 0, 1
+	for {
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(r.c, b); err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		hdr = append(hdr, b[0])
+		n += int(b[0]&0x7f) * mul
+		mul *= 128
+		if b[0]&0x80 == 0 {
+			break
+		}
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r.c, body); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return append(hdr, body...)
+}
+
+func varint(n int) []byte {
+	var out []byte
+	for {
+		b := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			b |= 0x80
+		}
+		out = append(out, b)
+		if n == 0 {
+			return out
+		}
+	}
+}
+
+// publishPacket builds an MQTT 5 PUBLISH.
+func publishPacket(qos byte, id uint16, topic string, props, payload []byte) []byte {
+	var vh []byte
+	vh = append(vh, byte(len(topic)>>8), byte(len(topic)))
+	vh = append(vh, topic...)
+	if qos > 0 {
+		vh = append(vh, byte(id>>8), byte(id))
+	}
+	vh = append(vh, varint(len(props))...)
+	vh = append(vh, props...)
+	vh = append(vh, payload...)
+	return append(append([]byte{0x30 | qos<<1}, varint(len(vh))...), vh...)
+}
