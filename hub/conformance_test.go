@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	pahov5 "github.com/eclipse/paho.golang/paho"
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"ledge/hub/azure"
 )
 
 // v5Client is an MQTT 5 client from github.com/eclipse/paho.golang.
@@ -264,4 +267,69 @@ func publishPacket(qos byte, id uint16, topic string, props, payload []byte) []b
 	vh = append(vh, props...)
 	vh = append(vh, payload...)
 	return append(append([]byte{0x30 | qos<<1}, varint(len(vh))...), vh...)
+}
+
+// TestAzureSDKTopics: the exact topic strings the Azure IoT SDK for Node
+// (azure-iot-device-mqtt 1.16) publishes: device telemetry with
+// querystring-encoded system properties (%24.mid), and module outputs
+// (sendOutputEvent) with a "/" after the property bag. The receiving
+// input sees the same properties, and a WHERE on the last property and a
+// $body query match.
+func TestAzureSDKTopics(t *testing.T) {
+	h := startHub(t, func(c *Config) {
+		c.Routes = map[string]RouteConfig{
+			"out":  {Route: `FROM /messages/modules/cam/outputs/out1 WHERE seq = '1' INTO BrokeredEndpoint("/modules/sink/inputs/seq")`},
+			"body": {Route: `FROM /messages/modules/cam/outputs/out1 WHERE $body.label = 'person' INTO BrokeredEndpoint("/modules/sink/inputs/body")`},
+			"dev":  {Route: `FROM /messages WHERE temp = '21' AND $body.x = 1 INTO BrokeredEndpoint("/modules/sink/inputs/dev")`},
+		}
+	}, false)
+	dev := h.addIdentity(t, IdentitySpec{Name: "dev1"})
+	cam, _ := h.EnsureModule(t.Context(), "cam")
+	sinkCreds, _ := h.EnsureModule(t.Context(), "sink")
+	got := newReceived()
+	sink, err := h.sasClient(t, testDevice+"/sink", sinkCreds.PrimaryKey, false, got.handler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, sink.Subscribe("devices/"+testDevice+"/modules/sink/inputs/#", 1, nil))
+	camc, err := h.sasClient(t, testDevice+"/cam", cam.PrimaryKey, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devc, err := h.sasClient(t, "dev1", dev.PrimaryKey, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sendOutputEvent('out1', msg) with contentType, contentEncoding and a property seq=1.
+	mustOK(t, camc.Publish("devices/"+testDevice+"/modules/cam/messages/events/%24.on=out1&%24.ct=application%2Fjson&%24.ce=utf-8&seq=1/", 1, false, `{"label":"person"}`))
+	// sendEvent(msg) with messageId, contentType, contentEncoding and temp=21.
+	mustOK(t, devc.Publish("devices/dev1/messages/events/%24.mid=m-7&%24.ct=application%2Fjson&%24.ce=utf-8&temp=21", 1, false, `{"x":1}`))
+
+	seen := map[string]paho.Message{}
+	for range 3 {
+		m := got.next(t, "routed SDK message")
+		input := strings.Split(m.Topic(), "/")[5]
+		seen[input] = m
+	}
+	for input, want := range map[string]map[string]string{
+		"seq":  {"seq": "1", "contentEncoding": "utf-8", "contentType": "application/json", "connectionModuleId": "cam"},
+		"body": {"seq": "1", "contentEncoding": "utf-8"},
+		"dev":  {"temp": "21", "messageId": "m-7", "contentEncoding": "utf-8", "connectionDeviceId": "dev1"},
+	} {
+		m, ok := seen[input]
+		if !ok {
+			t.Errorf("nothing routed to input %s (got %v)", input, seen)
+			continue
+		}
+		prefix := "devices/" + testDevice + "/modules/sink/inputs/" + input + "/"
+		app, sys, err := azure.ParseBag(strings.TrimPrefix(m.Topic(), prefix))
+		if err != nil {
+			t.Fatalf("%s: %v", m.Topic(), err)
+		}
+		for k, v := range want {
+			if app[k] != v && sys[k] != v {
+				t.Errorf("input %s: property %s = %q/%q, want %q (topic %s)", input, k, app[k], sys[k], v, m.Topic())
+			}
+		}
+	}
 }
