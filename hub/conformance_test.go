@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -332,4 +333,35 @@ func TestAzureSDKTopics(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestClientIDBelongsToItsIdentity: a plain user cannot take over another
+// user's client id (connected, or held by a persistent session while
+// away) and disconnect it; the holder itself can reconnect.
+func TestClientIDBelongsToItsIdentity(t *testing.T) {
+	h := startHub(t, nil, false)
+	h.addIdentity(t, IdentitySpec{Name: "alice", Kind: KindUser, Password: "pw-a"})
+	h.addIdentity(t, IdentitySpec{Name: "bob", Kind: KindUser, Password: "pw-b"})
+	a, err := h.connect(t, "shared", "alice", "pw-a", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.connect(t, "shared", "bob", "pw-b", false, nil); err == nil {
+		t.Error("bob took alice's client id")
+	}
+	time.Sleep(100 * time.Millisecond)
+	if !a.IsConnectionOpen() {
+		t.Fatal("alice was disconnected by bob's CONNECT")
+	}
+	a.Disconnect(50)
+
+	// A persistent session keeps the id for alice while she is away.
+	m := newMosq(t, h.Ports().MQTT, "alice", "pw-a")
+	m.run(m.sub, "", "-c", "-i", "kept", "-q", "1", "-t", "x", "-E")
+	mb := newMosq(t, h.Ports().MQTT, "bob", "pw-b")
+	c := exec.Command(mb.pub, mb.args("-i", "kept", "-t", "x", "-m", "1")...)
+	if out, err := c.CombinedOutput(); err == nil {
+		t.Errorf("bob connected with the id of alice's persistent session: %s", out)
+	}
+	m.run(m.pub, "", "-i", "kept", "-t", "x", "-m", "1") // alice may
 }
