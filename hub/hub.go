@@ -236,8 +236,12 @@ func (h *Hub) Run(ctx context.Context) error {
 	h.persist.loadDone(h.srv)
 	h.log.Info("hub listening", "mqtt", h.Addr("tcp"), "mqtts", h.Addr("tls"), "hostname", h.hostname, "ca", h.certs.CAPath())
 
+	// The bridge outlives the pumps: it disconnects only after they
+	// stopped, so no pump is left in a paho Publish on a closed client.
+	upCtx, stopUp := context.WithCancel(context.WithoutCancel(ctx))
+	upDone := make(chan struct{})
+	go func() { defer close(upDone); h.up.run(upCtx) }()
 	var wg sync.WaitGroup
-	wg.Go(func() { h.up.run(pctx) })
 	wg.Go(func() { h.tick(pctx) })
 	if h.wsServer != nil {
 		wg.Go(func() { h.wsServer.Serve(h.wsLn) })
@@ -253,7 +257,9 @@ func (h *Hub) Run(ctx context.Context) error {
 	// ledge always stops in time, whatever a client does. The queue is
 	// committed in any case (nothing acknowledged is lost).
 	h.waitBounded("mqtt clients to close", 3*time.Second, func() { h.srv.Close() })
-	h.waitBounded("delivery pumps", 2*time.Second, func() { h.pumpWG.Wait(); wg.Wait() })
+	h.waitBounded("delivery pumps", upstreamWriteTimeout+2*time.Second, func() { h.pumpWG.Wait(); wg.Wait() })
+	stopUp()
+	h.waitBounded("upstream bridge", 2*time.Second, func() { <-upDone })
 	h.persist.close()
 	stopStore()
 	err := <-storeDone

@@ -236,7 +236,15 @@ func TestStopLeavesNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustOK(t, c.Publish("devices/d/messages/events/", 1, false, "x"))
+	// A backlog, so the upstream pump is in the middle of a batch (paho
+	// Publish calls and waits for PUBACKs) when the hub stops.
+	var toks []paho.Token
+	for range 500 {
+		toks = append(toks, c.Publish("devices/d/messages/events/", 1, false, "x"))
+	}
+	for _, tok := range toks {
+		mustOK(t, tok)
+	}
 	c.Disconnect(10)
 	cancel()
 	if err := <-done; err != nil {
