@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -75,8 +76,17 @@ func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 			return false
 		}
 	}
+	if !s.anonymous && !k.h.countConn(s, cl.ID) {
+		k.h.stats.authFailures.Add(1)
+		k.h.log.Warn("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
+			"reason", "identity holds hub.maxConnectionsPerIdentity connections", "identity", s.name, "max", k.h.cfg.MaxConnectionsPerIdentity)
+		return false
+	}
 	s.cl = cl
 	k.h.sessions.Store(cl, s)
+	if cc, ok := cl.Net.Conn.(*coarseConn); ok {
+		cc.authenticated()
+	}
 	return true
 }
 
@@ -119,6 +129,7 @@ func (k *hooks) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 		return
 	}
 	k.h.byID.CompareAndDelete(cl.ID, s)
+	k.h.uncountConn(s)
 	s.failPending()
 	k.h.methods.dropClient(s)
 	// A persistent session stays, with its grants: mochi checks them for
@@ -337,4 +348,29 @@ func hmacEqual(a, b string) bool {
 	x := sha256.Sum256([]byte(a))
 	y := sha256.Sum256([]byte(b))
 	return x == y
+}
+
+// countConn counts a new connection of s's identity, refusing it when the
+// identity holds its maximum already (a connection taking over the same
+// client id replaces one, so it always fits).
+func (h *Hub) countConn(s *session, clientID string) bool {
+	v, _ := h.perID.LoadOrStore(strings.ToLower(s.name), new(atomic.Int64))
+	n := v.(*atomic.Int64)
+	if n.Add(1) > int64(h.cfg.MaxConnectionsPerIdentity) {
+		if o, ok := h.byID.Load(clientID); !ok || !strings.EqualFold(o.(*session).name, s.name) {
+			n.Add(-1)
+			return false
+		}
+	}
+	s.counted.Store(true)
+	return true
+}
+
+func (h *Hub) uncountConn(s *session) {
+	if !s.counted.CompareAndSwap(true, false) {
+		return
+	}
+	if v, ok := h.perID.Load(strings.ToLower(s.name)); ok {
+		v.(*atomic.Int64).Add(-1)
+	}
 }

@@ -59,6 +59,8 @@ type Hub struct {
 	byID     sync.Map // client id -> *session (the live one)
 	held     sync.Map // client id -> *session that holds it (live, or persistent and away)
 	persist  *sessionStore
+	pending  *pendingConns // connections not authenticated yet
+	perID    sync.Map      // identity name (lower case) -> *atomic.Int64 live connections
 	connGen  atomic.Pointer[chan struct{}]
 
 	methods methodCalls
@@ -98,6 +100,7 @@ func New(ctx context.Context, o Options) (_ *Hub, err error) {
 	}
 	gen := make(chan struct{})
 	h.connGen.Store(&gen)
+	h.pending = newPendingConns(cfg.MaxPendingConnections)
 	h.defaults.Store(&storeDefaults{ttl: cfg.StoreAndForward.TimeToLive})
 	h.methods.calls = map[string]*methodCall{}
 
@@ -164,7 +167,7 @@ func New(ctx context.Context, o Options) (_ *Hub, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("hub listen %s: %w", l.addr, err)
 		}
-		ln := &netListener{id: l.id, l: nl}
+		ln := &netListener{id: l.id, l: nl, pending: h.pending, timeout: cfg.ConnectTimeout, log: h.log}
 		if l.id == "tls" {
 			ln.tls = h.certs.tlsConfig()
 		}
@@ -288,6 +291,9 @@ func (h *Hub) tick(ctx context.Context) {
 			return
 		case now := <-t.C:
 			h.stats.sample(h, now)
+			if now.Unix()%10 == 0 {
+				h.sweepSessions()
+			}
 			if now.Sub(lastCheck) > time.Hour {
 				lastCheck = now
 				if err := h.certs.ensureServer(now); err != nil {
@@ -296,6 +302,26 @@ func (h *Hub) tick(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// sweepSessions forgets sessions of clients that closed without mochi
+// calling OnDisconnect (a CONNACK that could not be written) and that no
+// persistent session keeps.
+func (h *Hub) sweepSessions() {
+	h.sessions.Range(func(k, v any) bool {
+		s := v.(*session)
+		if !s.cl.Closed() {
+			return true
+		}
+		if cur, ok := h.srv.Clients.Get(s.cl.ID); ok && cur == s.cl {
+			return true
+		}
+		h.sessions.Delete(k)
+		h.held.CompareAndDelete(s.cl.ID, s)
+		h.byID.CompareAndDelete(s.cl.ID, s)
+		h.uncountConn(s)
+		return true
+	})
 }
 
 // connChanged returns a channel closed at the next connect or subscribe.

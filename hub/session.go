@@ -3,6 +3,7 @@ package hub
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 )
@@ -17,6 +18,7 @@ type session struct {
 	module    string
 	anonymous bool // dev mode on loopback: everything allowed
 	auth      string
+	counted   atomic.Bool // counted in Hub.perID while connected
 
 	// Prefixes of the IoT Hub topics this client owns.
 	pubPrefix string // devices/<d>[/modules/<m>]/messages/events
