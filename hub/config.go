@@ -62,8 +62,13 @@ type ListenConfig struct {
 	MQTT  string `yaml:"mqtt"`  // plain MQTT, default ":1883"
 	MQTTS string `yaml:"mqtts"` // MQTT over TLS, default ":8883"
 	// WebSocket is an extra address serving MQTT over WebSocket at
-	// /$iothub/websocket; the web server's port serves it in any case.
+	// /$iothub/websocket, over TLS with the hub's certificate (":443" is
+	// where the Azure IoT SDKs' WebSocket transport dials); the web
+	// server's port serves it in any case.
 	WebSocket string `yaml:"websocket"`
+	// WebSocketPlain serves the WebSocket address without TLS (behind a
+	// proxy that terminates it).
+	WebSocketPlain bool `yaml:"websocketPlain"`
 }
 
 // TLSConfig sets the certificates generated into <dataDir>/hub/.

@@ -201,15 +201,37 @@ func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadli
 func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
 
 // listenWebSocket binds an extra address that serves only MQTT over
-// WebSocket.
+// WebSocket, over TLS with the hub's certificate unless
+// hub.listen.websocketPlain: the Azure IoT SDKs' WebSocket transport
+// always dials wss://<host>:443/$iothub/websocket.
 func (h *Hub) listenWebSocket(addr string) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("hub websocket listen %s: %w", addr, err)
+	}
+	l = deadlineListener{Listener: l, timeout: h.cfg.ConnectTimeout}
+	if !h.cfg.Listen.WebSocketPlain {
+		l = tls.NewListener(l, h.certs.webTLSConfig())
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/$iothub/websocket", h.WebSocketHandler())
 	h.wsServer = &http.Server{Handler: mux, ReadHeaderTimeout: h.cfg.ConnectTimeout, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)}
 	h.wsLn = l
 	return nil
+}
+
+// deadlineListener gives each accepted connection a deadline for its TLS
+// handshake and HTTP upgrade; the WebSocket handler then sets the one for
+// the CONNECT.
+type deadlineListener struct {
+	net.Listener
+	timeout time.Duration
+}
+
+func (l deadlineListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		c.SetDeadline(time.Now().Add(l.timeout))
+	}
+	return c, err
 }
