@@ -365,3 +365,49 @@ func TestClientIDBelongsToItsIdentity(t *testing.T) {
 	}
 	m.run(m.pub, "", "-i", "kept", "-t", "x", "-m", "1") // alice may
 }
+
+// TestSASTokenExpiry: a client that connected with a SAS token valid for
+// 3 s is disconnected when it expires, not before.
+func TestSASTokenExpiry(t *testing.T) {
+	h := startHub(t, nil, false)
+	dev := h.addIdentity(t, IdentitySpec{Name: "short"})
+	var tok string
+	for _, v := range []uint{4, 5} {
+		exp := time.Unix(time.Now().Add(3*time.Second).Unix(), 0) // se is in whole seconds
+		var err error
+		tok, err = azure.BuildToken(azure.Resource(h.Hostname(), "short", ""), dev.PrimaryKey, exp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lost := make(chan time.Time, 1)
+		o := paho.NewClientOptions().AddBroker(fmt.Sprintf("tcp://127.0.0.1:%d", h.Ports().MQTT)).SetClientID("short").
+			SetUsername(h.Hostname() + "/short/?api-version=2021-04-12").SetPassword(tok).SetAutoReconnect(false).
+			SetKeepAlive(time.Minute).SetConnectionLostHandler(func(paho.Client, error) { lost <- time.Now() })
+		if v == 5 {
+			c := dialV5(t, h.Ports().MQTT, "short", h.Hostname()+"/short/?api-version=2021-04-12", tok)
+			select {
+			case d := <-c.disc:
+				if d.ReasonCode != 0x87 || time.Now().Before(exp) {
+					t.Errorf("MQTT 5: DISCONNECT %#x at %s, want 0x87 at the expiry %s", d.ReasonCode, time.Now().Format(time.StampMilli), exp.Format(time.StampMilli))
+				}
+			case <-time.After(time.Until(exp) + 5*time.Second):
+				t.Fatal("MQTT 5 client not disconnected at token expiry")
+			}
+			continue
+		}
+		c := paho.NewClient(o.SetProtocolVersion(v))
+		mustOK(t, c.Connect())
+		select {
+		case at := <-lost:
+			if at.Before(exp) {
+				t.Errorf("disconnected at %s, before the token expired (%s)", at.Format(time.StampMilli), exp.Format(time.StampMilli))
+			}
+		case <-time.After(time.Until(exp) + 5*time.Second):
+			t.Fatal("client still connected 5 s after its token expired")
+		}
+	}
+	// An expired token does not connect.
+	if _, err := h.connect(t, "short", h.Hostname()+"/short/?api-version=2021-04-12", tok, false, nil); err == nil {
+		t.Error("connected with an expired token")
+	}
+}

@@ -110,6 +110,9 @@ func (k *hooks) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 func (k *hooks) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if s := k.session(cl); s != nil {
 		k.h.byID.Store(cl.ID, s)
+		if !s.expires.IsZero() {
+			k.h.expireAt(s)
+		}
 		// The session taken over (mochi moved its subscriptions and queue
 		// here, or a clean start dropped them) is no longer held.
 		if old, ok := k.h.held.Swap(cl.ID, s); ok && old.(*session) != s {
@@ -130,6 +133,9 @@ func (k *hooks) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	}
 	k.h.byID.CompareAndDelete(cl.ID, s)
 	k.h.uncountConn(s)
+	if t := s.expiry.Swap(nil); t != nil {
+		t.Stop()
+	}
 	s.failPending()
 	k.h.methods.dropClient(s)
 	// A persistent session stays, with its grants: mochi checks them for
@@ -244,7 +250,9 @@ func (h *Hub) authSAS(cid, user, pass string) (*session, string) {
 	if !tok.Verify(id.primary, id.secondary) {
 		return nil, "token signature does not match either key"
 	}
-	return h.newSession(id, "sas"), ""
+	s := h.newSession(id, "sas")
+	s.expires = tok.Expiry
+	return s, ""
 }
 
 func (h *Hub) knownHost(host string) bool {
@@ -373,4 +381,23 @@ func (h *Hub) uncountConn(s *session) {
 	if v, ok := h.perID.Load(strings.ToLower(s.name)); ok {
 		v.(*atomic.Int64).Add(-1)
 	}
+}
+
+// expireAt disconnects a client authenticated with a SAS token when the
+// token expires, as IoT Hub does; the SDKs renew their token and
+// reconnect. MQTT 5 clients get a DISCONNECT saying why.
+func (h *Hub) expireAt(s *session) {
+	t := time.AfterFunc(time.Until(s.expires), func() {
+		cl := s.cl
+		if cl.Closed() {
+			return
+		}
+		h.log.Info("mqtt client disconnected: its SAS token expired", "client", cl.ID, "expired", s.expires)
+		if cl.Properties.ProtocolVersion == 5 {
+			h.srv.DisconnectClient(cl, packets.Code{Code: packets.ErrNotAuthorized.Code, Reason: "SAS token expired"})
+			return
+		}
+		cl.Stop(errors.New("SAS token expired"))
+	})
+	s.expiry.Store(t)
 }
