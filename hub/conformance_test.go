@@ -3,9 +3,12 @@ package hub
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -409,5 +412,41 @@ func TestSASTokenExpiry(t *testing.T) {
 	// An expired token does not connect.
 	if _, err := h.connect(t, "short", h.Hostname()+"/short/?api-version=2021-04-12", tok, false, nil); err == nil {
 		t.Error("connected with an expired token")
+	}
+}
+
+// TestConnectionStringAsIs: the connection string ledge prints is enough
+// to connect over TLS: GatewayHostName carries the MQTTS port when it is
+// not 8883, HostName is the token audience.
+func TestConnectionStringAsIs(t *testing.T) {
+	h := startHub(t, nil, false)
+	for _, name := range []string{"cs-dev", testDevice + "/cs-mod"} {
+		created := h.addIdentity(t, IdentitySpec{Name: name})
+		cs := map[string]string{}
+		for _, kv := range strings.Split(created.ConnectionString, ";") {
+			k, v, _ := strings.Cut(kv, "=")
+			cs[k] = v
+		}
+		gw := cs["GatewayHostName"]
+		if want := fmt.Sprintf("%s:%d", h.Hostname(), h.Ports().MQTTS); gw != want {
+			t.Fatalf("%s: GatewayHostName %q, want %q (%s)", name, gw, want, created.ConnectionString)
+		}
+		host, port, _ := net.SplitHostPort(gw)
+		cid, user := cs["DeviceId"], cs["HostName"]+"/"+cs["DeviceId"]+"/"
+		if m := cs["ModuleId"]; m != "" {
+			cid, user = cid+"/"+m, user+m+"/"
+		}
+		tok, err := azure.BuildToken(azure.Resource(cs["HostName"], cs["DeviceId"], cs["ModuleId"]), cs["SharedAccessKey"], time.Now().Add(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pem, _ := os.ReadFile(h.CAPath())
+		pool.AppendCertsFromPEM(pem)
+		o := paho.NewClientOptions().AddBroker("ssl://127.0.0.1:" + port).SetClientID(cid).SetUsername(user + "?api-version=2021-04-12").
+			SetPassword(tok).SetAutoReconnect(false).SetTLSConfig(&tls.Config{RootCAs: pool, ServerName: host})
+		c := paho.NewClient(o)
+		mustOK(t, c.Connect())
+		c.Disconnect(0)
 	}
 }
