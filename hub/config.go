@@ -113,6 +113,11 @@ type StoreConfig struct {
 	// QuotaBytes bounds the queued bytes (default 256 MiB). When full, the
 	// oldest message of the lowest priority is dropped.
 	QuotaBytes int64 `yaml:"quotaBytes" json:"quotaBytes"`
+	// ReserveBytes is left free on the data dir's file system: new
+	// messages are refused (not acknowledged) rather than fill it, so
+	// deleting delivered ones, checkpoints and the rest of ledge always
+	// have room (default 32 MiB, as the model store keeps).
+	ReserveBytes int64 `yaml:"reserveBytes" json:"reserveBytes"`
 }
 
 // UpstreamConfig is the bridge.
@@ -157,7 +162,7 @@ func DefaultConfig() Config {
 		MaxPendingConnections:     256,
 		MethodTimeout:             30 * time.Second,
 		ACL:                       []ACLRule{{Kinds: []string{"user"}, Publish: []string{"#"}, Subscribe: []string{"#"}}},
-		StoreAndForward:           StoreConfig{TimeToLive: 2 * time.Hour, QuotaBytes: 256 << 20},
+		StoreAndForward:           StoreConfig{TimeToLive: 2 * time.Hour, QuotaBytes: 256 << 20, ReserveBytes: 32 << 20},
 		Upstream:                  UpstreamConfig{TopicTemplate: "ledge/{deviceId}/messages/events", KeepAlive: 30 * time.Second},
 	}
 }
@@ -209,6 +214,9 @@ func (c *Config) Validate() error {
 				bad(fmt.Sprintf("acl[%d]", i), "filter %d %q is not an MQTT topic filter", j, f)
 			}
 		}
+	}
+	if c.StoreAndForward.ReserveBytes < 0 {
+		bad("storeAndForward.reserveBytes", "%d: want 0 (none) or more", c.StoreAndForward.ReserveBytes)
 	}
 	if c.StoreAndForward.QuotaBytes < 0 {
 		bad("storeAndForward.quotaBytes", "%d: want 0 (no bound) or more", c.StoreAndForward.QuotaBytes)

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -138,7 +139,7 @@ func (h *Hub) onTelemetryMessage(s *session, pk packets.Packet, tp azure.Topic, 
 	if pk.FixedHeader.Qos == 1 {
 		done = func(err error) {
 			switch {
-			case err == store.ErrTooLarge:
+			case err == store.ErrTooLarge, errors.Is(err, store.ErrDiskFull):
 				h.refuse(cl, pk, packets.ErrQuotaExceeded, err.Error())
 			case err != nil:
 				// Not persisted: no PUBACK; the client resends after reconnecting.

@@ -111,7 +111,8 @@ func New(ctx context.Context, o Options) (_ *Hub, err error) {
 		return nil, err
 	}
 	h.twins = &twins{db: o.DB}
-	h.store, err = store.Open(ctx, store.Options{DB: o.DB, Logger: h.log.With("part", "store"), QuotaBytes: cfg.StoreAndForward.QuotaBytes})
+	h.store, err = store.Open(ctx, store.Options{DB: o.DB, Logger: h.log.With("part", "store"), QuotaBytes: cfg.StoreAndForward.QuotaBytes,
+		Dir: o.DataDir, ReserveBytes: cfg.StoreAndForward.ReserveBytes})
 	if err != nil {
 		return nil, err
 	}
@@ -370,8 +371,12 @@ func (h *Hub) Ports() Ports {
 // Healthy reports whether the hub serves: its listeners are open and the
 // queue commits.
 func (h *Hub) Healthy(ctx context.Context) error {
-	if st := h.store.Stats(); st.LastError != "" {
+	st := h.store.Stats()
+	if st.LastError != "" {
 		return fmt.Errorf("store-and-forward cannot commit: %s", st.LastError)
+	}
+	if st.Refusing != "" {
+		return fmt.Errorf("store-and-forward refuses new messages: %s", st.Refusing)
 	}
 	if err := h.persist.health(); err != nil {
 		return fmt.Errorf("persistent sessions cannot commit: %w", err)
