@@ -11,10 +11,11 @@ import (
 
 // Drop reasons counted by the hub (the store adds expired and quota).
 const (
-	dropNoRoute    = "no_route"
-	dropTooLarge   = "too_large"
-	dropMalformed  = "malformed"
-	dropSlowClient = "slow_client"
+	dropNoRoute      = "no_route"
+	dropTooLarge     = "too_large"
+	dropMalformed    = "malformed"
+	dropSlowClient   = "slow_client"
+	dropSessionQuota = "session_quota"
 )
 
 type counters struct {
@@ -140,6 +141,9 @@ func (h *Hub) Stats() Stats {
 	ss := h.store.Stats()
 	for k, v := range ss.Drops {
 		st.Drops[k] += uint64(v)
+	}
+	if n := atomic.LoadInt64(&h.srv.Info.InflightDropped); n > 0 {
+		st.Drops[dropSessionQuota] = uint64(n) // a persistent session's queue was full
 	}
 	st.QueueBytes, st.QueueQuota = ss.Bytes, ss.QuotaBytes
 	h.pumpsMu.Lock()
