@@ -44,6 +44,9 @@ func childMain() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if os.Getenv("LEDGE_HUB_INLINE_WRITES") == "0" {
+		inlineClientWrites = false
+	}
 	h, err := New(ctx, Options{Config: spec.Config, DB: db, DataDir: spec.Dir, DeviceID: testDevice, Dev: spec.Dev, Logger: log})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child hub:", err)

@@ -2,8 +2,10 @@ package hub
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -130,3 +132,16 @@ func (c *coarseConn) Close() error {
 	}
 	return c.Conn.Close()
 }
+
+// SyscallConn exposes the socket of a plain TCP connection, so mochi (as
+// patched) can write a message to an idle subscriber from the publisher's
+// goroutine with one non-blocking write; TLS and WebSocket connections
+// have none, and their messages go through the client's write goroutine.
+func (c *coarseConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errNoRawConn
+}
+
+var errNoRawConn = errors.New("no raw socket under this connection")

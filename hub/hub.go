@@ -73,6 +73,10 @@ type Hub struct {
 	pumpWG  sync.WaitGroup
 }
 
+// inlineClientWrites turns mochi's inline writes on (the benchmarks turn
+// it off in a child hub, LEDGE_HUB_INLINE_WRITES=0, to measure it).
+var inlineClientWrites = true
+
 type storeDefaults struct {
 	ttl time.Duration
 }
@@ -145,6 +149,10 @@ func New(ctx context.Context, o Options) (_ *Hub, err error) {
 		Logger:       slog.New(levelAtLeast{h.log.With("part", "mqtt").Handler(), slog.LevelError}),
 		// No $SYS churn: ledge's stats are read through Stats.
 		SysTopicResendInterval: 3600,
+		// A publisher's goroutine writes to idle subscribers itself (one
+		// non-blocking write, see third_party/mochi/LEDGE.md): no wake-up of
+		// the subscriber's write goroutine per message.
+		InlineClientWrites: inlineClientWrites,
 	})
 	if err := h.srv.AddHook(&hooks{h: h}, nil); err != nil {
 		return nil, err

@@ -14,6 +14,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/xid"
@@ -195,6 +196,15 @@ func (cl *Client) WriteLoop() {
 	for {
 		select {
 		case pk := <-cl.State.outbound:
+			if pk.FixedHeader.Type == flushMarker {
+				cl.Lock()
+				if err := cl.flushOutbuf(); err != nil {
+					cl.ops.log.Debug("failed flushing", "error", err, "client", cl.ID)
+				}
+				cl.Unlock()
+				atomic.AddInt32(&cl.State.outboundQty, -1)
+				continue
+			}
 			if err := cl.WritePacket(*pk); err != nil {
 				// TODO : Figure out what to do with error
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
@@ -532,6 +542,145 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 		return nil
 	}
 
+	pk, buf, err := cl.encodePacket(pk)
+	if err != nil {
+		return err
+	}
+
+	n, err := func() (int64, error) {
+		cl.Lock()
+		defer cl.Unlock()
+		if len(cl.State.outbound) == 0 {
+			if cl.Net.outbuf == nil {
+				return buf.WriteTo(cl.Net.Conn)
+			}
+
+			// first write to buffer, then flush buffer
+			n, _ := cl.Net.outbuf.Write(buf.Bytes()) // will always be successful
+			err = cl.flushOutbuf()
+			return int64(n), err
+		}
+
+		// there are more writes in the queue
+		if cl.Net.outbuf == nil {
+			if buf.Len() >= cl.ops.options.ClientNetWriteBufferSize {
+				return buf.WriteTo(cl.Net.Conn)
+			}
+			cl.Net.outbuf = new(bytes.Buffer)
+		}
+
+		n, _ := cl.Net.outbuf.Write(buf.Bytes()) // will always be successful
+		if cl.Net.outbuf.Len() < cl.ops.options.ClientNetWriteBufferSize {
+			return int64(n), nil
+		}
+
+		err = cl.flushOutbuf()
+		return int64(n), err
+	}()
+	if err != nil {
+		return err
+	}
+
+	cl.packetSent(pk, buf.Bytes(), n)
+	return err
+}
+
+// packetSent counts a written packet and tells the hooks.
+func (cl *Client) packetSent(pk packets.Packet, b []byte, n int64) {
+	atomic.AddInt64(&cl.ops.info.BytesSent, n)
+	atomic.AddInt64(&cl.ops.info.PacketsSent, 1)
+	if pk.FixedHeader.Type == packets.Publish {
+		atomic.AddInt64(&cl.ops.info.MessagesSent, 1)
+	}
+
+	cl.ops.hooks.OnPacketSent(cl, pk, b)
+}
+
+// flushMarker, queued on the outbound channel, makes WriteLoop write out
+// what an inline write left in outbuf.
+const flushMarker = packets.Reserved
+
+// writeInline writes a packet for the client from the caller's goroutine
+// (the publisher's, in publishToSubscribers) instead of handing it to the
+// client's WriteLoop, when nothing is queued for the client and no one is
+// writing to it. The write is one non-blocking attempt on the socket:
+// what the socket does not take at once stays in outbuf, and WriteLoop
+// writes it next, so the publisher never waits for a slow subscriber and
+// the bytes stay in order. It saves the goroutine hand-off (a wake-up of
+// WriteLoop, and often of another thread) per delivered message. It
+// reports false, having written nothing, when the packet must be queued
+// as before: something queued or being written, a connection without a
+// raw socket (TLS, WebSocket), or a socket that takes nothing now.
+func (cl *Client) writeInline(pk packets.Packet) bool {
+	if atomic.LoadInt32(&cl.State.outboundQty) != 0 || cl.Net.Conn == nil {
+		return false
+	}
+	sc, ok := cl.Net.Conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	if !cl.TryLock() {
+		return false
+	}
+	defer cl.Unlock()
+	if cl.Net.outbuf != nil || len(cl.State.outbound) != 0 || atomic.LoadInt32(&cl.State.outboundQty) != 0 || cl.Closed() {
+		return false
+	}
+
+	pk, buf, err := cl.encodePacket(pk)
+	if err != nil {
+		return false // queued: WritePacket reports the error as before
+	}
+	b := buf.Bytes()
+	written := 0
+	var werr error
+	err = raw.Write(func(fd uintptr) bool {
+		for written < len(b) {
+			n, err := syscall.Write(int(fd), b[written:])
+			if n > 0 {
+				written += n
+			}
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil && err != syscall.EAGAIN {
+				werr = err
+			}
+			if err != nil || n <= 0 {
+				break
+			}
+		}
+		return true // one attempt: never wait for the socket here
+	})
+	switch {
+	case err != nil || werr != nil:
+		if written == 0 {
+			return false // the queued write meets the error and reports it
+		}
+		cl.Net.outbuf = bytes.NewBuffer(append([]byte(nil), b[written:]...))
+	case written == 0:
+		return false // the socket is full: queue it
+	case written < len(b):
+		cl.Net.outbuf = bytes.NewBuffer(append([]byte(nil), b[written:]...))
+	}
+	if cl.Net.outbuf != nil {
+		select {
+		case cl.State.outbound <- &packets.Packet{FixedHeader: packets.FixedHeader{Type: flushMarker}}:
+			atomic.AddInt32(&cl.State.outboundQty, 1)
+		default: // full: the queued packets flush outbuf first
+		}
+	}
+
+	cl.packetSent(pk, b, int64(len(b)))
+	return true
+}
+
+// encodePacket prepares and encodes a packet for this client.
+func (cl *Client) encodePacket(pk packets.Packet) (packets.Packet, *bytes.Buffer, error) {
 	if pk.Expiry > 0 {
 		expiry := pk.Expiry - time.Now().Unix()
 		if expiry < 1 {
@@ -592,56 +741,14 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 		err = fmt.Errorf("%w: %v", packets.ErrNoValidPacketAvailable, pk.FixedHeader.Type)
 	}
 	if err != nil {
-		return err
+		return pk, nil, err
 	}
 
 	if pk.Mods.MaxSize > 0 && uint32(buf.Len()) > pk.Mods.MaxSize {
-		return packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
+		return pk, nil, packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
 	}
 
-	n, err := func() (int64, error) {
-		cl.Lock()
-		defer cl.Unlock()
-		if len(cl.State.outbound) == 0 {
-			if cl.Net.outbuf == nil {
-				return buf.WriteTo(cl.Net.Conn)
-			}
-
-			// first write to buffer, then flush buffer
-			n, _ := cl.Net.outbuf.Write(buf.Bytes()) // will always be successful
-			err = cl.flushOutbuf()
-			return int64(n), err
-		}
-
-		// there are more writes in the queue
-		if cl.Net.outbuf == nil {
-			if buf.Len() >= cl.ops.options.ClientNetWriteBufferSize {
-				return buf.WriteTo(cl.Net.Conn)
-			}
-			cl.Net.outbuf = new(bytes.Buffer)
-		}
-
-		n, _ := cl.Net.outbuf.Write(buf.Bytes()) // will always be successful
-		if cl.Net.outbuf.Len() < cl.ops.options.ClientNetWriteBufferSize {
-			return int64(n), nil
-		}
-
-		err = cl.flushOutbuf()
-		return int64(n), err
-	}()
-	if err != nil {
-		return err
-	}
-
-	atomic.AddInt64(&cl.ops.info.BytesSent, n)
-	atomic.AddInt64(&cl.ops.info.PacketsSent, 1)
-	if pk.FixedHeader.Type == packets.Publish {
-		atomic.AddInt64(&cl.ops.info.MessagesSent, 1)
-	}
-
-	cl.ops.hooks.OnPacketSent(cl, pk, buf.Bytes())
-
-	return err
+	return pk, buf, nil
 }
 
 func (cl *Client) flushOutbuf() (err error) {

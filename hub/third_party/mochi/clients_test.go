@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -935,3 +936,54 @@ var (
 		packets.TPacketData[packets.Auth].Get(packets.TAuth),
 	}
 )
+
+// ledge patch: writeInline writes from the caller's goroutine with one
+// non-blocking attempt; what a full socket does not take stays in outbuf
+// and WriteLoop writes it next, so the subscriber reads every packet, in
+// order, and the writer never blocks on a reader that stopped.
+func TestWriteInlineKeepsOrderOnAFullSocket(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	reader, err := net.Dial("tcp", l.Addr().String())
+	require.NoError(t, err)
+	defer reader.Close()
+	server, err := l.Accept()
+	require.NoError(t, err)
+	require.NoError(t, server.(*net.TCPConn).SetWriteBuffer(4096))
+	require.NoError(t, reader.(*net.TCPConn).SetReadBuffer(4096))
+
+	cl, _, _ := newTestClient()
+	cl.Net.Conn = server
+	cl.State.outbound = make(chan *packets.Packet, 4096) // newTestClient's WriteLoop reads it
+	cl.Properties.ProtocolVersion = 4
+	defer cl.Stop(nil)
+
+	payload := make([]byte, 1000)
+	var want bytes.Buffer
+	inline, queued := 0, 0
+	start := time.Now()
+	for i := 0; i < 2000; i++ {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "t", Payload: payload}
+		pk.Payload = append([]byte(fmt.Sprintf("%06d", i)), payload[6:]...)
+		_, b, err := cl.encodePacket(pk)
+		require.NoError(t, err)
+		want.Write(b.Bytes())
+		if cl.writeInline(pk) {
+			inline++
+			continue
+		}
+		queued++
+		cl.State.outbound <- &pk // as publishToClient queues it
+		atomic.AddInt32(&cl.State.outboundQty, 1)
+	}
+	require.Less(t, time.Since(start), 5*time.Second, "the writer blocked on a reader that does not read")
+	require.Greater(t, inline, 0)
+	require.Greater(t, queued, 0, "the socket never filled: the test did not exercise a partial write")
+
+	got := make([]byte, want.Len())
+	reader.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.ReadFull(reader, got)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(want.Bytes(), got), "bytes out of order or lost")
+}

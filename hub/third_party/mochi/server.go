@@ -106,6 +106,12 @@ type Options struct {
 	// 	server.Options.Capabilities.MaximumClientWritesPending = 16 * 1024
 	Capabilities *Capabilities `yaml:"capabilities" json:"capabilities"`
 
+	// InlineClientWrites lets a publisher's goroutine write a message to a
+	// subscriber whose queue is empty itself, with one non-blocking write,
+	// instead of waking the subscriber's write goroutine (see
+	// Client.writeInline).
+	InlineClientWrites bool `yaml:"inline_client_writes" json:"inline_client_writes"`
+
 	// ClientNetWriteBufferSize specifies the size of the client *bufio.Writer write buffer.
 	ClientNetWriteBufferSize int `yaml:"client_net_write_buffer_size" json:"client_net_write_buffer_size"`
 
@@ -1100,6 +1106,10 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 
 	if cl.Net.Conn == nil || cl.Closed() {
 		return out, packets.CodeDisconnect
+	}
+
+	if s.Options.InlineClientWrites && cl.writeInline(out) {
+		return out, nil
 	}
 
 	select {
