@@ -940,7 +940,9 @@ var (
 // ledge patch: writeInline writes from the caller's goroutine with one
 // non-blocking attempt; what a full socket does not take stays in outbuf
 // and WriteLoop writes it next, so the subscriber reads every packet, in
-// order, and the writer never blocks on a reader that stopped.
+// order, and the writer never blocks on a reader that stopped. (The
+// reader keeps its default receive buffer: a tiny one stalls TCP in zero
+// window probes for seconds.)
 func TestWriteInlineKeepsOrderOnAFullSocket(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -951,12 +953,12 @@ func TestWriteInlineKeepsOrderOnAFullSocket(t *testing.T) {
 	server, err := l.Accept()
 	require.NoError(t, err)
 	require.NoError(t, server.(*net.TCPConn).SetWriteBuffer(4096))
-	require.NoError(t, reader.(*net.TCPConn).SetReadBuffer(4096))
 
-	cl, _, _ := newTestClient()
-	cl.Net.Conn = server
-	cl.State.outbound = make(chan *packets.Packet, 4096) // newTestClient's WriteLoop reads it
+	cl := newClient(server, &ops{info: new(system.Info), hooks: new(Hooks), log: logger,
+		options: &Options{ClientNetWriteBufferSize: 2048, Capabilities: &Capabilities{
+			MaximumClientWritesPending: 4096, ReceiveMaximum: 10, MaximumInflight: 5, maximumPacketID: 10}}})
 	cl.Properties.ProtocolVersion = 4
+	go cl.WriteLoop()
 	defer cl.Stop(nil)
 
 	payload := make([]byte, 1000)
@@ -977,13 +979,13 @@ func TestWriteInlineKeepsOrderOnAFullSocket(t *testing.T) {
 		cl.State.outbound <- &pk // as publishToClient queues it
 		atomic.AddInt32(&cl.State.outboundQty, 1)
 	}
-	require.Less(t, time.Since(start), 5*time.Second, "the writer blocked on a reader that does not read")
+	require.Less(t, time.Since(start), 8*time.Second, "the writer blocked on a reader that does not read")
 	require.Greater(t, inline, 0)
 	require.Greater(t, queued, 0, "the socket never filled: the test did not exercise a partial write")
 
 	got := make([]byte, want.Len())
 	reader.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, err = io.ReadFull(reader, got)
-	require.NoError(t, err)
+	n, err := io.ReadFull(reader, got)
+	require.NoError(t, err, "read %d of %d bytes; inline %d queued %d; outbound %d qty %d", n, len(got), inline, queued, len(cl.State.outbound), atomic.LoadInt32(&cl.State.outboundQty))
 	require.True(t, bytes.Equal(want.Bytes(), got), "bytes out of order or lost")
 }
