@@ -156,6 +156,7 @@ type ClientState struct {
 	open            context.Context      // indicate that the client is open for packet exchange
 	cancelOpen      context.CancelFunc   // cancel function for open context
 	outboundQty     int32                // number of messages currently in the outbound queue
+	lastPublish     int64                // when the last publish was sent or queued to the client (unix ns), for InlineClientWrites
 	Keepalive       uint16               // the number of seconds the connection can wait
 	ServerKeepalive bool                 // keepalive was set by the server
 }
@@ -595,6 +596,12 @@ func (cl *Client) packetSent(pk packets.Packet, b []byte, n int64) {
 
 	cl.ops.hooks.OnPacketSent(cl, pk, b)
 }
+
+// inlineMinGap is the least time since a client's previous message for
+// the next one to be written inline (InlineClientWrites): 100 µs, a
+// steady 10,000 messages a second or more goes through WriteLoop, which
+// batches.
+const inlineMinGap = int64(100 * time.Microsecond)
 
 // flushMarker, queued on the outbound channel, makes WriteLoop write out
 // what an inline write left in outbuf.
