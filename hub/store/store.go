@@ -99,20 +99,21 @@ type Store struct {
 	kick  chan struct{} // wakes the writer for pending deletes
 	ready chan struct{} // closed when Run has its connection
 
-	quota       atomic.Int64 // bound on queued bytes (0: none); SetQuota changes it
-	mu          sync.Mutex   // guards the fields below
-	eps         map[string]*endpoint
-	nextSeq     int64
-	bytes       int64
-	cached      int64
-	deletes     []int64
-	drops       map[string]int64
-	lastDropLg  time.Time
-	committed   uint64 // records inserted
-	commitErr   error  // the last commit's error, nil once one succeeds
-	failures    uint64 // failed commits
-	refusing    error  // ErrDiskFull with what is free, while new records are refused
-	lastFailLog time.Time
+	quota        atomic.Int64 // bound on queued bytes (0: none); SetQuota changes it
+	mu           sync.Mutex   // guards the fields below
+	eps          map[string]*endpoint
+	nextSeq      int64
+	bytes        int64
+	cached       int64
+	deletes      []int64
+	drops        map[string]int64
+	lastDropLg   time.Time
+	committed    uint64 // records inserted
+	commitErr    error  // the last commit's error, nil once one succeeds
+	failures     uint64 // failed commits
+	refusing     error  // ErrDiskFull with what is free, while new records are refused
+	deletedBytes int64  // deleted since the WAL was last truncated
+	lastFailLog  time.Time
 }
 
 type op struct {
@@ -498,6 +499,7 @@ func (s *Store) forgetLocked(ep *endpoint, e *entry) {
 	ep.count--
 	ep.bytes -= e.size
 	s.bytes -= e.size
+	s.deletedBytes += e.size
 	if e.data != nil {
 		s.cached -= e.size
 		e.data = nil
