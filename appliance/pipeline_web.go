@@ -78,8 +78,8 @@ func (p pipelinesAPI) History(name string) (any, error) {
 	return p.hist.get(name), nil
 }
 
-func (p pipelinesAPI) Watch(name string) (<-chan web.Frame, func(), error) {
-	in, cancel, err := p.eng.Watch(name)
+func (p pipelinesAPI) Watch(name string, fps float64) (<-chan web.Frame, func(), error) {
+	in, cancel, err := p.eng.Watch(name, fps)
 	if err != nil {
 		return nil, nil, err
 	}

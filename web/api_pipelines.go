@@ -29,9 +29,10 @@ type Pipelines interface {
 	Reload(ctx context.Context, name string) error
 	// History is the recent fps and latency samples (the last hour).
 	History(name string) (any, error)
-	// Watch delivers the newest annotated frame while the viewer watches;
-	// frames are encoded only while someone does. cancel ends it.
-	Watch(name string) (frames <-chan Frame, cancel func(), err error)
+	// Watch delivers the newest annotated frame while the viewer watches,
+	// at most fps a second (0: the engine's rate); frames are encoded only
+	// while someone does. cancel ends it.
+	Watch(name string, fps float64) (frames <-chan Frame, cancel func(), err error)
 	// Latest is the newest frame encoded for viewers (zero without any).
 	Latest(name string) (Frame, error)
 	// Events queries the event log, newest first.
@@ -156,10 +157,14 @@ func (s *Server) pipelineHistory(c *gin.Context) {
 
 const mjpegBoundary = "ledgeframe"
 
-// pipelineStream serves GET /pipelines/{name}/stream.mjpeg: annotated
+// pipelineStream serves GET /pipelines/{name}/stream.mjpeg?fps=: annotated
 // frames as multipart/x-mixed-replace, encoded only while watched.
 func (s *Server) pipelineStream(c *gin.Context) {
-	frames, cancel, err := s.opts.Pipelines.Watch(c.Param("name"))
+	fps, ok := fpsParam(c)
+	if !ok {
+		return
+	}
+	frames, cancel, err := s.opts.Pipelines.Watch(c.Param("name"), fps)
 	if err != nil {
 		s.respondErr(c, err)
 		return
@@ -193,6 +198,21 @@ func (s *Server) pipelineStream(c *gin.Context) {
 			c.Writer.Flush()
 		}
 	}
+}
+
+// fpsParam reads ?fps= (frames a second, 0 to 60; absent: 0, the
+// engine's rate); on a bad value it answers 400 and returns false.
+func fpsParam(c *gin.Context) (float64, bool) {
+	v := c.Query("fps")
+	if v == "" {
+		return 0, true
+	}
+	fps, err := strconv.ParseFloat(v, 64)
+	if err != nil || fps < 0 || fps > 60 {
+		writeError(c, http.StatusBadRequest, "invalid", "fps: want a number from 0 to 60 (0: the engine's watchFps)")
+		return 0, false
+	}
+	return fps, true
 }
 
 // pipelineFrame serves the newest annotated frame as a JPEG (404 when
