@@ -70,6 +70,7 @@ func (s *Server) pipelineRoutes() {
 	g.GET("/:name/history", s.pipelineHistory)
 	g.GET("/:name/stream.mjpeg", s.pipelineStream)
 	g.GET("/:name/frame.jpg", s.pipelineFrame)
+	s.api.GET("/live", s.needPipelines, s.liveFeed)
 	s.api.GET("/events", s.needPipelines, s.eventsQuery)
 	s.api.GET("/snapshots/*file", s.needPipelines, s.snapshot)
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -126,7 +127,7 @@ func New(o Options) (*Server, error) {
 			s.tcp.Close()
 			return nil, fmt.Errorf("https listen %s: %w", o.ListenTLS, err)
 		}
-		s.tlsl = tls.NewListener(l, o.TLS)
+		s.tlsl = tls.NewListener(l, withHTTP2(o.TLS))
 	}
 	if o.Socket != "" {
 		if s.unix, err = listenUnix(o.Socket); err != nil {
@@ -138,6 +139,19 @@ func New(o Options) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// withHTTP2 offers HTTP/2 first in the TLS handshake (a copy: the
+// configuration may be shared with other listeners), so a browser sends
+// a page's requests, event streams and video over one connection instead of
+// queueing behind HTTP/1.1's six per host.
+func withHTTP2(c *tls.Config) *tls.Config {
+	c = c.Clone()
+	if !slices.Contains(c.NextProtos, "h2") {
+		c.NextProtos = append([]string{"h2"}, slices.DeleteFunc(c.NextProtos, func(p string) bool { return p == "http/1.1" })...)
+		c.NextProtos = append(c.NextProtos, "http/1.1")
+	}
+	return c
 }
 
 // listenUnix listens on path, replacing a stale socket file left by a
