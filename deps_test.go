@@ -36,7 +36,7 @@ var homes = map[string][]string{
 	"gocv.io/x/gocv":                      {"inference", "pipeline", "cmd"},
 	"github.com/warthog618/go-gpiocdev":   {"pipeline"},
 	"github.com/gorilla/websocket":        {"hub", "web"}, // web: the dashboard's live feed
-	"github.com/chromedp":                 {}, // tests only
+	"github.com/chromedp":                 {},             // tests only
 }
 
 func TestImportRules(t *testing.T) {

@@ -34,8 +34,8 @@ import (
 // a queue of old ones.
 
 const (
-	liveMaxWatch   = 64              // pipelines one connection may watch
-	liveMaxMessage = 16 << 10        // bytes of a text message from the page
+	liveMaxWatch   = 64       // pipelines one connection may watch
+	liveMaxMessage = 16 << 10 // bytes of a text message from the page
 	livePing       = 20 * time.Second
 	liveWriteWait  = 10 * time.Second
 )
