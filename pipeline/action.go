@@ -69,7 +69,9 @@ func newActionRunner(name string, s ActionSpec, act action, c *counters, log *sl
 }
 
 // wants reports whether the action takes e.
-func (r *actionRunner) wants(e *Event) bool { return wants(r.spec.on(), r.spec.Zones, r.spec.Classes, e) }
+func (r *actionRunner) wants(e *Event) bool {
+	return wants(r.spec.on(), r.spec.Zones, r.spec.Classes, e)
+}
 
 // enqueue queues e without blocking; a full queue drops it, and one within
 // the cooldown of the last is skipped (both counted). It is called by the
