@@ -126,18 +126,29 @@ func (p pipelinesAPI) Events(ctx context.Context, q web.EventQuery) (any, error)
 	if log == nil {
 		return nil, fault.New(fault.Unavailable, "no event log")
 	}
-	ev, err := log.Query(ctx, pipeline.Query{From: q.From, To: q.To, Pipeline: q.Pipeline, Type: q.Type, Class: q.Class, Zone: q.Zone, BeforeID: q.BeforeID, Limit: q.Limit})
-	if err != nil {
-		return nil, err
+	ev, err := log.QueryTracks(ctx, pipeline.TrackQuery{From: q.From, To: q.To, Pipeline: q.Pipeline, Class: q.Class, Zone: q.Zone, Active: q.Active, BeforeID: q.BeforeID, Limit: q.Limit})
+	return eventPage(ev, q.Limit), err
+}
+
+func (p pipelinesAPI) RawEvents(ctx context.Context, q web.EventQuery) (any, error) {
+	log := p.eng.EventLog()
+	if log == nil {
+		return nil, fault.New(fault.Unavailable, "no event log")
 	}
+	ev, err := log.Query(ctx, pipeline.Query{From: q.From, To: q.To, Pipeline: q.Pipeline, Type: q.Type, Class: q.Class, Zone: q.Zone, BeforeID: q.BeforeID, Limit: q.Limit})
+	return eventPage(ev, q.Limit), err
+}
+
+// eventPage is {"events": [...], "next": <cursor for before, 0 at the end>}.
+func eventPage(ev []pipeline.Event, limit int) map[string]any {
 	var next int64
-	if len(ev) == q.Limit && len(ev) > 0 {
+	if len(ev) == limit && len(ev) > 0 {
 		next = ev[len(ev)-1].ID
 	}
 	if ev == nil {
 		ev = []pipeline.Event{}
 	}
-	return map[string]any{"events": ev, "next": next}, nil
+	return map[string]any{"events": ev, "next": next}
 }
 
 func (p pipelinesAPI) SnapshotFile(name string) (string, error) {
