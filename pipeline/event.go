@@ -57,7 +57,7 @@ type Event struct {
 	// subscribers only).
 	Source *source.State `json:"source,omitempty"`
 	// Captured is when the frame was read (wall clock), for latency.
-	Captured time.Time `json:"captured,omitzero"`
+	Captured time.Time `json:"captured,omitzero"` // not kept by the event log
 
 	jpeg []byte // the annotated frame, when an action wants a snapshot
 	// best marks a track.* event whose frame holds the object's new best
