@@ -133,3 +133,24 @@ func TestAPIBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestPipelineSpecShownWithoutPasswords: the API shows each pipeline's spec
+// (the Pipelines page does), with the passwords of its camera and action
+// URLs masked.
+func TestPipelineSpecShownWithoutPasswords(t *testing.T) {
+	d := startDashboard(t, nil)
+	tok := apiToken(t, d)
+	apiCall(t, d, tok, "POST", "/api/v1/pipelines", `{"name": "cam", "source": {"url": "rtsp://admin:hunter2secret@127.0.0.1:1/stream"},
+		"actions": [{"type": "webhook", "url": "https://bot:tokensecret@hooks.example/x", "headers": {"X-Key": "headersecret"}}]}`, 201)
+	for _, path := range []string{"/api/v1/pipelines", "/api/v1/pipelines/cam"} {
+		body := apiCall(t, d, tok, "GET", path, "", 200)
+		if !strings.Contains(body, `"spec"`) || !strings.Contains(body, "127.0.0.1:1/stream") || !strings.Contains(body, "hooks.example") {
+			t.Errorf("GET %s shows no spec: %s", path, body)
+		}
+		for _, secret := range []string{"hunter2secret", "tokensecret", "headersecret"} {
+			if strings.Contains(body, secret) {
+				t.Errorf("GET %s shows %q: %s", path, secret, body)
+			}
+		}
+	}
+}

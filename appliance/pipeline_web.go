@@ -23,14 +23,25 @@ type pipelineView struct {
 	pipeline.Stats
 	// Owner is who defines it: config (ledge.yaml), api (the dashboard) or
 	// deployment.
-	Owner string         `json:"owner"`
-	Spec  *pipeline.Spec `json:"spec,omitempty"`
+	Owner string `json:"owner"`
+	// Spec is its spec with passwords in URLs masked.
+	Spec *pipeline.Spec `json:"spec,omitempty"`
+}
+
+// shown is the spec of name as the API shows it (nil if it has none).
+func (p pipelinesAPI) shown(name string) *pipeline.Spec {
+	spec, err := p.eng.Spec(name)
+	if err != nil {
+		return nil
+	}
+	r := spec.Redacted()
+	return &r
 }
 
 func (p pipelinesAPI) List(context.Context) (any, error) {
 	out := []pipelineView{}
 	for _, st := range p.eng.Stats() {
-		out = append(out, pipelineView{Stats: st, Owner: p.set.owner(st.Name)})
+		out = append(out, pipelineView{Stats: st, Owner: p.set.owner(st.Name), Spec: p.shown(st.Name)})
 	}
 	return out, nil
 }
@@ -40,11 +51,11 @@ func (p pipelinesAPI) Get(_ context.Context, name string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	spec, err := p.eng.Spec(name)
-	if err != nil {
-		return nil, err
+	spec := p.shown(name)
+	if spec == nil {
+		return nil, fault.New(fault.NotFound, "no pipeline named %q", name)
 	}
-	return pipelineView{Stats: st, Owner: p.set.owner(name), Spec: &spec}, nil
+	return pipelineView{Stats: st, Owner: p.set.owner(name), Spec: spec}, nil
 }
 
 func (p pipelinesAPI) Put(ctx context.Context, name string, body []byte) (any, error) {

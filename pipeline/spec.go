@@ -504,6 +504,17 @@ func (v *validator) url(field, u string, schemes ...string) {
 	}
 }
 
+// Redacted is a copy of s fit to show: passwords in its source and action
+// URLs are masked (action passwords and headers never appear in JSON).
+func (s Spec) Redacted() Spec {
+	s.Source.URL = redact.URL(s.Source.URL)
+	s.Actions = slices.Clone(s.Actions)
+	for i := range s.Actions {
+		s.Actions[i].URL = redact.URL(s.Actions[i].URL)
+	}
+	return s
+}
+
 // redactURL hides a password in a URL for error messages.
 func redactURL(u string) string { return redact.URL(u) }
 
