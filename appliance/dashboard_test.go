@@ -265,7 +265,7 @@ actions: [{type: snapshot}]
 	if !changed {
 		t.Error("the live image did not change within 4 s")
 	}
-	wait(t, ctx, "the fps badge", `/fps/.test(document.querySelector(".badge-overlay").textContent)`, 10*time.Second)
+	wait(t, ctx, "the fps badge", `/fps/.test(document.querySelector(".cam-stats").textContent)`, 10*time.Second)
 	testenv.Screenshot(t, ctx, "live")
 
 	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/pipelines")); err != nil {

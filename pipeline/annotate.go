@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"image"
 	"image/color"
+	"slices"
 
 	"gocv.io/x/gocv"
 )
@@ -22,6 +23,7 @@ func annotate(img *gocv.Mat, objs []Object, zones []zone, caption string) {
 	thick := max(1, (w+h)/600)
 	scale := float64(thick) * 0.5
 	zc := color.RGBA{0, 255, 255, 0}
+	var taken []image.Rectangle // zone names, which box labels keep clear of
 	for _, z := range zones {
 		pts := make([]image.Point, len(z.poly))
 		for i, p := range z.poly {
@@ -31,7 +33,10 @@ func annotate(img *gocv.Mat, objs []Object, zones []zone, caption string) {
 		gocv.Polylines(img, pv, true, zc, thick)
 		pv.Close()
 		if len(pts) > 0 {
-			gocv.PutText(img, z.name, pts[0].Add(image.Pt(4, int(20*scale)+4)), gocv.FontHersheySimplex, scale, zc, thick)
+			at := pts[0].Add(image.Pt(4, int(20*scale)+4))
+			gocv.PutText(img, z.name, at, gocv.FontHersheySimplex, scale, zc, thick)
+			sz, base := gocv.GetTextSizeWithBaseline(z.name, gocv.FontHersheySimplex, scale, thick)
+			taken = append(taken, image.Rect(at.X, at.Y-sz.Y, at.X+sz.X, at.Y+base))
 		}
 	}
 	boxes := make([]image.Rectangle, len(objs))
@@ -49,7 +54,7 @@ func annotate(img *gocv.Mat, objs []Object, zones []zone, caption string) {
 		sz, base := gocv.GetTextSizeWithBaseline(texts[i], gocv.FontHersheySimplex, scale, thick)
 		sizes[i], bases[i] = image.Pt(sz.X, sz.Y+base), base
 	}
-	for i, r := range placeLabels(boxes, sizes, w, h) {
+	for i, r := range placeLabels(boxes, sizes, w, h, taken) {
 		c := palette[abs(objs[i].ClassID)%len(palette)]
 		gocv.Rectangle(img, r, c, -1)
 		gocv.PutText(img, texts[i], image.Pt(r.Min.X, r.Max.Y-bases[i]), gocv.FontHersheySimplex, scale, color.RGBA{255, 255, 255, 0}, thick)
@@ -60,10 +65,11 @@ func annotate(img *gocv.Mat, objs []Object, zones []zone, caption string) {
 }
 
 // placeLabels places each box's label (of the given size) so that no two
-// labels overlap where it can: above the box's top-left corner, else just
-// inside it, else below the box, else moved down in steps from above the
-// box; always within the w x h frame. It returns the labels' rectangles.
-func placeLabels(boxes []image.Rectangle, sizes []image.Point, w, h int) []image.Rectangle {
+// labels overlap, nor cover a taken rectangle (a zone's name), where it
+// can: above the box's top-left corner, else just inside it, else below
+// the box, else moved down in steps from above the box; always within the
+// w x h frame. It returns the labels' rectangles.
+func placeLabels(boxes []image.Rectangle, sizes []image.Point, w, h int, taken []image.Rectangle) []image.Rectangle {
 	out := make([]image.Rectangle, len(boxes))
 	frame := image.Rect(0, 0, w, h)
 	clamp := func(r image.Rectangle) image.Rectangle {
@@ -103,14 +109,15 @@ func placeLabels(boxes []image.Rectangle, sizes []image.Point, w, h int) []image
 		}
 		out[i] = cands[0]
 		placed := false
+		placedSoFar := append(slices.Clone(taken), out[:i]...)
 		for _, c := range cands {
-			if free(c, out[:i]) {
+			if free(c, placedSoFar) {
 				out[i], placed = c, true
 				break
 			}
 		}
 		for y := b.Min.Y; !placed && y+sz.Y <= h; y += max(1, sz.Y/2) {
-			if c := at(b.Min.X, y); free(c, out[:i]) {
+			if c := at(b.Min.X, y); free(c, placedSoFar) {
 				out[i], placed = c, true
 			}
 		}

@@ -16,15 +16,20 @@ func TestPlaceLabels(t *testing.T) {
 		{"at the top edge", []image.Rectangle{image.Rect(0, 0, 100, 100), image.Rect(10, 2, 110, 120)}},
 		{"nested", []image.Rectangle{image.Rect(50, 50, 600, 400), image.Rect(60, 60, 200, 200), image.Rect(55, 52, 300, 300)}},
 		{"at the bottom right", []image.Rectangle{image.Rect(560, 440, 640, 480), image.Rect(570, 445, 640, 480)}},
+		{"by a zone's name", []image.Rectangle{image.Rect(10, 330, 200, 470)}},
 	} {
 		sizes := make([]image.Point, len(tc.boxes))
 		for i := range sizes {
 			sizes[i] = image.Pt(110, 18)
 		}
-		got := placeLabels(tc.boxes, sizes, 640, 480)
+		zoneName := image.Rect(0, 300, 60, 318)
+		got := placeLabels(tc.boxes, sizes, 640, 480, []image.Rectangle{zoneName})
 		for i, r := range got {
 			if !r.In(image.Rect(0, 0, 640, 480)) || r.Dx() != 110 || r.Dy() != 18 {
 				t.Errorf("%s: label %d at %v, want 110x18 inside the frame", tc.name, i, r)
+			}
+			if r.Overlaps(zoneName) {
+				t.Errorf("%s: label %d %v covers the zone's name", tc.name, i, r)
 			}
 			for j := range i {
 				if r.Overlaps(got[j]) {
@@ -32,7 +37,8 @@ func TestPlaceLabels(t *testing.T) {
 				}
 			}
 		}
-		if b := tc.boxes[0]; got[0].Max.Y != b.Min.Y && b.Min.Y >= 18 {
+		b := tc.boxes[0]
+		if above := image.Rect(b.Min.X, b.Min.Y-18, b.Min.X+110, b.Min.Y); got[0].Max.Y != b.Min.Y && b.Min.Y >= 18 && !above.Overlaps(zoneName) {
 			t.Errorf("%s: the first label is at %v, want above its box", tc.name, got[0])
 		}
 	}
