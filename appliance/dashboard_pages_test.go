@@ -112,7 +112,9 @@ actions: [{type: snapshot, classes: [bus]}]
 	console := watchConsole(t, ctx)
 	login(t, ctx, d.base, testPassword)
 	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
-	console.take() // the login page is not under test here
+	for _, m := range console.take() {
+		t.Errorf("login: console: %s", m)
+	}
 
 	pages := []string{"/", "/live", "/events", "/pipelines", "/modules", "/devices", "/deployments", "/models", "/hub"}
 	sizes := []struct {
