@@ -166,3 +166,26 @@ func TestDashboardBadCamera(t *testing.T) {
 	t.Logf("gate: %+v; the tile says %q", st.Source, evalString(t, ctx, `document.querySelector("#cams figure[data-pipeline=gate] .cam-offline").textContent`))
 	testenv.Screenshot(t, ctx, "live-bad-camera")
 }
+
+// TestDashboardLiveOverHTTPS: over the HTTPS port the browser speaks
+// HTTP/2 with ledge (pages, API calls and event streams share one
+// connection) and the live feed comes over wss.
+func TestDashboardLiveOverHTTPS(t *testing.T) {
+	d := startDashboard(t, nil)
+	api := pipelinesAPI{eng: d.app.pipelines, set: d.app.pipelineSet}
+	if _, err := api.Put(t.Context(), "", []byte("name: yard\nsource: {url: \"testpattern:\", fps: 5, width: 320, height: 180}\n")); err != nil {
+		t.Fatal(err)
+	}
+	base := "https://" + d.app.web.TLSAddr().String()
+	ctx := testenv.Browser(t, chromedp.Flag("ignore-certificate-errors", true)) // the hub's CA is not the browser's
+	login(t, ctx, base, testPassword)
+	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/live")); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "a frame over wss", `(() => { const i = document.querySelector("#cams img[data-pipeline=yard]"); return i && !!i.dataset.seq && i.naturalWidth === 320; })()`, 20*time.Second)
+	protos := evalString(t, ctx, `[...new Set(performance.getEntries().filter((e) => e.nextHopProtocol).map((e) => e.nextHopProtocol))].join(",")`)
+	if protos != "h2" {
+		t.Errorf("the page's requests went over %q, want h2 only", protos)
+	}
+}

@@ -144,6 +144,24 @@ actions: [{type: snapshot, classes: [bus]}]
 			for _, m := range console.take() {
 				t.Errorf("%s on %s: console: %s", p, sz.name, m)
 			}
+			// What a person would see as a defect, whatever the console says.
+			problems := evalString(t, ctx, `(() => {
+				const out = [];
+				for (const i of document.images) if (!i.hidden && i.complete && i.getAttribute("src") && i.naturalWidth === 0) out.push("a broken image " + i.getAttribute("src"));
+				for (const td of document.querySelectorAll("td.empty")) {
+					const cols = td.closest("table").querySelectorAll("thead th").length;
+					if (td.colSpan !== cols) out.push("an empty-table row spans " + td.colSpan + " of " + cols + " columns");
+				}
+				const foot = document.querySelector(".foot").innerText.trim();
+				if (/[·:]$/.test(foot)) out.push("the footer ends in '" + foot.slice(-1) + "'");
+				const text = document.body.innerText;
+				if (text.includes("` + "`" + `")) out.push("a literal backtick: " + text.slice(Math.max(0, text.indexOf("` + "`" + `") - 40), text.indexOf("` + "`" + `") + 40));
+				if (/0001-01-01|undefined|NaN|\[object Object\]/.test(text)) out.push("a placeholder leaked: " + text.match(/.{0,40}(0001-01-01|undefined|NaN|\[object Object\]).{0,40}/)[0]);
+				return out.join("; ");
+			})()`)
+			if problems != "" {
+				t.Errorf("%s on %s: %s", p, sz.name, problems)
+			}
 			if sz.mobile {
 				over := evalString(t, ctx, `(() => {
 					const w = document.documentElement.clientWidth;
