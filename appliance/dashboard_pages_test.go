@@ -155,7 +155,7 @@ actions: [{type: snapshot, classes: [bus]}]
 				const foot = document.querySelector(".foot").innerText.trim();
 				if (/[·:]$/.test(foot)) out.push("the footer ends in '" + foot.slice(-1) + "'");
 				const text = document.body.innerText;
-				if (text.includes("` + "`" + `")) out.push("a literal backtick: " + text.slice(Math.max(0, text.indexOf("` + "`" + `") - 40), text.indexOf("` + "`" + `") + 40));
+				if (text.includes("`+"`"+`")) out.push("a literal backtick: " + text.slice(Math.max(0, text.indexOf("`+"`"+`") - 40), text.indexOf("`+"`"+`") + 40));
 				if (/0001-01-01|undefined|NaN|\[object Object\]/.test(text)) out.push("a placeholder leaked: " + text.match(/.{0,40}(0001-01-01|undefined|NaN|\[object Object\]).{0,40}/)[0]);
 				return out.join("; ");
 			})()`)
