@@ -208,3 +208,29 @@ func types(evs []Event) []string {
 	}
 	return out
 }
+
+// TestBusySceneEvents (LEDGE_SOAK=1, 90 s): the pan video looping in real
+// time, as a camera would show it, with a zone: how many raw events and how
+// many tracked objects' events a minute and a half makes.
+func TestBusySceneEvents(t *testing.T) {
+	if os.Getenv("LEDGE_SOAK") == "" {
+		t.Skip("a 90 s soak: set LEDGE_SOAK=1")
+	}
+	spec := panSpec(t, "busy")
+	spec.Source.Loop, spec.Source.Realtime = true, true
+	e := newTestEngine(t, []Spec{spec}, nil)
+	sub := e.Subscribe(100000)
+	defer sub.Cancel()
+	stop := run(t, e)
+	time.Sleep(90 * time.Second)
+	stop()
+	n := map[string]int{}
+	for ev := range drainEvents(sub) {
+		n[ev.Type]++
+	}
+	raw := n[ObjectEnter] + n[ObjectLeave] + n[ZoneEnter] + n[ZoneLeave] + n[ZoneLoiter] + n[CountChanged]
+	t.Logf("90 s: %d raw events (%v), %d tracked objects (%d updates)", raw, n, n[TrackStart], n[TrackUpdate])
+	if n[TrackStart] == 0 || n[TrackStart] != n[TrackEnd] || 4*n[TrackStart] > raw {
+		t.Errorf("%d objects (%d ended) against %d raw events: want every object ended and far fewer objects than raw events", n[TrackStart], n[TrackEnd], raw)
+	}
+}
