@@ -132,21 +132,44 @@ func (lc *liveConn) read() {
 		if kind != websocket.TextMessage {
 			continue
 		}
-		var req liveRequest
-		if err := json.Unmarshal(data, &req); err != nil {
-			lc.note(map[string]string{"type": "error", "message": "not a watch request: " + err.Error() + ` (send {"watch": {"<pipeline>": <fps>}})`})
+		want, bad, err := parseLiveRequest(data)
+		if err != nil {
+			lc.note(map[string]string{"type": "error", "message": err.Error()})
 			continue
 		}
-		lc.setWatches(req.Watch)
+		for name, msg := range bad {
+			lc.note(map[string]string{"type": "error", "pipeline": name, "message": msg})
+		}
+		lc.setWatches(want)
 	}
+}
+
+// parseLiveRequest reads a page's watch request: the pipelines to watch
+// with their rates, and those refused with why (a rate out of range).
+func parseLiveRequest(data []byte) (want map[string]float64, bad map[string]string, err error) {
+	var req liveRequest
+	if err := json.Unmarshal(data, &req); err != nil {
+		return nil, nil, fmt.Errorf(`not a watch request: %v (send {"watch": {"<pipeline>": <fps>}})`, err)
+	}
+	if len(req.Watch) > liveMaxWatch {
+		return nil, nil, fmt.Errorf("%d pipelines: watch at most %d on one connection", len(req.Watch), liveMaxWatch)
+	}
+	want = map[string]float64{}
+	for name, fps := range req.Watch {
+		if !(fps >= 0 && fps <= 60) {
+			if bad == nil {
+				bad = map[string]string{}
+			}
+			bad[name] = "fps: want a number from 0 to 60"
+			continue
+		}
+		want[name] = fps
+	}
+	return want, bad, nil
 }
 
 // setWatches makes want the set of watched pipelines.
 func (lc *liveConn) setWatches(want map[string]float64) {
-	if len(want) > liveMaxWatch {
-		lc.note(map[string]string{"type": "error", "message": fmt.Sprintf("%d pipelines: watch at most %d on one connection", len(want), liveMaxWatch)})
-		return
-	}
 	lc.mu.Lock()
 	var stop []func()
 	for name, w := range lc.watches {
@@ -169,10 +192,6 @@ func (lc *liveConn) setWatches(want map[string]float64) {
 	slices.Sort(start)
 	for _, name := range start {
 		fps := want[name]
-		if fps < 0 || fps > 60 {
-			lc.note(map[string]string{"type": "error", "pipeline": name, "message": "fps: want a number from 0 to 60"})
-			continue
-		}
 		frames, cancel, err := lc.s.opts.Pipelines.Watch(name, fps)
 		if err != nil {
 			lc.note(map[string]string{"type": "error", "pipeline": name, "message": err.Error()})
