@@ -61,7 +61,6 @@ func TestSpecErrors(t *testing.T) {
 		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: log, zones: [nowhere]}]}]`, `pipelines[0].actions[0].zones[0]: no zone named "nowhere"`},
 		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: log, on: [zone.party]}]}]`, `pipelines[0].actions[0].on[0]: unknown event type "zone.party"`},
 		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: snapshot}, {type: snapshot, name: s2}]}]`, "pipelines[0].actions[1].type: one snapshot action"},
-		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: log, on: [track.start], cooldown: -1s}]}]`, "pipelines[0].actions[0].cooldown: must not be negative"},
 		{`[{name: a, source: {url: "testpattern:"}, detekt: {}}]`, `line 1: pipelines[0].detekt: unknown key "detekt" (did you mean "detect"?)`},
 		{`[{name: a, source: {url: "testpattern:"}, motion: {hold: soon}}]`, "line 1"},
 		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: webhook, url: "https://u:pw@x/"}, {type: webhook, url: "ftp://u:pw@x/"}]}]`, `"ftp://u:xxxxx@x/"`},
@@ -107,4 +106,14 @@ func FuzzParseSpecs(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestActionCooldownValidation(t *testing.T) {
+	_, err := ParseSpecs("pipelines", []byte(`[{name: a, source: {url: "testpattern:"}, actions: [{type: log, on: [track.start], cooldown: -1s}]}]`))
+	if err == nil || !strings.Contains(err.Error(), "actions[0].cooldown: must not be negative") {
+		t.Errorf("a negative cooldown: %v", err)
+	}
+	if _, err := ParseSpecs("pipelines", []byte(`[{name: a, source: {url: "testpattern:"}, actions: [{type: log, on: [track.start, track.end], cooldown: 1m}]}]`)); err != nil {
+		t.Errorf("a log action on track.start and track.end with a cooldown: %v", err)
+	}
 }
