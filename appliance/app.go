@@ -68,6 +68,12 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// Everything below (the database, the CA a container bind-mounts, the
+	// socket the CLI looks for) needs a path that means the same from
+	// anywhere.
+	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
 	a := &App{cfg: cfg, build: build, log: log, started: time.Now(), health: newHealthSet()}
 	defer func() {
 		if err != nil {

@@ -34,15 +34,25 @@ func adminCmd(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	cfg, _, err := cf.load()
+	cfg, err := cf.load()
 	if err != nil {
 		return err
+	}
+	dbFile := filepath.Join(cfg.DataDir, "ledge.db")
+	if _, err := os.Stat(dbFile); err != nil {
+		if pos[0] == "set-password" || (pos[0] == "token" && len(pos) > 1 && pos[1] == "create") {
+			fmt.Fprintf(stderr, "ledge admin: data dir %s (from %s) holds no database yet: creating it\n", cfg.DataDir, cfg.from())
+		} else {
+			return fmt.Errorf("no database in data dir %s (from %s): ledge never ran there; pass the --config or --data-dir it runs with", cfg.DataDir, cfg.from())
+		}
+	} else if pos[0] != "token" || len(pos) < 2 || pos[1] != "list" {
+		fmt.Fprintf(stderr, "ledge admin: data dir %s (from %s)\n", cfg.DataDir, cfg.from())
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return err
 	}
 	ctx := context.Background()
-	db, err := appliance.OpenDB(ctx, filepath.Join(cfg.DataDir, "ledge.db"), cfg.Database.Synchronous)
+	db, err := appliance.OpenDB(ctx, dbFile, cfg.Database.Synchronous)
 	if err != nil {
 		return err
 	}

@@ -87,7 +87,7 @@ func deployCheck(args []string, stdout, stderr io.Writer) error {
 	}
 	var plan agent.Plan
 	if *offline {
-		cfg, _, err := cf.load()
+		cfg, err := cf.load()
 		if err != nil {
 			return err
 		}

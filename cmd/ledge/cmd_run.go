@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
+	"time"
 
 	"ledge/appliance"
 )
@@ -24,10 +26,11 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, path, err := cf.load()
+	l, err := cf.loadForRun()
 	if err != nil {
 		return err
 	}
+	cfg, path := l.Config, l.File
 	if *dev {
 		cfg.Dev = true
 	}
@@ -48,6 +51,16 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer app.Close()
+	conf := ""
+	if path != "" {
+		conf, _ = filepath.Abs(path)
+	}
+	if forget, err := writeRunRecord(runRecord{PID: os.Getpid(), Config: conf, DataDir: cfg.DataDir,
+		Socket: filepath.Join(cfg.DataDir, "ledge.sock"), HTTP: cfg.HTTP.Listen, Started: time.Now()}); err != nil {
+		log.Warn("the CLI will need --config or --data-dir to find this ledge", "err", err)
+	} else {
+		defer forget()
+	}
 	go func() {
 		<-ctx.Done()
 		stop() // a second signal kills the process the default way

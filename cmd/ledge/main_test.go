@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ledgeBin = filepath.Join(dir, "ledge")
+	// The daemons of the tests record themselves here, not in the
+	// machine's runtime folder; a test of the discovery uses its own.
+	os.Setenv("LEDGE_RUNTIME_DIR", filepath.Join(dir, "run"))
 	out, err := exec.Command("go", "build", "-o", ledgeBin, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build ledge: %v\n%s", err, out)
@@ -42,8 +45,16 @@ func TestMain(m *testing.M) {
 // ledge runs the binary and returns stdout, stderr and the exit code.
 func ledge(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
+	return ledgeIn(t, "", nil, args...)
+}
+
+// ledgeIn runs the binary in dir (the test's folder when "") with env
+// added to the environment.
+func ledgeIn(t testing.TB, dir string, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(ledgeBin, args...)
-	cmd.Env = append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t))
+	cmd.Dir = dir
+	cmd.Env = append(append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t)), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -86,9 +97,16 @@ func startLedge(t testing.TB, args ...string) *runningLedge {
 	if err := os.WriteFile(conf, []byte("deviceId: test-"+strconv.Itoa(os.Getpid())+"-"+strconv.Itoa(int(time.Now().UnixNano()%1e6))+"\nhttp:\n  listenTLS: 127.0.0.1:0\nhub:\n  listen:\n    mqtt: 127.0.0.1:0\n    mqtts: 127.0.0.1:0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	all := append([]string{"run", "--config", conf, "--data-dir", t.TempDir(), "--listen", d.addr}, args...)
-	d.cmd = exec.Command(ledgeBin, all...)
-	d.cmd.Env = append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t))
+	return launch(t, d, "", nil, append([]string{"run", "--config", conf, "--data-dir", t.TempDir()}, args...)...)
+}
+
+// launch starts `ledge args... --listen d.addr` in dir with env added, and
+// waits until it answers.
+func launch(t testing.TB, d *runningLedge, dir string, env []string, args ...string) *runningLedge {
+	t.Helper()
+	d.cmd = exec.Command(ledgeBin, append(args, "--listen", d.addr)...)
+	d.cmd.Dir = dir
+	d.cmd.Env = append(append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t)), env...)
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
