@@ -152,6 +152,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	a.add("events", a.forwardEvents)
 	a.add("web", srv.Run)
 	a.health.add("database", func(ctx context.Context) error { return a.db.PingContext(ctx) })
+	a.add("health", func(ctx context.Context) error { return a.health.watch(ctx, a.log) })
 	return a, nil
 }
 
