@@ -94,7 +94,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	a.registry = newRegistry(build)
 	hubAPI, hubWS, err := a.newHub(ctx)
 	if err != nil {
-		return nil, err
+		return nil, cfg.explainListen(err)
 	}
 	a.events = web.NewBroadcaster()
 
@@ -141,7 +141,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		Models:        modelsAPI{a.models},
 	})
 	if err != nil {
-		return nil, err
+		return nil, cfg.explainListen(err)
 	}
 	a.web = srv
 	a.closers = append(a.closers, srv.Close)

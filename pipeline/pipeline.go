@@ -178,7 +178,7 @@ func (in *instance) start(ctx context.Context, prev *instance) {
 		in.eng.bus.publishState(in.spec.Name, s)
 		switch s.Phase {
 		case source.PhaseBackoff:
-			in.slot.srcLog.Fail(s.Reason, "retry", time.Until(s.Retry).Round(time.Second))
+			in.slot.srcLog.Fail(s.Reason, "retry", time.Until(s.Retry).Round(100*time.Millisecond))
 		case source.PhaseStreaming, source.PhaseEnded:
 			in.slot.srcLog.OK()
 		}

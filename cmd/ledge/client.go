@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -58,6 +59,13 @@ func connectDaemon(cf *configFlags) (*daemon, error) {
 // as JSON; out, when not nil, receives the JSON answer. An error answer
 // becomes an *apiError.
 func (d *daemon) do(ctx context.Context, method, path string, body, out any) error {
+	return d.doURL(ctx, method, "http://ledge/api/v1"+path, body, out, false)
+}
+
+// doURL is do for a full URL; with anyStatus, an error status's JSON body
+// is decoded into out too (GET /healthz answers 503 with its report).
+func (d *daemon) doURL(ctx context.Context, method, url string, body, out any, anyStatus bool) error {
+	path := strings.TrimPrefix(url, "http://ledge")
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -70,7 +78,7 @@ func (d *daemon) do(ctx context.Context, method, path string, body, out any) err
 		}
 		rd = bytes.NewReader(data)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://ledge/api/v1"+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
 		return err
 	}
@@ -86,7 +94,7 @@ func (d *daemon) do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode >= 300 {
+	if resp.StatusCode >= 300 && !anyStatus {
 		var e struct{ Error apiError }
 		if json.Unmarshal(data, &e) != nil || e.Error.Message == "" {
 			return &apiError{Status: resp.StatusCode, Message: fmt.Sprintf("%s %s: HTTP %d", method, path, resp.StatusCode)}

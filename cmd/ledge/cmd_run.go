@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -37,7 +38,16 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if *listen != "" {
 		cfg.HTTP.Listen = *listen
 	}
-	log := cfg.Log.NewLogger(os.Stderr)
+	// FFmpeg and OpenCV write to file descriptor 2 themselves (an RTSP
+	// camera that refuses prints a line per attempt): their lines go into
+	// the log at DEBUG instead of the terminal.
+	stderrFile, startNative, stopNative, err := nativeStderr()
+	if err != nil {
+		stderrFile, startNative, stopNative = os.Stderr, func(*slog.Logger) {}, func() {}
+	}
+	defer stopNative()
+	log := cfg.Log.NewLogger(stderrFile)
+	startNative(log.With())
 	if path != "" {
 		log.Info("config loaded", "file", path)
 	} else {

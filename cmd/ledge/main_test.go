@@ -81,6 +81,17 @@ func freePort(t testing.TB) string {
 	return l.Addr().String()
 }
 
+// dataDir is the --data-dir the process was started with.
+func (d *runningLedge) dataDir(t testing.TB) string {
+	for i, a := range d.cmd.Args {
+		if a == "--data-dir" && i+1 < len(d.cmd.Args) {
+			return d.cmd.Args[i+1]
+		}
+	}
+	t.Fatal("ledge run without --data-dir")
+	return ""
+}
+
 // runningLedge is a `ledge run` process.
 type runningLedge struct {
 	cmd    *exec.Cmd
@@ -246,7 +257,7 @@ func BenchmarkRunMemory(b *testing.B) {
 func TestStatusTalksToDaemon(t *testing.T) {
 	dataDir := t.TempDir()
 	startLedge(t, "--data-dir", dataDir)
-	out, errOut, code := ledge(t, "status", "--data-dir", dataDir)
+	out, errOut, code := ledge(t, "status", "--data-dir", dataDir, "--json")
 	if code != 0 || !strings.Contains(out, `"version"`) {
 		t.Fatalf("exit %d: %s %s", code, out, errOut)
 	}
