@@ -295,9 +295,13 @@ func TestAdminPasswordAndTokens(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Errorf("metrics with the CLI-made token: %d", resp.StatusCode)
 	}
-	out, _, _ := ledge(t, "admin", "token", "list", "--data-dir", dataDir)
+	out, _, _ := ledge(t, "admin", "token", "list", "--data-dir", dataDir, "--json")
 	if !strings.Contains(out, `"grafana"`) || strings.Contains(out, tok) {
-		t.Errorf("token list: %s", out)
+		t.Errorf("token list --json: %s", out)
+	}
+	out, _, _ = ledge(t, "admin", "token", "list", "--data-dir", dataDir)
+	if !strings.HasPrefix(out, "NAME") || !strings.Contains(out, "\ngrafana ") || strings.Contains(out, tok) {
+		t.Errorf("token list:\n%s", out)
 	}
 	if _, errOut, code := ledge(t, "admin", "token", "revoke", "nope", "--data-dir", dataDir); code != 1 || !strings.Contains(errOut, "no token") {
 		t.Errorf("revoke unknown: %d %s", code, errOut)
@@ -309,5 +313,53 @@ func TestFirstStartPrintsPassword(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if !strings.Contains(d.stderr.String(), "dashboard admin password created") {
 		t.Errorf("first start log lacks the admin password line:\n%s", d.stderr)
+	}
+}
+
+// TestCLIManners: -h exits 0 with the usage once; mistyped commands,
+// subcommands and flags get a suggestion and exit 2.
+func TestCLIManners(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"hub", "-h"}, {"run", "-h"}, {"deploy", "-h"}, {"deploy", "status", "-h"}, {"status", "--help"}} {
+		out, errOut, code := ledge(t, args...)
+		if code != 0 {
+			t.Errorf("%v: exit %d", args, code)
+		}
+		if n := strings.Count(out+errOut, "Usage: ledge"); n != 1 {
+			t.Errorf("%v: the usage %d times:\n%s%s", args, n, out, errOut)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"stauts"}, `unknown command "stauts" (did you mean status?)`},
+		{[]string{"identiy", "list"}, "(did you mean identity?)"},
+		{[]string{"deploy", "aply", "x.yaml"}, `unknown subcommand "aply" (did you mean apply?)`},
+		{[]string{"status", "--jsno"}, "flag provided but not defined: -jsno (did you mean --json?)"},
+		{[]string{"detect", "--modle", "m.onnx", "x.jpg"}, "(did you mean --model?)"},
+		{[]string{"run", "--data-dri", "/tmp/x"}, "(did you mean --data-dir?)"},
+	} {
+		_, errOut, code := ledge(t, tc.args...)
+		if code != 2 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q: want exit 2 and %q", tc.args, code, errOut, tc.want)
+		}
+		if strings.Contains(errOut, "Usage: ledge") {
+			t.Errorf("%v: a typo prints the whole usage:\n%s", tc.args, errOut)
+		}
+	}
+}
+
+// A taken port names the ledge.yaml key (and flag) that moves it.
+func TestRunPortInUseNamesKey(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	conf := filepath.Join(t.TempDir(), "ledge.yaml")
+	os.WriteFile(conf, []byte("http:\n  listenTLS: \"\"\nhub:\n  listen:\n    mqtt: 127.0.0.1:0\n    mqtts: 127.0.0.1:0\n"), 0o644)
+	_, errOut, code := ledge(t, "run", "--config", conf, "--data-dir", t.TempDir(), "--listen", l.Addr().String())
+	if code != 1 || !strings.Contains(errOut, "http.listen: "+l.Addr().String()+" is in use") || !strings.Contains(errOut, "--listen") {
+		t.Errorf("exit %d: %s", code, errOut)
 	}
 }
