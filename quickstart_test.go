@@ -507,11 +507,11 @@ func (qs *quickstart) adaptExampleConfig(t *testing.T, line string) {
 # Added by TestQuickstart: free ports, names of its own.
 deviceId: %s
 hub:
-  listen: {mqtt: ":%s", mqtts: "127.0.0.1:%s"}
+  listen: {mqtt: ":%s", mqtts: ":%s"}  # modules connect to the host's address on the module network
 agent:
   containerPrefix: %s-
   network: %s
-`, qs.id, qs.mqttPort, freePort(t, "127.0.0.1"), qs.id, qs.id)...)
+`, qs.id, qs.mqttPort, freePort(t, ""), qs.id, qs.id)...)
 	if err := os.WriteFile(file, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
