@@ -289,8 +289,12 @@ func (e *Engine) apply(specs []Spec, keepGoing bool) error {
 		}
 	}
 	for name := range prevFailed {
-		if failed[name] == nil {
+		switch {
+		case failed[name] != nil:
+		case built[name] != nil:
 			e.slotFor(name).buildLog.OK()
+		default: // stopped or removed, not repaired
+			e.slotFor(name).buildLog.Forget()
 		}
 	}
 	for _, in := range stops {

@@ -142,3 +142,28 @@ func TestSourceFailureLoggedOnce(t *testing.T) {
 		t.Errorf("%d WARNs, want 1 with the reason:\n%s", n, log.String())
 	}
 }
+
+// Stopping a failed pipeline is not a recovery: no INFO.
+func TestStoppedFailedPipelineIsNoRecovery(t *testing.T) {
+	var log syncBuffer
+	spec := Spec{Name: "door", Source: source.Spec{URL: "counting:door2"}, Detect: &DetectSpec{Model: filepath.Join(t.TempDir(), "m.onnx")}}
+	e := newTestEngine(t, []Spec{spec}, logTo(&log))
+	run(t, e)
+	if err := e.Stop(t.Context(), "door"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := e.PipelineStats("door"); st.State != StateStopped {
+		t.Errorf("stopped failed pipeline: state %q", st.State)
+	}
+	if strings.Contains(log.String(), "recovered") {
+		t.Errorf("a stop logged as a recovery:\n%s", log.String())
+	}
+	// Starting it while its model is still missing says why, and changes
+	// nothing.
+	if err := e.Start(t.Context(), "door"); err == nil || !strings.Contains(err.Error(), `pipeline "door": detect.model`) {
+		t.Errorf("start: %v", err)
+	}
+	if st, _ := e.PipelineStats("door"); st.State != StateStopped {
+		t.Errorf("after a refused start: state %q", st.State)
+	}
+}

@@ -87,6 +87,14 @@ func (l *Log) OK(attrs ...any) {
 	l.log.Log(context.Background(), level, l.what+" recovered", args...)
 }
 
+// Forget ends an outage without a word: the part was stopped or removed,
+// not repaired. Its next failure is a new outage.
+func (l *Log) Forget() {
+	l.mu.Lock()
+	l.failing = false
+	l.mu.Unlock()
+}
+
 // State says whether the part is failing, since when and why.
 func (l *Log) State() (failing bool, since time.Time, reason string) {
 	l.mu.Lock()
