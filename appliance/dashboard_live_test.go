@@ -7,10 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"path/filepath"
+
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"ledge/internal/testenv"
+	"ledge/pipeline"
 )
 
 // TestDashboardLiveTenCameras: with ten cameras the Live page holds one
@@ -131,9 +134,14 @@ func TestDashboardLiveTenCameras(t *testing.T) {
 
 // TestDashboardBadCamera: a pipeline whose RTSP camera cannot be reached
 // says so on its Live tile ("camera offline" and the reason, not a black
-// tile) and counts as failing on the Overview, beside one that works.
+// tile), and so does one of ledge.yaml that cannot be built ("pipeline
+// failed" and why); both count as failing on the Overview, beside one that
+// works.
 func TestDashboardBadCamera(t *testing.T) {
-	d := startDashboard(t, nil)
+	missing := filepath.Join(t.TempDir(), "porch-model.onnx")
+	d := startDashboard(t, func(c *Config) {
+		c.Pipelines = []pipeline.Spec{{Name: "porch", Source: sourceSpec("testpattern:"), Detect: &pipeline.DetectSpec{Model: missing}}}
+	})
 	api := pipelinesAPI{eng: d.app.pipelines, set: d.app.pipelineSet}
 	for _, spec := range []string{
 		"name: gate\nsource: {url: \"rtsp://127.0.0.1:1/stream1\"}\n",
@@ -145,9 +153,9 @@ func TestDashboardBadCamera(t *testing.T) {
 	}
 	ctx := testenv.Browser(t)
 	login(t, ctx, d.base, testPassword)
-	wait(t, ctx, "one failing pipeline on the Overview", `(() => { const f = document.querySelector("#sum-failing"); return f && !f.hidden && /1 failing/.test(f.textContent) && /gate/.test(f.textContent); })()`, 30*time.Second)
-	if got := evalString(t, ctx, `document.querySelector("#sum-pipelines").textContent`); got != "1 / 2 running" {
-		t.Errorf("Overview pipelines: %q, want 1 / 2 running", got)
+	wait(t, ctx, "two failing pipelines on the Overview", `(() => { const f = document.querySelector("#sum-failing"); return f && !f.hidden && /2 failing/.test(f.textContent) && /gate \(camera offline\)/.test(f.textContent) && /porch \(pipeline failed\)/.test(f.textContent); })()`, 30*time.Second)
+	if got := evalString(t, ctx, `document.querySelector("#sum-pipelines").textContent`); got != "1 / 3 running" {
+		t.Errorf("Overview pipelines: %q, want 1 / 3 running", got)
 	}
 	if got := evalString(t, ctx, `document.querySelector("#thumbs figure[data-pipeline=gate] .cam-offline").textContent`); got != "camera offline" {
 		t.Errorf("Overview thumbnail of gate says %q", got)
@@ -158,6 +166,7 @@ func TestDashboardBadCamera(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait(t, ctx, "the reason on the gate tile", `(() => { const o = document.querySelector("#cams figure[data-pipeline=gate] .cam-offline"); return o && !o.hidden && o.offsetHeight > 0 && /^camera offline: .*rtsp:\/\/127\.0\.0\.1:1\/stream1/.test(o.textContent); })()`, 30*time.Second)
+	wait(t, ctx, "the reason on the porch tile", fmt.Sprintf(`(() => { const o = document.querySelector("#cams figure[data-pipeline=porch] .cam-offline"); return o && !o.hidden && o.textContent.startsWith("pipeline failed: ") && o.textContent.includes(%q); })()`, missing), 30*time.Second)
 	wait(t, ctx, "the yard tile's frames", `(() => { const i = document.querySelector("#cams img[data-pipeline=yard]"); return !!i.dataset.seq && !i.hidden; })()`, 20*time.Second)
 	if v := evalString(t, ctx, `String(document.querySelector("#cams figure[data-pipeline=yard] .cam-offline").hidden)`); v != "true" {
 		t.Errorf("the working camera's tile shows an offline notice")
