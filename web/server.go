@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"time"
 
@@ -93,6 +92,9 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.TLS != nil {
+		o.TLS = withHTTP2(o.TLS)
+	}
 	s := &Server{opts: o, log: o.Logger, started: time.Now(), limiter: newLoginLimiter(), stopping: make(chan struct{})}
 	if o.DB != nil {
 		var err error
@@ -127,7 +129,7 @@ func New(o Options) (*Server, error) {
 			s.tcp.Close()
 			return nil, fmt.Errorf("https listen %s: %w", o.ListenTLS, err)
 		}
-		s.tlsl = tls.NewListener(l, withHTTP2(o.TLS))
+		s.tlsl = tls.NewListener(l, o.TLS)
 	}
 	if o.Socket != "" {
 		if s.unix, err = listenUnix(o.Socket); err != nil {
@@ -147,10 +149,13 @@ func New(o Options) (*Server, error) {
 // queueing behind HTTP/1.1's six per host.
 func withHTTP2(c *tls.Config) *tls.Config {
 	c = c.Clone()
-	if !slices.Contains(c.NextProtos, "h2") {
-		c.NextProtos = append([]string{"h2"}, slices.DeleteFunc(c.NextProtos, func(p string) bool { return p == "http/1.1" })...)
-		c.NextProtos = append(c.NextProtos, "http/1.1")
+	protos := []string{"h2"}
+	for _, p := range c.NextProtos {
+		if p != "h2" && p != "http/1.1" {
+			protos = append(protos, p)
+		}
 	}
+	c.NextProtos = append(protos, "http/1.1")
 	return c
 }
 

@@ -89,19 +89,23 @@ const ledge = (() => {
     return f;
   }
 
-  // fill puts rows into a table body, labelling each cell with its
-  // column's heading (a phone shows rows as cards); with no rows, one cell
-  // across the table says empty.
+  // fill puts rows into a table body; with no rows, one cell across the
+  // table says it is empty.
   function fill(tbody, rows, empty) {
-    const heads = [...tbody.closest("table").querySelectorAll("thead th")].map((th) => th.textContent.trim());
     if (!rows.length) {
       const td = el("td", { class: "muted empty" }, rich(empty || "None."));
-      td.colSpan = Math.max(1, heads.length);
+      td.colSpan = Math.max(1, tbody.closest("table").querySelectorAll("thead th").length);
       tbody.replaceChildren(el("tr", {}, td));
       return;
     }
-    for (const r of rows) [...r.children].forEach((td, i) => { if (heads[i]) td.dataset.label = heads[i]; });
     tbody.replaceChildren(...rows);
+  }
+
+  // labelCells gives each cell of a folding table (table.stack) its
+  // column's heading, which a phone shows beside it (rows become cards).
+  function labelCells(tbody) {
+    const heads = [...tbody.closest("table").querySelectorAll("thead th")].map((th) => th.textContent.trim());
+    for (const r of tbody.rows) [...r.cells].forEach((td, i) => { if (heads[i] && !td.classList.contains("empty")) td.dataset.label = heads[i]; });
   }
 
   // chart draws series (arrays of [t, v]) as lines on a canvas, scaled to
@@ -137,6 +141,10 @@ const ledge = (() => {
     if (toggle && nav) toggle.addEventListener("click", () => {
       const open = nav.classList.toggle("open"); toggle.setAttribute("aria-expanded", open);
     });
+    for (const tb of document.querySelectorAll("table.stack tbody")) {
+      labelCells(tb);
+      new MutationObserver(() => labelCells(tb)).observe(tb, { childList: true });
+    }
     const init = pages[document.body.dataset.page];
     if (init) init();
   });
@@ -557,7 +565,7 @@ ledge.pages.pipelines = () => {
 };
 
 ledge.pages.modules = () => {
-  const { api, $, el, status, tr, sse, debounce, every, fill } = ledge;
+  const { api, $, el, status, tr, sse, debounce, every } = ledge;
   let logsFor = "";
   async function load() {
     const rep = await api("GET", "/deployments/current");
@@ -565,7 +573,9 @@ ledge.pages.modules = () => {
     const pf = (rep.runtime || {}).platform || {};
     $("#engine").textContent = eng.connected ? `Docker engine ${pf.version || ""} (${pf.os || ""}/${pf.architecture || ""})` : "Docker engine not reachable" + (eng.error ? ": " + eng.error : "");
     const names = Object.keys(rep.modules || {}).sort();
-    fill($("#modules tbody"), names.map((n) => {
+    const body = $("#modules tbody");
+    if (!names.length) { ledge.fill(body, [], "No modules: apply a deployment on the Deployments page."); return; }
+    body.replaceChildren(...names.map((n) => {
       const m = rep.modules[n];
       const st = el("span", {}, status(m.runtimeStatus));
       if (m.statusDescription) st.append(" ", el("span", { class: "muted small", text: m.statusDescription }));
@@ -576,7 +586,7 @@ ledge.pages.modules = () => {
       logs.onclick = () => { logsFor = n; showLogs(); };
       const actions = el("span", {}, restart, " ", logs);
       return tr(el("strong", { text: n }), st, el("code", { text: (m.settings || {}).image || "" }), String(m.restartCount ?? 0), String(m.exitCode ?? ""), m.lastStartTimeUtc ? ledge.ago(m.lastStartTimeUtc + "Z") : "–", actions);
-    }), "No modules: apply a deployment on the Deployments page.");
+    }));
   }
   async function showLogs() {
     $("#logs-panel").hidden = false;
@@ -593,7 +603,7 @@ ledge.pages.modules = () => {
 };
 
 ledge.pages.deployments = () => {
-  const { api, $, el, status, tr, show, sse, debounce, every, fill } = ledge;
+  const { api, $, el, status, tr, show, sse, debounce, every } = ledge;
   let currentText = "";
   async function load() {
     const rep = await api("GET", "/deployments/current");
@@ -605,8 +615,8 @@ ledge.pages.deployments = () => {
     // edgeAgent's status codes, in words.
     const word = { 200: "OK", 400: "Invalid deployment", 406: "Not responding", 412: "Unsupported schema", 417: "No deployment yet", 500: "Failed" }[s.code];
     $("#cur-code").textContent = word || (s.code ? "Status " + s.code : "–");
-    $("#cur-desc").textContent = s.description && s.description.toLowerCase() !== (word || "").toLowerCase() ? s.description : "";
-    $("#cur-status-code").textContent = s.code ? `status code ${s.code}` : "";
+    const desc = s.description && s.description.toLowerCase() !== (word || "").toLowerCase() ? s.description : "";
+    $("#cur-desc").textContent = [desc, s.code ? `status code ${s.code}` : ""].filter(Boolean).join(" · ");
     const mods = Object.entries(rep.modules || {});
     $("#cur-modules").textContent = `${mods.filter(([, m]) => m.runtimeStatus === "running").length} / ${mods.length} running`;
     $("#pulls").replaceChildren(...mods.filter(([, m]) => m.pull).map(([n, m]) => {
@@ -619,8 +629,9 @@ ledge.pages.deployments = () => {
       currentText = cur.manifest; $("#current-manifest").textContent = currentText;
     } catch (e) { if (e.status === 404) { currentText = ""; $("#current-manifest").textContent = "No deployment yet."; } }
     const h = await api("GET", "/deployments?limit=30");
-    fill($("#history tbody"), (h.deployments || []).map((x) =>
-      tr(String(x.id), x.version, status(x.state), x.source, new Date(x.receivedAt).toLocaleString(), x.reason || "")), "No deployments yet.");
+    $("#history tbody").replaceChildren(...(h.deployments || []).map((x) =>
+      tr(String(x.id), x.version, status(x.state), x.source, new Date(x.receivedAt).toLocaleString(), x.reason || "")));
+    if (!(h.deployments || []).length) ledge.fill($("#history tbody"), [], "No deployments yet.");
   }
   const body = () => ({ manifest: $("#manifest").value, signature: $("#signature").value.trim() || undefined });
   function planTable(plan) {
@@ -673,12 +684,14 @@ ledge.pages.deployments = () => {
 };
 
 ledge.pages.devices = () => {
-  const { api, $, el, tr, show, every, fill } = ledge;
+  const { api, $, el, tr, show, every } = ledge;
   async function load() {
     const [ids, st] = await Promise.all([api("GET", "/hub/identities"), api("GET", "/hub")]);
     const online = new Map((st.clients || []).map((c) => [c.identity || c.id, c]));
     const list = ids.identities || ids || [];
-    fill($("#identities tbody"), list.map((i) => {
+    const body = $("#identities tbody");
+    if (!list.length) { ledge.fill(body, [], "No identities yet: add one below, or `ledge identity add NAME`."); return; }
+    body.replaceChildren(...list.map((i) => {
       const c = online.get(i.name);
       const rm = el("button", { type: "button", class: "danger", text: "Remove" });
       rm.onclick = async () => {
@@ -686,7 +699,7 @@ ledge.pages.devices = () => {
         try { await api("DELETE", "/hub/identities/" + i.name); load(); } catch (e) { alert(e.message); }
       };
       return tr(el("strong", { text: i.name }), i.kind, c ? ledge.status("connected") : el("span", { class: "muted", text: "no" }), c ? c.auth : "", i.managedBy || "", new Date(i.created).toLocaleString(), i.managedBy ? "" : rm);
-    }), "No identities yet: add one below, or `ledge identity add NAME`.");
+    }));
   }
   $("#add-form").onsubmit = async (e) => {
     e.preventDefault();
