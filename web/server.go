@@ -89,11 +89,11 @@ func init() { gin.SetMode(gin.ReleaseMode) }
 // New binds the listeners (so a busy port fails here, before anything
 // runs) and builds the routes.
 func New(o Options) (*Server, error) {
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
 	if o.TLS != nil {
 		o.TLS = withHTTP2(o.TLS)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{opts: o, log: o.Logger, started: time.Now(), limiter: newLoginLimiter(), stopping: make(chan struct{})}
 	if o.DB != nil {
