@@ -135,7 +135,7 @@ actions: [{type: snapshot, classes: [bus]}]
 				t.Fatal(err)
 			}
 			wait(t, ctx, p+" filled in", `document.readyState === "complete" && !document.body.textContent.includes("Loading…")`, 15*time.Second)
-			time.Sleep(1500 * time.Millisecond) // let polling and streams run
+			time.Sleep(time.Second) // let polling and streams run
 			name := strings.Trim(strings.ReplaceAll(p, "/", ""), " ")
 			if name == "" {
 				name = "overview"
