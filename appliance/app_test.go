@@ -143,7 +143,8 @@ func get(t *testing.T, url string, wantStatus int) string {
 }
 
 // TestHTTPSWithHubCA: the dashboard's HTTPS port serves a certificate that
-// the hub's generated CA verifies, and a login over HTTPS sets a Secure
+// the hub's generated CA verifies, speaks HTTP/2 (so a page's requests and
+// streams share one connection), and a login over HTTPS sets a Secure
 // cookie.
 func TestHTTPSWithHubCA(t *testing.T) {
 	cfg := testConfig(t)
@@ -169,13 +170,16 @@ func TestHTTPSWithHubCA(t *testing.T) {
 		t.Fatal("ca.pem holds no certificate")
 	}
 	_, port, _ := net.SplitHostPort(app.web.TLSAddr().String())
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
 	base := "https://localhost:" + port
 	resp, err := c.Get(base + "/healthz")
 	if err != nil {
 		t.Fatalf("https with the hub CA: %v", err)
 	}
 	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Errorf("https answered over %s, want HTTP/2", resp.Proto)
+	}
 	resp, err = c.Post(base+"/api/v1/auth/login", "application/json", strings.NewReader(`{"password":"a long enough password"}`))
 	if err != nil {
 		t.Fatal(err)

@@ -529,14 +529,16 @@ func (e *Engine) DetectorLoads() uint64 { return e.pool.loads.Load() }
 // DetectorsOpen is the number of distinct detectors open now.
 func (e *Engine) DetectorsOpen() int { return e.pool.loaded() }
 
-// Watch registers a viewer of the named pipeline's annotated frames. The
+// Watch registers a viewer of the named pipeline's annotated frames, at
+// most fps a second (0: the engine's watchFps, which also caps it). The
 // channel holds the newest JPEG (older ones are dropped); frames are only
-// encoded while at least one viewer is registered. Call cancel when done.
-func (e *Engine) Watch(name string) (<-chan JPEG, func(), error) {
+// encoded while at least one viewer is registered, as often as the most
+// demanding one asks. Call cancel when done.
+func (e *Engine) Watch(name string, fps float64) (<-chan JPEG, func(), error) {
 	if _, err := e.Spec(name); err != nil {
 		return nil, nil, err
 	}
-	ch, cancel := e.slotFor(name).hub.watch()
+	ch, cancel := e.slotFor(name).hub.watch(fps)
 	return ch, cancel, nil
 }
 

@@ -111,7 +111,7 @@ func TestReloadSharesModelAndLeaksNothing(t *testing.T) {
 		t.Fatalf("two pipelines on one model: %d loads, %d open; want 1", e.DetectorLoads(), e.DetectorsOpen())
 	}
 	base := settledGoroutines() // the database's opener is already there
-	watch, cancelWatch, _ := e.Watch("a")
+	watch, cancelWatch, _ := e.Watch("a", 0)
 	stop := run(t, e)
 	progress := func(name string) {
 		t.Helper()

@@ -48,6 +48,14 @@ type instance struct {
 	quality  int
 	events   chan *Event
 
+	// Process stage only: the tracked objects given a snapshot frame, and
+	// the last frame (for the events of objects still in view at stop).
+	snapped map[int64]bool
+	last    source.Frame
+	version string
+	// Dispatcher only: each tracked object's stored event.
+	objects map[int64]*objectRow
+
 	cancel   context.CancelFunc // process stage
 	actCtx   context.Context    // actions: ends at the hard stop
 	actStop  context.CancelFunc
@@ -65,7 +73,8 @@ func (e *Engine) build(s Spec, sl *slot) (_ *instance, err error) {
 		return nil, fmt.Errorf("source.url: %w", err)
 	}
 	in := &instance{spec: s, eng: e, slot: sl, target: t, log: e.log.With("pipeline", s.Name),
-		zones: buildZones(s.Zones), types: s.Events.Types, procDone: make(chan struct{})}
+		zones: buildZones(s.Zones), types: s.Events.Types, procDone: make(chan struct{}),
+		snapped: map[int64]bool{}, objects: map[int64]*objectRow{}}
 	defer func() {
 		if err != nil {
 			in.release()
@@ -248,6 +257,7 @@ func (in *instance) stop(grace time.Duration) {
 // frames for viewers.
 func (in *instance) process(ctx context.Context) {
 	defer close(in.events)
+	defer in.finishTracks()
 	c := in.slot.c
 	for {
 		f, ok := in.mb.take(ctx)
@@ -286,6 +296,7 @@ func (in *instance) processFrame(f source.Frame) {
 			var err error
 			objs, version, err = in.det.detect(f.Mat, f.Time)
 			c.lat[StageDetect].add(time.Since(t0))
+			in.version = version
 			if err != nil {
 				c.detErr.Add(1)
 				if c.detErr.Load()%100 == 1 {
@@ -313,6 +324,10 @@ func (in *instance) processFrame(f source.Frame) {
 	c.out.Add(1)
 	c.fpsOut.mark(now)
 	c.lat[StageCaptureToResult].add(now.Sub(f.Captured))
+	if detected {
+		c.lat[StageCaptureToDetection].add(now.Sub(f.Captured))
+	}
+	in.last = source.Frame{Time: f.Time, Captured: f.Captured, Seq: f.Seq}
 
 	if in.slot.results.n.Load() > 0 {
 		in.slot.results.publish(Result{Pipeline: in.spec.Name, Frame: f.Seq, Time: f.Time, Detected: detected,
@@ -339,18 +354,57 @@ func (in *instance) processFrame(f source.Frame) {
 			continue
 		}
 		e.Pipeline, e.Time, e.Frame, e.Model, e.Captured = in.spec.Name, f.Time, f.Seq, version, f.Captured
-		if in.snapshot != nil && in.snapshot.wants(e) {
+		if in.wantsFrame(e) {
 			if jpeg == nil {
 				jpeg = in.snapshotJPEG(f.Mat, objs)
 			}
 			e.jpeg = jpeg
+			if isTrackEvent(e.Type) {
+				in.snapped[e.TrackID] = true
+			}
 		}
-		c.events.Add(1)
-		select {
-		case in.events <- e:
-		default:
-			c.evDropped.Add(1)
+		if e.Type == TrackEnd {
+			delete(in.snapped, e.TrackID)
 		}
+		in.queue(e)
+	}
+}
+
+// wantsFrame reports whether e takes this frame as a snapshot: a raw
+// event the snapshot action takes, or a tracked object's event the action
+// takes whose frame holds its new best detection (or that has none yet).
+func (in *instance) wantsFrame(e *Event) bool {
+	if in.snapshot == nil || !in.snapshot.wants(e) || e.Type == TrackEnd {
+		return false
+	}
+	return !isTrackEvent(e.Type) || e.best || !in.snapped[e.TrackID]
+}
+
+// queue hands e to the dispatcher without blocking (a full queue drops
+// it, counted).
+func (in *instance) queue(e *Event) {
+	c := in.slot.c
+	c.events.Add(1)
+	select {
+	case in.events <- e:
+	default:
+		c.evDropped.Add(1)
+	}
+}
+
+// finishTracks ends the objects still in view when the process stage
+// stops (the pipeline stops or is reloaded): each gets its track.end.
+func (in *instance) finishTracks() {
+	if in.tracker == nil {
+		return
+	}
+	for _, ev := range in.tracker.finish() {
+		e := &ev
+		if !in.emits(e.Type) {
+			continue
+		}
+		e.Pipeline, e.Time, e.Frame, e.Model, e.Captured = in.spec.Name, in.last.Time, in.last.Seq, in.version, in.last.Captured
+		in.queue(e)
 	}
 }
 
@@ -381,18 +435,28 @@ func (in *instance) dispatch() {
 	}()
 	ctx := in.actCtx
 	for e := range in.events {
-		var snapBytes int64
-		if in.snapshot != nil && e.jpeg != nil {
-			if in.snapshot.deliver(ctx, e) {
-				snapBytes = int64(len(e.jpeg))
+		if isTrackEvent(e.Type) {
+			in.dispatchTrack(ctx, e)
+		} else {
+			var snapBytes int64
+			if in.snapshot != nil && e.jpeg != nil {
+				if in.snapshot.deliver(ctx, e) {
+					snapBytes = int64(len(e.jpeg))
+				}
 			}
-		}
-		if in.eng.evlog != nil && !in.spec.Events.NoLog {
-			id, err := in.eng.evlog.Insert(ctx, e, snapBytes)
-			if err != nil {
-				in.log.Warn("event log", "err", err)
-			} else {
-				e.ID = id
+			if o := in.objects[e.TrackID]; o != nil && e.TrackID != 0 {
+				e.EventID = o.id
+			}
+			if in.eng.evlog != nil && !in.spec.Events.NoLog {
+				id, err := in.eng.evlog.Insert(ctx, e, snapBytes)
+				if err != nil {
+					in.log.Warn("event log", "err", err)
+				} else {
+					e.ID = id
+				}
+			}
+			if o := in.objects[e.TrackID]; o != nil && e.TrackID != 0 && e.Snapshot == "" {
+				e.Snapshot = o.snapshot
 			}
 		}
 		e.jpeg = nil

@@ -107,3 +107,13 @@ func FuzzParseSpecs(f *testing.F) {
 		}
 	})
 }
+
+func TestActionCooldownValidation(t *testing.T) {
+	_, err := ParseSpecs("pipelines", []byte(`[{name: a, source: {url: "testpattern:"}, actions: [{type: log, on: [track.start], cooldown: -1s}]}]`))
+	if err == nil || !strings.Contains(err.Error(), "actions[0].cooldown: must not be negative") {
+		t.Errorf("a negative cooldown: %v", err)
+	}
+	if _, err := ParseSpecs("pipelines", []byte(`[{name: a, source: {url: "testpattern:"}, actions: [{type: log, on: [track.start, track.end], cooldown: 1m}]}]`)); err != nil {
+		t.Errorf("a log action on track.start and track.end with a cooldown: %v", err)
+	}
+}

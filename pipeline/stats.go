@@ -22,6 +22,9 @@ const (
 	// StageCaptureToResult runs from reading a frame to the end of its
 	// processing (every processed frame, with or without events).
 	StageCaptureToResult = "capture_to_result"
+	// StageCaptureToDetection is StageCaptureToResult for the frames the
+	// detector ran on (what a viewer waits for a box).
+	StageCaptureToDetection = "capture_to_detection"
 )
 
 // Latency summarises a stage's recent durations (the last 1024 samples).
@@ -42,6 +45,7 @@ type ActionStats struct {
 	Failed    uint64 `json:"failed"`  // events given up after the retries
 	Retries   uint64 `json:"retries"` // attempts after a failure
 	Dropped   uint64 `json:"dropped"` // queue full
+	Limited   uint64 `json:"limited"` // skipped within the cooldown
 	LastError string `json:"lastError,omitempty"`
 }
 
@@ -165,7 +169,7 @@ type counters struct {
 
 func newCounters() *counters {
 	c := &counters{lat: map[string]*ring{}}
-	for _, s := range []string{StageCapture, StageMotion, StageDetect, StageTrack, StageAction, StageCaptureToAction, StageCaptureToResult} {
+	for _, s := range []string{StageCapture, StageMotion, StageDetect, StageTrack, StageAction, StageCaptureToAction, StageCaptureToResult, StageCaptureToDetection} {
 		c.lat[s] = &ring{}
 	}
 	return c

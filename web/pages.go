@@ -91,6 +91,11 @@ func (s *Server) pageRoutes() error {
 		c.Header("Cache-Control", "public, max-age=3600")
 		c.FileFromFS(c.Param("file"), http.FS(static))
 	})
+	// Browsers ask for /favicon.ico whatever the page links.
+	s.engine.GET("/favicon.ico", func(c *gin.Context) {
+		c.Header("Cache-Control", "public, max-age=86400")
+		c.FileFromFS("favicon.svg", http.FS(static))
+	})
 	s.engine.GET("/login", func(c *gin.Context) { s.renderLogin(c, http.StatusOK, "") })
 	s.engine.POST("/login", s.login)
 	s.engine.POST("/logout", s.requireAuth, s.logout)

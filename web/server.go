@@ -89,6 +89,9 @@ func init() { gin.SetMode(gin.ReleaseMode) }
 // New binds the listeners (so a busy port fails here, before anything
 // runs) and builds the routes.
 func New(o Options) (*Server, error) {
+	if o.TLS != nil {
+		o.TLS = withHTTP2(o.TLS)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -138,6 +141,22 @@ func New(o Options) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// withHTTP2 offers HTTP/2 first in the TLS handshake (a copy: the
+// configuration may be shared with other listeners), so a browser sends
+// a page's requests, event streams and video over one connection instead of
+// queueing behind HTTP/1.1's six per host.
+func withHTTP2(c *tls.Config) *tls.Config {
+	c = c.Clone()
+	protos := []string{"h2"}
+	for _, p := range c.NextProtos {
+		if p != "h2" && p != "http/1.1" {
+			protos = append(protos, p)
+		}
+	}
+	c.NextProtos = append(protos, "http/1.1")
+	return c
 }
 
 // listenUnix listens on path, replacing a stale socket file left by a

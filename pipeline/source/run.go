@@ -129,6 +129,11 @@ func Run(ctx context.Context, s Spec, sink Sink, state func(State)) error {
 func pump(ctx context.Context, r Reader, sink Sink, seq *uint64, streaming func()) error {
 	n := 0
 	for {
+		// A reader that never blocks (behind its pace, or unpaced) would
+		// otherwise read on after ctx ended.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		m := sink.Mat()
 		t0 := time.Now()
 		at, err := r.Read(ctx, &m)
