@@ -298,7 +298,7 @@ func TestRemoteDeploymentsSignedAndVersioned(t *testing.T) {
 		return d != nil && d.Version == "5" && d.Signer != "" && d.Unsigned == ""
 	})
 	for _, tc := range []struct{ manifest, want string }{
-		{unversionedAzure, "must carry a version"},        // signed, no version: must not override 5
+		{unversionedAzure, "must carry a version"},            // signed, no version: must not override 5
 		{"version: \"3\"\n", `\"3\" is not newer than \"5\"`}, // an older signed one replayed
 	} {
 		publishUpstream(t, broker, topic, signedEnvelope(t, privPEM, tc.manifest))
