@@ -119,6 +119,8 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		Hub:           hubAPI,
 		MQTTWebSocket: hubWS,
 		Listen:        cfg.HTTP.Listen,
+		Timeouts: web.Timeouts{Read: cfg.HTTP.ReadTimeout, Write: cfg.HTTP.WriteTimeout, Idle: cfg.HTTP.IdleTimeout,
+			MaxAnonymousConns: cfg.HTTP.MaxAnonymousConnections},
 		Socket:        filepath.Join(cfg.DataDir, "ledge.sock"),
 		Logger:        log.With("component", "web"),
 		Health:        a.health.check,
