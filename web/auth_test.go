@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/cookiejar"
@@ -295,14 +296,19 @@ func TestFirstStartPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pw, err := st.ensurePassword(t.Context())
-	if err != nil || len(pw) < minPassword {
-		t.Fatalf("generated %q, %v", pw, err)
+	// A keeper that fails leaves no password set.
+	if _, err := EnsureAdminPassword(t.Context(), db, func(string) error { return errors.New("disk full") }); err == nil {
+		t.Fatal("a failed keeper did not fail")
+	}
+	var kept string
+	pw, err := EnsureAdminPassword(t.Context(), db, func(p string) error { kept = p; return nil })
+	if err != nil || len(pw) < minPassword || kept != pw {
+		t.Fatalf("generated %q (kept %q), %v", pw, kept, err)
 	}
 	if ok, _ := st.checkPassword(t.Context(), pw); !ok {
 		t.Fatal("generated password does not log in")
 	}
-	if again, _ := st.ensurePassword(t.Context()); again != "" {
+	if again, _ := EnsureAdminPassword(t.Context(), db, func(string) error { t.Fatal("kept again"); return nil }); again != "" {
 		t.Fatal("a second start generated another password")
 	}
 	if err := st.setPassword(t.Context(), "short"); err == nil {

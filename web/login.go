@@ -3,9 +3,11 @@ package web
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -84,6 +86,13 @@ func (s *Server) login(c *gin.Context) {
 		return
 	}
 	s.log.Info("login", "remote", client)
+	if f := s.opts.PasswordFile; f != "" {
+		if err := os.Remove(f); err == nil {
+			s.log.Info("first login: the first admin password's file is deleted", "file", f)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("delete the first admin password's file", "file", f, "err", err)
+		}
+	}
 	promoteConn(c.Request)
 	http.SetCookie(c.Writer, &http.Cookie{
 		Name: sessionCookie, Value: id, Path: "/", MaxAge: int(sessionMaxLife.Seconds()),

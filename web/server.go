@@ -44,8 +44,12 @@ type Options struct {
 	// Dev lets loopback clients use the API without credentials.
 	Dev bool
 	// DB holds web's own tables (admin password, sessions, API tokens);
-	// without it only the CLI socket (and dev loopback) get in.
+	// without it only the CLI socket (and dev loopback) get in. The first
+	// admin password is made by [EnsureAdminPassword], not here.
 	DB *sql.DB
+	// PasswordFile is where the first start kept the admin password; the
+	// first login deletes it.
+	PasswordFile string
 	// DeviceID is shown in the page titles.
 	DeviceID string
 	// PublicMetrics serves /metrics without credentials (for a Prometheus
@@ -103,14 +107,6 @@ func New(o Options) (*Server, error) {
 		var err error
 		if s.auth, err = openAuthStore(context.Background(), o.DB); err != nil {
 			return nil, err
-		}
-		pw, err := s.auth.ensurePassword(context.Background())
-		if err != nil {
-			return nil, err
-		}
-		if pw != "" {
-			s.log.Warn("dashboard admin password created: it is shown only this once; change it with `ledge admin set-password`",
-				"password", pw)
 		}
 	}
 	s.engine = gin.New()

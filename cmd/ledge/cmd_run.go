@@ -8,6 +8,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"golang.org/x/term"
+
 	"ledge/appliance"
 )
 
@@ -48,6 +50,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer app.Close()
+	showFirstPassword(app.FirstAdminPassword(), appliance.PasswordFile(cfg.DataDir))
 	go func() {
 		<-ctx.Done()
 		stop() // a second signal kills the process the default way
@@ -56,4 +59,14 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w", err)
 	}
 	return nil
+}
+
+// showFirstPassword prints the admin password made by this (first) start
+// on the terminal, once; it never goes to the log (under systemd, stdout
+// is the journal, and it is not printed there: the file says it).
+func showFirstPassword(pw, file string) {
+	if pw == "" || !term.IsTerminal(int(os.Stdout.Fd())) {
+		return
+	}
+	fmt.Fprintf(os.Stdout, "\nThe dashboard's admin password (shown once; also in %s until the first login):\n\n    %s\n\n", file, pw)
 }

@@ -274,11 +274,3 @@ func TestAdminPasswordAndTokens(t *testing.T) {
 		t.Errorf("revoke unknown: %d %s", code, errOut)
 	}
 }
-
-func TestFirstStartPrintsPassword(t *testing.T) {
-	d := startLedge(t)
-	time.Sleep(100 * time.Millisecond)
-	if !strings.Contains(d.stderr.String(), "dashboard admin password created") {
-		t.Errorf("first start log lacks the admin password line:\n%s", d.stderr)
-	}
-}
