@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
 	"ledge/web"
 )
 
@@ -177,6 +179,46 @@ func TestHTTPTimeoutsAndConnectionCap(t *testing.T) {
 		close(lines)
 	}()
 
+	// So must a camera's MJPEG stream and MQTT over WebSocket.
+	api := func(method, path, body string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(method, d.base+"/api/v1"+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if resp := api("POST", "/pipelines", `{"name": "cam", "source": {"url": "testpattern:", "fps": 10}}`); resp.StatusCode != 201 {
+		t.Fatalf("create pipeline: %d", resp.StatusCode)
+	}
+	mjpeg := api("GET", "/pipelines/cam/stream.mjpeg", "")
+	defer mjpeg.Body.Close()
+	var mjpegBytes atomic.Int64
+	var mjpegErr atomic.Value
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := mjpeg.Body.Read(buf)
+			mjpegBytes.Add(int64(n))
+			if err != nil {
+				mjpegErr.Store(err)
+				return
+			}
+		}
+	}()
+	if resp := api("POST", "/hub/identities", `{"name": "wsuser", "kind": "user", "password": "a long enough password"}`); resp.StatusCode != 201 {
+		t.Fatalf("create a user identity: %d", resp.StatusCode)
+	}
+	ws := paho.NewClient(paho.NewClientOptions().AddBroker("ws://"+d.app.webAddr()+"/$iothub/websocket").SetClientID("wsuser").
+		SetUsername("wsuser").SetPassword("a long enough password").SetAutoReconnect(false).SetKeepAlive(time.Minute))
+	if tk := ws.Connect(); !tk.WaitTimeout(10*time.Second) || tk.Error() != nil {
+		t.Fatalf("MQTT over WebSocket: %v", tk.Error())
+	}
+	defer ws.Disconnect(50)
+
 	var open atomic.Int64
 	var conns []net.Conn
 	for range 60 {
@@ -185,7 +227,7 @@ func TestHTTPTimeoutsAndConnectionCap(t *testing.T) {
 			t.Fatal(err)
 		}
 		conns = append(conns, c)
-		fmt.Fprintf(c, "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000\r\n\r\npassword=")
+		fmt.Fprintf(c, "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10000\r\n\r\npassword=") // under the body cap
 		open.Add(1)
 		go func() {
 			defer open.Add(-1)
@@ -221,8 +263,19 @@ func TestHTTPTimeoutsAndConnectionCap(t *testing.T) {
 		t.Fatalf("API with a token during the attack: %v %v", err, resp)
 	}
 	resp.Body.Close()
+	start := time.Now()
 	waitUntil(t, 5*time.Second, "every slow connection closed after http.readTimeout", func() bool { return open.Load() == 0 })
+	t.Logf("the last slow connections were closed %s after the check", time.Since(start).Round(10*time.Millisecond))
 
+	// The MJPEG stream still sends frames, the WebSocket still answers.
+	before := mjpegBytes.Load()
+	waitUntil(t, 5*time.Second, "MJPEG frames after the timeouts", func() bool { return mjpegBytes.Load() > before || mjpegErr.Load() != nil })
+	if err := mjpegErr.Load(); err != nil {
+		t.Fatalf("the MJPEG stream was cut by a timeout: %v", err)
+	}
+	if tk := ws.Subscribe("probe/#", 0, nil); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil || !ws.IsConnectionOpen() {
+		t.Fatalf("MQTT over WebSocket after the timeouts: %v", tk.Error())
+	}
 	d.app.events.Publish(web.Event{Type: "probe", Time: time.Now(), Data: "after the timeouts"})
 	deadline := time.After(5 * time.Second)
 	for {
