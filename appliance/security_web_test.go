@@ -212,7 +212,7 @@ func TestHTTPTimeoutsAndConnectionCap(t *testing.T) {
 	if resp := api("POST", "/hub/identities", `{"name": "wsuser", "kind": "user", "password": "a long enough password"}`); resp.StatusCode != 201 {
 		t.Fatalf("create a user identity: %d", resp.StatusCode)
 	}
-	ws := paho.NewClient(paho.NewClientOptions().AddBroker("ws://"+d.app.webAddr()+"/$iothub/websocket").SetClientID("wsuser").
+	ws := paho.NewClient(paho.NewClientOptions().AddBroker("ws://" + d.app.webAddr() + "/$iothub/websocket").SetClientID("wsuser").
 		SetUsername("wsuser").SetPassword("a long enough password").SetAutoReconnect(false).SetKeepAlive(time.Minute))
 	if tk := ws.Connect(); !tk.WaitTimeout(10*time.Second) || tk.Error() != nil {
 		t.Fatalf("MQTT over WebSocket: %v", tk.Error())
