@@ -2,10 +2,12 @@ package agent
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"ledge/agent/manifest"
 	"ledge/internal/fault"
@@ -152,4 +154,36 @@ func FuzzPrivilegePolicy(f *testing.F) {
 			t.Fatalf("not flagged: %s", raw)
 		}
 	})
+}
+
+// TestPolicyTightenedOnPersistedDeployment: a deployment applied while
+// elevated settings were allowed, restarted with them refused, does not
+// keep its elevated container: the module is reported failed with the
+// setting and the key, and the others run on.
+func TestPolicyTightenedOnPersistedDeployment(t *testing.T) {
+	allow := withConfig(func(c *Config) { c.AllowElevatedPermissions = true })
+	ta := newTestAgent(t, allow)
+	doc := manifestYAML("1", "plain "+imgApp+" always 1") +
+		"  netadm:\n    image: " + imgApp + "\n    restartPolicy: always\n    imagePullPolicy: never\n    createOptions: {HostConfig: {CapAdd: [NET_ADMIN]}}\n"
+	ta.apply(doc)
+	rep := ta.waitState("1", StateConverged, 60*time.Second)
+	if e := rep.Modules["netadm"].Elevated; len(e) != 1 || !strings.Contains(e[0], "NET_ADMIN") {
+		t.Fatalf("reported elevated settings: %v", e)
+	}
+	ta.stop()
+	ta.start()
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		m := ta.Reported().Modules["netadm"]
+		_, has := ta.containers()["netadm"]
+		return m.RuntimeStatus == StatusFailed && !has, fmt.Sprintf("netadm %s (%s), container %v", m.RuntimeStatus, m.StatusDescription, has)
+	})
+	m := ta.Reported().Modules["netadm"]
+	for _, want := range []string{"HostConfig.CapAdd", "agent.allowElevatedPermissions"} {
+		if !strings.Contains(m.StatusDescription, want) {
+			t.Errorf("netadm's reason %q lacks %q", m.StatusDescription, want)
+		}
+	}
+	if p := ta.Reported().Modules["plain"]; p.RuntimeStatus != StatusRunning {
+		t.Errorf("plain is %s (%s)", p.RuntimeStatus, p.StatusDescription)
+	}
 }
