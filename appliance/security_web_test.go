@@ -3,6 +3,7 @@ package appliance
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -140,11 +141,35 @@ func TestLoginBackoffConcurrent(t *testing.T) {
 		t.Errorf("one address, 120 at once: %v; want at most 5 checked (401), the rest 429", got)
 	}
 
+	// The right password from another address still gets in.
+	local, _ := net.ResolveTCPAddr("tcp", "127.0.0.2:0")
+	c := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: local}).DialContext}}
+	resp, err := c.Post(d.base+"/api/v1/auth/login", "application/json", strings.NewReader(`{"password": "`+testPassword+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("the right password from another address: %d", resp.StatusCode)
+	}
+
 	d = startDashboard(t, nil)
 	got = loginStatuses(t, d.base, 100, func(i int) string { return fmt.Sprintf("127.0.1.%d", 10+i) })
 	t.Logf("100 addresses, one each: %v", got)
 	if got[http.StatusUnauthorized] > 30 || got[http.StatusTooManyRequests] < 70 {
 		t.Errorf("100 addresses at once: %v; want at most 30 checked (401), the rest 429", got)
+	}
+	// The CLI's socket is not limited.
+	sock := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(d.cfg.DataDir, "ledge.sock"))
+	}}}
+	resp, err = sock.Get("http://ledge/api/v1/system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("the socket during the attack: %d", resp.StatusCode)
 	}
 }
 
