@@ -261,7 +261,7 @@ func (a *Agent) DroppedEvents() int64 { return a.bus.dropped() }
 // Healthy reports whether the Docker engine answers.
 func (a *Agent) Healthy(ctx context.Context) error {
 	if err := a.eng.ping(ctx); err != nil {
-		return fault.Wrap(fault.Unavailable, fmt.Errorf("docker engine: %w", err))
+		return fault.Wrap(fault.Unavailable, fmt.Errorf("docker engine unreachable at %s: %w", a.eng.cli.DaemonHost(), err))
 	}
 	return nil
 }
@@ -303,7 +303,7 @@ func (a *Agent) Reported() *Reported {
 		},
 		Modules:  snap.modules,
 		Rejected: a.rejected,
-		Engine:   EngineReport{Connected: snap.connected, Error: snap.engineErr},
+		Engine:   EngineReport{Connected: snap.connected, Error: snap.engineErr, Host: a.eng.cli.DaemonHost()},
 		Signing:  a.signingReport(),
 	}
 	if rep.Runtime.Platform.OS == "" {

@@ -76,6 +76,7 @@ type reconciler struct {
 	pulls          map[string]*pullState
 	connected      bool
 	engineErr      string
+	downAtStart    bool      // the engine did not answer since the start (told once)
 	disconnectedAt time.Time // start of the last engine outage
 	afterOutage    bool      // the next reconcile follows an engine outage
 	gateway        string
@@ -298,14 +299,20 @@ func (r *reconciler) handleEngine(ctx context.Context, m engineMsg) {
 		if !r.disconnectedAt.IsZero() {
 			r.afterOutage = true
 			r.log.Info("docker engine is back")
+		} else if r.downAtStart {
+			r.log.Info("docker engine answers", "host", r.eng.cli.DaemonHost())
 		}
+		r.downAtStart = false
 		v, os, arch := r.eng.version(ctx)
 		r.platform = PlatformInfo{OS: os, Architecture: arch, Version: v}
 		r.reconcile(ctx)
 	case m.down != nil:
 		if r.connected {
-			r.log.Warn("docker engine unreachable", "err", m.down)
+			r.log.Warn("docker engine unreachable", "host", r.eng.cli.DaemonHost(), "err", m.down)
 			r.disconnectedAt = r.now()
+		} else if r.disconnectedAt.IsZero() && !r.downAtStart {
+			r.log.Warn("docker engine unreachable at start: modules wait for it", "host", r.eng.cli.DaemonHost(), "err", m.down)
+			r.downAtStart = true
 		}
 		r.connected, r.engineErr = false, m.down.Error()
 	case m.event != nil:

@@ -188,6 +188,8 @@ type Rejection struct {
 type EngineReport struct {
 	Connected bool   `json:"connected"`
 	Error     string `json:"error,omitempty"`
+	// Host is the engine's address (unix:///var/run/docker.sock...).
+	Host string `json:"host,omitempty"`
 }
 
 // azureTime is reference §2.1's time format: ISO-8601 UTC, no zone.

@@ -71,6 +71,12 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// Everything below (the database, the CA a container bind-mounts, the
+	// socket the CLI looks for) needs a path that means the same from
+	// anywhere.
+	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
 	a := &App{cfg: cfg, build: build, log: log, started: time.Now(), health: newHealthSet()}
 	defer func() {
 		if err != nil {
@@ -91,7 +97,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	a.registry = newRegistry(build)
 	hubAPI, hubWS, err := a.newHub(ctx)
 	if err != nil {
-		return nil, err
+		return nil, cfg.explainListen(err)
 	}
 	a.events = web.NewBroadcaster()
 
@@ -141,7 +147,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		Models:        modelsAPI{a.models},
 	})
 	if err != nil {
-		return nil, err
+		return nil, cfg.explainListen(err)
 	}
 	a.web = srv
 	a.closers = append(a.closers, srv.Close)
@@ -152,6 +158,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	a.add("events", a.forwardEvents)
 	a.add("web", srv.Run)
 	a.health.add("database", func(ctx context.Context) error { return a.db.PingContext(ctx) })
+	a.add("health", func(ctx context.Context) error { return a.health.watch(ctx, a.log) })
 	// Last: every listener is bound, so a start that fails made no password.
 	if err := a.firstPassword(ctx); err != nil {
 		return nil, err

@@ -111,8 +111,20 @@ func TestNewFailsOnBusyPort(t *testing.T) {
 	defer first.Close()
 	cfg2 := testConfig(t)
 	cfg2.HTTP.Listen = first.webAddr()
-	if _, err := New(t.Context(), cfg2, BuildInfo{}, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "listen") {
-		t.Fatalf("second appliance on a busy port: %v, want a listen error", err)
+	if _, err := New(t.Context(), cfg2, BuildInfo{}, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "http.listen: "+cfg2.HTTP.Listen+" is in use") ||
+		!strings.Contains(err.Error(), "set http.listen in ledge.yaml") {
+		t.Fatalf("second appliance on a busy port: %v, want an error naming http.listen", err)
+	}
+	// The same for the hub's MQTT port.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg3 := testConfig(t)
+	cfg3.Hub.Listen.MQTT = busy.Addr().String()
+	if _, err := New(t.Context(), cfg3, BuildInfo{}, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "set hub.listen.mqtt in ledge.yaml") {
+		t.Fatalf("busy MQTT port: %v, want an error naming hub.listen.mqtt", err)
 	}
 }
 

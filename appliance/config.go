@@ -126,9 +126,18 @@ func Default() Config {
 // ParseConfig decodes ledge.yaml over the defaults and validates it. name
 // is used in errors (usually the file path).
 func ParseConfig(name string, data []byte) (Config, error) {
+	return parseConfig(name, data, "")
+}
+
+// parseConfig is ParseConfig with the relative paths resolved against dir
+// (none when dir is "").
+func parseConfig(name string, data []byte, dir string) (Config, error) {
 	cfg := Default()
 	if err := yamlstrict.Decode(data, &cfg); err != nil {
 		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	if dir != "" {
+		cfg.resolvePaths(dir)
 	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, fmt.Errorf("%s: %w", name, err)
@@ -136,13 +145,19 @@ func ParseConfig(name string, data []byte) (Config, error) {
 	return cfg, nil
 }
 
-// LoadConfig reads and parses the config file at path.
+// LoadConfig reads and parses the config file at path. Relative paths in
+// it (dataDir, model files, video files...) are taken from the file's
+// folder, not from the working directory.
 func LoadConfig(path string) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("read config: %w", err)
 	}
-	return ParseConfig(path, data)
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return parseConfig(path, data, filepath.Dir(abs))
 }
 
 // Validate checks values the YAML types cannot, naming the field.

@@ -32,11 +32,21 @@ func (p pipelinesAPI) List(context.Context) (any, error) {
 	for _, st := range p.eng.Stats() {
 		out = append(out, pipelineView{Stats: st, Owner: p.set.owner(st.Name)})
 	}
+	for _, st := range p.set.brokenViews() {
+		out = append(out, pipelineView{Stats: st, Owner: "api"})
+	}
 	return out, nil
 }
 
 func (p pipelinesAPI) Get(_ context.Context, name string) (any, error) {
 	st, err := p.eng.PipelineStats(name)
+	if fault.Is(err, fault.NotFound) {
+		for _, b := range p.set.brokenViews() {
+			if b.Name == name {
+				return pipelineView{Stats: b, Owner: "api"}, nil
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

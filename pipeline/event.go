@@ -37,7 +37,7 @@ type Event struct {
 	// subscribers only).
 	Source *source.State `json:"source,omitempty"`
 	// Captured is when the frame was read (wall clock), for latency.
-	Captured time.Time `json:"captured"`
+	Captured time.Time `json:"captured,omitzero"` // not kept by the event log
 
 	jpeg []byte // the annotated frame, when an action wants a snapshot
 }

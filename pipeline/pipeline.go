@@ -10,6 +10,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"ledge/internal/outage"
 	"ledge/pipeline/source"
 )
 
@@ -20,6 +21,9 @@ type slot struct {
 	results resultBus
 	hub     *frameHub
 	src     source.Watch
+	// srcLog tells the log when the source fails and recovers; buildLog
+	// when the pipeline cannot be built and when it can again.
+	srcLog, buildLog *outage.Log
 }
 
 // instance is one built pipeline: its stages and the goroutines running
@@ -172,6 +176,12 @@ func (in *instance) start(ctx context.Context, prev *instance) {
 	onState := func(s source.State) {
 		in.slot.src.Set(s)
 		in.eng.bus.publishState(in.spec.Name, s)
+		switch s.Phase {
+		case source.PhaseBackoff:
+			in.slot.srcLog.Fail(s.Reason, "retry", time.Until(s.Retry).Round(100*time.Millisecond))
+		case source.PhaseStreaming, source.PhaseEnded:
+			in.slot.srcLog.OK()
+		}
 	}
 	in.cap.onState.Store(&onState)
 	if in.spec.Motion != nil {
@@ -391,6 +401,35 @@ func (in *instance) dispatch() {
 			if a.wants(e) {
 				a.enqueue(e)
 			}
+		}
+	}
+}
+
+// state fills s.State and s.Reason of a started instance from its source
+// and its model.
+func (in *instance) state(s *Stats, sl *slot) {
+	src := s.Source
+	switch src.Phase {
+	case source.PhaseStreaming:
+		s.State = StateRunning
+		if in.det != nil && in.det.cur.Load() == nil {
+			s.State, s.Reason = StateWaiting, fmt.Sprintf("model %q is not in the model store yet: not detecting until it arrives (ledge models list)", in.det.name)
+		}
+	case source.PhaseBackoff:
+		s.State, s.Reason = StateBackoff, src.Reason
+	case source.PhaseConnecting:
+		s.State = StateStarting
+		if src.Failures > 0 {
+			s.State, s.Reason = StateBackoff, src.Reason
+		}
+	case source.PhaseEnded:
+		s.State, s.Reason = StateEnded, "its source ended"
+	default:
+		s.State = StateStopped
+	}
+	if s.State == StateBackoff {
+		if failing, since, _ := sl.srcLog.State(); failing {
+			s.FailingSince = since
 		}
 	}
 }

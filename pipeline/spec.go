@@ -220,14 +220,21 @@ func ParseSpec(name string, data []byte) (Spec, error) {
 }
 
 // ValidateSpecs validates each spec and their names' uniqueness; errors
-// name the field as path[i].field.
+// name the pipeline and the field (`pipeline "gate": detect.threshold:
+// ...`), or path[i].field when the pipeline has no valid name.
 func ValidateSpecs(specs []Spec, path string) error {
 	var errs []error
 	seen := map[string]int{}
 	for i, s := range specs {
 		p := fmt.Sprintf("%s[%d]", path, i)
-		if err := s.Validate(p); err != nil {
-			errs = append(errs, err)
+		if err := s.Validate(""); err != nil {
+			for _, e := range unjoin(err) {
+				if nameRe.MatchString(s.Name) {
+					errs = append(errs, fmt.Errorf("pipeline %q: %w", s.Name, e))
+				} else {
+					errs = append(errs, fmt.Errorf("%s.%w", p, e))
+				}
+			}
 		}
 		if j, dup := seen[s.Name]; dup && s.Name != "" {
 			errs = append(errs, fmt.Errorf("%s.name: %q is already the name of %s[%d]", p, s.Name, path, j))

@@ -45,11 +45,28 @@ type ActionStats struct {
 	LastError string `json:"lastError,omitempty"`
 }
 
+// Pipeline states (Stats.State).
+const (
+	StateRunning  = "running"  // frames flow
+	StateStarting = "starting" // its source is opening for the first time
+	StateWaiting  = "waiting"  // frames flow, its model is on its way (not detecting yet)
+	StateBackoff  = "backoff"  // its source failed and is retried with back-off
+	StateFailed   = "failed"   // it could not be built (e.g. its model file is missing); retried with back-off
+	StateEnded    = "ended"    // a finite source (a file without loop) ended
+	StateStopped  = "stopped"  // stopped by the operator, or ledge is stopping
+)
+
 // Stats describes a pipeline at one moment.
 type Stats struct {
-	Name    string       `json:"name"`
-	Running bool         `json:"running"`
-	Source  source.State `json:"source"`
+	Name    string `json:"name"`
+	Running bool   `json:"running"`
+	// State sums the pipeline up (StateRunning...); Reason says why it is
+	// not running ("" when it is), FailingSince since when it fails
+	// (backoff and failed).
+	State        string       `json:"state"`
+	Reason       string       `json:"reason,omitempty"`
+	FailingSince time.Time    `json:"failingSince,omitzero"`
+	Source       source.State `json:"source"`
 	// Model is the model in use and its version ("" without detection).
 	Model        string `json:"model,omitempty"`
 	ModelVersion string `json:"modelVersion,omitempty"`

@@ -282,7 +282,7 @@ func followModel(d *daemon, name, version string, want models.State, timeout tim
 // and empties once the file is stored; it returns where the daemon reads
 // it.
 func importFile(abs string, cf configFlags, name, version, digest string) (string, error) {
-	cfg, _, err := cf.load()
+	cfg, err := cf.load()
 	if err != nil {
 		return "", err
 	}

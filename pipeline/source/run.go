@@ -24,7 +24,7 @@ const (
 // State is what a source is doing, for status pages and tests.
 type State struct {
 	Phase Phase     `json:"phase"`
-	Since time.Time `json:"since"`
+	Since time.Time `json:"since,omitzero"`
 	// Reason is the last failure (set in backoff, kept while reconnecting).
 	Reason string `json:"reason,omitempty"`
 	// Retry is when the next attempt is due (backoff only).
