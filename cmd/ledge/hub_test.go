@@ -86,7 +86,7 @@ func TestHubCLIMethods(t *testing.T) {
 		t.Fatal(out)
 	}
 	cs := parseConnString(strings.TrimSpace(strings.Split(out, "\n")[0]))
-	status, _, _ := run("hub")
+	status, _, _ := run("hub", "--json")
 	var st struct {
 		Hostname string
 		Ports    struct{ MQTT int }
@@ -143,7 +143,7 @@ func TestIdentityToken(t *testing.T) {
 	if code != 0 {
 		t.Fatal(out)
 	}
-	status, _, _ := run("hub")
+	status, _, _ := run("hub", "--json")
 	var st struct {
 		Hostname string
 		Ports    struct{ MQTTS int }
