@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os/exec"
@@ -165,7 +166,9 @@ func TestIdentityToken(t *testing.T) {
 			user = strings.TrimSpace(u)
 		}
 	}
-	c := exec.Command(pub, "-h", "localhost", "-p", fmt.Sprint(st.Ports.MQTTS), "--cafile", filepath.Join(dataDir, "hub", "ca.pem"),
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	c := exec.CommandContext(ctx, pub, "-h", "localhost", "-p", fmt.Sprint(st.Ports.MQTTS), "--cafile", filepath.Join(dataDir, "hub", "ca.pem"),
 		"-i", "tok1", "-u", user, "-P", strings.TrimSpace(tok), "-q", "1", "-t", "devices/tok1/messages/events/", "-m", "hi")
 	if b, err := c.CombinedOutput(); err != nil {
 		t.Errorf("mosquitto_pub with the token: %v %s (username %q)", err, b, user)
