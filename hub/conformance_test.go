@@ -362,7 +362,8 @@ func TestClientIDBelongsToItsIdentity(t *testing.T) {
 	m := newMosq(t, h.Ports().MQTT, "alice", "pw-a")
 	m.run(m.sub, "", "-c", "-i", "kept", "-q", "1", "-t", "x", "-E")
 	mb := newMosq(t, h.Ports().MQTT, "bob", "pw-b")
-	c := exec.Command(mb.pub, mb.args("-i", "kept", "-t", "x", "-m", "1")...)
+	c := exec.CommandContext(t.Context(), mb.pub, mb.args("-i", "kept", "-t", "x", "-m", "1")...)
+	c.WaitDelay = 15 * time.Second
 	if out, err := c.CombinedOutput(); err == nil {
 		t.Errorf("bob connected with the id of alice's persistent session: %s", out)
 	}
