@@ -69,6 +69,12 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 	}
 	u.cfg.URL = brokerURL
 	o := paho.NewClientOptions().AddBroker(brokerURL)
+	for _, b := range cfg.URLs {
+		o.AddBroker(b)
+	}
+	if p := cfg.Presence; p != nil {
+		o.SetBinaryWill(p.Topic, p.Offline, 1, true)
+	}
 	o.SetKeepAlive(cfg.KeepAlive)
 	o.SetCleanSession(true)
 	o.SetAutoReconnect(true)
@@ -119,6 +125,9 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 		o.SetPassword(cfg.Password)
 	}
 	o.SetOnConnectHandler(func(c paho.Client) {
+		if p := cfg.Presence; p != nil {
+			c.Publish(p.Topic, 1, true, p.Online())
+		}
 		u.setState("connected", "")
 		u.mu.Lock()
 		subs := make(map[string]upSub, len(u.subs))
