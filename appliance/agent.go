@@ -42,6 +42,12 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 		}
 		opts.Sections["routes"] = routesSection{h: a.hub, base: a.cfg.Hub.Routes}
 		opts.Sections["storeAndForward"] = storeSection{a.hub}
+	} else if a.cfg.Hub.Upstream.Mode != "" && a.cfg.Agent.Sources.MQTT.Enabled {
+		up, err := a.newLink() // the hub is off: the upstream link alone
+		if err != nil {
+			return nil, err
+		}
+		opts.Upstream = up
 	}
 	ag, err := agent.New(ctx, opts)
 	if err != nil {
@@ -50,6 +56,7 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 	a.agent = ag
 	a.closers = append(a.closers, ag.Close)
 	a.add("agent", ag.Run)
+	a.addFleetState(opts.Upstream)
 	a.health.addSelfLogged("agent", ag.Healthy) // it logs the Docker engine going and coming
 	registerAgentMetrics(a.registry, ag)
 	return deployer{ag}, nil
