@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -41,9 +40,6 @@ type Conn struct {
 	cfg  ConnConfig
 	cli  paho.Client
 	view *View
-
-	mu   sync.Mutex // guards subs
-	subs []string
 }
 
 // Dial connects and subscribes to the fleet's topics; it returns once the
@@ -93,22 +89,24 @@ func Dial(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 	if cfg.WillTopic != "" {
 		o.SetBinaryWill(cfg.WillTopic, cfg.WillPayload, 1, true)
 	}
+	synced := make(chan error, 1)
 	o.SetOnConnectHandler(func(cli paho.Client) {
-		for _, f := range cfg.Topics.Filters() {
-			cli.Subscribe(f, 1, c.onMessage)
-		}
-		c.mu.Lock()
-		extra := append([]string(nil), c.subs...)
-		c.mu.Unlock()
-		for _, f := range extra {
-			cli.Subscribe(f, 1, c.onMessage)
-		}
-		c.view.connected(true)
-		if cfg.OnConnect != nil {
-			go cfg.OnConnect(c)
-		}
+		go func() {
+			err := c.sync(cli)
+			if err == nil {
+				c.view.connected(true)
+				if cfg.OnConnect != nil {
+					cfg.OnConnect(c)
+				}
+			}
+			select {
+			case synced <- err:
+			default:
+			}
+		}()
 	})
 	o.SetConnectionLostHandler(func(paho.Client, error) { c.view.connected(false) })
+	o.SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) { c.view.connected(false) })
 	c.cli = paho.NewClient(o)
 	tok := c.cli.Connect()
 	select {
@@ -124,23 +122,53 @@ func Dial(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 		c.cli.Disconnect(0)
 		return nil, fmt.Errorf("broker %v: %w", cfg.URLs, err)
 	}
+	select {
+	case err := <-synced:
+		if err != nil {
+			c.cli.Disconnect(0)
+			return nil, fmt.Errorf("broker %v: %w", cfg.URLs, err)
+		}
+	case <-ctx.Done():
+		c.cli.Disconnect(0)
+		return nil, ctx.Err()
+	}
 	return c, nil
+}
+
+// sync subscribes to the fleet's topics and waits until the broker has
+// sent every retained message: it publishes a marker on a topic of its
+// own and waits for it to come back, which a broker does after the
+// retained messages of the subscriptions made before. Until then the view
+// counts as disconnected, so no decision is made on half the fleet.
+func (c *Conn) sync(cli paho.Client) error {
+	filters := c.cfg.Topics.Filters()
+	for _, f := range filters {
+		if t := cli.Subscribe(f, 1, c.onMessage); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+			return fmt.Errorf("subscribe %s: %v", f, t.Error())
+		}
+	}
+	marker := c.cfg.Topics.p() + "/fleet/sync/" + c.cfg.ClientID
+	back := make(chan struct{}, 1)
+	if t := cli.Subscribe(marker, 1, func(paho.Client, paho.Message) {
+		select {
+		case back <- struct{}{}:
+		default:
+		}
+	}); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		return fmt.Errorf("subscribe %s: %v", marker, t.Error())
+	}
+	defer cli.Unsubscribe(marker)
+	cli.Publish(marker, 1, false, []byte("sync"))
+	select {
+	case <-back:
+		return nil
+	case <-time.After(15 * time.Second):
+		return fmt.Errorf("the broker did not echo %s within 15s", marker)
+	}
 }
 
 func (c *Conn) onMessage(_ paho.Client, m paho.Message) {
 	c.view.put(m.Topic(), m.Payload())
-}
-
-// Subscribe adds a filter to the view (again after reconnects).
-func (c *Conn) Subscribe(filter string) error {
-	c.mu.Lock()
-	c.subs = append(c.subs, filter)
-	c.mu.Unlock()
-	t := c.cli.Subscribe(filter, 1, c.onMessage)
-	if !t.WaitTimeout(10 * time.Second) {
-		return fmt.Errorf("subscribe %s: no SUBACK within 10s", filter)
-	}
-	return t.Error()
 }
 
 // View is the fleet as the broker holds it.
