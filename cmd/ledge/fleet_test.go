@@ -245,18 +245,14 @@ agent:
 // mqttDeployments counts the deployments device i took from the broker.
 func (f *fleetEnv) mqttDeployments(i int) []string {
 	f.t.Helper()
-	out, errOut, code := ledge(f.t, "deploy", "history", "--data-dir", filepath.Join(f.dir, f.ids[i]), "--json")
+	out, errOut, code := ledge(f.t, "deploy", "history", "--data-dir", filepath.Join(f.dir, f.ids[i]), "--limit", "100")
 	if code != 0 {
 		f.t.Fatalf("deploy history: %s", errOut)
 	}
-	var hist []struct{ Version, Source string }
-	if err := json.Unmarshal([]byte(out), &hist); err != nil {
-		f.t.Fatalf("deploy history: %v\n%s", err, out)
-	}
 	var v []string
-	for _, h := range hist {
-		if h.Source == "mqtt" {
-			v = append(v, h.Version)
+	for _, line := range strings.Split(out, "\n")[1:] {
+		if fs := strings.Fields(line); len(fs) > 2 && fs[2] == "mqtt" {
+			v = append(v, fs[1])
 		}
 	}
 	return v
