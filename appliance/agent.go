@@ -57,6 +57,9 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 	a.closers = append(a.closers, ag.Close)
 	a.add("agent", ag.Run)
 	a.addFleetState(opts.Upstream)
+	if a.models != nil {
+		a.models.SetRegistryAuth(registryAuth(ag))
+	}
 	a.health.addSelfLogged("agent", ag.Healthy) // it logs the Docker engine going and coming
 	registerAgentMetrics(a.registry, ag)
 	return deployer{ag}, nil

@@ -147,6 +147,11 @@ func (s *Store) fetchOnce(ctx context.Context, t *transfer, attempt int, restart
 			return &permanent{err}
 		}
 		body, off, total, err = s.openFile(u.Path, off)
+	} else if u.Scheme == "oci" {
+		body, off, total, err = s.openOCI(ctx, t, off) // oci.go
+		if err == nil {
+			s.writeResume(t.digest, resumeInfo{URL: t.url, Total: total})
+		}
 	} else {
 		var rctx context.Context
 		rctx, cancel = context.WithCancel(ctx)

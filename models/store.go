@@ -62,6 +62,8 @@ type Store struct {
 	importDir string
 
 	activator atomic.Pointer[Activator]
+	regAuth   atomic.Pointer[RegistryAuth] // oci:// credentials (oci.go)
+	tlsConf   *tls.Config                  // oci:// registries' TLS (nil: system roots)
 	snap      atomic.Pointer[snapshot]
 	bus       eventBus
 	stats     counters
@@ -122,7 +124,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{cfg: opts.Config, db: opts.DB, dir: opts.Dir, log: opts.Logger, keys: opts.TrustedKeys,
-		kinds: opts.Kinds, client: newHTTPClient(opts.Config, opts.TLS), wake: make(chan struct{}, 1),
+		kinds: opts.Kinds, client: newHTTPClient(opts.Config, opts.TLS), tlsConf: opts.TLS, wake: make(chan struct{}, 1),
 		transfers: map[string]*transfer{}, activating: map[string]string{}, activateWhenReady: map[string]bool{}}
 	if opts.DataDir == "" {
 		opts.DataDir = filepath.Dir(filepath.Clean(opts.Dir))
