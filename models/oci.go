@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,6 +52,22 @@ type RegistryAuth func(host string) (username, password string)
 
 // SetRegistryAuth sets where oci:// downloads find their credentials.
 func (s *Store) SetRegistryAuth(f RegistryAuth) { s.regAuth.Store(&f) }
+
+// tlsWithCA trusts the system's roots and the CA certificates of file.
+func tlsWithCA(file string) (*tls.Config, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("models.caFile: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("models.caFile %s: no PEM certificate", file)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}, nil
+}
 
 // OCIRef is oci://host/repo@digest or oci://host/repo:tag.
 type OCIRef struct {

@@ -123,6 +123,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.TLS == nil && opts.Config.CAFile != "" {
+		var err error
+		if opts.TLS, err = tlsWithCA(opts.Config.CAFile); err != nil { // oci.go
+			return nil, err
+		}
+	}
 	s := &Store{cfg: opts.Config, db: opts.DB, dir: opts.Dir, log: opts.Logger, keys: opts.TrustedKeys,
 		kinds: opts.Kinds, client: newHTTPClient(opts.Config, opts.TLS), tlsConf: opts.TLS, wake: make(chan struct{}, 1),
 		transfers: map[string]*transfer{}, activating: map[string]string{}, activateWhenReady: map[string]bool{}}

@@ -26,12 +26,14 @@ import (
 
 func init() {
 	register("fleet", command{summary: "target and roll out deployments across many appliances through an MQTT broker", run: subcommands("fleet", fleetUsage, map[string]func([]string, io.Writer, io.Writer) error{
-		"devices":    fleetDevices,
-		"deploy":     fleetDeploy,
-		"status":     fleetStatus,
-		"pause":      func(a []string, o, e io.Writer) error { return fleetSetState(a, o, e, "pause", fleet.StatePaused) },
-		"resume":     func(a []string, o, e io.Writer) error { return fleetSetState(a, o, e, "resume", fleet.StateActive) },
-		"rollback":   func(a []string, o, e io.Writer) error { return fleetSetState(a, o, e, "rollback", fleet.StateRolledBack) },
+		"devices": fleetDevices,
+		"deploy":  fleetDeploy,
+		"status":  fleetStatus,
+		"pause":   func(a []string, o, e io.Writer) error { return fleetSetState(a, o, e, "pause", fleet.StatePaused) },
+		"resume":  func(a []string, o, e io.Writer) error { return fleetSetState(a, o, e, "resume", fleet.StateActive) },
+		"rollback": func(a []string, o, e io.Writer) error {
+			return fleetSetState(a, o, e, "rollback", fleet.StateRolledBack)
+		},
 		"controller": fleetController,
 	})})
 }
