@@ -126,7 +126,7 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 	}
 	o.SetOnConnectHandler(func(c paho.Client) {
 		if p := cfg.Presence; p != nil {
-			c.Publish(p.Topic, 1, true, p.Online())
+			go publishPresence(c, p)
 		}
 		u.setState("connected", "")
 		u.mu.Lock()
@@ -144,6 +144,22 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 	u.cli = paho.NewClient(o)
 	u.state = "connecting"
 	return u, nil
+}
+
+// publishPresence marks the appliance online after a connect, until the
+// broker acknowledges it (a clustered broker may not take a retained
+// message the moment a session starts).
+func publishPresence(c paho.Client, p *Presence) {
+	for range 10 {
+		if !c.IsConnectionOpen() {
+			return
+		}
+		t := c.Publish(p.Topic, 1, true, p.Online())
+		if t.WaitTimeout(5*time.Second) && t.Error() == nil {
+			return
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 func azureKey(k string) ([]byte, string, error) {

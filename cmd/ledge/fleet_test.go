@@ -204,17 +204,19 @@ func newFleet(t *testing.T, n int, brokerURLs []string, tags func(i int) string)
 		}
 		exec.Command("docker", "network", "rm", network).Run()
 	})
-	urls := brokerURLs[0]
-	extra := ""
-	if len(brokerURLs) > 1 {
-		extra = "\n    urls: [" + strings.Join(brokerURLs[1:], ", ") + "]"
-	}
 	var wg sync.WaitGroup
 	f.devices = make([]*runningLedge, n)
 	f.ids = make([]string, n)
 	for i := range n {
 		id := fmt.Sprintf("fl%s-%02d", f.run, i)
 		f.ids[i] = id
+		// Device i starts on node i of a cluster, the others after it.
+		k := i % len(brokerURLs)
+		mine := append(append([]string(nil), brokerURLs[k:]...), brokerURLs[:k]...)
+		urls, extra := mine[0], ""
+		if len(mine) > 1 {
+			extra = "\n    urls: [" + strings.Join(mine[1:], ", ") + "]"
+		}
 		cfg := filepath.Join(f.dir, id+".yaml")
 		os.WriteFile(cfg, []byte(fmt.Sprintf(`deviceId: %s
 tags: {%s}
