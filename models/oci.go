@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/retry"
@@ -74,32 +75,26 @@ type OCIRef struct {
 	Host, Repo, Reference string
 }
 
-// ParseOCIRef reads an oci:// URL.
+// ParseOCIRef reads an oci:// URL: oci://REGISTRY/REPO@sha256:<64 hex>
+// or oci://REGISTRY/REPO:TAG, in the grammar of the distribution spec.
 func ParseOCIRef(raw string) (OCIRef, error) {
 	rest, ok := strings.CutPrefix(raw, "oci://")
 	if !ok {
 		return OCIRef{}, fmt.Errorf("%q is not an oci:// reference", raw)
 	}
-	host, path, ok := strings.Cut(rest, "/")
-	if !ok || host == "" || path == "" {
+	ref, err := registry.ParseReference(rest)
+	if err != nil || ref.Reference == "" {
 		return OCIRef{}, fmt.Errorf("%q: want oci://REGISTRY/REPO@sha256:... or oci://REGISTRY/REPO:TAG", raw)
 	}
-	r := OCIRef{Host: host}
-	if repo, dg, ok := strings.Cut(path, "@"); ok {
-		if _, err := digest.Parse(dg); err != nil {
-			return OCIRef{}, fmt.Errorf("%q: digest: %v", raw, err)
+	if strings.Contains(ref.Reference, ":") {
+		d, err := digest.Parse(ref.Reference)
+		if err != nil || d.Algorithm() != digest.SHA256 || "oci://"+ref.Registry+"/"+ref.Repository+"@"+ref.Reference != raw {
+			return OCIRef{}, fmt.Errorf("%q: a digest is @sha256:<64 hex digits>", raw)
 		}
-		r.Repo, r.Reference = repo, dg
-	} else if i := strings.LastIndex(path, ":"); i > 0 {
-		r.Repo, r.Reference = path[:i], path[i+1:]
-	} else {
-		return OCIRef{}, fmt.Errorf("%q: name a digest (@sha256:...) or a tag (:TAG)", raw)
+	} else if "oci://"+ref.Registry+"/"+ref.Repository+":"+ref.Reference != raw {
+		return OCIRef{}, fmt.Errorf("%q: want oci://REGISTRY/REPO:TAG", raw)
 	}
-	full := r.Host + "/" + r.Repo + "@" + "sha256:" + strings.Repeat("0", 64)
-	if _, err := remote.NewRepository(full); err != nil {
-		return OCIRef{}, fmt.Errorf("%q: %v", raw, err)
-	}
-	return r, nil
+	return OCIRef{Host: ref.Registry, Repo: ref.Repository, Reference: ref.Reference}, nil
 }
 
 func (r OCIRef) String() string {

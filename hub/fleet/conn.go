@@ -179,6 +179,7 @@ func (c *Conn) Connected() bool { return c.cli.IsConnectionOpen() }
 
 // Publish publishes with QoS 1 and waits for the broker's PUBACK.
 func (c *Conn) Publish(ctx context.Context, topic string, payload []byte, retain bool) error {
+	c.view.sent(topic, payload)
 	t := c.cli.Publish(topic, 1, retain, payload)
 	select {
 	case <-t.Done():

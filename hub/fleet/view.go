@@ -20,6 +20,8 @@ type View struct {
 	changed chan struct{} // closed and replaced on every change
 	msgs    int64
 	bytes   int64
+	sMsgs   int64
+	sBytes  int64
 }
 
 func newView(t Topics) *View {
@@ -62,6 +64,20 @@ func (v *View) Changed() <-chan struct{} {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.changed
+}
+
+func (v *View) sent(topic string, payload []byte) {
+	v.mu.Lock()
+	v.sMsgs++
+	v.sBytes += int64(len(topic) + len(payload))
+	v.mu.Unlock()
+}
+
+// Sent counts the messages and bytes (payload and topic) published.
+func (v *View) Sent() (msgs, bytes int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.sMsgs, v.sBytes
 }
 
 // Received counts the messages and bytes (payload and topic) received.
