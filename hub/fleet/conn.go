@@ -198,5 +198,34 @@ func (c *Conn) Publish(ctx context.Context, topic string, payload []byte, retain
 	return nil
 }
 
+// Message is one retained publish of a batch.
+type Message struct {
+	Topic   string
+	Payload []byte
+}
+
+// PublishAll publishes retained messages with QoS 1 without waiting for
+// each PUBACK in turn (paho keeps them in flight together), and returns
+// once the broker acknowledged all of them, or with the first error.
+func (c *Conn) PublishAll(ctx context.Context, msgs []Message) error {
+	toks := make([]paho.Token, len(msgs))
+	for i, m := range msgs {
+		c.view.sent(m.Topic, m.Payload)
+		toks[i] = c.cli.Publish(m.Topic, 1, true, m.Payload)
+	}
+	for i, t := range toks {
+		select {
+		case <-t.Done():
+			if err := t.Error(); err != nil {
+				return fmt.Errorf("publish %s: %w", msgs[i].Topic, err)
+			}
+			c.view.put(msgs[i].Topic, msgs[i].Payload)
+		case <-ctx.Done():
+			return fmt.Errorf("publish %s: %w", msgs[i].Topic, ctx.Err())
+		}
+	}
+	return nil
+}
+
 // Close disconnects cleanly (no last will).
 func (c *Conn) Close() { c.cli.Disconnect(250) }

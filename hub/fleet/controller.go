@@ -58,8 +58,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.invalid = map[string]string{}
 	t := time.NewTimer(0)
 	defer t.Stop()
+	// Taken before each pass: what changes during a pass starts the next.
+	changed := c.Conn.View().Changed()
 	for {
-		changed := c.Conn.View().Changed()
 		select {
 		case <-ctx.Done():
 			c.release(context.WithoutCancel(ctx))
@@ -72,6 +73,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			case <-ctx.Done():
 			}
 		}
+		changed = c.Conn.View().Changed()
 		if err := c.pass(ctx); err != nil && ctx.Err() == nil {
 			c.Log.Warn("fleet pass", "err", err)
 		}
@@ -173,6 +175,7 @@ func (c *Controller) execute(ctx context.Context, s *Snapshot, p *Plan, now time
 		digest  string
 	}{}
 	topics := c.Conn.cfg.Topics
+	var deps, recs []Message
 	for _, g := range p.Gives {
 		prev := ""
 		if a := s.Devices[g.Device].Assignment; a != nil {
@@ -189,22 +192,28 @@ func (c *Controller) execute(ctx context.Context, s *Snapshot, p *Plan, now time
 			sl.payload, sl.digest = payload, digest
 			sealed[k] = sl
 		}
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := c.Conn.Publish(pctx, topics.Deployment(g.Device), sl.payload, true)
-		if err == nil {
-			a := Assignment{Deployment: g.Def.Name, Generation: g.Def.Generation, ManifestDigest: g.Def.ManifestDigest(),
-				Version: version, Digest: sl.digest, Wave: g.Wave, At: now.UTC(), Previous: g.Previous, RollbackOf: g.RollbackOf}
-			b, _ := json.Marshal(a)
-			err = c.Conn.Publish(pctx, topics.Assignment(g.Device), b, true)
-		}
-		cancel()
-		if err != nil {
-			return err
-		}
+		a := Assignment{Deployment: g.Def.Name, Generation: g.Def.Generation, ManifestDigest: g.Def.ManifestDigest(),
+			Version: version, Digest: sl.digest, Wave: g.Wave, At: now.UTC(), Previous: g.Previous, RollbackOf: g.RollbackOf}
+		b, _ := json.Marshal(a)
+		deps = append(deps, Message{Topic: topics.Deployment(g.Device), Payload: sl.payload})
+		recs = append(recs, Message{Topic: topics.Assignment(g.Device), Payload: b})
 		if g.RollbackOf != "" {
 			c.Log.Info("device rolled back", "device", g.Device, "from", g.RollbackOf, "to", g.Def.Name, "version", version)
 		} else {
 			c.Log.Debug("device given a deployment", "device", g.Device, "deployment", g.Def.Name, "wave", g.Wave+1, "version", version)
+		}
+	}
+	// In flight together, but every record after its manifest was
+	// acknowledged.
+	if len(deps) > 0 {
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second+time.Duration(len(deps))*time.Millisecond)
+		err := c.Conn.PublishAll(pctx, deps)
+		if err == nil {
+			err = c.Conn.PublishAll(pctx, recs)
+		}
+		cancel()
+		if err != nil {
+			return err
 		}
 	}
 	for _, name := range sortedNames(p.Rollouts) {
