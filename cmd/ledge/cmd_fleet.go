@@ -372,7 +372,11 @@ func fleetSetState(args []string, stdout, stderr io.Writer, verb, state string) 
 		}
 		return fmt.Errorf("no fleet deployment %q (ledge fleet status lists none by that name)", name)
 	}
-	if def.State == state {
+	aborted := false
+	if r := s.snap.Rollouts[name]; r != nil && r.Phase == fleet.PhaseAborted && r.Generation == def.Generation {
+		aborted = true
+	}
+	if def.State == state && !(verb == "resume" && aborted) {
 		fmt.Fprintf(stdout, "deployment %s is already %s\n", name, state)
 		return nil
 	}
