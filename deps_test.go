@@ -5,6 +5,7 @@ import (
 	"go/token"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -99,7 +100,7 @@ func violation(file, top, imp string) string {
 				return "pipeline reaches inference only from its detect stage (a file or package named detect*)"
 			}
 			return ""
-		case contains(leaves, top):
+		case slices.Contains(leaves, top):
 			return top + " is a leaf: declare an interface and let appliance wire the implementation"
 		}
 		return ""
@@ -112,21 +113,12 @@ func violation(file, top, imp string) string {
 	}
 	for prefix, allowed := range homes {
 		if imp == prefix || strings.HasPrefix(imp, prefix+"/") {
-			if !contains(allowed, top) {
+			if !slices.Contains(allowed, top) {
 				return "this dependency lives in " + strings.Join(allowed, ", ") + " only (STYLE.md: one home per dependency)"
 			}
 		}
 	}
 	return ""
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // TestViolationRules checks the checker on examples, so a rule that cannot

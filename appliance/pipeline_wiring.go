@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 
 	"ledge/agent"
 	"ledge/internal/fault"
@@ -72,7 +73,7 @@ func (s pipelinesSection) Plan(_ context.Context, raw json.RawMessage) ([]agent.
 	for name := range cur {
 		out = append(out, agent.Change{Kind: "pipeline", Name: name, Action: agent.ActionRemove})
 	}
-	slices.SortFunc(out, func(a, b agent.Change) int { return cmpString(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b agent.Change) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
@@ -87,16 +88,6 @@ func (s pipelinesSection) Apply(ctx context.Context, raw json.RawMessage) error 
 func specKey(s pipeline.Spec) string {
 	b, _ := json.Marshal(s)
 	return string(b)
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // pipelineEvents forwards pipeline events to the dashboard: detections and

@@ -1,6 +1,7 @@
 package models
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -72,12 +73,7 @@ func (s *Store) Rollback(ctx context.Context, name string) (Version, error) {
 	return Version{}, fault.New(fault.Conflict, "no earlier version of %q is in the store to roll back to (active: %s)", name, orNone(r.active))
 }
 
-func orNone(v string) string {
-	if v == "" {
-		return "none"
-	}
-	return v
-}
+func orNone(v string) string { return cmp.Or(v, "none") }
 
 func checkRef(name, version string) error {
 	if why := ValidName(name); why != "" {

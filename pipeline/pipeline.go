@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"ledge/internal/fanout"
 	"ledge/internal/outage"
 	"ledge/pipeline/source"
 )
@@ -18,7 +20,7 @@ import (
 // counters, its viewers and its source state.
 type slot struct {
 	c       *counters
-	results resultBus
+	results fanout.Bus[Result] // per-frame results (Engine.Results)
 	hub     *frameHub
 	src     source.Watch
 	// srcLog tells the log when the source fails and recovers; buildLog
@@ -106,7 +108,7 @@ func (e *Engine) build(s Spec, sl *slot) (_ *instance, err error) {
 				if e.opts.Publisher == nil {
 					return nil, fmt.Errorf("actions[%d].url: no in-process hub to publish to: set a broker URL", i)
 				}
-				act = &hubAction{pub: e.opts.Publisher, pipeline: s.Name, output: orDefault(a.Output, "events")}
+				act = &hubAction{pub: e.opts.Publisher, pipeline: s.Name, output: cmp.Or(a.Output, "events")}
 			} else {
 				act = newMQTTAction(a, s.Name, fmt.Sprintf("ledge-%s-%s-%d", s.Name, name, time.Now().UnixNano()%1e6))
 			}
@@ -114,7 +116,7 @@ func (e *Engine) build(s Spec, sl *slot) (_ *instance, err error) {
 			if e.opts.Publisher == nil {
 				return nil, fmt.Errorf("actions[%d].type: no in-process hub in this ledge", i)
 			}
-			act = &hubAction{pub: e.opts.Publisher, pipeline: s.Name, output: orDefault(a.Output, "events")}
+			act = &hubAction{pub: e.opts.Publisher, pipeline: s.Name, output: cmp.Or(a.Output, "events")}
 		case "gpio":
 			act = newGPIOAction(a, e.opts.GPIO)
 			if a.Timeout == 0 {
@@ -142,13 +144,6 @@ func (e *Engine) build(s Spec, sl *slot) (_ *instance, err error) {
 		}
 	}
 	return in, nil
-}
-
-func orDefault(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
 }
 
 // release frees what build acquired (model, action clients).
@@ -329,8 +324,8 @@ func (in *instance) processFrame(f source.Frame) {
 	}
 	in.last = source.Frame{Time: f.Time, Captured: f.Captured, Seq: f.Seq}
 
-	if in.slot.results.n.Load() > 0 {
-		in.slot.results.publish(Result{Pipeline: in.spec.Name, Frame: f.Seq, Time: f.Time, Detected: detected,
+	if in.slot.results.Len() > 0 {
+		in.slot.results.Publish(Result{Pipeline: in.spec.Name, Frame: f.Seq, Time: f.Time, Detected: detected,
 			Objects: objs, Model: version, Processed: now})
 	}
 	if in.slot.hub.watching(now) {

@@ -6,12 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"ledge/hub"
+	"maps"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"ledge/hub"
 )
 
 // The hub commands talk to the running daemon over its socket:
@@ -312,7 +314,7 @@ func printHub(w io.Writer, st *hub.Stats) {
 	}
 	if len(st.Drops) > 0 {
 		var parts []string
-		for _, k := range sortedKeys(st.Drops) {
+		for _, k := range slices.Sorted(maps.Keys(st.Drops)) {
 			parts = append(parts, fmt.Sprintf("%s %d", k, st.Drops[k]))
 		}
 		fmt.Fprintf(w, "dropped   %s\n", strings.Join(parts, ", "))
@@ -337,13 +339,4 @@ func printHub(w io.Writer, st *hub.Stats) {
 		}
 		tw.Flush()
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
