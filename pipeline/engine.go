@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -223,10 +222,10 @@ func (e *Engine) apply(specs []Spec, keepGoing bool) error {
 		if s.Disabled {
 			continue
 		}
-		if cur, ok := old[s.Name]; ok && reflect.DeepEqual(cur.spec, s) {
+		if cur, ok := old[s.Name]; ok && cur.spec.Equal(s) {
 			continue
 		}
-		if f, ok := prevFailed[s.Name]; ok && reflect.DeepEqual(prevSpecs[s.Name], s) {
+		if f, ok := prevFailed[s.Name]; ok && prevSpecs[s.Name].Equal(s) {
 			failed[s.Name] = f // unchanged: the retry loop owns it
 			continue
 		}

@@ -257,3 +257,32 @@ func TestGPIOAction(t *testing.T) {
 		t.Errorf("opening a missing chip: %v", err)
 	}
 }
+
+// TestApplyKeepsEquivalentSpec: a spec that differs from the running one
+// only by empty lists against none (as a deployment's JSON and ledge.yaml
+// may write it) leaves the pipeline running untouched, as the plan says;
+// a changed action password reloads it.
+func TestApplyKeepsEquivalentSpec(t *testing.T) {
+	spec := Spec{Name: "p", Source: source.Spec{URL: "testpattern:", FPS: 50},
+		Actions: []ActionSpec{{Type: "webhook", URL: "http://127.0.0.1:1/hook"}}}
+	e := newTestEngine(t, []Spec{spec}, nil)
+	run(t, e)
+	before := e.running["p"]
+	same := spec
+	same.Zones, same.Events.Types = []ZoneSpec{}, []string{}
+	same.Actions = []ActionSpec{{Type: "webhook", URL: "http://127.0.0.1:1/hook", On: []string{}, Headers: map[string]string{}}}
+	if err := e.Apply(t.Context(), []Spec{same}); err != nil {
+		t.Fatal(err)
+	}
+	if e.running["p"] != before {
+		t.Error("an equivalent spec reloaded the pipeline")
+	}
+	changed := spec
+	changed.Actions = []ActionSpec{{Type: "webhook", URL: "http://127.0.0.1:1/hook", Password: "new"}}
+	if err := e.Apply(t.Context(), []Spec{changed}); err != nil {
+		t.Fatal(err)
+	}
+	if e.running["p"] == before {
+		t.Error("a new action password did not reload the pipeline")
+	}
+}
