@@ -46,13 +46,11 @@ type App struct {
 	// events fans the components' events out to the dashboard's SSE.
 	events *web.Broadcaster
 
-	web    *web.Server
-	agent  *agent.Agent // nil when agent.enabled is false
-	hub    *hub.Hub     // nil when hub.enabled is false
-	models *models.Store
-	// modelResolver answers pipelines' model names from the store.
-	modelResolver *storeResolver
-	pipelines     *pipeline.Engine
+	web       *web.Server
+	agent     *agent.Agent // nil when agent.enabled is false
+	hub       *hub.Hub     // nil when hub.enabled is false
+	models    *models.Store
+	pipelines *pipeline.Engine
 	// pipelineSet layers ledge.yaml's, the dashboard's and the
 	// deployment's pipelines.
 	pipelineSet *pipelineSet
@@ -105,7 +103,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	if err := a.addPipelines(ctx); err != nil {
 		return nil, err
 	}
-	a.models.SetActivator(newModelActivator(a.pipelines, a.modelResolver, a.cfg.Inference, a.log.With("component", "models")))
+	a.models.SetActivator(modelActivator{a.pipelines})
 	hist := newPipelineHistory(a.pipelines)
 	a.add("pipeline-history", hist.Run)
 	sections["pipelines"] = pipelinesSection{a.pipelineSet}

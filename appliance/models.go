@@ -42,7 +42,6 @@ func (a *App) newModels(ctx context.Context, sections map[string]agent.Section) 
 		return err
 	}
 	a.models = s
-	a.modelResolver = &storeResolver{s: s, cand: map[string]models.Version{}}
 	a.add("models", s.Run)
 	a.registry.MustRegister(modelsCollector{s})
 	sections["models"] = modelsSection{s}

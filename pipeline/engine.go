@@ -14,6 +14,7 @@ import (
 
 	"ledge/internal/fault"
 	"ledge/internal/outage"
+	"ledge/pipeline/detect"
 )
 
 // Options are what the engine is built from; the appliance fills them in.
@@ -43,11 +44,14 @@ type Engine struct {
 	opts  Options
 	cfg   Config
 	log   *slog.Logger
-	pool  *detectorPool
+	pool  *detect.Pool
 	evlog *EventLog
 	bus   bus
 
-	applyMu sync.Mutex // serialises changes of the set of pipelines
+	// applying serialises changes of the set of pipelines (a semaphore
+	// rather than a mutex, so that a caller can stop waiting when its
+	// context ends); see lockApply.
+	applying chan struct{}
 
 	mu      sync.Mutex // guards the fields below
 	specs   []Spec
@@ -91,7 +95,7 @@ func NewEngine(ctx context.Context, opts Options, specs []Spec) (*Engine, error)
 	if opts.StopGrace <= 0 {
 		opts.StopGrace = 2 * time.Second
 	}
-	e := &Engine{opts: opts, cfg: opts.Config, log: opts.Logger, pool: newDetectorPool(opts.Library, opts.Providers),
+	e := &Engine{opts: opts, cfg: opts.Config, log: opts.Logger, pool: detect.NewPool(opts.Library, opts.Providers), applying: make(chan struct{}, 1),
 		running: map[string]*instance{}, failed: map[string]*buildFailure{}, slots: map[string]*slot{}}
 	if opts.DB != nil {
 		var err error
@@ -136,8 +140,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	wg.Go(func() { e.retryLoop(ctx) })
 	<-ctx.Done()
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
+	e.lockApply(context.Background())
+	defer e.unlockApply()
 	e.mu.Lock()
 	e.stopped = true
 	all := e.running // kept, stopped, for their final stats
@@ -148,7 +152,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	stops.Wait()
 	wg.Wait()
-	e.pool.wait()
+	e.pool.Wait()
 	return nil
 }
 
@@ -179,9 +183,11 @@ func (e *Engine) Spec(name string) (Spec, error) {
 // ones; unchanged pipelines keep running untouched, and unchanged failed
 // ones stay failed (retried in the background) without failing Apply.
 func (e *Engine) Apply(ctx context.Context, specs []Spec) error {
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
-	return e.apply(specs, false)
+	if err := e.lockApply(ctx); err != nil {
+		return err
+	}
+	defer e.unlockApply()
+	return e.apply(ctx, specs, false)
 }
 
 // ApplyKeepGoing is Apply for what must run whatever one pipeline does
@@ -189,12 +195,32 @@ func (e *Engine) Apply(ctx context.Context, specs []Spec) error {
 // cannot be built becomes a failed pipeline with its reason, retried with
 // back-off, and the rest is applied. Invalid specs still fail it whole.
 func (e *Engine) ApplyKeepGoing(ctx context.Context, specs []Spec) error {
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
-	return e.apply(specs, true)
+	if err := e.lockApply(ctx); err != nil {
+		return err
+	}
+	defer e.unlockApply()
+	return e.apply(ctx, specs, true)
 }
 
-func (e *Engine) apply(specs []Spec, keepGoing bool) error {
+// lockApply takes the right to change the set of pipelines, waiting for
+// it until ctx ends.
+func (e *Engine) lockApply(ctx context.Context) error {
+	select {
+	case e.applying <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return gaveUp(ctx, "wait for another change of the pipelines")
+	}
+}
+
+// gaveUp is the error of a change abandoned because ctx ended.
+func gaveUp(ctx context.Context, what string) error {
+	return fault.Wrap(fault.Timeout, fmt.Errorf("%s: %w", what, ctx.Err()))
+}
+
+func (e *Engine) unlockApply() { <-e.applying }
+
+func (e *Engine) apply(ctx context.Context, specs []Spec, keepGoing bool) error {
 	if err := ValidateSpecs(specs, "pipelines"); err != nil {
 		return fault.Wrap(fault.Invalid, err)
 	}
@@ -229,7 +255,7 @@ func (e *Engine) apply(specs []Spec, keepGoing bool) error {
 			failed[s.Name] = f // unchanged: the retry loop owns it
 			continue
 		}
-		in, err := e.build(s, e.slotFor(s.Name))
+		in, err := e.build(ctx, s, e.slotFor(s.Name))
 		if err != nil {
 			if keepGoing {
 				failed[s.Name] = &buildFailure{reason: err.Error(), since: now, wait: retryInitial, next: now.Add(retryInitial)}
@@ -240,15 +266,18 @@ func (e *Engine) apply(specs []Spec, keepGoing bool) error {
 		}
 		built[s.Name] = in
 	}
-	if len(errs) > 0 {
+	if len(errs) > 0 || ctx.Err() != nil {
 		for _, in := range built {
 			in.release()
+		}
+		if ctx.Err() != nil {
+			return gaveUp(ctx, "apply pipelines")
 		}
 		return fault.Wrap(fault.Invalid, errors.Join(errs...))
 	}
 
 	e.mu.Lock()
-	ctx := e.ctx
+	runCtx := e.ctx
 	wanted := map[string]bool{}
 	var stops []*instance
 	for _, s := range specs {
@@ -261,14 +290,14 @@ func (e *Engine) apply(specs []Spec, keepGoing bool) error {
 			continue // unchanged
 		}
 		prev := old[s.Name]
-		if ctx != nil {
-			in.start(ctx, prev)
+		if runCtx != nil {
+			in.start(runCtx, prev)
 		}
 		e.running[s.Name] = in
 		if prev != nil {
 			stops = append(stops, prev)
 			e.log.Info("pipeline reloaded", "pipeline", s.Name)
-		} else if ctx != nil {
+		} else if runCtx != nil {
 			e.log.Info("pipeline started", "pipeline", s.Name)
 		}
 	}
@@ -326,17 +355,19 @@ func (e *Engine) retryLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			e.retryFailed(now, false)
+			e.retryFailed(ctx, now, false)
 		}
 	}
 }
 
 // retryFailed builds the failed pipelines that are due (all with force)
 // and starts those that build. It returns the errors of those that still
-// fail.
-func (e *Engine) retryFailed(now time.Time, force bool, names ...string) error {
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
+// fail. When ctx ends it stops where it is and leaves the rest failed.
+func (e *Engine) retryFailed(ctx context.Context, now time.Time, force bool, names ...string) error {
+	if err := e.lockApply(ctx); err != nil {
+		return err
+	}
+	defer e.unlockApply()
 	e.mu.Lock()
 	if e.stopped {
 		e.mu.Unlock()
@@ -353,7 +384,10 @@ func (e *Engine) retryFailed(now time.Time, force bool, names ...string) error {
 	var errs []error
 	for _, s := range due {
 		sl := e.slotFor(s.Name)
-		in, err := e.build(s, sl)
+		in, err := e.build(ctx, s, sl)
+		if err != nil && ctx.Err() != nil {
+			return errors.Join(append(errs, err)...) // given up, not failed again
+		}
 		e.mu.Lock()
 		f := e.failed[s.Name]
 		if err != nil {
@@ -377,26 +411,24 @@ func (e *Engine) retryFailed(now time.Time, force bool, names ...string) error {
 
 // Put adds the pipeline spec, or replaces the one with its name.
 func (e *Engine) Put(ctx context.Context, s Spec) error {
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
-	specs := e.Specs()
-	i := slices.IndexFunc(specs, func(x Spec) bool { return x.Name == s.Name })
-	if i >= 0 {
-		specs[i] = s
-	} else {
-		specs = append(specs, s)
-	}
-	return e.apply(specs, false)
+	return e.edit(ctx, func(specs []Spec) ([]Spec, error) {
+		i := slices.IndexFunc(specs, func(x Spec) bool { return x.Name == s.Name })
+		if i >= 0 {
+			specs[i] = s
+			return specs, nil
+		}
+		return append(specs, s), nil
+	})
 }
 
 // Remove stops and forgets the named pipeline.
 func (e *Engine) Remove(ctx context.Context, name string) error {
-	return e.edit(name, func(specs []Spec, i int) []Spec { return slices.Delete(specs, i, i+1) })
+	return e.editOne(ctx, name, func(specs []Spec, i int) []Spec { return slices.Delete(specs, i, i+1) })
 }
 
 // Stop stops the named pipeline and keeps its spec (disabled).
 func (e *Engine) Stop(ctx context.Context, name string) error {
-	return e.edit(name, func(specs []Spec, i int) []Spec { specs[i].Disabled = true; return specs })
+	return e.editOne(ctx, name, func(specs []Spec, i int) []Spec { specs[i].Disabled = true; return specs })
 }
 
 // Start starts the named pipeline stopped by Stop; a failed pipeline is
@@ -405,7 +437,7 @@ func (e *Engine) Start(ctx context.Context, name string) error {
 	if e.isFailed(name) {
 		return e.Reload(ctx, name)
 	}
-	return e.edit(name, func(specs []Spec, i int) []Spec { specs[i].Disabled = false; return specs })
+	return e.editOne(ctx, name, func(specs []Spec, i int) []Spec { specs[i].Disabled = false; return specs })
 }
 
 func (e *Engine) isFailed(name string) bool {
@@ -419,20 +451,22 @@ func (e *Engine) isFailed(name string) bool {
 // at once; its error is returned if it still fails.
 func (e *Engine) Reload(ctx context.Context, name string) error {
 	if e.isFailed(name) {
-		if err := e.retryFailed(time.Now(), true, name); err != nil {
+		if err := e.retryFailed(ctx, time.Now(), true, name); err != nil {
 			return fault.Wrap(fault.Unavailable, err)
 		}
 		return nil
 	}
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
+	if err := e.lockApply(ctx); err != nil {
+		return err
+	}
+	defer e.unlockApply()
 	e.mu.Lock()
 	in, ok := e.running[name]
 	e.mu.Unlock()
 	if !ok {
 		return fault.New(fault.NotFound, "no running pipeline named %q", name)
 	}
-	n, err := e.build(in.spec, e.slotFor(name))
+	n, err := e.build(ctx, in.spec, e.slotFor(name))
 	if err != nil {
 		return fault.Wrap(fault.Invalid, fmt.Errorf("pipeline %q: %w", name, err))
 	}
@@ -446,15 +480,28 @@ func (e *Engine) Reload(ctx context.Context, name string) error {
 	return nil
 }
 
-func (e *Engine) edit(name string, f func([]Spec, int) []Spec) error {
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
-	specs := e.Specs()
-	i := slices.IndexFunc(specs, func(x Spec) bool { return x.Name == name })
-	if i < 0 {
-		return fault.New(fault.NotFound, "no pipeline named %q", name)
+// edit applies f(the current specs) as one change of the set.
+func (e *Engine) edit(ctx context.Context, f func([]Spec) ([]Spec, error)) error {
+	if err := e.lockApply(ctx); err != nil {
+		return err
 	}
-	return e.apply(f(specs, i), false)
+	defer e.unlockApply()
+	specs, err := f(e.Specs())
+	if err != nil {
+		return err
+	}
+	return e.apply(ctx, specs, false)
+}
+
+// editOne is edit of the named pipeline's spec at index i.
+func (e *Engine) editOne(ctx context.Context, name string, f func(specs []Spec, i int) []Spec) error {
+	return e.edit(ctx, func(specs []Spec) ([]Spec, error) {
+		i := slices.IndexFunc(specs, func(x Spec) bool { return x.Name == name })
+		if i < 0 {
+			return nil, fault.New(fault.NotFound, "no pipeline named %q", name)
+		}
+		return f(specs, i), nil
+	})
 }
 
 // Stats returns the stats of every pipeline, sorted by name.
@@ -523,10 +570,10 @@ func (e *Engine) PipelineStats(name string) (Stats, error) {
 
 // DetectorLoads counts the detectors (ONNX sessions) loaded since the
 // engine was made; sharing and reloads do not add to it.
-func (e *Engine) DetectorLoads() uint64 { return e.pool.loads.Load() }
+func (e *Engine) DetectorLoads() uint64 { return e.pool.Loads() }
 
 // DetectorsOpen is the number of distinct detectors open now.
-func (e *Engine) DetectorsOpen() int { return e.pool.loaded() }
+func (e *Engine) DetectorsOpen() int { return e.pool.Open() }
 
 // Watch registers a viewer of the named pipeline's annotated frames, at
 // most fps a second (0: the engine's watchFps, which also caps it). The

@@ -13,6 +13,7 @@ import (
 
 	"ledge/internal/fanout"
 	"ledge/internal/outage"
+	"ledge/pipeline/detect"
 	"ledge/pipeline/source"
 )
 
@@ -40,7 +41,7 @@ type instance struct {
 	cap      *capture // shared with the next instance when the source is unchanged
 	ownsCap  bool
 	mb       *mailbox
-	det      *detectStage
+	det      *detect.Stage
 	gate     *motionGate
 	zones    []zone
 	tracker  *tracker
@@ -69,7 +70,7 @@ type instance struct {
 
 // build prepares a pipeline: it resolves and loads (or shares) the model
 // and makes the actions. It starts nothing. Errors name the spec field.
-func (e *Engine) build(s Spec, sl *slot) (_ *instance, err error) {
+func (e *Engine) build(ctx context.Context, s Spec, sl *slot) (_ *instance, err error) {
 	t, err := s.Source.Parse()
 	if err != nil {
 		return nil, fmt.Errorf("source.url: %w", err)
@@ -83,7 +84,7 @@ func (e *Engine) build(s Spec, sl *slot) (_ *instance, err error) {
 		}
 	}()
 	if s.Detect != nil {
-		if in.det, err = newDetectStage(s.Detect, e.cfg.Detector, e.pool, e.opts.Models); err != nil {
+		if in.det, err = detect.NewStage(ctx, *s.Detect, detect.Layout(e.cfg.Detector), e.pool, e.opts.Models); err != nil {
 			return nil, fmt.Errorf("detect.model: %w", err)
 		}
 	}
@@ -149,7 +150,7 @@ func (e *Engine) build(s Spec, sl *slot) (_ *instance, err error) {
 // release frees what build acquired (model, action clients).
 func (in *instance) release() {
 	if in.det != nil {
-		in.det.close()
+		in.det.Close()
 	}
 	if in.gate != nil {
 		in.gate.close()
@@ -273,8 +274,8 @@ func (in *instance) processFrame(f source.Frame) {
 		version  string
 		detected bool
 	)
-	if in.det != nil && in.det.ready() { // not ready: its model is still on its way
-		due := in.det.due(f.Time)
+	if in.det != nil && in.det.Ready() { // not ready: its model is still on its way
+		due := in.det.Due(f.Time)
 		if !due {
 			c.skipRate.Add(1)
 		} else if in.gate != nil {
@@ -288,8 +289,12 @@ func (in *instance) processFrame(f source.Frame) {
 		}
 		if due {
 			t0 := time.Now()
-			var err error
-			objs, version, err = in.det.detect(f.Mat, f.Time)
+			dets, v, err := in.det.Detect(f.Mat, f.Time)
+			version = v
+			objs = make([]Object, len(dets))
+			for i, d := range dets {
+				objs[i] = Object{Detection: d}
+			}
 			c.lat[StageDetect].add(time.Since(t0))
 			in.version = version
 			if err != nil {
@@ -471,8 +476,8 @@ func (in *instance) state(s *Stats, sl *slot) {
 	switch src.Phase {
 	case source.PhaseStreaming:
 		s.State = StateRunning
-		if in.det != nil && in.det.cur.Load() == nil {
-			s.State, s.Reason = StateWaiting, fmt.Sprintf("model %q is not in the model store yet: not detecting until it arrives (ledge models list)", in.det.name)
+		if in.det != nil && in.det.Waiting() {
+			s.State, s.Reason = StateWaiting, fmt.Sprintf("model %q is not in the model store yet: not detecting until it arrives (ledge models list)", in.det.Model())
 		}
 	case source.PhaseBackoff:
 		s.State, s.Reason = StateBackoff, src.Reason
@@ -496,7 +501,7 @@ func (in *instance) state(s *Stats, sl *slot) {
 // stats fills the parts of s this instance knows.
 func (in *instance) stats(s *Stats) {
 	if in.det != nil {
-		s.Model, s.ModelVersion = in.det.info()
+		s.Model, s.ModelVersion = in.det.Info()
 	}
 	if in.snapshot != nil {
 		s.Actions = append(s.Actions, in.snapshot.stats())

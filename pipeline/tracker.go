@@ -362,7 +362,7 @@ func (tk *tracker) confirmedTracks() []Object {
 	var out []Object
 	for _, t := range tk.tracks {
 		if t.confirmed {
-			out = append(out, Object{Box: t.box, ClassID: t.classID, Label: t.label, Score: t.score, TrackID: t.id})
+			out = append(out, Object{Detection: Detection{Box: t.box, ClassID: t.classID, Label: t.label, Score: t.score}, TrackID: t.id})
 		}
 	}
 	return out
