@@ -146,11 +146,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.stopped = true
 	all := e.running // kept, stopped, for their final stats
 	e.mu.Unlock()
-	var stops sync.WaitGroup
-	for _, in := range all {
-		stops.Go(func() { in.stop(e.opts.StopGrace) })
-	}
-	stops.Wait()
+	stopAll(slices.Collect(maps.Values(all)), e.opts.StopGrace)
 	wg.Wait()
 	e.pool.Wait()
 	return nil
@@ -205,6 +201,9 @@ func (e *Engine) ApplyKeepGoing(ctx context.Context, specs []Spec) error {
 // lockApply takes the right to change the set of pipelines, waiting for
 // it until ctx ends.
 func (e *Engine) lockApply(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return gaveUp(ctx, "change the pipelines")
+	}
 	select {
 	case e.applying <- struct{}{}:
 		return nil
@@ -270,6 +269,7 @@ func (e *Engine) apply(ctx context.Context, specs []Spec, keepGoing bool) error 
 		for _, in := range built {
 			in.release()
 		}
+		e.pruneSlots() // of new pipelines that were not made
 		if ctx.Err() != nil {
 			return gaveUp(ctx, "apply pipelines")
 		}
@@ -325,10 +325,40 @@ func (e *Engine) apply(ctx context.Context, specs []Spec, keepGoing bool) error 
 			e.slotFor(name).buildLog.Forget()
 		}
 	}
-	for _, in := range stops {
-		in.stop(e.opts.StopGrace)
-	}
+	stopAll(stops, e.opts.StopGrace)
+	e.pruneSlots()
 	return nil
+}
+
+// stopAll stops the instances together: each may take up to grace to let
+// its actions finish, and one camera slow to close holds up no other.
+func stopAll(ins []*instance, grace time.Duration) {
+	var wg sync.WaitGroup
+	for _, in := range ins {
+		wg.Go(func() { in.stop(grace) })
+	}
+	wg.Wait()
+}
+
+// pruneSlots forgets the slots (counters, viewers, source state) of the
+// pipelines no spec names any more: a pipeline added again under the same
+// name starts afresh.
+func (e *Engine) pruneSlots() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for name := range e.slots {
+		if !slices.ContainsFunc(e.specs, func(s Spec) bool { return s.Name == name }) {
+			delete(e.slots, name)
+		}
+	}
+}
+
+// existingSlot is slotFor for a pipeline that has a spec.
+func (e *Engine) existingSlot(name string) (*slot, error) {
+	if _, err := e.Spec(name); err != nil {
+		return nil, err
+	}
+	return e.slotFor(name), nil
 }
 
 func (e *Engine) slotFor(name string) *slot {
@@ -581,20 +611,22 @@ func (e *Engine) DetectorsOpen() int { return e.pool.Open() }
 // encoded while at least one viewer is registered, as often as the most
 // demanding one asks. Call cancel when done.
 func (e *Engine) Watch(name string, fps float64) (<-chan JPEG, func(), error) {
-	if _, err := e.Spec(name); err != nil {
+	sl, err := e.existingSlot(name)
+	if err != nil {
 		return nil, nil, err
 	}
-	ch, cancel := e.slotFor(name).hub.watch(fps)
+	ch, cancel := sl.hub.watch(fps)
 	return ch, cancel, nil
 }
 
 // LatestFrame returns the newest annotated frame encoded for viewers of
 // the named pipeline (empty when nobody watched yet).
 func (e *Engine) LatestFrame(name string) (JPEG, error) {
-	if _, err := e.Spec(name); err != nil {
+	sl, err := e.existingSlot(name)
+	if err != nil {
 		return JPEG{}, err
 	}
-	return e.slotFor(name).hub.last(), nil
+	return sl.hub.last(), nil
 }
 
 // Subscribe returns a subscription to the events of every pipeline (and

@@ -22,12 +22,13 @@ type Result struct {
 // a channel of buf results (a slow reader loses results). It is meant for
 // tests, tools and model swaps, not for hot paths. Call cancel when done.
 func (e *Engine) Results(name string, buf int) (<-chan Result, func(), error) {
-	if _, err := e.Spec(name); err != nil {
+	sl, err := e.existingSlot(name)
+	if err != nil {
 		return nil, nil, err
 	}
 	if buf <= 0 {
 		buf = 64
 	}
-	sub := e.slotFor(name).results.Subscribe(buf)
+	sub := sl.results.Subscribe(buf)
 	return sub.C, sub.Cancel, nil
 }
