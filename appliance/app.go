@@ -117,10 +117,10 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	} else if cfg.HTTP.ListenTLS != "" {
 		log.Info("https off: its certificate comes from the hub, which is disabled")
 	}
-	srv, err := web.New(web.Options{
+	pipes := pipelinesAPI{eng: a.pipelines, set: a.pipelineSet, hist: hist}
+	wo := web.Options{
 		ListenTLS:     cfg.HTTP.ListenTLS,
 		TLS:           webTLS,
-		Hub:           hubAPI,
 		MQTTWebSocket: hubWS,
 		Listen:        cfg.HTTP.Listen,
 		Socket:        filepath.Join(cfg.DataDir, "ledge.sock"),
@@ -134,10 +134,18 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		PublicMetrics: cfg.HTTP.PublicMetrics,
 		System:        &systemReader{dataDir: cfg.DataDir},
 		Events:        a.events,
-		Deploy:        deploy,
-		Pipelines:     pipelinesAPI{eng: a.pipelines, set: a.pipelineSet, hist: hist},
+		Pipelines:     pipes,
+		Frames:        pipes,
+		EventLog:      pipes,
 		Models:        modelsAPI{a.models},
-	})
+	}
+	if hubAPI != nil {
+		wo.HubStatus, wo.HubIdentities, wo.HubTwins, wo.HubMessages = hubAPI, hubAPI, hubAPI, hubAPI
+	}
+	if deploy != nil {
+		wo.Deployments, wo.Modules = deploy, deploy
+	}
+	srv, err := web.New(wo)
 	if err != nil {
 		return nil, cfg.explainListen(err)
 	}

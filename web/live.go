@@ -192,7 +192,7 @@ func (lc *liveConn) setWatches(want map[string]float64) {
 	slices.Sort(start)
 	for _, name := range start {
 		fps := want[name]
-		frames, cancel, err := lc.s.opts.Pipelines.Watch(name, fps)
+		frames, cancel, err := lc.s.opts.Frames.Watch(name, fps)
 		if err != nil {
 			lc.note(map[string]string{"type": "error", "pipeline": name, "message": err.Error()})
 			continue
