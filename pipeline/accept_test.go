@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"testing"
@@ -146,7 +147,7 @@ func TestPanVideoTracksAndZones(t *testing.T) {
 	}
 	for _, p := range []int{0, 1} {
 		if !inZone[personTrack[p]] {
-			t.Errorf("no zone.enter for person %d (track #%d) standing in the left half; zone.enter tracks: %v", p, personTrack[p], keys(inZone))
+			t.Errorf("no zone.enter for person %d (track #%d) standing in the left half; zone.enter tracks: %v", p, personTrack[p], slices.Sorted(maps.Keys(inZone)))
 		}
 	}
 	if inZone[personTrack[2]] {
@@ -177,13 +178,5 @@ func drain[T any](ch <-chan T) func(func(T) bool) {
 }
 
 func drainEvents(s *Subscription) func(func(Event) bool) { return drain(s.C) }
-
-func keys[K comparable, V any](m map[K]V) []K {
-	var out []K
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}
 
 var _ = slices.Sort[[]int]
