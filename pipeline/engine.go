@@ -131,9 +131,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	for _, in := range e.running {
 		in.start(ctx, nil)
 	}
-	nfailed := len(e.failed)
+	nrunning, nfailed := len(e.running), len(e.failed)
 	e.mu.Unlock()
-	e.log.Info("pipelines started", "count", len(e.running), "failed", nfailed)
+	e.log.Info("pipelines started", "count", nrunning, "failed", nfailed)
 	var wg sync.WaitGroup
 	if e.evlog != nil {
 		wg.Go(func() { e.evlog.Run(ctx) })
