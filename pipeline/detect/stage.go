@@ -204,9 +204,9 @@ func (s *Stage) Close() {
 
 // warm runs one inference on a blank frame in every session of det at
 // once, at low priority, so that no session meets its first frame cold
-// after a swap, and checks that the outputs decode. It gives up with
-// ctx's error when ctx ends first (the inferences finish in the
-// background).
+// after a swap, and checks that the outputs decode. An inference cannot be
+// interrupted: when ctx ended meanwhile, it returns ctx's error once they
+// are done.
 func warm(ctx context.Context, det *inference.Detector) error {
 	n := max(det.Info().Sessions, 1)
 	errs := make([]error, n)
