@@ -44,6 +44,7 @@ type reconciler struct {
 	store      *store
 	log        *slog.Logger
 	identities Identities
+	policy     *Policy
 	deviceID   string
 	instance   string
 	bus        *broadcaster
@@ -119,7 +120,7 @@ type runtimeSnapshot struct {
 
 func newReconciler(a *Agent) *reconciler {
 	return &reconciler{
-		cfg: a.cfg, eng: a.eng, store: a.store, log: a.log, identities: a.opts.Identities,
+		cfg: a.cfg, eng: a.eng, store: a.store, log: a.log, identities: a.opts.Identities, policy: a.policy,
 		deviceID: a.opts.DeviceID, instance: a.instance, bus: a.bus, count: a.count, now: time.Now, bootTime: bootTime(),
 		wake: make(chan struct{}, 1), engineCh: make(chan engineMsg, 64), pullCh: make(chan pullMsg, 64), resyncCh: make(chan chan struct{}), reqCh: make(chan func(context.Context)), pullSem: make(chan struct{}, a.cfg.Pull.Concurrency),
 		mods: map[string]*modState{}, pulls: map[string]*pullState{},
@@ -409,6 +410,11 @@ func (r *reconciler) report(st *modState) ModuleReport {
 			}
 		}
 		mr.Settings = ModuleSettings{Image: m.Image, CreateOptions: chunkCreateOptions(string(m.CreateOptions))}
+	}
+	if st.spec != nil {
+		for _, e := range st.spec.Elevated {
+			mr.Elevated = append(mr.Elevated, e.Setting+" "+e.Value)
+		}
 	}
 	if st.c != nil {
 		mr.ContainerID = st.c.ID

@@ -28,6 +28,7 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 		DB:       a.db,
 		Logger:   a.log.With("component", "agent"),
 		DeviceID: a.cfg.DeviceID,
+		DataDir:  a.cfg.DataDir,
 		Build:    agent.VersionInfo{Version: a.build.Version, Commit: a.build.Commit},
 		Sections: maps.Clone(sections),
 	}

@@ -58,6 +58,9 @@ type App struct {
 	// eventSources feed the dashboard's event stream (see events.go).
 	eventSources []eventSource
 	closers      []func() error
+	// adminPassword is the admin password this start made ("" when one
+	// was set before).
+	adminPassword string
 }
 
 // New prepares an appliance from cfg: data dir, database, components. It
@@ -123,7 +126,10 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		TLS:           webTLS,
 		MQTTWebSocket: hubWS,
 		Listen:        cfg.HTTP.Listen,
+		Timeouts: web.Timeouts{Read: cfg.HTTP.ReadTimeout, Write: cfg.HTTP.WriteTimeout, Idle: cfg.HTTP.IdleTimeout,
+			MaxAnonymousConns: cfg.HTTP.MaxAnonymousConnections},
 		Socket:        filepath.Join(cfg.DataDir, "ledge.sock"),
+		PasswordFile:  PasswordFile(cfg.DataDir),
 		Logger:        log.With("component", "web"),
 		Health:        a.health.check,
 		Metrics:       metricsHandler(a.registry),
@@ -159,6 +165,10 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	a.add("web", srv.Run)
 	a.health.add("database", func(ctx context.Context) error { return a.db.PingContext(ctx) })
 	a.add("health", func(ctx context.Context) error { return a.health.watch(ctx, a.log) })
+	// Last: every listener is bound, so a start that fails made no password.
+	if err := a.firstPassword(ctx); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 

@@ -59,6 +59,16 @@ type HTTPConfig struct {
 	// PublicMetrics serves /metrics without credentials, for a Prometheus
 	// that cannot send a bearer token. Default false.
 	PublicMetrics bool `yaml:"publicMetrics"`
+	// ReadTimeout bounds reading one request, body included (default
+	// 60s); WriteTimeout writing one response (default 60s; event and
+	// video streams and WebSockets are exempt); IdleTimeout closes a
+	// keep-alive connection idle this long (default 2m).
+	ReadTimeout  time.Duration `yaml:"readTimeout"`
+	WriteTimeout time.Duration `yaml:"writeTimeout"`
+	IdleTimeout  time.Duration `yaml:"idleTimeout"`
+	// MaxAnonymousConnections bounds the connections that have not
+	// authenticated (default 256): a new one beyond it closes the oldest.
+	MaxAnonymousConnections int `yaml:"maxAnonymousConnections"`
 }
 
 // DatabaseConfig tunes SQLite.
@@ -102,13 +112,14 @@ func Default() Config {
 		DataDir:         DefaultDataDir(),
 		ShutdownTimeout: 5 * time.Second,
 		Log:             LogConfig{Level: "info", Format: "text"},
-		HTTP:            HTTPConfig{Listen: ":8080", ListenTLS: ":8443"},
-		Database:        DatabaseConfig{Synchronous: "full"},
-		Inference:       InferenceConfig{Providers: []string{"cpu"}},
-		Hub:             hub.DefaultConfig(),
-		Agent:           agent.DefaultConfig(),
-		Models:          models.DefaultConfig(),
-		Pipeline:        pipeline.DefaultConfig(),
+		HTTP: HTTPConfig{Listen: ":8080", ListenTLS: ":8443", ReadTimeout: time.Minute, WriteTimeout: time.Minute,
+			IdleTimeout: 2 * time.Minute, MaxAnonymousConnections: 256},
+		Database:  DatabaseConfig{Synchronous: "full"},
+		Inference: InferenceConfig{Providers: []string{"cpu"}},
+		Hub:       hub.DefaultConfig(),
+		Agent:     agent.DefaultConfig(),
+		Models:    models.DefaultConfig(),
+		Pipeline:  pipeline.DefaultConfig(),
 	}
 }
 
@@ -175,6 +186,17 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.Listen == "" {
 		bad("http.listen", "must not be empty")
+	}
+	for _, t := range []struct {
+		key string
+		d   time.Duration
+	}{{"http.readTimeout", c.HTTP.ReadTimeout}, {"http.writeTimeout", c.HTTP.WriteTimeout}, {"http.idleTimeout", c.HTTP.IdleTimeout}} {
+		if t.d < time.Second {
+			bad(t.key, "must be at least 1s, got %s", t.d)
+		}
+	}
+	if c.HTTP.MaxAnonymousConnections < 1 {
+		bad("http.maxAnonymousConnections", "must be at least 1, got %d", c.HTTP.MaxAnonymousConnections)
 	}
 	switch c.Database.Synchronous {
 	case "full", "normal":

@@ -103,7 +103,8 @@ func webPlan(p agent.Plan) web.DeploymentPlan {
 	return web.DeploymentPlan{Version: p.Version, Format: p.Format, Digest: p.Digest, Signer: p.Signer, Current: p.Current,
 		Warnings: p.Warnings, Offline: p.Offline, Changes: each(p.Changes, func(c agent.Change) web.PlanChange {
 			return web.PlanChange{Kind: c.Kind, Name: c.Name, Action: string(c.Action), Detail: c.Detail}
-		})}
+		}),
+		Elevated: each(p.Elevated, func(e agent.Elevation) web.Elevation { return web.Elevation(e) })}
 }
 
 func webDeployment(d agent.Deployment) web.Deployment {
@@ -125,7 +126,8 @@ func webReport(r agent.Reported) web.AgentReport {
 		Engine: web.EngineReport(r.Engine)}
 	if d := r.Deployment; d != nil {
 		out.Deployment = &web.DeploymentReport{ID: d.ID, Version: d.Version, Digest: d.Digest, Source: d.Source, Format: d.Format,
-			Signer: d.Signer, State: d.State, Reason: d.Reason, ReceivedAt: d.ReceivedAt, ConvergedAt: d.ConvergedAt}
+			Signer: d.Signer, State: d.State, Reason: d.Reason, ReceivedAt: d.ReceivedAt, ConvergedAt: d.ConvergedAt,
+			Unsigned: d.Unsigned}
 		if b := d.RolledBackFrom; b != nil {
 			rb := web.RollbackReport(*b)
 			out.Deployment.RolledBackFrom = &rb
@@ -134,6 +136,10 @@ func webReport(r agent.Reported) web.AgentReport {
 	if j := r.Rejected; j != nil {
 		rj := web.Rejection(*j)
 		out.Rejected = &rj
+	}
+	if g := r.Signing; g != nil {
+		sg := web.SigningReport(*g)
+		out.Signing = &sg
 	}
 	return out
 }
@@ -149,7 +155,7 @@ func webModule(m agent.ModuleReport) web.ModuleReport {
 		Env:               eachValue(m.Env, func(v agent.EnvValue) web.EnvValue { return web.EnvValue(v) }),
 		StatusDescription: m.StatusDescription, LastStartTimeUtc: m.LastStartTimeUtc, LastExitTimeUtc: m.LastExitTimeUtc,
 		RestartCount: m.RestartCount, LastRestartTimeUtc: m.LastRestartTimeUtc, RuntimeStatus: m.RuntimeStatus,
-		ContainerID: m.ContainerID, Health: m.Health, NextRestartTimeUtc: m.NextRestartTimeUtc}
+		ContainerID: m.ContainerID, Health: m.Health, NextRestartTimeUtc: m.NextRestartTimeUtc, Elevated: m.Elevated}
 	if m.Pull != nil {
 		p := web.PullProgress(*m.Pull)
 		out.Pull = &p
@@ -161,6 +167,7 @@ func webModule(m agent.ModuleReport) web.ModuleReport {
 
 func webHubStats(s hub.Stats) web.HubStats {
 	return web.HubStats{Hostname: s.Hostname, Ports: web.HubPorts(s.Ports), ClientsConnected: s.ClientsConnected,
+		ConnectionsPending: s.ConnectionsPending, ConnectionsEvicted: s.ConnectionsEvicted,
 		Clients:          each(s.Clients, func(c hub.ClientInfo) web.HubClient { return web.HubClient(c) }),
 		MessagesReceived: s.MessagesReceived, MessagesSent: s.MessagesSent, Routed: s.Routed, Delivered: s.Delivered,
 		C2D: s.C2D, Methods: s.Methods, AuthFailures: s.AuthFailures, Rates: web.HubRates(s.Rates), Drops: s.Drops,

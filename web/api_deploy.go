@@ -11,8 +11,9 @@ import (
 
 // Deployments is what the deployment routes need; appliance hands web the
 // agent behind it. Errors carry internal/fault kinds (a manifest that does
-// not validate is Invalid, a bad signature Unauthorized, nothing to roll
-// back to Conflict).
+// not validate is Invalid, a bad signature Unauthorized, elevated
+// container settings the policy refuses Forbidden, nothing to roll back to
+// Conflict).
 type Deployments interface {
 	// Check verifies a manifest (and its detached signature, if any) and
 	// returns the plan against what runs now, changing nothing.

@@ -105,6 +105,10 @@ func (s *Server) pageRoutes() error {
 	return nil
 }
 
+// pageCSP is the Content-Security-Policy of the dashboard's pages and the
+// login page: nothing but this appliance's own files.
+const pageCSP = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+
 func (s *Server) renderPage(c *gin.Context, pages []page, p page, data any) {
 	a := authOf(c)
 	d := pageData{
@@ -116,7 +120,7 @@ func (s *Server) renderPage(c *gin.Context, pages []page, p page, data any) {
 	}
 	c.Header("Content-Type", "text/html; charset=utf-8")
 	c.Header("X-Frame-Options", "DENY")
-	c.Header("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'")
+	c.Header("Content-Security-Policy", pageCSP)
 	c.Status(http.StatusOK)
 	if err := s.tpl.pages[p.name].ExecuteTemplate(c.Writer, "layout", d); err != nil {
 		s.log.Error("render page", "page", p.name, "err", err)
@@ -130,6 +134,8 @@ func (s *Server) renderLogin(c *gin.Context, status int, msg string) {
 	}
 	c.Header("Content-Type", "text/html; charset=utf-8")
 	c.Header("X-Frame-Options", "DENY")
+	c.Header("Content-Security-Policy", pageCSP)
+	c.Header("Cache-Control", "no-store")
 	c.Status(status)
 	s.tpl.login.ExecuteTemplate(c.Writer, "login", map[string]any{
 		"Device": s.opts.DeviceID, "Error": msg, "Next": next, "AssetVersion": s.opts.Version,

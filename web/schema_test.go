@@ -23,6 +23,8 @@ var responseTypes = map[string]reflect.Type{
 	"Box":               reflect.TypeFor[Box](),
 	"DeploymentPlan":    reflect.TypeFor[DeploymentPlan](),
 	"PlanChange":        reflect.TypeFor[PlanChange](),
+	"Elevation":         reflect.TypeFor[Elevation](),
+	"SigningReport":     reflect.TypeFor[SigningReport](),
 	"AppliedDeployment": reflect.TypeFor[AppliedDeployment](),
 	"Deployment":        reflect.TypeFor[Deployment](),
 	"AgentReport":       reflect.TypeFor[AgentReport](),

@@ -19,6 +19,9 @@ type DeploymentPlan struct {
 	Current  string       `json:"current,omitempty"` // the current deployment's version
 	Warnings []string     `json:"warnings,omitempty"`
 	Changes  []PlanChange `json:"changes"`
+	// Elevated lists every elevated container setting the modules ask for
+	// (there only when agent.allowElevatedPermissions allows them).
+	Elevated []Elevation `json:"elevated,omitempty"`
 	// Offline plans were made without the running ledge.
 	Offline bool `json:"offline,omitempty"`
 }
@@ -29,6 +32,15 @@ type PlanChange struct {
 	Name   string `json:"name"`   //
 	Action string `json:"action"` // create, recreate, update, remove, unchanged
 	Detail string `json:"detail,omitempty"`
+}
+
+// Elevation is an elevated container setting a module asks for.
+type Elevation struct {
+	Module  string `json:"module"`
+	Setting string `json:"setting"` // where in createOptions, e.g. HostConfig.Binds[0]
+	Value   string `json:"value"`   // what it asks for, e.g. "/:/host"
+	Why     string `json:"why"`     // what it gives the module
+	Key     string `json:"key"`     // the ledge.yaml key that allows it
 }
 
 // AppliedDeployment is a manifest made the current deployment, with its
@@ -68,6 +80,16 @@ type AgentReport struct {
 	Rejected   *Rejection               `json:"rejected,omitempty"`
 	Sections   map[string]SectionReport `json:"sections,omitempty"`
 	Engine     EngineReport             `json:"engine"`
+	Signing    *SigningReport           `json:"signing,omitempty"`
+}
+
+// SigningReport says whether manifests must be signed, and where remote
+// deployments come from.
+type SigningReport struct {
+	Required      bool     `json:"required"` // agent.trustedKeys is set
+	Keys          []string `json:"keys,omitempty"`
+	RemoteSources []string `json:"remoteSources,omitempty"` // mqtt, http
+	Warning       string   `json:"warning,omitempty"`       // remote deployments are taken unsigned
 }
 
 // AgentVersion identifies the running ledge.
@@ -129,6 +151,8 @@ type ModuleReport struct {
 	Health             string        `json:"health,omitempty"`
 	NextRestartTimeUtc string        `json:"nextRestartTimeUtc,omitempty"`
 	Pull               *PullProgress `json:"pull,omitempty"`
+	// Elevated lists the elevated container settings the module runs with.
+	Elevated []string `json:"elevated,omitempty"`
 }
 
 // EnvValue is Azure's env value object.
@@ -158,6 +182,9 @@ type DeploymentReport struct {
 	ReceivedAt     string          `json:"receivedAt"`
 	ConvergedAt    string          `json:"convergedAt,omitempty"`
 	RolledBackFrom *RollbackReport `json:"rolledBackFrom,omitempty"`
+	// Unsigned says why a deployment without a signature runs although
+	// trusted keys are configured.
+	Unsigned string `json:"unsigned,omitempty"`
 }
 
 // RollbackReport says which deployment was rolled back and why.

@@ -10,23 +10,27 @@ import (
 
 // HubStats are the hub's counters, clients, queues and upstream state.
 type HubStats struct {
-	Hostname         string            `json:"hostname"`
-	Ports            HubPorts          `json:"ports"`
-	ClientsConnected int64             `json:"clientsConnected"`
-	Clients          []HubClient       `json:"clients"`
-	MessagesReceived uint64            `json:"messagesReceived"` // MQTT PUBLISH in
-	MessagesSent     uint64            `json:"messagesSent"`     // MQTT PUBLISH out
-	Routed           uint64            `json:"routed"`
-	Delivered        uint64            `json:"delivered"`
-	C2D              uint64            `json:"c2d"`
-	Methods          uint64            `json:"methods"`
-	AuthFailures     uint64            `json:"authFailures"`
-	Rates            HubRates          `json:"rates"`
-	Drops            map[string]uint64 `json:"drops"` // by reason
-	Queues           []HubQueue        `json:"queues"`
-	QueueBytes       int64             `json:"queueBytes"`
-	QueueQuota       int64             `json:"queueQuotaBytes"`
-	Upstream         HubUpstream       `json:"upstream"`
+	Hostname         string   `json:"hostname"`
+	Ports            HubPorts `json:"ports"`
+	ClientsConnected int64    `json:"clientsConnected"`
+	// ConnectionsPending have not authenticated yet; ConnectionsEvicted
+	// were closed to make room under hub.maxPendingConnections.
+	ConnectionsPending int               `json:"connectionsPending"`
+	ConnectionsEvicted uint64            `json:"connectionsEvicted"`
+	Clients            []HubClient       `json:"clients"`
+	MessagesReceived   uint64            `json:"messagesReceived"` // MQTT PUBLISH in
+	MessagesSent       uint64            `json:"messagesSent"`     // MQTT PUBLISH out
+	Routed             uint64            `json:"routed"`
+	Delivered          uint64            `json:"delivered"`
+	C2D                uint64            `json:"c2d"`
+	Methods            uint64            `json:"methods"`
+	AuthFailures       uint64            `json:"authFailures"`
+	Rates              HubRates          `json:"rates"`
+	Drops              map[string]uint64 `json:"drops"` // by reason
+	Queues             []HubQueue        `json:"queues"`
+	QueueBytes         int64             `json:"queueBytes"`
+	QueueQuota         int64             `json:"queueQuotaBytes"`
+	Upstream           HubUpstream       `json:"upstream"`
 }
 
 // HubPorts are the bound MQTT ports.

@@ -72,6 +72,7 @@ func adminCmd(args []string, stdout, stderr io.Writer) error {
 		if err := web.SetAdminPassword(ctx, db, pw); err != nil {
 			return err
 		}
+		os.Remove(appliance.PasswordFile(cfg.DataDir)) // the first start's password is no longer it
 		fmt.Fprintln(stdout, "admin password set; browser sessions were logged out")
 	case pos[0] == "token" && len(pos) == 3 && pos[1] == "create":
 		tok, err := web.CreateToken(ctx, db, pos[2])

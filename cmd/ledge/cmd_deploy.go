@@ -92,7 +92,7 @@ func deployCheck(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		p, err := agent.PlanOffline(data, sig, cfg.Agent.TrustedKeys)
+		p, err := agent.PlanOffline(data, sig, cfg.Agent, cfg.DataDir)
 		if err != nil {
 			return fmt.Errorf("%s: %w", pos[0], err)
 		}
@@ -172,6 +172,12 @@ func printPlan(w io.Writer, p *agent.Plan) {
 	tw.Flush()
 	if len(p.Changes) == 0 {
 		fmt.Fprintln(w, "  nothing to do")
+	}
+	if len(p.Elevated) > 0 {
+		fmt.Fprintln(w, "elevated container settings (allowed by agent.allowElevatedPermissions):")
+		for _, e := range p.Elevated {
+			fmt.Fprintf(w, "  module %s: %s %q %s\n", e.Module, e.Setting, e.Value, e.Why)
+		}
 	}
 }
 
@@ -415,7 +421,9 @@ func deploySign(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := agent.PlanOffline(data, nil, nil); err != nil {
+	// Signing vouches for the manifest; the appliance's privilege policy
+	// is checked where it is applied.
+	if _, err := agent.PlanOffline(data, nil, agent.Config{AllowElevatedPermissions: true}, ""); err != nil {
 		return fmt.Errorf("%s does not validate, not signing it: %w", pos[0], err)
 	}
 	sig := agent.Sign(priv, data)

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/term"
+
 	"ledge/appliance"
 )
 
@@ -61,6 +63,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer app.Close()
+	showFirstPassword(app.FirstAdminPassword(), appliance.PasswordFile(cfg.DataDir))
 	conf := ""
 	if path != "" {
 		conf, _ = filepath.Abs(path)
@@ -79,4 +82,14 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w", err)
 	}
 	return nil
+}
+
+// showFirstPassword prints the admin password made by this (first) start
+// on the terminal, once; it never goes to the log (under systemd, stdout
+// is the journal, and it is not printed there: the file says it).
+func showFirstPassword(pw, file string) {
+	if pw == "" || !term.IsTerminal(int(os.Stdout.Fd())) {
+		return
+	}
+	fmt.Fprintf(os.Stdout, "\nThe dashboard's admin password (shown once; also in %s until the first login):\n\n    %s\n\n", file, pw)
 }

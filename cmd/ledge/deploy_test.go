@@ -122,6 +122,35 @@ agent:
 	}
 }
 
+// TestDeployCheckOfflineElevated: `deploy check --offline` reads the
+// privilege policy from the config: a manifest asking for host
+// networking and a bind of / is refused naming the module, the settings
+// and the key; with agent.allowElevatedPermissions the plan lists them.
+func TestDeployCheckOfflineElevated(t *testing.T) {
+	dir := t.TempDir()
+	m := filepath.Join(dir, "m.yaml")
+	os.WriteFile(m, []byte("version: \"1\"\nmodules:\n  evil: {image: x, createOptions: {HostConfig: {NetworkMode: host, Binds: [\"/:/host\", \"/srv/media:/media\"]}}}\n"), 0o644)
+	conf := filepath.Join(dir, "ledge.yaml")
+	os.WriteFile(conf, []byte("agent:\n  allowedBindSources: [/srv/media]\n"), 0o644)
+	out, errOut, code := ledge(t, "deploy", "check", "--offline", "--config", conf, m)
+	if code != 1 {
+		t.Fatalf("refused manifest: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{`module "evil"`, "HostConfig.NetworkMode", `"/:/host"`, "agent.allowElevatedPermissions"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("refusal lacks %q:\n%s", want, errOut)
+		}
+	}
+	if strings.Contains(errOut, "/srv/media:/media") {
+		t.Errorf("the allowed bind source is flagged:\n%s", errOut)
+	}
+	os.WriteFile(conf, []byte("agent:\n  allowElevatedPermissions: true\n"), 0o644)
+	out, errOut, code = ledge(t, "deploy", "check", "--offline", "--config", conf, m)
+	if code != 0 || !strings.Contains(out, "elevated container settings") || !strings.Contains(out, "HostConfig.NetworkMode") || !strings.Contains(out, "/srv/media:/media") {
+		t.Fatalf("allowed: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
 // TestDockerUnreachable: with no Docker engine at its address, ledge says
 // so once in its log at start, and deploy check, deploy apply --wait and
 // status say "Docker engine unreachable at <address>" instead of a normal

@@ -308,14 +308,6 @@ func TestAdminPasswordAndTokens(t *testing.T) {
 	}
 }
 
-func TestFirstStartPrintsPassword(t *testing.T) {
-	d := startLedge(t)
-	time.Sleep(100 * time.Millisecond)
-	if !strings.Contains(d.stderr.String(), "dashboard admin password created") {
-		t.Errorf("first start log lacks the admin password line:\n%s", d.stderr)
-	}
-}
-
 // TestCLIManners: -h exits 0 with the usage once; mistyped commands,
 // subcommands and flags get a suggestion and exit 2.
 func TestCLIManners(t *testing.T) {

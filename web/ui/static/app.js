@@ -585,7 +585,9 @@ ledge.pages.modules = () => {
       const logs = el("button", { type: "button", text: "Logs" });
       logs.onclick = () => { logsFor = n; showLogs(); };
       const actions = el("span", {}, restart, " ", logs);
-      return tr(el("strong", { text: n }), st, el("code", { text: (m.settings || {}).image || "" }), String(m.restartCount ?? 0), String(m.exitCode ?? ""), m.lastStartTimeUtc ? ledge.ago(m.lastStartTimeUtc + "Z") : "–", actions);
+      const name = el("span", {}, el("strong", { text: n }));
+      if (m.elevated && m.elevated.length) name.append(" ", el("span", { class: "badge warn", title: "Elevated container settings: " + m.elevated.join(", "), text: "elevated" }));
+      return tr(name, st, el("code", { text: (m.settings || {}).image || "" }), String(m.restartCount ?? 0), String(m.exitCode ?? ""), m.lastStartTimeUtc ? ledge.ago(m.lastStartTimeUtc + "Z") : "–", actions);
     }));
   }
   async function showLogs() {
@@ -611,6 +613,8 @@ ledge.pages.deployments = () => {
     $("#cur-version").textContent = rep.lastDesiredVersion || "none";
     $("#cur-state").replaceChildren(status(d.state || "none"));
     $("#cur-meta").textContent = d.source ? `from ${d.source}${d.signer ? ", signed by " + d.signer : ""}` : "";
+    const trust = [(rep.signing || {}).warning, d.unsigned && "This deployment is unsigned: " + d.unsigned].filter(Boolean);
+    $("#trust-warning").textContent = trust.join(" "); $("#trust-warning").hidden = !trust.length;
     const s = rep.lastDesiredStatus || {};
     // edgeAgent's status codes, in words.
     const word = { 200: "OK", 400: "Invalid deployment", 406: "Not responding", 412: "Unsupported schema", 417: "No deployment yet", 500: "Failed" }[s.code];
@@ -636,11 +640,15 @@ ledge.pages.deployments = () => {
   const body = () => ({ manifest: $("#manifest").value, signature: $("#signature").value.trim() || undefined });
   function planTable(plan) {
     const changes = (plan && (plan.changes || (plan.plan && plan.plan.changes))) || [];
-    if (!changes.length) return el("p", { class: "muted", text: "No changes." });
+    const elevated = (plan && (plan.elevated || (plan.plan && plan.plan.elevated))) || [];
+    const warn = el("div", { class: "warn", id: "plan-elevated" }, el("p", { text: "Elevated container settings (allowed by agent.allowElevatedPermissions):" }),
+      el("ul", {}, ...elevated.map((e) => el("li", { text: `module ${e.module}: ${e.setting} ${e.value} ${e.why}` }))));
+    if (!changes.length) return elevated.length ? warn : el("p", { class: "muted", text: "No changes." });
     const t = el("table", {}, el("thead", {}, tr("Kind", "Name", "Action", "Detail")));
     const tb = el("tbody"); t.append(tb);
     for (const c of changes) tb.append(tr(c.kind, c.name, status(c.action), c.detail || ""));
-    return el("div", { class: "table-wrap" }, t);
+    const wrap = el("div", { class: "table-wrap" }, t);
+    return elevated.length ? el("div", {}, warn, wrap) : wrap;
   }
   function diff(a, b) {
     // Line diff by longest common subsequence; fine for manifests.
