@@ -6,9 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -362,7 +363,7 @@ func printHub(w io.Writer, st *hub.Stats) {
 	}
 	if len(st.Drops) > 0 {
 		var parts []string
-		for _, k := range sortedKeys(st.Drops) {
+		for _, k := range slices.Sorted(maps.Keys(st.Drops)) {
 			parts = append(parts, fmt.Sprintf("%s %d", k, st.Drops[k]))
 		}
 		fmt.Fprintf(w, "dropped   %s\n", strings.Join(parts, ", "))
@@ -387,13 +388,4 @@ func printHub(w io.Writer, st *hub.Stats) {
 		}
 		tw.Flush()
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
