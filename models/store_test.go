@@ -514,11 +514,20 @@ func TestActivationFailureKeepsOld(t *testing.T) {
 	waitState(t, env.s, "people", "3", StateActive)
 	// Each activation is one transaction: prepared, then recorded (the
 	// store resolves to the new version), then committed; one that does
-	// not prepare is neither committed nor aborted.
-	fa.mu.Lock()
-	defer fa.mu.Unlock()
+	// not prepare is neither committed nor aborted. The state turns active
+	// when the version is recorded, just before the commit: wait for it.
 	want := []string{"prepare people@1", "commit people@1 (resolves to 1)", "prepare people@2", "prepare people@2",
 		"prepare people@3", "commit people@3 (resolves to 3)"}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		fa.mu.Lock()
+		n := len(fa.calls)
+		fa.mu.Unlock()
+		if n >= len(want) {
+			break
+		}
+	}
+	fa.mu.Lock()
+	defer fa.mu.Unlock()
 	if !slices.Equal(fa.calls, want) {
 		t.Errorf("activator calls:\n  %s\nwant\n  %s", strings.Join(fa.calls, "\n  "), strings.Join(want, "\n  "))
 	}
