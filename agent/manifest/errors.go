@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Error is one problem in a manifest: what is wrong and where.
@@ -80,10 +82,39 @@ func AsErrors(err error) Errors {
 	return nil
 }
 
-// problems collects errors while a manifest is read.
+// problems collects errors and warnings while a manifest is read.
 type problems struct {
 	src  *source
 	list Errors
+	// warnings are things accepted but worth telling: each placed like an
+	// error ("line 3, column 5: path: what").
+	warnings []string
+}
+
+// maxWarnings bounds how many warnings one manifest reports.
+const maxWarnings = 100
+
+// warn records a warning at path, located in the document.
+func (p *problems) warn(path []string, format string, args ...any) {
+	e := &Error{Path: renderPath(path), Offset: -1, Msg: fmt.Sprintf(format, args...)}
+	if p.src != nil {
+		p.src.locate(e, path)
+	}
+	p.addWarning(e)
+}
+
+// warnAt records a warning placed at node n.
+func (p *problems) warnAt(n *yaml.Node, path []string, format string, args ...any) {
+	p.addWarning(p.src.nodeError(n, path, fmt.Sprintf(format, args...)))
+}
+
+func (p *problems) addWarning(e *Error) {
+	switch {
+	case len(p.warnings) < maxWarnings:
+		p.warnings = append(p.warnings, e.Error())
+	case len(p.warnings) == maxWarnings:
+		p.warnings = append(p.warnings, "more warnings not shown")
+	}
 }
 
 // at records a problem at path (segments), located in the document.

@@ -68,6 +68,7 @@ func Parse(data []byte) (*Manifest, error) {
 	if src.json && m.Format != FormatAzure {
 		m.Format = FormatJSON
 	}
+	m.Warnings = append(m.Warnings, ps.warnings...)
 	return m, nil
 }
 
