@@ -29,6 +29,10 @@ type Options struct {
 	// DataDir is ledge's data dir: a module may always bind its own
 	// <DataDir>/modules/<module> (see [Policy]).
 	DataDir string
+	// ParentHost is the parent's host name in nested edge (the host of
+	// hub.upstream): what "$upstream" in images stands for unless
+	// agent.upstreamRegistry says otherwise. Empty without a parent.
+	ParentHost string
 
 	Identities Identities
 	Twins      Twins
@@ -217,7 +221,7 @@ func (a *Agent) boot(ctx context.Context) error {
 	case d != a.bootDep:
 		return nil // one was applied before Run got here
 	}
-	man, err := manifest.Parse(d.Manifest)
+	man, _, err := a.parse(d.Manifest, false)
 	if err != nil {
 		return fmt.Errorf("deployment %d (version %s) no longer parses: %w", d.ID, d.Version, err)
 	}

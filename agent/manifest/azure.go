@@ -94,6 +94,7 @@ func azNormalizer(src *source, ps *problems) *normalizer {
 				ps.add(src.nodeError(n, path, msg))
 			}
 		},
+		quiet: ps.quiet,
 		unknown: func(key, suggestion string) string {
 			msg := "unknown key, ignored as edgeAgent ignores it"
 			if suggestion != "" {

@@ -86,7 +86,11 @@ func readCreateOptions(src *source, in *coInput, path []string, ps *problems) js
 		if trimmed == "" || strings.EqualFold(trimmed, "null") {
 			return json.RawMessage("{}")
 		}
-		n, off, msg := parseJSONNet(in.text)
+		if ps.coBudget == nil {
+			b := maxCreateOptionsValues
+			ps.coBudget = &b
+		}
+		n, off, msg := parseJSONNet(in.text, ps.coBudget)
 		if msg != "" {
 			ps.at(path, "invalid createOptions: %s at %s (near %q)", msg, in.where(off), near(in.text, off))
 			return nil
@@ -119,6 +123,7 @@ func readCreateOptions(src *source, in *coInput, path []string, ps *problems) js
 				ps.add(e)
 			}
 		},
+		quiet: ps.quiet,
 		unknown: func(key, suggestion string) string {
 			msg := "not a field of Docker's ContainerCreate body: ignored (edgeAgent passes it on and the Docker engine ignores it)"
 			if suggestion != "" {
@@ -240,6 +245,11 @@ func chunkKey(k string) (num string, ok bool) {
 	}
 	return rest[:j], true
 }
+
+// maxCreateOptionsValues bounds the values in all the createOptions of
+// one manifest together (a real one has a few dozen per module), so a
+// hostile manifest cannot make the parser build millions of nodes.
+const maxCreateOptionsValues = 50_000
 
 // maxChunks is how many chunks edgeAgent reads (TwinValueMaxChunks); it
 // ignores any after them.

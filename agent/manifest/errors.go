@@ -89,6 +89,8 @@ type problems struct {
 	// warnings are things accepted but worth telling: each placed like an
 	// error ("line 3, column 5: path: what").
 	warnings []string
+	// coBudget counts down the values createOptions may still hold.
+	coBudget *int
 }
 
 // maxWarnings bounds how many warnings one manifest reports.
@@ -108,7 +110,25 @@ func (p *problems) warnAt(n *yaml.Node, path []string, format string, args ...an
 	p.addWarning(p.src.nodeError(n, path, fmt.Sprintf(format, args...)))
 }
 
+// maxMessage bounds the path and the message of one problem, so a
+// hostile manifest (a megabyte key) cannot make megabyte messages.
+const maxMessage = 1024
+
+func clip(e *Error) *Error {
+	if len(e.Path) > maxMessage {
+		e.Path = strings.ToValidUTF8(e.Path[:maxMessage], "") + "..."
+	}
+	if len(e.Msg) > maxMessage {
+		e.Msg = strings.ToValidUTF8(e.Msg[:maxMessage], "") + "..."
+	}
+	return e
+}
+
+// quiet reports whether warnings are no longer kept.
+func (p *problems) quiet() bool { return len(p.warnings) > maxWarnings }
+
 func (p *problems) addWarning(e *Error) {
+	clip(e)
 	switch {
 	case len(p.warnings) < maxWarnings:
 		p.warnings = append(p.warnings, e.Error())
@@ -126,13 +146,13 @@ func (p *problems) at(path []string, format string, args ...any) {
 	if p.src != nil {
 		p.src.locate(e, path)
 	}
-	p.list = append(p.list, e)
+	p.list = append(p.list, clip(e))
 }
 
 // add records an error that already knows its place.
 func (p *problems) add(e *Error) {
 	if len(p.list) < maxErrors {
-		p.list = append(p.list, e)
+		p.list = append(p.list, clip(e))
 	}
 }
 
@@ -164,6 +184,9 @@ func renderPath(path []string) string {
 		}
 		if i > 0 {
 			b.WriteByte('.')
+		}
+		if len(s) > 80 {
+			s = strings.ToValidUTF8(s[:77], "") + "..."
 		}
 		if s == "" || strings.ContainsAny(s, ". \"") {
 			fmt.Fprintf(&b, "%q", s)

@@ -21,8 +21,8 @@ import (
 // The nodes' Column is the byte offset of the value in text plus one
 // (Line is always 1): callers say "at character N of the createOptions
 // value". The error is a message and that offset.
-func parseJSONNet(text string) (*yaml.Node, int, string) {
-	p := &jnParser{s: text}
+func parseJSONNet(text string, budget *int) (*yaml.Node, int, string) {
+	p := &jnParser{s: text, budget: budget}
 	p.space()
 	if p.err != "" {
 		return nil, p.errAt, p.err
@@ -49,6 +49,9 @@ type jnParser struct {
 	i     int
 	err   string
 	errAt int
+	// budget is how many more values may be read (shared by all the
+	// createOptions of a manifest); nil for no bound.
+	budget *int
 }
 
 func (p *jnParser) fail(at int, format string, args ...any) *yaml.Node {
@@ -106,6 +109,12 @@ const jnMaxDepth = 64
 func (p *jnParser) value(depth int) *yaml.Node {
 	if depth > jnMaxDepth {
 		return p.fail(p.i, "nested deeper than %d levels", jnMaxDepth)
+	}
+	if p.budget != nil {
+		if *p.budget <= 0 {
+			return p.fail(p.i, "more than %d values in the manifest's createOptions", maxCreateOptionsValues)
+		}
+		*p.budget--
 	}
 	if p.i >= len(p.s) {
 		return p.fail(p.i, "unexpected end of text: want a value")

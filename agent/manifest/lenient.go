@@ -56,6 +56,9 @@ type normalizer struct {
 	unknown func(key, suggestion string) string
 	// strict makes an unknown key an error (native manifests).
 	strict bool
+	// quiet, when set and true, says warnings are no longer kept (over
+	// their cap): they are not even worded.
+	quiet func() bool
 	// errors counts the errors recorded, to stop early.
 	errors int
 }
@@ -168,6 +171,9 @@ func (z *normalizer) object(n *yaml.Node, t reflect.Type, written []string, cano
 				}
 			}
 		}
+		if !found && !z.strict && z.quiet != nil && z.quiet() {
+			continue // dropped; the warning would not be kept
+		}
 		if !found {
 			names := make([]string, len(fields.list))
 			for j, cand := range fields.list {
@@ -278,7 +284,7 @@ func (z *normalizer) scalar(n *yaml.Node, t reflect.Type, written []string, cano
 		case tag == "!!float":
 			f, err := strconv.ParseFloat(strings.ReplaceAll(n.Value, "_", ""), 64)
 			if err != nil && !isRangeErr(err) {
-				return z.fail(written, n, "%q is not a number", n.Value)
+				return z.fail(written, n, "%q is not a number", shorten(n.Value))
 			}
 			setStr(n, dotNetDouble(f))
 		default:
@@ -300,7 +306,7 @@ func (z *normalizer) scalar(n *yaml.Node, t reflect.Type, written []string, cano
 			case strings.EqualFold(s, "false"):
 				setBool(n, false)
 			default:
-				return z.fail(written, n, "%q is not true or false (edgeAgent refuses it too)", n.Value)
+				return z.fail(written, n, "%q is not true or false (edgeAgent refuses it too)", shorten(n.Value))
 			}
 		case tag == "!!int" || tag == "!!float":
 			f, err := strconv.ParseFloat(strings.ReplaceAll(n.Value, "_", ""), 64)
@@ -309,7 +315,7 @@ func (z *normalizer) scalar(n *yaml.Node, t reflect.Type, written []string, cano
 			} else if err == nil || isRangeErr(err) {
 				setBool(n, f != 0)
 			} else {
-				return z.fail(written, n, "%q is not a number", n.Value)
+				return z.fail(written, n, "%q is not a number", shorten(n.Value))
 			}
 		default:
 			return z.fail(written, n, "want true or false, got %s", describeNode(n))
@@ -324,7 +330,7 @@ func (z *normalizer) scalar(n *yaml.Node, t reflect.Type, written []string, cano
 		case tag == "!!int" || tag == "!!float":
 			v, err := strconv.ParseFloat(strings.ReplaceAll(n.Value, "_", ""), 64)
 			if err != nil {
-				return z.fail(written, n, "%s is out of range", n.Value)
+				return z.fail(written, n, "%s is out of range", shorten(n.Value))
 			}
 			f = v
 		case conv != convJSONNet:
@@ -332,7 +338,7 @@ func (z *normalizer) scalar(n *yaml.Node, t reflect.Type, written []string, cano
 		case tag == "!!str":
 			v, err := strconv.ParseFloat(strings.TrimSpace(n.Value), 64)
 			if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
-				return z.fail(written, n, "%q is not a number (edgeAgent refuses it too)", n.Value)
+				return z.fail(written, n, "%q is not a number (edgeAgent refuses it too)", shorten(n.Value))
 			}
 			f = v
 		case tag == "!!bool":
@@ -356,23 +362,30 @@ func (z *normalizer) integer(n *yaml.Node, t reflect.Type, written []string, con
 	tag := n.ShortTag()
 	var v *big.Int
 	switch {
+	case tag == "!!int" && len(n.Value) > maxIntDigits && isIntegerText(n.Value):
+		lo, hi := intRange(t)
+		return z.fail(written, n, "a %d-digit number is out of range: want %s to %s", len(n.Value), lo, hi)
 	case tag == "!!int":
 		var ok bool
 		if v, ok = parseBigInt(n.Value); !ok {
-			return z.fail(written, n, "%q is not an integer", n.Value)
+			return z.fail(written, n, "%q is not an integer", shorten(n.Value))
 		}
 	case tag == "!!float":
 		f, _, err := big.ParseFloat(strings.ReplaceAll(n.Value, "_", ""), 10, 256, big.ToNearestEven)
 		if err != nil || f.IsInf() {
-			return z.fail(written, n, "%q is not a number", n.Value)
+			return z.fail(written, n, "%q is not a number", shorten(n.Value))
+		}
+		if f.MantExp(nil) > 128 {
+			lo, hi := intRange(t)
+			return z.fail(written, n, "%s is out of range: want %s to %s", shorten(n.Value), lo, hi)
 		}
 		if iv, acc := f.Int(nil); acc == big.Exact {
 			if conv == convGo && !isIntegerText(n.Value) {
-				return z.fail(written, n, "want an integer, got %s (the Docker engine refuses a number with a fraction or an exponent here)", n.Value)
+				return z.fail(written, n, "want an integer, got %s (the Docker engine refuses a number with a fraction or an exponent here)", shorten(n.Value))
 			}
 			v = iv
 		} else if conv != convJSONNet {
-			return z.fail(written, n, "want an integer, got %s", n.Value)
+			return z.fail(written, n, "want an integer, got %s", shorten(n.Value))
 		} else {
 			// Json.NET reads a double and converts it with Convert.ToInt64:
 			// rounded half to even.
@@ -387,7 +400,7 @@ func (z *normalizer) integer(n *yaml.Node, t reflect.Type, written []string, con
 				}
 			}
 			v = iv
-			z.warn(written, n, "%s is rounded to %s, as edgeAgent does", n.Value, v)
+			z.warn(written, n, "%s is rounded to %s, as edgeAgent does", shorten(n.Value), v)
 		}
 	case conv != convJSONNet:
 		return z.fail(written, n, "want an integer, got %s", describeNode(n))
@@ -395,7 +408,7 @@ func (z *normalizer) integer(n *yaml.Node, t reflect.Type, written []string, con
 		s := strings.TrimSpace(n.Value)
 		digits := strings.TrimLeft(s, "+-")
 		if len(s)-len(digits) > 1 || digits == "" || strings.Trim(digits, "0123456789") != "" {
-			return z.fail(written, n, "%q is not an integer (edgeAgent refuses it too)", n.Value)
+			return z.fail(written, n, "%q is not an integer (edgeAgent refuses it too)", shorten(n.Value))
 		}
 		v, _ = new(big.Int).SetString(strings.TrimPrefix(s, "+"), 10)
 	case tag == "!!bool":
@@ -408,10 +421,18 @@ func (z *normalizer) integer(n *yaml.Node, t reflect.Type, written []string, con
 	}
 	lo, hi := intRange(t)
 	if v.Cmp(lo) < 0 || v.Cmp(hi) > 0 {
-		return z.fail(written, n, "%s is out of range: want %s to %s", n.Value, lo, hi)
+		return z.fail(written, n, "%s is out of range: want %s to %s", shorten(n.Value), lo, hi)
 	}
 	setNumber(n, v.String(), "!!int")
 	return true
+}
+
+// shorten keeps a value quoted in a message short.
+func shorten(s string) string {
+	if len(s) > 40 {
+		return s[:37] + "..."
+	}
+	return s
 }
 
 func isIntegerText(s string) bool {
@@ -424,8 +445,16 @@ func isRangeErr(err error) bool {
 	return ok && ne.Err == strconv.ErrRange
 }
 
-// parseBigInt reads an integer as JSON or YAML writes one.
+// maxIntDigits bounds the integers read exactly: far beyond any field's
+// range, and short enough that reading them costs nothing.
+const maxIntDigits = 64
+
+// parseBigInt reads an integer as JSON or YAML writes one; one longer
+// than maxIntDigits is not read (false).
 func parseBigInt(s string) (*big.Int, bool) {
+	if len(s) > maxIntDigits {
+		return nil, false
+	}
 	s = strings.ReplaceAll(s, "_", "")
 	v, ok := new(big.Int).SetString(s, 0)
 	if !ok {
@@ -521,15 +550,15 @@ func describeNode(n *yaml.Node) string {
 	}
 	switch n.ShortTag() {
 	case "!!str":
-		return fmt.Sprintf("the string %q", n.Value)
+		return fmt.Sprintf("the string %q", shorten(n.Value))
 	case "!!bool":
 		return "the boolean " + strings.ToLower(n.Value)
 	case "!!int", "!!float":
-		return "the number " + n.Value
+		return "the number " + shorten(n.Value)
 	case "!!null":
 		return "null"
 	}
-	return fmt.Sprintf("%q", n.Value)
+	return fmt.Sprintf("%q", shorten(n.Value))
 }
 
 // fieldSet is the fields of a struct as a decoder sees them.
