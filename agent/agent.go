@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"time"
 
 	"ledge/agent/manifest"
+	"ledge/agent/workload"
 	"ledge/internal/fault"
 )
 
@@ -37,6 +39,11 @@ type Options struct {
 	Identities Identities
 	Twins      Twins
 	Upstream   Upstream
+	// Workload signs and certifies for modules (the hub's keys and CA):
+	// with it, and Identities, every module gets its own workload API
+	// socket (package workload) and no key in its environment. It needs
+	// DataDir (sockets live in <DataDir>/workload).
+	Workload workload.Keys
 	// Sections are the owners of manifest sections, by section name
 	// (manifest.SectionModels, SectionPipelines, SectionRoutes,
 	// SectionStoreAndForward). A manifest with a section nobody owns is
@@ -59,6 +66,7 @@ type Agent struct {
 	policy   *Policy
 	bus      *broadcaster
 	rec      *reconciler
+	workload *workload.Server // nil without Options.Workload
 	instance string
 	outcomes chan outcome
 	offers   chan offer // from remote sources, latest wins per source
@@ -116,8 +124,19 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 	}
 	policy := NewPolicy(cfg, opts.DataDir)
 	policy.Resolve = true
+	var wl *workload.Server
+	if opts.Workload != nil && opts.Identities != nil {
+		if opts.DataDir == "" {
+			eng.Close()
+			return nil, errors.New("agent: the workload API needs DataDir")
+		}
+		if wl, err = workload.New(filepath.Join(opts.DataDir, "workload"), opts.Workload, opts.Logger.With("part", "workload")); err != nil {
+			eng.Close()
+			return nil, err
+		}
+	}
 	a := &Agent{
-		opts: opts, cfg: cfg, log: opts.Logger, store: st, eng: eng, trusted: trusted, policy: policy, bus: newBroadcaster(),
+		opts: opts, cfg: cfg, log: opts.Logger, store: st, eng: eng, trusted: trusted, policy: policy, bus: newBroadcaster(), workload: wl,
 		instance: opts.Instance, outcomes: make(chan outcome, 16), offers: make(chan offer, 4), count: &counters{}, started: time.Now(),
 		applied: map[string]json.RawMessage{}, appliedTwins: map[string]json.RawMessage{}, sectionErrs: map[string]string{},
 	}
@@ -151,7 +170,12 @@ func knownSection(name string) bool {
 }
 
 // Close releases the Docker client. Call it after Run returns.
-func (a *Agent) Close() error { return a.eng.Close() }
+func (a *Agent) Close() error {
+	if a.workload != nil {
+		a.workload.Close()
+	}
+	return a.eng.Close()
+}
 
 // Run reconciles until ctx ends: it applies the persisted deployment at
 // once (no network needed), follows the engine, takes deployments from
