@@ -39,6 +39,11 @@ type Options struct {
 	Identities Identities
 	Twins      Twins
 	Upstream   Upstream
+	// Parent is the link to the parent (IoT Hub or a parent ledge): with
+	// it, deployments come from this device's $edgeAgent, $edgeHub and
+	// $ledge twins there, and the reported state goes back as the
+	// $edgeAgent twin's reported properties.
+	Parent Parent
 	// Workload signs and certifies for modules (the hub's keys and CA):
 	// with it, and Identities, every module gets its own workload API
 	// socket (package workload) and no key in its environment. It needs
@@ -67,6 +72,9 @@ type Agent struct {
 	bus      *broadcaster
 	rec      *reconciler
 	workload *workload.Server // nil without Options.Workload
+	parent   *parentLink      // nil without Options.Parent; set before Run's loop
+	// reportSoon asks Run's loop to report now (cap 1).
+	reportSoon chan struct{}
 	instance string
 	outcomes chan outcome
 	offers   chan offer // from remote sources, latest wins per source
@@ -137,6 +145,7 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 	}
 	a := &Agent{
 		opts: opts, cfg: cfg, log: opts.Logger, store: st, eng: eng, trusted: trusted, policy: policy, bus: newBroadcaster(), workload: wl,
+		reportSoon: make(chan struct{}, 1),
 		instance: opts.Instance, outcomes: make(chan outcome, 16), offers: make(chan offer, 4), count: &counters{}, started: time.Now(),
 		applied: map[string]json.RawMessage{}, appliedTwins: map[string]json.RawMessage{}, sectionErrs: map[string]string{},
 	}
@@ -204,6 +213,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.Sources.HTTP.URL != "" {
 		wg.Go(func() { a.pollHTTP(ctx) })
 	}
+	if p := a.opts.Parent; p != nil {
+		stop, err := a.watchParent(p)
+		if err != nil {
+			a.log.Error("deployments from the parent", "err", err)
+		} else {
+			defer stop()
+		}
+	}
 	wg.Go(func() { a.takeOffers(ctx) })
 
 	tick := time.NewTicker(reportEvery)
@@ -223,6 +240,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.handleOutcome(ctx, o)
 			a.persistReported(ctx, &lastReported, false)
 		case <-tick.C:
+			a.persistReported(ctx, &lastReported, false)
+		case <-a.reportSoon:
 			a.persistReported(ctx, &lastReported, false)
 		}
 	}

@@ -20,6 +20,7 @@ const (
 	SourceAPI  = "api"  // ledge deploy apply, the dashboard
 	SourceHTTP = "http" // the polled URL
 	SourceMQTT = "mqtt" // the upstream deployment topic
+	// SourceParent ("parent", parent.go): the parent's twins.
 )
 
 // errIgnored marks a remote manifest that is not newer than what ledge
@@ -465,6 +466,9 @@ func (a *Agent) persistReported(ctx context.Context, last *[]byte, force bool) {
 		a.log.Error("reported state", "err", err)
 		return
 	}
+	// The parent gets only what it does not have (nothing when nothing
+	// changed), and again what it failed to get.
+	a.reportParent(ctx, rep)
 	changed := force || !bytes.Equal(data, *last)
 	if !changed && !a.publishFailed {
 		return
