@@ -75,10 +75,10 @@ type Agent struct {
 	parent   *parentLink      // nil without Options.Parent; set before Run's loop
 	// reportSoon asks Run's loop to report now (cap 1).
 	reportSoon chan struct{}
-	instance string
-	outcomes chan outcome
-	offers   chan offer // from remote sources, latest wins per source
-	count    *counters
+	instance   string
+	outcomes   chan outcome
+	offers     chan offer // from remote sources, latest wins per source
+	count      *counters
 	// publishFailed is owned by Run's goroutine.
 	publishFailed bool
 
@@ -146,7 +146,7 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 	a := &Agent{
 		opts: opts, cfg: cfg, log: opts.Logger, store: st, eng: eng, trusted: trusted, policy: policy, bus: newBroadcaster(), workload: wl,
 		reportSoon: make(chan struct{}, 1),
-		instance: opts.Instance, outcomes: make(chan outcome, 16), offers: make(chan offer, 4), count: &counters{}, started: time.Now(),
+		instance:   opts.Instance, outcomes: make(chan outcome, 16), offers: make(chan offer, 4), count: &counters{}, started: time.Now(),
 		applied: map[string]json.RawMessage{}, appliedTwins: map[string]json.RawMessage{}, sectionErrs: map[string]string{},
 	}
 	a.rec = newReconciler(a)
