@@ -41,6 +41,10 @@ vet:
 
 test: deps vet
 	$(GO) test -count=1 -timeout 25m $(PKGS)
+ifeq ($(PKGS),./...)
+	@# the patched mochi-mqtt copy is its own module (hub/third_party/mochi/LEDGE.md)
+	cd hub/third_party/mochi && $(GO) test -count=1 ./...
+endif
 
 # Benchmarks print ratios against baselines measured in the same run.
 # BENCH narrows them, e.g. make bench BENCH=Detect PKGS=./inference/

@@ -37,6 +37,7 @@ var homes = map[string][]string{
 	"github.com/warthog618/go-gpiocdev":   {"pipeline"},
 	"github.com/gorilla/websocket":        {"hub", "web"}, // web: the dashboard's live feed
 	"github.com/chromedp":                 {},             // tests only
+	"github.com/eclipse/paho.golang":      {},             // tests only: an MQTT 5 client we did not write
 }
 
 func TestImportRules(t *testing.T) {

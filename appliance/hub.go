@@ -101,7 +101,7 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(hubRouted, prometheus.CounterValue, float64(st.Routed))
 	ch <- prometheus.MustNewConstMetric(hubDelivered, prometheus.CounterValue, float64(st.Delivered))
 	ch <- prometheus.MustNewConstMetric(hubAuthFailures, prometheus.CounterValue, float64(st.AuthFailures))
-	for _, r := range []string{"no_route", "too_large", "malformed", "slow_client", "expired", "quota"} {
+	for _, r := range []string{"no_route", "too_large", "malformed", "slow_client", "expired", "quota", "disk_full", "session_quota"} {
 		ch <- prometheus.MustNewConstMetric(hubDrops, prometheus.CounterValue, float64(st.Drops[r]), r)
 	}
 	for _, q := range st.Queues {

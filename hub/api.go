@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +33,7 @@ func (h *Hub) RemoveIdentity(ctx context.Context, name string) error {
 	h.sessions.Range(func(k, v any) bool {
 		if s := v.(*session); strings.EqualFold(s.name, name) {
 			s.cl.Stop(fmt.Errorf("identity %s removed", name))
+			h.dropSession(s)
 		}
 		return true
 	})
@@ -53,12 +56,20 @@ func (h *Hub) ShowIdentity(name string) (Created, error) {
 	return c, nil
 }
 
+// connString is the connection string of a key identity as an Azure IoT
+// SDK takes it, pasted as is: HostName is the IoT Hub name tokens are
+// scoped to, GatewayHostName where to connect (with the MQTTS port when it
+// is not 8883, where the SDKs dial by default).
 func (h *Hub) connString(id *Identity) string {
-	gw := ""
-	if id.Kind == KindModule {
-		gw = h.hostname
+	return connectionString(h.IoTHubHostname(), h.gatewayHost(), id)
+}
+
+// gatewayHost is host[:port] of the hub's MQTT over TLS listener.
+func (h *Hub) gatewayHost() string {
+	if p := h.Ports().MQTTS; p != 0 && p != 8883 {
+		return net.JoinHostPort(h.hostname, strconv.Itoa(p))
 	}
-	return connectionString(h.hostname, gw, id)
+	return h.hostname
 }
 
 // ModuleCredentials are what a container module needs to connect.
@@ -294,4 +305,20 @@ func (h *Hub) SetStoreAndForward(s StoreSettings) error {
 	}
 	h.store.SetQuota(quota)
 	return nil
+}
+
+// dropSession ends a session for good (its identity was removed): its
+// subscriptions and queued messages go, in mochi and in the database.
+func (h *Hub) dropSession(s *session) {
+	cl := s.cl
+	h.sessions.Delete(cl)
+	h.held.CompareAndDelete(cl.ID, s)
+	if cur, ok := h.srv.Clients.Get(cl.ID); ok && cur == cl {
+		h.srv.UnsubscribeClient(cl)
+		cl.ClearInflights()
+		h.srv.Clients.Delete(cl.ID)
+	}
+	if h.persist.known(cl.ID) {
+		h.persist.forget(cl.ID)
+	}
 }

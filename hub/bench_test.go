@@ -160,3 +160,43 @@ func BenchmarkStoreAndForward(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkInlineWrites measures the patched mochi's inline writes: two
+// hub children, one with them off (LEDGE_HUB_INLINE_WRITES=0), the same
+// loads interleaved; it reports the CPU per message and the delivered
+// rate with inline writes over without (CPU below 1: a saving).
+func BenchmarkInlineWrites(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.Listen = ListenConfig{MQTT: "127.0.0.1:0"}
+	on := startChild(b, childSpec{Dir: b.TempDir(), Dev: true, Config: cfg})
+	b.Setenv("LEDGE_HUB_CHILD_ENV", "LEDGE_HUB_INLINE_WRITES=0")
+	off := startChild(b, childSpec{Dir: b.TempDir(), Dev: true, Config: cfg})
+	for _, l := range []load{
+		{Name: "1x1-q0-paced", Pubs: 1, Subs: 1, QoS: 0, Rate: 5000},
+		{Name: "1x1-q1-paced", Pubs: 1, Subs: 1, QoS: 1, Rate: 5000},
+		{Name: "1x10-q0-paced", Pubs: 1, Subs: 10, QoS: 0, Rate: 1000},
+		{Name: "1x10-q0-sat", Pubs: 1, Subs: 10, QoS: 0},
+		{Name: "1x1-q1-sat", Pubs: 1, Subs: 1, QoS: 1},
+	} {
+		l.Duration, l.Topic, l.Filter = 2*time.Second, "ab", "ab"
+		b.Run(l.Name, func(b *testing.B) {
+			var a, q []loadResult
+			for b.Loop() {
+				r1, err := runLoad(fmt.Sprintf("tcp://127.0.0.1:%d", on.port), on.pid, l)
+				if err != nil {
+					b.Fatal(err)
+				}
+				r2, err := runLoad(fmt.Sprintf("tcp://127.0.0.1:%d", off.port), off.pid, l)
+				if err != nil {
+					b.Fatal(err)
+				}
+				a, q = append(a, r1), append(q, r2)
+			}
+			ma, mq := mean(a), mean(q)
+			b.ReportMetric(ma.cpuPerMsg()/mq.cpuPerMsg(), "cpu-inline/queued")
+			b.ReportMetric(ma.Rate/mq.Rate, "rate-inline/queued")
+			b.ReportMetric(ma.cpuPerMsg(), "inline-cpu-µs/msg")
+			b.ReportMetric(mq.cpuPerMsg(), "queued-cpu-µs/msg")
+		})
+	}
+}

@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	_ "github.com/mattn/go-sqlite3"
 )
@@ -22,6 +25,9 @@ type childSpec struct {
 	Dir    string
 	Dev    bool
 	Config Config
+	// HTTP serves a stand-in for the dashboard on a free port: /healthz,
+	// and MQTT over WebSocket at /$iothub/websocket, as web mounts it.
+	HTTP bool
 }
 
 func childMain() int {
@@ -38,6 +44,9 @@ func childMain() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if os.Getenv("LEDGE_HUB_INLINE_WRITES") == "0" {
+		inlineClientWrites = false
+	}
 	h, err := New(ctx, Options{Config: spec.Config, DB: db, DataDir: spec.Dir, DeviceID: testDevice, Dev: spec.Dev, Logger: log})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child hub:", err)
@@ -50,7 +59,26 @@ func childMain() int {
 			defer pprof.StopCPUProfile()
 		}
 	}
-	fmt.Printf("ready %d %d\n", h.Ports().MQTT, os.Getpid())
+	httpPort := 0
+	if spec.HTTP {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+			if err := h.Healthy(r.Context()); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})
+		mux.Handle("/$iothub/websocket", h.WebSocketHandler())
+		go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(l)
+		httpPort = l.Addr().(*net.TCPAddr).Port
+	}
+	fmt.Printf("ready %d %d %d %d\n", h.Ports().MQTT, os.Getpid(), httpPort, h.Ports().MQTTS)
 	if err := h.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "child hub run:", err)
 		return 1

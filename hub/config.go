@@ -29,6 +29,17 @@ type Config struct {
 	MaxMessageBytes int `yaml:"maxMessageBytes"`
 	// MaxClients bounds connected clients (default 1000).
 	MaxClients int `yaml:"maxClients"`
+	// MaxConnectionsPerIdentity bounds the connections one identity holds
+	// at once, so one user's credentials cannot fill maxClients and lock
+	// the devices out (default 100; devices and modules hold one anyway:
+	// their client id is their name).
+	MaxConnectionsPerIdentity int `yaml:"maxConnectionsPerIdentity"`
+	// ConnectTimeout is how long a new connection has for its TLS
+	// handshake (or WebSocket upgrade) and its CONNECT (default 10s).
+	ConnectTimeout time.Duration `yaml:"connectTimeout"`
+	// MaxPendingConnections bounds connections that have not
+	// authenticated yet; past it the oldest is closed (default 256).
+	MaxPendingConnections int `yaml:"maxPendingConnections"`
 	// MaxPendingWrites bounds messages queued to one slow client before
 	// further QoS 0 messages to it are dropped and counted (default 1024).
 	MaxPendingWrites int `yaml:"maxPendingWrites"`
@@ -51,8 +62,13 @@ type ListenConfig struct {
 	MQTT  string `yaml:"mqtt"`  // plain MQTT, default ":1883"
 	MQTTS string `yaml:"mqtts"` // MQTT over TLS, default ":8883"
 	// WebSocket is an extra address serving MQTT over WebSocket at
-	// /$iothub/websocket; the web server's port serves it in any case.
+	// /$iothub/websocket, over TLS with the hub's certificate (":443" is
+	// where the Azure IoT SDKs' WebSocket transport dials); the web
+	// server's port serves it in any case.
 	WebSocket string `yaml:"websocket"`
+	// WebSocketPlain serves the WebSocket address without TLS (behind a
+	// proxy that terminates it).
+	WebSocketPlain bool `yaml:"websocketPlain"`
 }
 
 // TLSConfig sets the certificates generated into <dataDir>/hub/.
@@ -97,6 +113,11 @@ type StoreConfig struct {
 	// QuotaBytes bounds the queued bytes (default 256 MiB). When full, the
 	// oldest message of the lowest priority is dropped.
 	QuotaBytes int64 `yaml:"quotaBytes" json:"quotaBytes"`
+	// ReserveBytes is left free on the data dir's file system: new
+	// messages are refused (not acknowledged) rather than fill it, so
+	// deleting delivered ones, checkpoints and the rest of ledge always
+	// have room (default 32 MiB, as the model store keeps).
+	ReserveBytes int64 `yaml:"reserveBytes" json:"reserveBytes"`
 }
 
 // UpstreamConfig is the bridge.
@@ -135,10 +156,14 @@ func DefaultConfig() Config {
 		MaxMessageBytes:  256 * 1024,
 		MaxClients:       1000,
 		MaxPendingWrites: 1024,
-		MethodTimeout:    30 * time.Second,
-		ACL:              []ACLRule{{Kinds: []string{"user"}, Publish: []string{"#"}, Subscribe: []string{"#"}}},
-		StoreAndForward:  StoreConfig{TimeToLive: 2 * time.Hour, QuotaBytes: 256 << 20},
-		Upstream:         UpstreamConfig{TopicTemplate: "ledge/{deviceId}/messages/events", KeepAlive: 30 * time.Second},
+
+		MaxConnectionsPerIdentity: 100,
+		ConnectTimeout:            10 * time.Second,
+		MaxPendingConnections:     256,
+		MethodTimeout:             30 * time.Second,
+		ACL:                       []ACLRule{{Kinds: []string{"user"}, Publish: []string{"#"}, Subscribe: []string{"#"}}},
+		StoreAndForward:           StoreConfig{TimeToLive: 2 * time.Hour, QuotaBytes: 256 << 20, ReserveBytes: 32 << 20},
+		Upstream:                  UpstreamConfig{TopicTemplate: "ledge/{deviceId}/messages/events", KeepAlive: 30 * time.Second},
 	}
 }
 
@@ -156,6 +181,15 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxClients <= 0 {
 		bad("maxClients", "%d: want at least 1", c.MaxClients)
+	}
+	if c.MaxConnectionsPerIdentity <= 0 {
+		bad("maxConnectionsPerIdentity", "%d: want at least 1", c.MaxConnectionsPerIdentity)
+	}
+	if c.ConnectTimeout < 100*time.Millisecond || c.ConnectTimeout > 5*time.Minute {
+		bad("connectTimeout", "%s: want 100ms to 5m", c.ConnectTimeout)
+	}
+	if c.MaxPendingConnections <= 0 {
+		bad("maxPendingConnections", "%d: want at least 1", c.MaxPendingConnections)
 	}
 	if c.MaxPendingWrites <= 0 {
 		bad("maxPendingWrites", "%d: want at least 1", c.MaxPendingWrites)
@@ -180,6 +214,9 @@ func (c *Config) Validate() error {
 				bad(fmt.Sprintf("acl[%d]", i), "filter %d %q is not an MQTT topic filter", j, f)
 			}
 		}
+	}
+	if c.StoreAndForward.ReserveBytes < 0 {
+		bad("storeAndForward.reserveBytes", "%d: want 0 (none) or more", c.StoreAndForward.ReserveBytes)
 	}
 	if c.StoreAndForward.QuotaBytes < 0 {
 		bad("storeAndForward.quotaBytes", "%d: want 0 (no bound) or more", c.StoreAndForward.QuotaBytes)

@@ -2,8 +2,10 @@ package hub
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -14,8 +16,9 @@ import (
 // granularity, so a client is never cut early, and at most a second late.
 type coarseConn struct {
 	net.Conn
-	mu   sync.Mutex // guards last
-	last time.Time  // the deadline the socket has
+	mu   sync.Mutex    // guards last and pend
+	last time.Time     // the deadline the socket has (from mochi)
+	pend *pendingConns // set while the connection has not authenticated
 }
 
 const deadlineGranularity = time.Second
@@ -47,3 +50,98 @@ func unwrapTLS(c net.Conn) (*tls.Conn, bool) {
 	tc, ok := c.(*tls.Conn)
 	return tc, ok
 }
+
+// pendingConns tracks connections that have not authenticated yet: each
+// has until its deadline (TLS handshake, WebSocket upgrade and CONNECT),
+// and past max the oldest is closed, so silent connections cannot hold
+// the file descriptors every legitimate client and the dashboard need.
+type pendingConns struct {
+	max int
+
+	mu      sync.Mutex // guards the fields below
+	seq     uint64
+	conns   map[*coarseConn]uint64 // -> admission order
+	evicted uint64
+}
+
+func newPendingConns(max int) *pendingConns {
+	return &pendingConns{max: max, conns: map[*coarseConn]uint64{}}
+}
+
+// admit registers c; when the bound is reached the oldest pending
+// connection is closed to make room (a legitimate client authenticates in
+// milliseconds, so it is rarely the oldest).
+func (p *pendingConns) admit(c *coarseConn) {
+	p.mu.Lock()
+	var victim *coarseConn
+	if len(p.conns) >= p.max {
+		oldest := ^uint64(0)
+		for cc, n := range p.conns {
+			if n < oldest {
+				oldest, victim = n, cc
+			}
+		}
+		delete(p.conns, victim)
+		p.evicted++
+	}
+	p.seq++
+	p.conns[c] = p.seq
+	c.pend = p
+	p.mu.Unlock()
+	if victim != nil {
+		victim.Conn.Close()
+	}
+}
+
+func (p *pendingConns) done(c *coarseConn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+func (p *pendingConns) stats() (pending int, evicted uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns), p.evicted
+}
+
+// authenticated ends c's pending state: its CONNECT passed. The connect
+// deadline is lifted (mochi set the keep-alive one, or none for a
+// keep-alive of 0).
+func (c *coarseConn) authenticated() {
+	c.mu.Lock()
+	p := c.pend
+	c.pend = nil
+	clear := c.last.IsZero()
+	c.mu.Unlock()
+	if p != nil {
+		p.done(c)
+	}
+	if clear {
+		c.Conn.SetDeadline(time.Time{})
+	}
+}
+
+func (c *coarseConn) Close() error {
+	c.mu.Lock()
+	p := c.pend
+	c.pend = nil
+	c.mu.Unlock()
+	if p != nil {
+		p.done(c)
+	}
+	return c.Conn.Close()
+}
+
+// SyscallConn exposes the socket of a plain TCP connection, so mochi (as
+// patched) can write a message to an idle subscriber from the publisher's
+// goroutine with one non-blocking write; TLS and WebSocket connections
+// have none, and their messages go through the client's write goroutine.
+func (c *coarseConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errNoRawConn
+}
+
+var errNoRawConn = errors.New("no raw socket under this connection")

@@ -1,6 +1,8 @@
 package hub
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -26,7 +28,7 @@ func (h *Hub) onIotHubPublish(s *session, pk packets.Packet) (packets.Packet, er
 	tp, err := azure.ParseTopic(pk.TopicName)
 	if err != nil {
 		h.stats.drop(dropMalformed)
-		h.puback(cl, pk)
+		h.refuse(cl, pk, packets.ErrTopicNameInvalid, err.Error())
 		return pk, packets.ErrRejectPacket
 	}
 	switch tp.Kind {
@@ -43,9 +45,36 @@ func (h *Hub) onIotHubPublish(s *session, pk packets.Packet) (packets.Packet, er
 		h.methods.respond(s, tp.RID, tp.Status, pk.Payload)
 	default:
 		h.stats.drop(dropMalformed)
-		h.puback(cl, pk)
+		h.refuse(cl, pk, packets.ErrTopicNameInvalid, "not an IoT Hub topic the hub serves: "+pk.TopicName)
 	}
 	return pk, packets.ErrRejectPacket
+}
+
+// refuse answers a publish the hub does not keep, never with a success
+// ack: MQTT 5 QoS 1 or 2 gets a PUBACK (PUBREC) with the reason code and
+// a reason string, and stays connected; anything else (MQTT 3.1.1, which
+// has no negative PUBACK, or QoS 0, which has no ack) is disconnected,
+// MQTT 5 with a DISCONNECT carrying the reason.
+func (h *Hub) refuse(cl *mqtt.Client, pk packets.Packet, code packets.Code, why string) {
+	if cl == nil {
+		return
+	}
+	v5 := cl.Properties.ProtocolVersion == 5
+	if v5 && pk.FixedHeader.Qos > 0 {
+		typ := byte(packets.Puback)
+		if pk.FixedHeader.Qos == 2 {
+			typ = packets.Pubrec
+		}
+		cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: typ}, PacketID: pk.PacketID,
+			ReasonCode: code.Code, Properties: packets.Properties{ReasonString: why}})
+		return
+	}
+	h.log.Info("mqtt client disconnected: publish refused", "client", cl.ID, "topic", pk.TopicName, "reason", code.Reason, "detail", why)
+	if v5 {
+		h.srv.DisconnectClient(cl, code)
+		return
+	}
+	cl.Stop(code)
 }
 
 // puback acknowledges a QoS 1 publish now.
@@ -65,13 +94,13 @@ func (h *Hub) onTelemetryMessage(s *session, pk packets.Packet, tp azure.Topic, 
 	h.stats.received.Add(1)
 	if len(pk.Payload) > h.cfg.MaxMessageBytes {
 		h.stats.drop(dropTooLarge)
-		h.puback(s.cl, pk)
+		h.refuse(s.cl, pk, packets.ErrPacketTooLarge, fmt.Sprintf("payload %d bytes, over hub.maxMessageBytes %d", len(pk.Payload), h.cfg.MaxMessageBytes))
 		return
 	}
 	app, sys, err := azure.ParseBag(tp.Bag)
 	if err != nil {
 		h.stats.drop(dropMalformed)
-		h.puback(s.cl, pk)
+		h.refuse(s.cl, pk, packets.ErrTopicNameInvalid, err.Error())
 		return
 	}
 	if sys == nil {
@@ -109,12 +138,15 @@ func (h *Hub) onTelemetryMessage(s *session, pk packets.Packet, tp azure.Topic, 
 	var done func(error)
 	if pk.FixedHeader.Qos == 1 {
 		done = func(err error) {
-			if err != nil && err != store.ErrTooLarge {
+			switch {
+			case err == store.ErrTooLarge, errors.Is(err, store.ErrDiskFull):
+				h.refuse(cl, pk, packets.ErrQuotaExceeded, err.Error())
+			case err != nil:
 				// Not persisted: no PUBACK; the client resends after reconnecting.
 				cl.Stop(err)
-				return
+			default:
+				cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: id})
 			}
-			cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: id})
 		}
 	}
 	h.route(m, done)

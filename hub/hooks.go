@@ -6,8 +6,11 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -28,14 +31,19 @@ func (k *hooks) ID() string { return "ledge" }
 func (k *hooks) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSessionEstablished,
-		mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnQosComplete, mqtt.OnPublishDropped, mqtt.OnWill:
+		mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnQosComplete, mqtt.OnPublishDropped, mqtt.OnWill,
+		mqtt.OnClientExpired:
 		return true
 	}
 	return false
 }
 
-func (k *hooks) session(cl *mqtt.Client) *session {
-	v, ok := k.h.sessions.Load(cl)
+func (k *hooks) session(cl *mqtt.Client) *session { return k.h.sessionOf(cl) }
+
+// sessionOf is the hub session of a mochi client: connected, or a
+// persistent session whose client is away.
+func (h *Hub) sessionOf(cl *mqtt.Client) *session {
+	v, ok := h.sessions.Load(cl)
 	if !ok {
 		return nil
 	}
@@ -57,8 +65,28 @@ func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 			"reason", "will topic not allowed: "+pk.Connect.WillTopic)
 		return false
 	}
+	// A client id belongs to the identity that holds it (connected, or a
+	// persistent session kept for it): another identity may not take it
+	// over and disconnect it.
+	if v, ok := k.h.held.Load(pk.Connect.ClientIdentifier); ok {
+		if o := v.(*session); !strings.EqualFold(o.name, s.name) || o.anonymous != s.anonymous {
+			k.h.stats.authFailures.Add(1)
+			k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
+				"reason", "client id is held by another identity")
+			return false
+		}
+	}
+	if !s.anonymous && !k.h.countConn(s, cl.ID) {
+		k.h.stats.authFailures.Add(1)
+		k.h.log.Warn("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
+			"reason", "identity holds hub.maxConnectionsPerIdentity connections", "identity", s.name, "max", k.h.cfg.MaxConnectionsPerIdentity)
+		return false
+	}
 	s.cl = cl
 	k.h.sessions.Store(cl, s)
+	if cc, ok := cl.Net.Conn.(*coarseConn); ok {
+		cc.authenticated()
+	}
 	return true
 }
 
@@ -82,6 +110,14 @@ func (k *hooks) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 func (k *hooks) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if s := k.session(cl); s != nil {
 		k.h.byID.Store(cl.ID, s)
+		if !s.expires.IsZero() {
+			k.h.expireAt(s)
+		}
+		// The session taken over (mochi moved its subscriptions and queue
+		// here, or a clean start dropped them) is no longer held.
+		if old, ok := k.h.held.Swap(cl.ID, s); ok && old.(*session) != s {
+			k.h.sessions.Delete(old.(*session).cl)
+		}
 	}
 	k.h.signalConn()
 }
@@ -95,10 +131,27 @@ func (k *hooks) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if s == nil {
 		return
 	}
-	k.h.sessions.Delete(cl)
 	k.h.byID.CompareAndDelete(cl.ID, s)
+	k.h.uncountConn(s)
+	if t := s.expiry.Swap(nil); t != nil {
+		t.Stop()
+	}
 	s.failPending()
 	k.h.methods.dropClient(s)
+	// A persistent session stays, with its grants: mochi checks them for
+	// every message it queues for the session while the client is away.
+	if expire || cl.IsTakenOver() || errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
+		k.h.sessions.Delete(cl)
+		k.h.held.CompareAndDelete(cl.ID, s)
+	}
+}
+
+// OnClientExpired: a persistent session's expiry passed.
+func (k *hooks) OnClientExpired(cl *mqtt.Client) {
+	if s := k.session(cl); s != nil {
+		k.h.sessions.Delete(cl)
+		k.h.held.CompareAndDelete(cl.ID, s)
+	}
 }
 
 func (k *hooks) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
@@ -128,6 +181,11 @@ func (k *hooks) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 func (k *hooks) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	t := pk.TopicName
 	if !strings.HasPrefix(t, "devices/") && !strings.HasPrefix(t, "$iothub/") {
+		if len(pk.Payload) > k.h.cfg.MaxMessageBytes { // plain MQTT, over the limit
+			k.h.stats.drop(dropTooLarge)
+			k.h.refuse(cl, pk, packets.ErrPacketTooLarge, fmt.Sprintf("payload %d bytes, over hub.maxMessageBytes %d", len(pk.Payload), k.h.cfg.MaxMessageBytes))
+			return pk, packets.ErrRejectPacket
+		}
 		return pk, nil // plain MQTT
 	}
 	s := k.session(cl)
@@ -192,7 +250,9 @@ func (h *Hub) authSAS(cid, user, pass string) (*session, string) {
 	if !tok.Verify(id.primary, id.secondary) {
 		return nil, "token signature does not match either key"
 	}
-	return h.newSession(id, "sas"), ""
+	s := h.newSession(id, "sas")
+	s.expires = tok.Expiry
+	return s, ""
 }
 
 func (h *Hub) knownHost(host string) bool {
@@ -296,4 +356,48 @@ func hmacEqual(a, b string) bool {
 	x := sha256.Sum256([]byte(a))
 	y := sha256.Sum256([]byte(b))
 	return x == y
+}
+
+// countConn counts a new connection of s's identity, refusing it when the
+// identity holds its maximum already (a connection taking over the same
+// client id replaces one, so it always fits).
+func (h *Hub) countConn(s *session, clientID string) bool {
+	v, _ := h.perID.LoadOrStore(strings.ToLower(s.name), new(atomic.Int64))
+	n := v.(*atomic.Int64)
+	if n.Add(1) > int64(h.cfg.MaxConnectionsPerIdentity) {
+		if o, ok := h.byID.Load(clientID); !ok || !strings.EqualFold(o.(*session).name, s.name) {
+			n.Add(-1)
+			return false
+		}
+	}
+	s.counted.Store(true)
+	return true
+}
+
+func (h *Hub) uncountConn(s *session) {
+	if !s.counted.CompareAndSwap(true, false) {
+		return
+	}
+	if v, ok := h.perID.Load(strings.ToLower(s.name)); ok {
+		v.(*atomic.Int64).Add(-1)
+	}
+}
+
+// expireAt disconnects a client authenticated with a SAS token when the
+// token expires, as IoT Hub does; the SDKs renew their token and
+// reconnect. MQTT 5 clients get a DISCONNECT saying why.
+func (h *Hub) expireAt(s *session) {
+	t := time.AfterFunc(time.Until(s.expires), func() {
+		cl := s.cl
+		if cl.Closed() {
+			return
+		}
+		h.log.Info("mqtt client disconnected: its SAS token expired", "client", cl.ID, "expired", s.expires)
+		if cl.Properties.ProtocolVersion == 5 {
+			h.srv.DisconnectClient(cl, packets.Code{Code: packets.ErrNotAuthorized.Code, Reason: "SAS token expired"})
+			return
+		}
+		cl.Stop(errors.New("SAS token expired"))
+	})
+	s.expiry.Store(t)
 }

@@ -55,8 +55,12 @@ type Hub struct {
 	routes   atomic.Pointer[route.Table]
 	defaults atomic.Pointer[storeDefaults]
 
-	sessions sync.Map // *mqtt.Client -> *session
+	sessions sync.Map // *mqtt.Client -> *session, connected or a persistent session kept
 	byID     sync.Map // client id -> *session (the live one)
+	held     sync.Map // client id -> *session that holds it (live, or persistent and away)
+	persist  *sessionStore
+	pending  *pendingConns // connections not authenticated yet
+	perID    sync.Map      // identity name (lower case) -> *atomic.Int64 live connections
 	connGen  atomic.Pointer[chan struct{}]
 
 	methods methodCalls
@@ -68,6 +72,10 @@ type Hub struct {
 	pumpCtx context.Context
 	pumpWG  sync.WaitGroup
 }
+
+// inlineClientWrites turns mochi's inline writes on (the benchmarks turn
+// it off in a child hub, LEDGE_HUB_INLINE_WRITES=0, to measure it).
+var inlineClientWrites = true
 
 type storeDefaults struct {
 	ttl time.Duration
@@ -96,6 +104,7 @@ func New(ctx context.Context, o Options) (_ *Hub, err error) {
 	}
 	gen := make(chan struct{})
 	h.connGen.Store(&gen)
+	h.pending = newPendingConns(cfg.MaxPendingConnections)
 	h.defaults.Store(&storeDefaults{ttl: cfg.StoreAndForward.TimeToLive})
 	h.methods.calls = map[string]*methodCall{}
 
@@ -106,7 +115,8 @@ func New(ctx context.Context, o Options) (_ *Hub, err error) {
 		return nil, err
 	}
 	h.twins = &twins{db: o.DB}
-	h.store, err = store.Open(ctx, store.Options{DB: o.DB, Logger: h.log.With("part", "store"), QuotaBytes: cfg.StoreAndForward.QuotaBytes})
+	h.store, err = store.Open(ctx, store.Options{DB: o.DB, Logger: h.log.With("part", "store"), QuotaBytes: cfg.StoreAndForward.QuotaBytes,
+		Dir: o.DataDir, ReserveBytes: cfg.StoreAndForward.ReserveBytes})
 	if err != nil {
 		return nil, err
 	}
@@ -139,8 +149,16 @@ func New(ctx context.Context, o Options) (_ *Hub, err error) {
 		Logger:       slog.New(levelAtLeast{h.log.With("part", "mqtt").Handler(), slog.LevelError}),
 		// No $SYS churn: ledge's stats are read through Stats.
 		SysTopicResendInterval: 3600,
+		// A publisher's goroutine writes to idle subscribers itself (one
+		// non-blocking write, see third_party/mochi/LEDGE.md): no wake-up of
+		// the subscriber's write goroutine per message.
+		InlineClientWrites: inlineClientWrites,
 	})
 	if err := h.srv.AddHook(&hooks{h: h}, nil); err != nil {
+		return nil, err
+	}
+	h.persist = newSessionStore(h)
+	if err := h.srv.AddHook(h.persist, nil); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -158,7 +176,7 @@ func New(ctx context.Context, o Options) (_ *Hub, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("hub listen %s: %w", l.addr, err)
 		}
-		ln := &netListener{id: l.id, l: nl}
+		ln := &netListener{id: l.id, l: nl, pending: h.pending, timeout: cfg.ConnectTimeout, log: h.log}
 		if l.id == "tls" {
 			ln.tls = h.certs.tlsConfig()
 		}
@@ -192,6 +210,10 @@ func (h *Hub) capabilities() *mqtt.Capabilities {
 	c.MaximumInflight = 1024
 	c.MaximumSessionExpiryInterval = 24 * 3600
 	c.MaximumMessageExpiryInterval = 24 * 3600
+	// Acks carry a reason code and no properties of the packet they answer
+	// (MQTT 5 §3.4.2.2: only a reason string and user properties of their
+	// own); MQTT.js and paho.golang reject echoed ones.
+	c.Compatibilities.NoInheritedPropertiesOnAck = true
 	return c
 }
 
@@ -215,16 +237,23 @@ func (h *Hub) Run(ctx context.Context) error {
 	pctx, stopPumps := context.WithCancel(ctx)
 	h.startPumps(pctx)
 
+	go h.persist.run()
 	if err := h.srv.Serve(); err != nil {
 		stopPumps()
+		h.persist.close()
 		stopStore()
 		<-storeDone
 		return fmt.Errorf("hub serve: %w", err)
 	}
+	h.persist.loadDone(h.srv)
 	h.log.Info("hub listening", "mqtt", h.Addr("tcp"), "mqtts", h.Addr("tls"), "hostname", h.hostname, "ca", h.certs.CAPath())
 
+	// The bridge outlives the pumps: it disconnects only after they
+	// stopped, so no pump is left in a paho Publish on a closed client.
+	upCtx, stopUp := context.WithCancel(context.WithoutCancel(ctx))
+	upDone := make(chan struct{})
+	go func() { defer close(upDone); h.up.run(upCtx) }()
 	var wg sync.WaitGroup
-	wg.Go(func() { h.up.run(pctx) })
 	wg.Go(func() { h.tick(pctx) })
 	if h.wsServer != nil {
 		wg.Go(func() { h.wsServer.Serve(h.wsLn) })
@@ -240,7 +269,10 @@ func (h *Hub) Run(ctx context.Context) error {
 	// ledge always stops in time, whatever a client does. The queue is
 	// committed in any case (nothing acknowledged is lost).
 	h.waitBounded("mqtt clients to close", 3*time.Second, func() { h.srv.Close() })
-	h.waitBounded("delivery pumps", 2*time.Second, func() { h.pumpWG.Wait(); wg.Wait() })
+	h.waitBounded("delivery pumps", upstreamWriteTimeout+2*time.Second, func() { h.pumpWG.Wait(); wg.Wait() })
+	stopUp()
+	h.waitBounded("upstream bridge", 2*time.Second, func() { <-upDone })
+	h.persist.close()
 	stopStore()
 	err := <-storeDone
 	return err
@@ -268,6 +300,9 @@ func (h *Hub) tick(ctx context.Context) {
 			return
 		case now := <-t.C:
 			h.stats.sample(h, now)
+			if now.Unix()%10 == 0 {
+				h.sweepSessions()
+			}
 			if now.Sub(lastCheck) > time.Hour {
 				lastCheck = now
 				if err := h.certs.ensureServer(now); err != nil {
@@ -276,6 +311,26 @@ func (h *Hub) tick(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// sweepSessions forgets sessions of clients that closed without mochi
+// calling OnDisconnect (a CONNACK that could not be written) and that no
+// persistent session keeps.
+func (h *Hub) sweepSessions() {
+	h.sessions.Range(func(k, v any) bool {
+		s := v.(*session)
+		if !s.cl.Closed() {
+			return true
+		}
+		if cur, ok := h.srv.Clients.Get(s.cl.ID); ok && cur == s.cl {
+			return true
+		}
+		h.sessions.Delete(k)
+		h.held.CompareAndDelete(s.cl.ID, s)
+		h.byID.CompareAndDelete(s.cl.ID, s)
+		h.uncountConn(s)
+		return true
+	})
 }
 
 // connChanged returns a channel closed at the next connect or subscribe.
@@ -324,8 +379,15 @@ func (h *Hub) Ports() Ports {
 // Healthy reports whether the hub serves: its listeners are open and the
 // queue commits.
 func (h *Hub) Healthy(ctx context.Context) error {
-	if st := h.store.Stats(); st.LastError != "" {
+	st := h.store.Stats()
+	if st.LastError != "" {
 		return fmt.Errorf("store-and-forward cannot commit: %s", st.LastError)
+	}
+	if st.Refusing != "" {
+		return fmt.Errorf("store-and-forward refuses new messages: %s", st.Refusing)
+	}
+	if err := h.persist.health(); err != nil {
+		return fmt.Errorf("persistent sessions cannot commit: %w", err)
 	}
 	return h.db.PingContext(ctx)
 }

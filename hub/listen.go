@@ -17,10 +17,13 @@ import (
 // netListener is a mochi listener over a socket the hub bound itself in
 // New, so a busy port fails before anything runs.
 type netListener struct {
-	id   string
-	l    net.Listener
-	tls  *tls.Config
-	once sync.Once
+	id      string
+	l       net.Listener
+	tls     *tls.Config
+	pending *pendingConns
+	timeout time.Duration // TLS handshake and CONNECT
+	log     *slog.Logger
+	once    sync.Once
 }
 
 func (l *netListener) Init(*slog.Logger) error { return nil }
@@ -34,22 +37,46 @@ func (l *netListener) Protocol() string {
 }
 
 func (l *netListener) Serve(establish listeners.EstablishFn) {
+	var failures int
+	var lastLog time.Time
 	for {
 		c, err := l.l.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			time.Sleep(10 * time.Millisecond)
+			// EMFILE and the like: logged (at most every 10 s), then a pause
+			// so the loop does not spin while descriptors are short.
+			failures++
+			if time.Since(lastLog) > 10*time.Second {
+				l.log.Warn("mqtt accept failed", "listener", l.id, "err", err, "failures", failures)
+				lastLog, failures = time.Now(), 0
+			}
+			time.Sleep(50 * time.Millisecond)
 			continue
 		}
 		if tc, ok := c.(*net.TCPConn); ok {
 			tc.SetNoDelay(true)
 		}
+		// The deadline covers the TLS handshake and the CONNECT; mochi
+		// replaces it with the keep-alive one once CONNECT is read.
+		c.SetDeadline(time.Now().Add(l.timeout))
+		raw := c
 		if l.tls != nil {
 			c = tls.Server(c, l.tls)
 		}
-		go establish(l.id, &coarseConn{Conn: c})
+		cc := &coarseConn{Conn: c}
+		l.pending.admit(cc)
+		go func() {
+			if tc, ok := c.(*tls.Conn); ok {
+				if err := tc.Handshake(); err != nil {
+					cc.Close()
+					return
+				}
+				raw.SetDeadline(time.Now().Add(l.timeout)) // the CONNECT gets its own time after a slow handshake
+			}
+			establish(l.id, cc)
+		}()
 	}
 }
 
@@ -106,7 +133,10 @@ func (h *Hub) WebSocketHandler() http.Handler {
 			return // Upgrade answered
 		}
 		c := &wsConn{Conn: ws.UnderlyingConn(), ws: ws, remote: r.RemoteAddr}
-		h.srv.EstablishConnection(wsListenerID, &coarseConn{Conn: c})
+		c.SetDeadline(time.Now().Add(h.cfg.ConnectTimeout)) // for the CONNECT
+		cc := &coarseConn{Conn: c}
+		h.pending.admit(cc)
+		h.srv.EstablishConnection(wsListenerID, cc)
 	})
 }
 
@@ -171,15 +201,37 @@ func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadli
 func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
 
 // listenWebSocket binds an extra address that serves only MQTT over
-// WebSocket.
+// WebSocket, over TLS with the hub's certificate unless
+// hub.listen.websocketPlain: the Azure IoT SDKs' WebSocket transport
+// always dials wss://<host>:443/$iothub/websocket.
 func (h *Hub) listenWebSocket(addr string) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("hub websocket listen %s: %w", addr, err)
 	}
+	l = deadlineListener{Listener: l, timeout: h.cfg.ConnectTimeout}
+	if !h.cfg.Listen.WebSocketPlain {
+		l = tls.NewListener(l, h.certs.webTLSConfig())
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/$iothub/websocket", h.WebSocketHandler())
-	h.wsServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	h.wsServer = &http.Server{Handler: mux, ReadHeaderTimeout: h.cfg.ConnectTimeout, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)}
 	h.wsLn = l
 	return nil
+}
+
+// deadlineListener gives each accepted connection a deadline for its TLS
+// handshake and HTTP upgrade; the WebSocket handler then sets the one for
+// the CONNECT.
+type deadlineListener struct {
+	net.Listener
+	timeout time.Duration
+}
+
+func (l deadlineListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		c.SetDeadline(time.Now().Add(l.timeout))
+	}
+	return c, err
 }

@@ -26,18 +26,23 @@ import (
 )
 
 // TestWebSocket: MQTT over WebSocket at /$iothub/websocket, on the hub's
-// own port and through a handler as the web server mounts it.
+// own port (wss, the hub's certificate, as the Azure SDKs dial it) and
+// through a handler as the web server mounts it.
 func TestWebSocket(t *testing.T) {
 	port := freePort(t)
 	h := startHub(t, func(c *Config) { c.Listen.WebSocket = fmt.Sprintf("127.0.0.1:%d", port) }, false)
 	dev := h.addIdentity(t, IdentitySpec{Name: "wsdev"})
 	web := httptest.NewServer(http.StripPrefix("", h.WebSocketHandler()))
 	defer web.Close()
-	for _, u := range []string{fmt.Sprintf("ws://127.0.0.1:%d/$iothub/websocket", port), strings.Replace(web.URL, "http", "ws", 1) + "/$iothub/websocket"} {
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(h.CAPath())
+	pool.AppendCertsFromPEM(pem)
+	for _, u := range []string{fmt.Sprintf("wss://localhost:%d/$iothub/websocket", port), strings.Replace(web.URL, "http", "ws", 1) + "/$iothub/websocket"} {
 		tok, _ := tokenFor(h, "wsdev", dev.PrimaryKey)
 		got := newReceived()
 		o := paho.NewClientOptions().AddBroker(u).SetClientID("wsdev").SetUsername(h.Hostname() + "/wsdev/?api-version=2021-04-12").
-			SetPassword(tok).SetAutoReconnect(false).SetDefaultPublishHandler(got.handler)
+			SetPassword(tok).SetAutoReconnect(false).SetDefaultPublishHandler(got.handler).
+			SetTLSConfig(&tls.Config{RootCAs: pool})
 		c := paho.NewClient(o)
 		mustOK(t, c.Connect())
 		mustOK(t, c.Subscribe("$iothub/twin/res/#", 0, nil))
@@ -236,7 +241,15 @@ func TestStopLeavesNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustOK(t, c.Publish("devices/d/messages/events/", 1, false, "x"))
+	// A backlog, so the upstream pump is in the middle of a batch (paho
+	// Publish calls and waits for PUBACKs) when the hub stops.
+	var toks []paho.Token
+	for range 500 {
+		toks = append(toks, c.Publish("devices/d/messages/events/", 1, false, "x"))
+	}
+	for _, tok := range toks {
+		mustOK(t, tok)
+	}
 	c.Disconnect(10)
 	cancel()
 	if err := <-done; err != nil {

@@ -79,9 +79,11 @@ func (m *mosquitto) url() string { return fmt.Sprintf("tcp://127.0.0.1:%d", m.po
 
 // child is a hub in a child process of the test binary.
 type child struct {
-	cmd  *exec.Cmd
-	port int
-	pid  int
+	cmd      *exec.Cmd
+	port     int
+	pid      int
+	httpPort int
+	tlsPort  int
 }
 
 func startChild(t testing.TB, spec childSpec) *child {
@@ -102,7 +104,7 @@ func startChild(t testing.TB, spec childSpec) *child {
 	if err != nil {
 		t.Fatalf("child hub did not start: %v", err)
 	}
-	if _, err := fmt.Sscanf(line, "ready %d %d", &c.port, &c.pid); err != nil {
+	if _, err := fmt.Sscanf(line, "ready %d %d %d %d", &c.port, &c.pid, &c.httpPort, &c.tlsPort); err != nil {
 		t.Fatalf("child said %q", line)
 	}
 	return c

@@ -95,6 +95,7 @@ func (p *pump) run(ctx context.Context) {
 		}
 		progressed, err := p.deliver(ctx)
 		var wait <-chan time.Time
+		wake := notify
 		switch {
 		case err != nil:
 			if backoff == 0 {
@@ -108,7 +109,9 @@ func (p *pump) run(ctx context.Context) {
 			p.state.lastError = err.Error()
 			p.state.mu.Unlock()
 			wait = time.After(backoff)
-			conn, upConn = nil, nil // a reconnect does not cut the back-off short
+			// Neither a reconnect nor new messages (a failed Next returns
+			// its batch, which signals notify) cut the back-off short.
+			conn, upConn, wake = nil, nil, nil
 		case progressed:
 			backoff = 0
 			p.state.mu.Lock()
@@ -122,7 +125,7 @@ func (p *pump) run(ctx context.Context) {
 				p.h.store.NackAll(p.endpoint)
 			}
 			return
-		case <-notify:
+		case <-wake:
 		case <-conn:
 		case <-upConn:
 		case <-p.freed:

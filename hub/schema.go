@@ -24,4 +24,28 @@ var migrations = []string{
 		reported         TEXT NOT NULL,
 		reported_version INTEGER NOT NULL
 	)`,
+	// Persistent MQTT sessions (sessionStore): the session and who holds
+	// it, its subscriptions, the messages queued for it in order, and
+	// retained messages.
+	`CREATE TABLE hub_sessions (
+		client_id TEXT PRIMARY KEY,
+		data      BLOB NOT NULL
+	);
+	CREATE TABLE hub_session_subs (
+		client_id TEXT NOT NULL,
+		filter    TEXT NOT NULL,
+		data      BLOB NOT NULL,
+		PRIMARY KEY (client_id, filter)
+	);
+	CREATE TABLE hub_session_msgs (
+		seq       INTEGER PRIMARY KEY,
+		client_id TEXT NOT NULL,
+		packet_id INTEGER NOT NULL,
+		data      BLOB NOT NULL,
+		UNIQUE (client_id, packet_id)
+	);
+	CREATE TABLE hub_retained (
+		topic TEXT PRIMARY KEY,
+		data  BLOB NOT NULL
+	)`,
 }

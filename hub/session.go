@@ -3,6 +3,8 @@ package hub
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 )
@@ -17,6 +19,9 @@ type session struct {
 	module    string
 	anonymous bool // dev mode on loopback: everything allowed
 	auth      string
+	counted   atomic.Bool // counted in Hub.perID while connected
+	expires   time.Time   // the SAS token's expiry (zero: none)
+	expiry    atomic.Pointer[time.Timer]
 
 	// Prefixes of the IoT Hub topics this client owns.
 	pubPrefix string // devices/<d>[/modules/<m>]/messages/events

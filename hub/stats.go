@@ -11,10 +11,11 @@ import (
 
 // Drop reasons counted by the hub (the store adds expired and quota).
 const (
-	dropNoRoute    = "no_route"
-	dropTooLarge   = "too_large"
-	dropMalformed  = "malformed"
-	dropSlowClient = "slow_client"
+	dropNoRoute      = "no_route"
+	dropTooLarge     = "too_large"
+	dropMalformed    = "malformed"
+	dropSlowClient   = "slow_client"
+	dropSessionQuota = "session_quota"
 )
 
 type counters struct {
@@ -72,23 +73,27 @@ func (c *counters) sample(h *Hub, now time.Time) {
 
 // Stats is a snapshot for the dashboard and /metrics.
 type Stats struct {
-	Hostname         string            `json:"hostname"`
-	Ports            Ports             `json:"ports"`
-	ClientsConnected int64             `json:"clientsConnected"`
-	Clients          []ClientInfo      `json:"clients"`
-	MessagesReceived uint64            `json:"messagesReceived"` // MQTT PUBLISH in
-	MessagesSent     uint64            `json:"messagesSent"`     // MQTT PUBLISH out
-	Routed           uint64            `json:"routed"`
-	Delivered        uint64            `json:"delivered"`
-	C2D              uint64            `json:"c2d"`
-	Methods          uint64            `json:"methods"`
-	AuthFailures     uint64            `json:"authFailures"`
-	Rates            Rates             `json:"rates"`
-	Drops            map[string]uint64 `json:"drops"` // by reason: no_route, too_large, malformed, slow_client, expired, quota
-	Queues           []QueueStats      `json:"queues"`
-	QueueBytes       int64             `json:"queueBytes"`
-	QueueQuota       int64             `json:"queueQuotaBytes"`
-	Upstream         UpstreamStatus    `json:"upstream"`
+	Hostname         string `json:"hostname"`
+	Ports            Ports  `json:"ports"`
+	ClientsConnected int64  `json:"clientsConnected"`
+	// ConnectionsPending have not authenticated yet; ConnectionsEvicted
+	// were closed to make room under hub.maxPendingConnections.
+	ConnectionsPending int               `json:"connectionsPending"`
+	ConnectionsEvicted uint64            `json:"connectionsEvicted"`
+	Clients            []ClientInfo      `json:"clients"`
+	MessagesReceived   uint64            `json:"messagesReceived"` // MQTT PUBLISH in
+	MessagesSent       uint64            `json:"messagesSent"`     // MQTT PUBLISH out
+	Routed             uint64            `json:"routed"`
+	Delivered          uint64            `json:"delivered"`
+	C2D                uint64            `json:"c2d"`
+	Methods            uint64            `json:"methods"`
+	AuthFailures       uint64            `json:"authFailures"`
+	Rates              Rates             `json:"rates"`
+	Drops              map[string]uint64 `json:"drops"` // by reason: no_route, too_large, malformed, slow_client, expired, quota
+	Queues             []QueueStats      `json:"queues"`
+	QueueBytes         int64             `json:"queueBytes"`
+	QueueQuota         int64             `json:"queueQuotaBytes"`
+	Upstream           UpstreamStatus    `json:"upstream"`
 }
 
 // QueueStats is one endpoint's queue and delivery.
@@ -126,6 +131,7 @@ func (h *Hub) Stats() Stats {
 		Drops:            map[string]uint64{},
 		Upstream:         h.up.status(),
 	}
+	st.ConnectionsPending, st.ConnectionsEvicted = h.pending.stats()
 	h.stats.mu.Lock()
 	st.Rates = h.stats.rates
 	for k, v := range h.stats.drops {
@@ -135,6 +141,9 @@ func (h *Hub) Stats() Stats {
 	ss := h.store.Stats()
 	for k, v := range ss.Drops {
 		st.Drops[k] += uint64(v)
+	}
+	if n := atomic.LoadInt64(&h.srv.Info.InflightDropped); n > 0 {
+		st.Drops[dropSessionQuota] = uint64(n) // a persistent session's queue was full
 	}
 	st.QueueBytes, st.QueueQuota = ss.Bytes, ss.QuotaBytes
 	h.pumpsMu.Lock()
@@ -149,6 +158,9 @@ func (h *Hub) Stats() Stats {
 	}
 	h.sessions.Range(func(_, v any) bool {
 		s := v.(*session)
+		if s.cl.Closed() {
+			return true // a persistent session whose client is away
+		}
 		st.Clients = append(st.Clients, ClientInfo{ID: s.cl.ID, Identity: s.name, Kind: s.kind, Auth: s.auth, Remote: s.cl.Net.Remote, Listener: s.cl.Net.Listener})
 		return true
 	})

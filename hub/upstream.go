@@ -49,7 +49,10 @@ type UpstreamStatus struct {
 	LastError string    `json:"lastError,omitempty"`
 }
 
-const azureAPIVersion = "2021-04-12"
+const (
+	azureAPIVersion      = "2021-04-12"
+	upstreamWriteTimeout = 10 * time.Second
+)
 
 func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 	u := &upstream{h: h, cfg: cfg, state: "disabled", since: time.Now(), subs: map[string]upSub{}, gen: make(chan struct{})}
@@ -73,7 +76,9 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 	o.SetConnectRetryInterval(time.Second)
 	o.SetMaxReconnectInterval(maxBackoff)
 	o.SetConnectTimeout(30 * time.Second)
-	o.SetWriteTimeout(30 * time.Second)
+	// Bounds a Publish that meets a connection lost under it (paho blocks
+	// until then), and so how long a stop can wait for a pump.
+	o.SetWriteTimeout(upstreamWriteTimeout)
 	o.SetOrderMatters(false)
 	p, _ := url.Parse(brokerURL)
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
@@ -214,26 +219,33 @@ func (u *upstream) topic(appProps, sys map[string]string) string {
 // order; it returns how many from the start were acknowledged.
 func (u *upstream) sendBatch(ctx context.Context, entries []store.Entry) (int, error) {
 	toks := make([]paho.Token, 0, len(entries))
-	for _, e := range entries {
+	for i, e := range entries {
 		m, err := decodeMessage(e.Data)
 		if err != nil {
 			toks = append(toks, nil)
 			continue
 		}
+		if ctx.Err() != nil {
+			entries = entries[:i]
+			break
+		}
 		toks = append(toks, u.cli.Publish(u.topic(m.App, m.Sys), 1, false, m.Body))
 	}
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
 	for i, t := range toks {
 		if t == nil {
 			continue // corrupt: acked so it does not block
 		}
-		if !t.WaitTimeout(30 * time.Second) {
+		select {
+		case <-t.Done():
+		case <-ctx.Done():
+			return i, ctx.Err() // stopping: the rest goes back to the queue
+		case <-timeout.C:
 			return i, errors.New("upstream: no PUBACK within 30s")
 		}
 		if err := t.Error(); err != nil {
 			return i, fmt.Errorf("upstream: %w", err)
-		}
-		if ctx.Err() != nil {
-			return i + 1, ctx.Err()
 		}
 	}
 	return len(entries), nil

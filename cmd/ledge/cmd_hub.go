@@ -6,7 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"ledge/hub"
+	"net"
 	"net/url"
 	"sort"
 	"strings"
@@ -15,13 +15,15 @@ import (
 
 	"ledge/agent"
 	"ledge/agent/manifest"
+	"ledge/hub"
+	"ledge/hub/azure"
 )
 
 // The hub commands talk to the running daemon over its socket:
 // ledge identity, ledge method, ledge c2d, ledge twin.
 
 func init() {
-	register("identity", command{summary: "hub identities: add|list|show|remove (devices, modules, MQTT users)", run: identityCmd})
+	register("identity", command{summary: "hub identities: add|list|show|remove|token (devices, modules, MQTT users)", run: identityCmd})
 	register("method", command{summary: "invoke a direct method: method invoke DEVICE[/MODULE] NAME JSON", run: methodCmd})
 	register("c2d", command{summary: "send a cloud-to-device message: c2d send DEVICE BODY", run: c2dCmd})
 	register("hub", command{summary: "the MQTT hub's state: clients, rates, queues, upstream, drops", run: hubCmd})
@@ -29,13 +31,14 @@ func init() {
 }
 
 func identityCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("identity", "add NAME [--kind device|module|user] [--password P] [--x509-thumbprint HEX] [--x509-ca] | list | show NAME | remove NAME", stderr)
+	fs := newFlagSet("identity", "add NAME [--kind device|module|user] [--password P] [--x509-thumbprint HEX] [--x509-ca] | list | show NAME | remove NAME | token NAME [--ttl 1h]", stderr)
 	var cf configFlags
 	cf.register(fs)
 	kind := fs.String("kind", "", "device (default), module (NAME is DEVICE/MODULE) or user (plain MQTT username/password)")
 	password := fs.String("password", "", "user: the password (generated when empty)")
 	thumb := fs.String("x509-thumbprint", "", "device: authenticate with the client certificate of this SHA-256 (or SHA-1) thumbprint")
 	x509CA := fs.Bool("x509-ca", false, "device: authenticate with any client certificate from a trusted CA whose CN is the device id")
+	ttl := fs.Duration("ttl", time.Hour, "token: how long the SAS token is valid")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -76,6 +79,15 @@ func identityCmd(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		printIdentity(stdout, out)
+	case pos[0] == "token" && len(pos) == 2:
+		if *ttl <= 0 {
+			return fmt.Errorf("--ttl %s: want a positive duration", *ttl)
+		}
+		var out map[string]any
+		if err := d.do(ctx, "GET", "/hub/identities/"+escapeName(pos[1]), nil, &out); err != nil {
+			return err
+		}
+		return printToken(stdout, stderr, out, *ttl)
 	case pos[0] == "remove" && len(pos) == 2:
 		if err := d.do(ctx, "DELETE", "/hub/identities/"+escapeName(pos[1]), nil, nil); err != nil {
 			return err
@@ -122,6 +134,43 @@ func printIdentity(w io.Writer, id map[string]any) {
 	if id["kind"] == "user" {
 		fmt.Fprintf(w, "username: %v\n", id["name"])
 	}
+}
+
+// printToken prints a SAS token for a device or module identity on stdout
+// (TOKEN=$(ledge identity token NAME)) and, on stderr, the client id and
+// username to use it with, e.g. with mosquitto_pub.
+func printToken(stdout, stderr io.Writer, id map[string]any, ttl time.Duration) error {
+	cs, _ := id["connectionString"].(string)
+	key, _ := id["primaryKey"].(string)
+	if cs == "" || key == "" {
+		return fmt.Errorf("identity %v has no keys (%s): SAS tokens are for device and module identities with symmetric keys", id["name"], authOf(id))
+	}
+	f := map[string]string{}
+	for _, kv := range strings.Split(cs, ";") {
+		k, v, _ := strings.Cut(kv, "=")
+		f[k] = v
+	}
+	expiry := time.Now().Add(ttl)
+	tok, err := azure.BuildToken(azure.Resource(f["HostName"], f["DeviceId"], f["ModuleId"]), key, expiry)
+	if err != nil {
+		return err
+	}
+	clientID, user := f["DeviceId"], f["HostName"]+"/"+f["DeviceId"]+"/"
+	topic := "devices/" + f["DeviceId"] + "/messages/events/"
+	if m := f["ModuleId"]; m != "" {
+		clientID, user = clientID+"/"+m, user+m+"/"
+		topic = "devices/" + f["DeviceId"] + "/modules/" + m + "/messages/events/"
+	}
+	user += "?api-version=2021-04-12"
+	fmt.Fprintln(stdout, tok)
+	host, port := f["GatewayHostName"], "8883"
+	if h, p, err := net.SplitHostPort(host); err == nil {
+		host, port = h, p
+	}
+	fmt.Fprintf(stderr, "SAS token for %s, valid until %s\nclient id: %s\nusername:  %s\n", id["name"], expiry.Format(time.RFC3339), clientID, user)
+	fmt.Fprintf(stderr, "e.g.: mosquitto_pub -h %s -p %s --cafile <dataDir>/hub/ca.pem -V mqttv311 -i '%s' -u '%s' -P \"$TOKEN\" -q 1 -t '%s' -m hello\n",
+		host, port, clientID, user, topic)
+	return nil
 }
 
 func methodCmd(args []string, stdout, stderr io.Writer) error {

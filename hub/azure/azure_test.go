@@ -148,6 +148,7 @@ func TestParseTopic(t *testing.T) {
 		{"devices/d1/messages/events", Topic{Kind: Telemetry, Device: "d1"}, false},
 		{"devices/d1/messages/events/a=1", Topic{Kind: Telemetry, Device: "d1", Bag: "a=1"}, false},
 		{"devices/d1/modules/m1/messages/events/$.on=o", Topic{Kind: Telemetry, Device: "d1", Module: "m1", Bag: "$.on=o"}, false},
+		{"devices/d1/modules/m1/messages/events/%24.on=o&seq=1/", Topic{Kind: Telemetry, Device: "d1", Module: "m1", Bag: "%24.on=o&seq=1"}, false},
 		{"devices/d1/messages/eventsX", Topic{}, true},
 		{"devices/d1/modules/m1/inputs/in1/", Topic{Kind: Plain}, false},
 		{"$iothub/twin/GET/?$rid=7", Topic{Kind: TwinGet, RID: "7"}, false},

@@ -69,6 +69,10 @@ func parseTelemetry(t string) (Topic, error) {
 		}
 		rest = rest[1:]
 	}
+	// The Azure IoT SDKs end a module output's bag with a "/"
+	// (".../messages/events/%24.on=out1&seq=1/"): a separator, not part of
+	// the last value (a "/" in a value is sent as %2F).
+	rest = strings.TrimSuffix(rest, "/")
 	return Topic{Kind: Telemetry, Device: dev, Module: mod, Bag: rest}, nil
 }
 

@@ -28,8 +28,9 @@ var migrations = []string{
 
 // Drop reasons counted by the store.
 const (
-	DropExpired = "expired"
-	DropQuota   = "quota"
+	DropExpired  = "expired"
+	DropQuota    = "quota"
+	DropDiskFull = "disk_full" // refused, not acknowledged
 )
 
 // Options configure a Store.
@@ -40,6 +41,11 @@ type Options struct {
 	CacheBytes int64 // bodies kept in memory; default 16 MiB
 	MaxBatch   int   // records per commit; default 1024
 	Now        func() time.Time
+	// Dir is on the file system the database is on; with ReserveBytes,
+	// new records are refused (ErrDiskFull) rather than leave less than
+	// that free there (free pages of the database count as free).
+	Dir          string
+	ReserveBytes int64
 }
 
 // Item is one record to enqueue.
@@ -93,18 +99,21 @@ type Store struct {
 	kick  chan struct{} // wakes the writer for pending deletes
 	ready chan struct{} // closed when Run has its connection
 
-	quota      atomic.Int64 // bound on queued bytes (0: none); SetQuota changes it
-	mu         sync.Mutex   // guards the fields below
-	eps        map[string]*endpoint
-	nextSeq    int64
-	bytes      int64
-	cached     int64
-	deletes    []int64
-	drops      map[string]int64
-	lastDropLg time.Time
-	committed  uint64 // records inserted
-	commitErr  error  // the last commit's error, nil once one succeeds
-	failures   uint64 // failed commits
+	quota        atomic.Int64 // bound on queued bytes (0: none); SetQuota changes it
+	mu           sync.Mutex   // guards the fields below
+	eps          map[string]*endpoint
+	nextSeq      int64
+	bytes        int64
+	cached       int64
+	deletes      []int64
+	drops        map[string]int64
+	lastDropLg   time.Time
+	committed    uint64 // records inserted
+	commitErr    error  // the last commit's error, nil once one succeeds
+	failures     uint64 // failed commits
+	refusing     error  // ErrDiskFull with what is free, while new records are refused
+	deletedBytes int64  // deleted since the WAL was last truncated
+	lastFailLog  time.Time
 }
 
 type op struct {
@@ -283,6 +292,9 @@ type Stats struct {
 	// error while no commit has succeeded since.
 	CommitFailures uint64 `json:"commitFailures"`
 	LastError      string `json:"lastError,omitempty"`
+	// Refusing says why new messages are refused (the disk reserve), while
+	// they are.
+	Refusing string `json:"refusing,omitempty"`
 }
 
 // Stats returns depths, bytes, ages and drop counts.
@@ -293,6 +305,9 @@ func (s *Store) Stats() Stats {
 	st := Stats{Bytes: s.bytes, QuotaBytes: s.quota.Load(), Drops: map[string]int64{}, Committed: s.committed, CommitFailures: s.failures}
 	if s.commitErr != nil {
 		st.LastError = s.commitErr.Error()
+	}
+	if s.refusing != nil {
+		st.Refusing = s.refusing.Error()
 	}
 	for k, v := range s.drops {
 		st.Drops[k] = v
@@ -411,7 +426,11 @@ func (s *Store) load(ctx context.Context, seqs []int64, into map[int64][]byte) e
 			}
 			into[seq] = data
 		}
+		err = rows.Err()
 		rows.Close()
+		if err != nil {
+			return fmt.Errorf("queue read: %w", err)
+		}
 		seqs = seqs[n:]
 	}
 	return nil
@@ -480,6 +499,7 @@ func (s *Store) forgetLocked(ep *endpoint, e *entry) {
 	ep.count--
 	ep.bytes -= e.size
 	s.bytes -= e.size
+	s.deletedBytes += e.size
 	if e.data != nil {
 		s.cached -= e.size
 		e.data = nil
@@ -558,3 +578,7 @@ func signal(c chan struct{}) {
 
 // ErrTooLarge is returned (to done) for an item larger than the quota.
 var ErrTooLarge = errors.New("message larger than the store-and-forward quota")
+
+// ErrDiskFull is returned (to done) for records refused because the file
+// system would keep less than Options.ReserveBytes free.
+var ErrDiskFull = errors.New("store-and-forward: disk reserve reached")

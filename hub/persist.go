@@ -1,0 +1,603 @@
+package hub
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// sessionStore keeps what mochi holds for persistent MQTT sessions (MQTT
+// 3.1.1 clean session 0, or MQTT 5 with a session expiry) in SQLite, so a
+// session survives a restart of the hub: the session with the identity
+// that holds it (hub_sessions), its subscriptions (hub_session_subs), the
+// QoS 1 and 2 messages queued or in flight for it (hub_session_msgs, in
+// the order they were queued), and retained messages (hub_retained).
+// Clean sessions are never written.
+//
+// Writes go through one goroutine that commits everything pending in one
+// transaction. A QoS 1 or 2 message published to a plain topic that a
+// persistent session takes is acknowledged to its publisher only after
+// the session's copy is committed (OnPublished waits; mochi, as patched in
+// third_party, acknowledges after OnPublished), so an acknowledged message
+// survives kill -9.
+//
+// Concurrency: the hooks run on the clients' goroutines; ops are queued in
+// ticket order under sendMu; mu guards the commit state.
+type sessionStore struct {
+	mqtt.HookBase
+	h   *Hub
+	db  *sql.DB
+	log *slog.Logger
+
+	sendMu  sync.Mutex // orders tickets with the channel
+	enq     uint64     // last ticket handed out
+	closed  bool
+	ops     chan sop
+	stop    chan struct{}
+	stopped chan struct{}
+
+	mu        sync.Mutex    // guards the fields below
+	committed uint64        // every ticket up to this one is committed
+	failed    uint64        // tickets up to this one failed to commit (their publishers were not acked)
+	lastErr   error         // the last commit's error while no commit has succeeded since
+	gen       chan struct{} // closed after each commit attempt
+	lastLog   time.Time
+
+	persistent sync.Map      // client id -> struct{}: ids with rows
+	stored     sync.Map      // msgKey -> struct{}: messages with rows
+	waits      sync.Map      // publisher client id -> ticket its ack waits for
+	nwaits     atomic.Int64  // entries in waits
+	loading    atomic.Bool   // mochi is loading stored sessions
+	loaded     sync.Map      // client id -> sessionOwner, while loading
+	dropCount  atomic.Uint64 // messages for sessions that could not be stored
+	lastDropLg atomic.Int64
+}
+
+// sessionOwner is who holds a stored session.
+type sessionOwner struct {
+	Identity  string `json:"identity"`
+	Auth      string `json:"auth"`
+	Anonymous bool   `json:"anonymous,omitempty"`
+}
+
+type sopKind int
+
+const (
+	sopClient sopKind = iota
+	sopForget         // the session and all it holds
+	sopSub
+	sopUnsub
+	sopMsg
+	sopMsgDone
+	sopRetain
+	sopUnretain
+)
+
+type sop struct {
+	kind   sopKind
+	ticket uint64
+	client string
+	key    string // filter, topic
+	id     uint16 // packet id
+	data   []byte
+}
+
+func newSessionStore(h *Hub) *sessionStore {
+	return &sessionStore{h: h, db: h.db, log: h.log.With("part", "sessions"), ops: make(chan sop, 4096),
+		stop: make(chan struct{}), stopped: make(chan struct{}), gen: make(chan struct{})}
+}
+
+func (s *sessionStore) ID() string { return "ledge-sessions" }
+
+func (s *sessionStore) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
+		mqtt.OnRetainMessage, mqtt.OnRetainedExpired, mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped,
+		mqtt.OnClientExpired, mqtt.OnPublished,
+		mqtt.StoredClients, mqtt.StoredSubscriptions, mqtt.StoredInflightMessages, mqtt.StoredRetainedMessages:
+		return true
+	}
+	return false
+}
+
+// persistentSession: the client asked for a session that outlives its
+// connection.
+func persistentSession(cl *mqtt.Client) bool {
+	if cl.Properties.ProtocolVersion == 5 {
+		return cl.Properties.Props.SessionExpiryInterval > 0
+	}
+	return !cl.Properties.Clean
+}
+
+func (s *sessionStore) known(id string) bool {
+	_, ok := s.persistent.Load(id)
+	return ok
+}
+
+// send queues an op and returns its ticket (0 once stopped).
+func (s *sessionStore) send(o sop) uint64 {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.closed {
+		return 0
+	}
+	s.enq++
+	o.ticket = s.enq
+	s.ops <- o
+	return o.ticket
+}
+
+func (s *sessionStore) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if !persistentSession(cl) {
+		if s.known(cl.ID) {
+			s.forget(cl.ID) // a clean start ends the old session
+		}
+		return
+	}
+	sess := s.h.sessionOf(cl)
+	if sess == nil {
+		return
+	}
+	owner := sessionOwner{Identity: sess.name, Auth: sess.auth, Anonymous: sess.anonymous}
+	props := cl.Properties.Props.Copy(false)
+	c := storage.Client{ID: cl.ID, T: storage.ClientKey, Remote: cl.Net.Remote, Listener: cl.Net.Listener,
+		Username: cl.Properties.Username, Clean: cl.Properties.Clean, ProtocolVersion: cl.Properties.ProtocolVersion,
+		Properties: storage.ClientProperties{SessionExpiryInterval: props.SessionExpiryInterval,
+			SessionExpiryIntervalFlag: props.SessionExpiryIntervalFlag, ReceiveMaximum: props.ReceiveMaximum,
+			TopicAliasMaximum: props.TopicAliasMaximum, User: props.User, MaximumPacketSize: props.MaximumPacketSize,
+			RequestProblemInfo: props.RequestProblemInfo, RequestProblemInfoFlag: props.RequestProblemInfoFlag,
+			RequestResponseInfo: props.RequestResponseInfo},
+		Will: storage.ClientWill(cl.Properties.Will)}
+	data, _ := json.Marshal(struct {
+		Client storage.Client `json:"client"`
+		Owner  sessionOwner   `json:"owner"`
+	}{c, owner})
+	s.persistent.Store(cl.ID, struct{}{})
+	s.send(sop{kind: sopClient, client: cl.ID, data: data})
+}
+
+func (s *sessionStore) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	if s.loading.Load() {
+		s.attachLoaded(cl, expire)
+		return
+	}
+	if expire && !errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) && !cl.IsTakenOver() && s.known(cl.ID) {
+		s.forget(cl.ID)
+	}
+}
+
+func (s *sessionStore) OnClientExpired(cl *mqtt.Client) {
+	if s.known(cl.ID) {
+		s.forget(cl.ID)
+	}
+}
+
+func (s *sessionStore) forget(id string) {
+	s.persistent.Delete(id)
+	s.stored.Range(func(k, _ any) bool {
+		if k.(msgKey).client == id {
+			s.stored.Delete(k)
+		}
+		return true
+	})
+	s.send(sop{kind: sopForget, client: id})
+}
+
+func (s *sessionStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	if !persistentSession(cl) {
+		return
+	}
+	for i, f := range pk.Filters {
+		if i >= len(codes) || codes[i] >= 0x80 {
+			continue
+		}
+		data, _ := json.Marshal(storage.Subscription{T: storage.SubscriptionKey, Client: cl.ID, Filter: f.Filter, Qos: codes[i],
+			Identifier: f.Identifier, NoLocal: f.NoLocal, RetainHandling: f.RetainHandling, RetainAsPublished: f.RetainAsPublished})
+		s.send(sop{kind: sopSub, client: cl.ID, key: f.Filter, data: data})
+	}
+}
+
+func (s *sessionStore) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	if !s.known(cl.ID) {
+		return
+	}
+	for _, f := range pk.Filters {
+		s.send(sop{kind: sopUnsub, client: cl.ID, key: f.Filter})
+	}
+}
+
+// msgKey names a stored message: the client and the packet id the hub
+// gave it.
+type msgKey struct {
+	client string
+	id     uint16
+}
+
+// OnQosPublish stores a message mochi queued or sent to a persistent
+// session (outbound PUBLISH only: an inbound flow's acks share the packet
+// id space and are not kept).
+func (s *sessionStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
+	if pk.FixedHeader.Type != packets.Publish || !persistentSession(cl) {
+		return
+	}
+	t := s.send(sop{kind: sopMsg, client: cl.ID, id: pk.PacketID, data: encodeMessageRow(storage.InflightKey, cl.ID, pk, sent)})
+	if t == 0 {
+		return
+	}
+	s.stored.Store(msgKey{cl.ID, pk.PacketID}, struct{}{})
+	if pk.Origin != "" && pk.Origin != cl.ID {
+		if _, had := s.waits.Swap(pk.Origin, t); !had {
+			s.nwaits.Add(1)
+		}
+	}
+}
+
+func encodeMessageRow(t, client string, pk packets.Packet, sent int64) []byte {
+	props := pk.Properties
+	m := storage.Message{T: t, Client: client, Origin: pk.Origin, FixedHeader: pk.FixedHeader,
+		TopicName: pk.TopicName, Payload: pk.Payload, Sent: sent, Created: pk.Created, PacketID: pk.PacketID,
+		Properties: storage.MessageProperties{PayloadFormat: props.PayloadFormat, PayloadFormatFlag: props.PayloadFormatFlag,
+			MessageExpiryInterval: props.MessageExpiryInterval, ContentType: props.ContentType, ResponseTopic: props.ResponseTopic,
+			CorrelationData: props.CorrelationData, SubscriptionIdentifier: props.SubscriptionIdentifier, User: props.User}}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// OnQosComplete: the client acknowledged a message the hub sent (its
+// PUBACK, or PUBCOMP for QoS 2); mochi's own PUBACK for an inbound QoS 1
+// publish comes here too, and is told apart by having been built here
+// (Created set).
+func (s *sessionStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	switch {
+	case pk.FixedHeader.Type == packets.Puback && pk.Created == 0, pk.FixedHeader.Type == packets.Pubcomp:
+		s.done(cl.ID, pk.PacketID)
+	}
+}
+
+// OnQosDropped: mochi gave up a message (session cleared, expired).
+func (s *sessionStore) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	if pk.FixedHeader.Type == packets.Publish || pk.FixedHeader.Type == packets.Pubrel {
+		s.done(cl.ID, pk.PacketID)
+	}
+}
+
+func (s *sessionStore) done(client string, id uint16) {
+	if _, ok := s.stored.LoadAndDelete(msgKey{client, id}); ok {
+		s.send(sop{kind: sopMsgDone, client: client, id: id})
+	}
+}
+
+func (s *sessionStore) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
+	if r == -1 {
+		s.send(sop{kind: sopUnretain, key: pk.TopicName})
+		return
+	}
+	s.send(sop{kind: sopRetain, key: pk.TopicName, data: encodeMessageRow(storage.RetainedKey, cl.ID, pk, 0)})
+}
+
+func (s *sessionStore) OnRetainedExpired(topic string) {
+	s.send(sop{kind: sopUnretain, key: topic})
+}
+
+// OnPublished runs after mochi handed a publish to its subscribers and
+// before it acknowledges it: when a persistent session took it, the ack
+// waits for the commit. A failed commit closes the publisher's connection
+// instead, so it is never told a message was kept that was not.
+func (s *sessionStore) OnPublished(cl *mqtt.Client, pk packets.Packet) {
+	if s.nwaits.Load() == 0 || pk.FixedHeader.Qos == 0 {
+		return
+	}
+	v, ok := s.waits.LoadAndDelete(cl.ID)
+	if !ok {
+		return
+	}
+	s.nwaits.Add(-1)
+	if err := s.wait(v.(uint64), 10*time.Second); err != nil {
+		s.h.log.Warn("mqtt publish not acknowledged: its persistent subscribers' copy was not stored", "client", cl.ID, "err", err)
+		cl.Stop(err)
+	}
+}
+
+// wait blocks until ticket t is committed.
+func (s *sessionStore) wait(t uint64, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		switch {
+		case s.committed >= t:
+			s.mu.Unlock()
+			return nil
+		case s.failed >= t:
+			err := s.lastErr
+			s.mu.Unlock()
+			if err == nil {
+				err = errors.New("session store commit failed")
+			}
+			return err
+		}
+		g := s.gen
+		s.mu.Unlock()
+		select {
+		case <-g:
+		case <-s.stopped:
+			return errors.New("hub stopping")
+		case <-timer.C:
+			return errors.New("session store: no commit within " + d.String())
+		}
+	}
+}
+
+// run commits queued ops until stopped, then commits what is left.
+func (s *sessionStore) run() {
+	defer close(s.stopped)
+	var retry []sop
+	for {
+		var batch []sop
+		select {
+		case o := <-s.ops:
+			batch = append(retry, o)
+		case <-s.stop:
+			batch = retry
+			for {
+				select {
+				case o := <-s.ops:
+					batch = append(batch, o)
+					continue
+				default:
+				}
+				break
+			}
+			if len(batch) > 0 {
+				s.commit(batch)
+			}
+			return
+		}
+		retry = nil
+	more:
+		for len(batch) < 4096 {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+			default:
+				break more
+			}
+		}
+		if err := s.commit(batch); err != nil {
+			retry = batch // kept: what mochi holds in memory is still to be stored
+			if len(retry) > 100000 {
+				s.dropCount.Add(uint64(len(retry)))
+				retry = nil
+			}
+			select {
+			case <-time.After(time.Second):
+			case <-s.stop:
+			}
+		}
+	}
+}
+
+func (s *sessionStore) commit(batch []sop) error {
+	err := s.tx(batch)
+	last := batch[len(batch)-1].ticket
+	s.mu.Lock()
+	if err != nil {
+		s.failed = max(s.failed, last)
+		s.lastErr = err
+		if time.Since(s.lastLog) > 10*time.Second {
+			s.lastLog = time.Now()
+			s.log.Error("persistent sessions: commit failed", "err", err, "ops", len(batch))
+		}
+	} else {
+		s.committed = max(s.committed, last)
+		s.lastErr = nil
+	}
+	close(s.gen)
+	s.gen = make(chan struct{})
+	s.mu.Unlock()
+	return err
+}
+
+func (s *sessionStore) tx(batch []sop) error {
+	ctx := context.Background()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sessions commit: %w", err)
+	}
+	defer tx.Rollback()
+	for _, o := range batch {
+		var err error
+		switch o.kind {
+		case sopClient:
+			_, err = tx.ExecContext(ctx, `INSERT INTO hub_sessions (client_id, data) VALUES (?, ?)
+				ON CONFLICT(client_id) DO UPDATE SET data = excluded.data`, o.client, o.data)
+		case sopForget:
+			for _, q := range []string{`DELETE FROM hub_sessions WHERE client_id = ?`, `DELETE FROM hub_session_subs WHERE client_id = ?`,
+				`DELETE FROM hub_session_msgs WHERE client_id = ?`} {
+				if _, err = tx.ExecContext(ctx, q, o.client); err != nil {
+					break
+				}
+			}
+		case sopSub:
+			_, err = tx.ExecContext(ctx, `INSERT INTO hub_session_subs (client_id, filter, data) VALUES (?, ?, ?)
+				ON CONFLICT(client_id, filter) DO UPDATE SET data = excluded.data`, o.client, o.key, o.data)
+		case sopUnsub:
+			_, err = tx.ExecContext(ctx, `DELETE FROM hub_session_subs WHERE client_id = ? AND filter = ?`, o.client, o.key)
+		case sopMsg:
+			_, err = tx.ExecContext(ctx, `INSERT INTO hub_session_msgs (client_id, packet_id, data) VALUES (?, ?, ?)
+				ON CONFLICT(client_id, packet_id) DO UPDATE SET data = excluded.data`, o.client, o.id, o.data)
+		case sopMsgDone:
+			_, err = tx.ExecContext(ctx, `DELETE FROM hub_session_msgs WHERE client_id = ? AND packet_id = ?`, o.client, o.id)
+		case sopRetain:
+			_, err = tx.ExecContext(ctx, `INSERT INTO hub_retained (topic, data) VALUES (?, ?)
+				ON CONFLICT(topic) DO UPDATE SET data = excluded.data`, o.key, o.data)
+		case sopUnretain:
+			_, err = tx.ExecContext(ctx, `DELETE FROM hub_retained WHERE topic = ?`, o.key)
+		}
+		if err != nil {
+			return fmt.Errorf("sessions commit: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sessions commit: %w", err)
+	}
+	return nil
+}
+
+// close stops the writer after it committed what was queued.
+func (s *sessionStore) close() {
+	s.sendMu.Lock()
+	if s.closed {
+		s.sendMu.Unlock()
+		return
+	}
+	s.closed = true
+	s.sendMu.Unlock()
+	close(s.stop)
+	<-s.stopped
+}
+
+// health is the last commit error, while commits fail.
+func (s *sessionStore) health() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr
+}
+
+// StoredClients hands mochi the stored sessions at Serve; while it loads
+// them, OnDisconnect attaches each to its identity (attachLoaded).
+func (s *sessionStore) StoredClients() ([]storage.Client, error) {
+	rows, err := s.db.Query(`SELECT data FROM hub_sessions ORDER BY client_id`)
+	if err != nil {
+		return nil, fmt.Errorf("load sessions: %w", err)
+	}
+	defer rows.Close()
+	var out []storage.Client
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			return nil, fmt.Errorf("load sessions: %w", err)
+		}
+		var v struct {
+			Client storage.Client `json:"client"`
+			Owner  sessionOwner   `json:"owner"`
+		}
+		if err := json.Unmarshal(data, &v); err != nil || v.Client.ID == "" {
+			s.log.Warn("persistent session: unreadable row skipped", "err", err)
+			continue
+		}
+		s.loaded.Store(v.Client.ID, v.Owner)
+		s.persistent.Store(v.Client.ID, struct{}{})
+		out = append(out, v.Client)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load sessions: %w", err)
+	}
+	s.loading.Store(true)
+	return out, nil
+}
+
+// attachLoaded gives a session mochi restored its hub session (who holds
+// it, what it may read), or forgets it when its identity is gone.
+func (s *sessionStore) attachLoaded(cl *mqtt.Client, expire bool) {
+	v, ok := s.loaded.LoadAndDelete(cl.ID)
+	if !ok || expire {
+		return
+	}
+	o := v.(sessionOwner)
+	var sess *session
+	switch {
+	case o.Anonymous && s.h.dev:
+		sess = &session{anonymous: true, device: cl.ID}
+	case o.Identity != "":
+		if id := s.h.ids.get(o.Identity); id != nil && id.Enabled {
+			sess = s.h.newSession(id, o.Auth)
+		}
+	}
+	if sess == nil {
+		s.log.Info("persistent session dropped: its identity is gone", "client", cl.ID, "identity", o.Identity)
+		s.forget(cl.ID)
+		return
+	}
+	sess.cl = cl
+	sess.closed = true
+	s.h.sessions.Store(cl, sess)
+	s.h.held.Store(cl.ID, sess)
+}
+
+// loadDone ends loading: sessions whose identity is gone leave mochi too.
+func (s *sessionStore) loadDone(srv *mqtt.Server) {
+	s.loading.Store(false)
+	for id, cl := range srv.Clients.GetAll() {
+		if s.h.sessionOf(cl) == nil && cl.Closed() {
+			srv.UnsubscribeClient(cl)
+			srv.Clients.Delete(id)
+			cl.ClearInflights()
+		}
+	}
+	s.loaded.Range(func(k, _ any) bool { s.loaded.Delete(k); return true })
+}
+
+func (s *sessionStore) StoredSubscriptions() ([]storage.Subscription, error) {
+	rows, err := s.db.Query(`SELECT data FROM hub_session_subs ORDER BY client_id, filter`)
+	if err != nil {
+		return nil, fmt.Errorf("load subscriptions: %w", err)
+	}
+	defer rows.Close()
+	var out []storage.Subscription
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			return nil, fmt.Errorf("load subscriptions: %w", err)
+		}
+		var sub storage.Subscription
+		if json.Unmarshal(data, &sub) == nil {
+			out = append(out, sub)
+		}
+	}
+	return out, rows.Err()
+}
+
+// StoredInflightMessages returns queued messages in the order they were
+// queued (mochi, as patched, resends them in that order).
+func (s *sessionStore) StoredInflightMessages() ([]storage.Message, error) {
+	return s.messages(`SELECT data FROM hub_session_msgs ORDER BY seq`)
+}
+
+func (s *sessionStore) StoredRetainedMessages() ([]storage.Message, error) {
+	return s.messages(`SELECT data FROM hub_retained ORDER BY topic`)
+}
+
+func (s *sessionStore) messages(q string) ([]storage.Message, error) {
+	rows, err := s.db.Query(q)
+	if err != nil {
+		return nil, fmt.Errorf("load messages: %w", err)
+	}
+	defer rows.Close()
+	var out []storage.Message
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			return nil, fmt.Errorf("load messages: %w", err)
+		}
+		var m storage.Message
+		if err := json.NewDecoder(bytes.NewReader(data)).Decode(&m); err == nil {
+			if m.T == storage.InflightKey {
+				s.stored.Store(msgKey{m.Client, m.PacketID}, struct{}{})
+			}
+			out = append(out, m)
+		}
+	}
+	return out, rows.Err()
+}
