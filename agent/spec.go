@@ -5,7 +5,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"regexp"
+	"strconv"
 	"sort"
 	"strings"
 
@@ -214,7 +216,13 @@ func (in injection) env(module string) map[string]string {
 	env["IOTEDGE_DEVICEID"] = device
 	env["IOTEDGE_MODULEID"] = moduleID
 	env["IOTEDGE_IOTHUBHOSTNAME"] = iothub
-	env["IOTEDGE_GATEWAYHOSTNAME"] = ep.Hostname
+	// The SDKs dial mqtts://<IOTEDGE_GATEWAYHOSTNAME>, port 8883 unless
+	// it carries another.
+	gateway := ep.Hostname
+	if ep.MQTTTLSPort != 0 && ep.MQTTTLSPort != 8883 {
+		gateway = net.JoinHostPort(ep.Hostname, strconv.Itoa(ep.MQTTTLSPort))
+	}
+	env["IOTEDGE_GATEWAYHOSTNAME"] = gateway
 	env["IOTEDGE_AUTHSCHEME"] = "sasToken"
 	env["IOTEDGE_MODULEGENERATIONID"] = id.GenerationID
 	env["IOTEDGE_APIVERSION"] = workloadAPIVersion

@@ -40,6 +40,7 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 	if a.hub != nil {
 		opts.Identities = hubIdentities{a.hub}
 		opts.Twins = hubTwins{a.hub}
+		opts.Workload = hubKeys{a.hub} // Azure SDK modules sign through the workload API
 		if a.cfg.Hub.Upstream.Mode != "" {
 			opts.Upstream = hubUpstream{a.hub} // deployments by MQTT only with an upstream broker
 		}
