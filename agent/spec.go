@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"net"
 	"regexp"
-	"strconv"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/docker/docker/api/types/container"

@@ -160,7 +160,7 @@ func TestAzureSDKModuleWorkloadAPI(t *testing.T) {
 	}
 	recvCreds, _ := h.ShowIdentity(rcv.Name)
 	got := make(chan string, 100)
-	rc := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://"+h.Addr("tcp")).SetClientID(rcv.Name).
+	rc := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + h.Addr("tcp")).SetClientID(rcv.Name).
 		SetUsername(rcv.Name).SetPassword(recvCreds.Password).SetOnConnectHandler(func(c paho.Client) {
 		c.Subscribe(fmt.Sprintf("devices/%s/modules/receiver/inputs/#", cfg.DeviceID), 1, func(_ paho.Client, m paho.Message) {
 			got <- m.Topic() + " " + string(m.Payload())
