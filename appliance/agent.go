@@ -41,7 +41,12 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 		opts.Identities = hubIdentities{a.hub}
 		opts.Twins = hubTwins{a.hub}
 		opts.Workload = hubKeys{a.hub} // Azure SDK modules sign through the workload API
-		if a.cfg.Hub.Upstream.Mode != "" {
+		switch up := a.cfg.Hub.Upstream; {
+		case up.Mode == "azure" && up.Relay:
+			// A parent (IoT Hub or a parent ledge): deployments come from
+			// this device's twins there, not from a topic IoT Hub has not.
+			opts.Parent = hubParent{a.hub}
+		case up.Mode != "":
 			opts.Upstream = hubUpstream{a.hub} // deployments by MQTT only with an upstream broker
 		}
 		opts.Sections["routes"] = routesSection{h: a.hub, base: a.cfg.Hub.Routes}

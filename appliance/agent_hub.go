@@ -54,6 +54,17 @@ func (x hubKeys) ServerCertificate(ctx context.Context, module, commonName strin
 	return x.h.ModuleServerCertificate(ctx, module, commonName, notAfter)
 }
 
+// hubParent implements agent.Parent over the hub's link to its parent.
+type hubParent struct{ h *hub.Hub }
+
+func (x hubParent) WatchDesired(modules []string, handler func(map[string]json.RawMessage)) (func(), error) {
+	return x.h.WatchParentTwins(modules, handler)
+}
+
+func (x hubParent) ReportProperties(ctx context.Context, module string, patch json.RawMessage) error {
+	return x.h.ReportParentTwin(ctx, module, patch)
+}
+
 // hubTwins implements agent.Twins.
 type hubTwins struct{ h *hub.Hub }
 

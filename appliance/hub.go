@@ -49,7 +49,8 @@ type hubAdapter struct{ h *hub.Hub }
 func (x hubAdapter) Stats() any      { return x.h.Stats() }
 func (x hubAdapter) Identities() any { return x.h.Identities() }
 func (x hubAdapter) AddIdentity(ctx context.Context, s web.HubIdentitySpec) (any, error) {
-	return x.h.AddIdentity(ctx, hub.IdentitySpec{Name: s.Name, Kind: s.Kind, Password: s.Password, Thumbprint: s.X509Thumbprint, X509CA: s.X509CA})
+	return x.h.AddIdentity(ctx, hub.IdentitySpec{Name: s.Name, Kind: s.Kind, Password: s.Password, Thumbprint: s.X509Thumbprint, X509CA: s.X509CA,
+		Parent: s.Parent})
 }
 func (x hubAdapter) ShowIdentity(name string) (any, error) { return x.h.ShowIdentity(name) }
 func (x hubAdapter) RemoveIdentity(ctx context.Context, name string) error {

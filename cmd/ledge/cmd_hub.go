@@ -27,11 +27,11 @@ func init() {
 	register("method", command{summary: "invoke a direct method: method invoke DEVICE[/MODULE] NAME JSON", run: methodCmd})
 	register("c2d", command{summary: "send a cloud-to-device message: c2d send DEVICE BODY", run: c2dCmd})
 	register("hub", command{summary: "the MQTT hub's state: clients, rates, queues, upstream, drops", run: hubCmd})
-	register("twin", command{summary: "device and module twins: twin get NAME | twin patch NAME JSON", run: twinCmd})
+	register("twin", command{summary: "device and module twins: twin get NAME | twin patch NAME JSON | twin set-modules DEVICE FILE", run: twinCmd})
 }
 
 func identityCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("identity", "add NAME [--kind device|module|user] [--password P] [--x509-thumbprint HEX] [--x509-ca] | list | show NAME | remove NAME | token NAME [--ttl 1h]", stderr)
+	fs := newFlagSet("identity", "add NAME [--kind device|module|user] [--password P] [--x509-thumbprint HEX] [--x509-ca] [--parent EDGE] | list | show NAME | remove NAME | token NAME [--ttl 1h]", stderr)
 	var cf configFlags
 	cf.register(fs)
 	kind := fs.String("kind", "", "device (default), module (NAME is DEVICE/MODULE) or user (plain MQTT username/password)")
@@ -39,6 +39,7 @@ func identityCmd(args []string, stdout, stderr io.Writer) error {
 	thumb := fs.String("x509-thumbprint", "", "device: authenticate with the client certificate of this SHA-256 (or SHA-1) thumbprint")
 	x509CA := fs.Bool("x509-ca", false, "device: authenticate with any client certificate from a trusted CA whose CN is the device id")
 	ttl := fs.Duration("ttl", time.Hour, "token: how long the SAS token is valid")
+	parent := fs.String("parent", "", "device: the edge device (a child ledge) that connects to this hub on its behalf")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -56,7 +57,7 @@ func identityCmd(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case pos[0] == "add" && len(pos) == 2:
 		var out map[string]any
-		body := map[string]any{"name": pos[1], "kind": *kind, "password": *password, "x509Thumbprint": *thumb, "x509CA": *x509CA}
+		body := map[string]any{"name": pos[1], "kind": *kind, "password": *password, "x509Thumbprint": *thumb, "x509CA": *x509CA, "parent": *parent}
 		if err := d.do(ctx, "POST", "/hub/identities", body, &out); err != nil {
 			return err
 		}
