@@ -211,3 +211,25 @@ func TestTwinManifest(t *testing.T) {
 		t.Errorf("an empty $edgeAgent gave %s", data)
 	}
 }
+
+// FuzzTwinManifest: whatever a parent's twins hold, putting them together
+// does not panic, and what comes out is JSON that gives the same bytes
+// when its twins are put together again.
+func FuzzTwinManifest(f *testing.F) {
+	f.Add(`{"schemaVersion":"1.1","modules":{},"$version":4}`, `{"routes":{}}`, `{"version":"2","signature":{"alg":"ed25519","keyId":"k","sig":"AAAA"}}`)
+	f.Add(`null`, `[]`, `{"signature": 5}`)
+	f.Fuzz(func(t *testing.T, a, h, l string) {
+		data, _, _, err := TwinManifest(map[string]json.RawMessage{TwinEdgeAgent: json.RawMessage(a), TwinEdgeHub: json.RawMessage(h), "$ledge": json.RawMessage(l)})
+		if err != nil || data == nil {
+			return
+		}
+		twins, err := TwinsOf(data)
+		if err != nil {
+			return // not a manifest ledge reads: refused later, with the reason
+		}
+		again, _, _, err := TwinManifest(twins)
+		if err != nil || string(again) != string(data) {
+			t.Fatalf("put together again: %s, %v\nwas %s", again, err, data)
+		}
+	})
+}

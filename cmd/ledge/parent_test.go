@@ -71,3 +71,32 @@ func TestTwinSetModules(t *testing.T) {
 		t.Errorf("the $ledge signature does not verify over the twins' deployment: %v\n%s", err, data)
 	}
 }
+
+// TestDeployCheckWarnings: `deploy check` prints each key edgeAgent
+// ignores as a warning with its line, path and a "did you mean", and
+// accepts the manifest; what $upstream resolves to is in the plan.
+func TestDeployCheckWarnings(t *testing.T) {
+	dir := t.TempDir()
+	m := filepath.Join(dir, "azure.json")
+	os.WriteFile(m, []byte(`{"modulesContent": {"$edgeAgent": {"properties.desired": {"schemaVersion": "1.1",
+  "runtime": {"type": "docker", "settings": {"minDockerVersoin": "v1.25"}},
+  "modules": {"sensor": {"type": "docker", "ServiceClientConnectionString": "HostName=x",
+    "settings": {"image": "$upstream:443/azureiotedge-simulated-temperature-sensor:1.5",
+      "createOptions": "{\"HostConfig\":{\"Memory\":\"71000000\",\"Privilegd\":true,},}"}}}}}}}`), 0o644)
+	conf := filepath.Join(dir, "ledge.yaml")
+	os.WriteFile(conf, []byte("hub:\n  upstream: {mode: azure, host: parent.example, deviceKey: a2V5LQ==}\n"), 0o644)
+	out, errOut, code := ledge(t, "deploy", "check", "--offline", "--config", conf, m)
+	if code != 0 {
+		t.Fatalf("check: %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		`warning: line 2, column 46 (byte 127): modulesContent.$edgeAgent."properties.desired".runtime.settings.minDockerVersoin: unknown key, ignored as edgeAgent ignores it (did you mean "minDockerVersion"?)`,
+		`modules.sensor.ServiceClientConnectionString: unknown key, ignored as edgeAgent ignores it`,
+		`settings.createOptions: HostConfig.Privilegd: not a field of Docker's ContainerCreate body`, `did you mean "Privileged"?`,
+		`create  module  sensor  parent.example:443/azureiotedge-simulated-temperature-sensor:1.5`, `$upstream is parent.example (the host of hub.upstream)`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+}
