@@ -139,7 +139,11 @@ func (l *parentLink) scan() {
 	here := map[string]*session{}
 	l.h.byID.Range(func(_, v any) bool {
 		s := v.(*session)
-		if !s.anonymous && (s.kind == KindDevice || s.kind == KindModule) && s.cl != nil && !s.cl.Closed() {
+		switch {
+		case s.anonymous || s.cl == nil || s.cl.Closed():
+		case s.kind == KindDevice && !strings.EqualFold(s.device, l.cfg.DeviceID),
+			// Only this device's modules are its modules at the parent.
+			s.kind == KindModule && strings.EqualFold(s.device, l.h.deviceID):
 			here[strings.ToLower(s.name)] = s
 		}
 		return true
