@@ -46,13 +46,11 @@ type App struct {
 	// events fans the components' events out to the dashboard's SSE.
 	events *web.Broadcaster
 
-	web    *web.Server
-	agent  *agent.Agent // nil when agent.enabled is false
-	hub    *hub.Hub     // nil when hub.enabled is false
-	models *models.Store
-	// modelResolver answers pipelines' model names from the store.
-	modelResolver *storeResolver
-	pipelines     *pipeline.Engine
+	web       *web.Server
+	agent     *agent.Agent // nil when agent.enabled is false
+	hub       *hub.Hub     // nil when hub.enabled is false
+	models    *models.Store
+	pipelines *pipeline.Engine
 	// pipelineSet layers ledge.yaml's, the dashboard's and the
 	// deployment's pipelines.
 	pipelineSet *pipelineSet
@@ -108,7 +106,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	if err := a.addPipelines(ctx); err != nil {
 		return nil, err
 	}
-	a.models.SetActivator(newModelActivator(a.pipelines, a.modelResolver, a.cfg.Inference, a.log.With("component", "models")))
+	a.models.SetActivator(modelActivator{a.pipelines})
 	hist := newPipelineHistory(a.pipelines)
 	a.add("pipeline-history", hist.Run)
 	sections["pipelines"] = pipelinesSection{a.pipelineSet}
@@ -122,10 +120,10 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	} else if cfg.HTTP.ListenTLS != "" {
 		log.Info("https off: its certificate comes from the hub, which is disabled")
 	}
-	srv, err := web.New(web.Options{
+	pipes := pipelinesAPI{eng: a.pipelines, set: a.pipelineSet, hist: hist}
+	wo := web.Options{
 		ListenTLS:     cfg.HTTP.ListenTLS,
 		TLS:           webTLS,
-		Hub:           hubAPI,
 		MQTTWebSocket: hubWS,
 		Listen:        cfg.HTTP.Listen,
 		Timeouts: web.Timeouts{Read: cfg.HTTP.ReadTimeout, Write: cfg.HTTP.WriteTimeout, Idle: cfg.HTTP.IdleTimeout,
@@ -142,10 +140,18 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		PublicMetrics: cfg.HTTP.PublicMetrics,
 		System:        &systemReader{dataDir: cfg.DataDir},
 		Events:        a.events,
-		Deploy:        deploy,
-		Pipelines:     pipelinesAPI{eng: a.pipelines, set: a.pipelineSet, hist: hist},
+		Pipelines:     pipes,
+		Frames:        pipes,
+		EventLog:      pipes,
 		Models:        modelsAPI{a.models},
-	})
+	}
+	if hubAPI != nil {
+		wo.HubStatus, wo.HubIdentities, wo.HubTwins, wo.HubMessages = hubAPI, hubAPI, hubAPI, hubAPI
+	}
+	if deploy != nil {
+		wo.Deployments, wo.Modules = deploy, deploy
+	}
+	srv, err := web.New(wo)
 	if err != nil {
 		return nil, cfg.explainListen(err)
 	}

@@ -3,7 +3,8 @@ package appliance
 import (
 	"context"
 	"log/slog"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -92,13 +93,9 @@ func (h *healthSet) addSelfLogged(name string, check func(context.Context) error
 // name, and whether all are healthy.
 func (h *healthSet) check(ctx context.Context) ([]web.ComponentHealth, bool) {
 	h.mu.Lock()
-	names := make([]string, 0, len(h.checks))
-	for n := range h.checks {
-		names = append(names, n)
-	}
+	names := slices.Sorted(maps.Keys(h.checks))
 	checks := h.checks
 	h.mu.Unlock()
-	sort.Strings(names)
 	ok := true
 	out := make([]web.ComponentHealth, 0, len(names))
 	for _, n := range names {

@@ -22,7 +22,7 @@ func (a *App) addPipelines(ctx context.Context) error {
 		Logger:    a.log.With("component", "pipeline"),
 		Library:   a.cfg.Inference.Library,
 		Providers: a.cfg.Inference.Providers,
-		Models:    a.modelResolver,
+		Models:    storeResolver{a.models},
 		Publisher: a.hubPublisher(),
 	}, a.cfg.Pipelines)
 	if err != nil {

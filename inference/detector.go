@@ -1,6 +1,7 @@
 package inference
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -44,6 +45,10 @@ type Options struct {
 	// NoSpin turns off intra-op thread spinning (less CPU when idle between
 	// frames, a little more latency).
 	NoSpin bool
+	// Name names the model in errors (default: its path), e.g. the name
+	// and version of a model from a store, whose file name means nothing
+	// to the operator.
+	Name string
 }
 
 // Params tune one Detect call; zero fields take the defaults.
@@ -98,7 +103,7 @@ type slot struct {
 func (r *Runtime) NewDetector(path string, o Options) (*Detector, error) {
 	d, err := r.newDetector(path, o)
 	if err != nil {
-		return nil, fmt.Errorf("model %s: %w", path, err)
+		return nil, fmt.Errorf("model %s: %w", cmp.Or(o.Name, path), err)
 	}
 	return d, nil
 }

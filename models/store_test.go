@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -424,26 +425,53 @@ func TestFileURL(t *testing.T) {
 }
 
 // fakeActivator stands in for the pipeline engine to inject a load
-// failure; the real engine is tested in appliance.
+// failure; the real engine is tested in appliance. It notes each call, and
+// what the store resolved the name to when it was committed.
 type fakeActivator struct {
 	mu    sync.Mutex
 	fail  map[string]error // by version
 	calls []string
+	store *Store // when set, Commit notes what it resolves the name to
 }
 
-func (f *fakeActivator) Activate(_ context.Context, v Version, commit func() error) error {
+func (f *fakeActivator) note(call string) {
 	f.mu.Lock()
-	f.calls = append(f.calls, v.Ref())
+	f.calls = append(f.calls, call)
+	f.mu.Unlock()
+}
+
+func (f *fakeActivator) Prepare(_ context.Context, v Version) (Prepared, error) {
+	f.note("prepare " + v.Ref())
+	f.mu.Lock()
 	err := f.fail[v.Version]
 	f.mu.Unlock()
 	if _, statErr := os.Stat(v.Path); statErr != nil {
-		return statErr
+		return nil, statErr
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return commit()
+	return fakePrepared{f, v}, nil
 }
+
+type fakePrepared struct {
+	f *fakeActivator
+	v Version
+}
+
+func (p fakePrepared) Commit() {
+	call := "commit " + p.v.Ref()
+	p.f.mu.Lock()
+	st := p.f.store
+	p.f.mu.Unlock()
+	if st != nil {
+		r, _ := st.Resolve(p.v.Name)
+		call += " (resolves to " + r.Version + ")"
+	}
+	p.f.note(call)
+}
+
+func (p fakePrepared) Abort() { p.f.note("abort " + p.v.Ref()) }
 
 // TestActivationFailureKeepsOld: a version the activator cannot load is
 // marked failed and the old one stays; a later good version activates.
@@ -451,6 +479,9 @@ func TestActivationFailureKeepsOld(t *testing.T) {
 	srv := newModelServer(t)
 	fa := &fakeActivator{fail: map[string]error{"2": errors.New("warm-up: output 0 has 10 values, want 85")}}
 	env := openStore(t, srv, testConfig(), func(o *Options) { o.Activator = fa })
+	fa.mu.Lock()
+	fa.store = env.s
+	fa.mu.Unlock()
 	files := map[string][]byte{}
 	sp := func(v string) Spec {
 		files[v] = randomBytes(20 << 10)
@@ -481,6 +512,16 @@ func TestActivationFailureKeepsOld(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, env.s, "people", "3", StateActive)
+	// Each activation is one transaction: prepared, then recorded (the
+	// store resolves to the new version), then committed; one that does
+	// not prepare is neither committed nor aborted.
+	fa.mu.Lock()
+	defer fa.mu.Unlock()
+	want := []string{"prepare people@1", "commit people@1 (resolves to 1)", "prepare people@2", "prepare people@2",
+		"prepare people@3", "commit people@3 (resolves to 3)"}
+	if !slices.Equal(fa.calls, want) {
+		t.Errorf("activator calls:\n  %s\nwant\n  %s", strings.Join(fa.calls, "\n  "), strings.Join(want, "\n  "))
+	}
 }
 
 // TestPinAndRollback: activate by hand pins; rollback returns to the

@@ -166,3 +166,10 @@ func settledGoroutines() int {
 }
 
 type sourceSpecT = source.Spec
+
+// instance is the running instance of the named pipeline (nil if none).
+func (e *Engine) instance(name string) *instance {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.running[name]
+}

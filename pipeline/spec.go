@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"ledge/internal/yamlstrict"
+	"ledge/pipeline/detect"
 	"ledge/pipeline/source"
 )
 
@@ -33,30 +34,8 @@ type Spec struct {
 	Actions []ActionSpec `yaml:"actions,omitempty" json:"actions,omitempty"`
 }
 
-// DetectSpec configures the detect stage.
-type DetectSpec struct {
-	// Model is a model file (a path: it contains '/' or ends in .onnx) or
-	// the name of a model in the model store.
-	Model string `yaml:"model" json:"model"`
-	// Kind is the model family (auto, yolox, yolov8, yolov5, fastestdet);
-	// default auto.
-	Kind string `yaml:"kind,omitempty" json:"kind,omitempty"`
-	// Threshold is the minimum score, in (0, 1]; default 0.25.
-	Threshold float64 `yaml:"threshold,omitempty" json:"threshold,omitempty"`
-	// IoU is the NMS overlap threshold, in (0, 1]; default 0.45.
-	IoU float64 `yaml:"iou,omitempty" json:"iou,omitempty"`
-	// Classes keeps only these labels (default: all).
-	Classes []string `yaml:"classes,omitempty" json:"classes,omitempty"`
-	// MaxFPS caps detections per second (0: every frame that arrives).
-	MaxFPS float64 `yaml:"maxFps,omitempty" json:"maxFps,omitempty"`
-	// Every runs the detector on every Nth frame only (default 1).
-	Every int `yaml:"every,omitempty" json:"every,omitempty"`
-	// Sessions and Threads set the model's ONNX Runtime session layout
-	// (default: pipeline.detector in ledge.yaml). Pipelines that share a
-	// model with the same layout share its sessions.
-	Sessions int `yaml:"sessions,omitempty" json:"sessions,omitempty"`
-	Threads  int `yaml:"threads,omitempty" json:"threads,omitempty"`
-}
+// DetectSpec configures the detect stage (package detect).
+type DetectSpec = detect.Spec
 
 // MotionSpec configures the motion gate: frames without motion skip
 // detection.
@@ -210,9 +189,7 @@ var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 
 // IsModelPath reports whether a detect.model value is a file path rather
 // than a model name: it contains a '/' or ends in ".onnx".
-func IsModelPath(model string) bool {
-	return strings.Contains(model, "/") || strings.HasSuffix(strings.ToLower(model), ".onnx")
-}
+func IsModelPath(model string) bool { return detect.IsPath(model) }
 
 // ParseSpecs decodes a YAML or JSON list of pipeline specs strictly
 // (unknown keys are errors with their line) and validates them. name

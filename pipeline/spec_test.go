@@ -117,3 +117,44 @@ func TestActionCooldownValidation(t *testing.T) {
 		t.Errorf("a log action on track.start and track.end with a cooldown: %v", err)
 	}
 }
+
+// TestSpecEqual: two specs are the same pipeline when every field is
+// equal, an empty list counting as none; what JSON leaves out (an action's
+// password and headers) counts too.
+func TestSpecEqual(t *testing.T) {
+	base := func() Spec {
+		return Spec{Name: "door", Source: sourceSpecT{URL: "testpattern:"},
+			Detect:  &DetectSpec{Model: "people", Classes: []string{"person"}},
+			Zones:   []ZoneSpec{{Name: "porch", Polygon: [][]float64{{0, 0}, {1, 0}, {1, 1}}}},
+			Actions: []ActionSpec{{Type: "webhook", URL: "https://example.net/hook", Headers: map[string]string{"X-Key": "1"}}}}
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Spec)
+		want bool
+	}{
+		{"identical", func(*Spec) {}, true},
+		{"empty lists and maps are none", func(s *Spec) {
+			s.Events.Types, s.Detect.Classes, s.Zones[0].Classes = []string{}, []string{"person"}, []string{}
+			s.Actions[0].On = []string{}
+		}, true},
+		{"nil detect against none", func(s *Spec) { s.Motion = nil }, true},
+		{"a class more", func(s *Spec) { s.Detect.Classes = append(s.Detect.Classes, "car") }, false},
+		{"no detect", func(s *Spec) { s.Detect = nil }, false},
+		{"zone moved", func(s *Spec) { s.Zones[0].Polygon[2][1] = 0.9 }, false},
+		{"action password", func(s *Spec) { s.Actions[0].Password = "secret" }, false},
+		{"action header", func(s *Spec) { s.Actions[0].Headers["X-Key"] = "2" }, false},
+		{"action headers emptied", func(s *Spec) { s.Actions[0].Headers = map[string]string{} }, false},
+		{"source", func(s *Spec) { s.Source.FPS = 5 }, false},
+		{"disabled", func(s *Spec) { s.Disabled = true }, false},
+	} {
+		a, b := base(), base()
+		tc.edit(&b)
+		if got := a.Equal(b); got != tc.want {
+			t.Errorf("%s: Equal %v, want %v", tc.name, got, tc.want)
+		}
+		if got := b.Equal(a); got != tc.want {
+			t.Errorf("%s (swapped): Equal %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -285,11 +286,7 @@ func followDeployment(d *daemon, id int64, timeout time.Duration, w io.Writer) e
 }
 
 func modulesLine(rep *agent.Reported) string {
-	names := make([]string, 0, len(rep.Modules))
-	for n := range rep.Modules {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(rep.Modules))
 	var parts []string
 	for _, n := range names {
 		m := rep.Modules[n]
@@ -363,29 +360,16 @@ func deployStatus(args []string, stdout, stderr io.Writer) error {
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODULE\tSTATUS\tRESTARTS\tEXIT\tIMAGE\tDETAIL")
-	names := make([]string, 0, len(rep.Modules))
-	for n := range rep.Modules {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(rep.Modules))
 	for _, n := range names {
 		m := rep.Modules[n]
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", n, m.RuntimeStatus, m.RestartCount, m.ExitCode, m.Settings.Image, m.StatusDescription)
 	}
-	for _, n := range sortedSections(rep.Sections) {
+	for _, n := range slices.Sorted(maps.Keys(rep.Sections)) {
 		s := rep.Sections[n]
 		fmt.Fprintf(tw, "[%s]\t%s\t\t\t\t%s\n", n, s.State, s.Detail)
 	}
 	return tw.Flush()
-}
-
-func sortedSections(m map[string]agent.SectionReport) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func deployHistory(args []string, stdout, stderr io.Writer) error {

@@ -6,9 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -371,7 +372,7 @@ func printHub(w io.Writer, st *hub.Stats) {
 	}
 	if len(st.Drops) > 0 {
 		var parts []string
-		for _, k := range sortedKeys(st.Drops) {
+		for _, k := range slices.Sorted(maps.Keys(st.Drops)) {
 			parts = append(parts, fmt.Sprintf("%s %d", k, st.Drops[k]))
 		}
 		fmt.Fprintf(w, "dropped   %s\n", strings.Join(parts, ", "))
@@ -396,15 +397,6 @@ func printHub(w io.Writer, st *hub.Stats) {
 		}
 		tw.Flush()
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // setModules writes the modulesContent of an Azure manifest into the
@@ -462,11 +454,11 @@ func setModules(cf *configFlags, device, file, keyFile string, stdout io.Writer)
 		}
 		return 0
 	}
-	sort.Slice(ids, func(i, j int) bool {
-		if rank(ids[i]) != rank(ids[j]) {
-			return rank(ids[i]) < rank(ids[j])
+	slices.SortFunc(ids, func(a, b string) int {
+		if rank(a) != rank(b) {
+			return rank(a) - rank(b)
 		}
-		return ids[i] < ids[j]
+		return strings.Compare(a, b)
 	})
 	d, err := connectDaemon(cf)
 	if err != nil {
