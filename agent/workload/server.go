@@ -121,6 +121,10 @@ func (s *Server) Ensure(module, genID string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("workload socket of %s: %w", module, err)
 	}
+	// The socket file is removed here, not by the listener's Close: a
+	// Serve goroutine that starts after Remove would otherwise unlink the
+	// socket made again for the module since.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	// Whatever user the module runs as may connect; the folder's mount
 	// is the only way in besides root.
 	if err := os.Chmod(path, 0o666); err != nil {
@@ -155,6 +159,7 @@ func (s *Server) Remove(module string) {
 	s.mu.Unlock()
 	if sk != nil {
 		sk.srv.Close()
+		sk.ln.Close()
 	}
 	if moduleNameRe.MatchString(module) {
 		os.RemoveAll(s.Dir(module))
@@ -171,6 +176,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	for _, sk := range socks {
 		sk.srv.Close()
+		sk.ln.Close()
 		os.Remove(filepath.Join(s.Dir(sk.module), SocketName))
 	}
 	return nil
