@@ -40,6 +40,11 @@ type Config struct {
 	// is always allowed; /, the Docker socket and ledge's data dir never
 	// are (without allowElevatedPermissions).
 	AllowedBindSources []string `yaml:"allowedBindSources"`
+	// UpstreamRegistry is what "$upstream" stands for in module images
+	// and registry addresses ("$upstream:443/repo:tag" in nested edge,
+	// pulled through the parent): a host name, or host:port to replace
+	// the port written too. Default: the host of hub.upstream.
+	UpstreamRegistry string `yaml:"upstreamRegistry"`
 
 	Restart  RestartConfig  `yaml:"restart"`
 	Rollback RollbackConfig `yaml:"rollback"`
@@ -169,6 +174,9 @@ func (c *Config) Validate() error {
 		case filepath.Clean(s) == "/":
 			bad(fmt.Sprintf("allowedBindSources[%d]", i), "\"/\" would let modules bind every host path: list the folders they need, or set agent.allowElevatedPermissions")
 		}
+	}
+	if r := c.UpstreamRegistry; r != "" && (strings.ContainsAny(r, " \t/$") || strings.Contains(r, "://")) {
+		bad("upstreamRegistry", "%q: want the parent registry's host name or host:port (no scheme, path or $)", r)
 	}
 	if c.Restart.Unit <= 0 {
 		bad("restart.unit", "must be positive, got %s", c.Restart.Unit)

@@ -3,6 +3,7 @@ package appliance
 import (
 	"context"
 	"maps"
+	"net/url"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -30,7 +31,9 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 		DeviceID: a.cfg.DeviceID,
 		DataDir:  a.cfg.DataDir,
 		Build:    agent.VersionInfo{Version: a.build.Version, Commit: a.build.Commit},
-		Sections: maps.Clone(sections),
+		// $upstream images pull through the parent.
+		ParentHost: a.cfg.ParentHost(),
+		Sections:   maps.Clone(sections),
 	}
 	if opts.Sections == nil {
 		opts.Sections = map[string]agent.Section{}
@@ -38,7 +41,13 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 	if a.hub != nil {
 		opts.Identities = hubIdentities{a.hub}
 		opts.Twins = hubTwins{a.hub}
-		if a.cfg.Hub.Upstream.Mode != "" {
+		opts.Workload = hubKeys{a.hub} // Azure SDK modules sign through the workload API
+		switch up := a.cfg.Hub.Upstream; {
+		case up.Mode == "azure" && up.Relay:
+			// A parent (IoT Hub or a parent ledge): deployments come from
+			// this device's twins there, not from a topic IoT Hub has not.
+			opts.Parent = hubParent{a.hub}
+		case up.Mode != "":
 			opts.Upstream = hubUpstream{a.hub} // deployments by MQTT only with an upstream broker
 		}
 		opts.Sections["routes"] = routesSection{h: a.hub, base: a.cfg.Hub.Routes}
@@ -145,4 +154,21 @@ func (c *moduleCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, status := range []string{agent.StatusRunning, agent.StatusBackoff, agent.StatusFailed, agent.StatusStopped, agent.StatusUnhealthy, agent.StatusUnknown} {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(c.ag.Stats().Modules[status]), status)
 	}
+}
+
+// ParentHost is the parent's host name in nested edge: hub.upstream.host,
+// or the host of hub.upstream.url; "" without an upstream. "$upstream" in
+// module images stands for it (unless agent.upstreamRegistry is set).
+func (c Config) ParentHost() string {
+	u := c.Hub.Upstream
+	if u.Mode == "" {
+		return ""
+	}
+	if u.Host != "" {
+		return u.Host
+	}
+	if p, err := url.Parse(u.URL); err == nil {
+		return p.Hostname()
+	}
+	return ""
 }

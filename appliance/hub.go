@@ -52,7 +52,8 @@ func (x hubAdapter) Identities() []web.HubIdentity {
 	return each(x.h.Identities(), webIdentity)
 }
 func (x hubAdapter) AddIdentity(ctx context.Context, s web.HubIdentitySpec) (web.HubCreated, error) {
-	c, err := x.h.AddIdentity(ctx, hub.IdentitySpec{Name: s.Name, Kind: s.Kind, Password: s.Password, Thumbprint: s.X509Thumbprint, X509CA: s.X509CA})
+	c, err := x.h.AddIdentity(ctx, hub.IdentitySpec{Name: s.Name, Kind: s.Kind, Password: s.Password, Thumbprint: s.X509Thumbprint, X509CA: s.X509CA,
+		Parent: s.Parent})
 	return webCreated(c), err
 }
 func (x hubAdapter) ShowIdentity(name string) (web.HubCreated, error) {

@@ -175,13 +175,15 @@ func webHubStats(s hub.Stats) web.HubStats {
 			return web.HubQueue{Endpoint: q.Endpoint, Depth: q.Depth, Inflight: q.Inflight, Bytes: q.Bytes, OldestAge: q.OldestAge,
 				Priorities: q.Priorities, Delivered: q.Delivered, Failures: q.Failures, Backoff: q.Backoff, LastError: q.LastError}
 		}),
-		QueueBytes: s.QueueBytes, QueueQuota: s.QueueQuota, Upstream: web.HubUpstream(s.Upstream)}
+		QueueBytes: s.QueueBytes, QueueQuota: s.QueueQuota, Upstream: web.HubUpstream{Mode: s.Upstream.Mode, Broker: s.Upstream.Broker,
+			State: s.Upstream.State, Since: s.Upstream.Since, LastError: s.Upstream.LastError,
+			Relays: each(s.Upstream.Relays, func(r hub.RelayStatus) web.HubRelay { return web.HubRelay(r) })}}
 }
 
 func webIdentity(id hub.Identity) web.HubIdentity {
 	return web.HubIdentity{Name: id.Name, Kind: id.Kind, Device: id.Device, Module: id.Module, PrimaryKey: id.PrimaryKey,
 		SecondaryKey: id.SecondaryKey, X509Thumbprint: id.Thumbprint, X509CA: id.X509CA, Enabled: id.Enabled,
-		ManagedBy: id.ManagedBy, Created: id.Created}
+		ManagedBy: id.ManagedBy, Parent: id.Parent, Created: id.Created}
 }
 
 func webCreated(c hub.Created) web.HubCreated {

@@ -145,6 +145,12 @@ type UpstreamConfig struct {
 	TopicTemplate string `yaml:"topicTemplate"`
 	// KeepAlive of the connection (default 30s).
 	KeepAlive time.Duration `yaml:"keepAlive"`
+	// Relay, azure mode (default true): the parent is a full parent. The
+	// agent takes deployments from this device's $edgeAgent, $edgeHub and
+	// $ledge twins there and reports to $edgeAgent; the devices and
+	// modules connected here get the parent's direct methods, C2D
+	// messages and desired properties (parent.go).
+	Relay bool `yaml:"relay"`
 }
 
 // DefaultConfig is the hub when ledge.yaml says nothing.
@@ -163,7 +169,7 @@ func DefaultConfig() Config {
 		MethodTimeout:             30 * time.Second,
 		ACL:                       []ACLRule{{Kinds: []string{"user"}, Publish: []string{"#"}, Subscribe: []string{"#"}}},
 		StoreAndForward:           StoreConfig{TimeToLive: 2 * time.Hour, QuotaBytes: 256 << 20, ReserveBytes: 32 << 20},
-		Upstream:                  UpstreamConfig{TopicTemplate: "ledge/{deviceId}/messages/events", KeepAlive: 30 * time.Second},
+		Upstream:                  UpstreamConfig{TopicTemplate: "ledge/{deviceId}/messages/events", KeepAlive: 30 * time.Second, Relay: true},
 	}
 }
 

@@ -47,6 +47,7 @@ type HubIdentitySpec struct {
 	Password       string `json:"password,omitempty"`
 	X509Thumbprint string `json:"x509Thumbprint,omitempty"`
 	X509CA         bool   `json:"x509CA,omitempty"`
+	Parent         string `json:"parent,omitempty"` // device: the edge device that may connect on its behalf
 }
 
 type methodRequest struct {

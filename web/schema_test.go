@@ -46,6 +46,7 @@ var responseTypes = map[string]reflect.Type{
 	"HubClient":         reflect.TypeFor[HubClient](),
 	"HubRates":          reflect.TypeFor[HubRates](),
 	"HubQueue":          reflect.TypeFor[HubQueue](),
+	"HubRelay":          reflect.TypeFor[HubRelay](),
 	"HubUpstream":       reflect.TypeFor[HubUpstream](),
 	"HubIdentity":       reflect.TypeFor[HubIdentity](),
 	"HubCreated":        reflect.TypeFor[HubCreated](),

@@ -78,6 +78,16 @@ type HubUpstream struct {
 	State     string    `json:"state"`
 	Since     time.Time `json:"since"`
 	LastError string    `json:"lastError,omitempty"`
+	// Relays are the connections to a parent on behalf of this device's
+	// twins, modules and leaf devices (azure mode).
+	Relays []HubRelay `json:"relays,omitempty"`
+}
+
+// HubRelay is one connection to the parent on behalf of an identity.
+type HubRelay struct {
+	Identity  string `json:"identity"`
+	State     string `json:"state"` // connecting, connected, refused
+	LastError string `json:"lastError,omitempty"`
 }
 
 // HubIdentity is a device, module or user identity; keys appear only
@@ -93,6 +103,7 @@ type HubIdentity struct {
 	X509CA         bool      `json:"x509CA,omitempty"`
 	Enabled        bool      `json:"enabled"`
 	ManagedBy      string    `json:"managedBy,omitempty"`
+	Parent         string    `json:"parent,omitempty"` // the edge device that connects on its behalf
 	Created        time.Time `json:"created"`
 }
 

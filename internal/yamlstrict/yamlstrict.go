@@ -210,18 +210,30 @@ func join(path, key string) string {
 // suggest names a known key that differs from key only in case or by one
 // edit, as a hint.
 func suggest(key string, fields map[string]reflect.Type) string {
-	best := ""
+	known := make([]string, 0, len(fields))
 	for f := range fields {
+		known = append(known, f)
+	}
+	best := Suggest(key, known)
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// Suggest returns the known name that key differs from only in case or
+// by at most two edits (the first in byte order when several do), or "".
+// Parsers that accept unknown keys use it for their "did you mean".
+func Suggest(key string, known []string) string {
+	best := ""
+	for _, f := range known {
 		if strings.EqualFold(f, key) || editDistance(strings.ToLower(f), strings.ToLower(key)) <= 2 {
 			if best == "" || f < best {
 				best = f
 			}
 		}
 	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
+	return best
 }
 
 func editDistance(a, b string) int {
