@@ -378,13 +378,12 @@ auth:
 // mosquitto runs a real mosquitto on a loopback port; stop it and start
 // it again with the returned functions.
 type mosquittoProc struct {
-	addr  string
-	conf  string
-	bin   string
-	mu    sync.Mutex
-	cmd   *exec.Cmd
-	t     testing.TB
-	store string
+	addr string
+	conf string
+	bin  string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	t    testing.TB
 }
 
 func startMosquitto(t testing.TB) *mosquittoProc {

@@ -3,7 +3,6 @@ package hub
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -258,5 +257,3 @@ func (s *session) failPending() {
 		}
 	}
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }

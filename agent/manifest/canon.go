@@ -39,17 +39,6 @@ func canonicalValue(v any) (json.RawMessage, error) {
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }
 
-// canonicalJSON re-encodes JSON text canonically.
-func canonicalJSON(data []byte) (json.RawMessage, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	return canonicalValue(v)
-}
-
 // jsonable turns what yaml.v3 decodes into what encoding/json can write.
 func jsonable(v any, depth int) (any, error) {
 	if depth > maxDepth {

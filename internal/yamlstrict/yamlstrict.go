@@ -268,7 +268,7 @@ func syntaxError(err error) error {
 }
 
 // unmarshalRe matches yaml.v3's "cannot unmarshal !!str `x` into int".
-var unmarshalRe = regexp.MustCompile("^cannot unmarshal !!\\w+ (.*) into (.*)$")
+var unmarshalRe = regexp.MustCompile(`^cannot unmarshal !!\w+ (.*) into (.*)$`)
 
 func (c *checker) typeError(err error, path string) error {
 	var te *yaml.TypeError
