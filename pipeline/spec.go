@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"ledge/internal/yamlstrict"
 	"ledge/pipeline/detect"
 	"ledge/pipeline/source"
@@ -208,6 +210,11 @@ func ParseSpecs(name string, data []byte) ([]Spec, error) {
 	}
 	return specs, nil
 }
+
+// Encode returns s as ParseSpec reads it back, secrets included (an
+// action's password and headers, which JSON leaves out): for storing a
+// spec, never for showing it.
+func (s Spec) Encode() ([]byte, error) { return yaml.Marshal(s) }
 
 // ParseSpec decodes and validates one spec (a YAML or JSON mapping).
 func ParseSpec(name string, data []byte) (Spec, error) {
