@@ -68,7 +68,7 @@ type reconciler struct {
 	pullCh    chan pullMsg
 	resyncCh  chan chan struct{}         // Resync requests; closed when done
 	reqCh     chan func(context.Context) // work run on the loop (RestartModule)
-	snap      atomic.Pointer[runtimeSnapshot]
+	snap      atomic.Pointer[runtimeSnapshot] // immutable once stored: readers share its maps
 	pullWG    sync.WaitGroup // pull goroutines
 	pullSem   chan struct{}  // bounds concurrent pulls
 

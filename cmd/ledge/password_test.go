@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"net"
 	"net/http"
 	"os"
@@ -81,7 +80,7 @@ func TestFirstStartPasswordOnTerminal(t *testing.T) {
 	cmdline := ledgeBin + " run --config " + conf + " --data-dir " + dataDir + " --listen " + addr + " 2>" + logFile
 	cmd := exec.Command(script, "-qfec", cmdline, "/dev/null")
 	cmd.Env = append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t))
-	var tty bytes.Buffer
+	var tty syncBuffer
 	cmd.Stdout = &tty
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -28,7 +27,7 @@ pipelines:
     source: {url: "testpattern:", fps: 5}
     detect: {model: models/door.onnx}
 `), 0o644)
-	d := &runningLedge{addr: freePort(t), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	d := &runningLedge{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
 	launch(t, d, "", nil, "run", "--config", cfg, "--data-dir", t.TempDir())
 	var out string
 	deadline := time.Now().Add(20 * time.Second)
