@@ -55,9 +55,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv("LEDGE_AGENT_HELPER_DB") == "" {
-		cleanupStale()
+	if os.Getenv("LEDGE_AGENT_HELPER_DB") != "" {
+		os.Exit(helperAgent()) // a child process of TestKill9
 	}
+	cleanupStale()
 	code := m.Run()
 	cleanupRun()
 	os.Exit(code)

@@ -119,8 +119,9 @@ func TestMQTTDeployment(t *testing.T) {
 	})
 
 	// Older: ignored. Newer: applied.
+	mark := ta.mark()
 	publishRetained(t, mq.addr, topic, []byte(manifestYAML("9", "old "+imgApp+" always 0")))
-	time.Sleep(time.Second)
+	ta.waitLog(mark, 10*time.Second, `msg="remote manifest ignored"`, `version \"9\" is not newer`)
 	if d := ta.Reported().Deployment; d.Version != "10" {
 		t.Fatalf("an older version was applied: %+v", d)
 	}
