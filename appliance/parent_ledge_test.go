@@ -30,16 +30,18 @@ type runningApp struct {
 	*App
 	cancel context.CancelFunc
 	done   chan error
+	logs   *syncBuffer // its log, at debug
 }
 
 func runApp(t *testing.T, cfg Config) *runningApp {
 	t.Helper()
-	app, err := New(t.Context(), cfg, BuildInfo{Version: "test"}, slog.New(slog.DiscardHandler))
+	logs := &syncBuffer{}
+	app, err := New(t.Context(), cfg, BuildInfo{Version: "test"}, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &runningApp{App: app, cancel: cancel, done: make(chan error, 1)}
+	r := &runningApp{App: app, cancel: cancel, done: make(chan error, 1), logs: logs}
 	go func() { r.done <- app.Run(ctx) }()
 	t.Cleanup(r.stop)
 	return r
@@ -229,6 +231,7 @@ func TestParentLedgeDeploys(t *testing.T) {
 
 	// The parent comes back: the same twins deploy nothing new; what it
 	// sends reaches the leaf again.
+	ignored := strings.Count(c.logs.String(), `msg="remote manifest ignored" source=parent`)
 	parent = runApp(t, pcfg)
 	if _, err := parent.Hub().PatchDesired(t.Context(), leaf.name, []byte(`{"threshold": 9}`)); err != nil {
 		t.Fatal(err)
@@ -242,7 +245,9 @@ func TestParentLedgeDeploys(t *testing.T) {
 		}
 		return false
 	})
-	time.Sleep(2 * time.Second)
+	waitUntil(t, 30*time.Second, "the agent to take the same twins again (and ignore them)", func() bool {
+		return strings.Count(c.logs.String(), `msg="remote manifest ignored" source=parent`) > ignored
+	})
 	if d := c.agent.Reported().Deployment; d.ID != depID {
 		t.Errorf("the same twins made a new deployment: %+v", d)
 	}

@@ -160,6 +160,22 @@ func randomBytes(n int) []byte {
 	return b
 }
 
+// assertNothingToFetch checks that no version of name waits for the
+// scheduler (queued) or is being fetched: SetDesired decided, when it
+// returned, that nothing is to be downloaded, so nothing will be.
+func assertNothingToFetch(t *testing.T, s *Store, name string) {
+	t.Helper()
+	m, err := s.Get(t.Context(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range m.Versions {
+		if v.State == StateQueued || v.State == StateDownloading || v.State == StateVerifying {
+			t.Errorf("version %s is %s", v.Version, v.State)
+		}
+	}
+}
+
 // testConfig is fast: short back-off and stall timeout.
 func testConfig() Config {
 	c := DefaultConfig()

@@ -604,7 +604,7 @@ func TestPinAndRollback(t *testing.T) {
 	if err := env.s.SetDesired(t.Context(), []Spec{specs["2"]}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	assertNothingToFetch(t, env.s, "m")
 	if r, _ := env.s.Resolve("m"); r.Version != "1" {
 		t.Errorf("a deployment with the same entry undid the pin: %s", r.Version)
 	}
