@@ -16,7 +16,7 @@ import (
 	"regexp"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Error is a decoding error at a place in the document.
@@ -267,7 +267,7 @@ func syntaxError(err error) error {
 	return &Error{Line: line, Msg: "invalid YAML: " + msg}
 }
 
-// unmarshalRe matches yaml.v3's "cannot unmarshal !!str `x` into int".
+// unmarshalRe matches yaml/v3's "cannot unmarshal !!str `x` into int".
 var unmarshalRe = regexp.MustCompile(`^cannot unmarshal !!\w+ (.*) into (.*)$`)
 
 func (c *checker) typeError(err error, path string) error {
