@@ -12,8 +12,8 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
-// pahoUpstream implements Upstream on paho, as the hub's bridge will in
-// phase 2: subscriptions survive reconnects, Connect does not fail while
+// pahoUpstream implements Upstream on paho, as the hub's bridge does in
+// appliance: subscriptions survive reconnects, Connect does not fail while
 // the broker is down.
 type pahoUpstream struct {
 	c    mqtt.Client
