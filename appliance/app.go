@@ -146,6 +146,10 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	a.add("events", a.forwardEvents)
 	a.add("web", srv.Run)
 	a.health.add("database", func(ctx context.Context) error { return a.db.PingContext(ctx) })
+	if n, period := systemdFromEnv(); n != nil { // under a Type=notify unit (deploy/ledge.service)
+		w := &systemdWatchdog{n: n, period: period, health: a.health, log: log.With("component", "systemd")}
+		a.add("systemd", w.Run)
+	}
 	return a, nil
 }
 
