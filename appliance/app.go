@@ -68,6 +68,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.Inference.TensorRTCache = cfg.Inference.tensorRTCache(cfg.DataDir)
 	a := &App{cfg: cfg, build: build, log: log, started: time.Now(), health: newHealthSet()}
 	defer func() {
 		if err != nil {

@@ -65,7 +65,7 @@ func (r *storeResolver) clearCandidate(name string) {
 type modelActivator struct {
 	eng *pipeline.Engine
 	res *storeResolver
-	inf InferenceConfig
+	inf InferenceConfig // TensorRTCache resolved (see New)
 	log *slog.Logger
 }
 
@@ -115,7 +115,7 @@ func (a *modelActivator) probe(v models.Version) error {
 		return err
 	}
 	det, err := rt.NewDetector(v.Path, inference.Options{Kind: kind, Labels: v.Labels, InputWidth: v.InputWidth,
-		InputHeight: v.InputHeight, Sessions: 1, Threads: 1, Providers: a.inf.Providers})
+		InputHeight: v.InputHeight, Sessions: 1, Threads: 1, Providers: a.inf.Providers, TensorRTCache: a.inf.TensorRTCache})
 	if err != nil {
 		return err
 	}

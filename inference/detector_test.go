@@ -288,6 +288,31 @@ func TestBadModels(t *testing.T) {
 	}
 }
 
+// The TensorRT engine cache is handed to the TensorRT provider only: with
+// the CPU build of ONNX Runtime asking for it fails with the provider
+// named, and leaves no cache directory behind.
+func TestTensorRTCacheWithoutTensorRT(t *testing.T) {
+	rt := runtimeFor(t)
+	cache := filepath.Join(t.TempDir(), "tensorrt")
+	model := testenv.Model(t, "fastestdet.onnx")
+	_, err := rt.NewDetector(model, Options{Providers: []string{"tensorrt", "cpu"}, TensorRTCache: cache})
+	if err == nil || !strings.Contains(err.Error(), `execution provider "tensorrt" is not available`) {
+		t.Fatalf("tensorrt on a CPU build: %v", err)
+	}
+	if _, err := os.Stat(cache); !os.IsNotExist(err) {
+		t.Errorf("cache directory made for a provider that is not there: %v", err)
+	}
+	// The CPU provider ignores the setting.
+	d, err := rt.NewDetector(model, Options{Providers: []string{"cpu"}, TensorRTCache: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if _, err := os.Stat(cache); !os.IsNotExist(err) {
+		t.Errorf("cache directory made for the cpu provider: %v", err)
+	}
+}
+
 func TestOpenMissingLibrary(t *testing.T) {
 	t.Setenv(LibraryEnv, "")
 	_, err := Open("/nonexistent/libonnxruntime.so.1")

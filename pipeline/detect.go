@@ -63,8 +63,9 @@ type detectorKey struct {
 // opens ONNX Runtime only when the first detector is needed. Safe for
 // concurrent use.
 type detectorPool struct {
-	library   string
-	providers []string
+	library       string
+	providers     []string
+	tensorRTCache string
 
 	mu      sync.Mutex // guards rt and entries
 	rt      *inference.Runtime
@@ -79,8 +80,8 @@ type detEntry struct {
 	refs int
 }
 
-func newDetectorPool(library string, providers []string) *detectorPool {
-	return &detectorPool{library: library, providers: providers, entries: map[detectorKey]*detEntry{}}
+func newDetectorPool(library string, providers []string, tensorRTCache string) *detectorPool {
+	return &detectorPool{library: library, providers: providers, tensorRTCache: tensorRTCache, entries: map[detectorKey]*detEntry{}}
 }
 
 // acquire returns the shared detector for key, loading it if nobody holds
@@ -109,7 +110,8 @@ func (p *detectorPool) acquire(key detectorKey) (*inference.Detector, error) {
 		return nil, err
 	}
 	det, err := p.rt.NewDetector(key.path, inference.Options{Kind: kind, Labels: labels,
-		Sessions: key.sessions, Threads: key.threads, Providers: p.providers, InputWidth: key.inW, InputHeight: key.inH})
+		Sessions: key.sessions, Threads: key.threads, Providers: p.providers, InputWidth: key.inW, InputHeight: key.inH,
+		TensorRTCache: p.tensorRTCache})
 	if err != nil {
 		p.closeRuntimeIfIdle()
 		return nil, err

@@ -25,6 +25,8 @@ type Options struct {
 	// pipeline needs a detector.
 	Library   string
 	Providers []string
+	// TensorRTCache is where the TensorRT provider keeps its engines.
+	TensorRTCache string
 	// Models resolves model names; nil: only model files work.
 	Models ModelResolver
 	// Publisher publishes into the in-process hub; nil: hub actions are
@@ -69,7 +71,7 @@ func NewEngine(ctx context.Context, opts Options, specs []Spec) (*Engine, error)
 	if opts.StopGrace <= 0 {
 		opts.StopGrace = 2 * time.Second
 	}
-	e := &Engine{opts: opts, cfg: opts.Config, log: opts.Logger, pool: newDetectorPool(opts.Library, opts.Providers),
+	e := &Engine{opts: opts, cfg: opts.Config, log: opts.Logger, pool: newDetectorPool(opts.Library, opts.Providers, opts.TensorRTCache),
 		running: map[string]*instance{}, slots: map[string]*slot{}}
 	if opts.DB != nil {
 		var err error
