@@ -40,6 +40,13 @@ test: deps vet
 BENCH ?= .
 bench: deps
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -count 1 -timeout 90m $(PKGS)
+	@$(MAKE) --no-print-directory bench-lean
+
+# Shared libraries, `ledge version` time and RSS of the developer and the
+# packaged build, with their goals (deploy/lean.sh; the first run builds
+# the minimal OpenCV, see docs/development.md).
+bench-lean: deps
+	@bash deploy/lean.sh
 
 # Run every fuzz target for FUZZTIME each.
 FUZZTIME ?= 15s
