@@ -32,11 +32,17 @@ esac
 bash deploy/cross-deps.sh "$ARCH" >&2
 prefix=$(bash deploy/opencv.sh "$ARCH")
 cv_libs="-lopencv_videoio -lopencv_imgcodecs -lopencv_imgproc -lopencv_core"
+# gocv reaches every module through opencv2/opencv.hpp, which includes those
+# opencv_modules.hpp names: name the header-only ones too (HEADER_MODULES
+# in deploy/opencv.sh).
+header_only="-DHAVE_OPENCV_CALIB3D -DHAVE_OPENCV_DNN -DHAVE_OPENCV_FEATURES2D -DHAVE_OPENCV_FLANN
+  -DHAVE_OPENCV_HIGHGUI -DHAVE_OPENCV_OBJDETECT -DHAVE_OPENCV_PHOTO -DHAVE_OPENCV_VIDEO"
+header_only="${header_only//$'\n'  / }"
 sections="-O2 -g -ffunction-sections -fdata-sections"
 build_env=(
   CGO_ENABLED=1 GOOS=linux GOARCH="$ARCH" CC="$triplet-gcc" CXX="$triplet-g++"
   CGO_CFLAGS="$sections" CGO_CXXFLAGS="$sections"
-  CGO_CPPFLAGS="-I$prefix/include/opencv4"
+  CGO_CPPFLAGS="-I$prefix/include/opencv4 $header_only"
   CGO_LDFLAGS="-L$prefix/lib -Wl,--gc-sections -Wl,--as-needed -Wl,-rpath,\$ORIGIN/../lib/ledge:\$ORIGIN/lib $cv_libs"
   OPENCV_PREFIX="$prefix"
 )
