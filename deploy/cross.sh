@@ -57,7 +57,7 @@ out="bin/linux-$ARCH"
 mkdir -p "$out/lib"
 say "building $out/ledge ($version) against $prefix"
 env "${build_env[@]}" nice -n 19 "$GO" build -tags customenv -trimpath \
-  -ldflags "-X main.version=$version -X main.commit=$commit -X ledge/inference.DefaultLibrary=/usr/lib/ledge/libonnxruntime.so.1" \
+  -ldflags "-s -w -X main.version=$version -X main.commit=$commit -X ledge/inference.DefaultLibrary=/usr/lib/ledge/libonnxruntime.so.1" \
   -o "$out/ledge" ./cmd/ledge
 # The libraries it links (and the FFmpeg plugin videoio loads from beside
 # libopencv_videoio), for running it from the tree.

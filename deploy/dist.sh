@@ -61,8 +61,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/debian"
 printf 'Source: ledge\n\nPackage: ledge\nArchitecture: any\n' >"$work/debian/control"
-shlibs=$(cd "$work" && DEB_HOST_ARCH="$ARCH" dpkg-shlibdeps -O -l"$PWD/$stage/usr/lib/ledge" \
-  -e"$PWD/$stage/usr/bin/ledge" $(for f in "$PWD/$stage"/usr/lib/ledge/*; do [ -L "$f" ] || echo "-e$f"; done) 2>"$work/shlibdeps.err") ||
+abs="$PWD/$stage"
+elves=(-e"$abs/usr/bin/ledge")
+for f in "$abs"/usr/lib/ledge/*; do [ -L "$f" ] || elves+=(-e"$f"); done
+shlibs=$(cd "$work" && DEB_HOST_ARCH="$ARCH" dpkg-shlibdeps -O -l"$abs/usr/lib/ledge" "${elves[@]}" 2>"$work/shlibdeps.err") ||
   die "dpkg-shlibdeps: $(cat "$work/shlibdeps.err")"
 grep -v "^$" "$work/shlibdeps.err" >&2 || true
 depends="${shlibs#shlibs:Depends=}"

@@ -31,6 +31,7 @@ deb=$(bash deploy/dist.sh amd64 | tail -n 1)
 [ -f "$deb" ] || die "make dist wrote no package"
 
 root=$(mktemp -d /var/tmp/ledge-test-dist.XXXXXX)
+chmod 0755 "$root" # it becomes /
 ledge_pid=
 cleanup() {
   [ -n "$ledge_pid" ] && kill "$ledge_pid" 2>/dev/null || true
@@ -55,7 +56,8 @@ cp /etc/resolv.conf "$root/etc/resolv.conf"
 mount -t proc proc "$root/proc"
 mount --bind /dev "$root/dev"
 in_root() { chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
-as_ledge() { chroot --userspec=ledge:ledge "$root" env -i PATH=/usr/bin:/bin HOME=/var/lib/ledge LANG=C.UTF-8 "$@"; }
+# chroot looks --userspec names up outside the root: use the root's ids.
+as_ledge() { chroot --userspec="$ledge_ids" "$root" env -i PATH=/usr/bin:/bin HOME=/var/lib/ledge LANG=C.UTF-8 "$@"; }
 
 cp "$deb" "$root/tmp/ledge.deb"
 cp ../shared/models/fastestdet.onnx ../shared/media/bus.jpg "$root/tmp/"
@@ -66,22 +68,25 @@ in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-re
 
 # Installed as the package says.
 in_root getent passwd ledge >/dev/null || die "no ledge user"
+ledge_ids="$(in_root id -u ledge):$(in_root id -g ledge)"
 groups=$(in_root id -nG ledge)
 [[ " $groups " == *" video "* ]] || die "ledge is not in the video group: $groups"
-[ "$(stat -c %U:%a "$root/var/lib/ledge")" = ledge:750 ] || die "data dir: $(stat -c %U:%a "$root/var/lib/ledge")"
-[ "$(stat -c %G:%a "$root/etc/ledge/ledge.yaml")" = ledge:640 ] || die "config: $(stat -c %G:%a "$root/etc/ledge/ledge.yaml")"
+owner=$(in_root stat -c %U:%a /var/lib/ledge) # names as the root knows them
+[ "$owner" = ledge:750 ] || die "data dir /var/lib/ledge: $owner, want ledge:750"
+owner=$(in_root stat -c %U:%G:%a /etc/ledge/ledge.yaml)
+[ "$owner" = root:ledge:640 ] || die "/etc/ledge/ledge.yaml: $owner, want root:ledge:640"
 [ -L "$root/etc/systemd/system/multi-user.target.wants/ledge.service" ] || die "ledge.service is not enabled"
 in_root dpkg-query -W -f='${Conffiles}\n' ledge | grep -q /etc/ledge/ledge.yaml || die "/etc/ledge/ledge.yaml is not a conffile"
 
 # ledge version, as the service's user.
-out=$(as_ledge ledge version) || die "ledge version: $out"
+out=$(as_ledge ledge version 2>&1) || die "ledge version: $out"
 echo "$out" | sed 's/^/  /' >&2
 grep -q "onnxruntime 1\..* (/usr/lib/ledge/libonnxruntime.so.1)" <<<"$out" || die "ledge version did not load ONNX Runtime from /usr/lib/ledge"
 libs=$(as_ledge env LD_DEBUG=libs ledge version 2>&1 >/dev/null | grep -c "calling init:" || true)
 say "ledge version loads $libs shared libraries in the fresh root"
 
 # ledge detect: the bus and four persons.
-out=$(as_ledge ledge detect --model /tmp/fastestdet.onnx --threshold 0.5 /tmp/bus.jpg) || die "ledge detect: $out"
+out=$(as_ledge ledge detect --model /tmp/fastestdet.onnx --threshold 0.5 /tmp/bus.jpg 2>&1) || die "ledge detect: $out"
 echo "$out" | sed 's/^/  /' >&2
 [ "$(grep -c '"label":"person"' <<<"$out")" -ge 4 ] && grep -q '"label":"bus"' <<<"$out" ||
   die "ledge detect did not find the bus and four persons"
@@ -109,12 +114,12 @@ print("READY" in got and "ok" or "no READY", flush=True)
 EOF
 listener=$!
 for _ in $(seq 50); do grep -q listening "$root/tmp/notify.log" && break; sleep 0.1; done
-chroot --userspec=ledge:ledge "$root" env -i PATH=/usr/bin:/bin HOME=/var/lib/ledge NOTIFY_SOCKET=/run/ledge-notify \
+chroot --userspec="$ledge_ids" "$root" env -i PATH=/usr/bin:/bin HOME=/var/lib/ledge NOTIFY_SOCKET=/run/ledge-notify \
   WATCHDOG_USEC=3000000 ledge run --config /tmp/run.yaml >"$root/tmp/run.log" 2>&1 &
 ledge_pid=$!
 wait "$listener" || die "no watchdog feeds from ledge run: $(cat "$root/tmp/notify.log"; tail -n 20 "$root/tmp/run.log")"
 grep -qx ok "$root/tmp/notify.log" || die "ledge run did not say READY=1: $(cat "$root/tmp/notify.log")"
-out=$(as_ledge ledge status --data-dir /var/lib/ledge) || die "ledge status against the running daemon: $out"
+out=$(as_ledge ledge status --data-dir /var/lib/ledge 2>&1) || die "ledge status against the running daemon: $out"
 kill "$ledge_pid"; wait "$ledge_pid" 2>/dev/null || true; ledge_pid=
 say "ledge run: READY=1 and watchdog feeds, as the ledge user"
 [ -f "$root/var/lib/ledge/ledge.db" ] || die "ledge run left no database in /var/lib/ledge"
