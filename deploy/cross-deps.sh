@@ -48,7 +48,7 @@ for p in libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libjpeg62-t
   pkgs+=("$p:$ARCH")
 done
 if [ "$ARCH" = arm64 ]; then
-  pkgs+=(crossbuild-essential-arm64 qemu-user-static libc6:arm64 libstdc++6:arm64)
+  pkgs+=(crossbuild-essential-arm64 qemu-user-static binfmt-support libc6:arm64 libstdc++6:arm64)
   if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     say "adding the arm64 architecture to dpkg"
     dpkg --add-architecture arm64
@@ -71,6 +71,14 @@ fi
 if [ "$ARCH" = arm64 ]; then
   command -v "$triplet-gcc" >/dev/null || die "$triplet-gcc missing after install"
   command -v qemu-aarch64-static >/dev/null || die "qemu-aarch64-static missing after install"
+  # binfmt: arm64 programs run as if native (a test that starts itself
+  # again needs it; go test -exec covers the rest). Without systemd nobody
+  # mounts binfmt_misc: do it here.
+  if ! [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
+      say "warning: cannot mount binfmt_misc: arm64 programs run only through qemu-aarch64-static"
+    update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+  fi
 fi
 
 # --- ONNX Runtime for ARCH ---------------------------------------------------

@@ -23,7 +23,9 @@ ort="${LEDGE_LIB_DIR:-/usr/local/lib/ledge}/arm64/libonnxruntime.so.1"
 qemu=$(command -v qemu-aarch64-static) || die "qemu-aarch64-static missing: apt-get install qemu-user-static"
 # Test binaries run from a temporary folder, so the OpenCV libraries come
 # through LD_LIBRARY_PATH (qemu hands it to the arm64 loader).
-cross_env+=(LEDGE_ORT_LIB="$ort" LD_LIBRARY_PATH="$prefix/lib")
+# Tests wait up to LEDGE_TEST_SLOWDOWN times longer for their signals: one
+# YOLOX-nano run takes about 40 times as long under qemu.
+cross_env+=(LEDGE_ORT_LIB="$ort" LD_LIBRARY_PATH="$prefix/lib" LEDGE_TEST_SLOWDOWN="${LEDGE_TEST_SLOWDOWN:-30}")
 
 # shellcheck disable=SC2086
 pkgs=(${TEST_ARM64_PKGS:-./inference/ ./pipeline/...})
