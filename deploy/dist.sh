@@ -25,15 +25,15 @@ esac
 
 bash deploy/cross.sh "$ARCH"
 
-# A Debian version: v1.2.3 -> 1.2.3; untagged -> 0~git<date>.<commit>.
-describe=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
-if [[ "$describe" =~ ^v?([0-9][0-9A-Za-z.+~-]*)$ ]]; then
-  version="${BASH_REMATCH[1]}"
-  version="${version//-dirty/+dirty}"
+# A Debian version: tag v1.2.3 -> 1.2.3, 5 commits later -> 1.2.3+git5.gabcdef;
+# no tag -> 0~git<date>.<commit>; uncommitted changes add +dirty.
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(git diff --quiet HEAD 2>/dev/null || echo +dirty)
+if describe=$(git describe --tags --match 'v[0-9]*' 2>/dev/null); then
+  version=$(sed -E 's/^v//; s/-([0-9]+)-g/+git\1./' <<<"$describe")$dirty
 else
-  version="0~git$(git log -1 --format=%cd --date=format:%Y%m%d 2>/dev/null || date +%Y%m%d).${describe//-dirty/+dirty}"
+  version="0~git$(git log -1 --format=%cd --date=format:%Y%m%d 2>/dev/null || date +%Y%m%d).$commit$dirty"
 fi
-version="${version//-/.}"
 
 stage="dist/stage-$ARCH"
 rm -rf "$stage"
