@@ -23,8 +23,18 @@ all: build
 deps:
 	@bash deploy/deps.sh
 
+# The first build compiles the cgo bindings of OpenCV (gocv) and SQLite,
+# minutes of C++; it says so, and how long it took.
+COLD_PKGS := gocv.io/x/gocv github.com/mattn/go-sqlite3
 build: deps
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/ledge
+	@cold=$$($(GO) list -f '{{.Stale}}' $(COLD_PKGS) 2>/dev/null | grep -c true || true); \
+	if [ "$$cold" != 0 ]; then \
+	  echo "build: first build of $(BIN): compiling the Go bindings of OpenCV and SQLite (C++ and C) takes about 4-8 minutes on a 2-core machine; later builds take seconds" >&2; \
+	fi; \
+	start=$$(date +%s); \
+	echo '$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/ledge'; \
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/ledge || exit 1; \
+	if [ "$$cold" != 0 ]; then echo "build: $(BIN) built in $$(( $$(date +%s) - start )) s" >&2; fi
 
 run: build
 	./$(BIN) run $(ARGS)

@@ -35,7 +35,8 @@ var homes = map[string][]string{
 	"github.com/prometheus/client_golang": {"appliance"},
 	"gocv.io/x/gocv":                      {"inference", "pipeline", "cmd"},
 	"github.com/warthog618/go-gpiocdev":   {"pipeline"},
-	"github.com/chromedp":                 {}, // tests only
+	"github.com/gorilla/websocket":        {"hub", "web"}, // web: the dashboard's live feed
+	"github.com/chromedp":                 {},             // tests only
 }
 
 func TestImportRules(t *testing.T) {

@@ -26,6 +26,9 @@ type Options struct {
 	// Two agents on one engine need different instances and prefixes.
 	Instance string
 	Build    VersionInfo
+	// DataDir is ledge's data dir: a module may always bind its own
+	// <DataDir>/modules/<module> (see [Policy]).
+	DataDir string
 
 	Identities Identities
 	Twins      Twins
@@ -49,6 +52,7 @@ type Agent struct {
 	store    *store
 	eng      *engine
 	trusted  []TrustedKey
+	policy   *Policy
 	bus      *broadcaster
 	rec      *reconciler
 	instance string
@@ -106,8 +110,10 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	policy := NewPolicy(cfg, opts.DataDir)
+	policy.Resolve = true
 	a := &Agent{
-		opts: opts, cfg: cfg, log: opts.Logger, store: st, eng: eng, trusted: trusted, bus: newBroadcaster(),
+		opts: opts, cfg: cfg, log: opts.Logger, store: st, eng: eng, trusted: trusted, policy: policy, bus: newBroadcaster(),
 		instance: opts.Instance, outcomes: make(chan outcome, 16), offers: make(chan offer, 4), count: &counters{}, started: time.Now(),
 		applied: map[string]json.RawMessage{}, appliedTwins: map[string]json.RawMessage{}, sectionErrs: map[string]string{},
 	}
@@ -155,6 +161,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	recErr := make(chan error, 1)
 	wg.Go(func() { recErr <- a.rec.run(ctx) })
 
+	a.warnSigning()
 	if err := a.boot(ctx); err != nil {
 		a.log.Error("apply the persisted deployment", "err", err)
 	}
@@ -254,7 +261,7 @@ func (a *Agent) DroppedEvents() int64 { return a.bus.dropped() }
 // Healthy reports whether the Docker engine answers.
 func (a *Agent) Healthy(ctx context.Context) error {
 	if err := a.eng.ping(ctx); err != nil {
-		return fault.Wrap(fault.Unavailable, fmt.Errorf("docker engine: %w", err))
+		return fault.Wrap(fault.Unavailable, fmt.Errorf("docker engine unreachable at %s: %w", a.eng.cli.DaemonHost(), err))
 	}
 	return nil
 }
@@ -296,7 +303,8 @@ func (a *Agent) Reported() *Reported {
 		},
 		Modules:  snap.modules,
 		Rejected: a.rejected,
-		Engine:   EngineReport{Connected: snap.connected, Error: snap.engineErr},
+		Engine:   EngineReport{Connected: snap.connected, Error: snap.engineErr, Host: a.eng.cli.DaemonHost()},
+		Signing:  a.signingReport(),
 	}
 	if rep.Runtime.Platform.OS == "" {
 		rep.Runtime.Platform = PlatformInfo{OS: runtime.GOOS, Architecture: runtime.GOARCH}
@@ -311,7 +319,7 @@ func (a *Agent) Reported() *Reported {
 		rep.LastDesiredVersion = d.Version
 		rep.Deployment = &DeploymentReport{ID: d.ID, Version: d.Version, Digest: d.Digest, Source: d.Source, Format: d.Format,
 			Signer: d.Signer, State: d.State, Reason: d.Reason, ReceivedAt: azureTime(d.ReceivedAt),
-			ConvergedAt: azureTime(d.ConvergedAt), RolledBackFrom: a.rolledBackFrom}
+			ConvergedAt: azureTime(d.ConvergedAt), RolledBackFrom: a.rolledBackFrom, Unsigned: a.unsignedReason(d)}
 		switch d.State {
 		case StateConverged:
 			rep.LastDesiredStatus = DesiredStatus{Code: 200, Description: "converged"}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -29,6 +30,16 @@ type Config struct {
 	// base64 of the 32 raw bytes, optionally prefixed "ed25519:"). When
 	// any is set, every manifest must carry a valid signature by one.
 	TrustedKeys []string `yaml:"trustedKeys"`
+	// AllowElevatedPermissions lets modules have elevated container
+	// settings (Privileged, CapAdd, host namespaces, unconfined
+	// SecurityOpt, binds of / or the Docker socket...; see privileges.go).
+	// Off by default: a manifest asking for one is refused.
+	AllowElevatedPermissions bool `yaml:"allowElevatedPermissions"`
+	// AllowedBindSources are the host folders modules may bind (with
+	// everything below them). A module's own <dataDir>/modules/<module>
+	// is always allowed; /, the Docker socket and ledge's data dir never
+	// are (without allowElevatedPermissions).
+	AllowedBindSources []string `yaml:"allowedBindSources"`
 
 	Restart  RestartConfig  `yaml:"restart"`
 	Rollback RollbackConfig `yaml:"rollback"`
@@ -150,6 +161,14 @@ func (c *Config) Validate() error {
 	}
 	if _, err := ParseTrustedKeys(c.TrustedKeys); err != nil {
 		bad("trustedKeys", "%v", err)
+	}
+	for i, s := range c.AllowedBindSources {
+		switch {
+		case !filepath.IsAbs(s):
+			bad(fmt.Sprintf("allowedBindSources[%d]", i), "%q: want an absolute host path", s)
+		case filepath.Clean(s) == "/":
+			bad(fmt.Sprintf("allowedBindSources[%d]", i), "\"/\" would let modules bind every host path: list the folders they need, or set agent.allowElevatedPermissions")
+		}
 	}
 	if c.Restart.Unit <= 0 {
 		bad("restart.unit", "must be positive, got %s", c.Restart.Unit)

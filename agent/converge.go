@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -66,6 +67,13 @@ func (r *reconciler) reconcile(ctx context.Context) {
 		spec, err := r.buildSpec(ctx, st.def)
 		if err != nil {
 			st.spec = nil
+			var pe *privilegeError
+			if errors.As(err, &pe) && st.c != nil {
+				// A deployment persisted before the policy (or before it was
+				// tightened): its container does not keep what is refused.
+				r.removeContainer(ctx, st.c, "its elevated settings are refused")
+				st.c = nil
+			}
 			r.failPermanently(ctx, st, err.Error())
 			continue
 		}
@@ -104,7 +112,7 @@ func (r *reconciler) reconcile(ctx context.Context) {
 // buildSpec asks for the module's identity and builds its container spec.
 func (r *reconciler) buildSpec(ctx context.Context, m *manifest.Module) (*containerSpec, error) {
 	in := injection{instance: r.instance, prefix: r.cfg.ContainerPrefix, deviceID: r.deviceID,
-		network: r.cfg.Network, gateway: r.gateway, logging: r.cfg.ModuleLogging, logOverride: r.want.man.Logging}
+		network: r.cfg.Network, gateway: r.gateway, logging: r.cfg.ModuleLogging, logOverride: r.want.man.Logging, policy: r.policy}
 	if r.identities != nil {
 		id, err := r.identities.ModuleIdentity(ctx, m.Name)
 		if err != nil {

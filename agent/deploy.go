@@ -32,6 +32,9 @@ type candidate struct {
 	man    *manifest.Manifest
 	digest string
 	signer string
+	// elevated are the elevated settings its modules ask for (allowed,
+	// or it would not be a candidate).
+	elevated []Elevation
 }
 
 // Digest is the hex SHA-256 of a manifest's bytes, as deployments are
@@ -61,6 +64,9 @@ func (a *Agent) verify(ctx context.Context, data []byte, sig *Signature) (*candi
 	}
 	if sig != nil {
 		c.sig, _ = json.Marshal(sig)
+	}
+	if c.elevated, err = a.policy.checkManifest(man); err != nil {
+		return c, err
 	}
 	if err := a.validateSections(ctx, man); err != nil {
 		return nil, err
@@ -146,6 +152,9 @@ func (a *Agent) offerRemote(ctx context.Context, source string, data []byte, sig
 		return err
 	}
 	if err := a.newer(ctx, c); err != nil {
+		if !errors.Is(err, errIgnored) {
+			a.reject(c, data, source, err)
+		}
 		return err
 	}
 	d, err := a.commit(ctx, c, source)
@@ -154,29 +163,6 @@ func (a *Agent) offerRemote(ctx context.Context, source string, data []byte, sig
 	}
 	a.log.Info("deployment received", "source", source, "version", d.Version, "id", d.ID)
 	a.activate(ctx, d, c.man, false)
-	return nil
-}
-
-// newer applies the version rule of remote sources: a newer version wins,
-// an older or equal one is ignored. A manifest without a version is
-// applied when its content changed since the last one from a remote.
-func (a *Agent) newer(ctx context.Context, c *candidate) error {
-	best, _ := a.store.state(ctx, "remote_version")
-	if cur := a.current; cur != nil && manifest.CompareVersions(cur.Version, best) > 0 {
-		best = cur.Version
-	}
-	if c.man.Version == "" {
-		if last, _ := a.store.state(ctx, "remote_digest"); last == c.digest {
-			return errIgnored
-		}
-		return nil
-	}
-	if manifest.CompareVersions(c.man.Version, best) <= 0 {
-		if cur := a.current; cur != nil && cur.Version == c.man.Version && cur.Digest != c.digest {
-			a.log.Warn("remote manifest has the current version but other content: ignored (give it a newer version)", "version", c.man.Version)
-		}
-		return fmt.Errorf("version %q is not newer than %q: %w", c.man.Version, best, errIgnored)
-	}
 	return nil
 }
 

@@ -22,7 +22,13 @@
 //     Unit*2^n up to Max; Docker events (die, start, health, destroy) drive
 //     it, with a resync every minute;
 //   - ed25519 signatures ([Sign], [Verify], [Envelope]) with
-//     agent.trustedKeys;
+//     agent.trustedKeys (signing.go: with keys, remote manifests must
+//     carry a version above a persisted high-water mark; without, ledge
+//     warns that remote deployments are unsigned);
+//   - the privilege policy ([Policy], privileges.go) on each module's
+//     decoded Docker config: elevated settings are refused unless
+//     agent.allowElevatedPermissions, binds outside
+//     agent.allowedBindSources and <dataDir>/modules/<module> too;
 //   - sources: the API ([Agent.Apply]), an HTTP(S) URL polled with
 //     If-None-Match, and a retained message on the upstream deployment
 //     topic (through [Upstream]); remote sources apply only a newer

@@ -21,6 +21,10 @@ type Plan struct {
 	Current  string   `json:"current,omitempty"` // the current deployment's version
 	Warnings []string `json:"warnings,omitempty"`
 	Changes  []Change `json:"changes"`
+	// Elevated lists every elevated container setting the modules ask
+	// for; a plan has them only when agent.allowElevatedPermissions
+	// allows them (otherwise the manifest is refused).
+	Elevated []Elevation `json:"elevated,omitempty"`
 	// Offline plans were made without the running ledge: every module is
 	// new and sections were not validated by their owners.
 	Offline bool `json:"offline,omitempty"`
@@ -47,7 +51,8 @@ func (a *Agent) plan(ctx context.Context, c *candidate) (*Plan, error) {
 	a.mu.Lock()
 	cur, curMan := a.current, a.currentMan
 	a.mu.Unlock()
-	p := &Plan{Version: c.man.Version, Format: string(c.man.Format), Digest: c.digest, Signer: c.signer, Warnings: c.man.Warnings}
+	p := &Plan{Version: c.man.Version, Format: string(c.man.Format), Digest: c.digest, Signer: c.signer, Warnings: c.man.Warnings,
+		Elevated: c.elevated}
 	if cur != nil {
 		p.Current = cur.Version
 	}
@@ -72,10 +77,12 @@ func (a *Agent) plan(ctx context.Context, c *candidate) (*Plan, error) {
 }
 
 // PlanOffline reads and verifies a manifest without a running ledge
-// (`ledge deploy check --offline`): everything it lists is new, and the
-// sections are listed but not validated by their owners.
-func PlanOffline(data, sig []byte, trustedKeys []string) (*Plan, error) {
-	trusted, err := ParseTrustedKeys(trustedKeys)
+// (`ledge deploy check --offline`) against the agent config cfg and the
+// data dir: signature and privilege policy as the running agent would,
+// everything it lists is new, and the sections are listed but not
+// validated by their owners.
+func PlanOffline(data, sig []byte, cfg Config, dataDir string) (*Plan, error) {
+	trusted, err := ParseTrustedKeys(cfg.TrustedKeys)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +102,12 @@ func PlanOffline(data, sig []byte, trustedKeys []string) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Version: man.Version, Format: string(man.Format), Digest: Digest(data), Signer: signer, Warnings: man.Warnings, Offline: true}
+	elevated, err := NewPolicy(cfg, dataDir).checkManifest(man)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{Version: man.Version, Format: string(man.Format), Digest: Digest(data), Signer: signer, Warnings: man.Warnings, Offline: true,
+		Elevated: elevated}
 	p.Changes = planModules(&manifest.Manifest{}, man, nil)
 	p.Changes = append(p.Changes, planTwins(&manifest.Manifest{}, man)...)
 	for _, name := range manifest.SectionNames {

@@ -44,6 +44,7 @@ type reconciler struct {
 	store      *store
 	log        *slog.Logger
 	identities Identities
+	policy     *Policy
 	deviceID   string
 	instance   string
 	bus        *broadcaster
@@ -75,6 +76,7 @@ type reconciler struct {
 	pulls          map[string]*pullState
 	connected      bool
 	engineErr      string
+	downAtStart    bool      // the engine did not answer since the start (told once)
 	disconnectedAt time.Time // start of the last engine outage
 	afterOutage    bool      // the next reconcile follows an engine outage
 	gateway        string
@@ -118,7 +120,7 @@ type runtimeSnapshot struct {
 
 func newReconciler(a *Agent) *reconciler {
 	return &reconciler{
-		cfg: a.cfg, eng: a.eng, store: a.store, log: a.log, identities: a.opts.Identities,
+		cfg: a.cfg, eng: a.eng, store: a.store, log: a.log, identities: a.opts.Identities, policy: a.policy,
 		deviceID: a.opts.DeviceID, instance: a.instance, bus: a.bus, count: a.count, now: time.Now, bootTime: bootTime(),
 		wake: make(chan struct{}, 1), engineCh: make(chan engineMsg, 64), pullCh: make(chan pullMsg, 64), resyncCh: make(chan chan struct{}), reqCh: make(chan func(context.Context)), pullSem: make(chan struct{}, a.cfg.Pull.Concurrency),
 		mods: map[string]*modState{}, pulls: map[string]*pullState{},
@@ -297,14 +299,20 @@ func (r *reconciler) handleEngine(ctx context.Context, m engineMsg) {
 		if !r.disconnectedAt.IsZero() {
 			r.afterOutage = true
 			r.log.Info("docker engine is back")
+		} else if r.downAtStart {
+			r.log.Info("docker engine answers", "host", r.eng.cli.DaemonHost())
 		}
+		r.downAtStart = false
 		v, os, arch := r.eng.version(ctx)
 		r.platform = PlatformInfo{OS: os, Architecture: arch, Version: v}
 		r.reconcile(ctx)
 	case m.down != nil:
 		if r.connected {
-			r.log.Warn("docker engine unreachable", "err", m.down)
+			r.log.Warn("docker engine unreachable", "host", r.eng.cli.DaemonHost(), "err", m.down)
 			r.disconnectedAt = r.now()
+		} else if r.disconnectedAt.IsZero() && !r.downAtStart {
+			r.log.Warn("docker engine unreachable at start: modules wait for it", "host", r.eng.cli.DaemonHost(), "err", m.down)
+			r.downAtStart = true
 		}
 		r.connected, r.engineErr = false, m.down.Error()
 	case m.event != nil:
@@ -402,6 +410,11 @@ func (r *reconciler) report(st *modState) ModuleReport {
 			}
 		}
 		mr.Settings = ModuleSettings{Image: m.Image, CreateOptions: chunkCreateOptions(string(m.CreateOptions))}
+	}
+	if st.spec != nil {
+		for _, e := range st.spec.Elevated {
+			mr.Elevated = append(mr.Elevated, e.Setting+" "+e.Value)
+		}
 	}
 	if st.c != nil {
 		mr.ContainerID = st.c.ID

@@ -22,6 +22,7 @@ type Reported struct {
 	Rejected   *Rejection               `json:"rejected,omitempty"`
 	Sections   map[string]SectionReport `json:"sections,omitempty"`
 	Engine     EngineReport             `json:"engine"`
+	Signing    *SigningReport           `json:"signing,omitempty"`
 }
 
 // VersionInfo identifies the running ledge.
@@ -82,6 +83,9 @@ type ModuleReport struct {
 	Health             string        `json:"health,omitempty"`
 	NextRestartTimeUtc string        `json:"nextRestartTimeUtc,omitempty"`
 	Pull               *PullProgress `json:"pull,omitempty"`
+	// Elevated lists the elevated container settings the module runs
+	// with (allowed by agent.allowElevatedPermissions).
+	Elevated []string `json:"elevated,omitempty"`
 }
 
 // EnvValue is Azure's env value object.
@@ -141,6 +145,26 @@ type DeploymentReport struct {
 	// RolledBackFrom is the deployment that failed and was rolled back
 	// to this one, when that is how this one became current.
 	RolledBackFrom *RollbackReport `json:"rolledBackFrom,omitempty"`
+	// Unsigned says why a deployment without a signature runs although
+	// trusted keys are configured: it was applied before signing was
+	// turned on.
+	Unsigned string `json:"unsigned,omitempty"`
+}
+
+// SigningReport says whether manifests must be signed, and where remote
+// deployments come from.
+type SigningReport struct {
+	// Required is true when agent.trustedKeys is set: every manifest
+	// needs a valid signature, and remote ones a version that only goes
+	// up.
+	Required bool `json:"required"`
+	// Keys are the ids of the trusted keys.
+	Keys []string `json:"keys,omitempty"`
+	// RemoteSources are the sources configured besides the API: "mqtt"
+	// (with an upstream), "http".
+	RemoteSources []string `json:"remoteSources,omitempty"`
+	// Warning is set when remote deployments are taken unsigned.
+	Warning string `json:"warning,omitempty"`
 }
 
 // RollbackReport says which deployment was rolled back and why.
@@ -164,6 +188,8 @@ type Rejection struct {
 type EngineReport struct {
 	Connected bool   `json:"connected"`
 	Error     string `json:"error,omitempty"`
+	// Host is the engine's address (unix:///var/run/docker.sock...).
+	Host string `json:"host,omitempty"`
 }
 
 // azureTime is reference §2.1's time format: ISO-8601 UTC, no zone.

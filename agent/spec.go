@@ -32,6 +32,9 @@ type containerSpec struct {
 	Host   *container.HostConfig
 	Net    *network.NetworkingConfig
 	Hash   string
+	// Elevated are the elevated settings the module asked for and the
+	// policy allowed.
+	Elevated []Elevation
 }
 
 // injection is what ledge adds to every module container.
@@ -46,6 +49,9 @@ type injection struct {
 	endpoint *HubEndpoint
 	// logOverride is the manifest's logging, which wins over logging.
 	logOverride *manifest.Logging
+	// policy judges the module's own settings before ledge adds its
+	// (nil: not checked, for tests of the spec alone).
+	policy *Policy
 }
 
 // buildSpec turns a module into a container spec: its createOptions, its
@@ -56,6 +62,12 @@ func buildSpec(m *manifest.Module, in injection) (*containerSpec, error) {
 	co, err := manifest.DecodeCreateOptions(m.CreateOptions)
 	if err != nil {
 		return nil, fmt.Errorf("module %s: createOptions: %w", m.Name, err)
+	}
+	var elevated []Elevation
+	if in.policy != nil {
+		if elevated, err = in.policy.check(m.Name, &co.Config, co.HostConfig, co.NetworkingConfig); err != nil {
+			return nil, err
+		}
 	}
 	cfg := co.Config
 	cfg.Image = m.Image
@@ -142,7 +154,7 @@ func buildSpec(m *manifest.Module, in injection) (*containerSpec, error) {
 		}
 	}
 
-	s := &containerSpec{Name: in.prefix + m.Name, Config: &cfg, Host: host, Net: netcfg}
+	s := &containerSpec{Name: in.prefix + m.Name, Config: &cfg, Host: host, Net: netcfg, Elevated: elevated}
 	sum, err := json.Marshal(struct {
 		Name   string
 		Config *container.Config

@@ -27,6 +27,7 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 		DB:       a.db,
 		Logger:   a.log.With("component", "agent"),
 		DeviceID: a.cfg.DeviceID,
+		DataDir:  a.cfg.DataDir,
 		Build:    agent.VersionInfo{Version: a.build.Version, Commit: a.build.Commit},
 		Sections: maps.Clone(sections),
 	}
@@ -49,7 +50,7 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 	a.agent = ag
 	a.closers = append(a.closers, ag.Close)
 	a.add("agent", ag.Run)
-	a.health.add("agent", ag.Healthy)
+	a.health.addSelfLogged("agent", ag.Healthy) // it logs the Docker engine going and coming
 	registerAgentMetrics(a.registry, ag)
 	return deployer{ag}, nil
 }

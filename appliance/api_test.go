@@ -88,6 +88,11 @@ func TestAPIBadInput(t *testing.T) {
 		{"GET", "/events?from=yesterday", "", 400, "invalid", "from"},
 		{"GET", "/events?limit=5000", "", 400, "invalid", "limit"},
 		{"GET", "/events?before=x", "", 400, "invalid", "before"},
+		{"GET", "/events?type=object.enter", "", 400, "invalid", "/api/v1/events/raw"},
+		{"GET", "/events?active=maybe", "", 400, "invalid", "active"},
+		{"GET", "/events/raw?active=true", "", 400, "invalid", "active"},
+		{"GET", "/events/raw?limit=0", "", 400, "invalid", "limit"},
+		{"GET", "/pipelines/cam/stream.mjpeg?fps=100", "", 400, "invalid", "fps"},
 		{"GET", "/snapshots/..%2F..%2Fetc%2Fpasswd", "", 400, "invalid", "snapshot"},
 		{"GET", "/models/ghost", "", 404, "not_found", "ghost"},
 		{"POST", "/models", `{"name": "m", "version": "1", "url": "http://insecure/m.onnx", "sha256": "00"}`, 400, "invalid", ""},
@@ -125,6 +130,27 @@ func TestAPIBadInput(t *testing.T) {
 	for _, i := range list {
 		if n := i.(map[string]any)["name"]; n == "bad" || n == "x" || n == "a b" {
 			t.Errorf("identity %v was created", n)
+		}
+	}
+}
+
+// TestPipelineSpecShownWithoutPasswords: the API shows each pipeline's spec
+// (the Pipelines page does), with the passwords of its camera and action
+// URLs masked.
+func TestPipelineSpecShownWithoutPasswords(t *testing.T) {
+	d := startDashboard(t, nil)
+	tok := apiToken(t, d)
+	apiCall(t, d, tok, "POST", "/api/v1/pipelines", `{"name": "cam", "source": {"url": "rtsp://admin:hunter2secret@127.0.0.1:1/stream"},
+		"actions": [{"type": "webhook", "url": "https://bot:tokensecret@hooks.example/x", "headers": {"X-Key": "headersecret"}}]}`, 201)
+	for _, path := range []string{"/api/v1/pipelines", "/api/v1/pipelines/cam"} {
+		body := apiCall(t, d, tok, "GET", path, "", 200)
+		if !strings.Contains(body, `"spec"`) || !strings.Contains(body, "127.0.0.1:1/stream") || !strings.Contains(body, "hooks.example") {
+			t.Errorf("GET %s shows no spec: %s", path, body)
+		}
+		for _, secret := range []string{"hunter2secret", "tokensecret", "headersecret"} {
+			if strings.Contains(body, secret) {
+				t.Errorf("GET %s shows %q: %s", path, secret, body)
+			}
 		}
 	}
 }

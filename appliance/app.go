@@ -60,6 +60,9 @@ type App struct {
 	// eventSources feed the dashboard's event stream (see events.go).
 	eventSources []eventSource
 	closers      []func() error
+	// adminPassword is the admin password this start made ("" when one
+	// was set before).
+	adminPassword string
 }
 
 // New prepares an appliance from cfg: data dir, database, components. It
@@ -67,6 +70,12 @@ type App struct {
 func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ *App, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	// Everything below (the database, the CA a container bind-mounts, the
+	// socket the CLI looks for) needs a path that means the same from
+	// anywhere.
+	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	cfg.Inference.TensorRTCache = cfg.Inference.tensorRTCache(cfg.DataDir)
 	a := &App{cfg: cfg, build: build, log: log, started: time.Now(), health: newHealthSet()}
@@ -89,7 +98,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	a.registry = newRegistry(build)
 	hubAPI, hubWS, err := a.newHub(ctx)
 	if err != nil {
-		return nil, err
+		return nil, cfg.explainListen(err)
 	}
 	a.events = web.NewBroadcaster()
 
@@ -120,7 +129,10 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		Hub:           hubAPI,
 		MQTTWebSocket: hubWS,
 		Listen:        cfg.HTTP.Listen,
+		Timeouts: web.Timeouts{Read: cfg.HTTP.ReadTimeout, Write: cfg.HTTP.WriteTimeout, Idle: cfg.HTTP.IdleTimeout,
+			MaxAnonymousConns: cfg.HTTP.MaxAnonymousConnections},
 		Socket:        filepath.Join(cfg.DataDir, "ledge.sock"),
+		PasswordFile:  PasswordFile(cfg.DataDir),
 		Logger:        log.With("component", "web"),
 		Health:        a.health.check,
 		Metrics:       metricsHandler(a.registry),
@@ -136,7 +148,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		Models:        modelsAPI{a.models},
 	})
 	if err != nil {
-		return nil, err
+		return nil, cfg.explainListen(err)
 	}
 	a.web = srv
 	a.closers = append(a.closers, srv.Close)
@@ -147,9 +159,14 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	a.add("events", a.forwardEvents)
 	a.add("web", srv.Run)
 	a.health.add("database", func(ctx context.Context) error { return a.db.PingContext(ctx) })
+	a.add("health", func(ctx context.Context) error { return a.health.watch(ctx, a.log) })
 	if n, period := systemdFromEnv(); n != nil { // under a Type=notify unit (deploy/ledge.service)
 		w := &systemdWatchdog{n: n, period: period, health: a.health, log: log.With("component", "systemd")}
 		a.add("systemd", w.Run)
+	}
+	// Last: every listener is bound, so a start that fails made no password.
+	if err := a.firstPassword(ctx); err != nil {
+		return nil, err
 	}
 	return a, nil
 }

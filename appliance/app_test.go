@@ -111,8 +111,20 @@ func TestNewFailsOnBusyPort(t *testing.T) {
 	defer first.Close()
 	cfg2 := testConfig(t)
 	cfg2.HTTP.Listen = first.webAddr()
-	if _, err := New(t.Context(), cfg2, BuildInfo{}, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "listen") {
-		t.Fatalf("second appliance on a busy port: %v, want a listen error", err)
+	if _, err := New(t.Context(), cfg2, BuildInfo{}, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "http.listen: "+cfg2.HTTP.Listen+" is in use") ||
+		!strings.Contains(err.Error(), "set http.listen in ledge.yaml") {
+		t.Fatalf("second appliance on a busy port: %v, want an error naming http.listen", err)
+	}
+	// The same for the hub's MQTT port.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg3 := testConfig(t)
+	cfg3.Hub.Listen.MQTT = busy.Addr().String()
+	if _, err := New(t.Context(), cfg3, BuildInfo{}, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "set hub.listen.mqtt in ledge.yaml") {
+		t.Fatalf("busy MQTT port: %v, want an error naming hub.listen.mqtt", err)
 	}
 }
 
@@ -131,7 +143,8 @@ func get(t *testing.T, url string, wantStatus int) string {
 }
 
 // TestHTTPSWithHubCA: the dashboard's HTTPS port serves a certificate that
-// the hub's generated CA verifies, and a login over HTTPS sets a Secure
+// the hub's generated CA verifies, speaks HTTP/2 (so a page's requests and
+// streams share one connection), and a login over HTTPS sets a Secure
 // cookie.
 func TestHTTPSWithHubCA(t *testing.T) {
 	cfg := testConfig(t)
@@ -157,13 +170,16 @@ func TestHTTPSWithHubCA(t *testing.T) {
 		t.Fatal("ca.pem holds no certificate")
 	}
 	_, port, _ := net.SplitHostPort(app.web.TLSAddr().String())
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
 	base := "https://localhost:" + port
 	resp, err := c.Get(base + "/healthz")
 	if err != nil {
 		t.Fatalf("https with the hub CA: %v", err)
 	}
 	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Errorf("https answered over %s, want HTTP/2", resp.Proto)
+	}
 	resp, err = c.Post(base+"/api/v1/auth/login", "application/json", strings.NewReader(`{"password":"a long enough password"}`))
 	if err != nil {
 		t.Fatal(err)

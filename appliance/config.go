@@ -59,6 +59,16 @@ type HTTPConfig struct {
 	// PublicMetrics serves /metrics without credentials, for a Prometheus
 	// that cannot send a bearer token. Default false.
 	PublicMetrics bool `yaml:"publicMetrics"`
+	// ReadTimeout bounds reading one request, body included (default
+	// 60s); WriteTimeout writing one response (default 60s; event and
+	// video streams and WebSockets are exempt); IdleTimeout closes a
+	// keep-alive connection idle this long (default 2m).
+	ReadTimeout  time.Duration `yaml:"readTimeout"`
+	WriteTimeout time.Duration `yaml:"writeTimeout"`
+	IdleTimeout  time.Duration `yaml:"idleTimeout"`
+	// MaxAnonymousConnections bounds the connections that have not
+	// authenticated (default 256): a new one beyond it closes the oldest.
+	MaxAnonymousConnections int `yaml:"maxAnonymousConnections"`
 }
 
 // DatabaseConfig tunes SQLite.
@@ -115,22 +125,32 @@ func Default() Config {
 		DataDir:         DefaultDataDir(),
 		ShutdownTimeout: 5 * time.Second,
 		Log:             LogConfig{Level: "info", Format: "text"},
-		HTTP:            HTTPConfig{Listen: ":8080", ListenTLS: ":8443"},
-		Database:        DatabaseConfig{Synchronous: "full"},
-		Inference:       InferenceConfig{Providers: []string{"cpu"}, TensorRTCache: "tensorrt"},
-		Hub:             hub.DefaultConfig(),
-		Agent:           agent.DefaultConfig(),
-		Models:          models.DefaultConfig(),
-		Pipeline:        pipeline.DefaultConfig(),
+		HTTP: HTTPConfig{Listen: ":8080", ListenTLS: ":8443", ReadTimeout: time.Minute, WriteTimeout: time.Minute,
+			IdleTimeout: 2 * time.Minute, MaxAnonymousConnections: 256},
+		Database:  DatabaseConfig{Synchronous: "full"},
+		Inference: InferenceConfig{Providers: []string{"cpu"}, TensorRTCache: "tensorrt"},
+		Hub:       hub.DefaultConfig(),
+		Agent:     agent.DefaultConfig(),
+		Models:    models.DefaultConfig(),
+		Pipeline:  pipeline.DefaultConfig(),
 	}
 }
 
 // ParseConfig decodes ledge.yaml over the defaults and validates it. name
 // is used in errors (usually the file path).
 func ParseConfig(name string, data []byte) (Config, error) {
+	return parseConfig(name, data, "")
+}
+
+// parseConfig is ParseConfig with the relative paths resolved against dir
+// (none when dir is "").
+func parseConfig(name string, data []byte, dir string) (Config, error) {
 	cfg := Default()
 	if err := yamlstrict.Decode(data, &cfg); err != nil {
 		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	if dir != "" {
+		cfg.resolvePaths(dir)
 	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, fmt.Errorf("%s: %w", name, err)
@@ -138,13 +158,19 @@ func ParseConfig(name string, data []byte) (Config, error) {
 	return cfg, nil
 }
 
-// LoadConfig reads and parses the config file at path.
+// LoadConfig reads and parses the config file at path. Relative paths in
+// it (dataDir, model files, video files...) are taken from the file's
+// folder, not from the working directory.
 func LoadConfig(path string) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("read config: %w", err)
 	}
-	return ParseConfig(path, data)
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return parseConfig(path, data, filepath.Dir(abs))
 }
 
 // Validate checks values the YAML types cannot, naming the field.
@@ -173,6 +199,17 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.Listen == "" {
 		bad("http.listen", "must not be empty")
+	}
+	for _, t := range []struct {
+		key string
+		d   time.Duration
+	}{{"http.readTimeout", c.HTTP.ReadTimeout}, {"http.writeTimeout", c.HTTP.WriteTimeout}, {"http.idleTimeout", c.HTTP.IdleTimeout}} {
+		if t.d < time.Second {
+			bad(t.key, "must be at least 1s, got %s", t.d)
+		}
+	}
+	if c.HTTP.MaxAnonymousConnections < 1 {
+		bad("http.maxAnonymousConnections", "must be at least 1, got %d", c.HTTP.MaxAnonymousConnections)
 	}
 	switch c.Database.Synchronous {
 	case "full", "normal":

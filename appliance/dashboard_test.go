@@ -197,8 +197,9 @@ func panVideo(t testing.TB, dir string) string {
 
 // TestDashboardLiveAndEvents: the Live page shows frames of a pipeline
 // running on a test video (the image has a size and its pixels change);
-// a detection reaches the Events page through server-sent events within
-// 2 s of its frame being captured; the Pipelines page draws its charts.
+// a tracked object reaches the Events page through server-sent events
+// within 2 s of its frame being captured, and its one item is updated in
+// place until it ends; the Pipelines page draws its charts.
 func TestDashboardLiveAndEvents(t *testing.T) {
 	video := panVideo(t, t.TempDir())
 	model := testenv.Model(t, "yolox_nano.onnx")
@@ -224,9 +225,14 @@ actions: [{type: snapshot}]
 	}
 	wait(t, ctx, "the event stream to open", `document.querySelector("#conn").textContent === "live"`, 10*time.Second)
 	_, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`
-		window.arrivals = [];
-		new MutationObserver((ms) => { for (const m of ms) for (const n of m.addedNodes) if (n.dataset && n.dataset.captured) window.arrivals.push(Date.now() - Number(n.dataset.captured)); })
-			.observe(document.querySelector("#events"), {childList: true}); true`))
+		window.arrivals = []; window.updated = [];
+		new MutationObserver((ms) => { for (const m of ms) {
+			const gone = new Set([...m.removedNodes].map((n) => n.dataset && n.dataset.key));
+			for (const n of m.addedNodes) {
+				if (n.dataset && gone.has(n.dataset.key)) window.updated.push(n.textContent);
+				else if (n.dataset && n.dataset.captured) window.arrivals.push(Date.now() - Number(n.dataset.captured));
+			}
+		} }).observe(document.querySelector("#events"), {childList: true}); true`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,6 +245,12 @@ actions: [{type: snapshot}]
 		t.Errorf("a detection took %d ms from capture to the Events page, want <= 2000", ms)
 	}
 	wait(t, ctx, "a snapshot thumbnail", `[...document.querySelectorAll("#events img")].some(i => i.complete && i.naturalWidth > 0)`, 20*time.Second)
+	// An object's event is one item, updated in place while it lasts and
+	// when it ends (one per tracked object, not one per enter and leave).
+	wait(t, ctx, "an object's event updated in place", `window.updated.some((t) => / – /.test(t))`, 30*time.Second)
+	if n := evalString(t, ctx, `String(new Set([...document.querySelectorAll("#events li[data-key]")].map((li) => li.dataset.key)).size === document.querySelectorAll("#events li[data-key]").length)`); n != "true" {
+		t.Error("an object's event is listed more than once")
+	}
 	testenv.Screenshot(t, ctx, "events")
 
 	// Live: the stream's image has a size and changes.
@@ -265,7 +277,7 @@ actions: [{type: snapshot}]
 	if !changed {
 		t.Error("the live image did not change within 4 s")
 	}
-	wait(t, ctx, "the fps badge", `/fps/.test(document.querySelector(".badge-overlay").textContent)`, 10*time.Second)
+	wait(t, ctx, "the fps badge", `/fps/.test(document.querySelector(".cam-stats").textContent)`, 10*time.Second)
 	testenv.Screenshot(t, ctx, "live")
 
 	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/pipelines")); err != nil {

@@ -1,18 +1,67 @@
 package appliance
 
 import (
-	"ledge/web"
-
 	"context"
+	"log/slog"
 	"sort"
 	"sync"
+	"time"
+
+	"ledge/internal/outage"
+	"ledge/web"
 )
 
 // healthSet holds the health checks of the components. Safe for concurrent
 // use.
 type healthSet struct {
-	mu     sync.Mutex // guards checks
+	mu     sync.Mutex // guards checks and selfLogged
 	checks map[string]func(context.Context) error
+	// selfLogged are components that tell their own failures to the log
+	// (the agent tells of the Docker engine); watch does not repeat them.
+	selfLogged map[string]bool
+}
+
+// healthEvery is how often watch runs the checks.
+const healthEvery = 15 * time.Second
+
+// watch runs the checks at start and every healthEvery until ctx ends,
+// and tells the log when a component starts failing (WARN) and when it
+// recovers (INFO), rate-limited per component (the "health" component).
+func (h *healthSet) watch(ctx context.Context, log *slog.Logger) error {
+	logs := map[string]*outage.Log{}
+	tick := time.NewTicker(healthEvery)
+	defer tick.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, healthEvery)
+		comps, _ := h.check(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		h.mu.Lock()
+		quiet := h.selfLogged
+		h.mu.Unlock()
+		for _, c := range comps {
+			if quiet[c.Name] {
+				continue
+			}
+			l := logs[c.Name]
+			if l == nil {
+				l = outage.New(log.With("component", c.Name), c.Name, 0)
+				logs[c.Name] = l
+			}
+			if c.Status == "ok" {
+				l.OK()
+			} else {
+				l.Fail(c.Error)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
 }
 
 func newHealthSet() *healthSet {
@@ -26,6 +75,17 @@ func (h *healthSet) add(name string, check func(context.Context) error) {
 		panic("appliance: health check registered twice or nil: " + name)
 	}
 	h.checks[name] = check
+}
+
+// addSelfLogged adds a check of a component that logs its own failures.
+func (h *healthSet) addSelfLogged(name string, check func(context.Context) error) {
+	h.add(name, check)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.selfLogged == nil {
+		h.selfLogged = map[string]bool{}
+	}
+	h.selfLogged[name] = true
 }
 
 // componentCheck is the outcome of one component's health check.

@@ -34,6 +34,7 @@ func (a *App) newModels(ctx context.Context, sections map[string]agent.Section) 
 		Config:      a.cfg.Models,
 		DB:          a.db,
 		Dir:         filepath.Join(a.cfg.DataDir, "models"),
+		DataDir:     a.cfg.DataDir,
 		Logger:      a.log.With("component", "models"),
 		TrustedKeys: keys,
 		Kinds:       kinds,

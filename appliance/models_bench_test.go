@@ -50,7 +50,9 @@ func benchSwap(b *testing.B, realtime bool) {
 	dir := b.TempDir()
 	video := panVideo(b, dir)
 	db := testenv.DB(b)
-	store, err := models.Open(b.Context(), models.Options{Config: models.DefaultConfig(), DB: db, Dir: filepath.Join(dir, "models"),
+	mcfg := models.DefaultConfig()
+	mcfg.FileRoots = []string{filepath.Dir(testenv.Model(b, "yolox_nano.onnx"))}
+	store, err := models.Open(b.Context(), models.Options{Config: mcfg, DB: db, Dir: filepath.Join(dir, "models"),
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -231,6 +232,7 @@ func TestModelThatDoesNotFit(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Agent.Enabled = false
 	cfg.Hub.Enabled = false
+	cfg.Models.FileRoots = []string{filepath.Dir(testenv.Model(t, "yolox_nano.onnx"))}
 	app, _ := startApp(t, cfg)
 	ctx := t.Context()
 	pull := func(version, file, kind string, labels []string, activate bool) (models.Version, error) {

@@ -60,7 +60,7 @@ var (
 		"Latency per stage over the recent samples (capture, motion, detect, track, action, capture_to_action, capture_to_result).",
 		[]string{"pipeline", "stage"}, nil)
 	pmActions = prometheus.NewDesc("ledge_pipeline_action_events_total",
-		"Events per action by result: delivered, failed (after retries), retried (attempts), dropped (queue full).",
+		"Events per action by result: delivered, failed (after retries), retried (attempts), dropped (queue full), limited (within the cooldown).",
 		[]string{"pipeline", "action", "type", "result"}, nil)
 	pmUp     = prometheus.NewDesc("ledge_pipeline_running", "1 if the pipeline runs.", []string{"pipeline"}, nil)
 	pmSource = prometheus.NewDesc("ledge_pipeline_source_phase", "1 for the phase the source is in.", []string{"pipeline", "phase"}, nil)
@@ -114,6 +114,7 @@ func (c pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(pmActions, a.Failed, p, a.Name, a.Type, "failed")
 			counter(pmActions, a.Retries, p, a.Name, a.Type, "retried")
 			counter(pmActions, a.Dropped, p, a.Name, a.Type, "dropped")
+			counter(pmActions, a.Limited, p, a.Name, a.Type, "limited")
 		}
 	}
 }

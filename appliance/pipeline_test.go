@@ -68,8 +68,8 @@ pipelines:
 
 func TestConfigPipelineErrors(t *testing.T) {
 	for _, tc := range []struct{ doc, want string }{
-		{"pipelines:\n  - name: a\n    source: {url: \"ftp://x\"}\n", `pipelines[0].source.url: unknown scheme "ftp"`},
-		{"pipelines:\n  - name: a\n    source: {url: \"testpattern:\"}\n    detect: {model: m.onnx, threshold: 1.5}\n", "pipelines[0].detect.threshold"},
+		{"pipelines:\n  - name: a\n    source: {url: \"ftp://x\"}\n", `pipeline "a": source.url: unknown scheme "ftp"`},
+		{"pipelines:\n  - name: a\n    source: {url: \"testpattern:\"}\n    detect: {model: m.onnx, threshold: 1.5}\n", `pipeline "a": detect.threshold`},
 		{"pipelines:\n  - name: a\n    source: {url: \"testpattern:\"}\n    zonez: []\n", `line 4: pipelines[0].zonez: unknown key "zonez" (did you mean "zones"?)`},
 		{"pipeline:\n  eventLog: {maxAge: -1h}\n", "pipeline.eventLog.maxAge"},
 	} {

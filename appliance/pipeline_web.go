@@ -23,28 +23,49 @@ type pipelineView struct {
 	pipeline.Stats
 	// Owner is who defines it: config (ledge.yaml), api (the dashboard) or
 	// deployment.
-	Owner string         `json:"owner"`
-	Spec  *pipeline.Spec `json:"spec,omitempty"`
+	Owner string `json:"owner"`
+	// Spec is its spec with passwords in URLs masked.
+	Spec *pipeline.Spec `json:"spec,omitempty"`
+}
+
+// shown is the spec of name as the API shows it (nil if it has none).
+func (p pipelinesAPI) shown(name string) *pipeline.Spec {
+	spec, err := p.eng.Spec(name)
+	if err != nil {
+		return nil
+	}
+	r := spec.Redacted()
+	return &r
 }
 
 func (p pipelinesAPI) List(context.Context) (any, error) {
 	out := []pipelineView{}
 	for _, st := range p.eng.Stats() {
-		out = append(out, pipelineView{Stats: st, Owner: p.set.owner(st.Name)})
+		out = append(out, pipelineView{Stats: st, Owner: p.set.owner(st.Name), Spec: p.shown(st.Name)})
+	}
+	for _, st := range p.set.brokenViews() {
+		out = append(out, pipelineView{Stats: st, Owner: "api"})
 	}
 	return out, nil
 }
 
 func (p pipelinesAPI) Get(_ context.Context, name string) (any, error) {
 	st, err := p.eng.PipelineStats(name)
+	if fault.Is(err, fault.NotFound) {
+		for _, b := range p.set.brokenViews() {
+			if b.Name == name {
+				return pipelineView{Stats: b, Owner: "api"}, nil
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	spec, err := p.eng.Spec(name)
-	if err != nil {
-		return nil, err
+	spec := p.shown(name)
+	if spec == nil {
+		return nil, fault.New(fault.NotFound, "no pipeline named %q", name)
 	}
-	return pipelineView{Stats: st, Owner: p.set.owner(name), Spec: &spec}, nil
+	return pipelineView{Stats: st, Owner: p.set.owner(name), Spec: spec}, nil
 }
 
 func (p pipelinesAPI) Put(ctx context.Context, name string, body []byte) (any, error) {
@@ -78,8 +99,8 @@ func (p pipelinesAPI) History(name string) (any, error) {
 	return p.hist.get(name), nil
 }
 
-func (p pipelinesAPI) Watch(name string) (<-chan web.Frame, func(), error) {
-	in, cancel, err := p.eng.Watch(name)
+func (p pipelinesAPI) Watch(name string, fps float64) (<-chan web.Frame, func(), error) {
+	in, cancel, err := p.eng.Watch(name, fps)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -126,18 +147,29 @@ func (p pipelinesAPI) Events(ctx context.Context, q web.EventQuery) (any, error)
 	if log == nil {
 		return nil, fault.New(fault.Unavailable, "no event log")
 	}
-	ev, err := log.Query(ctx, pipeline.Query{From: q.From, To: q.To, Pipeline: q.Pipeline, Type: q.Type, Class: q.Class, Zone: q.Zone, BeforeID: q.BeforeID, Limit: q.Limit})
-	if err != nil {
-		return nil, err
+	ev, err := log.QueryTracks(ctx, pipeline.TrackQuery{From: q.From, To: q.To, Pipeline: q.Pipeline, Class: q.Class, Zone: q.Zone, Active: q.Active, BeforeID: q.BeforeID, Limit: q.Limit})
+	return eventPage(ev, q.Limit), err
+}
+
+func (p pipelinesAPI) RawEvents(ctx context.Context, q web.EventQuery) (any, error) {
+	log := p.eng.EventLog()
+	if log == nil {
+		return nil, fault.New(fault.Unavailable, "no event log")
 	}
+	ev, err := log.Query(ctx, pipeline.Query{From: q.From, To: q.To, Pipeline: q.Pipeline, Type: q.Type, Class: q.Class, Zone: q.Zone, BeforeID: q.BeforeID, Limit: q.Limit})
+	return eventPage(ev, q.Limit), err
+}
+
+// eventPage is {"events": [...], "next": <cursor for before, 0 at the end>}.
+func eventPage(ev []pipeline.Event, limit int) map[string]any {
 	var next int64
-	if len(ev) == q.Limit && len(ev) > 0 {
+	if len(ev) == limit && len(ev) > 0 {
 		next = ev[len(ev)-1].ID
 	}
 	if ev == nil {
 		ev = []pipeline.Event{}
 	}
-	return map[string]any{"events": ev, "next": next}, nil
+	return map[string]any{"events": ev, "next": next}
 }
 
 func (p pipelinesAPI) SnapshotFile(name string) (string, error) {

@@ -27,10 +27,13 @@ type pipelineSet struct {
 	eng *pipeline.Engine
 	db  *sql.DB
 
-	mu       sync.Mutex // guards local and deployed; held while applying
+	mu       sync.Mutex // guards local, deployed and broken; held while applying
 	config   []pipeline.Spec
 	local    []pipeline.Spec
 	deployed []pipeline.Spec
+	// broken are stored pipelines that could not be started at all (their
+	// spec no longer reads, or clashes with ledge.yaml).
+	broken []brokenPipeline
 }
 
 // newPipelineSet loads the API-created pipelines and starts config +
@@ -49,7 +52,9 @@ func newPipelineSet(ctx context.Context, eng *pipeline.Engine, db *sql.DB, confi
 		}
 		s, err := pipeline.ParseSpec("stored pipeline "+name, []byte(text))
 		if err != nil {
-			return nil, fmt.Errorf("load pipelines: %w (delete it with DELETE /api/v1/pipelines/%s)", err, name)
+			ps.broken = append(ps.broken, brokenPipeline{name: name, reason: fmt.Sprintf(
+				"%v; fix it on the Pipelines page (PUT /api/v1/pipelines/%s) or delete it (DELETE /api/v1/pipelines/%s)", err, name, name)})
+			continue
 		}
 		ps.local = append(ps.local, s)
 	}
@@ -59,13 +64,32 @@ func newPipelineSet(ctx context.Context, eng *pipeline.Engine, db *sql.DB, confi
 	if len(ps.local) > 0 {
 		all, err := ps.union(ps.local, ps.deployed)
 		if err != nil {
-			return nil, err
-		}
-		if err := eng.Apply(ctx, all); err != nil {
+			// A stored pipeline that clashes with ledge.yaml: ledge.yaml's
+			// runs, the stored ones wait for a fix.
+			for _, s := range ps.local {
+				ps.broken = append(ps.broken, brokenPipeline{name: s.Name, reason: fmt.Sprintf("not started: %v", err)})
+			}
+			ps.local = nil
+		} else if err := eng.ApplyKeepGoing(ctx, all); err != nil {
 			return nil, err
 		}
 	}
 	return ps, nil
+}
+
+// brokenPipeline is a stored pipeline that could not even be read; it is
+// shown as failed until it is fixed or deleted.
+type brokenPipeline struct{ name, reason string }
+
+// brokenViews returns the broken stored pipelines as failed pipelines.
+func (ps *pipelineSet) brokenViews() []pipeline.Stats {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	var out []pipeline.Stats
+	for _, b := range ps.broken {
+		out = append(out, pipeline.Stats{Name: b.name, State: pipeline.StateFailed, Reason: b.reason})
+	}
+	return out
 }
 
 // union merges the layers, refusing a name defined in two of them.
@@ -131,6 +155,7 @@ func (ps *pipelineSet) putLocal(ctx context.Context, s pipeline.Spec) error {
 		return fmt.Errorf("store pipeline %q: %w", s.Name, err)
 	}
 	ps.local = local
+	ps.broken = slices.DeleteFunc(ps.broken, func(b brokenPipeline) bool { return b.name == s.Name })
 	return nil
 }
 
@@ -139,6 +164,13 @@ func (ps *pipelineSet) removeLocal(ctx context.Context, name string) error {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	i := slices.IndexFunc(ps.local, func(x pipeline.Spec) bool { return x.Name == name })
+	if i < 0 && slices.ContainsFunc(ps.broken, func(b brokenPipeline) bool { return b.name == name }) {
+		if _, err := ps.db.ExecContext(ctx, `DELETE FROM appliance_pipelines WHERE name = ?`, name); err != nil {
+			return fmt.Errorf("forget pipeline %q: %w", name, err)
+		}
+		ps.broken = slices.DeleteFunc(ps.broken, func(b brokenPipeline) bool { return b.name == name })
+		return nil
+	}
 	if i < 0 {
 		for _, s := range ps.config {
 			if s.Name == name {

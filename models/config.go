@@ -3,6 +3,7 @@ package models
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 )
 
@@ -23,6 +24,11 @@ type Config struct {
 	// default: the digest protects the content, but not the privacy of
 	// what is fetched.
 	AllowHTTP bool `yaml:"allowHTTP"`
+	// FileRoots are the folders file:// sources may read from (with
+	// everything below them, links followed). The data dir is always
+	// allowed; nothing else is by default, so a deployment cannot make
+	// ledge read (and hash) any file of the host.
+	FileRoots []string `yaml:"fileRoots"`
 	// RequireSignature refuses models that carry no signature when trusted
 	// keys are configured (agent.trustedKeys). Off by default: a signed
 	// manifest already vouches for the digests it lists.
@@ -87,6 +93,11 @@ func (c *Config) Validate() error {
 		bad("maxModelBytes", "must be positive, got %d", c.MaxModelBytes)
 	} else if c.QuotaBytes > 0 && c.MaxModelBytes > c.QuotaBytes {
 		bad("maxModelBytes", "%d is over models.quotaBytes %d", c.MaxModelBytes, c.QuotaBytes)
+	}
+	for i, r := range c.FileRoots {
+		if !filepath.IsAbs(r) {
+			bad(fmt.Sprintf("fileRoots[%d]", i), "%q: want an absolute path", r)
+		}
 	}
 	d := c.Download
 	if d.Concurrency < 1 {

@@ -30,6 +30,10 @@ func (s *Store) Check(ctx context.Context, sp Spec) (signer string, err error) {
 	}
 	if u, err := url.Parse(sp.URL); err == nil && u.Scheme == "http" && !s.cfg.AllowHTTP {
 		bad("url", fault.Invalid, "plain http:// is refused: use https://, or set models.allowHTTP in ledge.yaml")
+	} else if err == nil && u.Scheme == "file" {
+		if err := s.checkFileSource(u.Path, false); err != nil {
+			bad("url", fault.Invalid, "%v", err)
+		}
 	}
 	if sp.Kind != "" && sp.Kind != "auto" && s.kinds != nil && !slices.Contains(s.kinds, sp.Kind) {
 		bad("kind", fault.Invalid, "unknown model kind %q (want auto, %s)", sp.Kind, strings.Join(s.kinds, ", "))

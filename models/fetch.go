@@ -41,7 +41,7 @@ func newHTTPClient(cfg Config, tlsConf *tls.Config) *http.Client {
 	d := cfg.Download
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: d.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           (&net.Dialer{Timeout: d.ConnectTimeout, KeepAlive: 30 * time.Second, ControlContext: dialControl}).DialContext,
 		TLSHandshakeTimeout:   d.ConnectTimeout,
 		ResponseHeaderTimeout: d.ConnectTimeout,
 		IdleConnTimeout:       90 * time.Second,
@@ -66,7 +66,7 @@ func newHTTPClient(cfg Config, tlsConf *tls.Config) *http.Client {
 			default:
 				return &permanent{fmt.Errorf("redirected to %s: scheme %q is not allowed", redact(req.URL), req.URL.Scheme)}
 			}
-			return nil
+			return checkRedirect(req)
 		},
 	}
 }
@@ -143,6 +143,9 @@ func (s *Store) fetchOnce(ctx context.Context, t *transfer, attempt int, restart
 	var cancel context.CancelFunc
 	var stall *time.Timer
 	if u.Scheme == "file" {
+		if err := s.checkFileSource(u.Path, true); err != nil {
+			return &permanent{err}
+		}
 		body, off, total, err = s.openFile(u.Path, off)
 	} else {
 		var rctx context.Context
@@ -212,7 +215,9 @@ func (s *Store) fetchOnce(ctx context.Context, t *transfer, attempt int, restart
 			*restarted = true
 			return fmt.Errorf("digest mismatch after resuming at byte %d: starting over", off)
 		}
-		return &permanent{fault.New(fault.Invalid, "digest mismatch: the file's sha256 is %s, the manifest says %s", sum, t.digest)}
+		// The digest of what was read is not told: it would let anyone who
+		// can name a source learn the hash of a file.
+		return &permanent{fault.New(fault.Invalid, "digest mismatch: the file's sha256 is not %s, the one the manifest says", t.digest)}
 	}
 	if total == 0 {
 		if err := s.makeRoom(ctx, 0, t.digest); err != nil {
@@ -225,6 +230,9 @@ func (s *Store) fetchOnce(ctx context.Context, t *transfer, attempt int, restart
 	}
 	published = true
 	f.Close()
+	if u.Scheme == "file" {
+		s.consumeImport(u.Path)
+	}
 	return nil
 }
 
@@ -307,7 +315,7 @@ func (s *Store) openFile(path string, off int64) (io.ReadCloser, int64, int64, e
 // the body starts at (0 when the server sends the whole file) and the
 // file's total size (0 when unknown).
 func (s *Store) openHTTP(ctx context.Context, t *transfer, off int64, ri resumeInfo) (io.ReadCloser, int64, int64, resumeInfo, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url, nil)
+	req, err := http.NewRequestWithContext(withRedirectPolicy(ctx, t.url), http.MethodGet, t.url, nil)
 	if err != nil {
 		return nil, 0, 0, ri, &permanent{err}
 	}
@@ -326,6 +334,9 @@ func (s *Store) openHTTP(ctx context.Context, t *transfer, off int64, ri resumeI
 		var p *permanent
 		if errors.As(err, &p) {
 			return nil, 0, 0, ri, p
+		}
+		if errors.Is(err, errInternalDial) {
+			return nil, 0, 0, ri, &permanent{fmt.Errorf("GET %s: %w", redactString(t.url), unwrapURLError(err))}
 		}
 		return nil, 0, 0, ri, fmt.Errorf("GET %s: %w", redactString(t.url), unwrapURLError(err))
 	}

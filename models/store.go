@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -23,8 +24,11 @@ type Options struct {
 	Config Config
 	DB     *sql.DB
 	// Dir holds the files (<dataDir>/models).
-	Dir    string
-	Logger *slog.Logger
+	Dir string
+	// DataDir is ledge's data dir, where file:// sources may always be
+	// read (default: the folder above Dir).
+	DataDir string
+	Logger  *slog.Logger
 	// TrustedKeys verify model signatures (the agent's trusted keys).
 	TrustedKeys []TrustedKey
 	// Kinds are the model kinds the runtime knows (inference.Kinds); a
@@ -53,6 +57,9 @@ type Store struct {
 	keys   []TrustedKey
 	kinds  []string
 	client *http.Client
+	roots  []string // where file:// sources may be read
+	// importDir is the drop folder (ImportDir), emptied as it is stored.
+	importDir string
 
 	activator atomic.Pointer[Activator]
 	snap      atomic.Pointer[snapshot]
@@ -117,6 +124,14 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s := &Store{cfg: opts.Config, db: opts.DB, dir: opts.Dir, log: opts.Logger, keys: opts.TrustedKeys,
 		kinds: opts.Kinds, client: newHTTPClient(opts.Config, opts.TLS), wake: make(chan struct{}, 1),
 		transfers: map[string]*transfer{}, activating: map[string]string{}, activateWhenReady: map[string]bool{}}
+	if opts.DataDir == "" {
+		opts.DataDir = filepath.Dir(filepath.Clean(opts.Dir))
+	}
+	if abs, err := filepath.Abs(opts.DataDir); err == nil {
+		opts.DataDir = abs
+	}
+	s.roots = fileRoots(opts.Config, opts.DataDir)
+	s.importDir = ImportDir(opts.DataDir)
 	if opts.Activator != nil {
 		s.SetActivator(opts.Activator)
 	}

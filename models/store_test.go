@@ -117,8 +117,8 @@ func TestWrongDigestKeepsOld(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := waitState(t, env.s, "people", "2", StateFailed)
-	if !strings.Contains(v.Error, "digest mismatch") || !strings.Contains(v.Error, digestOf(v2)) {
-		t.Errorf("error %q does not name the mismatch", v.Error)
+	if !strings.Contains(v.Error, "digest mismatch") || !strings.Contains(v.Error, bad.SHA256) || strings.Contains(v.Error, digestOf(v2)) {
+		t.Errorf("error %q does not name the mismatch, or tells the digest of what was read", v.Error)
 	}
 	if got, err := env.s.Resolve("people"); err != nil || got.Version != "1" {
 		t.Fatalf("resolve after a bad download: %+v %v", got, err)
@@ -398,12 +398,20 @@ func urlEscape(s string) string {
 	return strings.NewReplacer("%", "%25", "&", "%26", "?", "%3F", "=", "%3D").Replace(s)
 }
 
-// TestFileURL: file:/// sources are copied into the store.
+// TestFileURL: file:/// sources under models.fileRoots are copied into
+// the store; others are refused.
 func TestFileURL(t *testing.T) {
 	data := modelFile(t, "fastestdet.onnx")
 	path := filepath.Join(t.TempDir(), "fd.onnx")
 	os.WriteFile(path, data, 0o644)
-	env := openStore(t, nil, testConfig(), nil)
+	cfg := testConfig()
+	env := openStore(t, nil, cfg, nil)
+	err := env.s.SetDesired(t.Context(), []Spec{spec("fd", "1", "file://"+path, data)})
+	if !fault.Is(err, fault.Invalid) || !strings.Contains(err.Error(), "models.fileRoots") {
+		t.Fatalf("a file outside models.fileRoots: %v", err)
+	}
+	cfg.FileRoots = []string{filepath.Dir(path)}
+	env = openStore(t, nil, cfg, nil)
 	if err := env.s.SetDesired(t.Context(), []Spec{spec("fd", "1", "file://"+path, data)}); err != nil {
 		t.Fatal(err)
 	}

@@ -54,8 +54,9 @@ type actionRunner struct {
 	lat   *ring // one successful attempt
 	c2a   *ring // capture to action
 
-	delivered, failed, retries, dropped atomic.Uint64
-	lastErr                             atomic.Pointer[string]
+	delivered, failed, retries, dropped, limited atomic.Uint64
+	lastErr                                      atomic.Pointer[string]
+	passed                                       time.Time // last event let through the cooldown (dispatcher only)
 }
 
 func newActionRunner(name string, s ActionSpec, act action, c *counters, log *slog.Logger) *actionRunner {
@@ -68,10 +69,22 @@ func newActionRunner(name string, s ActionSpec, act action, c *counters, log *sl
 }
 
 // wants reports whether the action takes e.
-func (r *actionRunner) wants(e *Event) bool { return wants(r.spec.On, r.spec.Zones, r.spec.Classes, e) }
+func (r *actionRunner) wants(e *Event) bool {
+	return wants(r.spec.on(), r.spec.Zones, r.spec.Classes, e)
+}
 
-// enqueue queues e without blocking; a full queue drops it (counted).
+// enqueue queues e without blocking; a full queue drops it, and one within
+// the cooldown of the last is skipped (both counted). It is called by the
+// dispatcher only.
 func (r *actionRunner) enqueue(e *Event) {
+	if cd := r.spec.Cooldown; cd > 0 {
+		now := time.Now()
+		if !r.passed.IsZero() && now.Sub(r.passed) < cd {
+			r.limited.Add(1)
+			return
+		}
+		r.passed = now
+	}
 	select {
 	case r.queue <- e:
 	default:
@@ -144,7 +157,7 @@ func (r *actionRunner) deliver(ctx context.Context, e *Event) bool {
 
 func (r *actionRunner) stats() ActionStats {
 	s := ActionStats{Name: r.name, Type: r.typ, Delivered: r.delivered.Load(), Failed: r.failed.Load(),
-		Retries: r.retries.Load(), Dropped: r.dropped.Load()}
+		Retries: r.retries.Load(), Dropped: r.dropped.Load(), Limited: r.limited.Load()}
 	if p := r.lastErr.Load(); p != nil {
 		s.LastError = *p
 	}

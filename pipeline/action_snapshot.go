@@ -10,8 +10,11 @@ import (
 
 // snapshotAction writes the annotated frame of an event (encoded by the
 // process stage at the action's quality) as a JPEG under
-// <snapshotDir>/<pipeline>/<yyyy-mm-dd>/. It runs in the dispatcher,
-// before the event is logged, so the log records the file.
+// <snapshotDir>/<pipeline>/<yyyy-mm-dd>/. A tracked object has one file,
+// named by its start and track id, replaced (atomically) as its best
+// detection improves; a raw event taken by the action has a file of its
+// own. It runs in the dispatcher, before the event is logged, so the log
+// records the file.
 type snapshotAction struct {
 	dir string
 }
@@ -23,6 +26,10 @@ func (a *snapshotAction) write(e *Event) (int64, error) {
 	}
 	rel := filepath.Join(e.Pipeline, e.Time.UTC().Format("2006-01-02"),
 		e.Time.UTC().Format("150405.000")+"-"+strconv.FormatUint(e.Frame, 10)+"-"+e.Type+"-"+strconv.FormatInt(e.TrackID, 10)+".jpg")
+	if isTrackEvent(e.Type) {
+		rel = filepath.Join(e.Pipeline, e.Start.UTC().Format("2006-01-02"),
+			e.Start.UTC().Format("150405.000")+"-track-"+strconv.FormatInt(e.TrackID, 10)+".jpg")
+	}
 	p := filepath.Join(a.dir, rel)
 	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
 		return 0, fmt.Errorf("snapshot: %w", err)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"image"
 	"image/color"
+	"slices"
 
 	"gocv.io/x/gocv"
 )
@@ -22,6 +23,7 @@ func annotate(img *gocv.Mat, objs []Object, zones []zone, caption string) {
 	thick := max(1, (w+h)/600)
 	scale := float64(thick) * 0.5
 	zc := color.RGBA{0, 255, 255, 0}
+	var taken []image.Rectangle // zone names, which box labels keep clear of
 	for _, z := range zones {
 		pts := make([]image.Point, len(z.poly))
 		for i, p := range z.poly {
@@ -31,29 +33,96 @@ func annotate(img *gocv.Mat, objs []Object, zones []zone, caption string) {
 		gocv.Polylines(img, pv, true, zc, thick)
 		pv.Close()
 		if len(pts) > 0 {
-			gocv.PutText(img, z.name, pts[0].Add(image.Pt(4, int(20*scale)+4)), gocv.FontHersheySimplex, scale, zc, thick)
+			at := pts[0].Add(image.Pt(4, int(20*scale)+4))
+			gocv.PutText(img, z.name, at, gocv.FontHersheySimplex, scale, zc, thick)
+			sz, base := gocv.GetTextSizeWithBaseline(z.name, gocv.FontHersheySimplex, scale, thick)
+			taken = append(taken, image.Rect(at.X, at.Y-sz.Y, at.X+sz.X, at.Y+base))
 		}
 	}
-	for _, o := range objs {
+	boxes := make([]image.Rectangle, len(objs))
+	texts := make([]string, len(objs))
+	sizes := make([]image.Point, len(objs))
+	bases := make([]int, len(objs))
+	for i, o := range objs {
 		c := palette[abs(o.ClassID)%len(palette)]
-		r := image.Rect(int(o.Box.X1), int(o.Box.Y1), int(o.Box.X2), int(o.Box.Y2))
-		gocv.Rectangle(img, r, c, thick)
-		text := fmt.Sprintf("%s %.2f", o.Label, o.Score)
+		boxes[i] = image.Rect(int(o.Box.X1), int(o.Box.Y1), int(o.Box.X2), int(o.Box.Y2))
+		gocv.Rectangle(img, boxes[i], c, thick)
+		texts[i] = fmt.Sprintf("%s %.2f", o.Label, o.Score)
 		if o.TrackID != 0 {
-			text = fmt.Sprintf("#%d %s %.2f", o.TrackID, o.Label, o.Score)
+			texts[i] = fmt.Sprintf("#%d %s %.2f", o.TrackID, o.Label, o.Score)
 		}
-		size, base := gocv.GetTextSizeWithBaseline(text, gocv.FontHersheySimplex, scale, thick)
-		top := r.Min.Y - size.Y - base
-		if top < 0 {
-			top = r.Min.Y
-		}
-		left := max(0, min(r.Min.X, w-size.X))
-		gocv.Rectangle(img, image.Rect(left, top, left+size.X, top+size.Y+base), c, -1)
-		gocv.PutText(img, text, image.Pt(left, top+size.Y), gocv.FontHersheySimplex, scale, color.RGBA{255, 255, 255, 0}, thick)
+		sz, base := gocv.GetTextSizeWithBaseline(texts[i], gocv.FontHersheySimplex, scale, thick)
+		sizes[i], bases[i] = image.Pt(sz.X, sz.Y+base), base
+	}
+	for i, r := range placeLabels(boxes, sizes, w, h, taken) {
+		c := palette[abs(objs[i].ClassID)%len(palette)]
+		gocv.Rectangle(img, r, c, -1)
+		gocv.PutText(img, texts[i], image.Pt(r.Min.X, r.Max.Y-bases[i]), gocv.FontHersheySimplex, scale, color.RGBA{255, 255, 255, 0}, thick)
 	}
 	if caption != "" {
 		gocv.PutText(img, caption, image.Pt(8, h-8), gocv.FontHersheySimplex, scale, color.RGBA{255, 255, 255, 0}, thick)
 	}
+}
+
+// placeLabels places each box's label (of the given size) so that no two
+// labels overlap, nor cover a taken rectangle (a zone's name), where it
+// can: above the box's top-left corner, else just inside it, else below
+// the box, else moved down in steps from above the box; always within the
+// w x h frame. It returns the labels' rectangles.
+func placeLabels(boxes []image.Rectangle, sizes []image.Point, w, h int, taken []image.Rectangle) []image.Rectangle {
+	out := make([]image.Rectangle, len(boxes))
+	frame := image.Rect(0, 0, w, h)
+	clamp := func(r image.Rectangle) image.Rectangle {
+		if r.Max.X > w {
+			r = r.Add(image.Pt(w-r.Max.X, 0))
+		}
+		if r.Min.X < 0 {
+			r = r.Add(image.Pt(-r.Min.X, 0))
+		}
+		if r.Max.Y > h {
+			r = r.Add(image.Pt(0, h-r.Max.Y))
+		}
+		if r.Min.Y < 0 {
+			r = r.Add(image.Pt(0, -r.Min.Y))
+		}
+		return r
+	}
+	free := func(r image.Rectangle, placed []image.Rectangle) bool {
+		if !r.In(frame) {
+			return false
+		}
+		for _, p := range placed {
+			if r.Overlaps(p) {
+				return false
+			}
+		}
+		return true
+	}
+	for i, b := range boxes {
+		sz := sizes[i]
+		at := func(x, y int) image.Rectangle { return clamp(image.Rect(x, y, x+sz.X, y+sz.Y)) }
+		cands := []image.Rectangle{
+			at(b.Min.X, b.Min.Y-sz.Y), // above
+			at(b.Min.X, b.Min.Y),      // inside, top
+			at(b.Min.X, b.Max.Y),      // below
+			at(b.Max.X-sz.X, b.Min.Y-sz.Y),
+		}
+		out[i] = cands[0]
+		placed := false
+		placedSoFar := append(slices.Clone(taken), out[:i]...)
+		for _, c := range cands {
+			if free(c, placedSoFar) {
+				out[i], placed = c, true
+				break
+			}
+		}
+		for y := b.Min.Y; !placed && y+sz.Y <= h; y += max(1, sz.Y/2) {
+			if c := at(b.Min.X, y); free(c, placedSoFar) {
+				out[i], placed = c, true
+			}
+		}
+	}
+	return out
 }
 
 func abs(n int) int {

@@ -17,7 +17,9 @@
 // (drops are counted) for live sources, or where capture waits for a file
 // read as fast as it is consumed; process runs the motion gate, the detect
 // stage (the only code that imports package inference, in detect*.go),
-// zones and the tracker, and turns tracks into events; dispatch takes
+// zones and the tracker, and turns tracks into events (one per tracked
+// object, track.start/update/end, plus the raw enter and leave stream);
+// dispatch takes
 // events from a bounded queue (overflow is counted), writes the snapshot
 // and the event log, notifies subscribers and queues the event to each
 // action, which has its own bounded queue, retries and counters.

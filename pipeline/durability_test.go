@@ -17,7 +17,9 @@ import (
 
 // TestEventLogSurvivesKill: an event a subscriber (or an action) received
 // carries the id the event log gave it, and it is in the database after the
-// process is killed with SIGKILL and the database reopened.
+// process is killed with SIGKILL and the database reopened: the raw events
+// and the tracked objects' events (which end where the object was last
+// seen).
 func TestEventLogSurvivesKill(t *testing.T) {
 	if os.Getenv("LEDGE_PIPELINE_CHILD_DB") != "" {
 		return // the child's work runs in TestEventLogChild
@@ -34,23 +36,28 @@ func TestEventLogSurvivesKill(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var ids []int64
+	var ids, tracks []int64
 	sc := bufio.NewScanner(out)
 	deadline := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
 	defer deadline.Stop()
 	for sc.Scan() {
-		if id, ok := strings.CutPrefix(sc.Text(), "EVENT "); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), "EVENT "); ok {
+			ty, id, _ := strings.Cut(rest, " ")
 			n, _ := strconv.ParseInt(id, 10, 64)
-			ids = append(ids, n)
-			if len(ids) == 5 {
+			if isTrackEvent(ty) {
+				tracks = append(tracks, n)
+			} else {
+				ids = append(ids, n)
+			}
+			if len(ids) >= 5 && len(tracks) >= 1 {
 				cmd.Process.Signal(syscall.SIGKILL)
 				break
 			}
 		}
 	}
 	cmd.Wait()
-	if len(ids) < 5 {
-		t.Fatalf("the child reported %d events before it ended, want 5", len(ids))
+	if len(ids) < 5 || len(tracks) < 1 {
+		t.Fatalf("the child reported %d raw events and %d tracked objects' events before it ended, want 5 and 1", len(ids), len(tracks))
 	}
 	db := testenv.DBAt(t, dbPath)
 	l, err := OpenEventLog(t.Context(), db, t.TempDir(), DefaultConfig().EventLog, testLogger(t))
@@ -68,6 +75,21 @@ func TestEventLogSurvivesKill(t *testing.T) {
 	for _, id := range ids {
 		if !have[id] {
 			t.Errorf("event %d was handed out but is not in the log after kill -9", id)
+		}
+	}
+	objs, err := l.QueryTracks(t.Context(), TrackQuery{Limit: 10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := map[int64]bool{}
+	for _, e := range objs {
+		ended[e.ID] = !e.End.IsZero() && !e.End.Before(e.Start)
+	}
+	for _, id := range tracks {
+		if ok, found := ended[id]; !found {
+			t.Errorf("tracked object's event %d was handed out but is not in the log after kill -9", id)
+		} else if !ok {
+			t.Errorf("tracked object's event %d has no end after a restart", id)
 		}
 	}
 }
@@ -92,7 +114,7 @@ func TestEventLogChild(t *testing.T) {
 	go e.Run(t.Context())
 	for ev := range sub.C {
 		if ev.ID > 0 {
-			fmt.Printf("EVENT %d\n", ev.ID)
+			fmt.Printf("EVENT %s %d\n", ev.Type, ev.ID)
 		}
 	}
 }

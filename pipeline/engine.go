@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"ledge/internal/fault"
+	"ledge/internal/outage"
 )
 
 // Options are what the engine is built from; the appliance fills them in.
@@ -53,14 +55,35 @@ type Engine struct {
 	mu      sync.Mutex // guards the fields below
 	specs   []Spec
 	running map[string]*instance
+	// failed are the pipelines of specs that could not be built; Run
+	// retries them with back-off.
+	failed  map[string]*buildFailure
 	slots   map[string]*slot
 	ctx     context.Context // set while Run runs
 	stopped bool
 }
 
+// buildFailure is why a pipeline could not be built, and when it is tried
+// again.
+type buildFailure struct {
+	reason string
+	since  time.Time
+	wait   time.Duration
+	next   time.Time
+}
+
+// Build retries of failed pipelines back off from retryInitial to
+// retryMax.
+const (
+	retryInitial = 10 * time.Second
+	retryMax     = 5 * time.Minute
+)
+
 // NewEngine opens the event log and builds the pipelines of specs without
 // starting them (Run does). A bad spec fails here with the field named,
-// and nothing is left open.
+// and nothing is left open; a valid spec that cannot be built (its model
+// file is missing, say) becomes a failed pipeline, which Run retries,
+// and the others run.
 func NewEngine(ctx context.Context, opts Options, specs []Spec) (*Engine, error) {
 	if err := opts.Config.Validate(); err != nil {
 		return nil, err
@@ -72,14 +95,14 @@ func NewEngine(ctx context.Context, opts Options, specs []Spec) (*Engine, error)
 		opts.StopGrace = 2 * time.Second
 	}
 	e := &Engine{opts: opts, cfg: opts.Config, log: opts.Logger, pool: newDetectorPool(opts.Library, opts.Providers, opts.TensorRTCache),
-		running: map[string]*instance{}, slots: map[string]*slot{}}
+		running: map[string]*instance{}, failed: map[string]*buildFailure{}, slots: map[string]*slot{}}
 	if opts.DB != nil {
 		var err error
 		if e.evlog, err = OpenEventLog(ctx, opts.DB, e.snapshotDir(), opts.Config.EventLog, e.log); err != nil {
 			return nil, err
 		}
 	}
-	if err := e.Apply(ctx, specs); err != nil {
+	if err := e.ApplyKeepGoing(ctx, specs); err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -107,12 +130,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	for _, in := range e.running {
 		in.start(ctx, nil)
 	}
+	nfailed := len(e.failed)
 	e.mu.Unlock()
-	e.log.Info("pipelines started", "count", len(e.running))
+	e.log.Info("pipelines started", "count", len(e.running), "failed", nfailed)
 	var wg sync.WaitGroup
 	if e.evlog != nil {
 		wg.Go(func() { e.evlog.Run(ctx) })
 	}
+	wg.Go(func() { e.retryLoop(ctx) })
 	<-ctx.Done()
 	e.applyMu.Lock()
 	defer e.applyMu.Unlock()
@@ -151,17 +176,28 @@ func (e *Engine) Spec(name string) (Spec, error) {
 
 // Apply makes specs the set of pipelines. It validates every spec and
 // builds every new or changed pipeline first; if anything fails, it returns
-// the errors (each naming its field, pipelines[i]....) and nothing changes.
+// the errors (each naming its pipeline and field) and nothing changes.
 // Then it starts the new pipelines, reloads the changed ones (start new,
 // swap, stop old; an unchanged source stays open) and stops the removed
-// ones; unchanged pipelines keep running untouched.
+// ones; unchanged pipelines keep running untouched, and unchanged failed
+// ones stay failed (retried in the background) without failing Apply.
 func (e *Engine) Apply(ctx context.Context, specs []Spec) error {
 	e.applyMu.Lock()
 	defer e.applyMu.Unlock()
-	return e.apply(specs)
+	return e.apply(specs, false)
 }
 
-func (e *Engine) apply(specs []Spec) error {
+// ApplyKeepGoing is Apply for what must run whatever one pipeline does
+// (ledge.yaml's and the stored pipelines at start): a valid spec that
+// cannot be built becomes a failed pipeline with its reason, retried with
+// back-off, and the rest is applied. Invalid specs still fail it whole.
+func (e *Engine) ApplyKeepGoing(ctx context.Context, specs []Spec) error {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	return e.apply(specs, true)
+}
+
+func (e *Engine) apply(specs []Spec, keepGoing bool) error {
 	if err := ValidateSpecs(specs, "pipelines"); err != nil {
 		return fault.Wrap(fault.Invalid, err)
 	}
@@ -174,20 +210,35 @@ func (e *Engine) apply(specs []Spec) error {
 	for k, v := range e.running {
 		old[k] = v
 	}
+	prevSpecs := map[string]Spec{}
+	for _, s := range e.specs {
+		prevSpecs[s.Name] = s
+	}
+	prevFailed := maps.Clone(e.failed)
 	e.mu.Unlock()
 
 	built := map[string]*instance{}
+	failed := map[string]*buildFailure{}
 	var errs []error
-	for i, s := range specs {
+	now := time.Now()
+	for _, s := range specs {
 		if s.Disabled {
 			continue
 		}
 		if cur, ok := old[s.Name]; ok && reflect.DeepEqual(cur.spec, s) {
 			continue
 		}
+		if f, ok := prevFailed[s.Name]; ok && reflect.DeepEqual(prevSpecs[s.Name], s) {
+			failed[s.Name] = f // unchanged: the retry loop owns it
+			continue
+		}
 		in, err := e.build(s, e.slotFor(s.Name))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("pipelines[%d].%w", i, err))
+			if keepGoing {
+				failed[s.Name] = &buildFailure{reason: err.Error(), since: now, wait: retryInitial, next: now.Add(retryInitial)}
+				continue
+			}
+			errs = append(errs, fmt.Errorf("pipeline %q: %w", s.Name, err))
 			continue
 		}
 		built[s.Name] = in
@@ -225,14 +276,29 @@ func (e *Engine) apply(specs []Spec) error {
 		}
 	}
 	for name, in := range old {
-		if !wanted[name] {
+		if !wanted[name] || failed[name] != nil {
 			delete(e.running, name)
 			stops = append(stops, in)
 			e.log.Info("pipeline stopped", "pipeline", name)
 		}
 	}
+	e.failed = failed
 	e.specs = slices.Clone(specs)
 	e.mu.Unlock()
+	for name, f := range failed {
+		if prevFailed[name] != f {
+			e.slotFor(name).buildLog.Fail(f.reason, "retry", retryInitial)
+		}
+	}
+	for name := range prevFailed {
+		switch {
+		case failed[name] != nil:
+		case built[name] != nil:
+			e.slotFor(name).buildLog.OK()
+		default: // stopped or removed, not repaired
+			e.slotFor(name).buildLog.Forget()
+		}
+	}
 	for _, in := range stops {
 		in.stop(e.opts.StopGrace)
 	}
@@ -245,10 +311,71 @@ func (e *Engine) slotFor(name string) *slot {
 	s, ok := e.slots[name]
 	if !ok {
 		c := newCounters()
-		s = &slot{c: c, hub: newFrameHub(e.cfg.WatchFPS, &c.encodes)}
+		log := e.log.With("pipeline", name)
+		s = &slot{c: c, hub: newFrameHub(e.cfg.WatchFPS, &c.encodes),
+			srcLog: outage.New(log, "pipeline source", 0), buildLog: outage.New(log, "pipeline", 0)}
 		e.slots[name] = s
 	}
 	return s
+}
+
+// retryLoop tries the failed pipelines again when their back-off is due,
+// until ctx ends.
+func (e *Engine) retryLoop(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			e.retryFailed(now, false)
+		}
+	}
+}
+
+// retryFailed builds the failed pipelines that are due (all with force)
+// and starts those that build. It returns the errors of those that still
+// fail.
+func (e *Engine) retryFailed(now time.Time, force bool, names ...string) error {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return nil
+	}
+	var due []Spec
+	for _, s := range e.specs {
+		f := e.failed[s.Name]
+		if f != nil && (force || !now.Before(f.next)) && (len(names) == 0 || slices.Contains(names, s.Name)) {
+			due = append(due, s)
+		}
+	}
+	e.mu.Unlock()
+	var errs []error
+	for _, s := range due {
+		sl := e.slotFor(s.Name)
+		in, err := e.build(s, sl)
+		e.mu.Lock()
+		f := e.failed[s.Name]
+		if err != nil {
+			f.reason, f.wait = err.Error(), min(2*f.wait, retryMax)
+			f.next = time.Now().Add(f.wait)
+			e.mu.Unlock()
+			sl.buildLog.Fail(f.reason, "retry", f.wait)
+			errs = append(errs, fmt.Errorf("pipeline %q: %w", s.Name, err))
+			continue
+		}
+		delete(e.failed, s.Name)
+		if e.ctx != nil {
+			in.start(e.ctx, nil)
+		}
+		e.running[s.Name] = in
+		e.mu.Unlock()
+		sl.buildLog.OK()
+	}
+	return errors.Join(errs...)
 }
 
 // Put adds the pipeline spec, or replaces the one with its name.
@@ -262,7 +389,7 @@ func (e *Engine) Put(ctx context.Context, s Spec) error {
 	} else {
 		specs = append(specs, s)
 	}
-	return e.apply(specs)
+	return e.apply(specs, false)
 }
 
 // Remove stops and forgets the named pipeline.
@@ -275,14 +402,31 @@ func (e *Engine) Stop(ctx context.Context, name string) error {
 	return e.edit(name, func(specs []Spec, i int) []Spec { specs[i].Disabled = true; return specs })
 }
 
-// Start starts the named pipeline stopped by Stop.
+// Start starts the named pipeline stopped by Stop; a failed pipeline is
+// tried again at once (its error returned if it still fails).
 func (e *Engine) Start(ctx context.Context, name string) error {
+	if e.isFailed(name) {
+		return e.Reload(ctx, name)
+	}
 	return e.edit(name, func(specs []Spec, i int) []Spec { specs[i].Disabled = false; return specs })
 }
 
+func (e *Engine) isFailed(name string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.failed[name] != nil
+}
+
 // Reload rebuilds the named pipeline from its spec (start new, swap, stop
-// old; its camera and model stay open).
+// old; its camera and model stay open). A failed pipeline is tried again
+// at once; its error is returned if it still fails.
 func (e *Engine) Reload(ctx context.Context, name string) error {
+	if e.isFailed(name) {
+		if err := e.retryFailed(time.Now(), true, name); err != nil {
+			return fault.Wrap(fault.Unavailable, err)
+		}
+		return nil
+	}
 	e.applyMu.Lock()
 	defer e.applyMu.Unlock()
 	e.mu.Lock()
@@ -293,7 +437,7 @@ func (e *Engine) Reload(ctx context.Context, name string) error {
 	}
 	n, err := e.build(in.spec, e.slotFor(name))
 	if err != nil {
-		return fault.Wrap(fault.Invalid, err)
+		return fault.Wrap(fault.Invalid, fmt.Errorf("pipeline %q: %w", name, err))
 	}
 	e.mu.Lock()
 	if e.ctx != nil {
@@ -313,7 +457,7 @@ func (e *Engine) edit(name string, f func([]Spec, int) []Spec) error {
 	if i < 0 {
 		return fault.New(fault.NotFound, "no pipeline named %q", name)
 	}
-	return e.apply(f(specs, i))
+	return e.apply(f(specs, i), false)
 }
 
 // Stats returns the stats of every pipeline, sorted by name.
@@ -340,9 +484,20 @@ func (e *Engine) PipelineStats(name string) (Stats, error) {
 	in, running := e.running[name]
 	stopped := e.stopped
 	sl, ok := e.slots[name]
-	known := slices.ContainsFunc(e.specs, func(s Spec) bool { return s.Name == name })
+	i := slices.IndexFunc(e.specs, func(s Spec) bool { return s.Name == name })
+	var (
+		disabled bool
+		failure  buildFailure
+	)
+	if i >= 0 {
+		disabled = e.specs[i].Disabled
+	}
+	f := e.failed[name]
+	if f != nil {
+		failure = *f
+	}
 	e.mu.Unlock()
-	if !known {
+	if i < 0 {
 		return Stats{}, fault.New(fault.NotFound, "no pipeline named %q", name)
 	}
 	s := Stats{Name: name, Running: running && in.started.Load() && !stopped}
@@ -354,6 +509,18 @@ func (e *Engine) PipelineStats(name string) (Stats, error) {
 	if running {
 		in.stats(&s)
 	}
+	switch {
+	case f != nil:
+		s.State, s.Reason, s.FailingSince = StateFailed, failure.reason, failure.since
+	case disabled:
+		s.State, s.Reason = StateStopped, "stopped by the operator (start it again on the Pipelines page or POST /api/v1/pipelines/"+name+"/start)"
+	case stopped:
+		s.State, s.Reason = StateStopped, "ledge is stopping"
+	case !running || !in.started.Load():
+		s.State = StateStarting
+	default:
+		in.state(&s, sl)
+	}
 	return s, nil
 }
 
@@ -364,14 +531,16 @@ func (e *Engine) DetectorLoads() uint64 { return e.pool.loads.Load() }
 // DetectorsOpen is the number of distinct detectors open now.
 func (e *Engine) DetectorsOpen() int { return e.pool.loaded() }
 
-// Watch registers a viewer of the named pipeline's annotated frames. The
+// Watch registers a viewer of the named pipeline's annotated frames, at
+// most fps a second (0: the engine's watchFps, which also caps it). The
 // channel holds the newest JPEG (older ones are dropped); frames are only
-// encoded while at least one viewer is registered. Call cancel when done.
-func (e *Engine) Watch(name string) (<-chan JPEG, func(), error) {
+// encoded while at least one viewer is registered, as often as the most
+// demanding one asks. Call cancel when done.
+func (e *Engine) Watch(name string, fps float64) (<-chan JPEG, func(), error) {
 	if _, err := e.Spec(name); err != nil {
 		return nil, nil, err
 	}
-	ch, cancel := e.slotFor(name).hub.watch()
+	ch, cancel := e.slotFor(name).hub.watch(fps)
 	return ch, cancel, nil
 }
 

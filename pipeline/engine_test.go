@@ -111,7 +111,7 @@ func TestReloadSharesModelAndLeaksNothing(t *testing.T) {
 		t.Fatalf("two pipelines on one model: %d loads, %d open; want 1", e.DetectorLoads(), e.DetectorsOpen())
 	}
 	base := settledGoroutines() // the database's opener is already there
-	watch, cancelWatch, _ := e.Watch("a")
+	watch, cancelWatch, _ := e.Watch("a", 0)
 	stop := run(t, e)
 	progress := func(name string) {
 		t.Helper()
@@ -187,19 +187,19 @@ func TestBadSpecsChangeNothing(t *testing.T) {
 		want string
 	}{
 		{"unknown scheme", Spec{Name: "x", Source: source.Spec{URL: "ftp://cam/1"}},
-			`pipelines[1].source.url: unknown scheme "ftp"`},
+			`pipeline "x": source.url: unknown scheme "ftp"`},
 		{"2-point polygon", Spec{Name: "x", Source: good.Source, Zones: []ZoneSpec{{Name: "z", Polygon: [][]float64{{0, 0}, {1, 1}}}}},
-			"pipelines[1].zones[0].polygon: want at least 3 points, got 2"},
+			`pipeline "x": zones[0].polygon: want at least 3 points, got 2`},
 		{"threshold 1.5", Spec{Name: "x", Source: good.Source, Detect: &DetectSpec{Model: model, Threshold: 1.5}},
-			"pipelines[1].detect.threshold: 1.5: want a score in (0, 1]"},
+			`pipeline "x": detect.threshold: 1.5: want a score in (0, 1]`},
 		{"unknown model", Spec{Name: "x", Source: good.Source, Detect: &DetectSpec{Model: "people-v2"}},
-			`pipelines[1].detect.model: unknown model "people-v2"`},
+			`pipeline "x": detect.model: unknown model "people-v2"`},
 		{"missing model file", Spec{Name: "x", Source: good.Source, Detect: &DetectSpec{Model: "/nonexistent/m.onnx"}},
-			"pipelines[1].detect.model: open /nonexistent/m.onnx"},
+			`pipeline "x": detect.model: open /nonexistent/m.onnx`},
 		{"duplicate name", Spec{Name: "good", Source: good.Source}, `pipelines[1].name: "good" is already the name of pipelines[0]`},
-		{"unknown action", Spec{Name: "x", Source: good.Source, Actions: []ActionSpec{{Type: "sms"}}}, `pipelines[1].actions[0].type: unknown action "sms"`},
-		{"webhook without url", Spec{Name: "x", Source: good.Source, Actions: []ActionSpec{{Type: "webhook"}}}, "pipelines[1].actions[0].url: must be set"},
-		{"hub without hub", Spec{Name: "x", Source: good.Source, Actions: []ActionSpec{{Type: "hub"}}}, "pipelines[1].actions[0].type: no in-process hub"},
+		{"unknown action", Spec{Name: "x", Source: good.Source, Actions: []ActionSpec{{Type: "sms"}}}, `pipeline "x": actions[0].type: unknown action "sms"`},
+		{"webhook without url", Spec{Name: "x", Source: good.Source, Actions: []ActionSpec{{Type: "webhook"}}}, `pipeline "x": actions[0].url: must be set`},
+		{"hub without hub", Spec{Name: "x", Source: good.Source, Actions: []ActionSpec{{Type: "hub"}}}, `pipeline "x": actions[0].type: no in-process hub`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := e.Apply(t.Context(), []Spec{good, tc.bad})

@@ -43,12 +43,41 @@ var migrations = []string{
 	CREATE INDEX pipeline_events_time ON pipeline_events (time_ms);
 	CREATE INDEX pipeline_events_pipeline_time ON pipeline_events (pipeline, time_ms);
 	CREATE INDEX pipeline_events_snapshots ON pipeline_events (id) WHERE snapshot_bytes > 0`,
+	// 2: one event per tracked object (track.start/update/end), and the
+	// raw events' link to it.
+	`ALTER TABLE pipeline_events ADD COLUMN event_id INTEGER NOT NULL DEFAULT 0;
+	CREATE TABLE pipeline_tracks (
+		id             INTEGER PRIMARY KEY AUTOINCREMENT,
+		pipeline       TEXT    NOT NULL,
+		track_id       INTEGER NOT NULL,
+		class          TEXT    NOT NULL DEFAULT '',
+		start_ms       INTEGER NOT NULL,
+		end_ms         INTEGER NOT NULL DEFAULT 0, -- 0 while the object is in view
+		updated_ms     INTEGER NOT NULL,
+		score          REAL    NOT NULL DEFAULT 0,
+		x1 REAL NOT NULL DEFAULT 0, y1 REAL NOT NULL DEFAULT 0,
+		x2 REAL NOT NULL DEFAULT 0, y2 REAL NOT NULL DEFAULT 0,
+		width          INTEGER NOT NULL DEFAULT 0,
+		height         INTEGER NOT NULL DEFAULT 0,
+		zones          TEXT    NOT NULL DEFAULT '', -- comma-separated, in order of entry
+		frame          INTEGER NOT NULL DEFAULT 0,
+		model          TEXT    NOT NULL DEFAULT '',
+		snapshot       TEXT    NOT NULL DEFAULT '',
+		snapshot_bytes INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE INDEX pipeline_tracks_start ON pipeline_tracks (start_ms);
+	CREATE INDEX pipeline_tracks_pipeline_start ON pipeline_tracks (pipeline, start_ms);
+	CREATE INDEX pipeline_tracks_open ON pipeline_tracks (id) WHERE end_ms = 0;
+	CREATE INDEX pipeline_tracks_snapshots ON pipeline_tracks (id) WHERE snapshot_bytes > 0`,
 }
 
 // EventLog stores events in SQLite (tables pipeline_*) and keeps it within
 // its retention: events older than MaxAge go, with their snapshots, and the
 // oldest snapshots go when all of them take more than MaxSnapshotBytes.
-// Safe for concurrent use.
+// Raw events are rows of pipeline_events; each tracked object is one row
+// of pipeline_tracks, written at its track.start and updated by its
+// track.update and track.end; a raw event of that object links to it
+// (event_id) and shows its snapshot. Safe for concurrent use.
 type EventLog struct {
 	db  *sql.DB
 	dir string // snapshot dir
@@ -67,7 +96,13 @@ func OpenEventLog(ctx context.Context, db *sql.DB, snapshotDir string, cfg Event
 		return nil, err
 	}
 	l := &EventLog{db: db, dir: snapshotDir, cfg: cfg, log: log}
-	if err := db.QueryRowContext(ctx, `SELECT COALESCE(SUM(snapshot_bytes), 0) FROM pipeline_events`).Scan(&l.snapBytes); err != nil {
+	if err := db.QueryRowContext(ctx, `SELECT (SELECT COALESCE(SUM(snapshot_bytes), 0) FROM pipeline_events)
+		+ (SELECT COALESCE(SUM(snapshot_bytes), 0) FROM pipeline_tracks)`).Scan(&l.snapBytes); err != nil {
+		return nil, fmt.Errorf("event log: %w", err)
+	}
+	// Objects still in view when ledge last stopped (or was killed) end
+	// where they were last seen.
+	if _, err := db.ExecContext(ctx, `UPDATE pipeline_tracks SET end_ms = updated_ms WHERE end_ms = 0`); err != nil {
 		return nil, fmt.Errorf("event log: %w", err)
 	}
 	return l, nil
@@ -82,15 +117,20 @@ func (l *EventLog) SnapshotsDeleted() int64 { l.mu.Lock(); defer l.mu.Unlock(); 
 // SnapshotBytes is the size of the snapshots the log refers to.
 func (l *EventLog) SnapshotBytes() int64 { l.mu.Lock(); defer l.mu.Unlock(); return l.snapBytes }
 
-// Insert stores e (with its snapshot's size in bytes, 0 for none) and
-// returns its id; then enforces the snapshot byte limit.
+// Insert stores a raw event e (with its own snapshot's size in bytes, 0
+// for none: its snapshot is then its object's) and returns its id; then
+// enforces the snapshot byte limit.
 func (l *EventLog) Insert(ctx context.Context, e *Event, snapBytes int64) (int64, error) {
 	b := e.Box
+	snap := e.Snapshot
+	if snapBytes <= 0 {
+		snap = ""
+	}
 	res, err := l.db.ExecContext(ctx, `INSERT INTO pipeline_events
-		(time_ms, type, pipeline, zone, class, track_id, score, x1, y1, x2, y2, width, height, count, previous, dwell_ms, frame, model, snapshot, snapshot_bytes)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		(time_ms, type, pipeline, zone, class, track_id, score, x1, y1, x2, y2, width, height, count, previous, dwell_ms, frame, model, snapshot, snapshot_bytes, event_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.Time.UnixMilli(), e.Type, e.Pipeline, e.Zone, e.Class, e.TrackID, e.Score, b.X1, b.Y1, b.X2, b.Y2,
-		e.Width, e.Height, e.Count, e.Previous, e.Dwell.Milliseconds(), e.Frame, e.Model, e.Snapshot, snapBytes)
+		e.Width, e.Height, e.Count, e.Previous, e.Dwell.Milliseconds(), e.Frame, e.Model, snap, max(snapBytes, 0), e.EventID)
 	if err != nil {
 		return 0, fmt.Errorf("event log insert: %w", err)
 	}
@@ -98,18 +138,89 @@ func (l *EventLog) Insert(ctx context.Context, e *Event, snapBytes int64) (int64
 	if err != nil {
 		return 0, fmt.Errorf("event log insert: %w", err)
 	}
-	if snapBytes > 0 {
-		l.mu.Lock()
-		l.snapBytes += snapBytes
-		over := l.cfg.MaxSnapshotBytes > 0 && l.snapBytes > l.cfg.MaxSnapshotBytes
-		l.mu.Unlock()
-		if over {
-			if err := l.trimBytes(ctx); err != nil {
-				l.log.Warn("snapshot retention", "err", err)
-			}
+	l.addSnapBytes(ctx, snapBytes)
+	return id, nil
+}
+
+// addSnapBytes counts delta more snapshot bytes and enforces the limit.
+func (l *EventLog) addSnapBytes(ctx context.Context, delta int64) {
+	if delta == 0 {
+		return
+	}
+	l.mu.Lock()
+	l.snapBytes += delta
+	over := l.cfg.MaxSnapshotBytes > 0 && l.snapBytes > l.cfg.MaxSnapshotBytes
+	l.mu.Unlock()
+	if over {
+		if err := l.trimBytes(ctx); err != nil {
+			l.log.Warn("snapshot retention", "err", err)
 		}
 	}
+}
+
+// StartTrack stores a tracked object's event from its track.start e
+// (with its snapshot's size, 0 for none) and returns its id.
+func (l *EventLog) StartTrack(ctx context.Context, e *Event, snapBytes int64) (int64, error) {
+	b := e.Box
+	snap := e.Snapshot
+	if snapBytes <= 0 {
+		snap, snapBytes = "", 0
+	}
+	res, err := l.db.ExecContext(ctx, `INSERT INTO pipeline_tracks
+		(pipeline, track_id, class, start_ms, end_ms, updated_ms, score, x1, y1, x2, y2, width, height, zones, frame, model, snapshot, snapshot_bytes)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.Pipeline, e.TrackID, e.Class, e.Start.UnixMilli(), msOrZero(e.End), e.Time.UnixMilli(), e.Score, b.X1, b.Y1, b.X2, b.Y2,
+		e.Width, e.Height, strings.Join(e.Zones, ","), e.Frame, e.Model, snap, snapBytes)
+	if err != nil {
+		return 0, fmt.Errorf("event log: start of track %d: %w", e.TrackID, err)
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return 0, fmt.Errorf("event log: start of track %d: %w", e.TrackID, err)
+	}
+	l.addSnapBytes(ctx, snapBytes)
 	return id, nil
+}
+
+// UpdateTrack records a track.update or track.end e of the tracked
+// object's event id. snapBytes is the size of a new snapshot in
+// e.Snapshot, or -1 when the snapshot did not change.
+func (l *EventLog) UpdateTrack(ctx context.Context, id int64, e *Event, snapBytes int64) error {
+	b := e.Box
+	tx, err := l.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("event log: update of event %d: %w", id, err)
+	}
+	defer tx.Rollback()
+	var old int64
+	if err := tx.QueryRowContext(ctx, `SELECT snapshot_bytes FROM pipeline_tracks WHERE id = ?`, id).Scan(&old); err != nil {
+		return fmt.Errorf("event log: update of event %d: %w", id, err)
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE pipeline_tracks SET end_ms = ?, updated_ms = ?, score = ?, x1 = ?, y1 = ?, x2 = ?, y2 = ?,
+		width = ?, height = ?, zones = ?, frame = ?, model = ? WHERE id = ?`,
+		msOrZero(e.End), e.Time.UnixMilli(), e.Score, b.X1, b.Y1, b.X2, b.Y2, e.Width, e.Height, strings.Join(e.Zones, ","), e.Frame, e.Model, id)
+	if err != nil {
+		return fmt.Errorf("event log: update of event %d: %w", id, err)
+	}
+	if snapBytes >= 0 {
+		if _, err := tx.ExecContext(ctx, `UPDATE pipeline_tracks SET snapshot = ?, snapshot_bytes = ? WHERE id = ?`, e.Snapshot, snapBytes, id); err != nil {
+			return fmt.Errorf("event log: update of event %d: %w", id, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("event log: update of event %d: %w", id, err)
+	}
+	if snapBytes >= 0 {
+		l.addSnapBytes(ctx, snapBytes-old)
+	}
+	return nil
+}
+
+func msOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
 }
 
 // Query selects events; zero fields match everything.
@@ -131,25 +242,25 @@ func (l *EventLog) Query(ctx context.Context, q Query) ([]Event, error) {
 	var args []any
 	add := func(cond string, v any) { where = append(where, cond); args = append(args, v) }
 	if !q.From.IsZero() {
-		add("time_ms >= ?", q.From.UnixMilli())
+		add("e.time_ms >= ?", q.From.UnixMilli())
 	}
 	if !q.To.IsZero() {
-		add("time_ms < ?", q.To.UnixMilli())
+		add("e.time_ms < ?", q.To.UnixMilli())
 	}
 	if q.Pipeline != "" {
-		add("pipeline = ?", q.Pipeline)
+		add("e.pipeline = ?", q.Pipeline)
 	}
 	if q.Type != "" {
-		add("type = ?", q.Type)
+		add("e.type = ?", q.Type)
 	}
 	if q.Class != "" {
-		add("class = ?", q.Class)
+		add("e.class = ?", q.Class)
 	}
 	if q.Zone != "" {
-		add("zone = ?", q.Zone)
+		add("e.zone = ?", q.Zone)
 	}
 	if q.BeforeID > 0 {
-		add("id < ?", q.BeforeID)
+		add("e.id < ?", q.BeforeID)
 	}
 	if q.Limit < 0 || q.Limit > 10000 {
 		return nil, fault.New(fault.Invalid, "limit %d: want 1..10000", q.Limit)
@@ -158,12 +269,13 @@ func (l *EventLog) Query(ctx context.Context, q Query) ([]Event, error) {
 	if limit == 0 {
 		limit = 100
 	}
-	stmt := `SELECT id, time_ms, type, pipeline, zone, class, track_id, score, x1, y1, x2, y2, width, height,
-		count, previous, dwell_ms, frame, model, snapshot FROM pipeline_events`
+	stmt := `SELECT e.id, e.time_ms, e.type, e.pipeline, e.zone, e.class, e.track_id, e.score, e.x1, e.y1, e.x2, e.y2, e.width, e.height,
+		e.count, e.previous, e.dwell_ms, e.frame, e.model, CASE WHEN e.snapshot != '' THEN e.snapshot ELSE COALESCE(t.snapshot, '') END, e.event_id
+		FROM pipeline_events e LEFT JOIN pipeline_tracks t ON e.event_id != 0 AND t.id = e.event_id`
 	if len(where) > 0 {
 		stmt += " WHERE " + strings.Join(where, " AND ")
 	}
-	stmt += " ORDER BY id DESC LIMIT ?"
+	stmt += " ORDER BY e.id DESC LIMIT ?"
 	args = append(args, limit)
 	rows, err := l.db.QueryContext(ctx, stmt, args...)
 	if err != nil {
@@ -176,10 +288,99 @@ func (l *EventLog) Query(ctx context.Context, q Query) ([]Event, error) {
 		var ms, dwell int64
 		if err := rows.Scan(&e.ID, &ms, &e.Type, &e.Pipeline, &e.Zone, &e.Class, &e.TrackID, &e.Score,
 			&e.Box.X1, &e.Box.Y1, &e.Box.X2, &e.Box.Y2, &e.Width, &e.Height, &e.Count, &e.Previous, &dwell,
-			&e.Frame, &e.Model, &e.Snapshot); err != nil {
+			&e.Frame, &e.Model, &e.Snapshot, &e.EventID); err != nil {
 			return nil, fmt.Errorf("event log query: %w", err)
 		}
 		e.Time, e.Dwell = time.UnixMilli(ms), time.Duration(dwell)*time.Millisecond
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// TrackQuery selects tracked objects' events; zero fields match
+// everything.
+type TrackQuery struct {
+	From, To time.Time // the object's start (scene time), To exclusive
+	Pipeline string
+	Class    string
+	Zone     string // the object entered it
+	// Active selects the objects still in view.
+	Active bool
+	// BeforeID pages backwards: only events with a smaller id.
+	BeforeID int64
+	// Limit caps the result (default 100, at most 10000).
+	Limit int
+}
+
+// TrackEvent is the type of a tracked object's stored event as queries
+// return it; the stream gives track.start, track.update and track.end.
+const TrackEvent = "track"
+
+// QueryTracks returns matching tracked objects' events, newest first.
+func (l *EventLog) QueryTracks(ctx context.Context, q TrackQuery) ([]Event, error) {
+	var where []string
+	var args []any
+	add := func(cond string, v ...any) { where = append(where, cond); args = append(args, v...) }
+	if !q.From.IsZero() {
+		add("start_ms >= ?", q.From.UnixMilli())
+	}
+	if !q.To.IsZero() {
+		add("start_ms < ?", q.To.UnixMilli())
+	}
+	if q.Pipeline != "" {
+		add("pipeline = ?", q.Pipeline)
+	}
+	if q.Class != "" {
+		add("class = ?", q.Class)
+	}
+	if q.Zone != "" {
+		add("instr(',' || zones || ',', ?) > 0", ","+q.Zone+",")
+	}
+	if q.Active {
+		add("end_ms = 0")
+	}
+	if q.BeforeID > 0 {
+		add("id < ?", q.BeforeID)
+	}
+	if q.Limit < 0 || q.Limit > 10000 {
+		return nil, fault.New(fault.Invalid, "limit %d: want 1..10000", q.Limit)
+	}
+	limit := q.Limit
+	if limit == 0 {
+		limit = 100
+	}
+	stmt := `SELECT id, pipeline, track_id, class, start_ms, end_ms, updated_ms, score, x1, y1, x2, y2, width, height,
+		zones, frame, model, snapshot FROM pipeline_tracks`
+	if len(where) > 0 {
+		stmt += " WHERE " + strings.Join(where, " AND ")
+	}
+	stmt += " ORDER BY id DESC LIMIT ?"
+	args = append(args, limit)
+	rows, err := l.db.QueryContext(ctx, stmt, args...)
+	if err != nil {
+		return nil, fmt.Errorf("event log query: %w", err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		e := Event{Type: TrackEvent}
+		var start, end, updated int64
+		var zones string
+		if err := rows.Scan(&e.ID, &e.Pipeline, &e.TrackID, &e.Class, &start, &end, &updated, &e.Score,
+			&e.Box.X1, &e.Box.Y1, &e.Box.X2, &e.Box.Y2, &e.Width, &e.Height, &zones, &e.Frame, &e.Model, &e.Snapshot); err != nil {
+			return nil, fmt.Errorf("event log query: %w", err)
+		}
+		e.EventID, e.Start, e.Time = e.ID, time.UnixMilli(start), time.UnixMilli(updated)
+		if end != 0 {
+			e.End = time.UnixMilli(end)
+		}
+		e.Dwell = e.Time.Sub(e.Start)
+		if !e.End.IsZero() {
+			e.Dwell = e.End.Sub(e.Start)
+		}
+		if zones != "" {
+			e.Zones = strings.Split(zones, ",")
+		}
 		out = append(out, e)
 	}
 	return out, rows.Err()
@@ -222,7 +423,9 @@ func (l *EventLog) Trim(ctx context.Context, now time.Time) error {
 	return errors.Join(l.trimAge(ctx, now), l.trimBytes(ctx))
 }
 
-// trimAge deletes events older than MaxAge and their snapshots.
+// trimAge deletes events older than MaxAge and their snapshots: raw events
+// by their time, tracked objects' events by their end (one still in view
+// stays).
 func (l *EventLog) trimAge(ctx context.Context, now time.Time) error {
 	if l.cfg.MaxAge <= 0 {
 		return nil
@@ -230,21 +433,30 @@ func (l *EventLog) trimAge(ctx context.Context, now time.Time) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	cut := now.Add(-l.cfg.MaxAge).UnixMilli()
-	for {
-		rows, err := l.db.QueryContext(ctx, `SELECT id, snapshot, snapshot_bytes FROM pipeline_events WHERE time_ms < ? ORDER BY id LIMIT 500`, cut)
-		if err != nil {
-			return fmt.Errorf("age retention: %w", err)
+	for _, t := range []struct{ sel, del string }{
+		{`SELECT id, snapshot, snapshot_bytes FROM pipeline_events WHERE time_ms < ? ORDER BY id LIMIT 500`, `DELETE FROM pipeline_events WHERE id = ?`},
+		{`SELECT id, snapshot, snapshot_bytes FROM pipeline_tracks WHERE end_ms != 0 AND end_ms < ? ORDER BY id LIMIT 500`, `DELETE FROM pipeline_tracks WHERE id = ?`},
+	} {
+		for {
+			rows, err := l.db.QueryContext(ctx, t.sel, cut)
+			if err != nil {
+				return fmt.Errorf("age retention: %w", err)
+			}
+			ids, files, bytes, err := scanSnaps(rows)
+			if err != nil {
+				return err
+			}
+			if len(ids) == 0 {
+				break
+			}
+			if err := l.deleteRows(ctx, t.del, ids); err != nil {
+				return err
+			}
+			l.removeFiles(files)
+			l.snapBytes -= bytes
 		}
-		ids, files, bytes, err := scanSnaps(rows)
-		if err != nil || len(ids) == 0 {
-			return err
-		}
-		if err := l.deleteRows(ctx, `DELETE FROM pipeline_events WHERE id = ?`, ids); err != nil {
-			return err
-		}
-		l.removeFiles(files)
-		l.snapBytes -= bytes
 	}
+	return nil
 }
 
 // trimBytes deletes the oldest snapshots until the total fits; the events
@@ -256,30 +468,49 @@ func (l *EventLog) trimBytes(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for l.snapBytes > l.cfg.MaxSnapshotBytes {
-		rows, err := l.db.QueryContext(ctx, `SELECT id, snapshot, snapshot_bytes FROM pipeline_events WHERE snapshot_bytes > 0 ORDER BY id LIMIT 100`)
+		rows, err := l.db.QueryContext(ctx, `SELECT 0, id, snapshot, snapshot_bytes, time_ms FROM pipeline_events WHERE snapshot_bytes > 0
+			UNION ALL SELECT 1, id, snapshot, snapshot_bytes, start_ms FROM pipeline_tracks WHERE snapshot_bytes > 0
+			ORDER BY 5, 1, 2 LIMIT 100`)
 		if err != nil {
 			return fmt.Errorf("snapshot retention: %w", err)
 		}
-		ids, files, sizes, err := scanSnapsEach(rows)
-		if err != nil {
-			return err
+		var ids [2][]int64
+		var files []string
+		var freed int64
+		n := 0
+		for rows.Next() {
+			var table int
+			var id, size, at int64
+			var f string
+			if err := rows.Scan(&table, &id, &f, &size, &at); err != nil {
+				rows.Close()
+				return fmt.Errorf("snapshot retention: %w", err)
+			}
+			n++
+			if l.snapBytes-freed <= l.cfg.MaxSnapshotBytes {
+				continue // oldest first, only as many as needed
+			}
+			ids[table] = append(ids[table], id)
+			files = append(files, f)
+			freed += size
 		}
-		if len(ids) == 0 {
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("snapshot retention: %w", err)
+		}
+		if n == 0 {
 			l.snapBytes = 0
 			return nil
 		}
-		// Oldest first, only as many as needed.
-		n, freed := 0, int64(0)
-		for n < len(ids) && l.snapBytes-freed > l.cfg.MaxSnapshotBytes {
-			freed += sizes[n]
-			n++
-		}
-		if err := l.deleteRows(ctx, `UPDATE pipeline_events SET snapshot = '', snapshot_bytes = 0 WHERE id = ?`, ids[:n]); err != nil {
+		if err := l.deleteRows(ctx, `UPDATE pipeline_events SET snapshot = '', snapshot_bytes = 0 WHERE id = ?`, ids[0]); err != nil {
 			return err
 		}
-		l.removeFiles(files[:n])
+		if err := l.deleteRows(ctx, `UPDATE pipeline_tracks SET snapshot = '', snapshot_bytes = 0 WHERE id = ?`, ids[1]); err != nil {
+			return err
+		}
+		l.removeFiles(files)
 		l.snapBytes -= freed
-		l.deleted += int64(n)
+		l.deleted += int64(len(files))
 	}
 	return nil
 }
@@ -336,6 +567,9 @@ func scanSnapsEach(rows *sql.Rows) (ids []int64, files []string, sizes []int64, 
 		var f string
 		if err := rows.Scan(&id, &f, &n); err != nil {
 			return nil, nil, nil, fmt.Errorf("retention: %w", err)
+		}
+		if n <= 0 {
+			f = "" // the row does not own the file (its object's)
 		}
 		ids, files, sizes = append(ids, id), append(files, f), append(sizes, n)
 	}

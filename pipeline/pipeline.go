@@ -10,6 +10,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"ledge/internal/outage"
 	"ledge/pipeline/source"
 )
 
@@ -20,6 +21,9 @@ type slot struct {
 	results resultBus
 	hub     *frameHub
 	src     source.Watch
+	// srcLog tells the log when the source fails and recovers; buildLog
+	// when the pipeline cannot be built and when it can again.
+	srcLog, buildLog *outage.Log
 }
 
 // instance is one built pipeline: its stages and the goroutines running
@@ -44,6 +48,14 @@ type instance struct {
 	quality  int
 	events   chan *Event
 
+	// Process stage only: the tracked objects given a snapshot frame, and
+	// the last frame (for the events of objects still in view at stop).
+	snapped map[int64]bool
+	last    source.Frame
+	version string
+	// Dispatcher only: each tracked object's stored event.
+	objects map[int64]*objectRow
+
 	cancel   context.CancelFunc // process stage
 	actCtx   context.Context    // actions: ends at the hard stop
 	actStop  context.CancelFunc
@@ -61,7 +73,8 @@ func (e *Engine) build(s Spec, sl *slot) (_ *instance, err error) {
 		return nil, fmt.Errorf("source.url: %w", err)
 	}
 	in := &instance{spec: s, eng: e, slot: sl, target: t, log: e.log.With("pipeline", s.Name),
-		zones: buildZones(s.Zones), types: s.Events.Types, procDone: make(chan struct{})}
+		zones: buildZones(s.Zones), types: s.Events.Types, procDone: make(chan struct{}),
+		snapped: map[int64]bool{}, objects: map[int64]*objectRow{}}
 	defer func() {
 		if err != nil {
 			in.release()
@@ -172,6 +185,12 @@ func (in *instance) start(ctx context.Context, prev *instance) {
 	onState := func(s source.State) {
 		in.slot.src.Set(s)
 		in.eng.bus.publishState(in.spec.Name, s)
+		switch s.Phase {
+		case source.PhaseBackoff:
+			in.slot.srcLog.Fail(s.Reason, "retry", time.Until(s.Retry).Round(100*time.Millisecond))
+		case source.PhaseStreaming, source.PhaseEnded:
+			in.slot.srcLog.OK()
+		}
 	}
 	in.cap.onState.Store(&onState)
 	if in.spec.Motion != nil {
@@ -238,6 +257,7 @@ func (in *instance) stop(grace time.Duration) {
 // frames for viewers.
 func (in *instance) process(ctx context.Context) {
 	defer close(in.events)
+	defer in.finishTracks()
 	c := in.slot.c
 	for {
 		f, ok := in.mb.take(ctx)
@@ -276,6 +296,7 @@ func (in *instance) processFrame(f source.Frame) {
 			var err error
 			objs, version, err = in.det.detect(f.Mat, f.Time)
 			c.lat[StageDetect].add(time.Since(t0))
+			in.version = version
 			if err != nil {
 				c.detErr.Add(1)
 				if c.detErr.Load()%100 == 1 {
@@ -303,6 +324,10 @@ func (in *instance) processFrame(f source.Frame) {
 	c.out.Add(1)
 	c.fpsOut.mark(now)
 	c.lat[StageCaptureToResult].add(now.Sub(f.Captured))
+	if detected {
+		c.lat[StageCaptureToDetection].add(now.Sub(f.Captured))
+	}
+	in.last = source.Frame{Time: f.Time, Captured: f.Captured, Seq: f.Seq}
 
 	if in.slot.results.n.Load() > 0 {
 		in.slot.results.publish(Result{Pipeline: in.spec.Name, Frame: f.Seq, Time: f.Time, Detected: detected,
@@ -329,18 +354,57 @@ func (in *instance) processFrame(f source.Frame) {
 			continue
 		}
 		e.Pipeline, e.Time, e.Frame, e.Model, e.Captured = in.spec.Name, f.Time, f.Seq, version, f.Captured
-		if in.snapshot != nil && in.snapshot.wants(e) {
+		if in.wantsFrame(e) {
 			if jpeg == nil {
 				jpeg = in.snapshotJPEG(f.Mat, objs)
 			}
 			e.jpeg = jpeg
+			if isTrackEvent(e.Type) {
+				in.snapped[e.TrackID] = true
+			}
 		}
-		c.events.Add(1)
-		select {
-		case in.events <- e:
-		default:
-			c.evDropped.Add(1)
+		if e.Type == TrackEnd {
+			delete(in.snapped, e.TrackID)
 		}
+		in.queue(e)
+	}
+}
+
+// wantsFrame reports whether e takes this frame as a snapshot: a raw
+// event the snapshot action takes, or a tracked object's event the action
+// takes whose frame holds its new best detection (or that has none yet).
+func (in *instance) wantsFrame(e *Event) bool {
+	if in.snapshot == nil || !in.snapshot.wants(e) || e.Type == TrackEnd {
+		return false
+	}
+	return !isTrackEvent(e.Type) || e.best || !in.snapped[e.TrackID]
+}
+
+// queue hands e to the dispatcher without blocking (a full queue drops
+// it, counted).
+func (in *instance) queue(e *Event) {
+	c := in.slot.c
+	c.events.Add(1)
+	select {
+	case in.events <- e:
+	default:
+		c.evDropped.Add(1)
+	}
+}
+
+// finishTracks ends the objects still in view when the process stage
+// stops (the pipeline stops or is reloaded): each gets its track.end.
+func (in *instance) finishTracks() {
+	if in.tracker == nil {
+		return
+	}
+	for _, ev := range in.tracker.finish() {
+		e := &ev
+		if !in.emits(e.Type) {
+			continue
+		}
+		e.Pipeline, e.Time, e.Frame, e.Model, e.Captured = in.spec.Name, in.last.Time, in.last.Seq, in.version, in.last.Captured
+		in.queue(e)
 	}
 }
 
@@ -371,18 +435,28 @@ func (in *instance) dispatch() {
 	}()
 	ctx := in.actCtx
 	for e := range in.events {
-		var snapBytes int64
-		if in.snapshot != nil && e.jpeg != nil {
-			if in.snapshot.deliver(ctx, e) {
-				snapBytes = int64(len(e.jpeg))
+		if isTrackEvent(e.Type) {
+			in.dispatchTrack(ctx, e)
+		} else {
+			var snapBytes int64
+			if in.snapshot != nil && e.jpeg != nil {
+				if in.snapshot.deliver(ctx, e) {
+					snapBytes = int64(len(e.jpeg))
+				}
 			}
-		}
-		if in.eng.evlog != nil && !in.spec.Events.NoLog {
-			id, err := in.eng.evlog.Insert(ctx, e, snapBytes)
-			if err != nil {
-				in.log.Warn("event log", "err", err)
-			} else {
-				e.ID = id
+			if o := in.objects[e.TrackID]; o != nil && e.TrackID != 0 {
+				e.EventID = o.id
+			}
+			if in.eng.evlog != nil && !in.spec.Events.NoLog {
+				id, err := in.eng.evlog.Insert(ctx, e, snapBytes)
+				if err != nil {
+					in.log.Warn("event log", "err", err)
+				} else {
+					e.ID = id
+				}
+			}
+			if o := in.objects[e.TrackID]; o != nil && e.TrackID != 0 && e.Snapshot == "" {
+				e.Snapshot = o.snapshot
 			}
 		}
 		e.jpeg = nil
@@ -391,6 +465,35 @@ func (in *instance) dispatch() {
 			if a.wants(e) {
 				a.enqueue(e)
 			}
+		}
+	}
+}
+
+// state fills s.State and s.Reason of a started instance from its source
+// and its model.
+func (in *instance) state(s *Stats, sl *slot) {
+	src := s.Source
+	switch src.Phase {
+	case source.PhaseStreaming:
+		s.State = StateRunning
+		if in.det != nil && in.det.cur.Load() == nil {
+			s.State, s.Reason = StateWaiting, fmt.Sprintf("model %q is not in the model store yet: not detecting until it arrives (ledge models list)", in.det.name)
+		}
+	case source.PhaseBackoff:
+		s.State, s.Reason = StateBackoff, src.Reason
+	case source.PhaseConnecting:
+		s.State = StateStarting
+		if src.Failures > 0 {
+			s.State, s.Reason = StateBackoff, src.Reason
+		}
+	case source.PhaseEnded:
+		s.State, s.Reason = StateEnded, "its source ended"
+	default:
+		s.State = StateStopped
+	}
+	if s.State == StateBackoff {
+		if failing, since, _ := sl.srcLog.State(); failing {
+			s.FailingSince = since
 		}
 	}
 }

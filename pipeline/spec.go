@@ -119,8 +119,11 @@ type ActionSpec struct {
 	Type string `yaml:"type" json:"type"`
 	// Name labels the action in metrics (default: its type and index).
 	Name string `yaml:"name,omitempty" json:"name,omitempty"`
-	// On, Zones and Classes filter the events the action takes (default:
-	// all).
+	// On, Zones and Classes filter the events the action takes. On
+	// defaults to track.start and track.end (one of each per tracked
+	// object; a snapshot action: track.start and track.update, keeping the
+	// best frame); the raw types (object.enter, zone.enter, ...) are there
+	// for actions that want every one.
 	On      []string `yaml:"on,omitempty" json:"on,omitempty"`
 	Zones   []string `yaml:"zones,omitempty" json:"zones,omitempty"`
 	Classes []string `yaml:"classes,omitempty" json:"classes,omitempty"`
@@ -133,6 +136,9 @@ type ActionSpec struct {
 	Backoff time.Duration `yaml:"backoff,omitempty" json:"backoff,omitempty"`
 	Timeout time.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 	Queue   int           `yaml:"queue,omitempty" json:"queue,omitempty"`
+	// Cooldown lets at most one event through per period; the others are
+	// skipped and counted as limited (0: no limit).
+	Cooldown time.Duration `yaml:"cooldown,omitempty" json:"cooldown,omitempty"`
 
 	// URL: mqtt broker (tcp://, ssl://, ws://; empty: the in-process hub)
 	// or webhook endpoint (http://, https://).
@@ -165,8 +171,13 @@ type ActionSpec struct {
 	Level string `yaml:"level,omitempty" json:"level,omitempty"`
 }
 
-// Event types.
+// Event types. The track.* types follow one tracked object from its
+// confirmation to its loss (one stored event per object); the others are
+// the raw stream of what the tracker sees.
 const (
+	TrackStart   = "track.start"
+	TrackUpdate  = "track.update"
+	TrackEnd     = "track.end"
 	ObjectEnter  = "object.enter"
 	ObjectLeave  = "object.leave"
 	ZoneEnter    = "zone.enter"
@@ -176,7 +187,21 @@ const (
 )
 
 // EventTypes lists the event types a pipeline emits.
-var EventTypes = []string{CountChanged, ObjectEnter, ObjectLeave, ZoneEnter, ZoneLeave, ZoneLoiter}
+var EventTypes = []string{CountChanged, ObjectEnter, ObjectLeave, TrackEnd, TrackStart, TrackUpdate, ZoneEnter, ZoneLeave, ZoneLoiter}
+
+// isTrackEvent reports whether ty is one of the track.* types.
+func isTrackEvent(ty string) bool { return ty == TrackStart || ty == TrackUpdate || ty == TrackEnd }
+
+// on returns the event types the action takes, with its default.
+func (a ActionSpec) on() []string {
+	switch {
+	case len(a.On) > 0:
+		return a.On
+	case a.Type == "snapshot":
+		return []string{TrackStart, TrackUpdate}
+	}
+	return []string{TrackStart, TrackEnd}
+}
 
 // Action types.
 var ActionTypes = []string{"gpio", "hub", "log", "mqtt", "snapshot", "webhook"}
@@ -220,14 +245,21 @@ func ParseSpec(name string, data []byte) (Spec, error) {
 }
 
 // ValidateSpecs validates each spec and their names' uniqueness; errors
-// name the field as path[i].field.
+// name the pipeline and the field (`pipeline "gate": detect.threshold:
+// ...`), or path[i].field when the pipeline has no valid name.
 func ValidateSpecs(specs []Spec, path string) error {
 	var errs []error
 	seen := map[string]int{}
 	for i, s := range specs {
 		p := fmt.Sprintf("%s[%d]", path, i)
-		if err := s.Validate(p); err != nil {
-			errs = append(errs, err)
+		if err := s.Validate(""); err != nil {
+			for _, e := range unjoin(err) {
+				if nameRe.MatchString(s.Name) {
+					errs = append(errs, fmt.Errorf("pipeline %q: %w", s.Name, e))
+				} else {
+					errs = append(errs, fmt.Errorf("%s.%w", p, e))
+				}
+			}
 		}
 		if j, dup := seen[s.Name]; dup && s.Name != "" {
 			errs = append(errs, fmt.Errorf("%s.name: %q is already the name of %s[%d]", p, s.Name, path, j))
@@ -401,6 +433,9 @@ func (a ActionSpec) validate(v *validator, p string, zones map[string]bool) {
 	if a.Queue < 0 || a.Queue > 100000 {
 		v.bad(p+".queue", "%d: want 1..100000", a.Queue)
 	}
+	if a.Cooldown < 0 {
+		v.bad(p+".cooldown", "must not be negative, got %s", a.Cooldown)
+	}
 	switch a.Type {
 	case "mqtt":
 		if a.URL != "" {
@@ -474,6 +509,17 @@ func (v *validator) url(field, u string, schemes ...string) {
 	if !ok || rest == "" || !slices.Contains(schemes, strings.ToLower(scheme)) {
 		v.bad(field, "%q: want %s://host...", redactURL(u), strings.Join(schemes, "://, ")+"")
 	}
+}
+
+// Redacted is a copy of s fit to show: passwords in its source and action
+// URLs are masked (action passwords and headers never appear in JSON).
+func (s Spec) Redacted() Spec {
+	s.Source.URL = redact.URL(s.Source.URL)
+	s.Actions = slices.Clone(s.Actions)
+	for i := range s.Actions {
+		s.Actions[i].URL = redact.URL(s.Actions[i].URL)
+	}
+	return s
 }
 
 // redactURL hides a password in a URL for error messages.

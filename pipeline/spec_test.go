@@ -44,23 +44,23 @@ func TestParseSpecsYAMLAndJSON(t *testing.T) {
 
 func TestSpecErrors(t *testing.T) {
 	for _, tc := range []struct{ doc, want string }{
-		{`[{name: a, source: {url: "ftp://x/y"}}]`, `pipelines[0].source.url: unknown scheme "ftp"`},
+		{`[{name: a, source: {url: "ftp://x/y"}}]`, `pipeline "a": source.url: unknown scheme "ftp"`},
 		{`[{name: a, source: {url: "testpattern:"}}, {name: b, source: {url: "testpattern:"}, zones: [{name: z, polygon: [[0,0],[1,1]]}]}]`,
-			"pipelines[1].zones[0].polygon: want at least 3 points, got 2"},
+			`pipeline "b": zones[0].polygon: want at least 3 points, got 2`},
 		{`[{name: a, source: {url: "testpattern:"}, zones: [{name: z, polygon: [[0,0],[1,1],[2,0]]}]}]`,
-			"pipelines[0].zones[0].polygon[2]: [2, 0]: want normalised coordinates in 0..1"},
+			`pipeline "a": zones[0].polygon[2]: [2, 0]: want normalised coordinates in 0..1`},
 		{`[{name: a, source: {url: "testpattern:"}, zones: [{name: z, polygon: [[0,0],[1,1],[1]]}]}]`,
-			"pipelines[0].zones[0].polygon[2]: want [x, y], got 1 numbers"},
+			`pipeline "a": zones[0].polygon[2]: want [x, y], got 1 numbers`},
 		{`[{name: a, source: {url: "testpattern:"}, detect: {model: m.onnx, threshold: 1.5}}]`,
-			"pipelines[0].detect.threshold: 1.5: want a score in (0, 1]"},
-		{`[{name: a, source: {url: "testpattern:"}, detect: {model: m.onnx, kind: ssd}}]`, `pipelines[0].detect.kind: unknown model kind "ssd"`},
+			`pipeline "a": detect.threshold: 1.5: want a score in (0, 1]`},
+		{`[{name: a, source: {url: "testpattern:"}, detect: {model: m.onnx, kind: ssd}}]`, `pipeline "a": detect.kind: unknown model kind "ssd"`},
 		{`[{name: "a b", source: {url: "testpattern:"}}]`, `pipelines[0].name: "a b"`},
-		{`[{name: a, source: {url: ""}}]`, "pipelines[0].source.url: must not be empty"},
-		{`[{name: a, source: {url: "testpattern:", loop: true}}]`, "pipelines[0].source.loop: only a file or image set loops"},
-		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: mqtt, url: "http://x", qos: 3}]}]`, "pipelines[0].actions[0].qos: 3"},
-		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: log, zones: [nowhere]}]}]`, `pipelines[0].actions[0].zones[0]: no zone named "nowhere"`},
-		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: log, on: [zone.party]}]}]`, `pipelines[0].actions[0].on[0]: unknown event type "zone.party"`},
-		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: snapshot}, {type: snapshot, name: s2}]}]`, "pipelines[0].actions[1].type: one snapshot action"},
+		{`[{name: a, source: {url: ""}}]`, `pipeline "a": source.url: must not be empty`},
+		{`[{name: a, source: {url: "testpattern:", loop: true}}]`, `pipeline "a": source.loop: only a file or image set loops`},
+		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: mqtt, url: "http://x", qos: 3}]}]`, `pipeline "a": actions[0].qos: 3`},
+		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: log, zones: [nowhere]}]}]`, `pipeline "a": actions[0].zones[0]: no zone named "nowhere"`},
+		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: log, on: [zone.party]}]}]`, `pipeline "a": actions[0].on[0]: unknown event type "zone.party"`},
+		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: snapshot}, {type: snapshot, name: s2}]}]`, `pipeline "a": actions[1].type: one snapshot action`},
 		{`[{name: a, source: {url: "testpattern:"}, detekt: {}}]`, `line 1: pipelines[0].detekt: unknown key "detekt" (did you mean "detect"?)`},
 		{`[{name: a, source: {url: "testpattern:"}, motion: {hold: soon}}]`, "line 1"},
 		{`[{name: a, source: {url: "testpattern:"}, actions: [{type: webhook, url: "https://u:pw@x/"}, {type: webhook, url: "ftp://u:pw@x/"}]}]`, `"ftp://u:xxxxx@x/"`},
@@ -106,4 +106,14 @@ func FuzzParseSpecs(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestActionCooldownValidation(t *testing.T) {
+	_, err := ParseSpecs("pipelines", []byte(`[{name: a, source: {url: "testpattern:"}, actions: [{type: log, on: [track.start], cooldown: -1s}]}]`))
+	if err == nil || !strings.Contains(err.Error(), "actions[0].cooldown: must not be negative") {
+		t.Errorf("a negative cooldown: %v", err)
+	}
+	if _, err := ParseSpecs("pipelines", []byte(`[{name: a, source: {url: "testpattern:"}, actions: [{type: log, on: [track.start, track.end], cooldown: 1m}]}]`)); err != nil {
+		t.Errorf("a log action on track.start and track.end with a cooldown: %v", err)
+	}
 }

@@ -22,6 +22,9 @@ const (
 	// StageCaptureToResult runs from reading a frame to the end of its
 	// processing (every processed frame, with or without events).
 	StageCaptureToResult = "capture_to_result"
+	// StageCaptureToDetection is StageCaptureToResult for the frames the
+	// detector ran on (what a viewer waits for a box).
+	StageCaptureToDetection = "capture_to_detection"
 )
 
 // Latency summarises a stage's recent durations (the last 1024 samples).
@@ -42,14 +45,32 @@ type ActionStats struct {
 	Failed    uint64 `json:"failed"`  // events given up after the retries
 	Retries   uint64 `json:"retries"` // attempts after a failure
 	Dropped   uint64 `json:"dropped"` // queue full
+	Limited   uint64 `json:"limited"` // skipped within the cooldown
 	LastError string `json:"lastError,omitempty"`
 }
 
+// Pipeline states (Stats.State).
+const (
+	StateRunning  = "running"  // frames flow
+	StateStarting = "starting" // its source is opening for the first time
+	StateWaiting  = "waiting"  // frames flow, its model is on its way (not detecting yet)
+	StateBackoff  = "backoff"  // its source failed and is retried with back-off
+	StateFailed   = "failed"   // it could not be built (e.g. its model file is missing); retried with back-off
+	StateEnded    = "ended"    // a finite source (a file without loop) ended
+	StateStopped  = "stopped"  // stopped by the operator, or ledge is stopping
+)
+
 // Stats describes a pipeline at one moment.
 type Stats struct {
-	Name    string       `json:"name"`
-	Running bool         `json:"running"`
-	Source  source.State `json:"source"`
+	Name    string `json:"name"`
+	Running bool   `json:"running"`
+	// State sums the pipeline up (StateRunning...); Reason says why it is
+	// not running ("" when it is), FailingSince since when it fails
+	// (backoff and failed).
+	State        string       `json:"state"`
+	Reason       string       `json:"reason,omitempty"`
+	FailingSince time.Time    `json:"failingSince,omitzero"`
+	Source       source.State `json:"source"`
 	// Model is the model in use and its version ("" without detection).
 	Model        string `json:"model,omitempty"`
 	ModelVersion string `json:"modelVersion,omitempty"`
@@ -148,7 +169,7 @@ type counters struct {
 
 func newCounters() *counters {
 	c := &counters{lat: map[string]*ring{}}
-	for _, s := range []string{StageCapture, StageMotion, StageDetect, StageTrack, StageAction, StageCaptureToAction, StageCaptureToResult} {
+	for _, s := range []string{StageCapture, StageMotion, StageDetect, StageTrack, StageAction, StageCaptureToAction, StageCaptureToResult, StageCaptureToDetection} {
 		c.lat[s] = &ring{}
 	}
 	return c

@@ -15,6 +15,14 @@ const (
 	DefaultTrackTimeout   = time.Second
 )
 
+// A tracked object's event is updated at most once per trackUpdateEvery
+// (scene time): its best detection is taken again then when the current
+// one scores at least bestMargin more, and new zones are reported.
+const (
+	trackUpdateEvery = time.Second
+	bestMargin       = 0.02
+)
+
 // zone is a ZoneSpec ready to test points.
 type zone struct {
 	name    string
@@ -49,6 +57,13 @@ type track struct {
 	last      time.Time
 	zones     map[string]time.Time // zone -> entered
 	loitered  map[string]bool
+	// The object's event: its best detection, the zones it entered (in
+	// order), when it was last reported and whether it changed since.
+	best    float32
+	bestBox Box
+	visited []string
+	updated time.Time
+	dirty   bool
 }
 
 // tracker follows objects across frames with greedy IoU matching (on
@@ -64,6 +79,7 @@ type tracker struct {
 	nextID   int64
 	counts   map[[2]string]int // (zone, class) -> confirmed tracks inside
 	lastTime time.Time
+	w, h     int // the last frame's size
 }
 
 func newTracker(s TrackerSpec, zones []zone) *tracker {
@@ -97,7 +113,7 @@ func (tk *tracker) update(now time.Time, objs []Object, w, h int) []Event {
 	if !tk.lastTime.IsZero() {
 		dt = float32(now.Sub(tk.lastTime).Seconds())
 	}
-	tk.lastTime = now
+	tk.lastTime, tk.w, tk.h = now, w, h
 	pred := make([]Box, len(tk.tracks))
 	for i, t := range tk.tracks {
 		pred[i] = t.box.Shift(t.vx*dt, t.vy*dt)
@@ -169,7 +185,7 @@ func (tk *tracker) update(now time.Time, objs []Object, w, h int) []Event {
 					}
 					e := ev(ObjectLeave, t)
 					e.Dwell = t.last.Sub(t.first)
-					events = append(events, e)
+					events = append(events, e, t.ended(w, h))
 				}
 				continue // lost
 			}
@@ -185,13 +201,14 @@ func (tk *tracker) update(now time.Time, objs []Object, w, h int) []Event {
 		}
 		t.box, t.score, t.last = o.Box, o.Score, now
 		t.hits++
-		if !t.confirmed && t.hits >= tk.minHits {
-			t.confirmed = true
-			events = append(events, ev(ObjectEnter, t))
-		}
-		if t.confirmed {
+		switch {
+		case !t.confirmed && t.hits >= tk.minHits:
+			o.TrackID = t.id
+			events = tk.confirm(events, t, now, w, h, ev)
+		case t.confirmed:
 			o.TrackID = t.id
 			events = tk.zoneEvents(events, t, now, w, h, ev)
+			events = t.update(events, now, w, h)
 		}
 		kept = append(kept, t)
 	}
@@ -205,14 +222,74 @@ func (tk *tracker) update(now time.Time, objs []Object, w, h int) []Event {
 		t := &track{id: tk.nextID, classID: o.ClassID, label: o.Label, box: o.Box, score: o.Score, hits: 1,
 			first: now, last: now, zones: map[string]time.Time{}, loitered: map[string]bool{}}
 		if tk.minHits <= 1 {
-			t.confirmed = true
 			objs[j].TrackID = t.id
-			events = append(events, ev(ObjectEnter, t))
-			events = tk.zoneEvents(events, t, now, w, h, ev)
+			events = tk.confirm(events, t, now, w, h, ev)
 		}
 		tk.tracks = append(tk.tracks, t)
 	}
 	return tk.countEvents(events, w, h)
+}
+
+// confirm makes t a confirmed object and appends its track.start (with
+// its detection as the best so far, the frame its first snapshot comes
+// from, and the zones it is in), object.enter and zone.enter events, in
+// that order: the raw events of an object follow its track.start.
+func (tk *tracker) confirm(events []Event, t *track, now time.Time, w, h int, ev func(string, *track) Event) []Event {
+	t.confirmed = true
+	t.best, t.bestBox, t.updated = t.score, t.box, now
+	zev := tk.zoneEvents(nil, t, now, w, h, ev)
+	t.dirty = false
+	start := t.event(TrackStart, w, h)
+	start.best = true
+	events = append(events, start, ev(ObjectEnter, t))
+	return append(events, zev...)
+}
+
+// update appends t's track.update when one is due: at most once per
+// trackUpdateEvery, when its detection now beats its best by bestMargin (the
+// event then marks this frame as the best) or it entered a zone since the
+// last one.
+func (t *track) update(events []Event, now time.Time, w, h int) []Event {
+	if now.Sub(t.updated) < trackUpdateEvery {
+		return events
+	}
+	better := t.score >= t.best+bestMargin
+	if better {
+		t.best, t.bestBox = t.score, t.box
+	}
+	if !better && !t.dirty {
+		return events
+	}
+	t.updated, t.dirty = now, false
+	e := t.event(TrackUpdate, w, h)
+	e.Dwell = now.Sub(t.first)
+	e.best = better
+	return append(events, e)
+}
+
+// ended is t's track.end (it was lost, or the pipeline stops).
+func (t *track) ended(w, h int) Event {
+	e := t.event(TrackEnd, w, h)
+	e.End, e.Dwell = t.last, t.last.Sub(t.first)
+	return e
+}
+
+func (t *track) event(ty string, w, h int) Event {
+	return Event{Type: ty, Class: t.label, TrackID: t.id, Score: t.best, Box: t.bestBox, Width: w, Height: h,
+		Start: t.first, Zones: slices.Clone(t.visited)}
+}
+
+// finish ends every confirmed track (the pipeline stops) and returns their
+// track.end events.
+func (tk *tracker) finish() []Event {
+	var events []Event
+	for _, t := range tk.tracks {
+		if t.confirmed {
+			events = append(events, t.ended(tk.w, tk.h))
+		}
+	}
+	tk.tracks = nil
+	return events
 }
 
 func (tk *tracker) zoneEvents(events []Event, t *track, now time.Time, w, h int, ev func(string, *track) Event) []Event {
@@ -226,6 +303,10 @@ func (tk *tracker) zoneEvents(events []Event, t *track, now time.Time, w, h int,
 		switch {
 		case inside && !was:
 			t.zones[z.name] = now
+			if !slices.Contains(t.visited, z.name) {
+				t.visited = append(t.visited, z.name)
+				t.dirty = true
+			}
 			e := ev(ZoneEnter, t)
 			e.Zone = z.name
 			events = append(events, e)

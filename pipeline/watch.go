@@ -28,9 +28,11 @@ type watchJob struct {
 
 // frameHub hands a pipeline's annotated frames to viewers. Frames are
 // cloned, annotated and encoded only while somebody watches, at most
-// maxFPS a second, by an encoder goroutine that runs only while there are
-// viewers; each viewer has a one-frame channel where the newest frame
-// wins. It outlives pipeline reloads (one per pipeline name). Safe for
+// maxFPS a second and only as often as the most demanding viewer asks, by
+// an encoder goroutine that runs only while there are viewers; each viewer
+// has a one-frame channel where the newest frame wins, and its own rate (a
+// grid of small tiles asks for fewer frames than the camera shown large).
+// It outlives pipeline reloads (one per pipeline name). Safe for
 // concurrent use.
 type frameHub struct {
 	maxFPS  float64
@@ -38,7 +40,7 @@ type frameHub struct {
 	n       atomic.Int32 // viewers
 
 	mu      sync.Mutex // guards the fields below
-	viewers map[chan JPEG]struct{}
+	viewers map[chan JPEG]*viewer
 	job     *watchJob     // pending, latest wins
 	wake    chan struct{} // to the encoder
 	running bool          // encoder goroutine alive
@@ -46,11 +48,20 @@ type frameHub struct {
 	offered time.Time
 }
 
-func newFrameHub(maxFPS float64, encodes *atomic.Uint64) *frameHub {
-	return &frameHub{maxFPS: maxFPS, encodes: encodes, viewers: map[chan JPEG]struct{}{}, wake: make(chan struct{}, 1)}
+// viewer is one watcher's pace.
+type viewer struct {
+	every time.Duration // between two frames; 0: every frame offered
+	next  time.Time     // when it is due a frame
+	want  bool          // the pending job is for it too
 }
 
-// watching reports whether a frame should be offered now.
+func newFrameHub(maxFPS float64, encodes *atomic.Uint64) *frameHub {
+	return &frameHub{maxFPS: maxFPS, encodes: encodes, viewers: map[chan JPEG]*viewer{}, wake: make(chan struct{}, 1)}
+}
+
+// watching reports whether a frame should be offered now: some viewer is
+// due one, and the hub's own cap allows it. The viewers due are marked to
+// receive it.
 func (h *frameHub) watching(now time.Time) bool {
 	if h.n.Load() == 0 {
 		return false
@@ -60,8 +71,22 @@ func (h *frameHub) watching(now time.Time) bool {
 	if h.maxFPS > 0 && now.Sub(h.offered) < time.Duration(float64(time.Second)/h.maxFPS) {
 		return false
 	}
-	h.offered = now
-	return true
+	due := false
+	for _, v := range h.viewers {
+		if !now.Before(v.next) {
+			v.want = true
+			// Keep the pace without drifting, but never owe a burst.
+			v.next = v.next.Add(v.every)
+			if v.next.Before(now.Add(v.every / 2)) {
+				v.next = now.Add(v.every / 2)
+			}
+			due = true
+		}
+	}
+	if due {
+		h.offered = now
+	}
+	return due
 }
 
 // offer queues a job (taking ownership of its Mat), replacing one the
@@ -85,11 +110,17 @@ func (h *frameHub) offer(j *watchJob) {
 	}
 }
 
-// watch adds a viewer and returns its channel and a cancel function.
-func (h *frameHub) watch() (<-chan JPEG, func()) {
+// watch adds a viewer that wants at most fps frames a second (0 or more
+// than the hub's cap: the cap) and returns its channel and a cancel
+// function. The first frame comes as soon as one is processed.
+func (h *frameHub) watch(fps float64) (<-chan JPEG, func()) {
 	ch := make(chan JPEG, 1)
+	v := &viewer{}
+	if fps > 0 && (h.maxFPS <= 0 || fps < h.maxFPS) {
+		v.every = time.Duration(float64(time.Second) / fps)
+	}
 	h.mu.Lock()
-	h.viewers[ch] = struct{}{}
+	h.viewers[ch] = v
 	h.n.Add(1)
 	if !h.running {
 		h.running = true
@@ -141,7 +172,11 @@ func (h *frameHub) encoder() {
 		f := JPEG{Data: data, Frame: j.frame, Time: j.at}
 		h.mu.Lock()
 		h.latest = f
-		for ch := range h.viewers {
+		for ch, v := range h.viewers {
+			if !v.want {
+				continue
+			}
+			v.want = false
 			select {
 			case <-ch: // drop the older frame: latest wins
 			default:

@@ -89,9 +89,6 @@ func (s *Server) respondErr(c *gin.Context, err error) {
 	writeError(c, statusOf(k), string(k), err.Error())
 }
 
-// maxBody bounds request bodies the API reads.
-const maxBody = 4 << 20
-
 // bindJSON decodes the request body into v, strictly (unknown fields are
 // errors); on failure it answers 400 naming the problem and returns false.
 func bindJSON(c *gin.Context, v any) bool {

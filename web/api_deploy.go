@@ -12,7 +12,8 @@ import (
 // Deployer is what the deployment routes need; appliance hands web the
 // agent behind it. Results are JSON-encodable values; errors carry
 // internal/fault kinds (a manifest that does not validate is Invalid, a
-// bad signature Unauthorized, nothing to roll back to Conflict).
+// bad signature Unauthorized, elevated container settings the policy
+// refuses Forbidden, nothing to roll back to Conflict).
 type Deployer interface {
 	// Check verifies a manifest (and its detached signature, if any) and
 	// returns the plan against what runs now, changing nothing.

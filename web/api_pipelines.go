@@ -29,13 +29,18 @@ type Pipelines interface {
 	Reload(ctx context.Context, name string) error
 	// History is the recent fps and latency samples (the last hour).
 	History(name string) (any, error)
-	// Watch delivers the newest annotated frame while the viewer watches;
-	// frames are encoded only while someone does. cancel ends it.
-	Watch(name string) (frames <-chan Frame, cancel func(), err error)
+	// Watch delivers the newest annotated frame while the viewer watches,
+	// at most fps a second (0: the engine's rate); frames are encoded only
+	// while someone does. cancel ends it.
+	Watch(name string, fps float64) (frames <-chan Frame, cancel func(), err error)
 	// Latest is the newest frame encoded for viewers (zero without any).
 	Latest(name string) (Frame, error)
-	// Events queries the event log, newest first.
+	// Events queries the tracked objects' events (one per object), newest
+	// first.
 	Events(ctx context.Context, q EventQuery) (any, error)
+	// RawEvents queries the raw events (object.enter, zone.enter, ...),
+	// newest first.
+	RawEvents(ctx context.Context, q EventQuery) (any, error)
 	// SnapshotFile is the path of a snapshot named in an event.
 	SnapshotFile(name string) (string, error)
 }
@@ -48,10 +53,12 @@ type Frame struct {
 	Width int
 }
 
-// EventQuery filters the event log; zero fields match everything.
+// EventQuery filters the event log; zero fields match everything. Type
+// applies to raw events; Active (objects still in view) to tracked ones.
 type EventQuery struct {
 	From, To                    time.Time
 	Pipeline, Type, Class, Zone string
+	Active                      bool
 	BeforeID                    int64
 	Limit                       int
 }
@@ -69,7 +76,9 @@ func (s *Server) pipelineRoutes() {
 	g.GET("/:name/history", s.pipelineHistory)
 	g.GET("/:name/stream.mjpeg", s.pipelineStream)
 	g.GET("/:name/frame.jpg", s.pipelineFrame)
-	s.api.GET("/events", s.needPipelines, s.eventsQuery)
+	s.api.GET("/live", s.needPipelines, s.liveFeed)
+	s.api.GET("/events", s.needPipelines, s.eventsQuery(false))
+	s.api.GET("/events/raw", s.needPipelines, s.eventsQuery(true))
 	s.api.GET("/snapshots/*file", s.needPipelines, s.snapshot)
 }
 
@@ -156,10 +165,14 @@ func (s *Server) pipelineHistory(c *gin.Context) {
 
 const mjpegBoundary = "ledgeframe"
 
-// pipelineStream serves GET /pipelines/{name}/stream.mjpeg: annotated
+// pipelineStream serves GET /pipelines/{name}/stream.mjpeg?fps=: annotated
 // frames as multipart/x-mixed-replace, encoded only while watched.
 func (s *Server) pipelineStream(c *gin.Context) {
-	frames, cancel, err := s.opts.Pipelines.Watch(c.Param("name"))
+	fps, ok := fpsParam(c)
+	if !ok {
+		return
+	}
+	frames, cancel, err := s.opts.Pipelines.Watch(c.Param("name"), fps)
 	if err != nil {
 		s.respondErr(c, err)
 		return
@@ -195,6 +208,21 @@ func (s *Server) pipelineStream(c *gin.Context) {
 	}
 }
 
+// fpsParam reads ?fps= (frames a second, 0 to 60; absent: 0, the
+// engine's rate); on a bad value it answers 400 and returns false.
+func fpsParam(c *gin.Context) (float64, bool) {
+	v := c.Query("fps")
+	if v == "" {
+		return 0, true
+	}
+	fps, err := strconv.ParseFloat(v, 64)
+	if err != nil || fps < 0 || fps > 60 {
+		writeError(c, http.StatusBadRequest, "invalid", "fps: want a number from 0 to 60 (0: the engine's watchFps)")
+		return 0, false
+	}
+	return fps, true
+}
+
 // pipelineFrame serves the newest annotated frame as a JPEG (404 when
 // nobody watched yet: open the stream instead).
 func (s *Server) pipelineFrame(c *gin.Context) {
@@ -211,39 +239,61 @@ func (s *Server) pipelineFrame(c *gin.Context) {
 	c.Data(http.StatusOK, "image/jpeg", f.JPEG)
 }
 
-// eventsQuery answers GET /events?from&to&pipeline&type&class&zone&before&limit
-// with {"events": [...], "next": <before cursor or 0>}, newest first.
-func (s *Server) eventsQuery(c *gin.Context) {
-	var q EventQuery
-	var err error
-	if q.From, err = parseTimeParam(c.Query("from")); err != nil {
-		writeError(c, http.StatusBadRequest, "invalid", "from: "+err.Error())
-		return
-	}
-	if q.To, err = parseTimeParam(c.Query("to")); err != nil {
-		writeError(c, http.StatusBadRequest, "invalid", "to: "+err.Error())
-		return
-	}
-	q.Pipeline, q.Type, q.Class, q.Zone = c.Query("pipeline"), c.Query("type"), c.Query("class"), c.Query("zone")
-	if v := c.Query("before"); v != "" {
-		if q.BeforeID, err = strconv.ParseInt(v, 10, 64); err != nil || q.BeforeID <= 0 {
-			writeError(c, http.StatusBadRequest, "invalid", "before: want an event id")
+// eventsQuery answers GET /events?from&to&pipeline&class&zone&active&before&limit
+// (the tracked objects' events) and, raw, GET /events/raw?...&type with
+// {"events": [...], "next": <before cursor or 0>}, newest first.
+func (s *Server) eventsQuery(raw bool) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		var q EventQuery
+		var err error
+		if q.From, err = parseTimeParam(c.Query("from")); err != nil {
+			writeError(c, http.StatusBadRequest, "invalid", "from: "+err.Error())
 			return
 		}
-	}
-	q.Limit = 50
-	if v := c.Query("limit"); v != "" {
-		if q.Limit, err = strconv.Atoi(v); err != nil || q.Limit < 1 || q.Limit > 1000 {
-			writeError(c, http.StatusBadRequest, "invalid", "limit: want a number from 1 to 1000")
+		if q.To, err = parseTimeParam(c.Query("to")); err != nil {
+			writeError(c, http.StatusBadRequest, "invalid", "to: "+err.Error())
 			return
 		}
+		q.Pipeline, q.Type, q.Class, q.Zone = c.Query("pipeline"), c.Query("type"), c.Query("class"), c.Query("zone")
+		if !raw && q.Type != "" {
+			writeError(c, http.StatusBadRequest, "invalid", "type: events here are one per tracked object; filter raw events (object.enter, zone.enter, ...) by type at /api/v1/events/raw")
+			return
+		}
+		switch v := c.Query("active"); {
+		case v == "":
+		case raw:
+			writeError(c, http.StatusBadRequest, "invalid", "active: raw events have no duration; use /api/v1/events?active=true for the objects in view")
+			return
+		default:
+			if q.Active, err = strconv.ParseBool(v); err != nil {
+				writeError(c, http.StatusBadRequest, "invalid", "active: want true or false")
+				return
+			}
+		}
+		if v := c.Query("before"); v != "" {
+			if q.BeforeID, err = strconv.ParseInt(v, 10, 64); err != nil || q.BeforeID <= 0 {
+				writeError(c, http.StatusBadRequest, "invalid", "before: want an event id")
+				return
+			}
+		}
+		q.Limit = 50
+		if v := c.Query("limit"); v != "" {
+			if q.Limit, err = strconv.Atoi(v); err != nil || q.Limit < 1 || q.Limit > 1000 {
+				writeError(c, http.StatusBadRequest, "invalid", "limit: want a number from 1 to 1000")
+				return
+			}
+		}
+		query := s.opts.Pipelines.Events
+		if raw {
+			query = s.opts.Pipelines.RawEvents
+		}
+		ev, err := query(c.Request.Context(), q)
+		if err != nil {
+			s.respondErr(c, err)
+			return
+		}
+		c.JSON(http.StatusOK, ev)
 	}
-	ev, err := s.opts.Pipelines.Events(c.Request.Context(), q)
-	if err != nil {
-		s.respondErr(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, ev)
 }
 
 // parseTimeParam reads RFC 3339 or Unix milliseconds; "" is the zero time.

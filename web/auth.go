@@ -3,6 +3,7 @@ package web
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -60,8 +61,8 @@ func (s *Server) identify(c *gin.Context) authInfo {
 		return authInfo{kind: authSocket}
 	}
 	if s.auth != nil {
-		if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
-			if ok, err := s.auth.checkToken(r.Context(), strings.TrimPrefix(h, "Bearer ")); err == nil && ok {
+		if tok, ok := bearer(r.Header.Get("Authorization")); ok {
+			if ok, err := s.auth.checkToken(r.Context(), tok); err == nil && ok {
 				return authInfo{kind: authToken}
 			}
 			return authInfo{} // a bad token is not silently downgraded to a cookie
@@ -76,6 +77,16 @@ func (s *Server) identify(c *gin.Context) authInfo {
 		return authInfo{kind: authDev}
 	}
 	return authInfo{}
+}
+
+// bearer returns the token of an Authorization header of the Bearer
+// scheme, whose name is case-insensitive (RFC 9110 §11.1).
+func bearer(h string) (string, bool) {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(tok), true
 }
 
 func authOf(c *gin.Context) authInfo {
@@ -107,6 +118,7 @@ func (s *Server) requireAuth(c *gin.Context) {
 		writeError(c, http.StatusForbidden, string(fault.Forbidden), msg)
 		return
 	}
+	promoteConn(c.Request)
 	c.Set(authKey, a)
 	c.Next()
 }
@@ -119,6 +131,7 @@ func (s *Server) requirePage(c *gin.Context) {
 		c.Abort()
 		return
 	}
+	promoteConn(c.Request)
 	c.Set(authKey, a)
 	c.Next()
 }
@@ -161,12 +174,23 @@ func sameOrigin(r *http.Request) bool {
 	return true
 }
 
-// loginLimiter slows down password guessing per client address: after 5
-// failures in a row, each further attempt waits 30 s, doubling to 15 min.
-// Safe for concurrent use.
+// loginLimiter slows down password guessing. Each attempt is reserved
+// (and counted as a failure) before the password is checked, so attempts
+// sent at once are counted as they arrive, not after their checks:
+//
+//   - per client (an IPv4 address, or an IPv6 /64, which one host
+//     usually holds whole): after 5 failures in a row, each further
+//     attempt waits 30 s, doubling to 15 min;
+//   - in all, whatever the address: at most globalBurst failures at once,
+//     then one per globalEvery, so many addresses cannot guess faster.
+//
+// A success clears its client and gives its reservation back. Safe for
+// concurrent use.
 type loginLimiter struct {
-	mu      sync.Mutex // guards clients
+	mu      sync.Mutex // guards the fields below
 	clients map[string]*loginState
+	tokens  float64   // failures allowed now, in all
+	filled  time.Time // when tokens was last refilled
 }
 
 type loginState struct {
@@ -178,29 +202,32 @@ const (
 	freeFailures = 5
 	firstLockout = 30 * time.Second
 	maxLockout   = 15 * time.Minute
+	globalBurst  = 30
+	globalEvery  = 3 * time.Second
 )
 
-func newLoginLimiter() *loginLimiter { return &loginLimiter{clients: map[string]*loginState{}} }
-
-// wait returns how long the client must wait before trying again (0: now).
-func (l *loginLimiter) wait(client string, now time.Time) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if st, ok := l.clients[client]; ok && now.Before(st.until) {
-		return st.until.Sub(now)
-	}
-	return 0
+func newLoginLimiter() *loginLimiter {
+	return &loginLimiter{clients: map[string]*loginState{}, tokens: globalBurst}
 }
 
-// result records an attempt.
-func (l *loginLimiter) result(client string, ok bool, now time.Time) {
+// begin reserves an attempt for client. When the client, or every
+// client, must wait, it returns how long and whether the limit is the
+// appliance-wide one, and reserves nothing.
+func (l *loginLimiter) begin(client string, now time.Time) (wait time.Duration, global bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if ok {
-		delete(l.clients, client)
-		return
-	}
 	st := l.clients[client]
+	if st != nil && now.Before(st.until) {
+		return st.until.Sub(now), false
+	}
+	if !l.filled.IsZero() {
+		l.tokens = min(globalBurst, l.tokens+float64(now.Sub(l.filled))/float64(globalEvery))
+	}
+	l.filled = now
+	if l.tokens < 1 {
+		return time.Duration((1 - l.tokens) * float64(globalEvery)), true
+	}
+	l.tokens--
 	if st == nil {
 		if len(l.clients) > 10000 { // bound memory under a spray of addresses
 			for k, v := range l.clients {
@@ -217,6 +244,31 @@ func (l *loginLimiter) result(client string, ok bool, now time.Time) {
 		d := firstLockout << min(st.failures-freeFailures, 10)
 		st.until = now.Add(min(d, maxLockout))
 	}
+	return 0, false
+}
+
+// succeeded clears client after the right password and gives its
+// reservation back.
+func (l *loginLimiter) succeeded(client string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.clients, client)
+	l.tokens = min(globalBurst, l.tokens+1)
+}
+
+// limitKey is what the limiter counts a client by: its IPv4 address, or
+// the /64 of its IPv6 address.
+func limitKey(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addr
+	}
+	ip = ip.Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, _ := ip.Prefix(64)
+	return p.String()
 }
 
 func clientAddr(r *http.Request) string {

@@ -113,9 +113,16 @@ func (st *authStore) setPassword(ctx context.Context, password string) error {
 	return tx.Commit()
 }
 
-// ensurePassword sets a random admin password when none is set and returns
-// it ("" when one existed), for the first start to print once.
-func (st *authStore) ensurePassword(ctx context.Context) (string, error) {
+// EnsureAdminPassword makes a random admin password when none is set:
+// it hands it to keep first (which shows or stores it; an error leaves
+// no password set) and returns it; "" when one was set already. Call it
+// once the server's listeners are bound, so a start that fails makes
+// none.
+func EnsureAdminPassword(ctx context.Context, db *sql.DB, keep func(password string) error) (string, error) {
+	st, err := openAuthStore(ctx, db)
+	if err != nil {
+		return "", err
+	}
 	var n int
 	if err := st.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM web_admin`).Scan(&n); err != nil {
 		return "", fmt.Errorf("read admin password: %w", err)
@@ -124,6 +131,9 @@ func (st *authStore) ensurePassword(ctx context.Context) (string, error) {
 		return "", nil
 	}
 	pw := strings.ReplaceAll(randomString(15), "_", "x")
+	if err := keep(pw); err != nil {
+		return "", err
+	}
 	if err := st.setPassword(ctx, pw); err != nil {
 		return "", err
 	}

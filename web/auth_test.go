@@ -3,6 +3,8 @@ package web
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -172,32 +174,77 @@ func TestLoginRateLimit(t *testing.T) {
 func TestLimiterBackoff(t *testing.T) {
 	l := newLoginLimiter()
 	now := time.Unix(1000, 0)
-	for range freeFailures - 1 {
-		l.result("a", false, now)
+	fail := func(client string) time.Duration {
+		t.Helper()
+		w, _ := l.begin(client, now)
+		return w
 	}
-	if l.wait("a", now) != 0 {
-		t.Fatal("locked before the free failures are used")
+	for range freeFailures {
+		if w := fail("a"); w != 0 {
+			t.Fatalf("locked (%s) before the free failures are used", w)
+		}
 	}
-	l.result("a", false, now)
-	if w := l.wait("a", now); w != firstLockout {
+	if w := fail("a"); w != firstLockout {
 		t.Fatalf("first lockout %s", w)
 	}
-	l.result("a", false, now)
-	if w := l.wait("a", now); w != 2*firstLockout {
+	now = now.Add(firstLockout)
+	fail("a")
+	if w := fail("a"); w != 2*firstLockout {
 		t.Fatalf("second lockout %s", w)
 	}
 	for range 20 {
-		l.result("a", false, now)
+		now = now.Add(maxLockout)
+		fail("a")
 	}
-	if w := l.wait("a", now); w != maxLockout {
+	if w := fail("a"); w != maxLockout {
 		t.Fatalf("capped lockout %s", w)
 	}
-	if l.wait("b", now) != 0 {
+	if fail("b") != 0 {
 		t.Fatal("another client is locked too")
 	}
-	l.result("a", true, now)
-	if l.wait("a", now) != 0 {
+	l.succeeded("a")
+	if fail("a") != 0 {
 		t.Fatal("success does not clear the lockout")
+	}
+}
+
+// TestLimiterGlobal: failures from many clients are limited in all, and
+// refilled over time; a success gives its reservation back.
+func TestLimiterGlobal(t *testing.T) {
+	l := newLoginLimiter()
+	now := time.Unix(1000, 0)
+	for i := range globalBurst {
+		if w, _ := l.begin(fmt.Sprint("c", i), now); w != 0 {
+			t.Fatalf("attempt %d refused: %s", i, w)
+		}
+	}
+	w, global := l.begin("new", now)
+	if w != globalEvery || !global {
+		t.Fatalf("over the burst: wait %s global %v", w, global)
+	}
+	l.succeeded("c0")
+	if w, _ := l.begin("new", now); w != 0 {
+		t.Fatalf("a success did not give its reservation back: %s", w)
+	}
+	now = now.Add(globalEvery)
+	if w, _ := l.begin("later", now); w != 0 {
+		t.Fatalf("no refill after %s: %s", globalEvery, w)
+	}
+}
+
+// TestLimitKey: IPv6 clients are counted by /64.
+func TestLimitKey(t *testing.T) {
+	for _, tc := range []struct{ addr, want string }{
+		{"192.0.2.7", "192.0.2.7"},
+		{"::ffff:192.0.2.7", "192.0.2.7"},
+		{"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
+		{"2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"},
+		{"2001:db8:1:3::1", "2001:db8:1:3::/64"},
+		{"not an address", "not an address"},
+	} {
+		if got := limitKey(tc.addr); got != tc.want {
+			t.Errorf("limitKey(%q) = %q, want %q", tc.addr, got, tc.want)
+		}
 	}
 }
 
@@ -249,14 +296,19 @@ func TestFirstStartPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pw, err := st.ensurePassword(t.Context())
-	if err != nil || len(pw) < minPassword {
-		t.Fatalf("generated %q, %v", pw, err)
+	// A keeper that fails leaves no password set.
+	if _, err := EnsureAdminPassword(t.Context(), db, func(string) error { return errors.New("disk full") }); err == nil {
+		t.Fatal("a failed keeper did not fail")
+	}
+	var kept string
+	pw, err := EnsureAdminPassword(t.Context(), db, func(p string) error { kept = p; return nil })
+	if err != nil || len(pw) < minPassword || kept != pw {
+		t.Fatalf("generated %q (kept %q), %v", pw, kept, err)
 	}
 	if ok, _ := st.checkPassword(t.Context(), pw); !ok {
 		t.Fatal("generated password does not log in")
 	}
-	if again, _ := st.ensurePassword(t.Context()); again != "" {
+	if again, _ := EnsureAdminPassword(t.Context(), db, func(string) error { t.Fatal("kept again"); return nil }); again != "" {
 		t.Fatal("a second start generated another password")
 	}
 	if err := st.setPassword(t.Context(), "short"); err == nil {

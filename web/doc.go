@@ -1,6 +1,7 @@
-// Package web is ledge's HTTP face: health and Prometheus metrics today;
-// the REST API under /api/v1, server-sent events, MJPEG streams and the
-// embedded dashboard as later steps add them.
+// Package web is ledge's HTTP face: health and Prometheus metrics, the
+// REST API under /api/v1, server-sent events, the live feed (one WebSocket
+// carrying the frames of every camera a page shows, live.go), MJPEG
+// streams and the embedded dashboard. HTTPS speaks HTTP/2.
 //
 // One gin engine serves two listeners: TCP (default :8080) for the LAN, and
 // a unix socket in the data directory (mode 0600) through which the ledge

@@ -1,9 +1,14 @@
 package web
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net/http"
+	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,12 +22,31 @@ type loginRequest struct {
 }
 
 // login checks the admin password and starts a session: JSON at
-// POST /api/v1/auth/login, or the form of the login page at POST /login.
+// POST /api/v1/auth/login, or the form of the login page at POST /login
+// (application/x-www-form-urlencoded; multipart is refused before a byte
+// of it is read). The body is capped (limitBody), and the attempt is
+// reserved with the limiter before the password is checked.
 func (s *Server) login(c *gin.Context) {
-	form := !strings.HasPrefix(c.ContentType(), "application/json")
+	ct := c.ContentType()
+	form := ct != "application/json"
+	if form && ct != "application/x-www-form-urlencoded" {
+		c.Header("Connection", "close")
+		writeError(c, http.StatusUnsupportedMediaType, string(fault.Invalid),
+			"log in with a form (application/x-www-form-urlencoded) or JSON ({\"password\": \"...\"}), not "+strconv.Quote(ct))
+		return
+	}
 	var req loginRequest
 	if form {
-		req.Password = c.PostForm("password")
+		if err := c.Request.ParseForm(); err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				writeError(c, http.StatusRequestEntityTooLarge, string(fault.TooLarge), fmt.Sprintf("request body over %d bytes", tooBig.Limit))
+				return
+			}
+			writeError(c, http.StatusBadRequest, string(fault.Invalid), "malformed form: "+err.Error())
+			return
+		}
+		req.Password = c.Request.PostForm.Get("password")
 	} else if !bindJSON(c, &req) {
 		return
 	}
@@ -35,11 +59,14 @@ func (s *Server) login(c *gin.Context) {
 		return
 	}
 	client, now := clientAddr(c.Request), time.Now()
-	if wait := s.limiter.wait(client, now); wait > 0 {
+	if wait, global := s.limiter.begin(limitKey(client), now); wait > 0 {
 		secs := int(math.Ceil(wait.Seconds()))
 		c.Header("Retry-After", fmt.Sprint(secs))
-		s.loginFailed(c, form, http.StatusTooManyRequests, "too_many_attempts",
-			fmt.Sprintf("too many failed logins: try again in %d s", secs))
+		msg := fmt.Sprintf("too many failed logins: try again in %d s", secs)
+		if global {
+			msg = fmt.Sprintf("too many failed logins on this appliance: try again in %d s (the CLI, `ledge admin`, still works)", secs)
+		}
+		s.loginFailed(c, form, http.StatusTooManyRequests, "too_many_attempts", msg)
 		return
 	}
 	ok, err := s.auth.checkPassword(c.Request.Context(), req.Password)
@@ -47,31 +74,54 @@ func (s *Server) login(c *gin.Context) {
 		s.respondErr(c, err)
 		return
 	}
-	s.limiter.result(client, ok, now)
 	if !ok {
 		s.log.Warn("login failed", "remote", client)
 		s.loginFailed(c, form, http.StatusUnauthorized, string(fault.Unauthorized), "wrong password")
 		return
 	}
+	s.limiter.succeeded(limitKey(client))
 	id, csrf, err := s.auth.newSession(c.Request.Context(), client)
 	if err != nil {
 		s.respondErr(c, err)
 		return
 	}
 	s.log.Info("login", "remote", client)
+	if f := s.opts.PasswordFile; f != "" {
+		if err := os.Remove(f); err == nil {
+			s.log.Info("first login: the first admin password's file is deleted", "file", f)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("delete the first admin password's file", "file", f, "err", err)
+		}
+	}
+	promoteConn(c.Request)
 	http.SetCookie(c.Writer, &http.Cookie{
 		Name: sessionCookie, Value: id, Path: "/", MaxAge: int(sessionMaxLife.Seconds()),
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.Request.TLS != nil,
 	})
 	if form {
-		next := c.PostForm("next")
-		if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
-			next = "/"
-		}
-		c.Redirect(http.StatusSeeOther, next)
+		c.Redirect(http.StatusSeeOther, safeNext(c.Request.PostForm.Get("next")))
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"csrfToken": csrf})
+}
+
+// safeNext returns next when it is a path on this server, and "/"
+// otherwise: a browser reads "//evil.com", "/\\evil.com" and "/\t/evil.com"
+// as another site.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsRune(next, '\\') {
+		return "/"
+	}
+	for _, r := range next {
+		if r < 0x20 || r == 0x7f {
+			return "/"
+		}
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" || !strings.HasPrefix(u.Path, "/") {
+		return "/"
+	}
+	return next
 }
 
 func (s *Server) loginFailed(c *gin.Context, form bool, status int, code, msg string) {

@@ -91,6 +91,11 @@ func (s *Server) pageRoutes() error {
 		c.Header("Cache-Control", "public, max-age=3600")
 		c.FileFromFS(c.Param("file"), http.FS(static))
 	})
+	// Browsers ask for /favicon.ico whatever the page links.
+	s.engine.GET("/favicon.ico", func(c *gin.Context) {
+		c.Header("Cache-Control", "public, max-age=86400")
+		c.FileFromFS("favicon.svg", http.FS(static))
+	})
 	s.engine.GET("/login", func(c *gin.Context) { s.renderLogin(c, http.StatusOK, "") })
 	s.engine.POST("/login", s.login)
 	s.engine.POST("/logout", s.requireAuth, s.logout)
@@ -99,6 +104,10 @@ func (s *Server) pageRoutes() error {
 	}
 	return nil
 }
+
+// pageCSP is the Content-Security-Policy of the dashboard's pages and the
+// login page: nothing but this appliance's own files.
+const pageCSP = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
 
 func (s *Server) renderPage(c *gin.Context, pages []page, p page, data any) {
 	a := authOf(c)
@@ -111,7 +120,7 @@ func (s *Server) renderPage(c *gin.Context, pages []page, p page, data any) {
 	}
 	c.Header("Content-Type", "text/html; charset=utf-8")
 	c.Header("X-Frame-Options", "DENY")
-	c.Header("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'")
+	c.Header("Content-Security-Policy", pageCSP)
 	c.Status(http.StatusOK)
 	if err := s.tpl.pages[p.name].ExecuteTemplate(c.Writer, "layout", d); err != nil {
 		s.log.Error("render page", "page", p.name, "err", err)
@@ -125,6 +134,8 @@ func (s *Server) renderLogin(c *gin.Context, status int, msg string) {
 	}
 	c.Header("Content-Type", "text/html; charset=utf-8")
 	c.Header("X-Frame-Options", "DENY")
+	c.Header("Content-Security-Policy", pageCSP)
+	c.Header("Cache-Control", "no-store")
 	c.Status(status)
 	s.tpl.login.ExecuteTemplate(c.Writer, "login", map[string]any{
 		"Device": s.opts.DeviceID, "Error": msg, "Next": next, "AssetVersion": s.opts.Version,

@@ -12,7 +12,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -28,6 +28,8 @@ type ComponentHealth struct {
 // Options configure the server.
 type Options struct {
 	Listen string // TCP address, e.g. ":8080"
+	// Timeouts bound slow clients (zero fields: the defaults).
+	Timeouts Timeouts
 	// ListenTLS and TLS serve HTTPS too (e.g. ":8443" with the hub's
 	// certificate); both or neither.
 	ListenTLS string
@@ -42,8 +44,12 @@ type Options struct {
 	// Dev lets loopback clients use the API without credentials.
 	Dev bool
 	// DB holds web's own tables (admin password, sessions, API tokens);
-	// without it only the CLI socket (and dev loopback) get in.
+	// without it only the CLI socket (and dev loopback) get in. The first
+	// admin password is made by [EnsureAdminPassword], not here.
 	DB *sql.DB
+	// PasswordFile is where the first start kept the admin password; the
+	// first login deletes it.
+	PasswordFile string
 	// DeviceID is shown in the page titles.
 	DeviceID string
 	// PublicMetrics serves /metrics without credentials (for a Prometheus
@@ -75,6 +81,8 @@ type Server struct {
 	api     *gin.RouterGroup // /api/v1, behind requireAuth
 	auth    *authStore       // nil without Options.DB
 	limiter *loginLimiter
+	conns   *connLimiter // the TCP and TLS connections not authenticated
+	timeout Timeouts
 	tpl     *templates
 	// stopping is closed when Run begins to shut down, ending streams.
 	stopping chan struct{}
@@ -89,26 +97,23 @@ func init() { gin.SetMode(gin.ReleaseMode) }
 // New binds the listeners (so a busy port fails here, before anything
 // runs) and builds the routes.
 func New(o Options) (*Server, error) {
+	if o.TLS != nil {
+		o.TLS = withHTTP2(o.TLS)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: o, log: o.Logger, started: time.Now(), limiter: newLoginLimiter(), stopping: make(chan struct{})}
+	s := &Server{opts: o, log: o.Logger, started: time.Now(), limiter: newLoginLimiter(), stopping: make(chan struct{}),
+		timeout: o.Timeouts.withDefaults()}
+	s.conns = newConnLimiter(s.timeout.MaxAnonymousConns)
 	if o.DB != nil {
 		var err error
 		if s.auth, err = openAuthStore(context.Background(), o.DB); err != nil {
 			return nil, err
 		}
-		pw, err := s.auth.ensurePassword(context.Background())
-		if err != nil {
-			return nil, err
-		}
-		if pw != "" {
-			s.log.Warn("dashboard admin password created: it is shown only this once; change it with `ledge admin set-password`",
-				"password", pw)
-		}
 	}
 	s.engine = gin.New()
-	s.engine.Use(gin.CustomRecoveryWithWriter(io.Discard, s.recovered), serverTiming)
+	s.engine.Use(gin.CustomRecoveryWithWriter(io.Discard, s.recovered), securityHeaders, limitBody, serverTiming)
 	if err := s.engine.SetTrustedProxies(nil); err != nil {
 		return nil, err
 	}
@@ -116,17 +121,18 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 
-	var err error
-	if s.tcp, err = net.Listen("tcp", o.Listen); err != nil {
+	tcp, err := net.Listen("tcp", o.Listen)
+	if err != nil {
 		return nil, fmt.Errorf("http listen %s: %w", o.Listen, err)
 	}
+	s.tcp = limitedListener{tcp, s.conns}
 	if o.ListenTLS != "" && o.TLS != nil {
 		l, err := net.Listen("tcp", o.ListenTLS)
 		if err != nil {
 			s.tcp.Close()
 			return nil, fmt.Errorf("https listen %s: %w", o.ListenTLS, err)
 		}
-		s.tlsl = tls.NewListener(l, o.TLS)
+		s.tlsl = tls.NewListener(limitedListener{l, s.conns}, o.TLS)
 	}
 	if o.Socket != "" {
 		if s.unix, err = listenUnix(o.Socket); err != nil {
@@ -138,6 +144,22 @@ func New(o Options) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// withHTTP2 offers HTTP/2 first in the TLS handshake (a copy: the
+// configuration may be shared with other listeners), so a browser sends
+// a page's requests, event streams and video over one connection instead of
+// queueing behind HTTP/1.1's six per host.
+func withHTTP2(c *tls.Config) *tls.Config {
+	c = c.Clone()
+	protos := []string{"h2"}
+	for _, p := range c.NextProtos {
+		if p != "h2" && p != "http/1.1" {
+			protos = append(protos, p)
+		}
+	}
+	c.NextProtos = append(protos, "http/1.1")
+	return c
 }
 
 // listenUnix listens on path, replacing a stale socket file left by a
@@ -187,31 +209,54 @@ func (s *Server) TLSAddr() net.Addr {
 }
 
 // Handler is the HTTP handler, for tests.
-func (s *Server) Handler() http.Handler { return s.engine }
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// serveHTTP is in front of gin: HEAD is answered as GET without the body
+// (net/http drops it), and a WebSocket upgrade leaves the timeouts and
+// the anonymous count (its own protocol authenticates).
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if isUpgrade(r) {
+		endless(w)
+		promoteConn(r)
+	}
+	if r.Method == http.MethodHead {
+		r = r.WithContext(r.Context())
+		r.Method = http.MethodGet
+	}
+	s.engine.ServeHTTP(w, r)
+}
 
 // Run serves until ctx ends, then shuts down gracefully (open streams are
-// cut after a short grace period).
+// cut after a short grace period). TCP and TLS clients get the timeouts;
+// the local CLI's socket only the header timeout.
 func (s *Server) Run(ctx context.Context) error {
-	srv := &http.Server{
-		Handler:           s.engine,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		ConnContext:       connContext,
+	newServer := func(t Timeouts) *http.Server {
+		return &http.Server{
+			Handler:           s.Handler(),
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       t.Read,
+			WriteTimeout:      t.Write,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+			ConnContext:       func(ctx context.Context, c net.Conn) context.Context { return withTracked(connContext(ctx, c), c) },
+		}
 	}
-	errc := make(chan error, 2)
-	serve := func(l net.Listener) {
+	srv := newServer(s.timeout)
+	srv.IdleTimeout = s.timeout.Idle
+	local := newServer(Timeouts{})
+	errc := make(chan error, 3)
+	serve := func(srv *http.Server, l net.Listener) {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}
-	go serve(s.tcp)
+	go serve(srv, s.tcp)
 	if s.unix != nil {
-		go serve(s.unix)
+		go serve(local, s.unix)
 	}
 	https := ""
 	if s.tlsl != nil {
-		go serve(s.tlsl)
+		go serve(srv, s.tlsl)
 		https = s.tlsl.Addr().String()
 	}
 	s.log.Info("http listening", "addr", s.tcp.Addr().String(), "https", https, "socket", s.opts.Socket)
@@ -219,14 +264,21 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err := <-errc:
 		srv.Close()
+		local.Close()
 		return fmt.Errorf("http: %w", err)
 	}
 	close(s.stopping) // end event and video streams, which never go idle
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
+	var wg sync.WaitGroup
+	for _, v := range []*http.Server{srv, local} {
+		wg.Go(func() {
+			if err := v.Shutdown(sctx); err != nil {
+				v.Close()
+			}
+		})
 	}
+	wg.Wait()
 	if s.opts.Socket != "" {
 		os.Remove(s.opts.Socket)
 	}
@@ -305,8 +357,9 @@ func (w *timingWriter) stamp() {
 	if !w.stamped {
 		w.stamped = true
 		h := w.ResponseWriter.Header()
-		if ct := h.Get("Content-Type"); strings.HasPrefix(ct, "text/event-stream") || strings.HasPrefix(ct, "multipart/") {
+		if isStream(h.Get("Content-Type")) {
 			h.Del("Server-Timing")
+			endless(w.ResponseWriter) // a stream lasts as long as its client watches
 			return
 		}
 		h.Set("Server-Timing", fmt.Sprintf("app;dur=%.3f", float64(time.Since(w.start).Microseconds())/1000))
@@ -327,4 +380,16 @@ func (s *Server) recovered(c *gin.Context, v any) {
 	id := newErrorID()
 	s.log.Error("handler panic", "id", id, "path", c.Request.URL.Path, "panic", v, "stack", string(debug.Stack()))
 	writeErrorID(c, http.StatusInternalServerError, "internal", "internal error", id)
+}
+
+// securityHeaders are on every answer: no MIME sniffing, no referrer to
+// other sites, and over HTTPS, HSTS.
+func securityHeaders(c *gin.Context) {
+	h := c.Writer.Header()
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	if c.Request.TLS != nil {
+		h.Set("Strict-Transport-Security", "max-age=31536000")
+	}
+	c.Next()
 }

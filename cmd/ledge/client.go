@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -31,15 +32,21 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.Message }
 
-// connectDaemon finds the socket of the ledge whose config cf names.
+// connectDaemon finds the socket of the running ledge: the one cf's
+// flags name, else the last `ledge run` still alive, else the one of
+// $LEDGE_CONFIG, ./ledge.yaml or /etc/ledge/ledge.yaml.
 func connectDaemon(cf *configFlags) (*daemon, error) {
-	cfg, _, err := cf.load()
+	cfg, err := cf.load()
 	if err != nil {
 		return nil, err
 	}
 	sock := filepath.Join(cfg.DataDir, "ledge.sock")
 	if _, err := os.Stat(sock); err != nil {
-		return nil, fmt.Errorf("ledge is not running with data dir %s (no socket %s): start it with `ledge run`, or pass --data-dir/--config", cfg.DataDir, sock)
+		if cf.path == "" && cf.dataDir == "" {
+			return nil, fmt.Errorf("no running ledge found: none recorded in %s, and no socket %s (data dir from %s); start it with `ledge run`, or pass the --config or --data-dir it runs with",
+				runtimeDir(), sock, cfg.from())
+		}
+		return nil, fmt.Errorf("ledge is not running with data dir %s (no socket %s): start it with `ledge run`, or pass the --config or --data-dir it runs with", cfg.DataDir, sock)
 	}
 	return &daemon{socket: sock, client: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -52,6 +59,13 @@ func connectDaemon(cf *configFlags) (*daemon, error) {
 // as JSON; out, when not nil, receives the JSON answer. An error answer
 // becomes an *apiError.
 func (d *daemon) do(ctx context.Context, method, path string, body, out any) error {
+	return d.doURL(ctx, method, "http://ledge/api/v1"+path, body, out, false)
+}
+
+// doURL is do for a full URL; with anyStatus, an error status's JSON body
+// is decoded into out too (GET /healthz answers 503 with its report).
+func (d *daemon) doURL(ctx context.Context, method, url string, body, out any, anyStatus bool) error {
+	path := strings.TrimPrefix(url, "http://ledge")
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -64,7 +78,7 @@ func (d *daemon) do(ctx context.Context, method, path string, body, out any) err
 		}
 		rd = bytes.NewReader(data)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://ledge/api/v1"+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
 		return err
 	}
@@ -80,7 +94,7 @@ func (d *daemon) do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode >= 300 {
+	if resp.StatusCode >= 300 && !anyStatus {
 		var e struct{ Error apiError }
 		if json.Unmarshal(data, &e) != nil || e.Error.Message == "" {
 			return &apiError{Status: resp.StatusCode, Message: fmt.Sprintf("%s %s: HTTP %d", method, path, resp.StatusCode)}

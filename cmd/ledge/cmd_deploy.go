@@ -87,11 +87,11 @@ func deployCheck(args []string, stdout, stderr io.Writer) error {
 	}
 	var plan agent.Plan
 	if *offline {
-		cfg, _, err := cf.load()
+		cfg, err := cf.load()
 		if err != nil {
 			return err
 		}
-		p, err := agent.PlanOffline(data, sig, cfg.Agent.TrustedKeys)
+		p, err := agent.PlanOffline(data, sig, cfg.Agent, cfg.DataDir)
 		if err != nil {
 			return fmt.Errorf("%s: %w", pos[0], err)
 		}
@@ -106,9 +106,47 @@ func deployCheck(args []string, stdout, stderr io.Writer) error {
 		if err := d.do(ctx, "POST", "/deployments/check", manifestBody{string(data), string(sig)}, &plan); err != nil {
 			return fmt.Errorf("%s: %w", pos[0], err)
 		}
+		if hasModules(&plan) {
+			if msg := engineDown(d); msg != "" {
+				plan.Warnings = append(plan.Warnings, msg+": the modules cannot start until it answers")
+			}
+		}
 	}
 	printPlan(stdout, &plan)
 	return nil
+}
+
+func hasModules(p *agent.Plan) bool {
+	for _, c := range p.Changes {
+		if c.Kind == "module" && c.Action != agent.ActionRemove {
+			return true
+		}
+	}
+	return false
+}
+
+// engineDown returns "Docker engine unreachable at HOST (why)" when the
+// running ledge cannot reach its Docker engine, else "".
+func engineDown(d *daemon) string {
+	ctx, cancel := withTimeout(10 * time.Second)
+	defer cancel()
+	var rep agent.Reported
+	if d.do(ctx, "GET", "/deployments/current", nil, &rep) != nil || rep.Engine.Connected {
+		return ""
+	}
+	return engineText(rep.Engine)
+}
+
+func engineText(e agent.EngineReport) string {
+	host := e.Host
+	if host == "" {
+		host = "its address (agent.dockerHost, $DOCKER_HOST)"
+	}
+	msg := "Docker engine unreachable at " + host
+	if e.Error != "" {
+		msg += " (" + e.Error + ")"
+	}
+	return msg
 }
 
 func printPlan(w io.Writer, p *agent.Plan) {
@@ -133,6 +171,12 @@ func printPlan(w io.Writer, p *agent.Plan) {
 	tw.Flush()
 	if len(p.Changes) == 0 {
 		fmt.Fprintln(w, "  nothing to do")
+	}
+	if len(p.Elevated) > 0 {
+		fmt.Fprintln(w, "elevated container settings (allowed by agent.allowElevatedPermissions):")
+		for _, e := range p.Elevated {
+			fmt.Fprintf(w, "  module %s: %s %q %s\n", e.Module, e.Setting, e.Value, e.Why)
+		}
 	}
 }
 
@@ -169,10 +213,15 @@ func deployApply(args []string, stdout, stderr io.Writer) error {
 	return followDeployment(d, res.Deployment.ID, *timeout, stdout)
 }
 
+// engineGrace is how long --wait waits for an unreachable Docker engine
+// before it gives up (a dockerd that is starting answers within it).
+const engineGrace = 15 * time.Second
+
 // followDeployment prints the deployment's progress until it settles.
 func followDeployment(d *daemon, id int64, timeout time.Duration, w io.Writer) error {
 	deadline := time.Now().Add(timeout)
 	last := ""
+	var engineDownSince time.Time
 	for time.Now().Before(deadline) {
 		ctx, cancel := withTimeout(10 * time.Second)
 		var rep agent.Reported
@@ -180,6 +229,15 @@ func followDeployment(d *daemon, id int64, timeout time.Duration, w io.Writer) e
 		cancel()
 		if err != nil {
 			return err
+		}
+		switch {
+		case rep.Engine.Connected || len(rep.Modules) == 0:
+			engineDownSince = time.Time{}
+		case engineDownSince.IsZero():
+			engineDownSince = time.Now()
+			fmt.Fprintln(w, engineText(rep.Engine)+": waiting for it")
+		case time.Since(engineDownSince) > engineGrace:
+			return fmt.Errorf("%s: the deployment is accepted and applies when the engine answers (start dockerd; `ledge deploy status` follows it)", engineText(rep.Engine))
 		}
 		dep := rep.Deployment
 		line := fmt.Sprintf("%s: %s", dep.Version, dep.State) + " | " + modulesLine(&rep)
@@ -262,7 +320,12 @@ func deployStatus(args []string, stdout, stderr io.Writer) error {
 	if err := json.Unmarshal(raw, &rep); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "status %d: %s\n", rep.LastDesiredStatus.Code, rep.LastDesiredStatus.Description)
+	if c := rep.LastDesiredStatus.Code; c != 0 && c != 200 {
+		fmt.Fprintf(stdout, "last desired status %d: %s\n", c, rep.LastDesiredStatus.Description)
+	}
+	if rep.Deployment == nil {
+		fmt.Fprintln(stdout, "no deployment yet (ledge deploy apply FILE)")
+	}
 	if dep := rep.Deployment; dep != nil {
 		fmt.Fprintf(stdout, "deployment %q (id %d, from %s, %s): %s %s\n", dep.Version, dep.ID, dep.Source, dep.Format, dep.State, dep.Reason)
 		if rb := dep.RolledBackFrom; rb != nil {
@@ -273,7 +336,7 @@ func deployStatus(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "last rejected (%s, %s): %s\n", r.Source, r.At, r.Reason)
 	}
 	if !rep.Engine.Connected {
-		fmt.Fprintf(stdout, "docker engine unreachable: %s\n", rep.Engine.Error)
+		fmt.Fprintln(stdout, engineText(rep.Engine))
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODULE\tSTATUS\tRESTARTS\tEXIT\tIMAGE\tDETAIL")
@@ -374,7 +437,9 @@ func deploySign(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := agent.PlanOffline(data, nil, nil); err != nil {
+	// Signing vouches for the manifest; the appliance's privilege policy
+	// is checked where it is applied.
+	if _, err := agent.PlanOffline(data, nil, agent.Config{AllowElevatedPermissions: true}, ""); err != nil {
 		return fmt.Errorf("%s does not validate, not signing it: %w", pos[0], err)
 	}
 	sig := agent.Sign(priv, data)

@@ -60,7 +60,7 @@ func detectCmd(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	cfg, _, err := cf.load()
+	cfg, err := cf.load()
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"ledge/hub"
 	"net/url"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -261,12 +263,12 @@ func twinCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 func hubCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("hub", "[flags]", stderr)
+	fs := newFlagSet("hub", "[--json]", stderr)
 	var cf configFlags
 	cf.register(fs)
-	if pos, err := parseFlags(fs, args); err != nil || len(pos) > 0 {
-		fs.Usage()
-		return errUsage
+	asJSON := fs.Bool("json", false, "print the hub's whole state as JSON, for scripts")
+	if _, err := parseN(fs, args, 0); err != nil {
+		return err
 	}
 	d, err := connectDaemon(&cf)
 	if err != nil {
@@ -274,11 +276,74 @@ func hubCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := withTimeout(10 * time.Second)
 	defer cancel()
-	var out any
-	if err := d.do(ctx, "GET", "/hub", nil, &out); err != nil {
+	var raw json.RawMessage
+	if err := d.do(ctx, "GET", "/hub", nil, &raw); err != nil {
 		return err
 	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	if *asJSON {
+		var out any
+		json.Unmarshal(raw, &out)
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	var st hub.Stats
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return err
+	}
+	printHub(stdout, &st)
+	return nil
+}
+
+// printHub prints the hub's state as a person reads it.
+func printHub(w io.Writer, st *hub.Stats) {
+	fmt.Fprintf(w, "hub %s: mqtt :%d, mqtts :%d\n", st.Hostname, st.Ports.MQTT, st.Ports.MQTTS)
+	fmt.Fprintf(w, "messages  in %d (%.1f/s), out %d (%.1f/s), routed %d, delivered %d (%.1f/s), c2d %d, methods %d, auth failures %d\n",
+		st.MessagesReceived, st.Rates.MQTTIn, st.MessagesSent, st.Rates.MQTTOut, st.Routed, st.Delivered, st.Rates.Delivered, st.C2D, st.Methods, st.AuthFailures)
+	up := st.Upstream
+	if up.Mode == "" {
+		fmt.Fprintln(w, "upstream  none (hub.upstream in ledge.yaml)")
+	} else {
+		line := fmt.Sprintf("upstream  %s %s: %s since %s", up.Mode, up.Broker, up.State, up.Since.Local().Format(time.DateTime))
+		if up.LastError != "" {
+			line += " - " + up.LastError
+		}
+		fmt.Fprintln(w, line)
+	}
+	if len(st.Drops) > 0 {
+		var parts []string
+		for _, k := range sortedKeys(st.Drops) {
+			parts = append(parts, fmt.Sprintf("%s %d", k, st.Drops[k]))
+		}
+		fmt.Fprintf(w, "dropped   %s\n", strings.Join(parts, ", "))
+	}
+
+	fmt.Fprintf(w, "\nclients   %d\n", st.ClientsConnected)
+	if len(st.Clients) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  CLIENT\tIDENTITY\tKIND\tAUTH\tLISTENER\tREMOTE")
+		for _, c := range st.Clients {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", c.ID, orDash(c.Identity), orDash(c.Kind), orDash(c.Auth), c.Listener, c.Remote)
+		}
+		tw.Flush()
+	}
+	fmt.Fprintf(w, "\nqueues    %s of %s\n", bytesText(st.QueueBytes), bytesText(st.QueueQuota))
+	if len(st.Queues) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  ENDPOINT\tQUEUED\tIN FLIGHT\tBYTES\tOLDEST\tDELIVERED\tFAILURES\tLAST ERROR")
+		for _, q := range st.Queues {
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\t%s\t%d\t%d\t%s\n", q.Endpoint, q.Depth, q.Inflight, bytesText(q.Bytes),
+				q.OldestAge.Round(time.Second), q.Delivered, q.Failures, oneLine(q.LastError, 60))
+		}
+		tw.Flush()
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

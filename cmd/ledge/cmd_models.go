@@ -176,6 +176,9 @@ func modelsPull(args []string, stdout, stderr io.Writer) error {
 		if *size == 0 {
 			*size = n
 		}
+		if abs, err = importFile(abs, cf, name, version, sum); err != nil {
+			return err
+		}
 		*rawURL = (&url.URL{Scheme: "file", Path: abs}).String()
 	}
 	if *digest == "" {
@@ -272,6 +275,44 @@ func followModel(d *daemon, name, version string, want models.State, timeout tim
 		time.Sleep(300 * time.Millisecond)
 	}
 	return fmt.Errorf("%s@%s not %s after %s", name, version, want, timeout)
+}
+
+// importFile copies a model file from outside the daemon's data dir into
+// its import folder, which the store may read (models.fileRoots aside)
+// and empties once the file is stored; it returns where the daemon reads
+// it.
+func importFile(abs string, cf configFlags, name, version, digest string) (string, error) {
+	cfg, err := cf.load()
+	if err != nil {
+		return "", err
+	}
+	data, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return "", err
+	}
+	if strings.HasPrefix(abs, data+"/") {
+		return abs, nil
+	}
+	dir := models.ImportDir(data)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", fmt.Errorf("import folder: %w", err)
+	}
+	dst := filepath.Join(dir, fmt.Sprintf("%s@%s-%.12s%s", name, version, digest, filepath.Ext(abs)))
+	in, err := os.Open(abs)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return "", fmt.Errorf("import folder: %w", err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		os.Remove(dst)
+		return "", fmt.Errorf("copy %s to %s: %w", abs, dst, err)
+	}
+	return dst, out.Close()
 }
 
 func fileDigest(path string) (string, int64, error) {

@@ -4,9 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
+	"time"
+
+	"golang.org/x/term"
 
 	"ledge/appliance"
 )
@@ -24,17 +29,27 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, path, err := cf.load()
+	l, err := cf.loadForRun()
 	if err != nil {
 		return err
 	}
+	cfg, path := l.Config, l.File
 	if *dev {
 		cfg.Dev = true
 	}
 	if *listen != "" {
 		cfg.HTTP.Listen = *listen
 	}
-	log := cfg.Log.NewLogger(os.Stderr)
+	// FFmpeg and OpenCV write to file descriptor 2 themselves (an RTSP
+	// camera that refuses prints a line per attempt): their lines go into
+	// the log at DEBUG instead of the terminal.
+	stderrFile, startNative, stopNative, err := nativeStderr()
+	if err != nil {
+		stderrFile, startNative, stopNative = os.Stderr, func(*slog.Logger) {}, func() {}
+	}
+	defer stopNative()
+	log := cfg.Log.NewLogger(stderrFile)
+	startNative(log.With())
 	if path != "" {
 		log.Info("config loaded", "file", path)
 	} else {
@@ -48,6 +63,17 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer app.Close()
+	showFirstPassword(app.FirstAdminPassword(), appliance.PasswordFile(cfg.DataDir))
+	conf := ""
+	if path != "" {
+		conf, _ = filepath.Abs(path)
+	}
+	if forget, err := writeRunRecord(runRecord{PID: os.Getpid(), Config: conf, DataDir: cfg.DataDir,
+		Socket: filepath.Join(cfg.DataDir, "ledge.sock"), HTTP: cfg.HTTP.Listen, Started: time.Now()}); err != nil {
+		log.Warn("the CLI will need --config or --data-dir to find this ledge", "err", err)
+	} else {
+		defer forget()
+	}
 	go func() {
 		<-ctx.Done()
 		stop() // a second signal kills the process the default way
@@ -56,4 +82,14 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w", err)
 	}
 	return nil
+}
+
+// showFirstPassword prints the admin password made by this (first) start
+// on the terminal, once; it never goes to the log (under systemd, stdout
+// is the journal, and it is not printed there: the file says it).
+func showFirstPassword(pw, file string) {
+	if pw == "" || !term.IsTerminal(int(os.Stdout.Fd())) {
+		return
+	}
+	fmt.Fprintf(os.Stdout, "\nThe dashboard's admin password (shown once; also in %s until the first login):\n\n    %s\n\n", file, pw)
 }

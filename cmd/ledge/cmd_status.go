@@ -1,33 +1,291 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
 	"time"
+
+	"ledge/agent"
+	"ledge/hub"
+	"ledge/pipeline"
 )
 
 func init() {
-	register("status", command{summary: "show what the running ledge is doing", run: statusCmd})
+	register("status", command{summary: "what the running ledge does: health, pipelines, modules, hub (--json)", run: statusCmd})
+}
+
+// statusReport is `ledge status --json`: what the API answers, one key
+// per part ("error" under a part the daemon could not answer for).
+type statusReport struct {
+	DataDir    string          `json:"dataDir"`
+	Health     json.RawMessage `json:"health"`
+	System     json.RawMessage `json:"system"`
+	Pipelines  json.RawMessage `json:"pipelines"`
+	Deployment json.RawMessage `json:"deployment"`
+	Hub        json.RawMessage `json:"hub"`
 }
 
 func statusCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("status", "[flags]", stderr)
+	fs := newFlagSet("status", "[--json]", stderr)
 	var cf configFlags
 	cf.register(fs)
-	if _, err := parseFlags(fs, args); err != nil {
+	asJSON := fs.Bool("json", false, "print everything as one JSON document, for scripts")
+	if _, err := parseN(fs, args, 0); err != nil {
+		return err
+	}
+	cfg, err := cf.load()
+	if err != nil {
 		return err
 	}
 	d, err := connectDaemon(&cf)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := withTimeout(10 * time.Second)
+	ctx, cancel := withTimeout(15 * time.Second)
 	defer cancel()
-	var sys map[string]any
-	if err := d.do(ctx, "GET", "/system", nil, &sys); err != nil {
-		return err
+	rep := statusReport{DataDir: cfg.DataDir}
+	get := func(path string) json.RawMessage {
+		var raw json.RawMessage
+		if err := d.do(ctx, "GET", path, nil, &raw); err != nil {
+			if statusOf(err) == 0 && path == "/system" {
+				return nil
+			}
+			b, _ := json.Marshal(map[string]string{"error": err.Error()})
+			return b
+		}
+		return raw
 	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(sys)
+	rep.System = get("/system")
+	if rep.System == nil {
+		return fmt.Errorf("ledge at %s does not answer", d.socket)
+	}
+	rep.Health = getHealth(ctx, d)
+	rep.Pipelines = get("/pipelines")
+	rep.Deployment = get("/deployments/current")
+	rep.Hub = get("/hub")
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	printStatus(stdout, &rep)
+	return nil
+}
+
+// getHealth reads /healthz (outside /api/v1; 503 when failing, with the
+// same body).
+func getHealth(ctx context.Context, d *daemon) json.RawMessage {
+	var raw json.RawMessage
+	err := d.doURL(ctx, "GET", "http://ledge/healthz", nil, &raw, true)
+	if err != nil {
+		b, _ := json.Marshal(map[string]string{"error": err.Error()})
+		return b
+	}
+	return raw
+}
+
+// partError returns the error recorded for a part, or "".
+func partError(raw json.RawMessage) string {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+		return e.Error
+	}
+	return ""
+}
+
+func printStatus(w io.Writer, r *statusReport) {
+	var sys struct {
+		Version, DeviceID, Hostname, Uptime string
+		Dev                                 bool
+		CPUPercent                          float64
+		LoadAvg                             []float64
+		MemTotal, MemAvailable, ProcessRSS  uint64
+		DiskTotal, DiskFree                 uint64
+		TemperatureC                        *float64
+	}
+	json.Unmarshal(r.System, &sys)
+	dev := ""
+	if sys.Dev {
+		dev = ", dev mode"
+	}
+	fmt.Fprintf(w, "ledge %s on %s (device %s), up %s%s\n", sys.Version, sys.Hostname, sys.DeviceID, sys.Uptime, dev)
+	fmt.Fprintf(w, "data dir   %s\n", r.DataDir)
+
+	var health struct {
+		Status     string
+		Components []struct{ Name, Status, Error string }
+	}
+	json.Unmarshal(r.Health, &health)
+	var failing []string
+	for _, c := range health.Components {
+		if c.Status != "ok" {
+			failing = append(failing, c.Name+": "+c.Error)
+		}
+	}
+	switch {
+	case partError(r.Health) != "":
+		fmt.Fprintf(w, "health     unknown (%s)\n", partError(r.Health))
+	case len(failing) == 0:
+		fmt.Fprintf(w, "health     ok (%d components)\n", len(health.Components))
+	default:
+		fmt.Fprintf(w, "health     FAILING\n")
+		for _, f := range failing {
+			fmt.Fprintf(w, "           %s\n", f)
+		}
+	}
+	temp := ""
+	if sys.TemperatureC != nil {
+		temp = fmt.Sprintf(", %.0f°C", *sys.TemperatureC)
+	}
+	load := ""
+	if len(sys.LoadAvg) == 3 {
+		load = fmt.Sprintf(", load %.2f %.2f %.2f", sys.LoadAvg[0], sys.LoadAvg[1], sys.LoadAvg[2])
+	}
+	fmt.Fprintf(w, "system     cpu %.0f%%%s, memory %s free of %s (ledge %s), disk %s free of %s%s\n",
+		sys.CPUPercent, load, bytesText(int64(sys.MemAvailable)), bytesText(int64(sys.MemTotal)), bytesText(int64(sys.ProcessRSS)),
+		bytesText(int64(sys.DiskFree)), bytesText(int64(sys.DiskTotal)), temp)
+
+	printPipelines(w, r.Pipelines)
+	printDeployment(w, r.Deployment)
+	printHubSummary(w, r.Hub)
+}
+
+func printPipelines(w io.Writer, raw json.RawMessage) {
+	fmt.Fprintln(w)
+	if e := partError(raw); e != "" {
+		fmt.Fprintf(w, "pipelines  unknown (%s)\n", e)
+		return
+	}
+	var list struct {
+		Pipelines []pipeline.Stats `json:"pipelines"`
+	}
+	json.Unmarshal(raw, &list)
+	ps := list.Pipelines
+	if len(ps) == 0 {
+		fmt.Fprintln(w, "pipelines  none (docs/pipelines.md; the Pipelines page adds one)")
+		return
+	}
+	bad := 0
+	for _, p := range ps {
+		if p.State == pipeline.StateFailed || p.State == pipeline.StateBackoff {
+			bad++
+		}
+	}
+	fmt.Fprintf(w, "pipelines  %d, %d running, %d failing\n", len(ps), len(ps)-bad-countState(ps, pipeline.StateStopped, pipeline.StateEnded, pipeline.StateStarting, pipeline.StateWaiting), bad)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  PIPELINE\tSTATE\tFPS IN/OUT\tMODEL\tREASON")
+	for _, p := range ps {
+		fps := "-"
+		if p.FPSIn > 0 || p.FPSOut > 0 {
+			fps = fmt.Sprintf("%.1f/%.1f", p.FPSIn, p.FPSOut)
+		}
+		model := p.Model
+		if p.ModelVersion != "" {
+			model += "@" + p.ModelVersion
+		}
+		if model == "" {
+			model = "-"
+		}
+		reason := p.Reason
+		if !p.FailingSince.IsZero() {
+			reason += " (since " + p.FailingSince.Local().Format(time.TimeOnly) + ")"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", p.Name, p.State, fps, model, oneLine(reason, 100))
+	}
+	tw.Flush()
+}
+
+func countState(ps []pipeline.Stats, states ...string) int {
+	n := 0
+	for _, p := range ps {
+		for _, s := range states {
+			if p.State == s {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func printDeployment(w io.Writer, raw json.RawMessage) {
+	fmt.Fprintln(w)
+	if e := partError(raw); e != "" {
+		fmt.Fprintf(w, "modules    unknown (%s)\n", e)
+		return
+	}
+	var rep agent.Reported
+	json.Unmarshal(raw, &rep)
+	if dep := rep.Deployment; dep != nil {
+		line := fmt.Sprintf("deployment %q (id %d, %s): %s", dep.Version, dep.ID, dep.Source, dep.State)
+		if dep.Reason != "" {
+			line += " - " + dep.Reason
+		}
+		fmt.Fprintln(w, line)
+	} else {
+		fmt.Fprintln(w, "deployment none yet (ledge deploy apply FILE)")
+	}
+	if !rep.Engine.Connected {
+		fmt.Fprintf(w, "           %s\n", engineText(rep.Engine))
+	}
+	if len(rep.Modules) == 0 {
+		fmt.Fprintln(w, "modules    none")
+		return
+	}
+	names := make([]string, 0, len(rep.Modules))
+	for n := range rep.Modules {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	fmt.Fprintf(w, "modules    %d\n", len(names))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  MODULE\tSTATUS\tRESTARTS\tIMAGE\tDETAIL")
+	for _, n := range names {
+		m := rep.Modules[n]
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\n", n, m.RuntimeStatus, m.RestartCount, m.Settings.Image, oneLine(m.StatusDescription, 80))
+	}
+	tw.Flush()
+}
+
+func printHubSummary(w io.Writer, raw json.RawMessage) {
+	fmt.Fprintln(w)
+	if e := partError(raw); e != "" {
+		fmt.Fprintf(w, "hub        %s\n", e)
+		return
+	}
+	var st hub.Stats
+	json.Unmarshal(raw, &st)
+	fmt.Fprintf(w, "hub        %s, mqtt :%d, mqtts :%d; %d clients; in %.1f/s, out %.1f/s; queued %d messages (%s of %s)\n",
+		st.Hostname, st.Ports.MQTT, st.Ports.MQTTS, st.ClientsConnected, st.Rates.MQTTIn, st.Rates.MQTTOut,
+		queued(st), bytesText(st.QueueBytes), bytesText(st.QueueQuota))
+	if st.Upstream.Mode != "" {
+		line := fmt.Sprintf("           upstream %s %s: %s", st.Upstream.Mode, st.Upstream.Broker, st.Upstream.State)
+		if st.Upstream.LastError != "" {
+			line += " - " + st.Upstream.LastError
+		}
+		fmt.Fprintln(w, line)
+	}
+}
+
+func queued(st hub.Stats) int {
+	n := 0
+	for _, q := range st.Queues {
+		n += q.Depth
+	}
+	return n
+}
+
+// oneLine shortens s to one line of at most n characters.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }

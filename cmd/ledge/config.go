@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 
 	"ledge/appliance"
 )
@@ -17,14 +18,56 @@ type configFlags struct {
 }
 
 func (c *configFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.path, "config", "", "config file (default: $LEDGE_CONFIG, ./ledge.yaml or /etc/ledge/ledge.yaml, the first that exists)")
+	fs.StringVar(&c.path, "config", "", "config file (default: the running ledge's, else $LEDGE_CONFIG, ./ledge.yaml or /etc/ledge/ledge.yaml, the first that exists)")
 	fs.StringVar(&c.dataDir, "data-dir", "", "data directory (overrides dataDir in the config)")
 }
 
-// load finds and reads the config; with no file anywhere it returns the
-// defaults. It says which file it used ("" for defaults).
-func (c *configFlags) load() (appliance.Config, string, error) {
+// loaded is a config and where it came from.
+type loaded struct {
+	appliance.Config
+	// File is the config file read ("" for the defaults).
+	File string
+	// Running is the record of the running ledge it belongs to, when the
+	// CLI found it that way.
+	Running *runRecord
+}
+
+// from says where the data dir came from, for messages.
+func (l *loaded) from() string {
+	switch {
+	case l.Running != nil:
+		return fmt.Sprintf("the running ledge (pid %d)", l.Running.PID)
+	case l.File != "":
+		return l.File
+	}
+	return "the defaults"
+}
+
+// load finds and reads the config, for a command that acts on a ledge:
+// --config and --data-dir first, then the ledge that runs (the last
+// `ledge run` still alive), then $LEDGE_CONFIG, ./ledge.yaml and
+// /etc/ledge/ledge.yaml; with no file anywhere, the defaults.
+func (c *configFlags) load() (*loaded, error) { return c.find(true) }
+
+// loadForRun is load for `ledge run` itself, which never follows
+// another running ledge.
+func (c *configFlags) loadForRun() (*loaded, error) { return c.find(false) }
+
+func (c *configFlags) find(followRunning bool) (*loaded, error) {
 	path := c.path
+	if path == "" && c.dataDir == "" && followRunning {
+		if rec := lastRunning(); rec != nil {
+			l := &loaded{Config: appliance.Default(), Running: rec}
+			if rec.Config != "" {
+				cfg, err := appliance.LoadConfig(rec.Config)
+				if err == nil {
+					l.Config, l.File = cfg, rec.Config
+				}
+			}
+			l.DataDir = rec.DataDir // what it really uses, whatever the file says now
+			return l, nil
+		}
+	}
 	if path == "" {
 		path = os.Getenv("LEDGE_CONFIG")
 	}
@@ -34,19 +77,25 @@ func (c *configFlags) load() (appliance.Config, string, error) {
 				path = p
 				break
 			} else if !errors.Is(err, fs.ErrNotExist) {
-				return appliance.Config{}, "", fmt.Errorf("config %s: %w", p, err)
+				return nil, fmt.Errorf("config %s: %w", p, err)
 			}
 		}
 	}
-	cfg := appliance.Default()
+	l := &loaded{Config: appliance.Default()}
 	if path != "" {
-		var err error
-		if cfg, err = appliance.LoadConfig(path); err != nil {
-			return appliance.Config{}, "", err
+		cfg, err := appliance.LoadConfig(path)
+		if err != nil {
+			return nil, err
 		}
+		l.Config, l.File = cfg, path
 	}
 	if c.dataDir != "" {
-		cfg.DataDir = c.dataDir
+		l.DataDir = c.dataDir
 	}
-	return cfg, path, nil
+	abs, err := filepath.Abs(l.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	l.DataDir = abs
+	return l, nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"ledge/internal/testenv"
 )
@@ -87,7 +88,8 @@ agent:
 		t.Fatalf("apply: %d\n%s%s", code, out, errOut)
 	}
 	out, _, code = ledge(t, append([]string{"deploy", "status"}, base...)...)
-	if code != 0 || !strings.Contains(out, "status 200: converged") || !strings.Contains(out, "web") || !strings.Contains(out, "running") {
+	if code != 0 || strings.Contains(out, "status 200") || !strings.Contains(out, `deployment "1"`) || !strings.Contains(out, "converged") ||
+		!strings.Contains(out, "web") || !strings.Contains(out, "running") {
 		t.Errorf("status: %d\n%s", code, out)
 	}
 
@@ -117,5 +119,73 @@ agent:
 	out, _, _ = ledge(t, append([]string{"deploy", "history"}, base...)...)
 	if !strings.Contains(out, "rolled-back") || strings.Count(out, "\n") != 3 {
 		t.Errorf("history:\n%s", out)
+	}
+}
+
+// TestDeployCheckOfflineElevated: `deploy check --offline` reads the
+// privilege policy from the config: a manifest asking for host
+// networking and a bind of / is refused naming the module, the settings
+// and the key; with agent.allowElevatedPermissions the plan lists them.
+func TestDeployCheckOfflineElevated(t *testing.T) {
+	dir := t.TempDir()
+	m := filepath.Join(dir, "m.yaml")
+	os.WriteFile(m, []byte("version: \"1\"\nmodules:\n  evil: {image: x, createOptions: {HostConfig: {NetworkMode: host, Binds: [\"/:/host\", \"/srv/media:/media\"]}}}\n"), 0o644)
+	conf := filepath.Join(dir, "ledge.yaml")
+	os.WriteFile(conf, []byte("agent:\n  allowedBindSources: [/srv/media]\n"), 0o644)
+	out, errOut, code := ledge(t, "deploy", "check", "--offline", "--config", conf, m)
+	if code != 1 {
+		t.Fatalf("refused manifest: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{`module "evil"`, "HostConfig.NetworkMode", `"/:/host"`, "agent.allowElevatedPermissions"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("refusal lacks %q:\n%s", want, errOut)
+		}
+	}
+	if strings.Contains(errOut, "/srv/media:/media") {
+		t.Errorf("the allowed bind source is flagged:\n%s", errOut)
+	}
+	os.WriteFile(conf, []byte("agent:\n  allowElevatedPermissions: true\n"), 0o644)
+	out, errOut, code = ledge(t, "deploy", "check", "--offline", "--config", conf, m)
+	if code != 0 || !strings.Contains(out, "elevated container settings") || !strings.Contains(out, "HostConfig.NetworkMode") || !strings.Contains(out, "/srv/media:/media") {
+		t.Fatalf("allowed: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// TestDockerUnreachable: with no Docker engine at its address, ledge says
+// so once in its log at start, and deploy check, deploy apply --wait and
+// status say "Docker engine unreachable at <address>" instead of a normal
+// plan and an endless wait.
+func TestDockerUnreachable(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "no-docker.sock")
+	cfg := filepath.Join(dir, "ledge.yaml")
+	os.WriteFile(cfg, []byte("deviceId: nodocker-"+filepath.Base(dir)+"\nagent:\n  dockerHost: unix://"+sock+"\n"), 0o644)
+	dataDir := filepath.Join(dir, "data")
+	d := startLedge(t, "--config", cfg, "--data-dir", dataDir)
+	base := []string{"--config", cfg, "--data-dir", dataDir}
+	want := "Docker engine unreachable at unix://" + sock
+
+	m := filepath.Join(dir, "m.yaml")
+	os.WriteFile(m, []byte("version: \"1\"\nmodules:\n  web: {image: ledge-none/web:1, imagePullPolicy: never}\n"), 0o644)
+	out, errOut, code := ledge(t, append([]string{"deploy", "check", m}, base...)...)
+	if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, "create  module  web") {
+		t.Errorf("check: exit %d\n%s%s", code, out, errOut)
+	}
+	start := time.Now()
+	out, errOut, code = ledge(t, append([]string{"deploy", "apply", "--wait", m}, base...)...)
+	if code != 1 || !strings.Contains(errOut, want) || strings.Contains(out, "unknown |") && !strings.Contains(out, want) {
+		t.Errorf("apply --wait: exit %d after %s\n%s%s", code, time.Since(start).Round(time.Second), out, errOut)
+	}
+	out, _, _ = ledge(t, append([]string{"deploy", "status"}, base...)...)
+	if !strings.Contains(out, want) {
+		t.Errorf("deploy status:\n%s", out)
+	}
+	out, _, _ = ledge(t, append([]string{"status"}, base...)...)
+	if !strings.Contains(out, want) {
+		t.Errorf("status:\n%s", out)
+	}
+	log := d.stderr.String()
+	if n := strings.Count(log, "docker engine unreachable"); n != 1 || !strings.Contains(log, "level=WARN") || !strings.Contains(log, sock) {
+		t.Errorf("the log tells of the engine %d times, want once at WARN with its address:\n%s", n, log)
 	}
 }

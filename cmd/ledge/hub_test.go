@@ -83,7 +83,7 @@ func TestHubCLIMethods(t *testing.T) {
 		t.Fatal(out)
 	}
 	cs := parseConnString(strings.TrimSpace(strings.Split(out, "\n")[0]))
-	status, _, _ := run("hub")
+	status, _, _ := run("hub", "--json")
 	var st struct {
 		Hostname string
 		Ports    struct{ MQTT int }

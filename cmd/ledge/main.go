@@ -35,16 +35,25 @@ func register(name string, c command) {
 }
 
 // subcommands returns a command that dispatches on its first argument to
-// subs, printing usage for help, nothing, or an unknown name.
+// subs: -h prints the usage (exit 0), nothing prints it as an error (exit
+// 2), an unknown name gets a suggestion.
 func subcommands(name, usage string, subs map[string]func(args []string, stdout, stderr io.Writer) error) func(args []string, stdout, stderr io.Writer) error {
 	return func(args []string, stdout, stderr io.Writer) error {
-		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			fmt.Fprint(stdout, usage)
+			return flag.ErrHelp
+		}
+		if len(args) == 0 {
 			fmt.Fprint(stderr, usage)
 			return errUsage
 		}
 		run, ok := subs[args[0]]
 		if !ok {
-			fmt.Fprintf(stderr, "ledge %s: unknown subcommand %q\n\n%s", name, args[0], usage)
+			names := make([]string, 0, len(subs))
+			for n := range subs {
+				names = append(names, n)
+			}
+			fmt.Fprintf(stderr, "ledge %s: unknown subcommand %q%s\nRun 'ledge %s -h' for its subcommands.\n", name, args[0], didYouMean(args[0], names, ""), name)
 			return errUsage
 		}
 		return run(args[1:], stdout, stderr)
@@ -59,21 +68,28 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
-		if len(args) == 0 {
-			return 2
-		}
+		return 2
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout)
 		return 0
 	}
 	c, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "ledge: unknown command %q\n\n", args[0])
-		usage(stderr)
+		names := make([]string, 0, len(commands))
+		for n := range commands {
+			names = append(names, n)
+		}
+		fmt.Fprintf(stderr, "ledge: unknown command %q%s\nRun 'ledge -h' for the commands.\n", args[0], didYouMean(args[0], names, ""))
 		return 2
 	}
 	if err := c.run(args[1:], stdout, stderr); err != nil {
-		if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
+		switch {
+		case errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, errUsage):
 			return 2
 		}
 		fmt.Fprintf(stderr, "ledge %s: %v\n", args[0], err)
@@ -102,7 +118,7 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("ledge "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: ledge %s %s\n\nFlags:\n", name, synopsis)
+		fmt.Fprintf(fs.Output(), "Usage: ledge %s %s\n\nFlags:\n", name, synopsis)
 		fs.PrintDefaults()
 	}
 	return fs
@@ -123,12 +139,14 @@ func parseN(fs *flag.FlagSet, args []string, n int) ([]string, error) {
 }
 
 // parseFlags parses args, allowing flags after positional arguments
-// (ledge detect img.jpg --model m.onnx).
+// (ledge detect img.jpg --model m.onnx). -h prints the usage and returns
+// flag.ErrHelp (exit 0); a bad flag prints one line, with a suggestion
+// for a mistyped name, and returns errUsage (exit 2).
 func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, errUsage
+		if err := parseOnce(fs, args); err != nil {
+			return nil, err
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -143,4 +161,76 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 			continue
 		}
 	}
+}
+
+// parseOnce runs fs.Parse with the flag package's own messages silenced
+// and prints ours instead.
+func parseOnce(fs *flag.FlagSet, args []string) error {
+	out, usage := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	fs.Usage = usage
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	hint := ""
+	if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok {
+		var names []string
+		fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+		hint = didYouMean(strings.TrimLeft(name, "-"), names, "--")
+	}
+	fmt.Fprintf(out, "%s: %v%s\nRun '%s -h' for its flags.\n", fs.Name(), err, hint, fs.Name())
+	return errUsage
+}
+
+// didYouMean returns " (did you mean PREFIXname?)" for the known name
+// closest to got, when one is close enough to be a typo, else "".
+func didYouMean(got string, known []string, prefix string) string {
+	best, bestD := "", 0
+	for _, k := range known {
+		d := editDistance(strings.ToLower(got), strings.ToLower(k))
+		if best == "" || d < bestD || (d == bestD && k < best) {
+			best, bestD = k, d
+		}
+	}
+	if best == "" || bestD > max(1, min(len(got), len(best))/3) {
+		if best != "" && len(got) >= 3 && strings.HasPrefix(best, got) {
+			return fmt.Sprintf(" (did you mean %s%s?)", prefix, best)
+		}
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %s%s?)", prefix, best)
+}
+
+// editDistance is the Damerau-Levenshtein distance (adjacent swaps count
+// one) between a and b.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	d := make([][]int, len(ra)+1)
+	for i := range d {
+		d[i] = make([]int, len(rb)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(ra)][len(rb)]
 }

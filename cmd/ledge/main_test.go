@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ledgeBin = filepath.Join(dir, "ledge")
+	// The daemons of the tests record themselves here, not in the
+	// machine's runtime folder; a test of the discovery uses its own.
+	os.Setenv("LEDGE_RUNTIME_DIR", filepath.Join(dir, "run"))
 	out, err := exec.Command("go", "build", "-o", ledgeBin, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build ledge: %v\n%s", err, out)
@@ -42,8 +45,16 @@ func TestMain(m *testing.M) {
 // ledge runs the binary and returns stdout, stderr and the exit code.
 func ledge(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
+	return ledgeIn(t, "", nil, args...)
+}
+
+// ledgeIn runs the binary in dir (the test's folder when "") with env
+// added to the environment.
+func ledgeIn(t testing.TB, dir string, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(ledgeBin, args...)
-	cmd.Env = append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t))
+	cmd.Dir = dir
+	cmd.Env = append(append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t)), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -70,6 +81,17 @@ func freePort(t testing.TB) string {
 	return l.Addr().String()
 }
 
+// dataDir is the --data-dir the process was started with.
+func (d *runningLedge) dataDir(t testing.TB) string {
+	for i, a := range d.cmd.Args {
+		if a == "--data-dir" && i+1 < len(d.cmd.Args) {
+			return d.cmd.Args[i+1]
+		}
+	}
+	t.Fatal("ledge run without --data-dir")
+	return ""
+}
+
 // runningLedge is a `ledge run` process.
 type runningLedge struct {
 	cmd    *exec.Cmd
@@ -86,9 +108,16 @@ func startLedge(t testing.TB, args ...string) *runningLedge {
 	if err := os.WriteFile(conf, []byte("deviceId: test-"+strconv.Itoa(os.Getpid())+"-"+strconv.Itoa(int(time.Now().UnixNano()%1e6))+"\nhttp:\n  listenTLS: 127.0.0.1:0\nhub:\n  listen:\n    mqtt: 127.0.0.1:0\n    mqtts: 127.0.0.1:0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	all := append([]string{"run", "--config", conf, "--data-dir", t.TempDir(), "--listen", d.addr}, args...)
-	d.cmd = exec.Command(ledgeBin, all...)
-	d.cmd.Env = append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t))
+	return launch(t, d, "", nil, append([]string{"run", "--config", conf, "--data-dir", t.TempDir()}, args...)...)
+}
+
+// launch starts `ledge args... --listen d.addr` in dir with env added, and
+// waits until it answers.
+func launch(t testing.TB, d *runningLedge, dir string, env []string, args ...string) *runningLedge {
+	t.Helper()
+	d.cmd = exec.Command(ledgeBin, append(args, "--listen", d.addr)...)
+	d.cmd.Dir = dir
+	d.cmd.Env = append(append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t)), env...)
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -228,7 +257,7 @@ func BenchmarkRunMemory(b *testing.B) {
 func TestStatusTalksToDaemon(t *testing.T) {
 	dataDir := t.TempDir()
 	startLedge(t, "--data-dir", dataDir)
-	out, errOut, code := ledge(t, "status", "--data-dir", dataDir)
+	out, errOut, code := ledge(t, "status", "--data-dir", dataDir, "--json")
 	if code != 0 || !strings.Contains(out, `"version"`) {
 		t.Fatalf("exit %d: %s %s", code, out, errOut)
 	}
@@ -266,19 +295,63 @@ func TestAdminPasswordAndTokens(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Errorf("metrics with the CLI-made token: %d", resp.StatusCode)
 	}
-	out, _, _ := ledge(t, "admin", "token", "list", "--data-dir", dataDir)
+	out, _, _ := ledge(t, "admin", "token", "list", "--data-dir", dataDir, "--json")
 	if !strings.Contains(out, `"grafana"`) || strings.Contains(out, tok) {
-		t.Errorf("token list: %s", out)
+		t.Errorf("token list --json: %s", out)
+	}
+	out, _, _ = ledge(t, "admin", "token", "list", "--data-dir", dataDir)
+	if !strings.HasPrefix(out, "NAME") || !strings.Contains(out, "\ngrafana ") || strings.Contains(out, tok) {
+		t.Errorf("token list:\n%s", out)
 	}
 	if _, errOut, code := ledge(t, "admin", "token", "revoke", "nope", "--data-dir", dataDir); code != 1 || !strings.Contains(errOut, "no token") {
 		t.Errorf("revoke unknown: %d %s", code, errOut)
 	}
 }
 
-func TestFirstStartPrintsPassword(t *testing.T) {
-	d := startLedge(t)
-	time.Sleep(100 * time.Millisecond)
-	if !strings.Contains(d.stderr.String(), "dashboard admin password created") {
-		t.Errorf("first start log lacks the admin password line:\n%s", d.stderr)
+// TestCLIManners: -h exits 0 with the usage once; mistyped commands,
+// subcommands and flags get a suggestion and exit 2.
+func TestCLIManners(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"hub", "-h"}, {"run", "-h"}, {"deploy", "-h"}, {"deploy", "status", "-h"}, {"status", "--help"}} {
+		out, errOut, code := ledge(t, args...)
+		if code != 0 {
+			t.Errorf("%v: exit %d", args, code)
+		}
+		if n := strings.Count(out+errOut, "Usage: ledge"); n != 1 {
+			t.Errorf("%v: the usage %d times:\n%s%s", args, n, out, errOut)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"stauts"}, `unknown command "stauts" (did you mean status?)`},
+		{[]string{"identiy", "list"}, "(did you mean identity?)"},
+		{[]string{"deploy", "aply", "x.yaml"}, `unknown subcommand "aply" (did you mean apply?)`},
+		{[]string{"status", "--jsno"}, "flag provided but not defined: -jsno (did you mean --json?)"},
+		{[]string{"detect", "--modle", "m.onnx", "x.jpg"}, "(did you mean --model?)"},
+		{[]string{"run", "--data-dri", "/tmp/x"}, "(did you mean --data-dir?)"},
+	} {
+		_, errOut, code := ledge(t, tc.args...)
+		if code != 2 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q: want exit 2 and %q", tc.args, code, errOut, tc.want)
+		}
+		if strings.Contains(errOut, "Usage: ledge") {
+			t.Errorf("%v: a typo prints the whole usage:\n%s", tc.args, errOut)
+		}
+	}
+}
+
+// A taken port names the ledge.yaml key (and flag) that moves it.
+func TestRunPortInUseNamesKey(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	conf := filepath.Join(t.TempDir(), "ledge.yaml")
+	os.WriteFile(conf, []byte("http:\n  listenTLS: \"\"\nhub:\n  listen:\n    mqtt: 127.0.0.1:0\n    mqtts: 127.0.0.1:0\n"), 0o644)
+	_, errOut, code := ledge(t, "run", "--config", conf, "--data-dir", t.TempDir(), "--listen", l.Addr().String())
+	if code != 1 || !strings.Contains(errOut, "http.listen: "+l.Addr().String()+" is in use") || !strings.Contains(errOut, "--listen") {
+		t.Errorf("exit %d: %s", code, errOut)
 	}
 }

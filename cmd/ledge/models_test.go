@@ -38,6 +38,10 @@ func TestModelsCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "people@2: ready") {
 		t.Fatalf("pull --wait: %d\n%s%s", code, out, errOut)
 	}
+	// The files came through the import folder, which is emptied.
+	if left, _ := os.ReadDir(filepath.Join(dataDir, "import")); len(left) != 0 {
+		t.Errorf("import folder after the pulls: %v", left)
+	}
 	out, _, code = run("models", "list")
 	if code != 0 || !regexpLine(out, `people\s+1\s+active\s+3\.5 MiB\s+yolox\s+e8af074932d4`) || !regexpLine(out, `people\s+2\s+ready\s+1005\.6 KiB\s+fastestdet`) {
 		t.Fatalf("list:\n%s", out)

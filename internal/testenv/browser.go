@@ -10,9 +10,9 @@ import (
 )
 
 // Browser starts Debian's Chromium headless (as root: --no-sandbox, and
-// without the background networking this machine refuses) for one test;
-// it is stopped when the test ends.
-func Browser(t testing.TB) context.Context {
+// without the background networking this machine refuses) for one test,
+// with extra options if any; it is stopped when the test ends.
+func Browser(t testing.TB, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(Chromium(t)),
@@ -24,6 +24,7 @@ func Browser(t testing.TB) context.Context {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 900),
 	)
+	opts = append(opts, extra...)
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancelC(); cancelA() })

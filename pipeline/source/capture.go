@@ -71,12 +71,24 @@ func openCapture(s Spec, t Target) (Reader, error) {
 		vc, err = gocv.VideoCaptureFileWithAPI(t.Path, gocv.VideoCaptureFFmpeg)
 	}
 	shown := redact.URL(t.Path) // a stream URL may carry a password
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %s", shown, strings.ReplaceAll(err.Error(), t.Path, shown))
-	}
-	if !vc.IsOpened() {
+	if err == nil && !vc.IsOpened() {
 		vc.Close()
-		return nil, fmt.Errorf("open %s: cannot open", shown)
+		err = fmt.Errorf("not opened")
+	}
+	if err != nil {
+		// OpenCV's own message ("Error opening file: URL with api backend:
+		// 1900") says nothing; FFmpeg wrote the cause to stderr, which
+		// `ledge run` logs at debug level.
+		why := "cannot open it"
+		switch t.Kind {
+		case KindStream:
+			why = "no stream: the camera is offline or refuses (wrong address, path or credentials?); FFmpeg's words are in the log at debug level"
+		case KindV4L2:
+			why = "cannot open the device (unplugged, busy, or no permission?)"
+		case KindFile:
+			why = "not a video OpenCV can read"
+		}
+		return nil, fmt.Errorf("open %s: %s", shown, why)
 	}
 	c := &capture{vc: vc, kind: t.Kind, realtime: s.Realtime, loop: s.Loop, path: t.Path, fps: vc.Get(gocv.VideoCaptureFPS)}
 	if c.fps <= 0 || c.fps > 1000 {

@@ -24,7 +24,7 @@ const (
 // State is what a source is doing, for status pages and tests.
 type State struct {
 	Phase Phase     `json:"phase"`
-	Since time.Time `json:"since"`
+	Since time.Time `json:"since,omitzero"`
 	// Reason is the last failure (set in backoff, kept while reconnecting).
 	Reason string `json:"reason,omitempty"`
 	// Retry is when the next attempt is due (backoff only).
@@ -129,6 +129,11 @@ func Run(ctx context.Context, s Spec, sink Sink, state func(State)) error {
 func pump(ctx context.Context, r Reader, sink Sink, seq *uint64, streaming func()) error {
 	n := 0
 	for {
+		// A reader that never blocks (behind its pace, or unpaced) would
+		// otherwise read on after ctx ended.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		m := sink.Mat()
 		t0 := time.Now()
 		at, err := r.Read(ctx, &m)

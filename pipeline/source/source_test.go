@@ -148,3 +148,26 @@ func TestFileLoopPaced(t *testing.T) {
 		}
 	}
 }
+
+// TestRunStopsWhenNeverBlocked: a source read faster than it is consumed
+// (an unpaced looping image set, or a paced one on a machine too busy to
+// keep up) still stops when its context ends, even when the sink does not
+// look at the context.
+func TestRunStopsWhenNeverBlocked(t *testing.T) {
+	dir := t.TempDir()
+	img := gocv.IMRead(testenv.Media(t, "bus.jpg"), gocv.IMReadColor)
+	defer img.Close()
+	gocv.IMWrite(filepath.Join(dir, "a.jpg"), img)
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, Spec{URL: "images:" + dir, Loop: true}, &sink{}, func(State) {})
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run went on 5 s after its context ended")
+	}
+}

@@ -62,11 +62,50 @@ const ledge = (() => {
     return new Date(iso).toLocaleString();
   };
 
-  // every runs fn now and every ms while the page is visible.
+  // every runs fn now and every ms while the page is visible; a failed
+  // refresh says so in the footer (and the next one tries again).
   function every(ms, fn) {
-    const tick = () => { if (!document.hidden) fn(); };
+    const conn = document.getElementById("conn");
+    const tick = async () => {
+      if (document.hidden) return;
+      try {
+        await fn();
+        if (conn && conn.dataset.failed) { conn.textContent = ""; delete conn.dataset.failed; }
+      } catch (err) {
+        if (conn) { conn.textContent = "update failed: " + err.message; conn.dataset.failed = "1"; }
+      }
+    };
     tick();
     return setInterval(tick, ms);
+  }
+
+  // rich turns a message into nodes, `quoted` parts as <code>.
+  function rich(text) {
+    const f = document.createDocumentFragment();
+    for (const part of String(text ?? "").split(/(`[^`]+`)/)) {
+      if (/^`[^`]+`$/.test(part)) f.append(el("code", { text: part.slice(1, -1) }));
+      else if (part) f.append(part);
+    }
+    return f;
+  }
+
+  // fill puts rows into a table body; with no rows, one cell across the
+  // table says it is empty.
+  function fill(tbody, rows, empty) {
+    if (!rows.length) {
+      const td = el("td", { class: "muted empty" }, rich(empty || "None."));
+      td.colSpan = Math.max(1, tbody.closest("table").querySelectorAll("thead th").length);
+      tbody.replaceChildren(el("tr", {}, td));
+      return;
+    }
+    tbody.replaceChildren(...rows);
+  }
+
+  // labelCells gives each cell of a folding table (table.stack) its
+  // column's heading, which a phone shows beside it (rows become cards).
+  function labelCells(tbody) {
+    const heads = [...tbody.closest("table").querySelectorAll("thead th")].map((th) => th.textContent.trim());
+    for (const r of tbody.rows) [...r.cells].forEach((td, i) => { if (heads[i] && !td.classList.contains("empty")) td.dataset.label = heads[i]; });
   }
 
   // chart draws series (arrays of [t, v]) as lines on a canvas, scaled to
@@ -102,14 +141,169 @@ const ledge = (() => {
     if (toggle && nav) toggle.addEventListener("click", () => {
       const open = nav.classList.toggle("open"); toggle.setAttribute("aria-expanded", open);
     });
+    for (const tb of document.querySelectorAll("table.stack tbody")) {
+      labelCells(tb);
+      new MutationObserver(() => labelCells(tb)).observe(tb, { childList: true });
+    }
     const init = pages[document.body.dataset.page];
     if (init) init();
   });
-  return { api, sse, $, el, bytes, pct, ago, every, chart, pages };
+  return { api, sse, $, el, bytes, pct, ago, every, chart, pages, rich, fill };
 })();
 
+// status renders a state as a coloured badge.
+ledge.status = (s) => ledge.el("span", { class: "badge status-" + String(s || "unknown").toLowerCase().replace(/[^a-z]/g, ""), text: s || "unknown" });
+// cell builds a table cell from text or a node.
+ledge.td = (x) => { const c = document.createElement("td"); c.append(x == null ? "–" : x); return c; };
+ledge.tr = (...cells) => { const r = document.createElement("tr"); r.append(...cells.map(ledge.td)); return r; };
+ledge.show = (node, msg, ok) => { node.replaceChildren(ledge.rich(msg)); node.className = ok ? "result-ok" : "result-bad"; };
+// debounce coalesces bursts of events into one refresh.
+ledge.debounce = (fn, ms = 300) => { let t; return () => { clearTimeout(t); t = setTimeout(fn, ms); }; };
+ledge.dur = (ns) => { const s = ns / 1e9; return s < 60 ? s.toFixed(1) + " s" : s < 3600 ? (s / 60).toFixed(1) + " min" : (s / 3600).toFixed(1) + " h"; };
+ledge.ms = (ns) => (ns == null ? "–" : (ns / 1e6).toFixed(ns < 1e7 ? 1 : 0) + " ms");
+ledge.time = (iso) => new Date(iso).toLocaleTimeString();
+
+// health sums a pipeline up: its state (the API's when it gives one, else
+// from running and the source's phase), whether it is failing, and why.
+ledge.health = (p) => {
+  const src = p.source || {};
+  const state = p.state || (!p.running ? "stopped" : src.phase === "backoff" ? "backoff" : src.phase === "streaming" ? "running" : src.phase || "starting");
+  const failing = state === "backoff" || state === "failed";
+  const reason = p.reason || src.reason || "";
+  const short = { failed: "pipeline failed", backoff: "camera offline", stopped: "stopped", ended: "video ended", starting: "connecting…", connecting: "connecting…" }[state] || "";
+  let text = short;
+  if (state === "failed") text += ": " + (reason || "unknown reason");
+  else if (state === "backoff") text += ": " + (reason || "no frames") + (src.retry ? " · retry " + ledge.time(src.retry) : "");
+  return { state, failing, reason, text, short };
+};
+
+// latency is the badge a live view shows: frame rate and the time from
+// capture to boxes (frames the detector ran on; every frame without one).
+ledge.latency = (p) => {
+  const l = p.latency || {};
+  const det = l.capture_to_detection || {};
+  const x = p.model && det.count ? det : l.capture_to_result || {};
+  return `${(p.fpsOut || 0).toFixed(1)} fps · ${ledge.ms(x.p50)} p50 · ${ledge.ms(x.p99)} p99`;
+};
+
+// feed is the page's one live connection: a WebSocket carrying the
+// annotated frames of the pipelines it watches, each at its own rate.
+// watch(name, fps, fn) calls fn(blob, header) for each frame (fps 0: the
+// server's full rate) and returns a function that stops it.
+ledge.feed = (() => {
+  const subs = new Map(); // name -> Set of {fps, fn}
+  let ws = null, wait = 500, queued = false;
+  const rate = (set) => { let r = -1; for (const s of set) r = s.fps === 0 || r === 0 ? 0 : Math.max(r, s.fps); return r; };
+  function send() {
+    queued = false;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    const watch = {};
+    if (!document.hidden) for (const [name, set] of subs) if (set.size) watch[name] = rate(set);
+    ws.send(JSON.stringify({ watch }));
+  }
+  const later = () => { if (!queued) { queued = true; queueMicrotask(send); } };
+  function connect() {
+    ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/v1/live");
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => { wait = 500; send(); };
+    ws.onmessage = (m) => {
+      if (typeof m.data === "string") {
+        const n = JSON.parse(m.data);
+        for (const s of subs.get(n.pipeline) || []) if (s.onError) s.onError(n.message);
+        return;
+      }
+      const hl = new DataView(m.data).getUint16(0);
+      const head = JSON.parse(new TextDecoder().decode(new Uint8Array(m.data, 2, hl)));
+      const blob = new Blob([new Uint8Array(m.data, 2 + hl)], { type: "image/jpeg" });
+      for (const s of subs.get(head.pipeline) || []) s.fn(blob, head);
+    };
+    ws.onclose = () => { ws = null; setTimeout(connect, wait); wait = Math.min(2 * wait, 10000); };
+  }
+  document.addEventListener("visibilitychange", later);
+  return {
+    watch(name, fps, fn, onError) {
+      if (!ws) connect();
+      const s = { fps, fn, onError };
+      if (!subs.has(name)) subs.set(name, new Set());
+      subs.get(name).add(s);
+      later();
+      return () => { subs.get(name).delete(s); later(); };
+    },
+  };
+})();
+
+// showFrame puts a frame of the feed into an img, releasing the last one.
+ledge.showFrame = (img, blob, head) => {
+  const url = URL.createObjectURL(blob), old = img.dataset.url;
+  img.addEventListener("load", () => { if (old) URL.revokeObjectURL(old); }, { once: true });
+  img.src = url;
+  img.dataset.url = url;
+  img.dataset.seq = String(head.seq);
+  img.hidden = false;
+};
+
+// snapshot is an event's snapshot thumbnail (a link to the full image), or
+// a placeholder saying there is none.
+ledge.snapshot = (e) => {
+  const { el } = ledge;
+  if (!e.snapshot) return el("span", { class: "thumb none", text: "no snapshot" });
+  const src = "/api/v1/snapshots/" + e.snapshot + "?v=" + encodeURIComponent(String(e.score || ""));
+  return el("a", { href: src, target: "_blank", class: "thumb", title: "open the snapshot" },
+    el("img", { src, alt: `snapshot of ${e.class || "event"} in ${e.pipeline}`, loading: "lazy" }));
+};
+
+// objectItem renders one tracked object's event: snapshot, class and best
+// score, zones, when it was in view.
+ledge.objectItem = (e) => {
+  const { el, status, dur, time } = ledge;
+  const end = e.end || null;
+  const dwell = e.dwell || (end ? Date.parse(end) - Date.parse(e.start) : Date.parse(e.time) - Date.parse(e.start)) * 1e6;
+  const head = el("div", { class: "event-head" }, el("strong", { text: `${e.class || "object"} #${e.trackId}` }), " ",
+    el("span", { class: "score", text: (100 * (e.score || 0)).toFixed(0) + " %" }), " ", end ? el("span", { class: "muted small", text: dur(dwell) }) : status("in view"));
+  const zones = el("div", { class: "zones" }, ...(e.zones || []).map((z) => el("span", { class: "chip", text: z })));
+  const when = el("div", { class: "muted small", text: `${e.pipeline} · ${time(e.start)}${end ? " – " + time(end) : ""}${e.model ? " · model " + e.model : ""}` });
+  return el("li", { class: "card event", "data-key": ledge.objectKey(e), "data-captured": String(Date.parse(e.captured || e.time)) }, ledge.snapshot(e), el("div", { class: "event-body" }, head, zones, when));
+};
+ledge.objectKey = (e) => e.id ? "id-" + e.id : `${e.pipeline}-${e.trackId}-${e.start}`;
+
+// rawItem renders one raw event (object.enter, zone.enter, ...).
+ledge.rawItem = (e) => {
+  const { el } = ledge;
+  const what = [e.type, e.class, e.zone ? "in " + e.zone : "", e.trackId ? "#" + e.trackId : "", e.score ? (e.score * 100).toFixed(0) + " %" : "", e.type === "count.changed" ? `${e.previous ?? 0} → ${e.count ?? 0}` : ""].filter(Boolean).join(" ");
+  return el("li", { class: "card event", "data-id": String(e.id || ""), "data-captured": String(Date.parse(e.captured || e.time)) }, ledge.snapshot(e),
+    el("div", { class: "event-body" }, el("strong", { text: what }), el("div", { class: "muted small", text: `${e.pipeline} · ${new Date(e.time).toLocaleString()}${e.model ? " · model " + e.model : ""}` })));
+};
+
+// camTile is one camera of a grid: its frames (or why there are none), its
+// name, state and badge. onOpen is called when it is clicked.
+ledge.camTile = (name, onOpen, small) => {
+  const { el } = ledge;
+  const img = el("img", { alt: "live view of " + name, "data-pipeline": name });
+  img.hidden = true;
+  const offline = el("span", { class: "cam-offline" });
+  offline.hidden = true;
+  const frame = el(onOpen ? "button" : "div", { class: "cam-frame", "aria-label": (onOpen ? "enlarge " : "") + name }, img, offline);
+  if (onOpen) { frame.type = "button"; frame.addEventListener("click", () => onOpen(name)); }
+  const title = el("span", { class: "cam-title" });
+  const stats = el("span", { class: "cam-stats muted small" });
+  const fig = el("figure", { class: "card cam" + (small ? " small" : ""), "data-pipeline": name }, frame, el("figcaption", {}, title, stats));
+  const t = { fig, img, offline, title, stats, name };
+  t.update = (p) => {
+    const h = ledge.health(p);
+    t.title.replaceChildren(el("strong", { text: name }), " ", ledge.status(h.state === "backoff" ? "offline" : h.state === "running" ? "live" : h.state));
+    t.stats.textContent = small || h.failing ? "" : ledge.latency(p) + (p.model ? " · " + p.model.split("/").pop() : "");
+    // A frame keeps showing when the camera drops (dimmed), with the reason.
+    t.offline.textContent = small ? h.short : h.text;
+    t.offline.title = h.text;
+    t.offline.hidden = !h.text;
+    t.fig.classList.toggle("failing", h.failing);
+  };
+  return t;
+};
+
 ledge.pages.overview = () => {
-  const { api, $, bytes, pct, every } = ledge;
+  const { api, $, el, bytes, pct, every, health } = ledge;
+  const thumbs = new Map();
   every(5000, async () => {
     const s = await api("GET", "/system");
     $("#cpu").textContent = pct(s.cpuPercent);
@@ -124,14 +318,20 @@ ledge.pages.overview = () => {
     $("#uptime").textContent = s.uptime;
     $("#versions").textContent = "ledge " + s.version + " · " + s.goVersion;
     const h = await fetch("/healthz").then((r) => r.json());
-    const el = $("#health"); el.textContent = h.status; el.className = "big " + (h.status === "ok" ? "ok" : "bad");
-    $("#health-list").replaceChildren(...h.components.map((c) => ledge.el("li", { class: c.status === "ok" ? "" : "bad", text: c.name + ": " + c.status + (c.error ? " (" + c.error + ")" : "") })));
+    const hb = $("#health"); hb.textContent = h.status; hb.className = "big " + (h.status === "ok" ? "ok" : "bad");
+    $("#health-list").replaceChildren(...h.components.map((c) => el("li", { class: c.status === "ok" ? "" : "bad", text: c.name + ": " + c.status + (c.error ? " (" + c.error + ")" : "") })));
     const quiet = (p) => p.catch(() => null);
-    const [pl, dep, hub] = await Promise.all([quiet(api("GET", "/pipelines")), quiet(api("GET", "/deployments/current")), quiet(api("GET", "/hub"))]);
+    const [pl, dep, hub, evs] = await Promise.all([quiet(api("GET", "/pipelines")), quiet(api("GET", "/deployments/current")), quiet(api("GET", "/hub")), quiet(api("GET", "/events?limit=6"))]);
     if (pl) {
-      const ps = pl.pipelines, run = ps.filter((p) => p.running).length;
+      const ps = pl.pipelines, failing = ps.filter((p) => health(p).failing);
+      const run = ps.filter((p) => p.running && !health(p).failing).length;
       $("#sum-pipelines").textContent = `${run} / ${ps.length} running`;
       $("#sum-pipelines-detail").textContent = ps.length ? `${ps.reduce((a, p) => a + (p.fpsOut || 0), 0).toFixed(1)} frames/s processed` : "none yet";
+      const f = $("#sum-failing");
+      f.replaceChildren(...(failing.length ? [el("strong", { text: `${failing.length} failing` }), ": " + failing.map((p) => `${p.name} (${health(p).short})`).join(", ")] : []));
+      f.hidden = !failing.length;
+      $("#sum-pipelines").closest(".card").classList.toggle("failing", failing.length > 0);
+      cameras(ps);
     }
     if (dep) {
       const ms = Object.values(dep.modules || {});
@@ -144,18 +344,225 @@ ledge.pages.overview = () => {
       $("#sum-upstream").textContent = up.mode ? up.state : "none";
       $("#sum-queue").textContent = `${bytes(hub.queueBytes)} queued`;
     }
+    if (evs) {
+      const list = $("#recent");
+      list.replaceChildren(...evs.events.map(ledge.objectItem));
+      if (!evs.events.length) list.replaceChildren(el("li", { class: "muted", text: "No events yet." }));
+    }
+  });
+  // Camera thumbnails, one frame a second each, over the page's one feed.
+  function cameras(ps) {
+    const grid = $("#thumbs");
+    if (!ps.length) { grid.replaceChildren(el("p", { class: "muted", text: "No cameras yet: add a pipeline on the Pipelines page or in ledge.yaml." })); return; }
+    if (grid.querySelector("p")) grid.replaceChildren();
+    for (const p of ps) {
+      let t = thumbs.get(p.name);
+      if (!t) {
+        t = ledge.camTile(p.name, (name) => { location.href = "/live#" + encodeURIComponent(name); }, true);
+        t.stop = ledge.feed.watch(p.name, 1, (blob, head) => ledge.showFrame(t.img, blob, head));
+        thumbs.set(p.name, t);
+        grid.append(t.fig);
+      }
+      t.update(p);
+    }
+    for (const [name, t] of thumbs) if (!ps.some((p) => p.name === name)) { t.stop(); t.fig.remove(); thumbs.delete(name); }
+  }
+};
+
+// Live: a grid of every camera over one connection. The visible tiles share
+// about 20 frames a second (at most the server's rate each); a tile clicked
+// opens large, at the full rate, and the grid pauses behind it.
+ledge.pages.live = () => {
+  const { api, $, el, every } = ledge;
+  const grid = $("#cams"), dialog = $("#cam-dialog");
+  const tiles = new Map(), visible = new Set(), stats = new Map();
+  let big = null; // {name, stop}
+  const io = new IntersectionObserver((entries) => {
+    for (const e of entries) (e.isIntersecting ? visible.add : visible.delete).call(visible, e.target.dataset.pipeline);
+    rewatch();
+  });
+  function rewatch() {
+    const fps = Math.max(1, Math.min(10, Math.floor(20 / Math.max(1, visible.size))));
+    for (const [name, t] of tiles) {
+      const on = !big && visible.has(name);
+      if (on && t.fps !== fps) {
+        if (t.stop) t.stop();
+        t.fps = fps;
+        t.stop = ledge.feed.watch(name, fps, (blob, head) => ledge.showFrame(t.img, blob, head));
+      } else if (!on && t.stop) {
+        t.stop(); t.stop = null; t.fps = null;
+      }
+    }
+  }
+  function open(name) {
+    if (big) big.stop();
+    const img = $("#cam-big");
+    img.hidden = true;
+    big = { name, stop: ledge.feed.watch(name, 0, (blob, head) => ledge.showFrame(img, blob, head)) };
+    img.alt = "live view of " + name;
+    img.dataset.pipeline = name;
+    showBig();
+    if (!dialog.open) dialog.showModal();
+    rewatch();
+  }
+  function showBig() {
+    const p = big && stats.get(big.name);
+    $("#cam-big-title").textContent = big ? big.name : "";
+    if (!p) return;
+    const h = ledge.health(p);
+    $("#cam-big-stats").textContent = ledge.latency(p) + (p.model ? ` · ${p.model.split("/").pop()} ${p.modelVersion || ""}` : " · no detector");
+    $("#cam-big-offline").textContent = h.text;
+    $("#cam-big-offline").hidden = !h.text;
+  }
+  dialog.addEventListener("close", () => {
+    if (big) big.stop();
+    big = null;
+    if (location.hash) history.replaceState(null, "", location.pathname);
+    rewatch();
+  });
+  $("#cam-close").addEventListener("click", () => dialog.close());
+  dialog.addEventListener("click", (e) => { if (e.target === dialog) dialog.close(); });
+  let first = true;
+  every(2000, async () => {
+    const { pipelines } = await api("GET", "/pipelines");
+    if (!pipelines.length) { grid.replaceChildren(el("p", { class: "muted", text: "No pipelines yet: add one on the Pipelines page or in ledge.yaml." })); return; }
+    if (grid.querySelector("p")) grid.replaceChildren();
+    for (const p of pipelines) {
+      stats.set(p.name, p);
+      let t = tiles.get(p.name);
+      if (!t) {
+        t = ledge.camTile(p.name, open);
+        tiles.set(p.name, t);
+        grid.append(t.fig);
+        io.observe(t.fig);
+      }
+      t.update(p);
+    }
+    for (const [name, t] of tiles) if (!pipelines.some((p) => p.name === name)) { if (t.stop) t.stop(); io.unobserve(t.fig); t.fig.remove(); tiles.delete(name); stats.delete(name); }
+    showBig();
+    if (first && location.hash && tiles.has(decodeURIComponent(location.hash.slice(1)))) open(decodeURIComponent(location.hash.slice(1)));
+    first = false;
   });
 };
 
-// status renders a state as a coloured badge.
-ledge.status = (s) => ledge.el("span", { class: "badge status-" + String(s || "unknown").toLowerCase().replace(/[^a-z]/g, ""), text: s || "unknown" });
-// cell builds a table cell from text or a node.
-ledge.td = (x) => { const c = document.createElement("td"); c.append(x == null ? "–" : x); return c; };
-ledge.tr = (...cells) => { const r = document.createElement("tr"); r.append(...cells.map(ledge.td)); return r; };
-ledge.show = (node, msg, ok) => { node.textContent = msg; node.className = ok ? "result-ok" : "result-bad"; };
-// debounce coalesces bursts of events into one refresh.
-ledge.debounce = (fn, ms = 300) => { let t; return () => { clearTimeout(t); t = setTimeout(fn, ms); }; };
-ledge.dur = (ns) => { const s = ns / 1e9; return s < 60 ? s.toFixed(1) + " s" : s < 3600 ? (s / 60).toFixed(1) + " min" : (s / 3600).toFixed(1) + " h"; };
+// Events: one per tracked object, updated live while it is in view; or the
+// raw stream (object.enter, zone.enter, ...) for those who want every one.
+ledge.pages.events = () => {
+  const { api, $, el, sse } = ledge;
+  const rawTypes = ["object.enter", "object.leave", "zone.enter", "zone.leave", "zone.loiter", "count.changed"];
+  let next = 0, filter = {}, raw = false;
+  const list = $("#events");
+  function query(extra) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries({ ...filter, ...extra })) if (v) q.set(k, v);
+    return q.toString();
+  }
+  async function load(append) {
+    const res = await api("GET", (raw ? "/events/raw?" : "/events?") + query(append && next ? { before: next } : {}));
+    const items = res.events.map(raw ? ledge.rawItem : ledge.objectItem);
+    if (append) list.append(...items); else list.replaceChildren(...items);
+    if (!append && !items.length) list.replaceChildren(el("li", { class: "muted", text: "No events match." }));
+    next = res.next; $("#more").hidden = !next;
+  }
+  function matches(e) {
+    return (!filter.pipeline || e.pipeline === filter.pipeline) && (!filter.type || e.type === filter.type) &&
+      (!filter.class || e.class === filter.class) && !filter.to &&
+      (!filter.zone || e.zone === filter.zone || (e.zones || []).includes(filter.zone));
+  }
+  function arrive(e) {
+    const empty = list.querySelector("li.muted"); if (empty) empty.remove();
+    if (raw) {
+      if (rawTypes.includes(e.type) && matches(e)) list.prepend(ledge.rawItem(e));
+    } else if (e.type.startsWith("track.") && matches(e)) {
+      const key = ledge.objectKey(e);
+      const old = [...list.children].find((li) => li.dataset.key === key);
+      if (old && e.type === "track.end" && filter.active) old.remove();
+      else if (old) old.replaceWith(ledge.objectItem(e));
+      else if (e.type !== "track.end") list.prepend(ledge.objectItem(e));
+    }
+    while (list.children.length > 500) list.lastChild.remove();
+    $("#live-note").textContent = raw ? "Live: new raw events appear at the top." : "Live: objects appear when they are confirmed and update while in view.";
+  }
+  $("#filters").onsubmit = (ev) => {
+    ev.preventDefault();
+    const f = new FormData(ev.target);
+    raw = f.get("show") === "raw";
+    filter = { pipeline: f.get("pipeline"), class: f.get("class").trim(), zone: f.get("zone").trim(),
+      from: f.get("from") ? new Date(f.get("from")).toISOString() : "", to: f.get("to") ? new Date(f.get("to")).toISOString() : "" };
+    if (raw) filter.type = f.get("type"); else if (f.get("active")) filter.active = "true";
+    load(false);
+  };
+  if (matchMedia("(max-width: 720px)").matches) $("#filters-box").open = false; // a phone shows the events first
+  const mode = () => { const r = $("select[name=show]").value === "raw"; $("#type-filter").hidden = !r; $("#active-filter").hidden = r; };
+  $("select[name=show]").addEventListener("change", mode);
+  mode();
+  $("#more").onclick = () => load(true);
+  api("GET", "/pipelines").then(({ pipelines }) => $("select[name=pipeline]").append(...pipelines.map((p) => el("option", { text: p.name }))));
+  load(false);
+  const handlers = {};
+  for (const t of ["track.start", "track.update", "track.end", ...rawTypes]) handlers[t] = arrive;
+  sse("/events/stream?types=" + Object.keys(handlers).join(","), handlers);
+};
+
+ledge.pages.pipelines = () => {
+  const { api, $, el, every, ms, status, chart, show, health } = ledge;
+  const cards = new Map();
+  async function act(name, what) {
+    try { await api("POST", `/pipelines/${encodeURIComponent(name)}/${what}`); load(); } catch (e) { alert(e.message); }
+  }
+  async function load() {
+    const { pipelines } = await api("GET", "/pipelines");
+    const grid = $("#pipelines");
+    if (!pipelines.length) { grid.replaceChildren(el("p", { class: "muted", text: "No pipelines yet." })); cards.clear(); return; }
+    if (grid.querySelector("p.muted")) grid.replaceChildren();
+    for (const p of pipelines) {
+      let c = cards.get(p.name);
+      if (!c) {
+        c = { head: el("div"), body: el("dl", { class: "kv small" }), spec: el("pre", { class: "spec", tabindex: "0" }), fps: el("canvas", { class: "chart", "aria-label": "frames per second of " + p.name }), lat: el("canvas", { class: "chart", "aria-label": "latency of " + p.name }), buttons: el("div", { class: "toolbar" }) };
+        c.card = el("section", { class: "card", "aria-label": "pipeline " + p.name }, c.head, c.body,
+          el("details", { class: "spec-box" }, el("summary", { text: "Spec" }), c.spec),
+          el("h3", { text: "Frames per second" }), c.fps, el("h3", { text: "Latency, capture to result (ms)" }), c.lat, c.buttons);
+        cards.set(p.name, c); grid.append(c.card);
+        for (const a of ["start", "stop", "reload"]) { const b = el("button", { type: "button", text: a[0].toUpperCase() + a.slice(1) }); b.onclick = () => act(p.name, a); c.buttons.append(b); }
+        if (p.owner === "api") { const d = el("button", { type: "button", class: "danger", text: "Delete" }); d.onclick = async () => { if (confirm(`Delete pipeline ${p.name}?`)) { try { await api("DELETE", "/pipelines/" + encodeURIComponent(p.name)); load(); } catch (e) { alert(e.message); } } }; c.buttons.append(d); }
+      }
+      const src = p.source || {}, h = health(p), spec = p.spec || {};
+      c.card.classList.toggle("failing", h.failing);
+      c.head.replaceChildren(el("h2", {}, el("strong", { text: p.name }), " ", status(h.state), " ", el("span", { class: "muted small", text: "from " + p.owner })));
+      const state = [h.reason ? `${src.phase || h.state}: ${h.reason}` : src.phase || h.state];
+      if (src.retry) state.push(`retry ${new Date(src.retry).toLocaleTimeString()}`);
+      if (src.reconnects) state.push(`${src.reconnects} reconnects`);
+      const rows = [
+        ["Source", (spec.source || {}).url || "–"],
+        ["State", state.join(", ")],
+        ["Model", p.model ? `${p.model} ${p.modelVersion || ""}` : "none"],
+        ["fps in / out", `${(p.fpsIn || 0).toFixed(1)} / ${(p.fpsOut || 0).toFixed(1)}`],
+        ["Frames", `${p.framesIn} in, ${p.framesOut} out, ${p.dropped} dropped, ${p.skippedMotion} skipped (no motion)`],
+        ["Detections / events", `${p.detections} / ${p.events}`],
+      ];
+      for (const [stage, l] of Object.entries(p.latency || {}).sort()) if (l.count) rows.push([`${stage.replaceAll("_", " ")} p50 / p99`, `${ms(l.p50)} / ${ms(l.p99)}`]);
+      for (const a of p.actions || []) rows.push([`action ${a.name}`, `${a.delivered} delivered, ${a.failed} failed, ${a.dropped} dropped${a.limited ? `, ${a.limited} limited` : ""}${a.lastError ? " · last error: " + a.lastError : ""}`]);
+      c.body.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+      const text = JSON.stringify(spec, null, 2);
+      if (c.spec.textContent !== text) c.spec.textContent = text;
+      api("GET", `/pipelines/${encodeURIComponent(p.name)}/history`).then(({ samples }) => {
+        const t = (s) => new Date(s.t).getTime() / 1000;
+        chart(c.fps, [{ name: "in", points: samples.map((s) => [t(s), s.fpsIn]) }, { name: "out", points: samples.map((s) => [t(s), s.fpsOut]) }]);
+        chart(c.lat, [{ name: "p50", points: samples.map((s) => [t(s), s.p50]) }, { name: "p99", points: samples.map((s) => [t(s), s.p99]) }]);
+      }).catch(() => {});
+    }
+    for (const [name, c] of cards) if (!pipelines.some((p) => p.name === name)) { c.card.remove(); cards.delete(name); }
+  }
+  $("#save").onclick = async () => {
+    const body = $("#spec").value;
+    const m = /^name:\s*["']?([\w-]+)/m.exec(body) || /"name"\s*:\s*"([\w-]+)"/.exec(body);
+    try {
+      if (m) await api("PUT", "/pipelines/" + encodeURIComponent(m[1]), body, true); else await api("POST", "/pipelines", body, true);
+      show($("#save-result"), "Saved; the pipeline runs.", true); load();
+    } catch (e) { show($("#save-result"), e.message, false); }
+  };
+  every(3000, load);
+};
 
 ledge.pages.modules = () => {
   const { api, $, el, status, tr, sse, debounce, every } = ledge;
@@ -167,7 +574,7 @@ ledge.pages.modules = () => {
     $("#engine").textContent = eng.connected ? `Docker engine ${pf.version || ""} (${pf.os || ""}/${pf.architecture || ""})` : "Docker engine not reachable" + (eng.error ? ": " + eng.error : "");
     const names = Object.keys(rep.modules || {}).sort();
     const body = $("#modules tbody");
-    if (!names.length) { body.replaceChildren(tr(el("span", { class: "muted", text: "No modules: apply a deployment on the Deployments page." }))); return; }
+    if (!names.length) { ledge.fill(body, [], "No modules: apply a deployment on the Deployments page."); return; }
     body.replaceChildren(...names.map((n) => {
       const m = rep.modules[n];
       const st = el("span", {}, status(m.runtimeStatus));
@@ -178,7 +585,9 @@ ledge.pages.modules = () => {
       const logs = el("button", { type: "button", text: "Logs" });
       logs.onclick = () => { logsFor = n; showLogs(); };
       const actions = el("span", {}, restart, " ", logs);
-      return tr(el("strong", { text: n }), st, el("code", { text: (m.settings || {}).image || "" }), String(m.restartCount ?? 0), String(m.exitCode ?? ""), m.lastStartTimeUtc ? ledge.ago(m.lastStartTimeUtc + "Z") : "–", actions);
+      const name = el("span", {}, el("strong", { text: n }));
+      if (m.elevated && m.elevated.length) name.append(" ", el("span", { class: "badge warn", title: "Elevated container settings: " + m.elevated.join(", "), text: "elevated" }));
+      return tr(name, st, el("code", { text: (m.settings || {}).image || "" }), String(m.restartCount ?? 0), String(m.exitCode ?? ""), m.lastStartTimeUtc ? ledge.ago(m.lastStartTimeUtc + "Z") : "–", actions);
     }));
   }
   async function showLogs() {
@@ -204,9 +613,14 @@ ledge.pages.deployments = () => {
     $("#cur-version").textContent = rep.lastDesiredVersion || "none";
     $("#cur-state").replaceChildren(status(d.state || "none"));
     $("#cur-meta").textContent = d.source ? `from ${d.source}${d.signer ? ", signed by " + d.signer : ""}` : "";
+    const trust = [(rep.signing || {}).warning, d.unsigned && "This deployment is unsigned: " + d.unsigned].filter(Boolean);
+    $("#trust-warning").textContent = trust.join(" "); $("#trust-warning").hidden = !trust.length;
     const s = rep.lastDesiredStatus || {};
-    $("#cur-code").textContent = s.code || "–";
-    $("#cur-desc").textContent = s.description || "";
+    // edgeAgent's status codes, in words.
+    const word = { 200: "OK", 400: "Invalid deployment", 406: "Not responding", 412: "Unsupported schema", 417: "No deployment yet", 500: "Failed" }[s.code];
+    $("#cur-code").textContent = word || (s.code ? "Status " + s.code : "–");
+    const desc = s.description && s.description.toLowerCase() !== (word || "").toLowerCase() ? s.description : "";
+    $("#cur-desc").textContent = [desc, s.code ? `status code ${s.code}` : ""].filter(Boolean).join(" · ");
     const mods = Object.entries(rep.modules || {});
     $("#cur-modules").textContent = `${mods.filter(([, m]) => m.runtimeStatus === "running").length} / ${mods.length} running`;
     $("#pulls").replaceChildren(...mods.filter(([, m]) => m.pull).map(([n, m]) => {
@@ -221,15 +635,20 @@ ledge.pages.deployments = () => {
     const h = await api("GET", "/deployments?limit=30");
     $("#history tbody").replaceChildren(...(h.deployments || []).map((x) =>
       tr(String(x.id), x.version, status(x.state), x.source, new Date(x.receivedAt).toLocaleString(), x.reason || "")));
+    if (!(h.deployments || []).length) ledge.fill($("#history tbody"), [], "No deployments yet.");
   }
   const body = () => ({ manifest: $("#manifest").value, signature: $("#signature").value.trim() || undefined });
   function planTable(plan) {
     const changes = (plan && (plan.changes || (plan.plan && plan.plan.changes))) || [];
-    if (!changes.length) return el("p", { class: "muted", text: "No changes." });
+    const elevated = (plan && (plan.elevated || (plan.plan && plan.plan.elevated))) || [];
+    const warn = el("div", { class: "warn", id: "plan-elevated" }, el("p", { text: "Elevated container settings (allowed by agent.allowElevatedPermissions):" }),
+      el("ul", {}, ...elevated.map((e) => el("li", { text: `module ${e.module}: ${e.setting} ${e.value} ${e.why}` }))));
+    if (!changes.length) return elevated.length ? warn : el("p", { class: "muted", text: "No changes." });
     const t = el("table", {}, el("thead", {}, tr("Kind", "Name", "Action", "Detail")));
     const tb = el("tbody"); t.append(tb);
     for (const c of changes) tb.append(tr(c.kind, c.name, status(c.action), c.detail || ""));
-    return el("div", { class: "table-wrap" }, t);
+    const wrap = el("div", { class: "table-wrap" }, t);
+    return elevated.length ? el("div", {}, warn, wrap) : wrap;
   }
   function diff(a, b) {
     // Line diff by longest common subsequence; fine for manifests.
@@ -279,7 +698,7 @@ ledge.pages.devices = () => {
     const online = new Map((st.clients || []).map((c) => [c.identity || c.id, c]));
     const list = ids.identities || ids || [];
     const body = $("#identities tbody");
-    if (!list.length) { body.replaceChildren(tr(el("span", { class: "muted", text: "No identities yet: add one below, or `ledge identity add NAME`." }))); return; }
+    if (!list.length) { ledge.fill(body, [], "No identities yet: add one below, or `ledge identity add NAME`."); return; }
     body.replaceChildren(...list.map((i) => {
       const c = online.get(i.name);
       const rm = el("button", { type: "button", class: "danger", text: "Remove" });
@@ -330,7 +749,7 @@ ledge.pages.devices = () => {
 };
 
 ledge.pages.hub = () => {
-  const { api, $, tr, bytes, every, chart, dur, status } = ledge;
+  const { api, $, tr, bytes, every, chart, dur, status, fill } = ledge;
   const hist = { in: [], out: [], routed: [] };
   every(2000, async () => {
     const s = await api("GET", "/hub");
@@ -345,138 +764,13 @@ ledge.pages.hub = () => {
     $("#queue-bar").style.width = s.queueQuotaBytes ? (100 * s.queueBytes / s.queueQuotaBytes) + "%" : "0";
     $("#queue-quota").textContent = s.queueQuotaBytes ? "of " + bytes(s.queueQuotaBytes) + " quota" : "no quota";
     $("#authfail").textContent = s.authFailures;
-    $("#queues tbody").replaceChildren(...(s.queues || []).map((q) => tr(q.endpoint, String(q.depth), bytes(q.bytes), q.depth ? dur(q.oldestAge) : "–", String(q.delivered), String(q.failures), q.backoff ? dur(q.backoff) : "–", q.lastError || "")));
-    $("#drops tbody").replaceChildren(...Object.entries(s.drops || {}).map(([k, v]) => tr(k, String(v))));
-    $("#clients-table tbody").replaceChildren(...(s.clients || []).map((c) => tr(c.id, c.identity || "", c.kind || "", c.auth || "", c.listener, c.remote)));
+    fill($("#queues tbody"), (s.queues || []).map((q) => tr(q.endpoint, String(q.depth), bytes(q.bytes), q.depth ? dur(q.oldestAge) : "–", String(q.delivered), String(q.failures), q.backoff ? dur(q.backoff) : "–", q.lastError || "")), "No queues: routes to modules and upstream get one each.");
+    fill($("#drops tbody"), Object.entries(s.drops || {}).map(([k, v]) => tr(k, String(v))), "No messages dropped.");
+    fill($("#clients-table tbody"), (s.clients || []).map((c) => tr(c.id, c.identity || "", c.kind || "", c.auth || "", c.listener, c.remote)), "No clients connected.");
     const t = Date.now() / 1000;
     for (const [k, v] of [["in", s.rates.mqttIn], ["out", s.rates.mqttOut], ["routed", s.rates.routedIn]]) { hist[k].push([t, v]); while (hist[k].length && hist[k][0][0] < t - 600) hist[k].shift(); }
     chart($("#rate-chart"), [{ name: "MQTT in", points: hist.in }, { name: "MQTT out", points: hist.out }, { name: "routed", points: hist.routed }]);
   });
-};
-
-ledge.ms = (ns) => (ns == null ? "–" : (ns / 1e6).toFixed(ns < 1e7 ? 1 : 0) + " ms");
-
-ledge.pages.live = () => {
-  const { api, $, el, every, ms, status } = ledge;
-  const cams = new Map();
-  async function load() {
-    const { pipelines } = await api("GET", "/pipelines");
-    const grid = $("#cams");
-    if (!pipelines.length) { grid.replaceChildren(el("p", { class: "muted", text: "No pipelines yet: add one on the Pipelines page or in ledge.yaml." })); cams.clear(); return; }
-    if (grid.querySelector("p")) grid.replaceChildren();
-    for (const p of pipelines) {
-      let c = cams.get(p.name);
-      if (!c) {
-        const img = el("img", { alt: "live view of " + p.name, src: `/api/v1/pipelines/${encodeURIComponent(p.name)}/stream.mjpeg`, "data-pipeline": p.name });
-        const badge = el("span", { class: "badge-overlay" });
-        const cap = el("figcaption");
-        c = { fig: el("figure", { class: "card cam" }, img, badge, cap), badge, cap };
-        cams.set(p.name, c); grid.append(c.fig);
-      }
-      const lat = (p.latency || {}).capture_to_result || {};
-      c.badge.textContent = `${(p.fpsOut || 0).toFixed(1)} fps · ${ms(lat.p50)} p50 · ${ms(lat.p99)} p99`;
-      c.cap.replaceChildren(el("strong", { text: p.name }), el("span", {}, status(p.running ? (p.source || {}).phase : "stopped"), " ", el("span", { class: "muted small", text: p.model ? p.model + " " + (p.modelVersion || "") : "no detector" })));
-    }
-    for (const [name, c] of cams) if (!pipelines.some((p) => p.name === name)) { c.fig.remove(); cams.delete(name); }
-  }
-  every(2000, load);
-};
-
-ledge.pages.events = () => {
-  const { api, $, el, sse } = ledge;
-  let next = 0, filter = {};
-  function item(e) {
-    const img = e.snapshot ? el("img", { src: "/api/v1/snapshots/" + e.snapshot, alt: `snapshot of ${e.class || ""} in ${e.pipeline}`, loading: "lazy" }) : el("img", { alt: "", src: "data:," });
-    const what = [e.type, e.class, e.zone ? "in " + e.zone : "", e.trackId ? "#" + e.trackId : "", e.score ? (e.score * 100).toFixed(0) + " %" : "", e.type === "count.changed" ? `${e.previous} → ${e.count}` : ""].filter(Boolean).join(" ");
-    return el("li", { class: "card event", "data-id": String(e.id || ""), "data-captured": String(new Date(e.captured || e.time).getTime()) }, e.snapshot ? el("a", { href: "/api/v1/snapshots/" + e.snapshot, target: "_blank" }, img) : img,
-      el("div", {}, el("strong", { text: what }), el("div", { class: "muted small", text: `${e.pipeline} · ${new Date(e.time).toLocaleString()}${e.model ? " · model " + e.model : ""}` })));
-  }
-  function query(extra) {
-    const q = new URLSearchParams();
-    for (const [k, v] of Object.entries({ ...filter, ...extra })) if (v) q.set(k, v);
-    return q.toString();
-  }
-  async function load(append) {
-    const res = await api("GET", "/events?" + query(append && next ? { before: next } : {}));
-    const items = res.events.map(item);
-    if (append) $("#events").append(...items); else $("#events").replaceChildren(...items);
-    if (!append && !items.length) $("#events").replaceChildren(el("li", { class: "muted", text: "No events match." }));
-    next = res.next; $("#more").hidden = !next;
-  }
-  function matches(e) {
-    return (!filter.pipeline || e.pipeline === filter.pipeline) && (!filter.type || e.type === filter.type) &&
-      (!filter.class || e.class === filter.class) && (!filter.zone || e.zone === filter.zone) && !filter.to;
-  }
-  $("#filters").onsubmit = (ev) => {
-    ev.preventDefault();
-    const f = new FormData(ev.target);
-    filter = { pipeline: f.get("pipeline"), type: f.get("type"), class: f.get("class").trim(), zone: f.get("zone").trim(),
-      from: f.get("from") ? new Date(f.get("from")).toISOString() : "", to: f.get("to") ? new Date(f.get("to")).toISOString() : "" };
-    load(false);
-  };
-  $("#more").onclick = () => load(true);
-  api("GET", "/pipelines").then(({ pipelines }) => $("select[name=pipeline]").append(...pipelines.map((p) => el("option", { text: p.name }))));
-  load(false);
-  const types = ["object.enter", "object.leave", "zone.enter", "zone.leave", "zone.loiter", "count.changed"];
-  const handlers = {};
-  for (const t of types) handlers[t] = (e) => {
-    if (!matches(e)) return;
-    const list = $("#events"); const empty = list.querySelector("li.muted"); if (empty) empty.remove();
-    list.prepend(item(e));
-    while (list.children.length > 500) list.lastChild.remove();
-    $("#live-note").textContent = "Live: new events appear at the top.";
-  };
-  sse("/events/stream?types=" + types.join(","), handlers);
-};
-
-ledge.pages.pipelines = () => {
-  const { api, $, el, every, ms, status, chart, show } = ledge;
-  const cards = new Map();
-  async function act(name, what) {
-    try { await api("POST", `/pipelines/${encodeURIComponent(name)}/${what}`); load(); } catch (e) { alert(e.message); }
-  }
-  async function load() {
-    const { pipelines } = await api("GET", "/pipelines");
-    const grid = $("#pipelines");
-    if (!pipelines.length) { grid.replaceChildren(el("p", { class: "muted", text: "No pipelines yet." })); cards.clear(); return; }
-    if (grid.querySelector("p.muted")) grid.replaceChildren();
-    for (const p of pipelines) {
-      let c = cards.get(p.name);
-      if (!c) {
-        c = { head: el("div"), body: el("dl", { class: "kv small" }), fps: el("canvas", { class: "chart", "aria-label": "frames per second of " + p.name }), lat: el("canvas", { class: "chart", "aria-label": "latency of " + p.name }), buttons: el("div", { class: "toolbar" }) };
-        c.card = el("section", { class: "card", "aria-label": "pipeline " + p.name }, c.head, c.body, el("h2", { text: "Frames per second" }), c.fps, el("h2", { text: "Latency, capture to result (ms)" }), c.lat, c.buttons);
-        cards.set(p.name, c); grid.append(c.card);
-        for (const a of ["start", "stop", "reload"]) { const b = el("button", { type: "button", text: a[0].toUpperCase() + a.slice(1) }); b.onclick = () => act(p.name, a); c.buttons.append(b); }
-        if (p.owner === "api") { const d = el("button", { type: "button", class: "danger", text: "Delete" }); d.onclick = async () => { if (confirm(`Delete pipeline ${p.name}?`)) { try { await api("DELETE", "/pipelines/" + encodeURIComponent(p.name)); load(); } catch (e) { alert(e.message); } } }; c.buttons.append(d); }
-      }
-      const src = p.source || {};
-      c.head.replaceChildren(el("h2", {}, el("strong", { text: p.name }), " ", status(p.running ? src.phase : "stopped"), " ", el("span", { class: "muted small", text: "from " + p.owner })));
-      const rows = [
-        ["Source", (src.reason ? `${src.phase}: ${src.reason}` : src.phase || "–") + (src.retry ? `, retry ${new Date(src.retry).toLocaleTimeString()}` : "") + (src.reconnects ? ` (${src.reconnects} reconnects)` : "")],
-        ["Model", p.model ? `${p.model} ${p.modelVersion || ""}` : "none"],
-        ["fps in / out", `${(p.fpsIn || 0).toFixed(1)} / ${(p.fpsOut || 0).toFixed(1)}`],
-        ["Frames", `${p.framesIn} in, ${p.framesOut} out, ${p.dropped} dropped, ${p.skippedMotion} skipped (no motion)`],
-        ["Detections / events", `${p.detections} / ${p.events}`],
-      ];
-      for (const [stage, l] of Object.entries(p.latency || {})) rows.push([`${stage} p50 / p99`, `${ms(l.p50)} / ${ms(l.p99)}`]);
-      c.body.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
-      api("GET", `/pipelines/${encodeURIComponent(p.name)}/history`).then(({ samples }) => {
-        const t = (s) => new Date(s.t).getTime() / 1000;
-        chart(c.fps, [{ name: "in", points: samples.map((s) => [t(s), s.fpsIn]) }, { name: "out", points: samples.map((s) => [t(s), s.fpsOut]) }]);
-        chart(c.lat, [{ name: "p50", points: samples.map((s) => [t(s), s.p50]) }, { name: "p99", points: samples.map((s) => [t(s), s.p99]) }]);
-      });
-    }
-    for (const [name, c] of cards) if (!pipelines.some((p) => p.name === name)) { c.card.remove(); cards.delete(name); }
-  }
-  $("#save").onclick = async () => {
-    const body = $("#spec").value;
-    const m = /^name:\s*["']?([\w-]+)/m.exec(body) || /"name"\s*:\s*"([\w-]+)"/.exec(body);
-    try {
-      if (m) await api("PUT", "/pipelines/" + encodeURIComponent(m[1]), body, true); else await api("POST", "/pipelines", body, true);
-      show($("#save-result"), "Saved; the pipeline runs.", true); load();
-    } catch (e) { show($("#save-result"), e.message, false); }
-  };
-  every(3000, load);
 };
 
 ledge.pages.models = () => {
@@ -484,7 +778,7 @@ ledge.pages.models = () => {
   async function load() {
     const { models } = await api("GET", "/models");
     const grid = $("#models");
-    if (!models || !models.length) { grid.replaceChildren(el("p", { class: "muted", text: "No models yet: a deployment's models: section, `ledge models pull`, or the form below." })); return; }
+    if (!models || !models.length) { grid.replaceChildren(el("p", { class: "muted" }, ledge.rich("No models yet: a deployment's `models:` section, `ledge models pull`, or the form below."))); return; }
     grid.replaceChildren(...models.map((m) => {
       const t = el("table", {}, el("thead", {}, tr("Version", "State", "Kind", "Size", "Activated", "")));
       const tb = el("tbody"); t.append(tb);
@@ -507,7 +801,7 @@ ledge.pages.models = () => {
       rb.onclick = async () => { try { await api("POST", `/models/${encodeURIComponent(m.name)}/rollback`); load(); } catch (e) { alert(e.message); } };
       return el("section", { class: "card", "aria-label": "model " + m.name },
         el("h2", {}, el("strong", { text: m.name }), " ", el("span", { class: "muted small", text: `active ${m.active || "none"}${m.desired && m.desired !== m.active ? ", deployment wants " + m.desired : ""}${m.pinned ? ", pinned by hand" : ""}` })),
-        el("div", { class: "table-wrap" }, t), el("div", { class: "toolbar", style: "margin-top:.5rem" }, rb));
+        el("div", { class: "table-wrap" }, t), el("div", { class: "toolbar spaced" }, rb));
     }));
   }
   $("#pull").onclick = async () => {

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// siteConfig writes a ledge.yaml with `dataDir: ledge-data` (relative) in
+// a folder of its own and returns its path.
+func siteConfig(t *testing.T) string {
+	t.Helper()
+	conf := filepath.Join(t.TempDir(), "site", "ledge.yaml")
+	os.MkdirAll(filepath.Dir(conf), 0o755)
+	doc := "deviceId: disc-" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(int(time.Now().UnixNano()%1e6)) +
+		"\ndataDir: ledge-data\nhttp:\n  listenTLS: 127.0.0.1:0\nhub:\n  listen:\n    mqtt: 127.0.0.1:0\n    mqtts: 127.0.0.1:0\n"
+	if err := os.WriteFile(conf, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return conf
+}
+
+// The Quickstart's way: `ledge run --config deploy/examples/x.yaml`, then
+// `ledge identity ...` with no flags, from anywhere. The data dir is beside
+// the config file, and the CLI finds the daemon through its record.
+func TestCLIFindsRunningLedgeWithoutFlags(t *testing.T) {
+	conf := siteConfig(t)
+	dataDir := filepath.Join(filepath.Dir(conf), "ledge-data")
+	rt := []string{"LEDGE_RUNTIME_DIR=" + t.TempDir()}
+	elsewhere := t.TempDir()
+	d := launch(t, &runningLedge{addr: freePort(t), stderr: &bytes.Buffer{}, done: make(chan error, 1)},
+		elsewhere, rt, "run", "--config", conf)
+	if _, err := os.Stat(filepath.Join(dataDir, "ledge.sock")); err != nil {
+		t.Fatalf("dataDir: ledge-data is not beside the config file: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(elsewhere, "ledge-data")); err == nil {
+		t.Errorf("a data dir was made in the working directory")
+	}
+
+	out, errOut, code := ledgeIn(t, t.TempDir(), rt, "status", "--json")
+	if code != 0 || !strings.Contains(out, `"system"`) {
+		t.Fatalf("status without flags: exit %d\n%s\n%s", code, out, errOut)
+	}
+	tok, errOut, code := ledgeIn(t, t.TempDir(), rt, "admin", "token", "create", "grafana")
+	if code != 0 || !strings.HasPrefix(tok, "ldg_") {
+		t.Fatalf("token create without flags: exit %d %q %s", code, tok, errOut)
+	}
+	if !strings.Contains(errOut, dataDir) {
+		t.Errorf("token create does not say which data dir it wrote to:\n%s", errOut)
+	}
+
+	// Stopped: its record goes with it, and the CLI says so.
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-d.done; err != nil {
+		t.Fatalf("ledge run: %v\n%s", err, d.stderr)
+	}
+	d.done <- nil
+	_, errOut, code = ledgeIn(t, t.TempDir(), append(rt, "LEDGE_CONFIG="+siteConfig(t)), "status")
+	if code != 1 || !strings.Contains(errOut, "no running ledge found") {
+		t.Errorf("after the stop: exit %d: %s", code, errOut)
+	}
+}
+
+// A ledge killed with -9 leaves its record behind; the CLI drops it.
+func TestCLIForgetsKilledLedge(t *testing.T) {
+	conf := siteConfig(t)
+	dir := t.TempDir()
+	rt := []string{"LEDGE_RUNTIME_DIR=" + dir}
+	d := launch(t, &runningLedge{addr: freePort(t), stderr: &bytes.Buffer{}, done: make(chan error, 1)},
+		"", rt, "run", "--config", conf)
+	if recs, _ := filepath.Glob(filepath.Join(dir, "*.json")); len(recs) != 1 {
+		t.Fatalf("records %v, want one", recs)
+	}
+	d.cmd.Process.Kill()
+	<-d.done
+	d.done <- nil
+	_, errOut, code := ledgeIn(t, t.TempDir(), append(rt, "LEDGE_CONFIG="+siteConfig(t)), "status")
+	if code != 1 || !strings.Contains(errOut, "no running ledge found") {
+		t.Errorf("exit %d: %s", code, errOut)
+	}
+	if recs, _ := filepath.Glob(filepath.Join(dir, "*.json")); len(recs) != 0 {
+		t.Errorf("stale records kept: %v", recs)
+	}
+}

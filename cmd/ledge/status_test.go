@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestStatusShowsFailures: a camera that refuses and a pipeline whose
+// model file is missing each show in `ledge status` with their state and
+// reason, beside the one that runs; the log says each once at WARN; and
+// FFmpeg's own messages go into the log (DEBUG), not raw to stderr.
+func TestStatusShowsFailures(t *testing.T) {
+	dir := t.TempDir()
+	cam := "rtsp://" + freePort(t) + "/cam"
+	cfg := filepath.Join(dir, "ledge.yaml")
+	os.WriteFile(cfg, []byte(`log: {level: debug}
+pipelines:
+  - name: pattern
+    source: {url: "testpattern:", fps: 10, width: 320, height: 240}
+  - name: gate
+    source: {url: "`+cam+`"}
+  - name: door
+    source: {url: "testpattern:", fps: 5}
+    detect: {model: models/door.onnx}
+`), 0o644)
+	d := &runningLedge{addr: freePort(t), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	launch(t, d, "", nil, "run", "--config", cfg, "--data-dir", t.TempDir())
+	var out string
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var code int
+		var errOut string
+		out, errOut, code = ledge(t, "status", "--config", cfg, "--data-dir", d.dataDir(t))
+		if code != 0 {
+			t.Fatalf("status: exit %d %s", code, errOut)
+		}
+		if strings.Contains(out, "pipelines  3, 1 running, 2 failing") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never shows 1 running and 2 failing:\n%s", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, re := range []string{
+		`(?m)^  pattern +running +\d+\.\d/\d+\.\d`,
+		`(?m)^  gate +backoff .*open rtsp://127\.0\.0\.1:\d+/cam`,
+		`(?m)^  door +failed .*detect\.model: open ` + regexp.QuoteMeta(filepath.Join(dir, "models", "door.onnx")),
+		`(?m)^health +ok`,
+		`(?m)^hub +.*0 clients`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("status lacks %s:\n%s", re, out)
+		}
+	}
+	time.Sleep(2 * time.Second) // a few more reconnection attempts
+	log := d.stderr.String()
+	if n := strings.Count(log, `level=WARN msg="pipeline source failing"`); n != 1 || !strings.Contains(log, "pipeline=gate") {
+		t.Errorf("%d WARNs for the camera, want 1:\n%s", n, log)
+	}
+	if n := strings.Count(log, `level=WARN msg="pipeline failing"`); n != 1 || !strings.Contains(log, "pipeline=door") {
+		t.Errorf("%d WARNs for the pipeline without its model, want 1:\n%s", n, log)
+	}
+	native := 0
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "[tcp @") || strings.Contains(line, "Connection refused") {
+			if !strings.HasPrefix(line, "time=") {
+				t.Errorf("a raw native line on stderr: %q", line)
+			}
+			if strings.Contains(line, "level=DEBUG") && strings.Contains(line, "component=ffmpeg") {
+				native++
+			}
+		}
+	}
+	if native == 0 {
+		t.Errorf("FFmpeg's messages are not in the log at DEBUG:\n%s", log)
+	}
+}
