@@ -75,6 +75,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	cfg.Inference.TensorRTCache = cfg.Inference.tensorRTCache(cfg.DataDir)
 	a := &App{cfg: cfg, build: build, log: log, started: time.Now(), health: newHealthSet()}
 	defer func() {
 		if err != nil {
@@ -165,6 +166,10 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	a.add("web", srv.Run)
 	a.health.add("database", func(ctx context.Context) error { return a.db.PingContext(ctx) })
 	a.add("health", func(ctx context.Context) error { return a.health.watch(ctx, a.log) })
+	if n, period := systemdFromEnv(); n != nil { // under a Type=notify unit (deploy/ledge.service)
+		w := &systemdWatchdog{n: n, period: period, health: a.health, log: log.With("component", "systemd")}
+		a.add("systemd", w.Run)
+	}
 	// Last: every listener is bound, so a start that fails made no password.
 	if err := a.firstPassword(ctx); err != nil {
 		return nil, err

@@ -4,7 +4,8 @@
 # under two seconds.
 #
 #   apt:   libopencv-dev ffmpeg docker.io mosquitto mosquitto-clients chromium
-#          docker-registry apache2-utils (only the ones missing)
+#          docker-registry apache2-utils systemd (for systemd-notify; only the
+#          ones missing)
 #   ORT:   libonnxruntime.so.1 from the npm package onnxruntime-node into
 #          $LEDGE_LIB_DIR (default /usr/local/lib/ledge)
 #   dockerd: started when no Docker engine answers (CI has no systemd)
@@ -14,7 +15,7 @@ set -euo pipefail
 ORT_VERSION="${ORT_VERSION:-1.24.3}"
 LIB_DIR="${LEDGE_LIB_DIR:-/usr/local/lib/ledge}"
 APT_PACKAGES=(libopencv-dev pkg-config ffmpeg docker.io mosquitto mosquitto-clients chromium
-              docker-registry apache2-utils npm)
+              docker-registry apache2-utils npm systemd)
 
 say() { printf 'deps: %s\n' "$*" >&2; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }

@@ -27,6 +27,8 @@ type Options struct {
 	// pipeline needs a detector.
 	Library   string
 	Providers []string
+	// TensorRTCache is where the TensorRT provider keeps its engines.
+	TensorRTCache string
 	// Models resolves model names; nil: only model files work.
 	Models ModelResolver
 	// Publisher publishes into the in-process hub; nil: hub actions are
@@ -95,7 +97,7 @@ func NewEngine(ctx context.Context, opts Options, specs []Spec) (*Engine, error)
 	if opts.StopGrace <= 0 {
 		opts.StopGrace = 2 * time.Second
 	}
-	e := &Engine{opts: opts, cfg: opts.Config, log: opts.Logger, pool: detect.NewPool(opts.Library, opts.Providers), applying: make(chan struct{}, 1),
+	e := &Engine{opts: opts, cfg: opts.Config, log: opts.Logger, pool: detect.NewPool(opts.Library, opts.Providers, opts.TensorRTCache), applying: make(chan struct{}, 1),
 		running: map[string]*instance{}, failed: map[string]*buildFailure{}, slots: map[string]*slot{}}
 	if opts.DB != nil {
 		var err error

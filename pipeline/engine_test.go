@@ -64,7 +64,7 @@ func TestSourceReconnects(t *testing.T) {
 	defer sub.Cancel()
 	run(t, e)
 	var backoff *Event
-	timeout := time.After(20 * time.Second)
+	timeout := time.After(20 * time.Second * testenv.Slowdown())
 	for backoff == nil {
 		select {
 		case ev := <-sub.C:
@@ -128,7 +128,7 @@ func TestReloadSharesModelAndLeaksNothing(t *testing.T) {
 		if len(f.Data) < 1000 || f.Data[0] != 0xFF || f.Data[1] != 0xD8 {
 			t.Errorf("watched frame is not a JPEG (%d bytes)", len(f.Data))
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(5 * time.Second * testenv.Slowdown()):
 		t.Error("no frame for the viewer")
 	}
 	opens := countingOpens.Load()

@@ -125,7 +125,7 @@ func run(t testing.TB, e *Engine) (stop func()) {
 				if err != nil {
 					t.Errorf("Run: %v", err)
 				}
-			case <-time.After(15 * time.Second):
+			case <-time.After(15 * time.Second * testenv.Slowdown()):
 				buf := make([]byte, 1<<20)
 				t.Errorf("Run did not return within 15 s\n%s", buf[:runtime.Stack(buf, true)])
 			}
@@ -145,6 +145,7 @@ func testLogger(t testing.TB) *slog.Logger {
 // waitFor polls cond until it holds or the timeout passes.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	timeout *= testenv.Slowdown()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {

@@ -5,6 +5,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"ledge/internal/testenv"
 	"ledge/pipeline/source"
 )
 
@@ -31,7 +32,7 @@ func TestWatchEncodesOnlyWhileWatched(t *testing.T) {
 				t.Errorf("frame %d: %d bytes, not a newer JPEG", f.Frame, len(f.Data))
 			}
 			last = f.Frame
-		case <-time.After(5 * time.Second):
+		case <-time.After(5 * time.Second * testenv.Slowdown()):
 			t.Fatal("no frame within 5 s")
 		}
 	}

@@ -14,7 +14,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"testing"
+	"time"
 )
 
 // heavyParts are the parts `make test-unit` (go test -short) runs without.
@@ -30,6 +32,16 @@ func unitOnly(t testing.TB, part string) {
 
 // DefaultORTLib is where `make deps` installs ONNX Runtime.
 const DefaultORTLib = "/usr/local/lib/ledge/libonnxruntime.so.1"
+
+// Slowdown is how many times longer than usual a test may wait for a
+// positive signal: $LEDGE_TEST_SLOWDOWN (default 1), which `make
+// test-arm64` sets for tests that run under emulation.
+func Slowdown() time.Duration {
+	if n, err := strconv.Atoi(os.Getenv("LEDGE_TEST_SLOWDOWN")); err == nil && n > 1 {
+		return time.Duration(n)
+	}
+	return 1
+}
 
 // RepoRoot returns the directory holding go.mod.
 func RepoRoot(t testing.TB) string {

@@ -25,8 +25,9 @@ type key struct {
 // lock: the stages that want it wait for it, each until its context ends,
 // and everything else goes on meanwhile. Safe for concurrent use.
 type Pool struct {
-	library   string
-	providers []string
+	library       string
+	providers     []string
+	tensorRTCache string // where the TensorRT provider keeps its engines
 	// newDetector loads a model; tests replace it to make a load hang or
 	// fail on demand.
 	newDetector func(rt *inference.Runtime, path string, o inference.Options) (*inference.Detector, error)
@@ -50,8 +51,8 @@ type entry struct {
 
 // NewPool returns a pool that loads ONNX Runtime from library and runs
 // models on providers.
-func NewPool(library string, providers []string) *Pool {
-	return &Pool{library: library, providers: providers, entries: map[key]*entry{},
+func NewPool(library string, providers []string, tensorRTCache string) *Pool {
+	return &Pool{library: library, providers: providers, tensorRTCache: tensorRTCache, entries: map[key]*entry{},
 		newDetector: (*inference.Runtime).NewDetector}
 }
 
@@ -127,7 +128,8 @@ func (p *Pool) open(k key, name string) (*inference.Detector, error) {
 		return nil, err
 	}
 	return p.newDetector(rt, k.path, inference.Options{Kind: kind, Labels: k.labelList(), Name: name,
-		Sessions: k.sessions, Threads: k.threads, Providers: p.providers, InputWidth: k.inW, InputHeight: k.inH})
+		Sessions: k.sessions, Threads: k.threads, Providers: p.providers, InputWidth: k.inW, InputHeight: k.inH,
+		TensorRTCache: p.tensorRTCache})
 }
 
 // release drops one reference to e; the last one closes the detector (or,

@@ -49,7 +49,7 @@ func within(t *testing.T, what string, ch <-chan struct{}) {
 // failed load leaves the pool, so the next acquire tries again; the last
 // release closes ONNX Runtime.
 func TestPoolLoadsOutsideItsLock(t *testing.T) {
-	p := NewPool(testenv.ORTLib(t), nil)
+	p := NewPool(testenv.ORTLib(t), nil, "")
 	started, release, calls := hangingLoads(t, p, false)
 	slow := key{path: "slow.onnx", kind: "yolox", sessions: 1, threads: 1}
 	fast := key{path: testenv.Model(t, "yolox_nano.onnx"), kind: "yolox", sessions: 1, threads: 1}
@@ -98,7 +98,7 @@ func TestPoolLoadsOutsideItsLock(t *testing.T) {
 // TestPoolLoadNobodyWaitsFor: a load every stage gave up waiting for is
 // closed as soon as it ends.
 func TestPoolLoadNobodyWaitsFor(t *testing.T) {
-	p := NewPool(testenv.ORTLib(t), nil)
+	p := NewPool(testenv.ORTLib(t), nil, "")
 	started, release, _ := hangingLoads(t, p, true)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -122,7 +122,7 @@ func TestPoolLoadNobodyWaitsFor(t *testing.T) {
 // changes nothing; a commit switches between two calls, and the old model
 // is released.
 func TestStageSwap(t *testing.T) {
-	p := NewPool(testenv.ORTLib(t), nil)
+	p := NewPool(testenv.ORTLib(t), nil, "")
 	res := resolver{"people": {Path: testenv.Model(t, "yolox_nano.onnx"), Kind: "yolox", Version: "1"}}
 	s, err := NewStage(t.Context(), Spec{Model: "people"}, Layout{Sessions: 1, Threads: 1}, p, res)
 	if err != nil {

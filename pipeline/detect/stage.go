@@ -202,13 +202,14 @@ func (s *Stage) Close() {
 	}
 }
 
-// warm runs one inference on a blank frame in every session of det at
+// warm runs one inference on a blank frame in every open session of det at
 // once, at low priority, so that no session meets its first frame cold
-// after a swap, and checks that the outputs decode. An inference cannot be
+// after a swap, and checks that the outputs decode. (Sessions the detector
+// makes later, when calls meet, warm themselves before they serve.) An inference cannot be
 // interrupted: when ctx ended meanwhile, it returns ctx's error once they
 // are done.
 func warm(ctx context.Context, det *inference.Detector) error {
-	n := max(det.Info().Sessions, 1)
+	n := max(det.OpenSessions(), 1)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
