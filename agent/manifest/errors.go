@@ -193,6 +193,9 @@ func renderPath(path []string) string {
 // indexSegment reads a segment made by index.
 func indexSegment(s string) (int, bool) {
 	inner, ok := strings.CutPrefix(s, "[")
+	if !ok {
+		return 0, false
+	}
 	if inner, ok = strings.CutSuffix(inner, "]"); !ok {
 		return 0, false
 	}
