@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"ledge/internal/yamlstrict"
 )
 
 // Config is the agent's section of ledge.yaml (`agent:`). Every field is
@@ -170,9 +172,9 @@ func (c *Config) Validate() error {
 	for i, s := range c.AllowedBindSources {
 		switch {
 		case !filepath.IsAbs(s):
-			bad(fmt.Sprintf("allowedBindSources[%d]", i), "%q: want an absolute host path", s)
+			bad(yamlstrict.Index("allowedBindSources", i), "%q: want an absolute host path", s)
 		case filepath.Clean(s) == "/":
-			bad(fmt.Sprintf("allowedBindSources[%d]", i), "\"/\" would let modules bind every host path: list the folders they need, or set agent.allowElevatedPermissions")
+			bad(yamlstrict.Index("allowedBindSources", i), "\"/\" would let modules bind every host path: list the folders they need, or set agent.allowElevatedPermissions")
 		}
 	}
 	if r := c.UpstreamRegistry; r != "" && (strings.ContainsAny(r, " \t/$") || strings.Contains(r, "://")) {

@@ -40,7 +40,7 @@
 //   - the reported state ([Reported], Azure §2 shape), persisted,
 //     published upstream, and [Agent.Events] for the dashboard.
 //
-// # Seams (phase 2 wiring)
+// # Seams
 //
 // The agent imports no other ledge component. appliance wires these
 // through [Options]; each may be nil:
@@ -62,6 +62,12 @@
 //     (agent.sources.mqtt.topic, default ledge/{device}/deployment) and the
 //     reported state (…/deployment/reported, retained). Without it, no
 //     MQTT source.
+//   - [Parent] (hub's link to an Azure parent): the parent's $edgeAgent,
+//     $edgeHub and $ledge twins as a source, and the reported state back
+//     as $edgeAgent reported properties. Without it, no parent source.
+//   - Workload ([workload.Keys], hub): what a module's workload socket
+//     signs and serves. Without it, no socket, and a module's key is in
+//     its environment (EdgeHubConnectionString).
 //   - [Section] per manifest section: "routes" and "storeAndForward"
 //     (hub), "pipelines" (pipeline engine), "models" (model store),
 //     optionally [SectionReporter] for work that finishes in the

@@ -229,7 +229,10 @@ func (a *Agent) reportParent(ctx context.Context, rep *Reported) bool {
 	doc := parentReport{SchemaVersion: rep.SchemaVersion, Version: rep.Version, LastDesiredVersion: l.desiredVersion,
 		LastDesiredStatus: rep.LastDesiredStatus, Runtime: rep.Runtime, SystemModules: rep.SystemModules, Modules: rep.Modules,
 		Ledge: parentLedgeReport{Deployment: rep.Deployment, Rejected: rep.Rejected, Sections: rep.Sections, Engine: rep.Engine}}
-	for name, m := range doc.Modules {
+	// rep.Modules is the snapshot every reader of Reported shares: the
+	// parent's copy is changed, not it.
+	doc.Modules = make(map[string]ModuleReport, len(rep.Modules))
+	for name, m := range rep.Modules {
 		m.Pull = nil // progress changes every second: not worth a twin patch
 		doc.Modules[name] = m
 	}

@@ -138,8 +138,9 @@ func TestParentTwinSource(t *testing.T) {
 
 	// The same twins again (a reconnection): nothing new applies.
 	id := ta.Reported().Deployment.ID
+	mark := ta.mark()
 	p.set(map[string]string{TwinEdgeAgent: agentTwin(3, "web "+imgApp)})
-	time.Sleep(500 * time.Millisecond)
+	ta.waitLog(mark, 10*time.Second, `msg="remote manifest ignored"`, "source=parent")
 	if got := ta.Reported().Deployment.ID; got != id {
 		t.Errorf("the same twins made deployment %d (was %d)", got, id)
 	}

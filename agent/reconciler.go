@@ -66,11 +66,11 @@ type reconciler struct {
 	wake      chan struct{} // cap 1: pending was set
 	engineCh  chan engineMsg
 	pullCh    chan pullMsg
-	resyncCh  chan chan struct{}         // Resync requests; closed when done
-	reqCh     chan func(context.Context) // work run on the loop (RestartModule)
-	snap      atomic.Pointer[runtimeSnapshot]
-	pullWG    sync.WaitGroup // pull goroutines
-	pullSem   chan struct{}  // bounds concurrent pulls
+	resyncCh  chan chan struct{}              // Resync requests; closed when done
+	reqCh     chan func(context.Context)      // work run on the loop (RestartModule)
+	snap      atomic.Pointer[runtimeSnapshot] // immutable once stored: readers share its maps
+	pullWG    sync.WaitGroup                  // pull goroutines
+	pullSem   chan struct{}                   // bounds concurrent pulls
 
 	// Owned by run.
 	want           *desired

@@ -86,7 +86,11 @@ func TestBadManifestsChangeNothing(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(500 * time.Millisecond)
+	// A full pass of the reconciler: whatever a refused manifest had set
+	// going would show now.
+	if err := ta.Resync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	assertUnchanged(t, before, ta.containers())
 	if rep := ta.Reported(); rep.Deployment.Version != "1" || rep.Deployment.State != StateConverged {
 		t.Errorf("deployment after the bad ones: %+v", rep.Deployment)

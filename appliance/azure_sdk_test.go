@@ -127,6 +127,7 @@ func containerEnv(t *testing.T, name string) (env, binds []string) {
 // desired patch and answers a direct method. The container's environment
 // holds no key; the socket refuses to sign for another module.
 func TestAzureSDKModuleWorkloadAPI(t *testing.T) {
+	testenv.Docker(t)
 	azureSDKDir(t)
 	id := runID()
 	image := "ledge-test/mqttmod:" + id

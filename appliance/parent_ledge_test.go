@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,16 +31,18 @@ type runningApp struct {
 	*App
 	cancel context.CancelFunc
 	done   chan error
+	logs   *syncBuffer // its log, at debug
 }
 
 func runApp(t *testing.T, cfg Config) *runningApp {
 	t.Helper()
-	app, err := New(t.Context(), cfg, BuildInfo{Version: "test"}, slog.New(slog.DiscardHandler))
+	logs := &syncBuffer{}
+	app, err := New(t.Context(), cfg, BuildInfo{Version: "test"}, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &runningApp{App: app, cancel: cancel, done: make(chan error, 1)}
+	r := &runningApp{App: app, cancel: cancel, done: make(chan error, 1), logs: logs}
 	go func() { r.done <- app.Run(ctx) }()
 	t.Cleanup(r.stop)
 	return r
@@ -229,6 +232,8 @@ func TestParentLedgeDeploys(t *testing.T) {
 
 	// The parent comes back: the same twins deploy nothing new; what it
 	// sends reaches the leaf again.
+	ignoredRe := regexp.MustCompile(`msg="remote manifest ignored" .*source=parent`)
+	ignored := len(ignoredRe.FindAllString(c.logs.String(), -1))
 	parent = runApp(t, pcfg)
 	if _, err := parent.Hub().PatchDesired(t.Context(), leaf.name, []byte(`{"threshold": 9}`)); err != nil {
 		t.Fatal(err)
@@ -242,7 +247,9 @@ func TestParentLedgeDeploys(t *testing.T) {
 		}
 		return false
 	})
-	time.Sleep(2 * time.Second)
+	waitUntil(t, 30*time.Second, "the agent to take the same twins again (and ignore them)", func() bool {
+		return len(ignoredRe.FindAllString(c.logs.String(), -1)) > ignored
+	})
 	if d := c.agent.Reported().Deployment; d.ID != depID {
 		t.Errorf("the same twins made a new deployment: %+v", d)
 	}

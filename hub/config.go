@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"ledge/internal/yamlstrict"
 )
 
 // Config is the hub: section of ledge.yaml. Every field has a working
@@ -212,12 +214,12 @@ func (c *Config) Validate() error {
 	for i, r := range c.ACL {
 		for _, k := range r.Kinds {
 			if k != "user" && k != "device" && k != "module" {
-				bad(fmt.Sprintf("acl[%d].kinds", i), "%q: want user, device or module", k)
+				bad(yamlstrict.Field(yamlstrict.Index("acl", i), "kinds"), "%q: want user, device or module", k)
 			}
 		}
 		for j, f := range append(append([]string{}, r.Publish...), r.Subscribe...) {
 			if !validFilter(f) {
-				bad(fmt.Sprintf("acl[%d]", i), "filter %d %q is not an MQTT topic filter", j, f)
+				bad(yamlstrict.Index("acl", i), "filter %d %q is not an MQTT topic filter", j, f)
 			}
 		}
 	}

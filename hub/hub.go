@@ -311,6 +311,7 @@ func (h *Hub) tick(ctx context.Context) {
 			return
 		case now := <-t.C:
 			h.stats.sample(h, now)
+			h.prunePumps()
 			if now.Unix()%10 == 0 {
 				h.sweepSessions()
 			}

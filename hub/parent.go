@@ -85,14 +85,13 @@ type parentConn struct {
 	stopped atomic.Bool
 	rid     atomic.Uint64
 
-	mu       sync.Mutex // guards the fields below
-	waits    map[string]chan twinReply
-	desired  map[string]any // system twins: the desired properties as last read
-	fetched  bool           // desired read since the last connection
-	state    string
-	lastErr  string
-	leftAt   time.Time // when the local client was last seen gone
-	reported map[string]any
+	mu      sync.Mutex // guards the fields below
+	waits   map[string]chan twinReply
+	desired map[string]any // system twins: the desired properties as last read
+	fetched bool           // desired read since the last connection
+	state   string
+	lastErr string
+	leftAt  time.Time // when the local client was last seen gone
 }
 
 type twinReply struct {

@@ -23,6 +23,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("LEDGE_PIPELINE_CHILD_DB") != "" {
+		os.Exit(eventLogChild()) // a child process of TestEventLogSurvivesKill
+	}
 	code := m.Run()
 	if videoDir != "" {
 		os.RemoveAll(videoDir)

@@ -520,6 +520,9 @@ func (in *instance) state(s *Stats, sl *slot) {
 		s.State = StateStopped
 	}
 	if s.State == StateBackoff {
+		// The source's state changes before the log hears of it: until
+		// then, the failure is as old as the back-off.
+		s.FailingSince = src.Since
 		if failing, since, _ := sl.srcLog.State(); failing {
 			s.FailingSince = since
 		}

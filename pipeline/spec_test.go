@@ -158,3 +158,42 @@ func TestSpecEqual(t *testing.T) {
 		}
 	}
 }
+
+// TestEncodeRoundTrip: Encode writes what ParseSpec reads back as the same
+// spec, secrets included (JSON leaves an action's password and headers
+// out, so it cannot store a spec).
+func TestEncodeRoundTrip(t *testing.T) {
+	doc := `
+name: door
+source: {url: "rtsp://cam:pw@10.0.0.9/s", width: 1280, height: 720, fps: 15, fourcc: MJPG}
+detect: {model: people, threshold: 0.5, classes: [person], maxFps: 5}
+motion: {threshold: 30, hold: 2s}
+zones:
+  - name: porch
+    polygon: [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]
+    loiter: 30s
+tracker: {minFrames: 2, timeout: 1500ms}
+actions:
+  - {type: webhook, url: "https://example.net/hook", on: [zone.loiter], zones: [porch], headers: {X-Key: k1, X-Other: "a: b"}, timeout: 2s, cooldown: 1m}
+  - {type: mqtt, url: "tcp://broker:1883", topic: "t/{pipeline}", qos: 1, username: cam, password: "p'w\"d"}
+  - {type: gpio, chip: gpiochip0, line: 17, pulse: 2s, activeLow: true}
+`
+	s, err := ParseSpec("doc", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := s.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := ParseSpec("encoded", text)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, text)
+	}
+	if !back.Equal(s) {
+		t.Errorf("read back as\n%+v\nwant\n%+v\nencoded:\n%s", back, s, text)
+	}
+	if back.Actions[0].Headers["X-Key"] != "k1" || back.Actions[1].Password != `p'w"d` {
+		t.Errorf("secrets lost: %+v", back.Actions)
+	}
+}

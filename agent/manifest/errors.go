@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
+
+	"ledge/internal/yamlstrict"
 )
 
 // Error is one problem in a manifest: what is wrong and where.
@@ -173,28 +176,31 @@ func (p *problems) err() error {
 	return p.list
 }
 
-// renderPath joins path segments with dots, quoting segments that contain
-// a dot or are empty, and writing [i] for list indexes.
+// renderPath writes path segments as every field path is written
+// (yamlstrict.Field and Index): dots between keys, [i] for list indexes.
 func renderPath(path []string) string {
-	var b strings.Builder
-	for i, s := range path {
-		if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
-			b.WriteString(s)
-			continue
-		}
-		if i > 0 {
-			b.WriteByte('.')
-		}
-		if len(s) > 80 {
-			s = strings.ToValidUTF8(s[:77], "") + "..."
-		}
-		if s == "" || strings.ContainsAny(s, ". \"") {
-			fmt.Fprintf(&b, "%q", s)
+	out := ""
+	for _, s := range path {
+		if i, ok := indexSegment(s); ok {
+			out = yamlstrict.Index(out, i)
 		} else {
-			b.WriteString(s)
+			out = yamlstrict.Field(out, s)
 		}
 	}
-	return b.String()
+	return out
+}
+
+// indexSegment reads a segment made by index.
+func indexSegment(s string) (int, bool) {
+	inner, ok := strings.CutPrefix(s, "[")
+	if !ok {
+		return 0, false
+	}
+	if inner, ok = strings.CutSuffix(inner, "]"); !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(inner)
+	return i, err == nil && i >= 0
 }
 
 func index(i int) string { return fmt.Sprintf("[%d]", i) }

@@ -11,7 +11,7 @@ import (
 	"sync"
 
 	"github.com/docker/docker/api/types/strslice"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"ledge/internal/yamlstrict"
 )
@@ -37,7 +37,7 @@ const (
 	// convJSONNet is Json.NET's default reading, edgeAgent's: strings,
 	// numbers and booleans convert into each other where the text allows.
 	convJSONNet
-	// convYAML is yaml.v3's reading, for ledge's native manifests: any
+	// convYAML is yaml/v3's reading, for ledge's native manifests: any
 	// scalar is a string, numbers must be numbers and booleans booleans.
 	convYAML
 )
@@ -580,7 +580,7 @@ type fieldKey struct {
 }
 
 // fieldsOf lists the fields of struct t as encoding/json ("json") or
-// yaml.v3 ("yaml") names them, embedded structs flattened.
+// yaml/v3 ("yaml") names them, embedded structs flattened.
 func fieldsOf(t reflect.Type, tag string) *fieldSet {
 	if v, ok := fieldCache.Load(fieldKey{t, tag}); ok {
 		return v.(*fieldSet)

@@ -7,7 +7,7 @@ import (
 	"io"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"ledge/internal/yamlstrict"
 )
@@ -118,7 +118,7 @@ func parseDocument(data []byte) (*source, error) {
 
 // yamlSeparators counts what may separate YAML values (',', ':', '-',
 // newlines): an upper bound on the values a document can hold, known
-// before yaml.v3 builds its tree, which it cannot be asked to bound.
+// before yaml/v3 builds its tree, which it cannot be asked to bound.
 func yamlSeparators(data []byte) int {
 	n := 0
 	for _, c := range data {

@@ -95,6 +95,8 @@ func TestConnectionLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, SocketName)
+	// Each held connection is answered once (so the server has taken it)
+	// and kept open.
 	var held []net.Conn
 	for range maxConns {
 		c, err := net.Dial("unix", sock)
@@ -102,6 +104,12 @@ func TestConnectionLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 		held = append(held, c)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("GET /trust-bundle?api-version=2018-06-28 HTTP/1.1\r\nHost: w\r\n\r\n"))
+		buf := make([]byte, 64<<10)
+		if n, err := c.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
+			t.Fatalf("held connection %d: %q %v", len(held), buf[:n], err)
+		}
 	}
 	get := func() (string, error) {
 		c, err := net.Dial("unix", sock)
@@ -117,8 +125,6 @@ func TestConnectionLimit(t *testing.T) {
 		b.Write(buf[:n])
 		return b.String(), err
 	}
-	// The accept loop takes the held connections first.
-	time.Sleep(100 * time.Millisecond)
 	if got, _ := get(); got != "" {
 		t.Errorf("an eleventh connection was answered: %q", got)
 	}
