@@ -94,11 +94,13 @@ var (
 	hubQueueBytes   = prometheus.NewDesc("ledge_hub_queue_bytes", "Bytes queued per endpoint.", []string{"endpoint"}, nil)
 	hubQueueAge     = prometheus.NewDesc("ledge_hub_queue_oldest_age_seconds", "Age of the oldest queued message per endpoint.", []string{"endpoint"}, nil)
 	hubUpstreamUp   = prometheus.NewDesc("ledge_hub_upstream_connected", "1 when the upstream bridge is connected.", []string{"mode"}, nil)
+	hubPending      = prometheus.NewDesc("ledge_hub_connections_pending", "Connections that have not authenticated yet (bounded by hub.maxPendingConnections).", nil, nil)
+	hubEvicted      = prometheus.NewDesc("ledge_hub_connections_evicted_total", "Unauthenticated connections closed to make room under hub.maxPendingConnections.", nil, nil)
 )
 
 func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{hubClients, hubReceived, hubSent, hubRouted, hubDelivered, hubAuthFailures, hubDrops,
-		hubQueueDepth, hubQueueBytes, hubQueueAge, hubUpstreamUp} {
+		hubQueueDepth, hubQueueBytes, hubQueueAge, hubUpstreamUp, hubPending, hubEvicted} {
 		ch <- d
 	}
 }
@@ -111,6 +113,8 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(hubRouted, prometheus.CounterValue, float64(st.Routed))
 	ch <- prometheus.MustNewConstMetric(hubDelivered, prometheus.CounterValue, float64(st.Delivered))
 	ch <- prometheus.MustNewConstMetric(hubAuthFailures, prometheus.CounterValue, float64(st.AuthFailures))
+	ch <- prometheus.MustNewConstMetric(hubPending, prometheus.GaugeValue, float64(st.ConnectionsPending))
+	ch <- prometheus.MustNewConstMetric(hubEvicted, prometheus.CounterValue, float64(st.ConnectionsEvicted))
 	for _, r := range []string{"no_route", "too_large", "malformed", "slow_client", "expired", "quota", "disk_full", "session_quota"} {
 		ch <- prometheus.MustNewConstMetric(hubDrops, prometheus.CounterValue, float64(st.Drops[r]), r)
 	}
