@@ -154,6 +154,12 @@ type parentLink struct {
 	mu sync.Mutex // guards the fields below
 	// desiredVersion is the $edgeAgent twin's $version last acted on.
 	desiredVersion int64
+	// hubVersion is the $edgeHub twin's $version last acted on; 0 while
+	// that twin has no desired properties (then nothing is reported on it).
+	hubVersion int64
+	// hubReported is what the parent has of $edgeHub's reported
+	// properties, as reported does for $edgeAgent.
+	hubReported map[string]any
 	// reported is what the parent has of the reported properties, as far
 	// as the agent knows (the parent keeps them across reconnections); nil
 	// before the first report since ledge started: then the maps the
@@ -169,6 +175,7 @@ func (a *Agent) watchParent(p Parent) (func(), error) {
 		data, sig, version, err := TwinManifest(desired)
 		a.parent.mu.Lock()
 		a.parent.desiredVersion = version
+		a.parent.hubVersion = twinVersion(desired[TwinEdgeHub])
 		a.parent.mu.Unlock()
 		switch {
 		case err != nil:
@@ -188,6 +195,19 @@ func (a *Agent) watchParent(p Parent) (func(), error) {
 	}
 	a.log.Info("deployments from the parent's twins", "twins", ParentTwins)
 	return cancel, nil
+}
+
+// twinVersion is the $version of a twin's desired properties; 0 when
+// there are none.
+func twinVersion(raw json.RawMessage) int64 {
+	var d struct {
+		Version json.Number `json:"$version"`
+	}
+	if json.Unmarshal(raw, &d) != nil {
+		return 0
+	}
+	v, _ := d.Version.Int64()
+	return v
 }
 
 // reportNow asks Run to send the reported state soon.
@@ -237,6 +257,7 @@ func (a *Agent) reportParent(ctx context.Context, rep *Reported) bool {
 		doc.Modules[name] = m
 	}
 	prev := l.reported
+	hubVersion := l.hubVersion
 	l.mu.Unlock()
 	var next map[string]any
 	b, err := json.Marshal(doc)
@@ -247,12 +268,13 @@ func (a *Agent) reportParent(ctx context.Context, rep *Reported) bool {
 		a.log.Error("reported state for the parent", "err", err)
 		return true
 	}
-	patch := mergeDiff(prev, next)
-	if len(patch) == 0 {
-		return true
-	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	ok := a.reportEdgeHub(pctx, hubVersion, rep.LastDesiredStatus)
+	patch := mergeDiff(prev, next)
+	if len(patch) == 0 {
+		return ok
+	}
 	err = nil
 	if prev == nil {
 		// Modules the parent has from before this start, and that are
@@ -275,6 +297,47 @@ func (a *Agent) reportParent(ctx context.Context, rep *Reported) bool {
 	l.mu.Lock()
 	l.failed = false
 	l.reported = next
+	l.mu.Unlock()
+	return ok
+}
+
+// edgeHubReport is the $edgeHub reported properties edgeHub sends (the
+// part about its desired properties): a deployment's routes and
+// store-and-forward settings are applied or refused with the manifest
+// they are part of, so their status is the deployment's.
+type edgeHubReport struct {
+	SchemaVersion      string        `json:"schemaVersion"`
+	LastDesiredVersion int64         `json:"lastDesiredVersion"`
+	LastDesiredStatus  DesiredStatus `json:"lastDesiredStatus"`
+}
+
+// reportEdgeHub sends what changed of $edgeHub's reported properties,
+// when the parent's $edgeHub twin has desired properties; false when that
+// failed (it is sent again).
+func (a *Agent) reportEdgeHub(ctx context.Context, version int64, status DesiredStatus) bool {
+	l := a.parent
+	if version == 0 {
+		return true
+	}
+	var next map[string]any
+	b, _ := json.Marshal(edgeHubReport{SchemaVersion: "1.1", LastDesiredVersion: version, LastDesiredStatus: status})
+	if err := json.Unmarshal(b, &next); err != nil {
+		return true
+	}
+	l.mu.Lock()
+	prev := l.hubReported
+	l.mu.Unlock()
+	patch := mergeDiff(prev, next)
+	if len(patch) == 0 {
+		return true
+	}
+	body, _ := json.Marshal(patch)
+	if err := l.p.ReportProperties(ctx, TwinEdgeHub, body); err != nil {
+		a.log.Debug("report $edgeHub to the parent", "err", err)
+		return false
+	}
+	l.mu.Lock()
+	l.hubReported = next
 	l.mu.Unlock()
 	return true
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"ledge/agent/manifest"
 	"ledge/internal/fault"
 )
 
@@ -19,6 +20,7 @@ type fakeParent struct {
 	handler  func(map[string]json.RawMessage)
 	desired  map[string]json.RawMessage
 	reported map[string]any // merged patches of $edgeAgent
+	hub      map[string]any // merged patches of $edgeHub
 	patches  int
 	down     bool
 }
@@ -40,19 +42,36 @@ func (f *fakeParent) ReportProperties(_ context.Context, module string, patch js
 	if f.down {
 		return fault.New(fault.Unavailable, "parent unreachable")
 	}
-	if module != TwinEdgeAgent {
-		return fmt.Errorf("reported on %s", module)
-	}
 	var p map[string]any
 	if err := json.Unmarshal(patch, &p); err != nil {
 		return err
 	}
-	if f.reported == nil {
-		f.reported = map[string]any{}
+	switch module {
+	case TwinEdgeAgent:
+		if f.reported == nil {
+			f.reported = map[string]any{}
+		}
+		merge(f.reported, p)
+		f.patches++
+	case TwinEdgeHub:
+		if f.hub == nil {
+			f.hub = map[string]any{}
+		}
+		merge(f.hub, p)
+	default:
+		return fmt.Errorf("reported on %s", module)
 	}
-	merge(f.reported, p)
-	f.patches++
 	return nil
+}
+
+// hubReport is the merged $edgeHub reported properties.
+func (f *fakeParent) hubReport() map[string]any {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, _ := json.Marshal(f.hub)
+	var out map[string]any
+	json.Unmarshal(b, &out)
+	return out
 }
 
 func merge(dst, patch map[string]any) {
@@ -119,7 +138,9 @@ func TestParentTwinSource(t *testing.T) {
 	priv, pub := testKey(t)
 	p := &fakeParent{}
 	p.set(map[string]string{TwinEdgeAgent: agentTwin(3, "web "+imgApp)})
-	ta := newTestAgent(t, func(o *Options) { o.Parent = p })
+	// The hub's part (routes, store and forward) as the appliance wires it.
+	hubSections := map[string]Section{manifest.SectionRoutes: &recordingSection{}, manifest.SectionStoreAndForward: &recordingSection{}}
+	ta := newTestAgent(t, func(o *Options) { o.Parent = p; o.Sections = hubSections })
 	waitFor(t, 60*time.Second, func() (bool, string) {
 		rep := ta.Reported()
 		return rep.Deployment != nil && rep.Deployment.State == StateConverged, fmt.Sprintf("%+v", rep.Deployment)
@@ -145,12 +166,35 @@ func TestParentTwinSource(t *testing.T) {
 		t.Errorf("the same twins made deployment %d (was %d)", got, id)
 	}
 
-	// A bad module: refused, reported, the running one stays.
-	p.set(map[string]string{TwinEdgeAgent: agentTwin(4, "web "+imgApp, "bad Not/An:Image:Ref")})
+	if h := p.hubReport(); h != nil {
+		t.Errorf("$edgeHub reported %v while its twin had no desired properties", h)
+	}
+
+	// $edgeHub's desired properties: reported back as edgeHub does, with
+	// that twin's own $version.
+	hubTwin := func(v int) string {
+		return fmt.Sprintf(`{"schemaVersion": "1.1", "routes": {"r": "FROM /messages/* INTO $upstream"}, "storeAndForwardConfiguration": {"timeToLiveSecs": 7200}, "$version": %d}`, v)
+	}
+	p.set(map[string]string{TwinEdgeAgent: agentTwin(3, "web "+imgApp), TwinEdgeHub: hubTwin(7)})
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		h := p.hubReport()
+		st, _ := h["lastDesiredStatus"].(map[string]any)
+		return h["lastDesiredVersion"] == 7.0 && st["code"] == 200.0 && h["schemaVersion"] == "1.1", fmt.Sprint(h)
+	})
+	id = ta.Reported().Deployment.ID
+
+	// A bad module: refused, reported (on $edgeHub too: its routes came
+	// with the refused manifest), the running one stays.
+	p.set(map[string]string{TwinEdgeAgent: agentTwin(4, "web "+imgApp, "bad Not/An:Image:Ref"), TwinEdgeHub: hubTwin(8)})
 	waitFor(t, 10*time.Second, func() (bool, string) {
 		r := p.report()
 		st, _ := r["lastDesiredStatus"].(map[string]any)
 		return st["code"] == 400.0 && strings.Contains(fmt.Sprint(st["description"]), "modules.bad.image") && r["lastDesiredVersion"] == 4.0, fmt.Sprint(r)
+	})
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		h := p.hubReport()
+		st, _ := h["lastDesiredStatus"].(map[string]any)
+		return h["lastDesiredVersion"] == 8.0 && st["code"] == 400.0, fmt.Sprint(h)
 	})
 	if d := ta.Reported().Deployment; d.ID != id {
 		t.Errorf("a refused twin deployment changed the deployment: %+v", d)

@@ -180,6 +180,15 @@ func TestParentLedgeDeploys(t *testing.T) {
 	if tw.Reported["schemaVersion"] != "1.0" || tw.Reported["lastDesiredVersion"] == nil || tw.Reported["runtime"] == nil {
 		t.Errorf("the $edgeAgent reported properties lack Azure's fields: %v", tw.Reported)
 	}
+	// $edgeHub reports its routes applied, with its twin's $version.
+	waitUntil(t, 30*time.Second, "the $edgeHub reported properties at the parent", func() bool {
+		tw, err := parent.Hub().GetTwin(t.Context(), childID+"/$edgeHub")
+		if err != nil {
+			return false
+		}
+		st, _ := tw.Reported["lastDesiredStatus"].(map[string]any)
+		return st["code"] == 200.0 && tw.Reported["schemaVersion"] == "1.1" && tw.Reported["lastDesiredVersion"] != nil
+	})
 	if c.hub.Stats().Upstream.State != "connected" {
 		t.Errorf("the child's upstream: %+v", c.hub.Stats().Upstream)
 	}
