@@ -13,7 +13,14 @@ PKGS    ?= ./...
 # Benchmark time per benchmark for `make bench`.
 BENCHTIME ?= 3s
 
-.PHONY: all deps build run test bench fuzz vet clean example-module
+# staticcheck at a pinned version (go run fetches it once through the
+# module proxy and caches it).
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+# Cross builds and packages: ARCH=amd64|arm64 (default: this machine's).
+ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+
+.PHONY: all deps build run test test-unit bench bench-lean fuzz vet clean example-module cross test-arm64 dist test-dist
 
 all: build
 
@@ -38,19 +45,36 @@ run: build
 
 vet:
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
+# Every package under the race detector (about 9 minutes on a 2-core machine).
 test: deps vet
-	$(GO) test -count=1 -timeout 25m $(PKGS)
+	$(GO) test -race -count=1 -timeout 25m $(PKGS)
 ifeq ($(PKGS),./...)
-	@# the patched mochi-mqtt copy is its own module (hub/third_party/mochi/LEDGE.md)
+	@# the patched mochi-mqtt copy is its own module (hub/third_party/mochi/LEDGE.md);
+	@# its upstream tests time by sleeping, so they run without -race (the hub's
+	@# tests above run its code under the race detector)
 	cd hub/third_party/mochi && $(GO) test -count=1 ./...
 endif
+
+# The tests that need none of Docker, mosquitto, Chromium or ONNX Runtime
+# (under -short, internal/testenv skips the others), in under a minute;
+# appliance and cmd/ledge, which start whole ledges, are left to make test.
+test-unit:
+	$(GO) test -short -count=1 -timeout 5m $$($(GO) list ./... | grep -v -e '/appliance$$' -e '/cmd/ledge$$')
 
 # Benchmarks print ratios against baselines measured in the same run.
 # BENCH narrows them, e.g. make bench BENCH=Detect PKGS=./inference/
 BENCH ?= .
 bench: deps
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -count 1 -timeout 90m $(PKGS)
+	@$(MAKE) --no-print-directory bench-lean
+
+# Shared libraries, `ledge version` time and RSS of the developer and the
+# packaged build, with their goals (deploy/lean.sh; the first run builds
+# the minimal OpenCV, see docs/development.md).
+bench-lean: deps
+	@bash deploy/lean.sh
 
 # Run every fuzz target for FUZZTIME each.
 FUZZTIME ?= 15s
@@ -68,5 +92,26 @@ example-module: deps
 	docker build -q -t ledge-example/module:1 deploy/examples/module
 	rm -f deploy/examples/module/module
 
+# bin/linux-$(ARCH)/ledge, linked against a minimal OpenCV built once and
+# cached (deploy/opencv.sh); what `make dist` packages. See
+# docs/development.md.
+cross:
+	@bash deploy/cross.sh $(ARCH)
+
+# The inference and pipeline tests and `ledge detect` as arm64 binaries
+# under qemu-user-static. Slow: not part of `make test`.
+test-arm64:
+	@bash deploy/test-arm64.sh
+
+# dist/ledge_<version>_$(ARCH).deb
+dist:
+	@bash deploy/dist.sh $(ARCH)
+
+# Installs the amd64 package into a fresh Debian 12 root (debootstrap, as
+# root, from the mirror apt uses) and checks ledge version, ledge detect
+# and dpkg -r there. Needs the mirror: not part of `make test`.
+test-dist:
+	@bash deploy/test-dist.sh
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

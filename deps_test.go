@@ -5,21 +5,26 @@ import (
 	"go/token"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 )
 
-// The import rules of DESIGN.md and STYLE.md, checked file by file on the
-// non-test sources:
+// The import rules of DESIGN.md and STYLE.md, checked package by package
+// on the non-test sources (every file, whatever its build tags):
 //
 //   - pipeline, inference, hub, agent, models and web are leaves: they
-//     import no other ledge package, except pipeline's detect stage, which
-//     imports inference, and shared helpers under internal/;
+//     import no other ledge package, except shared helpers under internal/
+//     and the detect stage's package, ledge/pipeline/detect, which alone in
+//     pipeline imports inference;
 //   - only cmd/ledge imports appliance; appliance may import every
 //     component; internal/ imports only internal/;
 //   - each heavy third-party dependency has one home.
 const module = "ledge"
+
+// inferenceGate is the one package of pipeline that imports inference.
+const inferenceGate = "pipeline/detect"
 
 var leaves = []string{"pipeline", "inference", "hub", "agent", "models", "web"}
 
@@ -61,11 +66,11 @@ func TestImportRules(t *testing.T) {
 			return err
 		}
 		checked++
-		top := strings.Split(filepath.ToSlash(path), "/")[0]
+		pkg := filepath.ToSlash(filepath.Dir(path))
 		for _, imp := range f.Imports {
 			p, _ := strconv.Unquote(imp.Path.Value)
-			if msg := violation(filepath.ToSlash(path), top, p); msg != "" {
-				t.Errorf("%s imports %s: %s", path, p, msg)
+			if msg := violation(pkg, p); msg != "" {
+				t.Errorf("%s (package %s/%s) imports %s: %s", path, module, pkg, p, msg)
 			}
 		}
 		return nil
@@ -78,34 +83,48 @@ func TestImportRules(t *testing.T) {
 	}
 }
 
-func violation(file, top, imp string) string {
+// The rules, by the message a violation of each gets.
+const (
+	ruleTestenv   = "testenv is for tests only"
+	ruleAppliance = "only cmd/ledge imports appliance"
+	ruleInternal  = "internal/ helpers import no component"
+	ruleInference = "in pipeline, only " + module + "/" + inferenceGate + " (the detect stage) imports inference"
+	ruleLeaf      = "is a leaf: declare an interface and let appliance wire the implementation"
+	ruleOneHome   = "(STYLE.md: one home per dependency)"
+)
+
+// violation says which rule package pkg (its folder, relative to the
+// module root) breaks by importing imp, or "".
+func violation(pkg, imp string) string {
+	top := strings.Split(pkg, "/")[0]
 	if imp == module || strings.HasPrefix(imp, module+"/") {
-		target := strings.Split(strings.TrimPrefix(imp, module+"/"), "/")[0]
+		target := strings.TrimPrefix(imp, module+"/")
+		targetTop := strings.Split(target, "/")[0]
 		switch {
-		case target == top:
+		case targetTop == top:
 			return ""
-		case target == "internal":
-			if strings.HasPrefix(imp, module+"/internal/testenv") {
-				return "testenv is for tests only"
+		case targetTop == "internal":
+			if target == "internal/testenv" || strings.HasPrefix(target, "internal/testenv/") {
+				return ruleTestenv
 			}
 			return ""
-		case target == "appliance" && top != "cmd":
-			return "only cmd/ledge imports appliance"
+		case targetTop == "appliance" && top != "cmd":
+			return ruleAppliance
 		case top == "internal":
-			return "internal/ helpers import no component"
+			return ruleInternal
 		case top == "appliance" || top == "cmd":
 			return ""
-		case top == "pipeline" && target == "inference":
-			if !strings.Contains(file, "detect") {
-				return "pipeline reaches inference only from its detect stage (a file or package named detect*)"
+		case top == "pipeline" && targetTop == "inference":
+			if pkg != inferenceGate {
+				return ruleInference
 			}
 			return ""
-		case contains(leaves, top):
-			return top + " is a leaf: declare an interface and let appliance wire the implementation"
+		case slices.Contains(leaves, top):
+			return top + " " + ruleLeaf
 		}
 		return ""
 	}
-	if strings.HasPrefix(file, "internal/testenv/") {
+	if pkg == "internal/testenv" || strings.HasPrefix(pkg, "internal/testenv/") {
 		return "" // test-only helpers (imported by _test.go files alone, checked above)
 	}
 	if top == "deploy" {
@@ -113,48 +132,57 @@ func violation(file, top, imp string) string {
 	}
 	for prefix, allowed := range homes {
 		if imp == prefix || strings.HasPrefix(imp, prefix+"/") {
-			if !contains(allowed, top) {
-				return "this dependency lives in " + strings.Join(allowed, ", ") + " only (STYLE.md: one home per dependency)"
+			if !slices.Contains(allowed, top) {
+				return "this dependency lives in " + strings.Join(allowed, ", ") + " only " + ruleOneHome
 			}
 		}
 	}
 	return ""
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
+// TestViolationRules checks the checker on examples: each rule is broken
+// by at least one of them, so a rule that cannot fail is noticed.
+func TestViolationRules(t *testing.T) {
+	broken := map[string]bool{}
+	for _, tc := range []struct {
+		pkg, imp string
+		rule     string // "" when allowed
+	}{
+		{"hub", "ledge/pipeline", ruleLeaf},
+		{"hub", "ledge/internal/migrate", ""},
+		{"hub", "ledge/internal/testenv", ruleTestenv},
+		{"web", "ledge/appliance", ruleAppliance},
+		{"cmd/ledge", "ledge/appliance", ""},
+		{"appliance", "ledge/hub", ""},
+		{"appliance", "ledge/pipeline/detect", ""},
+		{"pipeline", "ledge/inference", ruleInference},
+		{"pipeline/source", "ledge/inference", ruleInference},
+		{"pipeline/detector", "ledge/inference", ruleInference},
+		{"pipeline/detect/sub", "ledge/inference", ruleInference},
+		{"pipeline/detect", "ledge/inference", ""},
+		{"pipeline", "ledge/pipeline/detect", ""},
+		{"pipeline/detect", "ledge/models", ruleLeaf},
+		{"models", "ledge/pipeline/detect", ruleLeaf},
+		{"internal/migrate", "ledge/hub", ruleInternal},
+		{"hub", "github.com/gin-gonic/gin", ruleOneHome},
+		{"web", "github.com/gin-gonic/gin", ""},
+		{"agent", "github.com/mattn/go-sqlite3", ruleOneHome},
+		{"pipeline", "gocv.io/x/gocv", ""},
+		{"pipeline/detect", "gocv.io/x/gocv", ""},
+		{"hub", "gocv.io/x/gocv", ruleOneHome},
+		{"deploy/examples/module", "github.com/gin-gonic/gin", ""},
+	} {
+		got := violation(tc.pkg, tc.imp)
+		if (got == "") != (tc.rule == "") || !strings.Contains(got, tc.rule) {
+			t.Errorf("package %s importing %s: violation %q, want %q", tc.pkg, tc.imp, got, tc.rule)
+		}
+		if got != "" {
+			broken[tc.rule] = true
 		}
 	}
-	return false
-}
-
-// TestViolationRules checks the checker on examples, so a rule that cannot
-// fail is noticed.
-func TestViolationRules(t *testing.T) {
-	for _, tc := range []struct {
-		file, imp string
-		bad       bool
-	}{
-		{"hub/broker.go", "ledge/pipeline", true},
-		{"hub/broker.go", "ledge/internal/migrate", false},
-		{"hub/broker.go", "ledge/internal/testenv", true},
-		{"web/server.go", "ledge/appliance", true},
-		{"cmd/ledge/main.go", "ledge/appliance", false},
-		{"appliance/app.go", "ledge/hub", false},
-		{"pipeline/engine.go", "ledge/inference", true},
-		{"pipeline/detect.go", "ledge/inference", false},
-		{"internal/migrate/m.go", "ledge/hub", true},
-		{"hub/x.go", "github.com/gin-gonic/gin", true},
-		{"web/x.go", "github.com/gin-gonic/gin", false},
-		{"agent/x.go", "github.com/mattn/go-sqlite3", true},
-		{"pipeline/x.go", "gocv.io/x/gocv", false},
-		{"hub/x.go", "gocv.io/x/gocv", true},
-	} {
-		top := strings.Split(tc.file, "/")[0]
-		if got := violation(tc.file, top, tc.imp) != ""; got != tc.bad {
-			t.Errorf("%s importing %s: violation %v, want %v", tc.file, tc.imp, got, tc.bad)
+	for _, rule := range []string{ruleTestenv, ruleAppliance, ruleInternal, ruleInference, ruleLeaf, ruleOneHome} {
+		if !broken[rule] {
+			t.Errorf("no example breaks the rule %q", rule)
 		}
 	}
 }

@@ -566,13 +566,23 @@ func (qs *quickstart) checkPattern(t *testing.T) {
 }
 
 // subscriber starts mosquitto_sub with the user and topic of a
-// mosquitto_pub line, for one message.
+// mosquitto_pub line, for one message, and returns once the hub
+// acknowledged its subscription (the hub keeps no plain-topic message for
+// a subscriber that comes later).
 func (qs *quickstart) subscriber(t *testing.T, pub string) *process {
 	t.Helper()
-	sub := strings.Replace(pub, "mosquitto_pub", "mosquitto_sub -C 1 -W 30", 1)
+	testenv.Command(t, "stdbuf", "coreutils")
+	// -d says when the SUBACK came; stdbuf makes its lines come as lines.
+	sub := strings.Replace(pub, "mosquitto_pub", "stdbuf -oL mosquitto_sub -d -C 1 -W 30", 1)
 	sub = regexp.MustCompile(` -m \S+`).ReplaceAllString(sub, "")
 	p := qs.start(t, sub, nil)
-	time.Sleep(500 * time.Millisecond) // subscribed before the publish (the hub keeps no plain-topic message)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.out.String(), "received SUBACK") {
+		if err := p.wait(0); time.Now().After(deadline) || err == nil || !strings.Contains(err.Error(), "still running") {
+			t.Fatalf("%s: no SUBACK within 10 s:\n%s", sub, p.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	return p
 }
 

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"time"
 
 	"ledge/agent/manifest"
+	"ledge/agent/workload"
 	"ledge/internal/fault"
 )
 
@@ -29,10 +31,24 @@ type Options struct {
 	// DataDir is ledge's data dir: a module may always bind its own
 	// <DataDir>/modules/<module> (see [Policy]).
 	DataDir string
+	// ParentHost is the parent's host name in nested edge (the host of
+	// hub.upstream): what "$upstream" in images stands for unless
+	// agent.upstreamRegistry says otherwise. Empty without a parent.
+	ParentHost string
 
 	Identities Identities
 	Twins      Twins
 	Upstream   Upstream
+	// Parent is the link to the parent (IoT Hub or a parent ledge): with
+	// it, deployments come from this device's $edgeAgent, $edgeHub and
+	// $ledge twins there, and the reported state goes back as the
+	// $edgeAgent twin's reported properties.
+	Parent Parent
+	// Workload signs and certifies for modules (the hub's keys and CA):
+	// with it, and Identities, every module gets its own workload API
+	// socket (package workload) and no key in its environment. It needs
+	// DataDir (sockets live in <DataDir>/workload).
+	Workload workload.Keys
 	// Sections are the owners of manifest sections, by section name
 	// (manifest.SectionModels, SectionPipelines, SectionRoutes,
 	// SectionStoreAndForward). A manifest with a section nobody owns is
@@ -55,10 +71,14 @@ type Agent struct {
 	policy   *Policy
 	bus      *broadcaster
 	rec      *reconciler
-	instance string
-	outcomes chan outcome
-	offers   chan offer // from remote sources, latest wins per source
-	count    *counters
+	workload *workload.Server // nil without Options.Workload
+	parent   *parentLink      // nil without Options.Parent; set before Run's loop
+	// reportSoon asks Run's loop to report now (cap 1).
+	reportSoon chan struct{}
+	instance   string
+	outcomes   chan outcome
+	offers     chan offer // from remote sources, latest wins per source
+	count      *counters
 	// publishFailed is owned by Run's goroutine.
 	publishFailed bool
 
@@ -112,9 +132,21 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 	}
 	policy := NewPolicy(cfg, opts.DataDir)
 	policy.Resolve = true
+	var wl *workload.Server
+	if opts.Workload != nil && opts.Identities != nil {
+		if opts.DataDir == "" {
+			eng.Close()
+			return nil, errors.New("agent: the workload API needs DataDir")
+		}
+		if wl, err = workload.New(filepath.Join(opts.DataDir, "workload"), opts.Workload, opts.Logger.With("part", "workload")); err != nil {
+			eng.Close()
+			return nil, err
+		}
+	}
 	a := &Agent{
-		opts: opts, cfg: cfg, log: opts.Logger, store: st, eng: eng, trusted: trusted, policy: policy, bus: newBroadcaster(),
-		instance: opts.Instance, outcomes: make(chan outcome, 16), offers: make(chan offer, 4), count: &counters{}, started: time.Now(),
+		opts: opts, cfg: cfg, log: opts.Logger, store: st, eng: eng, trusted: trusted, policy: policy, bus: newBroadcaster(), workload: wl,
+		reportSoon: make(chan struct{}, 1),
+		instance:   opts.Instance, outcomes: make(chan outcome, 16), offers: make(chan offer, 4), count: &counters{}, started: time.Now(),
 		applied: map[string]json.RawMessage{}, appliedTwins: map[string]json.RawMessage{}, sectionErrs: map[string]string{},
 	}
 	a.rec = newReconciler(a)
@@ -147,7 +179,12 @@ func knownSection(name string) bool {
 }
 
 // Close releases the Docker client. Call it after Run returns.
-func (a *Agent) Close() error { return a.eng.Close() }
+func (a *Agent) Close() error {
+	if a.workload != nil {
+		a.workload.Close()
+	}
+	return a.eng.Close()
+}
 
 // Run reconciles until ctx ends: it applies the persisted deployment at
 // once (no network needed), follows the engine, takes deployments from
@@ -176,6 +213,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.Sources.HTTP.URL != "" {
 		wg.Go(func() { a.pollHTTP(ctx) })
 	}
+	if p := a.opts.Parent; p != nil {
+		stop, err := a.watchParent(p)
+		if err != nil {
+			a.log.Error("deployments from the parent", "err", err)
+		} else {
+			defer stop()
+		}
+	}
 	wg.Go(func() { a.takeOffers(ctx) })
 
 	tick := time.NewTicker(reportEvery)
@@ -195,6 +240,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.handleOutcome(ctx, o)
 			a.persistReported(ctx, &lastReported, false)
 		case <-tick.C:
+			a.persistReported(ctx, &lastReported, false)
+		case <-a.reportSoon:
 			a.persistReported(ctx, &lastReported, false)
 		}
 	}
@@ -217,7 +264,7 @@ func (a *Agent) boot(ctx context.Context) error {
 	case d != a.bootDep:
 		return nil // one was applied before Run got here
 	}
-	man, err := manifest.Parse(d.Manifest)
+	man, _, err := a.parse(d.Manifest, false)
 	if err != nil {
 		return fmt.Errorf("deployment %d (version %s) no longer parses: %w", d.ID, d.Version, err)
 	}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"ledge/internal/yamlstrict"
 )
 
 // Config is the agent's section of ledge.yaml (`agent:`). Every field is
@@ -40,6 +42,11 @@ type Config struct {
 	// is always allowed; /, the Docker socket and ledge's data dir never
 	// are (without allowElevatedPermissions).
 	AllowedBindSources []string `yaml:"allowedBindSources"`
+	// UpstreamRegistry is what "$upstream" stands for in module images
+	// and registry addresses ("$upstream:443/repo:tag" in nested edge,
+	// pulled through the parent): a host name, or host:port to replace
+	// the port written too. Default: the host of hub.upstream.
+	UpstreamRegistry string `yaml:"upstreamRegistry"`
 
 	Restart  RestartConfig  `yaml:"restart"`
 	Rollback RollbackConfig `yaml:"rollback"`
@@ -165,10 +172,13 @@ func (c *Config) Validate() error {
 	for i, s := range c.AllowedBindSources {
 		switch {
 		case !filepath.IsAbs(s):
-			bad(fmt.Sprintf("allowedBindSources[%d]", i), "%q: want an absolute host path", s)
+			bad(yamlstrict.Index("allowedBindSources", i), "%q: want an absolute host path", s)
 		case filepath.Clean(s) == "/":
-			bad(fmt.Sprintf("allowedBindSources[%d]", i), "\"/\" would let modules bind every host path: list the folders they need, or set agent.allowElevatedPermissions")
+			bad(yamlstrict.Index("allowedBindSources", i), "\"/\" would let modules bind every host path: list the folders they need, or set agent.allowElevatedPermissions")
 		}
+	}
+	if r := c.UpstreamRegistry; r != "" && (strings.ContainsAny(r, " \t/$") || strings.Contains(r, "://")) {
+		bad("upstreamRegistry", "%q: want the parent registry's host name or host:port (no scheme, path or $)", r)
 	}
 	if c.Restart.Unit <= 0 {
 		bad("restart.unit", "must be positive, got %s", c.Restart.Unit)

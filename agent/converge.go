@@ -48,6 +48,9 @@ func (r *reconciler) reconcile(ctx context.Context) {
 					r.log.Warn("remove module identity", "module", name, "err", err)
 				}
 			}
+			if r.workload != nil {
+				r.workload.Remove(name)
+			}
 		}
 	}
 
@@ -120,6 +123,13 @@ func (r *reconciler) buildSpec(ctx context.Context, m *manifest.Module) (*contai
 		}
 		ep := r.identities.Endpoint()
 		in.identity, in.endpoint = &id, &ep
+		if r.workload != nil {
+			dir, err := r.workload.Ensure(m.Name, id.GenerationID)
+			if err != nil {
+				return nil, err
+			}
+			in.workloadDir = dir
+		}
 	}
 	return buildSpec(m, in)
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"os"
@@ -12,38 +13,40 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"ledge/internal/testenv"
 )
 
-// TestHelperAgent is not a test: it is the ledge child process of
-// TestKill9. It runs an agent on the database and instance the parent
-// names, applies a manifest when asked (printing APPLIED once Apply has
-// returned, i.e. acknowledged), and prints "STATE <version> <state>" when
-// the deployment changes, until it is killed.
-func TestHelperAgent(t *testing.T) {
-	dbPath := os.Getenv("LEDGE_AGENT_HELPER_DB")
-	if dbPath == "" {
-		return
+// helperAgent is the ledge child process of TestKill9, run by TestMain
+// when LEDGE_AGENT_HELPER_DB is set. It runs an agent on the database and
+// instance the parent names, applies a manifest when asked (printing
+// APPLIED once Apply has returned, i.e. acknowledged), prints "STATE
+// <version> <state>" when the deployment changes and, after a state turns
+// converged, "RESYNCED" once a full pass of the reconciler is done, until
+// it is killed.
+func helperAgent() int {
+	fail := func(err error) int {
+		fmt.Println("ERROR", err)
+		return 1
+	}
+	db, err := sql.Open("sqlite3", "file:"+os.Getenv("LEDGE_AGENT_HELPER_DB")+"?_journal_mode=WAL&_synchronous=FULL&_foreign_keys=on&_busy_timeout=10000&_txlock=immediate")
+	if err != nil {
+		return fail(err)
 	}
 	instance, prefix := os.Getenv("LEDGE_AGENT_HELPER_INSTANCE"), os.Getenv("LEDGE_AGENT_HELPER_PREFIX")
-	db := testenv.DBAt(t, dbPath)
 	cfg := testConfig()
 	cfg.ContainerPrefix = prefix
-	a, err := New(context.Background(), Options{Config: cfg, DB: db, DeviceID: "dev-" + instance, Instance: instance, Logger: testLogger(t)})
+	ctx := context.Background()
+	a, err := New(ctx, Options{Config: cfg, DB: db, DeviceID: "dev-" + instance, Instance: instance, Logger: testLogger(nil)})
 	if err != nil {
-		fmt.Println("ERROR", err)
-		os.Exit(1)
+		return fail(err)
 	}
-	go a.Run(context.Background())
+	go a.Run(ctx)
 	if f := os.Getenv("LEDGE_AGENT_HELPER_APPLY"); f != "" {
 		data, err := os.ReadFile(f)
 		if err == nil {
-			_, err = a.Apply(context.Background(), data, nil)
+			_, err = a.Apply(ctx, data, nil)
 		}
 		if err != nil {
-			fmt.Println("ERROR", err)
-			os.Exit(1)
+			return fail(err)
 		}
 		fmt.Println("APPLIED")
 	}
@@ -55,6 +58,12 @@ func TestHelperAgent(t *testing.T) {
 			if line != last {
 				fmt.Println(line)
 				last = line
+				if d.State == StateConverged {
+					if err := a.Resync(ctx); err != nil {
+						return fail(err)
+					}
+					fmt.Println("RESYNCED")
+				}
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -69,7 +78,7 @@ type child struct {
 
 func startChild(t *testing.T, dbPath, instance, prefix, apply string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAgent$", "-test.count=1")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "LEDGE_AGENT_HELPER_DB="+dbPath, "LEDGE_AGENT_HELPER_INSTANCE="+instance,
 		"LEDGE_AGENT_HELPER_PREFIX="+prefix, "LEDGE_AGENT_HELPER_APPLY="+apply)
 	out, err := cmd.StdoutPipe()
@@ -154,7 +163,9 @@ func TestKill9(t *testing.T) {
 
 	third := startChild(t, dbPath, instance, prefix, "")
 	third.expect(t, "STATE 5 converged", 30*time.Second)
-	time.Sleep(time.Second) // let anything it might wrongly do happen
+	// A full pass of the reconciler after the boot: anything it might
+	// wrongly do is done.
+	third.expect(t, "RESYNCED", 30*time.Second)
 	after := instanceContainers(t, instance)
 	for name, b := range before {
 		a := after[name]

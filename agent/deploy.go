@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"ledge/agent/manifest"
@@ -19,6 +20,7 @@ const (
 	SourceAPI  = "api"  // ledge deploy apply, the dashboard
 	SourceHTTP = "http" // the polled URL
 	SourceMQTT = "mqtt" // the upstream deployment topic
+	// SourceParent ("parent", parent.go): the parent's twins.
 )
 
 // errIgnored marks a remote manifest that is not newer than what ledge
@@ -35,6 +37,10 @@ type candidate struct {
 	// elevated are the elevated settings its modules ask for (allowed,
 	// or it would not be a candidate).
 	elevated []Elevation
+	// upstream says what $upstream was resolved to, by module: the image
+	// as written.
+	upstream map[string]string
+	parent   parentRegistry
 }
 
 // Digest is the hex SHA-256 of a manifest's bytes, as deployments are
@@ -44,21 +50,68 @@ func Digest(data []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// parentRegistry is what $upstream stands for, and which setting says so.
+type parentRegistry struct {
+	host, from string
+}
+
+func (a *Agent) parentRegistry() parentRegistry {
+	return resolveParent(a.cfg, a.opts.ParentHost)
+}
+
+func resolveParent(cfg Config, parentHost string) parentRegistry {
+	switch {
+	case cfg.UpstreamRegistry != "":
+		return parentRegistry{cfg.UpstreamRegistry, "agent.upstreamRegistry"}
+	case parentHost != "":
+		return parentRegistry{parentHost, "the host of hub.upstream"}
+	}
+	return parentRegistry{}
+}
+
+// parse reads a manifest and resolves $upstream in it. Without a parent,
+// a manifest that needs one is refused; when check is set, it is
+// accepted with a warning instead (deploy check says what apply will do).
+func (a *Agent) parse(data []byte, check bool) (*manifest.Manifest, map[string]string, error) {
+	return parseResolved(data, a.parentRegistry(), check)
+}
+
+func parseResolved(data []byte, parent parentRegistry, check bool) (*manifest.Manifest, map[string]string, error) {
+	man, err := manifest.Parse(data)
+	if err != nil {
+		return nil, nil, &fault.Error{Kind: fault.Invalid, Msg: "manifest: " + err.Error(), Err: err}
+	}
+	refs := man.UpstreamRefs()
+	if len(refs) == 0 {
+		return man, nil, nil
+	}
+	if parent.host == "" {
+		msg := fmt.Sprintf("%s: $upstream is the parent's registry in nested edge, but this ledge has no parent: set hub.upstream (its parent) or agent.upstreamRegistry", strings.Join(refs, ", "))
+		if !check {
+			return nil, nil, fault.New(fault.Invalid, "manifest: %s", msg)
+		}
+		man.Warnings = append(man.Warnings, msg+"; apply refuses it until then")
+		return man, nil, nil
+	}
+	return man, man.ResolveUpstream(parent.host), nil
+}
+
 // verify reads and checks a manifest without changing anything: format,
-// fields, signature, and every section by its owner.
-func (a *Agent) verify(ctx context.Context, data []byte, sig *Signature) (*candidate, error) {
+// fields, signature, and every section by its owner. check is set for
+// `deploy check`: what only apply refuses is a warning.
+func (a *Agent) verify(ctx context.Context, data []byte, sig *Signature, check bool) (*candidate, error) {
 	if sig == nil {
 		var err error
 		if data, sig, err = Unwrap(data); err != nil {
 			return nil, err
 		}
 	}
-	c := &candidate{data: data, digest: Digest(data)}
-	man, err := manifest.Parse(data)
+	c := &candidate{data: data, digest: Digest(data), parent: a.parentRegistry()}
+	man, upstream, err := a.parse(data, check)
 	if err != nil {
-		return nil, &fault.Error{Kind: fault.Invalid, Msg: "manifest: " + err.Error(), Err: err}
+		return nil, err
 	}
-	c.man = man
+	c.man, c.upstream = man, upstream
 	if c.signer, err = Verify(a.trusted, data, sig); err != nil {
 		return nil, err
 	}
@@ -124,7 +177,7 @@ func (a *Agent) Apply(ctx context.Context, data, sig []byte) (*ApplyResult, erro
 	}
 	a.deployMu.Lock()
 	defer a.deployMu.Unlock()
-	c, err := a.verify(ctx, data, s)
+	c, err := a.verify(ctx, data, s, false)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +199,7 @@ func (a *Agent) Apply(ctx context.Context, data, sig []byte) (*ApplyResult, erro
 func (a *Agent) offerRemote(ctx context.Context, source string, data []byte, sig *Signature) error {
 	a.deployMu.Lock()
 	defer a.deployMu.Unlock()
-	c, err := a.verify(ctx, data, sig)
+	c, err := a.verify(ctx, data, sig, false)
 	if err != nil {
 		a.reject(c, data, source, err)
 		return err
@@ -384,7 +437,7 @@ func (a *Agent) Rollback(ctx context.Context) (*Deployment, error) {
 
 // rollbackTo makes target current again. Called with deployMu held.
 func (a *Agent) rollbackTo(ctx context.Context, target, from *Deployment, reason string) error {
-	man, err := manifest.Parse(target.Manifest)
+	man, _, err := a.parse(target.Manifest, false)
 	if err != nil {
 		return fmt.Errorf("roll back to %d: %w", target.ID, err)
 	}
@@ -413,6 +466,9 @@ func (a *Agent) persistReported(ctx context.Context, last *[]byte, force bool) {
 		a.log.Error("reported state", "err", err)
 		return
 	}
+	// The parent gets only what it does not have (nothing when nothing
+	// changed), and again what it failed to get.
+	a.reportParent(ctx, rep)
 	changed := force || !bytes.Equal(data, *last)
 	if !changed && !a.publishFailed {
 		return

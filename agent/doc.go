@@ -30,13 +30,17 @@
 //     agent.allowElevatedPermissions, binds outside
 //     agent.allowedBindSources and <dataDir>/modules/<module> too;
 //   - sources: the API ([Agent.Apply]), an HTTP(S) URL polled with
-//     If-None-Match, and a retained message on the upstream deployment
-//     topic (through [Upstream]); remote sources apply only a newer
-//     version;
+//     If-None-Match, a retained message on the upstream deployment
+//     topic (through [Upstream]), and the parent's $edgeAgent, $edgeHub
+//     and $ledge twins (through [Parent], parent.go); remote sources
+//     apply only a newer version;
+//   - the workload API (sub-package workload): a socket per module,
+//     mounted at /var/run/iotedge, signing with the module's key through
+//     [Options.Workload], so no key is in a module's environment;
 //   - the reported state ([Reported], Azure §2 shape), persisted,
 //     published upstream, and [Agent.Events] for the dashboard.
 //
-// # Seams (phase 2 wiring)
+// # Seams
 //
 // The agent imports no other ledge component. appliance wires these
 // through [Options]; each may be nil:
@@ -44,9 +48,10 @@
 //   - [Identities] (hub): a module's hub identity and where the hub is.
 //     The agent injects LEDGE_MQTT_URL/USERNAME/PASSWORD/CA_FILE,
 //     LEDGE_MODULE_ID, LEDGE_DEVICE_ID, LEDGE_HUB_HOST, the IOTEDGE_*
-//     variables of reference §5.1, EdgeHubConnectionString and
-//     EdgeModuleCACertificateFile (the CA bind-mounted read-only at
-//     /run/ledge/hub-ca.pem), and makes the hub's hostname resolve to the
+//     variables of reference §5.1 (EdgeHubConnectionString only without
+//     the workload API) and EdgeModuleCACertificateFile (the CA
+//     bind-mounted read-only at /run/ledge/hub-ca.pem), and makes the
+//     hub's hostname resolve to the
 //     host: the gateway address of the module network (agent.network,
 //     default "ledge", created if missing), 127.0.0.1 with host
 //     networking, host-gateway otherwise. Without it, modules get only
@@ -57,6 +62,12 @@
 //     (agent.sources.mqtt.topic, default ledge/{device}/deployment) and the
 //     reported state (…/deployment/reported, retained). Without it, no
 //     MQTT source.
+//   - [Parent] (hub's link to an Azure parent): the parent's $edgeAgent,
+//     $edgeHub and $ledge twins as a source, and the reported state back
+//     as $edgeAgent reported properties. Without it, no parent source.
+//   - Workload ([workload.Keys], hub): what a module's workload socket
+//     signs and serves. Without it, no socket, and a module's key is in
+//     its environment (EdgeHubConnectionString).
 //   - [Section] per manifest section: "routes" and "storeAndForward"
 //     (hub), "pipelines" (pipeline engine), "models" (model store),
 //     optionally [SectionReporter] for work that finishes in the
@@ -79,8 +90,9 @@
 //
 // # Caveats
 //
-// Module credentials are visible to whoever can `docker inspect` (as with
-// Azure's connection-string modules); the Docker socket is root-only. A
+// A module's plain MQTT password is visible to whoever can `docker
+// inspect` (its key is not, with the workload API); the Docker socket is
+// root-only. A
 // container name taken by something ledge does not manage fails that
 // module (it is not removed). Docker's own restart policy is always "no":
 // the agent restarts modules, so it must run for them to be restarted

@@ -55,9 +55,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv("LEDGE_AGENT_HELPER_DB") == "" {
-		cleanupStale()
+	if os.Getenv("LEDGE_AGENT_HELPER_DB") != "" {
+		os.Exit(helperAgent()) // a child process of TestKill9
 	}
+	cleanupStale()
 	code := m.Run()
 	cleanupRun()
 	os.Exit(code)
@@ -378,13 +379,12 @@ auth:
 // mosquitto runs a real mosquitto on a loopback port; stop it and start
 // it again with the returned functions.
 type mosquittoProc struct {
-	addr  string
-	conf  string
-	bin   string
-	mu    sync.Mutex
-	cmd   *exec.Cmd
-	t     testing.TB
-	store string
+	addr string
+	conf string
+	bin  string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	t    testing.TB
 }
 
 func startMosquitto(t testing.TB) *mosquittoProc {

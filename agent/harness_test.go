@@ -1,13 +1,17 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,6 +50,62 @@ type testAgent struct {
 	prefix   string
 	cancel   context.CancelFunc
 	done     chan error
+	logs     lockedBuffer // the agent's log, at debug
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// settledGoroutines is the goroutine count once it stops changing (at
+// most 2 s of waiting).
+func settledGoroutines() int {
+	n := runtime.NumGoroutine()
+	for range 100 {
+		time.Sleep(20 * time.Millisecond)
+		m := runtime.NumGoroutine()
+		if m == n {
+			return n
+		}
+		n = m
+	}
+	return n
+}
+
+// mark is where the log ends now, for waitLog.
+func (ta *testAgent) mark() int {
+	ta.logs.mu.Lock()
+	defer ta.logs.mu.Unlock()
+	return ta.logs.b.Len()
+}
+
+// waitLog waits until the agent logged, after mark, a line holding every
+// one of parts: the sign that it has dealt with something that changes
+// nothing else.
+func (ta *testAgent) waitLog(mark int, timeout time.Duration, parts ...string) {
+	ta.t.Helper()
+	waitFor(ta.t, timeout, func() (bool, string) {
+		for line := range strings.Lines(ta.logs.String()[mark:]) {
+			if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(line, p) }) {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("no log line with %q", parts)
+	})
 }
 
 type agentOpt func(*Options)
@@ -73,8 +133,13 @@ func (ta *testAgent) start(opts ...agentOpt) {
 	ta.db = testenv.DBAt(t, ta.dbPath)
 	cfg := testConfig()
 	cfg.ContainerPrefix = ta.prefix
+	var out io.Writer = &ta.logs
+	if os.Getenv("LEDGE_TEST_LOG") != "" {
+		out = io.MultiWriter(&ta.logs, os.Stderr)
+	}
 	o := Options{Config: cfg, DB: ta.db, DeviceID: "dev-" + ta.instance, Instance: ta.instance,
-		Logger: testLogger(t), Build: VersionInfo{Version: "test"}}
+		Logger: slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name()),
+		Build:  VersionInfo{Version: "test"}}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -111,7 +176,11 @@ func withConfig(f func(*Config)) agentOpt { return func(o *Options) { f(&o.Confi
 
 func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("LEDGE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+		l := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		if t != nil {
+			l = l.With("test", t.Name())
+		}
+		return l
 	}
 	return slog.New(slog.DiscardHandler)
 }

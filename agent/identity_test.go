@@ -17,8 +17,8 @@ import (
 	"github.com/docker/docker/api/types/container"
 )
 
-// fakeIdentities stands in for the hub's identity registry (phase 2 wires
-// the hub in): it hands out fixed credentials and records removals.
+// fakeIdentities stands in for the hub's identity registry (appliance
+// wires the hub in): it hands out fixed credentials and records removals.
 type fakeIdentities struct {
 	ep      HubEndpoint
 	mu      sync.Mutex

@@ -12,8 +12,8 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
-// pahoUpstream implements Upstream on paho, as the hub's bridge will in
-// phase 2: subscriptions survive reconnects, Connect does not fail while
+// pahoUpstream implements Upstream on paho, as the hub's bridge does in
+// appliance: subscriptions survive reconnects, Connect does not fail while
 // the broker is down.
 type pahoUpstream struct {
 	c    mqtt.Client
@@ -119,8 +119,9 @@ func TestMQTTDeployment(t *testing.T) {
 	})
 
 	// Older: ignored. Newer: applied.
+	mark := ta.mark()
 	publishRetained(t, mq.addr, topic, []byte(manifestYAML("9", "old "+imgApp+" always 0")))
-	time.Sleep(time.Second)
+	ta.waitLog(mark, 10*time.Second, `msg="remote manifest ignored"`, `version \"9\" is not newer`)
 	if d := ta.Reported().Deployment; d.Version != "10" {
 		t.Fatalf("an older version was applied: %+v", d)
 	}

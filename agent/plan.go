@@ -40,7 +40,7 @@ func (a *Agent) Check(ctx context.Context, data, sig []byte) (*Plan, error) {
 			return nil, err
 		}
 	}
-	c, err := a.verify(ctx, data, s)
+	c, err := a.verify(ctx, data, s, true)
 	if err != nil {
 		return nil, err
 	}
@@ -60,6 +60,7 @@ func (a *Agent) plan(ctx context.Context, c *candidate) (*Plan, error) {
 		curMan = &manifest.Manifest{}
 	}
 	p.Changes = planModules(curMan, c.man, a.rec.snapshot().modules)
+	noteUpstream(p.Changes, c.upstream, c.parent)
 	p.Changes = append(p.Changes, planTwins(curMan, c.man)...)
 	for _, name := range manifest.SectionNames {
 		h := a.opts.Sections[name]
@@ -76,12 +77,26 @@ func (a *Agent) plan(ctx context.Context, c *candidate) (*Plan, error) {
 	return p, nil
 }
 
+// noteUpstream says in the plan what $upstream was resolved to.
+func noteUpstream(changes []Change, written map[string]string, parent parentRegistry) {
+	for i, c := range changes {
+		if orig, ok := written[c.Name]; ok && c.Kind == "module" && c.Action != ActionRemove {
+			note := fmt.Sprintf("%s: $upstream is %s (%s)", orig, parent.host, parent.from)
+			changes[i].Detail = strings.TrimSpace(c.Detail + "; " + note)
+			if c.Detail == "" {
+				changes[i].Detail = note
+			}
+		}
+	}
+}
+
 // PlanOffline reads and verifies a manifest without a running ledge
 // (`ledge deploy check --offline`) against the agent config cfg and the
 // data dir: signature and privilege policy as the running agent would,
 // everything it lists is new, and the sections are listed but not
-// validated by their owners.
-func PlanOffline(data, sig []byte, cfg Config, dataDir string) (*Plan, error) {
+// validated by their owners. parentHost is the host of hub.upstream
+// ("" without a parent), what $upstream stands for.
+func PlanOffline(data, sig []byte, cfg Config, dataDir, parentHost string) (*Plan, error) {
 	trusted, err := ParseTrustedKeys(cfg.TrustedKeys)
 	if err != nil {
 		return nil, err
@@ -94,7 +109,8 @@ func PlanOffline(data, sig []byte, cfg Config, dataDir string) (*Plan, error) {
 	} else if data, s, err = Unwrap(data); err != nil {
 		return nil, err
 	}
-	man, err := manifest.Parse(data)
+	parent := resolveParent(cfg, parentHost)
+	man, upstream, err := parseResolved(data, parent, true)
 	if err != nil {
 		return nil, err
 	}
@@ -109,6 +125,7 @@ func PlanOffline(data, sig []byte, cfg Config, dataDir string) (*Plan, error) {
 	p := &Plan{Version: man.Version, Format: string(man.Format), Digest: Digest(data), Signer: signer, Warnings: man.Warnings, Offline: true,
 		Elevated: elevated}
 	p.Changes = planModules(&manifest.Manifest{}, man, nil)
+	noteUpstream(p.Changes, upstream, parent)
 	p.Changes = append(p.Changes, planTwins(&manifest.Manifest{}, man)...)
 	for _, name := range manifest.SectionNames {
 		if raw := man.Sections[name]; raw != nil {

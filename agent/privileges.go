@@ -15,6 +15,7 @@ import (
 
 	"ledge/agent/manifest"
 	"ledge/internal/fault"
+	"ledge/internal/yamlstrict"
 )
 
 // The privilege policy. It reads the Docker types a module's createOptions
@@ -134,7 +135,7 @@ func (p *Policy) Elevations(module string, cfg *container.Config, host *containe
 		namespace("HostConfig.CgroupnsMode", string(host.CgroupnsMode), "cgroup namespace", false)
 		for i, o := range host.SecurityOpt {
 			if why := unconfining(o); why != "" {
-				elevated(fmt.Sprintf("HostConfig.SecurityOpt[%d]", i), o, why)
+				elevated(yamlstrict.Index(yamlstrict.Field("HostConfig", "SecurityOpt"), i), o, why)
 			}
 		}
 		if len(host.DeviceCgroupRules) > 0 {
@@ -155,11 +156,11 @@ func (p *Policy) Elevations(module string, cfg *container.Config, host *containe
 				continue // a named volume
 			}
 			if why, key := p.bindSource(module, src); why != "" {
-				add(fmt.Sprintf("HostConfig.Binds[%d]", i), b, why, key)
+				add(yamlstrict.Index(yamlstrict.Field("HostConfig", "Binds"), i), b, why, key)
 			}
 		}
 		for i, m := range host.Mounts {
-			setting := fmt.Sprintf("HostConfig.Mounts[%d]", i)
+			setting := yamlstrict.Index(yamlstrict.Field("HostConfig", "Mounts"), i)
 			switch m.Type {
 			case mount.TypeBind:
 				if why, key := p.bindSource(module, m.Source); why != "" {

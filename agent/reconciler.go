@@ -13,6 +13,7 @@ import (
 	"github.com/docker/docker/api/types/events"
 
 	"ledge/agent/manifest"
+	"ledge/agent/workload"
 )
 
 // desired is a deployment the reconciler is asked to make true.
@@ -44,6 +45,7 @@ type reconciler struct {
 	store      *store
 	log        *slog.Logger
 	identities Identities
+	workload   *workload.Server // nil: no workload API
 	policy     *Policy
 	deviceID   string
 	instance   string
@@ -64,11 +66,11 @@ type reconciler struct {
 	wake      chan struct{} // cap 1: pending was set
 	engineCh  chan engineMsg
 	pullCh    chan pullMsg
-	resyncCh  chan chan struct{}         // Resync requests; closed when done
-	reqCh     chan func(context.Context) // work run on the loop (RestartModule)
-	snap      atomic.Pointer[runtimeSnapshot]
-	pullWG    sync.WaitGroup // pull goroutines
-	pullSem   chan struct{}  // bounds concurrent pulls
+	resyncCh  chan chan struct{}              // Resync requests; closed when done
+	reqCh     chan func(context.Context)      // work run on the loop (RestartModule)
+	snap      atomic.Pointer[runtimeSnapshot] // immutable once stored: readers share its maps
+	pullWG    sync.WaitGroup                  // pull goroutines
+	pullSem   chan struct{}                   // bounds concurrent pulls
 
 	// Owned by run.
 	want           *desired
@@ -120,7 +122,7 @@ type runtimeSnapshot struct {
 
 func newReconciler(a *Agent) *reconciler {
 	return &reconciler{
-		cfg: a.cfg, eng: a.eng, store: a.store, log: a.log, identities: a.opts.Identities, policy: a.policy,
+		cfg: a.cfg, eng: a.eng, store: a.store, log: a.log, identities: a.opts.Identities, workload: a.workload, policy: a.policy,
 		deviceID: a.opts.DeviceID, instance: a.instance, bus: a.bus, count: a.count, now: time.Now, bootTime: bootTime(),
 		wake: make(chan struct{}, 1), engineCh: make(chan engineMsg, 64), pullCh: make(chan pullMsg, 64), resyncCh: make(chan chan struct{}), reqCh: make(chan func(context.Context)), pullSem: make(chan struct{}, a.cfg.Pull.Concurrency),
 		mods: map[string]*modState{}, pulls: map[string]*pullState{},

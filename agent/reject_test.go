@@ -46,7 +46,7 @@ func TestBadManifestsChangeNothing(t *testing.T) {
 		{"unknown restart policy", manifestYAML("2", "web "+imgApp+" sometimes 0"), true, false,
 			[]string{"line 5", "modules.web.restartPolicy", `"sometimes" is not a restart policy`}, fault.Invalid},
 		{"bad createOptions JSON", azureBadCO, true, false,
-			[]string{"modules.web.settings.createOptions", "invalid createOptions", "invalid character '}'"}, fault.Invalid},
+			[]string{"modules.web.settings.createOptions", "invalid createOptions", "unexpected end of text"}, fault.Invalid},
 		{"duplicate module", `{"version": "2", "modules": {"web": {"image": "` + imgApp + `"}, "web": {"image": "` + imgApp2 + `"}}}`, true, false,
 			[]string{"modules.web", `duplicate key "web"`, "line 1"}, fault.Invalid},
 		{"route syntax error", manifestYAML("2", "web "+imgApp+" always 0") + "routes:\n  toCloud: FROM BROKEN INTO $upstream\n", true, false,
@@ -86,7 +86,11 @@ func TestBadManifestsChangeNothing(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(500 * time.Millisecond)
+	// A full pass of the reconciler: whatever a refused manifest had set
+	// going would show now.
+	if err := ta.Resync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	assertUnchanged(t, before, ta.containers())
 	if rep := ta.Reported(); rep.Deployment.Version != "1" || rep.Deployment.State != StateConverged {
 		t.Errorf("deployment after the bad ones: %+v", rep.Deployment)

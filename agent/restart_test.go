@@ -87,7 +87,14 @@ func TestCrashLoopBackoff(t *testing.T) {
 			t.Errorf("restart %d came %.3fs after the previous start, before its back-off of %.1fs", i, gap, waits[i-1])
 		}
 	}
-	rep := ta.Reported().Modules["crasher"]
+	// The reported state is published after the events that led to it:
+	// wait for it to catch up with the fourth restart instead of reading it
+	// once.
+	var rep ModuleReport
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		rep = ta.Reported().Modules["crasher"]
+		return rep.RestartCount >= 4, fmt.Sprintf("reported restart count %d, want >= 4", rep.RestartCount)
+	})
 	if rep.RestartCount < 4 || rep.ExitCode != 3 || rep.LastExitTimeUtc == "" || rep.LastRestartTimeUtc == "" {
 		t.Errorf("reported %+v", rep)
 	}

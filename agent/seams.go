@@ -123,9 +123,6 @@ type HubEndpoint struct {
 	// CAFile is the host path of the hub's CA certificate (PEM); it is
 	// mounted read-only into containers.
 	CAFile string
-	// WorkloadSocket is the host path of an Azure workload API socket, if
-	// the hub offers one; it is mounted at /var/run/iotedge/workload.sock.
-	WorkloadSocket string
 }
 
 // Twins receives the desired module twins of a deployment (implemented by

@@ -59,7 +59,10 @@ func TestSections(t *testing.T) {
 	if !strings.Contains(strings.Join(kinds, " "), "route:r1") {
 		t.Errorf("plan lacks the routes owner's changes: %v", kinds)
 	}
-	time.Sleep(time.Second)
+	// A full pass (convergence checked) with the models still pending.
+	if err := ta.Resync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	if rep := ta.Reported(); rep.Deployment.State != StateApplying || rep.Sections["models"].State != SectionPending {
 		t.Fatalf("with models downloading: %+v sections %+v", rep.Deployment, rep.Sections)
 	}
@@ -105,8 +108,7 @@ func TestRunStopsCleanly(t *testing.T) {
 	srv := &manifestServer{}
 	srv.set(manifestYAML("1", "web "+imgApp+" always 0"), nil)
 	ts := newHTTPServer(t, srv)
-	time.Sleep(100 * time.Millisecond)
-	before := runtime.NumGoroutine()
+	before := settledGoroutines()
 	ta := newTestAgent(t, withConfig(func(c *Config) {
 		c.Sources.HTTP.URL = ts + "/m.yaml"
 		c.Sources.HTTP.Interval = time.Second

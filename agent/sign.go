@@ -15,6 +15,7 @@ import (
 	"os"
 	"strings"
 
+	"ledge/agent/manifest"
 	"ledge/internal/fault"
 )
 
@@ -211,9 +212,17 @@ func PublicKeyBase64(pubPEM []byte) (string, error) {
 	return "ed25519:" + base64.StdEncoding.EncodeToString(k), nil
 }
 
+// MaxEnvelope bounds what a source may deliver: a signed envelope carries
+// the manifest (at most manifest.MaxSize) as an escaped JSON string.
+const MaxEnvelope = 4 * manifest.MaxSize
+
 // Unwrap splits a payload into manifest and signature: an [Envelope] is
-// opened, anything else is a bare manifest with no signature.
-func Unwrap(payload []byte) (manifest []byte, sig *Signature, err error) {
+// opened, anything else is a bare manifest with no signature. A payload
+// over MaxEnvelope is refused before it is read.
+func Unwrap(payload []byte) (data []byte, sig *Signature, err error) {
+	if len(payload) > MaxEnvelope {
+		return nil, nil, fault.New(fault.TooLarge, "deployment message is %d bytes, over the limit of %d (a manifest is at most %d)", len(payload), MaxEnvelope, manifest.MaxSize)
+	}
 	trimmed := bytes.TrimSpace(payload)
 	if len(trimmed) == 0 || trimmed[0] != '{' || !bytes.Contains(trimmed, []byte(`"manifest"`)) {
 		return payload, nil, nil

@@ -19,7 +19,7 @@ import (
 
 // unsignedRemoteWarning is the warning shown while remote deployments
 // are taken unsigned.
-const unsignedRemoteWarning = "remote deployments are not signed: whoever can publish on the deployment topic or serve the deployment URL runs containers on this appliance; set agent.trustedKeys (see docs/security.md)"
+const unsignedRemoteWarning = "remote deployments are not signed: whoever can publish on the deployment topic, serve the deployment URL or set this device's twins on the parent runs containers on this appliance; set agent.trustedKeys (see docs/security.md)"
 
 // remoteSources lists the configured remote sources.
 func (a *Agent) remoteSources() []string {
@@ -29,6 +29,9 @@ func (a *Agent) remoteSources() []string {
 	}
 	if a.cfg.Sources.HTTP.URL != "" {
 		out = append(out, SourceHTTP)
+	}
+	if a.opts.Parent != nil {
+		out = append(out, SourceParent)
 	}
 	return out
 }

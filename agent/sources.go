@@ -67,6 +67,12 @@ func (a *Agent) subscribeUpstream(u Upstream) (func(), error) {
 		if len(payload) == 0 {
 			return // a cleared retained message
 		}
+		if len(payload) > MaxEnvelope {
+			// Refused before anything is copied or parsed.
+			_, _, err := Unwrap(payload)
+			a.reject(nil, payload, SourceMQTT, err)
+			return
+		}
 		data, sig, err := Unwrap(bytes.Clone(payload))
 		if err != nil {
 			a.reject(nil, payload, SourceMQTT, err)

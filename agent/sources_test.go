@@ -111,8 +111,10 @@ func TestHTTPSource(t *testing.T) {
 	ta.waitState("2", StateConverged, 30*time.Second)
 
 	v0 := manifestYAML("0", "old "+imgApp+" always 0")
+	mark := ta.mark()
 	srv.set(v0, signFor(t, priv, v0))
-	time.Sleep(2500 * time.Millisecond)
+	// Signed manifests make an older version a refusal (a replay).
+	ta.waitLog(mark, 10*time.Second, `msg="manifest rejected; the running deployment stays"`, `version \"0\" is not newer`)
 	if d := ta.Reported().Deployment; d.Version != "2" {
 		t.Fatalf("an older version from the URL was applied: %+v", d)
 	}

@@ -5,24 +5,25 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 
 	"ledge/agent/manifest"
+	"ledge/agent/workload"
 )
 
 var containerNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
 // Paths inside containers.
 const (
-	caPathInContainer       = "/run/ledge/hub-ca.pem"
-	workloadPathInContainer = "/var/run/iotedge/workload.sock"
-	workloadURI             = "unix://" + workloadPathInContainer
-	workloadAPIVersion      = "2022-08-03"
+	caPathInContainer  = "/run/ledge/hub-ca.pem"
+	workloadAPIVersion = "2022-08-03"
 )
 
 // containerSpec is everything ContainerCreate gets for one module.
@@ -47,6 +48,9 @@ type injection struct {
 	logging  LogConfig
 	identity *ModuleIdentity // nil without a hub
 	endpoint *HubEndpoint
+	// workloadDir is the host folder of the module's workload API
+	// socket, mounted at /var/run/iotedge ("" without one).
+	workloadDir string
 	// logOverride is the manifest's logging, which wins over logging.
 	logOverride *manifest.Logging
 	// policy judges the module's own settings before ledge adds its
@@ -149,8 +153,8 @@ func buildSpec(m *manifest.Module, in injection) (*containerSpec, error) {
 		if in.identity != nil && ep.CAFile != "" {
 			host.Binds = append(host.Binds, ep.CAFile+":"+caPathInContainer+":ro")
 		}
-		if in.identity != nil && ep.WorkloadSocket != "" {
-			host.Binds = append(host.Binds, ep.WorkloadSocket+":"+workloadPathInContainer)
+		if in.identity != nil && in.workloadDir != "" {
+			host.Binds = append(host.Binds, in.workloadDir+":"+workload.ContainerDir+":ro")
 		}
 	}
 
@@ -212,14 +216,21 @@ func (in injection) env(module string) map[string]string {
 	env["IOTEDGE_DEVICEID"] = device
 	env["IOTEDGE_MODULEID"] = moduleID
 	env["IOTEDGE_IOTHUBHOSTNAME"] = iothub
-	env["IOTEDGE_GATEWAYHOSTNAME"] = ep.Hostname
+	// The SDKs dial mqtts://<IOTEDGE_GATEWAYHOSTNAME>, port 8883 unless
+	// it carries another.
+	gateway := ep.Hostname
+	if ep.MQTTTLSPort != 0 && ep.MQTTTLSPort != 8883 {
+		gateway = net.JoinHostPort(ep.Hostname, strconv.Itoa(ep.MQTTTLSPort))
+	}
+	env["IOTEDGE_GATEWAYHOSTNAME"] = gateway
 	env["IOTEDGE_AUTHSCHEME"] = "sasToken"
 	env["IOTEDGE_MODULEGENERATIONID"] = id.GenerationID
 	env["IOTEDGE_APIVERSION"] = workloadAPIVersion
-	if ep.WorkloadSocket != "" {
-		env["IOTEDGE_WORKLOADURI"] = workloadURI
-	}
-	if id.SharedAccessKey != "" {
+	if in.workloadDir != "" {
+		// Azure SDK modules sign their tokens through the workload API:
+		// their key stays out of their environment.
+		env["IOTEDGE_WORKLOADURI"] = workload.URI
+	} else if id.SharedAccessKey != "" {
 		env["EdgeHubConnectionString"] = fmt.Sprintf("HostName=%s;GatewayHostName=%s;DeviceId=%s;ModuleId=%s;SharedAccessKey=%s",
 			iothub, ep.Hostname, device, moduleID, id.SharedAccessKey)
 	}

@@ -365,12 +365,3 @@ func (s *store) saveReported(ctx context.Context, data []byte) error {
 	}
 	return nil
 }
-
-func (s *store) loadReported(ctx context.Context) ([]byte, error) {
-	var data string
-	err := s.db.QueryRowContext(ctx, `SELECT data FROM agent_reported WHERE id = 1`).Scan(&data)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	}
-	return []byte(data), err
-}

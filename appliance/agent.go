@@ -3,6 +3,7 @@ package appliance
 import (
 	"context"
 	"maps"
+	"net/url"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -12,13 +13,14 @@ import (
 
 // newAgent builds the agent when agent.enabled, registers it to run
 // (before web, which serves its API), its health check and its metrics,
-// and returns what web needs of it (nil when disabled).
+// and returns what web needs of it (nil when disabled): web.Deployments
+// and web.Modules.
 //
 // With the hub, modules get hub identities, desired twins and routes, and
 // deployments come from (and reported state goes to) the upstream broker.
 // sections holds the owners of the other manifest sections (pipelines,
 // models) built before the agent.
-func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (web.Deployer, error) {
+func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (*deployer, error) {
 	if !a.cfg.Agent.Enabled {
 		return nil, nil
 	}
@@ -29,7 +31,9 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 		DeviceID: a.cfg.DeviceID,
 		DataDir:  a.cfg.DataDir,
 		Build:    agent.VersionInfo{Version: a.build.Version, Commit: a.build.Commit},
-		Sections: maps.Clone(sections),
+		// $upstream images pull through the parent.
+		ParentHost: a.cfg.ParentHost(),
+		Sections:   maps.Clone(sections),
 	}
 	if opts.Sections == nil {
 		opts.Sections = map[string]agent.Section{}
@@ -37,7 +41,13 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 	if a.hub != nil {
 		opts.Identities = hubIdentities{a.hub}
 		opts.Twins = hubTwins{a.hub}
-		if a.cfg.Hub.Upstream.Mode != "" {
+		opts.Workload = hubKeys{a.hub} // Azure SDK modules sign through the workload API
+		switch up := a.cfg.Hub.Upstream; {
+		case up.Mode == "azure" && up.Relay:
+			// A parent (IoT Hub or a parent ledge): deployments come from
+			// this device's twins there, not from a topic IoT Hub has not.
+			opts.Parent = hubParent{a.hub}
+		case up.Mode != "":
 			opts.Upstream = hubUpstream{a.hub} // deployments by MQTT only with an upstream broker
 		}
 		opts.Sections["routes"] = routesSection{h: a.hub, base: a.cfg.Hub.Routes}
@@ -62,31 +72,55 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 	}
 	a.health.addSelfLogged("agent", ag.Healthy) // it logs the Docker engine going and coming
 	registerAgentMetrics(a.registry, ag)
-	return deployer{ag}, nil
+	return &deployer{ag}, nil
 }
 
-// deployer adapts the agent to web.Deployer.
+// deployer adapts the agent to web.Deployments and web.Modules.
 type deployer struct{ a *agent.Agent }
 
-func (d deployer) Check(ctx context.Context, m, sig []byte) (any, error) {
-	return d.a.Check(ctx, m, sig)
+func (d deployer) Check(ctx context.Context, m, sig []byte) (web.DeploymentPlan, error) {
+	p, err := d.a.Check(ctx, m, sig)
+	if err != nil {
+		return web.DeploymentPlan{}, err
+	}
+	return webPlan(*p), nil
 }
-func (d deployer) Apply(ctx context.Context, m, sig []byte) (any, error) {
-	return d.a.Apply(ctx, m, sig)
+func (d deployer) Apply(ctx context.Context, m, sig []byte) (web.AppliedDeployment, error) {
+	r, err := d.a.Apply(ctx, m, sig)
+	if err != nil {
+		return web.AppliedDeployment{}, err
+	}
+	out := web.AppliedDeployment{Deployment: webDeployment(r.Deployment)}
+	if r.Plan != nil {
+		p := webPlan(*r.Plan)
+		out.Plan = &p
+	}
+	return out, nil
 }
-func (d deployer) Status(context.Context) (any, error) { return d.a.Reported(), nil }
-func (d deployer) History(ctx context.Context, limit int) (any, error) {
-	return d.a.History(ctx, limit)
+func (d deployer) Status(context.Context) (web.AgentReport, error) {
+	return webReport(*d.a.Reported()), nil
 }
-func (d deployer) Rollback(ctx context.Context) (any, error) { return d.a.Rollback(ctx) }
-func (d deployer) Manifest(ctx context.Context, id int64) (any, []byte, error) {
+func (d deployer) History(ctx context.Context, limit int) ([]web.Deployment, error) {
+	h, err := d.a.History(ctx, limit)
+	return each(h, webDeployment), err
+}
+func (d deployer) Rollback(ctx context.Context) (web.Deployment, error) {
+	dep, err := d.a.Rollback(ctx)
+	if err != nil {
+		return web.Deployment{}, err
+	}
+	return webDeployment(*dep), nil
+}
+func (d deployer) Manifest(ctx context.Context, id int64) (web.Deployment, []byte, error) {
 	dep, err := d.a.Deployment(ctx, id)
 	if err != nil {
-		return nil, nil, err
+		return web.Deployment{}, nil, err
 	}
-	return dep, dep.Manifest, nil
+	return webDeployment(*dep), dep.Manifest, nil
 }
-func (d deployer) Modules(context.Context) (any, error) { return d.a.Reported().Modules, nil }
+func (d deployer) Modules(context.Context) (map[string]web.ModuleReport, error) {
+	return eachValue(d.a.Reported().Modules, webModule), nil
+}
 func (d deployer) RestartModule(ctx context.Context, name string) error {
 	return d.a.RestartModule(ctx, name)
 }
@@ -130,4 +164,21 @@ func (c *moduleCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, status := range []string{agent.StatusRunning, agent.StatusBackoff, agent.StatusFailed, agent.StatusStopped, agent.StatusUnhealthy, agent.StatusUnknown} {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(c.ag.Stats().Modules[status]), status)
 	}
+}
+
+// ParentHost is the parent's host name in nested edge: hub.upstream.host,
+// or the host of hub.upstream.url; "" without an upstream. "$upstream" in
+// module images stands for it (unless agent.upstreamRegistry is set).
+func (c Config) ParentHost() string {
+	u := c.Hub.Upstream
+	if u.Mode == "" {
+		return ""
+	}
+	if u.Host != "" {
+		return u.Host
+	}
+	if p, err := url.Parse(u.URL); err == nil {
+		return p.Hostname()
+	}
+	return ""
 }

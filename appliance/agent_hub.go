@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
+	"time"
 
 	"ledge/agent"
 	"ledge/hub"
@@ -37,6 +38,31 @@ func (x hubIdentities) Endpoint() agent.HubEndpoint {
 		Hostname: x.h.Hostname(), IoTHubHostname: x.h.IoTHubHostname(),
 		MQTTPort: p.MQTT, MQTTTLSPort: p.MQTTS, CAFile: x.h.CAPath(),
 	}
+}
+
+// hubKeys implements workload.Keys: the agent's workload API signs with
+// the modules' hub keys and issues certificates from the hub's CA.
+type hubKeys struct{ h *hub.Hub }
+
+func (x hubKeys) Sign(ctx context.Context, module, genID string, data []byte) ([]byte, error) {
+	return x.h.ModuleSign(ctx, module, genID, data)
+}
+
+func (x hubKeys) TrustBundle() ([]byte, error) { return x.h.TrustBundle() }
+
+func (x hubKeys) ServerCertificate(ctx context.Context, module, commonName string, notAfter time.Time) ([]byte, []byte, time.Time, error) {
+	return x.h.ModuleServerCertificate(ctx, module, commonName, notAfter)
+}
+
+// hubParent implements agent.Parent over the hub's link to its parent.
+type hubParent struct{ h *hub.Hub }
+
+func (x hubParent) WatchDesired(modules []string, handler func(map[string]json.RawMessage)) (func(), error) {
+	return x.h.WatchParentTwins(modules, handler)
+}
+
+func (x hubParent) ReportProperties(ctx context.Context, module string, patch json.RawMessage) error {
+	return x.h.ReportParentTwin(ctx, module, patch)
 }
 
 // hubTwins implements agent.Twins.

@@ -46,13 +46,11 @@ type App struct {
 	// events fans the components' events out to the dashboard's SSE.
 	events *web.Broadcaster
 
-	web    *web.Server
-	agent  *agent.Agent // nil when agent.enabled is false
-	hub    *hub.Hub     // nil when hub.enabled is false
-	models *models.Store
-	// modelResolver answers pipelines' model names from the store.
-	modelResolver *storeResolver
-	pipelines     *pipeline.Engine
+	web       *web.Server
+	agent     *agent.Agent // nil when agent.enabled is false
+	hub       *hub.Hub     // nil when hub.enabled is false
+	models    *models.Store
+	pipelines *pipeline.Engine
 	// pipelineSet layers ledge.yaml's, the dashboard's and the
 	// deployment's pipelines.
 	pipelineSet *pipelineSet
@@ -78,6 +76,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	cfg.setPresence()
+	cfg.Inference.TensorRTCache = cfg.Inference.tensorRTCache(cfg.DataDir)
 	a := &App{cfg: cfg, build: build, log: log, started: time.Now(), health: newHealthSet()}
 	defer func() {
 		if err != nil {
@@ -109,7 +108,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	if err := a.addPipelines(ctx); err != nil {
 		return nil, err
 	}
-	a.models.SetActivator(newModelActivator(a.pipelines, a.modelResolver, a.cfg.Inference, a.log.With("component", "models")))
+	a.models.SetActivator(modelActivator{a.pipelines})
 	hist := newPipelineHistory(a.pipelines)
 	a.add("pipeline-history", hist.Run)
 	sections["pipelines"] = pipelinesSection{a.pipelineSet}
@@ -123,10 +122,10 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	} else if cfg.HTTP.ListenTLS != "" {
 		log.Info("https off: its certificate comes from the hub, which is disabled")
 	}
-	srv, err := web.New(web.Options{
+	pipes := pipelinesAPI{eng: a.pipelines, set: a.pipelineSet, hist: hist}
+	wo := web.Options{
 		ListenTLS:     cfg.HTTP.ListenTLS,
 		TLS:           webTLS,
-		Hub:           hubAPI,
 		MQTTWebSocket: hubWS,
 		Listen:        cfg.HTTP.Listen,
 		Timeouts: web.Timeouts{Read: cfg.HTTP.ReadTimeout, Write: cfg.HTTP.WriteTimeout, Idle: cfg.HTTP.IdleTimeout,
@@ -143,10 +142,18 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		PublicMetrics: cfg.HTTP.PublicMetrics,
 		System:        &systemReader{dataDir: cfg.DataDir},
 		Events:        a.events,
-		Deploy:        deploy,
-		Pipelines:     pipelinesAPI{eng: a.pipelines, set: a.pipelineSet, hist: hist},
+		Pipelines:     pipes,
+		Frames:        pipes,
+		EventLog:      pipes,
 		Models:        modelsAPI{a.models},
-	})
+	}
+	if hubAPI != nil {
+		wo.HubStatus, wo.HubIdentities, wo.HubTwins, wo.HubMessages = hubAPI, hubAPI, hubAPI, hubAPI
+	}
+	if deploy != nil {
+		wo.Deployments, wo.Modules = deploy, deploy
+	}
+	srv, err := web.New(wo)
 	if err != nil {
 		return nil, cfg.explainListen(err)
 	}
@@ -160,6 +167,10 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	a.add("web", srv.Run)
 	a.health.add("database", func(ctx context.Context) error { return a.db.PingContext(ctx) })
 	a.add("health", func(ctx context.Context) error { return a.health.watch(ctx, a.log) })
+	if n, period := systemdFromEnv(); n != nil { // under a Type=notify unit (deploy/ledge.service)
+		w := &systemdWatchdog{n: n, period: period, health: a.health, log: log.With("component", "systemd")}
+		a.add("systemd", w.Run)
+	}
 	// Last: every listener is bound, so a start that fails made no password.
 	if err := a.firstPassword(ctx); err != nil {
 		return nil, err

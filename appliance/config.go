@@ -91,6 +91,19 @@ type InferenceConfig struct {
 	Library string `yaml:"library"`
 	// Providers are execution providers by preference, e.g. [cuda, cpu].
 	Providers []string `yaml:"providers"`
+	// TensorRTCache is where the TensorRT provider keeps the engines it
+	// builds, so a restart does not build them again; a relative path is
+	// inside the data dir. Default "tensorrt".
+	TensorRTCache string `yaml:"tensorrtCache"`
+}
+
+// tensorRTCache is the engine cache directory, relative paths resolved in
+// dataDir.
+func (c InferenceConfig) tensorRTCache(dataDir string) string {
+	if c.TensorRTCache == "" || filepath.IsAbs(c.TensorRTCache) {
+		return c.TensorRTCache
+	}
+	return filepath.Join(dataDir, c.TensorRTCache)
 }
 
 // DefaultDataDir is /var/lib/ledge for root and ~/.local/share/ledge for
@@ -119,7 +132,7 @@ func Default() Config {
 		HTTP: HTTPConfig{Listen: ":8080", ListenTLS: ":8443", ReadTimeout: time.Minute, WriteTimeout: time.Minute,
 			IdleTimeout: 2 * time.Minute, MaxAnonymousConnections: 256},
 		Database:  DatabaseConfig{Synchronous: "full"},
-		Inference: InferenceConfig{Providers: []string{"cpu"}},
+		Inference: InferenceConfig{Providers: []string{"cpu"}, TensorRTCache: "tensorrt"},
 		Hub:       hub.DefaultConfig(),
 		Agent:     agent.DefaultConfig(),
 		Models:    models.DefaultConfig(),

@@ -3,7 +3,8 @@ package appliance
 import (
 	"context"
 	"log/slog"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -88,25 +89,37 @@ func (h *healthSet) addSelfLogged(name string, check func(context.Context) error
 	h.selfLogged[name] = true
 }
 
+// componentCheck is the outcome of one component's health check.
+type componentCheck struct {
+	name string
+	err  error // nil: healthy
+}
+
+// run runs every check and returns their outcomes, sorted by name.
+func (h *healthSet) run(ctx context.Context) []componentCheck {
+	h.mu.Lock()
+	names := slices.Sorted(maps.Keys(h.checks))
+	checks := h.checks
+	h.mu.Unlock()
+	out := make([]componentCheck, 0, len(names))
+	for _, n := range names {
+		out = append(out, componentCheck{name: n, err: checks[n](ctx)})
+	}
+	return out
+}
+
 // check runs every check and returns a status per component, sorted by
 // name, and whether all are healthy.
 func (h *healthSet) check(ctx context.Context) ([]web.ComponentHealth, bool) {
-	h.mu.Lock()
-	names := make([]string, 0, len(h.checks))
-	for n := range h.checks {
-		names = append(names, n)
-	}
-	checks := h.checks
-	h.mu.Unlock()
-	sort.Strings(names)
 	ok := true
-	out := make([]web.ComponentHealth, 0, len(names))
-	for _, n := range names {
-		c := web.ComponentHealth{Name: n, Status: "ok"}
-		if err := checks[n](ctx); err != nil {
-			c.Status, c.Error, ok = "failing", err.Error(), false
+	checks := h.run(ctx)
+	out := make([]web.ComponentHealth, 0, len(checks))
+	for _, c := range checks {
+		s := web.ComponentHealth{Name: c.name, Status: "ok"}
+		if c.err != nil {
+			s.Status, s.Error, ok = "failing", c.err.Error(), false
 		}
-		out = append(out, c)
+		out = append(out, s)
 	}
 	return out, ok
 }

@@ -14,8 +14,8 @@ import (
 
 // newHub builds the MQTT hub when enabled, registers it as a component
 // (before web, which serves its API), with its health check and metrics,
-// and returns what web needs from it.
-func (a *App) newHub(ctx context.Context) (web.HubAPI, http.Handler, error) {
+// and returns what web needs from it (nil when disabled).
+func (a *App) newHub(ctx context.Context) (*hubAdapter, http.Handler, error) {
 	if !a.cfg.Hub.Enabled {
 		return nil, nil, nil
 	}
@@ -35,7 +35,7 @@ func (a *App) newHub(ctx context.Context) (web.HubAPI, http.Handler, error) {
 	a.add("hub", h.Run)
 	a.health.add("hub", h.Healthy)
 	a.registry.MustRegister(&hubCollector{h: h})
-	return hubAdapter{h}, h.WebSocketHandler(), nil
+	return &hubAdapter{h}, h.WebSocketHandler(), nil
 }
 
 // Hub is the appliance's MQTT hub (nil when hub.enabled is false), for
@@ -43,23 +43,33 @@ func (a *App) newHub(ctx context.Context) (web.HubAPI, http.Handler, error) {
 // manages identities, routes and upstream with it).
 func (a *App) Hub() *hub.Hub { return a.hub }
 
-// hubAdapter gives web the hub through web's own interface.
+// hubAdapter gives web the hub through web's own interfaces (HubStatus,
+// HubIdentities, HubTwins, HubMessages).
 type hubAdapter struct{ h *hub.Hub }
 
-func (x hubAdapter) Stats() any      { return x.h.Stats() }
-func (x hubAdapter) Identities() any { return x.h.Identities() }
-func (x hubAdapter) AddIdentity(ctx context.Context, s web.HubIdentitySpec) (any, error) {
-	return x.h.AddIdentity(ctx, hub.IdentitySpec{Name: s.Name, Kind: s.Kind, Password: s.Password, Thumbprint: s.X509Thumbprint, X509CA: s.X509CA})
+func (x hubAdapter) Stats() web.HubStats { return webHubStats(x.h.Stats()) }
+func (x hubAdapter) Identities() []web.HubIdentity {
+	return each(x.h.Identities(), webIdentity)
 }
-func (x hubAdapter) ShowIdentity(name string) (any, error) { return x.h.ShowIdentity(name) }
+func (x hubAdapter) AddIdentity(ctx context.Context, s web.HubIdentitySpec) (web.HubCreated, error) {
+	c, err := x.h.AddIdentity(ctx, hub.IdentitySpec{Name: s.Name, Kind: s.Kind, Password: s.Password, Thumbprint: s.X509Thumbprint, X509CA: s.X509CA,
+		Parent: s.Parent})
+	return webCreated(c), err
+}
+func (x hubAdapter) ShowIdentity(name string) (web.HubCreated, error) {
+	c, err := x.h.ShowIdentity(name)
+	return webCreated(c), err
+}
 func (x hubAdapter) RemoveIdentity(ctx context.Context, name string) error {
 	return x.h.RemoveIdentity(ctx, name)
 }
-func (x hubAdapter) GetTwin(ctx context.Context, name string) (any, error) {
-	return x.h.GetTwin(ctx, name)
+func (x hubAdapter) GetTwin(ctx context.Context, name string) (web.HubTwin, error) {
+	t, err := x.h.GetTwin(ctx, name)
+	return webTwin(t), err
 }
-func (x hubAdapter) PatchDesired(ctx context.Context, name string, patch []byte) (any, error) {
-	return x.h.PatchDesired(ctx, name, patch)
+func (x hubAdapter) PatchDesired(ctx context.Context, name string, patch []byte) (web.HubTwin, error) {
+	t, err := x.h.PatchDesired(ctx, name, patch)
+	return webTwin(t), err
 }
 func (x hubAdapter) InvokeMethod(ctx context.Context, target, method string, payload json.RawMessage, timeout time.Duration) (int, json.RawMessage, error) {
 	r, err := x.h.InvokeMethod(ctx, target, method, payload, timeout)
@@ -84,11 +94,13 @@ var (
 	hubQueueBytes   = prometheus.NewDesc("ledge_hub_queue_bytes", "Bytes queued per endpoint.", []string{"endpoint"}, nil)
 	hubQueueAge     = prometheus.NewDesc("ledge_hub_queue_oldest_age_seconds", "Age of the oldest queued message per endpoint.", []string{"endpoint"}, nil)
 	hubUpstreamUp   = prometheus.NewDesc("ledge_hub_upstream_connected", "1 when the upstream bridge is connected.", []string{"mode"}, nil)
+	hubPending      = prometheus.NewDesc("ledge_hub_connections_pending", "Connections that have not authenticated yet (bounded by hub.maxPendingConnections).", nil, nil)
+	hubEvicted      = prometheus.NewDesc("ledge_hub_connections_evicted_total", "Unauthenticated connections closed to make room under hub.maxPendingConnections.", nil, nil)
 )
 
 func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{hubClients, hubReceived, hubSent, hubRouted, hubDelivered, hubAuthFailures, hubDrops,
-		hubQueueDepth, hubQueueBytes, hubQueueAge, hubUpstreamUp} {
+		hubQueueDepth, hubQueueBytes, hubQueueAge, hubUpstreamUp, hubPending, hubEvicted} {
 		ch <- d
 	}
 }
@@ -101,6 +113,8 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(hubRouted, prometheus.CounterValue, float64(st.Routed))
 	ch <- prometheus.MustNewConstMetric(hubDelivered, prometheus.CounterValue, float64(st.Delivered))
 	ch <- prometheus.MustNewConstMetric(hubAuthFailures, prometheus.CounterValue, float64(st.AuthFailures))
+	ch <- prometheus.MustNewConstMetric(hubPending, prometheus.GaugeValue, float64(st.ConnectionsPending))
+	ch <- prometheus.MustNewConstMetric(hubEvicted, prometheus.CounterValue, float64(st.ConnectionsEvicted))
 	for _, r := range []string{"no_route", "too_large", "malformed", "slow_client", "expired", "quota", "disk_full", "session_quota"} {
 		ch <- prometheus.MustNewConstMetric(hubDrops, prometheus.CounterValue, float64(st.Drops[r]), r)
 	}

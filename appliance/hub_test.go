@@ -2,7 +2,9 @@ package appliance
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -39,10 +41,29 @@ func TestHubJoinsRun(t *testing.T) {
 		t.Errorf("healthz: %s", body)
 	}
 	metrics := get(t, "http://"+app.webAddr()+"/metrics", http.StatusOK)
-	for _, want := range []string{"ledge_hub_clients_connected 0", `ledge_hub_dropped_total{reason="quota"} 0`, "ledge_hub_upstream_connected"} {
+	for _, want := range []string{"ledge_hub_clients_connected 0", `ledge_hub_dropped_total{reason="quota"} 0`, "ledge_hub_upstream_connected", "ledge_hub_connections_pending 0", "ledge_hub_connections_evicted_total 0"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+	// A connection that sends no CONNECT counts as pending until it goes.
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", app.Hub().Ports().MQTT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(get(t, "http://"+app.webAddr()+"/metrics", http.StatusOK), "ledge_hub_connections_pending 1\n") {
+		if time.Now().After(deadline) {
+			t.Fatal("a connection without CONNECT is not counted in ledge_hub_connections_pending")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	conn.Close()
+	for !strings.Contains(get(t, "http://"+app.webAddr()+"/metrics", http.StatusOK), "ledge_hub_connections_pending 0\n") {
+		if time.Now().After(deadline) {
+			t.Fatal("a closed pending connection is still counted")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

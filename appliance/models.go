@@ -43,7 +43,6 @@ func (a *App) newModels(ctx context.Context, sections map[string]agent.Section) 
 		return err
 	}
 	a.models = s
-	a.modelResolver = &storeResolver{s: s, cand: map[string]models.Version{}}
 	a.add("models", s.Run)
 	a.registry.MustRegister(modelsCollector{s})
 	sections["models"] = modelsSection{s}
@@ -121,22 +120,29 @@ func (m modelsSection) Report() agent.SectionReport {
 // modelsAPI gives web the store through web's own interface.
 type modelsAPI struct{ s *models.Store }
 
-func (x modelsAPI) List(ctx context.Context) (any, error) { return x.s.List(ctx) }
-func (x modelsAPI) Get(ctx context.Context, name string) (any, error) {
-	return x.s.Get(ctx, name)
+func (x modelsAPI) List(ctx context.Context) ([]web.Model, error) {
+	ms, err := x.s.List(ctx)
+	return each(ms, webModel), err
 }
-func (x modelsAPI) Pull(ctx context.Context, spec []byte, activate bool) (any, error) {
+func (x modelsAPI) Get(ctx context.Context, name string) (web.Model, error) {
+	m, err := x.s.Get(ctx, name)
+	return webModel(m), err
+}
+func (x modelsAPI) Pull(ctx context.Context, spec []byte, activate bool) (web.ModelVersion, error) {
 	sp, err := models.ParseSpec(spec)
 	if err != nil {
-		return nil, err
+		return web.ModelVersion{}, err
 	}
-	return x.s.Pull(ctx, sp, activate)
+	v, err := x.s.Pull(ctx, sp, activate)
+	return webModelVersion(v), err
 }
-func (x modelsAPI) Activate(ctx context.Context, name, version string) (any, error) {
-	return x.s.Activate(ctx, name, version)
+func (x modelsAPI) Activate(ctx context.Context, name, version string) (web.ModelVersion, error) {
+	v, err := x.s.Activate(ctx, name, version)
+	return webModelVersion(v), err
 }
-func (x modelsAPI) Rollback(ctx context.Context, name string) (any, error) {
-	return x.s.Rollback(ctx, name)
+func (x modelsAPI) Rollback(ctx context.Context, name string) (web.ModelVersion, error) {
+	v, err := x.s.Rollback(ctx, name)
+	return webModelVersion(v), err
 }
 
 // modelsCollector exposes the store's counters on /metrics.

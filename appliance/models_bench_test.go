@@ -57,7 +57,7 @@ func benchSwap(b *testing.B, realtime bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	res := &storeResolver{s: store, cand: map[string]models.Version{}}
+	res := storeResolver{store}
 	pcfg := pipeline.DefaultConfig()
 	pcfg.SnapshotDir = filepath.Join(dir, "snapshots")
 	eng, err := pipeline.NewEngine(b.Context(), pipeline.Options{Config: pcfg, DB: db, Library: testenv.ORTLib(b),
@@ -65,8 +65,7 @@ func benchSwap(b *testing.B, realtime bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	inf := InferenceConfig{Library: testenv.ORTLib(b), Providers: []string{"cpu"}}
-	store.SetActivator(newModelActivator(eng, res, inf, slog.New(slog.DiscardHandler)))
+	store.SetActivator(modelActivator{eng})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { store.Run(ctx) })

@@ -64,11 +64,6 @@ func startApp(t *testing.T, cfg Config) (app *App, stop func()) {
 	return app, stop
 }
 
-// modelsReport is the models section of the agent's reported state.
-func modelsReport(app *App) agent.SectionReport {
-	return app.agent.Reported().Sections["models"]
-}
-
 // TestModelsSectionThroughAgent: a deployment's models section reaches
 // the store through the agent; per-model status shows in the reported
 // state; a model with a wrong digest fails the deployment, which rolls

@@ -17,13 +17,14 @@ func (a *App) addPipelines(ctx context.Context) error {
 		cfg.SnapshotDir = filepath.Join(a.cfg.DataDir, "snapshots")
 	}
 	eng, err := pipeline.NewEngine(ctx, pipeline.Options{
-		Config:    cfg,
-		DB:        a.db,
-		Logger:    a.log.With("component", "pipeline"),
-		Library:   a.cfg.Inference.Library,
-		Providers: a.cfg.Inference.Providers,
-		Models:    a.modelResolver,
-		Publisher: a.hubPublisher(),
+		Config:        cfg,
+		DB:            a.db,
+		Logger:        a.log.With("component", "pipeline"),
+		Library:       a.cfg.Inference.Library,
+		Providers:     a.cfg.Inference.Providers,
+		TensorRTCache: a.cfg.Inference.TensorRTCache,
+		Models:        storeResolver{a.models},
+		Publisher:     a.hubPublisher(),
 	}, a.cfg.Pipelines)
 	if err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -43,15 +42,8 @@ func TestDeployedPipelinePublishesThroughHub(t *testing.T) {
 	go func() { done <- app.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	// Subscribe upstream before anything is published.
-	sub := exec.Command(testenv.Command(t, "mosquitto_sub", "mosquitto-clients"), "-h", host, "-p", port,
-		"-t", "cloud/"+cfg.DeviceID+"/door", "-C", "1", "-W", "60")
-	out := &strings.Builder{}
-	sub.Stdout = out
-	if err := sub.Start(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
+	// Subscribed upstream before anything is published.
+	sub := testenv.MosquittoSub(t, t.Context(), "-h", host, "-p", port, "-t", "cloud/"+cfg.DeviceID+"/door", "-C", "1", "-W", "60")
 
 	manifest := fmt.Sprintf(`version: "1"
 pipelines:
@@ -67,10 +59,11 @@ routes:
 	if _, err := app.agent.Apply(t.Context(), []byte(manifest), nil); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	if err := sub.Wait(); err != nil {
-		t.Fatalf("nothing arrived upstream within 60 s: %v (pipelines %+v, hub %+v)", err, app.pipelines.Stats(), app.hub.Stats())
+	got, ok := sub.Next(60 * time.Second)
+	if !ok {
+		t.Fatalf("nothing arrived upstream within 60 s (pipelines %+v, hub %+v)", app.pipelines.Stats(), app.hub.Stats())
 	}
-	if got := out.String(); !strings.Contains(got, `"object.enter"`) || !strings.Contains(got, `"person"`) {
+	if !strings.Contains(got, `"object.enter"`) || !strings.Contains(got, `"person"`) {
 		t.Errorf("upstream got %q", got)
 	}
 	// The plan of the same manifest now says the pipeline is unchanged.

@@ -11,76 +11,69 @@ import (
 	"ledge/web"
 )
 
-// pipelinesAPI gives web the pipeline engine through web's interface.
+// pipelinesAPI gives web the pipeline engine through web's interfaces
+// (Pipelines, Frames, EventLog).
 type pipelinesAPI struct {
 	eng  *pipeline.Engine
 	set  *pipelineSet
 	hist *pipelineHistory
 }
 
-// pipelineView is one pipeline as the API shows it.
-type pipelineView struct {
-	pipeline.Stats
-	// Owner is who defines it: config (ledge.yaml), api (the dashboard) or
-	// deployment.
-	Owner string `json:"owner"`
-	// Spec is its spec with passwords in URLs masked.
-	Spec *pipeline.Spec `json:"spec,omitempty"`
-}
-
-// shown is the spec of name as the API shows it (nil if it has none).
-func (p pipelinesAPI) shown(name string) *pipeline.Spec {
-	spec, err := p.eng.Spec(name)
-	if err != nil {
-		return nil
+// view is one pipeline as the API shows it: its stats, who defines it
+// (config: ledge.yaml, api: the dashboard, or deployment) and its spec
+// with passwords in URLs masked (none for a stored spec that no longer
+// reads).
+func (p pipelinesAPI) view(st pipeline.Stats, owner string) web.Pipeline {
+	v := web.Pipeline{PipelineStats: webPipelineStats(st), Owner: owner}
+	if spec, err := p.eng.Spec(st.Name); err == nil {
+		v.Spec = rawJSON(spec.Redacted())
 	}
-	r := spec.Redacted()
-	return &r
+	return v
 }
 
-func (p pipelinesAPI) List(context.Context) (any, error) {
-	out := []pipelineView{}
+func (p pipelinesAPI) List(context.Context) ([]web.Pipeline, error) {
+	out := []web.Pipeline{}
 	for _, st := range p.eng.Stats() {
-		out = append(out, pipelineView{Stats: st, Owner: p.set.owner(st.Name), Spec: p.shown(st.Name)})
+		out = append(out, p.view(st, p.set.owner(st.Name)))
 	}
 	for _, st := range p.set.brokenViews() {
-		out = append(out, pipelineView{Stats: st, Owner: "api"})
+		out = append(out, web.Pipeline{PipelineStats: webPipelineStats(st), Owner: "api"})
 	}
 	return out, nil
 }
 
-func (p pipelinesAPI) Get(_ context.Context, name string) (any, error) {
+func (p pipelinesAPI) Get(_ context.Context, name string) (web.Pipeline, error) {
 	st, err := p.eng.PipelineStats(name)
 	if fault.Is(err, fault.NotFound) {
 		for _, b := range p.set.brokenViews() {
 			if b.Name == name {
-				return pipelineView{Stats: b, Owner: "api"}, nil
+				return web.Pipeline{PipelineStats: webPipelineStats(b), Owner: "api"}, nil
 			}
 		}
 	}
 	if err != nil {
-		return nil, err
+		return web.Pipeline{}, err
 	}
-	spec := p.shown(name)
-	if spec == nil {
-		return nil, fault.New(fault.NotFound, "no pipeline named %q", name)
+	v := p.view(st, p.set.owner(name))
+	if v.Spec == nil {
+		return web.Pipeline{}, fault.New(fault.NotFound, "no pipeline named %q", name)
 	}
-	return pipelineView{Stats: st, Owner: p.set.owner(name), Spec: spec}, nil
+	return v, nil
 }
 
-func (p pipelinesAPI) Put(ctx context.Context, name string, body []byte) (any, error) {
+func (p pipelinesAPI) Put(ctx context.Context, name string, body []byte) (web.Pipeline, error) {
 	spec, err := pipeline.ParseSpec("pipeline spec", body)
 	if err != nil {
-		return nil, fault.Wrap(fault.Invalid, err)
+		return web.Pipeline{}, fault.Wrap(fault.Invalid, err)
 	}
 	if name != "" && spec.Name != name {
-		return nil, fault.New(fault.Invalid, "the spec names pipeline %q, the URL %q", spec.Name, name)
+		return web.Pipeline{}, fault.New(fault.Invalid, "the spec names pipeline %q, the URL %q", spec.Name, name)
 	}
 	if o := p.set.owner(spec.Name); o != "" && o != "api" {
-		return nil, fault.New(fault.Conflict, "pipeline %q is defined by %s; change it there", spec.Name, map[string]string{"config": "ledge.yaml", "deployment": "the deployment"}[o])
+		return web.Pipeline{}, fault.New(fault.Conflict, "pipeline %q is defined by %s; change it there", spec.Name, map[string]string{"config": "ledge.yaml", "deployment": "the deployment"}[o])
 	}
 	if err := p.set.putLocal(ctx, spec); err != nil {
-		return nil, err
+		return web.Pipeline{}, err
 	}
 	return p.Get(ctx, spec.Name)
 }
@@ -92,7 +85,7 @@ func (p pipelinesAPI) Start(ctx context.Context, name string) error  { return p.
 func (p pipelinesAPI) Stop(ctx context.Context, name string) error   { return p.eng.Stop(ctx, name) }
 func (p pipelinesAPI) Reload(ctx context.Context, name string) error { return p.eng.Reload(ctx, name) }
 
-func (p pipelinesAPI) History(name string) (any, error) {
+func (p pipelinesAPI) History(name string) ([]web.PipelineSample, error) {
 	if _, err := p.eng.Spec(name); err != nil {
 		return nil, err
 	}
@@ -142,34 +135,35 @@ func (p pipelinesAPI) Latest(name string) (web.Frame, error) {
 	return web.Frame{JPEG: j.Data, Seq: j.Frame, Time: j.Time}, nil
 }
 
-func (p pipelinesAPI) Events(ctx context.Context, q web.EventQuery) (any, error) {
+func (p pipelinesAPI) Events(ctx context.Context, q web.EventQuery) (web.EventPage, error) {
 	log := p.eng.EventLog()
 	if log == nil {
-		return nil, fault.New(fault.Unavailable, "no event log")
+		return web.EventPage{}, fault.New(fault.Unavailable, "no event log")
 	}
 	ev, err := log.QueryTracks(ctx, pipeline.TrackQuery{From: q.From, To: q.To, Pipeline: q.Pipeline, Class: q.Class, Zone: q.Zone, Active: q.Active, BeforeID: q.BeforeID, Limit: q.Limit})
 	return eventPage(ev, q.Limit), err
 }
 
-func (p pipelinesAPI) RawEvents(ctx context.Context, q web.EventQuery) (any, error) {
+func (p pipelinesAPI) RawEvents(ctx context.Context, q web.EventQuery) (web.EventPage, error) {
 	log := p.eng.EventLog()
 	if log == nil {
-		return nil, fault.New(fault.Unavailable, "no event log")
+		return web.EventPage{}, fault.New(fault.Unavailable, "no event log")
 	}
 	ev, err := log.Query(ctx, pipeline.Query{From: q.From, To: q.To, Pipeline: q.Pipeline, Type: q.Type, Class: q.Class, Zone: q.Zone, BeforeID: q.BeforeID, Limit: q.Limit})
 	return eventPage(ev, q.Limit), err
 }
 
-// eventPage is {"events": [...], "next": <cursor for before, 0 at the end>}.
-func eventPage(ev []pipeline.Event, limit int) map[string]any {
-	var next int64
+// eventPage is a page of events and the cursor for the next (0 at the
+// end).
+func eventPage(ev []pipeline.Event, limit int) web.EventPage {
+	page := web.EventPage{Events: make([]web.PipelineEvent, len(ev))}
+	for i, e := range ev {
+		page.Events[i] = webEvent(e)
+	}
 	if len(ev) == limit && len(ev) > 0 {
-		next = ev[len(ev)-1].ID
+		page.Next = ev[len(ev)-1].ID
 	}
-	if ev == nil {
-		ev = []pipeline.Event{}
-	}
-	return map[string]any{"events": ev, "next": next}
+	return page
 }
 
 func (p pipelinesAPI) SnapshotFile(name string) (string, error) {
@@ -187,17 +181,7 @@ type pipelineHistory struct {
 	eng *pipeline.Engine
 
 	mu      sync.Mutex // guards samples
-	samples map[string][]historySample
-}
-
-// historySample is one point of the pipelines' charts.
-type historySample struct {
-	Time   time.Time `json:"t"`
-	FPSIn  float64   `json:"fpsIn"`
-	FPSOut float64   `json:"fpsOut"`
-	// P50 and P99 are capture-to-result latency in milliseconds.
-	P50 float64 `json:"p50"`
-	P99 float64 `json:"p99"`
+	samples map[string][]web.PipelineSample
 }
 
 const (
@@ -206,7 +190,7 @@ const (
 )
 
 func newPipelineHistory(eng *pipeline.Engine) *pipelineHistory {
-	return &pipelineHistory{eng: eng, samples: map[string][]historySample{}}
+	return &pipelineHistory{eng: eng, samples: map[string][]web.PipelineSample{}}
 }
 
 // Run samples until ctx ends (the "pipeline-history" component).
@@ -232,7 +216,7 @@ func (h *pipelineHistory) sample(now time.Time) {
 	for _, st := range stats {
 		seen[st.Name] = true
 		l := st.Latency[pipeline.StageCaptureToResult]
-		s := append(h.samples[st.Name], historySample{Time: now, FPSIn: st.FPSIn, FPSOut: st.FPSOut,
+		s := append(h.samples[st.Name], web.PipelineSample{Time: now, FPSIn: st.FPSIn, FPSOut: st.FPSOut,
 			P50: float64(l.P50) / float64(time.Millisecond), P99: float64(l.P99) / float64(time.Millisecond)})
 		for len(s) > 0 && now.Sub(s[0].Time) > historyKeep {
 			s = s[1:]
@@ -248,13 +232,13 @@ func (h *pipelineHistory) sample(now time.Time) {
 
 // get returns name's samples plus one taken now, so a chart has a point
 // from the moment a pipeline starts.
-func (h *pipelineHistory) get(name string) []historySample {
+func (h *pipelineHistory) get(name string) []web.PipelineSample {
 	h.mu.Lock()
-	out := append([]historySample{}, h.samples[name]...)
+	out := append([]web.PipelineSample{}, h.samples[name]...)
 	h.mu.Unlock()
 	if st, err := h.eng.PipelineStats(name); err == nil {
 		l := st.Latency[pipeline.StageCaptureToResult]
-		out = append(out, historySample{Time: time.Now(), FPSIn: st.FPSIn, FPSOut: st.FPSOut,
+		out = append(out, web.PipelineSample{Time: time.Now(), FPSIn: st.FPSIn, FPSOut: st.FPSOut,
 			P50: float64(l.P50) / float64(time.Millisecond), P99: float64(l.P99) / float64(time.Millisecond)})
 	}
 	return out

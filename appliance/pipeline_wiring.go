@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 
 	"ledge/agent"
 	"ledge/internal/fault"
@@ -53,16 +54,16 @@ func (s pipelinesSection) Plan(_ context.Context, raw json.RawMessage) ([]agent.
 	if err != nil {
 		return nil, err
 	}
-	cur := map[string]string{}
+	cur := map[string]pipeline.Spec{}
 	for _, sp := range s.set.eng.Specs() {
-		cur[sp.Name] = specKey(sp)
+		cur[sp.Name] = sp
 	}
 	var out []agent.Change
 	for _, sp := range want {
 		c := agent.Change{Kind: "pipeline", Name: sp.Name, Action: agent.ActionCreate}
 		if old, ok := cur[sp.Name]; ok {
 			c.Action = agent.ActionUnchanged
-			if old != specKey(sp) {
+			if !old.Equal(sp) { // as the engine's Apply decides
 				c.Action = agent.ActionRecreate
 			}
 			delete(cur, sp.Name)
@@ -72,7 +73,7 @@ func (s pipelinesSection) Plan(_ context.Context, raw json.RawMessage) ([]agent.
 	for name := range cur {
 		out = append(out, agent.Change{Kind: "pipeline", Name: name, Action: agent.ActionRemove})
 	}
-	slices.SortFunc(out, func(a, b agent.Change) int { return cmpString(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b agent.Change) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
@@ -82,21 +83,6 @@ func (s pipelinesSection) Apply(ctx context.Context, raw json.RawMessage) error 
 		return err
 	}
 	return s.set.setDeployed(ctx, dep)
-}
-
-func specKey(s pipeline.Spec) string {
-	b, _ := json.Marshal(s)
-	return string(b)
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // pipelineEvents forwards pipeline events to the dashboard: detections and

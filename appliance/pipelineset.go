@@ -3,7 +3,6 @@ package appliance
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
@@ -145,7 +144,7 @@ func (ps *pipelineSet) putLocal(ctx context.Context, s pipeline.Spec) error {
 	if err := ps.eng.Apply(ctx, all); err != nil {
 		return err
 	}
-	text, err := json.Marshal(s)
+	text, err := s.Encode() // with the actions' passwords and headers
 	if err != nil {
 		return err
 	}

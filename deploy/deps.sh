@@ -4,16 +4,18 @@
 # under two seconds.
 #
 #   apt:   libopencv-dev ffmpeg docker.io mosquitto mosquitto-clients chromium
-#          docker-registry apache2-utils (only the ones missing)
+#          docker-registry apache2-utils systemd (for systemd-notify; only the
+#          ones missing)
 #   ORT:   libonnxruntime.so.1 from the npm package onnxruntime-node into
 #          $LEDGE_LIB_DIR (default /usr/local/lib/ledge)
 #   dockerd: started when no Docker engine answers (CI has no systemd)
+#   npm:   the Azure IoT SDK for Node into appliance/testdata/azure-sdk (tests)
 set -euo pipefail
 
 ORT_VERSION="${ORT_VERSION:-1.24.3}"
 LIB_DIR="${LEDGE_LIB_DIR:-/usr/local/lib/ledge}"
 APT_PACKAGES=(libopencv-dev pkg-config ffmpeg docker.io mosquitto mosquitto-clients chromium
-              docker-registry apache2-utils npm)
+              docker-registry apache2-utils npm systemd)
 
 say() { printf 'deps: %s\n' "$*" >&2; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
@@ -28,8 +30,9 @@ fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-    # npm only matters when the ONNX Runtime library still has to be fetched.
-    if [ "$p" = npm ] && { command -v npm >/dev/null || [ -f "$LIB_DIR/onnxruntime.version" ]; }; then
+    # npm fetches ONNX Runtime and the Azure IoT SDK for the tests; any npm
+    # on the PATH does.
+    if [ "$p" = npm ] && command -v npm >/dev/null; then
       continue
     fi
     missing+=("$p")
@@ -71,6 +74,21 @@ if [ "$(cat "$LIB_DIR/onnxruntime.version" 2>/dev/null)" != "$ORT_VERSION" ] || 
   "${sudo_cmd[@]}" install -m 0644 "$tmp/package/bin/napi-v6/linux/$ort_arch/libonnxruntime.so.1" "$LIB_DIR/libonnxruntime.so.1"
   echo "$ORT_VERSION" | "${sudo_cmd[@]}" tee "$LIB_DIR/onnxruntime.version" >/dev/null
   say "ONNX Runtime installed in $LIB_DIR"
+fi
+
+# --- Azure IoT SDK for Node (tests) ---------------------------------------
+# appliance/azure_sdk_test.go runs a stock Azure IoT SDK module against
+# ledge; its packages (pinned in package-lock.json) live next to the test,
+# never committed. Installed again only when the lock file changes.
+sdk_dir="$(cd "$(dirname "$0")/.." && pwd)/appliance/testdata/azure-sdk"
+if [ -f "$sdk_dir/package-lock.json" ]; then
+  want=$(sha256sum "$sdk_dir/package-lock.json" | cut -d' ' -f1)
+  if [ "$(cat "$sdk_dir/node_modules/.ledge-lock" 2>/dev/null)" != "$want" ]; then
+    command -v npm >/dev/null || die "npm is needed for the Azure IoT SDK tests (apt-get install npm)"
+    say "installing the Azure IoT SDK for Node into $sdk_dir (npm ci)"
+    (cd "$sdk_dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null)
+    echo "$want" > "$sdk_dir/node_modules/.ledge-lock"
+  fi
 fi
 
 # --- Docker engine ---------------------------------------------------------

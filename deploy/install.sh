@@ -1,14 +1,11 @@
 #!/usr/bin/env bash
-# install.sh installs a built ledge as a systemd service:
-#   make build && sudo deploy/install.sh
+# install.sh builds the package of this checkout and installs it with apt,
+# as the ledge service (run as root on a Debian 12 amd64 machine):
+#   sudo deploy/install.sh
+# The same as `make dist` followed by `apt-get install ./dist/ledge_*.deb`.
+# See docs/development.md (Packages) for what the package holds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x bin/ledge ] || { echo "install: build first: make build" >&2; exit 1; }
-bash deploy/deps.sh
-install -m 0755 bin/ledge /usr/local/bin/ledge
-install -d -m 0755 /etc/ledge
-[ -f /etc/ledge/ledge.yaml ] || install -m 0640 deploy/examples/ledge.yaml /etc/ledge/ledge.yaml
-install -m 0644 deploy/ledge.service /etc/systemd/system/ledge.service
-systemctl daemon-reload
-systemctl enable --now ledge
+deb=$(bash deploy/dist.sh "$(dpkg --print-architecture)" | tail -n 1)
+apt-get install -y "./$deb"
 echo "ledge installed: systemctl status ledge; config in /etc/ledge/ledge.yaml"

@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os/exec"
@@ -130,7 +129,6 @@ func TestDevModeAnonymousLoopbackOnly(t *testing.T) {
 // the hub, plain and over TLS verified with the generated CA.
 func TestMosquittoClients(t *testing.T) {
 	pub := testenv.Command(t, "mosquitto_pub", "mosquitto-clients")
-	sub := testenv.Command(t, "mosquitto_sub", "mosquitto-clients")
 	h := startHub(t, nil, false)
 	h.addIdentity(t, IdentitySpec{Name: "tool", Kind: KindUser, Password: "s3cret"})
 	for _, tc := range []struct {
@@ -144,22 +142,13 @@ func TestMosquittoClients(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			auth := []string{"-u", "tool", "-P", "s3cret"}
 			topic := "sensors/" + tc.name
-			s := exec.CommandContext(t.Context(), sub, append(append(append([]string{}, tc.args...), auth...), "-t", "sensors/#", "-C", "1", "-v", "-q", "1", "-W", "10")...)
-			out, _ := s.StdoutPipe()
-			var stderr strings.Builder
-			s.Stderr = &stderr
-			if err := s.Start(); err != nil {
-				t.Fatal(err)
-			}
-			waitFor(t, "mosquitto_sub connected", func() bool { return h.Stats().ClientsConnected >= 1 })
-			time.Sleep(100 * time.Millisecond) // SUBSCRIBE after CONNECT
+			s := testenv.MosquittoSub(t, t.Context(), append(append(append([]string{}, tc.args...), auth...), "-t", "sensors/#", "-C", "1", "-v", "-q", "1", "-W", "10")...)
 			p := exec.Command(pub, append(append(append([]string{}, tc.args...), auth...), "-t", topic, "-m", "21.5", "-q", "1")...)
 			if b, err := p.CombinedOutput(); err != nil {
 				t.Fatalf("mosquitto_pub: %v %s", err, b)
 			}
-			line, err := bufio.NewReader(out).ReadString('\n')
-			if err != nil || strings.TrimSpace(line) != topic+" 21.5" {
-				t.Errorf("mosquitto_sub got %q (%v) stderr %s", line, err, stderr.String())
+			if line, _ := s.Next(10 * time.Second); line != topic+" 21.5" {
+				t.Errorf("mosquitto_sub got %q", line)
 			}
 			s.Wait()
 		})

@@ -105,18 +105,23 @@ func (h *Hub) EnsureModule(ctx context.Context, module string) (ModuleCredential
 	return ModuleCredentials{
 		DeviceID: id.Device, ModuleID: id.Module, PrimaryKey: id.PrimaryKey, SecondaryKey: id.SecondaryKey,
 		ConnectionString: h.connString(id), Username: id.Name, Password: modulePassword(id),
-		GenerationID: fmt.Sprint(id.Created.Unix()), Hostname: h.hostname, IoTHubHostname: h.IoTHubHostname(),
+		GenerationID: generationID(id), Hostname: h.hostname, IoTHubHostname: h.IoTHubHostname(),
 		CAPath: h.CAPath(), Ports: h.Ports(),
 	}, nil
 }
 
 // SetModuleDesired replaces the desired properties of a module of this
 // device (the agent applies a manifest's module twin); desired is a JSON
-// object. The module's identity must exist (EnsureModule).
+// object. The module's identity is made if it does not exist yet: the
+// agent sets twins before it makes the containers (and a pipeline is a
+// module without one).
 func (h *Hub) SetModuleDesired(ctx context.Context, module string, desired json.RawMessage) error {
 	var m map[string]any
 	if err := json.Unmarshal(desired, &m); err != nil {
 		return fault.New(fault.Invalid, "desired properties of %s: not a JSON object: %v", module, err)
+	}
+	if _, err := h.EnsureModule(ctx, module); err != nil {
+		return err
 	}
 	_, err := h.SetDesired(ctx, h.deviceID+"/"+module, m)
 	return err

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"ledge/internal/yamlstrict"
 )
 
 // Config is the hub: section of ledge.yaml. Every field has a working
@@ -145,6 +147,12 @@ type UpstreamConfig struct {
 	TopicTemplate string `yaml:"topicTemplate"`
 	// KeepAlive of the connection (default 30s).
 	KeepAlive time.Duration `yaml:"keepAlive"`
+	// Relay, azure mode (default true): the parent is a full parent. The
+	// agent takes deployments from this device's $edgeAgent, $edgeHub and
+	// $ledge twins there and reports to $edgeAgent; the devices and
+	// modules connected here get the parent's direct methods, C2D
+	// messages and desired properties (parent.go).
+	Relay bool `yaml:"relay"`
 	// URLs are more brokers of the same cluster, tried in turn after URL
 	// when the connection drops (generic mode).
 	URLs []string `yaml:"urls"`
@@ -179,7 +187,7 @@ func DefaultConfig() Config {
 		MethodTimeout:             30 * time.Second,
 		ACL:                       []ACLRule{{Kinds: []string{"user"}, Publish: []string{"#"}, Subscribe: []string{"#"}}},
 		StoreAndForward:           StoreConfig{TimeToLive: 2 * time.Hour, QuotaBytes: 256 << 20, ReserveBytes: 32 << 20},
-		Upstream:                  UpstreamConfig{TopicTemplate: "ledge/{deviceId}/messages/events", KeepAlive: 30 * time.Second},
+		Upstream:                  UpstreamConfig{TopicTemplate: "ledge/{deviceId}/messages/events", KeepAlive: 30 * time.Second, Relay: true},
 	}
 }
 
@@ -222,12 +230,12 @@ func (c *Config) Validate() error {
 	for i, r := range c.ACL {
 		for _, k := range r.Kinds {
 			if k != "user" && k != "device" && k != "module" {
-				bad(fmt.Sprintf("acl[%d].kinds", i), "%q: want user, device or module", k)
+				bad(yamlstrict.Field(yamlstrict.Index("acl", i), "kinds"), "%q: want user, device or module", k)
 			}
 		}
 		for j, f := range append(append([]string{}, r.Publish...), r.Subscribe...) {
 			if !validFilter(f) {
-				bad(fmt.Sprintf("acl[%d]", i), "filter %d %q is not an MQTT topic filter", j, f)
+				bad(yamlstrict.Index("acl", i), "filter %d %q is not an MQTT topic filter", j, f)
 			}
 		}
 	}

@@ -352,9 +352,10 @@ func TestClientIDBelongsToItsIdentity(t *testing.T) {
 	if _, err := h.connect(t, "shared", "bob", "pw-b", false, nil); err == nil {
 		t.Error("bob took alice's client id")
 	}
-	time.Sleep(100 * time.Millisecond)
-	if !a.IsConnectionOpen() {
-		t.Fatal("alice was disconnected by bob's CONNECT")
+	// A round trip after bob's refusal: a disconnection of alice's would
+	// have come before its answer.
+	if tok := a.Subscribe("x/after-bob", 1, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil || !a.IsConnectionOpen() {
+		t.Fatalf("alice was disconnected by bob's CONNECT (%v)", tok.Error())
 	}
 	a.Disconnect(50)
 

@@ -3,7 +3,6 @@ package hub
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -167,16 +166,24 @@ func (h *Hub) route(m *route.Message, done func(error)) {
 	data := encodeMessage(m)
 	def := h.defaults.Load()
 	items := make([]store.Item, len(ds))
+	pumps := make([]*pump, len(ds))
 	for i, d := range ds {
 		ttl := d.TTL
 		if ttl == 0 {
 			ttl = def.ttl
 		}
 		items[i] = store.Item{Endpoint: d.Sink.String(), Priority: d.Priority, TTL: ttl, Data: data}
-		h.ensurePump(d.Sink)
+		pumps[i] = h.ensurePump(d.Sink, true)
 	}
 	h.stats.routed.Add(1)
-	h.store.Enqueue(items, done)
+	h.store.Enqueue(items, func(err error) {
+		for _, p := range pumps {
+			p.queued.Add(-1)
+		}
+		if done != nil {
+			done(err)
+		}
+	})
 }
 
 // sendTo writes a QoS 0 publish straight to one client.
@@ -258,5 +265,3 @@ func (s *session) failPending() {
 		}
 	}
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }

@@ -121,12 +121,19 @@ func diskFull(t *testing.T, filler bool) {
 	if st := h.Stats(); st.Queues[0].Depth != 0 {
 		t.Fatalf("queue did not drain: %+v", st.Queues)
 	}
+	// An empty queue means the upstream broker acknowledged every message;
+	// the last ones may still be on their way from it to the subscriber.
 	seen := map[string]bool{}
-	got.mu.Lock()
-	for _, m := range got.msgs {
-		seen[string(m.Payload()[:5])] = true
+	for wait := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		got.mu.Lock()
+		for _, m := range got.msgs {
+			seen[string(m.Payload()[:5])] = true
+		}
+		got.mu.Unlock()
+		if len(seen) >= acked || time.Now().After(wait) {
+			break
+		}
 	}
-	got.mu.Unlock()
 	for i := range acked {
 		if !seen[fmt.Sprintf("%05d", i)] {
 			t.Errorf("acknowledged message %d never arrived upstream (%d arrived)", i, len(seen))

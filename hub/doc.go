@@ -29,6 +29,15 @@
 //   - the upstream bridge (paho): a generic broker with a topic template,
 //     or IoT Hub device mode (a parent ledge works as IoT Hub), plus
 //     [Hub.PublishUpstream] and [Hub.SubscribeUpstream] for the agent;
+//   - the parent as a full parent (parent.go, azure mode with relay): a
+//     connection per identity it acts for (the agent's $edgeAgent,
+//     $edgeHub and $ledge twins: [Hub.WatchParentTwins],
+//     [Hub.ReportParentTwin]; every device and module connected here:
+//     methods, C2D and desired properties down, reported up); as a
+//     parent, a device's key authenticates its modules and a device
+//     connects on behalf of those whose parent it is (sasKeys);
+//   - the workload API's keys ([Hub.ModuleSign], [Hub.TrustBundle],
+//     [Hub.ModuleServerCertificate]);
 //   - counters through [Hub.Stats], which appliance turns into metrics.
 //
 // Interfaces for other components: [Hub.Publish] has the shape of the

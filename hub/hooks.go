@@ -217,6 +217,9 @@ func (h *Hub) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, string
 
 func (h *Hub) authSAS(cid, user, pass string) (*session, string) {
 	id := h.ids.get(cid)
+	if id == nil {
+		id = h.implicitModule(cid)
+	}
 	if id == nil || (id.Kind != KindDevice && id.Kind != KindModule) {
 		return nil, "unknown identity"
 	}
@@ -247,12 +250,67 @@ func (h *Hub) authSAS(cid, user, pass string) (*session, string) {
 	if !h.knownHost(aud.Host) || !strings.EqualFold(aud.Device, id.Device) || !strings.EqualFold(aud.Module, id.Module) {
 		return nil, "token audience is not this identity on this hub"
 	}
-	if !tok.Verify(id.primary, id.secondary) {
-		return nil, "token signature does not match either key"
+	auth := "sas"
+	switch keys, how, why := h.sasKeys(id, tok.KeyName); {
+	case why != "":
+		return nil, why
+	case !tok.Verify(keys...):
+		return nil, "token signature does not match the keys of " + how
+	default:
+		if how != "its own" {
+			auth = "sas-" + how
+		}
 	}
-	s := h.newSession(id, "sas")
+	s := h.newSession(id, auth)
 	s.expires = tok.Expiry
 	return s, ""
+}
+
+// sasKeys are the keys a SAS token of identity id may be signed with,
+// and whose they are:
+//   - its own;
+//   - for a module D/M, device D's too: an edge device holds its modules'
+//     identities (a child ledge's $edgeAgent, $edgeHub and modules reach
+//     their twins here with the device's key);
+//   - with skn=G (keyName), device G's, when G is id's parent: a child
+//     ledge G connects on behalf of the devices behind it (IoT Hub's
+//     parent scope, set with `ledge identity add DEVICE --parent G`).
+func (h *Hub) sasKeys(id *Identity, keyName string) (keys [][]byte, how, why string) {
+	if keyName != "" {
+		g := h.ids.get(keyName)
+		switch {
+		case g == nil || g.Kind != KindDevice || !g.Enabled:
+			return nil, "", "token key name " + keyName + " is not an enabled device on this hub"
+		case id.Kind == KindDevice && strings.EqualFold(id.Parent, g.Name):
+		case id.Kind == KindModule && strings.EqualFold(id.Device, g.Name):
+		default:
+			return nil, "", "device " + g.Name + " may not connect on behalf of " + id.Name + " (it is not its parent)"
+		}
+		return [][]byte{g.primary, g.secondary}, "parent " + g.Name, ""
+	}
+	keys = [][]byte{id.primary, id.secondary}
+	if id.Kind == KindModule {
+		if d := h.ids.get(id.Device); d != nil && d.Kind == KindDevice && d.Enabled {
+			keys = append(keys, d.primary, d.secondary)
+		}
+	}
+	return keys, "its own", ""
+}
+
+// implicitModule is module D/M of an existing device D that has no
+// identity of its own on this hub: D's key authenticates it (see
+// sasKeys), and it has a twin, as IoT Hub has for an edge device's
+// $edgeAgent and $edgeHub.
+func (h *Hub) implicitModule(name string) *Identity {
+	dev, mod, ok := strings.Cut(name, "/")
+	if !ok || !namePart.MatchString(mod) {
+		return nil
+	}
+	d := h.ids.get(dev)
+	if d == nil || d.Kind != KindDevice || !d.Enabled || len(d.primary) == 0 {
+		return nil
+	}
+	return &Identity{Name: d.Name + "/" + mod, Kind: KindModule, Device: d.Device, Module: mod, Enabled: true, Created: d.Created}
 }
 
 func (h *Hub) knownHost(host string) bool {

@@ -66,6 +66,7 @@ type Hub struct {
 	methods methodCalls
 	stats   counters
 	up      *upstream
+	parent  *parentLink // azure upstream with relay: the parent as a full parent; nil otherwise
 
 	pumpsMu sync.Mutex // guards pumps and pumpCtx
 	pumps   map[string]*pump
@@ -186,6 +187,9 @@ func New(ctx context.Context, o Options) (_ *Hub, err error) {
 	if h.up, err = newUpstream(h, cfg.Upstream); err != nil {
 		return nil, err
 	}
+	if h.up.cfg.Mode == "azure" && h.up.cfg.Relay {
+		h.parent = newParentLink(h, h.up.cfg, h.up.tlsCfg)
+	}
 	for _, l := range h.listeners {
 		if err := h.srv.AddListener(l); err != nil {
 			return nil, err
@@ -253,6 +257,13 @@ func (h *Hub) Run(ctx context.Context) error {
 	upCtx, stopUp := context.WithCancel(context.WithoutCancel(ctx))
 	upDone := make(chan struct{})
 	go func() { defer close(upDone); h.up.run(upCtx) }()
+	parentDone := make(chan struct{})
+	go func() {
+		defer close(parentDone)
+		if h.parent != nil {
+			h.parent.run(upCtx)
+		}
+	}()
 	var wg sync.WaitGroup
 	wg.Go(func() { h.tick(pctx) })
 	if h.wsServer != nil {
@@ -271,7 +282,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	h.waitBounded("mqtt clients to close", 3*time.Second, func() { h.srv.Close() })
 	h.waitBounded("delivery pumps", upstreamWriteTimeout+2*time.Second, func() { h.pumpWG.Wait(); wg.Wait() })
 	stopUp()
-	h.waitBounded("upstream bridge", 2*time.Second, func() { <-upDone })
+	h.waitBounded("upstream bridge", 2*time.Second, func() { <-upDone; <-parentDone })
 	h.persist.close()
 	stopStore()
 	err := <-storeDone
@@ -300,6 +311,7 @@ func (h *Hub) tick(ctx context.Context) {
 			return
 		case now := <-t.C:
 			h.stats.sample(h, now)
+			h.prunePumps()
 			if now.Unix()%10 == 0 {
 				h.sweepSessions()
 			}

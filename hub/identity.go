@@ -30,17 +30,21 @@ const (
 // Identity is a client allowed to connect. Keys are base64; they are
 // shown when created and by Show, never logged.
 type Identity struct {
-	Name         string    `json:"name"` // device id, <device>/<module>, or user name
-	Kind         string    `json:"kind"`
-	Device       string    `json:"deviceId,omitempty"`
-	Module       string    `json:"moduleId,omitempty"`
-	PrimaryKey   string    `json:"primaryKey,omitempty"`
-	SecondaryKey string    `json:"secondaryKey,omitempty"`
-	Thumbprint   string    `json:"x509Thumbprint,omitempty"` // hex SHA-256 (or SHA-1) of a client certificate
-	X509CA       bool      `json:"x509CA,omitempty"`         // any certificate from a trusted CA with CN = the device id
-	Enabled      bool      `json:"enabled"`
-	ManagedBy    string    `json:"managedBy,omitempty"` // "agent" for module identities the agent owns
-	Created      time.Time `json:"created"`
+	Name         string `json:"name"` // device id, <device>/<module>, or user name
+	Kind         string `json:"kind"`
+	Device       string `json:"deviceId,omitempty"`
+	Module       string `json:"moduleId,omitempty"`
+	PrimaryKey   string `json:"primaryKey,omitempty"`
+	SecondaryKey string `json:"secondaryKey,omitempty"`
+	Thumbprint   string `json:"x509Thumbprint,omitempty"` // hex SHA-256 (or SHA-1) of a client certificate
+	X509CA       bool   `json:"x509CA,omitempty"`         // any certificate from a trusted CA with CN = the device id
+	Enabled      bool   `json:"enabled"`
+	ManagedBy    string `json:"managedBy,omitempty"` // "agent" for module identities the agent owns
+	// Parent is the edge device behind which this device sits (IoT Hub's
+	// parent scope): that device may connect on its behalf (a child
+	// ledge relays its methods, C2D and twins).
+	Parent  string    `json:"parent,omitempty"`
+	Created time.Time `json:"created"`
 
 	passwordHash []byte
 	primary      []byte // decoded keys
@@ -62,6 +66,8 @@ type IdentitySpec struct {
 	Thumbprint string `json:"x509Thumbprint,omitempty"` // device: X.509 by thumbprint instead of keys
 	X509CA     bool   `json:"x509CA,omitempty"`         // device: X.509 signed by a trusted CA
 	ManagedBy  string `json:"managedBy,omitempty"`
+	// Parent (devices): the edge device that may connect on its behalf.
+	Parent string `json:"parent,omitempty"`
 }
 
 // Created is what Add returns: the identity with its secrets, shown once.
@@ -86,7 +92,7 @@ type identities struct {
 func loadIdentities(ctx context.Context, db *sql.DB) (*identities, error) {
 	s := &identities{db: db}
 	rows, err := db.QueryContext(ctx, `SELECT name, kind, device, module, primary_key, secondary_key, password_hash,
-		thumbprint, x509_ca, enabled, managed_by, created FROM hub_identities`)
+		thumbprint, x509_ca, enabled, managed_by, created, parent FROM hub_identities`)
 	if err != nil {
 		return nil, fmt.Errorf("load identities: %w", err)
 	}
@@ -95,7 +101,7 @@ func loadIdentities(ctx context.Context, db *sql.DB) (*identities, error) {
 		var id Identity
 		var created string
 		if err := rows.Scan(&id.Name, &id.Kind, &id.Device, &id.Module, &id.PrimaryKey, &id.SecondaryKey, &id.passwordHash,
-			&id.Thumbprint, &id.X509CA, &id.Enabled, &id.ManagedBy, &created); err != nil {
+			&id.Thumbprint, &id.X509CA, &id.Enabled, &id.ManagedBy, &created, &id.Parent); err != nil {
 			return nil, fmt.Errorf("load identities: %w", err)
 		}
 		id.Created, _ = time.Parse(time.RFC3339, created)
@@ -182,6 +188,15 @@ func (spec *IdentitySpec) validate() (Identity, error) {
 		id.Thumbprint = tp
 	}
 	id.X509CA = spec.X509CA
+	if spec.Parent != "" {
+		if id.Kind != KindDevice {
+			return id, fault.New(fault.Invalid, "parent: only devices have a parent (an edge device that connects on their behalf)")
+		}
+		if !namePart.MatchString(spec.Parent) || strings.EqualFold(spec.Parent, spec.Name) {
+			return id, fault.New(fault.Invalid, "parent %q: want another device's id", spec.Parent)
+		}
+		id.Parent = spec.Parent
+	}
 	return id, nil
 }
 
@@ -211,10 +226,17 @@ func (s *identities) add(ctx context.Context, spec IdentitySpec) (Created, error
 	if s.get(id.Name) != nil {
 		return Created{}, fault.New(fault.Conflict, "identity %q exists", id.Name)
 	}
+	if id.Parent != "" {
+		p := s.get(id.Parent)
+		if p == nil || p.Kind != KindDevice {
+			return Created{}, fault.New(fault.Invalid, "parent %q is not a device identity on this hub", id.Parent)
+		}
+		id.Parent = p.Name
+	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO hub_identities (name, kind, device, module, primary_key, secondary_key,
-		password_hash, thumbprint, x509_ca, enabled, managed_by, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`,
+		password_hash, thumbprint, x509_ca, enabled, managed_by, created, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		id.Name, id.Kind, id.Device, id.Module, id.PrimaryKey, id.SecondaryKey, id.passwordHash, id.Thumbprint, id.X509CA,
-		id.Enabled, id.ManagedBy, id.Created.Format(time.RFC3339))
+		id.Enabled, id.ManagedBy, id.Created.Format(time.RFC3339), id.Parent)
 	if err != nil {
 		return Created{}, fmt.Errorf("add identity %q: %w", id.Name, err)
 	}

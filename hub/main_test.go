@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -204,8 +203,6 @@ func (h *testHub) addIdentity(t testing.TB, spec IdentitySpec) Created {
 	}
 	return c
 }
-
-func dataPath(h *testHub, name string) string { return filepath.Join(h.dir, "hub", name) }
 
 func azureToken(resource, key string) (string, error) {
 	return azure.BuildToken(resource, key, time.Now().Add(time.Hour))

@@ -177,7 +177,7 @@ func TestOutageKill9(t *testing.T) {
 	pub.Disconnect(0)
 
 	c.kill() // kill -9 with 10,000 acknowledged messages queued
-	c = startChild(t, spec)
+	startChild(t, spec)
 	mq.start()
 	waitFor(t, "cloud consumer reconnected", sink.IsConnectionOpen)
 	gate.open()

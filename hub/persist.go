@@ -61,7 +61,6 @@ type sessionStore struct {
 	loading    atomic.Bool   // mochi is loading stored sessions
 	loaded     sync.Map      // client id -> sessionOwner, while loading
 	dropCount  atomic.Uint64 // messages for sessions that could not be stored
-	lastDropLg atomic.Int64
 }
 
 // sessionOwner is who holds a stored session.

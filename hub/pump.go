@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"ledge/hub/azure"
@@ -25,6 +26,11 @@ type pump struct {
 	inflight int
 	freed    chan struct{}
 
+	// queued counts messages routed here and not yet committed to the
+	// store: the pump is not pruned while it is above zero.
+	queued atomic.Int64
+	cancel context.CancelFunc // ends run; nil until started (h.pumpsMu)
+
 	state pumpState
 }
 
@@ -42,35 +48,69 @@ const (
 	maxBackoff = 60 * time.Second
 )
 
-// ensurePump starts the pump of sink's endpoint if it does not run.
-func (h *Hub) ensurePump(sink route.Sink) {
+// ensurePump starts the pump of sink's endpoint if it does not run, and
+// counts one message on its way to the store (see pump.queued) when
+// routing is true.
+func (h *Hub) ensurePump(sink route.Sink, routing bool) *pump {
 	ep := sink.String()
 	h.pumpsMu.Lock()
 	defer h.pumpsMu.Unlock()
-	if _, ok := h.pumps[ep]; ok {
-		return
+	p, ok := h.pumps[ep]
+	if !ok {
+		p = &pump{h: h, endpoint: ep, sink: sink, window: pumpWindow, freed: make(chan struct{}, 1)}
+		h.pumps[ep] = p
+		if h.pumpCtx != nil {
+			h.startPumpLocked(p)
+		}
 	}
-	p := &pump{h: h, endpoint: ep, sink: sink, window: pumpWindow, freed: make(chan struct{}, 1)}
-	h.pumps[ep] = p
-	if h.pumpCtx != nil {
-		ctx := h.pumpCtx
-		h.pumpWG.Go(func() { p.run(ctx) })
+	if routing {
+		p.queued.Add(1)
 	}
+	return p
+}
+
+// startPumpLocked runs p under the pumps' context; h.pumpsMu held.
+func (h *Hub) startPumpLocked(p *pump) {
+	ctx, cancel := context.WithCancel(h.pumpCtx)
+	p.cancel = cancel
+	h.pumpWG.Go(func() { p.run(ctx) })
 }
 
 // startPumps starts pumps for what the store holds and the routes name.
 func (h *Hub) startPumps(ctx context.Context) {
 	for _, es := range h.store.Stats().Endpoints {
 		if sink, ok := parseSink(es.Endpoint); ok {
-			h.ensurePump(sink) // registered, not started: no context yet
+			h.ensurePump(sink, false) // registered, not started: no context yet
 		}
 	}
 	h.pumpsMu.Lock()
 	h.pumpCtx = ctx // from now on ensurePump starts new pumps itself
 	for _, p := range h.pumps {
-		h.pumpWG.Go(func() { p.run(ctx) })
+		h.startPumpLocked(p)
 	}
 	h.pumpsMu.Unlock()
+}
+
+// prunePumps stops and forgets the pumps of endpoints that no route names
+// any more once their queue is empty: nothing queued, in flight, or routed
+// and on its way to the store. A route naming the endpoint again starts a
+// new pump.
+func (h *Hub) prunePumps() {
+	named := map[string]bool{}
+	for _, s := range h.routes.Load().Sinks() {
+		named[s.String()] = true
+	}
+	h.pumpsMu.Lock()
+	defer h.pumpsMu.Unlock()
+	for ep, p := range h.pumps {
+		if named[ep] || p.queued.Load() > 0 || !h.store.Forget(ep) {
+			continue
+		}
+		if p.cancel != nil {
+			p.cancel()
+		}
+		delete(h.pumps, ep)
+	}
 }
 
 func parseSink(ep string) (route.Sink, bool) {

@@ -48,4 +48,7 @@ var migrations = []string{
 		topic TEXT PRIMARY KEY,
 		data  BLOB NOT NULL
 	)`,
+	// A device's parent: the edge device (a child ledge) that may connect
+	// to this hub on its behalf (IoT Hub's parent scope).
+	`ALTER TABLE hub_identities ADD COLUMN parent TEXT NOT NULL DEFAULT ''`,
 }

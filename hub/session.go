@@ -35,13 +35,6 @@ type session struct {
 	closed  bool
 }
 
-func (s *session) clientID() string {
-	if s.module != "" {
-		return s.device + "/" + s.module
-	}
-	return s.device
-}
-
 // canPublish: write access to a concrete topic.
 func (s *session) canPublish(topic string) bool {
 	if s.anonymous {

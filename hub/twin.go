@@ -172,6 +172,9 @@ func (h *Hub) twinPatchReported(s *session, rid string, patch []byte) {
 		return
 	}
 	sendTo(s.cl, azure.TwinResponseTopic(204, rid, tw.ReportedVersion), nil)
+	if h.parent != nil {
+		h.parent.reportUp(s.name, patch) // synced to the parent, as edgeHub does
+	}
 	// Routes may take reported-property changes (FROM /twinChangeNotifications).
 	body, _ := json.Marshal(map[string]any{"version": tw.ReportedVersion, "properties": map[string]any{"reported": applied}})
 	sys := map[string]string{"connectionDeviceId": s.device, "contentType": "application/json", "contentEncoding": "utf-8",
@@ -190,19 +193,30 @@ func jsonString(s string) string {
 	return string(b)
 }
 
+// twinIdentity is the device or module whose twin name is: an identity,
+// or a module of a device that holds its modules' identities (a child
+// ledge's $edgeAgent and $edgeHub), or nil.
+func (h *Hub) twinIdentity(name string) *Identity {
+	if id := h.ids.get(name); id != nil {
+		return id
+	}
+	return h.implicitModule(name)
+}
+
 // GetTwin returns the twin of a device or module identity ("d" or "d/m").
 func (h *Hub) GetTwin(ctx context.Context, name string) (Twin, error) {
-	if h.ids.get(name) == nil {
+	id := h.twinIdentity(name)
+	if id == nil {
 		return Twin{}, fault.New(fault.NotFound, "identity %q does not exist", name)
 	}
-	return h.twins.load(ctx, h.ids.get(name).Name)
+	return h.twins.load(ctx, id.Name)
 }
 
 // PatchDesired merges patch (a JSON object; null deletes a key) into the
 // desired properties, bumps $version and notifies the client if it is
 // connected and subscribed. It returns the new twin.
 func (h *Hub) PatchDesired(ctx context.Context, name string, patch []byte) (Twin, error) {
-	id := h.ids.get(name)
+	id := h.twinIdentity(name)
 	if id == nil || (id.Kind != KindDevice && id.Kind != KindModule) {
 		return Twin{}, fault.New(fault.NotFound, "device or module identity %q does not exist", name)
 	}

@@ -23,9 +23,10 @@ import (
 // upstream is the bridge to the cloud or a parent hub: it carries the
 // $upstream endpoint and the agent's own publishes and subscriptions.
 type upstream struct {
-	h   *Hub
-	cfg UpstreamConfig
-	cli paho.Client // nil when no upstream is configured
+	h      *Hub
+	cfg    UpstreamConfig
+	tlsCfg *tls.Config // to the broker, nil for a plain connection
+	cli    paho.Client // nil when no upstream is configured
 
 	mu        sync.Mutex // guards the fields below
 	state     string     // disabled, connecting, connected, disconnected
@@ -47,6 +48,9 @@ type UpstreamStatus struct {
 	State     string    `json:"state"`
 	Since     time.Time `json:"since"`
 	LastError string    `json:"lastError,omitempty"`
+	// Relays are the connections to the parent on behalf of this device's
+	// twins, modules and leaf devices (azure mode).
+	Relays []RelayStatus `json:"relays,omitempty"`
 }
 
 const (
@@ -104,6 +108,7 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 	}
 	if p != nil && (p.Scheme == "ssl" || p.Scheme == "tls" || p.Scheme == "mqtts" || p.Scheme == "wss") {
 		o.SetTLSConfig(tlsCfg)
+		u.tlsCfg = tlsCfg
 	}
 	switch cfg.Mode {
 	case "azure":
@@ -218,7 +223,8 @@ func (u *upstream) changed() <-chan struct{} {
 func (u *upstream) status() UpstreamStatus {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return UpstreamStatus{Mode: u.cfg.Mode, Broker: redact.URL(u.cfg.URL), State: u.state, Since: u.since, LastError: u.lastError}
+	return UpstreamStatus{Mode: u.cfg.Mode, Broker: redact.URL(u.cfg.URL), State: u.state, Since: u.since, LastError: u.lastError,
+		Relays: u.h.parent.relays()}
 }
 
 // topic is where a routed message goes upstream.

@@ -2,6 +2,7 @@ package inference
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -79,12 +80,7 @@ func register(k Kind, a adapterKind) {
 
 // Kinds lists the known kinds, sorted, without KindAuto.
 func Kinds() []Kind {
-	out := make([]Kind, 0, len(kinds))
-	for k := range kinds {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(kinds))
 }
 
 // ParseKind validates a kind name; "" means auto.

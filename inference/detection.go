@@ -44,6 +44,9 @@ func (b Box) IoU(o Box) float32 {
 // Center of the box.
 func (b Box) Center() (x, y float32) { return (b.X1 + b.X2) / 2, (b.Y1 + b.Y2) / 2 }
 
+// Shift moves the box by dx, dy.
+func (b Box) Shift(dx, dy float32) Box { return Box{b.X1 + dx, b.Y1 + dy, b.X2 + dx, b.Y2 + dy} }
+
 // Detection is one object found in an image. For a classifier it is one of
 // the top-k classes and Box covers the whole image.
 type Detection struct {

@@ -1,6 +1,7 @@
 package inference
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -31,8 +32,12 @@ type Options struct {
 	// InputWidth and InputHeight set the network input size of a model whose
 	// input dimensions are dynamic (else the metadata imgsz, else an error).
 	InputWidth, InputHeight int
-	// Sessions is the number of ONNX Runtime sessions that serve concurrent
-	// Detect calls (default 1).
+	// Sessions is the most ONNX Runtime sessions that serve concurrent
+	// Detect calls (default 1). The first is made with the detector, the
+	// others only when concurrent calls find every session busy: each
+	// session holds its own copy of the weights and its own memory arena
+	// (tens of MiB for YOLOX-nano), which a model used by one pipeline at a
+	// time never needs.
 	Sessions int
 	// Threads is the intra-op thread count of each session. 0 means all
 	// cores for a single session and 1 per session for several.
@@ -44,6 +49,15 @@ type Options struct {
 	// NoSpin turns off intra-op thread spinning (less CPU when idle between
 	// frames, a little more latency).
 	NoSpin bool
+	// Name names the model in errors (default: its path), e.g. the name
+	// and version of a model from a store, whose file name means nothing
+	// to the operator.
+	Name string
+	// TensorRTCache is the directory where the TensorRT provider keeps the
+	// engines it builds and its timing cache, so that a later start loads
+	// them instead of building again (minutes on a Jetson). Empty: no
+	// cache. Used only with the "tensorrt" provider.
+	TensorRTCache string
 }
 
 // Params tune one Detect call; zero fields take the defaults.
@@ -65,7 +79,7 @@ type Info struct {
 	// LabelSource says where labels came from: "options", "metadata",
 	// "coco80" or "generated".
 	LabelSource string `json:"labelSource"`
-	Sessions    int    `json:"sessions"`
+	Sessions    int    `json:"sessions"` // at most; see [Detector.OpenSessions]
 	Threads     int    `json:"threads"`
 }
 
@@ -75,11 +89,19 @@ type Detector struct {
 	info    Info
 	adapter adapter
 	labels  []string
+	// What more sessions are made from.
+	model *modelInfo
+	opts  Options
 
-	slots chan *slot    // idle sessions
+	slots chan *slot    // idle sessions (capacity: info.Sessions)
 	done  chan struct{} // closed by Close
-	all   []*slot
+	grow  sync.WaitGroup
 	once  sync.Once
+
+	mu      sync.Mutex // guards the fields below
+	all     []*slot
+	growing bool  // a session is being made
+	growErr error // making one failed: no more tries
 }
 
 // slot is one session with its own tensors and scratch space; it is used by
@@ -98,7 +120,7 @@ type slot struct {
 func (r *Runtime) NewDetector(path string, o Options) (*Detector, error) {
 	d, err := r.newDetector(path, o)
 	if err != nil {
-		return nil, fmt.Errorf("model %s: %w", path, err)
+		return nil, fmt.Errorf("model %s: %w", cmp.Or(o.Name, path), err)
 	}
 	return d, nil
 }
@@ -135,6 +157,8 @@ func (r *Runtime) newDetector(path string, o Options) (*Detector, error) {
 		}
 	}
 	d := &Detector{
+		model: m,
+		opts:  o,
 		slots: make(chan *slot, sessions),
 		done:  make(chan struct{}),
 	}
@@ -166,28 +190,62 @@ func (r *Runtime) newDetector(path string, o Options) (*Detector, error) {
 		first.sess.Destroy()
 		return nil, err
 	}
-	slots := []*slot{first}
-	for len(slots) < sessions {
-		s, err := newSession(path, m, o, threads)
-		if err != nil {
-			for _, s := range slots {
-				s.sess.Destroy()
-			}
-			return nil, err
-		}
-		slots = append(slots, s)
+	if err := first.allocate(m, a.preprocess()); err != nil {
+		first.destroy()
+		return nil, err
 	}
-	for _, s := range slots {
-		if err := s.allocate(m, a.preprocess()); err != nil {
-			for _, s := range slots {
+	d.all = append(d.all, first)
+	d.slots <- first
+	return d, nil
+}
+
+// OpenSessions is the number of sessions made so far (at most
+// Info().Sessions).
+func (d *Detector) OpenSessions() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.all)
+}
+
+// growLocked starts making one more session in the background, if the pool
+// may grow and none is being made. The new session runs once on a blank
+// input before it joins, so no call meets it cold. d.mu must be held.
+func (d *Detector) growLocked() {
+	if d.growing || d.growErr != nil || len(d.all) >= d.info.Sessions {
+		return
+	}
+	select {
+	case <-d.done:
+		return
+	default:
+	}
+	d.growing = true
+	d.grow.Go(func() {
+		s, err := newSession(d.info.Path, d.model, d.opts, d.info.Threads)
+		if err == nil {
+			if err = s.allocate(d.model, d.adapter.preprocess()); err == nil {
+				err = s.sess.Run(s.inputs, s.outputs)
+			}
+			if err != nil {
 				s.destroy()
 			}
-			return nil, err
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.growing = false
+		if err != nil {
+			d.growErr = err
+			return
+		}
+		select {
+		case <-d.done:
+			s.destroy()
+			return
+		default:
 		}
 		d.all = append(d.all, s)
-		d.slots <- s
-	}
-	return d, nil
+		d.slots <- s // never blocks: the channel holds every session
+	})
 }
 
 func (m *modelInfo) setInput(ins []ort.InputOutputInfo, o Options) error {
@@ -324,7 +382,7 @@ func newSession(path string, m *modelInfo, o Options, threads int) (*slot, error
 		}
 	}
 	for _, p := range o.Providers {
-		if err := appendProvider(so, p); err != nil {
+		if err := appendProvider(so, p, o); err != nil {
 			return nil, err
 		}
 	}
@@ -339,7 +397,7 @@ func newSession(path string, m *modelInfo, o Options, threads int) (*slot, error
 	return &slot{sess: sess}, nil
 }
 
-func appendProvider(so *ort.SessionOptions, name string) error {
+func appendProvider(so *ort.SessionOptions, name string, o Options) error {
 	var err error
 	switch strings.ToLower(name) {
 	case "", "cpu":
@@ -354,7 +412,18 @@ func appendProvider(so *ort.SessionOptions, name string) error {
 		var po *ort.TensorRTProviderOptions
 		if po, err = ort.NewTensorRTProviderOptions(); err == nil {
 			defer po.Destroy()
-			err = so.AppendExecutionProviderTensorRT(po)
+			if o.TensorRTCache != "" {
+				err = po.Update(tensorRTCacheOptions(o.TensorRTCache))
+			}
+			if err == nil {
+				err = so.AppendExecutionProviderTensorRT(po)
+			}
+			if err == nil && o.TensorRTCache != "" {
+				// TensorRT writes engines there but does not make it.
+				if err := os.MkdirAll(o.TensorRTCache, 0o750); err != nil {
+					return fmt.Errorf("tensorrt engine cache: %w", err)
+				}
+			}
 		}
 	default:
 		err = so.AppendExecutionProvider(name, nil)
@@ -364,6 +433,17 @@ func appendProvider(so *ort.SessionOptions, name string) error {
 			"point inference.library at a build that has it: %w", name, err)
 	}
 	return nil
+}
+
+// tensorRTCacheOptions are the TensorRT provider options (ONNX Runtime's
+// trt_* keys) that keep built engines and timing data in dir.
+func tensorRTCacheOptions(dir string) map[string]string {
+	return map[string]string{
+		"trt_engine_cache_enable": "1",
+		"trt_engine_cache_path":   dir,
+		"trt_timing_cache_enable": "1",
+		"trt_timing_cache_path":   dir,
+	}
 }
 
 // probe runs the session once on a zero input to learn dynamic output
@@ -428,18 +508,36 @@ func (d *Detector) Kind() Kind { return d.info.Kind }
 func (d *Detector) Labels() []string { return d.labels }
 
 // acquire takes an idle session, or fails once the detector is closed.
+// When every session is busy it starts making another (up to
+// Info().Sessions) and takes whichever is free first.
 func (d *Detector) acquire() (*slot, error) {
 	select {
 	case <-d.done:
 		return nil, ErrClosed
 	case s := <-d.slots:
-		select {
-		case <-d.done:
-			d.slots <- s
-			return nil, ErrClosed
-		default:
-			return s, nil
-		}
+		return d.taken(s)
+	default:
+	}
+	d.mu.Lock()
+	d.growLocked()
+	d.mu.Unlock()
+	select {
+	case <-d.done:
+		return nil, ErrClosed
+	case s := <-d.slots:
+		return d.taken(s)
+	}
+}
+
+// taken returns s, or puts it back and fails when the detector was closed
+// meanwhile.
+func (d *Detector) taken(s *slot) (*slot, error) {
+	select {
+	case <-d.done:
+		d.slots <- s
+		return nil, ErrClosed
+	default:
+		return s, nil
 	}
 }
 
@@ -511,7 +609,10 @@ func (d *Detector) Warm() error {
 // calls after Close return ErrClosed.
 func (d *Detector) Close() error {
 	d.once.Do(func() {
-		close(d.done)
+		d.mu.Lock()
+		close(d.done) // under mu: no session is started after it
+		d.mu.Unlock()
+		d.grow.Wait() // one being made is dropped
 		for range d.all {
 			s := <-d.slots
 			s.destroy()

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"gocv.io/x/gocv"
 
@@ -187,6 +188,59 @@ func TestDetectConcurrent(t *testing.T) {
 	}
 }
 
+// A detector of up to two sessions makes the second only when two calls
+// meet: serial calls (one pipeline) run on one session.
+func TestSessionsGrowOnDemand(t *testing.T) {
+	d := loadDetector(t, "fastestdet.onnx", Options{Sessions: 2, Threads: 1})
+	img := readImage(t, "bus.jpg")
+	for range 5 {
+		if _, err := d.Detect(img, Params{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := d.OpenSessions(); n != 1 {
+		t.Fatalf("%d sessions after serial calls, want 1", n)
+	}
+	// Two goroutines calling at once: the pool grows to two, not beyond.
+	deadline := time.Now().Add(30 * time.Second)
+	for d.OpenSessions() < 2 && time.Now().Before(deadline) {
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Go(func() {
+				if _, err := d.Detect(img, Params{}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	if n := d.OpenSessions(); n != 2 {
+		t.Fatalf("%d sessions after concurrent calls, want 2", n)
+	}
+	if n := d.Info().Sessions; n != 2 {
+		t.Errorf("Info().Sessions %d, want 2", n)
+	}
+}
+
+// Closing while a session is being made releases it too.
+func TestCloseWhileGrowing(t *testing.T) {
+	d := loadDetector(t, "yolox_nano.onnx", Options{Sessions: 4, Threads: 1})
+	img := readImage(t, "bus.jpg")
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if _, err := d.Detect(img, Params{}); err != nil && err != ErrClosed {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	d.Close()
+	if _, err := d.Detect(img, Params{}); err != ErrClosed {
+		t.Fatalf("Detect after Close: %v", err)
+	}
+}
+
 func TestDetectAfterClose(t *testing.T) {
 	d := loadDetector(t, "fastestdet.onnx", Options{})
 	d.Close()
@@ -285,6 +339,31 @@ func TestBadModels(t *testing.T) {
 				t.Errorf("error %q does not name the file", err)
 			}
 		})
+	}
+}
+
+// The TensorRT engine cache is handed to the TensorRT provider only: with
+// the CPU build of ONNX Runtime asking for it fails with the provider
+// named, and leaves no cache directory behind.
+func TestTensorRTCacheWithoutTensorRT(t *testing.T) {
+	rt := runtimeFor(t)
+	cache := filepath.Join(t.TempDir(), "tensorrt")
+	model := testenv.Model(t, "fastestdet.onnx")
+	_, err := rt.NewDetector(model, Options{Providers: []string{"tensorrt", "cpu"}, TensorRTCache: cache})
+	if err == nil || !strings.Contains(err.Error(), `execution provider "tensorrt" is not available`) {
+		t.Fatalf("tensorrt on a CPU build: %v", err)
+	}
+	if _, err := os.Stat(cache); !os.IsNotExist(err) {
+		t.Errorf("cache directory made for a provider that is not there: %v", err)
+	}
+	// The CPU provider ignores the setting.
+	d, err := rt.NewDetector(model, Options{Providers: []string{"cpu"}, TensorRTCache: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if _, err := os.Stat(cache); !os.IsNotExist(err) {
+		t.Errorf("cache directory made for the cpu provider: %v", err)
 	}
 }
 

@@ -12,12 +12,15 @@
 // non-maximum suppression.
 //
 // Concurrency: a Detector is safe for concurrent use. It owns a small pool of
-// ONNX Runtime sessions (Options.Sessions, default 1), each with its own
-// pre-allocated input and output tensors and scratch image; a call to
+// ONNX Runtime sessions (up to Options.Sessions, default 1), each with its
+// own pre-allocated input and output tensors and scratch image; a call to
 // [Detector.Detect] takes one session from the pool for its whole duration,
-// so calls beyond the pool size wait their turn. On a machine with N cores,
-// N sessions of one intra-op thread give the best throughput and one session
-// of N threads the lowest latency.
+// so calls beyond the pool size wait their turn. The pool starts with one
+// session and grows, in the background, only when a call finds every
+// session busy: a model that one pipeline uses never pays for the memory of
+// a second session. On a machine with N cores, N sessions of one intra-op
+// thread give the best throughput and one session of N threads the lowest
+// latency.
 //
 // Caveats: gocv.Mat values passed in are only read; the caller keeps
 // ownership. Close a Detector only after every Detect call has returned.

@@ -65,12 +65,4 @@ func (g Geometry) ToInput(b Box) Box {
 	return Box{X1: b.X1*g.ScaleX + px, Y1: b.Y1*g.ScaleY + py, X2: b.X2*g.ScaleX + px, Y2: b.Y2*g.ScaleY + py}
 }
 
-func clamp(v, lo, hi float32) float32 {
-	if v < lo {
-		return lo
-	}
-	if v > hi {
-		return hi
-	}
-	return v
-}
+func clamp(v, lo, hi float32) float32 { return min(max(v, lo), hi) }

@@ -9,8 +9,10 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 )
 
-// DefaultLibrary is where `make deps` installs the ONNX Runtime shared library.
-const DefaultLibrary = "/usr/local/lib/ledge/libonnxruntime.so.1"
+// DefaultLibrary is where `make deps` installs the ONNX Runtime shared
+// library. Packaged builds set it at link time (`make cross`: -X
+// ledge/inference.DefaultLibrary=/usr/lib/ledge/libonnxruntime.so.1).
+var DefaultLibrary = "/usr/local/lib/ledge/libonnxruntime.so.1"
 
 // LibraryEnv names the environment variable that overrides the library path.
 const LibraryEnv = "LEDGE_ORT_LIB"

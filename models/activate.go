@@ -1,6 +1,7 @@
 package models
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -10,20 +11,35 @@ import (
 	"ledge/internal/fault"
 )
 
-// Activator makes a verified version serve. appliance wires in the
-// pipeline engine, which loads the version beside the one serving, warms
-// it, and switches between two frames.
+// Activator makes verified versions serve. appliance wires in the
+// pipeline engine, which loads a version beside the one serving, warms it,
+// and switches between two frames.
 type Activator interface {
-	// Activate loads v (its file is v.Path) for every user of v.Name, or
-	// once on its own when nothing uses the name, and checks that it
-	// serves: one inference on a blank frame, its outputs decoded by its
-	// adapter. Then it calls commit, which records v as active (Resolve
-	// returns it from then on); if commit succeeds, it switches the users
-	// to v between two frames and releases what they ran before. If
-	// loading, warming or commit fails, nothing changes and the error says
-	// why.
-	Activate(ctx context.Context, v Version, commit func() error) error
+	// Prepare loads v (its file is v.Path) for every user of v.Name, beside
+	// what they run now, or once on its own when nothing uses the name, and
+	// checks that it serves: one inference on a blank frame, its outputs
+	// decoded by its adapter. Nothing switches yet. If loading or warming
+	// fails, nothing changes and the error says why.
+	Prepare(ctx context.Context, v Version) (Prepared, error)
 }
+
+// Prepared is a version an Activator loaded and warmed, not serving yet.
+// The store calls exactly one of its methods, once.
+type Prepared interface {
+	// Commit switches the users to the version between two frames and
+	// releases what they ran before. The store calls it once the version
+	// is recorded as active, so that Resolve returns it.
+	Commit()
+	// Abort releases the version; the users keep what they run.
+	Abort()
+}
+
+// noActivator prepares nothing: without an activator a verified version
+// is active as soon as it is recorded.
+type noActivator struct{}
+
+func (noActivator) Commit() {}
+func (noActivator) Abort()  {}
 
 // reasonDeployment is the activation reason of what a deployment asks for.
 const reasonDeployment = "deployment"
@@ -72,12 +88,7 @@ func (s *Store) Rollback(ctx context.Context, name string) (Version, error) {
 	return Version{}, fault.New(fault.Conflict, "no earlier version of %q is in the store to roll back to (active: %s)", name, orNone(r.active))
 }
 
-func orNone(v string) string {
-	if v == "" {
-		return "none"
-	}
-	return v
-}
+func orNone(v string) string { return cmp.Or(v, "none") }
 
 func checkRef(name, version string) error {
 	if why := ValidName(name); why != "" {
@@ -89,113 +100,147 @@ func checkRef(name, version string) error {
 	return nil
 }
 
-// activate loads, warms and switches to name@version (see Activator).
-// Activations are serialised.
+// activate makes name@version the active version, in one transaction:
+// the activator prepares it beside what serves, the store records it, the
+// activator commits. A version that cannot serve is marked failed and the
+// active one stays. Activations are serialised.
 func (s *Store) activate(ctx context.Context, name, version, reason string, pinned bool) (Version, error) {
 	s.actMu.Lock()
 	defer s.actMu.Unlock()
-	s.mu.Lock()
-	s.activating[name] = version
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.activating, name)
-		s.mu.Unlock()
-	}()
-	v, err := s.version(ctx, name, version)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Version{}, fault.New(fault.NotFound, "no version %s of model %q in the store", version, name)
-	}
+	s.setActivating(name, version)
+	defer s.setActivating(name, "")
+	v, r, err := s.candidate(ctx, name, version, reason, pinned)
 	if err != nil {
 		return Version{}, err
+	}
+	if r.active == version && v.State == StateReady {
+		return s.repin(ctx, v, r, pinned)
+	}
+	return s.switchTo(ctx, v, r, reason, pinned)
+}
+
+// setActivating records (version "": forgets) the activation of name that
+// runs, so activatePending does not start another.
+func (s *Store) setActivating(name, version string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if version == "" {
+		delete(s.activating, name)
+	} else {
+		s.activating[name] = version
+	}
+}
+
+// candidate is name@version with its file's path, and name's row, if the
+// version may be activated: it is ready (or failed, tried again by hand),
+// its file is in the store, and, for the deployment, it is still what the
+// deployment asks for.
+func (s *Store) candidate(ctx context.Context, name, version, reason string, pinned bool) (Version, *nameRow, error) {
+	v, err := s.version(ctx, name, version)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Version{}, nil, fault.New(fault.NotFound, "no version %s of model %q in the store", version, name)
+	}
+	if err != nil {
+		return Version{}, nil, err
 	}
 	switch {
 	case v.State == StateFailed && s.hasBlob(v.Digest) && pinned:
 		// Tried again by hand.
 	case v.State != StateReady:
-		return Version{}, fault.New(fault.Conflict, "%s is %s, not ready: it can be activated once it is downloaded and verified", v.Ref(), v.State)
+		return Version{}, nil, fault.New(fault.Conflict, "%s is %s, not ready: it can be activated once it is downloaded and verified", v.Ref(), v.State)
 	case !s.hasBlob(v.Digest):
-		return Version{}, fault.New(fault.Conflict, "%s: its file is missing from the store", v.Ref())
+		return Version{}, nil, fault.New(fault.Conflict, "%s: its file is missing from the store", v.Ref())
 	}
 	r, err := s.nameRow(ctx, name)
 	if err != nil {
-		return Version{}, err
+		return Version{}, nil, err
 	}
 	if !pinned && reason == reasonDeployment && (r.pinned || r.desired != version) {
 		// Chosen by hand meanwhile, or the deployment changed.
-		return Version{}, fault.New(fault.Conflict, "%s is no longer what the deployment asks for", v.Ref())
-	}
-	if r.active == version && v.State == StateReady {
-		if pinned != r.pinned {
-			if err := s.setPinned(ctx, name, pinned); err != nil {
-				return Version{}, err
-			}
-			s.refreshLogged(ctx)
-		}
-		v.State, v.Path = StateActive, s.blobPath(v.Digest)
-		return v, nil
+		return Version{}, nil, fault.New(fault.Conflict, "%s is no longer what the deployment asks for", v.Ref())
 	}
 	v.Path = s.blobPath(v.Digest)
-	s.publishState(name, version, StateActivating, "")
-	s.log.Info("activating model", "model", name, "version", version, "previous", orNone(r.active), "reason", reason)
+	return v, r, nil
+}
 
-	var committed bool
-	var commitErr error
-	at := time.Now()
-	commit := func() error {
-		if err := s.recordActivation(context.WithoutCancel(ctx), name, version, reason, pinned, at); err != nil {
-			commitErr = err
-			return err
+// repin is the activation of the version already active: only its pin
+// changes.
+func (s *Store) repin(ctx context.Context, v Version, r *nameRow, pinned bool) (Version, error) {
+	if pinned != r.pinned {
+		if err := s.setPinned(ctx, v.Name, pinned); err != nil {
+			return Version{}, err
 		}
-		committed = true
 		s.refreshLogged(ctx)
-		return nil
 	}
+	v.State = StateActive
+	return v, nil
+}
+
+// switchTo is the activation's transaction (see activate).
+func (s *Store) switchTo(ctx context.Context, v Version, r *nameRow, reason string, pinned bool) (Version, error) {
+	s.publishState(v.Name, v.Version, StateActivating, "")
+	s.log.Info("activating model", "model", v.Name, "version", v.Version, "previous", orNone(r.active), "reason", reason)
 	t0 := time.Now()
-	if a := s.activator.Load(); a != nil && *a != nil {
-		err = (*a).Activate(ctx, v, commit)
-	} else {
-		err = commit()
-	}
-	switch {
-	case err == nil && !committed:
-		err = errors.New("the activator did not commit")
-	case err != nil && committed:
-		// The activator broke its contract; the record stands, since the
-		// users may already run the new version.
-		s.log.Error("model activator failed after commit", "model", name, "version", version, "err", err)
-		err = nil
-	}
+	p, err := s.prepare(ctx, v)
 	if err != nil {
-		s.stats.activateFails.Add(1)
-		if commitErr != nil || ctx.Err() != nil {
-			return Version{}, fmt.Errorf("activate %s: %w", v.Ref(), err)
-		}
-		msg := "activation: " + err.Error()
-		if serr := s.setState(context.WithoutCancel(ctx), name, version, StateFailed, msg); serr != nil {
-			s.log.Error("model store", "err", serr)
-		}
-		s.refreshLogged(ctx)
-		s.publishState(name, version, StateFailed, msg)
-		s.log.Warn("model version not activated: the previous one stays", "model", name, "version", version,
-			"active", orNone(r.active), "err", err)
-		if fault.KindOf(err) == fault.Internal {
-			err = fault.Wrap(fault.Invalid, err)
-		}
-		return Version{}, &fault.Error{Kind: fault.KindOf(err), Msg: fmt.Sprintf("%s cannot serve, %s stays active: %v", v.Ref(), orNone(r.active), err), Err: err}
+		return Version{}, s.notActivated(ctx, v, r, err)
 	}
+	at := time.Now()
+	if err := s.recordActivation(context.WithoutCancel(ctx), v.Name, v.Version, reason, pinned, at); err != nil {
+		p.Abort()
+		s.stats.activateFails.Add(1)
+		return Version{}, fmt.Errorf("activate %s: %w", v.Ref(), err)
+	}
+	s.refreshLogged(ctx)
+	p.Commit()
+	s.activated(ctx, v, time.Since(t0))
+	v.State, v.ActivatedAt = StateActive, at.UTC()
+	return v, nil
+}
+
+// prepare has the activator prepare v.
+func (s *Store) prepare(ctx context.Context, v Version) (Prepared, error) {
+	a := s.activator.Load()
+	if a == nil || *a == nil {
+		return noActivator{}, nil
+	}
+	return (*a).Prepare(ctx, v)
+}
+
+// notActivated handles a version the activator could not prepare: it is
+// marked failed with the reason, unless the activation was given up (ledge
+// stops) or the activator cannot work now, which says nothing of the
+// version.
+func (s *Store) notActivated(ctx context.Context, v Version, r *nameRow, err error) error {
+	s.stats.activateFails.Add(1)
+	if ctx.Err() != nil || fault.KindOf(err) == fault.Unavailable {
+		return fmt.Errorf("activate %s: %w", v.Ref(), err)
+	}
+	msg := "activation: " + err.Error()
+	if serr := s.setState(context.WithoutCancel(ctx), v.Name, v.Version, StateFailed, msg); serr != nil {
+		s.log.Error("model store", "err", serr)
+	}
+	s.refreshLogged(ctx)
+	s.publishState(v.Name, v.Version, StateFailed, msg)
+	s.log.Warn("model version not activated: the previous one stays", "model", v.Name, "version", v.Version,
+		"active", orNone(r.active), "err", err)
+	if fault.KindOf(err) == fault.Internal {
+		err = fault.Wrap(fault.Invalid, err)
+	}
+	return &fault.Error{Kind: fault.KindOf(err), Msg: fmt.Sprintf("%s cannot serve, %s stays active: %v", v.Ref(), orNone(r.active), err), Err: err}
+}
+
+// activated tells the world v serves and tidies the store behind it.
+func (s *Store) activated(ctx context.Context, v Version, took time.Duration) {
 	s.stats.activations.Add(1)
-	s.publishState(name, version, StateActive, "")
-	s.log.Info("model active", "model", name, "version", version, "took", time.Since(t0).Round(time.Millisecond))
-	if err := s.trimHistory(context.WithoutCancel(ctx), name, historyKeep); err != nil {
+	s.publishState(v.Name, v.Version, StateActive, "")
+	s.log.Info("model active", "model", v.Name, "version", v.Version, "took", took.Round(time.Millisecond))
+	if err := s.trimHistory(context.WithoutCancel(ctx), v.Name, historyKeep); err != nil {
 		s.log.Warn("model store: trim history", "err", err)
 	}
 	if err := s.collectLocked(context.WithoutCancel(ctx)); err != nil {
 		s.log.Warn("model store: collect", "err", err)
 	}
-	v.State = StateActive
-	v.ActivatedAt = at.UTC()
-	return v, nil
 }
 
 func (s *Store) setPinned(ctx context.Context, name string, pinned bool) error {

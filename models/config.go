@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"time"
+
+	"ledge/internal/yamlstrict"
 )
 
 // Config is the models: section of ledge.yaml. Every field is optional;
@@ -99,7 +101,7 @@ func (c *Config) Validate() error {
 	}
 	for i, r := range c.FileRoots {
 		if !filepath.IsAbs(r) {
-			bad(fmt.Sprintf("fileRoots[%d]", i), "%q: want an absolute path", r)
+			bad(yamlstrict.Index("fileRoots", i), "%q: want an absolute path", r)
 		}
 	}
 	d := c.Download

@@ -29,11 +29,12 @@
 //     that would not fit fails.
 //
 // Activation: once the version a deployment asks for is ready, the store
-// hands it to its [Activator] (the pipeline engine, wired by appliance),
-// which loads and warms it beside the version serving and switches
-// between two frames; a version that fails to load or warm is marked
-// failed and the previous one stays active. [Store.Resolve] is what a
-// pipeline's detect.model: NAME reads.
+// activates it in one transaction: its [Activator] (the pipeline engine,
+// wired by appliance) prepares it, loading and warming it beside the
+// version serving; the store records it as active; the prepared version
+// is committed, and its users switch between two frames. A version that
+// fails to load or warm is marked failed and the previous one stays
+// active. [Store.Resolve] is what a pipeline's detect.model: NAME reads.
 //
 // Restart: Open puts interrupted transfers back in the queue; Run resumes
 // them and activates what the deployment asks for; with no network, what

@@ -77,15 +77,23 @@ func redact(u *url.URL) string { return redactpkg.URL(u.String()) }
 func redactString(raw string) string { return redactpkg.URL(raw) }
 
 // fetch downloads t into its partial file and publishes it under its
-// digest, retrying with back-off and resuming where a transfer broke.
+// digest, retrying with back-off and resuming where a transfer broke. A
+// resumed transfer whose digest does not match starts over from byte 0,
+// once.
 func (s *Store) fetch(ctx context.Context, t *transfer) error {
 	d := s.cfg.Download
 	wait := d.Backoff
-	restarted := false
+	startedOver := false
 	for attempt := 1; ; attempt++ {
-		err := s.fetchOnce(ctx, t, attempt, &restarted)
+		err := s.fetchOnce(ctx, t, attempt)
 		if err == nil || ctx.Err() != nil {
 			return err
+		}
+		if rm, ok := errors.AsType[*resumedMismatch](err); ok {
+			if startedOver {
+				err = rm.permanent()
+			}
+			startedOver = true
 		}
 		if isPermanent(err) || attempt > d.Retries {
 			return err
@@ -102,88 +110,47 @@ func (s *Store) fetch(ctx context.Context, t *transfer) error {
 	}
 }
 
-// fetchOnce is one attempt: it resumes from the partial file when there
-// is one, and verifies and publishes the file once it is complete.
-func (s *Store) fetchOnce(ctx context.Context, t *transfer, attempt int, restarted *bool) error {
-	f, err := os.OpenFile(s.partialPath(t.digest), os.O_RDWR|os.O_CREATE, 0o640)
-	if err != nil {
-		return &permanent{fmt.Errorf("open partial file: %w", err)}
-	}
-	published := false
-	defer func() {
-		if !published {
-			f.Close()
-		}
-	}()
-	ri := s.readResume(t.digest)
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	off := st.Size()
-	if ri.URL != t.url {
-		off = 0 // another source: start over
-	}
-	h := sha256.New()
-	if off > 0 {
-		if _, err := io.Copy(h, io.LimitReader(f, off)); err != nil {
-			return fmt.Errorf("read partial file: %w", err)
-		}
-	}
-	if err := f.Truncate(off); err != nil {
-		return err
-	}
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return err
-	}
+// resumedMismatch is a digest mismatch of a transfer that resumed at off:
+// what was resumed may not be what the source has now, so fetch starts
+// over from byte 0 (once).
+type resumedMismatch struct {
+	digest string
+	off    int64
+}
 
-	u, _ := url.Parse(t.url)
-	var body io.ReadCloser
-	var total int64
-	var cancel context.CancelFunc
-	var stall *time.Timer
-	if u.Scheme == "file" {
-		if err := s.checkFileSource(u.Path, true); err != nil {
-			return &permanent{err}
-		}
-		body, off, total, err = s.openFile(u.Path, off)
-	} else if u.Scheme == "oci" {
-		body, off, total, err = s.openOCI(ctx, t, off) // oci.go
-		if err == nil {
-			s.writeResume(t.digest, resumeInfo{URL: t.url, Total: total})
-		}
-	} else {
-		var rctx context.Context
-		rctx, cancel = context.WithCancel(ctx)
-		defer cancel()
-		stall = time.AfterFunc(s.cfg.Download.StallTimeout, cancel)
-		defer stall.Stop()
-		var rinfo resumeInfo
-		body, off, total, rinfo, err = s.openHTTP(rctx, t, off, ri)
-		if err == nil {
-			rinfo.URL = t.url
-			s.writeResume(t.digest, rinfo)
-		}
-		if err != nil && rctx.Err() != nil && ctx.Err() == nil {
-			err = fmt.Errorf("no answer within %s", s.cfg.Download.StallTimeout)
-		}
-	}
+func (e *resumedMismatch) Error() string {
+	return fmt.Sprintf("digest mismatch after resuming at byte %d: starting over", e.off)
+}
+
+func (e *resumedMismatch) permanent() error { return digestMismatch(e.digest) }
+
+// digestMismatch is the error of a file whose sha256 is not the one the
+// manifest says. The digest of what was read is not told: it would let
+// anyone who can name a source learn the hash of a file.
+func digestMismatch(digest string) error {
+	return &permanent{fault.New(fault.Invalid, "digest mismatch: the file's sha256 is not %s, the one the manifest says", digest)}
+}
+
+// fetchOnce is one attempt: resume the partial file, open the source from
+// where it ends, copy the rest, verify and publish.
+func (s *Store) fetchOnce(ctx context.Context, t *transfer, attempt int) error {
+	p, err := s.openPartial(t)
 	if err != nil {
 		return err
 	}
-	defer body.Close()
-	if off == 0 {
-		h.Reset()
-		if err := f.Truncate(0); err != nil {
+	defer p.close()
+	b, err := s.openSource(ctx, t, p.off, p.resume)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	if b.off == 0 && p.off > 0 {
+		// The source sends the file whole.
+		if err := p.restart(); err != nil {
 			return err
-		}
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return err
-		}
-		if u.Scheme == "file" {
-			s.writeResume(t.digest, resumeInfo{URL: t.url, Total: total})
 		}
 	}
+	off, total := b.off, b.total
 	if err := s.checkSize(t, total); err != nil {
 		return err
 	}
@@ -199,30 +166,12 @@ func (s *Store) fetchOnce(ctx context.Context, t *transfer, attempt int, restart
 	if t.size > 0 {
 		limit = t.size
 	}
-	n, err := s.copyBody(ctx, f, h, body, t, off, limit, stall)
+	n, err := s.copyBody(ctx, p.f, p.h, b, t, off, limit, b.stall)
 	if err != nil {
 		return err
 	}
-	got := off + n
-	if total > 0 && got != total {
-		return fmt.Errorf("the transfer ended at byte %d of %d", got, total)
-	}
-	if t.size > 0 && got != t.size {
-		return &permanent{fmt.Errorf("the file has %d bytes, the manifest says size %d", got, t.size)}
-	}
-
-	s.setDigestState(ctx, t.digest, StateVerifying, "")
-	sum := hex.EncodeToString(h.Sum(nil))
-	if sum != t.digest {
-		s.removePartial(t.digest)
-		if off > 0 && !*restarted {
-			// What was resumed may not be what the server has now.
-			*restarted = true
-			return fmt.Errorf("digest mismatch after resuming at byte %d: starting over", off)
-		}
-		// The digest of what was read is not told: it would let anyone who
-		// can name a source learn the hash of a file.
-		return &permanent{fault.New(fault.Invalid, "digest mismatch: the file's sha256 is not %s, the one the manifest says", t.digest)}
+	if err := s.verify(ctx, t, p, off, off+n, total); err != nil {
+		return err
 	}
 	if total == 0 {
 		if err := s.makeRoom(ctx, 0, t.digest); err != nil {
@@ -230,15 +179,191 @@ func (s *Store) fetchOnce(ctx context.Context, t *transfer, attempt int, restart
 			return &permanent{err}
 		}
 	}
-	if err := s.publish(t.digest, f); err != nil {
+	if err := s.publish(t.digest, p.f); err != nil {
 		return &permanent{err}
 	}
-	published = true
-	f.Close()
-	if u.Scheme == "file" {
-		s.consumeImport(u.Path)
+	p.published()
+	if b.stored != nil {
+		b.stored()
 	}
 	return nil
+}
+
+// partial is the partial file of a transfer, hashed up to off, where the
+// next bytes go.
+type partial struct {
+	f      *os.File
+	h      hash.Hash
+	off    int64
+	resume resumeInfo // what the source said when the file was begun
+	closed bool
+}
+
+// openPartial opens t's partial file, keeps what it holds when it came
+// from the same source (hashing it), and positions it at its end.
+func (s *Store) openPartial(t *transfer) (*partial, error) {
+	f, err := os.OpenFile(s.partialPath(t.digest), os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, &permanent{fmt.Errorf("open partial file: %w", err)}
+	}
+	p := &partial{f: f, h: sha256.New(), resume: s.readResume(t.digest)}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	p.off = st.Size()
+	if p.resume.URL != t.url {
+		p.off = 0 // another source: start over
+	}
+	if p.off > 0 {
+		if _, err := io.Copy(p.h, io.LimitReader(f, p.off)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("read partial file: %w", err)
+		}
+	}
+	if err := p.truncate(p.off); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *partial) truncate(off int64) error {
+	if err := p.f.Truncate(off); err != nil {
+		return err
+	}
+	_, err := p.f.Seek(off, io.SeekStart)
+	return err
+}
+
+// restart empties the partial file for a source that sends it whole.
+func (p *partial) restart() error {
+	p.h.Reset()
+	p.off = 0
+	return p.truncate(0)
+}
+
+// published marks the file as handed over (publish closed its name).
+func (p *partial) published() {
+	p.f.Close()
+	p.closed = true
+}
+
+func (p *partial) close() {
+	if !p.closed {
+		p.f.Close()
+	}
+}
+
+// verify checks the length and the digest of what the partial file holds
+// once the body ended at byte got.
+func (s *Store) verify(ctx context.Context, t *transfer, p *partial, off, got, total int64) error {
+	if total > 0 && got != total {
+		return fmt.Errorf("the transfer ended at byte %d of %d", got, total)
+	}
+	if t.size > 0 && got != t.size {
+		return &permanent{fmt.Errorf("the file has %d bytes, the manifest says size %d", got, t.size)}
+	}
+	s.setDigestState(ctx, t.digest, StateVerifying, "")
+	if hex.EncodeToString(p.h.Sum(nil)) == t.digest {
+		return nil
+	}
+	s.removePartial(t.digest)
+	if off > 0 {
+		return &resumedMismatch{digest: t.digest, off: off}
+	}
+	return digestMismatch(t.digest)
+}
+
+// A body is a source's answer for one attempt: the file from off on.
+type body struct {
+	io.ReadCloser
+	off   int64       // where the body starts in the file: 0 when the source sends it whole
+	total int64       // the file's size; 0 when the source does not say
+	stall *time.Timer // reset on every read (network sources); nil for local files
+	// stored runs once the file is verified and stored (nil: nothing to do).
+	stored func()
+	stop   func() // ends what the attempt started (nil: nothing)
+}
+
+func (b *body) close() {
+	b.Close()
+	if b.stop != nil {
+		b.stop()
+	}
+}
+
+// openSource opens t's source from byte off (resume says what the source
+// answered when the partial file was begun). Each kind of source is one
+// opener.
+func (s *Store) openSource(ctx context.Context, t *transfer, off int64, resume resumeInfo) (*body, error) {
+	u, err := url.Parse(t.url)
+	if err != nil {
+		return nil, &permanent{fault.New(fault.Invalid, "source %s: %v", redactString(t.url), err)}
+	}
+	switch u.Scheme {
+	case "file":
+		return s.openFileSource(t, u.Path, off)
+	case "http", "https":
+		return s.openHTTPSource(ctx, t, off, resume)
+	case "oci":
+		return s.openOCISource(ctx, t, off)
+	}
+	return nil, &permanent{fault.New(fault.Invalid, "source %s: scheme %q is not supported", redactString(t.url), u.Scheme)}
+}
+
+// openFileSource opens a file:// source (under the allowed roots) at off;
+// the file is removed once stored when it came from the import folder.
+func (s *Store) openFileSource(t *transfer, path string, off int64) (*body, error) {
+	if err := s.checkFileSource(path, true); err != nil {
+		return nil, &permanent{err}
+	}
+	rc, off, total, err := s.openFile(path, off)
+	if err != nil {
+		return nil, err
+	}
+	if off == 0 {
+		s.writeResume(t.digest, resumeInfo{URL: t.url, Total: total})
+	}
+	return &body{ReadCloser: rc, off: off, total: total, stored: func() { s.consumeImport(path) }}, nil
+}
+
+// openHTTPSource sends the request, resuming at off, under a stall timer:
+// no answer, or no bytes, for the stall timeout ends the attempt.
+func (s *Store) openHTTPSource(ctx context.Context, t *transfer, off int64, resume resumeInfo) (*body, error) {
+	rctx, cancel := context.WithCancel(ctx)
+	stall := time.AfterFunc(s.cfg.Download.StallTimeout, cancel)
+	stop := func() { stall.Stop(); cancel() }
+	rc, off, total, rinfo, err := s.openHTTP(rctx, t, off, resume)
+	if err != nil {
+		if rctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("no answer within %s", s.cfg.Download.StallTimeout)
+		}
+		stop()
+		return nil, err
+	}
+	rinfo.URL = t.url
+	s.writeResume(t.digest, rinfo)
+	return &body{ReadCloser: rc, off: off, total: total, stall: stall, stop: stop}, nil
+}
+
+// openOCISource resolves an oci:// reference and fetches its model layer
+// from off (oci.go), under a stall timer as for http.
+func (s *Store) openOCISource(ctx context.Context, t *transfer, off int64) (*body, error) {
+	rctx, cancel := context.WithCancel(ctx)
+	stall := time.AfterFunc(s.cfg.Download.StallTimeout, cancel)
+	stop := func() { stall.Stop(); cancel() }
+	rc, off, total, err := s.openOCI(rctx, t, off)
+	if err != nil {
+		if rctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("no answer within %s", s.cfg.Download.StallTimeout)
+		}
+		stop()
+		return nil, err
+	}
+	s.writeResume(t.digest, resumeInfo{URL: t.url, Total: total})
+	return &body{ReadCloser: rc, off: off, total: total, stall: stall, stop: stop}, nil
 }
 
 // checkSize refuses a file over the limits before its bytes come.

@@ -31,12 +31,16 @@ type modelServer struct {
 	fail     map[string]int           // answer this many 500s first
 	throttle time.Duration            // sleep per 16 KiB written
 	hits     map[string][]http.Header // request headers per path
+	// The file that replaces path once its next response is cut, served
+	// under the old ETag (a server that changed the file and lies).
+	thenServe map[string][]byte
+	etags     map[string][]byte // the content whose ETag path is served under
 }
 
 func newModelServer(t *testing.T) *modelServer {
 	t.Helper()
 	m := &modelServer{files: map[string][]byte{}, cutAt: map[string]int64{}, stallAt: map[string]int64{},
-		fail: map[string]int{}, hits: map[string][]http.Header{}}
+		fail: map[string]int{}, hits: map[string][]http.Header{}, thenServe: map[string][]byte{}, etags: map[string][]byte{}}
 	m.Server = httptest.NewTLSServer(http.HandlerFunc(m.serve))
 	t.Cleanup(m.Close)
 	return m
@@ -70,6 +74,14 @@ func (m *modelServer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	cut, hasCut := m.cutAt[r.URL.Path]
 	delete(m.cutAt, r.URL.Path)
+	etagOf := data
+	if next, ok := m.thenServe[r.URL.Path]; ok && hasCut {
+		m.files[r.URL.Path] = next
+		delete(m.thenServe, r.URL.Path)
+		m.etags[r.URL.Path] = data
+	} else if e, ok := m.etags[r.URL.Path]; ok {
+		etagOf = e
+	}
 	stall, hasStall := m.stallAt[r.URL.Path]
 	delete(m.stallAt, r.URL.Path)
 	throttle := m.throttle
@@ -82,7 +94,7 @@ func (m *modelServer) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "try later", http.StatusInternalServerError)
 		return
 	}
-	sum := sha256.Sum256(data)
+	sum := sha256.Sum256(etagOf)
 	w.Header().Set("ETag", `"`+hex.EncodeToString(sum[:8])+`"`)
 	cw := &faultWriter{ResponseWriter: w, throttle: throttle, cut: -1, stall: -1, ctx: r.Context()}
 	if hasCut {
@@ -146,6 +158,22 @@ func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
 	return b
+}
+
+// assertNothingToFetch checks that no version of name waits for the
+// scheduler (queued) or is being fetched: SetDesired decided, when it
+// returned, that nothing is to be downloaded, so nothing will be.
+func assertNothingToFetch(t *testing.T, s *Store, name string) {
+	t.Helper()
+	m, err := s.Get(t.Context(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range m.Versions {
+		if v.State == StateQueued || v.State == StateDownloading || v.State == StateVerifying {
+			t.Errorf("version %s is %s", v.Version, v.State)
+		}
+	}
 }
 
 // testConfig is fast: short back-off and stall timeout.

@@ -90,7 +90,7 @@ func TestOfflineRestart(t *testing.T) {
 	if err := env2.s.SetDesired(t.Context(), []Spec{sp}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	assertNothingToFetch(t, env2.s, "m")
 	if rep := env2.s.Report(); rep.State != "ready" {
 		t.Errorf("report %+v", rep)
 	}

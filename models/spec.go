@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"ledge/internal/fault"
+	"ledge/internal/yamlstrict"
 )
 
 // Spec is one model as a deployment manifest's models: section (or `ledge
@@ -90,7 +91,7 @@ func ParseSection(raw json.RawMessage) ([]Spec, error) {
 		for i, it := range items {
 			s, err := parseEntry(it, "")
 			if err != nil {
-				errs = append(errs, prefixErr(fmt.Sprintf("[%d]", i), s.Name, err))
+				errs = append(errs, prefixErr(yamlstrict.Index("", i), s.Name, err))
 				continue
 			}
 			out = append(out, s)

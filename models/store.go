@@ -36,8 +36,8 @@ type Options struct {
 	Kinds []string
 	// TLS configures https downloads (nil: the system's roots).
 	TLS *tls.Config
-	// Activator loads and warms a version before it becomes active; nil
-	// activates without a check. It may also be set later with
+	// Activator prepares a version before it becomes active and switches
+	// its users once it is; nil activates without a check. It may also be set later with
 	// SetActivator, before Run.
 	Activator Activator
 }

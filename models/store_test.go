@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -190,6 +191,38 @@ func TestResumeAfterCut(t *testing.T) {
 	if !resumed {
 		t.Error("no progress event of the resumed attempt")
 	}
+}
+
+// TestResumedMismatchStartsOver: a transfer resumed on a server that
+// changed the file but not its ETag ends with a digest mismatch; the
+// store starts over once from byte 0 and gets the file whole.
+func TestResumedMismatchStartsOver(t *testing.T) {
+	srv := newModelServer(t)
+	old, data := randomBytes(256<<10), randomBytes(256<<10)
+	url := srv.add("/changed.onnx", old)
+	srv.cutAt["/changed.onnx"] = 100 << 10
+	srv.thenServe["/changed.onnx"] = data
+	env := openStore(t, srv, testConfig(), nil)
+	sp := spec("m", "1", url, data)
+	if err := env.s.SetDesired(t.Context(), []Spec{sp}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, env.s, "m", "1", StateActive)
+	hits := srv.requests("/changed.onnx")
+	if len(hits) != 3 {
+		t.Fatalf("%d requests, want 3 (cut, resumed into a mismatch, whole)", len(hits))
+	}
+	if r := hits[1].Get("Range"); r != "bytes=102400-" {
+		t.Errorf("second request Range %q, want a resume from the cut", r)
+	}
+	if r := hits[2].Get("Range"); r != "" {
+		t.Errorf("third request Range %q, want the whole file", r)
+	}
+	v, _ := env.s.Resolve("m")
+	if got, _ := os.ReadFile(v.Path); !bytes.Equal(got, data) {
+		t.Fatal("stored file differs")
+	}
+	assertNoPartials(t, env.dir)
 }
 
 // TestStallResumes: a server that stops sending is cut after the stall
@@ -424,26 +457,53 @@ func TestFileURL(t *testing.T) {
 }
 
 // fakeActivator stands in for the pipeline engine to inject a load
-// failure; the real engine is tested in appliance.
+// failure; the real engine is tested in appliance. It notes each call, and
+// what the store resolved the name to when it was committed.
 type fakeActivator struct {
 	mu    sync.Mutex
 	fail  map[string]error // by version
 	calls []string
+	store *Store // when set, Commit notes what it resolves the name to
 }
 
-func (f *fakeActivator) Activate(_ context.Context, v Version, commit func() error) error {
+func (f *fakeActivator) note(call string) {
 	f.mu.Lock()
-	f.calls = append(f.calls, v.Ref())
+	f.calls = append(f.calls, call)
+	f.mu.Unlock()
+}
+
+func (f *fakeActivator) Prepare(_ context.Context, v Version) (Prepared, error) {
+	f.note("prepare " + v.Ref())
+	f.mu.Lock()
 	err := f.fail[v.Version]
 	f.mu.Unlock()
 	if _, statErr := os.Stat(v.Path); statErr != nil {
-		return statErr
+		return nil, statErr
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return commit()
+	return fakePrepared{f, v}, nil
 }
+
+type fakePrepared struct {
+	f *fakeActivator
+	v Version
+}
+
+func (p fakePrepared) Commit() {
+	call := "commit " + p.v.Ref()
+	p.f.mu.Lock()
+	st := p.f.store
+	p.f.mu.Unlock()
+	if st != nil {
+		r, _ := st.Resolve(p.v.Name)
+		call += " (resolves to " + r.Version + ")"
+	}
+	p.f.note(call)
+}
+
+func (p fakePrepared) Abort() { p.f.note("abort " + p.v.Ref()) }
 
 // TestActivationFailureKeepsOld: a version the activator cannot load is
 // marked failed and the old one stays; a later good version activates.
@@ -451,6 +511,9 @@ func TestActivationFailureKeepsOld(t *testing.T) {
 	srv := newModelServer(t)
 	fa := &fakeActivator{fail: map[string]error{"2": errors.New("warm-up: output 0 has 10 values, want 85")}}
 	env := openStore(t, srv, testConfig(), func(o *Options) { o.Activator = fa })
+	fa.mu.Lock()
+	fa.store = env.s
+	fa.mu.Unlock()
 	files := map[string][]byte{}
 	sp := func(v string) Spec {
 		files[v] = randomBytes(20 << 10)
@@ -481,6 +544,25 @@ func TestActivationFailureKeepsOld(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, env.s, "people", "3", StateActive)
+	// Each activation is one transaction: prepared, then recorded (the
+	// store resolves to the new version), then committed; one that does
+	// not prepare is neither committed nor aborted. The state turns active
+	// when the version is recorded, just before the commit: wait for it.
+	want := []string{"prepare people@1", "commit people@1 (resolves to 1)", "prepare people@2", "prepare people@2",
+		"prepare people@3", "commit people@3 (resolves to 3)"}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		fa.mu.Lock()
+		n := len(fa.calls)
+		fa.mu.Unlock()
+		if n >= len(want) {
+			break
+		}
+	}
+	fa.mu.Lock()
+	defer fa.mu.Unlock()
+	if !slices.Equal(fa.calls, want) {
+		t.Errorf("activator calls:\n  %s\nwant\n  %s", strings.Join(fa.calls, "\n  "), strings.Join(want, "\n  "))
+	}
 }
 
 // TestPinAndRollback: activate by hand pins; rollback returns to the
@@ -522,7 +604,7 @@ func TestPinAndRollback(t *testing.T) {
 	if err := env.s.SetDesired(t.Context(), []Spec{specs["2"]}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	assertNothingToFetch(t, env.s, "m")
 	if r, _ := env.s.Resolve("m"); r.Version != "1" {
 		t.Errorf("a deployment with the same entry undid the pin: %s", r.Version)
 	}

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"testing"
@@ -12,10 +13,10 @@ import (
 // The people in bus.jpg (810x1080 pixels), as YOLOX-nano and FastestDet
 // find them in the photo; the last one is cut off at the photo's left edge.
 var busPeople = []Box{
-	{50, 395, 216, 898},
-	{220, 402, 347, 855},
-	{685, 454, 810, 874},
-	{0, 564, 67, 850},
+	{X1: 50, Y1: 395, X2: 216, Y2: 898},
+	{X1: 220, Y1: 402, X2: 347, Y2: 855},
+	{X1: 685, Y1: 454, X2: 810, Y2: 874},
+	{X1: 0, Y1: 564, X2: 67, Y2: 850},
 }
 
 // panBox is where person p of bus.jpg is in frame n of panVideo: the photo
@@ -23,7 +24,7 @@ var busPeople = []Box{
 func panBox(p Box, n int) Box {
 	off := float32(math.Floor(100 + 80*math.Sin(float64(n)/12)))
 	const s = 540.0 / 810
-	return Box{p.X1*s + off, p.Y1 * s, p.X2*s + off, p.Y2 * s}
+	return Box{X1: p.X1*s + off, Y1: p.Y1 * s, X2: p.X2*s + off, Y2: p.Y2 * s}
 }
 
 func panSpec(t testing.TB, name string) Spec {
@@ -146,7 +147,7 @@ func TestPanVideoTracksAndZones(t *testing.T) {
 	}
 	for _, p := range []int{0, 1} {
 		if !inZone[personTrack[p]] {
-			t.Errorf("no zone.enter for person %d (track #%d) standing in the left half; zone.enter tracks: %v", p, personTrack[p], keys(inZone))
+			t.Errorf("no zone.enter for person %d (track #%d) standing in the left half; zone.enter tracks: %v", p, personTrack[p], slices.Sorted(maps.Keys(inZone)))
 		}
 	}
 	if inZone[personTrack[2]] {
@@ -177,13 +178,5 @@ func drain[T any](ch <-chan T) func(func(T) bool) {
 }
 
 func drainEvents(s *Subscription) func(func(Event) bool) { return drain(s.C) }
-
-func keys[K comparable, V any](m map[K]V) []K {
-	var out []K
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}
 
 var _ = slices.Sort[[]int]

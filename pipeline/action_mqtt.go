@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -46,14 +47,7 @@ func newMQTTAction(s ActionSpec, pipeline, clientID string) *mqttAction {
 }
 
 func expandTopic(t string, e *Event) string {
-	return strings.NewReplacer("{pipeline}", e.Pipeline, "{type}", e.Type, "{class}", orDash(e.Class), "{zone}", orDash(e.Zone)).Replace(t)
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
+	return strings.NewReplacer("{pipeline}", e.Pipeline, "{type}", e.Type, "{class}", cmp.Or(e.Class, "-"), "{zone}", cmp.Or(e.Zone, "-")).Replace(t)
 }
 
 func (a *mqttAction) do(ctx context.Context, e *Event) error {

@@ -1,9 +1,9 @@
 package pipeline
 
 import (
-	"ledge/internal/fanout"
 	"time"
 
+	"ledge/internal/fanout"
 	"ledge/pipeline/source"
 )
 

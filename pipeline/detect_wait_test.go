@@ -29,8 +29,8 @@ func (s *pendingStore) Resolve(name string) (ResolvedModel, error) {
 }
 
 // TestPipelineWaitsForItsModel: a pipeline on a model name whose first
-// version is still on its way runs without detection; SwapModel brings the
-// model in between two frames, and detection starts. A name nobody knows
+// version is still on its way runs without detection; a ModelSwap brings
+// the model in between two frames, and detection starts. A name nobody knows
 // is still an error.
 func TestPipelineWaitsForItsModel(t *testing.T) {
 	st := &pendingStore{}
@@ -46,12 +46,15 @@ func TestPipelineWaitsForItsModel(t *testing.T) {
 		t.Errorf("waiting: model %q version %q, %d detect errors, %d detectors", s.Model, s.ModelVersion, s.DetectErrors, e.DetectorsOpen())
 	}
 
-	st.mu.Lock()
-	st.m = &ResolvedModel{Path: testenv.Model(t, "yolox_nano.onnx"), Kind: "yolox", Version: "1"}
-	st.mu.Unlock()
-	if n, err := e.SwapModel(t.Context(), "people"); err != nil || n != 1 {
-		t.Fatalf("swap in the first version: %d, %v", n, err)
+	m := ResolvedModel{Path: testenv.Model(t, "yolox_nano.onnx"), Kind: "yolox", Version: "1"}
+	sw, err := e.PrepareModel(t.Context(), "people", m)
+	if err != nil || len(sw.Pipelines()) != 1 {
+		t.Fatalf("prepare the first version: %v, %v", sw, err)
 	}
+	st.mu.Lock()
+	st.m = &m
+	st.mu.Unlock()
+	sw.Commit()
 	s0, _ := e.PipelineStats("wait")
 	waitFor(t, 20*time.Second, "frames on the model", func() bool { s, _ := e.PipelineStats("wait"); return s.FramesOut > s0.FramesOut+20 })
 	cancel()

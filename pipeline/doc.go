@@ -16,13 +16,20 @@
 // source) puts frames into a one-frame mailbox where the newest frame wins
 // (drops are counted) for live sources, or where capture waits for a file
 // read as fast as it is consumed; process runs the motion gate, the detect
-// stage (the only code that imports package inference, in detect*.go),
-// zones and the tracker, and turns tracks into events (one per tracked
+// stage (package detect, the only one here that imports package
+// inference), zones and the tracker, and turns tracks into events (one per tracked
 // object, track.start/update/end, plus the raw enter and leave stream);
 // dispatch takes
 // events from a bounded queue (overflow is counted), writes the snapshot
 // and the event log, notifies subscribers and queues the event to each
 // action, which has its own bounded queue, retries and counters.
+//
+// Models: a detect.model names a file or a model in the model store
+// ([ModelResolver]). The store switches a name to a new version in two
+// steps: [Engine.PrepareModel] loads and warms it in every pipeline on the
+// name while they keep serving the old one, and the [ModelSwap] it returns
+// is committed (the pipelines switch between two frames) once the store
+// has recorded the version, or aborted.
 //
 // Observation: [Engine.Stats] gives per-stage counters and latency
 // percentiles; [Engine.Watch] yields annotated JPEG frames, encoded only

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"bufio"
+	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"os/exec"
@@ -21,13 +23,12 @@ import (
 // and the tracked objects' events (which end where the object was last
 // seen).
 func TestEventLogSurvivesKill(t *testing.T) {
-	if os.Getenv("LEDGE_PIPELINE_CHILD_DB") != "" {
-		return // the child's work runs in TestEventLogChild
-	}
 	dbPath := filepath.Join(t.TempDir(), "ledge.db")
 	video(t, panVideo) // made before the child starts, so the child does not make its own
-	cmd := exec.Command(os.Args[0], "-test.run=^TestEventLogChild$", "-test.v")
-	cmd.Env = append(os.Environ(), "LEDGE_PIPELINE_CHILD_DB="+dbPath, "LEDGE_PIPELINE_CHILD_VIDEO="+videos[panVideo])
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "LEDGE_PIPELINE_CHILD_DB="+dbPath, "LEDGE_PIPELINE_CHILD_VIDEO="+videos[panVideo],
+		"LEDGE_PIPELINE_CHILD_MODEL="+testenv.Model(t, "yolox_nano.onnx"), "LEDGE_PIPELINE_CHILD_SNAPSHOTS="+t.TempDir(),
+		"LEDGE_ORT_LIB="+testenv.ORTLib(t))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -94,27 +95,32 @@ func TestEventLogSurvivesKill(t *testing.T) {
 	}
 }
 
-// TestEventLogChild is the child process of TestEventLogSurvivesKill: it
-// runs the pan video and prints each event id a subscriber gets.
-func TestEventLogChild(t *testing.T) {
-	path := os.Getenv("LEDGE_PIPELINE_CHILD_DB")
-	if path == "" {
-		return // only runs as the child of TestEventLogSurvivesKill
-	}
+// eventLogChild is the child process of TestEventLogSurvivesKill, run by
+// TestMain when LEDGE_PIPELINE_CHILD_DB is set: it runs the pan video and
+// prints each event id a subscriber gets, until it is killed.
+func eventLogChild() int {
 	spec := Spec{Name: "kill", Source: sourceSpec(os.Getenv("LEDGE_PIPELINE_CHILD_VIDEO")),
-		Detect: &DetectSpec{Model: testenv.Model(t, "yolox_nano.onnx"), Threshold: 0.3, Classes: []string{"person"}}}
+		Detect: &DetectSpec{Model: os.Getenv("LEDGE_PIPELINE_CHILD_MODEL"), Threshold: 0.3, Classes: []string{"person"}}}
 	spec.Source.Loop = true
 	cfg := DefaultConfig()
-	cfg.SnapshotDir = t.TempDir()
-	e, err := NewEngine(t.Context(), Options{Config: cfg, DB: testenv.DBAt(t, path), Library: testenv.ORTLib(t)}, []Spec{spec})
+	cfg.SnapshotDir = os.Getenv("LEDGE_PIPELINE_CHILD_SNAPSHOTS")
+	db, err := sql.Open("sqlite3", "file:"+os.Getenv("LEDGE_PIPELINE_CHILD_DB")+"?_journal_mode=WAL&_synchronous=FULL&_foreign_keys=on&_busy_timeout=10000&_txlock=immediate")
 	if err != nil {
-		t.Fatal(err)
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx := context.Background()
+	e, err := NewEngine(ctx, Options{Config: cfg, DB: db, Library: os.Getenv("LEDGE_ORT_LIB")}, []Spec{spec})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	sub := e.Subscribe(100)
-	go e.Run(t.Context())
+	go e.Run(ctx)
 	for ev := range sub.C {
 		if ev.ID > 0 {
 			fmt.Printf("EVENT %s %d\n", ev.Type, ev.ID)
 		}
 	}
+	return 0
 }

@@ -8,13 +8,13 @@ import (
 	"log/slog"
 	"maps"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"sync"
 	"time"
 
 	"ledge/internal/fault"
 	"ledge/internal/outage"
+	"ledge/pipeline/detect"
 )
 
 // Options are what the engine is built from; the appliance fills them in.
@@ -27,6 +27,8 @@ type Options struct {
 	// pipeline needs a detector.
 	Library   string
 	Providers []string
+	// TensorRTCache is where the TensorRT provider keeps its engines.
+	TensorRTCache string
 	// Models resolves model names; nil: only model files work.
 	Models ModelResolver
 	// Publisher publishes into the in-process hub; nil: hub actions are
@@ -44,11 +46,14 @@ type Engine struct {
 	opts  Options
 	cfg   Config
 	log   *slog.Logger
-	pool  *detectorPool
+	pool  *detect.Pool
 	evlog *EventLog
 	bus   bus
 
-	applyMu sync.Mutex // serialises changes of the set of pipelines
+	// applying serialises changes of the set of pipelines (a semaphore
+	// rather than a mutex, so that a caller can stop waiting when its
+	// context ends); see lockApply.
+	applying chan struct{}
 
 	mu      sync.Mutex // guards the fields below
 	specs   []Spec
@@ -92,7 +97,7 @@ func NewEngine(ctx context.Context, opts Options, specs []Spec) (*Engine, error)
 	if opts.StopGrace <= 0 {
 		opts.StopGrace = 2 * time.Second
 	}
-	e := &Engine{opts: opts, cfg: opts.Config, log: opts.Logger, pool: newDetectorPool(opts.Library, opts.Providers),
+	e := &Engine{opts: opts, cfg: opts.Config, log: opts.Logger, pool: detect.NewPool(opts.Library, opts.Providers, opts.TensorRTCache), applying: make(chan struct{}, 1),
 		running: map[string]*instance{}, failed: map[string]*buildFailure{}, slots: map[string]*slot{}}
 	if opts.DB != nil {
 		var err error
@@ -128,28 +133,24 @@ func (e *Engine) Run(ctx context.Context) error {
 	for _, in := range e.running {
 		in.start(ctx, nil)
 	}
-	nfailed := len(e.failed)
+	nrunning, nfailed := len(e.running), len(e.failed)
 	e.mu.Unlock()
-	e.log.Info("pipelines started", "count", len(e.running), "failed", nfailed)
+	e.log.Info("pipelines started", "count", nrunning, "failed", nfailed)
 	var wg sync.WaitGroup
 	if e.evlog != nil {
 		wg.Go(func() { e.evlog.Run(ctx) })
 	}
 	wg.Go(func() { e.retryLoop(ctx) })
 	<-ctx.Done()
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
+	e.lockApply(context.Background())
+	defer e.unlockApply()
 	e.mu.Lock()
 	e.stopped = true
 	all := e.running // kept, stopped, for their final stats
 	e.mu.Unlock()
-	var stops sync.WaitGroup
-	for _, in := range all {
-		stops.Go(func() { in.stop(e.opts.StopGrace) })
-	}
-	stops.Wait()
+	stopAll(slices.Collect(maps.Values(all)), e.opts.StopGrace)
 	wg.Wait()
-	e.pool.wait()
+	e.pool.Wait()
 	return nil
 }
 
@@ -180,9 +181,11 @@ func (e *Engine) Spec(name string) (Spec, error) {
 // ones; unchanged pipelines keep running untouched, and unchanged failed
 // ones stay failed (retried in the background) without failing Apply.
 func (e *Engine) Apply(ctx context.Context, specs []Spec) error {
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
-	return e.apply(specs, false)
+	if err := e.lockApply(ctx); err != nil {
+		return err
+	}
+	defer e.unlockApply()
+	return e.apply(ctx, specs, false)
 }
 
 // ApplyKeepGoing is Apply for what must run whatever one pipeline does
@@ -190,12 +193,35 @@ func (e *Engine) Apply(ctx context.Context, specs []Spec) error {
 // cannot be built becomes a failed pipeline with its reason, retried with
 // back-off, and the rest is applied. Invalid specs still fail it whole.
 func (e *Engine) ApplyKeepGoing(ctx context.Context, specs []Spec) error {
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
-	return e.apply(specs, true)
+	if err := e.lockApply(ctx); err != nil {
+		return err
+	}
+	defer e.unlockApply()
+	return e.apply(ctx, specs, true)
 }
 
-func (e *Engine) apply(specs []Spec, keepGoing bool) error {
+// lockApply takes the right to change the set of pipelines, waiting for
+// it until ctx ends.
+func (e *Engine) lockApply(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return gaveUp(ctx, "change the pipelines")
+	}
+	select {
+	case e.applying <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return gaveUp(ctx, "wait for another change of the pipelines")
+	}
+}
+
+// gaveUp is the error of a change abandoned because ctx ended.
+func gaveUp(ctx context.Context, what string) error {
+	return fault.Wrap(fault.Timeout, fmt.Errorf("%s: %w", what, ctx.Err()))
+}
+
+func (e *Engine) unlockApply() { <-e.applying }
+
+func (e *Engine) apply(ctx context.Context, specs []Spec, keepGoing bool) error {
 	if err := ValidateSpecs(specs, "pipelines"); err != nil {
 		return fault.Wrap(fault.Invalid, err)
 	}
@@ -223,14 +249,14 @@ func (e *Engine) apply(specs []Spec, keepGoing bool) error {
 		if s.Disabled {
 			continue
 		}
-		if cur, ok := old[s.Name]; ok && reflect.DeepEqual(cur.spec, s) {
+		if cur, ok := old[s.Name]; ok && cur.spec.Equal(s) {
 			continue
 		}
-		if f, ok := prevFailed[s.Name]; ok && reflect.DeepEqual(prevSpecs[s.Name], s) {
+		if f, ok := prevFailed[s.Name]; ok && prevSpecs[s.Name].Equal(s) {
 			failed[s.Name] = f // unchanged: the retry loop owns it
 			continue
 		}
-		in, err := e.build(s, e.slotFor(s.Name))
+		in, err := e.build(ctx, s, e.slotFor(s.Name))
 		if err != nil {
 			if keepGoing {
 				failed[s.Name] = &buildFailure{reason: err.Error(), since: now, wait: retryInitial, next: now.Add(retryInitial)}
@@ -241,15 +267,19 @@ func (e *Engine) apply(specs []Spec, keepGoing bool) error {
 		}
 		built[s.Name] = in
 	}
-	if len(errs) > 0 {
+	if len(errs) > 0 || ctx.Err() != nil {
 		for _, in := range built {
 			in.release()
+		}
+		e.pruneSlots() // of new pipelines that were not made
+		if ctx.Err() != nil {
+			return gaveUp(ctx, "apply pipelines")
 		}
 		return fault.Wrap(fault.Invalid, errors.Join(errs...))
 	}
 
 	e.mu.Lock()
-	ctx := e.ctx
+	runCtx := e.ctx
 	wanted := map[string]bool{}
 	var stops []*instance
 	for _, s := range specs {
@@ -262,14 +292,14 @@ func (e *Engine) apply(specs []Spec, keepGoing bool) error {
 			continue // unchanged
 		}
 		prev := old[s.Name]
-		if ctx != nil {
-			in.start(ctx, prev)
+		if runCtx != nil {
+			in.start(runCtx, prev)
 		}
 		e.running[s.Name] = in
 		if prev != nil {
 			stops = append(stops, prev)
 			e.log.Info("pipeline reloaded", "pipeline", s.Name)
-		} else if ctx != nil {
+		} else if runCtx != nil {
 			e.log.Info("pipeline started", "pipeline", s.Name)
 		}
 	}
@@ -297,10 +327,40 @@ func (e *Engine) apply(specs []Spec, keepGoing bool) error {
 			e.slotFor(name).buildLog.Forget()
 		}
 	}
-	for _, in := range stops {
-		in.stop(e.opts.StopGrace)
-	}
+	stopAll(stops, e.opts.StopGrace)
+	e.pruneSlots()
 	return nil
+}
+
+// stopAll stops the instances together: each may take up to grace to let
+// its actions finish, and one camera slow to close holds up no other.
+func stopAll(ins []*instance, grace time.Duration) {
+	var wg sync.WaitGroup
+	for _, in := range ins {
+		wg.Go(func() { in.stop(grace) })
+	}
+	wg.Wait()
+}
+
+// pruneSlots forgets the slots (counters, viewers, source state) of the
+// pipelines no spec names any more: a pipeline added again under the same
+// name starts afresh.
+func (e *Engine) pruneSlots() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for name := range e.slots {
+		if !slices.ContainsFunc(e.specs, func(s Spec) bool { return s.Name == name }) {
+			delete(e.slots, name)
+		}
+	}
+}
+
+// existingSlot is slotFor for a pipeline that has a spec.
+func (e *Engine) existingSlot(name string) (*slot, error) {
+	if _, err := e.Spec(name); err != nil {
+		return nil, err
+	}
+	return e.slotFor(name), nil
 }
 
 func (e *Engine) slotFor(name string) *slot {
@@ -327,17 +387,19 @@ func (e *Engine) retryLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			e.retryFailed(now, false)
+			e.retryFailed(ctx, now, false)
 		}
 	}
 }
 
 // retryFailed builds the failed pipelines that are due (all with force)
 // and starts those that build. It returns the errors of those that still
-// fail.
-func (e *Engine) retryFailed(now time.Time, force bool, names ...string) error {
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
+// fail. When ctx ends it stops where it is and leaves the rest failed.
+func (e *Engine) retryFailed(ctx context.Context, now time.Time, force bool, names ...string) error {
+	if err := e.lockApply(ctx); err != nil {
+		return err
+	}
+	defer e.unlockApply()
 	e.mu.Lock()
 	if e.stopped {
 		e.mu.Unlock()
@@ -354,7 +416,10 @@ func (e *Engine) retryFailed(now time.Time, force bool, names ...string) error {
 	var errs []error
 	for _, s := range due {
 		sl := e.slotFor(s.Name)
-		in, err := e.build(s, sl)
+		in, err := e.build(ctx, s, sl)
+		if err != nil && ctx.Err() != nil {
+			return errors.Join(append(errs, err)...) // given up, not failed again
+		}
 		e.mu.Lock()
 		f := e.failed[s.Name]
 		if err != nil {
@@ -378,26 +443,24 @@ func (e *Engine) retryFailed(now time.Time, force bool, names ...string) error {
 
 // Put adds the pipeline spec, or replaces the one with its name.
 func (e *Engine) Put(ctx context.Context, s Spec) error {
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
-	specs := e.Specs()
-	i := slices.IndexFunc(specs, func(x Spec) bool { return x.Name == s.Name })
-	if i >= 0 {
-		specs[i] = s
-	} else {
-		specs = append(specs, s)
-	}
-	return e.apply(specs, false)
+	return e.edit(ctx, func(specs []Spec) ([]Spec, error) {
+		i := slices.IndexFunc(specs, func(x Spec) bool { return x.Name == s.Name })
+		if i >= 0 {
+			specs[i] = s
+			return specs, nil
+		}
+		return append(specs, s), nil
+	})
 }
 
 // Remove stops and forgets the named pipeline.
 func (e *Engine) Remove(ctx context.Context, name string) error {
-	return e.edit(name, func(specs []Spec, i int) []Spec { return slices.Delete(specs, i, i+1) })
+	return e.editOne(ctx, name, func(specs []Spec, i int) []Spec { return slices.Delete(specs, i, i+1) })
 }
 
 // Stop stops the named pipeline and keeps its spec (disabled).
 func (e *Engine) Stop(ctx context.Context, name string) error {
-	return e.edit(name, func(specs []Spec, i int) []Spec { specs[i].Disabled = true; return specs })
+	return e.editOne(ctx, name, func(specs []Spec, i int) []Spec { specs[i].Disabled = true; return specs })
 }
 
 // Start starts the named pipeline stopped by Stop; a failed pipeline is
@@ -406,7 +469,7 @@ func (e *Engine) Start(ctx context.Context, name string) error {
 	if e.isFailed(name) {
 		return e.Reload(ctx, name)
 	}
-	return e.edit(name, func(specs []Spec, i int) []Spec { specs[i].Disabled = false; return specs })
+	return e.editOne(ctx, name, func(specs []Spec, i int) []Spec { specs[i].Disabled = false; return specs })
 }
 
 func (e *Engine) isFailed(name string) bool {
@@ -420,20 +483,22 @@ func (e *Engine) isFailed(name string) bool {
 // at once; its error is returned if it still fails.
 func (e *Engine) Reload(ctx context.Context, name string) error {
 	if e.isFailed(name) {
-		if err := e.retryFailed(time.Now(), true, name); err != nil {
+		if err := e.retryFailed(ctx, time.Now(), true, name); err != nil {
 			return fault.Wrap(fault.Unavailable, err)
 		}
 		return nil
 	}
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
+	if err := e.lockApply(ctx); err != nil {
+		return err
+	}
+	defer e.unlockApply()
 	e.mu.Lock()
 	in, ok := e.running[name]
 	e.mu.Unlock()
 	if !ok {
 		return fault.New(fault.NotFound, "no running pipeline named %q", name)
 	}
-	n, err := e.build(in.spec, e.slotFor(name))
+	n, err := e.build(ctx, in.spec, e.slotFor(name))
 	if err != nil {
 		return fault.Wrap(fault.Invalid, fmt.Errorf("pipeline %q: %w", name, err))
 	}
@@ -447,15 +512,28 @@ func (e *Engine) Reload(ctx context.Context, name string) error {
 	return nil
 }
 
-func (e *Engine) edit(name string, f func([]Spec, int) []Spec) error {
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
-	specs := e.Specs()
-	i := slices.IndexFunc(specs, func(x Spec) bool { return x.Name == name })
-	if i < 0 {
-		return fault.New(fault.NotFound, "no pipeline named %q", name)
+// edit applies f(the current specs) as one change of the set.
+func (e *Engine) edit(ctx context.Context, f func([]Spec) ([]Spec, error)) error {
+	if err := e.lockApply(ctx); err != nil {
+		return err
 	}
-	return e.apply(f(specs, i), false)
+	defer e.unlockApply()
+	specs, err := f(e.Specs())
+	if err != nil {
+		return err
+	}
+	return e.apply(ctx, specs, false)
+}
+
+// editOne is edit of the named pipeline's spec at index i.
+func (e *Engine) editOne(ctx context.Context, name string, f func(specs []Spec, i int) []Spec) error {
+	return e.edit(ctx, func(specs []Spec) ([]Spec, error) {
+		i := slices.IndexFunc(specs, func(x Spec) bool { return x.Name == name })
+		if i < 0 {
+			return nil, fault.New(fault.NotFound, "no pipeline named %q", name)
+		}
+		return f(specs, i), nil
+	})
 }
 
 // Stats returns the stats of every pipeline, sorted by name.
@@ -524,10 +602,10 @@ func (e *Engine) PipelineStats(name string) (Stats, error) {
 
 // DetectorLoads counts the detectors (ONNX sessions) loaded since the
 // engine was made; sharing and reloads do not add to it.
-func (e *Engine) DetectorLoads() uint64 { return e.pool.loads.Load() }
+func (e *Engine) DetectorLoads() uint64 { return e.pool.Loads() }
 
 // DetectorsOpen is the number of distinct detectors open now.
-func (e *Engine) DetectorsOpen() int { return e.pool.loaded() }
+func (e *Engine) DetectorsOpen() int { return e.pool.Open() }
 
 // Watch registers a viewer of the named pipeline's annotated frames, at
 // most fps a second (0: the engine's watchFps, which also caps it). The
@@ -535,20 +613,22 @@ func (e *Engine) DetectorsOpen() int { return e.pool.loaded() }
 // encoded while at least one viewer is registered, as often as the most
 // demanding one asks. Call cancel when done.
 func (e *Engine) Watch(name string, fps float64) (<-chan JPEG, func(), error) {
-	if _, err := e.Spec(name); err != nil {
+	sl, err := e.existingSlot(name)
+	if err != nil {
 		return nil, nil, err
 	}
-	ch, cancel := e.slotFor(name).hub.watch(fps)
+	ch, cancel := sl.hub.watch(fps)
 	return ch, cancel, nil
 }
 
 // LatestFrame returns the newest annotated frame encoded for viewers of
 // the named pipeline (empty when nobody watched yet).
 func (e *Engine) LatestFrame(name string) (JPEG, error) {
-	if _, err := e.Spec(name); err != nil {
+	sl, err := e.existingSlot(name)
+	if err != nil {
 		return JPEG{}, err
 	}
-	return e.slotFor(name).hub.last(), nil
+	return sl.hub.last(), nil
 }
 
 // Subscribe returns a subscription to the events of every pipeline (and

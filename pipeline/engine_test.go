@@ -64,7 +64,7 @@ func TestSourceReconnects(t *testing.T) {
 	defer sub.Cancel()
 	run(t, e)
 	var backoff *Event
-	timeout := time.After(20 * time.Second)
+	timeout := time.After(20 * time.Second * testenv.Slowdown())
 	for backoff == nil {
 		select {
 		case ev := <-sub.C:
@@ -128,11 +128,11 @@ func TestReloadSharesModelAndLeaksNothing(t *testing.T) {
 		if len(f.Data) < 1000 || f.Data[0] != 0xFF || f.Data[1] != 0xD8 {
 			t.Errorf("watched frame is not a JPEG (%d bytes)", len(f.Data))
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(5 * time.Second * testenv.Slowdown()):
 		t.Error("no frame for the viewer")
 	}
 	opens := countingOpens.Load()
-	b := e.running["b"]
+	b := e.instance("b")
 
 	if err := e.Reload(t.Context(), "a"); err != nil {
 		t.Fatal(err)
@@ -142,7 +142,7 @@ func TestReloadSharesModelAndLeaksNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	progress("a")
-	if e.running["b"] != b {
+	if e.instance("b") != b {
 		t.Error("applying a change to a reloaded b, which did not change")
 	}
 	if err := e.Stop(t.Context(), "b"); err != nil {
@@ -179,7 +179,7 @@ func TestBadSpecsChangeNothing(t *testing.T) {
 	e := newTestEngine(t, []Spec{good}, nil)
 	run(t, e)
 	waitFor(t, 10*time.Second, "good to run", func() bool { s, _ := e.PipelineStats("good"); return s.FramesOut > 3 })
-	in := e.running["good"]
+	in := e.instance("good")
 	model := testenv.Model(t, "yolox_nano.onnx")
 	for _, tc := range []struct {
 		name string
@@ -209,7 +209,7 @@ func TestBadSpecsChangeNothing(t *testing.T) {
 			if !fault.Is(err, fault.Invalid) {
 				t.Errorf("error kind %q, want invalid", fault.KindOf(err))
 			}
-			if e.running["good"] != in || len(e.Specs()) != 1 {
+			if e.instance("good") != in || len(e.Specs()) != 1 {
 				t.Error("a rejected set of specs changed the running pipelines")
 			}
 		})
@@ -255,5 +255,34 @@ func TestGPIOAction(t *testing.T) {
 	// The real opener on a machine without the chip: a clear error.
 	if _, err := OpenGPIOLine("gpiochip99", 1, false); err == nil || !strings.Contains(err.Error(), "gpiochip99") {
 		t.Errorf("opening a missing chip: %v", err)
+	}
+}
+
+// TestApplyKeepsEquivalentSpec: a spec that differs from the running one
+// only by empty lists against none (as a deployment's JSON and ledge.yaml
+// may write it) leaves the pipeline running untouched, as the plan says;
+// a changed action password reloads it.
+func TestApplyKeepsEquivalentSpec(t *testing.T) {
+	spec := Spec{Name: "p", Source: source.Spec{URL: "testpattern:", FPS: 50},
+		Actions: []ActionSpec{{Type: "webhook", URL: "http://127.0.0.1:1/hook"}}}
+	e := newTestEngine(t, []Spec{spec}, nil)
+	run(t, e)
+	before := e.instance("p")
+	same := spec
+	same.Zones, same.Events.Types = []ZoneSpec{}, []string{}
+	same.Actions = []ActionSpec{{Type: "webhook", URL: "http://127.0.0.1:1/hook", On: []string{}, Headers: map[string]string{}}}
+	if err := e.Apply(t.Context(), []Spec{same}); err != nil {
+		t.Fatal(err)
+	}
+	if e.instance("p") != before {
+		t.Error("an equivalent spec reloaded the pipeline")
+	}
+	changed := spec
+	changed.Actions = []ActionSpec{{Type: "webhook", URL: "http://127.0.0.1:1/hook", Password: "new"}}
+	if err := e.Apply(t.Context(), []Spec{changed}); err != nil {
+		t.Fatal(err)
+	}
+	if e.instance("p") == before {
+		t.Error("a new action password did not reload the pipeline")
 	}
 }

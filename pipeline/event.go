@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"slices"
 	"time"
 
 	"ledge/pipeline/source"
@@ -79,14 +80,5 @@ func wants(types, zones, classes []string, e *Event) bool {
 	return matchAny(types, e.Type) && inZone && matchAny(classes, e.Class)
 }
 
-func matchAny(list []string, s string) bool {
-	if len(list) == 0 {
-		return true
-	}
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
+// matchAny reports whether s is in list; an empty list matches anything.
+func matchAny(list []string, s string) bool { return len(list) == 0 || slices.Contains(list, s) }

@@ -1,48 +1,18 @@
 package pipeline
 
-// Box is an axis-aligned rectangle in frame pixels; (X1, Y1) is the
-// top-left corner.
-type Box struct {
-	X1 float32 `json:"x1"`
-	Y1 float32 `json:"y1"`
-	X2 float32 `json:"x2"`
-	Y2 float32 `json:"y2"`
-}
+import (
+	"fmt"
 
-// Width of the box.
-func (b Box) Width() float32 { return b.X2 - b.X1 }
+	"ledge/pipeline/detect"
+)
 
-// Height of the box.
-func (b Box) Height() float32 { return b.Y2 - b.Y1 }
-
-// Area of the box; 0 when empty.
-func (b Box) Area() float32 {
-	if b.X2 <= b.X1 || b.Y2 <= b.Y1 {
-		return 0
-	}
-	return (b.X2 - b.X1) * (b.Y2 - b.Y1)
-}
-
-// IoU is the intersection over union of two boxes.
-func (b Box) IoU(o Box) float32 {
-	x1, y1 := max(b.X1, o.X1), max(b.Y1, o.Y1)
-	x2, y2 := min(b.X2, o.X2), min(b.Y2, o.Y2)
-	if x2 <= x1 || y2 <= y1 {
-		return 0
-	}
-	inter := (x2 - x1) * (y2 - y1)
-	u := b.Area() + o.Area() - inter
-	if u <= 0 {
-		return 0
-	}
-	return inter / u
-}
-
-// Center of the box.
-func (b Box) Center() (float32, float32) { return (b.X1 + b.X2) / 2, (b.Y1 + b.Y2) / 2 }
-
-// Shift moves the box by dx, dy.
-func (b Box) Shift(dx, dy float32) Box { return Box{b.X1 + dx, b.Y1 + dy, b.X2 + dx, b.Y2 + dy} }
+// Box is a rectangle in frame pixels, (X1, Y1) its top-left corner, and
+// Detection one object the detect stage found: package inference's types,
+// which the detect stage hands on as they are.
+type (
+	Box       = detect.Box
+	Detection = detect.Detection
+)
 
 // Point is a position in normalised frame coordinates: (0, 0) is the
 // top-left corner, (1, 1) the bottom-right one.
@@ -64,15 +34,15 @@ func (pg Polygon) Contains(p Point) bool {
 	return in
 }
 
-// Object is one detection in a frame: a box in frame pixels, a class and a
-// score, and the id of its track once the tracker has seen it.
+// Object is one detection in a frame (a box in frame pixels, a class and
+// a score) and the id of its track once the tracker has confirmed it.
 type Object struct {
-	Box     Box     `json:"box"`
-	ClassID int     `json:"classId"`
-	Label   string  `json:"label"`
-	Score   float32 `json:"score"`
-	TrackID int64   `json:"trackId,omitempty"`
+	Detection
+	TrackID int64 `json:"trackId,omitempty"`
 }
+
+// String is the detection and its track.
+func (o Object) String() string { return fmt.Sprintf("%v #%d", o.Detection, o.TrackID) }
 
 // anchor is the point of a box that decides zone membership: the middle of
 // its bottom edge (where a person stands), normalised by the frame size.

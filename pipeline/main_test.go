@@ -23,6 +23,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("LEDGE_PIPELINE_CHILD_DB") != "" {
+		os.Exit(eventLogChild()) // a child process of TestEventLogSurvivesKill
+	}
 	code := m.Run()
 	if videoDir != "" {
 		os.RemoveAll(videoDir)
@@ -122,7 +125,7 @@ func run(t testing.TB, e *Engine) (stop func()) {
 				if err != nil {
 					t.Errorf("Run: %v", err)
 				}
-			case <-time.After(15 * time.Second):
+			case <-time.After(15 * time.Second * testenv.Slowdown()):
 				buf := make([]byte, 1<<20)
 				t.Errorf("Run did not return within 15 s\n%s", buf[:runtime.Stack(buf, true)])
 			}
@@ -142,6 +145,7 @@ func testLogger(t testing.TB) *slog.Logger {
 // waitFor polls cond until it holds or the timeout passes.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	timeout *= testenv.Slowdown()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -166,3 +170,10 @@ func settledGoroutines() int {
 }
 
 type sourceSpecT = source.Spec
+
+// instance is the running instance of the named pipeline (nil if none).
+func (e *Engine) instance(name string) *instance {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.running[name]
+}

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -10,7 +11,9 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"ledge/internal/fanout"
 	"ledge/internal/outage"
+	"ledge/pipeline/detect"
 	"ledge/pipeline/source"
 )
 
@@ -18,7 +21,7 @@ import (
 // counters, its viewers and its source state.
 type slot struct {
 	c       *counters
-	results resultBus
+	results fanout.Bus[Result] // per-frame results (Engine.Results)
 	hub     *frameHub
 	src     source.Watch
 	// srcLog tells the log when the source fails and recovers; buildLog
@@ -38,7 +41,7 @@ type instance struct {
 	cap      *capture // shared with the next instance when the source is unchanged
 	ownsCap  bool
 	mb       *mailbox
-	det      *detectStage
+	det      *detect.Stage
 	gate     *motionGate
 	zones    []zone
 	tracker  *tracker
@@ -67,7 +70,7 @@ type instance struct {
 
 // build prepares a pipeline: it resolves and loads (or shares) the model
 // and makes the actions. It starts nothing. Errors name the spec field.
-func (e *Engine) build(s Spec, sl *slot) (_ *instance, err error) {
+func (e *Engine) build(ctx context.Context, s Spec, sl *slot) (_ *instance, err error) {
 	t, err := s.Source.Parse()
 	if err != nil {
 		return nil, fmt.Errorf("source.url: %w", err)
@@ -81,7 +84,7 @@ func (e *Engine) build(s Spec, sl *slot) (_ *instance, err error) {
 		}
 	}()
 	if s.Detect != nil {
-		if in.det, err = newDetectStage(s.Detect, e.cfg.Detector, e.pool, e.opts.Models); err != nil {
+		if in.det, err = detect.NewStage(ctx, *s.Detect, detect.Layout(e.cfg.Detector), e.pool, e.opts.Models); err != nil {
 			return nil, fmt.Errorf("detect.model: %w", err)
 		}
 	}
@@ -106,7 +109,7 @@ func (e *Engine) build(s Spec, sl *slot) (_ *instance, err error) {
 				if e.opts.Publisher == nil {
 					return nil, fmt.Errorf("actions[%d].url: no in-process hub to publish to: set a broker URL", i)
 				}
-				act = &hubAction{pub: e.opts.Publisher, pipeline: s.Name, output: orDefault(a.Output, "events")}
+				act = &hubAction{pub: e.opts.Publisher, pipeline: s.Name, output: cmp.Or(a.Output, "events")}
 			} else {
 				act = newMQTTAction(a, s.Name, fmt.Sprintf("ledge-%s-%s-%d", s.Name, name, time.Now().UnixNano()%1e6))
 			}
@@ -114,7 +117,7 @@ func (e *Engine) build(s Spec, sl *slot) (_ *instance, err error) {
 			if e.opts.Publisher == nil {
 				return nil, fmt.Errorf("actions[%d].type: no in-process hub in this ledge", i)
 			}
-			act = &hubAction{pub: e.opts.Publisher, pipeline: s.Name, output: orDefault(a.Output, "events")}
+			act = &hubAction{pub: e.opts.Publisher, pipeline: s.Name, output: cmp.Or(a.Output, "events")}
 		case "gpio":
 			act = newGPIOAction(a, e.opts.GPIO)
 			if a.Timeout == 0 {
@@ -144,17 +147,10 @@ func (e *Engine) build(s Spec, sl *slot) (_ *instance, err error) {
 	return in, nil
 }
 
-func orDefault(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
-}
-
 // release frees what build acquired (model, action clients).
 func (in *instance) release() {
 	if in.det != nil {
-		in.det.close()
+		in.det.Close()
 	}
 	if in.gate != nil {
 		in.gate.close()
@@ -270,56 +266,83 @@ func (in *instance) process(ctx context.Context) {
 	}
 }
 
+// processFrame runs one frame through the process stage: detection,
+// tracking, counters, the per-frame result, the viewers' frame, and the
+// frame's events to the dispatcher.
 func (in *instance) processFrame(f source.Frame) {
-	c := in.slot.c
-	w, h := f.Mat.Cols(), f.Mat.Rows()
-	var (
-		objs     []Object
-		version  string
-		detected bool
-	)
-	if in.det != nil && in.det.ready() { // not ready: its model is still on its way
-		due := in.det.due(f.Time)
-		if !due {
-			c.skipRate.Add(1)
-		} else if in.gate != nil {
-			t0 := time.Now()
-			moving := in.gate.moving(f.Mat, f.Time)
-			c.lat[StageMotion].add(time.Since(t0))
-			if !moving {
-				due = false
-				c.skipMotion.Add(1)
-			}
-		}
-		if due {
-			t0 := time.Now()
-			var err error
-			objs, version, err = in.det.detect(f.Mat, f.Time)
-			c.lat[StageDetect].add(time.Since(t0))
-			in.version = version
-			if err != nil {
-				c.detErr.Add(1)
-				if c.detErr.Load()%100 == 1 {
-					in.log.Warn("detect failed", "err", err, "failures", c.detErr.Load())
-				}
-			} else {
-				detected = true
-				c.dets.Add(uint64(len(objs)))
-			}
-		}
-	} else if in.gate != nil {
-		t0 := time.Now()
-		if !in.gate.moving(f.Mat, f.Time) {
-			c.skipMotion.Add(1)
-		}
-		c.lat[StageMotion].add(time.Since(t0))
-	}
+	objs, version, detected := in.detectFrame(f)
 	var events []Event
 	if detected {
 		t0 := time.Now()
-		events = in.tracker.update(f.Time, objs, w, h)
-		c.lat[StageTrack].add(time.Since(t0))
+		events = in.tracker.update(f.Time, objs, f.Mat.Cols(), f.Mat.Rows())
+		in.slot.c.lat[StageTrack].add(time.Since(t0))
 	}
+	now := in.counted(f, detected)
+	in.last = source.Frame{Time: f.Time, Captured: f.Captured, Seq: f.Seq}
+	if in.slot.results.Len() > 0 {
+		in.slot.results.Publish(Result{Pipeline: in.spec.Name, Frame: f.Seq, Time: f.Time, Detected: detected,
+			Objects: objs, Model: version, Processed: now})
+	}
+	in.offerView(f, objs, version, detected, now)
+	in.emit(f, objs, version, events)
+}
+
+// detectFrame runs the model on f when the detect stage has one, the
+// frame is due (maxFps, every) and the motion gate sees motion. It returns
+// the detections, the version of the model that ran ("" when none did)
+// and whether it detected; a failed detection is counted and logged
+// (rate-limited). Without a model the motion gate still runs, for its
+// counters.
+func (in *instance) detectFrame(f source.Frame) (objs []Object, version string, detected bool) {
+	c := in.slot.c
+	if in.det == nil || !in.det.Ready() { // not ready: its model is still on its way
+		if in.gate != nil {
+			in.moving(f)
+		}
+		return nil, "", false
+	}
+	if !in.det.Due(f.Time) {
+		c.skipRate.Add(1)
+		return nil, "", false
+	}
+	if in.gate != nil && !in.moving(f) {
+		return nil, "", false
+	}
+	t0 := time.Now()
+	dets, version, err := in.det.Detect(f.Mat, f.Time)
+	c.lat[StageDetect].add(time.Since(t0))
+	in.version = version
+	if err != nil {
+		c.detErr.Add(1)
+		if c.detErr.Load()%100 == 1 {
+			in.log.Warn("detect failed", "err", err, "failures", c.detErr.Load())
+		}
+		return nil, version, false
+	}
+	objs = make([]Object, len(dets))
+	for i, d := range dets {
+		objs[i] = Object{Detection: d}
+	}
+	c.dets.Add(uint64(len(objs)))
+	return objs, version, true
+}
+
+// moving runs the motion gate on f and counts a frame it stops.
+func (in *instance) moving(f source.Frame) bool {
+	c := in.slot.c
+	t0 := time.Now()
+	moving := in.gate.moving(f.Mat, f.Time)
+	c.lat[StageMotion].add(time.Since(t0))
+	if !moving {
+		c.skipMotion.Add(1)
+	}
+	return moving
+}
+
+// counted counts f as processed and records its latencies; it returns
+// the time it was done.
+func (in *instance) counted(f source.Frame, detected bool) time.Time {
+	c := in.slot.c
 	now := time.Now()
 	c.out.Add(1)
 	c.fpsOut.mark(now)
@@ -327,26 +350,31 @@ func (in *instance) processFrame(f source.Frame) {
 	if detected {
 		c.lat[StageCaptureToDetection].add(now.Sub(f.Captured))
 	}
-	in.last = source.Frame{Time: f.Time, Captured: f.Captured, Seq: f.Seq}
+	return now
+}
 
-	if in.slot.results.n.Load() > 0 {
-		in.slot.results.publish(Result{Pipeline: in.spec.Name, Frame: f.Seq, Time: f.Time, Detected: detected,
-			Objects: objs, Model: version, Processed: now})
-	}
-	if in.slot.hub.watching(now) {
-		drawn := objs
-		if !detected {
-			drawn = in.tracker.confirmedTracks()
-		}
-		text := in.spec.Name
-		if in.det != nil {
-			text += " " + version
-		}
-		in.slot.hub.offer(&watchJob{mat: f.Mat.Clone(), objs: drawn, zones: in.zones, text: text, frame: f.Seq, at: f.Time})
-	}
-	if len(events) == 0 {
+// offerView hands viewers (when one is due a frame) a copy of f with its
+// detections, or the confirmed tracks' last boxes on a frame not
+// detected, to annotate and encode.
+func (in *instance) offerView(f source.Frame, objs []Object, version string, detected bool, now time.Time) {
+	if !in.slot.hub.watching(now) {
 		return
 	}
+	drawn := objs
+	if !detected {
+		drawn = in.tracker.confirmedTracks()
+	}
+	text := in.spec.Name
+	if in.det != nil {
+		text += " " + version
+	}
+	in.slot.hub.offer(&watchJob{mat: f.Mat.Clone(), objs: drawn, zones: in.zones, text: text, frame: f.Seq, at: f.Time})
+}
+
+// emit fills in the frame's events that the pipeline emits, gives those
+// the snapshot action takes the frame (encoded once), and queues them for
+// the dispatcher.
+func (in *instance) emit(f source.Frame, objs []Object, version string, events []Event) {
 	var jpeg []byte
 	for i := range events {
 		e := &events[i]
@@ -476,8 +504,8 @@ func (in *instance) state(s *Stats, sl *slot) {
 	switch src.Phase {
 	case source.PhaseStreaming:
 		s.State = StateRunning
-		if in.det != nil && in.det.cur.Load() == nil {
-			s.State, s.Reason = StateWaiting, fmt.Sprintf("model %q is not in the model store yet: not detecting until it arrives (ledge models list)", in.det.name)
+		if in.det != nil && in.det.Waiting() {
+			s.State, s.Reason = StateWaiting, fmt.Sprintf("model %q is not in the model store yet: not detecting until it arrives (ledge models list)", in.det.Model())
 		}
 	case source.PhaseBackoff:
 		s.State, s.Reason = StateBackoff, src.Reason
@@ -492,6 +520,9 @@ func (in *instance) state(s *Stats, sl *slot) {
 		s.State = StateStopped
 	}
 	if s.State == StateBackoff {
+		// The source's state changes before the log hears of it: until
+		// then, the failure is as old as the back-off.
+		s.FailingSince = src.Since
 		if failing, since, _ := sl.srcLog.State(); failing {
 			s.FailingSince = since
 		}
@@ -501,7 +532,7 @@ func (in *instance) state(s *Stats, sl *slot) {
 // stats fills the parts of s this instance knows.
 func (in *instance) stats(s *Stats) {
 	if in.det != nil {
-		s.Model, s.ModelVersion = in.det.info()
+		s.Model, s.ModelVersion = in.det.Info()
 	}
 	if in.snapshot != nil {
 		s.Actions = append(s.Actions, in.snapshot.stats())

@@ -10,7 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"ledge/internal/yamlstrict"
+	"ledge/pipeline/detect"
 	"ledge/pipeline/source"
 )
 
@@ -33,30 +36,8 @@ type Spec struct {
 	Actions []ActionSpec `yaml:"actions,omitempty" json:"actions,omitempty"`
 }
 
-// DetectSpec configures the detect stage.
-type DetectSpec struct {
-	// Model is a model file (a path: it contains '/' or ends in .onnx) or
-	// the name of a model in the model store.
-	Model string `yaml:"model" json:"model"`
-	// Kind is the model family (auto, yolox, yolov8, yolov5, fastestdet);
-	// default auto.
-	Kind string `yaml:"kind,omitempty" json:"kind,omitempty"`
-	// Threshold is the minimum score, in (0, 1]; default 0.25.
-	Threshold float64 `yaml:"threshold,omitempty" json:"threshold,omitempty"`
-	// IoU is the NMS overlap threshold, in (0, 1]; default 0.45.
-	IoU float64 `yaml:"iou,omitempty" json:"iou,omitempty"`
-	// Classes keeps only these labels (default: all).
-	Classes []string `yaml:"classes,omitempty" json:"classes,omitempty"`
-	// MaxFPS caps detections per second (0: every frame that arrives).
-	MaxFPS float64 `yaml:"maxFps,omitempty" json:"maxFps,omitempty"`
-	// Every runs the detector on every Nth frame only (default 1).
-	Every int `yaml:"every,omitempty" json:"every,omitempty"`
-	// Sessions and Threads set the model's ONNX Runtime session layout
-	// (default: pipeline.detector in ledge.yaml). Pipelines that share a
-	// model with the same layout share its sessions.
-	Sessions int `yaml:"sessions,omitempty" json:"sessions,omitempty"`
-	Threads  int `yaml:"threads,omitempty" json:"threads,omitempty"`
-}
+// DetectSpec configures the detect stage (package detect).
+type DetectSpec = detect.Spec
 
 // MotionSpec configures the motion gate: frames without motion skip
 // detection.
@@ -210,9 +191,7 @@ var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 
 // IsModelPath reports whether a detect.model value is a file path rather
 // than a model name: it contains a '/' or ends in ".onnx".
-func IsModelPath(model string) bool {
-	return strings.Contains(model, "/") || strings.HasSuffix(strings.ToLower(model), ".onnx")
-}
+func IsModelPath(model string) bool { return detect.IsPath(model) }
 
 // ParseSpecs decodes a YAML or JSON list of pipeline specs strictly
 // (unknown keys are errors with their line) and validates them. name
@@ -231,6 +210,11 @@ func ParseSpecs(name string, data []byte) ([]Spec, error) {
 	}
 	return specs, nil
 }
+
+// Encode returns s as ParseSpec reads it back, secrets included (an
+// action's password and headers, which JSON leaves out): for storing a
+// spec, never for showing it.
+func (s Spec) Encode() ([]byte, error) { return yaml.Marshal(s) }
 
 // ParseSpec decodes and validates one spec (a YAML or JSON mapping).
 func ParseSpec(name string, data []byte) (Spec, error) {
@@ -251,7 +235,7 @@ func ValidateSpecs(specs []Spec, path string) error {
 	var errs []error
 	seen := map[string]int{}
 	for i, s := range specs {
-		p := fmt.Sprintf("%s[%d]", path, i)
+		p := yamlstrict.Index(path, i)
 		if err := s.Validate(""); err != nil {
 			for _, e := range unjoin(err) {
 				if nameRe.MatchString(s.Name) {
@@ -274,12 +258,7 @@ func ValidateSpecs(specs []Spec, path string) error {
 // "pipelines[1].zones[0].polygon: want at least 3 points, got 2").
 func (s Spec) Validate(path string) error {
 	v := &validator{}
-	at := func(f string) string {
-		if path == "" {
-			return f
-		}
-		return path + "." + f
-	}
+	at := func(keys ...string) string { return yamlstrict.Field(path, keys...) }
 	if !nameRe.MatchString(s.Name) {
 		v.bad(at("name"), "%q: want 1-64 letters, digits, '-' or '_', starting with a letter or digit", s.Name)
 	}
@@ -293,77 +272,77 @@ func (s Spec) Validate(path string) error {
 	}
 	if m := s.Motion; m != nil {
 		if m.Threshold < 0 || m.Threshold > 255 {
-			v.bad(at("motion.threshold"), "%d: want 1..255", m.Threshold)
+			v.bad(at("motion", "threshold"), "%d: want 1..255", m.Threshold)
 		}
 		if !inRange(m.MinArea, 0, 1) {
-			v.bad(at("motion.minArea"), "%v: want a fraction of the frame in 0..1", m.MinArea)
+			v.bad(at("motion", "minArea"), "%v: want a fraction of the frame in 0..1", m.MinArea)
 		}
 		if m.Width < 0 || (m.Width > 0 && m.Width < 16) || m.Width > 1920 {
-			v.bad(at("motion.width"), "%d: want 16..1920", m.Width)
+			v.bad(at("motion", "width"), "%d: want 16..1920", m.Width)
 		}
 		if m.Hold < 0 {
-			v.bad(at("motion.hold"), "must not be negative, got %s", m.Hold)
+			v.bad(at("motion", "hold"), "must not be negative, got %s", m.Hold)
 		}
 	}
 	zones := map[string]bool{}
 	for i, z := range s.Zones {
-		zp := at(fmt.Sprintf("zones[%d]", i))
+		zp := yamlstrict.Index(at("zones"), i)
 		if !nameRe.MatchString(z.Name) {
-			v.bad(zp+".name", "%q: want 1-64 letters, digits, '-' or '_'", z.Name)
+			v.bad(yamlstrict.Field(zp, "name"), "%q: want 1-64 letters, digits, '-' or '_'", z.Name)
 		} else if zones[z.Name] {
-			v.bad(zp+".name", "%q is used by another zone", z.Name)
+			v.bad(yamlstrict.Field(zp, "name"), "%q is used by another zone", z.Name)
 		}
 		zones[z.Name] = true
 		if len(z.Polygon) < 3 {
-			v.bad(zp+".polygon", "want at least 3 points, got %d", len(z.Polygon))
+			v.bad(yamlstrict.Field(zp, "polygon"), "want at least 3 points, got %d", len(z.Polygon))
 		}
 		for j, p := range z.Polygon {
 			if len(p) != 2 {
-				v.bad(fmt.Sprintf("%s.polygon[%d]", zp, j), "want [x, y], got %d numbers", len(p))
+				v.bad(yamlstrict.Index(yamlstrict.Field(zp, "polygon"), j), "want [x, y], got %d numbers", len(p))
 				continue
 			}
 			if !inRange(p[0], 0, 1) || !inRange(p[1], 0, 1) {
-				v.bad(fmt.Sprintf("%s.polygon[%d]", zp, j), "[%v, %v]: want normalised coordinates in 0..1", p[0], p[1])
+				v.bad(yamlstrict.Index(yamlstrict.Field(zp, "polygon"), j), "[%v, %v]: want normalised coordinates in 0..1", p[0], p[1])
 			}
 		}
 		if z.Loiter < 0 {
-			v.bad(zp+".loiter", "must not be negative, got %s", z.Loiter)
+			v.bad(yamlstrict.Field(zp, "loiter"), "must not be negative, got %s", z.Loiter)
 		}
-		v.labels(zp+".classes", z.Classes)
+		v.labels(yamlstrict.Field(zp, "classes"), z.Classes)
 	}
 	t := s.Tracker
 	if !inRange(t.IoU, 0, 1) {
-		v.bad(at("tracker.iou"), "%v: want 0..1", t.IoU)
+		v.bad(at("tracker", "iou"), "%v: want 0..1", t.IoU)
 	}
 	if !inRange(t.Distance, 0, 10) {
-		v.bad(at("tracker.distance"), "%v: want 0..10", t.Distance)
+		v.bad(at("tracker", "distance"), "%v: want 0..10", t.Distance)
 	}
 	if t.MinFrames < 0 || t.MinFrames > 1000 {
-		v.bad(at("tracker.minFrames"), "%d: want 1..1000", t.MinFrames)
+		v.bad(at("tracker", "minFrames"), "%d: want 1..1000", t.MinFrames)
 	}
 	if t.Timeout < 0 {
-		v.bad(at("tracker.timeout"), "must not be negative, got %s", t.Timeout)
+		v.bad(at("tracker", "timeout"), "must not be negative, got %s", t.Timeout)
 	}
 	for i, ty := range s.Events.Types {
 		if !slices.Contains(EventTypes, ty) {
-			v.bad(at(fmt.Sprintf("events.types[%d]", i)), "unknown event type %q (want %s)", ty, strings.Join(EventTypes, ", "))
+			v.bad(yamlstrict.Index(at("events", "types"), i), "unknown event type %q (want %s)", ty, strings.Join(EventTypes, ", "))
 		}
 	}
 	if s.Events.Queue < 0 || s.Events.Queue > 100000 {
-		v.bad(at("events.queue"), "%d: want 1..100000", s.Events.Queue)
+		v.bad(at("events", "queue"), "%d: want 1..100000", s.Events.Queue)
 	}
 	names := map[string]bool{}
 	snapshots := 0
 	for i, a := range s.Actions {
-		ap := at(fmt.Sprintf("actions[%d]", i))
+		ap := yamlstrict.Index(at("actions"), i)
 		a.validate(v, ap, zones)
 		if a.Type == "snapshot" {
 			if snapshots++; snapshots > 1 {
-				v.bad(ap+".type", "one snapshot action per pipeline (filter it with on, zones and classes)")
+				v.bad(yamlstrict.Field(ap, "type"), "one snapshot action per pipeline (filter it with on, zones and classes)")
 			}
 		}
 		if n := a.name(i); names[n] {
-			v.bad(ap+".name", "%q is used by another action", n)
+			v.bad(yamlstrict.Field(ap, "name"), "%q is used by another action", n)
 		} else {
 			names[n] = true
 		}
@@ -374,112 +353,112 @@ func (s Spec) Validate(path string) error {
 func (s Spec) validateDetect(v *validator, p string) {
 	d := s.Detect
 	if strings.TrimSpace(d.Model) == "" {
-		v.bad(p+".model", "must name a model file or a model")
+		v.bad(yamlstrict.Field(p, "model"), "must name a model file or a model")
 	}
 	switch strings.ToLower(d.Kind) {
 	case "", "auto", "yolox", "yolov8", "yolov5", "fastestdet":
 	default:
-		v.bad(p+".kind", "unknown model kind %q (want auto, yolox, yolov8, yolov5 or fastestdet)", d.Kind)
+		v.bad(yamlstrict.Field(p, "kind"), "unknown model kind %q (want auto, yolox, yolov8, yolov5 or fastestdet)", d.Kind)
 	}
 	if d.Threshold != 0 && !inRange(d.Threshold, math.SmallestNonzeroFloat64, 1) {
-		v.bad(p+".threshold", "%v: want a score in (0, 1]", d.Threshold)
+		v.bad(yamlstrict.Field(p, "threshold"), "%v: want a score in (0, 1]", d.Threshold)
 	}
 	if d.IoU != 0 && !inRange(d.IoU, math.SmallestNonzeroFloat64, 1) {
-		v.bad(p+".iou", "%v: want (0, 1]", d.IoU)
+		v.bad(yamlstrict.Field(p, "iou"), "%v: want (0, 1]", d.IoU)
 	}
 	if !inRange(d.MaxFPS, 0, 1000) {
-		v.bad(p+".maxFps", "%v: want 0..1000", d.MaxFPS)
+		v.bad(yamlstrict.Field(p, "maxFps"), "%v: want 0..1000", d.MaxFPS)
 	}
 	if d.Every < 0 || d.Every > 10000 {
-		v.bad(p+".every", "%d: want 1..10000", d.Every)
+		v.bad(yamlstrict.Field(p, "every"), "%d: want 1..10000", d.Every)
 	}
 	if d.Sessions < 0 || d.Sessions > 64 {
-		v.bad(p+".sessions", "%d: want 1..64", d.Sessions)
+		v.bad(yamlstrict.Field(p, "sessions"), "%d: want 1..64", d.Sessions)
 	}
 	if d.Threads < 0 || d.Threads > 256 {
-		v.bad(p+".threads", "%d: want 1..256", d.Threads)
+		v.bad(yamlstrict.Field(p, "threads"), "%d: want 1..256", d.Threads)
 	}
-	v.labels(p+".classes", d.Classes)
+	v.labels(yamlstrict.Field(p, "classes"), d.Classes)
 }
 
 func (a ActionSpec) validate(v *validator, p string, zones map[string]bool) {
 	if !slices.Contains(ActionTypes, a.Type) {
-		v.bad(p+".type", "unknown action %q (want %s)", a.Type, strings.Join(ActionTypes, ", "))
+		v.bad(yamlstrict.Field(p, "type"), "unknown action %q (want %s)", a.Type, strings.Join(ActionTypes, ", "))
 		return
 	}
 	if a.Name != "" && !nameRe.MatchString(a.Name) {
-		v.bad(p+".name", "%q: want 1-64 letters, digits, '-' or '_'", a.Name)
+		v.bad(yamlstrict.Field(p, "name"), "%q: want 1-64 letters, digits, '-' or '_'", a.Name)
 	}
 	for i, ty := range a.On {
 		if !slices.Contains(EventTypes, ty) {
-			v.bad(fmt.Sprintf("%s.on[%d]", p, i), "unknown event type %q (want %s)", ty, strings.Join(EventTypes, ", "))
+			v.bad(yamlstrict.Index(yamlstrict.Field(p, "on"), i), "unknown event type %q (want %s)", ty, strings.Join(EventTypes, ", "))
 		}
 	}
 	for i, z := range a.Zones {
 		if !zones[z] {
-			v.bad(fmt.Sprintf("%s.zones[%d]", p, i), "no zone named %q in this pipeline", z)
+			v.bad(yamlstrict.Index(yamlstrict.Field(p, "zones"), i), "no zone named %q in this pipeline", z)
 		}
 	}
-	v.labels(p+".classes", a.Classes)
+	v.labels(yamlstrict.Field(p, "classes"), a.Classes)
 	if a.Retries < -1 || a.Retries > 100 {
-		v.bad(p+".retries", "%d: want -1..100", a.Retries)
+		v.bad(yamlstrict.Field(p, "retries"), "%d: want -1..100", a.Retries)
 	}
 	if a.Backoff < 0 {
-		v.bad(p+".backoff", "must not be negative, got %s", a.Backoff)
+		v.bad(yamlstrict.Field(p, "backoff"), "must not be negative, got %s", a.Backoff)
 	}
 	if a.Timeout < 0 {
-		v.bad(p+".timeout", "must not be negative, got %s", a.Timeout)
+		v.bad(yamlstrict.Field(p, "timeout"), "must not be negative, got %s", a.Timeout)
 	}
 	if a.Queue < 0 || a.Queue > 100000 {
-		v.bad(p+".queue", "%d: want 1..100000", a.Queue)
+		v.bad(yamlstrict.Field(p, "queue"), "%d: want 1..100000", a.Queue)
 	}
 	if a.Cooldown < 0 {
-		v.bad(p+".cooldown", "must not be negative, got %s", a.Cooldown)
+		v.bad(yamlstrict.Field(p, "cooldown"), "must not be negative, got %s", a.Cooldown)
 	}
 	switch a.Type {
 	case "mqtt":
 		if a.URL != "" {
-			v.url(p+".url", a.URL, "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss")
+			v.url(yamlstrict.Field(p, "url"), a.URL, "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss")
 		}
 		if a.QoS < 0 || a.QoS > 2 {
-			v.bad(p+".qos", "%d: want 0, 1 or 2", a.QoS)
+			v.bad(yamlstrict.Field(p, "qos"), "%d: want 0, 1 or 2", a.QoS)
 		}
 		if strings.ContainsAny(a.Topic, "#+") {
-			v.bad(p+".topic", "%q: a publish topic has no wildcards", a.Topic)
+			v.bad(yamlstrict.Field(p, "topic"), "%q: a publish topic has no wildcards", a.Topic)
 		}
 	case "webhook":
 		if a.URL == "" {
-			v.bad(p+".url", "must be set for a webhook")
+			v.bad(yamlstrict.Field(p, "url"), "must be set for a webhook")
 		} else {
-			v.url(p+".url", a.URL, "http", "https")
+			v.url(yamlstrict.Field(p, "url"), a.URL, "http", "https")
 		}
 	case "gpio":
 		if a.Line < 0 || a.Line > 1023 {
-			v.bad(p+".line", "%d: want a line offset 0..1023", a.Line)
+			v.bad(yamlstrict.Field(p, "line"), "%d: want a line offset 0..1023", a.Line)
 		}
 		if a.Pulse < 0 || a.Pulse > time.Hour {
-			v.bad(p+".pulse", "%s: want 0..1h", a.Pulse)
+			v.bad(yamlstrict.Field(p, "pulse"), "%s: want 0..1h", a.Pulse)
 		}
 		if strings.Contains(a.Chip, "..") {
-			v.bad(p+".chip", "%q: want a chip name like gpiochip0 or a /dev path", a.Chip)
+			v.bad(yamlstrict.Field(p, "chip"), "%q: want a chip name like gpiochip0 or a /dev path", a.Chip)
 		}
 	case "snapshot":
 		if a.Quality < 0 || a.Quality > 100 {
-			v.bad(p+".quality", "%d: want 1..100", a.Quality)
+			v.bad(yamlstrict.Field(p, "quality"), "%d: want 1..100", a.Quality)
 		}
 	case "log":
 		switch strings.ToLower(a.Level) {
 		case "", "debug", "info", "warn", "error":
 		default:
-			v.bad(p+".level", "%q: want debug, info, warn or error", a.Level)
+			v.bad(yamlstrict.Field(p, "level"), "%q: want debug, info, warn or error", a.Level)
 		}
 	case "hub":
 		if a.Output != "" && !nameRe.MatchString(a.Output) {
-			v.bad(p+".output", "%q: want 1-64 letters, digits, '-' or '_'", a.Output)
+			v.bad(yamlstrict.Field(p, "output"), "%q: want 1-64 letters, digits, '-' or '_'", a.Output)
 		}
 	}
 	if a.Output != "" && !nameRe.MatchString(a.Output) && a.Type != "hub" {
-		v.bad(p+".output", "%q: want 1-64 letters, digits, '-' or '_'", a.Output)
+		v.bad(yamlstrict.Field(p, "output"), "%q: want 1-64 letters, digits, '-' or '_'", a.Output)
 	}
 }
 
@@ -499,7 +478,7 @@ func (v *validator) bad(field, format string, args ...any) {
 func (v *validator) labels(field string, labels []string) {
 	for i, l := range labels {
 		if strings.TrimSpace(l) == "" {
-			v.bad(fmt.Sprintf("%s[%d]", field, i), "empty class name")
+			v.bad(yamlstrict.Index(field, i), "empty class name")
 		}
 	}
 }

@@ -117,3 +117,83 @@ func TestActionCooldownValidation(t *testing.T) {
 		t.Errorf("a log action on track.start and track.end with a cooldown: %v", err)
 	}
 }
+
+// TestSpecEqual: two specs are the same pipeline when every field is
+// equal, an empty list counting as none; what JSON leaves out (an action's
+// password and headers) counts too.
+func TestSpecEqual(t *testing.T) {
+	base := func() Spec {
+		return Spec{Name: "door", Source: sourceSpecT{URL: "testpattern:"},
+			Detect:  &DetectSpec{Model: "people", Classes: []string{"person"}},
+			Zones:   []ZoneSpec{{Name: "porch", Polygon: [][]float64{{0, 0}, {1, 0}, {1, 1}}}},
+			Actions: []ActionSpec{{Type: "webhook", URL: "https://example.net/hook", Headers: map[string]string{"X-Key": "1"}}}}
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Spec)
+		want bool
+	}{
+		{"identical", func(*Spec) {}, true},
+		{"empty lists and maps are none", func(s *Spec) {
+			s.Events.Types, s.Detect.Classes, s.Zones[0].Classes = []string{}, []string{"person"}, []string{}
+			s.Actions[0].On = []string{}
+		}, true},
+		{"nil detect against none", func(s *Spec) { s.Motion = nil }, true},
+		{"a class more", func(s *Spec) { s.Detect.Classes = append(s.Detect.Classes, "car") }, false},
+		{"no detect", func(s *Spec) { s.Detect = nil }, false},
+		{"zone moved", func(s *Spec) { s.Zones[0].Polygon[2][1] = 0.9 }, false},
+		{"action password", func(s *Spec) { s.Actions[0].Password = "secret" }, false},
+		{"action header", func(s *Spec) { s.Actions[0].Headers["X-Key"] = "2" }, false},
+		{"action headers emptied", func(s *Spec) { s.Actions[0].Headers = map[string]string{} }, false},
+		{"source", func(s *Spec) { s.Source.FPS = 5 }, false},
+		{"disabled", func(s *Spec) { s.Disabled = true }, false},
+	} {
+		a, b := base(), base()
+		tc.edit(&b)
+		if got := a.Equal(b); got != tc.want {
+			t.Errorf("%s: Equal %v, want %v", tc.name, got, tc.want)
+		}
+		if got := b.Equal(a); got != tc.want {
+			t.Errorf("%s (swapped): Equal %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestEncodeRoundTrip: Encode writes what ParseSpec reads back as the same
+// spec, secrets included (JSON leaves an action's password and headers
+// out, so it cannot store a spec).
+func TestEncodeRoundTrip(t *testing.T) {
+	doc := `
+name: door
+source: {url: "rtsp://cam:pw@10.0.0.9/s", width: 1280, height: 720, fps: 15, fourcc: MJPG}
+detect: {model: people, threshold: 0.5, classes: [person], maxFps: 5}
+motion: {threshold: 30, hold: 2s}
+zones:
+  - name: porch
+    polygon: [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]
+    loiter: 30s
+tracker: {minFrames: 2, timeout: 1500ms}
+actions:
+  - {type: webhook, url: "https://example.net/hook", on: [zone.loiter], zones: [porch], headers: {X-Key: k1, X-Other: "a: b"}, timeout: 2s, cooldown: 1m}
+  - {type: mqtt, url: "tcp://broker:1883", topic: "t/{pipeline}", qos: 1, username: cam, password: "p'w\"d"}
+  - {type: gpio, chip: gpiochip0, line: 17, pulse: 2s, activeLow: true}
+`
+	s, err := ParseSpec("doc", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := s.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := ParseSpec("encoded", text)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, text)
+	}
+	if !back.Equal(s) {
+		t.Errorf("read back as\n%+v\nwant\n%+v\nencoded:\n%s", back, s, text)
+	}
+	if back.Actions[0].Headers["X-Key"] != "k1" || back.Actions[1].Password != `p'w"d` {
+		t.Errorf("secrets lost: %+v", back.Actions)
+	}
+}

@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,7 +31,8 @@ func (s *store) set(m ResolvedModel) { s.mu.Lock(); s.m = m; s.mu.Unlock() }
 // TestSwapModel: a pipeline on a model name switches from YOLOX-nano to
 // FastestDet between two frames: no frame is skipped, the frames before
 // carry the old version and the ones after the new, and detections go on.
-// A model that cannot serve is not swapped in.
+// A model that cannot serve is not swapped in, and an aborted swap
+// changes nothing.
 func TestSwapModel(t *testing.T) {
 	models := &store{m: ResolvedModel{Path: testenv.Model(t, "yolox_nano.onnx"), Kind: "yolox", Version: "yolox@1"}}
 	spec := Spec{Name: "swap", Source: sourceSpec(video(t, panVideo)), Detect: &DetectSpec{Model: "people", Classes: []string{"person"}}}
@@ -41,15 +44,31 @@ func TestSwapModel(t *testing.T) {
 	waitFor(t, 20*time.Second, "frames on the first model", func() bool { s, _ := e.PipelineStats("swap"); return s.FramesOut > 30 })
 
 	// A broken model: not swapped in, the old one keeps serving.
-	models.set(ResolvedModel{Path: testenv.Model(t, "coco80.txt"), Kind: "yolox", Version: "broken@2"})
-	if n, err := e.SwapModel(t.Context(), "people"); err == nil || n != 0 {
-		t.Errorf("swapping in a text file: %d swapped, %v", n, err)
+	broken := ResolvedModel{Path: testenv.Model(t, "coco80.txt"), Kind: "yolox", Version: "broken@2"}
+	if sw, err := e.PrepareModel(t.Context(), "people", broken); err == nil || !fault.Is(err, fault.Invalid) ||
+		!strings.HasPrefix(err.Error(), "pipeline swap: model people@broken@2: ") {
+		t.Errorf("preparing a text file: %v, %v: want an Invalid error naming the pipeline and the version", sw, err)
 	}
-	models.set(ResolvedModel{Path: testenv.Model(t, "fastestdet.onnx"), Kind: "fastestdet", Version: "fastestdet@3"})
-	if n, err := e.SwapModel(t.Context(), "people"); err != nil || n != 1 {
-		t.Fatalf("swap: %d swapped, %v", n, err)
+	// Prepared, then aborted: nothing changes.
+	fd := ResolvedModel{Path: testenv.Model(t, "fastestdet.onnx"), Kind: "fastestdet", Version: "fastestdet@3"}
+	sw, err := e.PrepareModel(t.Context(), "people", fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw.Abort()
+	if e.DetectorsOpen() != 1 {
+		t.Errorf("%d detectors open after an abort, want the old one", e.DetectorsOpen())
 	}
 	s0, _ := e.PipelineStats("swap")
+	waitFor(t, 20*time.Second, "frames after the abort", func() bool { s, _ := e.PipelineStats("swap"); return s.FramesOut > s0.FramesOut+10 })
+	// Prepared, recorded by the store, committed.
+	sw, err = e.PrepareModel(t.Context(), "people", fd)
+	if err != nil || !slices.Equal(sw.Pipelines(), []string{"swap"}) {
+		t.Fatalf("prepare: %v, %v", sw, err)
+	}
+	models.set(fd)
+	sw.Commit()
+	s0, _ = e.PipelineStats("swap")
 	waitFor(t, 20*time.Second, "frames on the new model", func() bool { s, _ := e.PipelineStats("swap"); return s.FramesOut > s0.FramesOut+30 })
 	if s, _ := e.PipelineStats("swap"); s.ModelVersion != "fastestdet@3" {
 		t.Errorf("stats show model %s", s.ModelVersion)

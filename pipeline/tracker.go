@@ -100,26 +100,70 @@ func newTracker(s TrackerSpec, zones []zone) *tracker {
 	return t
 }
 
-type pair struct {
-	t, d  int
-	score float32
-}
-
 // update matches objs (detections of one frame at scene time now, frame w
 // x h) to tracks, sets their TrackID (confirmed tracks only), and returns
 // the events, filled in except for Pipeline, Frame and the like.
 func (tk *tracker) update(now time.Time, objs []Object, w, h int) []Event {
+	dt := tk.advance(now, w, h)
+	assign, used := tk.match(tk.predict(dt), objs)
+	events := tk.follow(nil, now, dt, objs, assign)
+	events = tk.spawn(events, now, objs, used)
+	return tk.countEvents(events, w, h)
+}
+
+// advance moves the tracker's clock to now (frames w x h) and returns the
+// seconds since the last update (0 for the first).
+func (tk *tracker) advance(now time.Time, w, h int) float32 {
 	dt := float32(0)
 	if !tk.lastTime.IsZero() {
 		dt = float32(now.Sub(tk.lastTime).Seconds())
 	}
 	tk.lastTime, tk.w, tk.h = now, w, h
+	return dt
+}
+
+// predict is where each track's box should be dt seconds on, moved by its
+// velocity.
+func (tk *tracker) predict(dt float32) []Box {
 	pred := make([]Box, len(tk.tracks))
 	for i, t := range tk.tracks {
 		pred[i] = t.box.Shift(t.vx*dt, t.vy*dt)
 	}
-	tUsed := make([]bool, len(tk.tracks))
-	dUsed := make([]bool, len(objs))
+	return pred
+}
+
+// pair is a candidate match of track t and detection d.
+type pair struct {
+	t, d  int
+	score float32
+}
+
+// match assigns detections to tracks of the same class, greedily: by
+// overlap with the predicted boxes (highest first), then, for what overlap
+// did not match (fast or jumpy boxes), by centre distance (nearest first).
+// assign[i] is track i's detection (-1: none); used[j] tells whether
+// detection j went to a track.
+func (tk *tracker) match(pred []Box, objs []Object) (assign []int, used []bool) {
+	assign = make([]int, len(tk.tracks))
+	for i := range assign {
+		assign[i] = -1
+	}
+	used = make([]bool, len(objs))
+	take := func(ps []pair) {
+		for _, p := range ps {
+			if assign[p.t] < 0 && !used[p.d] {
+				assign[p.t], used[p.d] = p.d, true
+			}
+		}
+	}
+	take(tk.overlapPairs(pred, objs))
+	take(tk.distancePairs(pred, objs, assign, used))
+	return assign, used
+}
+
+// overlapPairs are the track-detection pairs that overlap enough, best
+// first.
+func (tk *tracker) overlapPairs(pred []Box, objs []Object) []pair {
 	var pairs []pair
 	for i, t := range tk.tracks {
 		for j, o := range objs {
@@ -131,90 +175,101 @@ func (tk *tracker) update(now time.Time, objs []Object, w, h int) []Event {
 		}
 	}
 	slices.SortFunc(pairs, func(a, b pair) int { return cmp.Compare(b.score, a.score) })
-	assign := make([]int, len(tk.tracks))
-	for i := range assign {
-		assign[i] = -1
-	}
-	take := func(ps []pair) {
-		for _, p := range ps {
-			if !tUsed[p.t] && !dUsed[p.d] {
-				tUsed[p.t], dUsed[p.d] = true, true
-				assign[p.t] = p.d
-			}
-		}
-	}
-	take(pairs)
-	// Centre distance for what overlap did not match (fast or jumpy boxes).
-	pairs = pairs[:0]
+	return pairs
+}
+
+// distancePairs are the pairs of unmatched tracks and detections whose
+// centres are close enough for the track's size, nearest first.
+func (tk *tracker) distancePairs(pred []Box, objs []Object, assign []int, used []bool) []pair {
+	var pairs []pair
 	for i, t := range tk.tracks {
-		if tUsed[i] {
+		if assign[i] >= 0 {
 			continue
 		}
 		size := max(pred[i].Width(), pred[i].Height())
 		px, py := pred[i].Center()
 		for j, o := range objs {
-			if dUsed[j] || o.ClassID != t.classID {
+			if used[j] || o.ClassID != t.classID {
 				continue
 			}
 			ox, oy := o.Box.Center()
-			d := hypot(ox-px, oy-py)
-			if d <= tk.dist*size {
+			if d := hypot(ox-px, oy-py); d <= tk.dist*size {
 				pairs = append(pairs, pair{i, j, d})
 			}
 		}
 	}
 	slices.SortFunc(pairs, func(a, b pair) int { return cmp.Compare(a.score, b.score) })
-	take(pairs)
+	return pairs
+}
 
-	var events []Event
-	ev := func(ty string, t *track) Event {
-		return Event{Type: ty, Class: t.label, TrackID: t.id, Score: t.score, Box: t.box, Width: w, Height: h}
-	}
+// follow moves each matched track to its detection (and gives the
+// detection its id once confirmed), and drops the tracks not seen for
+// longer than the timeout, appending the events of both.
+func (tk *tracker) follow(events []Event, now time.Time, dt float32, objs []Object, assign []int) []Event {
 	kept := tk.tracks[:0]
 	for i, t := range tk.tracks {
 		d := assign[i]
 		if d < 0 {
 			if now.Sub(t.last) > tk.timeout {
-				if t.confirmed {
-					for _, z := range tk.zones {
-						if entered, ok := t.zones[z.name]; ok {
-							e := ev(ZoneLeave, t)
-							e.Zone, e.Dwell = z.name, t.last.Sub(entered)
-							events = append(events, e)
-						}
-					}
-					e := ev(ObjectLeave, t)
-					e.Dwell = t.last.Sub(t.first)
-					events = append(events, e, t.ended(w, h))
-				}
-				continue // lost
+				events = tk.lost(events, t)
+				continue
 			}
 			kept = append(kept, t)
 			continue
 		}
 		o := &objs[d]
-		if dt > 0 {
-			ocx, ocy := o.Box.Center()
-			tcx, tcy := t.box.Center()
-			t.vx = 0.5*t.vx + 0.5*(ocx-tcx)/dt
-			t.vy = 0.5*t.vy + 0.5*(ocy-tcy)/dt
-		}
-		t.box, t.score, t.last = o.Box, o.Score, now
-		t.hits++
+		t.hit(o, now, dt)
 		switch {
 		case !t.confirmed && t.hits >= tk.minHits:
 			o.TrackID = t.id
-			events = tk.confirm(events, t, now, w, h, ev)
+			events = tk.confirm(events, t, now)
 		case t.confirmed:
 			o.TrackID = t.id
-			events = tk.zoneEvents(events, t, now, w, h, ev)
-			events = t.update(events, now, w, h)
+			events = tk.zoneEvents(events, t, now)
+			events = t.update(events, now, tk.w, tk.h)
 		}
 		kept = append(kept, t)
 	}
 	tk.tracks = kept
+	return events
+}
+
+// hit moves t to detection o, seen at now, dt seconds after the last
+// frame, and updates its velocity.
+func (t *track) hit(o *Object, now time.Time, dt float32) {
+	if dt > 0 {
+		ocx, ocy := o.Box.Center()
+		tcx, tcy := t.box.Center()
+		t.vx = 0.5*t.vx + 0.5*(ocx-tcx)/dt
+		t.vy = 0.5*t.vy + 0.5*(ocy-tcy)/dt
+	}
+	t.box, t.score, t.last = o.Box, o.Score, now
+	t.hits++
+}
+
+// lost appends the events of a confirmed track that was lost: it leaves
+// its zones and the frame, and its tracked object ends.
+func (tk *tracker) lost(events []Event, t *track) []Event {
+	if !t.confirmed {
+		return events
+	}
+	for _, z := range tk.zones {
+		if entered, ok := t.zones[z.name]; ok {
+			e := tk.ev(ZoneLeave, t)
+			e.Zone, e.Dwell = z.name, t.last.Sub(entered)
+			events = append(events, e)
+		}
+	}
+	e := tk.ev(ObjectLeave, t)
+	e.Dwell = t.last.Sub(t.first)
+	return append(events, e, t.ended(tk.w, tk.h))
+}
+
+// spawn starts a track for each detection no track took (confirmed at
+// once when one frame confirms).
+func (tk *tracker) spawn(events []Event, now time.Time, objs []Object, used []bool) []Event {
 	for j := range objs {
-		if dUsed[j] {
+		if used[j] {
 			continue
 		}
 		tk.nextID++
@@ -223,25 +278,30 @@ func (tk *tracker) update(now time.Time, objs []Object, w, h int) []Event {
 			first: now, last: now, zones: map[string]time.Time{}, loitered: map[string]bool{}}
 		if tk.minHits <= 1 {
 			objs[j].TrackID = t.id
-			events = tk.confirm(events, t, now, w, h, ev)
+			events = tk.confirm(events, t, now)
 		}
 		tk.tracks = append(tk.tracks, t)
 	}
-	return tk.countEvents(events, w, h)
+	return events
+}
+
+// ev is a raw event of t in the current frame.
+func (tk *tracker) ev(ty string, t *track) Event {
+	return Event{Type: ty, Class: t.label, TrackID: t.id, Score: t.score, Box: t.box, Width: tk.w, Height: tk.h}
 }
 
 // confirm makes t a confirmed object and appends its track.start (with
 // its detection as the best so far, the frame its first snapshot comes
 // from, and the zones it is in), object.enter and zone.enter events, in
 // that order: the raw events of an object follow its track.start.
-func (tk *tracker) confirm(events []Event, t *track, now time.Time, w, h int, ev func(string, *track) Event) []Event {
+func (tk *tracker) confirm(events []Event, t *track, now time.Time) []Event {
 	t.confirmed = true
 	t.best, t.bestBox, t.updated = t.score, t.box, now
-	zev := tk.zoneEvents(nil, t, now, w, h, ev)
+	zev := tk.zoneEvents(nil, t, now)
 	t.dirty = false
-	start := t.event(TrackStart, w, h)
+	start := t.event(TrackStart, tk.w, tk.h)
 	start.best = true
-	events = append(events, start, ev(ObjectEnter, t))
+	events = append(events, start, tk.ev(ObjectEnter, t))
 	return append(events, zev...)
 }
 
@@ -292,11 +352,13 @@ func (tk *tracker) finish() []Event {
 	return events
 }
 
-func (tk *tracker) zoneEvents(events []Event, t *track, now time.Time, w, h int, ev func(string, *track) Event) []Event {
+// zoneEvents appends t's zone.enter, zone.leave and zone.loiter events of
+// this frame.
+func (tk *tracker) zoneEvents(events []Event, t *track, now time.Time) []Event {
 	if len(tk.zones) == 0 {
 		return events
 	}
-	p := anchor(t.box, w, h)
+	p := anchor(t.box, tk.w, tk.h)
 	for _, z := range tk.zones {
 		inside := matchAny(z.classes, t.label) && z.poly.Contains(p)
 		entered, was := t.zones[z.name]
@@ -307,18 +369,18 @@ func (tk *tracker) zoneEvents(events []Event, t *track, now time.Time, w, h int,
 				t.visited = append(t.visited, z.name)
 				t.dirty = true
 			}
-			e := ev(ZoneEnter, t)
+			e := tk.ev(ZoneEnter, t)
 			e.Zone = z.name
 			events = append(events, e)
 		case !inside && was:
 			delete(t.zones, z.name)
 			delete(t.loitered, z.name)
-			e := ev(ZoneLeave, t)
+			e := tk.ev(ZoneLeave, t)
 			e.Zone, e.Dwell = z.name, now.Sub(entered)
 			events = append(events, e)
 		case inside && was && z.loiter > 0 && !t.loitered[z.name] && now.Sub(entered) >= z.loiter:
 			t.loitered[z.name] = true
-			e := ev(ZoneLoiter, t)
+			e := tk.ev(ZoneLoiter, t)
 			e.Zone, e.Dwell = z.name, now.Sub(entered)
 			events = append(events, e)
 		}
@@ -362,7 +424,7 @@ func (tk *tracker) confirmedTracks() []Object {
 	var out []Object
 	for _, t := range tk.tracks {
 		if t.confirmed {
-			out = append(out, Object{Box: t.box, ClassID: t.classID, Label: t.label, Score: t.score, TrackID: t.id})
+			out = append(out, Object{Detection: Detection{Box: t.box, ClassID: t.classID, Label: t.label, Score: t.score}, TrackID: t.id})
 		}
 	}
 	return out

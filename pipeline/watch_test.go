@@ -2,8 +2,10 @@ package pipeline
 
 import (
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"ledge/internal/testenv"
 	"ledge/pipeline/source"
 )
 
@@ -30,7 +32,7 @@ func TestWatchEncodesOnlyWhileWatched(t *testing.T) {
 				t.Errorf("frame %d: %d bytes, not a newer JPEG", f.Frame, len(f.Data))
 			}
 			last = f.Frame
-		case <-time.After(5 * time.Second):
+		case <-time.After(5 * time.Second * testenv.Slowdown()):
 			t.Fatal("no frame within 5 s")
 		}
 	}
@@ -42,9 +44,13 @@ func TestWatchEncodesOnlyWhileWatched(t *testing.T) {
 		t.Error("LatestFrame is empty while watched")
 	}
 	cancel()
-	time.Sleep(200 * time.Millisecond)
+	// The viewer gone, and two frames through since (an encode begun
+	// before is done): from here on, frames go on and no encode comes.
+	var s0 Stats
+	waitFor(t, 5*time.Second, "the viewer gone", func() bool { s0, _ = e.PipelineStats("w"); return s0.Watchers == 0 })
+	waitFor(t, 5*time.Second, "frames after the viewer left", func() bool { s, _ := e.PipelineStats("w"); return s.FramesOut >= s0.FramesOut+2 })
 	s1, _ := e.PipelineStats("w")
-	time.Sleep(500 * time.Millisecond)
+	waitFor(t, 10*time.Second, "20 more frames", func() bool { s, _ := e.PipelineStats("w"); return s.FramesOut >= s1.FramesOut+20 })
 	s2, _ := e.PipelineStats("w")
 	if s2.Encodes != s1.Encodes || s2.Watchers != 0 || s2.FramesOut <= s1.FramesOut {
 		t.Errorf("after the viewer left: encodes %d -> %d, frames %d -> %d; want no new encodes while frames go on",
@@ -58,7 +64,9 @@ func TestWatchEncodesOnlyWhileWatched(t *testing.T) {
 // TestWatchRates: a viewer that asks for 2 frames a second gets about
 // that many, and alone it costs only as many encodes; a full-rate viewer
 // beside it still gets watchFps.
-func TestWatchRates(t *testing.T) {
+func TestWatchRates(t *testing.T) { synctest.Test(t, testWatchRates) }
+
+func testWatchRates(t *testing.T) {
 	e := newTestEngine(t, []Spec{{Name: "w", Source: source.Spec{URL: "testpattern:", FPS: 50, Width: 320, Height: 240}}},
 		func(o *Options) { o.Config.WatchFPS = 20 })
 	run(t, e)

@@ -9,29 +9,33 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// Deployer is what the deployment routes need; appliance hands web the
-// agent behind it. Results are JSON-encodable values; errors carry
-// internal/fault kinds (a manifest that does not validate is Invalid, a
-// bad signature Unauthorized, elevated container settings the policy
-// refuses Forbidden, nothing to roll back to Conflict).
-type Deployer interface {
+// Deployments is what the deployment routes need; appliance hands web the
+// agent behind it. Errors carry internal/fault kinds (a manifest that does
+// not validate is Invalid, a bad signature Unauthorized, elevated
+// container settings the policy refuses Forbidden, nothing to roll back to
+// Conflict).
+type Deployments interface {
 	// Check verifies a manifest (and its detached signature, if any) and
 	// returns the plan against what runs now, changing nothing.
-	Check(ctx context.Context, manifest, signature []byte) (any, error)
+	Check(ctx context.Context, manifest, signature []byte) (DeploymentPlan, error)
 	// Apply makes the manifest the current deployment; it returns once the
 	// deployment is persisted, with its plan.
-	Apply(ctx context.Context, manifest, signature []byte) (any, error)
+	Apply(ctx context.Context, manifest, signature []byte) (AppliedDeployment, error)
 	// Status is the reported state.
-	Status(ctx context.Context) (any, error)
+	Status(ctx context.Context) (AgentReport, error)
 	// History lists past deployments, newest first.
-	History(ctx context.Context, limit int) (any, error)
+	History(ctx context.Context, limit int) ([]Deployment, error)
 	// Rollback returns to the last good deployment before the current.
-	Rollback(ctx context.Context) (any, error)
+	Rollback(ctx context.Context) (Deployment, error)
 	// Manifest returns deployment id (0: the current one) and its manifest
 	// text as it was received.
-	Manifest(ctx context.Context, id int64) (deployment any, text []byte, err error)
+	Manifest(ctx context.Context, id int64) (Deployment, []byte, error)
+}
+
+// Modules is what the module routes need (the agent's containers).
+type Modules interface {
 	// Modules is the runtime state of every module, by name.
-	Modules(ctx context.Context) (any, error)
+	Modules(ctx context.Context) (map[string]ModuleReport, error)
 	// RestartModule restarts a module's container now.
 	RestartModule(ctx context.Context, name string) error
 	// ModuleLogs returns the last tail lines of a module's output.
@@ -53,7 +57,7 @@ func (s *Server) deployRoutes() {
 	g.GET("/current", s.deployStatus)
 	g.POST("/rollback", s.deployRollback)
 	g.GET("/:id/manifest", s.deployManifest)
-	m := s.api.Group("/modules", s.needDeploy)
+	m := s.api.Group("/modules", s.needModules)
 	m.GET("", s.modulesList)
 	m.POST("/:name/restart", s.moduleRestart)
 	m.GET("/:name/logs", s.moduleLogs)
@@ -71,7 +75,7 @@ func (s *Server) deployManifest(c *gin.Context) {
 		}
 		id = n
 	}
-	d, text, err := s.opts.Deploy.Manifest(c.Request.Context(), id)
+	d, text, err := s.opts.Deployments.Manifest(c.Request.Context(), id)
 	if err != nil {
 		s.respondErr(c, err)
 		return
@@ -80,7 +84,7 @@ func (s *Server) deployManifest(c *gin.Context) {
 }
 
 func (s *Server) modulesList(c *gin.Context) {
-	m, err := s.opts.Deploy.Modules(c.Request.Context())
+	m, err := s.opts.Modules.Modules(c.Request.Context())
 	if err != nil {
 		s.respondErr(c, err)
 		return
@@ -89,7 +93,7 @@ func (s *Server) modulesList(c *gin.Context) {
 }
 
 func (s *Server) moduleRestart(c *gin.Context) {
-	if err := s.opts.Deploy.RestartModule(c.Request.Context(), c.Param("name")); err != nil {
+	if err := s.opts.Modules.RestartModule(c.Request.Context(), c.Param("name")); err != nil {
 		s.respondErr(c, err)
 		return
 	}
@@ -107,7 +111,7 @@ func (s *Server) moduleLogs(c *gin.Context) {
 		}
 		tail = n
 	}
-	out, err := s.opts.Deploy.ModuleLogs(c.Request.Context(), c.Param("name"), tail)
+	out, err := s.opts.Modules.ModuleLogs(c.Request.Context(), c.Param("name"), tail)
 	if err != nil {
 		s.respondErr(c, err)
 		return
@@ -115,13 +119,13 @@ func (s *Server) moduleLogs(c *gin.Context) {
 	c.Data(http.StatusOK, "text/plain; charset=utf-8", out)
 }
 
-// needDeploy answers 503 when ledge runs without the agent.
+// needDeploy and needModules answer 503 when ledge runs without the
+// agent.
 func (s *Server) needDeploy(c *gin.Context) {
-	if s.opts.Deploy == nil {
-		writeError(c, http.StatusServiceUnavailable, "unavailable", "the agent is disabled (agent.enabled: false)")
-		return
-	}
-	c.Next()
+	need(c, s.opts.Deployments != nil, "the agent is disabled (agent.enabled: false)")
+}
+func (s *Server) needModules(c *gin.Context) {
+	need(c, s.opts.Modules != nil, "the agent is disabled (agent.enabled: false)")
 }
 
 func (s *Server) manifestBody(c *gin.Context) (*manifestRequest, bool) {
@@ -142,7 +146,7 @@ func (s *Server) deployCheck(c *gin.Context) {
 	if !ok {
 		return
 	}
-	plan, err := s.opts.Deploy.Check(c.Request.Context(), []byte(req.Manifest), []byte(req.Signature))
+	plan, err := s.opts.Deployments.Check(c.Request.Context(), []byte(req.Manifest), []byte(req.Signature))
 	if err != nil {
 		s.respondErr(c, err)
 		return
@@ -157,7 +161,7 @@ func (s *Server) deployApply(c *gin.Context) {
 	if !ok {
 		return
 	}
-	res, err := s.opts.Deploy.Apply(c.Request.Context(), []byte(req.Manifest), []byte(req.Signature))
+	res, err := s.opts.Deployments.Apply(c.Request.Context(), []byte(req.Manifest), []byte(req.Signature))
 	if err != nil {
 		s.respondErr(c, err)
 		return
@@ -166,7 +170,7 @@ func (s *Server) deployApply(c *gin.Context) {
 }
 
 func (s *Server) deployStatus(c *gin.Context) {
-	st, err := s.opts.Deploy.Status(c.Request.Context())
+	st, err := s.opts.Deployments.Status(c.Request.Context())
 	if err != nil {
 		s.respondErr(c, err)
 		return
@@ -184,7 +188,7 @@ func (s *Server) deployHistory(c *gin.Context) {
 		}
 		limit = n
 	}
-	h, err := s.opts.Deploy.History(c.Request.Context(), limit)
+	h, err := s.opts.Deployments.History(c.Request.Context(), limit)
 	if err != nil {
 		s.respondErr(c, err)
 		return
@@ -193,7 +197,7 @@ func (s *Server) deployHistory(c *gin.Context) {
 }
 
 func (s *Server) deployRollback(c *gin.Context) {
-	d, err := s.opts.Deploy.Rollback(c.Request.Context())
+	d, err := s.opts.Deployments.Rollback(c.Request.Context())
 	if err != nil {
 		s.respondErr(c, err)
 		return

@@ -29,46 +29,48 @@ func (f *fakeDeployer) check(m []byte) error {
 	return nil
 }
 
-func (f *fakeDeployer) Check(_ context.Context, m, sig []byte) (any, error) {
+func (f *fakeDeployer) Check(_ context.Context, m, sig []byte) (DeploymentPlan, error) {
 	if err := f.check(m); err != nil {
-		return nil, err
+		return DeploymentPlan{}, err
 	}
-	return map[string]any{"changes": []any{map[string]string{"kind": "module", "name": "cam", "action": "create"}}}, nil
+	return DeploymentPlan{Changes: []PlanChange{{Kind: "module", Name: "cam", Action: "create"}}}, nil
 }
 
-func (f *fakeDeployer) Apply(_ context.Context, m, sig []byte) (any, error) {
+func (f *fakeDeployer) Apply(_ context.Context, m, sig []byte) (AppliedDeployment, error) {
 	if err := f.check(m); err != nil {
-		return nil, err
+		return AppliedDeployment{}, err
 	}
 	f.applied = append(f.applied, string(m))
 	f.signatures = append(f.signatures, string(sig))
-	return map[string]any{"deployment": map[string]any{"id": len(f.applied)}}, nil
+	return AppliedDeployment{Deployment: Deployment{ID: int64(len(f.applied))}}, nil
 }
 
-func (f *fakeDeployer) Status(context.Context) (any, error) {
-	return map[string]any{"lastDesiredStatus": map[string]any{"code": 200}}, nil
+func (f *fakeDeployer) Status(context.Context) (AgentReport, error) {
+	return AgentReport{LastDesiredStatus: DesiredStatus{Code: 200}}, nil
 }
 
-func (f *fakeDeployer) History(_ context.Context, limit int) (any, error) {
-	return []map[string]int{{"id": 1}, {"limit": limit}}, nil
+func (f *fakeDeployer) History(_ context.Context, limit int) ([]Deployment, error) {
+	return []Deployment{{ID: 1}, {ID: int64(limit)}}, nil
 }
 
-func (f *fakeDeployer) Rollback(context.Context) (any, error) {
+func (f *fakeDeployer) Rollback(context.Context) (Deployment, error) {
 	f.rollbacks++
 	if f.rollbacks > 1 {
-		return nil, fault.New(fault.Conflict, "no earlier deployment that converged")
+		return Deployment{}, fault.New(fault.Conflict, "no earlier deployment that converged")
 	}
-	return map[string]any{"id": 1}, nil
+	return Deployment{ID: 1}, nil
 }
 
-func (f *fakeDeployer) Manifest(_ context.Context, id int64) (any, []byte, error) {
+func (f *fakeDeployer) Manifest(_ context.Context, id int64) (Deployment, []byte, error) {
 	if id > int64(len(f.applied)) {
-		return nil, nil, fault.New(fault.NotFound, "no deployment %d", id)
+		return Deployment{}, nil, fault.New(fault.NotFound, "no deployment %d", id)
 	}
-	return map[string]int64{"id": id}, []byte("version: x\n"), nil
+	return Deployment{ID: id}, []byte("version: x\n"), nil
 }
 
-func (f *fakeDeployer) Modules(context.Context) (any, error) { return map[string]any{}, nil }
+func (f *fakeDeployer) Modules(context.Context) (map[string]ModuleReport, error) {
+	return map[string]ModuleReport{}, nil
+}
 
 func (f *fakeDeployer) RestartModule(_ context.Context, name string) error {
 	return fault.New(fault.NotFound, "module %q is not in the deployment", name)
@@ -80,7 +82,7 @@ func (f *fakeDeployer) ModuleLogs(_ context.Context, name string, tail int) ([]b
 
 func TestDeployRoutes(t *testing.T) {
 	fd := &fakeDeployer{}
-	s, err := New(Options{Listen: "127.0.0.1:0", Socket: filepath.Join(t.TempDir(), "s.sock"), Deploy: fd, Dev: true})
+	s, err := New(Options{Listen: "127.0.0.1:0", Socket: filepath.Join(t.TempDir(), "s.sock"), Deployments: fd, Modules: fd, Dev: true})
 	if err != nil {
 		t.Fatal(err)
 	}

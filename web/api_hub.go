@@ -12,16 +12,30 @@ import (
 	"ledge/internal/fault"
 )
 
-// HubAPI is what the API needs from the MQTT hub; appliance adapts the
-// hub to it. Results are JSON-ready values.
-type HubAPI interface {
-	Stats() any
-	Identities() any
-	AddIdentity(ctx context.Context, spec HubIdentitySpec) (any, error)
-	ShowIdentity(name string) (any, error)
+// What the API needs from the MQTT hub, one small interface per resource;
+// appliance adapts the hub to each. Errors carry internal/fault kinds.
+
+// HubStatus is GET /hub (and the Hub page).
+type HubStatus interface {
+	Stats() HubStats
+}
+
+// HubIdentities are /hub/identities.
+type HubIdentities interface {
+	Identities() []HubIdentity
+	AddIdentity(ctx context.Context, spec HubIdentitySpec) (HubCreated, error)
+	ShowIdentity(name string) (HubCreated, error)
 	RemoveIdentity(ctx context.Context, name string) error
-	GetTwin(ctx context.Context, name string) (any, error)
-	PatchDesired(ctx context.Context, name string, patch []byte) (any, error)
+}
+
+// HubTwins are /hub/twins.
+type HubTwins interface {
+	GetTwin(ctx context.Context, name string) (HubTwin, error)
+	PatchDesired(ctx context.Context, name string, patch []byte) (HubTwin, error)
+}
+
+// HubMessages are direct methods and cloud-to-device messages.
+type HubMessages interface {
 	InvokeMethod(ctx context.Context, target, method string, payload json.RawMessage, timeout time.Duration) (int, json.RawMessage, error)
 	SendC2D(ctx context.Context, device string, body []byte, props map[string]string) error
 }
@@ -33,6 +47,7 @@ type HubIdentitySpec struct {
 	Password       string `json:"password,omitempty"`
 	X509Thumbprint string `json:"x509Thumbprint,omitempty"`
 	X509CA         bool   `json:"x509CA,omitempty"`
+	Parent         string `json:"parent,omitempty"` // device: the edge device that may connect on its behalf
 }
 
 type methodRequest struct {
@@ -50,32 +65,31 @@ type c2dRequest struct {
 
 // hubRoutes registers /api/v1/hub/...; without a hub they answer 503.
 func (s *Server) hubRoutes() {
-	g := s.api.Group("/hub", s.needHub)
-	g.GET("", s.hubStats)
-	g.GET("/identities", s.hubIdentities)
-	g.POST("/identities", s.hubAddIdentity)
-	g.GET("/identities/*name", s.hubShowIdentity)
-	g.DELETE("/identities/*name", s.hubRemoveIdentity)
-	g.GET("/twins/*name", s.hubGetTwin)
-	g.PATCH("/twins/*name", s.hubPatchTwin)
-	g.POST("/methods", s.hubInvoke)
-	g.POST("/c2d", s.hubC2D)
+	g := s.api.Group("/hub")
+	status, ids, twins, msgs := needHub(s.opts.HubStatus != nil), needHub(s.opts.HubIdentities != nil),
+		needHub(s.opts.HubTwins != nil), needHub(s.opts.HubMessages != nil)
+	g.GET("", status, s.hubStats)
+	g.GET("/identities", ids, s.hubIdentities)
+	g.POST("/identities", ids, s.hubAddIdentity)
+	g.GET("/identities/*name", ids, s.hubShowIdentity)
+	g.DELETE("/identities/*name", ids, s.hubRemoveIdentity)
+	g.GET("/twins/*name", twins, s.hubGetTwin)
+	g.PATCH("/twins/*name", twins, s.hubPatchTwin)
+	g.POST("/methods", msgs, s.hubInvoke)
+	g.POST("/c2d", msgs, s.hubC2D)
 }
 
-func (s *Server) needHub(c *gin.Context) {
-	if s.opts.Hub == nil {
-		writeError(c, http.StatusServiceUnavailable, string(fault.Unavailable), "the MQTT hub is not running (hub.enabled: false)")
-		return
-	}
-	c.Next()
+// needHub answers 503 unless the hub's part is there.
+func needHub(ok bool) gin.HandlerFunc {
+	return func(c *gin.Context) { need(c, ok, "the MQTT hub is not running (hub.enabled: false)") }
 }
 
 func pathName(c *gin.Context) string { return strings.Trim(c.Param("name"), "/") }
 
-func (s *Server) hubStats(c *gin.Context) { c.JSON(http.StatusOK, s.opts.Hub.Stats()) }
+func (s *Server) hubStats(c *gin.Context) { c.JSON(http.StatusOK, s.opts.HubStatus.Stats()) }
 
 func (s *Server) hubIdentities(c *gin.Context) {
-	c.JSON(http.StatusOK, gin.H{"identities": s.opts.Hub.Identities()})
+	c.JSON(http.StatusOK, gin.H{"identities": s.opts.HubIdentities.Identities()})
 }
 
 func (s *Server) hubAddIdentity(c *gin.Context) {
@@ -83,7 +97,7 @@ func (s *Server) hubAddIdentity(c *gin.Context) {
 	if !bindJSON(c, &spec) {
 		return
 	}
-	out, err := s.opts.Hub.AddIdentity(c.Request.Context(), spec)
+	out, err := s.opts.HubIdentities.AddIdentity(c.Request.Context(), spec)
 	if err != nil {
 		s.respondErr(c, err)
 		return
@@ -92,7 +106,7 @@ func (s *Server) hubAddIdentity(c *gin.Context) {
 }
 
 func (s *Server) hubShowIdentity(c *gin.Context) {
-	out, err := s.opts.Hub.ShowIdentity(pathName(c))
+	out, err := s.opts.HubIdentities.ShowIdentity(pathName(c))
 	if err != nil {
 		s.respondErr(c, err)
 		return
@@ -101,7 +115,7 @@ func (s *Server) hubShowIdentity(c *gin.Context) {
 }
 
 func (s *Server) hubRemoveIdentity(c *gin.Context) {
-	if err := s.opts.Hub.RemoveIdentity(c.Request.Context(), pathName(c)); err != nil {
+	if err := s.opts.HubIdentities.RemoveIdentity(c.Request.Context(), pathName(c)); err != nil {
 		s.respondErr(c, err)
 		return
 	}
@@ -109,7 +123,7 @@ func (s *Server) hubRemoveIdentity(c *gin.Context) {
 }
 
 func (s *Server) hubGetTwin(c *gin.Context) {
-	out, err := s.opts.Hub.GetTwin(c.Request.Context(), pathName(c))
+	out, err := s.opts.HubTwins.GetTwin(c.Request.Context(), pathName(c))
 	if err != nil {
 		s.respondErr(c, err)
 		return
@@ -122,7 +136,7 @@ func (s *Server) hubPatchTwin(c *gin.Context) {
 	if !ok {
 		return
 	}
-	out, err := s.opts.Hub.PatchDesired(c.Request.Context(), pathName(c), body)
+	out, err := s.opts.HubTwins.PatchDesired(c.Request.Context(), pathName(c), body)
 	if err != nil {
 		s.respondErr(c, err)
 		return
@@ -143,7 +157,7 @@ func (s *Server) hubInvoke(c *gin.Context) {
 		writeError(c, http.StatusBadRequest, string(fault.Invalid), "timeoutSeconds: want 0 (default) to 300")
 		return
 	}
-	status, payload, err := s.opts.Hub.InvokeMethod(c.Request.Context(), req.Target, req.Method, req.Payload,
+	status, payload, err := s.opts.HubMessages.InvokeMethod(c.Request.Context(), req.Target, req.Method, req.Payload,
 		time.Duration(req.TimeoutSeconds*float64(time.Second)))
 	if err != nil {
 		s.respondErr(c, err)
@@ -166,7 +180,7 @@ func (s *Server) hubC2D(c *gin.Context) {
 	if json.Unmarshal(req.Body, &str) == nil {
 		body = []byte(str)
 	}
-	if err := s.opts.Hub.SendC2D(c.Request.Context(), req.Device, body, req.Properties); err != nil {
+	if err := s.opts.HubMessages.SendC2D(c.Request.Context(), req.Device, body, req.Properties); err != nil {
 		s.respondErr(c, err)
 		return
 	}

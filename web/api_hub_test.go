@@ -19,30 +19,30 @@ type fakeHub struct {
 	c2d     string
 }
 
-func (f *fakeHub) Stats() any      { return map[string]int{"clientsConnected": 2} }
-func (f *fakeHub) Identities() any { return []string{"a"} }
-func (f *fakeHub) AddIdentity(_ context.Context, s HubIdentitySpec) (any, error) {
+func (f *fakeHub) Stats() HubStats           { return HubStats{ClientsConnected: 2} }
+func (f *fakeHub) Identities() []HubIdentity { return []HubIdentity{{Name: "a"}} }
+func (f *fakeHub) AddIdentity(_ context.Context, s HubIdentitySpec) (HubCreated, error) {
 	if s.Name == "dup" {
-		return nil, fault.New(fault.Conflict, "identity %q exists", s.Name)
+		return HubCreated{}, fault.New(fault.Conflict, "identity %q exists", s.Name)
 	}
 	f.added = s
-	return map[string]string{"name": s.Name, "primaryKey": "k"}, nil
+	return HubCreated{HubIdentity: HubIdentity{Name: s.Name, PrimaryKey: "k"}}, nil
 }
-func (f *fakeHub) ShowIdentity(name string) (any, error) {
+func (f *fakeHub) ShowIdentity(name string) (HubCreated, error) {
 	if name != "d/m" {
-		return nil, fault.New(fault.NotFound, "identity %q does not exist", name)
+		return HubCreated{}, fault.New(fault.NotFound, "identity %q does not exist", name)
 	}
-	return map[string]string{"name": name}, nil
+	return HubCreated{HubIdentity: HubIdentity{Name: name}}, nil
 }
 func (f *fakeHub) RemoveIdentity(_ context.Context, name string) error { f.removed = name; return nil }
-func (f *fakeHub) GetTwin(_ context.Context, name string) (any, error) {
-	return map[string]any{"desired": map[string]any{}}, nil
+func (f *fakeHub) GetTwin(_ context.Context, name string) (HubTwin, error) {
+	return HubTwin{Desired: json.RawMessage(`{}`), Reported: json.RawMessage(`{}`)}, nil
 }
-func (f *fakeHub) PatchDesired(_ context.Context, name string, patch []byte) (any, error) {
+func (f *fakeHub) PatchDesired(_ context.Context, name string, patch []byte) (HubTwin, error) {
 	if !json.Valid(patch) {
-		return nil, fault.New(fault.Invalid, "twin patch is not a JSON object")
+		return HubTwin{}, fault.New(fault.Invalid, "twin patch is not a JSON object")
 	}
-	return map[string]any{"desiredVersion": 1}, nil
+	return HubTwin{Desired: patch, DesiredVersion: 1, Reported: json.RawMessage(`{}`)}, nil
 }
 func (f *fakeHub) InvokeMethod(_ context.Context, target, method string, p json.RawMessage, timeout time.Duration) (int, json.RawMessage, error) {
 	switch target {
@@ -60,7 +60,7 @@ func (f *fakeHub) SendC2D(_ context.Context, device string, body []byte, props m
 
 func TestHubAPI(t *testing.T) {
 	f := &fakeHub{}
-	s, err := New(Options{Listen: "127.0.0.1:0", Socket: filepath.Join(t.TempDir(), "s.sock"), Dev: true, Hub: f})
+	s, err := New(Options{Listen: "127.0.0.1:0", Socket: filepath.Join(t.TempDir(), "s.sock"), Dev: true, HubStatus: f, HubIdentities: f, HubTwins: f, HubMessages: f})
 	if err != nil {
 		t.Fatal(err)
 	}

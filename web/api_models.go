@@ -7,26 +7,26 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// ModelStore is what the model routes need; appliance hands web the model
-// store behind it. Results are JSON-encodable values; errors carry
+// ModelStore is what the model routes (and the Models page) need;
+// appliance hands web the model store behind it. Errors carry
 // internal/fault kinds (a bad spec is Invalid, an unknown name NotFound, a
 // version that is not ready or a rollback with nowhere to go Conflict, a
 // bad signature Unauthorized, over the quota TooLarge).
 type ModelStore interface {
 	// List returns every model with its versions, states and download
 	// progress.
-	List(ctx context.Context) (any, error)
+	List(ctx context.Context) ([]Model, error)
 	// Get returns one model with its versions.
-	Get(ctx context.Context, name string) (any, error)
+	Get(ctx context.Context, name string) (Model, error)
 	// Pull records a model version (spec: the JSON of one manifest models
 	// entry) and downloads it in the background; activate activates it
 	// once it is ready.
-	Pull(ctx context.Context, spec []byte, activate bool) (any, error)
+	Pull(ctx context.Context, spec []byte, activate bool) (ModelVersion, error)
 	// Activate makes name@version active (loaded and warmed first) and
 	// pins it; it returns once the version serves or failed to.
-	Activate(ctx context.Context, name, version string) (any, error)
+	Activate(ctx context.Context, name, version string) (ModelVersion, error)
 	// Rollback activates the version that was active before the current.
-	Rollback(ctx context.Context, name string) (any, error)
+	Rollback(ctx context.Context, name string) (ModelVersion, error)
 }
 
 func (s *Server) modelRoutes() {

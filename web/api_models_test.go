@@ -19,40 +19,41 @@ type fakeModels struct {
 	activated []string
 }
 
-func (f *fakeModels) List(context.Context) (any, error) {
-	return []map[string]any{{"name": "people", "active": "1"}}, nil
+func (f *fakeModels) List(context.Context) ([]Model, error) {
+	return []Model{{Name: "people", Active: "1"}}, nil
 }
 
-func (f *fakeModels) Get(_ context.Context, name string) (any, error) {
+func (f *fakeModels) Get(_ context.Context, name string) (Model, error) {
 	if name != "people" {
-		return nil, fault.New(fault.NotFound, "no model named %q in the store", name)
+		return Model{}, fault.New(fault.NotFound, "no model named %q in the store", name)
 	}
-	return map[string]any{"name": "people", "active": "1"}, nil
+	return Model{Name: "people", Active: "1"}, nil
 }
 
-func (f *fakeModels) Pull(_ context.Context, spec []byte, activate bool) (any, error) {
+func (f *fakeModels) Pull(_ context.Context, spec []byte, activate bool) (ModelVersion, error) {
 	var m map[string]any
 	if json.Unmarshal(spec, &m) != nil || m["sha256"] == nil {
-		return nil, fault.New(fault.Invalid, "sha256: is required")
+		return ModelVersion{}, fault.New(fault.Invalid, "sha256: is required")
 	}
 	f.pulled = append(f.pulled, string(spec))
 	f.activate = append(f.activate, activate)
-	return map[string]any{"name": m["name"], "state": "queued"}, nil
+	name, _ := m["name"].(string)
+	return ModelVersion{Name: name, State: "queued"}, nil
 }
 
-func (f *fakeModels) Activate(_ context.Context, name, version string) (any, error) {
+func (f *fakeModels) Activate(_ context.Context, name, version string) (ModelVersion, error) {
 	if version == "broken" {
-		return nil, fault.New(fault.Invalid, "people@broken cannot serve, 1 stays active: warm-up failed")
+		return ModelVersion{}, fault.New(fault.Invalid, "people@broken cannot serve, 1 stays active: warm-up failed")
 	}
 	f.activated = append(f.activated, name+"@"+version)
-	return map[string]any{"name": name, "version": version, "state": "active"}, nil
+	return ModelVersion{Name: name, Version: version, State: "active"}, nil
 }
 
-func (f *fakeModels) Rollback(_ context.Context, name string) (any, error) {
+func (f *fakeModels) Rollback(_ context.Context, name string) (ModelVersion, error) {
 	if name != "people" {
-		return nil, fault.New(fault.Conflict, "no earlier version of %q is in the store", name)
+		return ModelVersion{}, fault.New(fault.Conflict, "no earlier version of %q is in the store", name)
 	}
-	return map[string]any{"name": name, "version": "0"}, nil
+	return ModelVersion{Name: name, Version: "0"}, nil
 }
 
 func modelServer(t *testing.T, fm *fakeModels) *Server {

@@ -12,35 +12,48 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// Pipelines is the pipeline engine as the API and the dashboard need it
-// (appliance adapts the engine).
+// The pipeline engine as the API and the dashboard need it, one small
+// interface per resource; appliance adapts the engine to each. Errors
+// carry internal/fault kinds.
+
+// Pipelines is the /pipelines resource (the Pipelines page).
 type Pipelines interface {
 	// List returns every pipeline's state and stats.
-	List(ctx context.Context) (any, error)
+	List(ctx context.Context) ([]Pipeline, error)
 	// Get returns one pipeline's spec, owner, state and stats.
-	Get(ctx context.Context, name string) (any, error)
+	Get(ctx context.Context, name string) (Pipeline, error)
 	// Put creates or replaces a pipeline from a spec (YAML or JSON); the
 	// spec's name must equal name when name is not empty.
-	Put(ctx context.Context, name string, spec []byte) (any, error)
+	Put(ctx context.Context, name string, spec []byte) (Pipeline, error)
 	// Delete removes a pipeline created through the API.
 	Delete(ctx context.Context, name string) error
 	Start(ctx context.Context, name string) error
 	Stop(ctx context.Context, name string) error
 	Reload(ctx context.Context, name string) error
 	// History is the recent fps and latency samples (the last hour).
-	History(name string) (any, error)
+	History(name string) ([]PipelineSample, error)
+}
+
+// Frames are the pipelines' annotated frames (the Live page, MJPEG
+// streams, frame.jpg).
+type Frames interface {
 	// Watch delivers the newest annotated frame while the viewer watches,
 	// at most fps a second (0: the engine's rate); frames are encoded only
 	// while someone does. cancel ends it.
 	Watch(name string, fps float64) (frames <-chan Frame, cancel func(), err error)
 	// Latest is the newest frame encoded for viewers (zero without any).
 	Latest(name string) (Frame, error)
+}
+
+// EventLog is the pipelines' event log (the Events page, /events and
+// /snapshots).
+type EventLog interface {
 	// Events queries the tracked objects' events (one per object), newest
 	// first.
-	Events(ctx context.Context, q EventQuery) (any, error)
+	Events(ctx context.Context, q EventQuery) (EventPage, error)
 	// RawEvents queries the raw events (object.enter, zone.enter, ...),
 	// newest first.
-	RawEvents(ctx context.Context, q EventQuery) (any, error)
+	RawEvents(ctx context.Context, q EventQuery) (EventPage, error)
 	// SnapshotFile is the path of a snapshot named in an event.
 	SnapshotFile(name string) (string, error)
 }
@@ -74,17 +87,30 @@ func (s *Server) pipelineRoutes() {
 	g.POST("/:name/stop", s.pipelineAction(Pipelines.Stop))
 	g.POST("/:name/reload", s.pipelineAction(Pipelines.Reload))
 	g.GET("/:name/history", s.pipelineHistory)
-	g.GET("/:name/stream.mjpeg", s.pipelineStream)
-	g.GET("/:name/frame.jpg", s.pipelineFrame)
-	s.api.GET("/live", s.needPipelines, s.liveFeed)
-	s.api.GET("/events", s.needPipelines, s.eventsQuery(false))
-	s.api.GET("/events/raw", s.needPipelines, s.eventsQuery(true))
-	s.api.GET("/snapshots/*file", s.needPipelines, s.snapshot)
+	g.GET("/:name/stream.mjpeg", s.needFrames, s.pipelineStream)
+	g.GET("/:name/frame.jpg", s.needFrames, s.pipelineFrame)
+	s.api.GET("/live", s.needFrames, s.liveFeed)
+	s.api.GET("/events", s.needEventLog, s.eventsQuery(false))
+	s.api.GET("/events/raw", s.needEventLog, s.eventsQuery(true))
+	s.api.GET("/snapshots/*file", s.needEventLog, s.snapshot)
 }
 
+// needPipelines, needFrames and needEventLog answer 503 when appliance
+// handed web no such part.
 func (s *Server) needPipelines(c *gin.Context) {
-	if s.opts.Pipelines == nil {
-		writeError(c, http.StatusServiceUnavailable, "unavailable", "the pipeline engine is not running")
+	need(c, s.opts.Pipelines != nil, "the pipeline engine is not running")
+}
+func (s *Server) needFrames(c *gin.Context) {
+	need(c, s.opts.Frames != nil, "the pipeline engine is not running")
+}
+func (s *Server) needEventLog(c *gin.Context) {
+	need(c, s.opts.EventLog != nil, "the pipeline engine is not running")
+}
+
+// need goes on when ok, else answers 503 with why.
+func need(c *gin.Context, ok bool, why string) {
+	if !ok {
+		writeError(c, http.StatusServiceUnavailable, "unavailable", why)
 		return
 	}
 	c.Next()
@@ -172,7 +198,7 @@ func (s *Server) pipelineStream(c *gin.Context) {
 	if !ok {
 		return
 	}
-	frames, cancel, err := s.opts.Pipelines.Watch(c.Param("name"), fps)
+	frames, cancel, err := s.opts.Frames.Watch(c.Param("name"), fps)
 	if err != nil {
 		s.respondErr(c, err)
 		return
@@ -226,7 +252,7 @@ func fpsParam(c *gin.Context) (float64, bool) {
 // pipelineFrame serves the newest annotated frame as a JPEG (404 when
 // nobody watched yet: open the stream instead).
 func (s *Server) pipelineFrame(c *gin.Context) {
-	f, err := s.opts.Pipelines.Latest(c.Param("name"))
+	f, err := s.opts.Frames.Latest(c.Param("name"))
 	if err != nil {
 		s.respondErr(c, err)
 		return
@@ -283,9 +309,9 @@ func (s *Server) eventsQuery(raw bool) gin.HandlerFunc {
 				return
 			}
 		}
-		query := s.opts.Pipelines.Events
+		query := s.opts.EventLog.Events
 		if raw {
-			query = s.opts.Pipelines.RawEvents
+			query = s.opts.EventLog.RawEvents
 		}
 		ev, err := query(c.Request.Context(), q)
 		if err != nil {
@@ -313,7 +339,7 @@ func parseTimeParam(v string) (time.Time, error) {
 
 // snapshot serves an event's snapshot JPEG.
 func (s *Server) snapshot(c *gin.Context) {
-	path, err := s.opts.Pipelines.SnapshotFile(strings.TrimPrefix(c.Param("file"), "/"))
+	path, err := s.opts.EventLog.SnapshotFile(strings.TrimPrefix(c.Param("file"), "/"))
 	if err != nil {
 		s.respondErr(c, err)
 		return

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -192,7 +193,7 @@ func (lc *liveConn) setWatches(want map[string]float64) {
 	slices.Sort(start)
 	for _, name := range start {
 		fps := want[name]
-		frames, cancel, err := lc.s.opts.Pipelines.Watch(name, fps)
+		frames, cancel, err := lc.s.opts.Frames.Watch(name, fps)
 		if err != nil {
 			lc.note(map[string]string{"type": "error", "pipeline": name, "message": err.Error()})
 			continue
@@ -244,12 +245,7 @@ func (lc *liveConn) flush() error {
 			return err
 		}
 	}
-	names := make([]string, 0, len(frames))
-	for name := range frames {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(frames)) {
 		f := frames[name]
 		head, err := json.Marshal(liveHeader{Pipeline: name, Seq: f.Seq, Time: f.Time})
 		if err != nil {

@@ -57,18 +57,27 @@ type Options struct {
 	PublicMetrics bool
 	// System reports the machine's state for the overview.
 	System SystemSource
-	// Hub is the MQTT hub's API (nil: the hub routes answer 503).
-	Hub HubAPI
+	// HubStatus, HubIdentities, HubTwins and HubMessages are the MQTT
+	// hub's parts of the API (nil: their routes answer 503).
+	HubStatus     HubStatus
+	HubIdentities HubIdentities
+	HubTwins      HubTwins
+	HubMessages   HubMessages
 	// MQTTWebSocket serves MQTT over WebSocket at /$iothub/websocket,
 	// outside the API's auth (the MQTT CONNECT authenticates).
 	MQTTWebSocket http.Handler
 	// Events feeds GET /api/v1/events/stream (server-sent events).
 	Events EventFeed
-	// Pipelines serves /api/v1/pipelines, /events, /snapshots and the live
-	// pages (nil: the routes answer 503).
+	// Pipelines serves /api/v1/pipelines, Frames their frames (the live
+	// feed, MJPEG, frame.jpg), EventLog /events and /snapshots (nil: the
+	// routes answer 503).
 	Pipelines Pipelines
-	// Deploy serves /api/v1/deployments (nil: no agent).
-	Deploy Deployer
+	Frames    Frames
+	EventLog  EventLog
+	// Deployments serves /api/v1/deployments, Modules /api/v1/modules
+	// (nil: no agent).
+	Deployments Deployments
+	Modules     Modules
 	// Models serves /api/v1/models (nil: they answer 503).
 	Models ModelStore
 }

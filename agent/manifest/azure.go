@@ -3,9 +3,13 @@ package manifest
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
+
+	"ledge/internal/yamlstrict"
 )
 
 // Schema versions ledge reads in Azure manifests (reference §1.2, §1.3).
@@ -45,7 +49,7 @@ type azModule struct {
 	Status          string             `yaml:"status"`
 	RestartPolicy   string             `yaml:"restartPolicy"`
 	ImagePullPolicy string             `yaml:"imagePullPolicy"`
-	StartupOrder    *int64             `yaml:"startupOrder"`
+	StartupOrder    *uint32            `yaml:"startupOrder"`
 	Settings        rawNode            `yaml:"settings"`
 	Env             map[string]rawNode `yaml:"env"`
 }
@@ -75,25 +79,63 @@ type azLedge struct {
 	Pipelines rawNode `yaml:"pipelines"`
 }
 
-// Known keys per object, for Azure's case-insensitive JSON reading.
-var (
-	keysAgent     = []string{"schemaVersion", "runtime", "systemModules", "modules"}
-	keysRuntime   = []string{"type", "settings"}
-	keysRTSet     = []string{"minDockerVersion", "loggingOptions", "registryCredentials"}
-	keysCred      = []string{"username", "password", "address"}
-	keysModule    = []string{"version", "type", "status", "restartPolicy", "imagePullPolicy", "startupOrder", "settings", "env"}
-	keysEnv       = []string{"value"}
-	keysHub       = []string{"schemaVersion", "routes", "storeAndForwardConfiguration", "mqttBroker", "integrity"}
-	keysRoute     = []string{"route", "priority", "timeToLiveSecs"}
-	keysSAF       = []string{"timeToLiveSecs", "storeLimits"}
-	keysLimits    = []string{"maxSizeBytes"}
-	keysLedge     = []string{"version", "models", "pipelines"}
-	keysTwinEntry = []string{desiredKey}
-)
+// azNormalizer reads the $edgeAgent and $edgeHub desired properties as
+// edgeAgent reads them with Json.NET: keys case-insensitively, strings,
+// numbers and booleans converted, unknown keys ignored (with a warning
+// here).
+func azNormalizer(src *source, ps *problems) *normalizer {
+	return &normalizer{
+		tag:  "yaml",
+		conv: func(string) conversion { return convJSONNet },
+		problem: func(warn bool, path []string, n *yaml.Node, msg string) {
+			if warn {
+				ps.warnAt(n, path, "%s", msg)
+			} else {
+				ps.add(src.nodeError(n, path, msg))
+			}
+		},
+		quiet: ps.quiet,
+		unknown: func(key, suggestion string) string {
+			msg := "unknown key, ignored as edgeAgent ignores it"
+			if suggestion != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", suggestion)
+			}
+			return msg
+		},
+	}
+}
+
+// normalize reads node n for type T with z, then decodes it strictly.
+func normalize[T any](src *source, z *normalizer, n *yaml.Node, path []string, ps *problems) (T, bool) {
+	var v T
+	before := len(ps.list)
+	if !z.walk(n, reflect.TypeFor[T](), path, "") || len(ps.list) > before {
+		return v, false
+	}
+	return v, decodeStrict(src, n, &v, path, ps)
+}
+
+// twinMetadata are the keys IoT Hub adds to a twin's desired properties;
+// a manifest copied from a twin carries them.
+var twinMetadata = []string{"$version", "$metadata"}
+
+func dropTwinMetadata(n *yaml.Node) {
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	kept := n.Content[:0]
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if !slices.Contains(twinMetadata, n.Content[i].Value) {
+			kept = append(kept, n.Content[i], n.Content[i+1])
+		}
+	}
+	n.Content = kept
+}
+
+var keysTwinEntry = []string{desiredKey}
 
 // foldKeys renames the keys of mapping n that match a known key but for
-// case to that key, as Newtonsoft's reader matches them; two keys that
-// fold to the same name are an error.
+// case to that key; two keys that fold to the same name are an error.
 func foldKeys(src *source, n *yaml.Node, known []string, path []string, ps *problems) bool {
 	if n == nil || n.Kind != yaml.MappingNode {
 		return true
@@ -197,8 +239,7 @@ func parseAzure(src *source, mc *yaml.Node, base []string, ps *problems) *Manife
 		parseAzureHub(src, m, hub, hubPath, ps)
 	}
 	if ledge != nil {
-		var l azLedge
-		if foldKeys(src, ledge, keysLedge, ledgePath, ps) && decodeStrict(src, ledge, &l, ledgePath, ps) {
+		if l, ok := normalize[azLedge](src, azNormalizer(src, ps), ledge, ledgePath, ps); ok {
 			m.Version = l.Version
 			if err := checkVersion(m.Version); err != "" {
 				ps.at(with(ledgePath, "version"), "%s", err)
@@ -217,53 +258,31 @@ func parseAzure(src *source, mc *yaml.Node, base []string, ps *problems) *Manife
 }
 
 func parseAzureAgent(src *source, m *Manifest, n *yaml.Node, path []string, ps *problems) {
-	if !foldKeys(src, n, keysAgent, path, ps) {
-		return
-	}
+	dropTwinMetadata(n)
+	z := azNormalizer(src, ps)
 	// The schema version first: a newer schema is refused by name, before
 	// any of its fields is judged.
-	if sv := child(n, "schemaVersion"); sv == nil {
+	sv := child(n, "schemaVersion")
+	switch {
+	case sv == nil:
 		ps.at(with(path, "schemaVersion"), "schemaVersion is required (ledge reads %s)", list(AgentSchemaVersions...))
 		return
-	} else if !schemaOK(sv.Value, AgentSchemaVersions) {
+	case sv.Kind != yaml.ScalarNode || !schemaOK(sv.Value, AgentSchemaVersions):
 		ps.at(with(path, "schemaVersion"), "$edgeAgent schema version %q is not supported: ledge reads %s", sv.Value, list(AgentSchemaVersions...))
 		return
 	}
-	for _, k := range []struct {
-		sub  []string
-		keys []string
-	}{{[]string{"runtime"}, keysRuntime}, {[]string{"runtime", "settings"}, keysRTSet}} {
-		node := n
-		for _, s := range k.sub {
-			if node = child(node, s); node == nil {
-				break
-			}
-		}
-		if node != nil && !foldKeys(src, node, k.keys, with(path, k.sub...), ps) {
-			return
-		}
-	}
-	if rc := child(n, "runtime"); rc != nil {
-		if s := child(rc, "settings"); s != nil {
-			if creds := child(s, "registryCredentials"); creds != nil && creds.Kind == yaml.MappingNode {
-				for i := 0; i+1 < len(creds.Content); i += 2 {
-					foldKeys(src, creds.Content[i+1], keysCred, with(path, "runtime", "settings", "registryCredentials", creds.Content[i].Value), ps)
-				}
-			}
-		}
-	}
-	var a azAgent
-	if !decodeStrict(src, n, &a, path, ps) {
+	a, ok := normalize[azAgent](src, z, n, path, ps)
+	if !ok {
 		return
 	}
 	if a.Runtime != nil {
-		if a.Runtime.Type != "" && a.Runtime.Type != "docker" {
+		if a.Runtime.Type != "" && !strings.EqualFold(a.Runtime.Type, "docker") {
 			ps.at(with(path, "runtime", "type"), "runtime type %q is not supported: want docker", a.Runtime.Type)
 		}
 		if s := a.Runtime.Settings; s != nil {
 			for _, name := range sortedKeys(s.RegistryCredentials) {
 				c := s.RegistryCredentials[name]
-				rc := RegistryCredential{Name: name, Address: c.Address, Username: c.Username, Password: c.Password}
+				rc := RegistryCredential{Name: name, Address: strings.TrimSpace(c.Address), Username: c.Username, Password: c.Password}
 				checkCredential(rc, with(path, "runtime", "settings", "registryCredentials", name), ps)
 				m.RegistryCredentials = append(m.RegistryCredentials, rc)
 			}
@@ -292,38 +311,28 @@ func parseAzureAgent(src *source, m *Manifest, n *yaml.Node, path []string, ps *
 			ps.at(mp, "a module must be an object")
 			continue
 		}
-		if mod, ok := parseAzureModule(src, name, raw.n, mp, ps); ok {
+		if mod, ok := parseAzureModule(src, z, name, raw.n, mp, ps); ok {
 			m.Modules = append(m.Modules, mod)
 		}
 	}
 	checkModuleNames(m.Modules, with(path, "modules"), ps)
 }
 
-func parseAzureModule(src *source, name string, n *yaml.Node, path []string, ps *problems) (Module, bool) {
-	if !foldKeys(src, n, keysModule, path, ps) {
+func parseAzureModule(src *source, z *normalizer, name string, n *yaml.Node, path []string, ps *problems) (Module, bool) {
+	am, ok := normalize[azModule](src, z, n, path, ps)
+	if !ok {
 		return Module{}, false
 	}
-	if s := child(n, "settings"); s != nil && s.Kind == yaml.MappingNode {
-		// image and digest fold; createOptions chunks are matched apart.
-		if !foldKeys(src, s, []string{"image", "digest"}, with(path, "settings"), ps) {
-			return Module{}, false
-		}
-	}
-	if env := child(n, "env"); env != nil && env.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(env.Content); i += 2 {
-			foldKeys(src, env.Content[i+1], keysEnv, with(path, "env", env.Content[i].Value), ps)
-		}
-	}
-	var am azModule
-	if !decodeStrict(src, n, &am, path, ps) {
-		return Module{}, false
-	}
-	if am.Type != "" && am.Type != "docker" {
+	if am.Type != "" && !strings.EqualFold(am.Type, "docker") {
 		ps.at(with(path, "type"), "module type %q is not supported: want docker", am.Type)
 	}
 	in := moduleInput{
 		name: name, path: path, version: am.Version, status: am.Status, restartPolicy: am.RestartPolicy,
-		pullPolicy: am.ImagePullPolicy, startupOrder: am.StartupOrder, envPath: with(path, "env"),
+		pullPolicy: am.ImagePullPolicy, envPath: with(path, "env"), azure: true,
+	}
+	if am.StartupOrder != nil {
+		o := int64(*am.StartupOrder)
+		in.startupOrder = &o
 	}
 	sp := with(path, "settings")
 	if am.Settings.isNull() || am.Settings.n.Kind != yaml.MappingNode {
@@ -331,9 +340,14 @@ func parseAzureModule(src *source, name string, n *yaml.Node, path []string, ps 
 		return Module{}, false
 	}
 	s := am.Settings.n
+	// image and digest are found ignoring case; createOptions chunks are
+	// matched apart.
+	if !foldKeys(src, s, []string{"image", "digest"}, sp, ps) {
+		return Module{}, false
+	}
 	for i := 0; i+1 < len(s.Content); i += 2 {
 		k, v := s.Content[i].Value, s.Content[i+1]
-		switch {
+		switch _, chunk := chunkKey(k); {
 		case k == "image" || k == "digest":
 			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!str" {
 				ps.at(with(sp, k), "%s must be a string", k)
@@ -344,63 +358,73 @@ func parseAzureModule(src *source, name string, n *yaml.Node, path []string, ps 
 			} else {
 				in.digest = v.Value
 			}
-		case createOptionsChunk.MatchString(k):
+		case chunk:
 		default:
-			ps.at(with(sp, k), "unknown key %q in settings: want image, createOptions (createOptions01 ... for chunks) or digest", k)
+			ps.warnAt(s.Content[i], with(sp, k), "unknown key, ignored as edgeAgent ignores it (it reads image, createOptions, createOptions01 ... and digest)%s",
+				didYouMean(k, "image", "createOptions", "digest"))
 		}
 	}
-	text, coPath := joinChunks(s, sp, ps)
-	in.createOptions, in.coPath = text, coPath
+	in.co, in.coPath = joinChunks(src, s, sp, ps)
 	if len(am.Env) > 0 {
 		in.env = map[string]string{}
 		for _, k := range sortedKeys(am.Env) {
 			ep := with(path, "env", k)
 			raw := am.Env[k]
-			var e azEnv
-			if raw.isNull() || !decodeStrict(src, raw.n, &e, ep, ps) {
-				if raw.isNull() {
-					ps.at(ep, `an env entry is {"value": ...}`)
-				}
+			if raw.isNull() {
+				ps.at(ep, `an env entry is {"value": ...}`)
 				continue
 			}
-			if e.Value.isNull() || e.Value.n.Kind != yaml.ScalarNode {
+			e, ok := normalize[azEnv](src, z, raw.n, ep, ps)
+			if !ok {
+				continue
+			}
+			v := e.Value
+			if v.isNull() || v.n.Kind != yaml.ScalarNode {
 				ps.at(with(ep, "value"), "an env value must be a string, number or boolean")
 				continue
 			}
-			in.env[k] = e.Value.n.Value
+			in.env[k] = dotNetText(v.n)
 		}
 	}
 	return in.build(ps), true
 }
 
-func parseAzureHub(src *source, m *Manifest, n *yaml.Node, path []string, ps *problems) {
-	if !foldKeys(src, n, keysHub, path, ps) {
-		return
+// dotNetText is a scalar as Json.NET reads it into a string: booleans
+// "True" and "False", numbers as .NET writes them.
+func dotNetText(n *yaml.Node) string {
+	c := *n
+	z := &normalizer{conv: func(string) conversion { return convJSONNet }, problem: func(bool, []string, *yaml.Node, string) {}}
+	if z.scalar(&c, reflect.TypeFor[string](), nil, "") {
+		return c.Value
 	}
+	return n.Value
+}
+
+func didYouMean(key string, known ...string) string {
+	if s := yamlstrict.Suggest(key, known); s != "" {
+		return fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	return ""
+}
+
+func parseAzureHub(src *source, m *Manifest, n *yaml.Node, path []string, ps *problems) {
+	dropTwinMetadata(n)
+	z := azNormalizer(src, ps)
 	sv := child(n, "schemaVersion")
 	if sv == nil {
 		ps.at(with(path, "schemaVersion"), "schemaVersion is required (ledge reads %s)", list(HubSchemaVersions...))
 		return
 	}
-	if !schemaOK(sv.Value, HubSchemaVersions) {
+	if sv.Kind != yaml.ScalarNode || !schemaOK(sv.Value, HubSchemaVersions) {
 		ps.at(with(path, "schemaVersion"), "$edgeHub schema version %q is not supported: ledge reads %s", sv.Value, list(HubSchemaVersions...))
 		return
 	}
-	if routes := child(n, "routes"); routes != nil && routes.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(routes.Content); i += 2 {
-			foldKeys(src, routes.Content[i+1], keysRoute, with(path, "routes", routes.Content[i].Value), ps)
-		}
-	}
-	if saf := child(n, "storeAndForwardConfiguration"); saf != nil {
-		foldKeys(src, saf, keysSAF, with(path, "storeAndForwardConfiguration"), ps)
-		foldKeys(src, child(saf, "storeLimits"), keysLimits, with(path, "storeAndForwardConfiguration", "storeLimits"), ps)
-	}
-	var h azHub
-	if !decodeStrict(src, n, &h, path, ps) {
+	h, ok := normalize[azHub](src, z, n, path, ps)
+	if !ok {
 		return
 	}
 	if !h.Routes.isNull() {
-		setRoutes(src, m, h.Routes.n, with(path, "routes"), minor(sv.Value) >= 1, ps)
+		setRoutes(src, m, h.Routes.n, with(path, "routes"), minor(sv.Value) >= 1, z, ps)
 	}
 	if s := h.StoreAndForwardConfiguration; s != nil {
 		var size *int64

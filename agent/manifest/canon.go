@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // canonicalNode converts a YAML or JSON node into canonical JSON: object
@@ -39,18 +39,7 @@ func canonicalValue(v any) (json.RawMessage, error) {
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }
 
-// canonicalJSON re-encodes JSON text canonically.
-func canonicalJSON(data []byte) (json.RawMessage, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	return canonicalValue(v)
-}
-
-// jsonable turns what yaml.v3 decodes into what encoding/json can write.
+// jsonable turns what yaml/v3 decodes into what encoding/json can write.
 func jsonable(v any, depth int) (any, error) {
 	if depth > maxDepth {
 		return nil, fmt.Errorf("nested deeper than %d levels", maxDepth)

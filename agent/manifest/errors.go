@@ -4,7 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"ledge/internal/yamlstrict"
 )
 
 // Error is one problem in a manifest: what is wrong and where.
@@ -80,10 +85,59 @@ func AsErrors(err error) Errors {
 	return nil
 }
 
-// problems collects errors while a manifest is read.
+// problems collects errors and warnings while a manifest is read.
 type problems struct {
 	src  *source
 	list Errors
+	// warnings are things accepted but worth telling: each placed like an
+	// error ("line 3, column 5: path: what").
+	warnings []string
+	// coBudget counts down the values createOptions may still hold.
+	coBudget *int
+}
+
+// maxWarnings bounds how many warnings one manifest reports.
+const maxWarnings = 100
+
+// warn records a warning at path, located in the document.
+func (p *problems) warn(path []string, format string, args ...any) {
+	e := &Error{Path: renderPath(path), Offset: -1, Msg: fmt.Sprintf(format, args...)}
+	if p.src != nil {
+		p.src.locate(e, path)
+	}
+	p.addWarning(e)
+}
+
+// warnAt records a warning placed at node n.
+func (p *problems) warnAt(n *yaml.Node, path []string, format string, args ...any) {
+	p.addWarning(p.src.nodeError(n, path, fmt.Sprintf(format, args...)))
+}
+
+// maxMessage bounds the path and the message of one problem, so a
+// hostile manifest (a megabyte key) cannot make megabyte messages.
+const maxMessage = 1024
+
+func clip(e *Error) *Error {
+	if len(e.Path) > maxMessage {
+		e.Path = strings.ToValidUTF8(e.Path[:maxMessage], "") + "..."
+	}
+	if len(e.Msg) > maxMessage {
+		e.Msg = strings.ToValidUTF8(e.Msg[:maxMessage], "") + "..."
+	}
+	return e
+}
+
+// quiet reports whether warnings are no longer kept.
+func (p *problems) quiet() bool { return len(p.warnings) > maxWarnings }
+
+func (p *problems) addWarning(e *Error) {
+	clip(e)
+	switch {
+	case len(p.warnings) < maxWarnings:
+		p.warnings = append(p.warnings, e.Error())
+	case len(p.warnings) == maxWarnings:
+		p.warnings = append(p.warnings, "more warnings not shown")
+	}
 }
 
 // at records a problem at path (segments), located in the document.
@@ -95,13 +149,13 @@ func (p *problems) at(path []string, format string, args ...any) {
 	if p.src != nil {
 		p.src.locate(e, path)
 	}
-	p.list = append(p.list, e)
+	p.list = append(p.list, clip(e))
 }
 
 // add records an error that already knows its place.
 func (p *problems) add(e *Error) {
 	if len(p.list) < maxErrors {
-		p.list = append(p.list, e)
+		p.list = append(p.list, clip(e))
 	}
 }
 
@@ -122,25 +176,31 @@ func (p *problems) err() error {
 	return p.list
 }
 
-// renderPath joins path segments with dots, quoting segments that contain
-// a dot or are empty, and writing [i] for list indexes.
+// renderPath writes path segments as every field path is written
+// (yamlstrict.Field and Index): dots between keys, [i] for list indexes.
 func renderPath(path []string) string {
-	var b strings.Builder
-	for i, s := range path {
-		if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
-			b.WriteString(s)
-			continue
-		}
-		if i > 0 {
-			b.WriteByte('.')
-		}
-		if s == "" || strings.ContainsAny(s, ". \"") {
-			fmt.Fprintf(&b, "%q", s)
+	out := ""
+	for _, s := range path {
+		if i, ok := indexSegment(s); ok {
+			out = yamlstrict.Index(out, i)
 		} else {
-			b.WriteString(s)
+			out = yamlstrict.Field(out, s)
 		}
 	}
-	return b.String()
+	return out
+}
+
+// indexSegment reads a segment made by index.
+func indexSegment(s string) (int, bool) {
+	inner, ok := strings.CutPrefix(s, "[")
+	if !ok {
+		return 0, false
+	}
+	if inner, ok = strings.CutSuffix(inner, "]"); !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(inner)
+	return i, err == nil && i >= 0
 }
 
 func index(i int) string { return fmt.Sprintf("[%d]", i) }

@@ -89,3 +89,36 @@ func FuzzParseAzure(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCreateOptions: whatever text a createOptions holds, reading it
+// does not panic; what is accepted decodes into Docker's types, and
+// reading the canonical form again gives the same bytes and no warning.
+func FuzzCreateOptions(f *testing.F) {
+	for _, s := range []string{`{}`, `{"HostConfig":{"Privileged":"true","Memory":"7"}}`, `{Env:['A=1',],/*c*/}`,
+		`{"hostconfig":{"LogConfig":{"Config":{"compress":true}}}}`, `{"Cmd":"x","Healthcheck":{"Interval":1e3}}`,
+		`{"HostConfig":{"Memory":2.5,"PortBindings":{"80/tcp":[{"HostPort":80}]}}}`, `{"a":1,"a":2}`, `[1]`, `null`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		src := newSource([]byte(text), true)
+		ps := &problems{src: src}
+		canon := readCreateOptions(src, &coInput{text: text, chunks: []coChunk{{key: "createOptions"}}, given: true}, []string{"createOptions"}, ps)
+		if canon == nil {
+			if len(ps.list) == 0 {
+				t.Fatal("refused without an error")
+			}
+			return
+		}
+		if len(ps.list) > 0 {
+			t.Fatalf("accepted with errors: %v", ps.err())
+		}
+		if _, err := DecodeCreateOptions(canon); err != nil {
+			t.Fatalf("canonical %s does not decode: %v", canon, err)
+		}
+		ps2 := &problems{src: newSource(canon, true)}
+		again := readCreateOptions(ps2.src, &coInput{text: string(canon), given: true}, []string{"createOptions"}, ps2)
+		if string(again) != string(canon) || len(ps2.warnings) > 0 || len(ps2.list) > 0 {
+			t.Fatalf("canonical %s read again gives %s (warnings %v, errors %v)", canon, again, ps2.warnings, ps2.list)
+		}
+	})
+}

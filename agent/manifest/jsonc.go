@@ -8,14 +8,17 @@ package manifest
 // and column in it is the same in the input: errors found in the output
 // point into the original text unchanged.
 //
-// Strings are copied untouched (a "//" inside a string is not a comment).
+// A comma is trailing only after a value: `[,]` and `{"a": ,}` are left
+// for the parser to refuse. Strings are copied untouched (a "//" inside a
+// string is not a comment).
 // Anything else that is not JSON is left for the JSON parser to report. The
 // only error is a block comment that is never closed, returned with its
 // byte offset.
 func StandardizeJSONC(data []byte) ([]byte, error) {
 	out := make([]byte, len(data))
 	copy(out, data)
-	pendingComma := -1 // offset of a ',' that may turn out to be trailing
+	pendingComma := -1  // offset of a ',' that may turn out to be trailing
+	afterValue := false // the last token ended a value: a ',' may trail
 	i := 0
 	for i < len(out) {
 		c := out[i]
@@ -23,6 +26,7 @@ func StandardizeJSONC(data []byte) ([]byte, error) {
 		case c == '"':
 			pendingComma = -1
 			i = skipString(out, i)
+			afterValue = true
 		case c == '/' && i+1 < len(out) && out[i+1] == '/':
 			for i < len(out) && out[i] != '\n' {
 				if out[i] != '\r' {
@@ -53,16 +57,22 @@ func StandardizeJSONC(data []byte) ([]byte, error) {
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
 			i++
 		case c == ',':
-			pendingComma = i
+			pendingComma = -1
+			if afterValue {
+				pendingComma = i
+			}
+			afterValue = false
 			i++
 		case c == '}' || c == ']':
 			if pendingComma >= 0 {
 				out[pendingComma] = ' '
 			}
 			pendingComma = -1
+			afterValue = true
 			i++
 		default:
 			pendingComma = -1
+			afterValue = c != '{' && c != '[' && c != ':'
 			i++
 		}
 	}

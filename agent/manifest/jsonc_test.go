@@ -23,7 +23,12 @@ func TestStandardizeJSONC(t *testing.T) {
 		{`{"a": "x\"//y"}`, `{"a": "x\"//y"}`},
 		{`[1,]`, `[1 ]`},
 		{"[1,\r\n]", "[1 \r\n]"},
-		{`{"a": ,}`, `{"a":  }`}, // a lone comma before } is blanked; the parser then reports the missing value
+		// A comma after no value is no trailing comma: it stays, for the
+		// parser to report (VS Code's JSONC and hujson refuse these too).
+		{`{"a": ,}`, `{"a": ,}`},
+		{`[,]`, `[,]`},
+		{`{,}`, `{,}`},
+		{`[1,,]`, `[1,,]`},
 	} {
 		got, err := StandardizeJSONC([]byte(tc.in))
 		if err != nil {

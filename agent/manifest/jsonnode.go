@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"unicode/utf8"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // maxDepth bounds nesting in manifests (Azure twins allow 10; createOptions
@@ -34,9 +34,10 @@ func parseJSONNode(src *source, data []byte) (*yaml.Node, error) {
 }
 
 type jsonParser struct {
-	src  *source
-	data []byte
-	i    int
+	src   *source
+	data  []byte
+	i     int
+	count int // values read so far
 }
 
 func (p *jsonParser) errAt(off int, path []string, msg string) *Error {
@@ -75,6 +76,11 @@ func (p *jsonParser) node(kind yaml.Kind, tag, value string, off int) *yaml.Node
 func (p *jsonParser) value(path []string, depth int) (*yaml.Node, error) {
 	if depth > maxDepth {
 		return nil, p.errAt(p.i, path, fmt.Sprintf("nested deeper than %d levels", maxDepth))
+	}
+	// Counted as they are read: a hostile document is refused before it
+	// makes millions of nodes.
+	if p.count++; p.count > maxNodes {
+		return nil, p.errAt(p.i, path, fmt.Sprintf("document has more than %d values", maxNodes))
 	}
 	if p.i >= len(p.data) {
 		return nil, p.errAt(p.i, path, "unexpected end of input: want a value")

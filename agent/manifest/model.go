@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net"
 	"strings"
 )
 
@@ -210,4 +211,60 @@ func (m *Manifest) Redacted() *Manifest {
 // String is a one-line summary.
 func (m *Manifest) String() string {
 	return fmt.Sprintf("deployment %q (%s, %d modules)", m.Version, m.Format, len(m.Modules))
+}
+
+// UpstreamRefs lists where the manifest says $upstream, the parent in
+// nested edge: module images ("$upstream:443/repo:tag") and registry
+// addresses, as "modules.<name>" and "registryCredentials.<name>".
+func (m *Manifest) UpstreamRefs() []string {
+	var out []string
+	for _, mod := range m.Modules {
+		if upstreamImageRe.MatchString(mod.Image) {
+			out = append(out, "modules."+mod.Name)
+		}
+	}
+	for _, c := range m.RegistryCredentials {
+		if isUpstreamAddress(c.Address) {
+			out = append(out, "registryCredentials."+c.Name)
+		}
+	}
+	return out
+}
+
+func isUpstreamAddress(a string) bool {
+	return a == UpstreamImagePrefix || strings.HasPrefix(a, UpstreamImagePrefix+":")
+}
+
+// ResolveUpstream replaces $upstream in module images and registry
+// addresses with parent, as edgeAgent replaces it with the parent's
+// host name: "$upstream:443/repo:1" becomes "parent:443/repo:1". When
+// parent carries a port itself ("parent:5000"), it replaces the port
+// written after $upstream too. It returns the images as written, by
+// module, for the modules it changed.
+func (m *Manifest) ResolveUpstream(parent string) map[string]string {
+	written := map[string]string{}
+	swap := func(s string) string {
+		rest := strings.TrimPrefix(s, UpstreamImagePrefix)
+		if _, _, err := net.SplitHostPort(parent); err == nil && strings.HasPrefix(rest, ":") {
+			port := rest[1:]
+			if i := strings.IndexAny(port, "/"); i >= 0 {
+				rest = port[i:]
+			} else {
+				rest = ""
+			}
+		}
+		return parent + rest
+	}
+	for i := range m.Modules {
+		if mod := &m.Modules[i]; upstreamImageRe.MatchString(mod.Image) {
+			written[mod.Name] = mod.Image
+			mod.Image = swap(mod.Image)
+		}
+	}
+	for i := range m.RegistryCredentials {
+		if c := &m.RegistryCredentials[i]; isUpstreamAddress(c.Address) {
+			c.Address = swap(c.Address)
+		}
+	}
+	return written
 }

@@ -26,10 +26,22 @@ type moduleInput struct {
 	startupOrder  *int64
 	env           map[string]string
 	envPath       []string
-	createOptions []byte // JSON text; nil when absent
+	co            *coInput // nil when absent
 	coPath        []string
 	digest        string
+	// azure reads the policies as Json.NET reads enums: case-insensitively.
+	azure bool
 }
+
+// UpstreamImagePrefix starts an image pulled through the parent in nested
+// edge: "$upstream:443/azureiotedge-simulated-temperature-sensor:1.5".
+const UpstreamImagePrefix = "$upstream"
+
+// upstreamImageRe is edgeAgent's pattern for it: $upstream, then a port.
+var upstreamImageRe = regexp.MustCompile(`^\$upstream:[1-9]`)
+
+// upstreamPlaceholder stands for the parent while an image is checked.
+const upstreamPlaceholder = "upstream.invalid"
 
 // build validates a module, recording problems, and returns it.
 func (in *moduleInput) build(ps *problems) Module {
@@ -44,26 +56,38 @@ func (in *moduleInput) build(ps *problems) Module {
 	switch {
 	case m.Image == "":
 		ps.at(with(in.path, "image"), "an image is required")
+	case strings.HasPrefix(m.Image, "$") && !upstreamImageRe.MatchString(m.Image):
+		ps.at(with(in.path, "image"), "%q: an image starting with \"$\" must be $upstream:<port>/<repository>[:tag] (pulled through the parent), e.g. $upstream:443/azureiotedge-simulated-temperature-sensor:1.5", m.Image)
 	default:
-		if _, err := reference.ParseNormalizedNamed(m.Image); err != nil {
+		check := m.Image
+		if upstreamImageRe.MatchString(check) {
+			check = upstreamPlaceholder + strings.TrimPrefix(check, UpstreamImagePrefix)
+		}
+		if _, err := reference.ParseNormalizedNamed(check); err != nil {
 			ps.at(with(in.path, "image"), "%q is not a valid image reference: %v", m.Image, err)
 		}
 	}
+	fold := func(s string) string {
+		if in.azure {
+			return strings.ToLower(s)
+		}
+		return s
+	}
 	if in.status != "" {
-		m.Status = Status(in.status)
+		m.Status = Status(fold(in.status))
 		if !oneOf(m.Status, StatusRunning, StatusStopped) {
 			ps.at(with(in.path, "status"), "%q is not a module status: want %s", in.status, list(StatusRunning, StatusStopped))
 		}
 	}
 	if in.restartPolicy != "" {
-		m.RestartPolicy = RestartPolicy(in.restartPolicy)
+		m.RestartPolicy = RestartPolicy(fold(in.restartPolicy))
 		if !oneOf(m.RestartPolicy, RestartAlways, RestartOnFailure, RestartOnUnhealthy, RestartNever) {
 			ps.at(with(in.path, "restartPolicy"), "%q is not a restart policy: want %s", in.restartPolicy,
 				list(RestartAlways, RestartOnFailure, RestartOnUnhealthy, RestartNever))
 		}
 	}
 	if in.pullPolicy != "" {
-		m.ImagePullPolicy = PullPolicy(in.pullPolicy)
+		m.ImagePullPolicy = PullPolicy(fold(in.pullPolicy))
 		if !oneOf(m.ImagePullPolicy, PullOnCreate, PullNever, PullAlways) {
 			ps.at(with(in.path, "imagePullPolicy"), "%q is not an image pull policy: want %s", in.pullPolicy,
 				list(PullOnCreate, PullNever, PullAlways))
@@ -91,11 +115,8 @@ func (in *moduleInput) build(ps *problems) Module {
 		}
 	}
 	m.CreateOptions = []byte("{}")
-	if in.createOptions != nil {
-		co, err := parseCreateOptions(in.createOptions)
-		if err != "" {
-			ps.at(in.coPath, "%s", err)
-		} else {
+	if in.co != nil && in.co.given {
+		if co := readCreateOptions(ps.src, in.co, in.coPath, ps); co != nil {
 			m.CreateOptions = co
 		}
 	}

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"sort"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // NativeSchemaVersions are the native schema versions ledge reads.
@@ -53,10 +53,36 @@ type nativeStoreAndForward struct {
 	MaxSizeBytes   *int64 `yaml:"maxSizeBytes"`
 }
 
+// nativeNormalizer reads ledge's own format strictly: unknown keys are
+// errors, numbers must be numbers (range-checked with the path as
+// written), any scalar is a string.
+func nativeNormalizer(src *source, ps *problems) *normalizer {
+	return &normalizer{
+		tag:    "yaml",
+		strict: true,
+		conv:   func(string) conversion { return convYAML },
+		problem: func(warn bool, path []string, n *yaml.Node, msg string) {
+			if warn {
+				ps.warnAt(n, path, "%s", msg)
+			} else {
+				ps.add(src.nodeError(n, path, msg))
+			}
+		},
+		unknown: func(key, suggestion string) string {
+			msg := fmt.Sprintf("unknown key %q", key)
+			if suggestion != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", suggestion)
+			}
+			return msg
+		},
+	}
+}
+
 func parseNative(src *source, root *yaml.Node, ps *problems) *Manifest {
 	m := &Manifest{Format: FormatYAML}
-	var doc nativeDoc
-	if !decodeStrict(src, root, &doc, nil, ps) {
+	z := nativeNormalizer(src, ps)
+	doc, ok := normalize[nativeDoc](src, z, root, nil, ps)
+	if !ok {
 		return m
 	}
 	if doc.SchemaVersion != "" && !oneOf(doc.SchemaVersion, NativeSchemaVersions...) {
@@ -75,8 +101,10 @@ func parseNative(src *source, root *yaml.Node, ps *problems) *Manifest {
 		path := []string{"modules", name}
 		raw := doc.Modules[name]
 		var nm nativeModule
-		if !raw.isNull() && !decodeStrict(src, raw.n, &nm, path, ps) {
-			continue
+		if !raw.isNull() {
+			if nm, ok = normalize[nativeModule](src, z, raw.n, path, ps); !ok {
+				continue
+			}
 		}
 		in := moduleInput{
 			name: name, path: path, image: nm.Image, version: nm.Version, status: nm.Status,
@@ -87,14 +115,9 @@ func parseNative(src *source, root *yaml.Node, ps *problems) *Manifest {
 			n := nm.CreateOptions.n
 			switch {
 			case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str":
-				in.createOptions = []byte(n.Value)
+				in.co = &coInput{text: n.Value, chunks: []coChunk{{key: "createOptions"}}, given: true}
 			case n.Kind == yaml.MappingNode:
-				canon, err := canonicalNode(n)
-				if err != nil {
-					ps.at(in.coPath, "%v", err)
-				} else {
-					in.createOptions = canon
-				}
+				in.co = &coInput{node: n, given: true}
 			default:
 				ps.at(in.coPath, "createOptions must be an object (or a string holding one)")
 			}
@@ -130,7 +153,7 @@ func parseNative(src *source, root *yaml.Node, ps *problems) *Manifest {
 	setSection(m, SectionModels, doc.Models, []string{"models"}, ps)
 	setSection(m, SectionPipelines, doc.Pipelines, []string{"pipelines"}, ps)
 	if !doc.Routes.isNull() {
-		setRoutes(src, m, doc.Routes.n, []string{"routes"}, true, ps)
+		setRoutes(src, m, doc.Routes.n, []string{"routes"}, true, nil, ps)
 	}
 	if s := doc.StoreAndForward; s != nil {
 		setStoreAndForward(m, s.TimeToLiveSecs, s.MaxSizeBytes, []string{"storeAndForward"}, ps)
@@ -202,8 +225,9 @@ type routeObject struct {
 }
 
 // setRoutes reads routes (name -> "FROM ... INTO ..." or {route, priority,
-// timeToLiveSecs}) into the routes section as name -> Route.
-func setRoutes(src *source, m *Manifest, n *yaml.Node, path []string, objects bool, ps *problems) {
+// timeToLiveSecs}) into the routes section as name -> Route. Route objects
+// are read with z when given (Azure: leniently), else strictly.
+func setRoutes(src *source, m *Manifest, n *yaml.Node, path []string, objects bool, z *normalizer, ps *problems) {
 	if n.Kind != yaml.MappingNode {
 		ps.at(path, "routes must be an object of name: route")
 		return
@@ -222,7 +246,12 @@ func setRoutes(src *source, m *Manifest, n *yaml.Node, path []string, objects bo
 			r.Route = v.Value
 		case v.Kind == yaml.MappingNode && objects:
 			var ro routeObject
-			if !decodeStrict(src, v, &ro, rp, ps) {
+			if z != nil {
+				var ok bool
+				if ro, ok = normalize[routeObject](src, z, v, rp, ps); !ok {
+					continue
+				}
+			} else if !decodeStrict(src, v, &ro, rp, ps) {
 				continue
 			}
 			r.Route = ro.Route

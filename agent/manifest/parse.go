@@ -7,7 +7,7 @@ import (
 	"io"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"ledge/internal/yamlstrict"
 )
@@ -68,6 +68,7 @@ func Parse(data []byte) (*Manifest, error) {
 	if src.json && m.Format != FormatAzure {
 		m.Format = FormatJSON
 	}
+	m.Warnings = append(m.Warnings, ps.warnings...)
 	return m, nil
 }
 
@@ -91,6 +92,9 @@ func parseDocument(data []byte) (*source, error) {
 		return src, checkSize(src)
 	}
 	src := newSource(data, false)
+	if n := yamlSeparators(data); n > 2*maxNodes {
+		return nil, Errors{{Offset: -1, Msg: fmt.Sprintf("document has more than %d values (%d separators)", maxNodes, n)}}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -110,6 +114,20 @@ func parseDocument(data []byte) (*source, error) {
 	}
 	src.root = &doc
 	return src, checkSize(src)
+}
+
+// yamlSeparators counts what may separate YAML values (',', ':', '-',
+// newlines): an upper bound on the values a document can hold, known
+// before yaml/v3 builds its tree, which it cannot be asked to bound.
+func yamlSeparators(data []byte) int {
+	n := 0
+	for _, c := range data {
+		switch c {
+		case ',', ':', '-', '\n', '[', '{':
+			n++
+		}
+	}
+	return n
 }
 
 func checkSize(src *source) error {

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"unicode"
@@ -161,7 +163,7 @@ func tokenColumns(rows []map[string]any) []string {
 	cols := []string{"name"}
 	seen["name"] = true
 	for _, r := range rows {
-		for _, k := range sortedKeys(r) {
+		for _, k := range slices.Sorted(maps.Keys(r)) {
 			if !seen[k] {
 				seen[k] = true
 				cols = append(cols, k)

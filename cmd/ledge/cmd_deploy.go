@@ -5,14 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
 
 	"ledge/agent"
+	"ledge/agent/manifest"
 )
 
 func init() {
@@ -44,10 +46,32 @@ func deployCmd(args []string, stdout, stderr io.Writer) error {
 	})(args, stdout, stderr)
 }
 
+// maxSignature bounds a signature file.
+const maxSignature = 64 << 10
+
+// readLimited reads a file through a limit: a file over it (or one that
+// never ends, like /dev/zero) is refused after limit+1 bytes, never read
+// whole.
+func readLimited(file string, limit int64, what string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s: a %s is at most %d bytes (%d MiB); this one is longer", file, what, limit, limit>>20)
+	}
+	return data, nil
+}
+
 // readManifest reads FILE and its signature (--sig, or FILE.sig if it
-// exists).
+// exists), each through its limit.
 func readManifest(file, sigFile string) (data, sig []byte, err error) {
-	if data, err = os.ReadFile(file); err != nil {
+	if data, err = readLimited(file, manifest.MaxSize, "manifest"); err != nil {
 		return nil, nil, err
 	}
 	if !utf8.Valid(data) {
@@ -59,7 +83,7 @@ func readManifest(file, sigFile string) (data, sig []byte, err error) {
 		}
 	}
 	if sigFile != "" {
-		if sig, err = os.ReadFile(sigFile); err != nil {
+		if sig, err = readLimited(sigFile, maxSignature, "signature"); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -91,7 +115,7 @@ func deployCheck(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		p, err := agent.PlanOffline(data, sig, cfg.Agent, cfg.DataDir)
+		p, err := agent.PlanOffline(data, sig, cfg.Agent, cfg.DataDir, cfg.ParentHost())
 		if err != nil {
 			return fmt.Errorf("%s: %w", pos[0], err)
 		}
@@ -262,11 +286,7 @@ func followDeployment(d *daemon, id int64, timeout time.Duration, w io.Writer) e
 }
 
 func modulesLine(rep *agent.Reported) string {
-	names := make([]string, 0, len(rep.Modules))
-	for n := range rep.Modules {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(rep.Modules))
 	var parts []string
 	for _, n := range names {
 		m := rep.Modules[n]
@@ -340,29 +360,16 @@ func deployStatus(args []string, stdout, stderr io.Writer) error {
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODULE\tSTATUS\tRESTARTS\tEXIT\tIMAGE\tDETAIL")
-	names := make([]string, 0, len(rep.Modules))
-	for n := range rep.Modules {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(rep.Modules))
 	for _, n := range names {
 		m := rep.Modules[n]
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", n, m.RuntimeStatus, m.RestartCount, m.ExitCode, m.Settings.Image, m.StatusDescription)
 	}
-	for _, n := range sortedSections(rep.Sections) {
+	for _, n := range slices.Sorted(maps.Keys(rep.Sections)) {
 		s := rep.Sections[n]
 		fmt.Fprintf(tw, "[%s]\t%s\t\t\t\t%s\n", n, s.State, s.Detail)
 	}
 	return tw.Flush()
-}
-
-func sortedSections(m map[string]agent.SectionReport) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func deployHistory(args []string, stdout, stderr io.Writer) error {
@@ -425,7 +432,7 @@ func deploySign(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	keyPEM, err := os.ReadFile(*keyFile)
+	keyPEM, err := readLimited(*keyFile, maxSignature, "private key")
 	if err != nil {
 		return err
 	}
@@ -433,13 +440,13 @@ func deploySign(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", *keyFile, err)
 	}
-	data, err := os.ReadFile(pos[0])
+	data, err := readLimited(pos[0], manifest.MaxSize, "manifest")
 	if err != nil {
 		return err
 	}
 	// Signing vouches for the manifest; the appliance's privilege policy
 	// is checked where it is applied.
-	if _, err := agent.PlanOffline(data, nil, agent.Config{AllowElevatedPermissions: true}, ""); err != nil {
+	if _, err := agent.PlanOffline(data, nil, agent.Config{AllowElevatedPermissions: true}, "", "parent.invalid"); err != nil {
 		return fmt.Errorf("%s does not validate, not signing it: %w", pos[0], err)
 	}
 	sig := agent.Sign(priv, data)

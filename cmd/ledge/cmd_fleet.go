@@ -311,7 +311,7 @@ func fleetDeploy(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	// Check it as a device will: it parses, and it takes a version.
-	if _, err := agent.PlanOffline(data, nil, agent.Config{AllowElevatedPermissions: true}, ""); err != nil {
+	if _, err := agent.PlanOffline(data, nil, agent.Config{AllowElevatedPermissions: true}, "", "parent.invalid"); err != nil {
 		return fmt.Errorf("%s: %w", file, err)
 	}
 	if _, err := manifest.WithVersion(data, fleet.NextVersion(time.Now(), "", name)); err != nil {

@@ -6,13 +6,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"ledge/agent"
+	"ledge/agent/manifest"
 	"ledge/hub"
 	"ledge/hub/azure"
 )
@@ -25,11 +28,11 @@ func init() {
 	register("method", command{summary: "invoke a direct method: method invoke DEVICE[/MODULE] NAME JSON", run: methodCmd})
 	register("c2d", command{summary: "send a cloud-to-device message: c2d send DEVICE BODY", run: c2dCmd})
 	register("hub", command{summary: "the MQTT hub's state: clients, rates, queues, upstream, drops", run: hubCmd})
-	register("twin", command{summary: "device and module twins: twin get NAME | twin patch NAME JSON", run: twinCmd})
+	register("twin", command{summary: "device and module twins: twin get NAME | twin patch NAME JSON | twin set-modules DEVICE FILE", run: twinCmd})
 }
 
 func identityCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("identity", "add NAME [--kind device|module|user] [--password P] [--x509-thumbprint HEX] [--x509-ca] | list | show NAME | remove NAME | token NAME [--ttl 1h]", stderr)
+	fs := newFlagSet("identity", "add NAME [--kind device|module|user] [--password P] [--x509-thumbprint HEX] [--x509-ca] [--parent EDGE] | list | show NAME | remove NAME | token NAME [--ttl 1h]", stderr)
 	var cf configFlags
 	cf.register(fs)
 	kind := fs.String("kind", "", "device (default), module (NAME is DEVICE/MODULE) or user (plain MQTT username/password)")
@@ -37,6 +40,7 @@ func identityCmd(args []string, stdout, stderr io.Writer) error {
 	thumb := fs.String("x509-thumbprint", "", "device: authenticate with the client certificate of this SHA-256 (or SHA-1) thumbprint")
 	x509CA := fs.Bool("x509-ca", false, "device: authenticate with any client certificate from a trusted CA whose CN is the device id")
 	ttl := fs.Duration("ttl", time.Hour, "token: how long the SAS token is valid")
+	parent := fs.String("parent", "", "device: the edge device (a child ledge) that connects to this hub on its behalf")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -54,7 +58,7 @@ func identityCmd(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case pos[0] == "add" && len(pos) == 2:
 		var out map[string]any
-		body := map[string]any{"name": pos[1], "kind": *kind, "password": *password, "x509Thumbprint": *thumb, "x509CA": *x509CA}
+		body := map[string]any{"name": pos[1], "kind": *kind, "password": *password, "x509Thumbprint": *thumb, "x509CA": *x509CA, "parent": *parent}
 		if err := d.do(ctx, "POST", "/hub/identities", body, &out); err != nil {
 			return err
 		}
@@ -276,12 +280,18 @@ func c2dCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 func twinCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("twin", "get NAME | patch NAME JSON   (NAME: DEVICE or DEVICE/MODULE; the patch goes to desired properties, null deletes a key)", stderr)
+	fs := newFlagSet("twin", "get NAME | patch NAME JSON | set-modules DEVICE FILE [--key KEY]\n"+
+		"  (NAME: DEVICE or DEVICE/MODULE; a patch goes to desired properties, null deletes a key;\n"+
+		"  set-modules writes an Azure manifest's modulesContent into a child device's twins, as IoT Hub does)", stderr)
 	var cf configFlags
 	cf.register(fs)
+	keyFile := fs.String("key", "", "set-modules: sign the deployment with this private key (for a child with agent.trustedKeys)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
+	}
+	if len(pos) == 3 && pos[0] == "set-modules" {
+		return setModules(&cf, pos[1], pos[2], *keyFile, stdout)
 	}
 	d, err := connectDaemon(&cf)
 	if err != nil {
@@ -362,7 +372,7 @@ func printHub(w io.Writer, st *hub.Stats) {
 	}
 	if len(st.Drops) > 0 {
 		var parts []string
-		for _, k := range sortedKeys(st.Drops) {
+		for _, k := range slices.Sorted(maps.Keys(st.Drops)) {
 			parts = append(parts, fmt.Sprintf("%s %d", k, st.Drops[k]))
 		}
 		fmt.Fprintf(w, "dropped   %s\n", strings.Join(parts, ", "))
@@ -389,11 +399,102 @@ func printHub(w io.Writer, st *hub.Stats) {
 	}
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
+// setModules writes the modulesContent of an Azure manifest into the
+// twins of a child device on this hub (its parent), as IoT Hub applies a
+// deployment: each entry's desired properties replace those of twin
+// DEVICE/<id>. Module twins first, $edgeAgent last: the child deploys
+// what the twins say once they settle. With a key, the $ledge twin gets
+// the signature of the deployment the twins make (agent.TwinManifest).
+func setModules(cf *configFlags, device, file, keyFile string, stdout io.Writer) error {
+	data, err := readLimited(file, manifest.MaxSize, "manifest")
+	if err != nil {
+		return err
 	}
-	sort.Strings(out)
-	return out
+	twins, err := agent.TwinsOf(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	if twins[agent.TwinEdgeAgent] == nil {
+		return fmt.Errorf("%s: no $edgeAgent desired properties: nothing to deploy", file)
+	}
+	if keyFile != "" {
+		keyPEM, err := readLimited(keyFile, maxSignature, "private key")
+		if err != nil {
+			return err
+		}
+		priv, err := agent.ParsePrivateKey(keyPEM)
+		if err != nil {
+			return fmt.Errorf("%s: %w", keyFile, err)
+		}
+		composed, _, _, err := agent.TwinManifest(twins)
+		if err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		ledge := map[string]any{}
+		if raw := twins[manifest.LedgeTwin]; raw != nil {
+			if err := json.Unmarshal(raw, &ledge); err != nil {
+				return fmt.Errorf("%s: $ledge: %w", file, err)
+			}
+		}
+		ledge["signature"] = agent.Sign(priv, composed)
+		twins[manifest.LedgeTwin], _ = json.Marshal(ledge)
+	}
+	ids := make([]string, 0, len(twins))
+	for id := range twins {
+		ids = append(ids, id)
+	}
+	rank := func(id string) int {
+		switch id {
+		case agent.TwinEdgeAgent:
+			return 3
+		case manifest.LedgeTwin:
+			return 2
+		case agent.TwinEdgeHub:
+			return 1
+		}
+		return 0
+	}
+	slices.SortFunc(ids, func(a, b string) int {
+		if rank(a) != rank(b) {
+			return rank(a) - rank(b)
+		}
+		return strings.Compare(a, b)
+	})
+	d, err := connectDaemon(cf)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		name := device + "/" + id
+		var want map[string]any
+		if err := json.Unmarshal(twins[id], &want); err != nil {
+			return fmt.Errorf("%s: %s: %w", file, id, err)
+		}
+		ctx, cancel := withTimeout(30 * time.Second)
+		var cur struct {
+			Desired map[string]any `json:"desired"`
+		}
+		err := d.do(ctx, "GET", "/hub/twins/"+escapeName(name), nil, &cur)
+		if err != nil && !strings.Contains(err.Error(), "404") && !strings.Contains(err.Error(), "does not exist") {
+			cancel()
+			return fmt.Errorf("twin %s: %w", name, err)
+		}
+		patch := map[string]any{}
+		for k := range cur.Desired {
+			patch[k] = nil
+		}
+		for k, v := range want {
+			if k != "$version" && k != "$metadata" {
+				patch[k] = v
+			}
+		}
+		body, _ := json.Marshal(patch)
+		err = d.do(ctx, "PATCH", "/hub/twins/"+escapeName(name), body, nil)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("twin %s: %w", name, err)
+		}
+		fmt.Fprintf(stdout, "set %s\n", name)
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -97,12 +98,7 @@ func sizeText(n int64) string {
 	return bytesText(n)
 }
 
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
+func orDash(s string) string { return cmp.Or(s, "-") }
 
 // versionDetail is the DETAIL column: progress, errors, what the
 // deployment asks for, pins.

@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -238,11 +239,7 @@ func printDeployment(w io.Writer, raw json.RawMessage) {
 		fmt.Fprintln(w, "modules    none")
 		return
 	}
-	names := make([]string, 0, len(rep.Modules))
-	for n := range rep.Modules {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(rep.Modules))
 	fmt.Fprintf(w, "modules    %d\n", len(names))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  MODULE\tSTATUS\tRESTARTS\tIMAGE\tDETAIL")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -33,7 +32,7 @@ func TestCLIFindsRunningLedgeWithoutFlags(t *testing.T) {
 	dataDir := filepath.Join(filepath.Dir(conf), "ledge-data")
 	rt := []string{"LEDGE_RUNTIME_DIR=" + t.TempDir()}
 	elsewhere := t.TempDir()
-	d := launch(t, &runningLedge{addr: freePort(t), stderr: &bytes.Buffer{}, done: make(chan error, 1)},
+	d := launch(t, &runningLedge{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)},
 		elsewhere, rt, "run", "--config", conf)
 	if _, err := os.Stat(filepath.Join(dataDir, "ledge.sock")); err != nil {
 		t.Fatalf("dataDir: ledge-data is not beside the config file: %v", err)
@@ -71,7 +70,7 @@ func TestCLIForgetsKilledLedge(t *testing.T) {
 	conf := siteConfig(t)
 	dir := t.TempDir()
 	rt := []string{"LEDGE_RUNTIME_DIR=" + dir}
-	d := launch(t, &runningLedge{addr: freePort(t), stderr: &bytes.Buffer{}, done: make(chan error, 1)},
+	d := launch(t, &runningLedge{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)},
 		"", rt, "run", "--config", conf)
 	if recs, _ := filepath.Glob(filepath.Join(dir, "*.json")); len(recs) != 1 {
 		t.Fatalf("records %v, want one", recs)

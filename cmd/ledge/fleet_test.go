@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -150,33 +149,22 @@ func (f *fleetEnv) devicesJSON() []fleet.DeviceRow {
 // controller is a `ledge fleet controller` process.
 type controller struct {
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *syncBuffer
 	done   chan struct{}
 }
 
 func (f *fleetEnv) startController() *controller {
 	f.t.Helper()
-	c := &controller{stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	c := &controller{stderr: &syncBuffer{}, done: make(chan struct{})}
 	c.cmd = exec.Command(ledgeBin, "fleet", "controller", "--log-level", "debug")
 	c.cmd.Env = append(os.Environ(), f.env()...)
-	c.cmd.Stderr = &lockedBuffer{b: c.stderr}
+	c.cmd.Stderr = c.stderr
 	if err := c.cmd.Start(); err != nil {
 		f.t.Fatal(err)
 	}
 	go func() { c.cmd.Wait(); close(c.done) }()
 	f.t.Cleanup(func() { c.cmd.Process.Kill(); <-c.done })
 	return c
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
 }
 
 // newFleet starts n appliances (hub and pipelines off) on the brokers,
@@ -236,7 +224,7 @@ agent:
   rollback: {stableFor: 1s}
 `, id, tags(i), urls, extra, id, network, trusted)), 0o644)
 		wg.Go(func() {
-			d := &runningLedge{addr: freePort(t), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+			d := &runningLedge{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
 			f.devices[i] = launch(t, d, "", nil, "run", "--config", cfg, "--data-dir", filepath.Join(f.dir, id))
 		})
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"net"
 	"net/http"
 	"os"
@@ -45,7 +44,12 @@ func TestFirstStartPassword(t *testing.T) {
 	if st, _ := os.Stat(file); st.Mode().Perm() != 0o600 {
 		t.Errorf("%s has mode %v, want 0600", file, st.Mode().Perm())
 	}
-	time.Sleep(200 * time.Millisecond)
+	// The log line that names the file has been written.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(d.stderr.String(), file); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the log does not say where the password is:\n%s", d.stderr.String())
+		}
+	}
 	log := d.stderr.String()
 	if len(pw) < 10 || strings.Contains(log, pw) {
 		t.Fatalf("the admin password %q is in the log:\n%s", pw, log)
@@ -81,7 +85,7 @@ func TestFirstStartPasswordOnTerminal(t *testing.T) {
 	cmdline := ledgeBin + " run --config " + conf + " --data-dir " + dataDir + " --listen " + addr + " 2>" + logFile
 	cmd := exec.Command(script, "-qfec", cmdline, "/dev/null")
 	cmd.Env = append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t))
-	var tty bytes.Buffer
+	var tty syncBuffer
 	cmd.Stdout = &tty
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -28,7 +27,7 @@ pipelines:
     source: {url: "testpattern:", fps: 5}
     detect: {model: models/door.onnx}
 `), 0o644)
-	d := &runningLedge{addr: freePort(t), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	d := &runningLedge{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
 	launch(t, d, "", nil, "run", "--config", cfg, "--data-dir", t.TempDir())
 	var out string
 	deadline := time.Now().Add(20 * time.Second)
@@ -58,7 +57,12 @@ pipelines:
 			t.Errorf("status lacks %s:\n%s", re, out)
 		}
 	}
-	time.Sleep(2 * time.Second) // a few more reconnection attempts
+	// A few more reconnection attempts, each said at DEBUG only.
+	for deadline := time.Now().Add(20 * time.Second); strings.Count(d.stderr.String(), `level=DEBUG msg="pipeline source failing"`) < 2; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no more reconnection attempts of the camera in 20 s:\n%s", d.stderr.String())
+		}
+	}
 	log := d.stderr.String()
 	if n := strings.Count(log, `level=WARN msg="pipeline source failing"`); n != 1 || !strings.Contains(log, "pipeline=gate") {
 		t.Errorf("%d WARNs for the camera, want 1:\n%s", n, log)

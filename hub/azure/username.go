@@ -24,7 +24,7 @@ func ParseUsername(u string) (Username, error) {
 	case len(parts) == 3 && parts[0] != "" && parts[1] != "" && parts[2] != "":
 		out = Username{Host: parts[0], Device: parts[1], Module: parts[2]}
 	default:
-		return Username{}, fmt.Errorf("username %q is not <host>/<deviceId>/[<moduleId>/]?api-version=...", u)
+		return Username{}, fmt.Errorf("username %q is not <host>/<deviceId>/[<moduleId>/]?api-version=<version>", u)
 	}
 	if query != "" {
 		app, _, err := ParseBag(query)

@@ -99,6 +99,14 @@ type Store struct {
 	kick  chan struct{} // wakes the writer for pending deletes
 	ready chan struct{} // closed when Run has its connection
 
+	// The intake closes when Run stops: Enqueue registers as a sender
+	// under intakeMu while it is open, and Run waits for the senders
+	// after closing it, so every op is either taken by Run or refused.
+	intakeMu sync.Mutex
+	closing  bool           // guarded by intakeMu
+	senders  sync.WaitGroup // Enqueue calls handing an op over
+	stopped  chan struct{}  // closed with the intake: senders give up
+
 	quota        atomic.Int64 // bound on queued bytes (0: none); SetQuota changes it
 	mu           sync.Mutex   // guards the fields below
 	eps          map[string]*endpoint
@@ -139,7 +147,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: o.DB, log: o.Logger, opts: o, now: o.Now, ops: make(chan *op, 4096), kick: make(chan struct{}, 1),
-		ready: make(chan struct{}), eps: map[string]*endpoint{}, drops: map[string]int64{}, nextSeq: 1}
+		ready: make(chan struct{}), stopped: make(chan struct{}), eps: map[string]*endpoint{}, drops: map[string]int64{}, nextSeq: 1}
 	s.quota.Store(o.QuotaBytes)
 	rows, err := o.DB.QueryContext(ctx, `SELECT seq, endpoint, priority, created, expires, length(data) FROM hub_queue ORDER BY seq`)
 	if err != nil {
@@ -201,6 +209,23 @@ func (s *Store) SetQuota(bytes int64) {
 	s.quota.Store(max(bytes, 0))
 }
 
+// Forget drops the bookkeeping of endpoint when nothing of it is queued or
+// in flight, and reports whether it did (or had none). A later record or
+// Notify for it starts afresh.
+func (s *Store) Forget(endpoint string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ep := s.eps[endpoint]
+	if ep == nil {
+		return true
+	}
+	if ep.count > 0 || len(ep.inflight) > 0 {
+		return false
+	}
+	delete(s.eps, endpoint)
+	return true
+}
+
 // Notify returns a channel that receives after messages were queued for
 // endpoint (or returned to it by Nack).
 func (s *Store) Notify(endpoint string) <-chan struct{} {
@@ -209,15 +234,69 @@ func (s *Store) Notify(endpoint string) <-chan struct{} {
 	return s.ep(endpoint).notify
 }
 
-// Enqueue stores items and calls done after they are committed (err nil)
-// or failed. done runs on the writer goroutine: it must not block.
+// Enqueue stores items and calls done (may be nil) after they are
+// committed (err nil) or failed. done runs on the writer goroutine, or on
+// the caller's with ErrStopped once Run has stopped: it must not block.
+// Enqueue waits only while the writer is behind by a full buffer.
 func (s *Store) Enqueue(items []Item, done func(error)) {
-	s.ops <- &op{items: items, done: done}
+	s.intakeMu.Lock()
+	if s.closing {
+		s.intakeMu.Unlock()
+		refuse(done)
+		return
+	}
+	s.senders.Add(1)
+	s.intakeMu.Unlock()
+	defer s.senders.Done()
+	select {
+	case s.ops <- &op{items: items, done: done}:
+	case <-s.stopped:
+		refuse(done)
+	}
+}
+
+func refuse(done func(error)) {
+	if done != nil {
+		done(ErrStopped)
+	}
+}
+
+// closeIntake stops Enqueue from handing over ops and waits for those in
+// the middle of it: after it, s.ops holds every op Run will ever get.
+func (s *Store) closeIntake() {
+	s.intakeMu.Lock()
+	if s.closing {
+		s.intakeMu.Unlock()
+		return
+	}
+	s.closing = true
+	s.intakeMu.Unlock()
+	close(s.stopped)
+	s.senders.Wait()
+}
+
+// drain takes every op left in s.ops.
+func (s *Store) drain(batch []*op) []*op {
+	for {
+		select {
+		case o := <-s.ops:
+			batch = append(batch, o)
+		default:
+			return batch
+		}
+	}
 }
 
 // Run is the writer: it commits queued inserts and deletes in batches and
 // sweeps expired messages, until ctx ends; then it commits what is pending.
 func (s *Store) Run(ctx context.Context) error {
+	// Whatever Run leaves (it failed to start) is refused, not left waiting.
+	defer func() {
+		s.closeIntake()
+		for _, o := range s.drain(nil) {
+			refuse(o.done)
+		}
+	}()
 	conn, err := s.db.Conn(context.WithoutCancel(ctx))
 	if err != nil {
 		return fmt.Errorf("queue writer: %w", err)
@@ -235,17 +314,10 @@ func (s *Store) Run(ctx context.Context) error {
 		batch = batch[:0]
 		select {
 		case <-ctx.Done():
-			// Commit what arrived before the stop.
-			for {
-				select {
-				case o := <-s.ops:
-					batch = append(batch, o)
-					continue
-				default:
-				}
-				break
-			}
-			w.commit(batch)
+			// Commit what arrived before the stop; what comes after it is
+			// refused.
+			s.closeIntake()
+			w.commit(s.drain(batch))
 			return nil
 		case o := <-s.ops:
 			batch = append(batch, o)
@@ -578,6 +650,10 @@ func signal(c chan struct{}) {
 
 // ErrTooLarge is returned (to done) for an item larger than the quota.
 var ErrTooLarge = errors.New("message larger than the store-and-forward quota")
+
+// ErrStopped is returned (to done) for records handed in after Run stopped
+// taking them.
+var ErrStopped = errors.New("store-and-forward: the queue has stopped")
 
 // ErrDiskFull is returned (to done) for records refused because the file
 // system would keep less than Options.ReserveBytes free.

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -161,9 +162,9 @@ func TestQuotaDropsOldestOfLowestPriority(t *testing.T) {
 	if st.Bytes > 100 {
 		t.Errorf("bytes %d over quota 100", st.Bytes)
 	}
+	// Drops are deleted in the transaction that commits what made room:
+	// once enqueue has returned, the database holds the quota too.
 	var n int
-	db.QueryRow(`SELECT COALESCE(SUM(length(data)),0) FROM hub_queue`).Scan(&n)
-	time.Sleep(50 * time.Millisecond)
 	db.QueryRow(`SELECT COALESCE(SUM(length(data)),0) FROM hub_queue`).Scan(&n)
 	if n > 100 {
 		t.Errorf("database holds %d bytes over quota 100", n)
@@ -216,4 +217,110 @@ func fileSize(t *testing.T, db *sql.DB) int64 {
 	db.QueryRow(`PRAGMA page_count`).Scan(&pages)
 	db.QueryRow(`PRAGMA page_size`).Scan(&size)
 	return pages * size
+}
+
+// TestEnqueueAfterStop: once Run has returned, Enqueue neither blocks nor
+// drops its callback: every record handed in after the stop is refused
+// with ErrStopped, more than the intake's buffer holds, and what came
+// before the stop is committed.
+func TestEnqueueAfterStop(t *testing.T) {
+	s, stop := start(t, Options{DB: testenv.DB(t)})
+	enqueue(t, s, Item{Endpoint: "up", Data: []byte("before")})
+	stop()
+	const n = 5000 // over the 4096 records the intake buffers
+	errs := make(chan error, n)
+	go func() {
+		for i := range n {
+			s.Enqueue([]Item{{Endpoint: "up", Data: fmt.Appendf(nil, "after %d", i)}}, func(err error) { errs <- err })
+		}
+	}()
+	for i := range n {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, ErrStopped) {
+				t.Fatalf("record %d after the stop: %v, want ErrStopped", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d records enqueued after the stop were answered; Enqueue blocks or dropped the rest", i, n)
+		}
+	}
+	if st := s.Stats(); len(st.Endpoints) != 1 || st.Endpoints[0].Depth != 1 {
+		t.Errorf("queued after the stop: %+v, want only the record from before", st.Endpoints)
+	}
+}
+
+// TestEnqueueRacingStop: records enqueued while the writer stops are each
+// answered once, committed or refused with ErrStopped, never left waiting.
+func TestEnqueueRacingStop(t *testing.T) {
+	for round := range 20 {
+		s, stop := start(t, Options{DB: testenv.DB(t)})
+		const writers, each = 4, 300
+		var answered, committed sync.WaitGroup
+		answered.Add(writers * each)
+		var mu sync.Mutex
+		ok := 0
+		for w := range writers {
+			committed.Go(func() {
+				for i := range each {
+					s.Enqueue([]Item{{Endpoint: "up", Data: fmt.Appendf(nil, "%d-%d", w, i)}}, func(err error) {
+						if err == nil {
+							mu.Lock()
+							ok++
+							mu.Unlock()
+						} else if !errors.Is(err, ErrStopped) {
+							t.Errorf("round %d: %v", round, err)
+						}
+						answered.Done()
+					})
+				}
+			})
+		}
+		stop()
+		committed.Wait()
+		wait := make(chan struct{})
+		go func() { answered.Wait(); close(wait) }()
+		select {
+		case <-wait:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: some records were never answered", round)
+		}
+		if depth := totalDepth(s.Stats()); depth != ok {
+			t.Fatalf("round %d: %d records committed, %d queued", round, ok, depth)
+		}
+	}
+}
+
+func totalDepth(st Stats) int {
+	n := 0
+	for _, e := range st.Endpoints {
+		n += e.Depth
+	}
+	return n
+}
+
+// TestForget: an endpoint's bookkeeping goes only when nothing of it is
+// queued or in flight.
+func TestForget(t *testing.T) {
+	s, _ := start(t, Options{DB: testenv.DB(t)})
+	enqueue(t, s, Item{Endpoint: "in", Data: []byte("x")})
+	if s.Forget("in") {
+		t.Fatal("forgot an endpoint with a queued record")
+	}
+	got, _ := s.Next(t.Context(), "in", 1)
+	if s.Forget("in") {
+		t.Fatal("forgot an endpoint with a record in flight")
+	}
+	s.Ack("in", got[0].Seq)
+	if !s.Forget("in") {
+		t.Fatal("kept an empty endpoint")
+	}
+	if st := s.Stats(); len(st.Endpoints) != 0 {
+		t.Fatalf("endpoints after Forget: %+v", st.Endpoints)
+	}
+	enqueue(t, s, Item{Endpoint: "in", Data: []byte("y")})
+	select {
+	case <-s.Notify("in"):
+	default:
+		t.Fatal("no notification for a record queued after Forget")
+	}
 }

@@ -26,6 +26,9 @@ func TestBus(t *testing.T) {
 	}
 	b.Publish(99) // no panic on a cancelled subscriber
 	fast.Cancel()
+	if b.Len() != 0 {
+		t.Errorf("%d subscribers after both cancelled", b.Len())
+	}
 }
 
 func TestBusConcurrent(t *testing.T) {

@@ -1,7 +1,9 @@
 // Package testenv finds the real parts ledge's tests run against (the
 // ONNX Runtime library, the shared models and media beside the checkout,
 // Docker, mosquitto, ffmpeg, Chromium) and fails a test with the command that
-// installs a missing part. It never skips: CI runs everything.
+// installs a missing part. It never skips in `make test`: CI runs
+// everything. Under -short (`make test-unit`) a test that asks for Docker,
+// mosquitto, Chromium or ONNX Runtime is skipped instead, naming the part.
 //
 // It is imported only by _test.go files.
 package testenv
@@ -11,11 +13,35 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"testing"
+	"time"
 )
+
+// heavyParts are the parts `make test-unit` (go test -short) runs without.
+var heavyParts = []string{"docker", "mosquitto", "mosquitto_pub", "mosquitto_sub", "chromium", "onnxruntime"}
+
+// unitOnly skips t under -short when it needs part.
+func unitOnly(t testing.TB, part string) {
+	t.Helper()
+	if testing.Short() && slices.Contains(heavyParts, part) {
+		t.Skipf("needs %s: not in the unit tests (go test -short)", part)
+	}
+}
 
 // DefaultORTLib is where `make deps` installs ONNX Runtime.
 const DefaultORTLib = "/usr/local/lib/ledge/libonnxruntime.so.1"
+
+// Slowdown is how many times longer than usual a test may wait for a
+// positive signal: $LEDGE_TEST_SLOWDOWN (default 1), which `make
+// test-arm64` sets for tests that run under emulation.
+func Slowdown() time.Duration {
+	if n, err := strconv.Atoi(os.Getenv("LEDGE_TEST_SLOWDOWN")); err == nil && n > 1 {
+		return time.Duration(n)
+	}
+	return 1
+}
 
 // RepoRoot returns the directory holding go.mod.
 func RepoRoot(t testing.TB) string {
@@ -65,6 +91,7 @@ func existing(t testing.TB, path string) string {
 // `make deps` location.
 func ORTLib(t testing.TB) string {
 	t.Helper()
+	unitOnly(t, "onnxruntime")
 	lib := os.Getenv("LEDGE_ORT_LIB")
 	if lib == "" {
 		lib = DefaultORTLib
@@ -79,6 +106,7 @@ func ORTLib(t testing.TB) string {
 // saying which Debian package provides it.
 func Command(t testing.TB, name, debianPackage string) string {
 	t.Helper()
+	unitOnly(t, name)
 	path, err := exec.LookPath(name)
 	if err != nil {
 		t.Fatalf("testenv: %s not found: run `make deps` (apt-get install %s)", name, debianPackage)
@@ -89,6 +117,7 @@ func Command(t testing.TB, name, debianPackage string) string {
 // Docker fails the test unless a Docker engine answers.
 func Docker(t testing.TB) {
 	t.Helper()
+	unitOnly(t, "docker")
 	Command(t, "docker", "docker.io")
 	if out, err := exec.Command("docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
 		t.Fatalf("testenv: no Docker engine answers (%v: %s): run `make deps`, which starts dockerd", err, out)

@@ -16,7 +16,7 @@ import (
 	"regexp"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Error is a decoding error at a place in the document.
@@ -133,10 +133,10 @@ func (c *checker) check(n *yaml.Node, t reflect.Type, path string, depth int) er
 				if anyKey {
 					continue // an inline map takes any other key
 				}
-				return &Error{Line: k.Line, Column: k.Column, Path: join(path, k.Value),
+				return &Error{Line: k.Line, Column: k.Column, Path: Field(path, k.Value),
 					Msg: fmt.Sprintf("unknown key %q%s", k.Value, suggest(k.Value, fields))}
 			}
-			if err := c.check(val, ft, join(path, k.Value), depth+1); err != nil {
+			if err := c.check(val, ft, Field(path, k.Value), depth+1); err != nil {
 				return err
 			}
 		}
@@ -145,7 +145,7 @@ func (c *checker) check(n *yaml.Node, t reflect.Type, path string, depth int) er
 			return nil
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			if err := c.check(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value), depth+1); err != nil {
+			if err := c.check(n.Content[i+1], t.Elem(), Field(path, n.Content[i].Value), depth+1); err != nil {
 				return err
 			}
 		}
@@ -154,7 +154,7 @@ func (c *checker) check(n *yaml.Node, t reflect.Type, path string, depth int) er
 			return nil
 		}
 		for i, item := range n.Content {
-			if err := c.check(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), depth+1); err != nil {
+			if err := c.check(item, t.Elem(), Index(path, i), depth+1); err != nil {
 				return err
 			}
 		}
@@ -200,28 +200,33 @@ func structFields(t reflect.Type) (fields map[string]reflect.Type, anyKey bool) 
 	return out, anyKey
 }
 
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
 // suggest names a known key that differs from key only in case or by one
 // edit, as a hint.
 func suggest(key string, fields map[string]reflect.Type) string {
-	best := ""
+	known := make([]string, 0, len(fields))
 	for f := range fields {
+		known = append(known, f)
+	}
+	best := Suggest(key, known)
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// Suggest returns the known name that key differs from only in case or
+// by at most two edits (the first in byte order when several do), or "".
+// Parsers that accept unknown keys use it for their "did you mean".
+func Suggest(key string, known []string) string {
+	best := ""
+	for _, f := range known {
 		if strings.EqualFold(f, key) || editDistance(strings.ToLower(f), strings.ToLower(key)) <= 2 {
 			if best == "" || f < best {
 				best = f
 			}
 		}
 	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
+	return best
 }
 
 func editDistance(a, b string) int {
@@ -255,8 +260,8 @@ func syntaxError(err error) error {
 	return &Error{Line: line, Msg: "invalid YAML: " + msg}
 }
 
-// unmarshalRe matches yaml.v3's "cannot unmarshal !!str `x` into int".
-var unmarshalRe = regexp.MustCompile("^cannot unmarshal !!\\w+ (.*) into (.*)$")
+// unmarshalRe matches yaml/v3's "cannot unmarshal !!str `x` into int".
+var unmarshalRe = regexp.MustCompile(`^cannot unmarshal !!\w+ (.*) into (.*)$`)
 
 func (c *checker) typeError(err error, path string) error {
 	var te *yaml.TypeError

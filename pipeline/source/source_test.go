@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"gocv.io/x/gocv"
@@ -88,42 +89,50 @@ func TestImagesEndAndLoop(t *testing.T) {
 	if len(s.frames) != 3 || states[len(states)-1] != PhaseEnded {
 		t.Errorf("%d frames, states %v: want 3 frames and ended", len(s.frames), states)
 	}
-	// Looped and paced at 20 fps: about 20 frames in a second.
-	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
-	defer cancel()
-	s = &sink{}
-	Run(ctx, Spec{URL: "images:" + dir + "/*.jpg", Loop: true, Realtime: true, FPS: 20}, s, func(State) {})
-	if n := len(s.frames); n < 5 || n > 25 {
-		t.Errorf("%d frames in 1 s at 20 fps", n)
-	}
+	// Looped and paced at 20 fps: 20 frames in a second. The clock is
+	// synctest's, so a busy machine does not change the count.
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		s := &sink{}
+		Run(ctx, Spec{URL: "images:" + dir + "/*.jpg", Loop: true, Realtime: true, FPS: 20}, s, func(State) {})
+		if n := len(s.frames); n < 20 || n > 21 {
+			t.Errorf("%d frames in 1 s at 20 fps", n)
+		}
+	})
 }
 
 func TestMissingFileBacksOff(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
-	defer cancel()
-	var last State
-	var mu sync.Mutex
-	Run(ctx, Spec{URL: "/nonexistent/clip.mp4", Backoff: Backoff{Initial: 50 * time.Millisecond, Max: 100 * time.Millisecond}}, &sink{},
-		func(st State) {
-			mu.Lock()
-			defer mu.Unlock()
-			if st.Phase == PhaseBackoff {
-				last = st
-			}
-		})
-	if last.Failures < 3 || !strings.Contains(last.Reason, "no such file") {
-		t.Errorf("last back-off %+v: want several failures naming the missing file", last)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		defer cancel()
+		var last State
+		var mu sync.Mutex
+		Run(ctx, Spec{URL: "/nonexistent/clip.mp4", Backoff: Backoff{Initial: 50 * time.Millisecond, Max: 100 * time.Millisecond}}, &sink{},
+			func(st State) {
+				mu.Lock()
+				defer mu.Unlock()
+				if st.Phase == PhaseBackoff {
+					last = st
+				}
+			})
+		// 50, 100, 100, 100... ms apart: five failures in 500 ms.
+		if last.Failures < 4 || last.Failures > 6 || !strings.Contains(last.Reason, "no such file") {
+			t.Errorf("last back-off %+v: want five failures naming the missing file", last)
+		}
+	})
 }
 
 func TestPattern(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
-	defer cancel()
-	s := &sink{}
-	Run(ctx, Spec{URL: "testpattern:", Width: 160, Height: 120, FPS: 40}, s, func(State) {})
-	if n := len(s.frames); n < 5 || n > 25 {
-		t.Errorf("%d frames in 0.5 s at 40 fps", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		defer cancel()
+		s := &sink{}
+		Run(ctx, Spec{URL: "testpattern:", Width: 160, Height: 120, FPS: 40}, s, func(State) {})
+		if n := len(s.frames); n < 20 || n > 21 {
+			t.Errorf("%d frames in 0.5 s at 40 fps", n)
+		}
+	})
 }
 
 // TestFileLoopPaced: a looped file read in real time keeps its pace across
@@ -135,13 +144,15 @@ func TestFileLoopPaced(t *testing.T) {
 		"-c:v", "libx264", "-preset", "veryfast", path).CombinedOutput(); err != nil {
 		t.Fatalf("ffmpeg: %v %s", err, b)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 1200*time.Millisecond)
-	defer cancel()
 	s := &sink{}
-	Run(ctx, Spec{URL: "file:" + path, Loop: true, Realtime: true}, s, func(State) {})
-	if n := len(s.frames); n < 12 || n > 32 {
-		t.Errorf("%d frames in 1.2 s of a looped 25 fps file, want about 30", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 1200*time.Millisecond)
+		defer cancel()
+		Run(ctx, Spec{URL: "file:" + path, Loop: true, Realtime: true}, s, func(State) {})
+		if n := len(s.frames); n < 30 || n > 31 {
+			t.Errorf("%d frames in 1.2 s of a looped 25 fps file, want 30", n)
+		}
+	})
 	for i := 1; i < len(s.frames); i++ {
 		if !s.frames[i].Time.After(s.frames[i-1].Time) {
 			t.Errorf("frame %d scene time %v is not after frame %d's %v", i, s.frames[i].Time, i-1, s.frames[i-1].Time)

@@ -8,14 +8,23 @@
 //	health             the health check: exit 0 when healthy
 //	probe HOST PORT    print the injected env, resolve HOST, read the CA
 //	                   file, dial HOST:PORT; then run forever
+//	workload           call the workload API at $IOTEDGE_WORKLOADURI as the
+//	                   Azure SDKs do (and as another module), print what
+//	                   it answers; then run forever
 package main
 
 import (
+	"context"
+	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -89,6 +98,9 @@ func main() {
 		}
 		fmt.Printf("dial %v\n", err)
 		waitTerm()
+	case "workload":
+		workloadCalls()
+		waitTerm()
 	default:
 		fmt.Fprintln(os.Stderr, "unknown mode", mode)
 		os.Exit(64)
@@ -100,4 +112,42 @@ func waitTerm() {
 	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
 	<-c
 	os.Exit(0)
+}
+
+// workloadCalls calls the workload API as a module would, and as a
+// module that tries to sign for another.
+func workloadCalls() {
+	keyInEnv := false
+	for _, kv := range os.Environ() {
+		keyInEnv = keyInEnv || strings.Contains(kv, "SharedAccessKey")
+	}
+	fmt.Printf("uid %d key-in-env %v connection-string %q\n", os.Getuid(), keyInEnv, os.Getenv("EdgeHubConnectionString"))
+	sock := strings.TrimPrefix(os.Getenv("IOTEDGE_WORKLOADURI"), "unix://")
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	call := func(name, method, path, body string) {
+		req, _ := http.NewRequest(method, "http://workload"+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := c.Do(req)
+		if err != nil {
+			fmt.Printf("%s error %v\n", name, err)
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Printf("%s %d %s\n", name, resp.StatusCode, strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", "|"))
+	}
+	mod, gen := url.PathEscape(os.Getenv("IOTEDGE_MODULEID")), url.PathEscape(os.Getenv("IOTEDGE_MODULEGENERATIONID"))
+	v := "?api-version=2018-06-28"
+	sign := `{"keyId":"primary","algo":"HMACSHA256","data":"` + base64.StdEncoding.EncodeToString([]byte("hello")) + `"}`
+	call("trust", "GET", "/trust-bundle"+v, "")
+	call("sign-self", "POST", "/modules/"+mod+"/genid/"+gen+"/sign"+v, sign)
+	call("sign-other", "POST", "/modules/other/genid/"+gen+"/sign"+v, sign)
+	call("sign-genid", "POST", "/modules/"+mod+"/genid/stale/sign"+v, sign)
+	call("no-version", "POST", "/modules/"+mod+"/genid/"+gen+"/sign", sign)
+	exp := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	call("cert-self", "POST", "/modules/"+mod+"/genid/"+gen+"/certificate/server"+v, `{"commonName":"`+os.Getenv("IOTEDGE_MODULEID")+`","expiration":"`+exp+`"}`)
+	call("cert-hub", "POST", "/modules/"+mod+"/genid/"+gen+"/certificate/server"+v, `{"commonName":"`+os.Getenv("IOTEDGE_GATEWAYHOSTNAME")+`","expiration":"`+exp+`"}`)
+	fmt.Println("workload done")
 }

@@ -639,16 +639,22 @@ ledge.pages.deployments = () => {
   }
   const body = () => ({ manifest: $("#manifest").value, signature: $("#signature").value.trim() || undefined });
   function planTable(plan) {
-    const changes = (plan && (plan.changes || (plan.plan && plan.plan.changes))) || [];
-    const elevated = (plan && (plan.elevated || (plan.plan && plan.plan.elevated))) || [];
-    const warn = el("div", { class: "warn", id: "plan-elevated" }, el("p", { text: "Elevated container settings (allowed by agent.allowElevatedPermissions):" }),
-      el("ul", {}, ...elevated.map((e) => el("li", { text: `module ${e.module}: ${e.setting} ${e.value} ${e.why}` }))));
-    if (!changes.length) return elevated.length ? warn : el("p", { class: "muted", text: "No changes." });
-    const t = el("table", {}, el("thead", {}, tr("Kind", "Name", "Action", "Detail")));
-    const tb = el("tbody"); t.append(tb);
-    for (const c of changes) tb.append(tr(c.kind, c.name, status(c.action), c.detail || ""));
-    const wrap = el("div", { class: "table-wrap" }, t);
-    return elevated.length ? el("div", {}, warn, wrap) : wrap;
+    const p = (plan && plan.plan) || plan || {};
+    const changes = p.changes || [], elevated = p.elevated || [], warnings = p.warnings || [];
+    const parts = [];
+    // Accepted but worth telling: ignored keys (with their path and a "did you mean"), $upstream...
+    if (warnings.length) parts.push(el("div", { class: "warn", id: "plan-warnings" }, el("p", { text: "Warnings:" }),
+      el("ul", {}, ...warnings.map((w) => el("li", { text: w })))));
+    if (elevated.length) parts.push(el("div", { class: "warn", id: "plan-elevated" }, el("p", { text: "Elevated container settings (allowed by agent.allowElevatedPermissions):" }),
+      el("ul", {}, ...elevated.map((e) => el("li", { text: `module ${e.module}: ${e.setting} ${e.value} ${e.why}` })))));
+    if (!changes.length) parts.push(el("p", { class: "muted", text: "No changes." }));
+    else {
+      const t = el("table", {}, el("thead", {}, tr("Kind", "Name", "Action", "Detail")));
+      const tb = el("tbody"); t.append(tb);
+      for (const c of changes) tb.append(tr(c.kind, c.name, status(c.action), c.detail || ""));
+      parts.push(el("div", { class: "table-wrap" }, t));
+    }
+    return parts.length === 1 ? parts[0] : el("div", {}, ...parts);
   }
   function diff(a, b) {
     // Line diff by longest common subsequence; fine for manifests.

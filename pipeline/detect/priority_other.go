@@ -1,6 +1,6 @@
 //go:build !linux
 
-package pipeline
+package detect
 
 // atLowPriority runs f (at normal priority where threads cannot be niced).
 func atLowPriority(f func()) { f() }

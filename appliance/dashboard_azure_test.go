@@ -1,0 +1,50 @@
+package appliance
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"ledge/internal/testenv"
+)
+
+// TestDashboardPlanWarnings: an Azure manifest with keys edgeAgent
+// ignores is accepted by Check on the Deployments page, which lists each
+// ignored key with its path and a "did you mean", and says what $upstream
+// is; the API's plan carries the same warnings.
+func TestDashboardPlanWarnings(t *testing.T) {
+	d := startDashboard(t, func(c *Config) { c.Agent.UpstreamRegistry = "parent.example" })
+	ctx := testenv.Browser(t)
+	login(t, ctx, d.base, testPassword)
+	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
+
+	manifest := `{"modulesContent": {"$edgeAgent": {"properties.desired": {"schemaVersion": "1.1", "runtime": {"type": "docker", "settings": {"minDockerVersoin": "v1.25"}},
+  "modules": {"sensor": {"type": "docker", "status": "running", "restartPolicy": "always",
+    "ServiceClientConnectionString": "HostName=x",
+    "settings": {"image": "$upstream:443/azureiotedge-simulated-temperature-sensor:1.5", "createOptions": "{\"HostConfg\":{},}"}}}}},
+  "$edgeHub": {"properties.desired": {"schemaVersion": "1.1", "routes": {}}}}}`
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(d.base+"/deployments"),
+		chromedp.WaitVisible(chromedp.ID("manifest")),
+		chromedp.SetValue(chromedp.ID("manifest"), manifest),
+		chromedp.Click(chromedp.ID("check")),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "the plan's warnings", `document.querySelectorAll("#plan-warnings li").length >= 3`, 10*time.Second)
+	text := evalString(t, ctx, `document.querySelector("#plan").textContent`)
+	for _, want := range []string{
+		`modules.sensor.ServiceClientConnectionString: unknown key, ignored as edgeAgent ignores it`,
+		`runtime.settings.minDockerVersoin: unknown key, ignored as edgeAgent ignores it (did you mean "minDockerVersion"?)`,
+		`settings.createOptions: HostConfg: not a field of Docker's ContainerCreate body`, `did you mean "HostConfig"?`,
+		`parent.example:443/azureiotedge-simulated-temperature-sensor:1.5`, `$upstream is parent.example (agent.upstreamRegistry)`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the plan lacks %q:\n%s", want, text)
+		}
+	}
+	testenv.Screenshot(t, ctx, "deployments-warnings")
+}

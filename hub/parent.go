@@ -1,0 +1,598 @@
+package hub
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"ledge/hub/azure"
+	"ledge/internal/fault"
+)
+
+// The parent as a full parent (azure upstream mode), as IoT Hub is for
+// an Azure gateway. Besides the device's own connection (telemetry,
+// upstream.go), the hub opens one connection to the parent per identity
+// it acts for, each speaking the IoT Hub device API:
+//
+//   - <device>/$edgeAgent, <device>/$edgeHub, <device>/$ledge: the twins
+//     the agent takes deployments from and reports to (WatchParentTwins,
+//     ReportParentTwin);
+//   - each device or module connected here (<device>/<module> for this
+//     device's modules, <leaf> for leaf devices): the parent's direct
+//     methods and C2D messages for it are relayed to it, its desired
+//     properties are synced down (kept here: offline, a client reads the
+//     last known, as with edgeHub) and its reported patches up.
+//
+// They authenticate with this device's key: module connections as the
+// device's modules, leaf connections "on behalf of" (skn=<device>), which
+// a parent accepts for the devices whose parent it says this device is
+// (sasKeys). A connection for a client that left is closed after
+// relayIdle.
+
+// relayIdle is how long a relay stays open after its local client left.
+const relayIdle = time.Minute
+
+// twinSettle is how long the parent's twins stay unchanged before the
+// agent is told (a deployment written twin by twin comes as one).
+const twinSettle = 500 * time.Millisecond
+
+// RelayStatus is one connection to the parent on behalf of an identity.
+type RelayStatus struct {
+	Identity  string `json:"identity"`
+	State     string `json:"state"` // connecting, connected, refused
+	LastError string `json:"lastError,omitempty"`
+}
+
+type parentLink struct {
+	h      *Hub
+	cfg    UpstreamConfig
+	tlsCfg *tls.Config
+
+	mu    sync.Mutex // guards the fields below
+	conns map[string]*parentConn
+	ctx   context.Context // set by run; nil before
+	watch *twinWatch
+}
+
+type twinWatch struct {
+	modules []string
+	handler func(map[string]json.RawMessage)
+	timer   *time.Timer
+}
+
+// parentConn is one connection to the parent for one identity.
+type parentConn struct {
+	l      *parentLink
+	local  string // the identity here ("" for a system twin)
+	remote string // the identity at the parent: <device>/<module> or <leaf>
+	device string
+	module string
+	system bool // a twin the agent reads ($edgeAgent...), not a client here
+
+	cli     paho.Client
+	stop    chan struct{}
+	stopped atomic.Bool
+	rid     atomic.Uint64
+
+	mu      sync.Mutex // guards the fields below
+	waits   map[string]chan twinReply
+	desired map[string]any // system twins: the desired properties as last read
+	fetched bool           // desired read since the last connection
+	state   string
+	lastErr string
+	leftAt  time.Time // when the local client was last seen gone
+}
+
+type twinReply struct {
+	status int
+	body   []byte
+}
+
+func newParentLink(h *Hub, cfg UpstreamConfig, tlsCfg *tls.Config) *parentLink {
+	return &parentLink{h: h, cfg: cfg, tlsCfg: tlsCfg, conns: map[string]*parentConn{}}
+}
+
+// run keeps a relay open for every device and module connected here
+// until ctx ends, then closes every connection.
+func (l *parentLink) run(ctx context.Context) {
+	l.mu.Lock()
+	l.ctx = ctx
+	for _, c := range l.conns {
+		go c.connect()
+	}
+	l.mu.Unlock()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		l.scan()
+		select {
+		case <-ctx.Done():
+			l.mu.Lock()
+			conns := l.conns
+			l.conns = map[string]*parentConn{}
+			l.mu.Unlock()
+			for _, c := range conns {
+				c.close()
+			}
+			return
+		case <-l.h.connChanged():
+		case <-t.C:
+		}
+	}
+}
+
+// scan opens relays for the clients connected here and closes those
+// whose client has been gone for relayIdle.
+func (l *parentLink) scan() {
+	here := map[string]*session{}
+	l.h.byID.Range(func(_, v any) bool {
+		s := v.(*session)
+		switch {
+		case s.anonymous || s.cl == nil || s.cl.Closed():
+		case s.kind == KindDevice && !strings.EqualFold(s.device, l.cfg.DeviceID),
+			// Only this device's modules are its modules at the parent.
+			s.kind == KindModule && strings.EqualFold(s.device, l.h.deviceID):
+			here[strings.ToLower(s.name)] = s
+		}
+		return true
+	})
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for key, s := range here {
+		if c := l.conns[key]; c != nil {
+			c.mu.Lock()
+			c.leftAt = time.Time{}
+			c.mu.Unlock()
+			continue
+		}
+		c := l.newConn(s.name, s.device, s.module, false)
+		l.conns[key] = c
+		if l.ctx != nil {
+			go c.connect()
+		}
+	}
+	for key, c := range l.conns {
+		if c.system || here[key] != nil {
+			continue
+		}
+		c.mu.Lock()
+		if c.leftAt.IsZero() {
+			c.leftAt = now
+		}
+		idle := now.Sub(c.leftAt) > relayIdle
+		c.mu.Unlock()
+		if idle {
+			delete(l.conns, key)
+			go c.close()
+		}
+	}
+}
+
+// newConn makes the connection for identity local (device, module as
+// here). Called with l.mu held.
+func (l *parentLink) newConn(local, device, module string, system bool) *parentConn {
+	c := &parentConn{l: l, local: local, device: device, module: module, system: system, stop: make(chan struct{}),
+		waits: map[string]chan twinReply{}, state: "connecting"}
+	if module != "" {
+		// This device's modules are the upstream identity's modules there.
+		c.device = l.cfg.DeviceID
+		c.remote = c.device + "/" + module
+	} else {
+		c.remote = device
+	}
+	host := l.cfg.Host
+	o := paho.NewClientOptions().AddBroker(l.cfg.URL).SetClientID(c.remote).
+		SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(false).
+		SetMaxReconnectInterval(maxBackoff).SetConnectTimeout(30 * time.Second).
+		SetWriteTimeout(upstreamWriteTimeout).SetKeepAlive(l.cfg.KeepAlive).SetOrderMatters(false)
+	if l.tlsCfg != nil {
+		o.SetTLSConfig(l.tlsCfg)
+	}
+	o.SetCredentialsProvider(func() (string, string) {
+		tok, _ := azure.BuildToken(azure.Resource(host, c.device, c.module), l.cfg.DeviceKey, time.Now().Add(time.Hour))
+		if module == "" && !strings.EqualFold(device, l.cfg.DeviceID) {
+			tok += "&skn=" + url.QueryEscape(l.cfg.DeviceID) // on behalf of: signed with this device's key
+		}
+		return host + "/" + c.remote + "/?api-version=" + azureAPIVersion, tok
+	})
+	o.SetOnConnectHandler(func(cli paho.Client) { go c.onConnect(cli) })
+	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
+		c.mu.Lock()
+		c.state, c.lastErr, c.fetched = "connecting", err.Error(), false
+		c.mu.Unlock()
+	})
+	c.cli = paho.NewClient(o)
+	return c
+}
+
+// connect connects, retrying with back-off until it succeeds or the
+// connection is closed; a refusal is logged once.
+func (c *parentConn) connect() {
+	wait := time.Second
+	told := false
+	for !c.stopped.Load() {
+		tok := c.cli.Connect()
+		tok.Wait()
+		if tok.Error() == nil {
+			if told {
+				c.l.h.log.Info("parent relay connected", "identity", c.remote)
+			}
+			return
+		}
+		c.mu.Lock()
+		c.state, c.lastErr = "refused", tok.Error().Error()
+		c.mu.Unlock()
+		if !told {
+			hint := ""
+			if !c.system && c.module == "" {
+				hint = fmt.Sprintf(" (on the parent: ledge identity add %s --parent %s)", c.remote, c.l.cfg.DeviceID)
+			}
+			c.l.h.log.Warn("the parent refuses a connection on behalf of "+c.remote+hint, "err", tok.Error())
+			told = true
+		}
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, maxBackoff)
+	}
+}
+
+func (c *parentConn) close() {
+	if c.stopped.CompareAndSwap(false, true) {
+		close(c.stop)
+		c.cli.Disconnect(250)
+	}
+}
+
+func (c *parentConn) onConnect(cli paho.Client) {
+	c.mu.Lock()
+	c.state, c.lastErr = "connected", ""
+	c.mu.Unlock()
+	subs := map[string]byte{
+		"$iothub/twin/res/#":                      0,
+		"$iothub/twin/PATCH/properties/desired/#": 0,
+		"$iothub/methods/POST/#":                  0,
+	}
+	if c.module == "" && !c.system {
+		subs["devices/"+c.remote+"/messages/devicebound/#"] = 1
+	}
+	tok := cli.SubscribeMultiple(subs, c.onMessage)
+	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		c.l.h.log.Warn("parent relay: subscribe", "identity", c.remote, "err", tok.Error())
+		return
+	}
+	// Desired properties now, in full: what changed while away.
+	r, err := c.request("$iothub/twin/GET/?$rid=", nil)
+	if err != nil || r.status != 200 {
+		c.l.h.log.Warn("parent relay: read the twin", "identity", c.remote, "status", r.status, "err", err)
+		return
+	}
+	var tw struct {
+		Desired map[string]any `json:"desired"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(r.body))
+	dec.UseNumber()
+	if err := dec.Decode(&tw); err != nil {
+		c.l.h.log.Warn("parent relay: twin", "identity", c.remote, "err", err)
+		return
+	}
+	if c.system {
+		c.mu.Lock()
+		c.desired, c.fetched = tw.Desired, true
+		c.mu.Unlock()
+		c.l.desiredChanged()
+		return
+	}
+	c.syncDesired(tw.Desired)
+	// What the client reported while the parent was away goes up.
+	if t, err := c.l.h.twins.load(context.Background(), c.local); err == nil && len(t.Reported) > 0 {
+		body, _ := json.Marshal(t.Reported)
+		c.request("$iothub/twin/PATCH/properties/reported/?$rid=", body)
+	}
+}
+
+// syncDesired makes the desired properties here those of the parent.
+func (c *parentConn) syncDesired(desired map[string]any) {
+	ctx := context.Background()
+	delete(desired, "$version")
+	delete(desired, "$metadata")
+	cur, err := c.l.h.GetTwin(ctx, c.local)
+	if err != nil {
+		return
+	}
+	a, _ := json.Marshal(cur.Desired)
+	b, _ := json.Marshal(desired)
+	if bytes.Equal(a, b) {
+		return
+	}
+	if _, err := c.l.h.SetDesired(ctx, c.local, desired); err != nil {
+		c.l.h.log.Warn("parent relay: desired properties", "identity", c.local, "err", err)
+	}
+}
+
+// request publishes a twin request on prefix+rid and waits for its
+// answer.
+func (c *parentConn) request(prefix string, body []byte) (twinReply, error) {
+	rid := strconv.FormatUint(c.rid.Add(1), 10)
+	ch := make(chan twinReply, 1)
+	c.mu.Lock()
+	c.waits[rid] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.waits, rid)
+		c.mu.Unlock()
+	}()
+	if !c.cli.IsConnectionOpen() {
+		return twinReply{}, fault.New(fault.Unavailable, "the parent is not connected")
+	}
+	tok := c.cli.Publish(prefix+rid, 0, false, body)
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		return twinReply{}, fault.New(fault.Unavailable, "to the parent: %v", tok.Error())
+	}
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-time.After(10 * time.Second):
+		return twinReply{}, fault.New(fault.Timeout, "the parent did not answer a twin request within 10 s")
+	case <-c.stop:
+		return twinReply{}, fault.New(fault.Unavailable, "closed")
+	}
+}
+
+func (c *parentConn) onMessage(_ paho.Client, m paho.Message) {
+	topic := m.Topic()
+	path, query, _ := strings.Cut(topic, "?")
+	q, _, _ := azure.ParseBag(query)
+	switch {
+	case strings.HasPrefix(path, "$iothub/twin/res/"):
+		status, _ := strconv.Atoi(strings.TrimSuffix(path[len("$iothub/twin/res/"):], "/"))
+		c.mu.Lock()
+		ch := c.waits[q["$rid"]]
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- twinReply{status: status, body: bytes.Clone(m.Payload())}
+		}
+	case strings.HasPrefix(path, "$iothub/twin/PATCH/properties/desired"):
+		c.onDesiredPatch(m.Payload())
+	case strings.HasPrefix(path, "$iothub/methods/POST/"):
+		name := strings.TrimSuffix(path[len("$iothub/methods/POST/"):], "/")
+		c.onMethod(name, q["$rid"], bytes.Clone(m.Payload()))
+	case strings.HasPrefix(path, "devices/"):
+		c.onC2D(topic, bytes.Clone(m.Payload()))
+	}
+}
+
+func (c *parentConn) onDesiredPatch(body []byte) {
+	if c.system {
+		var p map[string]any
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.UseNumber()
+		if dec.Decode(&p) != nil {
+			return
+		}
+		c.mu.Lock()
+		if c.desired == nil {
+			c.desired = map[string]any{}
+		}
+		merge(c.desired, p)
+		if v, ok := p["$version"]; ok {
+			c.desired["$version"] = v
+		}
+		c.mu.Unlock()
+		c.l.desiredChanged()
+		return
+	}
+	if _, err := c.l.h.PatchDesired(context.Background(), c.local, body); err != nil {
+		c.l.h.log.Warn("parent relay: desired patch", "identity", c.local, "err", err)
+	}
+}
+
+// onMethod relays a direct method from the parent to the client here and
+// its answer back: 404 when the client is not connected, 504 when it does
+// not answer in time (hub.methodTimeout), as edgeHub answers.
+func (c *parentConn) onMethod(name, rid string, payload []byte) {
+	status, out := 200, []byte(nil)
+	switch {
+	case c.system && c.module == "$edgeAgent" && name == "ping":
+		out = []byte("{}")
+	case c.system:
+		status, out = 404, []byte(`{"message":"ledge's `+c.module+` answers no method but ping"}`)
+	default:
+		r, err := c.l.h.InvokeMethod(context.Background(), c.local, name, payload, 0)
+		switch {
+		case err == nil:
+			status, out = r.Status, r.Payload
+		case fault.Is(err, fault.NotFound):
+			status = 404
+		case fault.Is(err, fault.Timeout):
+			status = 504
+		default:
+			status = 500
+		}
+		if err != nil {
+			out, _ = json.Marshal(map[string]string{"message": err.Error()})
+		}
+	}
+	c.cli.Publish("$iothub/methods/res/"+strconv.Itoa(status)+"/?$rid="+url.QueryEscape(rid), 0, false, out)
+}
+
+// onC2D delivers a cloud-to-device message to the device here; the
+// parent gets its PUBACK once the device acknowledged it (or gave up).
+func (c *parentConn) onC2D(topic string, body []byte) {
+	prefix := "devices/" + c.remote + "/messages/devicebound/"
+	bag := strings.TrimSuffix(strings.TrimPrefix(topic, prefix), "/")
+	app, sys, _ := azure.ParseBag(bag)
+	props := map[string]string{}
+	for k, v := range app {
+		props[k] = v
+	}
+	for k, v := range sys {
+		props[k] = v
+	}
+	if err := c.l.h.SendC2D(context.Background(), c.local, body, props); err != nil {
+		c.l.h.log.Info("parent relay: cloud-to-device message not delivered", "device", c.local, "err", err)
+	}
+}
+
+// reportUp sends a reported patch of a client here to the parent, when
+// its relay is connected (else the whole reported state goes up when it
+// connects).
+func (l *parentLink) reportUp(name string, patch []byte) {
+	l.mu.Lock()
+	c := l.conns[strings.ToLower(name)]
+	l.mu.Unlock()
+	if c == nil || c.system || !c.cli.IsConnectionOpen() {
+		return
+	}
+	go c.request("$iothub/twin/PATCH/properties/reported/?$rid=", patch)
+}
+
+// desiredChanged tells the agent, once the system twins are read and
+// settle.
+func (l *parentLink) desiredChanged() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.watch
+	if w == nil {
+		return
+	}
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.timer = time.AfterFunc(twinSettle, l.tellWatcher)
+}
+
+func (l *parentLink) tellWatcher() {
+	l.mu.Lock()
+	w := l.watch
+	if w == nil {
+		l.mu.Unlock()
+		return
+	}
+	out := map[string]json.RawMessage{}
+	for _, m := range w.modules {
+		c := l.conns[systemKey(m)]
+		if c == nil {
+			l.mu.Unlock()
+			return
+		}
+		c.mu.Lock()
+		fetched, d := c.fetched, c.desired
+		var raw json.RawMessage
+		if d != nil {
+			raw, _ = json.Marshal(d)
+		}
+		c.mu.Unlock()
+		if !fetched {
+			l.mu.Unlock()
+			return // not every twin is read yet since the last connection
+		}
+		out[m] = raw
+	}
+	h := w.handler
+	l.mu.Unlock()
+	h(out)
+}
+
+func systemKey(module string) string { return "\x00system/" + module }
+
+// WatchParentTwins follows the desired properties of this device's module
+// twins named in modules (e.g. $edgeAgent, $edgeHub, $ledge) at the
+// parent: handler gets all of them once every one was read after a
+// connection, and again when one changes (after they settle). It fails
+// without a parent (hub.upstream in azure mode).
+func (h *Hub) WatchParentTwins(modules []string, handler func(map[string]json.RawMessage)) (func(), error) {
+	l := h.parent
+	if l == nil {
+		return nil, fault.New(fault.Unavailable, "no parent: hub.upstream.mode is not azure (or hub.upstream.relay is off)")
+	}
+	l.mu.Lock()
+	if l.watch != nil {
+		l.mu.Unlock()
+		return nil, fault.New(fault.Conflict, "the parent's twins are watched already")
+	}
+	l.watch = &twinWatch{modules: modules, handler: handler}
+	var conns []*parentConn
+	for _, m := range modules {
+		c := l.newConn("", l.cfg.DeviceID, m, true)
+		l.conns[systemKey(m)] = c
+		conns = append(conns, c)
+	}
+	running := l.ctx != nil
+	l.mu.Unlock()
+	if running {
+		for _, c := range conns {
+			go c.connect()
+		}
+	}
+	return func() {
+		l.mu.Lock()
+		if w := l.watch; w != nil && w.timer != nil {
+			w.timer.Stop()
+		}
+		l.watch = nil
+		for _, m := range modules {
+			delete(l.conns, systemKey(m))
+		}
+		l.mu.Unlock()
+		for _, c := range conns {
+			c.close()
+		}
+	}, nil
+}
+
+// ReportParentTwin sends a reported-properties patch of this device's
+// module twin module to the parent (WatchParentTwins must follow it). It
+// fails with fault.Unavailable while the parent is not connected.
+func (h *Hub) ReportParentTwin(ctx context.Context, module string, patch json.RawMessage) error {
+	l := h.parent
+	if l == nil {
+		return fault.New(fault.Unavailable, "no parent")
+	}
+	l.mu.Lock()
+	c := l.conns[systemKey(module)]
+	l.mu.Unlock()
+	if c == nil {
+		return fault.New(fault.Unavailable, "twin %s of the parent is not followed", module)
+	}
+	r, err := c.request("$iothub/twin/PATCH/properties/reported/?$rid=", patch)
+	if err != nil {
+		return err
+	}
+	if r.status/100 != 2 {
+		return fmt.Errorf("the parent answered %d: %s", r.status, r.body)
+	}
+	return nil
+}
+
+// relays lists the connections to the parent, for the status.
+func (l *parentLink) relays() []RelayStatus {
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]RelayStatus, 0, len(l.conns))
+	for _, c := range l.conns {
+		c.mu.Lock()
+		out = append(out, RelayStatus{Identity: c.remote, State: c.state, LastError: c.lastErr})
+		c.mu.Unlock()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Identity < out[j].Identity })
+	return out
+}

@@ -1,0 +1,205 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"ledge/internal/fault"
+)
+
+// startChildOf runs a child hub whose upstream is parent in azure mode
+// with relays, as device childID with key.
+func startChildOf(t *testing.T, parent *testHub, childID, key string) *testHub {
+	return startHubAs(t, childID, func(c *Config) {
+		c.Hostname = childID + ".test"
+		c.Upstream = UpstreamConfig{Mode: "azure", Host: parent.Hostname(), URL: fmt.Sprintf("ssl://127.0.0.1:%d", parent.Ports().MQTTS),
+			DeviceKey: key, CAFile: parent.CAPath(), KeepAlive: 10 * time.Second, Relay: true}
+	}, false)
+}
+
+// answerMethods makes c answer every direct method with 200 and what it got.
+func answerMethods(t *testing.T, c paho.Client) {
+	mustOK(t, c.Subscribe("$iothub/methods/POST/#", 0, func(cl paho.Client, m paho.Message) {
+		path, q, _ := strings.Cut(m.Topic(), "?")
+		name := strings.TrimSuffix(strings.TrimPrefix(path, "$iothub/methods/POST/"), "/")
+		body, _ := json.Marshal(map[string]any{"method": name, "got": json.RawMessage(m.Payload())})
+		cl.Publish("$iothub/methods/res/200/?"+q, 0, false, body)
+	}))
+}
+
+func relayState(h *testHub, identity string) string {
+	for _, r := range h.Stats().Upstream.Relays {
+		if r.Identity == identity {
+			return r.State + " " + r.LastError
+		}
+	}
+	return ""
+}
+
+// TestParentRelays: a child ledge's hub makes its parent a full parent.
+// Direct methods, C2D and desired properties the parent sends to a leaf
+// device behind the child and to the child's module reach them through
+// the child (the leaf is registered at the parent with the child as its
+// parent; the module is the child's); reported properties go up; the
+// child's $edgeAgent twin at the parent is read and reported to. A leaf
+// the parent does not know behind this child is refused there, and the
+// child says so.
+func TestParentRelays(t *testing.T) {
+	parent := startHubAs(t, "parent", func(c *Config) { c.Hostname = "parent.test" }, false)
+	childID := parent.addIdentity(t, IdentitySpec{Name: "child"})
+	parent.addIdentity(t, IdentitySpec{Name: "sensor", Parent: "child"})
+	if _, err := parent.AddIdentity(t.Context(), IdentitySpec{Name: "orphan", Parent: "nobody"}); !fault.Is(err, fault.Invalid) {
+		t.Errorf("a parent that does not exist: %v", err)
+	}
+
+	child := startChildOf(t, parent, "child", childID.PrimaryKey)
+	sensor := child.addIdentity(t, IdentitySpec{Name: "sensor"})
+	stranger := child.addIdentity(t, IdentitySpec{Name: "stranger"})
+	cam, err := child.EnsureModule(t.Context(), "cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	leafGot := newReceived()
+	leaf, err := child.sasClient(t, "sensor", sensor.PrimaryKey, true, leafGot.handler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answerMethods(t, leaf)
+	mustOK(t, leaf.Subscribe("devices/sensor/messages/devicebound/#", 1, nil))
+	mustOK(t, leaf.Subscribe("$iothub/twin/PATCH/properties/desired/#", 0, nil))
+	mustOK(t, leaf.Subscribe("$iothub/twin/res/#", 0, nil))
+	camGot := newReceived()
+	camc, err := child.sasClient(t, "child/cam", cam.PrimaryKey, true, camGot.handler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answerMethods(t, camc)
+	mustOK(t, camc.Subscribe("$iothub/twin/PATCH/properties/desired/#", 0, nil))
+	if _, err := child.sasClient(t, "stranger", stranger.PrimaryKey, true, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	waitFor(t, "relays connected", func() bool {
+		return strings.HasPrefix(relayState(child, "sensor"), "connected") && strings.HasPrefix(relayState(child, "child/cam"), "connected")
+	})
+	waitFor(t, "the stranger refused", func() bool { return strings.HasPrefix(relayState(child, "stranger"), "refused") })
+
+	// Direct methods from the parent.
+	for _, target := range []string{"sensor", "child/cam"} {
+		r, err := parent.InvokeMethod(t.Context(), target, "reboot", json.RawMessage(`{"delay":1}`), 10*time.Second)
+		if err != nil || r.Status != 200 || string(r.Payload) != `{"got":{"delay":1},"method":"reboot"}` {
+			t.Errorf("method on %s: %+v %v", target, r, err)
+		}
+	}
+	if _, err := parent.InvokeMethod(t.Context(), "stranger", "x", nil, time.Second); !fault.Is(err, fault.NotFound) {
+		t.Errorf("method on the refused stranger: %v", err)
+	}
+
+	// C2D, acknowledged to the parent once the leaf acknowledged it.
+	if err := parent.SendC2D(t.Context(), "sensor", []byte("hello leaf"), map[string]string{"k": "v", "messageId": "m1"}); err != nil {
+		t.Fatal(err)
+	}
+	m := leafGot.next(t, "C2D at the leaf")
+	for m.Topic() == "" || !strings.HasPrefix(m.Topic(), "devices/sensor/messages/devicebound/") {
+		m = leafGot.next(t, "C2D at the leaf")
+	}
+	if string(m.Payload()) != "hello leaf" || !strings.Contains(m.Topic(), "k=v") || !strings.Contains(m.Topic(), "$.mid=m1") {
+		t.Errorf("C2D %s %q", m.Topic(), m.Payload())
+	}
+
+	// Desired properties, down; kept in the child.
+	if _, err := parent.PatchDesired(t.Context(), "sensor", []byte(`{"threshold": 3}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the leaf's desired patch in the child", func() bool {
+		tw, _ := child.GetTwin(t.Context(), "sensor")
+		return fmt.Sprint(tw.Desired["threshold"]) == "3"
+	})
+	if _, err := parent.PatchDesired(t.Context(), "child/cam", []byte(`{"fps": 5}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the module's desired patch", func() bool {
+		tw, _ := child.GetTwin(t.Context(), "child/cam")
+		return fmt.Sprint(tw.Desired["fps"]) == "5"
+	})
+	// Reported, up.
+	mustOK(t, leaf.Publish("$iothub/twin/PATCH/properties/reported/?$rid=1", 0, false, `{"battery": 80}`))
+	waitFor(t, "the leaf's reported patch at the parent", func() bool {
+		tw, _ := parent.GetTwin(t.Context(), "sensor")
+		return fmt.Sprint(tw.Reported["battery"]) == "80"
+	})
+
+	// The agent's twins at the parent.
+	var mu sync.Mutex
+	var seen []map[string]json.RawMessage
+	stop, err := child.WatchParentTwins([]string{"$edgeAgent", "$edgeHub", "$ledge"}, func(d map[string]json.RawMessage) {
+		mu.Lock()
+		seen = append(seen, d)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if _, err := parent.PatchDesired(t.Context(), "child/$edgeAgent", []byte(`{"schemaVersion": "1.1", "modules": {}}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the $edgeAgent twin at the child's agent", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) > 0 && strings.Contains(string(seen[len(seen)-1]["$edgeAgent"]), `"schemaVersion":"1.1"`)
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := child.ReportParentTwin(ctx, "$edgeAgent", json.RawMessage(`{"lastDesiredStatus": {"code": 200}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if tw, _ := parent.GetTwin(t.Context(), "child/$edgeAgent"); !strings.Contains(fmt.Sprint(tw.Reported), "code:200") {
+		t.Errorf("the parent's $edgeAgent reported %v", tw.Reported)
+	}
+}
+
+// TestDeviceKeyForItsModules: on a hub, a device's key authenticates its
+// modules (an edge device holds its modules' identities) and no other
+// device's; "on behalf of" (skn) works only for the devices whose parent
+// the signer is.
+func TestDeviceKeyForItsModules(t *testing.T) {
+	h := startHubAs(t, "hub", func(c *Config) { c.Hostname = "hub.test" }, false)
+	edge := h.addIdentity(t, IdentitySpec{Name: "edge"})
+	other := h.addIdentity(t, IdentitySpec{Name: "other"})
+	h.addIdentity(t, IdentitySpec{Name: "leaf", Parent: "edge"})
+	if _, err := h.sasClient(t, "edge/$edgeAgent", edge.PrimaryKey, false, nil); err != nil {
+		t.Errorf("edge's key for edge/$edgeAgent: %v", err)
+	}
+	if _, err := h.sasClient(t, "edge/$edgeAgent", other.PrimaryKey, false, nil); err == nil {
+		t.Error("another device's key authenticates edge/$edgeAgent")
+	}
+	onBehalf := func(name, key, skn string) error {
+		tok, _ := azureToken("hub.test/devices/"+name, key)
+		_, err := h.connect(t, name, "hub.test/"+name+"/?api-version=2021-04-12", tok+"&skn="+skn, false, nil)
+		return err
+	}
+	if err := onBehalf("leaf", edge.PrimaryKey, "edge"); err != nil {
+		t.Errorf("edge on behalf of its leaf: %v", err)
+	}
+	if err := onBehalf("leaf", other.PrimaryKey, "other"); err == nil {
+		t.Error("a device that is not the leaf's parent connected on its behalf")
+	}
+	if err := onBehalf("other", edge.PrimaryKey, "edge"); err == nil {
+		t.Error("edge connected on behalf of a device it is not the parent of")
+	}
+	if tw, err := h.GetTwin(t.Context(), "edge/$edgeHub"); err != nil || tw.DesiredVersion != 0 {
+		t.Errorf("edge/$edgeHub's twin: %+v %v", tw, err)
+	}
+	if _, err := h.GetTwin(t.Context(), "nobody/$edgeHub"); !fault.Is(err, fault.NotFound) {
+		t.Errorf("a module of no device: %v", err)
+	}
+}
