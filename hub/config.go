@@ -161,7 +161,7 @@ type UpstreamConfig struct {
 	// online on the upstream broker while the link is up: Online is
 	// published retained on Topic at every connect, Offline is the last
 	// will the broker publishes there (retained) when the link dies.
-	Presence *Presence `yaml:"-"`
+	Presence *Presence `yaml:"-" json:"-"`
 }
 
 // Presence is a retained online marker with a last will.

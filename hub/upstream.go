@@ -141,7 +141,7 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 		}
 		u.mu.Unlock()
 		for f, s := range subs {
-			c.Subscribe(f, s.qos, func(_ paho.Client, m paho.Message) { s.handler(m.Topic(), m.Payload()) })
+			go u.subscribe(c, f, s)
 		}
 	})
 	o.SetConnectionLostHandler(func(_ paho.Client, err error) { u.setState("disconnected", err.Error()) })
@@ -321,7 +321,7 @@ func (h *Hub) SubscribeUpstream(filter string, qos byte, handler func(topic stri
 	u.subs[filter] = upSub{qos: qos, handler: handler}
 	u.mu.Unlock()
 	if u.connected() {
-		u.cli.Subscribe(filter, qos, func(_ paho.Client, m paho.Message) { handler(m.Topic(), m.Payload()) })
+		go u.subscribe(u.cli, filter, upSub{qos: qos, handler: handler})
 	}
 	return func() {
 		u.mu.Lock()
@@ -331,6 +331,70 @@ func (h *Hub) SubscribeUpstream(filter string, qos byte, handler func(topic stri
 			u.cli.Unsubscribe(filter)
 		}
 	}, nil
+}
+
+// subscribe subscribes to filter on the upstream broker and, while the
+// broker refuses (SUBACK 0x80: a clustered broker refuses subscriptions
+// while its store elects a leader after a node died) or does not
+// answer, tries again with back-off (1 s to 30 s) as long as the
+// connection is up and the subscription wanted. A failure is logged
+// once and shows in the upstream's status until the broker takes it.
+func (u *upstream) subscribe(c paho.Client, filter string, s upSub) {
+	wait := time.Second
+	failed := false
+	for {
+		t := c.Subscribe(filter, s.qos, func(_ paho.Client, m paho.Message) { s.handler(m.Topic(), m.Payload()) })
+		var why string
+		switch {
+		case !t.WaitTimeout(2 * upstreamWriteTimeout):
+			why = "no answer from the broker"
+		case t.Error() != nil:
+			why = t.Error().Error()
+		case subscribeRefused(t, filter):
+			why = "refused by the broker"
+		}
+		if why == "" {
+			if failed {
+				u.h.log.Info("upstream subscription taken", "filter", filter)
+				u.clearError("subscription to " + filter)
+			}
+			return
+		}
+		u.mu.Lock()
+		_, wanted := u.subs[filter]
+		u.mu.Unlock()
+		if !wanted || !c.IsConnectionOpen() {
+			return
+		}
+		if !failed {
+			failed = true
+			u.h.log.Warn("upstream subscription failed: trying again", "filter", filter, "reason", why, "retryIn", wait)
+		}
+		u.setState("connected", "subscription to "+filter+" "+why)
+		time.Sleep(wait)
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// subscribeRefused reports whether the broker refused the subscription
+// to filter that t stands for (SUBACK return code 0x80).
+func subscribeRefused(t paho.Token, filter string) bool {
+	st, ok := t.(*paho.SubscribeToken)
+	if !ok {
+		return false
+	}
+	q, ok := st.Result()[filter]
+	return ok && q >= 0x80
+}
+
+// clearError forgets the last error when it begins with prefix (it was
+// about something that now works).
+func (u *upstream) clearError(prefix string) {
+	u.mu.Lock()
+	if strings.HasPrefix(u.lastError, prefix) {
+		u.lastError = ""
+	}
+	u.mu.Unlock()
 }
 
 // UpstreamConnected reports whether the bridge is up.
