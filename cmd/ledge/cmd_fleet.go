@@ -22,6 +22,7 @@ import (
 	"ledge/agent"
 	"ledge/agent/manifest"
 	"ledge/hub/fleet"
+	"ledge/internal/redact"
 )
 
 func init() {
@@ -48,7 +49,7 @@ Fleet deployments on the MQTT broker your appliances report to (docs/fleet.md):
   status NAME                     targeted, applied, converged, failed, pending per wave
   pause NAME | resume NAME        stop giving a deployment to more devices, and go on
   rollback NAME                   take a deployment back: its devices get what they had
-  controller                      run the rollouts (keep one or more running; one acts at a time)
+  controller [--resend 15s]       run the rollouts (keep one or more running; one acts at a time)
 
 Every command takes --broker URL (repeat for a cluster's nodes), --username, --ca, and the
 fleet key --key FILE (from 'ledge keys gen'; the appliances trust it in agent.trustedKeys);
@@ -150,7 +151,8 @@ func (k *fleetKeys) Seal(m []byte, version string) ([]byte, string, error) {
 	return payload, agent.Digest(stamped), err
 }
 
-func (f *fleetFlags) dial(ctx context.Context, clientID string, will bool) (*fleet.Conn, error) {
+// brokerURLs are --broker's, else $LEDGE_FLEET_BROKER's.
+func (f *fleetFlags) brokerURLs() []string {
 	brokers := []string(f.brokers)
 	if len(brokers) == 0 {
 		for _, b := range strings.Split(os.Getenv("LEDGE_FLEET_BROKER"), ",") {
@@ -159,12 +161,17 @@ func (f *fleetFlags) dial(ctx context.Context, clientID string, will bool) (*fle
 			}
 		}
 	}
+	return brokers
+}
+
+func (f *fleetFlags) dial(ctx context.Context, clientID string, will bool, log *slog.Logger) (*fleet.Conn, error) {
+	brokers := f.brokerURLs()
 	if len(brokers) == 0 {
 		return nil, errors.New("no broker: pass --broker URL or set $LEDGE_FLEET_BROKER")
 	}
 	topics := fleet.Topics{Prefix: f.prefix}
 	cfg := fleet.ConnConfig{URLs: brokers, Username: f.username, Password: os.Getenv("LEDGE_FLEET_PASSWORD"), CAFile: f.ca,
-		ClientID: clientID, Topics: topics, ConnectTimeout: 15 * time.Second}
+		ClientID: clientID, Topics: topics, ConnectTimeout: 15 * time.Second, Log: log}
 	if will {
 		cfg.WillTopic, cfg.WillPayload = topics.Controller(clientID), fleet.OfflinePayload
 		cfg.OnConnect = func(c *fleet.Conn) {
@@ -205,9 +212,14 @@ func openFleet(name, synopsis string, args []string, stderr io.Writer, needPriva
 	if s.keys, err = s.flags.keys(needPrivate); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// A minute: time to pass over a cluster node that does not serve
+	// its retained messages, or one that refuses subscriptions for a
+	// while after another node died.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if s.conn, err = s.flags.dial(ctx, cliID(name), false); err != nil {
+	// Warnings (a broker node passed over) go to stderr.
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if s.conn, err = s.flags.dial(ctx, cliID(name), false, log); err != nil {
 		return nil, err
 	}
 	s.snap = s.conn.View().Snapshot(s.keys)
@@ -435,11 +447,13 @@ func fleetStatus(args []string, stdout, stderr io.Writer) error {
 
 func fleetController(args []string, stdout, stderr io.Writer) error {
 	var id, level string
-	fs := newFlagSet("fleet controller", "[--id ID]", stderr)
+	var resend time.Duration
+	fs := newFlagSet("fleet controller", "[--id ID] [--resend 15s]", stderr)
 	var ff fleetFlags
 	ff.register(fs)
 	fs.StringVar(&id, "id", "", "this controller's id (default: host, pid and a random part)")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&resend, "resend", 15*time.Second, "publish a deployment again to an online device that has not taken it after this long (then twice as long each time)")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -457,16 +471,27 @@ func fleetController(args []string, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv})).With("component", "fleet", "controller", id)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if resend <= 0 {
+		return fmt.Errorf("--resend %s: want a positive duration", resend)
+	}
 	dctx, cancel := context.WithTimeout(ctx, time.Minute)
-	conn, err := ff.dial(dctx, id, true)
+	conn, err := ff.dial(dctx, id, true, log)
 	cancel()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	log.Info("fleet controller connected", "brokers", strings.Join(ff.brokers, ","))
-	c := &fleet.Controller{Conn: conn, ID: id, Verifier: keys, Sealer: keys, Log: log}
+	log.Info("fleet controller connected", "brokers", strings.Join(redactAllURLs(ff.brokerURLs()), ","))
+	c := &fleet.Controller{Conn: conn, ID: id, Verifier: keys, Sealer: keys, Log: log, Resend: resend}
 	return c.Run(ctx)
+}
+
+func redactAllURLs(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		out[i] = redact.URL(u)
+	}
+	return out
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

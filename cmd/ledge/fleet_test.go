@@ -107,14 +107,16 @@ type fleetEnv struct {
 	t       *testing.T
 	run     string
 	dir     string
-	brokers []string
+	brokers []string // the CLI's and the controllers'
 	key     string
 	devices []*runningLedge
 	ids     []string
 }
 
-func (f *fleetEnv) env() []string {
-	return []string{"LEDGE_FLEET_BROKER=" + strings.Join(f.brokers, ","), "LEDGE_FLEET_USERNAME=fleet",
+func (f *fleetEnv) env() []string { return f.envWith(f.brokers) }
+
+func (f *fleetEnv) envWith(brokers []string) []string {
+	return []string{"LEDGE_FLEET_BROKER=" + strings.Join(brokers, ","), "LEDGE_FLEET_USERNAME=fleet",
 		"LEDGE_FLEET_PASSWORD=fleet-pw", "LEDGE_FLEET_KEY=" + f.key}
 }
 
@@ -153,11 +155,17 @@ type controller struct {
 	done   chan struct{}
 }
 
-func (f *fleetEnv) startController() *controller {
+func (f *fleetEnv) startController(args ...string) *controller {
+	f.t.Helper()
+	return f.startControllerOn(f.brokers, args...)
+}
+
+// startControllerOn starts a controller that tries brokers in this order.
+func (f *fleetEnv) startControllerOn(brokers []string, args ...string) *controller {
 	f.t.Helper()
 	c := &controller{stderr: &syncBuffer{}, done: make(chan struct{})}
-	c.cmd = exec.Command(ledgeBin, "fleet", "controller", "--log-level", "debug")
-	c.cmd.Env = append(os.Environ(), f.env()...)
+	c.cmd = exec.Command(ledgeBin, append([]string{"fleet", "controller", "--log-level", "debug"}, args...)...)
+	c.cmd.Env = append(os.Environ(), f.envWith(brokers)...)
 	c.cmd.Stderr = c.stderr
 	if err := c.cmd.Start(); err != nil {
 		f.t.Fatal(err)

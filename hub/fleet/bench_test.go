@@ -78,6 +78,7 @@ type simDevice struct {
 	topics    Topics
 	cli       paho.Client
 	doc       DeviceState
+	take      atomic.Bool // subscribes to its deployment topic
 	mu        sync.Mutex
 	converged string // digest
 }
@@ -97,34 +98,26 @@ func (d *simDevice) publishState(c *simCounters) {
 }
 
 func startSimDevice(tb testing.TB, addr string, i int, c *simCounters) *simDevice {
+	return startSim(tb, addr, i, c, true)
+}
+
+// startSimDeviceLate starts a simulated agent that takes no deployment
+// until subscribe.
+func startSimDeviceLate(tb testing.TB, addr string, i int, c *simCounters) *simDevice {
+	return startSim(tb, addr, i, c, false)
+}
+
+func startSim(tb testing.TB, addr string, i int, c *simCounters, take bool) *simDevice {
 	t := DefaultTopics
 	d := &simDevice{id: fmt.Sprintf("sim-%05d", i), topics: t}
+	d.take.Store(take)
 	d.doc = DeviceState{DeviceID: d.id, Tags: map[string]string{"site": fmt.Sprintf("site-%d", i%10), "hw": []string{"pi5", "pi4", "jetson"}[i%3]}}
 	o := paho.NewClientOptions().AddBroker("tcp://"+addr).SetClientID(d.id).SetCleanSession(true).
 		SetKeepAlive(60*time.Second).SetAutoReconnect(true).SetBinaryWill(t.Online(d.id), OfflinePayload, 1, true)
 	o.SetOnConnectHandler(func(cli paho.Client) {
-		cli.Subscribe(t.Deployment(d.id), 1, func(_ paho.Client, m paho.Message) {
-			c.msgs.Add(1)
-			c.bytes.Add(int64(len(m.Payload()) + len(m.Topic())))
-			var env struct{ Manifest string }
-			if json.Unmarshal(m.Payload(), &env) != nil {
-				return
-			}
-			sum := sha256.Sum256([]byte(env.Manifest))
-			digest := hex.EncodeToString(sum[:])
-			version := env.Manifest[strings.LastIndex(env.Manifest, "version ")+8:]
-			go func() {
-				d.mu.Lock()
-				d.doc.Properties.Reported.Deployment = &DeployedState{Version: version, Digest: digest, State: "applying"}
-				d.mu.Unlock()
-				d.publishState(c)
-				d.mu.Lock()
-				d.doc.Properties.Reported.Deployment = &DeployedState{Version: version, Digest: digest, State: "converged"}
-				d.converged = digest
-				d.mu.Unlock()
-				d.publishState(c)
-			}()
-		})
+		if d.take.Load() {
+			d.subscribeOn(cli, c)
+		}
 	})
 	d.cli = paho.NewClient(o)
 	if tok := d.cli.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
@@ -136,6 +129,39 @@ func startSimDevice(tb testing.TB, addr string, i int, c *simCounters) *simDevic
 	d.cli.Publish(t.Online(d.id), 1, true, on).Wait()
 	d.publishState(c)
 	return d
+}
+
+// subscribe makes a late device take deployments from now on.
+func (d *simDevice) subscribe(c *simCounters) {
+	d.take.Store(true)
+	d.subscribeOn(d.cli, c).Wait()
+}
+
+// subscribeOn subscribes to the device's deployment topic: each manifest
+// that comes is applying, then converged.
+func (d *simDevice) subscribeOn(cli paho.Client, c *simCounters) paho.Token {
+	return cli.Subscribe(d.topics.Deployment(d.id), 1, func(_ paho.Client, m paho.Message) {
+		c.msgs.Add(1)
+		c.bytes.Add(int64(len(m.Payload()) + len(m.Topic())))
+		var env struct{ Manifest string }
+		if json.Unmarshal(m.Payload(), &env) != nil {
+			return
+		}
+		sum := sha256.Sum256([]byte(env.Manifest))
+		digest := hex.EncodeToString(sum[:])
+		version := env.Manifest[strings.LastIndex(env.Manifest, "version ")+8:]
+		go func() {
+			d.mu.Lock()
+			d.doc.Properties.Reported.Deployment = &DeployedState{Version: version, Digest: digest, State: "applying"}
+			d.mu.Unlock()
+			d.publishState(c)
+			d.mu.Lock()
+			d.doc.Properties.Reported.Deployment = &DeployedState{Version: version, Digest: digest, State: "converged"}
+			d.converged = digest
+			d.mu.Unlock()
+			d.publishState(c)
+		}()
+	})
 }
 
 // simSealer stands for the agent's envelope: the manifest with its
@@ -169,6 +195,9 @@ type simResult struct {
 	msgs, bytes        float64 // per device, everyone's traffic through the broker
 	baseMsgs, baseByte float64
 }
+
+// simTimeout bounds each rollout of the simulation (it takes seconds).
+const simTimeout = 3 * time.Minute
 
 func simDevices() int {
 	if v, err := strconv.Atoi(os.Getenv("LEDGE_FLEET_SIM_DEVICES")); err == nil && v > 0 {
@@ -256,6 +285,9 @@ func simulate(b testing.TB, n int, run func(loop func() simResult)) {
 			admin.Publish(ctx, DefaultTopics.Deployment(d.id), payload, true)
 		}
 		for !allConverged(devs, func(d *simDevice) bool { return d.converged == digest }) {
+			if time.Since(t0) > simTimeout {
+				b.Fatalf("baseline: not every device converged within %s", simTimeout)
+			}
 			time.Sleep(20 * time.Millisecond)
 		}
 		baseTime, baseCPU := time.Since(t0), cpuTime(b, pid)-cpu0
@@ -287,6 +319,9 @@ func simulate(b testing.TB, n int, run func(loop func() simResult)) {
 				if r.Phase == PhaseCompleted {
 					break
 				}
+			}
+			if time.Since(t0) > simTimeout {
+				b.Fatalf("the rollout did not complete within %s: %+v", simTimeout, s.Rollouts["bench"])
 			}
 			time.Sleep(20 * time.Millisecond)
 		}

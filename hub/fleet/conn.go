@@ -2,15 +2,22 @@ package fleet
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/url"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"ledge/internal/redact"
 )
 
 // ConnConfig is how the CLI and the controller reach the fleet's broker
@@ -32,6 +39,14 @@ type ConnConfig struct {
 	OnConnect func(*Conn)
 	// ConnectTimeout bounds the first connect (default 10s).
 	ConnectTimeout time.Duration
+	// ProbeTimeout is how long a broker node may take to deliver the
+	// connection's retained probe before it counts as one that does not
+	// serve what it retains (default 5s; a node answers its own probe in
+	// milliseconds; see [Conn.probe]).
+	ProbeTimeout time.Duration
+	// Log says when a broker node is skipped or a connection is not
+	// usable (default: discarded).
+	Log *slog.Logger
 }
 
 // Conn is a connection to the fleet's broker with a [View] of the fleet's
@@ -40,11 +55,28 @@ type Conn struct {
 	cfg  ConnConfig
 	cli  paho.Client
 	view *View
+	log  *slog.Logger
+
+	synced chan error  // the first connection's sync, for Dial
+	ready  atomic.Bool // Dial returned a connection
+
+	mu      sync.Mutex           // guards the fields below
+	current string               // the broker URL connected (or being tried)
+	netConn net.Conn             // the network connection to it
+	skipped map[string]time.Time // broker URL -> skipped until
+	closed  bool
 }
 
+// skipFor is how long a broker node that failed the probe is passed over.
+const skipFor = time.Minute
+
+// errStaleNode is a broker node that acknowledged the probe and did not
+// deliver it to a new subscription.
+var errStaleNode = errors.New("the broker acknowledged a retained message and did not deliver it to a new subscription")
+
 // Dial connects and subscribes to the fleet's topics; it returns once the
-// first connect succeeded (or fails after cfg.ConnectTimeout). It keeps
-// reconnecting afterwards.
+// first connection is synced (every retained message of the fleet in the
+// view) or fails. It keeps reconnecting afterwards.
 func Dial(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 	if len(cfg.URLs) == 0 {
 		return nil, errors.New("fleet: no broker URL")
@@ -52,7 +84,286 @@ func Dial(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
-	c := &Conn{cfg: cfg, view: newView(cfg.Topics)}
+	if cfg.ProbeTimeout == 0 {
+		cfg.ProbeTimeout = 5 * time.Second
+	}
+	c := &Conn{cfg: cfg, view: newView(cfg.Topics), log: cfg.Log, synced: make(chan error, 1), skipped: map[string]time.Time{}}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	o, err := cfg.options(cfg.ClientID)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.WillTopic != "" {
+		o.SetBinaryWill(cfg.WillTopic, cfg.WillPayload, 1, true)
+	}
+	o.SetCustomOpenConnectionFn(c.open)
+	o.SetOnConnectHandler(func(cli paho.Client) { go c.onConnect(cli) })
+	o.SetConnectionLostHandler(func(paho.Client, error) { c.view.connected(false) })
+	o.SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) { c.view.connected(false) })
+	c.cli = paho.NewClient(o)
+	fail := func(err error) (*Conn, error) {
+		c.Close()
+		return nil, err
+	}
+	tok := c.cli.Connect()
+	select {
+	case <-tok.Done():
+	case <-time.After(cfg.ConnectTimeout):
+		return fail(fmt.Errorf("broker %v: no connection within %s", redactAll(cfg.URLs), cfg.ConnectTimeout))
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	}
+	if err := tok.Error(); err != nil {
+		return fail(fmt.Errorf("broker %v: %w", redactAll(cfg.URLs), err))
+	}
+	// A sync takes at most a minute per node (subscriptions refused for
+	// 30s, the probe); then a node that fails it is passed over.
+	limit := time.Duration(len(cfg.URLs)) * (time.Minute + cfg.ConnectTimeout + cfg.ProbeTimeout)
+	select {
+	case err := <-c.synced:
+		if err != nil {
+			return fail(fmt.Errorf("broker %s: %w", redact.URL(c.broker()), err))
+		}
+	case <-time.After(limit):
+		return fail(fmt.Errorf("broker %v: no usable connection within %s", redactAll(cfg.URLs), limit))
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	}
+	c.ready.Store(true)
+	return c, nil
+}
+
+func redactAll(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		out[i] = redact.URL(u)
+	}
+	return out
+}
+
+// open opens the network connection to a broker node for paho, passing
+// over a node that failed the probe lately (unless every node did).
+func (c *Conn) open(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
+	key := u.String()
+	c.mu.Lock()
+	if until, ok := c.skipped[key]; ok && time.Now().Before(until) && !c.allSkipped() {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%s passed over until %s: %w", redact.URL(key), until.Format(time.TimeOnly), errStaleNode)
+	}
+	c.current = key
+	c.mu.Unlock()
+	nc, err := dialBroker(u, o)
+	if err == nil {
+		c.mu.Lock()
+		c.netConn = nc
+		c.mu.Unlock()
+	}
+	return nc, err
+}
+
+// dialBroker opens the network connection to u as paho does.
+func dialBroker(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
+	d := &net.Dialer{Timeout: o.ConnectTimeout}
+	switch u.Scheme {
+	case "ws", "wss":
+		du := *u
+		du.User = nil
+		var tlsCfg *tls.Config
+		if u.Scheme == "wss" {
+			tlsCfg = o.TLSConfig
+		}
+		return paho.NewWebsocket(du.String(), tlsCfg, o.ConnectTimeout, o.HTTPHeaders, o.WebsocketOptions)
+	case "ssl", "tls", "mqtts", "tcps":
+		return tls.DialWithDialer(d, "tcp", u.Host, o.TLSConfig)
+	default:
+		return d.Dial("tcp", u.Host)
+	}
+}
+
+// allSkipped reports whether every node is passed over now. c.mu held.
+func (c *Conn) allSkipped() bool {
+	n := 0
+	now := time.Now()
+	for _, until := range c.skipped {
+		if now.Before(until) {
+			n++
+		}
+	}
+	return n >= len(c.cfg.URLs)
+}
+
+func (c *Conn) broker() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.current
+}
+
+// onConnect syncs a new connection. A node that fails the probe is
+// passed over (another node is tried) unless every node failed it; a
+// connection that cannot be synced is dropped and made again. Until it
+// is synced, the view counts as disconnected.
+func (c *Conn) onConnect(cli paho.Client) {
+	c.mu.Lock()
+	broker, nc := c.current, c.netConn
+	c.mu.Unlock()
+	err := c.sync(cli)
+	if errors.Is(err, errStaleNode) {
+		c.mu.Lock()
+		c.skipped[broker] = time.Now().Add(skipFor)
+		all := c.allSkipped()
+		c.mu.Unlock()
+		if !all {
+			c.log.Warn("broker node passed over: it did not deliver a retained message it acknowledged (a cluster node whose retained messages are behind); trying another",
+				"broker", redact.URL(broker), "waited", c.cfg.ProbeTimeout, "for", skipFor)
+			c.reconnect(nc)
+			return
+		}
+		c.log.Warn("no broker node delivers the retained messages it acknowledges: going on with this one; retained messages may be missing from the fleet's view",
+			"broker", redact.URL(broker), "waited", c.cfg.ProbeTimeout)
+		err = nil
+	}
+	if err != nil {
+		if !c.ready.Load() {
+			c.signal(err) // Dial fails with it
+			return
+		}
+		c.log.Warn("broker connection not usable: connecting again", "broker", redact.URL(broker), "err", err)
+		c.reconnect(nc)
+		return
+	}
+	c.view.connected(true)
+	if c.cfg.OnConnect != nil {
+		c.cfg.OnConnect(c)
+	}
+	c.signal(nil)
+}
+
+func (c *Conn) signal(err error) {
+	select {
+	case c.synced <- err:
+	default:
+	}
+}
+
+// reconnect drops the network connection nc under paho, which connects
+// again (it tries the nodes in turn, open passing over the skipped
+// ones). nc is one that was never synced: nothing was published on it,
+// and its last will (if any) says what the broker said when the
+// connection before it was lost. When nc is no longer the current one
+// (it was lost meanwhile), the current one is left alone.
+func (c *Conn) reconnect(nc net.Conn) {
+	c.mu.Lock()
+	current, closed := c.netConn == nc, c.closed
+	c.mu.Unlock()
+	if closed || nc == nil {
+		return
+	}
+	if current {
+		c.view.connected(false)
+	}
+	nc.Close()
+}
+
+// sync subscribes to the fleet's topics and probes the broker node: once
+// the probe is back, the view holds every retained message of the fleet.
+func (c *Conn) sync(cli paho.Client) error {
+	for _, f := range c.cfg.Topics.Filters() {
+		if err := subscribe(cli, f, c.onMessage); err != nil {
+			return err
+		}
+	}
+	return c.probe(cli)
+}
+
+// subscribe subscribes with QoS 1 and checks the broker's answer; a
+// refused subscription is tried again for up to 30 s (a clustered broker
+// refuses one while its store elects a new leader after a node died).
+func subscribe(cli paho.Client, filter string, h paho.MessageHandler) error {
+	wait := 250 * time.Millisecond
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		t := cli.Subscribe(filter, 1, h)
+		if !t.WaitTimeout(20 * time.Second) {
+			return fmt.Errorf("subscribe %s: no answer within 20s", filter)
+		}
+		if err := t.Error(); err != nil {
+			return fmt.Errorf("subscribe %s: %w", filter, err)
+		}
+		if !Refused(t, filter) {
+			return nil
+		}
+		if time.Now().After(deadline) || !cli.IsConnectionOpen() {
+			return fmt.Errorf("subscribe %s: the broker refused it", filter)
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 4*time.Second)
+	}
+}
+
+// Refused reports whether the broker refused the subscription to filter
+// that t stands for (SUBACK return code 0x80).
+func Refused(t paho.Token, filter string) bool {
+	st, ok := t.(*paho.SubscribeToken)
+	if !ok {
+		return false
+	}
+	q, ok := st.Result()[filter]
+	return ok && q >= 0x80
+}
+
+// probe publishes a retained message (a random text) on a topic no one
+// used before, <prefix>/fleet/sync/<client>/<random>, subscribes to it
+// and waits until the broker delivers it, retained, then clears it. A
+// broker delivers a retained message to a subscription made after it
+// acknowledged it [MQTT-3.3.1-6], after the retained messages of this
+// session's earlier subscriptions (it handles a session's packets in
+// order): once the probe is back, the fleet's retained messages have
+// all arrived. A broker node that acknowledged the probe and does not
+// deliver it within ProbeTimeout (re-subscribing every half second)
+// serves an outdated set of retained messages: nats-server does that on
+// a node whose retained-message index was kept by a node that died
+// (docs/fleet.md). That is errStaleNode.
+func (c *Conn) probe(cli paho.Client) error {
+	text := rand.Text()
+	topic := c.cfg.Topics.p() + "/fleet/sync/" + c.cfg.ClientID + "/" + text
+	if t := cli.Publish(topic, 1, true, []byte(text)); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
+		return fmt.Errorf("publish %s: not acknowledged within 15s: %v", topic, t.Error())
+	}
+	defer func() {
+		cli.Publish(topic, 1, true, nil).WaitTimeout(5 * time.Second)
+	}()
+	back := make(chan struct{}, 1)
+	h := func(_ paho.Client, m paho.Message) {
+		// The live copy (to <prefix>/fleet/#) is not retained.
+		if m.Retained() && string(m.Payload()) == text {
+			select {
+			case back <- struct{}{}:
+			default:
+			}
+		}
+	}
+	deadline := time.Now().Add(c.cfg.ProbeTimeout)
+	for {
+		if err := subscribe(cli, topic, h); err != nil {
+			return err
+		}
+		select {
+		case <-back:
+			cli.Unsubscribe(topic)
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		}
+		cli.Unsubscribe(topic).WaitTimeout(5 * time.Second)
+		if time.Now().After(deadline) {
+			return errStaleNode
+		}
+	}
+}
+
+// options are the paho options of a connection to the fleet's broker.
+func (cfg ConnConfig) options(clientID string) (*paho.ClientOptions, error) {
 	o := paho.NewClientOptions()
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.CAFile != "" {
@@ -74,7 +385,7 @@ func Dial(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 		o.AddBroker(u)
 	}
 	o.SetTLSConfig(tlsCfg)
-	o.SetClientID(cfg.ClientID)
+	o.SetClientID(clientID)
 	o.SetUsername(cfg.Username)
 	o.SetPassword(cfg.Password)
 	o.SetCleanSession(true)
@@ -86,85 +397,7 @@ func Dial(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 	o.SetPingTimeout(5 * time.Second)
 	o.SetConnectTimeout(5 * time.Second)
 	o.SetWriteTimeout(10 * time.Second)
-	if cfg.WillTopic != "" {
-		o.SetBinaryWill(cfg.WillTopic, cfg.WillPayload, 1, true)
-	}
-	synced := make(chan error, 1)
-	o.SetOnConnectHandler(func(cli paho.Client) {
-		go func() {
-			err := c.sync(cli)
-			if err == nil {
-				c.view.connected(true)
-				if cfg.OnConnect != nil {
-					cfg.OnConnect(c)
-				}
-			}
-			select {
-			case synced <- err:
-			default:
-			}
-		}()
-	})
-	o.SetConnectionLostHandler(func(paho.Client, error) { c.view.connected(false) })
-	o.SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) { c.view.connected(false) })
-	c.cli = paho.NewClient(o)
-	tok := c.cli.Connect()
-	select {
-	case <-tok.Done():
-	case <-time.After(cfg.ConnectTimeout):
-		c.cli.Disconnect(0)
-		return nil, fmt.Errorf("broker %v: no connection within %s", cfg.URLs, cfg.ConnectTimeout)
-	case <-ctx.Done():
-		c.cli.Disconnect(0)
-		return nil, ctx.Err()
-	}
-	if err := tok.Error(); err != nil {
-		c.cli.Disconnect(0)
-		return nil, fmt.Errorf("broker %v: %w", cfg.URLs, err)
-	}
-	select {
-	case err := <-synced:
-		if err != nil {
-			c.cli.Disconnect(0)
-			return nil, fmt.Errorf("broker %v: %w", cfg.URLs, err)
-		}
-	case <-ctx.Done():
-		c.cli.Disconnect(0)
-		return nil, ctx.Err()
-	}
-	return c, nil
-}
-
-// sync subscribes to the fleet's topics and waits until the broker has
-// sent every retained message: it publishes a marker on a topic of its
-// own and waits for it to come back, which a broker does after the
-// retained messages of the subscriptions made before. Until then the view
-// counts as disconnected, so no decision is made on half the fleet.
-func (c *Conn) sync(cli paho.Client) error {
-	filters := c.cfg.Topics.Filters()
-	for _, f := range filters {
-		if t := cli.Subscribe(f, 1, c.onMessage); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-			return fmt.Errorf("subscribe %s: %v", f, t.Error())
-		}
-	}
-	marker := c.cfg.Topics.p() + "/fleet/sync/" + c.cfg.ClientID
-	back := make(chan struct{}, 1)
-	if t := cli.Subscribe(marker, 1, func(paho.Client, paho.Message) {
-		select {
-		case back <- struct{}{}:
-		default:
-		}
-	}); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-		return fmt.Errorf("subscribe %s: %v", marker, t.Error())
-	}
-	defer cli.Unsubscribe(marker)
-	cli.Publish(marker, 1, false, []byte("sync"))
-	select {
-	case <-back:
-		return nil
-	case <-time.After(15 * time.Second):
-		return fmt.Errorf("the broker did not echo %s within 15s", marker)
-	}
+	return o, nil
 }
 
 func (c *Conn) onMessage(_ paho.Client, m paho.Message) {
@@ -228,4 +461,9 @@ func (c *Conn) PublishAll(ctx context.Context, msgs []Message) error {
 }
 
 // Close disconnects cleanly (no last will).
-func (c *Conn) Close() { c.cli.Disconnect(250) }
+func (c *Conn) Close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.cli.Disconnect(250)
+}

@@ -35,11 +35,28 @@ type Controller struct {
 	// Tick is the longest wait between passes (default 1s; every change
 	// on the broker also starts one).
 	Tick time.Duration
+	// Resend is how long an online device may go without taking the
+	// deployment it was given before the controller publishes it to the
+	// device again (default 15s; twice as long after each time, up to
+	// 10 minutes).
+	Resend time.Duration
 
 	holding   bool
 	claimedAt time.Time
 	invalid   map[string]string // logged refusals of definitions
+	resent    map[string]resent // device -> its deployment published again
 }
+
+// resent is a deployment published to a device again.
+type resent struct {
+	version string
+	at      time.Time // when it was given or last published again
+	n       int       // how many times it was published again
+}
+
+// maxResendWait bounds the wait between two publications of the same
+// deployment to a device that does not take it.
+const maxResendWait = 10 * time.Minute
 
 // Run works until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
@@ -52,6 +69,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	if c.Tick == 0 {
 		c.Tick = time.Second
 	}
+	if c.Resend == 0 {
+		c.Resend = 15 * time.Second
+	}
+	c.resent = map[string]resent{}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
@@ -101,7 +122,7 @@ func (c *Controller) pass(ctx context.Context) error {
 	if err := c.execute(ctx, s, plan, now); err != nil {
 		return err
 	}
-	return nil
+	return c.resend(ctx, s, plan, now)
 }
 
 // lease takes, keeps and renews the lease; true while this controller
@@ -116,7 +137,7 @@ func (c *Controller) lease(ctx context.Context, s *Snapshot, now time.Time) bool
 			c.Log.Warn("renew the fleet lease", "err", err)
 			return false
 		}
-	case l == nil || now.After(l.Until) || s.Controllers[l.Holder] == false && known(s.Controllers, l.Holder):
+	case l == nil || now.After(l.Until) || !s.Controllers[l.Holder] && known(s.Controllers, l.Holder):
 		if c.holding {
 			c.holding = false
 			c.Log.Warn("fleet lease lost", "holder", "none")
@@ -231,4 +252,77 @@ func (c *Controller) execute(ctx context.Context, s *Snapshot, p *Plan, now time
 		}
 	}
 	return nil
+}
+
+// resend publishes again, to each online device that was given a
+// deployment and has not taken it (its state names another), the same
+// manifest under the same version: a broker can fail to hand a device
+// the retained deployment waiting for it (a cluster node that lost
+// track of new retained topics when another node died, docs/fleet.md),
+// and a device that has it ignores it. It waits Resend after the
+// assignment, then twice as long after each time, up to 10 minutes.
+func (c *Controller) resend(ctx context.Context, s *Snapshot, p *Plan, now time.Time) error {
+	given := map[string]bool{}
+	for _, g := range p.Gives {
+		given[g.Device] = true
+	}
+	type key struct{ name, version string }
+	sealed := map[key][]byte{}
+	var msgs []Message
+	for _, id := range s.DeviceIDs() {
+		d := s.Devices[id]
+		a := d.Assignment
+		if a == nil || given[id] || taken(d) {
+			delete(c.resent, id)
+			continue
+		}
+		if !d.Online || d.State == nil {
+			continue
+		}
+		def := s.Definitions[a.Deployment]
+		if def == nil || def.ManifestDigest() != a.ManifestDigest {
+			continue // the plan gives it what it should have
+		}
+		r := c.resent[id]
+		if r.version != a.Version {
+			r = resent{version: a.Version, at: a.At}
+		}
+		if now.Sub(r.at) < min(c.Resend<<min(r.n, 10), maxResendWait) {
+			c.resent[id] = r
+			continue
+		}
+		k := key{def.Name, a.Version}
+		payload, ok := sealed[k]
+		if !ok {
+			b, digest, err := c.Sealer.Seal([]byte(def.Manifest), a.Version)
+			if err != nil || digest != a.Digest {
+				continue // not what the device was given
+			}
+			payload, sealed[k] = b, b
+		}
+		msgs = append(msgs, Message{Topic: c.Conn.cfg.Topics.Deployment(id), Payload: payload})
+		r.at, r.n = now, r.n+1
+		c.resent[id] = r
+		c.Log.Info("device has not taken the deployment it was given: publishing it again", "device", id,
+			"deployment", a.Deployment, "version", a.Version, "times", r.n)
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second+time.Duration(len(msgs))*time.Millisecond)
+	defer cancel()
+	return c.Conn.PublishAll(pctx, msgs)
+}
+
+// taken reports whether device d's state shows the assignment it was
+// given: applying or applied it, refused it, or rolled it back.
+func taken(d *Device) bool {
+	a := d.Assignment
+	if d.State == nil {
+		return false
+	}
+	r := d.State.Properties.Reported
+	return (r.Deployment != nil && r.Deployment.Digest == a.Digest) ||
+		(r.Rejected != nil && r.Rejected.Digest == a.Digest) ||
+		(r.RolledBackFrom != nil && r.RolledBackFrom.Version == a.Version)
 }
