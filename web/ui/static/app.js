@@ -317,7 +317,9 @@ ledge.pages.overview = () => {
     $("#temp").textContent = s.temperatureC == null ? "no sensor" : s.temperatureC.toFixed(1) + " °C";
     $("#uptime").textContent = s.uptime;
     $("#versions").textContent = "ledge " + s.version + " · " + s.goVersion;
-    const h = await fetch("/healthz").then((r) => r.json());
+    // /api/v1/health, not /healthz: the same report, answered 200 when a
+    // component fails (a 503 would be an error in the console).
+    const h = await api("GET", "/health");
     const hb = $("#health"); hb.textContent = h.status; hb.className = "big " + (h.status === "ok" ? "ok" : "bad");
     $("#health-list").replaceChildren(...h.components.map((c) => el("li", { class: c.status === "ok" ? "" : "bad", text: c.name + ": " + c.status + (c.error ? " (" + c.error + ")" : "") })));
     const quiet = (p) => p.catch(() => null);
@@ -572,6 +574,7 @@ ledge.pages.modules = () => {
     const eng = rep.engine || {};
     const pf = (rep.runtime || {}).platform || {};
     $("#engine").textContent = eng.connected ? `Docker engine ${pf.version || ""} (${pf.os || ""}/${pf.architecture || ""})` : "Docker engine not reachable" + (eng.error ? ": " + eng.error : "");
+    $("#engine").classList.toggle("bad", !eng.connected);
     const names = Object.keys(rep.modules || {}).sort();
     const body = $("#modules tbody");
     if (!names.length) { ledge.fill(body, [], "No modules: apply a deployment on the Deployments page."); return; }
@@ -628,10 +631,13 @@ ledge.pages.deployments = () => {
       b.firstChild.style.width = m.pull.percent + "%";
       return el("div", { class: "small" }, `${n}: ${m.pull.image} ${m.pull.percent.toFixed(0)} % (${ledge.bytes(m.pull.current)})`, b);
     }));
-    try {
+    // Asked only when there is one: a 404 would be an error in the console.
+    const none = () => { currentText = ""; $("#current-manifest").textContent = "No deployment yet."; };
+    if (!rep.deployment) none();
+    else try {
       const cur = await api("GET", "/deployments/current/manifest");
       currentText = cur.manifest; $("#current-manifest").textContent = currentText;
-    } catch (e) { if (e.status === 404) { currentText = ""; $("#current-manifest").textContent = "No deployment yet."; } }
+    } catch (e) { if (e.status === 404) none(); }
     const h = await api("GET", "/deployments?limit=30");
     $("#history tbody").replaceChildren(...(h.deployments || []).map((x) =>
       tr(String(x.id), x.version, status(x.state), x.source, new Date(x.receivedAt).toLocaleString(), x.reason || "")));
