@@ -13,7 +13,13 @@ const ledge = (() => {
       opts.body = raw ? body : JSON.stringify(body);
       opts.headers["Content-Type"] = raw ? "application/octet-stream" : "application/json";
     }
-    const res = await fetch("/api/v1" + path, opts);
+    let res;
+    try {
+      res = await fetch("/api/v1" + path, opts);
+    } catch (err) {
+      const e = new Error("ledge does not answer (" + err.message + ")"); e.offline = true;
+      throw e;
+    }
     if (res.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); throw new Error("logged out"); }
     const text = await res.text();
     const data = text ? JSON.parse(text) : null;
@@ -62,16 +68,35 @@ const ledge = (() => {
     return new Date(iso).toLocaleString();
   };
 
+  // offline shows above the page that ledge stopped answering (what the
+  // page shows is from before, and is greyed), and hides it again when an
+  // update gets through.
+  let offlineSince = null;
+  function offline(down) {
+    const note = document.getElementById("offline"), main = document.getElementById("main");
+    if (!note || !main) return;
+    if (down && !offlineSince) {
+      offlineSince = new Date();
+      note.textContent = `ledge does not answer since ${offlineSince.toLocaleTimeString()}: what this page shows is from then. It reconnects by itself.`;
+    }
+    if (!down) offlineSince = null;
+    note.hidden = !down;
+    main.classList.toggle("stale", down);
+  }
+
   // every runs fn now and every ms while the page is visible; a failed
-  // refresh says so in the footer (and the next one tries again).
+  // refresh says so in the footer (and the next one tries again), and when
+  // ledge does not answer at all, above the page.
   function every(ms, fn) {
     const conn = document.getElementById("conn");
     const tick = async () => {
       if (document.hidden) return;
       try {
         await fn();
+        offline(false);
         if (conn && conn.dataset.failed) { conn.textContent = ""; delete conn.dataset.failed; }
       } catch (err) {
+        offline(!!err.offline); // any other failure: ledge answered
         if (conn) { conn.textContent = "update failed: " + err.message; conn.dataset.failed = "1"; }
       }
     };
@@ -321,7 +346,7 @@ ledge.pages.overview = () => {
     // component fails (a 503 would be an error in the console).
     const h = await api("GET", "/health");
     const hb = $("#health"); hb.textContent = h.status; hb.className = "big " + (h.status === "ok" ? "ok" : "bad");
-    $("#health-list").replaceChildren(...h.components.map((c) => el("li", { class: c.status === "ok" ? "" : "bad", text: c.name + ": " + c.status + (c.error ? " (" + c.error + ")" : "") })));
+    $("#health-list").replaceChildren(...(h.components || []).map((c) => el("li", { class: c.status === "ok" ? "" : "bad", text: c.name + ": " + c.status + (c.error ? " (" + c.error + ")" : "") })));
     const quiet = (p) => p.catch(() => null);
     const [pl, dep, hub, evs] = await Promise.all([quiet(api("GET", "/pipelines")), quiet(api("GET", "/deployments/current")), quiet(api("GET", "/hub")), quiet(api("GET", "/events?limit=6"))]);
     if (pl) {
