@@ -743,7 +743,9 @@ ledge.pages.devices = () => {
         if (!confirm(`Remove ${i.name}? Its keys stop working.`)) return;
         try { await api("DELETE", "/hub/identities/" + i.name); load(); } catch (e) { alert(e.message); }
       };
-      return tr(el("strong", { text: i.name }), i.kind, c ? ledge.status("connected") : el("span", { class: "muted", text: "no" }), c ? c.auth : "", i.managedBy || "", new Date(i.created).toLocaleString(), i.managedBy ? "" : rm);
+      // How it connects (while connected), else how it may.
+      const auth = c ? c.auth : i.kind === "user" ? "password" : i.x509Thumbprint ? "x509 thumbprint" : i.x509CA ? "x509 CA" : "SAS key";
+      return tr(el("strong", { text: i.name }), i.kind, c ? ledge.status("connected") : el("span", { class: "muted", text: "no" }), auth, i.managedBy || "", new Date(i.created).toLocaleString(), i.managedBy ? "" : rm);
     }));
   }
   $("#add-form").onsubmit = async (e) => {
@@ -755,7 +757,9 @@ ledge.pages.devices = () => {
       const r = await api("POST", "/hub/identities", spec);
       const dl = el("dl", { class: "kv" });
       for (const [k, v] of Object.entries({ "Connection string": r.connectionString, "Primary key": r.primaryKey, "Secondary key": r.secondaryKey, Password: r.password })) if (v) dl.append(el("dt", { text: k }), el("dd", {}, el("code", { text: v })));
-      $("#add-result").replaceChildren(el("p", { class: "result-ok", text: `Added ${r.name}. Copy the secrets now: they are shown only this once.` }), dl);
+      // A user's password is kept hashed; a device's keys can be shown again.
+      const again = r.password ? "Copy the password now: it is shown only this once." : `Copy what the device needs; \`ledge identity show ${r.name}\` on the appliance shows it again.`;
+      $("#add-result").replaceChildren(el("p", { class: "result-ok" }, ledge.rich(`Added ${r.name}. ${again}`)), dl);
       e.target.reset(); load();
     } catch (err) { $("#add-result").replaceChildren(el("p", { class: "result-bad", text: err.message })); }
   };
