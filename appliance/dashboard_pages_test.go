@@ -116,7 +116,18 @@ actions: [{type: snapshot, classes: [bus]}]
 		t.Errorf("login: console: %s", m)
 	}
 
-	pages := []string{"/", "/live", "/events", "/pipelines", "/modules", "/devices", "/deployments", "/models", "/hub"}
+	checkPages(t, ctx, d, console)
+}
+
+// dashboardPages are the dashboard's pages checkPages opens.
+var dashboardPages = []string{"/", "/live", "/events", "/pipelines", "/modules", "/devices", "/deployments", "/models", "/hub"}
+
+// checkPages opens every page on a desktop and on a phone, screenshots it,
+// and fails on console errors (watchConsole), visible defects (broken
+// images, empty rows, leaked placeholders) and, on the phone, sideways
+// scrolling.
+func checkPages(t *testing.T, ctx context.Context, d *dashboard, console *consoleLog) {
+	t.Helper()
 	sizes := []struct {
 		name   string
 		w, h   int64
@@ -130,7 +141,7 @@ actions: [{type: snapshot, classes: [bus]}]
 		if err := chromedp.Do(ctx, chromedp.EmulateViewport(sz.w, sz.h, opts...)); err != nil {
 			t.Fatal(err)
 		}
-		for _, p := range pages {
+		for _, p := range dashboardPages {
 			if err := chromedp.Do(ctx, chromedp.Navigate(d.base+p)); err != nil {
 				t.Fatal(err)
 			}
@@ -187,6 +198,30 @@ actions: [{type: snapshot, classes: [bus]}]
 			}
 		}
 	}
+}
+
+// TestDashboardPagesCleanFresh is TestDashboardPagesClean for what a new
+// user meets first: nothing configured (no pipeline, no deployment, no
+// model, no identity) and a Docker engine that does not answer, so health
+// is failing. Empty states and a failing health are no console errors.
+func TestDashboardPagesCleanFresh(t *testing.T) {
+	d := startDashboard(t, func(c *Config) { c.Agent.DockerHost = "unix://" + t.TempDir() + "/no-docker.sock" })
+	waitUntil(t, 10*time.Second, "health failing on the unreachable engine", func() bool {
+		resp, err := http.Get(d.base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	ctx := testenv.Browser(t)
+	console := watchConsole(t, ctx)
+	login(t, ctx, d.base, testPassword)
+	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
+	for _, m := range console.take() {
+		t.Errorf("login: console: %s", m)
+	}
+	checkPages(t, ctx, d, console)
 }
 
 func apiToken(t *testing.T, d *dashboard) string {

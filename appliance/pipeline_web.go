@@ -69,8 +69,13 @@ func (p pipelinesAPI) Put(ctx context.Context, name string, body []byte) (web.Pi
 	if name != "" && spec.Name != name {
 		return web.Pipeline{}, fault.New(fault.Invalid, "the spec names pipeline %q, the URL %q", spec.Name, name)
 	}
-	if o := p.set.owner(spec.Name); o != "" && o != "api" {
+	o := p.set.owner(spec.Name)
+	if o != "" && o != "api" {
 		return web.Pipeline{}, fault.New(fault.Conflict, "pipeline %q is defined by %s; change it there", spec.Name, map[string]string{"config": "ledge.yaml", "deployment": "the deployment"}[o])
+	}
+	if o != "" && name == "" {
+		// POST creates; replacing is PUT /pipelines/{name}.
+		return web.Pipeline{}, fault.New(fault.Conflict, "pipeline %q exists; replace it with PUT /pipelines/%s (ledge pipelines replace %s FILE)", spec.Name, spec.Name, spec.Name)
 	}
 	if err := p.set.putLocal(ctx, spec); err != nil {
 		return web.Pipeline{}, err

@@ -47,6 +47,9 @@ func childMain() int {
 	if os.Getenv("LEDGE_HUB_INLINE_WRITES") == "0" {
 		inlineClientWrites = false
 	}
+	if d, err := time.ParseDuration(os.Getenv("LEDGE_HUB_COMMIT_DELAY")); err == nil {
+		commitDelay = d
+	}
 	h, err := New(ctx, Options{Config: spec.Config, DB: db, DataDir: spec.Dir, DeviceID: testDevice, Dev: spec.Dev, Logger: log})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child hub:", err)

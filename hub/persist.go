@@ -387,7 +387,15 @@ func (s *sessionStore) run() {
 	}
 }
 
+// commitDelay holds each commit back, so a test can show that nothing
+// is acknowledged before its commit (kill -9 inside the window); 0 but
+// in tests.
+var commitDelay time.Duration
+
 func (s *sessionStore) commit(batch []sop) error {
+	if commitDelay > 0 {
+		time.Sleep(commitDelay)
+	}
 	err := s.tx(batch)
 	last := batch[len(batch)-1].ticket
 	s.mu.Lock()

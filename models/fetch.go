@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	redactpkg "ledge/internal/redact"
 	"net"
 	"net/http"
@@ -316,6 +317,11 @@ func (s *Store) openSource(ctx context.Context, t *transfer, off int64, resume r
 // openFileSource opens a file:// source (under the allowed roots) at off;
 // the file is removed once stored when it came from the import folder.
 func (s *Store) openFileSource(t *transfer, path string, off int64) (*body, error) {
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) && s.isImport(path) {
+		// Handed over by `ledge models pull --file` and removed once
+		// stored: with the stored copy lost, nothing can fetch it.
+		return nil, &permanent{fault.New(fault.NotFound, "its file is gone from the store, and it came from `ledge models pull --file`, whose copy is not kept: pull it again with --file")}
+	}
 	if err := s.checkFileSource(path, true); err != nil {
 		return nil, &permanent{err}
 	}

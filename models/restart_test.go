@@ -289,3 +289,39 @@ func (c *childProc) kill(t *testing.T) {
 }
 
 func t0ctx() context.Context { return context.Background() }
+
+// A version pulled from a file (`ledge models pull --file`, which hands it
+// over through the import folder, emptied once stored) whose stored copy
+// is then lost cannot be fetched again: after a restart it fails saying so
+// and what to do, not with the import file's lstat error.
+func TestImportedModelLost(t *testing.T) {
+	data := randomBytes(32 << 10)
+	dir := t.TempDir()
+	dbPath, store := filepath.Join(dir, "ledge.db"), filepath.Join(dir, "models")
+	withData := func(o *Options) { o.DataDir = dir }
+	env := openStoreAt(t, nil, testConfig(), dbPath, store, withData)
+	imp := filepath.Join(ImportDir(dir), "m@1.onnx")
+	os.MkdirAll(filepath.Dir(imp), 0o700)
+	if err := os.WriteFile(imp, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.s.Pull(t.Context(), spec("m", "1", "file://"+imp, data), false); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, env.s, "m", "1", StateReady)
+	if _, err := os.Stat(imp); err == nil {
+		t.Fatal("the import file was kept")
+	}
+	env.stop()
+	blob := env.s.blobPath(digestOf(data))
+	os.Chmod(filepath.Dir(blob), 0o700)
+	if err := os.Remove(blob); err != nil {
+		t.Fatal(err)
+	}
+
+	env2 := openStoreAt(t, nil, testConfig(), dbPath, store, withData)
+	v := waitState(t, env2.s, "m", "1", StateFailed)
+	if !strings.Contains(v.Error, "ledge models pull") || !strings.Contains(v.Error, "--file") || strings.Contains(v.Error, "lstat") {
+		t.Errorf("failed with %q: want what happened and to pull it again with --file", v.Error)
+	}
+}

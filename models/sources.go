@@ -73,12 +73,17 @@ func ImportDir(dataDir string) string { return filepath.Join(dataDir, "import") 
 // consumeImport removes a stored file:// source that was in the import
 // folder.
 func (s *Store) consumeImport(path string) {
-	if s.importDir == "" || !strings.HasPrefix(filepath.Clean(path), s.importDir+"/") {
+	if !s.isImport(path) {
 		return
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		s.log.Warn("remove an imported model file", "file", path, "err", err)
 	}
+}
+
+// isImport says whether path is in the import folder.
+func (s *Store) isImport(path string) bool {
+	return s.importDir != "" && strings.HasPrefix(filepath.Clean(path), s.importDir+"/")
 }
 
 // internalAddr says what a local-only address is, or "".

@@ -133,7 +133,15 @@ func ParseSection(raw json.RawMessage) ([]Spec, error) {
 func ParseSpec(raw []byte) (Spec, error) {
 	s, err := parseEntry(raw, "")
 	if err != nil {
-		return Spec{}, fault.Wrap(fault.Invalid, err)
+		// parseEntry's ".field: ..." and ": ..." are for a place to go
+		// before them; alone, the path starts at the field.
+		var out []error
+		for _, e := range unjoin(err) {
+			msg := strings.TrimPrefix(e.Error(), ".")
+			msg = strings.TrimPrefix(msg, ": ")
+			out = append(out, errors.New(msg))
+		}
+		return Spec{}, fault.Wrap(fault.Invalid, errors.Join(out...))
 	}
 	return s, nil
 }

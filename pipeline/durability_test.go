@@ -39,7 +39,7 @@ func TestEventLogSurvivesKill(t *testing.T) {
 	}
 	var ids, tracks []int64
 	sc := bufio.NewScanner(out)
-	deadline := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+	deadline := time.AfterFunc(60*time.Second*testenv.Slowdown(), func() { cmd.Process.Kill() })
 	defer deadline.Stop()
 	for sc.Scan() {
 		if rest, ok := strings.CutPrefix(sc.Text(), "EVENT "); ok {

@@ -69,7 +69,7 @@ func TestReplacedPipelinesStopTogether(t *testing.T) {
 		if url != "stuck:b" {
 			t.Errorf("closed %s, want b's old camera", url)
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(20 * time.Second * testenv.Slowdown()):
 		t.Error("b's old camera was not closed while a's hung: the replaced pipelines stop one after another")
 	}
 	select {

@@ -307,6 +307,7 @@ func (s *Server) routes() error {
 	s.engine.GET("/api/v1/openapi.json", s.openAPIDoc)
 	s.api = s.engine.Group("/api/v1", s.requireAuth)
 	s.api.GET("/system", s.system)
+	s.api.GET("/health", s.health)
 	s.api.GET("/auth/whoami", s.whoami)
 	s.api.GET("/events/stream", s.eventStream)
 	s.api.POST("/auth/logout", s.logout)
@@ -326,22 +327,41 @@ func (s *Server) routes() error {
 	return nil
 }
 
+// healthz answers 503 when a component fails, for probes and load
+// balancers.
 func (s *Server) healthz(c *gin.Context) {
+	body, ok := s.healthReport(c)
+	code := http.StatusOK
+	if !ok {
+		code = http.StatusServiceUnavailable
+	}
+	c.JSON(code, body)
+}
+
+// health is the same report under /api/v1, answered 200 whatever the
+// health: the dashboard reads it (a 503 would be a console error on every
+// refresh of the Overview).
+func (s *Server) health(c *gin.Context) {
+	body, _ := s.healthReport(c)
+	c.JSON(http.StatusOK, body)
+}
+
+func (s *Server) healthReport(c *gin.Context) (gin.H, bool) {
 	var comps []ComponentHealth
 	ok := true
 	if s.opts.Health != nil {
 		comps, ok = s.opts.Health(c.Request.Context())
 	}
-	status, code := "ok", http.StatusOK
+	status := "ok"
 	if !ok {
-		status, code = "failing", http.StatusServiceUnavailable
+		status = "failing"
 	}
-	c.JSON(code, gin.H{
+	return gin.H{
 		"status":     status,
 		"version":    s.opts.Version,
 		"uptime":     time.Since(s.started).Round(time.Second).String(),
 		"components": comps,
-	})
+	}, ok
 }
 
 // serverTiming reports the handler's time in a Server-Timing header

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -22,6 +23,9 @@ type daemon struct {
 	socket string
 	client *http.Client
 }
+
+// errNotRunning is the error of a request to a socket nobody listens on.
+var errNotRunning = errors.New("ledge is not running")
 
 // apiError is an error answer of the API.
 type apiError struct {
@@ -87,6 +91,9 @@ func (d *daemon) doURL(ctx context.Context, method, url string, body, out any, a
 	}
 	resp, err := d.client.Do(req)
 	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("%w: nothing listens on its socket %s (left by a ledge that was killed or crashed); start it with `ledge run`", errNotRunning, d.socket)
+		}
 		return fmt.Errorf("ledge at %s: %w", d.socket, err)
 	}
 	defer resp.Body.Close()

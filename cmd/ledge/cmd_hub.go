@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -89,7 +90,7 @@ func identityCmd(args []string, stdout, stderr io.Writer) error {
 		if err := d.do(ctx, "GET", "/hub/identities/"+escapeName(pos[1]), nil, &out); err != nil {
 			return err
 		}
-		return printToken(stdout, stderr, out, *ttl)
+		return printToken(stdout, stderr, out, *ttl, filepath.Join(filepath.Dir(d.socket), "hub", "ca.pem"))
 	case pos[0] == "remove" && len(pos) == 2:
 		if err := d.do(ctx, "DELETE", "/hub/identities/"+escapeName(pos[1]), nil, nil); err != nil {
 			return err
@@ -140,8 +141,8 @@ func printIdentity(w io.Writer, id map[string]any) {
 
 // printToken prints a SAS token for a device or module identity on stdout
 // (TOKEN=$(ledge identity token NAME)) and, on stderr, the client id and
-// username to use it with, e.g. with mosquitto_pub.
-func printToken(stdout, stderr io.Writer, id map[string]any, ttl time.Duration) error {
+// username to use it with, e.g. with mosquitto_pub and the hub's CA file.
+func printToken(stdout, stderr io.Writer, id map[string]any, ttl time.Duration, caFile string) error {
 	cs, _ := id["connectionString"].(string)
 	key, _ := id["primaryKey"].(string)
 	if cs == "" || key == "" {
@@ -170,8 +171,8 @@ func printToken(stdout, stderr io.Writer, id map[string]any, ttl time.Duration) 
 		host, port = h, p
 	}
 	fmt.Fprintf(stderr, "SAS token for %s, valid until %s\nclient id: %s\nusername:  %s\n", id["name"], expiry.Format(time.RFC3339), clientID, user)
-	fmt.Fprintf(stderr, "e.g.: mosquitto_pub -h %s -p %s --cafile <dataDir>/hub/ca.pem -V mqttv311 -i '%s' -u '%s' -P \"$TOKEN\" -q 1 -t '%s' -m hello\n",
-		host, port, clientID, user, topic)
+	fmt.Fprintf(stderr, "e.g.: mosquitto_pub -h %s -p %s --cafile '%s' -V mqttv311 -i '%s' -u '%s' -P \"$TOKEN\" -q 1 -t '%s' -m hello\n",
+		host, port, caFile, clientID, user, topic)
 	return nil
 }
 

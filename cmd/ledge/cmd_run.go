@@ -23,7 +23,7 @@ func init() {
 func runCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("run", "[flags]", stderr)
 	var cf configFlags
-	cf.register(fs)
+	cf.registerForRun(fs)
 	dev := fs.Bool("dev", false, "development mode: clients on loopback need no credentials")
 	listen := fs.String("listen", "", "HTTP address (overrides http.listen)")
 	if _, err := parseFlags(fs, args); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -50,10 +51,12 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := withTimeout(15 * time.Second)
 	defer cancel()
 	rep := statusReport{DataDir: cfg.DataDir}
+	var sysErr error
 	get := func(path string) json.RawMessage {
 		var raw json.RawMessage
 		if err := d.do(ctx, "GET", path, nil, &raw); err != nil {
 			if statusOf(err) == 0 && path == "/system" {
+				sysErr = err
 				return nil
 			}
 			b, _ := json.Marshal(map[string]string{"error": err.Error()})
@@ -63,7 +66,10 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	rep.System = get("/system")
 	if rep.System == nil {
-		return fmt.Errorf("ledge at %s does not answer", d.socket)
+		if errors.Is(sysErr, errNotRunning) {
+			return sysErr
+		}
+		return fmt.Errorf("ledge at %s does not answer: %w", d.socket, sysErr)
 	}
 	rep.Health = getHealth(ctx, d)
 	rep.Pipelines = get("/pipelines")

@@ -22,6 +22,13 @@ func (c *configFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.dataDir, "data-dir", "", "data directory (overrides dataDir in the config)")
 }
 
+// registerForRun is register for `ledge run`, which never follows another
+// running ledge (loadForRun).
+func (c *configFlags) registerForRun(fs *flag.FlagSet) {
+	fs.StringVar(&c.path, "config", "", "config file (default: $LEDGE_CONFIG, ./ledge.yaml or /etc/ledge/ledge.yaml, the first that exists; else the defaults)")
+	fs.StringVar(&c.dataDir, "data-dir", "", "data directory (overrides dataDir in the config)")
+}
+
 // loaded is a config and where it came from.
 type loaded struct {
 	appliance.Config

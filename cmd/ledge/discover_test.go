@@ -85,4 +85,15 @@ func TestCLIForgetsKilledLedge(t *testing.T) {
 	if recs, _ := filepath.Glob(filepath.Join(dir, "*.json")); len(recs) != 0 {
 		t.Errorf("stale records kept: %v", recs)
 	}
+
+	// Named with --config, its socket is still there and refuses: every
+	// command says that ledge is not running and how to start it, not
+	// Go's dial error.
+	for _, args := range [][]string{{"status"}, {"deploy", "status"}, {"identity", "list"}, {"hub"}, {"models", "list"}} {
+		_, errOut, code := ledgeIn(t, "", rt, append(args, "--config", conf)...)
+		if code != 1 || !strings.Contains(errOut, "ledge is not running") || !strings.Contains(errOut, "ledge run") ||
+			strings.Contains(errOut, "dial unix") || strings.Contains(errOut, "http://ledge") {
+			t.Errorf("ledge %v after kill -9: exit %d: %s", args, code, errOut)
+		}
+	}
 }

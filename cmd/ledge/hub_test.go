@@ -160,6 +160,10 @@ func TestIdentityToken(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(tok, "SharedAccessSignature sr=") {
 		t.Fatalf("identity token: %d %q %q", code, tok, errOut)
 	}
+	// The example line is one to paste: the CA file is this ledge's.
+	if want := "--cafile '" + filepath.Join(dataDir, "hub", "ca.pem") + "'"; !strings.Contains(errOut, want) {
+		t.Errorf("identity token's example does not name the CA file (%s):\n%s", want, errOut)
+	}
 	user := ""
 	for _, l := range strings.Split(errOut, "\n") {
 		if u, ok := strings.CutPrefix(l, "username:"); ok {

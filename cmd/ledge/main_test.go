@@ -340,6 +340,11 @@ func TestCLIManners(t *testing.T) {
 			t.Errorf("%v: the usage %d times:\n%s%s", args, n, out, errOut)
 		}
 	}
+	// `ledge run` never takes another running ledge's config: its help
+	// does not say it does.
+	if out, errOut, _ := ledge(t, "run", "-h"); strings.Contains(out+errOut, "running ledge") {
+		t.Errorf("run -h says it follows the running ledge:\n%s%s", out, errOut)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string

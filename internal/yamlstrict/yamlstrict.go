@@ -68,7 +68,7 @@ func DecodeNode(node *yaml.Node, v any, path string) error {
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
 		return errors.New("yamlstrict: decode target must be a non-nil pointer")
 	}
-	c := &checker{paths: map[int]string{}}
+	c := &checker{paths: map[int]string{}, scalars: map[int][]scalarAt{}}
 	if err := c.check(node, rv.Type().Elem(), path, 0); err != nil {
 		return err
 	}
@@ -79,15 +79,40 @@ func DecodeNode(node *yaml.Node, v any, path string) error {
 }
 
 // checker walks a document against a type, remembering the field path of
-// the first value on each line so type errors can name it.
+// the first value on each line, and every scalar with the type it goes
+// into, so type errors can name the value (yaml reports only a line, and a
+// flow mapping such as {name: a, count: many} holds several on one).
 type checker struct {
-	paths map[int]string
+	paths   map[int]string
+	scalars map[int][]scalarAt
+}
+
+// scalarAt is a scalar of the document, its field path and target type.
+type scalarAt struct {
+	node *yaml.Node
+	path string
+	t    reflect.Type
 }
 
 func (c *checker) note(n *yaml.Node, path string) {
 	if _, ok := c.paths[n.Line]; !ok && path != "" && n.Kind == yaml.ScalarNode {
 		c.paths[n.Line] = path
 	}
+}
+
+// failingOn returns the path of the first scalar on line that does not
+// decode into its type, when the line holds more than one.
+func (c *checker) failingOn(line int) (string, bool) {
+	cands := c.scalars[line]
+	if len(cands) < 2 {
+		return "", false
+	}
+	for _, s := range cands {
+		if s.node.Decode(reflect.New(s.t).Interface()) != nil {
+			return s.path, true
+		}
+	}
+	return "", false
 }
 
 var (
@@ -113,6 +138,9 @@ func (c *checker) check(n *yaml.Node, t reflect.Type, path string, depth int) er
 	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if n.Kind == yaml.ScalarNode && path != "" {
+		c.scalars[n.Line] = append(c.scalars[n.Line], scalarAt{node: n, path: path, t: t})
 	}
 	if reflect.PointerTo(t).Implements(unmarshalerType) || reflect.PointerTo(t).Implements(textUnmarshalerType) {
 		return nil // the type checks its own input
@@ -260,6 +288,11 @@ func syntaxError(err error) error {
 	return &Error{Line: line, Msg: "invalid YAML: " + msg}
 }
 
+// typeWords says in words what a Go type yaml names in its errors takes.
+var typeWords = map[string]string{
+	"time.Duration": "a duration (500ms, 5s, 2m, 1h)",
+}
+
 // unmarshalRe matches yaml/v3's "cannot unmarshal !!str `x` into int".
 var unmarshalRe = regexp.MustCompile(`^cannot unmarshal !!\w+ (.*) into (.*)$`)
 
@@ -275,9 +308,15 @@ func (c *checker) typeError(err error, path string) error {
 		msg = strings.TrimSpace(msg[strings.Index(msg, ":")+1:])
 	}
 	if m := unmarshalRe.FindStringSubmatch(msg); m != nil {
-		msg = fmt.Sprintf("got %s, want %s", m[1], m[2])
+		want := m[2]
+		if w, ok := typeWords[want]; ok {
+			want = w
+		}
+		msg = fmt.Sprintf("got %s, want %s", m[1], want)
 	}
-	if p, ok := c.paths[line]; ok {
+	if p, ok := c.failingOn(line); ok {
+		path = p
+	} else if p, ok := c.paths[line]; ok {
 		path = p
 	}
 	return &Error{Line: line, Path: path, Msg: msg}

@@ -70,6 +70,11 @@ func TestDecodeErrors(t *testing.T) {
 		{"in map", "map:\n  k:\n    bad: 1\n", []string{"line 3", "map.k.bad"}},
 		{"in pointer", "ptr: {zzz: 1}\n", []string{"ptr.zzz"}},
 		{"type", "inner:\n  count: many\n", []string{"line 2", "inner.count", "got `many`, want int"}},
+		// Several values on one line (a flow mapping): the path names the
+		// one that is wrong, not the first on the line.
+		{"type in flow", "inner: {name: a, count: many}\n", []string{"line 1", "inner.count:", "got `many`, want int"}},
+		{"type in flow list", "list: [{name: a}, {name: b, count: x}]\n", []string{"line 1", "list[1].count:"}},
+		{"duration", "inner: {name: a, every: soon}\n", []string{"inner.every:", "got `soon`, want a duration (500ms, 5s, 2m, 1h)"}},
 		{"alias", "a: &x {bogus: 1}\n", []string{`unknown key "a"`}},
 		{"two docs", "top: a\n---\ntop: b\n", []string{"more than one"}},
 		{"syntax", "top: [unclosed\n", []string{"invalid YAML"}},

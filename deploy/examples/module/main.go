@@ -33,7 +33,10 @@ func main() {
 	opts := paho.NewClientOptions().AddBroker(os.Getenv("LEDGE_MQTT_URL")).
 		SetClientID(dev + "/" + mod).
 		SetUsername(os.Getenv("LEDGE_MQTT_USERNAME")).SetPassword(os.Getenv("LEDGE_MQTT_PASSWORD")).
-		SetConnectRetry(true).SetConnectRetryInterval(500 * time.Millisecond).SetAutoReconnect(true)
+		SetConnectRetry(true).SetConnectRetryInterval(500 * time.Millisecond).SetAutoReconnect(true).
+		// paho's back-off otherwise grows to 10 minutes: after ledge
+		// restarts, the module would stay away that long.
+		SetMaxReconnectInterval(5 * time.Second)
 	if ca := os.Getenv("LEDGE_MQTT_CA_FILE"); ca != "" {
 		pem, err := os.ReadFile(ca)
 		if err != nil {

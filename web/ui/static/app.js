@@ -13,7 +13,13 @@ const ledge = (() => {
       opts.body = raw ? body : JSON.stringify(body);
       opts.headers["Content-Type"] = raw ? "application/octet-stream" : "application/json";
     }
-    const res = await fetch("/api/v1" + path, opts);
+    let res;
+    try {
+      res = await fetch("/api/v1" + path, opts);
+    } catch (err) {
+      const e = new Error("ledge does not answer (" + err.message + ")"); e.offline = true;
+      throw e;
+    }
     if (res.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); throw new Error("logged out"); }
     const text = await res.text();
     const data = text ? JSON.parse(text) : null;
@@ -62,16 +68,35 @@ const ledge = (() => {
     return new Date(iso).toLocaleString();
   };
 
+  // offline shows above the page that ledge stopped answering (what the
+  // page shows is from before, and is greyed), and hides it again when an
+  // update gets through.
+  let offlineSince = null;
+  function offline(down) {
+    const note = document.getElementById("offline"), main = document.getElementById("main");
+    if (!note || !main) return;
+    if (down && !offlineSince) {
+      offlineSince = new Date();
+      note.textContent = `ledge does not answer since ${offlineSince.toLocaleTimeString()}: what this page shows is from then. It reconnects by itself.`;
+    }
+    if (!down) offlineSince = null;
+    note.hidden = !down;
+    main.classList.toggle("stale", down);
+  }
+
   // every runs fn now and every ms while the page is visible; a failed
-  // refresh says so in the footer (and the next one tries again).
+  // refresh says so in the footer (and the next one tries again), and when
+  // ledge does not answer at all, above the page.
   function every(ms, fn) {
     const conn = document.getElementById("conn");
     const tick = async () => {
       if (document.hidden) return;
       try {
         await fn();
+        offline(false);
         if (conn && conn.dataset.failed) { conn.textContent = ""; delete conn.dataset.failed; }
       } catch (err) {
+        offline(!!err.offline); // any other failure: ledge answered
         if (conn) { conn.textContent = "update failed: " + err.message; conn.dataset.failed = "1"; }
       }
     };
@@ -317,9 +342,11 @@ ledge.pages.overview = () => {
     $("#temp").textContent = s.temperatureC == null ? "no sensor" : s.temperatureC.toFixed(1) + " °C";
     $("#uptime").textContent = s.uptime;
     $("#versions").textContent = "ledge " + s.version + " · " + s.goVersion;
-    const h = await fetch("/healthz").then((r) => r.json());
+    // /api/v1/health, not /healthz: the same report, answered 200 when a
+    // component fails (a 503 would be an error in the console).
+    const h = await api("GET", "/health");
     const hb = $("#health"); hb.textContent = h.status; hb.className = "big " + (h.status === "ok" ? "ok" : "bad");
-    $("#health-list").replaceChildren(...h.components.map((c) => el("li", { class: c.status === "ok" ? "" : "bad", text: c.name + ": " + c.status + (c.error ? " (" + c.error + ")" : "") })));
+    $("#health-list").replaceChildren(...(h.components || []).map((c) => el("li", { class: c.status === "ok" ? "" : "bad", text: c.name + ": " + c.status + (c.error ? " (" + c.error + ")" : "") })));
     const quiet = (p) => p.catch(() => null);
     const [pl, dep, hub, evs] = await Promise.all([quiet(api("GET", "/pipelines")), quiet(api("GET", "/deployments/current")), quiet(api("GET", "/hub")), quiet(api("GET", "/events?limit=6"))]);
     if (pl) {
@@ -572,6 +599,7 @@ ledge.pages.modules = () => {
     const eng = rep.engine || {};
     const pf = (rep.runtime || {}).platform || {};
     $("#engine").textContent = eng.connected ? `Docker engine ${pf.version || ""} (${pf.os || ""}/${pf.architecture || ""})` : "Docker engine not reachable" + (eng.error ? ": " + eng.error : "");
+    $("#engine").classList.toggle("bad", !eng.connected);
     const names = Object.keys(rep.modules || {}).sort();
     const body = $("#modules tbody");
     if (!names.length) { ledge.fill(body, [], "No modules: apply a deployment on the Deployments page."); return; }
@@ -628,10 +656,13 @@ ledge.pages.deployments = () => {
       b.firstChild.style.width = m.pull.percent + "%";
       return el("div", { class: "small" }, `${n}: ${m.pull.image} ${m.pull.percent.toFixed(0)} % (${ledge.bytes(m.pull.current)})`, b);
     }));
-    try {
+    // Asked only when there is one: a 404 would be an error in the console.
+    const none = () => { currentText = ""; $("#current-manifest").textContent = "No deployment yet."; };
+    if (!rep.deployment) none();
+    else try {
       const cur = await api("GET", "/deployments/current/manifest");
       currentText = cur.manifest; $("#current-manifest").textContent = currentText;
-    } catch (e) { if (e.status === 404) { currentText = ""; $("#current-manifest").textContent = "No deployment yet."; } }
+    } catch (e) { if (e.status === 404) none(); }
     const h = await api("GET", "/deployments?limit=30");
     $("#history tbody").replaceChildren(...(h.deployments || []).map((x) =>
       tr(String(x.id), x.version, status(x.state), x.source, new Date(x.receivedAt).toLocaleString(), x.reason || "")));
@@ -712,7 +743,9 @@ ledge.pages.devices = () => {
         if (!confirm(`Remove ${i.name}? Its keys stop working.`)) return;
         try { await api("DELETE", "/hub/identities/" + i.name); load(); } catch (e) { alert(e.message); }
       };
-      return tr(el("strong", { text: i.name }), i.kind, c ? ledge.status("connected") : el("span", { class: "muted", text: "no" }), c ? c.auth : "", i.managedBy || "", new Date(i.created).toLocaleString(), i.managedBy ? "" : rm);
+      // How it connects (while connected), else how it may.
+      const auth = c ? c.auth : i.kind === "user" ? "password" : i.x509Thumbprint ? "x509 thumbprint" : i.x509CA ? "x509 CA" : "SAS key";
+      return tr(el("strong", { text: i.name }), i.kind, c ? ledge.status("connected") : el("span", { class: "muted", text: "no" }), auth, i.managedBy || "", new Date(i.created).toLocaleString(), i.managedBy ? "" : rm);
     }));
   }
   $("#add-form").onsubmit = async (e) => {
@@ -724,7 +757,9 @@ ledge.pages.devices = () => {
       const r = await api("POST", "/hub/identities", spec);
       const dl = el("dl", { class: "kv" });
       for (const [k, v] of Object.entries({ "Connection string": r.connectionString, "Primary key": r.primaryKey, "Secondary key": r.secondaryKey, Password: r.password })) if (v) dl.append(el("dt", { text: k }), el("dd", {}, el("code", { text: v })));
-      $("#add-result").replaceChildren(el("p", { class: "result-ok", text: `Added ${r.name}. Copy the secrets now: they are shown only this once.` }), dl);
+      // A user's password is kept hashed; a device's keys can be shown again.
+      const again = r.password ? "Copy the password now: it is shown only this once." : `Copy what the device needs; \`ledge identity show ${r.name}\` on the appliance shows it again.`;
+      $("#add-result").replaceChildren(el("p", { class: "result-ok" }, ledge.rich(`Added ${r.name}. ${again}`)), dl);
       e.target.reset(); load();
     } catch (err) { $("#add-result").replaceChildren(el("p", { class: "result-bad", text: err.message })); }
   };
