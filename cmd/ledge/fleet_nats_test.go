@@ -27,8 +27,10 @@ import (
 // deployment again to an online device that has not taken it).
 func TestFleetRolloutNATSCluster(t *testing.T) {
 	testenv.Docker(t)
+	t0 := time.Now()
 	nc := natstest.Start(t, 3, "fleet", "fleet-pw")
 	victim, stale, healthy := nc.ChooseKill()
+	t.Logf("cluster up in %s", time.Since(t0).Round(time.Millisecond))
 	img := testImage(t, "fleetnats")
 	n := 6
 	// Device i starts on node order[i%3]: 0 and 3 on the victim, 1 and
@@ -53,6 +55,7 @@ func TestFleetRolloutNATSCluster(t *testing.T) {
 		}
 		return online == n
 	})
+	t.Logf("%d devices online at %s", n, time.Since(t0).Round(time.Millisecond))
 	ctl := f.startControllerOn(order, "--resend", "3s")
 	dumpOnFail = func() {
 		out, errOut, _ := ledgeIn(t, "", f.env(), "fleet", "devices")
@@ -87,10 +90,16 @@ func TestFleetRolloutNATSCluster(t *testing.T) {
 	// passed over it, unless the stale node turned its connection down
 	// while the cluster recovered (then it went on to the healthy one).
 	t.Logf("the controller passed over the stale node: %v", strings.Contains(ctl.stderr.String(), "broker node passed over"))
+	for _, l := range strings.Split(ctl.stderr.String(), "\n") {
+		if strings.Contains(l, "level=WARN") {
+			t.Logf("controller: %s", l)
+		}
+	}
 	// The CLI, asked to try the stale node first, passes over it.
 	out, errOut, code := ledgeIn(t, "", f.envWith([]string{nc.MQTT[stale], nc.MQTT[healthy]}), "fleet", "status", "people")
 	if code != 0 || !strings.Contains(out, "targeted 6, applied 6, converged 6, failed 0, pending 0") ||
 		!strings.Contains(errOut, "broker node passed over") {
 		t.Errorf("ledge fleet status through the stale node first: exit %d\n%s%s", code, out, errOut)
 	}
+	t.Logf("done at %s", time.Since(t0).Round(time.Millisecond))
 }

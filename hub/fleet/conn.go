@@ -208,6 +208,8 @@ func (c *Conn) onConnect(cli paho.Client) {
 	c.mu.Lock()
 	broker, nc := c.current, c.netConn
 	c.mu.Unlock()
+	start := time.Now()
+	c.log.Debug("broker connected: syncing", "broker", redact.URL(broker))
 	err := c.sync(cli)
 	if errors.Is(err, errStaleNode) {
 		c.mu.Lock()
@@ -233,6 +235,7 @@ func (c *Conn) onConnect(cli paho.Client) {
 		c.reconnect(nc)
 		return
 	}
+	c.log.Debug("broker synced", "broker", redact.URL(broker), "took", time.Since(start).Round(time.Millisecond))
 	c.view.connected(true)
 	if c.cfg.OnConnect != nil {
 		c.cfg.OnConnect(c)
@@ -263,28 +266,63 @@ func (c *Conn) reconnect(nc net.Conn) {
 	if current {
 		c.view.connected(false)
 	}
-	nc.Close()
+	// A read that fails, not a Close: paho takes a read on a closed
+	// connection for its own Disconnect and would notice only when its
+	// keepalive fails (about 30 s later).
+	nc.SetReadDeadline(time.Now())
 }
 
-// sync subscribes to the fleet's topics and probes the broker node: once
-// the probe is back, the view holds every retained message of the fleet.
+// sync subscribes to the fleet's topics and probes the broker node (see
+// [probe]); then it subscribes again, and once the probe is back a
+// second time the view holds every retained message of the fleet.
+//
+// The second reading closes a gap a clustered broker leaves: nats-server
+// hands a new subscription the retained messages its per-node index
+// holds, and that index learns of a stored message a moment later; a
+// message stored in that moment, before the subscription took effect,
+// comes neither retained nor live (a definition deployed while a
+// controller connected was never seen). Once the probe is back, the
+// index holds everything stored before it, and the subscriptions were
+// live before it was published: what the first reading missed, the
+// second has. It costs a second transfer of the fleet's retained
+// messages per connection.
 func (c *Conn) sync(cli paho.Client) error {
-	for _, f := range c.cfg.Topics.Filters() {
-		if err := subscribe(cli, f, c.onMessage); err != nil {
-			return err
+	subscribeAll := func() error {
+		for _, f := range c.cfg.Topics.Filters() {
+			if err := c.subscribe(cli, f, 1, c.onMessage); err != nil {
+				return err
+			}
 		}
+		return nil
 	}
-	return c.probe(cli)
+	if err := subscribeAll(); err != nil {
+		return err
+	}
+	p, err := c.newProbe(cli)
+	if err != nil {
+		return err
+	}
+	defer p.clear()
+	if err := p.await(); err != nil {
+		return err
+	}
+	if err := subscribeAll(); err != nil {
+		return err
+	}
+	if err := p.await(); err != nil {
+		return fmt.Errorf("the probe did not come back the second time: %w", err)
+	}
+	return nil
 }
 
-// subscribe subscribes with QoS 1 and checks the broker's answer; a
+// subscribe subscribes and checks the broker's answer; a
 // refused subscription is tried again for up to 30 s (a clustered broker
 // refuses one while its store elects a new leader after a node died).
-func subscribe(cli paho.Client, filter string, h paho.MessageHandler) error {
+func (c *Conn) subscribe(cli paho.Client, filter string, qos byte, h paho.MessageHandler) error {
 	wait := 250 * time.Millisecond
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		t := cli.Subscribe(filter, 1, h)
+		t := cli.Subscribe(filter, qos, h)
 		if !t.WaitTimeout(20 * time.Second) {
 			return fmt.Errorf("subscribe %s: no answer within 20s", filter)
 		}
@@ -297,6 +335,7 @@ func subscribe(cli paho.Client, filter string, h paho.MessageHandler) error {
 		if time.Now().After(deadline) || !cli.IsConnectionOpen() {
 			return fmt.Errorf("subscribe %s: the broker refused it", filter)
 		}
+		c.log.Debug("subscription refused: trying again", "filter", filter, "in", wait)
 		time.Sleep(wait)
 		wait = min(2*wait, 4*time.Second)
 	}
@@ -313,49 +352,69 @@ func Refused(t paho.Token, filter string) bool {
 	return ok && q >= 0x80
 }
 
-// probe publishes a retained message (a random text) on a topic no one
-// used before, <prefix>/fleet/sync/<client>/<random>, subscribes to it
-// and waits until the broker delivers it, retained, then clears it. A
-// broker delivers a retained message to a subscription made after it
-// acknowledged it [MQTT-3.3.1-6], after the retained messages of this
-// session's earlier subscriptions (it handles a session's packets in
-// order): once the probe is back, the fleet's retained messages have
-// all arrived. A broker node that acknowledged the probe and does not
-// deliver it within ProbeTimeout (re-subscribing every half second)
-// serves an outdated set of retained messages: nats-server does that on
-// a node whose retained-message index was kept by a node that died
-// (docs/fleet.md). That is errStaleNode.
-func (c *Conn) probe(cli paho.Client) error {
+// probe is a retained message (a random text) on a topic no one used
+// before, <prefix>/fleet/sync/<client>/<random>: subscribed to, the
+// broker must hand it back. A broker delivers a retained message to a
+// subscription made after it acknowledged it [MQTT-3.3.1-6], after the
+// retained messages of the session's earlier subscriptions (it handles
+// a session's packets in order): once the probe is back, those have all
+// arrived. A broker node that acknowledged the probe and does not
+// deliver it within ProbeTimeout serves an outdated set of retained
+// messages: nats-server does that on a node whose retained-message
+// index was kept by a node that died (docs/fleet.md). That is
+// errStaleNode.
+type probe struct {
+	c     *Conn
+	cli   paho.Client
+	topic string
+	text  string
+	back  chan struct{}
+}
+
+// newProbe publishes the probe and waits for the broker's ack.
+func (c *Conn) newProbe(cli paho.Client) (*probe, error) {
 	text := rand.Text()
-	topic := c.cfg.Topics.p() + "/fleet/sync/" + c.cfg.ClientID + "/" + text
-	if t := cli.Publish(topic, 1, true, []byte(text)); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
-		return fmt.Errorf("publish %s: not acknowledged within 15s: %v", topic, t.Error())
+	p := &probe{c: c, cli: cli, topic: c.cfg.Topics.p() + "/fleet/sync/" + c.cfg.ClientID + "/" + text, text: text, back: make(chan struct{}, 1)}
+	if t := cli.Publish(p.topic, 1, true, []byte(text)); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
+		return nil, fmt.Errorf("publish %s: not acknowledged within 15s: %v", p.topic, t.Error())
 	}
-	defer func() {
-		cli.Publish(topic, 1, true, nil).WaitTimeout(5 * time.Second)
-	}()
-	back := make(chan struct{}, 1)
+	return p, nil
+}
+
+// clear removes the probe from the broker.
+func (p *probe) clear() { p.cli.Publish(p.topic, 1, true, nil).WaitTimeout(5 * time.Second) }
+
+// await subscribes to the probe until the broker hands it back retained
+// (again every half second), for up to ProbeTimeout.
+func (p *probe) await() error {
+	select {
+	case <-p.back:
+	default:
+	}
 	h := func(_ paho.Client, m paho.Message) {
 		// The live copy (to <prefix>/fleet/#) is not retained.
-		if m.Retained() && string(m.Payload()) == text {
+		if m.Retained() && string(m.Payload()) == p.text {
 			select {
-			case back <- struct{}{}:
+			case p.back <- struct{}{}:
 			default:
 			}
 		}
 	}
-	deadline := time.Now().Add(c.cfg.ProbeTimeout)
+	deadline := time.Now().Add(p.c.cfg.ProbeTimeout)
 	for {
-		if err := subscribe(cli, topic, h); err != nil {
+		// QoS 0: a retained message comes to a subscription of any QoS,
+		// and the broker keeps no state for it (nats-server makes a
+		// JetStream consumer for each QoS 1 subscription).
+		if err := p.c.subscribe(p.cli, p.topic, 0, h); err != nil {
 			return err
 		}
 		select {
-		case <-back:
-			cli.Unsubscribe(topic)
+		case <-p.back:
+			p.cli.Unsubscribe(p.topic).WaitTimeout(5 * time.Second)
 			return nil
 		case <-time.After(500 * time.Millisecond):
 		}
-		cli.Unsubscribe(topic).WaitTimeout(5 * time.Second)
+		p.cli.Unsubscribe(p.topic).WaitTimeout(5 * time.Second)
 		if time.Now().After(deadline) {
 			return errStaleNode
 		}

@@ -149,7 +149,7 @@ func TestConnPassesOverStaleNATSNode(t *testing.T) {
 	t.Logf("dialing at %s", time.Since(start).Round(time.Millisecond))
 	c, err := Dial(t.Context(), ConnConfig{URLs: []string{nc.MQTT[stale], nc.MQTT[healthy]}, Username: "fleet", Password: "fleet-pw",
 		ClientID: "stale-test", Topics: DefaultTopics, ProbeTimeout: 3 * time.Second,
-		Log: slog.New(slog.NewTextHandler(&log, nil))})
+		Log: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatalf("%v; log:\n%s", err, log.String())
 	}
@@ -161,6 +161,7 @@ func TestConnPassesOverStaleNATSNode(t *testing.T) {
 	if c.broker() != nc.MQTT[healthy] {
 		t.Errorf("connected to %s, want the healthy node %s", c.broker(), nc.MQTT[healthy])
 	}
+	t.Logf("log:\n%s", log.String())
 	if !strings.Contains(log.String(), "broker node passed over") || !strings.Contains(log.String(), nc.MQTT[stale]) {
 		t.Errorf("the log does not say the stale node was passed over:\n%s", log.String())
 	}
