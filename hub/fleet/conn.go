@@ -61,6 +61,7 @@ type Conn struct {
 	ready  atomic.Bool // Dial returned a connection
 
 	mu      sync.Mutex           // guards the fields below
+	lastErr error                // why the last connection could not be synced
 	current string               // the broker URL connected (or being tried)
 	netConn net.Conn             // the network connection to it
 	skipped map[string]time.Time // broker URL -> skipped until
@@ -69,6 +70,9 @@ type Conn struct {
 
 // skipFor is how long a broker node that failed the probe is passed over.
 const skipFor = time.Minute
+
+// errRefused is a subscription the broker kept refusing (SUBACK 0x80).
+var errRefused = errors.New("the broker refused it (SUBACK 0x80; its ACL?)")
 
 // errStaleNode is a broker node that acknowledged the probe and did not
 // deliver it to a new subscription.
@@ -127,12 +131,23 @@ func Dial(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 			return fail(fmt.Errorf("broker %s: %w", redact.URL(c.broker()), err))
 		}
 	case <-time.After(limit):
-		return fail(fmt.Errorf("broker %v: no usable connection within %s", redactAll(cfg.URLs), limit))
+		return fail(fmt.Errorf("broker %v: no usable connection within %s%s", redactAll(cfg.URLs), limit, c.lastError()))
 	case <-ctx.Done():
-		return fail(ctx.Err())
+		return fail(fmt.Errorf("broker %v: %w%s", redactAll(cfg.URLs), ctx.Err(), c.lastError()))
 	}
 	c.ready.Store(true)
 	return c, nil
+}
+
+// lastError says why the last connection could not be synced ("" if
+// none failed).
+func (c *Conn) lastError() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lastErr == nil {
+		return ""
+	}
+	return " (last: " + c.lastErr.Error() + ")"
 }
 
 func redactAll(urls []string) []string {
@@ -227,12 +242,17 @@ func (c *Conn) onConnect(cli paho.Client) {
 		err = nil
 	}
 	if err != nil {
-		if !c.ready.Load() {
-			c.signal(err) // Dial fails with it
+		c.mu.Lock()
+		c.lastErr = err
+		c.mu.Unlock()
+		if !c.ready.Load() && errors.Is(err, errRefused) {
+			c.signal(err) // Dial fails with it: the broker said no
 			return
 		}
 		c.log.Warn("broker connection not usable: connecting again", "broker", redact.URL(broker), "err", err)
-		c.reconnect(nc)
+		if cli.IsConnectionOpen() {
+			c.reconnect(nc)
+		} // else lost while syncing: paho connects again, and this runs again
 		return
 	}
 	c.log.Debug("broker synced", "broker", redact.URL(broker), "took", time.Since(start).Round(time.Millisecond))
@@ -333,7 +353,7 @@ func (c *Conn) subscribe(cli paho.Client, filter string, qos byte, h paho.Messag
 			return nil
 		}
 		if time.Now().After(deadline) || !cli.IsConnectionOpen() {
-			return fmt.Errorf("subscribe %s: the broker refused it", filter)
+			return fmt.Errorf("subscribe %s: %w", filter, errRefused)
 		}
 		c.log.Debug("subscription refused: trying again", "filter", filter, "in", wait)
 		time.Sleep(wait)

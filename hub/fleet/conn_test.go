@@ -62,6 +62,74 @@ func (h *refusing) OnACLCheck(_ *mqtt.Client, topic string, write bool) bool {
 	return true
 }
 
+// mochiBroker runs a mochi broker with hooks on a free port.
+func mochiBroker(t *testing.T, hooks ...mqtt.Hook) (*mqtt.Server, string) {
+	t.Helper()
+	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	for _, h := range hooks {
+		if err := s.AddHook(h, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: addr})); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, "tcp://" + addr
+}
+
+// dropOnProbe drops a client's connection at its first subscription to
+// a probe, as a cluster node does that goes away while a client syncs.
+type dropOnProbe struct {
+	mqtt.HookBase
+	dropped atomic.Int32
+}
+
+func (h *dropOnProbe) ID() string { return "drop-on-probe" }
+func (h *dropOnProbe) Provides(b byte) bool {
+	return b == mqtt.OnSubscribe
+}
+func (h *dropOnProbe) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	for _, f := range pk.Filters {
+		if strings.HasPrefix(f.Filter, "ledge/fleet/sync/") && h.dropped.CompareAndSwap(0, 1) {
+			cl.Stop(fmt.Errorf("dropped by the test"))
+		}
+	}
+	return pk
+}
+
+// TestConnLostWhileSyncing: the first connection drops while Dial syncs
+// it; Dial goes on with the next one instead of failing.
+func TestConnLostWhileSyncing(t *testing.T) {
+	allow := &refusing{}
+	drop := &dropOnProbe{}
+	s, url := mochiBroker(t, allow, drop)
+	st, _ := json.Marshal(DeviceState{DeviceID: "dev-1"})
+	if err := s.Publish(DefaultTopics.State("dev-1"), st, true, 1); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Dial(t.Context(), ConnConfig{URLs: []string{url}, ClientID: "lost-test", Topics: DefaultTopics})
+	if err != nil {
+		t.Fatalf("Dial: %v (dropped %d)", err, drop.dropped.Load())
+	}
+	defer c.Close()
+	if drop.dropped.Load() != 1 {
+		t.Fatal("the connection was not dropped: the test proves nothing")
+	}
+	if d := c.View().Snapshot(nil).Devices["dev-1"]; d == nil {
+		t.Fatal("the view has no dev-1")
+	}
+}
+
 // TestConnSubscriptionRefused: the broker refuses the fleet's
 // subscription to device states for a while; Dial tries again and
 // returns with the fleet whole, not with a view that never hears of a
