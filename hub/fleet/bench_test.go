@@ -280,6 +280,7 @@ func simulate(b testing.TB, n int, run func(loop func() simResult)) {
 		dc.msgs.Store(0)
 		dc.bytes.Store(0)
 		rm0, rb0 := admin.View().Received()
+		am0, ab0 := admin.View().Sent()
 		cpu0, t0 := cpuTime(b, pid), time.Now()
 		for _, d := range devs {
 			admin.Publish(ctx, DefaultTopics.Deployment(d.id), payload, true)
@@ -293,8 +294,8 @@ func simulate(b testing.TB, n int, run func(loop func() simResult)) {
 		baseTime, baseCPU := time.Since(t0), cpuTime(b, pid)-cpu0
 		am, ab := admin.View().Sent()
 		rm, rb := admin.View().Received()
-		baseMsgs := float64(dc.msgs.Load()+am+rm-rm0) / float64(n)
-		baseBytes := float64(dc.bytes.Load()+ab+rb-rb0) / float64(n)
+		baseMsgs := float64(dc.msgs.Load()+am-am0+rm-rm0) / float64(n)
+		baseBytes := float64(dc.bytes.Load()+ab-ab0+rb-rb0) / float64(n)
 
 		// The fleet: a definition on the broker, the controller rolls it out.
 		def := &Definition{Name: "bench", Generation: gen, Created: time.Now().UTC(), Target: "tags.site != 'nowhere'", Priority: 1,
