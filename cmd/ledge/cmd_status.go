@@ -34,6 +34,11 @@ type statusReport struct {
 
 func statusCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("status", "[--json]", stderr)
+	usage := fs.Usage
+	fs.Usage = func() {
+		usage()
+		fmt.Fprint(fs.Output(), statusExitCodes)
+	}
 	var cf configFlags
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "print everything as one JSON document, for scripts")
@@ -42,11 +47,14 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg, err := cf.load()
 	if err != nil {
-		return err
+		return &exitCode{statusUnknown, err}
 	}
 	d, err := connectDaemon(&cf)
 	if err != nil {
-		return err
+		if errors.Is(err, errNotRunning) {
+			return &exitCode{statusNotRunning, err}
+		}
+		return &exitCode{statusUnknown, err}
 	}
 	ctx, cancel := withTimeout(15 * time.Second)
 	defer cancel()
@@ -67,9 +75,9 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	rep.System = get("/system")
 	if rep.System == nil {
 		if errors.Is(sysErr, errNotRunning) {
-			return sysErr
+			return &exitCode{statusNotRunning, sysErr}
 		}
-		return fmt.Errorf("ledge at %s does not answer: %w", d.socket, sysErr)
+		return &exitCode{statusUnknown, fmt.Errorf("ledge at %s does not answer: %w", d.socket, sysErr)}
 	}
 	rep.Health = getHealth(ctx, d)
 	rep.Pipelines = get("/pipelines")
@@ -78,10 +86,51 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		printStatus(stdout, &rep)
 	}
-	printStatus(stdout, &rep)
-	return nil
+	switch healthOf(rep.Health) {
+	case "ok":
+		return nil
+	case "":
+		return &exitCode{code: statusUnknown}
+	default:
+		return &exitCode{code: statusFailing}
+	}
+}
+
+// The exit codes of `ledge status`, after LSB's `status` action (which
+// uses 3 for "not running" and 4 for "unknown"); 2 stays the usage error
+// every ledge command exits with.
+const (
+	statusFailing    = 1 // running, a component is unhealthy
+	statusNotRunning = 3 // no ledge runs with that data dir
+	statusUnknown    = 4 // ledge does not answer, or its health cannot be read
+)
+
+const statusExitCodes = `
+Exit status:
+  0  ledge runs and every component is healthy
+  1  ledge runs, a component is unhealthy (health FAILING; see its lines)
+  2  bad flags
+  3  ledge is not running (never started, stopped, or killed)
+  4  unknown: ledge does not answer, its health cannot be read, or the
+     config cannot be loaded
+`
+
+// healthOf returns the status of a /healthz answer ("ok", "failing"), or
+// "" when it could not be read.
+func healthOf(raw json.RawMessage) string {
+	var h struct {
+		Status string `json:"status"`
+	}
+	if partError(raw) != "" || json.Unmarshal(raw, &h) != nil {
+		return ""
+	}
+	return h.Status
 }
 
 // getHealth reads /healthz (outside /api/v1; 503 when failing, with the

@@ -282,8 +282,8 @@ func TestStatusTalksToDaemon(t *testing.T) {
 		t.Fatalf("exit %d: %s %s", code, out, errOut)
 	}
 	_, errOut, code = ledge(t, "status", "--data-dir", t.TempDir())
-	if code != 1 || !strings.Contains(errOut, "ledge is not running") {
-		t.Errorf("no daemon: exit %d: %s", code, errOut)
+	if code != 3 || !strings.Contains(errOut, "ledge is not running") {
+		t.Errorf("no daemon: exit %d, want 3: %s", code, errOut)
 	}
 }
 

@@ -85,3 +85,34 @@ pipelines:
 		t.Errorf("FFmpeg's messages are not in the log at DEBUG:\n%s", log)
 	}
 }
+
+// TestStatusExitCodes: `ledge status` (and --json) exits 1 while a
+// component fails (no Docker engine at agent.dockerHost), and 3 when
+// ledge is not running: after kill -9 (its socket left behind) and with a
+// data dir no ledge ever ran in. (0 when healthy: TestStatusTalksToDaemon.)
+func TestStatusExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "ledge.yaml")
+	os.WriteFile(cfg, []byte("deviceId: exitcodes-"+filepath.Base(dir)+"\nhttp: {listenTLS: 127.0.0.1:0}\nhub: {listen: {mqtt: 127.0.0.1:0, mqtts: 127.0.0.1:0}}\n"+
+		"agent:\n  dockerHost: unix://"+filepath.Join(dir, "no-docker.sock")+"\n"), 0o644)
+	d := &runningLedge{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	launch(t, d, "", nil, "run", "--config", cfg, "--data-dir", filepath.Join(dir, "data"))
+	base := []string{"--config", cfg, "--data-dir", filepath.Join(dir, "data")}
+	for _, args := range [][]string{{"status"}, {"status", "--json"}} {
+		out, errOut, code := ledge(t, append(args, base...)...)
+		if code != 1 || !strings.Contains(out, "FAILING") && !strings.Contains(out, `"failing"`) {
+			t.Errorf("ledge %v with a component failing: exit %d, want 1\n%s%s", args, code, out, errOut)
+		}
+	}
+	d.cmd.Process.Kill()
+	<-d.done
+	d.done <- nil
+	_, errOut, code := ledge(t, append([]string{"status"}, base...)...)
+	if code != 3 || !strings.Contains(errOut, "ledge is not running") {
+		t.Errorf("after kill -9: exit %d, want 3: %s", code, errOut)
+	}
+	_, errOut, code = ledge(t, "status", "--data-dir", t.TempDir())
+	if code != 3 || !strings.Contains(errOut, "ledge is not running") {
+		t.Errorf("never ran: exit %d, want 3: %s", code, errOut)
+	}
+}
