@@ -61,6 +61,7 @@ type Hub struct {
 	persist  *sessionStore
 	pending  *pendingConns // connections not authenticated yet
 	perID    sync.Map      // identity name (lower case) -> *atomic.Int64 live connections
+	presence *presences    // when each identity connected or went away
 	connGen  atomic.Pointer[chan struct{}]
 
 	methods methodCalls
@@ -95,7 +96,7 @@ func New(ctx context.Context, o Options) (_ *Hub, err error) {
 	if o.DeviceID == "" {
 		return nil, errors.New("hub: device id is empty")
 	}
-	h := &Hub{cfg: cfg, log: o.Logger, db: o.DB, deviceID: o.DeviceID, dev: o.Dev, pumps: map[string]*pump{}}
+	h := &Hub{cfg: cfg, log: o.Logger, db: o.DB, deviceID: o.DeviceID, dev: o.Dev, pumps: map[string]*pump{}, presence: newPresences()}
 	h.hostname = cfg.Hostname
 	if h.hostname == "" {
 		h.hostname, _ = os.Hostname()
@@ -341,6 +342,9 @@ func (h *Hub) sweepSessions() {
 		h.held.CompareAndDelete(s.cl.ID, s)
 		h.byID.CompareAndDelete(s.cl.ID, s)
 		h.uncountConn(s)
+		if s.present.CompareAndSwap(true, false) {
+			h.presence.disconnect(s.name)
+		}
 		return true
 	})
 }

@@ -359,15 +359,16 @@ func deployStatus(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, engineText(rep.Engine))
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODULE\tSTATUS\tRESTARTS\tEXIT\tIMAGE\tDETAIL")
+	fmt.Fprintln(tw, "MODULE\tSTATUS\tHUB\tRESTARTS\tEXIT\tIMAGE\tDETAIL")
 	names := slices.Sorted(maps.Keys(rep.Modules))
+	links := moduleHubLinks(raw)
 	for _, n := range names {
 		m := rep.Modules[n]
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", n, m.RuntimeStatus, m.RestartCount, m.ExitCode, m.Settings.Image, m.StatusDescription)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", n, m.RuntimeStatus, links[n].text(), m.RestartCount, m.ExitCode, m.Settings.Image, m.StatusDescription)
 	}
 	for _, n := range slices.Sorted(maps.Keys(rep.Sections)) {
 		s := rep.Sections[n]
-		fmt.Fprintf(tw, "[%s]\t%s\t\t\t\t%s\n", n, s.State, s.Detail)
+		fmt.Fprintf(tw, "[%s]\t%s\t\t\t\t\t%s\n", n, s.State, s.Detail)
 	}
 	return tw.Flush()
 }

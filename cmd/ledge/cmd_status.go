@@ -295,14 +295,54 @@ func printDeployment(w io.Writer, raw json.RawMessage) {
 		return
 	}
 	names := slices.Sorted(maps.Keys(rep.Modules))
+	links := moduleHubLinks(raw)
 	fmt.Fprintf(w, "modules    %d\n", len(names))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  MODULE\tSTATUS\tRESTARTS\tIMAGE\tDETAIL")
+	fmt.Fprintln(tw, "  MODULE\tSTATUS\tHUB\tRESTARTS\tIMAGE\tDETAIL")
 	for _, n := range names {
 		m := rep.Modules[n]
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\n", n, m.RuntimeStatus, m.RestartCount, m.Settings.Image, oneLine(m.StatusDescription, 80))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", n, m.RuntimeStatus, links[n].text(), m.RestartCount, m.Settings.Image, oneLine(m.StatusDescription, 80))
 	}
 	tw.Flush()
+}
+
+// hubLink is a module's connection to the hub in /deployments/current
+// (web.ModuleHubLink): running does not mean connected.
+type hubLink struct {
+	Identity  string    `json:"identity"`
+	Connected bool      `json:"connected"`
+	Since     time.Time `json:"since"`
+	Seen      bool      `json:"seen"`
+}
+
+// moduleHubLinks reads each module's hub link from a reported state (none
+// without the hub).
+func moduleHubLinks(raw json.RawMessage) map[string]*hubLink {
+	var r struct {
+		Modules map[string]struct {
+			Hub *hubLink `json:"hub"`
+		} `json:"modules"`
+	}
+	json.Unmarshal(raw, &r)
+	out := map[string]*hubLink{}
+	for n, m := range r.Modules {
+		out[n] = m.Hub
+	}
+	return out
+}
+
+// text is the link for a table: "connected since 10:02:11", "not
+// connected since ...", "-" without the hub.
+func (l *hubLink) text() string {
+	switch {
+	case l == nil:
+		return "-"
+	case l.Connected:
+		return "connected since " + l.Since.Local().Format(time.TimeOnly)
+	case l.Seen:
+		return "not connected since " + l.Since.Local().Format(time.TimeOnly)
+	}
+	return "never connected (since start " + l.Since.Local().Format(time.TimeOnly) + ")"
 }
 
 func printHubSummary(w io.Writer, raw json.RawMessage) {

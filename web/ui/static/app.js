@@ -594,6 +594,15 @@ ledge.pages.pipelines = () => {
 ledge.pages.modules = () => {
   const { api, $, el, status, tr, sse, debounce, every } = ledge;
   let logsFor = "";
+  // hubLink is a module's connection to the hub: running is not connected
+  // (a module may be reconnecting, or not use the hub at all).
+  const hubLink = (h) => {
+    if (!h) return el("span", { class: "muted", text: "–" });
+    const at = new Date(h.since).toLocaleTimeString();
+    const title = `hub client ${h.identity}`;
+    if (h.connected) return el("span", { class: "ok", title, text: `connected since ${at}` });
+    return el("span", { class: "warn", title, text: h.seen ? `not connected since ${at}` : `never connected since ledge started (${at})` });
+  };
   async function load() {
     const rep = await api("GET", "/deployments/current");
     const eng = rep.engine || {};
@@ -615,7 +624,7 @@ ledge.pages.modules = () => {
       const actions = el("span", {}, restart, " ", logs);
       const name = el("span", {}, el("strong", { text: n }));
       if (m.elevated && m.elevated.length) name.append(" ", el("span", { class: "badge warn", title: "Elevated container settings: " + m.elevated.join(", "), text: "elevated" }));
-      return tr(name, st, el("code", { text: (m.settings || {}).image || "" }), String(m.restartCount ?? 0), String(m.exitCode ?? ""), m.lastStartTimeUtc ? ledge.ago(m.lastStartTimeUtc + "Z") : "–", actions);
+      return tr(name, st, hubLink(m.hub), el("code", { text: (m.settings || {}).image || "" }), String(m.restartCount ?? 0), String(m.exitCode ?? ""), m.lastStartTimeUtc ? ledge.ago(m.lastStartTimeUtc + "Z") : "–", actions);
     }));
   }
   async function showLogs() {
