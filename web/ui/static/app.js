@@ -654,10 +654,12 @@ ledge.pages.deployments = () => {
     $("#trust-warning").textContent = trust.join(" "); $("#trust-warning").hidden = !trust.length;
     const s = rep.lastDesiredStatus || {};
     // edgeAgent's status codes, in words.
-    const word = { 200: "OK", 400: "Invalid deployment", 406: "Not responding", 412: "Unsupported schema", 417: "No deployment yet", 500: "Failed" }[s.code];
-    $("#cur-code").textContent = word || (s.code ? "Status " + s.code : "–");
+    // The code stays in brackets for whoever knows Azure's (417: no
+    // deployment configuration set).
+    const word = { 200: "OK", 400: "Invalid deployment", 406: "Not responding", 412: "Unsupported schema version", 417: "No deployment set yet", 500: "Failed" }[s.code];
+    $("#cur-code").textContent = s.code ? `${word || "Status"} (${s.code})` : "–";
     const desc = s.description && s.description.toLowerCase() !== (word || "").toLowerCase() ? s.description : "";
-    $("#cur-desc").textContent = [desc, s.code ? `status code ${s.code}` : ""].filter(Boolean).join(" · ");
+    $("#cur-desc").textContent = desc;
     const mods = Object.entries(rep.modules || {});
     $("#cur-modules").textContent = `${mods.filter(([, m]) => m.runtimeStatus === "running").length} / ${mods.length} running`;
     $("#pulls").replaceChildren(...mods.filter(([, m]) => m.pull).map(([n, m]) => {
