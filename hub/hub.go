@@ -376,6 +376,10 @@ func (h *Hub) DeviceID() string { return h.deviceID }
 type Ports struct {
 	MQTT  int `json:"mqtt"`
 	MQTTS int `json:"mqtts"`
+	// MQTTAddr and MQTTSAddr are the bound addresses ("127.0.0.1:1883",
+	// "[::]:8883"; "" when off).
+	MQTTAddr  string `json:"mqttAddr"`
+	MQTTSAddr string `json:"mqttsAddr"`
 }
 
 // Ports returns the bound MQTT ports.
@@ -389,7 +393,7 @@ func (h *Hub) Ports() Ports {
 		fmt.Sscan(p, &n)
 		return n
 	}
-	return Ports{MQTT: port("tcp"), MQTTS: port("tls")}
+	return Ports{MQTT: port("tcp"), MQTTS: port("tls"), MQTTAddr: h.Addr("tcp"), MQTTSAddr: h.Addr("tls")}
 }
 
 // Healthy reports whether the hub serves: its listeners are open and the

@@ -265,7 +265,10 @@ func followDeployment(d *daemon, id int64, timeout time.Duration, w io.Writer) e
 			return fmt.Errorf("%s: the deployment is accepted and applies when the engine answers (start dockerd; `ledge deploy status` follows it)", engineText(rep.Engine))
 		}
 		dep := rep.Deployment
-		line := fmt.Sprintf("%s: %s", dep.Version, dep.State) + " | " + modulesLine(&rep)
+		line := fmt.Sprintf("%s: %s", dep.Version, dep.State)
+		if ms := modulesLine(&rep); ms != "" {
+			line += " | " + ms
+		}
 		if line != last {
 			fmt.Fprintln(w, line)
 			last = line

@@ -353,8 +353,8 @@ func printHubSummary(w io.Writer, raw json.RawMessage) {
 	}
 	var st hub.Stats
 	json.Unmarshal(raw, &st)
-	fmt.Fprintf(w, "hub        %s, mqtt :%d, mqtts :%d; %d clients; in %.1f/s, out %.1f/s; queued %d messages (%s of %s)\n",
-		st.Hostname, st.Ports.MQTT, st.Ports.MQTTS, st.ClientsConnected, st.Rates.MQTTIn, st.Rates.MQTTOut,
+	fmt.Fprintf(w, "hub        %s, mqtt %s, mqtts %s; %d clients; in %.1f/s, out %.1f/s; queued %d messages (%s of %s)\n",
+		st.Hostname, listenText(st.Ports.MQTTAddr, st.Ports.MQTT), listenText(st.Ports.MQTTSAddr, st.Ports.MQTTS), st.ClientsConnected, st.Rates.MQTTIn, st.Rates.MQTTOut,
 		queued(st), bytesText(st.QueueBytes), bytesText(st.QueueQuota))
 	if st.Upstream.Mode != "" {
 		line := fmt.Sprintf("           upstream %s %s: %s", st.Upstream.Mode, st.Upstream.Broker, st.Upstream.State)

@@ -806,7 +806,7 @@ ledge.pages.hub = () => {
   every(2000, async () => {
     const s = await api("GET", "/hub");
     $("#clients").textContent = s.clientsConnected;
-    $("#ports").textContent = `MQTT ${s.ports.mqtt || "off"} · TLS ${s.ports.mqtts || "off"} · ${s.hostname}`;
+    $("#ports").textContent = `MQTT ${s.ports.mqttAddr || "off"} · TLS ${s.ports.mqttsAddr || "off"} · ${s.hostname}`;
     $("#rates").textContent = `${s.rates.mqttIn.toFixed(0)} / ${s.rates.mqttOut.toFixed(0)}`;
     $("#routed").textContent = `${s.rates.routedIn.toFixed(0)} / ${s.rates.delivered.toFixed(0)}`;
     const up = s.upstream || {};
