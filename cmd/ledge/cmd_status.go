@@ -165,6 +165,10 @@ func printStatus(w io.Writer, r *statusReport) {
 		MemTotal, MemAvailable, ProcessRSS  uint64
 		DiskTotal, DiskFree                 uint64
 		TemperatureC                        *float64
+		UncleanStop                         *struct {
+			PID      int
+			LastSeen time.Time
+		}
 	}
 	json.Unmarshal(r.System, &sys)
 	dev := ""
@@ -173,6 +177,9 @@ func printStatus(w io.Writer, r *statusReport) {
 	}
 	fmt.Fprintf(w, "ledge %s on %s (device %s), up %s%s\n", sys.Version, sys.Hostname, sys.DeviceID, sys.Uptime, dev)
 	fmt.Fprintf(w, "data dir   %s\n", r.DataDir)
+	if u := sys.UncleanStop; u != nil {
+		fmt.Fprintf(w, "           the previous run (pid %d) did not stop cleanly (killed or crashed) at about %s\n", u.PID, u.LastSeen.Local().Format(time.DateTime))
+	}
 
 	var health struct {
 		Status     string

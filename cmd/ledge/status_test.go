@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -114,5 +116,53 @@ func TestStatusExitCodes(t *testing.T) {
 	_, errOut, code = ledge(t, "status", "--data-dir", t.TempDir())
 	if code != 3 || !strings.Contains(errOut, "ledge is not running") {
 		t.Errorf("never ran: exit %d, want 3: %s", code, errOut)
+	}
+}
+
+// TestUncleanStopNoted: after kill -9, the next start says once at WARN
+// that the previous run did not stop cleanly, and ledge status (and the
+// API behind the Overview) shows it; after a clean stop, the next start
+// says nothing of the kind.
+func TestUncleanStopNoted(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "ledge.yaml")
+	os.WriteFile(cfg, []byte("deviceId: unclean-"+filepath.Base(dir)+"\nhttp: {listenTLS: 127.0.0.1:0}\nhub: {listen: {mqtt: 127.0.0.1:0, mqtts: 127.0.0.1:0}}\n"), 0o644)
+	data := filepath.Join(dir, "data")
+	start := func() *runningLedge {
+		d := &runningLedge{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
+		return launch(t, d, "", nil, "run", "--config", cfg, "--data-dir", data)
+	}
+	const warn = "did not stop cleanly (killed or crashed)"
+	first := start()
+	if strings.Contains(first.stderr.String(), warn) {
+		t.Errorf("first start speaks of an unclean stop:\n%s", first.stderr)
+	}
+	pid := first.cmd.Process.Pid
+	first.cmd.Process.Kill()
+	<-first.done
+	first.done <- nil
+
+	second := start()
+	log := second.stderr.String()
+	if n := strings.Count(log, warn); n != 1 || !regexp.MustCompile(`level=WARN msg="the previous run \(pid `+strconv.Itoa(pid)+`, started [^"]*\) did not stop cleanly \(killed or crashed\) at about [^"]*; state restored from the database"`).MatchString(log) {
+		t.Errorf("after kill -9: %d notes, want one WARN naming pid %d:\n%s", n, pid, log)
+	}
+	out, errOut, _ := ledge(t, "status", "--config", cfg, "--data-dir", data)
+	if !strings.Contains(out, "the previous run (pid "+strconv.Itoa(pid)+") "+warn) {
+		t.Errorf("status after kill -9:\n%s%s", out, errOut)
+	}
+	second.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-second.done; err != nil {
+		t.Fatalf("stop: %v\n%s", err, second.stderr)
+	}
+	second.done <- nil
+
+	third := start()
+	if strings.Contains(third.stderr.String(), warn) {
+		t.Errorf("after a clean stop: %s", third.stderr)
+	}
+	out, _, _ = ledge(t, "status", "--config", cfg, "--data-dir", data)
+	if strings.Contains(out, warn) {
+		t.Errorf("status after a clean stop:\n%s", out)
 	}
 }

@@ -342,6 +342,9 @@ ledge.pages.overview = () => {
     $("#temp").textContent = s.temperatureC == null ? "no sensor" : s.temperatureC.toFixed(1) + " °C";
     $("#uptime").textContent = s.uptime;
     $("#versions").textContent = "ledge " + s.version + " · " + s.goVersion;
+    const u = s.uncleanStop;
+    $("#unclean").hidden = !u;
+    if (u) $("#unclean").textContent = `The previous run (pid ${u.pid}) did not stop cleanly (killed or crashed) at about ${new Date(u.lastSeen).toLocaleString()}; its state was restored from the database.`;
     // /api/v1/health, not /healthz: the same report, answered 200 when a
     // component fails (a 503 would be an error in the console).
     const h = await api("GET", "/health");
