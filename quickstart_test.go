@@ -502,6 +502,7 @@ func (qs *quickstart) adaptExampleConfig(t *testing.T, line string) {
 	if len(listen.FindAll(data, -1)) != 1 {
 		t.Fatalf("%s: want exactly one http listen line to move", m[1])
 	}
+	data = regexp.MustCompile(`(?m)^  listenTLS: .*\n`).ReplaceAll(data, nil) // moved with listen
 	data = listen.ReplaceAll(data, []byte(fmt.Sprintf("  listen: \"127.0.0.1:%s\"\n  listenTLS: \"127.0.0.1:%s\"", qs.step2Port, freePort(t, "127.0.0.1"))))
 	data = append(data, fmt.Sprintf(`
 # Added by TestQuickstart: free ports, names of its own.

@@ -361,7 +361,7 @@ func (a *Agent) Reported() *Reported {
 	}
 	switch d := a.current; {
 	case d == nil:
-		rep.LastDesiredStatus = DesiredStatus{Code: 417, Description: "no deployment yet"}
+		rep.LastDesiredStatus = DesiredStatus{Code: 417, Description: "no deployment set yet"}
 	default:
 		rep.LastDesiredVersion = d.Version
 		rep.Deployment = &DeploymentReport{ID: d.ID, Version: d.Version, Digest: d.Digest, Source: d.Source, Format: d.Format,

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"ledge/agent"
+	"ledge/hub"
 	"ledge/web"
 )
 
@@ -72,11 +73,32 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 	}
 	a.health.addSelfLogged("agent", ag.Healthy) // it logs the Docker engine going and coming
 	registerAgentMetrics(a.registry, ag)
-	return &deployer{ag}, nil
+	return &deployer{a: ag, hub: a.hub, device: a.cfg.DeviceID}, nil
 }
 
-// deployer adapts the agent to web.Deployments and web.Modules.
-type deployer struct{ a *agent.Agent }
+// deployer adapts the agent to web.Deployments and web.Modules. With the
+// hub, each module's report says whether it is connected to the hub.
+type deployer struct {
+	a      *agent.Agent
+	hub    *hub.Hub // nil without the hub
+	device string
+}
+
+// modules converts the agent's module reports, joined with the hub's
+// presence of each module's identity.
+func (d deployer) modules(ms map[string]agent.ModuleReport) map[string]web.ModuleReport {
+	out := eachValue(ms, webModule)
+	if d.hub == nil {
+		return out
+	}
+	for name, m := range out {
+		id := d.device + "/" + name
+		p := d.hub.Presence(id)
+		m.Hub = &web.ModuleHubLink{Identity: id, Connected: p.Connected, Since: p.Since, Seen: p.Seen}
+		out[name] = m
+	}
+	return out
+}
 
 func (d deployer) Check(ctx context.Context, m, sig []byte) (web.DeploymentPlan, error) {
 	p, err := d.a.Check(ctx, m, sig)
@@ -98,7 +120,10 @@ func (d deployer) Apply(ctx context.Context, m, sig []byte) (web.AppliedDeployme
 	return out, nil
 }
 func (d deployer) Status(context.Context) (web.AgentReport, error) {
-	return webReport(*d.a.Reported()), nil
+	r := d.a.Reported()
+	out := webReport(*r)
+	out.Modules = d.modules(r.Modules)
+	return out, nil
 }
 func (d deployer) History(ctx context.Context, limit int) ([]web.Deployment, error) {
 	h, err := d.a.History(ctx, limit)
@@ -119,7 +144,7 @@ func (d deployer) Manifest(ctx context.Context, id int64) (web.Deployment, []byt
 	return webDeployment(*dep), dep.Manifest, nil
 }
 func (d deployer) Modules(context.Context) (map[string]web.ModuleReport, error) {
-	return eachValue(d.a.Reported().Modules, webModule), nil
+	return d.modules(d.a.Reported().Modules), nil
 }
 func (d deployer) RestartModule(ctx context.Context, name string) error {
 	return d.a.RestartModule(ctx, name)

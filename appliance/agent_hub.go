@@ -123,7 +123,7 @@ func (s routesSection) Plan(_ context.Context, raw json.RawMessage) ([]agent.Cha
 	}
 	out := make([]agent.Change, 0, len(plan))
 	for _, c := range plan {
-		out = append(out, agent.Change{Kind: "route", Name: c.Name, Action: agent.Action(c.Action)})
+		out = append(out, agent.Change{Kind: "route", Name: c.Name, Action: agent.Action(c.Action), Detail: c.Text})
 	}
 	return out, nil
 }

@@ -17,6 +17,7 @@ import (
 	"ledge/hub"
 	"ledge/internal/fault"
 	"ledge/internal/testenv"
+	"ledge/web"
 )
 
 // These tests run the appliance with the hub and the agent together
@@ -194,4 +195,66 @@ func containerIDs(t *testing.T, prefix string) string {
 		t.Fatal(err)
 	}
 	return strings.Join(strings.Fields(string(out)), ",")
+}
+
+// TestModuleHubLink: the modules' reported state (Modules page, ledge
+// status, deploy status) says whether each module is connected to the hub
+// as <device>/<module>, and since when it is not: running is not
+// connected.
+func TestModuleHubLink(t *testing.T) {
+	id := runID()
+	image := "ledge-test/linkmod:" + id
+	buildModuleImage(t, image)
+	cfg := testConfig(t)
+	cfg.DeviceID = "link-" + id
+	cfg.Hub.Listen = hub.ListenConfig{MQTT: "0.0.0.0:0", MQTTS: "0.0.0.0:0"}
+	cfg.Hub.Hostname = "ledge-hub-" + id
+	cfg.Agent.Network = "ledge-test-" + id
+	cfg.Agent.ContainerPrefix = "t" + id + "-"
+	app, err := New(t.Context(), cfg, BuildInfo{Version: "test"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		exec.Command("docker", "rm", "-f", cfg.Agent.ContainerPrefix+"receiver").Run()
+		exec.Command("docker", "network", "rm", cfg.Agent.Network).Run()
+	})
+	manifest := fmt.Sprintf("version: \"1\"\nmodules:\n  receiver: {image: %s, imagePullPolicy: never, restartPolicy: never, createOptions: {Cmd: [receiver]}}\n", image)
+	if _, err := app.agent.Apply(t.Context(), []byte(manifest), nil); err != nil {
+		t.Fatal(err)
+	}
+	d := deployer{a: app.agent, hub: app.hub, device: cfg.DeviceID}
+	link := func() *web.ModuleHubLink {
+		rep, err := d.Status(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		mods, _ := d.Modules(t.Context())
+		if a, b := rep.Modules["receiver"].Hub, mods["receiver"].Hub; (a == nil) != (b == nil) || a != nil && *a != *b {
+			t.Fatalf("deployments/current and modules differ: %+v %+v", a, b)
+		}
+		return rep.Modules["receiver"].Hub
+	}
+	waitUntil(t, 30*time.Second, "the receiver reported", func() bool { _, ok := app.agent.Reported().Modules["receiver"]; return ok })
+	if l := link(); l == nil || l.Identity != cfg.DeviceID+"/receiver" {
+		t.Fatalf("hub link %+v, want identity %s/receiver", l, cfg.DeviceID)
+	}
+	waitUntil(t, 60*time.Second, "the receiver connected to the hub", func() bool { return link().Connected })
+	if l := link(); !l.Seen || l.Since.IsZero() || time.Since(l.Since) > time.Minute {
+		t.Errorf("connected link %+v, want since when it connected", l)
+	}
+	killed := time.Now()
+	if out, err := exec.Command("docker", "kill", cfg.Agent.ContainerPrefix+"receiver").CombinedOutput(); err != nil {
+		t.Fatalf("docker kill: %v %s", err, out)
+	}
+	waitUntil(t, 30*time.Second, "the receiver shown not connected", func() bool { return !link().Connected })
+	if l := link(); !l.Seen || l.Since.Before(killed.Add(-time.Second)) {
+		t.Errorf("link after the kill %+v, want not connected since about %s", l, killed)
+	}
 }

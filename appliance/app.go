@@ -47,6 +47,7 @@ type App struct {
 	events *web.Broadcaster
 
 	web       *web.Server
+	system    *systemReader
 	agent     *agent.Agent // nil when agent.enabled is false
 	hub       *hub.Hub     // nil when hub.enabled is false
 	models    *models.Store
@@ -123,6 +124,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		log.Info("https off: its certificate comes from the hub, which is disabled")
 	}
 	pipes := pipelinesAPI{eng: a.pipelines, set: a.pipelineSet, hist: hist}
+	a.system = &systemReader{dataDir: cfg.DataDir}
 	wo := web.Options{
 		ListenTLS:     cfg.HTTP.ListenTLS,
 		TLS:           webTLS,
@@ -140,7 +142,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		DB:            a.db,
 		DeviceID:      cfg.DeviceID,
 		PublicMetrics: cfg.HTTP.PublicMetrics,
-		System:        &systemReader{dataDir: cfg.DataDir},
+		System:        a.system,
 		Events:        a.events,
 		Pipelines:     pipes,
 		Frames:        pipes,
@@ -206,6 +208,10 @@ func (a *App) Run(ctx context.Context) error {
 		done   chan struct{}
 		err    error
 	}
+	a.system.unclean.Store(a.checkRunMark())
+	markCtx, stopMark := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopMark()
+	go a.touchRunMark(markCtx)
 	failed := make(chan *running, len(a.components))
 	var all []*running
 	for _, c := range a.components {
@@ -250,6 +256,8 @@ func (a *App) Run(ctx context.Context) error {
 			return errors.Join(cause, fmt.Errorf("shutdown timed out after %s waiting for %s", a.cfg.ShutdownTimeout, r.name))
 		}
 	}
+	stopMark()
+	a.removeRunMark()
 	a.log.Info("stopped")
 	return cause
 }

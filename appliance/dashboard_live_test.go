@@ -54,7 +54,23 @@ func TestDashboardLiveTenCameras(t *testing.T) {
 	}
 	console := watchConsole(t, ctx)
 	login(t, ctx, d.base, testPassword)
-	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
+	// The Overview's thumbnails have their own feed: counted from the
+	// Live page on.
+	wait(t, ctx, "the overview's thumbnails", `document.querySelectorAll("#thumbs img").length === 10`, 10*time.Second)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		n := len(sockets)
+		if n > 0 {
+			sockets, mjpeg = nil, nil
+		}
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the Overview's thumbnails opened no WebSocket")
+		}
+	}
 	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/live")); err != nil {
 		t.Fatal(err)
 	}

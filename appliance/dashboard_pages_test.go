@@ -222,6 +222,12 @@ func TestDashboardPagesCleanFresh(t *testing.T) {
 		t.Errorf("login: console: %s", m)
 	}
 	checkPages(t, ctx, d, console)
+
+	// No deployment: Azure's 417 in words, its code in brackets.
+	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/deployments")); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "the last status in words", `document.querySelector("#cur-code").textContent === "No deployment set yet (417)" && !document.body.textContent.includes("status code")`, 15*time.Second)
 }
 
 func apiToken(t *testing.T, d *dashboard) string {

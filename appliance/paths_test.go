@@ -3,6 +3,7 @@ package appliance
 import (
 	"encoding/base64"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -136,5 +137,37 @@ func TestExampleConfigsLoad(t *testing.T) {
 	}
 	if n < 3 {
 		t.Errorf("found %d example configs, want ledge.yaml and the pipeline examples", n)
+	}
+}
+
+// TestExampleListenersLoopback: an example config that keeps its dashboard
+// on loopback keeps HTTPS there too, and its hub's MQTT ports, unless its
+// comments say why the hub must be reachable from elsewhere.
+func TestExampleListenersLoopback(t *testing.T) {
+	files, _ := filepath.Glob("../deploy/examples/*.yaml")
+	loopback := func(addr string) bool {
+		host, _, err := net.SplitHostPort(addr)
+		return addr == "" || err == nil && (host == "127.0.0.1" || host == "localhost" || host == "::1")
+	}
+	n := 0
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		if !strings.Contains(string(data), "dataDir:") {
+			continue // a deployment manifest
+		}
+		cfg, err := LoadConfig(f)
+		if err != nil || !loopback(cfg.HTTP.Listen) {
+			continue
+		}
+		n++
+		if !loopback(cfg.HTTP.ListenTLS) {
+			t.Errorf("%s: http.listen is %s but https listens on %q", f, cfg.HTTP.Listen, cfg.HTTP.ListenTLS)
+		}
+		if (!loopback(cfg.Hub.Listen.MQTT) || !loopback(cfg.Hub.Listen.MQTTS)) && !strings.Contains(string(data), "# The hub listens on every interface") {
+			t.Errorf("%s: http.listen is %s but the hub listens on %q and %q, and no comment says why", f, cfg.HTTP.Listen, cfg.Hub.Listen.MQTT, cfg.Hub.Listen.MQTTS)
+		}
+	}
+	if n < 2 {
+		t.Errorf("%d loopback examples, want the pipeline examples", n)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"ledge/web"
@@ -19,6 +20,8 @@ import (
 // dashboard. Safe for concurrent use.
 type systemReader struct {
 	dataDir string
+	// unclean is the previous run that did not stop cleanly (nil: none).
+	unclean atomic.Pointer[web.UncleanStop]
 
 	mu        sync.Mutex // guards lastTotal, lastIdle
 	lastTotal uint64
@@ -46,6 +49,7 @@ func (s *systemReader) System(ctx context.Context) web.SystemInfo {
 		info.DiskFree = st.Bavail * uint64(st.Bsize)
 	}
 	info.TemperatureC = temperature()
+	info.UncleanStop = s.unclean.Load()
 	return info
 }
 

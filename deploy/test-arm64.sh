@@ -53,9 +53,12 @@ if sorted(map(key, arm)) != sorted(map(key, x86)):
 for a, b in zip(sorted(arm, key=lambda d: (key(d), d["box"]["x1"])), sorted(x86, key=lambda d: (key(d), d["box"]["x1"]))):
     if abs(a["score"] - b["score"]) > 0.01 or any(abs(a["box"][k] - b["box"][k]) > 1 for k in a["box"]):
         sys.exit(f"test-arm64: FAIL: {model}: arm64 {a} differs from amd64 {b}")
+# What each model finds in bus.jpg natively: YOLOX-nano misses the man
+# cut by the left edge (at any threshold), FastestDet does not.
+persons = {"fastestdet": 4, "yolox_nano": 3}[model]
 bus = [d["label"] for d in arm if d["image"].endswith("bus.jpg")]
-if "bus" not in bus or bus.count("person") < 4:
-    sys.exit(f"test-arm64: FAIL: {model}: bus.jpg gave {bus}, want the bus and four persons")
+if "bus" not in bus or bus.count("person") < persons:
+    sys.exit(f"test-arm64: FAIL: {model}: bus.jpg gave {bus}, want the bus and {persons} persons")
 print(f"test-arm64: {model}: arm64 and amd64 agree: {len(arm)} detections, bus.jpg: {', '.join(sorted(bus))}")
 EOF
 done

@@ -110,6 +110,9 @@ func (k *hooks) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 func (k *hooks) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if s := k.session(cl); s != nil {
 		k.h.byID.Store(cl.ID, s)
+		if s.name != "" && s.present.CompareAndSwap(false, true) {
+			k.h.presence.connect(s.name)
+		}
 		if !s.expires.IsZero() {
 			k.h.expireAt(s)
 		}
@@ -133,6 +136,9 @@ func (k *hooks) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	}
 	k.h.byID.CompareAndDelete(cl.ID, s)
 	k.h.uncountConn(s)
+	if s.present.CompareAndSwap(true, false) {
+		k.h.presence.disconnect(s.name)
+	}
 	if t := s.expiry.Swap(nil); t != nil {
 		t.Stop()
 	}

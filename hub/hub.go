@@ -61,6 +61,7 @@ type Hub struct {
 	persist  *sessionStore
 	pending  *pendingConns // connections not authenticated yet
 	perID    sync.Map      // identity name (lower case) -> *atomic.Int64 live connections
+	presence *presences    // when each identity connected or went away
 	connGen  atomic.Pointer[chan struct{}]
 
 	methods methodCalls
@@ -95,7 +96,7 @@ func New(ctx context.Context, o Options) (_ *Hub, err error) {
 	if o.DeviceID == "" {
 		return nil, errors.New("hub: device id is empty")
 	}
-	h := &Hub{cfg: cfg, log: o.Logger, db: o.DB, deviceID: o.DeviceID, dev: o.Dev, pumps: map[string]*pump{}}
+	h := &Hub{cfg: cfg, log: o.Logger, db: o.DB, deviceID: o.DeviceID, dev: o.Dev, pumps: map[string]*pump{}, presence: newPresences()}
 	h.hostname = cfg.Hostname
 	if h.hostname == "" {
 		h.hostname, _ = os.Hostname()
@@ -341,6 +342,9 @@ func (h *Hub) sweepSessions() {
 		h.held.CompareAndDelete(s.cl.ID, s)
 		h.byID.CompareAndDelete(s.cl.ID, s)
 		h.uncountConn(s)
+		if s.present.CompareAndSwap(true, false) {
+			h.presence.disconnect(s.name)
+		}
 		return true
 	})
 }
@@ -372,6 +376,10 @@ func (h *Hub) DeviceID() string { return h.deviceID }
 type Ports struct {
 	MQTT  int `json:"mqtt"`
 	MQTTS int `json:"mqtts"`
+	// MQTTAddr and MQTTSAddr are the bound addresses ("127.0.0.1:1883",
+	// "[::]:8883"; "" when off).
+	MQTTAddr  string `json:"mqttAddr"`
+	MQTTSAddr string `json:"mqttsAddr"`
 }
 
 // Ports returns the bound MQTT ports.
@@ -385,7 +393,7 @@ func (h *Hub) Ports() Ports {
 		fmt.Sscan(p, &n)
 		return n
 	}
-	return Ports{MQTT: port("tcp"), MQTTS: port("tls")}
+	return Ports{MQTT: port("tcp"), MQTTS: port("tls"), MQTTAddr: h.Addr("tcp"), MQTTSAddr: h.Addr("tls")}
 }
 
 // Healthy reports whether the hub serves: its listeners are open and the

@@ -70,6 +70,9 @@ func StoreSettingsFromJSON(raw json.RawMessage) (StoreSettings, error) {
 type RouteChange struct {
 	Name   string `json:"name"`
 	Action string `json:"action"` // create, update, remove, unchanged
+	// Text is the route (FROM ... WHERE ... INTO ...): the new one, or for
+	// remove the one in force.
+	Text string `json:"text"`
 }
 
 // PlanRoutes compares a route table with the one in force.
@@ -77,9 +80,10 @@ func (h *Hub) PlanRoutes(routes map[string]RouteSpec) ([]RouteChange, error) {
 	if err := h.ValidateRoutes(routes); err != nil {
 		return nil, err
 	}
-	cur := map[string]string{}
+	type route struct{ key, text string }
+	cur := map[string]route{}
 	for _, r := range h.routes.Load().Routes() {
-		cur[r.Name] = fmt.Sprintf("%s|%d|%s", r.Text, r.Priority, r.TTL)
+		cur[r.Name] = route{fmt.Sprintf("%s|%d|%s", r.Text, r.Priority, r.TTL), r.Text}
 	}
 	next, _ := buildTable(routes)
 	var out []RouteChange
@@ -89,16 +93,16 @@ func (h *Hub) PlanRoutes(routes map[string]RouteSpec) ([]RouteChange, error) {
 		key := fmt.Sprintf("%s|%d|%s", r.Text, r.Priority, r.TTL)
 		switch old, ok := cur[r.Name]; {
 		case !ok:
-			out = append(out, RouteChange{r.Name, "create"})
-		case old != key:
-			out = append(out, RouteChange{r.Name, "update"})
+			out = append(out, RouteChange{r.Name, "create", r.Text})
+		case old.key != key:
+			out = append(out, RouteChange{r.Name, "update", r.Text})
 		default:
-			out = append(out, RouteChange{r.Name, "unchanged"})
+			out = append(out, RouteChange{r.Name, "unchanged", r.Text})
 		}
 	}
-	for n := range cur {
+	for n, r := range cur {
 		if !seen[n] {
-			out = append(out, RouteChange{n, "remove"})
+			out = append(out, RouteChange{n, "remove", r.text})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

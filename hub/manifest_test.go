@@ -46,7 +46,7 @@ func TestSetRoutesValidatesFirst(t *testing.T) {
 		t.Errorf("a refused table changed the routes: %d in force", n)
 	}
 	plan, err := h.PlanRoutes(map[string]RouteSpec{"new": {Route: `FROM /messages/modules/x/* INTO $upstream`}})
-	if err != nil || fmt.Sprint(plan) != "[{keep remove} {new create}]" {
+	if err != nil || fmt.Sprint(plan) != "[{keep remove FROM /messages/* INTO $upstream} {new create FROM /messages/modules/x/* INTO $upstream}]" {
 		t.Errorf("plan %v %v", plan, err)
 	}
 	if err := h.SetRoutes(map[string]RouteSpec{"new": {Route: `FROM /messages/modules/x/* INTO $upstream`}}); err != nil {

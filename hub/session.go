@@ -20,6 +20,7 @@ type session struct {
 	anonymous bool // dev mode on loopback: everything allowed
 	auth      string
 	counted   atomic.Bool // counted in Hub.perID while connected
+	present   atomic.Bool // counted in Hub.presence while connected
 	expires   time.Time   // the SAS token's expiry (zero: none)
 	expiry    atomic.Pointer[time.Timer]
 

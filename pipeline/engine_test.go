@@ -286,3 +286,23 @@ func TestApplyKeepsEquivalentSpec(t *testing.T) {
 		t.Error("a new action password did not reload the pipeline")
 	}
 }
+
+// TestCaptureTimeExcludesFrameWait: a test pattern at 5 fps draws a frame
+// in a few milliseconds; the capture stage shows that, not the 200 ms its
+// read waits for the next frame (reported apart as frame_wait).
+func TestCaptureTimeExcludesFrameWait(t *testing.T) {
+	e := newTestEngine(t, []Spec{{Name: "slow", Source: source.Spec{URL: "testpattern:", FPS: 5}}}, nil)
+	run(t, e)
+	var st Stats
+	waitFor(t, 10*time.Second, "6 frames", func() bool {
+		st = e.Stats()[0]
+		return st.Latency[StageCapture].Count >= 6
+	})
+	interval := 200 * time.Millisecond
+	if c := st.Latency[StageCapture]; c.P50 >= interval/2 {
+		t.Errorf("capture p50 %s at 5 fps, want the drawing time (well under the %s frame interval)", c.P50, interval)
+	}
+	if w := st.Latency[StageFrameWait]; w.Count == 0 || w.P50 < interval/2 {
+		t.Errorf("frame_wait %+v at 5 fps, want p50 near the %s frame interval", w, interval)
+	}
+}

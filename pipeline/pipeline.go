@@ -260,7 +260,12 @@ func (in *instance) process(ctx context.Context) {
 		if !ok {
 			return
 		}
-		c.lat[StageCapture].add(f.Took)
+		if f.Wait != source.WaitBlocking {
+			c.lat[StageCapture].add(f.Took)
+		}
+		if f.Wait != source.WaitNone {
+			c.lat[StageFrameWait].add(f.Waited)
+		}
 		in.processFrame(f)
 		in.cap.Recycle(f.Mat)
 	}

@@ -11,11 +11,19 @@ import (
 
 // Stage names used in Stats.Latency.
 const (
-	StageCapture = "capture" // reading and decoding one frame
-	StageMotion  = "motion"  // the motion gate
-	StageDetect  = "detect"  // letterbox, inference, decode, NMS
-	StageTrack   = "track"   // filters, zones, tracker
-	StageAction  = "action"  // one action attempt that succeeded
+	// StageCapture is reading and decoding one frame, without waiting for
+	// it (not recorded for a camera or stream: see StageFrameWait).
+	StageCapture = "capture"
+	// StageFrameWait is the source waiting for the next frame: the pace of
+	// a test pattern, an image set with fps or a file read in real time;
+	// for a camera or stream the whole read (OpenCV waits for the frame and
+	// decodes it in one call), i.e. the frame interval, or the read and
+	// decode when they take longer than that.
+	StageFrameWait = "frame_wait"
+	StageMotion    = "motion" // the motion gate
+	StageDetect    = "detect" // letterbox, inference, decode, NMS
+	StageTrack     = "track"  // filters, zones, tracker
+	StageAction    = "action" // one action attempt that succeeded
 	// StageCaptureToAction runs from reading a frame to the end of an
 	// action for an event of that frame.
 	StageCaptureToAction = "capture_to_action"
@@ -169,7 +177,7 @@ type counters struct {
 
 func newCounters() *counters {
 	c := &counters{lat: map[string]*ring{}}
-	for _, s := range []string{StageCapture, StageMotion, StageDetect, StageTrack, StageAction, StageCaptureToAction, StageCaptureToResult, StageCaptureToDetection} {
+	for _, s := range []string{StageCapture, StageFrameWait, StageMotion, StageDetect, StageTrack, StageAction, StageCaptureToAction, StageCaptureToResult, StageCaptureToDetection} {
 		c.lat[s] = &ring{}
 	}
 	return c

@@ -34,6 +34,7 @@ var responseTypes = map[string]reflect.Type{
 	"RuntimeSettings":   reflect.TypeFor[RuntimeSettings](),
 	"RuntimePlatform":   reflect.TypeFor[RuntimePlatform](),
 	"ModuleReport":      reflect.TypeFor[ModuleReport](),
+	"ModuleHubLink":     reflect.TypeFor[ModuleHubLink](),
 	"EnvValue":          reflect.TypeFor[EnvValue](),
 	"PullProgress":      reflect.TypeFor[PullProgress](),
 	"DeploymentReport":  reflect.TypeFor[DeploymentReport](),

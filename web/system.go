@@ -21,6 +21,17 @@ type SystemInfo struct {
 	DiskFree     uint64    `json:"diskFree"`
 	TemperatureC *float64  `json:"temperatureC"` // nil when the board has no sensor
 	Hostname     string    `json:"hostname"`
+	// UncleanStop is the previous run when it did not stop cleanly
+	// (killed or crashed); absent when it did.
+	UncleanStop *UncleanStop `json:"uncleanStop,omitempty"`
+}
+
+// UncleanStop is a previous run of ledge that did not stop cleanly.
+type UncleanStop struct {
+	PID     int       `json:"pid"`
+	Started time.Time `json:"started"`
+	// LastSeen is when it was last known alive (within 30 s of its end).
+	LastSeen time.Time `json:"lastSeen"`
 }
 
 // SystemSource reads SystemInfo (appliance implements it from /proc and

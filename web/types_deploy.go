@@ -153,6 +153,20 @@ type ModuleReport struct {
 	Pull               *PullProgress `json:"pull,omitempty"`
 	// Elevated lists the elevated container settings the module runs with.
 	Elevated []string `json:"elevated,omitempty"`
+	// Hub is the module's connection to the hub (as <device>/<module>);
+	// absent without the hub. A running module is not necessarily
+	// connected (it may be reconnecting, or not use the hub at all).
+	Hub *ModuleHubLink `json:"hub,omitempty"`
+}
+
+// ModuleHubLink is whether a module's hub identity has a client connected.
+type ModuleHubLink struct {
+	Identity  string `json:"identity"` // <device>/<module>
+	Connected bool   `json:"connected"`
+	// Since is when it connected, or when it went away; when it has not
+	// connected since ledge started, ledge's start (Seen false).
+	Since time.Time `json:"since"`
+	Seen  bool      `json:"seen"`
 }
 
 // EnvValue is Azure's env value object.

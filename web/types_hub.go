@@ -37,6 +37,9 @@ type HubStats struct {
 type HubPorts struct {
 	MQTT  int `json:"mqtt"`
 	MQTTS int `json:"mqtts"`
+	// MQTTAddr and MQTTSAddr are the bound addresses ("" when off).
+	MQTTAddr  string `json:"mqttAddr"`
+	MQTTSAddr string `json:"mqttsAddr"`
 }
 
 // HubClient is one connected MQTT client.

@@ -51,8 +51,9 @@ type PipelineStats struct {
 	FPSIn  float64 `json:"fpsIn"`
 	FPSOut float64 `json:"fpsOut"`
 
-	// Latency is per stage (capture, motion, detect, track, action,
-	// capture_to_action, capture_to_result, capture_to_detection).
+	// Latency is per stage (capture, frame_wait, motion, detect, track,
+	// action, capture_to_action, capture_to_result, capture_to_detection;
+	// docs/pipelines.md says what each covers).
 	Latency map[string]StageLatency `json:"latency"`
 	Actions []ActionStats           `json:"actions,omitempty"`
 }

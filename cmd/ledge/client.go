@@ -27,6 +27,14 @@ type daemon struct {
 // errNotRunning is the error of a request to a socket nobody listens on.
 var errNotRunning = errors.New("ledge is not running")
 
+// notRunningError is an error that says ledge is not running in its own
+// words; errors.Is(err, errNotRunning) holds.
+type notRunningError struct{ error }
+
+func (e notRunningError) Is(target error) bool { return target == errNotRunning }
+
+func notRunning(err error) error { return notRunningError{err} }
+
 // apiError is an error answer of the API.
 type apiError struct {
 	Status  int
@@ -47,10 +55,10 @@ func connectDaemon(cf *configFlags) (*daemon, error) {
 	sock := filepath.Join(cfg.DataDir, "ledge.sock")
 	if _, err := os.Stat(sock); err != nil {
 		if cf.path == "" && cf.dataDir == "" {
-			return nil, fmt.Errorf("no running ledge found: none recorded in %s, and no socket %s (data dir from %s); start it with `ledge run`, or pass the --config or --data-dir it runs with",
-				runtimeDir(), sock, cfg.from())
+			return nil, notRunning(fmt.Errorf("no running ledge found: none recorded in %s, and no socket %s (data dir from %s); start it with `ledge run`, or pass the --config or --data-dir it runs with",
+				runtimeDir(), sock, cfg.from()))
 		}
-		return nil, fmt.Errorf("ledge is not running with data dir %s (no socket %s): start it with `ledge run`, or pass the --config or --data-dir it runs with", cfg.DataDir, sock)
+		return nil, notRunning(fmt.Errorf("ledge is not running with data dir %s (no socket %s): start it with `ledge run`, or pass the --config or --data-dir it runs with", cfg.DataDir, sock))
 	}
 	return &daemon{socket: sock, client: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -264,7 +265,10 @@ func followDeployment(d *daemon, id int64, timeout time.Duration, w io.Writer) e
 			return fmt.Errorf("%s: the deployment is accepted and applies when the engine answers (start dockerd; `ledge deploy status` follows it)", engineText(rep.Engine))
 		}
 		dep := rep.Deployment
-		line := fmt.Sprintf("%s: %s", dep.Version, dep.State) + " | " + modulesLine(&rep)
+		line := fmt.Sprintf("%s: %s", dep.Version, dep.State)
+		if ms := modulesLine(&rep); ms != "" {
+			line += " | " + ms
+		}
 		if line != last {
 			fmt.Fprintln(w, line)
 			last = line
@@ -340,11 +344,13 @@ func deployStatus(args []string, stdout, stderr io.Writer) error {
 	if err := json.Unmarshal(raw, &rep); err != nil {
 		return err
 	}
-	if c := rep.LastDesiredStatus.Code; c != 0 && c != 200 {
-		fmt.Fprintf(stdout, "last desired status %d: %s\n", c, rep.LastDesiredStatus.Description)
-	}
-	if rep.Deployment == nil {
-		fmt.Fprintln(stdout, "no deployment yet (ledge deploy apply FILE)")
+	switch c := rep.LastDesiredStatus.Code; {
+	case rep.Deployment == nil && c == 417:
+		fmt.Fprintln(stdout, "no deployment set yet (417; ledge deploy apply FILE)")
+	case rep.Deployment == nil:
+		fmt.Fprintf(stdout, "no deployment yet (ledge deploy apply FILE); last status: %s\n", desiredStatusText(rep.LastDesiredStatus))
+	case c != 0 && c != 200:
+		fmt.Fprintf(stdout, "last status: %s\n", desiredStatusText(rep.LastDesiredStatus))
 	}
 	if dep := rep.Deployment; dep != nil {
 		fmt.Fprintf(stdout, "deployment %q (id %d, from %s, %s): %s %s\n", dep.Version, dep.ID, dep.Source, dep.Format, dep.State, dep.Reason)
@@ -359,17 +365,32 @@ func deployStatus(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, engineText(rep.Engine))
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODULE\tSTATUS\tRESTARTS\tEXIT\tIMAGE\tDETAIL")
+	fmt.Fprintln(tw, "MODULE\tSTATUS\tHUB\tRESTARTS\tEXIT\tIMAGE\tDETAIL")
 	names := slices.Sorted(maps.Keys(rep.Modules))
+	links := moduleHubLinks(raw)
 	for _, n := range names {
 		m := rep.Modules[n]
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", n, m.RuntimeStatus, m.RestartCount, m.ExitCode, m.Settings.Image, m.StatusDescription)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", n, m.RuntimeStatus, links[n].text(), m.RestartCount, m.ExitCode, m.Settings.Image, m.StatusDescription)
 	}
 	for _, n := range slices.Sorted(maps.Keys(rep.Sections)) {
 		s := rep.Sections[n]
-		fmt.Fprintf(tw, "[%s]\t%s\t\t\t\t%s\n", n, s.State, s.Detail)
+		fmt.Fprintf(tw, "[%s]\t%s\t\t\t\t\t%s\n", n, s.State, s.Detail)
 	}
 	return tw.Flush()
+}
+
+// desiredStatusText is an edgeAgent lastDesiredStatus in words, its code
+// in brackets for whoever knows Azure's: "rejected: ... (400)".
+func desiredStatusText(s agent.DesiredStatus) string {
+	words := map[int]string{200: "ok", 400: "invalid deployment", 406: "not responding", 412: "unsupported schema version",
+		417: "no deployment set yet", 500: "failed"}[s.Code]
+	switch {
+	case s.Description == "":
+		return fmt.Sprintf("%s (%d)", cmp.Or(words, "status"), s.Code)
+	case words == "" || strings.EqualFold(words, s.Description):
+		return fmt.Sprintf("%s (%d)", s.Description, s.Code)
+	}
+	return fmt.Sprintf("%s: %s (%d)", words, s.Description, s.Code)
 }
 
 func deployHistory(args []string, stdout, stderr io.Writer) error {

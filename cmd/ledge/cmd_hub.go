@@ -356,9 +356,29 @@ func hubCmd(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// listenText is a bound address as a user reaches it: "127.0.0.1:1883",
+// ":1883 (every interface)" for a wildcard address, "off"; port alone from
+// a ledge that does not say its addresses.
+func listenText(addr string, port int) string {
+	if addr == "" {
+		if port == 0 {
+			return "off"
+		}
+		return fmt.Sprintf(":%d", port)
+	}
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		return ":" + p + " (every interface)"
+	}
+	return addr
+}
+
 // printHub prints the hub's state as a person reads it.
 func printHub(w io.Writer, st *hub.Stats) {
-	fmt.Fprintf(w, "hub %s: mqtt :%d, mqtts :%d\n", st.Hostname, st.Ports.MQTT, st.Ports.MQTTS)
+	fmt.Fprintf(w, "hub %s: mqtt %s, mqtts %s\n", st.Hostname, listenText(st.Ports.MQTTAddr, st.Ports.MQTT), listenText(st.Ports.MQTTSAddr, st.Ports.MQTTS))
 	fmt.Fprintf(w, "messages  in %d (%.1f/s), out %d (%.1f/s), routed %d, delivered %d (%.1f/s), c2d %d, methods %d, auth failures %d\n",
 		st.MessagesReceived, st.Rates.MQTTIn, st.MessagesSent, st.Rates.MQTTOut, st.Routed, st.Delivered, st.Rates.Delivered, st.C2D, st.Methods, st.AuthFailures)
 	up := st.Upstream

@@ -34,6 +34,11 @@ type statusReport struct {
 
 func statusCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("status", "[--json]", stderr)
+	usage := fs.Usage
+	fs.Usage = func() {
+		usage()
+		fmt.Fprint(fs.Output(), statusExitCodes)
+	}
 	var cf configFlags
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "print everything as one JSON document, for scripts")
@@ -42,11 +47,14 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg, err := cf.load()
 	if err != nil {
-		return err
+		return &exitCode{statusUnknown, err}
 	}
 	d, err := connectDaemon(&cf)
 	if err != nil {
-		return err
+		if errors.Is(err, errNotRunning) {
+			return &exitCode{statusNotRunning, err}
+		}
+		return &exitCode{statusUnknown, err}
 	}
 	ctx, cancel := withTimeout(15 * time.Second)
 	defer cancel()
@@ -67,9 +75,9 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	rep.System = get("/system")
 	if rep.System == nil {
 		if errors.Is(sysErr, errNotRunning) {
-			return sysErr
+			return &exitCode{statusNotRunning, sysErr}
 		}
-		return fmt.Errorf("ledge at %s does not answer: %w", d.socket, sysErr)
+		return &exitCode{statusUnknown, fmt.Errorf("ledge at %s does not answer: %w", d.socket, sysErr)}
 	}
 	rep.Health = getHealth(ctx, d)
 	rep.Pipelines = get("/pipelines")
@@ -78,10 +86,51 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		printStatus(stdout, &rep)
 	}
-	printStatus(stdout, &rep)
-	return nil
+	switch healthOf(rep.Health) {
+	case "ok":
+		return nil
+	case "":
+		return &exitCode{code: statusUnknown}
+	default:
+		return &exitCode{code: statusFailing}
+	}
+}
+
+// The exit codes of `ledge status`, after LSB's `status` action (which
+// uses 3 for "not running" and 4 for "unknown"); 2 stays the usage error
+// every ledge command exits with.
+const (
+	statusFailing    = 1 // running, a component is unhealthy
+	statusNotRunning = 3 // no ledge runs with that data dir
+	statusUnknown    = 4 // ledge does not answer, or its health cannot be read
+)
+
+const statusExitCodes = `
+Exit status:
+  0  ledge runs and every component is healthy
+  1  ledge runs, a component is unhealthy (health FAILING; see its lines)
+  2  bad flags
+  3  ledge is not running (never started, stopped, or killed)
+  4  unknown: ledge does not answer, its health cannot be read, or the
+     config cannot be loaded
+`
+
+// healthOf returns the status of a /healthz answer ("ok", "failing"), or
+// "" when it could not be read.
+func healthOf(raw json.RawMessage) string {
+	var h struct {
+		Status string `json:"status"`
+	}
+	if partError(raw) != "" || json.Unmarshal(raw, &h) != nil {
+		return ""
+	}
+	return h.Status
 }
 
 // getHealth reads /healthz (outside /api/v1; 503 when failing, with the
@@ -116,6 +165,10 @@ func printStatus(w io.Writer, r *statusReport) {
 		MemTotal, MemAvailable, ProcessRSS  uint64
 		DiskTotal, DiskFree                 uint64
 		TemperatureC                        *float64
+		UncleanStop                         *struct {
+			PID      int
+			LastSeen time.Time
+		}
 	}
 	json.Unmarshal(r.System, &sys)
 	dev := ""
@@ -124,6 +177,9 @@ func printStatus(w io.Writer, r *statusReport) {
 	}
 	fmt.Fprintf(w, "ledge %s on %s (device %s), up %s%s\n", sys.Version, sys.Hostname, sys.DeviceID, sys.Uptime, dev)
 	fmt.Fprintf(w, "data dir   %s\n", r.DataDir)
+	if u := sys.UncleanStop; u != nil {
+		fmt.Fprintf(w, "           the previous run (pid %d) did not stop cleanly (killed or crashed) at about %s\n", u.PID, u.LastSeen.Local().Format(time.DateTime))
+	}
 
 	var health struct {
 		Status     string
@@ -246,14 +302,54 @@ func printDeployment(w io.Writer, raw json.RawMessage) {
 		return
 	}
 	names := slices.Sorted(maps.Keys(rep.Modules))
+	links := moduleHubLinks(raw)
 	fmt.Fprintf(w, "modules    %d\n", len(names))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  MODULE\tSTATUS\tRESTARTS\tIMAGE\tDETAIL")
+	fmt.Fprintln(tw, "  MODULE\tSTATUS\tHUB\tRESTARTS\tIMAGE\tDETAIL")
 	for _, n := range names {
 		m := rep.Modules[n]
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\n", n, m.RuntimeStatus, m.RestartCount, m.Settings.Image, oneLine(m.StatusDescription, 80))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", n, m.RuntimeStatus, links[n].text(), m.RestartCount, m.Settings.Image, oneLine(m.StatusDescription, 80))
 	}
 	tw.Flush()
+}
+
+// hubLink is a module's connection to the hub in /deployments/current
+// (web.ModuleHubLink): running does not mean connected.
+type hubLink struct {
+	Identity  string    `json:"identity"`
+	Connected bool      `json:"connected"`
+	Since     time.Time `json:"since"`
+	Seen      bool      `json:"seen"`
+}
+
+// moduleHubLinks reads each module's hub link from a reported state (none
+// without the hub).
+func moduleHubLinks(raw json.RawMessage) map[string]*hubLink {
+	var r struct {
+		Modules map[string]struct {
+			Hub *hubLink `json:"hub"`
+		} `json:"modules"`
+	}
+	json.Unmarshal(raw, &r)
+	out := map[string]*hubLink{}
+	for n, m := range r.Modules {
+		out[n] = m.Hub
+	}
+	return out
+}
+
+// text is the link for a table: "connected since 10:02:11", "not
+// connected since ...", "-" without the hub.
+func (l *hubLink) text() string {
+	switch {
+	case l == nil:
+		return "-"
+	case l.Connected:
+		return "connected since " + l.Since.Local().Format(time.TimeOnly)
+	case l.Seen:
+		return "not connected since " + l.Since.Local().Format(time.TimeOnly)
+	}
+	return "never connected (since start " + l.Since.Local().Format(time.TimeOnly) + ")"
 }
 
 func printHubSummary(w io.Writer, raw json.RawMessage) {
@@ -264,8 +360,8 @@ func printHubSummary(w io.Writer, raw json.RawMessage) {
 	}
 	var st hub.Stats
 	json.Unmarshal(raw, &st)
-	fmt.Fprintf(w, "hub        %s, mqtt :%d, mqtts :%d; %d clients; in %.1f/s, out %.1f/s; queued %d messages (%s of %s)\n",
-		st.Hostname, st.Ports.MQTT, st.Ports.MQTTS, st.ClientsConnected, st.Rates.MQTTIn, st.Rates.MQTTOut,
+	fmt.Fprintf(w, "hub        %s, mqtt %s, mqtts %s; %d clients; in %.1f/s, out %.1f/s; queued %d messages (%s of %s)\n",
+		st.Hostname, listenText(st.Ports.MQTTAddr, st.Ports.MQTT), listenText(st.Ports.MQTTSAddr, st.Ports.MQTTS), st.ClientsConnected, st.Rates.MQTTIn, st.Rates.MQTTOut,
 		queued(st), bytesText(st.QueueBytes), bytesText(st.QueueQuota))
 	if st.Upstream.Mode != "" {
 		line := fmt.Sprintf("           upstream %s %s: %s", st.Upstream.Mode, st.Upstream.Broker, st.Upstream.State)

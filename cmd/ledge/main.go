@@ -64,6 +64,22 @@ func subcommands(name, usage string, subs map[string]func(args []string, stdout,
 // errUsage means the flags were wrong; the usage was already printed.
 var errUsage = errors.New("usage")
 
+// exitCode makes a command exit with code, printing err when not nil
+// (`ledge status` exits 1 when unhealthy, 3 when ledge is not running).
+type exitCode struct {
+	code int
+	err  error
+}
+
+func (e *exitCode) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitCode) Unwrap() error { return e.err }
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -92,6 +108,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		case errors.Is(err, errUsage):
 			return 2
+		}
+		var ec *exitCode
+		if errors.As(err, &ec) {
+			if ec.err != nil {
+				fmt.Fprintf(stderr, "ledge %s: %v\n", args[0], ec.err)
+			}
+			return ec.code
 		}
 		fmt.Fprintf(stderr, "ledge %s: %v\n", args[0], err)
 		return 1

@@ -281,9 +281,14 @@ func TestStatusTalksToDaemon(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `"version"`) {
 		t.Fatalf("exit %d: %s %s", code, out, errOut)
 	}
+	// Azure's 417 in words, the code in brackets.
+	out, errOut, code = ledge(t, "deploy", "status", "--data-dir", dataDir)
+	if code != 0 || !strings.Contains(out, "no deployment set yet (417") || strings.Contains(out, "status 417") {
+		t.Errorf("deploy status before any deployment: exit %d\n%s%s", code, out, errOut)
+	}
 	_, errOut, code = ledge(t, "status", "--data-dir", t.TempDir())
-	if code != 1 || !strings.Contains(errOut, "ledge is not running") {
-		t.Errorf("no daemon: exit %d: %s", code, errOut)
+	if code != 3 || !strings.Contains(errOut, "ledge is not running") {
+		t.Errorf("no daemon: exit %d, want 3: %s", code, errOut)
 	}
 }
 

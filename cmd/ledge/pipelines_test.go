@@ -50,7 +50,7 @@ pipelines:
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	out := waitState("pattern", "running")
+	out := waitState("pattern", `running +\d+\.\d/\d+\.\d`) // and its frame rates measured
 	if !regexp.MustCompile(`(?m)^PIPELINE +OWNER +STATE`).MatchString(out) || !regexp.MustCompile(`(?m)^pattern +config +running +\d+\.\d/\d+\.\d`).MatchString(out) {
 		t.Errorf("list:\n%s", out)
 	}

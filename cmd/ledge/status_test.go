@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -83,5 +85,84 @@ pipelines:
 	}
 	if native == 0 {
 		t.Errorf("FFmpeg's messages are not in the log at DEBUG:\n%s", log)
+	}
+}
+
+// TestStatusExitCodes: `ledge status` (and --json) exits 1 while a
+// component fails (no Docker engine at agent.dockerHost), and 3 when
+// ledge is not running: after kill -9 (its socket left behind) and with a
+// data dir no ledge ever ran in. (0 when healthy: TestStatusTalksToDaemon.)
+func TestStatusExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "ledge.yaml")
+	os.WriteFile(cfg, []byte("deviceId: exitcodes-"+filepath.Base(dir)+"\nhttp: {listenTLS: 127.0.0.1:0}\nhub: {listen: {mqtt: 127.0.0.1:0, mqtts: 127.0.0.1:0}}\n"+
+		"agent:\n  dockerHost: unix://"+filepath.Join(dir, "no-docker.sock")+"\n"), 0o644)
+	d := &runningLedge{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	launch(t, d, "", nil, "run", "--config", cfg, "--data-dir", filepath.Join(dir, "data"))
+	base := []string{"--config", cfg, "--data-dir", filepath.Join(dir, "data")}
+	for _, args := range [][]string{{"status"}, {"status", "--json"}} {
+		out, errOut, code := ledge(t, append(args, base...)...)
+		if code != 1 || !strings.Contains(out, "FAILING") && !strings.Contains(out, `"failing"`) {
+			t.Errorf("ledge %v with a component failing: exit %d, want 1\n%s%s", args, code, out, errOut)
+		}
+	}
+	d.cmd.Process.Kill()
+	<-d.done
+	d.done <- nil
+	_, errOut, code := ledge(t, append([]string{"status"}, base...)...)
+	if code != 3 || !strings.Contains(errOut, "ledge is not running") {
+		t.Errorf("after kill -9: exit %d, want 3: %s", code, errOut)
+	}
+	_, errOut, code = ledge(t, "status", "--data-dir", t.TempDir())
+	if code != 3 || !strings.Contains(errOut, "ledge is not running") {
+		t.Errorf("never ran: exit %d, want 3: %s", code, errOut)
+	}
+}
+
+// TestUncleanStopNoted: after kill -9, the next start says once at WARN
+// that the previous run did not stop cleanly, and ledge status (and the
+// API behind the Overview) shows it; after a clean stop, the next start
+// says nothing of the kind.
+func TestUncleanStopNoted(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "ledge.yaml")
+	os.WriteFile(cfg, []byte("deviceId: unclean-"+filepath.Base(dir)+"\nhttp: {listenTLS: 127.0.0.1:0}\nhub: {listen: {mqtt: 127.0.0.1:0, mqtts: 127.0.0.1:0}}\n"), 0o644)
+	data := filepath.Join(dir, "data")
+	start := func() *runningLedge {
+		d := &runningLedge{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
+		return launch(t, d, "", nil, "run", "--config", cfg, "--data-dir", data)
+	}
+	const warn = "did not stop cleanly (killed or crashed)"
+	first := start()
+	if strings.Contains(first.stderr.String(), warn) {
+		t.Errorf("first start speaks of an unclean stop:\n%s", first.stderr)
+	}
+	pid := first.cmd.Process.Pid
+	first.cmd.Process.Kill()
+	<-first.done
+	first.done <- nil
+
+	second := start()
+	log := second.stderr.String()
+	if n := strings.Count(log, warn); n != 1 || !regexp.MustCompile(`level=WARN msg="the previous run \(pid `+strconv.Itoa(pid)+`, started [^"]*\) did not stop cleanly \(killed or crashed\) at about [^"]*; state restored from the database"`).MatchString(log) {
+		t.Errorf("after kill -9: %d notes, want one WARN naming pid %d:\n%s", n, pid, log)
+	}
+	out, errOut, _ := ledge(t, "status", "--config", cfg, "--data-dir", data)
+	if !strings.Contains(out, "the previous run (pid "+strconv.Itoa(pid)+") "+warn) {
+		t.Errorf("status after kill -9:\n%s%s", out, errOut)
+	}
+	second.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-second.done; err != nil {
+		t.Fatalf("stop: %v\n%s", err, second.stderr)
+	}
+	second.done <- nil
+
+	third := start()
+	if strings.Contains(third.stderr.String(), warn) {
+		t.Errorf("after a clean stop: %s", third.stderr)
+	}
+	out, _, _ = ledge(t, "status", "--config", cfg, "--data-dir", data)
+	if strings.Contains(out, warn) {
+		t.Errorf("status after a clean stop:\n%s", out)
 	}
 }

@@ -25,6 +25,7 @@ type capture struct {
 	offset   time.Duration // media time added by earlier loops
 	last     time.Duration // last media time read (in this pass)
 	read     int           // frames read in this pass
+	wait     time.Duration // waited for the pace in the last Read
 }
 
 var ffmpegOptionsOnce sync.Once
@@ -139,18 +140,24 @@ func (c *capture) Read(ctx context.Context, dst *gocv.Mat) (time.Time, error) {
 	c.read++
 	media := c.offset + c.last
 	at := c.start.Add(media)
+	c.wait = 0
 	if c.realtime {
 		if d := time.Until(at); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return time.Time{}, ctx.Err()
-			case <-t.C:
+			t0 := time.Now()
+			if err := sleep(ctx, d); err != nil {
+				return time.Time{}, err
 			}
+			c.wait = time.Since(t0)
 		}
 	}
 	return at, nil
+}
+
+// Waited reports the pacing wait of a file read in real time, or that a
+// camera's or stream's whole Read was waiting (OpenCV blocks for the next
+// frame and decodes it in one call; gocv has no separate retrieve).
+func (c *capture) Waited() (time.Duration, bool) {
+	return c.wait, c.kind == KindV4L2 || c.kind == KindStream
 }
 
 func (c *capture) Close() error {

@@ -19,7 +19,8 @@ type images struct {
 	loop  bool
 	step  time.Duration // 0: unpaced
 	start time.Time
-	n     int // frames read so far, for scene time
+	n     int           // frames read so far, for scene time
+	wait  time.Duration // waited for the pace in the last Read
 }
 
 var imageExts = []string{".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -78,18 +79,20 @@ func (im *images) Read(ctx context.Context, dst *gocv.Mat) (time.Time, error) {
 	}
 	at := im.start.Add(time.Duration(im.n) * step)
 	im.n++
+	im.wait = 0
 	if im.step > 0 {
 		if d := time.Until(at); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return time.Time{}, ctx.Err()
-			case <-t.C:
+			t0 := time.Now()
+			if err := sleep(ctx, d); err != nil {
+				return time.Time{}, err
 			}
+			im.wait = time.Since(t0)
 		}
 	}
 	return at, nil
 }
 
 func (im *images) Close() error { return nil }
+
+// Waited reports the pacing wait of the last Read (none without fps).
+func (im *images) Waited() (time.Duration, bool) { return im.wait, false }

@@ -19,6 +19,7 @@ type pattern struct {
 	step  time.Duration
 	start time.Time
 	n     int
+	wait  time.Duration // waited for the pace in the last Read
 }
 
 // Test pattern defaults.
@@ -47,14 +48,12 @@ func (p *pattern) Read(ctx context.Context, dst *gocv.Mat) (time.Time, error) {
 		p.start = now
 	}
 	at := p.start.Add(time.Duration(p.n) * p.step)
+	p.wait = 0
 	if d := at.Sub(now); d > 0 {
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return time.Time{}, ctx.Err()
-		case <-t.C:
+		if err := sleep(ctx, d); err != nil {
+			return time.Time{}, err
 		}
+		p.wait = time.Since(now)
 	} else if -d > 10*p.step {
 		// Fell far behind (the machine was busy): do not burst to catch up.
 		p.start, p.n, at = now, 0, now
@@ -65,6 +64,21 @@ func (p *pattern) Read(ctx context.Context, dst *gocv.Mat) (time.Time, error) {
 }
 
 func (p *pattern) Close() error { return nil }
+
+// Waited reports the pacing wait of the last Read.
+func (p *pattern) Waited() (time.Duration, bool) { return p.wait, false }
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
 
 // Draw renders frame n of the test pattern into dst (w x h, 8-bit BGR).
 func Draw(dst *gocv.Mat, w, h, n int) {

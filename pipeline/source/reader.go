@@ -22,6 +22,18 @@ type Reader interface {
 	Close() error
 }
 
+// Waiter is a Reader that can tell how much of its last Read was spent
+// waiting for the frame rather than reading and decoding it. Run reports
+// the two apart (Frame.Took, Frame.Waited), so a stage time shows the work
+// and not the frame interval.
+type Waiter interface {
+	// Waited returns how long the last Read waited: for its pace (a test
+	// pattern, an image set with fps, a file read in real time), or, with
+	// all true, the whole Read (a camera or stream: OpenCV waits for the
+	// next frame and decodes it in one call, the two cannot be told apart).
+	Waited() (d time.Duration, all bool)
+}
+
 // Opener opens a Target described by a Spec.
 type Opener func(ctx context.Context, s Spec, t Target) (Reader, error)
 

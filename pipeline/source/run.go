@@ -43,9 +43,31 @@ type Frame struct {
 	Captured time.Time
 	// Seq counts frames read from this source, from 1.
 	Seq uint64
-	// Took is how long reading (and decoding) the frame took.
+	// Took is how long reading and decoding the frame took, without the
+	// time spent waiting for it (Waited). It is 0 when the source cannot
+	// tell the two apart (Wait is WaitBlocking).
 	Took time.Duration
+	// Waited is how long the source waited for the frame (see Wait).
+	Waited time.Duration
+	// Wait says what Waited covers.
+	Wait WaitKind
 }
+
+// WaitKind says what Frame.Waited covers.
+type WaitKind uint8
+
+// The kinds of wait.
+const (
+	// WaitNone: the source does not wait (a file or image set read as fast
+	// as it goes, a registered reader): Took is the whole read.
+	WaitNone WaitKind = iota
+	// WaitPaced: the source waited for its pace; Took is the work alone.
+	WaitPaced
+	// WaitBlocking: a camera or stream; the read blocked until the next
+	// frame came and decoded it, so Waited is the whole read (the frame
+	// interval, or the read and decode when slower than that).
+	WaitBlocking
+)
 
 // Sink takes frames from Run.
 type Sink interface {
@@ -149,7 +171,18 @@ func pump(ctx context.Context, r Reader, sink Sink, seq *uint64, streaming func(
 		}
 		n++
 		*seq++
-		if !sink.Put(ctx, Frame{Mat: m, Time: at, Captured: time.Now(), Seq: *seq, Took: time.Since(t0)}) {
+		f := Frame{Mat: m, Time: at, Captured: time.Now(), Seq: *seq}
+		f.Took = f.Captured.Sub(t0)
+		if w, ok := r.(Waiter); ok {
+			d, all := w.Waited()
+			if all {
+				f.Wait, f.Waited, f.Took = WaitBlocking, f.Took, 0
+			} else {
+				f.Wait, f.Waited = WaitPaced, min(d, f.Took)
+				f.Took -= f.Waited
+			}
+		}
+		if !sink.Put(ctx, f) {
 			sink.Recycle(m)
 			return ctx.Err()
 		}

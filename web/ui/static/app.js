@@ -342,6 +342,9 @@ ledge.pages.overview = () => {
     $("#temp").textContent = s.temperatureC == null ? "no sensor" : s.temperatureC.toFixed(1) + " °C";
     $("#uptime").textContent = s.uptime;
     $("#versions").textContent = "ledge " + s.version + " · " + s.goVersion;
+    const u = s.uncleanStop;
+    $("#unclean").hidden = !u;
+    if (u) $("#unclean").textContent = `The previous run (pid ${u.pid}) did not stop cleanly (killed or crashed) at about ${new Date(u.lastSeen).toLocaleString()}; its state was restored from the database.`;
     // /api/v1/health, not /healthz: the same report, answered 200 when a
     // component fails (a 503 would be an error in the console).
     const h = await api("GET", "/health");
@@ -594,6 +597,15 @@ ledge.pages.pipelines = () => {
 ledge.pages.modules = () => {
   const { api, $, el, status, tr, sse, debounce, every } = ledge;
   let logsFor = "";
+  // hubLink is a module's connection to the hub: running is not connected
+  // (a module may be reconnecting, or not use the hub at all).
+  const hubLink = (h) => {
+    if (!h) return el("span", { class: "muted", text: "–" });
+    const at = new Date(h.since).toLocaleTimeString();
+    const title = `hub client ${h.identity}`;
+    if (h.connected) return el("span", { class: "ok", title, text: `connected since ${at}` });
+    return el("span", { class: "warn", title, text: h.seen ? `not connected since ${at}` : `never connected since ledge started (${at})` });
+  };
   async function load() {
     const rep = await api("GET", "/deployments/current");
     const eng = rep.engine || {};
@@ -615,7 +627,7 @@ ledge.pages.modules = () => {
       const actions = el("span", {}, restart, " ", logs);
       const name = el("span", {}, el("strong", { text: n }));
       if (m.elevated && m.elevated.length) name.append(" ", el("span", { class: "badge warn", title: "Elevated container settings: " + m.elevated.join(", "), text: "elevated" }));
-      return tr(name, st, el("code", { text: (m.settings || {}).image || "" }), String(m.restartCount ?? 0), String(m.exitCode ?? ""), m.lastStartTimeUtc ? ledge.ago(m.lastStartTimeUtc + "Z") : "–", actions);
+      return tr(name, st, hubLink(m.hub), el("code", { text: (m.settings || {}).image || "" }), String(m.restartCount ?? 0), String(m.exitCode ?? ""), m.lastStartTimeUtc ? ledge.ago(m.lastStartTimeUtc + "Z") : "–", actions);
     }));
   }
   async function showLogs() {
@@ -645,10 +657,12 @@ ledge.pages.deployments = () => {
     $("#trust-warning").textContent = trust.join(" "); $("#trust-warning").hidden = !trust.length;
     const s = rep.lastDesiredStatus || {};
     // edgeAgent's status codes, in words.
-    const word = { 200: "OK", 400: "Invalid deployment", 406: "Not responding", 412: "Unsupported schema", 417: "No deployment yet", 500: "Failed" }[s.code];
-    $("#cur-code").textContent = word || (s.code ? "Status " + s.code : "–");
+    // The code stays in brackets for whoever knows Azure's (417: no
+    // deployment configuration set).
+    const word = { 200: "OK", 400: "Invalid deployment", 406: "Not responding", 412: "Unsupported schema version", 417: "No deployment set yet", 500: "Failed" }[s.code];
+    $("#cur-code").textContent = s.code ? `${word || "Status"} (${s.code})` : "–";
     const desc = s.description && s.description.toLowerCase() !== (word || "").toLowerCase() ? s.description : "";
-    $("#cur-desc").textContent = [desc, s.code ? `status code ${s.code}` : ""].filter(Boolean).join(" · ");
+    $("#cur-desc").textContent = desc;
     const mods = Object.entries(rep.modules || {});
     $("#cur-modules").textContent = `${mods.filter(([, m]) => m.runtimeStatus === "running").length} / ${mods.length} running`;
     $("#pulls").replaceChildren(...mods.filter(([, m]) => m.pull).map(([n, m]) => {
@@ -795,7 +809,7 @@ ledge.pages.hub = () => {
   every(2000, async () => {
     const s = await api("GET", "/hub");
     $("#clients").textContent = s.clientsConnected;
-    $("#ports").textContent = `MQTT ${s.ports.mqtt || "off"} · TLS ${s.ports.mqtts || "off"} · ${s.hostname}`;
+    $("#ports").textContent = `MQTT ${s.ports.mqttAddr || "off"} · TLS ${s.ports.mqttsAddr || "off"} · ${s.hostname}`;
     $("#rates").textContent = `${s.rates.mqttIn.toFixed(0)} / ${s.rates.mqttOut.toFixed(0)}`;
     $("#routed").textContent = `${s.rates.routedIn.toFixed(0)} / ${s.rates.delivered.toFixed(0)}`;
     const up = s.upstream || {};
