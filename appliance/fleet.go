@@ -32,7 +32,7 @@ func (c *Config) setPresence() {
 	if c.Hub.Upstream.Mode == "" || !ok || !c.Agent.Enabled || !c.Agent.Sources.MQTT.Enabled {
 		return
 	}
-	c.Hub.Upstream.Presence = &hub.Presence{Topic: t.Online(c.DeviceID), Online: fleet.OnlinePayload, Offline: fleet.OfflinePayload}
+	c.Hub.Upstream.Presence = &hub.UpstreamPresence{Topic: t.Online(c.DeviceID), Online: fleet.OnlinePayload, Offline: fleet.OfflinePayload}
 }
 
 // newLink is the agent's upstream when the hub is off: the bridge alone.

@@ -161,11 +161,11 @@ type UpstreamConfig struct {
 	// online on the upstream broker while the link is up: Online is
 	// published retained on Topic at every connect, Offline is the last
 	// will the broker publishes there (retained) when the link dies.
-	Presence *Presence `yaml:"-" json:"-"`
+	Presence *UpstreamPresence `yaml:"-" json:"-"`
 }
 
-// Presence is a retained online marker with a last will.
-type Presence struct {
+// UpstreamPresence is a retained online marker with a last will.
+type UpstreamPresence struct {
 	Topic   string
 	Online  func() []byte
 	Offline []byte

@@ -154,7 +154,7 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 // publishPresence marks the appliance online after a connect, until the
 // broker acknowledges it (a clustered broker may not take a retained
 // message the moment a session starts).
-func publishPresence(c paho.Client, p *Presence) {
+func publishPresence(c paho.Client, p *UpstreamPresence) {
 	for range 10 {
 		if !c.IsConnectionOpen() {
 			return
