@@ -53,7 +53,7 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 		}
 		opts.Sections["routes"] = routesSection{h: a.hub, base: a.cfg.Hub.Routes}
 		opts.Sections["storeAndForward"] = storeSection{a.hub}
-	} else if a.cfg.Hub.Upstream.Mode != "" && a.cfg.Agent.Sources.MQTT.Enabled {
+	} else if a.cfg.Hub.Upstream.Mode == "mqtt" && a.cfg.Agent.Sources.MQTT.Enabled {
 		up, err := a.newLink() // the hub is off: the upstream link alone
 		if err != nil {
 			return nil, err

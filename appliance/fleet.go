@@ -26,10 +26,12 @@ func fleetTopics(cfg agent.Config) (fleet.Topics, bool) {
 	return fleet.Topics{Prefix: p}, ok && p != "" && !strings.Contains(p, "{")
 }
 
-// setPresence arms the upstream link's last will (before it is built).
+// setPresence arms the upstream link's last will (before it is built):
+// on a generic MQTT broker only (IoT Hub and a parent ledge speak the
+// device API, where the fleet's topics are not).
 func (c *Config) setPresence() {
 	t, ok := fleetTopics(c.Agent)
-	if c.Hub.Upstream.Mode == "" || !ok || !c.Agent.Enabled || !c.Agent.Sources.MQTT.Enabled {
+	if c.Hub.Upstream.Mode != "mqtt" || !ok || !c.Agent.Enabled || !c.Agent.Sources.MQTT.Enabled {
 		return
 	}
 	c.Hub.Upstream.Presence = &hub.UpstreamPresence{Topic: t.Online(c.DeviceID), Online: fleet.OnlinePayload, Offline: fleet.OfflinePayload}
@@ -66,7 +68,7 @@ type fleetState struct {
 
 func (a *App) addFleetState(up agent.Upstream) {
 	t, ok := fleetTopics(a.cfg.Agent)
-	if up == nil || !ok || !a.cfg.Agent.Sources.MQTT.Enabled {
+	if up == nil || a.cfg.Hub.Upstream.Mode != "mqtt" || !ok || !a.cfg.Agent.Sources.MQTT.Enabled {
 		return
 	}
 	f := &fleetState{app: a, up: up, topic: t.State(a.cfg.DeviceID)}
