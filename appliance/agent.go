@@ -53,6 +53,12 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 		}
 		opts.Sections["routes"] = routesSection{h: a.hub, base: a.cfg.Hub.Routes}
 		opts.Sections["storeAndForward"] = storeSection{a.hub}
+	} else if a.cfg.Hub.Upstream.Mode == "mqtt" && a.cfg.Agent.Sources.MQTT.Enabled {
+		up, err := a.newLink() // the hub is off: the upstream link alone
+		if err != nil {
+			return nil, err
+		}
+		opts.Upstream = up
 	}
 	ag, err := agent.New(ctx, opts)
 	if err != nil {
@@ -61,6 +67,10 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 	a.agent = ag
 	a.closers = append(a.closers, ag.Close)
 	a.add("agent", ag.Run)
+	a.addFleetState(opts.Upstream)
+	if a.models != nil {
+		a.models.SetRegistryAuth(registryAuth(ag))
+	}
 	a.health.addSelfLogged("agent", ag.Healthy) // it logs the Docker engine going and coming
 	registerAgentMetrics(a.registry, ag)
 	return &deployer{a: ag, hub: a.hub, device: a.cfg.DeviceID}, nil

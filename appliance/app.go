@@ -76,6 +76,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	cfg.setPresence()
 	cfg.Inference.TensorRTCache = cfg.Inference.tensorRTCache(cfg.DataDir)
 	a := &App{cfg: cfg, build: build, log: log, started: time.Now(), health: newHealthSet()}
 	defer func() {

@@ -27,6 +27,10 @@ type Config struct {
 	// Dev allows clients on loopback without credentials. Never on a
 	// machine others can reach.
 	Dev bool `yaml:"dev"`
+	// Tags describe this appliance to the fleet (key: value, e.g. site:
+	// berlin, hw: pi5): in its reported state, for the target conditions
+	// of fleet deployments (docs/fleet.md).
+	Tags map[string]string `yaml:"tags"`
 	// ShutdownTimeout bounds the whole orderly stop.
 	ShutdownTimeout time.Duration `yaml:"shutdownTimeout"`
 
@@ -187,6 +191,14 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		bad("dataDir", "must not be empty")
+	}
+	for k, v := range c.Tags {
+		if k == "" || len(k) > 128 || strings.ContainsAny(k, ".[]$ \t\n'\"") {
+			bad("tags", "%q is not a tag name (1-128 characters; no '.', '[', ']', '$', quotes or spaces: a target condition reads it as tags.<name>)", k)
+		}
+		if len(v) > 1024 {
+			bad("tags."+k, "a tag value is at most 1024 bytes, got %d", len(v))
+		}
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdownTimeout", "must be positive, got %s", c.ShutdownTimeout)

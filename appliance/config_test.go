@@ -95,3 +95,19 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestFleetPresenceOnlyMQTT: the fleet's presence (a last will and a
+// retained message on ledge/<device>/online) goes to a generic MQTT
+// upstream only; IoT Hub and a parent ledge speak the device API, where
+// that topic is not (a child ledge that armed it was turned away by its
+// parent over and over).
+func TestFleetPresenceOnlyMQTT(t *testing.T) {
+	for mode, want := range map[string]bool{"mqtt": true, "azure": false, "": false} {
+		c := Default()
+		c.Hub.Upstream.Mode = mode
+		c.setPresence()
+		if got := c.Hub.Upstream.Presence != nil; got != want {
+			t.Errorf("upstream mode %q: presence armed %v, want %v", mode, got, want)
+		}
+	}
+}

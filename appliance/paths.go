@@ -29,6 +29,7 @@ func (c *Config) resolvePaths(dir string) {
 	c.Pipeline.SnapshotDir = abs(c.Pipeline.SnapshotDir)
 	c.Hub.TLS.ClientCAFile = abs(c.Hub.TLS.ClientCAFile)
 	c.Hub.Upstream.CAFile = abs(c.Hub.Upstream.CAFile)
+	c.Models.CAFile = abs(c.Models.CAFile)
 	for i, k := range c.Agent.TrustedKeys {
 		if isKeyFile(k) {
 			c.Agent.TrustedKeys[i] = abs(k)

@@ -153,6 +153,22 @@ type UpstreamConfig struct {
 	// modules connected here get the parent's direct methods, C2D
 	// messages and desired properties (parent.go).
 	Relay bool `yaml:"relay"`
+	// URLs are more brokers of the same cluster, tried in turn after URL
+	// when the connection drops (generic mode).
+	URLs []string `yaml:"urls"`
+
+	// Presence, set by the wiring (not ledge.yaml), marks this appliance
+	// online on the upstream broker while the link is up: Online is
+	// published retained on Topic at every connect, Offline is the last
+	// will the broker publishes there (retained) when the link dies.
+	Presence *UpstreamPresence `yaml:"-" json:"-"`
+}
+
+// UpstreamPresence is a retained online marker with a last will.
+type UpstreamPresence struct {
+	Topic   string
+	Online  func() []byte
+	Offline []byte
 }
 
 // DefaultConfig is the hub when ledge.yaml says nothing.
@@ -260,15 +276,21 @@ func (u *UpstreamConfig) validate() error {
 	default:
 		bad("mode", "%q: want mqtt or azure", u.Mode)
 	}
-	if u.URL != "" {
-		p, err := url.Parse(u.URL)
+	for i, raw := range append([]string{u.URL}, u.URLs...) {
+		field := "url"
+		if i > 0 {
+			field = fmt.Sprintf("urls[%d]", i-1)
+		} else if raw == "" {
+			continue
+		}
+		p, err := url.Parse(raw)
 		if err != nil || p.Host == "" {
-			bad("url", "%q is not a URL like tcp://host:1883", u.URL)
+			bad(field, "%q is not a URL like tcp://host:1883", raw)
 		} else {
 			switch p.Scheme {
 			case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
 			default:
-				bad("url", "scheme %q: want tcp, ssl, ws or wss", p.Scheme)
+				bad(field, "scheme %q: want tcp, ssl, ws or wss", p.Scheme)
 			}
 		}
 	}

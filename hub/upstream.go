@@ -73,6 +73,12 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 	}
 	u.cfg.URL = brokerURL
 	o := paho.NewClientOptions().AddBroker(brokerURL)
+	for _, b := range cfg.URLs {
+		o.AddBroker(b)
+	}
+	if p := cfg.Presence; p != nil {
+		o.SetBinaryWill(p.Topic, p.Offline, 1, true)
+	}
 	o.SetKeepAlive(cfg.KeepAlive)
 	o.SetCleanSession(true)
 	o.SetAutoReconnect(true)
@@ -124,6 +130,9 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 		o.SetPassword(cfg.Password)
 	}
 	o.SetOnConnectHandler(func(c paho.Client) {
+		if p := cfg.Presence; p != nil {
+			go publishPresence(c, p)
+		}
 		u.setState("connected", "")
 		u.mu.Lock()
 		subs := make(map[string]upSub, len(u.subs))
@@ -132,7 +141,7 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 		}
 		u.mu.Unlock()
 		for f, s := range subs {
-			c.Subscribe(f, s.qos, func(_ paho.Client, m paho.Message) { s.handler(m.Topic(), m.Payload()) })
+			go u.subscribe(c, f, s)
 		}
 	})
 	o.SetConnectionLostHandler(func(_ paho.Client, err error) { u.setState("disconnected", err.Error()) })
@@ -140,6 +149,22 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 	u.cli = paho.NewClient(o)
 	u.state = "connecting"
 	return u, nil
+}
+
+// publishPresence marks the appliance online after a connect, until the
+// broker acknowledges it (a clustered broker may not take a retained
+// message the moment a session starts).
+func publishPresence(c paho.Client, p *UpstreamPresence) {
+	for range 10 {
+		if !c.IsConnectionOpen() {
+			return
+		}
+		t := c.Publish(p.Topic, 1, true, p.Online())
+		if t.WaitTimeout(5*time.Second) && t.Error() == nil {
+			return
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 func azureKey(k string) ([]byte, string, error) {
@@ -296,7 +321,7 @@ func (h *Hub) SubscribeUpstream(filter string, qos byte, handler func(topic stri
 	u.subs[filter] = upSub{qos: qos, handler: handler}
 	u.mu.Unlock()
 	if u.connected() {
-		u.cli.Subscribe(filter, qos, func(_ paho.Client, m paho.Message) { handler(m.Topic(), m.Payload()) })
+		go u.subscribe(u.cli, filter, upSub{qos: qos, handler: handler})
 	}
 	return func() {
 		u.mu.Lock()
@@ -306,6 +331,70 @@ func (h *Hub) SubscribeUpstream(filter string, qos byte, handler func(topic stri
 			u.cli.Unsubscribe(filter)
 		}
 	}, nil
+}
+
+// subscribe subscribes to filter on the upstream broker and, while the
+// broker refuses (SUBACK 0x80: a clustered broker refuses subscriptions
+// while its store elects a leader after a node died) or does not
+// answer, tries again with back-off (1 s to 30 s) as long as the
+// connection is up and the subscription wanted. A failure is logged
+// once and shows in the upstream's status until the broker takes it.
+func (u *upstream) subscribe(c paho.Client, filter string, s upSub) {
+	wait := time.Second
+	failed := false
+	for {
+		t := c.Subscribe(filter, s.qos, func(_ paho.Client, m paho.Message) { s.handler(m.Topic(), m.Payload()) })
+		var why string
+		switch {
+		case !t.WaitTimeout(2 * upstreamWriteTimeout):
+			why = "no answer from the broker"
+		case t.Error() != nil:
+			why = t.Error().Error()
+		case subscribeRefused(t, filter):
+			why = "refused by the broker"
+		}
+		if why == "" {
+			if failed {
+				u.h.log.Info("upstream subscription taken", "filter", filter)
+				u.clearError("subscription to " + filter)
+			}
+			return
+		}
+		u.mu.Lock()
+		_, wanted := u.subs[filter]
+		u.mu.Unlock()
+		if !wanted || !c.IsConnectionOpen() {
+			return
+		}
+		if !failed {
+			failed = true
+			u.h.log.Warn("upstream subscription failed: trying again", "filter", filter, "reason", why, "retryIn", wait)
+		}
+		u.setState("connected", "subscription to "+filter+" "+why)
+		time.Sleep(wait)
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// subscribeRefused reports whether the broker refused the subscription
+// to filter that t stands for (SUBACK return code 0x80).
+func subscribeRefused(t paho.Token, filter string) bool {
+	st, ok := t.(*paho.SubscribeToken)
+	if !ok {
+		return false
+	}
+	q, ok := st.Result()[filter]
+	return ok && q >= 0x80
+}
+
+// clearError forgets the last error when it begins with prefix (it was
+// about something that now works).
+func (u *upstream) clearError(prefix string) {
+	u.mu.Lock()
+	if strings.HasPrefix(u.lastError, prefix) {
+		u.lastError = ""
+	}
+	u.mu.Unlock()
 }
 
 // UpstreamConnected reports whether the bridge is up.

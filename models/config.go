@@ -31,6 +31,9 @@ type Config struct {
 	// allowed; nothing else is by default, so a deployment cannot make
 	// ledge read (and hash) any file of the host.
 	FileRoots []string `yaml:"fileRoots"`
+	// CAFile adds CA certificates (PEM) that https:// and oci:// model
+	// sources may be signed by: a private registry or model server.
+	CAFile string `yaml:"caFile"`
 	// RequireSignature refuses models that carry no signature when trusted
 	// keys are configured (agent.trustedKeys). Off by default: a signed
 	// manifest already vouches for the digests it lists.

@@ -308,6 +308,8 @@ func (s *Store) openSource(ctx context.Context, t *transfer, off int64, resume r
 		return s.openFileSource(t, u.Path, off)
 	case "http", "https":
 		return s.openHTTPSource(ctx, t, off, resume)
+	case "oci":
+		return s.openOCISource(ctx, t, off)
 	}
 	return nil, &permanent{fault.New(fault.Invalid, "source %s: scheme %q is not supported", redactString(t.url), u.Scheme)}
 }
@@ -349,6 +351,24 @@ func (s *Store) openHTTPSource(ctx context.Context, t *transfer, off int64, resu
 	}
 	rinfo.URL = t.url
 	s.writeResume(t.digest, rinfo)
+	return &body{ReadCloser: rc, off: off, total: total, stall: stall, stop: stop}, nil
+}
+
+// openOCISource resolves an oci:// reference and fetches its model layer
+// from off (oci.go), under a stall timer as for http.
+func (s *Store) openOCISource(ctx context.Context, t *transfer, off int64) (*body, error) {
+	rctx, cancel := context.WithCancel(ctx)
+	stall := time.AfterFunc(s.cfg.Download.StallTimeout, cancel)
+	stop := func() { stall.Stop(); cancel() }
+	rc, off, total, err := s.openOCI(rctx, t, off)
+	if err != nil {
+		if rctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("no answer within %s", s.cfg.Download.StallTimeout)
+		}
+		stop()
+		return nil, err
+	}
+	s.writeResume(t.digest, resumeInfo{URL: t.url, Total: total})
 	return &body{ReadCloser: rc, off: off, total: total, stall: stall, stop: stop}, nil
 }
 

@@ -24,7 +24,8 @@ import (
 type Spec struct {
 	Name    string `json:"name"`
 	Version string `json:"version"`
-	// URL is https://, http:// (only with models.allowHTTP) or file:///.
+	// URL is https://, http:// (only with models.allowHTTP), file:/// or
+	// oci://REGISTRY/REPO@sha256:... (or :TAG) of a model artifact (oci.go).
 	URL string `json:"url"`
 	// SHA256 is the file's digest, 64 lowercase hex digits.
 	SHA256 string `json:"sha256"`
@@ -504,6 +505,10 @@ func checkURL(raw string) error {
 		if u.User != nil {
 			return errors.New("credentials in the URL are not allowed (they would show in the reported state)")
 		}
+	case "oci":
+		if _, err := ParseOCIRef(raw); err != nil {
+			return err
+		}
 	case "file":
 		if u.Host != "" && u.Host != "localhost" {
 			return fmt.Errorf("%q: a file URL names a local file: file:///path", raw)
@@ -512,7 +517,7 @@ func checkURL(raw string) error {
 			return fmt.Errorf("%q: want an absolute path: file:///path", raw)
 		}
 	default:
-		return fmt.Errorf("scheme %q is not supported: want https://, http:// or file:///", u.Scheme)
+		return fmt.Errorf("scheme %q is not supported: want https://, http://, file:/// or oci://", u.Scheme)
 	}
 	return nil
 }

@@ -62,6 +62,8 @@ type Store struct {
 	importDir string
 
 	activator atomic.Pointer[Activator]
+	regAuth   atomic.Pointer[RegistryAuth] // oci:// credentials (oci.go)
+	tlsConf   *tls.Config                  // oci:// registries' TLS (nil: system roots)
 	snap      atomic.Pointer[snapshot]
 	bus       eventBus
 	stats     counters
@@ -121,8 +123,14 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.TLS == nil && opts.Config.CAFile != "" {
+		var err error
+		if opts.TLS, err = tlsWithCA(opts.Config.CAFile); err != nil { // oci.go
+			return nil, err
+		}
+	}
 	s := &Store{cfg: opts.Config, db: opts.DB, dir: opts.Dir, log: opts.Logger, keys: opts.TrustedKeys,
-		kinds: opts.Kinds, client: newHTTPClient(opts.Config, opts.TLS), wake: make(chan struct{}, 1),
+		kinds: opts.Kinds, client: newHTTPClient(opts.Config, opts.TLS), tlsConf: opts.TLS, wake: make(chan struct{}, 1),
 		transfers: map[string]*transfer{}, activating: map[string]string{}, activateWhenReady: map[string]bool{}}
 	if opts.DataDir == "" {
 		opts.DataDir = filepath.Dir(filepath.Clean(opts.Dir))

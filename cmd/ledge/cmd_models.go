@@ -34,6 +34,9 @@ Subcommands:
   rollback NAME           go back to the version that was active before
   sign --key KEY FILE     sign a model file's digest (prints sha256 and signature for a
                           manifest's models: entry)
+  push FILE oci://REGISTRY/REPO:TAG
+                          publish a model as an OCI artifact; prints its digest reference
+                          (pull it with --url oci://REGISTRY/REPO@sha256:...)
 
 See docs/models.md.
 `
@@ -45,6 +48,7 @@ func modelsCmd(args []string, stdout, stderr io.Writer) error {
 		"activate": modelsActivate,
 		"rollback": modelsRollback,
 		"sign":     modelsSign,
+		"push":     modelsPush, // cmd_models_oci.go
 	})(args, stdout, stderr)
 }
 
@@ -132,7 +136,7 @@ func modelsPull(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("models pull", "NAME@VERSION (--url URL --sha256 HEX | --file PATH) [flags]", stderr)
 	var cf configFlags
 	cf.register(fs)
-	rawURL := fs.String("url", "", "where to download the model: https://..., or file:///path")
+	rawURL := fs.String("url", "", "where to download the model: https://..., file:///path, or oci://REGISTRY/REPO@sha256:... (or :TAG)")
 	file := fs.String("file", "", "a model file on this machine (sets --url file:///PATH and computes --sha256)")
 	digest := fs.String("sha256", "", "the file's SHA-256 (`sha256sum FILE`)")
 	size := fs.Int64("size", 0, "the file's size in bytes (optional)")
@@ -176,6 +180,11 @@ func modelsPull(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		*rawURL = (&url.URL{Scheme: "file", Path: abs}).String()
+	}
+	if *digest == "" && strings.HasPrefix(*rawURL, "oci://") {
+		if *rawURL, err = resolveOCIEntry(*rawURL, entry, digest); err != nil { // cmd_models_oci.go
+			return err
+		}
 	}
 	if *digest == "" {
 		return errors.New("--sha256 is required with --url (the store verifies every byte against it)")

@@ -61,6 +61,24 @@ func (c *evalCtx) twinChangeIncludes(path []pathSeg) Value {
 	return Bool(ok && string(raw) != "null")
 }
 
+// docQuery evaluates a bare name of a twin query: the JSON at that path
+// of the body, whatever its content type (undefined when the body is not
+// a JSON object or the path is missing, or names an object or array).
+func (c *evalCtx) docQuery(path []pathSeg) Value {
+	if c.twin.state == docUnknown {
+		c.twin.state = docBad
+		c.twin.load(c.m.Body, "utf-8")
+	}
+	if c.twin.state != docOK {
+		return Value{}
+	}
+	raw, ok := lookupJSON(c.twin.data, path)
+	if !ok {
+		return Value{}
+	}
+	return jsonValue(raw)
+}
+
 func isUTFEncoding(enc string) bool {
 	return strings.EqualFold(enc, "utf-8") || strings.EqualFold(enc, "utf-16") || strings.EqualFold(enc, "utf-32")
 }

@@ -40,6 +40,8 @@ func (n *node) eval(c *evalCtx) Value {
 			}
 		}
 		return c.bodyQuery(n.path)
+	case opDoc:
+		return c.docQuery(n.path)
 	case opNeg:
 		x := n.kids[0].eval(c)
 		if x.kind != KindNumber {

@@ -27,6 +27,7 @@ const (
 	opOr
 	opCoalesce
 	opCall // fn(kids...)
+	opDoc  // bare name in a twin query: a JSON path into the document (the message body)
 )
 
 // stype is what the parser knows about a node's value before any message

@@ -22,6 +22,9 @@ type parser struct {
 	// twinOK allows twin_change_includes: ParseCondition, or a route FROM
 	// /twinChangeNotifications.
 	twinOK bool
+	// docNames compiles bare names as JSON paths into the document
+	// (ParseTwinQuery) instead of application properties.
+	docNames bool
 }
 
 func (p *parser) peek() token { return p.toks[p.i] }
@@ -183,6 +186,9 @@ func (p *parser) parsePrimary() *node {
 	case tID:
 		if p.peek().kind == tLParen {
 			return p.call(t)
+		}
+		if p.docNames {
+			return &node{op: opDoc, typ: sDyn, pos: t.pos, name: t.text, path: p.jsonPath(t.text, t.pos, "property")}
 		}
 		return &node{op: opApp, typ: sString, pos: t.pos, name: t.text}
 	}

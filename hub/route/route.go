@@ -89,6 +89,39 @@ func ParseCondition(text string) (cond *Condition, err error) {
 	return cond, nil
 }
 
+// ParseTwinQuery parses a condition over a device document, as IoT Hub's
+// target conditions read a twin: a bare name is a JSON path into the
+// document (tags.site, properties.reported.lastDesiredStatus.code,
+// deviceId), with its JSON type (a number compares as a number), instead
+// of an application property. Everything else is the route language:
+// operators, three-valued logic, built-ins. Evaluate it with [Condition.EvalDoc].
+func ParseTwinQuery(text string) (cond *Condition, err error) {
+	var perr *ParseError
+	func() {
+		defer catch(&perr)
+		p := &parser{text: text, docNames: true}
+		p.checkText()
+		p.toks, _ = lex(text)
+		if t := p.peek(); t.kind == tEOF {
+			p.fail(0, "empty condition")
+		}
+		root := p.parseExpr()
+		if t := p.peek(); t.kind != tEOF {
+			p.fail(t.pos, "expected an operator or the end of the condition, found %s%s", t.describe(), hint(t))
+		}
+		cond = &Condition{text: text, root: root}
+	}()
+	if perr != nil {
+		return nil, perr
+	}
+	return cond, nil
+}
+
+// EvalDoc evaluates a twin query against a JSON document (an object).
+func (c *Condition) EvalDoc(doc []byte) Value {
+	return c.Eval(&Message{Body: doc})
+}
+
 // Eval evaluates the condition against m. Only the bool true routes.
 func (c *Condition) Eval(m *Message) Value {
 	if m == nil {

@@ -1,0 +1,203 @@
+package appliance
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"ledge/agent"
+	"ledge/internal/testenv"
+	"ledge/models"
+	"ledge/pipeline"
+)
+
+// ociRegistry is Debian's docker-registry on a free loopback port, with
+// TLS (a CA made here) and htpasswd.
+type ociRegistry struct {
+	addr, user, password, caFile, root string
+	tls                                *tls.Config
+}
+
+func startOCIRegistry(t *testing.T) *ociRegistry {
+	t.Helper()
+	bin := testenv.Command(t, "docker-registry", "docker-registry")
+	htpasswd := testenv.Command(t, "htpasswd", "apache2-utils")
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &ociRegistry{addr: l.Addr().String(), user: "ledge", password: "pw-oci", root: filepath.Join(dir, "data")}
+	l.Close()
+	// A CA and a certificate for 127.0.0.1.
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ledge test registry CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafDER, _ := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, ca, &key.PublicKey, caKey)
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	r.caFile = filepath.Join(dir, "ca.pem")
+	os.WriteFile(r.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644)
+	os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), 0o644)
+	os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	r.tls = &tls.Config{RootCAs: pool}
+	out, err := exec.Command(htpasswd, "-Bbn", r.user, r.password).Output()
+	if err != nil {
+		t.Fatalf("htpasswd: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "htpasswd"), out, 0o600)
+	cfg := fmt.Sprintf(`version: 0.1
+log: {level: error}
+storage:
+  filesystem: {rootdirectory: %s}
+http:
+  addr: "%s"
+  tls: {certificate: %s, key: %s}
+auth:
+  htpasswd: {realm: ledge-test, path: %s}
+`, r.root, r.addr, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "htpasswd"))
+	os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600)
+	cmd := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stderr, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitUntil(t, 10*time.Second, "registry listening", func() bool {
+		c, err := tls.Dial("tcp", r.addr, r.tls)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return r
+}
+
+func (r *ociRegistry) client() models.OCIClient {
+	return models.OCIClient{TLS: r.tls, Username: r.user, Password: r.password}
+}
+
+// TestOCIModelPulledByDigestAndSwapped: models pushed to a registry (TLS,
+// htpasswd) as OCI artifacts are pulled by digest through a pipeline's
+// models section with the deployment's registryCredentials, and swapped
+// under load; a blob changed on the registry's disk is refused.
+func TestOCIModelPulledByDigestAndSwapped(t *testing.T) {
+	testenv.Docker(t)
+	reg := startOCIRegistry(t)
+	dir := t.TempDir()
+	video := panVideo(t, dir)
+	ctx := t.Context()
+
+	push := func(file, tag string) (models.OCIRef, string) {
+		t.Helper()
+		ref, err := models.ParseOCIRef("oci://" + reg.addr + "/ledge-test/people:" + tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pinned, sum, err := reg.client().PushOCI(ctx, file, ref, models.PushOptions{Labels: []string{"person"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pinned, sum
+	}
+	nano, nanoSum := push(testenv.Model(t, "yolox_nano.onnx"), "1")
+	fast, fastSum := push(testenv.Model(t, "fastestdet.onnx"), "2")
+	// The same digest comes back from a tag.
+	if m, err := reg.client().Resolve(ctx, models.OCIRef{Host: reg.addr, Repo: "ledge-test/people", Reference: "2"}); err != nil ||
+		m.Ref != fast || m.SHA256 != fastSum || strings.Join(m.Labels, ",") != "person" {
+		t.Fatalf("resolve :2: %+v %v, want %s", m, err, fast)
+	}
+	// Without credentials the registry answers 401: no model.
+	if _, err := (models.OCIClient{TLS: reg.tls}).Resolve(ctx, nano); err == nil {
+		t.Fatal("resolved without credentials")
+	}
+
+	cfg := testConfig(t)
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.Models.CAFile = reg.caFile
+	cfg.Agent.Rollback.StableFor = 0
+	cfg.Pipeline.Detector = pipeline.DetectorConfig{Sessions: 2, Threads: 1}
+	manifest := func(version, mv string, ref models.OCIRef, sum, kind string) []byte {
+		return fmt.Appendf(nil, `version: %q
+registryCredentials:
+  local: {address: %q, username: %q, password: %q}
+models:
+  - {name: people, version: %q, url: %q, sha256: %s, kind: %s}
+pipelines:
+  - name: cam
+    source: {url: "file:%s", loop: true}
+    detect: {model: people, classes: [person]}
+`, version, reg.addr, reg.user, reg.password, mv, ref.String(), sum, kind, video)
+	}
+	app, _ := startApp(t, cfg)
+	if _, err := app.agent.Apply(ctx, manifest("1", "1", nano, nanoSum, "yolox"), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "pipeline cam", func() bool { _, err := app.Pipelines().Spec("cam"); return err == nil })
+	log, stop := collectResults(t, app.Pipelines(), "cam")
+	defer stop()
+	waitUntil(t, 60*time.Second, "30 frames on people@1 from the registry", func() bool { return log.framesOn("1", 0) >= 30 })
+
+	mark := log.len()
+	if _, err := app.agent.Apply(ctx, manifest("2", "2", fast, fastSum, "fastestdet"), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 60*time.Second, "30 frames on people@2", func() bool { return log.framesOn("2", mark) >= 30 })
+	waitUntil(t, 30*time.Second, "deployment 2 converged", func() bool {
+		rep := app.agent.Reported()
+		return rep.Deployment.Version == "2" && rep.Deployment.State == agent.StateConverged
+	})
+	for _, s := range log.segments(t) {
+		t.Logf("frames %d-%d on people@%s", s.first, s.last, s.version)
+	}
+
+	// A model whose blob is changed on the registry's disk (same size):
+	// the registry serves it, the store refuses it and keeps people@2.
+	orig, _ := os.ReadFile(testenv.Model(t, "fastestdet.onnx"))
+	padded := filepath.Join(dir, "fastestdet-copy.onnx")
+	os.WriteFile(padded, append(orig, '\n'), 0o644)
+	copyRef, copySum := push(padded, "4")
+	blob := filepath.Join(reg.root, "docker/registry/v2/blobs/sha256", copySum[:2], copySum, "data")
+	data, _ := os.ReadFile(blob)
+	data[len(data)/3] ^= 0xff
+	os.WriteFile(blob, data, 0o644)
+	if _, err := app.agent.Apply(ctx, manifest("3", "4", copyRef, copySum, "fastestdet"), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 60*time.Second, "the tampered model refused", func() bool {
+		m, _ := app.Models().Get(ctx, "people")
+		for _, v := range m.Versions {
+			if v.Version == "4" && v.State == models.StateFailed {
+				return strings.Contains(v.Error, "digest mismatch")
+			}
+		}
+		return false
+	})
+	if m, _ := app.Models().Get(ctx, "people"); m.Active != "2" {
+		t.Errorf("active version %q after the tampered blob, want 2", m.Active)
+	}
+	mark = log.len()
+	waitUntil(t, 30*time.Second, "frames still on people@2", func() bool { return log.framesOn("2", mark) >= 10 })
+}

@@ -1,0 +1,334 @@
+package fleet
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"ledge/internal/testenv/natstest"
+)
+
+// syncLog is a log the test reads while the code writes it.
+type syncLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// refusing lets every client in and refuses subscriptions to one filter
+// while refuse is set (SUBACK 0x80), as a clustered broker does while
+// its store elects a leader after a node died.
+type refusing struct {
+	mqtt.HookBase
+	filter  string
+	refuse  atomic.Bool
+	refused atomic.Int32
+}
+
+func (h *refusing) ID() string { return "refusing" }
+func (h *refusing) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+func (h *refusing) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+func (h *refusing) OnACLCheck(_ *mqtt.Client, topic string, write bool) bool {
+	if !write && topic == h.filter && h.refuse.Load() {
+		h.refused.Add(1)
+		return false
+	}
+	return true
+}
+
+// mochiBroker runs a mochi broker with hooks on a free port.
+func mochiBroker(t *testing.T, hooks ...mqtt.Hook) (*mqtt.Server, string) {
+	t.Helper()
+	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	for _, h := range hooks {
+		if err := s.AddHook(h, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: addr})); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, "tcp://" + addr
+}
+
+// dropOnProbe drops a client's connection at its first subscription to
+// a probe, as a cluster node does that goes away while a client syncs.
+type dropOnProbe struct {
+	mqtt.HookBase
+	dropped atomic.Int32
+}
+
+func (h *dropOnProbe) ID() string { return "drop-on-probe" }
+func (h *dropOnProbe) Provides(b byte) bool {
+	return b == mqtt.OnSubscribe
+}
+func (h *dropOnProbe) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	for _, f := range pk.Filters {
+		if strings.HasPrefix(f.Filter, "ledge/fleet/sync/") && h.dropped.CompareAndSwap(0, 1) {
+			cl.Stop(fmt.Errorf("dropped by the test"))
+		}
+	}
+	return pk
+}
+
+// TestConnLostWhileSyncing: the first connection drops while Dial syncs
+// it; Dial goes on with the next one instead of failing.
+func TestConnLostWhileSyncing(t *testing.T) {
+	allow := &refusing{}
+	drop := &dropOnProbe{}
+	s, url := mochiBroker(t, allow, drop)
+	st, _ := json.Marshal(DeviceState{DeviceID: "dev-1"})
+	if err := s.Publish(DefaultTopics.State("dev-1"), st, true, 1); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Dial(t.Context(), ConnConfig{URLs: []string{url}, ClientID: "lost-test", Topics: DefaultTopics})
+	if err != nil {
+		t.Fatalf("Dial: %v (dropped %d)", err, drop.dropped.Load())
+	}
+	defer c.Close()
+	if drop.dropped.Load() != 1 {
+		t.Fatal("the connection was not dropped: the test proves nothing")
+	}
+	if d := c.View().Snapshot(nil).Devices["dev-1"]; d == nil {
+		t.Fatal("the view has no dev-1")
+	}
+}
+
+// TestConnSubscriptionRefused: the broker refuses the fleet's
+// subscription to device states for a while; Dial tries again and
+// returns with the fleet whole, not with a view that never hears of a
+// device.
+func TestConnSubscriptionRefused(t *testing.T) {
+	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	h := &refusing{filter: DefaultTopics.Filters()[0]}
+	h.refuse.Store(true)
+	if err := s.AddHook(h, nil); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: addr})); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	st, _ := json.Marshal(DeviceState{DeviceID: "dev-1", Tags: map[string]string{"site": "berlin"}})
+	if err := s.Publish(DefaultTopics.State("dev-1"), st, true, 1); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for h.refused.Load() < 2 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		h.refuse.Store(false)
+	}()
+	c, err := Dial(t.Context(), ConnConfig{URLs: []string{"tcp://" + addr}, ClientID: "refused-test", Topics: DefaultTopics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if d := c.View().Snapshot(nil).Devices["dev-1"]; d == nil || d.State == nil {
+		t.Fatalf("the view has no dev-1 after the broker refused and then took the subscription (refused %d times)", h.refused.Load())
+	}
+	if n := h.refused.Load(); n < 2 {
+		t.Fatalf("refused %d times, want the subscription tried again after a refusal", n)
+	}
+}
+
+// TestConnPassesOverStaleNATSNode: in a three-node nats-server cluster,
+// the node that hosts another node's index of retained messages dies;
+// that other node (stale) still acknowledges retained messages but no
+// longer hands new ones to new subscriptions. A fleet connection that
+// lands on it notices (its probe does not come back), says so, and
+// goes to the healthy node, where it sees a device that appeared after
+// the kill.
+func TestConnPassesOverStaleNATSNode(t *testing.T) {
+	start := time.Now()
+	nc := natstest.Start(t, 3, "fleet", "fleet-pw")
+	victim, stale, healthy := nc.ChooseKill()
+	t.Logf("cluster up in %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("killing %s: %s's retained index lives there, %s's does not", nc.Name(victim), nc.Name(stale), nc.Name(healthy))
+	nc.Kill(victim)
+
+	// A device appears after the kill, through the healthy node.
+	pub := paho.NewClient(paho.NewClientOptions().AddBroker(nc.MQTT[healthy]).SetClientID("pub").
+		SetUsername("fleet").SetPassword("fleet-pw").SetCleanSession(true))
+	waitUntil(t, 60*time.Second, "a connection to the healthy node", func() bool {
+		tok := pub.Connect()
+		return tok.WaitTimeout(10*time.Second) && tok.Error() == nil
+	})
+	defer pub.Disconnect(0)
+	st, _ := json.Marshal(DeviceState{DeviceID: "dev-after", Tags: map[string]string{"site": "berlin"}})
+	waitUntil(t, 60*time.Second, "the device's state retained", func() bool {
+		tok := pub.Publish(DefaultTopics.State("dev-after"), 1, true, st)
+		return tok.WaitTimeout(10*time.Second) && tok.Error() == nil
+	})
+
+	t.Logf("dev-after retained through %s at %s", nc.Name(healthy), time.Since(start).Round(time.Millisecond))
+	// The stale node does not hand it to a new subscription: the fault
+	// this test is about is there.
+	if got := retainedOn(t, nc.MQTT[stale], DefaultTopics.State("+")); got[DefaultTopics.State("dev-after")] {
+		t.Fatalf("%s delivered the new retained state: it is not stale, the test proves nothing", nc.Name(stale))
+	}
+
+	var log syncLog
+	t.Logf("dialing at %s", time.Since(start).Round(time.Millisecond))
+	c, err := Dial(t.Context(), ConnConfig{URLs: []string{nc.MQTT[stale], nc.MQTT[healthy]}, Username: "fleet", Password: "fleet-pw",
+		ClientID: "stale-test", Topics: DefaultTopics, ProbeTimeout: 3 * time.Second,
+		Log: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatalf("%v; log:\n%s", err, log.String())
+	}
+	defer c.Close()
+	t.Logf("synced at %s", time.Since(start).Round(time.Millisecond))
+	if d := c.View().Snapshot(nil).Devices["dev-after"]; d == nil {
+		t.Fatalf("the fleet's view misses dev-after (connected to %s); log:\n%s", c.broker(), log.String())
+	}
+	if c.broker() != nc.MQTT[healthy] {
+		t.Errorf("connected to %s, want the healthy node %s", c.broker(), nc.MQTT[healthy])
+	}
+	t.Logf("log:\n%s", log.String())
+	if !strings.Contains(log.String(), "broker node passed over") || !strings.Contains(log.String(), nc.MQTT[stale]) {
+		t.Errorf("the log does not say the stale node was passed over:\n%s", log.String())
+	}
+}
+
+// retainedOn subscribes to filter on a new session at broker and says
+// which topics it was handed retained within 3 s.
+func retainedOn(t *testing.T, broker, filter string) map[string]bool {
+	t.Helper()
+	cli := paho.NewClient(paho.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("probe-%d", time.Now().UnixNano())).
+		SetUsername("fleet").SetPassword("fleet-pw").SetCleanSession(true))
+	waitUntil(t, 60*time.Second, "a connection to "+broker, func() bool {
+		tok := cli.Connect()
+		return tok.WaitTimeout(10*time.Second) && tok.Error() == nil
+	})
+	defer cli.Disconnect(0)
+	var mu sync.Mutex
+	got := map[string]bool{}
+	waitUntil(t, 60*time.Second, "a subscription at "+broker, func() bool {
+		tok := cli.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) {
+			mu.Lock()
+			got[m.Topic()] = true
+			mu.Unlock()
+		})
+		return tok.WaitTimeout(20*time.Second) && tok.Error() == nil && !Refused(tok, filter)
+	})
+	time.Sleep(3 * time.Second) // what does not come in 3 s is not there (the healthy node answers in milliseconds)
+	mu.Lock()
+	defer mu.Unlock()
+	return got
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestControllerResends: a device that was given a deployment but never
+// got it (the broker lost the retained message before the device
+// subscribed) is online and reports another deployment; the controller
+// publishes the same manifest, same version, to it again, and the
+// device converges on what it was given.
+func TestControllerResends(t *testing.T) {
+	addr, _ := simMosquitto(t)
+	keys := testKeys()
+	var dc simCounters
+	// The device connects and says who it is, but takes no deployment yet.
+	d := startSimDeviceLate(t, addr, 1, &dc)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	conn, err := Dial(ctx, ConnConfig{URLs: []string{"tcp://" + addr}, ClientID: "resend-controller", Topics: DefaultTopics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var log syncLog
+	ctl := &Controller{Conn: conn, ID: "resend-controller", Verifier: keys, Sealer: simSealer{keys}, Settle: 100 * time.Millisecond,
+		Resend: time.Second, Log: slog.New(slog.NewTextHandler(&log, nil))}
+	done := make(chan struct{})
+	go func() { ctl.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	def := &Definition{Name: "resend", Generation: 1, Created: time.Now().UTC(), Target: "tags.site != 'nowhere'",
+		Rollout: Policy{Waves: []string{"100%"}}, State: StateActive, Manifest: "resend manifest"}
+	sealed, err := Seal(def, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Publish(ctx, DefaultTopics.Definition("resend"), sealed, true); err != nil {
+		t.Fatal(err)
+	}
+	var a *Assignment
+	waitUntil(t, 30*time.Second, "the device's assignment", func() bool {
+		if dev := conn.View().Snapshot(keys).Devices[d.id]; dev != nil && dev.Assignment != nil {
+			a = dev.Assignment
+		}
+		return a != nil
+	})
+	// The broker loses the device's retained deployment; then the device
+	// subscribes and finds nothing.
+	if err := conn.Publish(ctx, DefaultTopics.Deployment(d.id), nil, true); err != nil {
+		t.Fatal(err)
+	}
+	d.subscribe(&dc)
+	waitUntil(t, 30*time.Second, "the device converged on what it was given", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.converged == a.Digest
+	})
+	if got := conn.View().Snapshot(keys).Devices[d.id].Assignment; got.Version != a.Version {
+		t.Errorf("assignment %s, want the same version %s again", got.Version, a.Version)
+	}
+	if !strings.Contains(log.String(), "publishing it again") {
+		t.Errorf("the controller's log does not say it published the deployment again:\n%s", log.String())
+	}
+}

@@ -1,0 +1,328 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Sealer prepares what a device receives for a definition's manifest: the
+// manifest with its version set to version, signed, as the agent's MQTT
+// source takes it; digest is what the device will report (the sha256 of
+// the manifest bytes it applies).
+type Sealer interface {
+	Seal(manifest []byte, version string) (payload []byte, digest string, err error)
+}
+
+// Controller runs the fleet's rollouts while it holds the lease. It keeps
+// nothing of its own: every pass reads the broker's retained state and
+// writes its decisions back there, so a controller started after another
+// died (or the broker restarted) carries on where things stand.
+type Controller struct {
+	Conn     *Conn
+	ID       string
+	Verifier Verifier
+	Sealer   Sealer
+	Log      *slog.Logger
+	// LeaseTTL is how long a lease holds without renewal (default 15s);
+	// Settle is how long a new claim waits before it counts (default 1s),
+	// so that of two controllers claiming at once, the one the broker
+	// retained last wins and the other sees it.
+	LeaseTTL time.Duration
+	Settle   time.Duration
+	// Tick is the longest wait between passes (default 1s; every change
+	// on the broker also starts one).
+	Tick time.Duration
+	// Resend is how long an online device may go without taking the
+	// deployment it was given before the controller publishes it to the
+	// device again (default 15s; twice as long after each time, up to
+	// 10 minutes).
+	Resend time.Duration
+
+	holding   bool
+	claimedAt time.Time
+	invalid   map[string]string // logged refusals of definitions
+	resent    map[string]resent // device -> its deployment published again
+}
+
+// resent is a deployment published to a device again.
+type resent struct {
+	version string
+	at      time.Time // when it was given or last published again
+	n       int       // how many times it was published again
+}
+
+// maxResendWait bounds the wait between two publications of the same
+// deployment to a device that does not take it.
+const maxResendWait = 10 * time.Minute
+
+// Run works until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 15 * time.Second
+	}
+	if c.Settle == 0 {
+		c.Settle = time.Second
+	}
+	if c.Tick == 0 {
+		c.Tick = time.Second
+	}
+	if c.Resend == 0 {
+		c.Resend = 15 * time.Second
+	}
+	c.resent = map[string]resent{}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	c.invalid = map[string]string{}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	// Taken before each pass: what changes during a pass starts the next.
+	changed := c.Conn.View().Changed()
+	for {
+		select {
+		case <-ctx.Done():
+			c.release(context.WithoutCancel(ctx))
+			return nil
+		case <-t.C:
+		case <-changed:
+			// Let a burst of retained messages land before a pass.
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
+		changed = c.Conn.View().Changed()
+		if err := c.pass(ctx); err != nil && ctx.Err() == nil {
+			c.Log.Warn("fleet pass", "err", err)
+		}
+		t.Reset(c.Tick)
+	}
+}
+
+// pass is one look at the broker and the decisions it brings.
+func (c *Controller) pass(ctx context.Context) error {
+	s := c.Conn.View().Snapshot(c.Verifier)
+	for name, why := range s.Invalid {
+		if c.invalid[name] != why {
+			c.invalid[name] = why
+			c.Log.Warn("fleet deployment refused", "deployment", name, "reason", why)
+		}
+	}
+	if !s.Connected {
+		return nil
+	}
+	now := time.Now()
+	if !c.lease(ctx, s, now) {
+		return nil
+	}
+	plan := MakePlan(s, now, c.ID)
+	if err := c.execute(ctx, s, plan, now); err != nil {
+		return err
+	}
+	return c.resend(ctx, s, plan, now)
+}
+
+// lease takes, keeps and renews the lease; true while this controller
+// may act.
+func (c *Controller) lease(ctx context.Context, s *Snapshot, now time.Time) bool {
+	l := s.Lease
+	mine := l != nil && l.Holder == c.ID
+	switch {
+	case mine && l.Until.Sub(now) > c.LeaseTTL/2:
+	case mine:
+		if err := c.publishLease(ctx, now); err != nil {
+			c.Log.Warn("renew the fleet lease", "err", err)
+			return false
+		}
+	case l == nil || now.After(l.Until) || !s.Controllers[l.Holder] && known(s.Controllers, l.Holder):
+		if c.holding {
+			c.holding = false
+			c.Log.Warn("fleet lease lost", "holder", "none")
+		}
+		if err := c.publishLease(ctx, now); err != nil {
+			c.Log.Warn("claim the fleet lease", "err", err)
+			return false
+		}
+		c.claimedAt = now
+		return false
+	default:
+		if c.holding {
+			c.holding = false
+			c.Log.Warn("fleet lease lost", "holder", l.Holder)
+		}
+		return false
+	}
+	if !c.holding {
+		if now.Sub(c.claimedAt) < c.Settle {
+			return false
+		}
+		c.holding = true
+		c.Log.Info("fleet lease acquired: this controller runs the rollouts", "controller", c.ID)
+	}
+	return true
+}
+
+func known(m map[string]bool, k string) bool { _, ok := m[k]; return ok }
+
+func (c *Controller) publishLease(ctx context.Context, now time.Time) error {
+	b, _ := json.Marshal(Lease{Holder: c.ID, Until: now.Add(c.LeaseTTL).UTC(), At: now.UTC()})
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return c.Conn.Publish(pctx, c.Conn.cfg.Topics.Lease(), b, true)
+}
+
+// release gives the lease up on a clean stop, so another controller need
+// not wait for it to expire.
+func (c *Controller) release(ctx context.Context) {
+	if !c.holding {
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	c.Conn.Publish(pctx, c.Conn.cfg.Topics.Lease(), []byte{}, true)
+}
+
+// execute publishes a plan: for each assignment the sealed manifest on
+// the device's deployment topic, then the assignment record (so a crash
+// in between gives the device the same deployment again, never a record
+// of one it did not get); then the rollouts.
+func (c *Controller) execute(ctx context.Context, s *Snapshot, p *Plan, now time.Time) error {
+	type key struct{ name, digest, version string }
+	sealed := map[key]struct {
+		payload []byte
+		digest  string
+	}{}
+	topics := c.Conn.cfg.Topics
+	var deps, recs []Message
+	for _, g := range p.Gives {
+		prev := ""
+		if a := s.Devices[g.Device].Assignment; a != nil {
+			prev = a.Version
+		}
+		version := NextVersion(now, prev, g.Def.Name)
+		k := key{g.Def.Name, g.Def.ManifestDigest(), version}
+		sl, ok := sealed[k]
+		if !ok {
+			payload, digest, err := c.Sealer.Seal([]byte(g.Def.Manifest), version)
+			if err != nil {
+				return fmt.Errorf("seal %s for %s: %w", g.Def.Name, g.Device, err)
+			}
+			sl.payload, sl.digest = payload, digest
+			sealed[k] = sl
+		}
+		a := Assignment{Deployment: g.Def.Name, Generation: g.Def.Generation, ManifestDigest: g.Def.ManifestDigest(),
+			Version: version, Digest: sl.digest, Wave: g.Wave, At: now.UTC(), Previous: g.Previous, RollbackOf: g.RollbackOf}
+		b, _ := json.Marshal(a)
+		deps = append(deps, Message{Topic: topics.Deployment(g.Device), Payload: sl.payload})
+		recs = append(recs, Message{Topic: topics.Assignment(g.Device), Payload: b})
+		if g.RollbackOf != "" {
+			c.Log.Info("device rolled back", "device", g.Device, "from", g.RollbackOf, "to", g.Def.Name, "version", version)
+		} else {
+			c.Log.Debug("device given a deployment", "device", g.Device, "deployment", g.Def.Name, "wave", g.Wave+1, "version", version)
+		}
+	}
+	// In flight together, but every record after its manifest was
+	// acknowledged.
+	if len(deps) > 0 {
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second+time.Duration(len(deps))*time.Millisecond)
+		err := c.Conn.PublishAll(pctx, deps)
+		if err == nil {
+			err = c.Conn.PublishAll(pctx, recs)
+		}
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	for _, name := range sortedNames(p.Rollouts) {
+		r := p.Rollouts[name]
+		old := s.Rollouts[name]
+		if old == nil || old.Phase != r.Phase || old.Wave != r.Wave {
+			c.Log.Info("rollout", "deployment", name, "phase", r.Phase, "wave", r.Wave+1, "of", len(s.Definitions[name].Rollout.Waves), "reason", r.Reason)
+		}
+		b, _ := json.Marshal(r)
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := c.Conn.Publish(pctx, topics.Rollout(name), b, true)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resend publishes again, to each online device that was given a
+// deployment and has not taken it (its state names another), the same
+// manifest under the same version: a broker can fail to hand a device
+// the retained deployment waiting for it (a cluster node that lost
+// track of new retained topics when another node died, docs/fleet.md),
+// and a device that has it ignores it. It waits Resend after the
+// assignment, then twice as long after each time, up to 10 minutes.
+func (c *Controller) resend(ctx context.Context, s *Snapshot, p *Plan, now time.Time) error {
+	given := map[string]bool{}
+	for _, g := range p.Gives {
+		given[g.Device] = true
+	}
+	type key struct{ name, version string }
+	sealed := map[key][]byte{}
+	var msgs []Message
+	for _, id := range s.DeviceIDs() {
+		d := s.Devices[id]
+		a := d.Assignment
+		if a == nil || given[id] || taken(d) {
+			delete(c.resent, id)
+			continue
+		}
+		if !d.Online || d.State == nil {
+			continue
+		}
+		def := s.Definitions[a.Deployment]
+		if def == nil || def.ManifestDigest() != a.ManifestDigest {
+			continue // the plan gives it what it should have
+		}
+		r := c.resent[id]
+		if r.version != a.Version {
+			r = resent{version: a.Version, at: a.At}
+		}
+		if now.Sub(r.at) < min(c.Resend<<min(r.n, 10), maxResendWait) {
+			c.resent[id] = r
+			continue
+		}
+		k := key{def.Name, a.Version}
+		payload, ok := sealed[k]
+		if !ok {
+			b, digest, err := c.Sealer.Seal([]byte(def.Manifest), a.Version)
+			if err != nil || digest != a.Digest {
+				continue // not what the device was given
+			}
+			payload, sealed[k] = b, b
+		}
+		msgs = append(msgs, Message{Topic: c.Conn.cfg.Topics.Deployment(id), Payload: payload})
+		r.at, r.n = now, r.n+1
+		c.resent[id] = r
+		c.Log.Info("device has not taken the deployment it was given: publishing it again", "device", id,
+			"deployment", a.Deployment, "version", a.Version, "times", r.n)
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second+time.Duration(len(msgs))*time.Millisecond)
+	defer cancel()
+	return c.Conn.PublishAll(pctx, msgs)
+}
+
+// taken reports whether device d's state shows the assignment it was
+// given: applying or applied it, refused it, or rolled it back.
+func taken(d *Device) bool {
+	a := d.Assignment
+	if d.State == nil {
+		return false
+	}
+	r := d.State.Properties.Reported
+	return (r.Deployment != nil && r.Deployment.Digest == a.Digest) ||
+		(r.Rejected != nil && r.Rejected.Digest == a.Digest) ||
+		(r.RolledBackFrom != nil && r.RolledBackFrom.Version == a.Version)
+}

@@ -1,0 +1,195 @@
+package fleet
+
+import (
+	"encoding/json"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+)
+
+// View holds the fleet's retained messages as the broker sends them.
+// Safe for concurrent use; [View.Snapshot] parses a consistent copy.
+type View struct {
+	topics Topics
+
+	mu      sync.Mutex // guards the fields below
+	raw     map[string][]byte
+	seen    map[string]time.Time // device -> last message about it
+	up      bool
+	changed chan struct{} // closed and replaced on every change
+	msgs    int64
+	bytes   int64
+	sMsgs   int64
+	sBytes  int64
+}
+
+func newView(t Topics) *View {
+	return &View{topics: t, raw: map[string][]byte{}, seen: map[string]time.Time{}, changed: make(chan struct{})}
+}
+
+func (v *View) put(topic string, payload []byte) {
+	kind, name := v.topics.kind(topic)
+	if kind == "" {
+		return
+	}
+	v.mu.Lock()
+	v.msgs++
+	v.bytes += int64(len(payload) + len(topic))
+	if len(payload) == 0 {
+		delete(v.raw, topic)
+	} else {
+		v.raw[topic] = append([]byte(nil), payload...)
+	}
+	if kind == "state" || kind == "online" {
+		v.seen[name] = time.Now()
+	}
+	old := v.changed
+	v.changed = make(chan struct{})
+	v.mu.Unlock()
+	close(old)
+}
+
+func (v *View) connected(up bool) {
+	v.mu.Lock()
+	v.up = up
+	old := v.changed
+	v.changed = make(chan struct{})
+	v.mu.Unlock()
+	close(old)
+}
+
+// Changed is closed at the next change.
+func (v *View) Changed() <-chan struct{} {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.changed
+}
+
+func (v *View) sent(topic string, payload []byte) {
+	v.mu.Lock()
+	v.sMsgs++
+	v.sBytes += int64(len(topic) + len(payload))
+	v.mu.Unlock()
+}
+
+// Sent counts the messages and bytes (payload and topic) published.
+func (v *View) Sent() (msgs, bytes int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.sMsgs, v.sBytes
+}
+
+// Received counts the messages and bytes (payload and topic) received.
+func (v *View) Received() (msgs, bytes int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.msgs, v.bytes
+}
+
+// Device is one device as the fleet sees it.
+type Device struct {
+	ID string
+	// Doc is the device's state document as published (what target
+	// conditions are evaluated on); State is it parsed.
+	Doc   []byte
+	State *DeviceState
+	// Online is the device's presence (false when it never said).
+	Online bool
+	// LastSeen is the last time the device said anything (its state's
+	// time, or when a message about it arrived here).
+	LastSeen   time.Time
+	Assignment *Assignment
+}
+
+// Snapshot is the fleet at one moment: every device, definition (with
+// those that failed their checks and why), rollout and the lease.
+type Snapshot struct {
+	Devices     map[string]*Device
+	Definitions map[string]*Definition
+	// Invalid are retained definitions refused (bad signature, bad
+	// field), by name.
+	Invalid     map[string]string
+	Rollouts    map[string]*Rollout
+	Lease       *Lease
+	Controllers map[string]bool // controller id -> online
+	Connected   bool
+}
+
+// DeviceIDs lists the devices, sorted.
+func (s *Snapshot) DeviceIDs() []string { return slices.Sorted(maps.Keys(s.Devices)) }
+
+// Snapshot parses the view; definitions are verified with ver.
+func (v *View) Snapshot(ver Verifier) *Snapshot {
+	v.mu.Lock()
+	raw := maps.Clone(v.raw)
+	seen := maps.Clone(v.seen)
+	up := v.up
+	v.mu.Unlock()
+	s := &Snapshot{Devices: map[string]*Device{}, Definitions: map[string]*Definition{}, Invalid: map[string]string{},
+		Rollouts: map[string]*Rollout{}, Controllers: map[string]bool{}, Connected: up}
+	dev := func(id string) *Device {
+		d := s.Devices[id]
+		if d == nil {
+			d = &Device{ID: id, LastSeen: seen[id]}
+			s.Devices[id] = d
+		}
+		return d
+	}
+	for topic, payload := range raw {
+		kind, name := v.topics.kind(topic)
+		switch kind {
+		case "state":
+			if !ValidName(name) {
+				continue
+			}
+			d := dev(name)
+			var st DeviceState
+			if json.Unmarshal(payload, &st) == nil {
+				d.Doc, d.State = payload, &st
+				if st.At.After(d.LastSeen) {
+					d.LastSeen = st.At
+				}
+			}
+		case "online":
+			if !ValidName(name) {
+				continue
+			}
+			var p Presence
+			if json.Unmarshal(payload, &p) == nil {
+				dev(name).Online = p.Online
+			}
+		case "assignment":
+			var a Assignment
+			if ValidName(name) && json.Unmarshal(payload, &a) == nil {
+				dev(name).Assignment = &a
+			}
+		case "definition":
+			if ver == nil {
+				continue
+			}
+			d, _, err := Open(payload, ver, name)
+			if err != nil {
+				s.Invalid[name] = err.Error()
+				continue
+			}
+			s.Definitions[name] = d
+		case "rollout":
+			var r Rollout
+			if json.Unmarshal(payload, &r) == nil {
+				s.Rollouts[name] = &r
+			}
+		case "lease":
+			var l Lease
+			if json.Unmarshal(payload, &l) == nil && l.Holder != "" {
+				s.Lease = &l
+			}
+		case "controller":
+			var p Presence
+			if json.Unmarshal(payload, &p) == nil {
+				s.Controllers[name] = p.Online
+			}
+		}
+	}
+	return s
+}
