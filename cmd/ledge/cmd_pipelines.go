@@ -39,7 +39,7 @@ func pipelinesCmd(args []string, stdout, stderr io.Writer) error {
 		"show":    pipelinesShow,
 		"add":     pipelinesPut("add", "FILE", "POST"),
 		"replace": pipelinesPut("replace", "NAME FILE", "PUT"),
-		"rm":      pipelinesRemove,
+		"rm":      pipelinesAction("rm"),
 		"stop":    pipelinesAction("stop"),
 		"start":   pipelinesAction("start"),
 		"reload":  pipelinesAction("reload"),
@@ -209,27 +209,8 @@ func pipelinesPut(name, usage, method string) func([]string, io.Writer, io.Write
 // maxSpecBytes bounds a pipeline spec file, as the API does its bodies.
 const maxSpecBytes = 1 << 20
 
-func pipelinesRemove(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("pipelines rm", "NAME", stderr)
-	var cf configFlags
-	cf.register(fs)
-	pos, err := parseN(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	d, err := connectDaemon(&cf)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := withTimeout(60 * time.Second)
-	defer cancel()
-	if err := d.do(ctx, "DELETE", "/pipelines/"+url.PathEscape(pos[0]), nil, nil); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "pipeline %s removed\n", pos[0])
-	return nil
-}
-
+// pipelinesAction runs `ledge pipelines ACTION NAME`: rm is DELETE
+// /pipelines/NAME, the others POST /pipelines/NAME/ACTION.
 func pipelinesAction(action string) func([]string, io.Writer, io.Writer) error {
 	return func(args []string, stdout, stderr io.Writer) error {
 		fs := newFlagSet("pipelines "+action, "NAME", stderr)
@@ -245,8 +226,16 @@ func pipelinesAction(action string) func([]string, io.Writer, io.Writer) error {
 		}
 		ctx, cancel := withTimeout(60 * time.Second)
 		defer cancel()
+		path := "/pipelines/" + url.PathEscape(pos[0])
+		if action == "rm" {
+			if err := d.do(ctx, "DELETE", path, nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "pipeline %s removed\n", pos[0])
+			return nil
+		}
 		var p cliPipeline
-		if err := d.do(ctx, "POST", "/pipelines/"+url.PathEscape(pos[0])+"/"+action, nil, &p); err != nil {
+		if err := d.do(ctx, "POST", path+"/"+action, nil, &p); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "pipeline %s: %s\n", p.Name, p.State)
