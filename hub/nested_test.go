@@ -37,7 +37,9 @@ func TestNestedAzureUpstream(t *testing.T) {
 		c.Upstream = UpstreamConfig{Mode: "azure", Host: "parent.test", URL: fmt.Sprintf("ssl://127.0.0.1:%d", parent.Ports().MQTTS),
 			DeviceKey: childID.PrimaryKey, CAFile: parent.CAPath(), KeepAlive: 10 * time.Second}
 	}, false)
-	waitFor(t, "child upstream connected", child.UpstreamConnected)
+	// The status says connected once paho ran its connect handler, a
+	// moment after the connection is open: wait for that.
+	waitFor(t, "child upstream connected", func() bool { return child.UpstreamConnected() && child.Stats().Upstream.State == "connected" })
 	if st := child.Stats().Upstream; st.State != "connected" || st.Mode != "azure" {
 		t.Errorf("upstream status %+v", st)
 	}

@@ -140,8 +140,12 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 			subs[k] = v
 		}
 		u.mu.Unlock()
+		// In order and at once, as a publish that follows (a twin
+		// request) expects its answer's subscription to be there; the
+		// broker's answers are checked after.
 		for f, s := range subs {
-			go u.subscribe(c, f, s)
+			t := c.Subscribe(f, s.qos, func(_ paho.Client, m paho.Message) { s.handler(m.Topic(), m.Payload()) })
+			go u.subscribed(c, f, s, t)
 		}
 	})
 	o.SetConnectionLostHandler(func(_ paho.Client, err error) { u.setState("disconnected", err.Error()) })
@@ -321,7 +325,9 @@ func (h *Hub) SubscribeUpstream(filter string, qos byte, handler func(topic stri
 	u.subs[filter] = upSub{qos: qos, handler: handler}
 	u.mu.Unlock()
 	if u.connected() {
-		go u.subscribe(u.cli, filter, upSub{qos: qos, handler: handler})
+		s := upSub{qos: qos, handler: handler}
+		t := u.cli.Subscribe(filter, qos, func(_ paho.Client, m paho.Message) { handler(m.Topic(), m.Payload()) })
+		go u.subscribed(u.cli, filter, s, t)
 	}
 	return func() {
 		u.mu.Lock()
@@ -333,17 +339,17 @@ func (h *Hub) SubscribeUpstream(filter string, qos byte, handler func(topic stri
 	}, nil
 }
 
-// subscribe subscribes to filter on the upstream broker and, while the
-// broker refuses (SUBACK 0x80: a clustered broker refuses subscriptions
-// while its store elects a leader after a node died) or does not
-// answer, tries again with back-off (1 s to 30 s) as long as the
-// connection is up and the subscription wanted. A failure is logged
-// once and shows in the upstream's status until the broker takes it.
-func (u *upstream) subscribe(c paho.Client, filter string, s upSub) {
+// subscribed checks the broker's answer t to the subscription to filter
+// and, while the broker refuses (SUBACK 0x80: a clustered broker refuses
+// subscriptions while its store elects a leader after a node died) or
+// does not answer, subscribes again with back-off (1 s to 30 s) as long
+// as the connection is up and the subscription wanted. A failure is
+// logged once and shows in the upstream's status until the broker
+// takes it.
+func (u *upstream) subscribed(c paho.Client, filter string, s upSub, t paho.Token) {
 	wait := time.Second
 	failed := false
 	for {
-		t := c.Subscribe(filter, s.qos, func(_ paho.Client, m paho.Message) { s.handler(m.Topic(), m.Payload()) })
 		var why string
 		switch {
 		case !t.WaitTimeout(2 * upstreamWriteTimeout):
@@ -373,6 +379,7 @@ func (u *upstream) subscribe(c paho.Client, filter string, s upSub) {
 		u.setState("connected", "subscription to "+filter+" "+why)
 		time.Sleep(wait)
 		wait = min(2*wait, 30*time.Second)
+		t = c.Subscribe(filter, s.qos, func(_ paho.Client, m paho.Message) { s.handler(m.Topic(), m.Payload()) })
 	}
 }
 

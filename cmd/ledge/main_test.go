@@ -156,6 +156,7 @@ func launch(t testing.TB, d *runningLedge, dir string, env []string, args ...str
 		}
 		select {
 		case err := <-d.done:
+			d.done <- err // for the cleanup, which waits for it (it hung make test)
 			t.Fatalf("ledge run exited: %v\n%s", err, d.stderr)
 		default:
 		}

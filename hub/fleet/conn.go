@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -439,6 +441,85 @@ func (p *probe) await() error {
 			return errStaleNode
 		}
 	}
+}
+
+// Check reads back what the broker retains on topics now, on this
+// connection: it publishes a new probe, then, for each batch of up to 256
+// topics, subscribes to them (QoS 0), waits for the probe (it comes after
+// their retained messages) and unsubscribes (paho matches every message
+// against every subscription: a few hundred at a time cost little). A
+// topic missing from the answer holds nothing. A probe that does not
+// come back means the node no longer serves what it retains (a node of
+// its cluster died): the connection is made again on another node, and
+// Check fails with errStaleNode.
+func (c *Conn) Check(ctx context.Context, topics []string) (map[string][]byte, error) {
+	cli := c.cli
+	if !cli.IsConnectionOpen() {
+		return nil, errors.New("not connected")
+	}
+	want := make(map[string]bool, len(topics))
+	for _, t := range topics {
+		want[t] = true
+	}
+	var mu sync.Mutex
+	got := map[string][]byte{}
+	h := func(_ paho.Client, m paho.Message) {
+		if m.Retained() && want[m.Topic()] {
+			mu.Lock()
+			got[m.Topic()] = bytes.Clone(m.Payload())
+			mu.Unlock()
+		}
+	}
+	p, err := c.newProbe(cli)
+	if err != nil {
+		return nil, err
+	}
+	defer p.clear()
+	const batch = 256
+	for i := 0; i < len(topics); i += batch {
+		part := topics[i:min(i+batch, len(topics))]
+		filters := make(map[string]byte, len(part))
+		for _, t := range part {
+			filters[t] = 0
+		}
+		t := cli.SubscribeMultiple(filters, h)
+		select {
+		case <-t.Done():
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if err := t.Error(); err != nil {
+			return nil, fmt.Errorf("subscribe to read back: %w", err)
+		}
+		err := p.await()
+		cli.Unsubscribe(part...).WaitTimeout(5 * time.Second)
+		if errors.Is(err, errStaleNode) {
+			c.passOver()
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return maps.Clone(got), nil
+}
+
+// passOver drops the connection to the current node, which no longer
+// serves what it retains, and passes over it for a while (unless every
+// node is passed over).
+func (c *Conn) passOver() {
+	c.mu.Lock()
+	broker, nc := c.current, c.netConn
+	c.skipped[broker] = time.Now().Add(skipFor)
+	all := c.allSkipped()
+	c.mu.Unlock()
+	if all {
+		return
+	}
+	c.log.Warn("broker node passed over: it did not deliver a retained message it acknowledged (a node of its cluster died?); trying another",
+		"broker", redact.URL(broker), "waited", c.cfg.ProbeTimeout, "for", skipFor)
+	c.reconnect(nc)
 }
 
 // options are the paho options of a connection to the fleet's broker.

@@ -201,15 +201,19 @@ func TestConnPassesOverStaleNATSNode(t *testing.T) {
 	})
 	defer pub.Disconnect(0)
 	st, _ := json.Marshal(DeviceState{DeviceID: "dev-after", Tags: map[string]string{"site": "berlin"}})
-	waitUntil(t, 60*time.Second, "the device's state retained", func() bool {
+	// Published until the healthy node hands it to a new subscription:
+	// while its JetStream leaders move, nats-server acknowledges a
+	// retained message it fails to store.
+	waitUntil(t, 90*time.Second, "the device's state retained", func() bool {
 		tok := pub.Publish(DefaultTopics.State("dev-after"), 1, true, st)
-		return tok.WaitTimeout(10*time.Second) && tok.Error() == nil
+		return tok.WaitTimeout(10*time.Second) && tok.Error() == nil &&
+			retainedOn(t, nc.MQTT[healthy], DefaultTopics.State("+"), DefaultTopics.State("dev-after"))
 	})
 
 	t.Logf("dev-after retained through %s at %s", nc.Name(healthy), time.Since(start).Round(time.Millisecond))
 	// The stale node does not hand it to a new subscription: the fault
 	// this test is about is there.
-	if got := retainedOn(t, nc.MQTT[stale], DefaultTopics.State("+")); got[DefaultTopics.State("dev-after")] {
+	if retainedOn(t, nc.MQTT[stale], DefaultTopics.State("+"), DefaultTopics.State("dev-after")) {
 		t.Fatalf("%s delivered the new retained state: it is not stale, the test proves nothing", nc.Name(stale))
 	}
 
@@ -236,8 +240,9 @@ func TestConnPassesOverStaleNATSNode(t *testing.T) {
 }
 
 // retainedOn subscribes to filter on a new session at broker and says
-// which topics it was handed retained within 3 s.
-func retainedOn(t *testing.T, broker, filter string) map[string]bool {
+// whether it is handed want, retained, within 3 s (the healthy node
+// answers in milliseconds).
+func retainedOn(t *testing.T, broker, filter, want string) bool {
 	t.Helper()
 	cli := paho.NewClient(paho.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("probe-%d", time.Now().UnixNano())).
 		SetUsername("fleet").SetPassword("fleet-pw").SetCleanSession(true))
@@ -246,20 +251,24 @@ func retainedOn(t *testing.T, broker, filter string) map[string]bool {
 		return tok.WaitTimeout(10*time.Second) && tok.Error() == nil
 	})
 	defer cli.Disconnect(0)
-	var mu sync.Mutex
-	got := map[string]bool{}
+	got := make(chan struct{}, 1)
 	waitUntil(t, 60*time.Second, "a subscription at "+broker, func() bool {
-		tok := cli.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) {
-			mu.Lock()
-			got[m.Topic()] = true
-			mu.Unlock()
+		tok := cli.Subscribe(filter, 0, func(_ paho.Client, m paho.Message) {
+			if m.Retained() && m.Topic() == want {
+				select {
+				case got <- struct{}{}:
+				default:
+				}
+			}
 		})
 		return tok.WaitTimeout(20*time.Second) && tok.Error() == nil && !Refused(tok, filter)
 	})
-	time.Sleep(3 * time.Second) // what does not come in 3 s is not there (the healthy node answers in milliseconds)
-	mu.Lock()
-	defer mu.Unlock()
-	return got
+	select {
+	case <-got:
+		return true
+	case <-time.After(3 * time.Second):
+		return false
+	}
 }
 
 func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) {
@@ -330,5 +339,103 @@ func TestControllerResends(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "publishing it again") {
 		t.Errorf("the controller's log does not say it published the deployment again:\n%s", log.String())
+	}
+}
+
+// forgetsRetained acknowledges the first retained publish on each
+// assignment topic and does not retain it (it still delivers it live),
+// as nats-server does while its JetStream leaders move after a node
+// died ("unable to store retained message", the PUBACK sent anyway).
+type forgetsRetained struct {
+	mqtt.HookBase
+	mu     sync.Mutex
+	seen   map[string]bool
+	forgot atomic.Int32
+}
+
+func (h *forgetsRetained) ID() string { return "forgets-retained" }
+func (h *forgetsRetained) Provides(b byte) bool {
+	return b == mqtt.OnPublish
+}
+func (h *forgetsRetained) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if !pk.FixedHeader.Retain || len(pk.Payload) == 0 || !strings.HasPrefix(pk.TopicName, DefaultTopics.Assignment("")) {
+		return pk, nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.seen[pk.TopicName] {
+		h.seen[pk.TopicName] = true
+		pk.FixedHeader.Retain = false
+		h.forgot.Add(1)
+	}
+	return pk, nil
+}
+
+// TestControllerRepairsLostRecords: the broker acknowledges the
+// controller's assignment records and does not retain them; the
+// controller reads them back, publishes them again, and a client that
+// comes later (a controller after a restart, ledge fleet status) sees
+// what each device was given.
+func TestControllerRepairsLostRecords(t *testing.T) {
+	forget := &forgetsRetained{seen: map[string]bool{}}
+	_, url := mochiBroker(t, &refusing{}, forget)
+	addr := strings.TrimPrefix(url, "tcp://")
+	keys := testKeys()
+	var dc simCounters
+	devs := []*simDevice{startSimDevice(t, addr, 1, &dc), startSimDevice(t, addr, 2, &dc)}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	conn, err := Dial(ctx, ConnConfig{URLs: []string{url}, ClientID: "repair-controller", Topics: DefaultTopics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var log syncLog
+	ctl := &Controller{Conn: conn, ID: "repair-controller", Verifier: keys, Sealer: simSealer{keys}, Settle: 100 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(&log, nil))}
+	done := make(chan struct{})
+	go func() { ctl.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	def := &Definition{Name: "repair", Generation: 1, Created: time.Now().UTC(), Target: "tags.site != 'nowhere'",
+		Rollout: Policy{Waves: []string{"100%"}}, State: StateActive, Manifest: "repair manifest"}
+	sealed, err := Seal(def, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Publish(ctx, DefaultTopics.Definition("repair"), sealed, true); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "the rollout completed", func() bool {
+		r := conn.View().Snapshot(keys).Rollouts["repair"]
+		return r != nil && r.Phase == PhaseCompleted
+	})
+	// A client that comes later sees both assignments.
+	waitUntil(t, 30*time.Second, "the assignments held by the broker", func() bool {
+		later, err := Dial(ctx, ConnConfig{URLs: []string{url}, ClientID: fmt.Sprintf("later-%d", time.Now().UnixNano()), Topics: DefaultTopics})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer later.Close()
+		s := later.View().Snapshot(keys)
+		for _, d := range devs {
+			if a := s.Devices[d.id].Assignment; a == nil || a.Deployment != "repair" {
+				return false
+			}
+		}
+		return true
+	})
+	if forget.forgot.Load() != 2 {
+		t.Fatalf("the broker forgot %d records, want 2: the test proves nothing", forget.forgot.Load())
+	}
+	if !strings.Contains(log.String(), "records it does not hold") {
+		t.Errorf("the controller's log does not say it published lost records again:\n%s", log.String())
+	}
+	for _, d := range devs {
+		d.mu.Lock()
+		conv := d.converged
+		d.mu.Unlock()
+		if a := conn.View().Snapshot(keys).Devices[d.id].Assignment; conv != a.Digest {
+			t.Errorf("%s converged on %q, was given %q", d.id, conv, a.Digest)
+		}
 	}
 }

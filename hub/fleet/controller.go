@@ -1,10 +1,13 @@
 package fleet
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -45,6 +48,10 @@ type Controller struct {
 	claimedAt time.Time
 	invalid   map[string]string // logged refusals of definitions
 	resent    map[string]resent // device -> its deployment published again
+	// Records written, not yet seen held by the broker (verify).
+	unverified map[string][]byte
+	nextCheck  time.Time
+	checks     int // failed checks in a row
 }
 
 // resent is a deployment published to a device again.
@@ -73,6 +80,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.Resend = 15 * time.Second
 	}
 	c.resent = map[string]resent{}
+	c.unverified = map[string][]byte{}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
@@ -116,13 +124,70 @@ func (c *Controller) pass(ctx context.Context) error {
 	}
 	now := time.Now()
 	if !c.lease(ctx, s, now) {
+		clear(c.unverified) // another controller writes now
 		return nil
 	}
 	plan := MakePlan(s, now, c.ID)
 	if err := c.execute(ctx, s, plan, now); err != nil {
 		return err
 	}
-	return c.resend(ctx, s, plan, now)
+	if err := c.resend(ctx, s, plan, now); err != nil {
+		return err
+	}
+	return c.verify(ctx, now)
+}
+
+// checkAfter has records written at now read back a second later, when
+// the devices' answers to a wave have mostly come.
+func (c *Controller) checkAfter(now time.Time) {
+	if c.checks == 0 {
+		c.nextCheck = now.Add(time.Second)
+	}
+}
+
+// verify reads back the assignment and rollout records written since
+// the last check ([Conn.Check]) and publishes again those the broker
+// does not hold: nats-server acknowledges a retained message it fails
+// to store while its JetStream leaders move after a node died
+// (docs/fleet.md), and a controller that restarted would give the
+// device its deployment again under a new version. A record that holds
+// another payload was written by someone else since: it is left alone.
+// (The devices' manifests are not read back: a device that did not get
+// its manifest is sent it again, see resend.)
+func (c *Controller) verify(ctx context.Context, now time.Time) error {
+	if len(c.unverified) == 0 || now.Before(c.nextCheck) {
+		return nil
+	}
+	topics := slices.Sorted(maps.Keys(c.unverified))
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	held, err := c.Conn.Check(cctx, topics)
+	cancel()
+	if err != nil {
+		c.nextCheck = now.Add(time.Second)
+		return fmt.Errorf("read back the records written: %w", err)
+	}
+	var lost []Message
+	for _, t := range topics {
+		switch h := held[t]; {
+		case bytes.Equal(h, c.unverified[t]):
+			delete(c.unverified, t)
+		case h != nil:
+			delete(c.unverified, t) // written since by another
+		default:
+			lost = append(lost, Message{Topic: t, Payload: c.unverified[t]})
+		}
+	}
+	if len(lost) == 0 {
+		c.checks = 0
+		return nil
+	}
+	c.checks++
+	c.nextCheck = now.Add(min(time.Second<<min(c.checks, 5), 30*time.Second))
+	c.Log.Warn("the broker acknowledged records it does not hold: publishing them again", "lost", len(lost), "of", len(topics),
+		"first", lost[0].Topic, "times", c.checks)
+	pctx, cancelP := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelP()
+	return c.Conn.PublishAll(pctx, lost)
 }
 
 // lease takes, keeps and renews the lease; true while this controller
@@ -236,6 +301,10 @@ func (c *Controller) execute(ctx context.Context, s *Snapshot, p *Plan, now time
 		if err != nil {
 			return err
 		}
+		for _, r := range recs {
+			c.unverified[r.Topic] = r.Payload
+		}
+		c.checkAfter(now)
 	}
 	for _, name := range sortedNames(p.Rollouts) {
 		r := p.Rollouts[name]
@@ -250,6 +319,8 @@ func (c *Controller) execute(ctx context.Context, s *Snapshot, p *Plan, now time
 		if err != nil {
 			return err
 		}
+		c.unverified[topics.Rollout(name)] = b
+		c.checkAfter(now)
 	}
 	return nil
 }
