@@ -80,7 +80,9 @@ type simDevice struct {
 	doc       DeviceState
 	take      atomic.Bool // subscribes to its deployment topic
 	mu        sync.Mutex
-	converged string // digest
+	converged string   // digest
+	taken     string   // digest of the last manifest taken
+	versions  []string // every version taken, in order
 }
 
 type simCounters struct {
@@ -138,7 +140,8 @@ func (d *simDevice) subscribe(c *simCounters) {
 }
 
 // subscribeOn subscribes to the device's deployment topic: each manifest
-// that comes is applying, then converged.
+// that comes is applying, then converged; the one it took last, coming
+// again, is ignored (as the agent ignores the same version again).
 func (d *simDevice) subscribeOn(cli paho.Client, c *simCounters) paho.Token {
 	return cli.Subscribe(d.topics.Deployment(d.id), 1, func(_ paho.Client, m paho.Message) {
 		c.msgs.Add(1)
@@ -150,6 +153,15 @@ func (d *simDevice) subscribeOn(cli paho.Client, c *simCounters) paho.Token {
 		sum := sha256.Sum256([]byte(env.Manifest))
 		digest := hex.EncodeToString(sum[:])
 		version := env.Manifest[strings.LastIndex(env.Manifest, "version ")+8:]
+		d.mu.Lock()
+		again := d.taken == digest
+		if !again {
+			d.taken, d.versions = digest, append(d.versions, version)
+		}
+		d.mu.Unlock()
+		if again {
+			return
+		}
 		go func() {
 			d.mu.Lock()
 			d.doc.Properties.Reported.Deployment = &DeployedState{Version: version, Digest: digest, State: "applying"}

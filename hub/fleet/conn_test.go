@@ -439,3 +439,94 @@ func TestControllerRepairsLostRecords(t *testing.T) {
 		}
 	}
 }
+
+// dropsFrom drops, without an answer, the publishes of one client to the
+// topics with a prefix: the client waits for acknowledgements that never
+// come, as a controller that died at that point never sent them.
+type dropsFrom struct {
+	mqtt.HookBase
+	client, prefix string
+	dropped        atomic.Int32
+}
+
+func (h *dropsFrom) ID() string { return "drops-from" }
+func (h *dropsFrom) Provides(b byte) bool {
+	return b == mqtt.OnPublish
+}
+func (h *dropsFrom) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.ID == h.client && strings.HasPrefix(pk.TopicName, h.prefix) && len(pk.Payload) > 0 {
+		h.dropped.Add(1)
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
+}
+
+// TestControllerTakeoverGivesOnce: a controller dies in the middle of
+// giving two devices their deployment, another takes over, and each
+// device takes the deployment once, under one version. The first
+// controller dies (its publishes stop reaching the broker) after its
+// manifests and before its assignment records, or after its records and
+// before its manifests; with manifests first, the second controller gave
+// the devices the deployment again under a new version.
+func TestControllerTakeoverGivesOnce(t *testing.T) {
+	for _, c := range []struct{ name, prefix string }{
+		{"before its records", DefaultTopics.Assignment("")},
+		{"before its manifests", DefaultTopics.Deployment("sim-")[:len("ledge/sim-")]},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := &dropsFrom{client: "first", prefix: c.prefix}
+			_, url := mochiBroker(t, &refusing{}, h)
+			addr := strings.TrimPrefix(url, "tcp://")
+			keys := testKeys()
+			var dc simCounters
+			devs := []*simDevice{startSimDevice(t, addr, 1, &dc), startSimDevice(t, addr, 2, &dc)}
+			run := func(id string) (stop func()) {
+				ctx, cancel := context.WithCancel(t.Context())
+				conn, err := Dial(ctx, ConnConfig{URLs: []string{url}, ClientID: id, Topics: DefaultTopics})
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Resend a minute after: only taking over can give the
+				// devices their manifests within the test's wait.
+				ctl := &Controller{Conn: conn, ID: id, Verifier: keys, Sealer: simSealer{keys}, Settle: 100 * time.Millisecond,
+					Resend: time.Minute}
+				done := make(chan struct{})
+				go func() { ctl.Run(ctx); close(done) }()
+				return func() { cancel(); <-done; conn.Close() }
+			}
+			stopFirst := run("first")
+			def := &Definition{Name: "once", Generation: 1, Created: time.Now().UTC(), Target: "tags.site != 'nowhere'",
+				Rollout: Policy{Waves: []string{"100%"}}, State: StateActive, Manifest: "once manifest"}
+			sealed, err := Seal(def, keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, err := Dial(t.Context(), ConnConfig{URLs: []string{url}, ClientID: "cli", Topics: DefaultTopics})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pub.Close()
+			if err := pub.Publish(t.Context(), DefaultTopics.Definition("once"), sealed, true); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, 30*time.Second, "the first controller stopped short", func() bool { return h.dropped.Load() >= 2 })
+			stopFirst()
+			defer run("second")()
+			waitUntil(t, 30*time.Second, "both devices converged on what they were given", func() bool {
+				s := pub.View().Snapshot(keys)
+				return allConverged(devs, func(d *simDevice) bool {
+					a := s.Devices[d.id].Assignment
+					return a != nil && d.converged == a.Digest
+				})
+			})
+			time.Sleep(time.Second) // anything more would come now
+			for _, d := range devs {
+				d.mu.Lock()
+				if len(d.versions) != 1 {
+					t.Errorf("%s took the deployment %d times (versions %v), want once", d.id, len(d.versions), d.versions)
+				}
+				d.mu.Unlock()
+			}
+		})
+	}
+}

@@ -48,6 +48,14 @@ type Controller struct {
 	claimedAt time.Time
 	invalid   map[string]string // logged refusals of definitions
 	resent    map[string]resent // device -> its deployment published again
+	// due: devices whose record (of this version) was written and whose
+	// manifest perhaps not (its publish failed): published at the next
+	// pass unless taken by then.
+	due map[string]string
+	// adopt: the lease was just taken; every record another controller
+	// wrote and its device has not taken is published at once (that
+	// controller may have died between a record and its manifest).
+	adopt bool
 	// Records written, not yet seen held by the broker (verify).
 	unverified map[string][]byte
 	nextCheck  time.Time
@@ -80,6 +88,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.Resend = 15 * time.Second
 	}
 	c.resent = map[string]resent{}
+	c.due = map[string]string{}
 	c.unverified = map[string][]byte{}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
@@ -125,6 +134,7 @@ func (c *Controller) pass(ctx context.Context) error {
 	now := time.Now()
 	if !c.lease(ctx, s, now) {
 		clear(c.unverified) // another controller writes now
+		clear(c.due)
 		return nil
 	}
 	plan := MakePlan(s, now, c.ID)
@@ -224,7 +234,7 @@ func (c *Controller) lease(ctx context.Context, s *Snapshot, now time.Time) bool
 		if now.Sub(c.claimedAt) < c.Settle {
 			return false
 		}
-		c.holding = true
+		c.holding, c.adopt = true, true
 		c.Log.Info("fleet lease acquired: this controller runs the rollouts", "controller", c.ID)
 	}
 	return true
@@ -250,10 +260,15 @@ func (c *Controller) release(ctx context.Context) {
 	c.Conn.Publish(pctx, c.Conn.cfg.Topics.Lease(), []byte{}, true)
 }
 
-// execute publishes a plan: for each assignment the sealed manifest on
-// the device's deployment topic, then the assignment record (so a crash
-// in between gives the device the same deployment again, never a record
-// of one it did not get); then the rollouts.
+// execute publishes a plan: for each assignment the record first, then
+// the sealed manifest on the device's deployment topic; then the
+// rollouts. A record is the decision, and it comes first so that a
+// controller (this one after a publish failed, or another after this one
+// died) that finds a device's record without the device having taken it
+// sends the same manifest under the same version again (resend), which a
+// device that has it ignores. The other order made a second controller
+// give the devices whose manifests were out and records were not the
+// deployment again under a new version: they applied it twice.
 func (c *Controller) execute(ctx context.Context, s *Snapshot, p *Plan, now time.Time) error {
 	type key struct{ name, digest, version string }
 	sealed := map[key]struct {
@@ -262,6 +277,7 @@ func (c *Controller) execute(ctx context.Context, s *Snapshot, p *Plan, now time
 	}{}
 	topics := c.Conn.cfg.Topics
 	var deps, recs []Message
+	var versions []string
 	for _, g := range p.Gives {
 		prev := ""
 		if a := s.Devices[g.Device].Assignment; a != nil {
@@ -281,6 +297,7 @@ func (c *Controller) execute(ctx context.Context, s *Snapshot, p *Plan, now time
 		a := Assignment{Deployment: g.Def.Name, Generation: g.Def.Generation, ManifestDigest: g.Def.ManifestDigest(),
 			Version: version, Digest: sl.digest, Wave: g.Wave, At: now.UTC(), Previous: g.Previous, RollbackOf: g.RollbackOf}
 		b, _ := json.Marshal(a)
+		versions = append(versions, version)
 		deps = append(deps, Message{Topic: topics.Deployment(g.Device), Payload: sl.payload})
 		recs = append(recs, Message{Topic: topics.Assignment(g.Device), Payload: b})
 		if g.RollbackOf != "" {
@@ -289,22 +306,26 @@ func (c *Controller) execute(ctx context.Context, s *Snapshot, p *Plan, now time
 			c.Log.Debug("device given a deployment", "device", g.Device, "deployment", g.Def.Name, "wave", g.Wave+1, "version", version)
 		}
 	}
-	// In flight together, but every record after its manifest was
+	// In flight together, but every manifest after the records were
 	// acknowledged.
 	if len(deps) > 0 {
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second+time.Duration(len(deps))*time.Millisecond)
-		err := c.Conn.PublishAll(pctx, deps)
-		if err == nil {
-			err = c.Conn.PublishAll(pctx, recs)
-		}
-		cancel()
-		if err != nil {
+		defer cancel()
+		if err := c.Conn.PublishAll(pctx, recs); err != nil {
 			return err
 		}
-		for _, r := range recs {
+		for i, r := range recs {
 			c.unverified[r.Topic] = r.Payload
+			// Due at the next pass unless it is taken by then.
+			c.due[p.Gives[i].Device] = versions[i]
 		}
 		c.checkAfter(now)
+		if err := c.Conn.PublishAll(pctx, deps); err != nil {
+			return err
+		}
+		for _, g := range p.Gives {
+			delete(c.due, g.Device)
+		}
 	}
 	for _, name := range sortedNames(p.Rollouts) {
 		r := p.Rollouts[name]
@@ -331,8 +352,12 @@ func (c *Controller) execute(ctx context.Context, s *Snapshot, p *Plan, now time
 // the retained deployment waiting for it (a cluster node that lost
 // track of new retained topics when another node died, docs/fleet.md),
 // and a device that has it ignores it. It waits Resend after the
-// assignment, then twice as long after each time, up to 10 minutes.
+// assignment, then twice as long after each time, up to 10 minutes;
+// not at all for a device whose manifest may not have gone out after
+// its record (due), nor, in the first pass after taking the lease, for
+// any device given a deployment by another controller (adopt).
 func (c *Controller) resend(ctx context.Context, s *Snapshot, p *Plan, now time.Time) error {
+	defer func() { c.adopt = false }()
 	given := map[string]bool{}
 	for _, g := range p.Gives {
 		given[g.Device] = true
@@ -345,6 +370,9 @@ func (c *Controller) resend(ctx context.Context, s *Snapshot, p *Plan, now time.
 		a := d.Assignment
 		if a == nil || given[id] || taken(d) {
 			delete(c.resent, id)
+			if a != nil && !given[id] && c.due[id] == a.Version {
+				delete(c.due, id)
+			}
 			continue
 		}
 		if !d.Online || d.State == nil {
@@ -358,7 +386,8 @@ func (c *Controller) resend(ctx context.Context, s *Snapshot, p *Plan, now time.
 		if r.version != a.Version {
 			r = resent{version: a.Version, at: a.At}
 		}
-		if now.Sub(r.at) < min(c.Resend<<min(r.n, 10), maxResendWait) {
+		due := c.adopt || c.due[id] == a.Version
+		if !due && now.Sub(r.at) < min(c.Resend<<min(r.n, 10), maxResendWait) {
 			c.resent[id] = r
 			continue
 		}
@@ -374,6 +403,7 @@ func (c *Controller) resend(ctx context.Context, s *Snapshot, p *Plan, now time.
 		msgs = append(msgs, Message{Topic: c.Conn.cfg.Topics.Deployment(id), Payload: payload})
 		r.at, r.n = now, r.n+1
 		c.resent[id] = r
+		delete(c.due, id)
 		c.Log.Info("device has not taken the deployment it was given: publishing it again", "device", id,
 			"deployment", a.Deployment, "version", a.Version, "times", r.n)
 	}
