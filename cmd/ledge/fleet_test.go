@@ -201,6 +201,7 @@ func newFleet(t *testing.T, n int, brokerURLs []string, tags func(i int) string)
 		exec.Command("docker", "network", "rm", network).Run()
 	})
 	var wg sync.WaitGroup
+	errs := make([]error, n)
 	f.devices = make([]*runningLedge, n)
 	f.ids = make([]string, n)
 	for i := range n {
@@ -233,10 +234,16 @@ agent:
 `, id, tags(i), urls, extra, id, network, trusted)), 0o644)
 		wg.Go(func() {
 			d := &runningLedge{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
-			f.devices[i] = launch(t, d, "", nil, "run", "--config", cfg, "--data-dir", filepath.Join(f.dir, id))
+			f.devices[i] = d
+			errs[i] = start(t, d, "", nil, "run", "--config", cfg, "--data-dir", filepath.Join(f.dir, id))
 		})
 	}
 	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("%s: %v", f.ids[i], err)
+		}
+	}
 	return f
 }
 

@@ -135,33 +135,55 @@ func startLedge(t testing.TB, args ...string) *runningLedge {
 // waits until it answers.
 func launch(t testing.TB, d *runningLedge, dir string, env []string, args ...string) *runningLedge {
 	t.Helper()
+	if err := start(t, d, dir, env, args...); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// start is launch for a goroutine of the test: it returns what went
+// wrong. A --listen port another process took between freePort and the
+// start (tests of other packages run beside) is replaced by a new one.
+func start(t testing.TB, d *runningLedge, dir string, env []string, args ...string) error {
+	for attempt := 1; ; attempt++ {
+		err := startOnce(t, d, dir, env, args...)
+		if err == nil || attempt == 3 || !strings.Contains(d.stderr.String(), "address already in use") {
+			return err
+		}
+		d.addr, d.stderr, d.done = freePort(t), &syncBuffer{}, make(chan error, 1)
+	}
+}
+
+func startOnce(t testing.TB, d *runningLedge, dir string, env []string, args ...string) error {
 	d.cmd = exec.Command(ledgeBin, append(args, "--listen", d.addr)...)
 	d.cmd.Dir = dir
 	d.cmd.Env = append(append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t)), env...)
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	go func() { d.done <- d.cmd.Wait() }()
+	cmd, done := d.cmd, d.done
+	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() {
-		d.cmd.Process.Kill()
-		<-d.done
+		cmd.Process.Kill()
+		err := <-done
+		done <- err // a retry's cleanup may run after the exit was taken
 	})
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		resp, err := http.Get("http://" + d.addr + "/healthz")
 		if err == nil {
 			resp.Body.Close()
-			return d
+			return nil
 		}
 		select {
-		case err := <-d.done:
-			d.done <- err // for the cleanup, which waits for it (it hung make test)
-			t.Fatalf("ledge run exited: %v\n%s", err, d.stderr)
+		case err := <-done:
+			done <- err // for the cleanup, which waits for it (it hung make test)
+			return fmt.Errorf("ledge run exited: %v\n%s", err, d.stderr)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("ledge run not answering after 15 s:\n%s", d.stderr)
+			return fmt.Errorf("ledge run not answering after 15 s:\n%s", d.stderr)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
