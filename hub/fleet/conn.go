@@ -227,7 +227,9 @@ func (c *Conn) onConnect(cli paho.Client) {
 	c.mu.Unlock()
 	start := time.Now()
 	c.log.Debug("broker connected: syncing", "broker", redact.URL(broker))
+	c.view.resync()
 	err := c.sync(cli)
+	complete := err == nil
 	if errors.Is(err, errStaleNode) {
 		c.mu.Lock()
 		c.skipped[broker] = time.Now().Add(skipFor)
@@ -257,7 +259,11 @@ func (c *Conn) onConnect(cli paho.Client) {
 		} // else lost while syncing: paho connects again, and this runs again
 		return
 	}
-	c.log.Debug("broker synced", "broker", redact.URL(broker), "took", time.Since(start).Round(time.Millisecond))
+	gone := 0
+	if complete {
+		gone = c.view.prune()
+	}
+	c.log.Debug("broker synced", "broker", redact.URL(broker), "took", time.Since(start).Round(time.Millisecond), "gone", gone)
 	c.view.connected(true)
 	if c.cfg.OnConnect != nil {
 		c.cfg.OnConnect(c)

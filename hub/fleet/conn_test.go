@@ -65,26 +65,35 @@ func (h *refusing) OnACLCheck(_ *mqtt.Client, topic string, write bool) bool {
 // mochiBroker runs a mochi broker with hooks on a free port.
 func mochiBroker(t *testing.T, hooks ...mqtt.Hook) (*mqtt.Server, string) {
 	t.Helper()
-	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	for _, h := range hooks {
-		if err := s.AddHook(h, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
 	l.Close()
+	s, _ := mochiBrokerOn(t, addr, hooks...)
+	return s, "tcp://" + addr
+}
+
+// mochiBrokerOn runs a mochi broker with hooks on addr, until stop or
+// the test's end.
+func mochiBrokerOn(t *testing.T, addr string, hooks ...mqtt.Hook) (s *mqtt.Server, stop func()) {
+	t.Helper()
+	s = mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	for _, h := range hooks {
+		if err := s.AddHook(h, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: addr})); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
-	return s, "tcp://" + addr
+	stop = sync.OnceFunc(func() { s.Close() })
+	t.Cleanup(stop)
+	return s, stop
 }
 
 // dropOnProbe drops a client's connection at its first subscription to
@@ -127,6 +136,62 @@ func TestConnLostWhileSyncing(t *testing.T) {
 	}
 	if d := c.View().Snapshot(nil).Devices["dev-1"]; d == nil {
 		t.Fatal("the view has no dev-1")
+	}
+}
+
+// TestConnForgetsWhatWentWhileAway: the broker restarts without some of
+// the retained messages the view held (a deployment deleted, a device
+// removed, the lease given up while the connection was down); once the
+// connection is synced again, the view no longer has them.
+func TestConnForgetsWhatWentWhileAway(t *testing.T) {
+	keys := testKeys()
+	def := &Definition{Name: "gone", Generation: 1, Created: time.Now().UTC(), Target: "tags.site = 'x'",
+		Rollout: Policy{Waves: []string{"100%"}}, State: StateActive, Manifest: "m"}
+	sealed, err := Seal(def, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st1, _ := json.Marshal(DeviceState{DeviceID: "dev-1"})
+	st2, _ := json.Marshal(DeviceState{DeviceID: "dev-2"})
+	lease, _ := json.Marshal(Lease{Holder: "old", Until: time.Now().Add(time.Hour).UTC()})
+	retain := func(s *mqtt.Server, topic string, b []byte) {
+		if err := s.Publish(topic, b, true, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	s, stop := mochiBrokerOn(t, addr, &refusing{})
+	url := "tcp://" + addr
+	retain(s, DefaultTopics.State("dev-1"), st1)
+	retain(s, DefaultTopics.State("dev-2"), st2)
+	retain(s, DefaultTopics.Definition("gone"), sealed)
+	retain(s, DefaultTopics.Lease(), lease)
+	c, err := Dial(t.Context(), ConnConfig{URLs: []string{url}, ClientID: "away-test", Topics: DefaultTopics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	snap := c.View().Snapshot(keys)
+	if snap.Definitions["gone"] == nil || snap.Devices["dev-2"] == nil || snap.Lease == nil {
+		t.Fatalf("the view before: definitions %v, devices %v, lease %v", snap.Definitions, snap.DeviceIDs(), snap.Lease)
+	}
+	// The broker comes back with dev-1's state only.
+	stop()
+	waitUntil(t, 10*time.Second, "the connection lost", func() bool { return !c.View().Snapshot(nil).Connected })
+	s2, _ := mochiBrokerOn(t, addr, &refusing{})
+	retain(s2, DefaultTopics.State("dev-1"), st1)
+	waitUntil(t, 30*time.Second, "the connection synced again", func() bool { return c.View().Snapshot(nil).Connected })
+	snap = c.View().Snapshot(keys)
+	if snap.Definitions["gone"] != nil || snap.Devices["dev-2"] != nil || snap.Lease != nil {
+		t.Errorf("the view kept what the broker no longer holds: definitions %v, devices %v, lease %v", snap.Definitions, snap.DeviceIDs(), snap.Lease)
+	}
+	if snap.Devices["dev-1"] == nil || snap.Devices["dev-1"].State == nil {
+		t.Errorf("the view lost dev-1, which the broker holds: %v", snap.DeviceIDs())
 	}
 }
 

@@ -13,9 +13,13 @@ import (
 type View struct {
 	topics Topics
 
-	mu      sync.Mutex // guards the fields below
-	raw     map[string][]byte
-	seen    map[string]time.Time // device -> last message about it
+	mu   sync.Mutex // guards the fields below
+	raw  map[string][]byte
+	seen map[string]time.Time // device -> last message about it
+	// epoch counts the connections' syncs; got is the epoch in which
+	// each retained topic was last received (see prune).
+	epoch   int
+	got     map[string]int
 	up      bool
 	changed chan struct{} // closed and replaced on every change
 	msgs    int64
@@ -25,7 +29,7 @@ type View struct {
 }
 
 func newView(t Topics) *View {
-	return &View{topics: t, raw: map[string][]byte{}, seen: map[string]time.Time{}, changed: make(chan struct{})}
+	return &View{topics: t, raw: map[string][]byte{}, seen: map[string]time.Time{}, got: map[string]int{}, changed: make(chan struct{})}
 }
 
 func (v *View) put(topic string, payload []byte) {
@@ -38,8 +42,10 @@ func (v *View) put(topic string, payload []byte) {
 	v.bytes += int64(len(payload) + len(topic))
 	if len(payload) == 0 {
 		delete(v.raw, topic)
+		delete(v.got, topic)
 	} else {
 		v.raw[topic] = append([]byte(nil), payload...)
+		v.got[topic] = v.epoch
 	}
 	if kind == "state" || kind == "online" {
 		v.seen[name] = time.Now()
@@ -57,6 +63,45 @@ func (v *View) connected(up bool) {
 	v.changed = make(chan struct{})
 	v.mu.Unlock()
 	close(old)
+}
+
+// resync starts a new connection's sync: what it receives from now on is
+// what the broker holds.
+func (v *View) resync() {
+	v.mu.Lock()
+	v.epoch++
+	v.mu.Unlock()
+}
+
+// prune ends a sync that received every retained message the broker
+// holds: what was not received again since resync was removed while the
+// connection was down (a deployment deleted, a device gone, a lease
+// given up while the broker restarted without it), and goes. Returns
+// how many topics went.
+func (v *View) prune() int {
+	v.mu.Lock()
+	n := 0
+	for topic, e := range v.got {
+		if e < v.epoch {
+			delete(v.raw, topic)
+			delete(v.got, topic)
+			n++
+		}
+	}
+	if n > 0 {
+		devices := map[string]bool{}
+		for topic := range v.raw {
+			if kind, name := v.topics.kind(topic); kind == "state" || kind == "online" {
+				devices[name] = true
+			}
+		}
+		maps.DeleteFunc(v.seen, func(id string, _ time.Time) bool { return !devices[id] })
+	}
+	old := v.changed
+	v.changed = make(chan struct{})
+	v.mu.Unlock()
+	close(old)
+	return n
 }
 
 // Changed is closed at the next change.
