@@ -141,7 +141,10 @@ func TestMissingImageRollsBack(t *testing.T) {
 // rollback then goes back one more good deployment, and one with nothing
 // before it is refused.
 func TestCrashLoopRollsBack(t *testing.T) {
-	ta := newTestAgent(t)
+	// web crashes 20 ms after it starts; stable means 2 s without a
+	// restart, so that a machine too busy to run it for 300 ms (the
+	// harness's setting) does not see it stable first.
+	ta := newTestAgent(t, withConfig(func(c *Config) { c.Rollback.StableFor = 2 * time.Second; c.Rollback.Timeout = 6 * time.Second }))
 	ta.apply(manifestYAML("1", "web "+imgApp+" always 0"))
 	ta.waitState("1", StateConverged, 30*time.Second)
 	ta.apply(manifestYAML("2", "web "+imgApp+" always 0", "api "+imgApp+" always 0"))

@@ -18,7 +18,7 @@ func TestDashboardPlanWarnings(t *testing.T) {
 	d := startDashboard(t, func(c *Config) { c.Agent.UpstreamRegistry = "parent.example" })
 	ctx := testenv.Browser(t)
 	login(t, ctx, d.base, testPassword)
-	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
+	waitOverview(t, ctx)
 
 	manifest := `{"modulesContent": {"$edgeAgent": {"properties.desired": {"schemaVersion": "1.1", "runtime": {"type": "docker", "settings": {"minDockerVersoin": "v1.25"}},
   "modules": {"sensor": {"type": "docker", "status": "running", "restartPolicy": "always",

@@ -19,7 +19,7 @@ func TestDashboardAddIdentity(t *testing.T) {
 	d := startDashboard(t, nil)
 	ctx := testenv.Browser(t)
 	login(t, ctx, d.base, testPassword)
-	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
+	waitOverview(t, ctx)
 	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/devices")); err != nil {
 		t.Fatal(err)
 	}

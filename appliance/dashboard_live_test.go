@@ -204,7 +204,7 @@ func TestDashboardLiveOverHTTPS(t *testing.T) {
 	base := "https://" + d.app.web.TLSAddr().String()
 	ctx := testenv.Browser(t, chromedp.Flag("ignore-certificate-errors", true)) // the hub's CA is not the browser's
 	login(t, ctx, base, testPassword)
-	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
+	waitOverview(t, ctx)
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/live")); err != nil {
 		t.Fatal(err)
 	}

@@ -117,7 +117,7 @@ actions: [{type: snapshot, classes: [bus]}]
 	ctx := testenv.Browser(t)
 	console := watchConsole(t, ctx)
 	login(t, ctx, d.base, testPassword)
-	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
+	waitOverview(t, ctx)
 	for _, m := range console.take() {
 		t.Errorf("login: console: %s", m)
 	}
@@ -223,7 +223,7 @@ func TestDashboardPagesCleanFresh(t *testing.T) {
 	ctx := testenv.Browser(t)
 	console := watchConsole(t, ctx)
 	login(t, ctx, d.base, testPassword)
-	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
+	waitOverview(t, ctx)
 	for _, m := range console.take() {
 		t.Errorf("login: console: %s", m)
 	}

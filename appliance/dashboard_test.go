@@ -91,6 +91,15 @@ func wait(t *testing.T, ctx context.Context, what, js string, d time.Duration) {
 	}
 }
 
+// waitOverview waits for the Overview page a login lands on: its first
+// load checks the password (a deliberately slow hash) and draws the page,
+// which takes seconds on a 2-core machine busy with other packages'
+// tests.
+func waitOverview(t *testing.T, ctx context.Context) {
+	t.Helper()
+	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 30*time.Second)
+}
+
 func login(t *testing.T, ctx context.Context, base, password string) {
 	t.Helper()
 	err := chromedp.Do(ctx,
@@ -131,7 +140,7 @@ func TestDashboardDeployFromBrowser(t *testing.T) {
 	testenv.Screenshot(t, ctx, "login-refused")
 
 	login(t, ctx, d.base, testPassword)
-	wait(t, ctx, "the overview", `document.querySelector("#uptime") && document.querySelector("#uptime").textContent !== "…"`, 10*time.Second)
+	wait(t, ctx, "the overview", `document.querySelector("#uptime") && document.querySelector("#uptime").textContent !== "…"`, 30*time.Second)
 	testenv.Screenshot(t, ctx, "overview")
 
 	// A POST without the CSRF token, from the logged-in page: refused.
@@ -206,7 +215,7 @@ func TestDashboardLiveAndEvents(t *testing.T) {
 	d := startDashboard(t, nil)
 	ctx := testenv.Browser(t)
 	login(t, ctx, d.base, testPassword)
-	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
+	waitOverview(t, ctx)
 
 	// A pipeline from the API, as the Pipelines page would send it.
 	spec := fmt.Sprintf(`name: door
@@ -355,7 +364,7 @@ func TestDashboardModels(t *testing.T) {
 
 	ctx := testenv.Browser(t)
 	login(t, ctx, d.base, testPassword)
-	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
+	waitOverview(t, ctx)
 	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/models")); err != nil {
 		t.Fatal(err)
 	}

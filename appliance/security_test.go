@@ -354,7 +354,7 @@ func TestElevatedModuleAllowedIsShown(t *testing.T) {
 
 	ctx := testenv.Browser(t)
 	login(t, ctx, d.base, testPassword)
-	wait(t, ctx, "the overview", `document.querySelector("#uptime") !== null`, 10*time.Second)
+	waitOverview(t, ctx)
 	err = chromedp.Do(ctx,
 		chromedp.Navigate(d.base+"/deployments"),
 		chromedp.WaitVisible(chromedp.ID("manifest")),
