@@ -25,8 +25,8 @@ func TestDashboardPlanWarnings(t *testing.T) {
     "ServiceClientConnectionString": "HostName=x",
     "settings": {"image": "$upstream:443/azureiotedge-simulated-temperature-sensor:1.5", "createOptions": "{\"HostConfg\":{},}"}}}}},
   "$edgeHub": {"properties.desired": {"schemaVersion": "1.1", "routes": {}}}}}`
+	navigate(t, ctx, d.base+"/deployments")
 	err := chromedp.Do(ctx,
-		chromedp.Navigate(d.base+"/deployments"),
 		chromedp.WaitVisible(chromedp.ID("manifest")),
 		chromedp.SetValue(chromedp.ID("manifest"), manifest),
 		chromedp.Click(chromedp.ID("check")),

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
-
 	"ledge/internal/testenv"
 )
 
@@ -20,9 +18,7 @@ func TestDashboardAddIdentity(t *testing.T) {
 	ctx := testenv.Browser(t)
 	login(t, ctx, d.base, testPassword)
 	waitOverview(t, ctx)
-	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/devices")); err != nil {
-		t.Fatal(err)
-	}
+	navigate(t, ctx, d.base+"/devices")
 	add := func(name, kind, password string) string {
 		t.Helper()
 		wait(t, ctx, "the add form", `!!document.querySelector("#add-form")`, 10*time.Second)

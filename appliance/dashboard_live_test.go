@@ -71,9 +71,7 @@ func TestDashboardLiveTenCameras(t *testing.T) {
 			t.Fatal("the Overview's thumbnails opened no WebSocket")
 		}
 	}
-	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/live")); err != nil {
-		t.Fatal(err)
-	}
+	navigate(t, ctx, d.base+"/live")
 	wait(t, ctx, "ten tiles", `document.querySelectorAll("#cams figure").length === 10`, 15*time.Second)
 
 	// Every tile shows frames, and they keep coming (each scrolled into view).
@@ -96,9 +94,7 @@ func TestDashboardLiveTenCameras(t *testing.T) {
 
 	// Leaving the page is instant: the next page loads and fills in.
 	start := time.Now()
-	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/pipelines")); err != nil {
-		t.Fatal(err)
-	}
+	navigate(t, ctx, d.base+"/pipelines")
 	wait(t, ctx, "the Pipelines page", `document.querySelectorAll("#pipelines section.card dl dd").length > 0`, 20*time.Second)
 	took := time.Since(start)
 	t.Logf("from the Live page with ten cameras to a filled Pipelines page: %s", took)
@@ -107,9 +103,7 @@ func TestDashboardLiveTenCameras(t *testing.T) {
 	}
 
 	// Back on Live: one camera large, the grid behind it paused.
-	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/live")); err != nil {
-		t.Fatal(err)
-	}
+	navigate(t, ctx, d.base+"/live")
 	wait(t, ctx, "ten tiles again", `document.querySelectorAll("#cams figure img[data-seq]").length >= 4`, 20*time.Second)
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#cams figure[data-pipeline='cam-03'] button.cam-frame`))); err != nil {
 		t.Fatal(err)
@@ -178,9 +172,7 @@ func TestDashboardBadCamera(t *testing.T) {
 	}
 	testenv.Screenshot(t, ctx, "overview-bad-camera")
 
-	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/live")); err != nil {
-		t.Fatal(err)
-	}
+	navigate(t, ctx, d.base+"/live")
 	wait(t, ctx, "the reason on the gate tile", `(() => { const o = document.querySelector("#cams figure[data-pipeline=gate] .cam-offline"); return o && !o.hidden && o.offsetHeight > 0 && /^camera offline: .*rtsp:\/\/127\.0\.0\.1:1\/stream1/.test(o.textContent); })()`, 30*time.Second)
 	wait(t, ctx, "the reason on the porch tile", fmt.Sprintf(`(() => { const o = document.querySelector("#cams figure[data-pipeline=porch] .cam-offline"); return o && !o.hidden && o.textContent.startsWith("pipeline failed: ") && o.textContent.includes(%q); })()`, missing), 30*time.Second)
 	wait(t, ctx, "the yard tile's frames", `(() => { const i = document.querySelector("#cams img[data-pipeline=yard]"); return !!i.dataset.seq && !i.hidden; })()`, 20*time.Second)
@@ -205,9 +197,7 @@ func TestDashboardLiveOverHTTPS(t *testing.T) {
 	ctx := testenv.Browser(t, chromedp.Flag("ignore-certificate-errors", true)) // the hub's CA is not the browser's
 	login(t, ctx, base, testPassword)
 	waitOverview(t, ctx)
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/live")); err != nil {
-		t.Fatal(err)
-	}
+	navigate(t, ctx, base+"/live")
 	wait(t, ctx, "a frame over wss", `(() => { const i = document.querySelector("#cams img[data-pipeline=yard]"); return i && !!i.dataset.seq && i.naturalWidth === 320; })()`, 20*time.Second)
 	protos := evalString(t, ctx, `[...new Set(performance.getEntries().filter((e) => e.nextHopProtocol).map((e) => e.nextHopProtocol))].join(",")`)
 	if protos != "h2" {

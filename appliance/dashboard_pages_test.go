@@ -148,9 +148,7 @@ func checkPages(t *testing.T, ctx context.Context, d *dashboard, console *consol
 			t.Fatal(err)
 		}
 		for _, p := range dashboardPages {
-			if err := chromedp.Do(ctx, chromedp.Navigate(d.base+p)); err != nil {
-				t.Fatal(err)
-			}
+			navigate(t, ctx, d.base+p)
 			wait(t, ctx, p+" filled in", `document.readyState === "complete" && !document.body.textContent.includes("Loading…")`, 15*time.Second)
 			time.Sleep(time.Second) // let polling and streams run
 			name := strings.Trim(strings.ReplaceAll(p, "/", ""), " ")
@@ -230,9 +228,7 @@ func TestDashboardPagesCleanFresh(t *testing.T) {
 	checkPages(t, ctx, d, console)
 
 	// No deployment: Azure's 417 in words, its code in brackets.
-	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/deployments")); err != nil {
-		t.Fatal(err)
-	}
+	navigate(t, ctx, d.base+"/deployments")
 	wait(t, ctx, "the last status in words", `document.querySelector("#cur-code").textContent === "No deployment set yet (417)" && !document.body.textContent.includes("status code")`, 15*time.Second)
 }
 

@@ -91,7 +91,7 @@ func wait(t *testing.T, ctx context.Context, what, js string, d time.Duration) {
 			if err != nil || int(h.CurrentIndex) >= len(h.Entries) {
 				t.Fatalf("waiting for %s: the page failed (network changed) and its address is unknown: %v", what, err)
 			}
-			chromedp.Do(ctx, chromedp.Navigate(h.Entries[h.CurrentIndex].URL))
+			navigate(t, ctx, h.Entries[h.CurrentIndex].URL)
 			continue
 		}
 		if time.Now().After(deadline) || !strings.Contains(err.Error(), "navigated") && !strings.Contains(err.Error(), "context") && !strings.Contains(err.Error(), "timeout") {
@@ -126,6 +126,22 @@ func networkChanged(t *testing.T, ctx context.Context) bool {
 	return true
 }
 
+// navigate loads url; a load Chromium cancelled because the host's
+// network changed (see networkChanged) is made again.
+func navigate(t *testing.T, ctx context.Context, url string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		err := chromedp.Do(ctx, chromedp.Navigate(url))
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "ERR_NETWORK_CHANGED") || attempt == 8 {
+			t.Fatalf("load %s: %v", url, err)
+		}
+		t.Logf("Chromium cancelled loading %s because the host's network changed: loading it again", url)
+	}
+}
+
 // errorPage reports whether the page is Chromium's error page.
 func errorPage(ctx context.Context) bool {
 	p, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`location.protocol === "chrome-error:"`))
@@ -137,8 +153,8 @@ func errorPage(ctx context.Context) bool {
 func login(t *testing.T, ctx context.Context, base, password string) {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
+		navigate(t, ctx, base+"/login")
 		err := chromedp.Do(ctx,
-			chromedp.Navigate(base+"/login"),
 			chromedp.WaitVisible(chromedp.ID("password")),
 			chromedp.SendKeys(chromedp.ID("password"), password),
 			chromedp.Submit(chromedp.ID("password")),
@@ -159,7 +175,7 @@ func login(t *testing.T, ctx context.Context, base, password string) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		if !networkChanged(t, ctx) || attempt == 5 {
+		if !networkChanged(t, ctx) || attempt == 8 {
 			return
 		}
 	}
@@ -211,8 +227,8 @@ func TestDashboardDeployFromBrowser(t *testing.T) {
 	}
 
 	manifest := fmt.Sprintf("version: \"1\"\nmodules:\n  talker: {image: %s, imagePullPolicy: never, createOptions: {Cmd: [receiver]}}\n", image)
+	navigate(t, ctx, d.base+"/deployments")
 	err := chromedp.Do(ctx,
-		chromedp.Navigate(d.base+"/deployments"),
 		chromedp.WaitVisible(chromedp.ID("manifest")),
 		chromedp.SetValue(chromedp.ID("manifest"), manifest),
 		chromedp.Click(chromedp.ID("check")),
@@ -230,9 +246,7 @@ func TestDashboardDeployFromBrowser(t *testing.T) {
 	wait(t, ctx, "the apply result", `document.querySelector("#apply-result").className === "result-ok"`, 10*time.Second)
 	testenv.Screenshot(t, ctx, "deployments")
 
-	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/modules")); err != nil {
-		t.Fatal(err)
-	}
+	navigate(t, ctx, d.base+"/modules")
 	wait(t, ctx, "talker running on the Modules page",
 		`[...document.querySelectorAll("#modules tbody tr")].some(r => r.textContent.includes("talker") && r.textContent.includes("running"))`, 60*time.Second)
 	testenv.Screenshot(t, ctx, "modules")
@@ -241,9 +255,7 @@ func TestDashboardDeployFromBrowser(t *testing.T) {
 	}
 
 	for _, p := range []string{"devices", "hub"} {
-		if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/"+p)); err != nil {
-			t.Fatal(err)
-		}
+		navigate(t, ctx, d.base+"/"+p)
 		wait(t, ctx, p+" filled in", `document.querySelector("tbody") && !document.querySelector("tbody").textContent.includes("Loading")`, 10*time.Second)
 		time.Sleep(300 * time.Millisecond)
 		testenv.Screenshot(t, ctx, p)
@@ -290,9 +302,7 @@ actions: [{type: snapshot}]
 	}
 
 	// Events page first, so the next detection arrives through SSE.
-	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/events")); err != nil {
-		t.Fatal(err)
-	}
+	navigate(t, ctx, d.base+"/events")
 	wait(t, ctx, "the event stream to open", `document.querySelector("#conn").textContent === "live"`, 10*time.Second)
 	_, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`
 		window.arrivals = []; window.updated = [];
@@ -324,9 +334,7 @@ actions: [{type: snapshot}]
 	testenv.Screenshot(t, ctx, "events")
 
 	// Live: the stream's image has a size and changes.
-	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/live")); err != nil {
-		t.Fatal(err)
-	}
+	navigate(t, ctx, d.base+"/live")
 	wait(t, ctx, "a live frame", `(() => { const i = document.querySelector("img[data-pipeline=door]"); return i && i.naturalWidth > 0; })()`, 20*time.Second)
 	hash := `(() => { const i = document.querySelector("img[data-pipeline=door]"); const c = document.createElement("canvas");
 		c.width = 96; c.height = 72; const g = c.getContext("2d"); g.drawImage(i, 0, 0, 96, 72);
@@ -350,9 +358,7 @@ actions: [{type: snapshot}]
 	wait(t, ctx, "the fps badge", `/fps/.test(document.querySelector(".cam-stats").textContent)`, 10*time.Second)
 	testenv.Screenshot(t, ctx, "live")
 
-	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/pipelines")); err != nil {
-		t.Fatal(err)
-	}
+	navigate(t, ctx, d.base+"/pipelines")
 	wait(t, ctx, "the door card", `document.querySelector("section[aria-label='pipeline door'] dl dd") !== null`, 10*time.Second)
 	time.Sleep(500 * time.Millisecond)
 	testenv.Screenshot(t, ctx, "pipelines")
@@ -361,11 +367,11 @@ actions: [{type: snapshot}]
 	// the live view fits the screen.
 	err = chromedp.Do(ctx,
 		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile),
-		chromedp.Navigate(d.base+"/live"),
 	)
 	if err != nil {
 		t.Fatal(err)
 	}
+	navigate(t, ctx, d.base+"/live")
 	wait(t, ctx, "a live frame on a phone", `(() => { const i = document.querySelector("img[data-pipeline=door]"); return i && i.naturalWidth > 0; })()`, 20*time.Second)
 	if w := evalString(t, ctx, `String(document.documentElement.scrollWidth <= window.innerWidth + 1)`); w != "true" {
 		t.Errorf("the live page scrolls sideways on a phone (scrollWidth %s, width %s)",
@@ -426,9 +432,7 @@ func TestDashboardModels(t *testing.T) {
 	ctx := testenv.Browser(t)
 	login(t, ctx, d.base, testPassword)
 	waitOverview(t, ctx)
-	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/models")); err != nil {
-		t.Fatal(err)
-	}
+	navigate(t, ctx, d.base+"/models")
 	wait(t, ctx, "people active at version 1 with version 2 ready",
 		`(() => { const s = document.querySelector("section[aria-label='model people']"); return s && /active 1/.test(s.textContent) && [...s.querySelectorAll("button")].some(b => b.textContent === "Activate"); })()`, 30*time.Second)
 	testenv.Screenshot(t, ctx, "models")

@@ -355,8 +355,8 @@ func TestElevatedModuleAllowedIsShown(t *testing.T) {
 	ctx := testenv.Browser(t)
 	login(t, ctx, d.base, testPassword)
 	waitOverview(t, ctx)
+	navigate(t, ctx, d.base+"/deployments")
 	err = chromedp.Do(ctx,
-		chromedp.Navigate(d.base+"/deployments"),
 		chromedp.WaitVisible(chromedp.ID("manifest")),
 		chromedp.SetValue(chromedp.ID("manifest"), manifest),
 		chromedp.Click(chromedp.ID("check")),
@@ -378,9 +378,7 @@ func TestElevatedModuleAllowedIsShown(t *testing.T) {
 	wait(t, ctx, "the apply result", `document.querySelector("#apply-result").className === "result-ok"`, 10*time.Second)
 	testenv.Screenshot(t, ctx, "deployments-elevated")
 
-	if err := chromedp.Do(ctx, chromedp.Navigate(d.base+"/modules")); err != nil {
-		t.Fatal(err)
-	}
+	navigate(t, ctx, d.base+"/modules")
 	wait(t, ctx, "netadm marked elevated on the Modules page",
 		`[...document.querySelectorAll("#modules tbody tr")].some(r => r.textContent.includes("netadm") && r.textContent.includes("elevated") && r.textContent.includes("running"))`, 60*time.Second)
 	testenv.Screenshot(t, ctx, "modules-elevated")
