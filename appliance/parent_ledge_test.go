@@ -234,7 +234,9 @@ func TestParentLedgeDeploys(t *testing.T) {
 		t.Errorf("the module was recreated by the restart: %s, was %s", got, webID)
 	}
 
-	leaf = connectLeaf(t, c.Hub(), leaf.name)
+	// The leaf reconnects by itself, as a device behind a gateway does (a
+	// second client with its client id would take the connection from it
+	// in turns, and lose the answers to the twin reads).
 	if d := leaf.getTwin(t); !strings.Contains(d, `"threshold":2`) {
 		t.Errorf("the leaf's twin after the child restarted with the parent away: %s", d)
 	}
@@ -282,6 +284,10 @@ type leafClient struct {
 	name string
 	cli  paho.Client
 	rid  atomic.Int64
+	// connects counts connections; subscribed is the last one whose
+	// subscriptions are acknowledged.
+	connects, subscribed atomic.Int64
+
 	mu   sync.Mutex
 	msgs []string // "topic\x00body"
 }
@@ -303,13 +309,14 @@ func connectLeaf(t *testing.T, h *hub.Hub, name string) *leafClient {
 	pool.AppendCertsFromPEM(pem)
 	o := paho.NewClientOptions().AddBroker(fmt.Sprintf("ssl://127.0.0.1:%d", h.Ports().MQTTS)).SetClientID(name).
 		SetTLSConfig(&tls.Config{RootCAs: pool, ServerName: h.Hostname()}).SetAutoReconnect(true).SetCleanSession(true).
-		SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond)
+		SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).SetMaxReconnectInterval(time.Second)
 	o.SetCredentialsProvider(func() (string, string) {
 		tok, _ := azure.BuildToken(azure.Resource(h.IoTHubHostname(), name, ""), creds.PrimaryKey, time.Now().Add(time.Hour))
 		return h.IoTHubHostname() + "/" + name + "/?api-version=2021-04-12", tok
 	})
 	o.SetOnConnectHandler(func(c paho.Client) {
-		c.SubscribeMultiple(map[string]byte{"$iothub/methods/POST/#": 0, "$iothub/twin/res/#": 0,
+		n := l.connects.Add(1)
+		tok := c.SubscribeMultiple(map[string]byte{"$iothub/methods/POST/#": 0, "$iothub/twin/res/#": 0,
 			"$iothub/twin/PATCH/properties/desired/#": 0, "devices/" + name + "/messages/devicebound/#": 1}, func(c paho.Client, m paho.Message) {
 			l.mu.Lock()
 			l.msgs = append(l.msgs, m.Topic()+"\x00"+string(m.Payload()))
@@ -318,6 +325,10 @@ func connectLeaf(t *testing.T, h *hub.Hub, name string) *leafClient {
 				c.Publish("$iothub/methods/res/200/?"+q, 0, false, `{"pong":true}`)
 			}
 		})
+		if tok.Wait() && tok.Error() == nil {
+			for cur := l.subscribed.Load(); cur < n && !l.subscribed.CompareAndSwap(cur, n); cur = l.subscribed.Load() {
+			}
+		}
 	})
 	l.cli = paho.NewClient(o)
 	if tok := l.cli.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -350,7 +361,11 @@ func (l *leafClient) wait(t *testing.T, what string, ok func(topic, body string)
 func (l *leafClient) getTwin(t *testing.T) string {
 	t.Helper()
 	rid := fmt.Sprint(l.rid.Add(1) + 1000)
-	waitUntil(t, 10*time.Second, "the leaf connected", l.cli.IsConnectionOpen)
+	// Connected and subscribed: a read sent before its subscription is
+	// answered to nobody.
+	waitUntil(t, 30*time.Second, "the leaf connected", func() bool {
+		return l.cli.IsConnectionOpen() && l.subscribed.Load() == l.connects.Load()
+	})
 	l.cli.Publish("$iothub/twin/GET/?$rid="+rid, 0, false, "")
 	body := l.wait(t, "the twin of the leaf", func(topic, body string) bool {
 		return strings.HasPrefix(topic, "$iothub/twin/res/200/") && strings.Contains(topic, "$rid="+rid)

@@ -63,6 +63,21 @@ type parentLink struct {
 	conns map[string]*parentConn
 	ctx   context.Context // set by run; nil before
 	watch *twinWatch
+	// hook, set by tests, sees what a relay does with the desired
+	// properties: "read" (a full read answered, before it is taken; it
+	// may hold it there), "read taken" and "patch taken", with the
+	// remote identity and the parent's $version.
+	hook func(event, remote string, version int64)
+}
+
+// event tells the test hook, if any.
+func (l *parentLink) event(what, remote string, version int64) {
+	l.mu.Lock()
+	h := l.hook
+	l.mu.Unlock()
+	if h != nil {
+		h(what, remote, version)
+	}
 }
 
 type twinWatch struct {
@@ -85,10 +100,17 @@ type parentConn struct {
 	stopped atomic.Bool
 	rid     atomic.Uint64
 
+	// take is held while desired properties from the parent (a full read
+	// or a patch) are checked against what was taken and taken: one taken
+	// late never undoes a newer one.
+	take sync.Mutex
+
 	mu      sync.Mutex // guards the fields below
 	waits   map[string]chan twinReply
-	desired map[string]any // system twins: the desired properties as last read
-	fetched bool           // desired read since the last connection
+	desired map[string]any // system twins: the desired properties as last taken
+	gen     uint64         // counts connections: a read for an older one is dropped
+	version int64          // the parent's $version of the desired properties taken on this connection
+	fetched bool           // desired read in full since the last connection
 	state   string
 	lastErr string
 	leftAt  time.Time // when the local client was last seen gone
@@ -208,9 +230,13 @@ func (l *parentLink) newConn(local, device, module string, system bool) *parentC
 		return host + "/" + c.remote + "/?api-version=" + azureAPIVersion, tok
 	})
 	o.SetOnConnectHandler(func(cli paho.Client) { go c.onConnect(cli) })
-	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
+	o.SetConnectionLostHandler(func(cli paho.Client, err error) {
 		c.mu.Lock()
-		c.state, c.lastErr, c.fetched = "connecting", err.Error(), false
+		// paho runs this in its own goroutine, beside the reconnection:
+		// once that is up, this connection's onConnect owns the state.
+		if !cli.IsConnectionOpen() {
+			c.state, c.lastErr, c.fetched = "connecting", err.Error(), false
+		}
 		c.mu.Unlock()
 	})
 	c.cli = paho.NewClient(o)
@@ -260,7 +286,9 @@ func (c *parentConn) close() {
 
 func (c *parentConn) onConnect(cli paho.Client) {
 	c.mu.Lock()
-	c.state, c.lastErr = "connected", ""
+	c.gen++
+	gen := c.gen
+	c.state, c.lastErr, c.fetched, c.version = "connected", "", false, 0
 	c.mu.Unlock()
 	subs := map[string]byte{
 		"$iothub/twin/res/#":                      0,
@@ -276,10 +304,24 @@ func (c *parentConn) onConnect(cli paho.Client) {
 		return
 	}
 	// Desired properties now, in full: what changed while away.
+	if !c.readDesired(gen) || c.system {
+		return
+	}
+	// What the client reported while the parent was away goes up.
+	if t, err := c.l.h.twins.load(context.Background(), c.local); err == nil && len(t.Reported) > 0 {
+		body, _ := json.Marshal(t.Reported)
+		c.request("$iothub/twin/PATCH/properties/reported/?$rid=", body)
+	}
+}
+
+// readDesired reads the desired properties at the parent in full and
+// takes them, unless newer ones were taken meanwhile on connection gen (a
+// patch the parent sent after it answered); false when the read failed.
+func (c *parentConn) readDesired(gen uint64) bool {
 	r, err := c.request("$iothub/twin/GET/?$rid=", nil)
 	if err != nil || r.status != 200 {
 		c.l.h.log.Warn("parent relay: read the twin", "identity", c.remote, "status", r.status, "err", err)
-		return
+		return false
 	}
 	var tw struct {
 		Desired map[string]any `json:"desired"`
@@ -288,21 +330,29 @@ func (c *parentConn) onConnect(cli paho.Client) {
 	dec.UseNumber()
 	if err := dec.Decode(&tw); err != nil {
 		c.l.h.log.Warn("parent relay: twin", "identity", c.remote, "err", err)
-		return
+		return false
 	}
-	if c.system {
-		c.mu.Lock()
-		c.desired, c.fetched = tw.Desired, true
+	v := versionOf(tw.Desired)
+	c.l.event("read", c.remote, v)
+	defer c.l.event("read taken", c.remote, v)
+	c.take.Lock()
+	defer c.take.Unlock()
+	c.mu.Lock()
+	if c.gen != gen || (c.fetched && v <= c.version) {
 		c.mu.Unlock()
+		return true
+	}
+	c.fetched, c.version = true, v
+	if c.system {
+		c.desired = tw.Desired
+	}
+	c.mu.Unlock()
+	if c.system {
 		c.l.desiredChanged()
-		return
+	} else {
+		c.syncDesired(tw.Desired)
 	}
-	c.syncDesired(tw.Desired)
-	// What the client reported while the parent was away goes up.
-	if t, err := c.l.h.twins.load(context.Background(), c.local); err == nil && len(t.Reported) > 0 {
-		body, _ := json.Marshal(t.Reported)
-		c.request("$iothub/twin/PATCH/properties/reported/?$rid=", body)
-	}
+	return true
 }
 
 // syncDesired makes the desired properties here those of the parent.
@@ -377,29 +427,62 @@ func (c *parentConn) onMessage(_ paho.Client, m paho.Message) {
 	}
 }
 
+// onDesiredPatch takes a desired patch from the parent when it is the
+// next $version after what was taken; one already taken is dropped; one
+// that cannot be put on what is here (the full read since the connection
+// is not taken yet, and may be older; or a patch in between is missing:
+// paho hands each message to its own goroutine) makes the relay read the
+// twin again in full.
 func (c *parentConn) onDesiredPatch(body []byte) {
+	var p map[string]any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if dec.Decode(&p) != nil {
+		return
+	}
+	v := versionOf(p)
+	defer c.l.event("patch taken", c.remote, v)
+	c.take.Lock()
+	defer c.take.Unlock()
+	c.mu.Lock()
+	gen := c.gen
+	switch {
+	case !c.fetched || v == 0 || v > c.version+1:
+		c.mu.Unlock()
+		go c.readDesired(gen)
+		return
+	case v <= c.version:
+		c.mu.Unlock()
+		return
+	}
+	c.version = v
 	if c.system {
-		var p map[string]any
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.UseNumber()
-		if dec.Decode(&p) != nil {
-			return
-		}
-		c.mu.Lock()
 		if c.desired == nil {
 			c.desired = map[string]any{}
 		}
 		merge(c.desired, p)
-		if v, ok := p["$version"]; ok {
-			c.desired["$version"] = v
-		}
-		c.mu.Unlock()
+		c.desired["$version"] = p["$version"]
+	}
+	c.mu.Unlock()
+	if c.system {
 		c.l.desiredChanged()
 		return
 	}
 	if _, err := c.l.h.PatchDesired(context.Background(), c.local, body); err != nil {
 		c.l.h.log.Warn("parent relay: desired patch", "identity", c.local, "err", err)
 	}
+}
+
+// versionOf is the $version of desired properties (0 without one).
+func versionOf(d map[string]any) int64 {
+	switch v := d["$version"].(type) {
+	case json.Number:
+		n, _ := v.Int64()
+		return n
+	case float64:
+		return int64(v)
+	}
+	return 0
 }
 
 // onMethod relays a direct method from the parent to the client here and

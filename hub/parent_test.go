@@ -203,3 +203,102 @@ func TestDeviceKeyForItsModules(t *testing.T) {
 		t.Errorf("a module of no device: %v", err)
 	}
 }
+
+// TestParentTwinReadOvertaken: when a relay connects it reads its twin at
+// the parent in full; a desired patch the parent sends after it answered
+// that read can be taken first here (the answer is slow to come, or to be
+// handled: paho hands each message to its own goroutine). The older read
+// must not undo the patch: the agent gets the patched $ledge twin, and a
+// leaf's desired properties here keep the patch. (The child of
+// TestParentLedgeDeploys once took a deployment without its $ledge twin,
+// and never the one with it, this way.)
+func TestParentTwinReadOvertaken(t *testing.T) {
+	parent := startHubAs(t, "parent", func(c *Config) { c.Hostname = "parent.test" }, false)
+	childID := parent.addIdentity(t, IdentitySpec{Name: "child"})
+	parent.addIdentity(t, IdentitySpec{Name: "sensor", Parent: "child"})
+	child := startChildOf(t, parent, "child", childID.PrimaryKey)
+	sensor := child.addIdentity(t, IdentitySpec{Name: "sensor"})
+
+	// The first read of each twin is held once answered, until released.
+	release := map[string]chan struct{}{"child/$ledge": make(chan struct{}), "sensor": make(chan struct{})}
+	events := make(chan string, 1000)
+	var mu sync.Mutex
+	held := map[string]bool{}
+	child.parent.mu.Lock()
+	child.parent.hook = func(event, remote string, version int64) {
+		select {
+		case events <- fmt.Sprintf("%s %s %d", event, remote, version):
+		default:
+		}
+		mu.Lock()
+		ch := release[remote]
+		hold := event == "read" && ch != nil && !held[remote]
+		if hold {
+			held[remote] = true
+		}
+		mu.Unlock()
+		if hold {
+			select {
+			case <-ch:
+			case <-t.Context().Done():
+			}
+		}
+	}
+	child.parent.mu.Unlock()
+	waitEvent := func(want string) {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		var saw []string
+		for {
+			select {
+			case e := <-events:
+				if e == want {
+					return
+				}
+				saw = append(saw, e)
+			case <-timeout:
+				t.Fatalf("timed out waiting for %q; saw %q", want, saw)
+			}
+		}
+	}
+
+	var seenMu sync.Mutex
+	var seen []map[string]json.RawMessage
+	stop, err := child.WatchParentTwins([]string{"$edgeAgent", "$edgeHub", "$ledge"}, func(d map[string]json.RawMessage) {
+		seenMu.Lock()
+		seen = append(seen, d)
+		seenMu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	waitEvent("read child/$ledge 0")
+	if _, err := parent.PatchDesired(t.Context(), "child/$ledge", []byte(`{"version": "7"}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent("patch taken child/$ledge 1")
+	close(release["child/$ledge"])
+	waitEvent("read taken child/$ledge 0")
+	waitFor(t, "the patched $ledge twin at the agent", func() bool {
+		seenMu.Lock()
+		defer seenMu.Unlock()
+		return len(seen) > 0 && strings.Contains(string(seen[len(seen)-1]["$ledge"]), `"version":"7"`)
+	})
+
+	// A leaf: its relay opens when it connects here.
+	if _, err := child.sasClient(t, "sensor", sensor.PrimaryKey, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent("read sensor 0")
+	if _, err := parent.PatchDesired(t.Context(), "sensor", []byte(`{"threshold": 5}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent("patch taken sensor 1")
+	close(release["sensor"])
+	waitEvent("read taken sensor 0")
+	waitFor(t, "the leaf's desired patch here", func() bool {
+		tw, _ := child.GetTwin(t.Context(), "sensor")
+		return fmt.Sprint(tw.Desired["threshold"]) == "5"
+	})
+}
