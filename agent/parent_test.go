@@ -176,10 +176,14 @@ func TestParentTwinSource(t *testing.T) {
 		return fmt.Sprintf(`{"schemaVersion": "1.1", "routes": {"r": "FROM /messages/* INTO $upstream"}, "storeAndForwardConfiguration": {"timeToLiveSecs": 7200}, "$version": %d}`, v)
 	}
 	p.set(map[string]string{TwinEdgeAgent: agentTwin(3, "web "+imgApp), TwinEdgeHub: hubTwin(7)})
+	// The routes make a new deployment; the 200 must be its own, not the
+	// previous deployment's status reported with the new $version.
 	waitFor(t, 30*time.Second, func() (bool, string) {
 		h := p.hubReport()
 		st, _ := h["lastDesiredStatus"].(map[string]any)
-		return h["lastDesiredVersion"] == 7.0 && st["code"] == 200.0 && h["schemaVersion"] == "1.1", fmt.Sprint(h)
+		d := ta.Reported().Deployment
+		return d != nil && d.ID != id && d.State == StateConverged &&
+			h["lastDesiredVersion"] == 7.0 && st["code"] == 200.0 && h["schemaVersion"] == "1.1", fmt.Sprint(h, d)
 	})
 	id = ta.Reported().Deployment.ID
 
