@@ -372,15 +372,7 @@ func TestControllerResends(t *testing.T) {
 	go func() { ctl.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 
-	def := &Definition{Name: "resend", Generation: 1, Created: time.Now().UTC(), Target: "tags.site != 'nowhere'",
-		Rollout: Policy{Waves: []string{"100%"}}, State: StateActive, Manifest: "resend manifest"}
-	sealed, err := Seal(def, keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := conn.Publish(ctx, DefaultTopics.Definition("resend"), sealed, true); err != nil {
-		t.Fatal(err)
-	}
+	publishDefinition(t, conn, keys, "resend")
 	var a *Assignment
 	waitUntil(t, 30*time.Second, "the device's assignment", func() bool {
 		if dev := conn.View().Snapshot(keys).Devices[d.id]; dev != nil && dev.Assignment != nil {
@@ -461,15 +453,7 @@ func TestControllerRepairsLostRecords(t *testing.T) {
 	done := make(chan struct{})
 	go func() { ctl.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	def := &Definition{Name: "repair", Generation: 1, Created: time.Now().UTC(), Target: "tags.site != 'nowhere'",
-		Rollout: Policy{Waves: []string{"100%"}}, State: StateActive, Manifest: "repair manifest"}
-	sealed, err := Seal(def, keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := conn.Publish(ctx, DefaultTopics.Definition("repair"), sealed, true); err != nil {
-		t.Fatal(err)
-	}
+	publishDefinition(t, conn, keys, "repair")
 	waitUntil(t, 30*time.Second, "the rollout completed", func() bool {
 		r := conn.View().Snapshot(keys).Rollouts["repair"]
 		return r != nil && r.Phase == PhaseCompleted
@@ -560,20 +544,12 @@ func TestControllerTakeoverGivesOnce(t *testing.T) {
 				return func() { cancel(); <-done; conn.Close() }
 			}
 			stopFirst := run("first")
-			def := &Definition{Name: "once", Generation: 1, Created: time.Now().UTC(), Target: "tags.site != 'nowhere'",
-				Rollout: Policy{Waves: []string{"100%"}}, State: StateActive, Manifest: "once manifest"}
-			sealed, err := Seal(def, keys)
-			if err != nil {
-				t.Fatal(err)
-			}
 			pub, err := Dial(t.Context(), ConnConfig{URLs: []string{url}, ClientID: "cli", Topics: DefaultTopics})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer pub.Close()
-			if err := pub.Publish(t.Context(), DefaultTopics.Definition("once"), sealed, true); err != nil {
-				t.Fatal(err)
-			}
+			publishDefinition(t, pub, keys, "once")
 			waitUntil(t, 30*time.Second, "the first controller stopped short", func() bool { return h.dropped.Load() >= 2 })
 			stopFirst()
 			defer run("second")()
@@ -593,5 +569,20 @@ func TestControllerTakeoverGivesOnce(t *testing.T) {
 				d.mu.Unlock()
 			}
 		})
+	}
+}
+
+// publishDefinition publishes a signed definition name for every device
+// (one wave, manifest "<name> manifest") through conn.
+func publishDefinition(t *testing.T, conn *Conn, keys edKeys, name string) {
+	t.Helper()
+	def := &Definition{Name: name, Generation: 1, Created: time.Now().UTC(), Target: "tags.site != 'nowhere'",
+		Rollout: Policy{Waves: []string{"100%"}}, State: StateActive, Manifest: name + " manifest"}
+	sealed, err := Seal(def, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Publish(t.Context(), DefaultTopics.Definition(name), sealed, true); err != nil {
+		t.Fatal(err)
 	}
 }
