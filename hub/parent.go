@@ -47,6 +47,10 @@ const relayIdle = time.Minute
 // agent is told (a deployment written twin by twin comes as one).
 const twinSettle = 500 * time.Millisecond
 
+// twinRequestTimeout is how long a relay waits for the parent to answer
+// a twin request.
+const twinRequestTimeout = 10 * time.Second
+
 // RelayStatus is one connection to the parent on behalf of an identity.
 type RelayStatus struct {
 	Identity  string `json:"identity"`
@@ -68,6 +72,9 @@ type parentLink struct {
 	// may hold it there), "read taken" and "patch taken", with the
 	// remote identity and the parent's $version.
 	hook func(event, remote string, version int64)
+	// twinTimeout bounds the wait for the parent's answer to a twin
+	// request (twinRequestTimeout; tests shorten it).
+	twinTimeout time.Duration
 }
 
 // event tells the test hook, if any.
@@ -111,6 +118,10 @@ type parentConn struct {
 	gen     uint64         // counts connections: a read for an older one is dropped
 	version int64          // the parent's $version of the desired properties taken on this connection
 	fetched bool           // desired read in full since the last connection
+	// readGen is the connection a read loop runs for (readUntilTaken; 0:
+	// none), readAgain asks it for one more read.
+	readGen   uint64
+	readAgain bool
 	state   string
 	lastErr string
 	leftAt  time.Time // when the local client was last seen gone
@@ -122,7 +133,7 @@ type twinReply struct {
 }
 
 func newParentLink(h *Hub, cfg UpstreamConfig, tlsCfg *tls.Config) *parentLink {
-	return &parentLink{h: h, cfg: cfg, tlsCfg: tlsCfg, conns: map[string]*parentConn{}}
+	return &parentLink{h: h, cfg: cfg, tlsCfg: tlsCfg, conns: map[string]*parentConn{}, twinTimeout: twinRequestTimeout}
 }
 
 // run keeps a relay open for every device and module connected here
@@ -304,7 +315,7 @@ func (c *parentConn) onConnect(cli paho.Client) {
 		return
 	}
 	// Desired properties now, in full: what changed while away.
-	if !c.readDesired(gen) || c.system {
+	if !c.readUntilTaken(gen) || c.system {
 		return
 	}
 	// What the client reported while the parent was away goes up.
@@ -314,14 +325,78 @@ func (c *parentConn) onConnect(cli paho.Client) {
 	}
 }
 
+// readUntilTaken reads the desired properties at the parent in full
+// (readDesired) until a read succeeds, again and again with back-off
+// (1 s doubling to maxBackoff) while connection gen lasts: a parent that
+// does not answer, or answers an error, while the connection stays up
+// would otherwise leave the twin unread until the next connection (the
+// agent takes no deployment before every twin it follows is read). Until
+// then the relay's status says why. One loop runs per connection: a read
+// asked meanwhile (a patch that does not follow) is done by it once its
+// read is taken. It returns false when the connection ended first.
+func (c *parentConn) readUntilTaken(gen uint64) bool {
+	c.mu.Lock()
+	if c.readGen == gen {
+		c.readAgain = true
+		c.mu.Unlock()
+		return true
+	}
+	c.readGen, c.readAgain = gen, false
+	c.mu.Unlock()
+	wait, failed := minBackoff, false
+	for {
+		err := c.readDesired(gen)
+		c.mu.Lock()
+		switch {
+		case c.gen != gen || c.stopped.Load():
+			if c.readGen == gen {
+				c.readGen = 0
+			}
+			c.mu.Unlock()
+			return false
+		case err == nil && c.readAgain:
+			c.readAgain, wait = false, minBackoff
+			c.mu.Unlock()
+			continue
+		case err == nil:
+			c.readGen = 0
+			if strings.HasPrefix(c.lastErr, readErrPrefix) {
+				c.lastErr = ""
+			}
+			c.mu.Unlock()
+			if failed {
+				c.l.h.log.Info("parent relay: twin read", "identity", c.remote)
+			}
+			return true
+		}
+		c.lastErr = fmt.Sprintf("%s%v (again in %s)", readErrPrefix, err, wait)
+		c.mu.Unlock()
+		if !failed {
+			c.l.h.log.Warn("parent relay: cannot read the twin, trying again with back-off", "identity", c.remote, "err", err)
+			failed = true
+		}
+		select {
+		case <-c.stop:
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, maxBackoff)
+	}
+}
+
+// readErrPrefix starts the relay's last error while its twin is unread.
+const readErrPrefix = "read the twin: "
+
 // readDesired reads the desired properties at the parent in full and
 // takes them, unless newer ones were taken meanwhile on connection gen (a
-// patch the parent sent after it answered); false when the read failed.
-func (c *parentConn) readDesired(gen uint64) bool {
+// patch the parent sent after it answered). It fails when the parent did
+// not answer, answered an error, or sent what is not a twin.
+func (c *parentConn) readDesired(gen uint64) error {
 	r, err := c.request("$iothub/twin/GET/?$rid=", nil)
-	if err != nil || r.status != 200 {
-		c.l.h.log.Warn("parent relay: read the twin", "identity", c.remote, "status", r.status, "err", err)
-		return false
+	switch {
+	case err != nil:
+		return err
+	case r.status != 200:
+		return fmt.Errorf("the parent answered %d: %s", r.status, bytes.TrimSpace(r.body))
 	}
 	var tw struct {
 		Desired map[string]any `json:"desired"`
@@ -329,8 +404,7 @@ func (c *parentConn) readDesired(gen uint64) bool {
 	dec := json.NewDecoder(bytes.NewReader(r.body))
 	dec.UseNumber()
 	if err := dec.Decode(&tw); err != nil {
-		c.l.h.log.Warn("parent relay: twin", "identity", c.remote, "err", err)
-		return false
+		return fmt.Errorf("the parent's twin: %w", err)
 	}
 	v := versionOf(tw.Desired)
 	c.l.event("read", c.remote, v)
@@ -340,7 +414,7 @@ func (c *parentConn) readDesired(gen uint64) bool {
 	c.mu.Lock()
 	if c.gen != gen || (c.fetched && v <= c.version) {
 		c.mu.Unlock()
-		return true
+		return nil
 	}
 	c.fetched, c.version = true, v
 	if c.system {
@@ -352,7 +426,7 @@ func (c *parentConn) readDesired(gen uint64) bool {
 	} else {
 		c.syncDesired(tw.Desired)
 	}
-	return true
+	return nil
 }
 
 // syncDesired makes the desired properties here those of the parent.
@@ -394,11 +468,14 @@ func (c *parentConn) request(prefix string, body []byte) (twinReply, error) {
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		return twinReply{}, fault.New(fault.Unavailable, "to the parent: %v", tok.Error())
 	}
+	c.l.mu.Lock()
+	timeout := c.l.twinTimeout
+	c.l.mu.Unlock()
 	select {
 	case r := <-ch:
 		return r, nil
-	case <-time.After(10 * time.Second):
-		return twinReply{}, fault.New(fault.Timeout, "the parent did not answer a twin request within 10 s")
+	case <-time.After(timeout):
+		return twinReply{}, fault.New(fault.Timeout, "the parent did not answer a twin request within %s", timeout)
 	case <-c.stop:
 		return twinReply{}, fault.New(fault.Unavailable, "closed")
 	}
@@ -449,7 +526,7 @@ func (c *parentConn) onDesiredPatch(body []byte) {
 	switch {
 	case !c.fetched || v == 0 || v > c.version+1:
 		c.mu.Unlock()
-		go c.readDesired(gen)
+		go c.readUntilTaken(gen)
 		return
 	case v <= c.version:
 		c.mu.Unlock()

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"ledge/internal/fault"
 )
@@ -301,4 +303,98 @@ func TestParentTwinReadOvertaken(t *testing.T) {
 		tw, _ := child.GetTwin(t.Context(), "sensor")
 		return fmt.Sprint(tw.Desired["threshold"]) == "5"
 	})
+}
+
+// lostTwinGets is a fault at a parent: the first n twin GETs of each
+// client it names go unanswered while the connection stays up (their
+// request id is changed as they are read, so the answer goes to no one).
+type lostTwinGets struct {
+	mqtt.HookBase
+	mu   sync.Mutex
+	left map[string]int // client id -> GETs still to lose
+	lost chan string
+}
+
+func (d *lostTwinGets) ID() string           { return "test-lost-twin-gets" }
+func (d *lostTwinGets) Provides(b byte) bool { return b == mqtt.OnPacketRead }
+
+func (d *lostTwinGets) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish || !strings.HasPrefix(pk.TopicName, "$iothub/twin/GET/") {
+		return pk, nil
+	}
+	d.mu.Lock()
+	lose := d.left[cl.ID] > 0
+	if lose {
+		d.left[cl.ID]--
+	}
+	d.mu.Unlock()
+	if lose {
+		pk.TopicName = strings.Replace(pk.TopicName, "$rid=", "$rid=lost-", 1)
+		select {
+		case d.lost <- cl.ID:
+		default:
+		}
+	}
+	return pk, nil
+}
+
+// TestParentTwinReadRetried: a relay whose first reads of its twin at the
+// parent get no answer, while the connection stays up, reads it again
+// with back-off; until it has, the relay's status says why. The agent
+// gets its $ledge twin and a leaf its desired properties.
+func TestParentTwinReadRetried(t *testing.T) {
+	parent := startHubAs(t, "parent", func(c *Config) { c.Hostname = "parent.test" }, false)
+	childID := parent.addIdentity(t, IdentitySpec{Name: "child"})
+	parent.addIdentity(t, IdentitySpec{Name: "sensor", Parent: "child"})
+	if _, err := parent.PatchDesired(t.Context(), "child/$ledge", []byte(`{"version": "3"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parent.PatchDesired(t.Context(), "sensor", []byte(`{"threshold": 9}`)); err != nil {
+		t.Fatal(err)
+	}
+	fault := &lostTwinGets{left: map[string]int{"child/$ledge": 2, "sensor": 2}, lost: make(chan string, 10)}
+	if err := parent.srv.AddHook(fault, nil); err != nil {
+		t.Fatal(err)
+	}
+	child := startChildOf(t, parent, "child", childID.PrimaryKey)
+	child.parent.mu.Lock()
+	child.parent.twinTimeout = 300 * time.Millisecond
+	child.parent.mu.Unlock()
+	sensor := child.addIdentity(t, IdentitySpec{Name: "sensor"})
+
+	var mu sync.Mutex
+	var seen []map[string]json.RawMessage
+	stop, err := child.WatchParentTwins([]string{"$edgeAgent", "$edgeHub", "$ledge"}, func(d map[string]json.RawMessage) {
+		mu.Lock()
+		seen = append(seen, d)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if _, err := child.sasClient(t, "sensor", sensor.PrimaryKey, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"child/$ledge", "sensor"} {
+		waitFor(t, "the relay of "+id+" saying its twin read got no answer", func() bool {
+			s := relayState(child, id)
+			return strings.HasPrefix(s, "connected ") && strings.Contains(s, "read the twin") && strings.Contains(s, "did not answer")
+		})
+	}
+	waitFor(t, "the $ledge twin at the agent", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) > 0 && strings.Contains(string(seen[len(seen)-1]["$ledge"]), `"version":"3"`)
+	})
+	waitFor(t, "the leaf's desired properties here", func() bool {
+		tw, _ := child.GetTwin(t.Context(), "sensor")
+		return fmt.Sprint(tw.Desired["threshold"]) == "9"
+	})
+	for _, id := range []string{"child/$ledge", "sensor"} {
+		waitFor(t, "the relay of "+id+" without an error", func() bool { return relayState(child, id) == "connected " })
+	}
+	if len(fault.lost) != 4 {
+		t.Errorf("%d twin GETs lost, want 4", len(fault.lost))
+	}
 }
