@@ -122,9 +122,9 @@ type parentConn struct {
 	// none), readAgain asks it for one more read.
 	readGen   uint64
 	readAgain bool
-	state   string
-	lastErr string
-	leftAt  time.Time // when the local client was last seen gone
+	state     string
+	lastErr   string
+	leftAt    time.Time // when the local client was last seen gone
 }
 
 type twinReply struct {
