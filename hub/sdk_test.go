@@ -1,0 +1,339 @@
+package hub
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"ledge/hub/azure"
+	"ledge/internal/fault"
+	"ledge/internal/testenv"
+)
+
+// sdkClient is a stock Azure IoT SDK client for Node (DeviceClient or
+// ModuleClient from azure-iot-device, transport from
+// azure-iot-device-mqtt, as npm has them) run by
+// appliance/testdata/azure-sdk/driver.js, which the test drives with one
+// JSON command a line and which tells what the SDK sees.
+type sdkClient struct {
+	t    testing.TB
+	name string
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+
+	mu      sync.Mutex // guards the fields below
+	next    int
+	answers map[int]chan sdkLine
+	events  []sdkLine
+	changed chan struct{} // closed and replaced when an event comes
+	out     strings.Builder
+}
+
+type sdkLine map[string]any
+
+func (l sdkLine) str(k string) string {
+	if v, ok := l[k]; ok && v != nil {
+		return fmt.Sprint(v)
+	}
+	return ""
+}
+
+// sdkEnv is how a driven SDK client is made (see driver.js).
+type sdkEnv struct {
+	Kind      string // device or module
+	Transport string // mqtt (default) or mqttws
+	CS        string // connection string; "" for a module: fromEnvironment
+	CA        string // path of the hub's CA
+	TokenTTL  int    // seconds; 0: the SDK's default (1 h)
+	Methods   string // name:status:delayMs,...
+	NoAck     string // inputs not completed
+	Env       []string
+}
+
+func startSDK(t testing.TB, name string, e sdkEnv) *sdkClient {
+	t.Helper()
+	dir := testenv.AzureSDK(t)
+	c := &sdkClient{t: t, name: name, answers: map[int]chan sdkLine{}, changed: make(chan struct{})}
+	c.cmd = exec.Command("node", "driver.js")
+	c.cmd.Dir = dir
+	c.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "SDK_KIND=" + e.Kind, "SDK_TRANSPORT=" + e.Transport,
+		"SDK_CS=" + e.CS, "SDK_CA=" + e.CA, "SDK_METHODS=" + e.Methods, "SDK_NO_ACK=" + e.NoAck}, e.Env...)
+	if e.TokenTTL > 0 {
+		c.cmd.Env = append(c.cmd.Env, fmt.Sprintf("SDK_TOKEN_TTL=%d", e.TokenTTL))
+	}
+	if os.Getenv("LEDGE_TEST_LOG") != "" {
+		c.cmd.Env = append(c.cmd.Env, "DEBUG=azure*,mqtt*")
+	}
+	var err error
+	if c.in, err = c.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cmd.Stderr = &lockedBuilder{mu: &c.mu, b: &c.out}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		c.cmd.Process.Kill()
+		<-done
+		c.cmd.Wait()
+		if t.Failed() {
+			t.Logf("SDK client %s said:\n%s", c.name, c.output())
+		}
+	})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var l sdkLine
+			c.mu.Lock()
+			c.out.WriteString(sc.Text() + "\n")
+			if json.Unmarshal(sc.Bytes(), &l) == nil {
+				if id, ok := l["id"].(float64); ok {
+					if ch := c.answers[int(id)]; ch != nil {
+						ch <- l
+					}
+				} else {
+					c.events = append(c.events, l)
+					close(c.changed)
+					c.changed = make(chan struct{})
+				}
+			}
+			c.mu.Unlock()
+		}
+	}()
+	if l := c.wait("ready", nil); l.str("event") == "fatal" {
+		t.Fatalf("SDK client %s: %s", name, l.str("message"))
+	}
+	return c
+}
+
+type lockedBuilder struct {
+	mu *sync.Mutex
+	b  *strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (c *sdkClient) output() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.out.String()
+}
+
+// do runs one SDK operation and returns its answer: the result, or the
+// SDK's error.
+func (c *sdkClient) do(op string, args map[string]any) (sdkLine, error) {
+	c.t.Helper()
+	c.mu.Lock()
+	c.next++
+	id := c.next
+	ch := make(chan sdkLine, 1)
+	c.answers[id] = ch
+	c.mu.Unlock()
+	cmd := map[string]any{"id": id, "op": op}
+	for k, v := range args {
+		cmd[k] = v
+	}
+	b, _ := json.Marshal(cmd)
+	if _, err := c.in.Write(append(b, '\n')); err != nil {
+		c.t.Fatalf("SDK client %s: %v", c.name, err)
+	}
+	select {
+	case l := <-ch:
+		if l["ok"] != true {
+			return l, fmt.Errorf("%s", l.str("error"))
+		}
+		r, _ := l["result"].(map[string]any)
+		return r, nil
+	case <-time.After(60 * time.Second):
+		c.t.Fatalf("SDK client %s: no answer to %s in 60 s", c.name, op)
+		return nil, nil
+	}
+}
+
+// must runs an operation that must succeed.
+func (c *sdkClient) must(op string, args map[string]any) sdkLine {
+	c.t.Helper()
+	r, err := c.do(op, args)
+	if err != nil {
+		c.t.Fatalf("SDK client %s: %s: %v", c.name, op, err)
+	}
+	return r
+}
+
+// all returns the events named ev that ok accepts (nil: all).
+func (c *sdkClient) all(ev string, ok func(sdkLine) bool) []sdkLine {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []sdkLine
+	for _, l := range c.events {
+		if l.str("event") == ev && (ok == nil || ok(l)) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// wait returns the first event named ev that ok accepts, waiting up to
+// 30 s for it; a fatal event ends the wait too.
+func (c *sdkClient) wait(ev string, ok func(sdkLine) bool) sdkLine {
+	c.t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		c.mu.Lock()
+		ch := c.changed
+		for _, l := range c.events {
+			if e := l.str("event"); e == ev && (ok == nil || ok(l)) || e == "fatal" {
+				c.mu.Unlock()
+				return l
+			}
+		}
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline:
+			c.t.Fatalf("SDK client %s: no %s event in 30 s", c.name, ev)
+		}
+	}
+}
+
+// sdkHub is a hub whose name resolves (localhost), so the connection
+// strings it prints work as they are.
+func sdkHub(t *testing.T, routes map[string]RouteConfig) *testHub {
+	return startHub(t, func(c *Config) {
+		c.Hostname = "localhost"
+		c.Routes = routes
+	}, false)
+}
+
+// TestSDKMethods: direct methods on stock SDK clients (a DeviceClient and
+// a ModuleClient from the connection strings ledge prints): the answer's
+// status and payload come back; a call without a payload reaches the
+// handler as null (the SDK parses every request body as JSON, and answers
+// 400 "Invalid request format" to an empty one); a handler slower than
+// the timeout is 504, a method nobody handles too; a client that left is
+// 404.
+func TestSDKMethods(t *testing.T) {
+	h := sdkHub(t, nil)
+	dev := h.addIdentity(t, IdentitySpec{Name: "thermo"})
+	mod := h.addIdentity(t, IdentitySpec{Name: testDevice + "/cam"})
+	d := startSDK(t, "thermo", sdkEnv{Kind: "device", CS: dev.ConnectionString, CA: h.CAPath(), Methods: "reboot:200:0,fail:500:0"})
+	d.must("open", nil)
+	m := startSDK(t, "cam", sdkEnv{Kind: "module", CS: mod.ConnectionString, CA: h.CAPath(), Methods: "echo:201:0,slow:200:3000"})
+	m.must("open", nil)
+	for _, c := range []struct {
+		target, method, payload string
+		status                  int
+		answer                  string
+	}{
+		{"thermo", "reboot", `{"delay":1}`, 200, `{"echoed":{"delay":1},"method":"reboot"}`},
+		{"thermo", "reboot", ``, 200, `{"echoed":null,"method":"reboot"}`},
+		{"thermo", "fail", `"x"`, 500, `{"echoed":"x","method":"fail"}`},
+		{testDevice + "/cam", "echo", `[1,2]`, 201, `{"echoed":[1,2],"method":"echo"}`},
+		{testDevice + "/cam", "echo", ``, 201, `{"echoed":null,"method":"echo"}`},
+	} {
+		r, err := h.InvokeMethod(t.Context(), c.target, c.method, json.RawMessage(c.payload), 10*time.Second)
+		if err != nil || r.Status != c.status || string(r.Payload) != c.answer {
+			t.Errorf("%s %s(%s): %d %s %v, want %d %s", c.target, c.method, c.payload, r.Status, r.Payload, err, c.status, c.answer)
+		}
+	}
+	for _, method := range []string{"slow", "nobody"} {
+		if _, err := h.InvokeMethod(t.Context(), testDevice+"/cam", method, nil, time.Second); !fault.Is(err, fault.Timeout) {
+			t.Errorf("%s: %v, want a timeout (504)", method, err)
+		}
+	}
+	d.must("close", nil)
+	waitFor(t, "thermo gone", func() bool { _, ok := h.byID.Load("thermo"); return !ok })
+	if _, err := h.InvokeMethod(t.Context(), "thermo", "reboot", nil, time.Second); !fault.Is(err, fault.NotFound) {
+		t.Errorf("a device that left: %v, want not found (404)", err)
+	}
+}
+
+// TestSDKTwin: twins as a stock SDK client sees them. getTwin gives the
+// desired and reported properties; a desired patch arrives with its
+// $version; a reported update the hub takes succeeds and one it refuses
+// fails at the SDK (the SDK ignores the status of a twin response and
+// looks for an errorCode in its body, as IoT Hub sends it), for the
+// reasons edgeHub refuses one (a key with '.', '$', '#' or a space,
+// nesting deeper than 10, a string over 4 KB, an integer beyond ±2^52, a
+// null in an array, over 32 KB), and changes nothing.
+func TestSDKTwin(t *testing.T) {
+	h := sdkHub(t, nil)
+	dev := h.addIdentity(t, IdentitySpec{Name: "thermo"})
+	if _, err := h.PatchDesired(t.Context(), "thermo", []byte(`{"interval": 5}`)); err != nil {
+		t.Fatal(err)
+	}
+	d := startSDK(t, "thermo", sdkEnv{Kind: "device", CS: dev.ConnectionString, CA: h.CAPath()})
+	d.must("open", nil)
+	tw := d.must("getTwin", nil)
+	waitSubscribed(t, h, "thermo", azure.DesiredPatchTopic(1))
+	if got := fmt.Sprint(tw["desired"]); got != "map[$version:1 interval:5]" {
+		t.Errorf("desired at getTwin: %s", got)
+	}
+	if _, err := h.PatchDesired(t.Context(), "thermo", []byte(`{"interval": 7, "mode": "eco"}`)); err != nil {
+		t.Fatal(err)
+	}
+	p := d.wait("desired", func(l sdkLine) bool { return strings.Contains(fmt.Sprint(l["patch"]), "eco") })
+	if got := fmt.Sprint(p["patch"]); got != "map[$version:2 interval:7 mode:eco]" {
+		t.Errorf("desired patch: %s", got)
+	}
+	if _, err := d.do("report", map[string]any{"patch": map[string]any{"fw": "1.2", "net": map[string]any{"rssi": -60}}}); err != nil {
+		t.Fatalf("a reported update: %v", err)
+	}
+	deep := map[string]any{"v": 1}
+	for range 10 {
+		deep = map[string]any{"d": deep}
+	}
+	for name, patch := range map[string]map[string]any{
+		"a key with a dot":           {"a.b": 1},
+		"a key with $":               {"$x": 1},
+		"a key with #":               {"a#": 1},
+		"a key with a space":         {"a b": 1},
+		"a nested key with a dot":    {"net": map[string]any{"x.y": 1}},
+		"nesting deeper than 10":     {"deep": deep},
+		"a string over 4 KB":         {"s": strings.Repeat("x", 4097)},
+		"an integer beyond 2^52":     {"n": json.Number("4503599627370496")},
+		"a null in an array":         {"a": []any{1, nil}},
+		"more than 32 KB":            {"big1": strings.Repeat("x", 4000), "big2": strings.Repeat("x", 4000), "big3": strings.Repeat("x", 4000), "big4": strings.Repeat("x", 4000), "big5": strings.Repeat("x", 4000), "big6": strings.Repeat("x", 4000), "big7": strings.Repeat("x", 4000), "big8": strings.Repeat("x", 4000), "big9": strings.Repeat("x", 4000)},
+	} {
+		if _, err := d.do("report", map[string]any{"patch": patch}); err == nil {
+			t.Errorf("%s: the SDK's reported update succeeded", name)
+		}
+	}
+	got, err := h.GetTwin(t.Context(), "thermo")
+	if err != nil || got.ReportedVersion != 1 || fmt.Sprint(got.Reported) != "map[fw:1.2 net:map[rssi:-60]]" {
+		t.Errorf("reported here: %v (version %d) %v", got.Reported, got.ReportedVersion, err)
+	}
+}
+
+// waitSubscribed waits until client name is subscribed to topic (an SDK
+// subscribes in the background: to desired patches once a listener is
+// registered, for instance).
+func waitSubscribed(t testing.TB, h *testHub, name, topic string) {
+	t.Helper()
+	waitFor(t, name+" subscribed to "+topic, func() bool {
+		v, ok := h.byID.Load(name)
+		if !ok {
+			return false
+		}
+		_, sub := subscribedQoS(v.(*session), topic)
+		return sub
+	})
+}
