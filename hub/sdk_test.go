@@ -302,16 +302,16 @@ func TestSDKTwin(t *testing.T) {
 		deep = map[string]any{"d": deep}
 	}
 	for name, patch := range map[string]map[string]any{
-		"a key with a dot":           {"a.b": 1},
-		"a key with $":               {"$x": 1},
-		"a key with #":               {"a#": 1},
-		"a key with a space":         {"a b": 1},
-		"a nested key with a dot":    {"net": map[string]any{"x.y": 1}},
-		"nesting deeper than 10":     {"deep": deep},
-		"a string over 4 KB":         {"s": strings.Repeat("x", 4097)},
-		"an integer beyond 2^52":     {"n": json.Number("4503599627370496")},
-		"a null in an array":         {"a": []any{1, nil}},
-		"more than 32 KB":            {"big1": strings.Repeat("x", 4000), "big2": strings.Repeat("x", 4000), "big3": strings.Repeat("x", 4000), "big4": strings.Repeat("x", 4000), "big5": strings.Repeat("x", 4000), "big6": strings.Repeat("x", 4000), "big7": strings.Repeat("x", 4000), "big8": strings.Repeat("x", 4000), "big9": strings.Repeat("x", 4000)},
+		"a key with a dot":        {"a.b": 1},
+		"a key with $":            {"$x": 1},
+		"a key with #":            {"a#": 1},
+		"a key with a space":      {"a b": 1},
+		"a nested key with a dot": {"net": map[string]any{"x.y": 1}},
+		"nesting deeper than 10":  {"deep": deep},
+		"a string over 4 KB":      {"s": strings.Repeat("x", 4097)},
+		"an integer beyond 2^52":  {"n": json.Number("4503599627370496")},
+		"a null in an array":      {"a": []any{1, nil}},
+		"more than 32 KB":         {"big1": strings.Repeat("x", 4000), "big2": strings.Repeat("x", 4000), "big3": strings.Repeat("x", 4000), "big4": strings.Repeat("x", 4000), "big5": strings.Repeat("x", 4000), "big6": strings.Repeat("x", 4000), "big7": strings.Repeat("x", 4000), "big8": strings.Repeat("x", 4000), "big9": strings.Repeat("x", 4000)},
 	} {
 		if _, err := d.do("report", map[string]any{"patch": patch}); err == nil {
 			t.Errorf("%s: the SDK's reported update succeeded", name)
