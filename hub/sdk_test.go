@@ -1,14 +1,10 @@
 package hub
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -21,203 +17,6 @@ import (
 	"ledge/internal/fault"
 	"ledge/internal/testenv"
 )
-
-// sdkClient is a stock Azure IoT SDK client for Node (DeviceClient or
-// ModuleClient from azure-iot-device, transport from
-// azure-iot-device-mqtt, as npm has them) run by
-// appliance/testdata/azure-sdk/driver.js, which the test drives with one
-// JSON command a line and which tells what the SDK sees.
-type sdkClient struct {
-	t    testing.TB
-	name string
-	cmd  *exec.Cmd
-	in   io.WriteCloser
-
-	mu      sync.Mutex // guards the fields below
-	next    int
-	answers map[int]chan sdkLine
-	events  []sdkLine
-	changed chan struct{} // closed and replaced when an event comes
-	out     strings.Builder
-}
-
-type sdkLine map[string]any
-
-func (l sdkLine) str(k string) string {
-	if v, ok := l[k]; ok && v != nil {
-		return fmt.Sprint(v)
-	}
-	return ""
-}
-
-// sdkEnv is how a driven SDK client is made (see driver.js).
-type sdkEnv struct {
-	Kind      string // device or module
-	Transport string // mqtt (default) or mqttws
-	CS        string // connection string; "" for a module: fromEnvironment
-	CA        string // path of the hub's CA
-	TokenTTL  int    // seconds; 0: the SDK's default (1 h)
-	Methods   string // name:status:delayMs,...
-	NoAck     string // inputs not completed
-	Env       []string
-}
-
-func startSDK(t testing.TB, name string, e sdkEnv) *sdkClient {
-	t.Helper()
-	dir := testenv.AzureSDK(t)
-	c := &sdkClient{t: t, name: name, answers: map[int]chan sdkLine{}, changed: make(chan struct{})}
-	c.cmd = exec.Command("node", "driver.js")
-	c.cmd.Dir = dir
-	c.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "SDK_KIND=" + e.Kind, "SDK_TRANSPORT=" + e.Transport,
-		"SDK_CS=" + e.CS, "SDK_CA=" + e.CA, "SDK_METHODS=" + e.Methods, "SDK_NO_ACK=" + e.NoAck}, e.Env...)
-	if e.TokenTTL > 0 {
-		c.cmd.Env = append(c.cmd.Env, fmt.Sprintf("SDK_TOKEN_TTL=%d", e.TokenTTL))
-	}
-	if os.Getenv("LEDGE_TEST_LOG") != "" {
-		c.cmd.Env = append(c.cmd.Env, "DEBUG=azure*,mqtt*")
-	}
-	var err error
-	if c.in, err = c.cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	out, err := c.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.cmd.Stderr = &lockedBuilder{mu: &c.mu, b: &c.out}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() {
-		c.cmd.Process.Kill()
-		<-done
-		c.cmd.Wait()
-		if t.Failed() {
-			t.Logf("SDK client %s said:\n%s", c.name, c.output())
-		}
-	})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var l sdkLine
-			c.mu.Lock()
-			c.out.WriteString(sc.Text() + "\n")
-			if json.Unmarshal(sc.Bytes(), &l) == nil {
-				if id, ok := l["id"].(float64); ok {
-					if ch := c.answers[int(id)]; ch != nil {
-						ch <- l
-					}
-				} else {
-					c.events = append(c.events, l)
-					close(c.changed)
-					c.changed = make(chan struct{})
-				}
-			}
-			c.mu.Unlock()
-		}
-	}()
-	if l := c.wait("ready", nil); l.str("event") == "fatal" {
-		t.Fatalf("SDK client %s: %s", name, l.str("message"))
-	}
-	return c
-}
-
-type lockedBuilder struct {
-	mu *sync.Mutex
-	b  *strings.Builder
-}
-
-func (l *lockedBuilder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (c *sdkClient) output() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.out.String()
-}
-
-// do runs one SDK operation and returns its answer: the result, or the
-// SDK's error.
-func (c *sdkClient) do(op string, args map[string]any) (sdkLine, error) {
-	c.t.Helper()
-	c.mu.Lock()
-	c.next++
-	id := c.next
-	ch := make(chan sdkLine, 1)
-	c.answers[id] = ch
-	c.mu.Unlock()
-	cmd := map[string]any{"id": id, "op": op}
-	for k, v := range args {
-		cmd[k] = v
-	}
-	b, _ := json.Marshal(cmd)
-	if _, err := c.in.Write(append(b, '\n')); err != nil {
-		c.t.Fatalf("SDK client %s: %v", c.name, err)
-	}
-	select {
-	case l := <-ch:
-		if l["ok"] != true {
-			return l, fmt.Errorf("%s", l.str("error"))
-		}
-		r, _ := l["result"].(map[string]any)
-		return r, nil
-	case <-time.After(60 * time.Second):
-		c.t.Fatalf("SDK client %s: no answer to %s in 60 s", c.name, op)
-		return nil, nil
-	}
-}
-
-// must runs an operation that must succeed.
-func (c *sdkClient) must(op string, args map[string]any) sdkLine {
-	c.t.Helper()
-	r, err := c.do(op, args)
-	if err != nil {
-		c.t.Fatalf("SDK client %s: %s: %v", c.name, op, err)
-	}
-	return r
-}
-
-// all returns the events named ev that ok accepts (nil: all).
-func (c *sdkClient) all(ev string, ok func(sdkLine) bool) []sdkLine {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []sdkLine
-	for _, l := range c.events {
-		if l.str("event") == ev && (ok == nil || ok(l)) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
-// wait returns the first event named ev that ok accepts, waiting up to
-// 30 s for it; a fatal event ends the wait too.
-func (c *sdkClient) wait(ev string, ok func(sdkLine) bool) sdkLine {
-	c.t.Helper()
-	deadline := time.After(30 * time.Second)
-	for {
-		c.mu.Lock()
-		ch := c.changed
-		for _, l := range c.events {
-			if e := l.str("event"); e == ev && (ok == nil || ok(l)) || e == "fatal" {
-				c.mu.Unlock()
-				return l
-			}
-		}
-		c.mu.Unlock()
-		select {
-		case <-ch:
-		case <-deadline:
-			c.t.Fatalf("SDK client %s: no %s event in 30 s", c.name, ev)
-		}
-	}
-}
 
 // sdkHub is a hub whose name resolves (localhost), so the connection
 // strings it prints work as they are.
@@ -239,10 +38,10 @@ func TestSDKMethods(t *testing.T) {
 	h := sdkHub(t, nil)
 	dev := h.addIdentity(t, IdentitySpec{Name: "thermo"})
 	mod := h.addIdentity(t, IdentitySpec{Name: testDevice + "/cam"})
-	d := startSDK(t, "thermo", sdkEnv{Kind: "device", CS: dev.ConnectionString, CA: h.CAPath(), Methods: "reboot:200:0,fail:500:0"})
-	d.must("open", nil)
-	m := startSDK(t, "cam", sdkEnv{Kind: "module", CS: mod.ConnectionString, CA: h.CAPath(), Methods: "echo:201:0,slow:200:3000"})
-	m.must("open", nil)
+	d := testenv.StartSDK(t, "thermo", testenv.SDKEnv{Kind: "device", CS: dev.ConnectionString, CA: h.CAPath(), Methods: "reboot:200:0,fail:500:0"})
+	d.Must("open", nil)
+	m := testenv.StartSDK(t, "cam", testenv.SDKEnv{Kind: "module", CS: mod.ConnectionString, CA: h.CAPath(), Methods: "echo:201:0,slow:200:3000"})
+	m.Must("open", nil)
 	for _, c := range []struct {
 		target, method, payload string
 		status                  int
@@ -264,7 +63,7 @@ func TestSDKMethods(t *testing.T) {
 			t.Errorf("%s: %v, want a timeout (504)", method, err)
 		}
 	}
-	d.must("close", nil)
+	d.Must("close", nil)
 	waitFor(t, "thermo gone", func() bool { _, ok := h.byID.Load("thermo"); return !ok })
 	if _, err := h.InvokeMethod(t.Context(), "thermo", "reboot", nil, time.Second); !fault.Is(err, fault.NotFound) {
 		t.Errorf("a device that left: %v, want not found (404)", err)
@@ -285,9 +84,9 @@ func TestSDKTwin(t *testing.T) {
 	if _, err := h.PatchDesired(t.Context(), "thermo", []byte(`{"interval": 5}`)); err != nil {
 		t.Fatal(err)
 	}
-	d := startSDK(t, "thermo", sdkEnv{Kind: "device", CS: dev.ConnectionString, CA: h.CAPath()})
-	d.must("open", nil)
-	tw := d.must("getTwin", nil)
+	d := testenv.StartSDK(t, "thermo", testenv.SDKEnv{Kind: "device", CS: dev.ConnectionString, CA: h.CAPath()})
+	d.Must("open", nil)
+	tw := d.Must("getTwin", nil)
 	waitSubscribed(t, h, "thermo", azure.DesiredPatchTopic(1))
 	if got := fmt.Sprint(tw["desired"]); got != "map[$version:1 interval:5]" {
 		t.Errorf("desired at getTwin: %s", got)
@@ -295,11 +94,11 @@ func TestSDKTwin(t *testing.T) {
 	if _, err := h.PatchDesired(t.Context(), "thermo", []byte(`{"interval": 7, "mode": "eco"}`)); err != nil {
 		t.Fatal(err)
 	}
-	p := d.wait("desired", func(l sdkLine) bool { return strings.Contains(fmt.Sprint(l["patch"]), "eco") })
+	p := d.Wait("desired", func(l testenv.SDKLine) bool { return strings.Contains(fmt.Sprint(l["patch"]), "eco") })
 	if got := fmt.Sprint(p["patch"]); got != "map[$version:2 interval:7 mode:eco]" {
 		t.Errorf("desired patch: %s", got)
 	}
-	if _, err := d.do("report", map[string]any{"patch": map[string]any{"fw": "1.2", "net": map[string]any{"rssi": -60}}}); err != nil {
+	if _, err := d.Do("report", map[string]any{"patch": map[string]any{"fw": "1.2", "net": map[string]any{"rssi": -60}}}); err != nil {
 		t.Fatalf("a reported update: %v", err)
 	}
 	deep := map[string]any{"v": 1}
@@ -318,7 +117,7 @@ func TestSDKTwin(t *testing.T) {
 		"a null in an array":      {"a": []any{1, nil}},
 		"more than 32 KB":         {"big1": strings.Repeat("x", 4000), "big2": strings.Repeat("x", 4000), "big3": strings.Repeat("x", 4000), "big4": strings.Repeat("x", 4000), "big5": strings.Repeat("x", 4000), "big6": strings.Repeat("x", 4000), "big7": strings.Repeat("x", 4000), "big8": strings.Repeat("x", 4000), "big9": strings.Repeat("x", 4000)},
 	} {
-		if _, err := d.do("report", map[string]any{"patch": patch}); err == nil {
+		if _, err := d.Do("report", map[string]any{"patch": patch}); err == nil {
 			t.Errorf("%s: the SDK's reported update succeeded", name)
 		}
 	}
@@ -361,33 +160,33 @@ func TestSDKMessages(t *testing.T) {
 	dev := h.addIdentity(t, IdentitySpec{Name: "thermo"})
 	cam := h.addIdentity(t, IdentitySpec{Name: testDevice + "/cam"})
 	sink := h.addIdentity(t, IdentitySpec{Name: testDevice + "/sink"})
-	s := startSDK(t, "sink", sdkEnv{Kind: "module", CS: sink.ConnectionString, CA: h.CAPath()})
-	s.must("open", nil)
+	s := testenv.StartSDK(t, "sink", testenv.SDKEnv{Kind: "module", CS: sink.ConnectionString, CA: h.CAPath()})
+	s.Must("open", nil)
 	waitSubscribed(t, h, testDevice+"/sink", "devices/"+testDevice+"/modules/sink/inputs/x/")
-	d := startSDK(t, "thermo", sdkEnv{Kind: "device", CS: dev.ConnectionString, CA: h.CAPath()})
-	d.must("open", nil)
-	c := startSDK(t, "cam", sdkEnv{Kind: "module", CS: cam.ConnectionString, CA: h.CAPath()})
-	c.must("open", nil)
+	d := testenv.StartSDK(t, "thermo", testenv.SDKEnv{Kind: "device", CS: dev.ConnectionString, CA: h.CAPath()})
+	d.Must("open", nil)
+	c := testenv.StartSDK(t, "cam", testenv.SDKEnv{Kind: "module", CS: cam.ConnectionString, CA: h.CAPath()})
+	c.Must("open", nil)
 
-	d.must("send", map[string]any{"body": `{"t":21}`, "props": map[string]string{"temp": "21", "a b": "c/d&e=f"},
+	d.Must("send", map[string]any{"body": `{"t":21}`, "props": map[string]string{"temp": "21", "a b": "c/d&e=f"},
 		"messageId": "m-1", "correlationId": "c-1", "contentType": "application/json", "contentEncoding": "utf-8"})
-	c.must("send", map[string]any{"output": "detections", "body": `{"score":0.9}`, "props": map[string]string{"label": "person"},
+	c.Must("send", map[string]any{"output": "detections", "body": `{"score":0.9}`, "props": map[string]string{"label": "person"},
 		"contentType": "application/json", "contentEncoding": "utf-8"})
-	c.must("send", map[string]any{"output": "detections", "body": `{"score":0.2}`, "props": map[string]string{"label": "person"},
+	c.Must("send", map[string]any{"output": "detections", "body": `{"score":0.2}`, "props": map[string]string{"label": "person"},
 		"contentType": "application/json", "contentEncoding": "utf-8"}) // $body.score too low: no route
-	c.must("send", map[string]any{"output": "other", "body": "x", "props": map[string]string{"label": "cat"}})
+	c.Must("send", map[string]any{"output": "other", "body": "x", "props": map[string]string{"label": "cat"}})
 
 	for input, want := range map[string]string{
 		"fromdevice": `{"body":"{\"t\":21}","contentEncoding":"utf-8","contentType":"application/json","correlationId":"c-1","event":"input","input":"fromdevice","messageId":"m-1","props":{"$.cdid":"thermo","a b":"c/d\u0026e=f","temp":"21"},"to":"","userId":""}`,
 		"people":     `{"body":"{\"score\":0.9}","contentEncoding":"utf-8","contentType":"application/json","correlationId":"","event":"input","input":"people","messageId":"","props":{"$.cdid":"edge","$.cmid":"cam","label":"person"},"to":"","userId":""}`,
 		"other":      `{"body":"x","correlationId":"","event":"input","input":"other","messageId":"","props":{"$.cdid":"edge","$.cmid":"cam","label":"cat"},"to":"","userId":""}`,
 	} {
-		l := s.wait("input", func(l sdkLine) bool { return l.str("input") == input })
+		l := s.Wait("input", func(l testenv.SDKLine) bool { return l.Str("input") == input })
 		if b, _ := json.Marshal(l); string(b) != want {
 			t.Errorf("input %s:\n got %s\nwant %s", input, b, want)
 		}
 	}
-	if n := len(s.all("input", nil)); n != 3 {
+	if n := len(s.All("input", nil)); n != 3 {
 		t.Errorf("%d messages at the inputs, want 3", n)
 	}
 
@@ -395,7 +194,7 @@ func TestSDKMessages(t *testing.T) {
 	if err := h.SendC2D(t.Context(), "thermo", []byte("led on"), map[string]string{"messageId": "c2d-1", "correlationId": "c-9", "k": "v w"}); err != nil {
 		t.Fatal(err)
 	}
-	l := d.wait("c2d", nil)
+	l := d.Wait("c2d", nil)
 	if b, _ := json.Marshal(l); string(b) != `{"body":"led on","correlationId":"c-9","event":"c2d","messageId":"c2d-1","props":{"k":"v w"},"to":"","userId":""}` {
 		t.Errorf("C2D: %s", b)
 	}
@@ -425,11 +224,11 @@ func TestSDKReconnects(t *testing.T) {
 	}
 	dev := h.addIdentity(t, IdentitySpec{Name: "thermo"})
 	sink := h.addIdentity(t, IdentitySpec{Name: testDevice + "/sink"})
-	s := startSDK(t, "sink", sdkEnv{Kind: "module", CS: sink.ConnectionString, CA: h.CAPath(), TokenTTL: 5, Methods: "echo:200:0"})
-	s.must("open", nil)
-	d := startSDK(t, "thermo", sdkEnv{Kind: "device", CS: dev.ConnectionString, CA: h.CAPath(), TokenTTL: 5})
-	d.must("open", nil)
-	d.must("getTwin", nil)
+	s := testenv.StartSDK(t, "sink", testenv.SDKEnv{Kind: "module", CS: sink.ConnectionString, CA: h.CAPath(), TokenTTL: 5, Methods: "echo:200:0"})
+	s.Must("open", nil)
+	d := testenv.StartSDK(t, "thermo", testenv.SDKEnv{Kind: "device", CS: dev.ConnectionString, CA: h.CAPath(), TokenTTL: 5})
+	d.Must("open", nil)
+	d.Must("getTwin", nil)
 
 	var mu sync.Mutex
 	var sent []string // bodies whose send succeeded
@@ -443,7 +242,7 @@ func TestSDKReconnects(t *testing.T) {
 			case <-time.After(50 * time.Millisecond):
 			}
 			body := fmt.Sprint(n)
-			if _, err := d.do("send", map[string]any{"body": body}); err != nil {
+			if _, err := d.Do("send", map[string]any{"body": body}); err != nil {
 				t.Errorf("send %s: %v", body, err)
 				continue
 			}
@@ -453,8 +252,8 @@ func TestSDKReconnects(t *testing.T) {
 		}
 	})
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(sent) }
-	delivered := func(body string) func(sdkLine) bool {
-		return func(l sdkLine) bool { return l.str("body") == body }
+	delivered := func(body string) func(testenv.SDKLine) bool {
+		return func(l testenv.SDKLine) bool { return l.Str("body") == body }
 	}
 	// Two token renewals each (every 5 s - 5/3 s): connections 2 and 3.
 	deadline := time.Now().Add(30 * time.Second)
@@ -479,9 +278,9 @@ func TestSDKReconnects(t *testing.T) {
 	last := sent[len(sent)-1]
 	all := append([]string(nil), sent...)
 	mu.Unlock()
-	s.wait("input", delivered(last))
+	s.Wait("input", delivered(last))
 	for _, body := range all {
-		if len(s.all("input", delivered(body))) == 0 {
+		if len(s.All("input", delivered(body))) == 0 {
 			t.Errorf("message %s was sent (acknowledged) and never delivered", body)
 		}
 	}
@@ -491,7 +290,7 @@ func TestSDKReconnects(t *testing.T) {
 	if _, err := h.PatchDesired(t.Context(), "thermo", []byte(`{"after": "restart"}`)); err != nil {
 		t.Fatal(err)
 	}
-	d.wait("desired", func(l sdkLine) bool { return strings.Contains(fmt.Sprint(l["patch"]), "after:restart") })
+	d.Wait("desired", func(l testenv.SDKLine) bool { return strings.Contains(fmt.Sprint(l["patch"]), "after:restart") })
 	waitSubscribed(t, h.testHub, testDevice+"/sink", azure.MethodRequestTopic("echo", "1"))
 	if r, err := h.InvokeMethod(t.Context(), testDevice+"/sink", "echo", json.RawMessage(`1`), 10*time.Second); err != nil || r.Status != 200 {
 		t.Errorf("method after the restart: %+v %v", r, err)
@@ -547,23 +346,23 @@ func TestSDKWebSocket(t *testing.T) {
 	}, false)
 	dev := h.addIdentity(t, IdentitySpec{Name: "wsdev"})
 	sink := h.addIdentity(t, IdentitySpec{Name: testDevice + "/sink"})
-	s := startSDK(t, "sink", sdkEnv{Kind: "module", Transport: "mqttws", CS: bareGateway(sink.ConnectionString), CA: h.CAPath()})
-	s.must("open", nil)
-	d := startSDK(t, "wsdev", sdkEnv{Kind: "device", Transport: "mqttws", CS: bareGateway(dev.ConnectionString), CA: h.CAPath(), Methods: "ping:200:0"})
-	d.must("open", nil)
-	if tw := d.must("getTwin", nil); fmt.Sprint(tw["desired"]) != "map[$version:0]" {
+	s := testenv.StartSDK(t, "sink", testenv.SDKEnv{Kind: "module", Transport: "mqttws", CS: bareGateway(sink.ConnectionString), CA: h.CAPath()})
+	s.Must("open", nil)
+	d := testenv.StartSDK(t, "wsdev", testenv.SDKEnv{Kind: "device", Transport: "mqttws", CS: bareGateway(dev.ConnectionString), CA: h.CAPath(), Methods: "ping:200:0"})
+	d.Must("open", nil)
+	if tw := d.Must("getTwin", nil); fmt.Sprint(tw["desired"]) != "map[$version:0]" {
 		t.Errorf("twin over WebSocket: %v", tw)
 	}
 	waitSubscribed(t, h, testDevice+"/sink", "devices/"+testDevice+"/modules/sink/inputs/in/")
-	d.must("send", map[string]any{"body": "over ws", "props": map[string]string{"k": "v"}})
-	if l := s.wait("input", nil); l.str("body") != "over ws" || fmt.Sprint(l["props"]) != "map[$.cdid:wsdev k:v]" {
+	d.Must("send", map[string]any{"body": "over ws", "props": map[string]string{"k": "v"}})
+	if l := s.Wait("input", nil); l.Str("body") != "over ws" || fmt.Sprint(l["props"]) != "map[$.cdid:wsdev k:v]" {
 		t.Errorf("routed over WebSocket: %v", l)
 	}
 	waitSubscribed(t, h, "wsdev", "devices/wsdev/messages/devicebound/x")
 	if err := h.SendC2D(t.Context(), "wsdev", []byte("c2d over ws"), nil); err != nil {
 		t.Fatal(err)
 	}
-	d.wait("c2d", func(l sdkLine) bool { return l.str("body") == "c2d over ws" })
+	d.Wait("c2d", func(l testenv.SDKLine) bool { return l.Str("body") == "c2d over ws" })
 	waitSubscribed(t, h, "wsdev", azure.MethodRequestTopic("ping", "1"))
 	if r, err := h.InvokeMethod(t.Context(), "wsdev", "ping", json.RawMessage(`{}`), 10*time.Second); err != nil || r.Status != 200 {
 		t.Errorf("method over WebSocket: %+v %v", r, err)
