@@ -122,9 +122,14 @@ type parentConn struct {
 	// none), readAgain asks it for one more read.
 	readGen   uint64
 	readAgain bool
-	state     string
-	lastErr   string
-	leftAt    time.Time // when the local client was last seen gone
+	// reportGen is the connection a loop sending the reported properties
+	// again runs for (resyncReported; 0: none), reportAgain asks it for
+	// one more upload.
+	reportGen   uint64
+	reportAgain bool
+	state       string
+	lastErr     string
+	leftAt      time.Time // when the local client was last seen gone
 }
 
 type twinReply struct {
@@ -319,9 +324,89 @@ func (c *parentConn) onConnect(cli paho.Client) {
 		return
 	}
 	// What the client reported while the parent was away goes up.
-	if t, err := c.l.h.twins.load(context.Background(), c.local); err == nil && len(t.Reported) > 0 {
-		body, _ := json.Marshal(t.Reported)
-		c.request("$iothub/twin/PATCH/properties/reported/?$rid=", body)
+	if err := c.uploadReported(); err != nil {
+		c.resyncReported(gen, err)
+	}
+}
+
+// reportErrPrefix starts the relay's last error while the parent has not
+// taken the reported properties.
+const reportErrPrefix = "report to the parent: "
+
+// patchReported sends a reported patch to the parent; it fails when the
+// parent does not answer or refuses it.
+func (c *parentConn) patchReported(body []byte) error {
+	r, err := c.request("$iothub/twin/PATCH/properties/reported/?$rid=", body)
+	switch {
+	case err != nil:
+		return err
+	case r.status/100 != 2:
+		return fmt.Errorf("the parent answered %d: %s", r.status, bytes.TrimSpace(r.body))
+	}
+	return nil
+}
+
+// uploadReported sends the client's whole reported state here to the
+// parent.
+func (c *parentConn) uploadReported() error {
+	t, err := c.l.h.twins.load(context.Background(), c.local)
+	if err != nil || len(t.Reported) == 0 {
+		return err
+	}
+	body, _ := json.Marshal(t.Reported)
+	return c.patchReported(body)
+}
+
+// resyncReported sends the client's whole reported state up again, with
+// back-off (1 s doubling to maxBackoff), until the parent takes it, while
+// connection gen lasts: a reported patch the parent lost or refused would
+// otherwise be missing there until the next connection (the client had
+// its 204 here). Until then the relay's status says why. One loop runs per
+// connection; a patch that fails meanwhile asks it for one more upload.
+// (A key deleted here by a patch the parent lost stays there: a whole
+// state removes nothing.)
+func (c *parentConn) resyncReported(gen uint64, err error) {
+	c.mu.Lock()
+	if c.reportGen == gen {
+		c.reportAgain = true
+		c.mu.Unlock()
+		return
+	}
+	c.reportGen = gen
+	c.mu.Unlock()
+	c.l.h.log.Warn("parent relay: the parent did not take reported properties, sending them again with back-off", "identity", c.remote, "err", err)
+	wait := minBackoff
+	for {
+		c.mu.Lock()
+		if c.gen != gen || c.stopped.Load() {
+			if c.reportGen == gen {
+				c.reportGen = 0
+			}
+			c.mu.Unlock()
+			return
+		}
+		if err == nil && !c.reportAgain {
+			c.reportGen = 0
+			if strings.HasPrefix(c.lastErr, reportErrPrefix) {
+				c.lastErr = ""
+			}
+			c.mu.Unlock()
+			c.l.h.log.Info("parent relay: reported properties taken", "identity", c.remote)
+			return
+		}
+		if err != nil {
+			c.lastErr = fmt.Sprintf("%s%v (again in %s)", reportErrPrefix, err, wait)
+		} else {
+			wait = 0 // a patch failed while the last upload ran: at once
+		}
+		c.reportAgain = false
+		c.mu.Unlock()
+		select {
+		case <-c.stop:
+		case <-time.After(wait):
+		}
+		wait = min(max(2*wait, minBackoff), maxBackoff)
+		err = c.uploadReported()
 	}
 }
 
@@ -619,7 +704,14 @@ func (l *parentLink) reportUp(name string, patch []byte) {
 	if c == nil || c.system || !c.cli.IsConnectionOpen() {
 		return
 	}
-	go c.request("$iothub/twin/PATCH/properties/reported/?$rid=", patch)
+	c.mu.Lock()
+	gen := c.gen
+	c.mu.Unlock()
+	go func() {
+		if err := c.patchReported(patch); err != nil {
+			c.resyncReported(gen, err)
+		}
+	}()
 }
 
 // desiredChanged tells the agent, once the system twins are read and

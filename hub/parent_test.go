@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -305,21 +306,25 @@ func TestParentTwinReadOvertaken(t *testing.T) {
 	})
 }
 
-// lostTwinGets is a fault at a parent: the first n twin GETs of each
-// client it names go unanswered while the connection stays up (their
-// request id is changed as they are read, so the answer goes to no one).
+// lostTwinGets is a fault at a parent: the first n twin requests of each
+// client it names whose topic starts with prefix (a GET, by default) go
+// unanswered while the connection stays up: each is read as a GET with
+// another request id, so the answer goes to no one (and a reported patch
+// is not applied).
 type lostTwinGets struct {
 	mqtt.HookBase
-	mu   sync.Mutex
-	left map[string]int // client id -> GETs still to lose
-	lost chan string
+	prefix string
+	mu     sync.Mutex
+	left   map[string]int // client id -> requests still to lose
+	lost   chan string
 }
 
-func (d *lostTwinGets) ID() string           { return "test-lost-twin-gets" }
+func (d *lostTwinGets) ID() string           { return "test-lost-twin-requests-" + d.prefix }
 func (d *lostTwinGets) Provides(b byte) bool { return b == mqtt.OnPacketRead }
 
 func (d *lostTwinGets) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.FixedHeader.Type != packets.Publish || !strings.HasPrefix(pk.TopicName, "$iothub/twin/GET/") {
+	prefix := cmp.Or(d.prefix, "$iothub/twin/GET/")
+	if pk.FixedHeader.Type != packets.Publish || !strings.HasPrefix(pk.TopicName, prefix) {
 		return pk, nil
 	}
 	d.mu.Lock()
@@ -329,7 +334,9 @@ func (d *lostTwinGets) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets
 	}
 	d.mu.Unlock()
 	if lose {
-		pk.TopicName = strings.Replace(pk.TopicName, "$rid=", "$rid=lost-", 1)
+		_, q, _ := strings.Cut(pk.TopicName, "?")
+		pk.TopicName = "$iothub/twin/GET/?" + strings.Replace(q, "$rid=", "$rid=lost-", 1)
+		pk.Payload = nil
 		select {
 		case d.lost <- cl.ID:
 		default:
@@ -396,5 +403,44 @@ func TestParentTwinReadRetried(t *testing.T) {
 	}
 	if len(fault.lost) != 4 {
 		t.Errorf("%d twin GETs lost, want 4", len(fault.lost))
+	}
+}
+
+// TestParentReportedRetried: a reported patch of a leaf behind a child
+// that the parent loses (no answer, while the connection stays up) is not
+// lost: the relay sends the leaf's reported properties again with
+// back-off until the parent takes them, and says why meanwhile.
+func TestParentReportedRetried(t *testing.T) {
+	parent := startHubAs(t, "parent", func(c *Config) { c.Hostname = "parent.test" }, false)
+	childID := parent.addIdentity(t, IdentitySpec{Name: "child"})
+	parent.addIdentity(t, IdentitySpec{Name: "sensor", Parent: "child"})
+	child := startChildOf(t, parent, "child", childID.PrimaryKey)
+	child.parent.mu.Lock()
+	child.parent.twinTimeout = 300 * time.Millisecond
+	child.parent.mu.Unlock()
+	sensor := child.addIdentity(t, IdentitySpec{Name: "sensor"})
+	leaf, err := child.sasClient(t, "sensor", sensor.PrimaryKey, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, leaf.Subscribe("$iothub/twin/res/#", 0, nil))
+	waitFor(t, "the leaf's relay", func() bool { return relayState(child, "sensor") == "connected " })
+
+	fault := &lostTwinGets{prefix: "$iothub/twin/PATCH/properties/reported/", left: map[string]int{"sensor": 2}, lost: make(chan string, 10)}
+	if err := parent.srv.AddHook(fault, nil); err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, leaf.Publish("$iothub/twin/PATCH/properties/reported/?$rid=1", 1, false, `{"battery": 80}`))
+	waitFor(t, "the relay saying the parent did not take the reported properties", func() bool {
+		s := relayState(child, "sensor")
+		return strings.HasPrefix(s, "connected ") && strings.Contains(s, "report to the parent") && strings.Contains(s, "did not answer")
+	})
+	waitFor(t, "the leaf's reported patch at the parent", func() bool {
+		tw, _ := parent.GetTwin(t.Context(), "sensor")
+		return fmt.Sprint(tw.Reported["battery"]) == "80"
+	})
+	waitFor(t, "the relay without an error", func() bool { return relayState(child, "sensor") == "connected " })
+	if len(fault.lost) != 2 {
+		t.Errorf("%d reported patches lost, want 2", len(fault.lost))
 	}
 }
