@@ -1,10 +1,14 @@
 package hub
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -321,34 +325,17 @@ func (c *connCounter) get(id string) int {
 
 // TestSDKWebSocket: the SDK's MQTT-over-WebSocket transport (MqttWs),
 // which always dials wss://<GatewayHostName>:443/$iothub/websocket,
-// against hub.listen.websocket on port 443 (of a loopback address of its
-// own, so tests running beside it do not collide), with a connection
-// string whose GatewayHostName is the bare host: it opens, reads its
-// twin, sends telemetry that a route delivers, gets C2D and answers a
-// method.
+// against hub.listen.websocket on port 443, with the connection string
+// ledge prints (the hub's MQTT over TLS on 8883: no port in it): it
+// opens, reads its twin, sends telemetry that a route delivers, gets C2D
+// and answers a method.
 func TestSDKWebSocket(t *testing.T) {
-	var host string
-	for range 50 {
-		host = fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(254), rand.IntN(256), 1+rand.IntN(254))
-		if l, err := net.Listen("tcp", host+":443"); err == nil {
-			l.Close()
-			break
-		}
-		host = ""
-	}
-	if host == "" {
-		t.Fatal("no loopback address with port 443 free")
-	}
-	h := startHub(t, func(c *Config) {
-		c.Hostname = host
-		c.Listen.WebSocket = host + ":443"
-		c.Routes = map[string]RouteConfig{"r": {Route: `FROM /messages INTO BrokeredEndpoint("/modules/sink/inputs/in")`}}
-	}, false)
+	h, _ := azurePortsHub(t, map[string]RouteConfig{"r": {Route: `FROM /messages INTO BrokeredEndpoint("/modules/sink/inputs/in")`}})
 	dev := h.addIdentity(t, IdentitySpec{Name: "wsdev"})
 	sink := h.addIdentity(t, IdentitySpec{Name: testDevice + "/sink"})
-	s := testenv.StartSDK(t, "sink", testenv.SDKEnv{Kind: "module", Transport: "mqttws", CS: bareGateway(sink.ConnectionString), CA: h.CAPath()})
+	s := testenv.StartSDK(t, "sink", testenv.SDKEnv{Kind: "module", Transport: "mqttws", CS: sink.ConnectionString, CA: h.CAPath()})
 	s.Must("open", nil)
-	d := testenv.StartSDK(t, "wsdev", testenv.SDKEnv{Kind: "device", Transport: "mqttws", CS: bareGateway(dev.ConnectionString), CA: h.CAPath(), Methods: "ping:200:0"})
+	d := testenv.StartSDK(t, "wsdev", testenv.SDKEnv{Kind: "device", Transport: "mqttws", CS: dev.ConnectionString, CA: h.CAPath(), Methods: "ping:200:0"})
 	d.Must("open", nil)
 	if tw := d.Must("getTwin", nil); fmt.Sprint(tw["desired"]) != "map[$version:0]" {
 		t.Errorf("twin over WebSocket: %v", tw)
@@ -369,16 +356,105 @@ func TestSDKWebSocket(t *testing.T) {
 	}
 }
 
-// bareGateway drops the port from a connection string's GatewayHostName:
-// the SDK's WebSocket transport adds :443 itself.
-func bareGateway(cs string) string {
-	parts := strings.Split(cs, ";")
-	for i, p := range parts {
-		if v, ok := strings.CutPrefix(p, "GatewayHostName="); ok {
-			if host, _, err := net.SplitHostPort(v); err == nil {
-				parts[i] = "GatewayHostName=" + host
+// azurePortsHub runs a hub on the ports the Azure SDKs dial (MQTT over
+// TLS on 8883, WebSocket and HTTPS on 443), at a loopback address of the
+// test's own (so tests running beside it do not collide), which is also
+// its hostname: the connection strings it prints need no port.
+func azurePortsHub(t *testing.T, routes map[string]RouteConfig) (*testHub, string) {
+	t.Helper()
+	for range 50 {
+		host := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(254), rand.IntN(256), 1+rand.IntN(254))
+		free := true
+		for _, port := range []string{"443", "8883"} {
+			l, err := net.Listen("tcp", net.JoinHostPort(host, port))
+			if err != nil {
+				free = false
+				break
 			}
+			l.Close()
+		}
+		if free {
+			return startHub(t, func(c *Config) {
+				c.Hostname = host
+				c.Listen = ListenConfig{MQTT: host + ":0", MQTTS: host + ":8883", WebSocket: host + ":443"}
+				c.Routes = routes
+			}, false), host
 		}
 	}
-	return strings.Join(parts, ";")
+	t.Fatal("no loopback address with ports 443 and 8883 free")
+	return nil, ""
+}
+
+// TestSDKModuleToModuleMethods: ModuleClient.invokeMethod, which POSTs to
+// https://<GatewayHostName>/twins/<device>/modules/<module>/methods as
+// edgeHub serves it (with the caller's SAS token and x-ms-edge-moduleId),
+// reaches the target module's method handler and brings back its status
+// and payload; a target that is not connected is an error (404), one that
+// does not answer in time too (504). A request without a valid token of
+// the module it names, or from a module of another device, is refused
+// (401), one without x-ms-edge-moduleId too (400).
+func TestSDKModuleToModuleMethods(t *testing.T) {
+	h, host := azurePortsHub(t, nil)
+	cam := h.addIdentity(t, IdentitySpec{Name: testDevice + "/cam"})
+	ctl := h.addIdentity(t, IdentitySpec{Name: testDevice + "/ctl"})
+	c := testenv.StartSDK(t, "cam", testenv.SDKEnv{Kind: "module", CS: cam.ConnectionString, CA: h.CAPath(), Methods: "echo:201:0,slow:200:3000"})
+	c.Must("open", nil)
+	waitSubscribed(t, h, testDevice+"/cam", azure.MethodRequestTopic("echo", "1"))
+	m := testenv.StartSDK(t, "ctl", testenv.SDKEnv{Kind: "module", CS: ctl.ConnectionString, CA: h.CAPath()})
+	m.Must("open", nil)
+
+	r, err := m.Do("invoke", map[string]any{"device": testDevice, "module": "cam", "method": "echo", "payload": map[string]any{"x": 1}})
+	if b, _ := json.Marshal(r); err != nil || string(b) != `{"payload":{"echoed":{"x":1},"method":"echo"},"status":201}` {
+		t.Errorf("invoke echo: %s %v", b, err)
+	}
+	if _, err := m.Do("invoke", map[string]any{"device": testDevice, "module": "gone", "method": "echo"}); err == nil || !strings.Contains(err.Error(), "[DeviceNotFoundError]") {
+		t.Errorf("invoke on a module that is not connected: %v, want DeviceNotFoundError (404)", err)
+	}
+	if _, err := m.Do("invoke", map[string]any{"device": testDevice, "module": "cam", "method": "slow", "timeout": 1}); err == nil || !strings.Contains(err.Error(), "[GatewayTimeoutError]") {
+		t.Errorf("invoke a method slower than its timeout: %v, want GatewayTimeoutError (504)", err)
+	}
+
+	// Requests the SDK would not make.
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(h.CAPath())
+	pool.AppendCertsFromPEM(pem)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	other := h.addIdentity(t, IdentitySpec{Name: "other/mod"})
+	call := func(actor, token string) int {
+		req, _ := http.NewRequest("POST", "https://"+host+"/twins/"+testDevice+"/modules/cam/methods?api-version=2021-04-12",
+			strings.NewReader(`{"methodName":"echo","responseTimeoutInSeconds":5,"payload":1}`))
+		if actor != "" {
+			req.Header.Set("x-ms-edge-moduleId", actor)
+		}
+		req.Header.Set("Authorization", token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	tok := func(device, module, key string) string {
+		tk, err := azure.BuildToken(azure.Resource(host, device, module), key, time.Now().Add(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk
+	}
+	for _, c := range []struct {
+		what, actor, token string
+		want               int
+	}{
+		{"ctl's token", testDevice + "/ctl", tok(testDevice, "ctl", ctl.PrimaryKey), 200},
+		{"cam's token as ctl", testDevice + "/ctl", tok(testDevice, "cam", cam.PrimaryKey), 401},
+		{"a token signed with another key", testDevice + "/ctl", tok(testDevice, "ctl", cam.PrimaryKey), 401},
+		{"no token", testDevice + "/ctl", "", 401},
+		{"a module of another device", "other/mod", tok("other", "mod", other.PrimaryKey), 401},
+		{"no x-ms-edge-moduleId", "", tok(testDevice, "ctl", ctl.PrimaryKey), 400},
+	} {
+		if got := call(c.actor, c.token); got != c.want {
+			t.Errorf("%s: %d, want %d", c.what, got, c.want)
+		}
+	}
 }

@@ -15,7 +15,8 @@
 //   SDK_NO_ACK=<input,...>       inputs whose messages are not completed
 // stdin: one JSON command a line, {"id": n, "op": ..., ...}:
 //   open, close, send {body, props, messageId, correlationId, contentType,
-//   contentEncoding, output}, getTwin, report {patch}
+//   contentEncoding, output}, getTwin, report {patch}, invoke {device,
+//   module, method, payload, timeout} (ModuleClient.invokeMethod)
 // stdout: one JSON line per answer {"id": n, "ok": bool, "error", "result"}
 // and per event {"event": "c2d"|"input"|"desired"|"method"|"connect"|
 // "disconnect"|"error"|"ready", ...}.
@@ -90,6 +91,11 @@ function setup(client) {
       }
       done(null, { desired: t.properties.desired, reported: t.properties.reported });
     }),
+    invoke: (c, done) => {
+      if (!isModule) return done(new Error('invoke: a module op'));
+      const params = { methodName: c.method, payload: c.payload, responseTimeoutInSeconds: c.timeout || 10, connectTimeoutInSeconds: 5 };
+      client.invokeMethod(c.device, c.module, params, (e, r) => done(e, r));
+    },
     report: (c, done) => {
       if (!twin) return done(new Error('getTwin first'));
       twin.properties.reported.update(c.patch, (e) => done(e, { reported: twin.properties.reported }));
