@@ -458,3 +458,50 @@ func TestSDKModuleToModuleMethods(t *testing.T) {
 		}
 	}
 }
+
+// TestSDKLeafBehindChild: a stock SDK leaf device behind a child ledge,
+// reached from the parent through the child's relay as IoT Hub reaches a
+// device behind an Azure gateway: a direct method from the parent (with
+// and without a payload) is answered by the SDK's handler; a desired
+// patch at the parent reaches the SDK; its reported update reaches the
+// parent's twin; a C2D message from the parent reaches it.
+func TestSDKLeafBehindChild(t *testing.T) {
+	parent := startHubAs(t, "parent", func(c *Config) { c.Hostname = "parent.test" }, false)
+	childID := parent.addIdentity(t, IdentitySpec{Name: "child"})
+	parent.addIdentity(t, IdentitySpec{Name: "sensor", Parent: "child"})
+	child := startHubAs(t, "child", func(c *Config) {
+		c.Hostname = "localhost"
+		c.Upstream = UpstreamConfig{Mode: "azure", Host: parent.Hostname(), URL: fmt.Sprintf("ssl://127.0.0.1:%d", parent.Ports().MQTTS),
+			DeviceKey: childID.PrimaryKey, CAFile: parent.CAPath(), KeepAlive: 10 * time.Second, Relay: true}
+	}, false)
+	sensor := child.addIdentity(t, IdentitySpec{Name: "sensor"})
+	d := testenv.StartSDK(t, "sensor", testenv.SDKEnv{Kind: "device", CS: sensor.ConnectionString, CA: child.CAPath(), Methods: "reboot:200:0"})
+	d.Must("open", nil)
+	d.Must("getTwin", nil)
+	waitSubscribed(t, child, "sensor", azure.DesiredPatchTopic(1))
+	waitSubscribed(t, child, "sensor", azure.MethodRequestTopic("reboot", "1"))
+	waitSubscribed(t, child, "sensor", "devices/sensor/messages/devicebound/x")
+	waitFor(t, "the leaf's relay", func() bool { return relayState(child, "sensor") == "connected " })
+
+	for payload, want := range map[string]string{`{"delay":1}`: `{"echoed":{"delay":1},"method":"reboot"}`, ``: `{"echoed":null,"method":"reboot"}`} {
+		r, err := parent.InvokeMethod(t.Context(), "sensor", "reboot", json.RawMessage(payload), 10*time.Second)
+		if err != nil || r.Status != 200 || string(r.Payload) != want {
+			t.Errorf("method from the parent (payload %q): %d %s %v", payload, r.Status, r.Payload, err)
+		}
+	}
+	if _, err := parent.PatchDesired(t.Context(), "sensor", []byte(`{"threshold": 4}`)); err != nil {
+		t.Fatal(err)
+	}
+	d.Wait("desired", func(l testenv.SDKLine) bool { return strings.Contains(fmt.Sprint(l["patch"]), "threshold:4") })
+	d.Must("report", map[string]any{"patch": map[string]any{"battery": 77}})
+	waitFor(t, "the reported update at the parent", func() bool {
+		tw, _ := parent.GetTwin(t.Context(), "sensor")
+		return fmt.Sprint(tw.Reported["battery"]) == "77"
+	})
+	if err := parent.SendC2D(t.Context(), "sensor", []byte("from the parent"), map[string]string{"messageId": "p-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if l := d.Wait("c2d", nil); l.Str("body") != "from the parent" || l.Str("messageId") != "p-1" {
+		t.Errorf("C2D from the parent: %v", l)
+	}
+}
