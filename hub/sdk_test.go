@@ -362,13 +362,14 @@ func TestSDKWebSocket(t *testing.T) {
 // its hostname: the connection strings it prints need no port.
 func azurePortsHub(t *testing.T, routes map[string]RouteConfig) (*testHub, string) {
 	t.Helper()
+	var lastErr error
 	for range 50 {
 		host := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(254), rand.IntN(256), 1+rand.IntN(254))
 		free := true
 		for _, port := range []string{"443", "8883"} {
 			l, err := net.Listen("tcp", net.JoinHostPort(host, port))
 			if err != nil {
-				free = false
+				free, lastErr = false, err
 				break
 			}
 			l.Close()
@@ -381,7 +382,7 @@ func azurePortsHub(t *testing.T, routes map[string]RouteConfig) (*testHub, strin
 			}, false), host
 		}
 	}
-	t.Fatal("no loopback address with ports 443 and 8883 free")
+	t.Fatalf("no loopback address with ports 443 and 8883 free (port 443 needs root or CAP_NET_BIND_SERVICE): %v", lastErr)
 	return nil, ""
 }
 
