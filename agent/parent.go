@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"ledge/agent/manifest"
 )
@@ -268,6 +269,7 @@ func (a *Agent) reportParent(ctx context.Context, rep *Reported) bool {
 		a.log.Error("reported state for the parent", "err", err)
 		return true
 	}
+	fitTwinStrings(next)
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	ok := a.reportEdgeHub(pctx, hubVersion, rep.LastDesiredStatus)
@@ -340,6 +342,35 @@ func (a *Agent) reportEdgeHub(ctx context.Context, version int64, status Desired
 	l.hubReported = next
 	l.mu.Unlock()
 	return true
+}
+
+// maxTwinString is the longest string value a twin holds (IoT Hub's 4 KB;
+// a parent ledge and IoT Hub refuse a reported patch with a longer one).
+const maxTwinString = 4096
+
+// fitTwinStrings shortens the strings in a reported document that are
+// over maxTwinString (a long error in a status description), ending them
+// with "…", so the parent takes the report.
+func fitTwinStrings(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = fitTwinStrings(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = fitTwinStrings(e)
+		}
+	case string:
+		if len(x) > maxTwinString {
+			cut := maxTwinString - len("…")
+			for cut > 0 && !utf8.RuneStart(x[cut]) {
+				cut--
+			}
+			return x[:cut] + "…"
+		}
+	}
+	return v
 }
 
 // mergeDiff is the JSON merge patch (RFC 7386) that turns prev into next:

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"ledge/agent/manifest"
 	"ledge/internal/fault"
@@ -281,4 +282,21 @@ func FuzzTwinManifest(f *testing.F) {
 			t.Fatalf("put together again: %s, %v\nwas %s", again, err, data)
 		}
 	})
+}
+
+// TestReportFitsTwinStrings: a string over the 4 KB a twin value holds (a
+// long error in a status description) is shortened in the report to the
+// parent, at a character boundary, so the parent takes it.
+func TestReportFitsTwinStrings(t *testing.T) {
+	long := strings.Repeat("é", 3000) // 6,000 bytes
+	doc := map[string]any{"lastDesiredStatus": map[string]any{"description": long}, "list": []any{long, "short"}, "n": 1.0}
+	fitTwinStrings(doc)
+	for _, s := range []string{doc["lastDesiredStatus"].(map[string]any)["description"].(string), doc["list"].([]any)[0].(string)} {
+		if len(s) > maxTwinString || !utf8.ValidString(s) || !strings.HasSuffix(s, "…") || len(s) < maxTwinString-4 {
+			t.Errorf("shortened to %d bytes, valid UTF-8 %v", len(s), utf8.ValidString(s))
+		}
+	}
+	if doc["list"].([]any)[1] != "short" || doc["n"] != 1.0 {
+		t.Errorf("other values changed: %v", doc)
+	}
 }

@@ -116,6 +116,45 @@ func containerEnv(t *testing.T, name string) (env, binds []string) {
 	return env, binds
 }
 
+// moduleHostEnv is the environment the agent gave a module's container
+// (docker inspect), for a module run on the host instead: the workload
+// socket's folder and the hub's address, which only resolve inside
+// containers, are swapped for the host's. It fails the test if the
+// environment holds a key, or IOTEDGE_WORKLOADURI or
+// IOTEDGE_GATEWAYHOSTNAME are not what edgeAgent sets.
+func moduleHostEnv(t *testing.T, container string, h *hub.Hub) (env []string, socketDir string) {
+	t.Helper()
+	cenv, binds := containerEnv(t, container)
+	for _, b := range binds {
+		if src, dst, _ := strings.Cut(b, ":"); strings.HasPrefix(dst, "/var/run/iotedge") {
+			socketDir = src
+		}
+	}
+	if socketDir == "" {
+		t.Fatalf("no workload socket folder among the binds %v", binds)
+	}
+	for _, kv := range cenv {
+		k, v, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.Contains(kv, "SharedAccessKey") || k == "EdgeHubConnectionString" || k == "IotHubConnectionString":
+			t.Errorf("the container's environment holds a key: %s", k)
+		case k == "IOTEDGE_WORKLOADURI":
+			if v != "unix:///var/run/iotedge/workload.sock" {
+				t.Errorf("IOTEDGE_WORKLOADURI=%s", v)
+			}
+			kv = "IOTEDGE_WORKLOADURI=unix://" + filepath.Join(socketDir, "workload.sock")
+		case k == "IOTEDGE_GATEWAYHOSTNAME":
+			_, port, _ := net.SplitHostPort(v)
+			if port == "" || port != fmt.Sprint(h.Ports().MQTTS) {
+				t.Errorf("IOTEDGE_GATEWAYHOSTNAME=%s, want the hub's host and MQTTS port %d", v, h.Ports().MQTTS)
+			}
+			kv = "IOTEDGE_GATEWAYHOSTNAME=localhost:" + port // the hub's name resolves in containers only
+		}
+		env = append(env, kv)
+	}
+	return env, socketDir
+}
+
 // TestAzureSDKModuleWorkloadAPI: a stock Azure IoT SDK module (Node,
 // azure-iot-device + azure-iot-device-mqtt from npm) with no connection
 // string: ModuleClient.fromEnvironment in edge mode, with the environment
@@ -189,36 +228,7 @@ twins:
 	waitUntil(t, 60*time.Second, "the sdkmod container", func() bool {
 		return app.agent.Reported().Modules["sdkmod"].ContainerID != ""
 	})
-	env, binds := containerEnv(t, container)
-	var socketDir string
-	for _, b := range binds {
-		if src, dst, _ := strings.Cut(b, ":"); strings.HasPrefix(dst, "/var/run/iotedge") {
-			socketDir = src
-		}
-	}
-	if socketDir == "" {
-		t.Fatalf("no workload socket folder among the binds %v", binds)
-	}
-	var hostEnv []string
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		switch {
-		case strings.Contains(kv, "SharedAccessKey") || k == "EdgeHubConnectionString" || k == "IotHubConnectionString":
-			t.Errorf("the container's environment holds a key: %s", k)
-		case k == "IOTEDGE_WORKLOADURI":
-			if v != "unix:///var/run/iotedge/workload.sock" {
-				t.Errorf("IOTEDGE_WORKLOADURI=%s", v)
-			}
-			kv = "IOTEDGE_WORKLOADURI=unix://" + filepath.Join(socketDir, "workload.sock")
-		case k == "IOTEDGE_GATEWAYHOSTNAME":
-			_, port, _ := net.SplitHostPort(v)
-			if port == "" || port != fmt.Sprint(h.Ports().MQTTS) {
-				t.Errorf("IOTEDGE_GATEWAYHOSTNAME=%s, want the hub's host and MQTTS port %d", v, h.Ports().MQTTS)
-			}
-			kv = "IOTEDGE_GATEWAYHOSTNAME=localhost:" + port // the hub's name resolves in containers only
-		}
-		hostEnv = append(hostEnv, kv)
-	}
+	hostEnv, socketDir := moduleHostEnv(t, container, h)
 
 	// Another module's signature, asked on sdkmod's socket: refused.
 	wc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

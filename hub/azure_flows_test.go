@@ -80,8 +80,12 @@ func TestAzureDeviceFlows(t *testing.T) {
 		if m := devMsgs.next(t, "bad patch response"); !strings.HasPrefix(m.Topic(), "$iothub/twin/res/400/?$rid=r2") {
 			t.Errorf("bad patch: %q", m.Topic())
 		}
-		big := `{"blob":"` + strings.Repeat("x", MaxTwinSection) + `"}`
-		mustOK(t, d.Publish("$iothub/twin/PATCH/properties/reported/?$rid=r3", 1, false, big))
+		var big strings.Builder // 9 strings of 4,000 bytes: each within the 4 KB limit, over 32 KB together
+		for i := range 9 {
+			fmt.Fprintf(&big, `%s"b%d":"%s"`, map[bool]string{true: "{", false: ","}[i == 0], i, strings.Repeat("x", 4000))
+		}
+		big.WriteString("}")
+		mustOK(t, d.Publish("$iothub/twin/PATCH/properties/reported/?$rid=r3", 1, false, big.String()))
 		if m := devMsgs.next(t, "oversized patch response"); !strings.HasPrefix(m.Topic(), "$iothub/twin/res/413/?$rid=r3") {
 			t.Errorf("oversized patch: %q", m.Topic())
 		}

@@ -64,9 +64,10 @@ type ListenConfig struct {
 	MQTT  string `yaml:"mqtt"`  // plain MQTT, default ":1883"
 	MQTTS string `yaml:"mqtts"` // MQTT over TLS, default ":8883"
 	// WebSocket is an extra address serving MQTT over WebSocket at
-	// /$iothub/websocket, over TLS with the hub's certificate (":443" is
-	// where the Azure IoT SDKs' WebSocket transport dials); the web
-	// server's port serves it in any case.
+	// /$iothub/websocket and module-to-module direct methods at /twins/,
+	// over TLS with the hub's certificate (":443" is where the Azure IoT
+	// SDKs' WebSocket transport and ModuleClient.invokeMethod dial); the
+	// web server's port serves MQTT over WebSocket in any case.
 	WebSocket string `yaml:"websocket"`
 	// WebSocketPlain serves the WebSocket address without TLS (behind a
 	// proxy that terminates it).

@@ -8,7 +8,8 @@
 //   - listeners: TCP, TLS (a CA and server certificate generated into
 //     <dataDir>/hub on first start, renewed before expiry), and MQTT over
 //     WebSocket at /$iothub/websocket ([Hub.WebSocketHandler], mounted by
-//     web; optionally on its own port);
+//     web; optionally on its own port, which also serves module-to-module
+//     direct methods over HTTPS as edgeHub does, m2m.go);
 //   - identities in SQLite (hub_identities): devices and modules with two
 //     symmetric keys (SAS tokens verified over the raw sr text, expiry,
 //     audience, both keys), X.509 client certificates (CA-signed or by

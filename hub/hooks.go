@@ -242,34 +242,45 @@ func (h *Hub) authSAS(cid, user, pass string) (*session, string) {
 	if !h.knownHost(u.Host) {
 		return nil, "username host " + u.Host + " is not this hub"
 	}
-	tok, err := azure.ParseToken(pass)
+	auth, expires, why := h.checkToken(id, pass)
+	if why != "" {
+		return nil, why
+	}
+	s := h.newSession(id, auth)
+	s.expires = expires
+	return s, ""
+}
+
+// checkToken verifies a SAS token of identity id (enabled, a device or a
+// module): its audience, expiry and signature. It returns how it was
+// signed (the session's auth) and when it expires, or why it is refused.
+func (h *Hub) checkToken(id *Identity, token string) (auth string, expires time.Time, why string) {
+	tok, err := azure.ParseToken(token)
 	if err != nil {
-		return nil, err.Error()
+		return "", time.Time{}, err.Error()
 	}
 	if !tok.Expiry.After(time.Now()) {
-		return nil, "token expired"
+		return "", time.Time{}, "token expired"
 	}
 	aud, err := azure.ParseResource(tok.Resource)
 	if err != nil {
-		return nil, err.Error()
+		return "", time.Time{}, err.Error()
 	}
 	if !h.knownHost(aud.Host) || !strings.EqualFold(aud.Device, id.Device) || !strings.EqualFold(aud.Module, id.Module) {
-		return nil, "token audience is not this identity on this hub"
+		return "", time.Time{}, "token audience is not this identity on this hub"
 	}
-	auth := "sas"
+	auth = "sas"
 	switch keys, how, why := h.sasKeys(id, tok.KeyName); {
 	case why != "":
-		return nil, why
+		return "", time.Time{}, why
 	case !tok.Verify(keys...):
-		return nil, "token signature does not match the keys of " + how
+		return "", time.Time{}, "token signature does not match the keys of " + how
 	default:
 		if how != "its own" {
 			auth = "sas-" + how
 		}
 	}
-	s := h.newSession(id, auth)
-	s.expires = tok.Expiry
-	return s, ""
+	return auth, tok.Expiry, ""
 }
 
 // sasKeys are the keys a SAS token of identity id may be signed with,

@@ -200,10 +200,11 @@ func (c *wsConn) SetDeadline(t time.Time) error {
 func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
 func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
 
-// listenWebSocket binds an extra address that serves only MQTT over
-// WebSocket, over TLS with the hub's certificate unless
-// hub.listen.websocketPlain: the Azure IoT SDKs' WebSocket transport
-// always dials wss://<host>:443/$iothub/websocket.
+// listenWebSocket binds an extra address that serves MQTT over WebSocket
+// and module-to-module direct methods, over TLS with the hub's
+// certificate unless hub.listen.websocketPlain: the Azure IoT SDKs'
+// WebSocket transport always dials wss://<host>:443/$iothub/websocket,
+// ModuleClient.invokeMethod https://<host>:443/twins/... .
 func (h *Hub) listenWebSocket(addr string) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -215,6 +216,7 @@ func (h *Hub) listenWebSocket(addr string) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/$iothub/websocket", h.WebSocketHandler())
+	mux.Handle("/twins/", h.methodsHandler()) // ModuleClient.invokeMethod (m2m.go)
 	h.wsServer = &http.Server{Handler: mux, ReadHeaderTimeout: h.cfg.ConnectTimeout, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)}
 	h.wsLn = l
 	return nil

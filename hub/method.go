@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"strconv"
@@ -48,6 +49,12 @@ func (h *Hub) InvokeMethod(ctx context.Context, target, method string, payload j
 	}
 	if len(payload) > 0 && !json.Valid(payload) {
 		return MethodResult{}, fault.New(fault.Invalid, "method payload is not JSON")
+	}
+	if len(bytes.TrimSpace(payload)) == 0 {
+		// No payload is JSON null on the wire, as IoT Hub sends it: the
+		// SDKs parse every request body as JSON (the Node SDK answers an
+		// empty one 400 "Invalid request format").
+		payload = json.RawMessage("null")
 	}
 	v, ok := h.byID.Load(target)
 	if !ok {

@@ -47,6 +47,10 @@ const relayIdle = time.Minute
 // agent is told (a deployment written twin by twin comes as one).
 const twinSettle = 500 * time.Millisecond
 
+// twinRequestTimeout is how long a relay waits for the parent to answer
+// a twin request.
+const twinRequestTimeout = 10 * time.Second
+
 // RelayStatus is one connection to the parent on behalf of an identity.
 type RelayStatus struct {
 	Identity  string `json:"identity"`
@@ -68,6 +72,9 @@ type parentLink struct {
 	// may hold it there), "read taken" and "patch taken", with the
 	// remote identity and the parent's $version.
 	hook func(event, remote string, version int64)
+	// twinTimeout bounds the wait for the parent's answer to a twin
+	// request (twinRequestTimeout; tests shorten it).
+	twinTimeout time.Duration
 }
 
 // event tells the test hook, if any.
@@ -111,9 +118,18 @@ type parentConn struct {
 	gen     uint64         // counts connections: a read for an older one is dropped
 	version int64          // the parent's $version of the desired properties taken on this connection
 	fetched bool           // desired read in full since the last connection
-	state   string
-	lastErr string
-	leftAt  time.Time // when the local client was last seen gone
+	// readGen is the connection a read loop runs for (readUntilTaken; 0:
+	// none), readAgain asks it for one more read.
+	readGen   uint64
+	readAgain bool
+	// reportGen is the connection a loop sending the reported properties
+	// again runs for (resyncReported; 0: none), reportAgain asks it for
+	// one more upload.
+	reportGen   uint64
+	reportAgain bool
+	state       string
+	lastErr     string
+	leftAt      time.Time // when the local client was last seen gone
 }
 
 type twinReply struct {
@@ -122,7 +138,7 @@ type twinReply struct {
 }
 
 func newParentLink(h *Hub, cfg UpstreamConfig, tlsCfg *tls.Config) *parentLink {
-	return &parentLink{h: h, cfg: cfg, tlsCfg: tlsCfg, conns: map[string]*parentConn{}}
+	return &parentLink{h: h, cfg: cfg, tlsCfg: tlsCfg, conns: map[string]*parentConn{}, twinTimeout: twinRequestTimeout}
 }
 
 // run keeps a relay open for every device and module connected here
@@ -304,24 +320,168 @@ func (c *parentConn) onConnect(cli paho.Client) {
 		return
 	}
 	// Desired properties now, in full: what changed while away.
-	if !c.readDesired(gen) || c.system {
+	if !c.readUntilTaken(gen) || c.system {
 		return
 	}
 	// What the client reported while the parent was away goes up.
-	if t, err := c.l.h.twins.load(context.Background(), c.local); err == nil && len(t.Reported) > 0 {
-		body, _ := json.Marshal(t.Reported)
-		c.request("$iothub/twin/PATCH/properties/reported/?$rid=", body)
+	if err := c.uploadReported(); err != nil {
+		c.resyncReported(gen, err)
 	}
 }
 
+// reportErrPrefix starts the relay's last error while the parent has not
+// taken the reported properties.
+const reportErrPrefix = "report to the parent: "
+
+// patchReported sends a reported patch to the parent; it fails when the
+// parent does not answer or refuses it.
+func (c *parentConn) patchReported(body []byte) error {
+	r, err := c.request("$iothub/twin/PATCH/properties/reported/?$rid=", body)
+	switch {
+	case err != nil:
+		return err
+	case r.status/100 != 2:
+		return fmt.Errorf("the parent answered %d: %s", r.status, bytes.TrimSpace(r.body))
+	}
+	return nil
+}
+
+// uploadReported sends the client's whole reported state here to the
+// parent.
+func (c *parentConn) uploadReported() error {
+	t, err := c.l.h.twins.load(context.Background(), c.local)
+	if err != nil || len(t.Reported) == 0 {
+		return err
+	}
+	body, _ := json.Marshal(t.Reported)
+	return c.patchReported(body)
+}
+
+// resyncReported sends the client's whole reported state up again, with
+// back-off (1 s doubling to maxBackoff), until the parent takes it, while
+// connection gen lasts: a reported patch the parent lost or refused would
+// otherwise be missing there until the next connection (the client had
+// its 204 here). Until then the relay's status says why. One loop runs per
+// connection; a patch that fails meanwhile asks it for one more upload.
+// (A key deleted here by a patch the parent lost stays there: a whole
+// state removes nothing.)
+func (c *parentConn) resyncReported(gen uint64, err error) {
+	c.mu.Lock()
+	if c.reportGen == gen {
+		c.reportAgain = true
+		c.mu.Unlock()
+		return
+	}
+	c.reportGen = gen
+	c.mu.Unlock()
+	c.l.h.log.Warn("parent relay: the parent did not take reported properties, sending them again with back-off", "identity", c.remote, "err", err)
+	wait := minBackoff
+	for {
+		c.mu.Lock()
+		if c.gen != gen || c.stopped.Load() {
+			if c.reportGen == gen {
+				c.reportGen = 0
+			}
+			c.mu.Unlock()
+			return
+		}
+		if err == nil && !c.reportAgain {
+			c.reportGen = 0
+			if strings.HasPrefix(c.lastErr, reportErrPrefix) {
+				c.lastErr = ""
+			}
+			c.mu.Unlock()
+			c.l.h.log.Info("parent relay: reported properties taken", "identity", c.remote)
+			return
+		}
+		if err != nil {
+			c.lastErr = fmt.Sprintf("%s%v (again in %s)", reportErrPrefix, err, wait)
+		} else {
+			wait = 0 // a patch failed while the last upload ran: at once
+		}
+		c.reportAgain = false
+		c.mu.Unlock()
+		select {
+		case <-c.stop:
+		case <-time.After(wait):
+		}
+		wait = min(max(2*wait, minBackoff), maxBackoff)
+		err = c.uploadReported()
+	}
+}
+
+// readUntilTaken reads the desired properties at the parent in full
+// (readDesired) until a read succeeds, again and again with back-off
+// (1 s doubling to maxBackoff) while connection gen lasts: a parent that
+// does not answer, or answers an error, while the connection stays up
+// would otherwise leave the twin unread until the next connection (the
+// agent takes no deployment before every twin it follows is read). Until
+// then the relay's status says why. One loop runs per connection: a read
+// asked meanwhile (a patch that does not follow) is done by it once its
+// read is taken. It returns false when the connection ended first.
+func (c *parentConn) readUntilTaken(gen uint64) bool {
+	c.mu.Lock()
+	if c.readGen == gen {
+		c.readAgain = true
+		c.mu.Unlock()
+		return true
+	}
+	c.readGen, c.readAgain = gen, false
+	c.mu.Unlock()
+	wait, failed := minBackoff, false
+	for {
+		err := c.readDesired(gen)
+		c.mu.Lock()
+		switch {
+		case c.gen != gen || c.stopped.Load():
+			if c.readGen == gen {
+				c.readGen = 0
+			}
+			c.mu.Unlock()
+			return false
+		case err == nil && c.readAgain:
+			c.readAgain, wait = false, minBackoff
+			c.mu.Unlock()
+			continue
+		case err == nil:
+			c.readGen = 0
+			if strings.HasPrefix(c.lastErr, readErrPrefix) {
+				c.lastErr = ""
+			}
+			c.mu.Unlock()
+			if failed {
+				c.l.h.log.Info("parent relay: twin read", "identity", c.remote)
+			}
+			return true
+		}
+		c.lastErr = fmt.Sprintf("%s%v (again in %s)", readErrPrefix, err, wait)
+		c.mu.Unlock()
+		if !failed {
+			c.l.h.log.Warn("parent relay: cannot read the twin, trying again with back-off", "identity", c.remote, "err", err)
+			failed = true
+		}
+		select {
+		case <-c.stop:
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, maxBackoff)
+	}
+}
+
+// readErrPrefix starts the relay's last error while its twin is unread.
+const readErrPrefix = "read the twin: "
+
 // readDesired reads the desired properties at the parent in full and
 // takes them, unless newer ones were taken meanwhile on connection gen (a
-// patch the parent sent after it answered); false when the read failed.
-func (c *parentConn) readDesired(gen uint64) bool {
+// patch the parent sent after it answered). It fails when the parent did
+// not answer, answered an error, or sent what is not a twin.
+func (c *parentConn) readDesired(gen uint64) error {
 	r, err := c.request("$iothub/twin/GET/?$rid=", nil)
-	if err != nil || r.status != 200 {
-		c.l.h.log.Warn("parent relay: read the twin", "identity", c.remote, "status", r.status, "err", err)
-		return false
+	switch {
+	case err != nil:
+		return err
+	case r.status != 200:
+		return fmt.Errorf("the parent answered %d: %s", r.status, bytes.TrimSpace(r.body))
 	}
 	var tw struct {
 		Desired map[string]any `json:"desired"`
@@ -329,8 +489,7 @@ func (c *parentConn) readDesired(gen uint64) bool {
 	dec := json.NewDecoder(bytes.NewReader(r.body))
 	dec.UseNumber()
 	if err := dec.Decode(&tw); err != nil {
-		c.l.h.log.Warn("parent relay: twin", "identity", c.remote, "err", err)
-		return false
+		return fmt.Errorf("the parent's twin: %w", err)
 	}
 	v := versionOf(tw.Desired)
 	c.l.event("read", c.remote, v)
@@ -340,7 +499,7 @@ func (c *parentConn) readDesired(gen uint64) bool {
 	c.mu.Lock()
 	if c.gen != gen || (c.fetched && v <= c.version) {
 		c.mu.Unlock()
-		return true
+		return nil
 	}
 	c.fetched, c.version = true, v
 	if c.system {
@@ -352,7 +511,7 @@ func (c *parentConn) readDesired(gen uint64) bool {
 	} else {
 		c.syncDesired(tw.Desired)
 	}
-	return true
+	return nil
 }
 
 // syncDesired makes the desired properties here those of the parent.
@@ -394,11 +553,14 @@ func (c *parentConn) request(prefix string, body []byte) (twinReply, error) {
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		return twinReply{}, fault.New(fault.Unavailable, "to the parent: %v", tok.Error())
 	}
+	c.l.mu.Lock()
+	timeout := c.l.twinTimeout
+	c.l.mu.Unlock()
 	select {
 	case r := <-ch:
 		return r, nil
-	case <-time.After(10 * time.Second):
-		return twinReply{}, fault.New(fault.Timeout, "the parent did not answer a twin request within 10 s")
+	case <-time.After(timeout):
+		return twinReply{}, fault.New(fault.Timeout, "the parent did not answer a twin request within %s", timeout)
 	case <-c.stop:
 		return twinReply{}, fault.New(fault.Unavailable, "closed")
 	}
@@ -449,7 +611,7 @@ func (c *parentConn) onDesiredPatch(body []byte) {
 	switch {
 	case !c.fetched || v == 0 || v > c.version+1:
 		c.mu.Unlock()
-		go c.readDesired(gen)
+		go c.readUntilTaken(gen)
 		return
 	case v <= c.version:
 		c.mu.Unlock()
@@ -542,7 +704,14 @@ func (l *parentLink) reportUp(name string, patch []byte) {
 	if c == nil || c.system || !c.cli.IsConnectionOpen() {
 		return
 	}
-	go c.request("$iothub/twin/PATCH/properties/reported/?$rid=", patch)
+	c.mu.Lock()
+	gen := c.gen
+	c.mu.Unlock()
+	go func() {
+		if err := c.patchReported(patch); err != nil {
+			c.resyncReported(gen, err)
+		}
+	}()
 }
 
 // desiredChanged tells the agent, once the system twins are read and

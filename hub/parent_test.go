@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"ledge/internal/fault"
 )
@@ -301,4 +304,143 @@ func TestParentTwinReadOvertaken(t *testing.T) {
 		tw, _ := child.GetTwin(t.Context(), "sensor")
 		return fmt.Sprint(tw.Desired["threshold"]) == "5"
 	})
+}
+
+// lostTwinGets is a fault at a parent: the first n twin requests of each
+// client it names whose topic starts with prefix (a GET, by default) go
+// unanswered while the connection stays up: each is read as a GET with
+// another request id, so the answer goes to no one (and a reported patch
+// is not applied).
+type lostTwinGets struct {
+	mqtt.HookBase
+	prefix string
+	mu     sync.Mutex
+	left   map[string]int // client id -> requests still to lose
+	lost   chan string
+}
+
+func (d *lostTwinGets) ID() string           { return "test-lost-twin-requests-" + d.prefix }
+func (d *lostTwinGets) Provides(b byte) bool { return b == mqtt.OnPacketRead }
+
+func (d *lostTwinGets) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	prefix := cmp.Or(d.prefix, "$iothub/twin/GET/")
+	if pk.FixedHeader.Type != packets.Publish || !strings.HasPrefix(pk.TopicName, prefix) {
+		return pk, nil
+	}
+	d.mu.Lock()
+	lose := d.left[cl.ID] > 0
+	if lose {
+		d.left[cl.ID]--
+	}
+	d.mu.Unlock()
+	if lose {
+		_, q, _ := strings.Cut(pk.TopicName, "?")
+		pk.TopicName = "$iothub/twin/GET/?" + strings.Replace(q, "$rid=", "$rid=lost-", 1)
+		pk.Payload = nil
+		select {
+		case d.lost <- cl.ID:
+		default:
+		}
+	}
+	return pk, nil
+}
+
+// TestParentTwinReadRetried: a relay whose first reads of its twin at the
+// parent get no answer, while the connection stays up, reads it again
+// with back-off; until it has, the relay's status says why. The agent
+// gets its $ledge twin and a leaf its desired properties.
+func TestParentTwinReadRetried(t *testing.T) {
+	parent := startHubAs(t, "parent", func(c *Config) { c.Hostname = "parent.test" }, false)
+	childID := parent.addIdentity(t, IdentitySpec{Name: "child"})
+	parent.addIdentity(t, IdentitySpec{Name: "sensor", Parent: "child"})
+	if _, err := parent.PatchDesired(t.Context(), "child/$ledge", []byte(`{"version": "3"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parent.PatchDesired(t.Context(), "sensor", []byte(`{"threshold": 9}`)); err != nil {
+		t.Fatal(err)
+	}
+	fault := &lostTwinGets{left: map[string]int{"child/$ledge": 2, "sensor": 2}, lost: make(chan string, 10)}
+	if err := parent.srv.AddHook(fault, nil); err != nil {
+		t.Fatal(err)
+	}
+	child := startChildOf(t, parent, "child", childID.PrimaryKey)
+	child.parent.mu.Lock()
+	child.parent.twinTimeout = 300 * time.Millisecond
+	child.parent.mu.Unlock()
+	sensor := child.addIdentity(t, IdentitySpec{Name: "sensor"})
+
+	var mu sync.Mutex
+	var seen []map[string]json.RawMessage
+	stop, err := child.WatchParentTwins([]string{"$edgeAgent", "$edgeHub", "$ledge"}, func(d map[string]json.RawMessage) {
+		mu.Lock()
+		seen = append(seen, d)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if _, err := child.sasClient(t, "sensor", sensor.PrimaryKey, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"child/$ledge", "sensor"} {
+		waitFor(t, "the relay of "+id+" saying its twin read got no answer", func() bool {
+			s := relayState(child, id)
+			return strings.HasPrefix(s, "connected ") && strings.Contains(s, "read the twin") && strings.Contains(s, "did not answer")
+		})
+	}
+	waitFor(t, "the $ledge twin at the agent", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) > 0 && strings.Contains(string(seen[len(seen)-1]["$ledge"]), `"version":"3"`)
+	})
+	waitFor(t, "the leaf's desired properties here", func() bool {
+		tw, _ := child.GetTwin(t.Context(), "sensor")
+		return fmt.Sprint(tw.Desired["threshold"]) == "9"
+	})
+	for _, id := range []string{"child/$ledge", "sensor"} {
+		waitFor(t, "the relay of "+id+" without an error", func() bool { return relayState(child, id) == "connected " })
+	}
+	if len(fault.lost) != 4 {
+		t.Errorf("%d twin GETs lost, want 4", len(fault.lost))
+	}
+}
+
+// TestParentReportedRetried: a reported patch of a leaf behind a child
+// that the parent loses (no answer, while the connection stays up) is not
+// lost: the relay sends the leaf's reported properties again with
+// back-off until the parent takes them, and says why meanwhile.
+func TestParentReportedRetried(t *testing.T) {
+	parent := startHubAs(t, "parent", func(c *Config) { c.Hostname = "parent.test" }, false)
+	childID := parent.addIdentity(t, IdentitySpec{Name: "child"})
+	parent.addIdentity(t, IdentitySpec{Name: "sensor", Parent: "child"})
+	child := startChildOf(t, parent, "child", childID.PrimaryKey)
+	child.parent.mu.Lock()
+	child.parent.twinTimeout = 300 * time.Millisecond
+	child.parent.mu.Unlock()
+	sensor := child.addIdentity(t, IdentitySpec{Name: "sensor"})
+	leaf, err := child.sasClient(t, "sensor", sensor.PrimaryKey, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, leaf.Subscribe("$iothub/twin/res/#", 0, nil))
+	waitFor(t, "the leaf's relay", func() bool { return relayState(child, "sensor") == "connected " })
+
+	fault := &lostTwinGets{prefix: "$iothub/twin/PATCH/properties/reported/", left: map[string]int{"sensor": 2}, lost: make(chan string, 10)}
+	if err := parent.srv.AddHook(fault, nil); err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, leaf.Publish("$iothub/twin/PATCH/properties/reported/?$rid=1", 1, false, `{"battery": 80}`))
+	waitFor(t, "the relay saying the parent did not take the reported properties", func() bool {
+		s := relayState(child, "sensor")
+		return strings.HasPrefix(s, "connected ") && strings.Contains(s, "report to the parent") && strings.Contains(s, "did not answer")
+	})
+	waitFor(t, "the leaf's reported patch at the parent", func() bool {
+		tw, _ := parent.GetTwin(t.Context(), "sensor")
+		return fmt.Sprint(tw.Reported["battery"]) == "80"
+	})
+	waitFor(t, "the relay without an error", func() bool { return relayState(child, "sensor") == "connected " })
+	if len(fault.lost) != 2 {
+		t.Errorf("%d reported patches lost, want 2", len(fault.lost))
+	}
 }

@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"time"
+	"unicode"
 
 	"ledge/hub/azure"
 	"ledge/hub/route"
@@ -64,9 +67,22 @@ func (t *twins) save(ctx context.Context, name string, tw Twin) error {
 	return nil
 }
 
-// patch applies a JSON merge patch to one section. It returns the new
-// section or a fault.Invalid / fault.TooLarge error.
-func mergePatch(section map[string]any, patch []byte) (map[string]any, map[string]any, error) {
+// Twin property limits, as IoT Hub has them and edgeHub checks reported
+// properties against them (ReportedPropertiesValidator).
+const (
+	maxTwinDepth     = 10
+	maxTwinValue     = 4096 // bytes of a string value
+	maxTwinName      = 1024 // bytes of a property name
+	maxTwinSafeValue = 1<<52 - 1
+	minTwinSafeValue = -1 << 52
+)
+
+// mergePatch applies a JSON merge patch to one section. It returns the
+// new section or a fault.Invalid / fault.TooLarge error. Every number
+// must be one a twin can hold (1e400 is not: saved, it would not load
+// again); a patch from a device (check) must also keep to the twin
+// property rules.
+func mergePatch(section map[string]any, patch []byte, check bool) (map[string]any, map[string]any, error) {
 	var p map[string]any
 	dec := json.NewDecoder(bytes.NewReader(patch))
 	dec.UseNumber()
@@ -74,6 +90,9 @@ func mergePatch(section map[string]any, patch []byte) (map[string]any, map[strin
 		return nil, nil, fault.New(fault.Invalid, "twin patch is not a JSON object: %v", err)
 	}
 	delete(p, "$version")
+	if err := checkTwinProperties(p, "", 1, check); err != nil {
+		return nil, nil, err
+	}
 	out := cloneMap(section)
 	merge(out, p)
 	b, _ := json.Marshal(out)
@@ -81,6 +100,73 @@ func mergePatch(section map[string]any, patch []byte) (map[string]any, map[strin
 		return nil, nil, fault.New(fault.TooLarge, "twin properties would be %d bytes, over the %d byte limit", len(b), MaxTwinSection)
 	}
 	return out, p, nil
+}
+
+// checkTwinProperties checks properties at path (nesting level depth):
+// every number must fit a float64, and with rules, the twin property
+// rules: names of at most 1 KB without control characters, '.', '$', '#'
+// or white space; objects nested at most 10 deep; strings of at most
+// 4 KB; integers within ±2^52; no null in an array. The error names the
+// property.
+func checkTwinProperties(props map[string]any, path string, depth int, rules bool) error {
+	for k, v := range props {
+		at := k
+		if path != "" {
+			at = path + "." + k
+		}
+		if !rules {
+			if err := checkTwinValue(v, at, depth, false); err != nil {
+				return err
+			}
+			continue
+		}
+		if len(k) > maxTwinName {
+			return fault.New(fault.Invalid, "twin property name %.20q...: %d bytes, over %d", k, len(k), maxTwinName)
+		}
+		if i := strings.IndexFunc(k, func(r rune) bool {
+			return unicode.IsControl(r) || unicode.IsSpace(r) || r == '.' || r == '$' || r == '#'
+		}); i >= 0 {
+			return fault.New(fault.Invalid, "twin property name %q: %q is not allowed in a name", at, k[i:i+1])
+		}
+		if err := checkTwinValue(v, at, depth, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkTwinValue(v any, at string, depth int, rules bool) error {
+	switch x := v.(type) {
+	case map[string]any:
+		if rules && depth >= maxTwinDepth {
+			return fault.New(fault.Invalid, "twin property %q: nested deeper than %d levels", at, maxTwinDepth)
+		}
+		return checkTwinProperties(x, at, depth+1, rules)
+	case []any:
+		for i, e := range x {
+			if rules && e == nil {
+				return fault.New(fault.Invalid, "twin property %q: an array may not hold null (item %d)", at, i)
+			}
+			if err := checkTwinValue(e, fmt.Sprintf("%s[%d]", at, i), depth, rules); err != nil {
+				return err
+			}
+		}
+	case string:
+		if rules && len(x) > maxTwinValue {
+			return fault.New(fault.Invalid, "twin property %q: a string of %d bytes, over %d", at, len(x), maxTwinValue)
+		}
+	case json.Number:
+		if _, err := x.Float64(); err != nil {
+			return fault.New(fault.Invalid, "twin property %q: number %s is out of range", at, x)
+		}
+		if !rules || strings.ContainsAny(string(x), ".eE") {
+			return nil
+		}
+		if n, err := x.Int64(); err != nil || n > maxTwinSafeValue || n < minTwinSafeValue {
+			return fault.New(fault.Invalid, "twin property %q: integer %s out of range %d to %d", at, x, int64(minTwinSafeValue), int64(maxTwinSafeValue))
+		}
+	}
+	return nil
 }
 
 func merge(dst, patch map[string]any) {
@@ -120,16 +206,35 @@ func withVersion(m map[string]any, v int64) map[string]any {
 	return out
 }
 
+// twinError answers a twin request with an error status and a body in
+// IoT Hub's shape ({"errorCode", "message", "timestampUtc"}): the SDKs
+// take a twin response as failed only when its body has an errorCode
+// (azure-iot-device-mqtt ignores the status in the topic).
+func twinError(s *session, rid string, status int, msg string) {
+	code := status * 1000 // IoT Hub's generic codes: 500000 is a server error
+	switch status {
+	case 400:
+		code = 400004 // ArgumentInvalid: the body is not valid
+	case 413:
+		code = 413001 // MessageTooLarge
+	case 500:
+		code = 500001 // ServerError
+	}
+	body, _ := json.Marshal(map[string]any{"errorCode": code, "message": msg,
+		"timestampUtc": time.Now().UTC().Format("2006-01-02T15:04:05.0000000Z")})
+	sendTo(s.cl, azure.TwinResponseTopic(status, rid, 0), body)
+}
+
 // twinGet answers $iothub/twin/GET.
 func (h *Hub) twinGet(s *session, rid string) {
 	if s.kind != KindDevice && s.kind != KindModule {
-		sendTo(s.cl, azure.TwinResponseTopic(403, rid, 0), nil)
+		twinError(s, rid, 403, "only a device or module identity has a twin")
 		return
 	}
 	tw, err := h.twins.load(context.Background(), s.name)
 	if err != nil {
 		h.log.Error("twin get", "identity", s.name, "err", err)
-		sendTo(s.cl, azure.TwinResponseTopic(500, rid, 0), nil)
+		twinError(s, rid, 500, "the twin could not be read")
 		return
 	}
 	body, _ := json.Marshal(map[string]any{
@@ -143,7 +248,7 @@ func (h *Hub) twinGet(s *session, rid string) {
 // 400 / 413.
 func (h *Hub) twinPatchReported(s *session, rid string, patch []byte) {
 	if s.kind != KindDevice && s.kind != KindModule {
-		sendTo(s.cl, azure.TwinResponseTopic(403, rid, 0), nil)
+		twinError(s, rid, 403, "only a device or module identity has a twin")
 		return
 	}
 	h.twins.mu.Lock()
@@ -151,7 +256,7 @@ func (h *Hub) twinPatchReported(s *session, rid string, patch []byte) {
 	var applied map[string]any
 	if err == nil {
 		var next map[string]any
-		next, applied, err = mergePatch(tw.Reported, patch)
+		next, applied, err = mergePatch(tw.Reported, patch, true)
 		if err == nil {
 			tw.Reported = next
 			tw.ReportedVersion++
@@ -161,14 +266,14 @@ func (h *Hub) twinPatchReported(s *session, rid string, patch []byte) {
 	h.twins.mu.Unlock()
 	switch {
 	case fault.Is(err, fault.Invalid):
-		sendTo(s.cl, azure.TwinResponseTopic(400, rid, 0), []byte(`{"message":`+jsonString(err.Error())+`}`))
+		twinError(s, rid, 400, err.Error())
 		return
 	case fault.Is(err, fault.TooLarge):
-		sendTo(s.cl, azure.TwinResponseTopic(413, rid, 0), []byte(`{"message":`+jsonString(err.Error())+`}`))
+		twinError(s, rid, 413, err.Error())
 		return
 	case err != nil:
 		h.log.Error("twin patch", "identity", s.name, "err", err)
-		sendTo(s.cl, azure.TwinResponseTopic(500, rid, 0), nil)
+		twinError(s, rid, 500, "the twin could not be written")
 		return
 	}
 	sendTo(s.cl, azure.TwinResponseTopic(204, rid, tw.ReportedVersion), nil)
@@ -186,11 +291,6 @@ func (h *Hub) twinPatchReported(s *session, rid string, patch []byte) {
 	if len(h.routes.Load().Match(m)) > 0 {
 		h.route(m, nil)
 	}
-}
-
-func jsonString(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
 }
 
 // twinIdentity is the device or module whose twin name is: an identity,
@@ -225,7 +325,7 @@ func (h *Hub) PatchDesired(ctx context.Context, name string, patch []byte) (Twin
 	var applied map[string]any
 	if err == nil {
 		var next map[string]any
-		next, applied, err = mergePatch(tw.Desired, patch)
+		next, applied, err = mergePatch(tw.Desired, patch, false)
 		if err == nil {
 			tw.Desired = next
 			tw.DesiredVersion++

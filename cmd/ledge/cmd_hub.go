@@ -390,6 +390,15 @@ func printHub(w io.Writer, st *hub.Stats) {
 			line += " - " + up.LastError
 		}
 		fmt.Fprintln(w, line)
+		if len(up.Relays) > 0 {
+			// The parent as a full parent: a connection per identity.
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "  RELAY\tSTATE\tLAST ERROR")
+			for _, r := range up.Relays {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\n", r.Identity, r.State, orDash(oneLine(r.LastError, 100)))
+			}
+			tw.Flush()
+		}
 	}
 	if len(st.Drops) > 0 {
 		var parts []string

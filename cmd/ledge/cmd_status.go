@@ -369,6 +369,12 @@ func printHubSummary(w io.Writer, raw json.RawMessage) {
 			line += " - " + st.Upstream.LastError
 		}
 		fmt.Fprintln(w, line)
+		// Relays to the parent that are not well (the rest: ledge hub).
+		for _, r := range st.Upstream.Relays {
+			if r.State != "connected" || r.LastError != "" {
+				fmt.Fprintf(w, "           relay %s: %s - %s\n", r.Identity, r.State, oneLine(orDash(r.LastError), 100))
+			}
+		}
 	}
 }
 

@@ -144,3 +144,17 @@ func Chromium(t testing.TB) string {
 	t.Helper()
 	return Command(t, "chromium", "chromium")
 }
+
+// AzureSDK returns the folder where `make deps` installs the Azure IoT SDK
+// for Node (appliance/testdata/azure-sdk: azure-iot-device and
+// azure-iot-device-mqtt from npm, and the scripts that drive them), or
+// fails the test saying how to install it.
+func AzureSDK(t testing.TB) string {
+	t.Helper()
+	Command(t, "node", "nodejs")
+	dir := filepath.Join(RepoRoot(t), "appliance", "testdata", "azure-sdk")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "azure-iot-device-mqtt")); err != nil {
+		t.Fatalf("testenv: the Azure IoT SDK for Node is not installed in %s: run make deps (deploy/deps.sh runs npm ci there)", dir)
+	}
+	return dir
+}
