@@ -2,6 +2,8 @@ package appliance
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"ledge/agent"
+	"ledge/hub"
 	"ledge/internal/fault"
 	"ledge/internal/testenv"
 )
@@ -166,5 +169,77 @@ modules:
 	}
 	if n := strings.Count(u.logs.String(), "is a link to "+hostDir); n == 0 {
 		t.Errorf("the refusal is not in the log:\n%s", u.logs.String())
+	}
+}
+
+// TestModuleOutputStaysInItsTopic (audit finding 3, high): with an
+// upstream topic template that places a module's output name as a level
+// (ledge/{deviceId}/{output}), a module publishes telemetry on its output
+// "deployment" and the manifest it carries came back from the broker as
+// this appliance's own deployment, unsigned, and was applied; an output
+// name with '#' made every upstream publish fail and held the queue. Now
+// values put into the template cannot add levels or wildcards (/ + #
+// are percent-encoded), and a routed message never goes to a topic the
+// appliance takes deployments from or publishes its own state on.
+func TestModuleOutputStaysInItsTopic(t *testing.T) {
+	sub := testenv.Command(t, "mosquitto_sub", "mosquitto-clients")
+	pub := testenv.Command(t, "mosquitto_pub", "mosquitto-clients")
+	u := runUpstreamAppliance(t, "", func(c *Config) {
+		c.Hub.Upstream.TopicTemplate = "ledge/{deviceId}/{output}"
+		c.Hub.Routes = map[string]hub.RouteConfig{"up": {Route: "FROM /messages/modules/* INTO $upstream"}}
+	})
+	app, cfg := u.app, u.cfg
+	waitUntil(t, 30*time.Second, "the upstream connected", func() bool { return app.Hub().Stats().Upstream.State == "connected" })
+	creds, err := app.Hub().EnsureModule(t.Context(), "evil")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(u.broker)
+	seen := &syncBuffer{}
+	watch := exec.Command(sub, "-h", host, "-p", port, "-v", "-t", "ledge/"+cfg.DeviceID+"/#")
+	watch.Stdout = seen
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { watch.Process.Kill(); watch.Wait() })
+	time.Sleep(300 * time.Millisecond) // the subscription is made
+	send := func(output, body string) {
+		t.Helper()
+		topic := "devices/" + cfg.DeviceID + "/modules/evil/messages/events/%24.on=" + url.QueryEscape(output)
+		out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", fmt.Sprint(app.Hub().Ports().MQTT), "-i", creds.Username,
+			"-u", creds.Username, "-P", creds.Password, "-q", "1", "-t", topic, "-m", body).CombinedOutput()
+		if err != nil {
+			t.Fatalf("mosquitto_pub as module evil: %v %s", err, out)
+		}
+	}
+
+	send("deployment", "version: \"666\"\nmodules: {}\n")
+	send("probe", "one")
+	waitUntil(t, 30*time.Second, "the probe after it at the broker", func() bool {
+		return strings.Contains(seen.String(), "ledge/"+cfg.DeviceID+"/probe one")
+	})
+	time.Sleep(time.Second) // a deployment from the broker would be taken by now
+	if d := app.agent.Reported().Deployment; d != nil && d.Version == "666" {
+		t.Errorf("a module's output became this appliance's deployment (source %s)", d.Source)
+	}
+	if strings.Contains(seen.String(), "ledge/"+cfg.DeviceID+"/deployment version") {
+		t.Errorf("a module's output reached the appliance's deployment topic:\n%s", seen.String())
+	}
+
+	send("a#b", "poison")
+	send("after", "hello")
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(seen.String(), "ledge/"+cfg.DeviceID+"/after hello") {
+		if time.Now().After(deadline) {
+			t.Fatalf("an output named a#b held the upstream queue: the message after it did not arrive in 20 s; upstream %+v; the broker saw:\n%s",
+				app.Hub().Stats().Upstream, seen.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(seen.String(), "ledge/"+cfg.DeviceID+"/a%23b poison") {
+		t.Errorf("the output named a#b did not arrive, percent-encoded, as one level:\n%s", seen.String())
+	}
+	if !strings.Contains(u.logs.String(), "ledge/"+cfg.DeviceID+"/deployment") {
+		t.Errorf("the log does not say a routed message for the deployment topic was dropped:\n%s", u.logs.String())
 	}
 }
