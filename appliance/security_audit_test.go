@@ -1,8 +1,14 @@
 package appliance
 
 import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -241,5 +247,71 @@ func TestModuleOutputStaysInItsTopic(t *testing.T) {
 	}
 	if !strings.Contains(u.logs.String(), "ledge/"+cfg.DeviceID+"/deployment") {
 		t.Errorf("the log does not say a routed message for the deployment topic was dropped:\n%s", u.logs.String())
+	}
+}
+
+// TestWorkloadCertNotForHubNames (audit finding 4, medium): the workload
+// API issues a module a server certificate for its own name, signed by
+// the hub's CA; a module named localhost, or named as the appliance
+// (its device id, its host name), got one that every client trusting
+// the hub's CA (devices, modules, a browser on the dashboard) takes for
+// the hub itself. Now a name the hub's own certificate carries is
+// refused (403, saying why); other module names still get theirs.
+func TestWorkloadCertNotForHubNames(t *testing.T) {
+	image := "ledge-test/attacker:" + runID()
+	buildAttackerImage(t, image)
+	u := runUpstreamAppliance(t, "", nil)
+	app, cfg := u.app, u.cfg
+	names := []string{"localhost", cfg.DeviceID, "cam"}
+	m := "version: \"1\"\nmodules:\n"
+	for _, n := range names {
+		m += fmt.Sprintf("  %s: {image: %s, imagePullPolicy: never, status: stopped}\n", n, image)
+	}
+	if _, err := app.agent.Apply(t.Context(), []byte(m), nil); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := os.ReadFile(app.Hub().CAPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	for _, n := range names {
+		waitUntil(t, 60*time.Second, n+"'s container", func() bool { return app.agent.Reported().Modules[n].ContainerID != "" })
+		creds, err := app.Hub().EnsureModule(t.Context(), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sock := filepath.Join(cfg.DataDir, "workload", n, "workload.sock")
+		wc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+		body := fmt.Sprintf(`{"commonName": %q, "expiration": %q}`, n, time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+		resp, err := wc.Post("http://w/modules/"+n+"/genid/"+creds.GenerationID+"/certificate/server?api-version=2019-01-30", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if n == "cam" {
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("module cam's own certificate: %d %s", resp.StatusCode, data)
+			}
+			continue
+		}
+		if resp.StatusCode == http.StatusOK {
+			var out struct{ Certificate string }
+			json.Unmarshal(data, &out)
+			b, _ := pem.Decode([]byte(out.Certificate))
+			leaf, err := x509.ParseCertificate(b.Bytes)
+			if err == nil {
+				_, err = leaf.Verify(x509.VerifyOptions{DNSName: n, Roots: pool})
+			}
+			t.Errorf("module %q got a server certificate from the hub's CA for %q (verifies as the hub: %v)", n, n, err == nil)
+			continue
+		}
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(data), "the hub's own") {
+			t.Errorf("module %q asking for a certificate for %q: %d %s, want 403 saying it is a name of the hub's own", n, n, resp.StatusCode, data)
+		}
 	}
 }
