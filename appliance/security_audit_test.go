@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"ledge/agent"
 	"ledge/hub"
 	"ledge/internal/fault"
@@ -313,5 +315,79 @@ func TestWorkloadCertNotForHubNames(t *testing.T) {
 		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(data), "the hub's own") {
 			t.Errorf("module %q asking for a certificate for %q: %d %s, want 403 saying it is a name of the hub's own", n, n, resp.StatusCode, data)
 		}
+	}
+}
+
+// evalAsync runs an async JavaScript expression in the page and returns
+// its string result.
+func evalAsync(t *testing.T, ctx context.Context, js string) string {
+	t.Helper()
+	out, err := chromedp.Run(ctx, chromedp.Evaluate[string](js, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("evaluate: %v", err)
+	}
+	return out
+}
+
+// TestDevModeOnlyForLoopbackPages (audit finding 5, medium, --dev only):
+// dev mode lets loopback clients in without credentials, and a web page
+// the developer opens elsewhere got in too. Through DNS rebinding (a
+// name of the attacker's that resolves to 127.0.0.1: Chromium maps it
+// here), its script called the API same-origin and made itself a device
+// identity, keys included; and a page of another origin opened the MQTT
+// WebSocket on the web port and connected anonymously (a WebSocket has
+// no same-origin rule). Now dev mode's anonymous access is for requests
+// whose Host is a loopback name, and an anonymous MQTT WebSocket only for
+// clients that are not a page of another origin.
+func TestDevModeOnlyForLoopbackPages(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Dev = true
+	cfg.Agent.Enabled = false
+	app, _ := startApp(t, cfg)
+	_, port, _ := net.SplitHostPort(app.webAddr())
+	ctx := testenv.Browser(t, chromedp.Flag("host-resolver-rules", "MAP rebind.example 127.0.0.1"))
+
+	// The rebound name: same-origin for the browser, 127.0.0.1 for ledge.
+	navigate(t, ctx, "http://rebind.example:"+port+"/login")
+	got := evalAsync(t, ctx, `(async () => {
+		const r = await fetch("/api/v1/hub/identities", {method: "POST", headers: {"Content-Type": "application/json"},
+			body: JSON.stringify({name: "rebound", kind: "device"})});
+		return r.status + " " + (await r.text()).slice(0, 300);
+	})()`)
+	if !strings.HasPrefix(got, "401 ") {
+		t.Errorf("a page on a rebound name made an identity through the dev mode API: %s", got)
+	}
+	if _, err := app.Hub().ShowIdentity("rebound"); err == nil {
+		t.Errorf("identity rebound exists")
+	}
+	// The appliance's own page on loopback still works without a password.
+	navigate(t, ctx, "http://127.0.0.1:"+port+"/login")
+	if got := evalAsync(t, ctx, `fetch("/api/v1/system").then(r => String(r.status))`); got != "200" {
+		t.Errorf("dev mode on http://127.0.0.1: /api/v1/system %s, want 200", got)
+	}
+
+	// A page of another origin opens the hub's WebSocket and sends an
+	// MQTT CONNECT without credentials.
+	other := serveOn(t, "127.0.0.1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.Write([]byte("<!doctype html><title>elsewhere</title>"))
+	}))
+	connect := func() string {
+		return evalAsync(t, ctx, `new Promise((resolve) => {
+			const ws = new WebSocket("ws://127.0.0.1:`+port+`/$iothub/websocket", "mqtt");
+			ws.binaryType = "arraybuffer";
+			ws.onopen = () => ws.send(new Uint8Array([0x10, 13, 0, 4, 77, 81, 84, 84, 4, 2, 0, 60, 0, 1, 120]));
+			ws.onmessage = (e) => resolve("connack " + Array.from(new Uint8Array(e.data)).join(","));
+			ws.onclose = (e) => resolve("closed " + e.code);
+			setTimeout(() => resolve("timeout"), 5000);
+		})`)
+	}
+	navigate(t, ctx, other+"/")
+	if got := connect(); got == "connack 32,2,0,0" {
+		t.Errorf("a page of another origin connected anonymously to the dev hub over WebSocket: %s", got)
+	}
+	navigate(t, ctx, "http://127.0.0.1:"+port+"/login")
+	if got := connect(); got != "connack 32,2,0,0" {
+		t.Errorf("the appliance's own page in dev mode: %s, want an anonymous CONNACK", got)
 	}
 }

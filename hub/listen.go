@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -132,12 +134,35 @@ func (h *Hub) WebSocketHandler() http.Handler {
 		if err != nil {
 			return // Upgrade answered
 		}
-		c := &wsConn{Conn: ws.UnderlyingConn(), ws: ws, remote: r.RemoteAddr}
+		c := &wsConn{Conn: ws.UnderlyingConn(), ws: ws, remote: r.RemoteAddr, page: foreignPage(r)}
 		c.SetDeadline(time.Now().Add(h.cfg.ConnectTimeout)) // for the CONNECT
 		cc := &coarseConn{Conn: c}
 		h.pending.admit(cc)
 		h.srv.EstablishConnection(wsListenerID, cc)
 	})
+}
+
+// foreignPage reports whether a WebSocket request comes from a web page
+// that is not the appliance's own on a loopback name (an Origin other
+// than its Host, or a Host that is not localhost/127.0.0.1/[::1]: a page
+// of another site, or one on a name rebound to 127.0.0.1). A WebSocket
+// has no same-origin rule, so such a page is never taken for a loopback
+// client in dev mode. Clients that are not browsers send no Origin.
+func foreignPage(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return false
+	}
+	u, err := url.Parse(o)
+	if err != nil || !strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	host := u.Hostname()
+	if strings.EqualFold(host, "localhost") {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
 }
 
 // wsConn adapts a WebSocket to the byte stream mochi reads: binary
@@ -146,6 +171,7 @@ type wsConn struct {
 	net.Conn
 	ws     *websocket.Conn
 	remote string
+	page   bool // opened by a web page of another origin (foreignPage)
 	rmu    sync.Mutex
 	r      interface{ Read([]byte) (int, error) }
 	wmu    sync.Mutex
