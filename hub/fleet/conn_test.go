@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +21,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"ledge/internal/testenv"
 	"ledge/internal/testenv/natstest"
 )
 
@@ -584,5 +588,91 @@ func publishDefinition(t *testing.T, conn *Conn, keys edKeys, name string) {
 	}
 	if err := conn.Publish(t.Context(), DefaultTopics.Definition(name), sealed, true); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestControllerRefusesReplayedDefinition (audit finding 6, medium): a
+// client that may publish on the fleet's topics (no broker ACL, or a
+// device's credentials where ACLs are loose) replays a deployment's
+// older signed definition; the signature is good, and the controller
+// rolled the old manifest out again under a new version, which the
+// devices took. Now a definition whose generation is below one the
+// controller saw, or one the broker's rollout and assignment records
+// name, is refused (and said so); the devices keep what they have.
+func TestControllerRefusesReplayedDefinition(t *testing.T) {
+	pub := testenv.Command(t, "mosquitto_pub", "mosquitto-clients")
+	addr, _ := simMosquitto(t)
+	keys := testKeys()
+	var dc simCounters
+	d := startSimDevice(t, addr, 1, &dc)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	conn, err := Dial(ctx, ConnConfig{URLs: []string{"tcp://" + addr}, ClientID: "replay-controller", Topics: DefaultTopics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var log syncLog
+	ctl := &Controller{Conn: conn, ID: "replay-controller", Verifier: keys, Sealer: simSealer{keys}, Settle: 100 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(&log, nil))}
+	done := make(chan struct{})
+	go func() { ctl.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	seal := func(gen int64, manifest string) []byte {
+		t.Helper()
+		def := &Definition{Name: "people", Generation: gen, Created: time.Unix(1700000000, 0).UTC(), Target: "tags.site != 'nowhere'",
+			Rollout: Policy{Waves: []string{"100%"}}, State: StateActive, Manifest: manifest}
+		b, err := Seal(def, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	taken := func() int {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return len(d.versions)
+	}
+	converge := func(payload []byte, n int) {
+		t.Helper()
+		if err := conn.Publish(ctx, DefaultTopics.Definition("people"), payload, true); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, 30*time.Second, fmt.Sprintf("deployment %d taken and converged", n), func() bool {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			return len(d.versions) == n && d.converged == d.taken
+		})
+	}
+	old := seal(1, "people manifest A")
+	converge(old, 1)
+	converge(seal(2, "people manifest B"), 2)
+
+	// The attacker replays generation 1, retained, as mosquitto_pub does.
+	f := filepath.Join(t.TempDir(), "old")
+	os.WriteFile(f, old, 0o600)
+	host, port, _ := net.SplitHostPort(addr)
+	if out, err := exec.Command(pub, "-h", host, "-p", port, "-r", "-q", "1", "-t", DefaultTopics.Definition("people"), "-f", f).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, out)
+	}
+	waitUntil(t, 30*time.Second, "the replayed definition seen", func() bool {
+		_, bad := conn.View().Snapshot(keys).Invalid["people"]
+		return bad || taken() > 2
+	})
+	time.Sleep(2 * time.Second) // passes of the controller
+	if n := taken(); n != 2 {
+		t.Fatalf("the device took %d deployments: the replayed generation 1 was rolled out again", n)
+	}
+	why := conn.View().Snapshot(keys).Invalid["people"]
+	if !strings.Contains(why, "generation 1") || !strings.Contains(why, "generation 2") {
+		t.Errorf("the replayed definition is refused with %q, want it to name both generations", why)
+	}
+	if !strings.Contains(log.String(), "fleet deployment refused") {
+		t.Errorf("the controller's log does not say it refused the replay:\n%s", log.String())
+	}
+	// The operator deploys again: above what was seen, and rolled out.
+	if g := NextGeneration(conn.View().Snapshot(keys), "people"); g != 3 {
+		t.Errorf("NextGeneration after the replay: %d, want 3", g)
 	}
 }

@@ -236,5 +236,6 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 			}
 		}
 	}
+	s.refuseOlder(func(name string) int64 { return recordedGeneration(s, name) })
 	return s
 }
