@@ -2,18 +2,28 @@ package appliance
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +33,7 @@ import (
 	"ledge/hub"
 	"ledge/internal/fault"
 	"ledge/internal/testenv"
+	"ledge/models"
 )
 
 // Security tests of the second audit (after issue 12): each runs one
@@ -389,5 +400,121 @@ func TestDevModeOnlyForLoopbackPages(t *testing.T) {
 	navigate(t, ctx, "http://127.0.0.1:"+port+"/login")
 	if got := connect(); got != "connack 32,2,0,0" {
 		t.Errorf("the appliance's own page in dev mode: %s, want an anonymous CONNACK", got)
+	}
+}
+
+// hostileRegistry is an OCI registry that serves one model manifest and
+// answers its blob with a redirect to where (what registries backed by
+// object storage do, to anywhere a hostile one likes), over TLS for
+// addr with a CA made here (written to caFile).
+func hostileRegistry(t *testing.T, addr string, blob []byte, where func() string) (host, caFile string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "hostile registry CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf, _ := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP(addr)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}},
+		ca, &key.PublicKey, caKey)
+	caFile = filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644)
+
+	sum := sha256.Sum256(blob)
+	layer := "sha256:" + hex.EncodeToString(sum[:])
+	manifest, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+		"artifactType": models.ArtifactType,
+		"config":       map[string]any{"mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
+		"layers":       []map[string]any{{"mediaType": models.MediaTypeONNX, "digest": layer, "size": len(blob)}}})
+	msum := sha256.Sum256(manifest)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v2/", func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.Contains(r.URL.Path, "/manifests/"):
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Header().Set("Docker-Content-Digest", "sha256:"+hex.EncodeToString(msum[:]))
+			w.Header().Set("Content-Length", fmt.Sprint(len(manifest)))
+			if r.Method != http.MethodHead {
+				w.Write(manifest)
+			}
+		case strings.Contains(r.URL.Path, "/blobs/"):
+			http.Redirect(w, r, where(), http.StatusTemporaryRedirect)
+		default:
+			w.WriteHeader(http.StatusOK)
+		}
+	})
+	l, err := net.Listen("tcp", addr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux, TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leaf}, PrivateKey: key}}}}
+	go srv.ServeTLS(l, "", "")
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().String(), caFile
+}
+
+// TestOCIRedirectsBounded (audit finding 7, low): model downloads from
+// oci:// registries followed any redirect the registry answered a blob
+// with: to loopback or link-local (cloud metadata) addresses and to
+// plain http, which https:// sources refuse since issue 12 (a registry
+// outside could make the appliance send requests to its own services).
+// Now oci:// downloads keep the rules of https:// ones.
+func TestOCIRedirectsBounded(t *testing.T) {
+	outside := outsideAddr(t)
+	var inner atomic.Int32
+	cfg := testConfig(t)
+	cfg.Hub.Enabled = false
+	cfg.Agent.Enabled = false
+	cfg.Models.Download.Retries = 0
+	type attempt struct {
+		reg, to, want string
+		sum           [32]byte
+	}
+	var cases []attempt
+	var cas []byte
+	for i, to := range []string{"loopback", "link-local", "plain http"} {
+		blob := []byte(fmt.Sprintf("model bytes %d served where the registry redirects", i))
+		serve := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(blob) })
+		var target string
+		switch to {
+		case "loopback": // over https, with a certificate the store trusts
+			lo := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { inner.Add(1); w.Write(blob) }))
+			t.Cleanup(lo.Close)
+			cas = append(cas, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: lo.Certificate().Raw})...)
+			target = lo.URL + "/blob"
+		case "link-local":
+			target = "https://169.254.169.254/latest/meta-data/"
+		case "plain http":
+			target = serveOn(t, outside, serve) + "/blob"
+		}
+		reg, caFile := hostileRegistry(t, outside, blob, func() string { return target })
+		ca, _ := os.ReadFile(caFile)
+		cas = append(cas, ca...)
+		cases = append(cases, attempt{reg: reg, to: target, want: to, sum: sha256.Sum256(blob)})
+	}
+	cfg.Models.CAFile = filepath.Join(t.TempDir(), "cas.pem")
+	os.WriteFile(cfg.Models.CAFile, cas, 0o644)
+	app, _ := startApp(t, cfg)
+	store := app.Models()
+	for i, tc := range cases {
+		name := fmt.Sprint("oci", i)
+		if _, err := store.Pull(t.Context(), models.Spec{Name: name, Version: "1", URL: "oci://" + tc.reg + "/ledge/evil:1", SHA256: hex.EncodeToString(tc.sum[:])}, false); err != nil {
+			t.Fatal(err)
+		}
+		var v models.Version
+		waitUntil(t, 30*time.Second, name+" settled", func() bool {
+			m, _ := store.Get(t.Context(), name)
+			if len(m.Versions) > 0 {
+				v = m.Versions[0]
+			}
+			return v.State == models.StateFailed || v.State == models.StateReady
+		})
+		if v.State != models.StateFailed || !strings.Contains(v.Error, tc.want) {
+			t.Errorf("a registry at %s redirecting the model's blob to %s: %s %q, want failed mentioning %q", tc.reg, tc.to, v.State, v.Error, tc.want)
+		}
+	}
+	if n := inner.Load(); n > 0 {
+		t.Errorf("the loopback server got %d requests through the registry's redirect", n)
 	}
 }
