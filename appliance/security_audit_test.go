@@ -518,3 +518,77 @@ func TestOCIRedirectsBounded(t *testing.T) {
 		t.Errorf("the loopback server got %d requests through the registry's redirect", n)
 	}
 }
+
+// TestDataDirClosedToOthers (audit finding 8, low): the database holds
+// every identity's keys, the deployments' registry credentials and the
+// sessions; it was made 0644, and a data dir that existed before ledge
+// (made by hand or by a script with the usual umask: 0755) left it open
+// to every local user. Now ledge closes its data dir to others at start
+// (saying so once) and makes the database owner-only.
+func TestDataDirClosedToOthers(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.DataDir = filepath.Join(t.TempDir(), "ledge")
+	if err := os.Mkdir(cfg.DataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(cfg.DataDir, 0o755) // whatever the umask
+	cfg.Agent.Enabled = false
+	u := startAppliance(t, cfg)
+	if _, err := u.app.Hub().AddIdentity(t.Context(), hub.IdentitySpec{Name: "sensor-1"}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(path string, others os.FileMode) {
+		t.Helper()
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&others != 0 {
+			t.Errorf("%s is %s: open to others (%s)", path, fi.Mode().Perm(), others)
+		}
+	}
+	check(cfg.DataDir, 0o007)
+	for _, f := range []string{"ledge.db", "ledge.db-wal", "ledge.db-shm"} {
+		check(filepath.Join(cfg.DataDir, f), 0o077)
+	}
+	if !strings.Contains(u.logs.String(), "data dir") || !strings.Contains(u.logs.String(), "0755") {
+		t.Errorf("the log does not say the data dir was closed to others:\n%s", u.logs.String())
+	}
+	u.stop()
+	// A database made 0644 by an earlier ledge is made owner-only.
+	for _, f := range []string{"ledge.db", "ledge.db-wal", "ledge.db-shm"} {
+		os.Chmod(filepath.Join(cfg.DataDir, f), 0o644)
+	}
+	u = startAppliance(t, cfg)
+	check(filepath.Join(cfg.DataDir, "ledge.db"), 0o077)
+}
+
+// TestServiceUnitHardened (audit finding 9, low): the package's systemd
+// unit ran ledge with the default umask (its files readable by others)
+// and little of systemd's sandboxing (systemd-analyze security: 8.5,
+// "EXPOSED"). Now it sets UMask=0027 and the protections that leave
+// cameras, GPIO lines, the network and Docker alone; systemd's own
+// review of the unit rates it below 4.5.
+func TestServiceUnitHardened(t *testing.T) {
+	sa := testenv.Command(t, "systemd-analyze", "systemd")
+	unit := "../deploy/ledge.service"
+	out, err := exec.Command(sa, "security", "--offline=yes", "--no-pager", "--threshold=45", unit).CombinedOutput()
+	if err != nil {
+		t.Errorf("systemd-analyze security %s: %v (exposure above 4.5):\n%s", unit, err, out)
+	}
+	if strings.Contains(string(out), "world-readable") {
+		t.Errorf("systemd-analyze: files the service makes are world-readable (UMask)")
+	}
+	for _, want := range []string{"✓ ProtectKernelTunables=", "✓ RestrictSUIDSGID=", "✓ RestrictNamespaces=~user", "✓ CapabilityBoundingSet=~CAP_SYS_ADMIN"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("systemd-analyze does not find %q in %s", want, unit)
+		}
+	}
+	// What ledge needs stays open: devices (cameras, GPIO) and the network.
+	data, _ := os.ReadFile(unit)
+	for _, bad := range []string{"PrivateDevices=yes", "DeviceAllow=", "ProtectClock=yes", "PrivateNetwork=yes"} {
+		if strings.Contains(string(data), bad) {
+			t.Errorf("%s has %s: cameras, GPIO lines or the network would be closed to ledge", unit, bad)
+		}
+	}
+}
