@@ -134,6 +134,7 @@ func (h *Hub) WebSocketHandler() http.Handler {
 		if err != nil {
 			return // Upgrade answered
 		}
+		upgraded(ws.UnderlyingConn())
 		c := &wsConn{Conn: ws.UnderlyingConn(), ws: ws, remote: r.RemoteAddr, page: foreignPage(r)}
 		c.SetDeadline(time.Now().Add(h.cfg.ConnectTimeout)) // for the CONNECT
 		cc := &coarseConn{Conn: c}
@@ -235,29 +236,49 @@ func (h *Hub) listenWebSocket(addr string) error {
 	if err != nil {
 		return fmt.Errorf("hub websocket listen %s: %w", addr, err)
 	}
-	l = deadlineListener{Listener: l, timeout: h.cfg.ConnectTimeout}
+	l = deadlineListener{Listener: l, timeout: h.cfg.ConnectTimeout, pending: h.pending}
 	if !h.cfg.Listen.WebSocketPlain {
 		l = tls.NewListener(l, h.certs.webTLSConfig())
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/$iothub/websocket", h.WebSocketHandler())
-	h.wsServer = &http.Server{Handler: mux, ReadHeaderTimeout: h.cfg.ConnectTimeout, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)}
+	h.wsServer = &http.Server{Handler: mux, ReadHeaderTimeout: h.cfg.ConnectTimeout, IdleTimeout: h.cfg.ConnectTimeout,
+		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)}
 	h.wsLn = l
 	return nil
 }
 
 // deadlineListener gives each accepted connection a deadline for its TLS
-// handshake and HTTP upgrade; the WebSocket handler then sets the one for
-// the CONNECT.
+// handshake and HTTP upgrade (the WebSocket handler then sets the one for
+// the CONNECT), and counts it among the hub's pending connections until
+// it upgrades: past hub.maxPendingConnections the oldest is closed, as on
+// the MQTT ports, so silent connections cannot take the process's file
+// descriptors.
 type deadlineListener struct {
 	net.Listener
 	timeout time.Duration
+	pending *pendingConns
 }
 
 func (l deadlineListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if err == nil {
-		c.SetDeadline(time.Now().Add(l.timeout))
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	c.SetDeadline(time.Now().Add(l.timeout))
+	cc := &coarseConn{Conn: c}
+	l.pending.admit(cc)
+	return cc, nil
+}
+
+// upgraded ends the pending state of the TCP connection under a
+// WebSocket (accepted by a deadlineListener): the WebSocket connection
+// is pending in its place until its CONNECT.
+func upgraded(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if cc, ok := c.(*coarseConn); ok {
+		cc.release()
+	}
 }
