@@ -676,3 +676,45 @@ func TestControllerRefusesReplayedDefinition(t *testing.T) {
 		t.Errorf("NextGeneration after the replay: %d, want 3", g)
 	}
 }
+
+// TestViewBoundsRecords (audit finding 11, low): a device publishes its
+// state document, as it should, but of 8 MiB (mosquitto takes up to 256
+// MiB): every fleet client kept it and the controller parsed it on
+// every pass (each second). Now records over their kind's bound (a state
+// document 64 KiB, presence 4 KiB, a definition 1 MiB) are not kept,
+// and the snapshot names them, so the controller says so once.
+func TestViewBoundsRecords(t *testing.T) {
+	addr, _ := simMosquitto(t)
+	keys := testKeys()
+	var dc simCounters
+	d := startSimDevice(t, addr, 7, &dc)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	conn, err := Dial(ctx, ConnConfig{URLs: []string{"tcp://" + addr}, ClientID: "bounds", Topics: DefaultTopics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	big := []byte(`{"deviceId":"` + d.id + `","tags":{"site":"` + strings.Repeat("x", 8<<20) + `"}}`)
+	if tok := d.cli.Publish(DefaultTopics.State(d.id), 1, true, big); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	waitUntil(t, 30*time.Second, "the big state at the fleet client", func() bool {
+		s := conn.View().Snapshot(keys)
+		_, refused := s.Oversized[DefaultTopics.State(d.id)]
+		return refused || (s.Devices[d.id] != nil && len(s.Devices[d.id].Doc) > 1<<20)
+	})
+	s := conn.View().Snapshot(keys)
+	if dev := s.Devices[d.id]; dev != nil && len(dev.Doc) > 64<<10 {
+		t.Fatalf("the fleet keeps and parses a state document of %d bytes", len(dev.Doc))
+	}
+	if n := s.Oversized[DefaultTopics.State(d.id)]; n != len(big) {
+		t.Errorf("the snapshot names the oversized state with %d bytes, want %d", n, len(big))
+	}
+	// A state of the right size afterwards is taken again.
+	d.publishState(&dc)
+	waitUntil(t, 30*time.Second, "the state of the right size", func() bool {
+		dev := conn.View().Snapshot(keys).Devices[d.id]
+		return dev != nil && dev.State != nil && dev.State.DeviceID == d.id
+	})
+}

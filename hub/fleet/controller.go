@@ -136,6 +136,12 @@ func (c *Controller) pass(ctx context.Context) error {
 			c.Log.Warn("fleet deployment refused", "deployment", name, "reason", why)
 		}
 	}
+	for topic, n := range s.Oversized {
+		if why := fmt.Sprintf("%d bytes", n); c.invalid[topic] != why {
+			c.invalid[topic] = why
+			c.Log.Warn("retained record over its bound: not taken", "topic", topic, "bytes", n)
+		}
+	}
 	if !s.Connected {
 		return nil
 	}
