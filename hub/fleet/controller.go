@@ -127,8 +127,9 @@ func (c *Controller) Run(ctx context.Context) error {
 func (c *Controller) pass(ctx context.Context) error {
 	s := c.Conn.View().Snapshot(c.Verifier)
 	s.refuseOlder(func(name string) int64 { return c.seen[name] })
+	recorded := s.recordedGenerations()
 	for name, d := range s.Definitions {
-		c.seen[name] = max(c.seen[name], d.Generation, recordedGeneration(s, name))
+		c.seen[name] = max(c.seen[name], d.Generation, recorded[name])
 	}
 	for name, why := range s.Invalid {
 		if c.invalid[name] != why {

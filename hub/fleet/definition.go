@@ -298,24 +298,24 @@ func (p Policy) Aborts(failed, given int) bool {
 // records name (a definition refused as a replay included), so that the
 // controller takes it.
 func NextGeneration(s *Snapshot, name string) int64 {
-	g := recordedGeneration(s, name)
+	g := s.recordedGenerations()[name]
 	if d := s.Definitions[name]; d != nil {
 		g = max(g, d.Generation)
 	}
 	return g + 1
 }
 
-// recordedGeneration is the highest generation of deployment name that
+// recordedGenerations is, for each deployment, the highest generation
 // the controller's records on the broker name: its rollout, and the
 // assignments of devices to it.
-func recordedGeneration(s *Snapshot, name string) int64 {
-	var g int64
-	if r := s.Rollouts[name]; r != nil {
-		g = r.Generation
+func (s *Snapshot) recordedGenerations() map[string]int64 {
+	g := map[string]int64{}
+	for name, r := range s.Rollouts {
+		g[name] = max(g[name], r.Generation)
 	}
 	for _, d := range s.Devices {
-		if a := d.Assignment; a != nil && a.Deployment == name {
-			g = max(g, a.Generation)
+		if a := d.Assignment; a != nil {
+			g[a.Deployment] = max(g[a.Deployment], a.Generation)
 		}
 	}
 	return g

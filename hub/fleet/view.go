@@ -268,6 +268,7 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 			}
 		}
 	}
-	s.refuseOlder(func(name string) int64 { return recordedGeneration(s, name) })
+	recorded := s.recordedGenerations()
+	s.refuseOlder(func(name string) int64 { return recorded[name] })
 	return s
 }
