@@ -1,5 +1,6 @@
 # ledge: `make run` and `make test` set up everything they need through
-# `make deps` (idempotent; see deploy/deps.sh).
+# `make deps` (idempotent; see deploy/deps.sh; `make run` only its
+# appliance part, `make deps-run`).
 SHELL   := /bin/bash
 GO      ?= go
 BIN     := bin/ledge
@@ -20,17 +21,22 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Cross builds and packages: ARCH=amd64|arm64 (default: this machine's).
 ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 
-.PHONY: all deps build run test test-unit bench bench-lean fuzz vet clean example-module cross test-arm64 dist test-dist
+.PHONY: all deps deps-run build run test test-unit bench bench-lean fuzz vet clean example-module cross test-arm64 dist test-dist
 
 all: build
 
 deps:
 	@bash deploy/deps.sh
 
+# What the appliance alone needs (no test tools): for build, run and the
+# example module.
+deps-run:
+	@bash deploy/deps.sh run
+
 # The first build compiles the cgo bindings of OpenCV (gocv) and SQLite,
 # minutes of C++; it says so, and how long it took.
 COLD_PKGS := gocv.io/x/gocv github.com/mattn/go-sqlite3
-build: deps
+build: deps-run
 	@cold=$$($(GO) list -f '{{.Stale}}' $(COLD_PKGS) 2>/dev/null | grep -c true || true); \
 	if [ "$$cold" != 0 ]; then \
 	  echo "build: first build of $(BIN): compiling the Go bindings of OpenCV and SQLite (C++ and C) takes about 4-8 minutes on a 2-core machine; later builds take seconds" >&2; \
@@ -87,7 +93,7 @@ fuzz: deps
 
 # The example container module (FROM scratch) that
 # deploy/examples/deployment-local.yaml runs.
-example-module: deps
+example-module: deps-run
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o deploy/examples/module/module ./deploy/examples/module
 	docker build -q -t ledge-example/module:1 deploy/examples/module
 	rm -f deploy/examples/module/module

@@ -1,12 +1,14 @@
 package appliance
 
 import (
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"ledge/hub"
 	"ledge/internal/testenv"
 )
 
@@ -47,4 +49,26 @@ func TestDashboardPlanWarnings(t *testing.T) {
 		}
 	}
 	testenv.Screenshot(t, ctx, "deployments-warnings")
+}
+
+// TestDashboardUpstreamDown: an upstream broker that does not answer is
+// shown with its reason on the Overview (and on the Hub page), not as a
+// bare "connecting".
+func TestDashboardUpstreamDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now: connection refused
+	d := startDashboard(t, func(c *Config) {
+		c.Hub.Upstream = hub.UpstreamConfig{Mode: "mqtt", URL: "tcp://" + addr, TopicTemplate: "ledge/{deviceId}/events"}
+	})
+	ctx := testenv.Browser(t)
+	login(t, ctx, d.base, testPassword)
+	waitOverview(t, ctx)
+	wait(t, ctx, "the reason on the Overview", `/connecting/.test(document.querySelector("#sum-upstream").textContent) && /connection refused/.test(document.querySelector("#sum-queue").textContent)`, 30*time.Second)
+	navigate(t, ctx, d.base+"/hub")
+	wait(t, ctx, "the reason on the Hub page", `/connection refused/.test(document.querySelector("#upstream-detail").textContent)`, 30*time.Second)
+	testenv.Screenshot(t, ctx, "hub-upstream-down")
 }

@@ -10,12 +10,29 @@
 #          $LEDGE_LIB_DIR (default /usr/local/lib/ledge)
 #   dockerd: started when no Docker engine answers (CI has no systemd)
 #   npm:   the Azure IoT SDK for Node into appliance/testdata/azure-sdk (tests)
+#
+# `deps.sh run` (what `make run` and `make build` call) installs only what the
+# appliance itself needs to build and run: no mosquitto broker, Chromium,
+# docker-registry, htpasswd or Azure IoT SDK, which only the tests drive.
+# `deps.sh` (`make deps`, `make test`) installs everything.
 set -euo pipefail
 
+PROFILE="${1:-all}"
+case "$PROFILE" in
+  all|run) ;;
+  *) printf 'deps: unknown profile %q: want run or nothing (everything)\n' "$PROFILE" >&2; exit 2 ;;
+esac
 ORT_VERSION="${ORT_VERSION:-1.24.3}"
 LIB_DIR="${LEDGE_LIB_DIR:-/usr/local/lib/ledge}"
-APT_PACKAGES=(libopencv-dev pkg-config ffmpeg docker.io mosquitto mosquitto-clients chromium
-              docker-registry apache2-utils npm systemd)
+# The appliance: OpenCV to build against, ffmpeg for video sources, Docker
+# for container modules, mosquitto_pub/sub for the Quickstart, npm for ONNX
+# Runtime, systemd-notify for the service's watchdog.
+APT_PACKAGES=(libopencv-dev pkg-config ffmpeg docker.io mosquitto-clients npm systemd)
+if [ "$PROFILE" = all ]; then
+  # What the tests drive besides: a broker to compare with and to stand in
+  # for the cloud, a browser, an OCI registry with htpasswd.
+  APT_PACKAGES+=(mosquitto chromium docker-registry apache2-utils)
+fi
 
 say() { printf 'deps: %s\n' "$*" >&2; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
@@ -81,7 +98,7 @@ fi
 # ledge; its packages (pinned in package-lock.json) live next to the test,
 # never committed. Installed again only when the lock file changes.
 sdk_dir="$(cd "$(dirname "$0")/.." && pwd)/appliance/testdata/azure-sdk"
-if [ -f "$sdk_dir/package-lock.json" ]; then
+if [ "$PROFILE" = all ] && [ -f "$sdk_dir/package-lock.json" ]; then
   want=$(sha256sum "$sdk_dir/package-lock.json" | cut -d' ' -f1)
   if [ "$(cat "$sdk_dir/node_modules/.ledge-lock" 2>/dev/null)" != "$want" ]; then
     command -v npm >/dev/null || die "npm is needed for the Azure IoT SDK tests (apt-get install npm)"

@@ -439,14 +439,26 @@ func hmacEqual(a, b string) bool {
 func (h *Hub) countConn(s *session, clientID string) bool {
 	v, _ := h.perID.LoadOrStore(strings.ToLower(s.name), new(atomic.Int64))
 	n := v.(*atomic.Int64)
-	if n.Add(1) > int64(h.cfg.MaxConnectionsPerIdentity) {
-		if o, ok := h.byID.Load(clientID); !ok || !strings.EqualFold(o.(*session).name, s.name) {
-			n.Add(-1)
-			return false
-		}
+	if n.Add(1) > int64(h.cfg.MaxConnectionsPerIdentity) && !h.replacesCounted(s, clientID) {
+		n.Add(-1)
+		return false
 	}
 	s.counted.Store(true)
 	return true
+}
+
+// replacesCounted reports whether a connection of s's identity with
+// clientID takes over a counted connection of the same identity. It asks
+// mochi's client list, not byID: mochi sends the CONNACK before
+// OnSessionEstablished puts a client in byID, so a client that reconnects
+// at once would not find itself there yet.
+func (h *Hub) replacesCounted(s *session, clientID string) bool {
+	cl, ok := h.srv.Clients.Get(clientID)
+	if !ok {
+		return false
+	}
+	o := h.sessionOf(cl)
+	return o != nil && o.counted.Load() && strings.EqualFold(o.name, s.name)
 }
 
 func (h *Hub) uncountConn(s *session) {

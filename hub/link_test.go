@@ -1,10 +1,15 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -105,5 +110,84 @@ func TestLinkSubscriptionRefused(t *testing.T) {
 			t.Fatalf("the link's status still says the subscription failed: %+v", l.Status())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// lockedBuffer is a log destination safe for concurrent writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// runLink runs a link of cfg until the test ends; its log goes to the
+// returned buffer.
+func runLink(t *testing.T, cfg UpstreamConfig) (*Link, *lockedBuffer) {
+	t.Helper()
+	var logs lockedBuffer
+	l, err := NewLink(cfg, "dev-why", slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { l.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return l, &logs
+}
+
+// TestUpstreamSaysWhyItCannotConnect: an upstream broker that is down at
+// start, or that refuses the credentials, is named with its reason in the
+// status and in the log (one WARN, then an INFO when it connects), not a
+// bare "connecting" forever.
+func TestUpstreamSaysWhyItCannotConnect(t *testing.T) {
+	m := newMosquitto(t, "")
+	l, logs := runLink(t, UpstreamConfig{Mode: "mqtt", URL: m.url(), TopicTemplate: "ledge/{deviceId}/events", KeepAlive: 5 * time.Second})
+	waitFor(t, "the reason in the status", func() bool { return strings.Contains(l.Status().LastError, "connection refused") })
+	if st := l.Status(); st.State != "connecting" {
+		t.Errorf("state %q while the broker is down, want connecting", st.State)
+	}
+	waitFor(t, "a WARN in the log", func() bool {
+		return strings.Contains(logs.String(), `level=WARN msg="upstream failing"`) && strings.Contains(logs.String(), "connection refused")
+	})
+	m.start()
+	waitFor(t, "the connection", l.Connected)
+	waitFor(t, "an INFO on recovery", func() bool { return strings.Contains(logs.String(), `level=INFO msg="upstream recovered"`) })
+	if e := l.Status().LastError; e != "" {
+		t.Errorf("connected, the status still shows the outage's reason %q", e)
+	}
+	if n := strings.Count(logs.String(), "level=WARN"); n != 1 {
+		t.Errorf("%d WARNs for one outage, want 1:\n%s", n, logs)
+	}
+
+	// Wrong credentials: the broker's refusal, and which keys to check.
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "passwd")
+	if out, err := exec.Command("mosquitto_passwd", "-b", "-c", pw, "gw", "right").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v %s", err, out)
+	}
+	os.Chmod(pw, 0o600)
+	auth := newMosquitto(t, "allow_anonymous false\npassword_file "+pw+"\n")
+	auth.start()
+	l2, logs2 := runLink(t, UpstreamConfig{Mode: "mqtt", URL: auth.url(), Username: "gw", Password: "wrong-secret",
+		TopicTemplate: "ledge/{deviceId}/events", KeepAlive: 5 * time.Second})
+	waitFor(t, "the refusal in the status", func() bool { return strings.Contains(l2.Status().LastError, "hub.upstream.username") })
+	waitFor(t, "the refusal in the log", func() bool { return strings.Contains(logs2.String(), `level=WARN msg="upstream failing"`) })
+	if s := l2.Status().LastError + logs2.String(); !strings.Contains(s, "not Authorized") && !strings.Contains(s, "bad user name or password") {
+		t.Errorf("the refusal does not say what the broker answered: %s", s)
+	}
+	if strings.Contains(logs2.String(), "wrong-secret") {
+		t.Errorf("the password is in the log")
 	}
 }

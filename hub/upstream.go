@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"ledge/internal/redact"
 	"net/url"
 	"os"
 	"strings"
@@ -14,10 +13,13 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	pahopackets "github.com/eclipse/paho.mqtt.golang/packets"
 
 	"ledge/hub/azure"
 	"ledge/hub/store"
 	"ledge/internal/fault"
+	"ledge/internal/outage"
+	"ledge/internal/redact"
 )
 
 // upstream is the bridge to the cloud or a parent hub: it carries the
@@ -31,6 +33,9 @@ type upstream struct {
 	// presence, reported deployment): routed messages never go there.
 	own    sync.Map // topic -> struct{}
 	warned sync.Map // topic -> struct{}: a routed message refused, logged
+	// out tells the log when the broker cannot be reached and when it can
+	// again, once per outage.
+	out *outage.Log
 
 	mu        sync.Mutex // guards the fields below
 	state     string     // disabled, connecting, connected, disconnected
@@ -76,6 +81,7 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 		brokerURL = "ssl://" + cfg.Host + ":8883"
 	}
 	u.cfg.URL = brokerURL
+	u.out = outage.New(h.log.With("broker", redact.URL(brokerURL)), "upstream", 0)
 	o := paho.NewClientOptions().AddBroker(brokerURL)
 	for _, b := range cfg.URLs {
 		o.AddBroker(b)
@@ -85,6 +91,10 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 		u.own.Store(p.Topic, struct{}{})
 	}
 	o.SetKeepAlive(cfg.KeepAlive)
+	// 3.1.1 only: paho would try 3.1 after a refused CONNECT, and report
+	// the broker's answer to that ("unacceptable protocol version")
+	// instead of the refusal of the credentials.
+	o.SetProtocolVersion(4)
 	o.SetCleanSession(true)
 	o.SetAutoReconnect(true)
 	o.SetConnectRetry(true)
@@ -139,6 +149,7 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 			go publishPresence(c, p)
 		}
 		u.setState("connected", "")
+		u.out.OK()
 		u.mu.Lock()
 		subs := make(map[string]upSub, len(u.subs))
 		for k, v := range u.subs {
@@ -153,7 +164,21 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 			go u.subscribed(c, f, s, t)
 		}
 	})
-	o.SetConnectionLostHandler(func(_ paho.Client, err error) { u.setState("disconnected", err.Error()) })
+	o.SetConnectionLostHandler(func(c paho.Client, err error) {
+		u.setState("disconnected", err.Error())
+		if !c.IsConnectionOpen() { // not reconnected already
+			u.out.Fail("connection lost: " + err.Error())
+		}
+	})
+	// Every failed attempt, the first one at start included, names its
+	// reason in the status; the first of an outage is a WARN.
+	o.SetConnectionNotificationHandler(func(_ paho.Client, n paho.ConnectionNotification) {
+		if f, ok := n.(paho.ConnectionNotificationFailed); ok {
+			why := connectError(f.Reason, cfg.Mode)
+			u.setState("connecting", why)
+			u.out.Fail(why)
+		}
+	})
 	o.SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) { u.setState("connecting", "") })
 	u.cli = paho.NewClient(o)
 	u.state = "connecting"
@@ -176,6 +201,20 @@ func publishPresence(c paho.Client, p *UpstreamPresence) {
 	}
 }
 
+// connectError says why a connection attempt failed; a refusal of the
+// credentials names the keys that hold them (never their values).
+func connectError(err error, mode string) string {
+	why := err.Error()
+	if errors.Is(err, pahopackets.ErrorRefusedBadUsernameOrPassword) || errors.Is(err, pahopackets.ErrorRefusedNotAuthorised) {
+		keys := "hub.upstream.username and password"
+		if mode == "azure" {
+			keys = "hub.upstream.deviceId and deviceKey (and that the device exists there)"
+		}
+		why = "the broker refuses the credentials (" + why + "): check " + keys
+	}
+	return why
+}
+
 func azureKey(k string) ([]byte, string, error) {
 	if _, err := azure.BuildToken("x/devices/y", k, time.Now()); err != nil {
 		return nil, "", fmt.Errorf("hub.upstream.deviceKey: %w", err)
@@ -190,6 +229,8 @@ func (u *upstream) setState(state, lastErr string) {
 	}
 	if lastErr != "" {
 		u.lastError = lastErr
+	} else if state == "connected" {
+		u.lastError = "" // the outage's reason was shown while it lasted
 	}
 	old := u.gen
 	u.gen = make(chan struct{})

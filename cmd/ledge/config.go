@@ -37,11 +37,15 @@ type loaded struct {
 	// Running is the record of the running ledge it belongs to, when the
 	// CLI found it that way.
 	Running *runRecord
+	// Flag is set when --data-dir chose the data dir.
+	Flag bool
 }
 
 // from says where the data dir came from, for messages.
 func (l *loaded) from() string {
 	switch {
+	case l.Flag:
+		return "--data-dir"
 	case l.Running != nil:
 		return fmt.Sprintf("the running ledge (pid %d)", l.Running.PID)
 	case l.File != "":
@@ -97,7 +101,7 @@ func (c *configFlags) find(followRunning bool) (*loaded, error) {
 		l.Config, l.File = cfg, path
 	}
 	if c.dataDir != "" {
-		l.DataDir = c.dataDir
+		l.DataDir, l.Flag = c.dataDir, true
 	}
 	abs, err := filepath.Abs(l.DataDir)
 	if err != nil {

@@ -52,6 +52,11 @@ func TestCLIFindsRunningLedgeWithoutFlags(t *testing.T) {
 	if !strings.Contains(errOut, dataDir) {
 		t.Errorf("token create does not say which data dir it wrote to:\n%s", errOut)
 	}
+	// Named with --data-dir, that is where the message says it came from.
+	_, errOut, code = ledgeIn(t, t.TempDir(), rt, "admin", "token", "create", "grafana2", "--data-dir", dataDir)
+	if code != 0 || !strings.Contains(errOut, "data dir "+dataDir+" (from --data-dir)") {
+		t.Errorf("token create --data-dir: exit %d, says %q", code, errOut)
+	}
 
 	// Stopped: its record goes with it, and the CLI says so.
 	d.cmd.Process.Signal(syscall.SIGTERM)

@@ -53,8 +53,15 @@ func ledge(t testing.TB, args ...string) (string, string, int) {
 // added to the environment.
 func ledgeIn(t testing.TB, dir string, env []string, args ...string) (string, string, int) {
 	t.Helper()
+	return ledgeStdin(t, dir, "", env, args...)
+}
+
+// ledgeStdin is ledgeIn with stdin as the command's input.
+func ledgeStdin(t testing.TB, dir, stdin string, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(ledgeBin, args...)
 	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader(stdin)
 	cmd.Env = append(append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t)), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -327,7 +327,7 @@ ledge.camTile = (name, onOpen, small) => {
 };
 
 ledge.pages.overview = () => {
-  const { api, $, el, bytes, pct, every, health } = ledge;
+  const { api, $, el, bytes, pct, ago, every, health } = ledge;
   const thumbs = new Map();
   every(5000, async () => {
     const s = await api("GET", "/system");
@@ -372,7 +372,9 @@ ledge.pages.overview = () => {
       $("#sum-devices").textContent = hub.clientsConnected;
       const up = hub.upstream || {};
       $("#sum-upstream").textContent = up.mode ? up.state : "none";
-      $("#sum-queue").textContent = `${bytes(hub.queueBytes)} queued`;
+      // Not connected: since when and why (the Hub page has the whole reason).
+      const down = up.mode && up.state !== "connected" ? ` · since ${ago(up.since)}${up.lastError ? ": " + up.lastError : ""}` : "";
+      $("#sum-queue").textContent = `${bytes(hub.queueBytes)} queued${down}`;
     }
     if (evs) {
       const list = $("#recent");
