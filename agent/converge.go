@@ -237,6 +237,15 @@ func (r *reconciler) create(ctx context.Context, st *modState) {
 
 // start starts the module's container.
 func (r *reconciler) start(ctx context.Context, st *modState, why string) {
+	if err := r.recheck(st); err != nil {
+		// A path it binds or maps resolves to a refused one now: the
+		// container goes (Docker would follow the link at start).
+		r.log.Warn("module not started: its host paths are refused now", "module", st.name, "err", err)
+		r.removeContainer(ctx, st.c, "a host path it binds or maps is refused now")
+		st.c = nil
+		r.failPermanently(ctx, st, err.Error())
+		return
+	}
 	if err := r.eng.start(ctx, st.c.ID); err != nil {
 		st.stats.LastExit = r.now()
 		r.onFailedStart(ctx, st, err)
@@ -258,6 +267,16 @@ func (r *reconciler) start(ctx context.Context, st *modState, why string) {
 		// make sure the exit is handled even if it does not.
 		r.onExit(ctx, st, st.c.ExitCode, st.c.FinishedAt, st.c.OOMKilled)
 	}
+}
+
+// recheck runs the privilege policy again over the host paths module
+// st asked for, on the host as it is now, before its container starts.
+func (r *reconciler) recheck(st *modState) error {
+	if r.policy == nil || r.policy.AllowElevated || st.spec == nil || st.spec.own == nil {
+		return nil
+	}
+	_, err := r.policy.check(st.name, nil, st.spec.own, nil)
+	return err
 }
 
 // refresh re-reads the module's container.

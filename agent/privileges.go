@@ -36,7 +36,8 @@ import (
 // containerd socket (or a folder holding it), of ledge's data dir, or of
 // any host path outside agent.allowedBindSources. A module's own data dir,
 // <dataDir>/modules/<module>, may always be bound. Devices (a camera, a
-// GPIO chip) and device requests (a GPU) are allowed.
+// GPIO chip) and device requests (a GPU) are allowed, but not a device
+// that gives the host's disk or memory (see [Policy.device]).
 
 // Config keys named in refusals.
 const (
@@ -149,6 +150,11 @@ func (p *Policy) Elevations(module string, cfg *container.Config, host *containe
 		}
 		if host.ReadonlyPaths != nil {
 			elevated("HostConfig.ReadonlyPaths", strings.Join(host.ReadonlyPaths, ","), "replaces the paths Docker makes read-only")
+		}
+		for i, d := range host.Devices {
+			if why := p.device(d.PathOnHost); why != "" {
+				elevated(yamlstrict.Index(yamlstrict.Field("HostConfig", "Devices"), i), d.PathOnHost+":"+d.PathInContainer, why)
+			}
 		}
 		for i, b := range host.Binds {
 			src, _, _ := strings.Cut(b, ":")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +37,12 @@ type containerSpec struct {
 	// Elevated are the elevated settings the module asked for and the
 	// policy allowed.
 	Elevated []Elevation
+	// own holds the host paths the module itself asked for (binds,
+	// mounts, devices), checked again before every start: what they
+	// resolve to on the host can change between two starts of the same
+	// container (a link made in a folder the module may write), and
+	// Docker follows links when it starts it.
+	own *container.HostConfig
 }
 
 // injection is what ledge adds to every module container.
@@ -79,6 +86,8 @@ func buildSpec(m *manifest.Module, in injection) (*containerSpec, error) {
 	if host == nil {
 		host = &container.HostConfig{}
 	}
+	own := &container.HostConfig{Binds: slices.Clone(host.Binds), Mounts: slices.Clone(host.Mounts)}
+	own.Devices = slices.Clone(host.Devices)
 	netcfg := co.NetworkingConfig
 
 	// Environment: createOptions Env, then the manifest's env, then what
@@ -158,7 +167,7 @@ func buildSpec(m *manifest.Module, in injection) (*containerSpec, error) {
 		}
 	}
 
-	s := &containerSpec{Name: in.prefix + m.Name, Config: &cfg, Host: host, Net: netcfg, Elevated: elevated}
+	s := &containerSpec{Name: in.prefix + m.Name, Config: &cfg, Host: host, Net: netcfg, Elevated: elevated, own: own}
 	sum, err := json.Marshal(struct {
 		Name   string
 		Config *container.Config

@@ -87,6 +87,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	closeToOthers(cfg.DataDir, log)
 	a.db, err = OpenDB(ctx, filepath.Join(cfg.DataDir, "ledge.db"), cfg.Database.Synchronous)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"net/url"
+	"os"
 
 	_ "github.com/mattn/go-sqlite3" // the one import of the SQLite driver
 
@@ -25,6 +26,9 @@ func OpenDB(ctx context.Context, path, synchronous string) (*sql.DB, error) {
 	// New databases let freed pages go back to the file system (the hub's
 	// store-and-forward queue runs incremental_vacuum as it drains).
 	q.Set("_auto_vacuum", "incremental")
+	if err := ownerOnly(path); err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
 	db, err := sql.Open("sqlite3", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
@@ -43,6 +47,26 @@ func OpenDB(ctx context.Context, path, synchronous string) (*sql.DB, error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// ownerOnly makes the database file (made empty if it is not there:
+// SQLite gives its -wal and -shm files the database's mode) and those
+// files readable by their owner only: it holds every identity's keys,
+// registry credentials and sessions.
+func ownerOnly(path string) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(p, fi.Mode().Perm()&^0o077); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // migrations are the appliance's own tables, append-only.

@@ -109,16 +109,23 @@ func (p *pendingConns) stats() (pending int, evicted uint64) {
 // deadline is lifted (mochi set the keep-alive one, or none for a
 // keep-alive of 0).
 func (c *coarseConn) authenticated() {
+	c.release()
+	c.mu.Lock()
+	clear := c.last.IsZero()
+	c.mu.Unlock()
+	if clear {
+		c.Conn.SetDeadline(time.Time{})
+	}
+}
+
+// release ends c's pending state, its deadline left as it is.
+func (c *coarseConn) release() {
 	c.mu.Lock()
 	p := c.pend
 	c.pend = nil
-	clear := c.last.IsZero()
 	c.mu.Unlock()
 	if p != nil {
 		p.done(c)
-	}
-	if clear {
-		c.Conn.SetDeadline(time.Time{})
 	}
 }
 

@@ -215,7 +215,7 @@ func (h *Hub) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, string
 		return h.authX509(cid, certs)
 	case len(pass) > 0 && user != "":
 		return h.authPassword(cid, user, pass)
-	case len(pass) == 0 && user == "" && h.dev && isLoopback(cl.Net.Remote):
+	case len(pass) == 0 && user == "" && h.dev && isLoopback(cl.Net.Remote) && !fromForeignPage(cl):
 		return &session{anonymous: true, device: cid}, ""
 	}
 	return nil, "no credentials"
@@ -416,6 +416,17 @@ func peerCertificates(cl *mqtt.Client) []*x509.Certificate {
 		return nil
 	}
 	return tc.ConnectionState().PeerCertificates
+}
+
+// fromForeignPage reports whether a client is a WebSocket opened by a
+// web page of another origin ([foreignPage]).
+func fromForeignPage(cl *mqtt.Client) bool {
+	cc, ok := cl.Net.Conn.(*coarseConn)
+	if !ok {
+		return false
+	}
+	ws, ok := cc.Conn.(*wsConn)
+	return ok && ws.page
 }
 
 func isLoopback(remote string) bool {

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -132,12 +134,36 @@ func (h *Hub) WebSocketHandler() http.Handler {
 		if err != nil {
 			return // Upgrade answered
 		}
-		c := &wsConn{Conn: ws.UnderlyingConn(), ws: ws, remote: r.RemoteAddr}
+		upgraded(ws.UnderlyingConn())
+		c := &wsConn{Conn: ws.UnderlyingConn(), ws: ws, remote: r.RemoteAddr, page: foreignPage(r)}
 		c.SetDeadline(time.Now().Add(h.cfg.ConnectTimeout)) // for the CONNECT
 		cc := &coarseConn{Conn: c}
 		h.pending.admit(cc)
 		h.srv.EstablishConnection(wsListenerID, cc)
 	})
+}
+
+// foreignPage reports whether a WebSocket request comes from a web page
+// that is not the appliance's own on a loopback name (an Origin other
+// than its Host, or a Host that is not localhost/127.0.0.1/[::1]: a page
+// of another site, or one on a name rebound to 127.0.0.1). A WebSocket
+// has no same-origin rule, so such a page is never taken for a loopback
+// client in dev mode. Clients that are not browsers send no Origin.
+func foreignPage(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return false
+	}
+	u, err := url.Parse(o)
+	if err != nil || !strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	host := u.Hostname()
+	if strings.EqualFold(host, "localhost") {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
 }
 
 // wsConn adapts a WebSocket to the byte stream mochi reads: binary
@@ -146,6 +172,7 @@ type wsConn struct {
 	net.Conn
 	ws     *websocket.Conn
 	remote string
+	page   bool // opened by a web page of another origin (foreignPage)
 	rmu    sync.Mutex
 	r      interface{ Read([]byte) (int, error) }
 	wmu    sync.Mutex
@@ -210,30 +237,50 @@ func (h *Hub) listenWebSocket(addr string) error {
 	if err != nil {
 		return fmt.Errorf("hub websocket listen %s: %w", addr, err)
 	}
-	l = deadlineListener{Listener: l, timeout: h.cfg.ConnectTimeout}
+	l = deadlineListener{Listener: l, timeout: h.cfg.ConnectTimeout, pending: h.pending}
 	if !h.cfg.Listen.WebSocketPlain {
 		l = tls.NewListener(l, h.certs.webTLSConfig())
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/$iothub/websocket", h.WebSocketHandler())
 	mux.Handle("/twins/", h.methodsHandler()) // ModuleClient.invokeMethod (m2m.go)
-	h.wsServer = &http.Server{Handler: mux, ReadHeaderTimeout: h.cfg.ConnectTimeout, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)}
+	h.wsServer = &http.Server{Handler: mux, ReadHeaderTimeout: h.cfg.ConnectTimeout, IdleTimeout: h.cfg.ConnectTimeout,
+		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)}
 	h.wsLn = l
 	return nil
 }
 
 // deadlineListener gives each accepted connection a deadline for its TLS
-// handshake and HTTP upgrade; the WebSocket handler then sets the one for
-// the CONNECT.
+// handshake and HTTP upgrade (the WebSocket handler then sets the one for
+// the CONNECT), and counts it among the hub's pending connections until
+// it upgrades: past hub.maxPendingConnections the oldest is closed, as on
+// the MQTT ports, so silent connections cannot take the process's file
+// descriptors.
 type deadlineListener struct {
 	net.Listener
 	timeout time.Duration
+	pending *pendingConns
 }
 
 func (l deadlineListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if err == nil {
-		c.SetDeadline(time.Now().Add(l.timeout))
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	c.SetDeadline(time.Now().Add(l.timeout))
+	cc := &coarseConn{Conn: c}
+	l.pending.admit(cc)
+	return cc, nil
+}
+
+// upgraded ends the pending state of the TCP connection under a
+// WebSocket (accepted by a deadlineListener): the WebSocket connection
+// is pending in its place until its CONNECT.
+func upgraded(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if cc, ok := c.(*coarseConn); ok {
+		cc.release()
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -267,4 +268,71 @@ func TestStopLeavesNoGoroutines(t *testing.T) {
 
 func buildTok(resource, key string) (string, error) {
 	return azureToken(resource, key)
+}
+
+// TestWebSocketPortFloodBounded (audit finding 10, medium): the hub's own
+// WebSocket port (hub.listen.websocket, where the Azure SDKs dial) held
+// every TCP connection until it upgraded, with no bound: silent
+// connections (no ClientHello), or one bad request and then nothing,
+// took one file descriptor each, which the MQTT ports and the dashboard
+// of the same process need. Now they count among the hub's pending
+// connections (hub.maxPendingConnections, the oldest closed first), as
+// on the MQTT ports; a client that upgrades and authenticates is not
+// pending any more, and keeps its connection.
+func TestWebSocketPortFloodBounded(t *testing.T) {
+	port := freePort(t)
+	h := startHub(t, func(c *Config) {
+		c.Listen.WebSocket = fmt.Sprintf("127.0.0.1:%d", port)
+		c.MaxPendingConnections = 32
+		c.ConnectTimeout = time.Minute // the bound must do it, not the deadline
+	}, false)
+	dev := h.addIdentity(t, IdentitySpec{Name: "wsdev"})
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(h.CAPath())
+	pool.AppendCertsFromPEM(pem)
+	connect := func(id string) paho.Client {
+		t.Helper()
+		tok, _ := tokenFor(h, "wsdev", dev.PrimaryKey)
+		o := paho.NewClientOptions().AddBroker(fmt.Sprintf("wss://localhost:%d/$iothub/websocket", port)).SetClientID(id).
+			SetUsername(h.Hostname() + "/wsdev/?api-version=2021-04-12").SetPassword(tok).SetAutoReconnect(false).
+			SetConnectTimeout(5 * time.Second).SetTLSConfig(&tls.Config{RootCAs: pool})
+		c := paho.NewClient(o)
+		mustOK(t, c.Connect())
+		return c
+	}
+	first := connect("wsdev")
+	defer first.Disconnect(0)
+
+	var silent []net.Conn
+	defer func() {
+		for _, s := range silent {
+			s.Close()
+		}
+	}()
+	for i := range 300 {
+		s, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		silent = append(silent, s)
+	}
+	time.Sleep(500 * time.Millisecond)
+	open := 0
+	buf := make([]byte, 1)
+	for _, s := range silent {
+		s.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if _, err := s.Read(buf); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				open++
+			}
+		}
+	}
+	if open > 32 {
+		t.Errorf("%d of 300 silent connections to the WebSocket port held open, over hub.maxPendingConnections 32", open)
+	}
+	// The authenticated client kept its connection; a new one gets in.
+	if !first.IsConnectionOpen() {
+		t.Errorf("the authenticated WebSocket client lost its connection to the flood")
+	}
+	connect("wsdev").Disconnect(0)
 }

@@ -11,11 +11,12 @@ import (
 
 // Drop reasons counted by the hub (the store adds expired and quota).
 const (
-	dropNoRoute      = "no_route"
-	dropTooLarge     = "too_large"
-	dropMalformed    = "malformed"
-	dropSlowClient   = "slow_client"
-	dropSessionQuota = "session_quota"
+	dropNoRoute       = "no_route"
+	dropTooLarge      = "too_large"
+	dropMalformed     = "malformed"
+	dropSlowClient    = "slow_client"
+	dropSessionQuota  = "session_quota"
+	dropReservedTopic = "reserved_topic"
 )
 
 type counters struct {

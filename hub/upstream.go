@@ -29,6 +29,10 @@ type upstream struct {
 	cfg    UpstreamConfig
 	tlsCfg *tls.Config // to the broker, nil for a plain connection
 	cli    paho.Client // nil when no upstream is configured
+	// own are the topics this appliance publishes on itself (its state,
+	// presence, reported deployment): routed messages never go there.
+	own    sync.Map // topic -> struct{}
+	warned sync.Map // topic -> struct{}: a routed message refused, logged
 	// out tells the log when the broker cannot be reached and when it can
 	// again, once per outage.
 	out *outage.Log
@@ -84,6 +88,7 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 	}
 	if p := cfg.Presence; p != nil {
 		o.SetBinaryWill(p.Topic, p.Offline, 1, true)
+		u.own.Store(p.Topic, struct{}{})
 	}
 	o.SetKeepAlive(cfg.KeepAlive)
 	// 3.1.1 only: paho would try 3.1 after a refused CONNECT, and report
@@ -285,10 +290,35 @@ func (u *upstream) topic(appProps, sys map[string]string) string {
 	if u.cfg.Mode == "azure" {
 		return azure.TelemetryTopic(u.cfg.DeviceID, "", appProps, out)
 	}
-	r := strings.NewReplacer("{deviceId}", u.h.deviceID, "{sourceDevice}", sys["connectionDeviceId"],
-		"{sourceModule}", sys["connectionModuleId"], "{output}", sys["outputName"],
+	r := strings.NewReplacer("{deviceId}", u.h.deviceID, "{sourceDevice}", levelSafe(sys["connectionDeviceId"]),
+		"{sourceModule}", levelSafe(sys["connectionModuleId"]), "{output}", levelSafe(sys["outputName"]),
 		"{properties}", string(azure.AppendBag(nil, appProps, out)))
 	return r.Replace(u.cfg.TopicTemplate)
+}
+
+// levelEscaper keeps a value a message chooses (a module's output name)
+// inside the template's level: no level separator, no wildcard (a
+// publish on a topic with one is a protocol error, and the broker drops
+// the bridge, again and again), '%' so that the encoding reads back.
+var levelEscaper = strings.NewReplacer("%", "%25", "/", "%2F", "+", "%2B", "#", "%23", "\x00", "%00")
+
+func levelSafe(v string) string { return levelEscaper.Replace(v) }
+
+// reserved says why a routed message may not go to topic, or "": the
+// appliance takes its deployments from it (a module's telemetry there
+// would deploy), or publishes its own state there.
+func (u *upstream) reserved(topic string) string {
+	if _, ok := u.own.Load(topic); ok {
+		return "this appliance publishes its own state there"
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for f := range u.subs {
+		if matchLevels(strings.Split(f, "/"), topic) {
+			return "this appliance subscribes to it (" + f + "): its deployments come from there"
+		}
+	}
+	return ""
 }
 
 // sendBatch publishes entries with QoS 1 and waits for their acks in
@@ -305,7 +335,17 @@ func (u *upstream) sendBatch(ctx context.Context, entries []store.Entry) (int, e
 			entries = entries[:i]
 			break
 		}
-		toks = append(toks, u.cli.Publish(u.topic(m.App, m.Sys), 1, false, m.Body))
+		topic := u.topic(m.App, m.Sys)
+		if why := u.reserved(topic); why != "" {
+			if _, seen := u.warned.LoadOrStore(topic, struct{}{}); !seen {
+				u.h.log.Warn("routed message dropped: its upstream topic is reserved", "topic", topic, "reason", why,
+					"source", m.Sys["connectionDeviceId"]+"/"+m.Sys["connectionModuleId"], "output", m.Sys["outputName"])
+			}
+			u.h.stats.drop(dropReservedTopic)
+			toks = append(toks, nil) // acked: dropped, not retried
+			continue
+		}
+		toks = append(toks, u.cli.Publish(topic, 1, false, m.Body))
 	}
 	timeout := time.NewTimer(30 * time.Second)
 	defer timeout.Stop()
@@ -338,6 +378,7 @@ func (h *Hub) PublishUpstream(ctx context.Context, topic string, payload []byte,
 	if !u.connected() {
 		return fault.New(fault.Unavailable, "upstream %s is not connected", u.cfg.URL)
 	}
+	u.own.Store(topic, struct{}{})
 	t := u.cli.Publish(topic, qos, retain, payload)
 	select {
 	case <-t.Done():

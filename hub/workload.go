@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"ledge/internal/fault"
@@ -58,6 +59,14 @@ func (h *Hub) TrustBundle() ([]byte, error) {
 func (h *Hub) ModuleServerCertificate(_ context.Context, module, commonName string, notAfter time.Time) (chain, key []byte, expires time.Time, err error) {
 	if h.ids.get(h.deviceID+"/"+module) == nil {
 		return nil, nil, time.Time{}, fault.New(fault.NotFound, "module %q has no identity on this hub", module)
+	}
+	// A name of the hub's own (localhost, the host, the device id): a
+	// module with that certificate would pass for the hub with everyone
+	// who trusts its CA.
+	for _, n := range h.certs.names {
+		if strings.EqualFold(n, commonName) {
+			return nil, nil, time.Time{}, fault.New(fault.Forbidden, "commonName %q is one of the hub's own names (its server certificate carries it): no module may have a certificate for it; give module %q another name", commonName, module)
+		}
 	}
 	now := time.Now()
 	if max := now.Add(maxModuleCertValidity); notAfter.After(max) {

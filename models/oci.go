@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -121,7 +123,21 @@ func (c OCIClient) repo(r OCIRef) (*remote.Repository, error) {
 	if c.TLS != nil {
 		tr.TLSClientConfig = c.TLS.Clone()
 	}
-	cli := &auth.Client{Client: &http.Client{Transport: retry.NewTransport(tr)}, Cache: auth.NewCache()}
+	// The rules of https:// downloads: a redirect (registries send blobs
+	// to object storage) stays on https and, from a registry outside,
+	// does not reach loopback or link-local addresses (see
+	// withRedirectPolicy, which the download's context carries).
+	tr.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, ControlContext: dialControl}).DialContext
+	hc := &http.Client{Transport: retry.NewTransport(tr), CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 10 {
+			return &permanent{errors.New("more than 10 redirects")}
+		}
+		if req.URL.Scheme != "https" && !c.PlainHTTP {
+			return &permanent{fmt.Errorf("redirected to %s: plain http is refused (the registry is https)", redact(req.URL))}
+		}
+		return checkRedirect(req)
+	}}
+	cli := &auth.Client{Client: hc, Cache: auth.NewCache()}
 	if c.Username != "" {
 		cli.Credential = auth.StaticCredential(r.Host, auth.Credential{Username: c.Username, Password: c.Password})
 	}
@@ -220,6 +236,7 @@ func (s *Store) openOCI(ctx context.Context, t *transfer, off int64) (io.ReadClo
 	if err != nil {
 		return nil, 0, 0, &permanent{err}
 	}
+	ctx = withRedirectPolicy(ctx, "https://"+r.Host+"/")
 	c := s.ociClient(r.Host)
 	m, err := c.Resolve(ctx, r)
 	if err != nil {

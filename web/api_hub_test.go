@@ -88,6 +88,7 @@ func TestHubAPI(t *testing.T) {
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body))
 		req.RemoteAddr = "127.0.0.1:1234"
+		req.Host = "127.0.0.1" // dev mode: a loopback client on a loopback name
 		req.Header.Set("Content-Type", "application/json")
 		s.Handler().ServeHTTP(rec, req)
 		if rec.Code != tc.code || !strings.Contains(rec.Body.String(), tc.want) {
@@ -103,6 +104,7 @@ func TestHubAPI(t *testing.T) {
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest("GET", "/api/v1/hub", nil)
 	req.RemoteAddr = "127.0.0.1:1"
+	req.Host = "127.0.0.1" // dev mode: a loopback client on a loopback name
 	s2.Handler().ServeHTTP(rec, req)
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("no hub: %d", rec.Code)

@@ -72,6 +72,7 @@ func TestModelRoutes(t *testing.T) {
 	do := func(method, path, body string) (int, map[string]any) {
 		req := httptest.NewRequest(method, path, strings.NewReader(body))
 		req.RemoteAddr = "127.0.0.1:5000"
+		req.Host = "127.0.0.1" // dev mode: a loopback client on a loopback name
 		rec := httptest.NewRecorder()
 		s.Handler().ServeHTTP(rec, req)
 		var out map[string]any
@@ -134,6 +135,7 @@ func TestModelRoutesWithoutStore(t *testing.T) {
 	defer s.Close()
 	req := httptest.NewRequest("GET", "/api/v1/models", nil)
 	req.RemoteAddr = "127.0.0.1:5000"
+	req.Host = "127.0.0.1" // dev mode: a loopback client on a loopback name
 	rec := httptest.NewRecorder()
 	s.Handler().ServeHTTP(rec, req)
 	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "unavailable") {

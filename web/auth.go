@@ -73,10 +73,26 @@ func (s *Server) identify(c *gin.Context) authInfo {
 			}
 		}
 	}
-	if s.opts.Dev && fromLoopback(r) {
+	if s.opts.Dev && fromLoopback(r) && loopbackHost(r.Host) {
 		return authInfo{kind: authDev}
 	}
 	return authInfo{}
+}
+
+// loopbackHost reports whether a Host header names this machine's
+// loopback (localhost, 127.0.0.1, [::1]): dev mode trusts loopback
+// clients, and a page on another name that resolves to 127.0.0.1 (DNS
+// rebinding) is same-origin for the browser, but not a loopback name.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // bearer returns the token of an Authorization header of the Bearer

@@ -342,3 +342,17 @@ func readAll(resp *http.Response) string {
 		}
 	}
 }
+
+// TestLoopbackHost: dev mode trusts loopback names only (a name rebound
+// to 127.0.0.1 is not one).
+func TestLoopbackHost(t *testing.T) {
+	for host, want := range map[string]bool{
+		"127.0.0.1:8080": true, "localhost": true, "LOCALHOST:80": true, "[::1]:8080": true, "127.9.9.9": true,
+		"app.localhost:8080": true, "localhost.:80": true,
+		"rebind.example:8080": false, "192.168.1.5": false, "localhost.evil.example": false, "": false, "[::ffff:10.0.0.1]:1": false,
+	} {
+		if got := loopbackHost(host); got != want {
+			t.Errorf("loopbackHost(%q) = %v, want %v", host, got, want)
+		}
+	}
+}

@@ -333,10 +333,10 @@ func fleetDeploy(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--waves: %w", err)
 	}
-	def := &fleet.Definition{Name: name, Generation: 1, Created: time.Now().UTC(), Target: target, Priority: priority,
+	def := &fleet.Definition{Name: name, Generation: fleet.NextGeneration(s.snap, name), Created: time.Now().UTC(), Target: target, Priority: priority,
 		Rollout: fleet.Policy{Waves: w, Soak: fleet.Duration(soak), AbortAfter: abort}, State: fleet.StateActive, Manifest: string(data)}
 	if old := s.snap.Definitions[name]; old != nil {
-		def.Generation, def.Created = old.Generation+1, old.Created
+		def.Created = old.Created
 	} else if why, bad := s.snap.Invalid[name]; bad {
 		fmt.Fprintf(stderr, "replacing a refused definition of %s (%s)\n", name, why)
 	}
@@ -396,7 +396,7 @@ func fleetSetState(args []string, stdout, stderr io.Writer, verb, state string) 
 		return fmt.Errorf("deployment %s was rolled back: deploy it again to roll it out", name)
 	}
 	next := *def
-	next.State, next.Generation = state, def.Generation+1
+	next.State, next.Generation = state, fleet.NextGeneration(s.snap, name)
 	if err := publishDefinition(s, &next); err != nil {
 		return err
 	}

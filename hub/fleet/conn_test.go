@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +21,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"ledge/internal/testenv"
 	"ledge/internal/testenv/natstest"
 )
 
@@ -585,4 +589,132 @@ func publishDefinition(t *testing.T, conn *Conn, keys edKeys, name string) {
 	if err := conn.Publish(t.Context(), DefaultTopics.Definition(name), sealed, true); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestControllerRefusesReplayedDefinition (audit finding 6, medium): a
+// client that may publish on the fleet's topics (no broker ACL, or a
+// device's credentials where ACLs are loose) replays a deployment's
+// older signed definition; the signature is good, and the controller
+// rolled the old manifest out again under a new version, which the
+// devices took. Now a definition whose generation is below one the
+// controller saw, or one the broker's rollout and assignment records
+// name, is refused (and said so); the devices keep what they have.
+func TestControllerRefusesReplayedDefinition(t *testing.T) {
+	pub := testenv.Command(t, "mosquitto_pub", "mosquitto-clients")
+	addr, _ := simMosquitto(t)
+	keys := testKeys()
+	var dc simCounters
+	d := startSimDevice(t, addr, 1, &dc)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	conn, err := Dial(ctx, ConnConfig{URLs: []string{"tcp://" + addr}, ClientID: "replay-controller", Topics: DefaultTopics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var log syncLog
+	ctl := &Controller{Conn: conn, ID: "replay-controller", Verifier: keys, Sealer: simSealer{keys}, Settle: 100 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(&log, nil))}
+	done := make(chan struct{})
+	go func() { ctl.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	seal := func(gen int64, manifest string) []byte {
+		t.Helper()
+		def := &Definition{Name: "people", Generation: gen, Created: time.Unix(1700000000, 0).UTC(), Target: "tags.site != 'nowhere'",
+			Rollout: Policy{Waves: []string{"100%"}}, State: StateActive, Manifest: manifest}
+		b, err := Seal(def, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	taken := func() int {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return len(d.versions)
+	}
+	converge := func(payload []byte, n int) {
+		t.Helper()
+		if err := conn.Publish(ctx, DefaultTopics.Definition("people"), payload, true); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, 30*time.Second, fmt.Sprintf("deployment %d taken and converged", n), func() bool {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			return len(d.versions) == n && d.converged == d.taken
+		})
+	}
+	old := seal(1, "people manifest A")
+	converge(old, 1)
+	converge(seal(2, "people manifest B"), 2)
+
+	// The attacker replays generation 1, retained, as mosquitto_pub does.
+	f := filepath.Join(t.TempDir(), "old")
+	os.WriteFile(f, old, 0o600)
+	host, port, _ := net.SplitHostPort(addr)
+	if out, err := exec.Command(pub, "-h", host, "-p", port, "-r", "-q", "1", "-t", DefaultTopics.Definition("people"), "-f", f).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, out)
+	}
+	waitUntil(t, 30*time.Second, "the replayed definition seen", func() bool {
+		_, bad := conn.View().Snapshot(keys).Invalid["people"]
+		return bad || taken() > 2
+	})
+	time.Sleep(2 * time.Second) // passes of the controller
+	if n := taken(); n != 2 {
+		t.Fatalf("the device took %d deployments: the replayed generation 1 was rolled out again", n)
+	}
+	why := conn.View().Snapshot(keys).Invalid["people"]
+	if !strings.Contains(why, "generation 1") || !strings.Contains(why, "generation 2") {
+		t.Errorf("the replayed definition is refused with %q, want it to name both generations", why)
+	}
+	if !strings.Contains(log.String(), "fleet deployment refused") {
+		t.Errorf("the controller's log does not say it refused the replay:\n%s", log.String())
+	}
+	// The operator deploys again: above what was seen, and rolled out.
+	if g := NextGeneration(conn.View().Snapshot(keys), "people"); g != 3 {
+		t.Errorf("NextGeneration after the replay: %d, want 3", g)
+	}
+}
+
+// TestViewBoundsRecords (audit finding 11, low): a device publishes its
+// state document, as it should, but of 8 MiB (mosquitto takes up to 256
+// MiB): every fleet client kept it and the controller parsed it on
+// every pass (each second). Now records over their kind's bound (a state
+// document 64 KiB, presence 4 KiB, a definition 1 MiB) are not kept,
+// and the snapshot names them, so the controller says so once.
+func TestViewBoundsRecords(t *testing.T) {
+	addr, _ := simMosquitto(t)
+	keys := testKeys()
+	var dc simCounters
+	d := startSimDevice(t, addr, 7, &dc)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	conn, err := Dial(ctx, ConnConfig{URLs: []string{"tcp://" + addr}, ClientID: "bounds", Topics: DefaultTopics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	big := []byte(`{"deviceId":"` + d.id + `","tags":{"site":"` + strings.Repeat("x", 8<<20) + `"}}`)
+	if tok := d.cli.Publish(DefaultTopics.State(d.id), 1, true, big); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	waitUntil(t, 30*time.Second, "the big state at the fleet client", func() bool {
+		s := conn.View().Snapshot(keys)
+		_, refused := s.Oversized[DefaultTopics.State(d.id)]
+		return refused || (s.Devices[d.id] != nil && len(s.Devices[d.id].Doc) > 1<<20)
+	})
+	s := conn.View().Snapshot(keys)
+	if dev := s.Devices[d.id]; dev != nil && len(dev.Doc) > 64<<10 {
+		t.Fatalf("the fleet keeps and parses a state document of %d bytes", len(dev.Doc))
+	}
+	if n := s.Oversized[DefaultTopics.State(d.id)]; n != len(big) {
+		t.Errorf("the snapshot names the oversized state with %d bytes, want %d", n, len(big))
+	}
+	// A state of the right size afterwards is taken again.
+	d.publishState(&dc)
+	waitUntil(t, 30*time.Second, "the state of the right size", func() bool {
+		dev := conn.View().Snapshot(keys).Devices[d.id]
+		return dev != nil && dev.State != nil && dev.State.DeviceID == d.id
+	})
 }

@@ -47,7 +47,10 @@ type Controller struct {
 	holding   bool
 	claimedAt time.Time
 	invalid   map[string]string // logged refusals of definitions
-	resent    map[string]resent // device -> its deployment published again
+	// seen is the highest generation of each definition seen: one below
+	// it is a replay, even when the broker's records were cleared.
+	seen   map[string]int64
+	resent map[string]resent // device -> its deployment published again
 	// due: devices whose record (of this version) was written and whose
 	// manifest perhaps not (its publish failed): published at the next
 	// pass unless taken by then.
@@ -94,6 +97,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
 	c.invalid = map[string]string{}
+	c.seen = map[string]int64{}
 	t := time.NewTimer(0)
 	defer t.Stop()
 	// Taken before each pass: what changes during a pass starts the next.
@@ -122,10 +126,21 @@ func (c *Controller) Run(ctx context.Context) error {
 // pass is one look at the broker and the decisions it brings.
 func (c *Controller) pass(ctx context.Context) error {
 	s := c.Conn.View().Snapshot(c.Verifier)
+	s.refuseOlder(func(name string) int64 { return c.seen[name] })
+	recorded := s.recordedGenerations()
+	for name, d := range s.Definitions {
+		c.seen[name] = max(c.seen[name], d.Generation, recorded[name])
+	}
 	for name, why := range s.Invalid {
 		if c.invalid[name] != why {
 			c.invalid[name] = why
 			c.Log.Warn("fleet deployment refused", "deployment", name, "reason", why)
+		}
+	}
+	for topic, n := range s.Oversized {
+		if why := fmt.Sprintf("%d bytes", n); c.invalid[topic] != why {
+			c.invalid[topic] = why
+			c.Log.Warn("retained record over its bound: not taken", "topic", topic, "bytes", n)
 		}
 	}
 	if !s.Connected {

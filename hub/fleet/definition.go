@@ -292,3 +292,45 @@ func (p Policy) Aborts(failed, given int) bool {
 	}
 	return failed >= s.n
 }
+
+// NextGeneration is the generation a change of deployment name gets:
+// above its definition's and above every generation the broker's
+// records name (a definition refused as a replay included), so that the
+// controller takes it.
+func NextGeneration(s *Snapshot, name string) int64 {
+	g := s.recordedGenerations()[name]
+	if d := s.Definitions[name]; d != nil {
+		g = max(g, d.Generation)
+	}
+	return g + 1
+}
+
+// recordedGenerations is, for each deployment, the highest generation
+// the controller's records on the broker name: its rollout, and the
+// assignments of devices to it.
+func (s *Snapshot) recordedGenerations() map[string]int64 {
+	g := map[string]int64{}
+	for name, r := range s.Rollouts {
+		g[name] = max(g[name], r.Generation)
+	}
+	for _, d := range s.Devices {
+		if a := d.Assignment; a != nil {
+			g[a.Deployment] = max(g[a.Deployment], a.Generation)
+		}
+	}
+	return g
+}
+
+// refuseOlder moves to Invalid each definition whose generation is below
+// floor(name): a signed definition replayed (an older generation put
+// back on its topic) would roll an old manifest out again under a new
+// version, which devices take.
+func (s *Snapshot) refuseOlder(floor func(name string) int64) {
+	for name, d := range s.Definitions {
+		if f := floor(name); d.Generation < f {
+			delete(s.Definitions, name)
+			s.Invalid[name] = fmt.Sprintf("generation %d is older than generation %d, seen before: a replayed definition? refused (ledge fleet deploy %s gives it generation %d)",
+				d.Generation, f, name, f+1)
+		}
+	}
+}

@@ -16,6 +16,9 @@ type View struct {
 	mu   sync.Mutex // guards the fields below
 	raw  map[string][]byte
 	seen map[string]time.Time // device -> last message about it
+	// oversized are records over their kind's bound (maxRecord), not
+	// kept: topic -> bytes.
+	oversized map[string]int
 	// epoch counts the connections' syncs; got is the epoch in which
 	// each retained topic was last received (see prune).
 	epoch   int
@@ -29,7 +32,22 @@ type View struct {
 }
 
 func newView(t Topics) *View {
-	return &View{topics: t, raw: map[string][]byte{}, seen: map[string]time.Time{}, got: map[string]int{}, changed: make(chan struct{})}
+	return &View{topics: t, raw: map[string][]byte{}, seen: map[string]time.Time{}, got: map[string]int{}, oversized: map[string]int{},
+		changed: make(chan struct{})}
+}
+
+// maxRecord bounds a retained record of each kind: what is kept in
+// memory and parsed on every pass of a controller. A state document is a
+// few hundred bytes; a device that publishes megabytes there is not
+// taken (its topic shows in Snapshot.Oversized).
+func maxRecord(kind string) int {
+	switch kind {
+	case "definition", "rollout":
+		return MaxDefinitionSize
+	case "state", "assignment":
+		return 64 << 10
+	}
+	return 4 << 10 // online, lease, controller
 }
 
 func (v *View) put(topic string, payload []byte) {
@@ -40,6 +58,16 @@ func (v *View) put(topic string, payload []byte) {
 	v.mu.Lock()
 	v.msgs++
 	v.bytes += int64(len(payload) + len(topic))
+	delete(v.oversized, topic)
+	if len(payload) > maxRecord(kind) {
+		// Not kept: as if the topic held nothing readable.
+		v.oversized[topic] = len(payload)
+		if len(v.oversized) > 10000 { // bound the record of the refusals too
+			clear(v.oversized)
+			v.oversized[topic] = len(payload)
+		}
+		payload = nil
+	}
 	if len(payload) == 0 {
 		delete(v.raw, topic)
 		delete(v.got, topic)
@@ -159,6 +187,9 @@ type Snapshot struct {
 	Lease       *Lease
 	Controllers map[string]bool // controller id -> online
 	Connected   bool
+	// Oversized are retained records over their kind's bound, not kept:
+	// topic -> bytes.
+	Oversized map[string]int
 }
 
 // DeviceIDs lists the devices, sorted.
@@ -169,10 +200,11 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 	v.mu.Lock()
 	raw := maps.Clone(v.raw)
 	seen := maps.Clone(v.seen)
+	oversized := maps.Clone(v.oversized)
 	up := v.up
 	v.mu.Unlock()
 	s := &Snapshot{Devices: map[string]*Device{}, Definitions: map[string]*Definition{}, Invalid: map[string]string{},
-		Rollouts: map[string]*Rollout{}, Controllers: map[string]bool{}, Connected: up}
+		Rollouts: map[string]*Rollout{}, Controllers: map[string]bool{}, Connected: up, Oversized: oversized}
 	dev := func(id string) *Device {
 		d := s.Devices[id]
 		if d == nil {
@@ -236,5 +268,7 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 			}
 		}
 	}
+	recorded := s.recordedGenerations()
+	s.refuseOlder(func(name string) int64 { return recorded[name] })
 	return s
 }
