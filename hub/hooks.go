@@ -160,8 +160,12 @@ func (k *hooks) OnClientExpired(cl *mqtt.Client) {
 	}
 }
 
+// OnQosComplete: a client acknowledged a message the hub sent it. mochi
+// calls it too with its own PUBACK to a client's QoS 1 publish (built by
+// mochi, so Created is set): the client's packet ids are its own, and its
+// publish with id N says nothing about the hub's delivery N to it.
 func (k *hooks) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
-	if pk.FixedHeader.Type != packets.Puback {
+	if pk.FixedHeader.Type != packets.Puback || pk.Created != 0 {
 		return
 	}
 	if s := k.session(cl); s != nil {

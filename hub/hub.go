@@ -213,6 +213,9 @@ func (h *Hub) capabilities() *mqtt.Capabilities {
 	c.MaximumPacketSize = uint32(h.cfg.MaxMessageBytes + 64*1024) // payload plus topic and properties
 	c.MaximumClientWritesPending = int32(h.cfg.MaxPendingWrites)
 	c.MaximumInflight = 1024
+	// Topic aliases a client may set up towards the hub (announced in
+	// CONNACK), as many as mosquitto's default: each holds a topic.
+	c.TopicAliasMaximum = 10
 	c.MaximumSessionExpiryInterval = 24 * 3600
 	c.MaximumMessageExpiryInterval = 24 * 3600
 	// Acks carry a reason code and no properties of the packet they answer
