@@ -238,8 +238,13 @@ func (s *sessionStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int
 		return
 	}
 	if pk.FixedHeader.Type == packets.Pubrel {
+		// Written before the PUBREL goes out (mochi writes it after this
+		// hook): once the client has it, the PUBLISH is never sent again.
 		if _, ok := s.stored.Load(msgKey{cl.ID, pk.PacketID}); ok {
-			s.send(sop{kind: sopMsg, client: cl.ID, id: pk.PacketID, data: encodeMessageRow(storage.InflightKey, cl.ID, pk, sent)})
+			t := s.send(sop{kind: sopMsg, client: cl.ID, id: pk.PacketID, data: encodeMessageRow(storage.InflightKey, cl.ID, pk, sent)})
+			if err := s.wait(t, 10*time.Second); t != 0 && err != nil {
+				s.h.log.Warn("mqtt PUBREL not stored: the message may be sent again after a restart", "client", cl.ID, "err", err)
+			}
 		}
 		return
 	}

@@ -1,0 +1,213 @@
+package hub
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	pahov5 "github.com/eclipse/paho.golang/paho"
+
+	"ledge/hub/azure"
+)
+
+// rawSession connects an anonymous MQTT 5 client (dev mode) with a session
+// expiry of 300 s, as a client whose packets a test must control byte by
+// byte (to lose one on purpose). It returns the connection and whether
+// CONNACK said session present.
+func rawSession(t *testing.T, port int, cid string, cleanStart bool) (*rawConn, bool) {
+	t.Helper()
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	flags := byte(0)
+	if cleanStart {
+		flags = 0x02
+	}
+	vh := []byte{0, 4, 'M', 'Q', 'T', 'T', 5, flags, 0, 60, 5, 0x11, 0, 0, 1, 44} // session expiry 300
+	vh = append(vh, byte(len(cid)>>8), byte(len(cid)))
+	vh = append(vh, cid...)
+	r := &rawConn{c}
+	r.write(t, append(append([]byte{0x10}, varint(len(vh))...), vh...))
+	ack := r.read(t)
+	if len(ack) < 4 || ack[0] != 0x20 || ack[3] != 0 {
+		t.Fatalf("CONNACK % x", ack)
+	}
+	return r, ack[2]&1 == 1
+}
+
+// TestQoS2ExactlyOnceKill9: the hub is killed -9 in the middle of QoS 2
+// flows, on both sides, and each message is delivered exactly once.
+//
+// Publisher side: a persistent session's QoS 2 PUBLISH is PUBREC'd, the
+// hub is killed, and the client (which, as far as the test plays it, lost
+// that PUBREC) sends the PUBLISH again after the restart: the hub answers
+// PUBREC again and does not deliver it a second time, because the packet
+// id was stored (with the subscribers' copies) before the PUBREC went out
+// (hub_session_rcvd), as mosquitto keeps it. The subscriber is
+// mosquitto_sub with a persistent session, away meanwhile.
+//
+// Subscriber side: the hub delivered a QoS 2 message, the subscriber
+// PUBREC'd it and got the PUBREL, and the hub is killed before the
+// PUBCOMP: after the restart the hub sends the PUBREL again, never the
+// PUBLISH (which the client would deliver twice, its id long released).
+//
+// Each commit is held back 200 ms, so an ack sent before its commit would
+// be followed by the kill inside that window.
+func TestQoS2ExactlyOnceKill9(t *testing.T) {
+	t.Setenv("LEDGE_HUB_COMMIT_DELAY", "200ms")
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Listen = ListenConfig{MQTT: "127.0.0.1:0"}
+	c := startChild(t, childSpec{Dir: dir, Dev: true, Config: cfg})
+	m := newMosq(t, c.port, "", "")
+	sub := []string{"-V", "mqttv5", "-x", "300", "-c", "-q", "2", "-i", "q2-sub", "-t", "q2/t"}
+	m.run(m.sub, "", append(sub, "-E")...)
+
+	// The subscriber side: a raw persistent subscriber gets "first".
+	rs, _ := rawSession(t, c.port, "q2-raw-sub", true)
+	rs.write(t, []byte{0x82, 11, 0, 1, 0, 0, 5, 'q', '2', '/', 'r', 'x', 2}) // SUBSCRIBE q2/rx QoS 2
+	if ack := rs.read(t); ack[0] != 0x90 {
+		t.Fatalf("SUBACK % x", ack)
+	}
+	m.run(m.pub, "", "-V", "mqttv5", "-q", "2", "-t", "q2/rx", "-m", "first")
+	p := rs.read(t)
+	if p[0]&0xf0 != 0x30 {
+		t.Fatalf("want PUBLISH, got % x", p)
+	}
+	tl := int(p[2])<<8 | int(p[3])
+	sid := []byte{p[4+tl], p[5+tl]}
+	rs.write(t, append([]byte{0x50, 2}, sid...)) // PUBREC
+	if rel := rs.read(t); rel[0] != 0x62 {
+		t.Fatalf("want PUBREL, got % x", rel)
+	}
+
+	// The publisher side: "once" is PUBREC'd.
+	rp, _ := rawSession(t, c.port, "q2-pub", true)
+	rp.write(t, publishPacket(2, 1, "q2/t", nil, []byte("once")))
+	if rec := rp.read(t); !bytes.HasPrefix(rec, []byte{0x50, 2, 0, 1}) && !bytes.HasPrefix(rec, []byte{0x50, 3, 0, 1, 0}) {
+		t.Fatalf("want PUBREC 1, got % x", rec)
+	}
+	c.kill()
+
+	c2 := startChild(t, childSpec{Dir: dir, Dev: true, Config: cfg})
+	m.port = c2.port
+	rp, present := rawSession(t, c2.port, "q2-pub", false)
+	if !present {
+		t.Fatal("publisher's session not present after the restart")
+	}
+	dup := publishPacket(2, 1, "q2/t", nil, []byte("once"))
+	dup[0] |= 0x08 // DUP
+	rp.write(t, dup)
+	if rec := rp.read(t); !bytes.HasPrefix(rec, []byte{0x50, 2, 0, 1}) && !bytes.HasPrefix(rec, []byte{0x50, 3, 0, 1, 0}) {
+		t.Fatalf("the resent PUBLISH: want PUBREC 1 with success, got % x", rec)
+	}
+	rp.write(t, []byte{0x62, 2, 0, 1}) // PUBREL
+	if comp := rp.read(t); comp[0] != 0x70 || (len(comp) > 4 && comp[4] != 0) {
+		t.Fatalf("want PUBCOMP 1 with success, got % x", comp)
+	}
+	m.run(m.pub, "", "-V", "mqttv5", "-q", "2", "-t", "q2/t", "-m", "end")
+	if got := strings.Fields(m.run(m.sub, "", append(sub, "-C", "2", "-W", "10")...)); fmt.Sprint(got) != "[once end]" {
+		t.Errorf("subscriber got %q, want once, then end (exactly once)", got)
+	}
+
+	rs, present = rawSession(t, c2.port, "q2-raw-sub", false)
+	if !present {
+		t.Fatal("subscriber's session not present after the restart")
+	}
+	if again := rs.read(t); again[0] != 0x62 || !bytes.Equal(again[2:4], sid) {
+		t.Fatalf("after the restart the hub sent % x, want PUBREL % x (never the PUBLISH again)", again, sid)
+	}
+	rs.write(t, append([]byte{0x70, 2}, sid...)) // PUBCOMP
+}
+
+// TestModuleAckIsItsOwn: the IoT Hub side of the packet-id spaces
+// (TestPacketIDSpacesMQTTJS): a module's own QoS 1 publish with packet
+// id N must not count as its PUBACK of the hub's delivery N to its input.
+// The hub used to take it for one: the message left the store-and-forward
+// queue unacknowledged, and was lost when the module went away. paho.golang
+// with manual acknowledgements holds the input message; its next publish
+// reuses id 1, as the hub's delivery has.
+func TestModuleAckIsItsOwn(t *testing.T) {
+	h := startHub(t, func(c *Config) {
+		c.Routes = map[string]RouteConfig{"in": {Route: `FROM /messages/modules/src/outputs/* INTO BrokeredEndpoint("/modules/sink/inputs/in")`}}
+	}, false)
+	src := h.addIdentity(t, IdentitySpec{Name: testDevice + "/src", Kind: KindModule})
+	sink := h.addIdentity(t, IdentitySpec{Name: testDevice + "/sink", Kind: KindModule})
+	port := h.Ports().MQTT
+	srcC := dialV5SAS(t, h, port, testDevice+"/src", src.PrimaryKey, false)
+	srcC.publish(t, &pahov5.Publish{Topic: "devices/" + testDevice + "/modules/src/messages/events/%24.on=out1", QoS: 1, Payload: []byte("job-1")})
+
+	sinkC := dialV5SAS(t, h, port, testDevice+"/sink", sink.PrimaryKey, true)
+	ctx := t.Context()
+	if _, err := sinkC.Subscribe(ctx, &pahov5.Subscribe{Subscriptions: []pahov5.SubscribeOptions{{Topic: "devices/" + testDevice + "/modules/sink/inputs/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	var got *pahov5.Publish
+	select {
+	case got = <-sinkC.recv:
+	case <-time.After(10 * time.Second):
+		t.Fatal("input message not delivered")
+	}
+	// Not acknowledged. The module publishes an output of its own: paho
+	// gives it packet id 1 (its SUBSCRIBE's is free again), the hub's
+	// delivery above has 1 too.
+	if got.PacketID != 1 {
+		t.Logf("the hub's delivery has packet id %d", got.PacketID)
+	}
+	sinkC.publish(t, &pahov5.Publish{Topic: "devices/" + testDevice + "/modules/sink/messages/events/", QoS: 1, Payload: []byte("status")})
+	sinkC.Disconnect(&pahov5.Disconnect{})
+
+	// The module comes back: the message it never acknowledged is there.
+	again := dialV5SAS(t, h, port, testDevice+"/sink", sink.PrimaryKey, false)
+	if _, err := again.Subscribe(ctx, &pahov5.Subscribe{Subscriptions: []pahov5.SubscribeOptions{{Topic: "devices/" + testDevice + "/modules/sink/inputs/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-again.recv:
+		if string(m.Payload) != "job-1" {
+			t.Errorf("redelivered %q, want job-1", m.Payload)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the input message the module never acknowledged was not delivered again: it was taken as acknowledged by the module's own publish with the same packet id")
+	}
+}
+
+// dialV5SAS connects an identity with paho.golang and a SAS token, as a
+// module does; manualAck leaves every received message unacknowledged.
+func dialV5SAS(t *testing.T, h *testHub, port int, name, key string, manualAck bool) *v5Client {
+	t.Helper()
+	dev, mod, _ := strings.Cut(name, "/")
+	tok, err := azure.BuildToken(azure.Resource(h.Hostname(), dev, mod), key, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := h.Hostname() + "/" + name + "/?api-version=2021-04-12"
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &v5Client{recv: make(chan *pahov5.Publish, 100), disc: make(chan *pahov5.Disconnect, 1), errs: make(chan error, 10)}
+	c.Client = pahov5.NewClient(pahov5.ClientConfig{
+		Conn:                       conn,
+		EnableManualAcknowledgment: manualAck,
+		OnPublishReceived: []func(pahov5.PublishReceived) (bool, error){func(r pahov5.PublishReceived) (bool, error) {
+			c.recv <- r.Packet
+			return true, nil
+		}},
+		OnClientError: func(err error) {},
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &pahov5.Connect{ClientID: name, CleanStart: true, KeepAlive: 30,
+		Username: user, UsernameFlag: true, Password: []byte(tok), PasswordFlag: true}); err != nil {
+		t.Fatalf("connect %s: %v", name, err)
+	}
+	t.Cleanup(func() { c.Disconnect(&pahov5.Disconnect{}) })
+	return c
+}
