@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -210,4 +211,29 @@ func dialV5SAS(t *testing.T, h *testHub, port int, name, key string, manualAck b
 	}
 	t.Cleanup(func() { c.Disconnect(&pahov5.Disconnect{}) })
 	return c
+}
+
+// TestRetainedKill9: a retained message acknowledged to mosquitto_pub
+// survives kill -9 of the hub, and so does its removal (an empty retained
+// publish): the PUBACK waits for the commit. (mosquitto keeps retained
+// messages in its persistence file, written every 30 minutes by default.)
+func TestRetainedKill9(t *testing.T) {
+	t.Setenv("LEDGE_HUB_COMMIT_DELAY", "200ms")
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Listen = ListenConfig{MQTT: "127.0.0.1:0"}
+	c := startChild(t, childSpec{Dir: dir, Dev: true, Config: cfg})
+	m := newMosq(t, c.port, "", "")
+	m.run(m.pub, "", "-q", "1", "-r", "-t", "ret/gone", "-m", "old")
+	m.run(m.pub, "", "-q", "1", "-r", "-t", "ret/kept", "-m", "kept")
+	m.run(m.pub, "", "-q", "1", "-r", "-t", "ret/gone", "-n") // cleared
+	c.kill()
+
+	c2 := startChild(t, childSpec{Dir: dir, Dev: true, Config: cfg})
+	m.port = c2.port
+	// Everything retained under ret/ arrives at once; the wait ends it.
+	out, _ := exec.CommandContext(t.Context(), m.sub, m.args("-t", "ret/#", "-v", "-W", "2", "--retained-only")...).Output()
+	if got := strings.TrimSpace(string(out)); got != "ret/kept kept" {
+		t.Errorf("retained after kill -9: %q, want only ret/kept", got)
+	}
 }
