@@ -186,6 +186,17 @@ func TestRetainedWildcardsMQTTJS(t *testing.T) {
 	}
 }
 
+// TestSubscriptionIdentifierMQTTJS: a retained message sent for a new
+// subscription carries its Subscription Identifier, as live ones do; it
+// used to come without.
+func TestSubscriptionIdentifierMQTTJS(t *testing.T) {
+	h := startHub(t, nil, true)
+	r := mqttJS(t, h.Ports().MQTT, "subscriptionIdentifier")
+	if js(r["got"]) != `[["retained",7],["live",7]]` {
+		t.Errorf("got %s, want both with subscription identifier 7", js(r["got"]))
+	}
+}
+
 // TestSharedNoLocalMQTTJS: No Local on a shared subscription is a
 // Protocol Error [MQTT-3.8.3-4]: DISCONNECT 0x82 with a reason string. The
 // hub used to answer SUBACK 0x82, which is not a SUBACK reason code:

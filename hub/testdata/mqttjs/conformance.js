@@ -221,6 +221,23 @@ const scenarios = {
     return out;
   },
 
+  // The Subscription Identifier comes with every message the subscription
+  // brings, retained ones sent at the SUBSCRIBE included [MQTT-3.3.4-3].
+  async subscriptionIdentifier() {
+    const topic = `sid/${uniq}`;
+    const p = await conn({ clientId: `sid-pub-${uniq}` });
+    await publish(p, topic, 'retained', { qos: 1, retain: true });
+    const s = await conn({ clientId: `sid-${uniq}` });
+    await subscribe(s, topic, { qos: 1, properties: { subscriptionIdentifier: 7 } });
+    await publish(p, topic, 'live', { qos: 1 });
+    await until(() => s.got.length >= 2, 3000);
+    const r = { got: s.got.map((m) => [m.payload, m.props.subscriptionIdentifier === undefined ? null : m.props.subscriptionIdentifier]) };
+    await publish(p, topic, '', { qos: 1, retain: true });
+    await end(s);
+    await end(p);
+    return r;
+  },
+
   // No Local on a shared subscription is a protocol error [MQTT-3.8.3-4]:
   // DISCONNECT 0x82, not a SUBACK with a reason code SUBACK cannot carry.
   async sharedNoLocal() {
