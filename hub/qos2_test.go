@@ -237,3 +237,29 @@ func TestRetainedKill9(t *testing.T) {
 		t.Errorf("retained after kill -9: %q, want only ret/kept", got)
 	}
 }
+
+// TestMalformedPacketDisconnect: an MQTT 5 client whose packet cannot be
+// read (a topic that is not UTF-8; a packet over the hub's maximum size)
+// gets a DISCONNECT saying why (0x81, 0x95) before the connection closes,
+// as mosquitto sends; it used to be closed without a word. No stock
+// client sends such packets, so this one is written by hand.
+func TestMalformedPacketDisconnect(t *testing.T) {
+	h := startHub(t, func(c *Config) { c.MaxMessageBytes = 1024 }, true)
+	for _, tc := range []struct {
+		name   string
+		packet []byte
+		code   byte
+	}{
+		{"topic not UTF-8", publishPacket(0, 0, "a/\xc3\x28", nil, []byte("x")), 0x81},
+		{"over the maximum packet size", append([]byte{0x30, 0x80, 0x80, 0x08}, 0, 1, 'a', 0), 0x95}, // announces 128 KiB
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := rawSession(t, h.Ports().MQTT, "malformed", true)
+			c.write(t, tc.packet)
+			d := c.read(t)
+			if d[0] != 0xe0 || len(d) < 3 || d[2] != tc.code {
+				t.Fatalf("got % x, want DISCONNECT %#x", d, tc.code)
+			}
+		})
+	}
+}

@@ -416,11 +416,13 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 		fh := new(packets.FixedHeader)
 		err = cl.ReadFixedHeader(fh)
 		if err != nil {
+			cl.disconnectMalformed(err)
 			return err
 		}
 
 		pk, err := cl.ReadPacket(fh)
 		if err != nil {
+			cl.disconnectMalformed(err)
 			return err
 		}
 
@@ -429,6 +431,19 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return err
 		}
 	}
+}
+
+// disconnectMalformed tells an MQTT 5 client why the connection closes
+// when a packet it sent cannot be read (malformed: 0x81, e.g. a topic that
+// is not UTF-8; too large: 0x95), as mosquitto does, instead of closing
+// it without a word [MQTT-4.13.1].
+func (cl *Client) disconnectMalformed(err error) {
+	var code packets.Code
+	if cl.Properties.ProtocolVersion != 5 || !errors.As(err, &code) || code.Code < packets.ErrUnspecifiedError.Code {
+		return
+	}
+	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ReasonCode: code.Code,
+		Properties: packets.Properties{ReasonString: code.Reason}})
 }
 
 // Stop instructs the client to shut down all processing goroutines and disconnect.
