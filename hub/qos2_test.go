@@ -263,3 +263,68 @@ func TestMalformedPacketDisconnect(t *testing.T) {
 		})
 	}
 }
+
+// TestReceiveMaximumHeld: paho.golang announces Receive Maximum 2 and
+// holds its acknowledgements: the hub sends 2 QoS 1 messages and waits;
+// each acknowledgement lets exactly one more through, and all 10 arrive
+// in order.
+func TestReceiveMaximumHeld(t *testing.T) {
+	h := startHub(t, nil, true)
+	port := h.Ports().MQTT
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := make(chan *pahov5.Publish, 20)
+	sub := pahov5.NewClient(pahov5.ClientConfig{Conn: conn, EnableManualAcknowledgment: true,
+		OnPublishReceived: []func(pahov5.PublishReceived) (bool, error){func(r pahov5.PublishReceived) (bool, error) {
+			recv <- r.Packet
+			return true, nil
+		}}})
+	ctx := t.Context()
+	rm := uint16(2)
+	if _, err := sub.Connect(ctx, &pahov5.Connect{ClientID: "rm-held", CleanStart: true, KeepAlive: 30,
+		Properties: &pahov5.ConnectProperties{ReceiveMaximum: &rm}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Disconnect(&pahov5.Disconnect{}) })
+	if _, err := sub.Subscribe(ctx, &pahov5.Subscribe{Subscriptions: []pahov5.SubscribeOptions{{Topic: "rm/held", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	pub := dialV5(t, port, "rm-pub", "", "")
+	for i := range 10 {
+		pub.publish(t, &pahov5.Publish{Topic: "rm/held", QoS: 1, Payload: fmt.Appendf(nil, "m%d", i)})
+	}
+	var held []*pahov5.Publish
+	next := func() *pahov5.Publish {
+		select {
+		case p := <-recv:
+			return p
+		case <-time.After(5 * time.Second):
+			t.Fatalf("message %d not delivered", len(held))
+			return nil
+		}
+	}
+	held = append(held, next(), next())
+	select {
+	case p := <-recv:
+		t.Fatalf("a third message %q while 2 are unacknowledged (Receive Maximum 2)", p.Payload)
+	case <-time.After(300 * time.Millisecond):
+	}
+	for len(held) < 10 {
+		if err := sub.Ack(held[len(held)-2]); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, next())
+		select {
+		case p := <-recv:
+			t.Fatalf("%q came with 2 still unacknowledged", p.Payload)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	for i, p := range held {
+		if string(p.Payload) != fmt.Sprintf("m%d", i) {
+			t.Fatalf("message %d is %q", i, p.Payload)
+		}
+	}
+}
