@@ -117,8 +117,13 @@ func (k *hooks) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 			k.h.expireAt(s)
 		}
 		// The session taken over (mochi moved its subscriptions and queue
-		// here, or a clean start dropped them) is no longer held.
-		if old, ok := k.h.held.Swap(cl.ID, s); ok && old.(*session) != s {
+		// here, or a clean start dropped them) is no longer held. One whose
+		// connection has not ended yet (the client reconnected before the
+		// hub read the end of its previous connection) is left to its
+		// OnDisconnect, which fails its deliveries in flight back to their
+		// queues and uncounts it: dropped here, its input messages stayed
+		// in flight for good and the queue stalled.
+		if old, ok := k.h.held.Swap(cl.ID, s); ok && old.(*session) != s && old.(*session).ended() {
 			k.h.sessions.Delete(old.(*session).cl)
 		}
 	}
