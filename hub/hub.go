@@ -222,6 +222,10 @@ func (h *Hub) capabilities() *mqtt.Capabilities {
 	// (MQTT 5 §3.4.2.2: only a reason string and user properties of their
 	// own); MQTT.js and paho.golang reject echoed ones.
 	c.Compatibilities.NoInheritedPropertiesOnAck = true
+	// A retained message without an expiry of its own stays until it is
+	// replaced or cleared, as in mosquitto (mochi removed it after
+	// MaximumMessageExpiryInterval, a day).
+	c.Compatibilities.KeepRetainedWithoutExpiry = true
 	return c
 }
 

@@ -13,6 +13,7 @@ import (
 	pahov5 "github.com/eclipse/paho.golang/paho"
 
 	"ledge/hub/azure"
+	"ledge/internal/testenv"
 )
 
 // rawSession connects an anonymous MQTT 5 client (dev mode) with a session
@@ -331,5 +332,42 @@ func TestReceiveMaximumHeld(t *testing.T) {
 		if string(p.Payload) != fmt.Sprintf("m%d", i) {
 			t.Fatalf("message %d is %q", i, p.Payload)
 		}
+	}
+}
+
+// TestRetainedKeptAcrossDays: a retained message without an expiry of its
+// own stays however old it is, as in mosquitto (it vanished after a day,
+// the hub's maximum message expiry: a device's state published once was
+// gone for subscribers the next day); one with an expiry still goes when
+// it expires, after a restart too. The day is simulated by ageing the
+// stored row.
+func TestRetainedKeptAcrossDays(t *testing.T) {
+	db := testenv.DB(t)
+	dir := t.TempDir()
+	h := runHubOn(t, db, dir, nil, true)
+	m := newMosq(t, h.Ports().MQTT, "", "")
+	m.run(m.pub, "", "-q", "1", "-r", "-t", "age/state", "-m", "on")
+	m.run(m.pub, "", "-V", "mqttv5", "-q", "1", "-r", "-t", "age/short", "-m", "soon gone", "-D", "publish", "message-expiry-interval", "3")
+	h.stop()
+	if _, err := db.Exec(`UPDATE hub_retained SET data = json_set(data, '$.created', json_extract(data, '$.created') - 2*86400) WHERE topic = 'age/state'`); err != nil {
+		t.Fatal(err)
+	}
+
+	h2 := runHubOn(t, db, dir, nil, true)
+	m.port = h2.Ports().MQTT
+	retained := func() string {
+		out, _ := exec.CommandContext(t.Context(), m.sub, m.args("-t", "age/#", "-v", "-W", "1", "--retained-only")...).Output()
+		return strings.TrimSpace(string(out))
+	}
+	deadline := time.Now().Add(8 * time.Second)
+	for {
+		got := retained()
+		if got == "age/state on" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("retained after the restart: %q, want only age/state (two days old, no expiry) once age/short expired", got)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

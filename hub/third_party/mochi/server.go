@@ -91,6 +91,7 @@ type Compatibilities struct {
 	AlwaysReturnResponseInfo   bool `yaml:"always_return_response_info" json:"always_return_response_info"`       // always return response info (useful for testing)
 	RestoreSysInfoOnRestart    bool `yaml:"restore_sys_info_on_restart" json:"restore_sys_info_on_restart"`       // restore system info from store as if server never stopped
 	NoInheritedPropertiesOnAck bool `yaml:"no_inherited_properties_on_ack" json:"no_inherited_properties_on_ack"` // don't allow inherited user properties on ack (paho - spec violation)
+	KeepRetainedWithoutExpiry  bool `yaml:"keep_retained_without_expiry" json:"keep_retained_without_expiry"`     // a retained message without a message expiry stays until replaced or cleared (as in mosquitto), not MaximumMessageExpiryInterval
 }
 
 // Options contains configurable options for the server.
@@ -1727,6 +1728,9 @@ func (s *Server) loadInflight(v []storage.Message) {
 		if client, ok := s.Clients.Get(msg.Client); ok {
 			pk := msg.ToPacket()
 			pk.Expiry = messageExpiry(pk, s.Options.Capabilities.MaximumMessageExpiryInterval)
+			if pk.Expiry > 0 {
+				pk.ProtocolVersion = 5 // only MQTT 5 messages have an expiry, which the sweep checks for
+			}
 			if pk.FixedHeader.Type == packets.Pubrec { // the client's QoS 2 flow: its id is in use until PUBREL
 				client.State.Received.Set(pk)
 				continue
@@ -1741,6 +1745,9 @@ func (s *Server) loadRetained(v []storage.Message) {
 	for _, msg := range v {
 		pk := msg.ToPacket()
 		pk.Expiry = messageExpiry(pk, s.Options.Capabilities.MaximumMessageExpiryInterval)
+		if pk.Expiry > 0 {
+			pk.ProtocolVersion = 5 // only MQTT 5 messages have an expiry, which the sweep checks for
+		}
 		s.Topics.RetainMessage(pk)
 	}
 }
@@ -1774,7 +1781,8 @@ func (s *Server) clearExpiredRetainedMessages(now int64) {
 		// If the maximum message expiry interval is set (greater than 0), and the message
 		// retention period exceeds the maximum expiry, the message will be forcibly removed.
 		enforced := s.Options.Capabilities.MaximumMessageExpiryInterval > 0 &&
-			now-pk.Created > s.Options.Capabilities.MaximumMessageExpiryInterval
+			now-pk.Created > s.Options.Capabilities.MaximumMessageExpiryInterval &&
+			(!s.Options.Capabilities.Compatibilities.KeepRetainedWithoutExpiry || pk.Properties.MessageExpiryInterval > 0)
 
 		if expired || enforced {
 			s.Topics.Retained.Delete(filter)

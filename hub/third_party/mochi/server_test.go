@@ -3592,6 +3592,23 @@ func TestServerClearExpiredInflights(t *testing.T) {
 	require.Len(t, cl.State.Inflight.GetAll(false), 3)
 }
 
+// With KeepRetainedWithoutExpiry, only a retained message's own expiry
+// removes it, not its age.
+func TestServerClearExpiredRetainedKeepWithoutExpiry(t *testing.T) {
+	s := New(nil)
+	s.Options.Capabilities.MaximumMessageExpiryInterval = 4
+	s.Options.Capabilities.Compatibilities.KeepRetainedWithoutExpiry = true
+	n := time.Now().Unix()
+	s.Topics.Retained.Add("old/no/expiry", packets.Packet{ProtocolVersion: 5, Created: n - 50})
+	s.Topics.Retained.Add("old/v3", packets.Packet{Created: n - 50})
+	s.Topics.Retained.Add("expired", packets.Packet{ProtocolVersion: 5, Created: n - 3, Expiry: n - 1, Properties: packets.Properties{MessageExpiryInterval: 2}})
+	s.Topics.Retained.Add("long/expiry", packets.Packet{ProtocolVersion: 5, Created: n - 5, Expiry: n + 95, Properties: packets.Properties{MessageExpiryInterval: 100}}) // capped by the maximum
+	s.clearExpiredRetainedMessages(n)
+	require.Len(t, s.Topics.Retained.GetAll(), 2)
+	_, ok := s.Topics.Retained.Get("old/no/expiry")
+	require.True(t, ok)
+}
+
 func TestServerClearExpiredRetained(t *testing.T) {
 	s := New(nil)
 	require.NotNil(t, s)
