@@ -371,3 +371,46 @@ func TestRetainedKeptAcrossDays(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestRefusalCodes: what a client that breaks the protocol is told, byte
+// by byte (no stock client sends these): MQTT 3.1.1 with no client id and
+// clean session 0 gets return code 0x02 (it got 0x80, which 3.1.1 does
+// not have), an unknown protocol level gets 0x01 (it got 0x82), and an
+// MQTT 5 publish naming a topic alias the client never set up gets
+// DISCONNECT 0x82 (it was taken as a publish to an empty topic). The same
+// codes as mosquitto's.
+func TestRefusalCodes(t *testing.T) {
+	h := startHub(t, nil, true)
+	port := h.Ports().MQTT
+	send := func(t *testing.T, packets ...[]byte) []byte {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		r := &rawConn{c}
+		for _, p := range packets {
+			r.write(t, p)
+		}
+		return r.read(t)
+	}
+	connect := func(level, flags byte, cid string, props ...byte) []byte {
+		vh := []byte{0, 4, 'M', 'Q', 'T', 'T', level, flags, 0, 60}
+		if level == 5 {
+			vh = append(append(vh, byte(len(props))), props...)
+		}
+		vh = append(append(vh, 0, byte(len(cid))), cid...)
+		return append(append([]byte{0x10}, varint(len(vh))...), vh...)
+	}
+	if got := send(t, connect(4, 0x00, "")); !bytes.Equal(got, []byte{0x20, 2, 0, 0x02}) {
+		t.Errorf("3.1.1, no client id, clean session 0: CONNACK % x, want 20 02 00 02", got)
+	}
+	if got := send(t, connect(6, 0x02, "lvl6")); !bytes.Equal(got, []byte{0x20, 2, 0, 0x01}) {
+		t.Errorf("protocol level 6: CONNACK % x, want 20 02 00 01", got)
+	}
+	c, _ := rawSession(t, port, "alias-unknown", true)
+	c.write(t, publishPacket(0, 0, "", []byte{0x23, 0, 3}, []byte("x"))) // alias 3, never set up
+	if got := c.read(t); got[0] != 0xe0 || got[2] != 0x82 {
+		t.Errorf("publish with an unknown topic alias: % x, want DISCONNECT 0x82", got)
+	}
+}

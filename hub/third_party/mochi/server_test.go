@@ -1180,7 +1180,7 @@ func TestServerValidateConnect(t *testing.T) {
 			client:       &Client{Properties: ClientProperties{ProtocolVersion: 3}},
 			capabilities: Capabilities{},
 			packet:       packetCleanIdPacket,
-			expect:       packets.ErrUnspecifiedError,
+			expect:       packets.ErrClientIdentifierNotValid, // 3.1.1 return code 0x02 (0x80 is none)
 		},
 	}
 

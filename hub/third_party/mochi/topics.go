@@ -58,6 +58,9 @@ func (a *InboundTopicAliases) Set(id uint16, topic string) string {
 	if existing, ok := a.internal[id]; ok && topic == "" {
 		return existing
 	}
+	if topic == "" {
+		return "" // an alias never set up: the caller refuses the packet
+	}
 
 	a.internal[id] = topic
 	return topic
