@@ -7,6 +7,7 @@ import (
 	"net"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -412,5 +413,37 @@ func TestRefusalCodes(t *testing.T) {
 	c.write(t, publishPacket(0, 0, "", []byte{0x23, 0, 3}, []byte("x"))) // alias 3, never set up
 	if got := c.read(t); got[0] != 0xe0 || got[2] != 0x82 {
 		t.Errorf("publish with an unknown topic alias: % x, want DISCONNECT 0x82", got)
+	}
+}
+
+// TestKeepAliveWill: mosquitto_sub with keep-alive 5 s (its least) and a
+// Will goes silent (SIGSTOP), as a device that lost power: the hub closes
+// its connection after 1.5 × 5 s (up to a second later: deadlines are
+// refreshed once a second) and publishes its Will, for MQTT 3.1.1 and 5
+// side by side.
+func TestKeepAliveWill(t *testing.T) {
+	h := startHub(t, nil, true)
+	port := fmt.Sprint(h.Ports().MQTT)
+	for _, v := range []string{"mqttv311", "mqttv5"} {
+		t.Run(v, func(t *testing.T) {
+			t.Parallel()
+			watch := testenv.MosquittoSub(t, t.Context(), "-p", port, "-t", "ka/"+v, "-q", "1")
+			silent := testenv.MosquittoSub(t, t.Context(), "-p", port, "-V", v, "-k", "5", "-i", "ka-"+v, "-t", "ka/none",
+				"--will-topic", "ka/"+v, "--will-payload", "gone", "--will-qos", "1")
+			start := time.Now()
+			if err := silent.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { silent.Cmd.Process.Signal(syscall.SIGCONT) })
+			got, ok := watch.Next(15 * time.Second)
+			took := time.Since(start)
+			if !ok || got != "gone" {
+				t.Fatalf("no Will within 15 s of the client going silent (got %q)", got)
+			}
+			if took < 7400*time.Millisecond {
+				t.Errorf("the Will came %v after the client went silent: before 1.5 × keep-alive", took)
+			}
+			t.Logf("Will after %v (keep-alive 5 s)", took.Round(100*time.Millisecond))
+		})
 	}
 }
