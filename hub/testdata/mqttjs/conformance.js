@@ -147,6 +147,54 @@ const scenarios = {
     return r;
   },
 
+  // A persistent subscriber drops its connection (no DISCONNECT) and comes
+  // back, eight times, while a publisher streams QoS 1 messages: every
+  // message arrives, and the first copies in publish order (what the
+  // session held is sent again before anything newer).
+  async reconnectUnderLoad() {
+    const topic = `rul/${uniq}`;
+    const v = +(process.env.V || 5);
+    const opts = { clientId: `rul-${uniq}`, protocolVersion: v, clean: false };
+    if (v === 5) opts.properties = { sessionExpiryInterval: 300 };
+    let s = await conn(opts);
+    await subscribe(s, topic, { qos: 1 });
+    const clients = [s];
+    const p = await conn({ clientId: `rul-pub-${uniq}` });
+    const n = 2000;
+    let sent = 0;
+    const pubber = (async () => {
+      while (sent < n) {
+        await publish(p, topic, String(++sent), { qos: 1 });
+        if (sent % 20 === 0) await sleep(5);
+      }
+    })();
+    for (let k = 0; k < 8; k++) {
+      await sleep(100);
+      s.stream.destroy();
+      await sleep(150); // away: the session queues what comes meanwhile
+      s = await conn(opts);
+      clients.push(s);
+    }
+    await pubber;
+    const count = () => new Set([].concat(...clients.map((c) => c.got.map((m) => m.payload)))).size;
+    await until(() => count() >= n, 5000);
+    const all = [].concat(...clients.map((c) => c.got.map((m) => +m.payload)));
+    const seen = new Set();
+    let missing = 0;
+    let outOfOrder = 0;
+    let highest = 0;
+    for (const x of all) {
+      if (seen.has(x)) continue;
+      seen.add(x);
+      if (x < highest) outOfOrder++;
+      highest = Math.max(highest, x);
+    }
+    for (let i = 1; i <= n; i++) if (!seen.has(i)) missing++;
+    await end(s);
+    await end(p);
+    return { sent: n, missing, outOfOrder, duplicates: all.length - seen.size };
+  },
+
   // A Will carries its properties; with a session that ends at the
   // disconnect (expiry 0), a Will Delay does not hold it back.
   async will() {

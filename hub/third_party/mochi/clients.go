@@ -150,22 +150,24 @@ type Will struct {
 
 // ClientState tracks the state of the client.
 type ClientState struct {
-	TopicAliases    TopicAliases         // a map of topic aliases
-	stopCause       atomic.Value         // reason for stopping
-	Inflight        *Inflight            // the server's in-flight qos messages to the client, by the server's packet ids
-	Received        *Inflight            // the client's qos flows in progress (PUBREC sent, PUBREL awaited), by the client's packet ids
-	Subscriptions   *Subscriptions       // a map of the subscription filters a client maintains
-	disconnected    int64                // the time the client disconnected in unix time, for calculating expiry
-	outbound        chan *packets.Packet // queue for pending outbound packets
-	endOnce         sync.Once            // only end once
-	isTakenOver     atomic.Bool          // used to identify orphaned clients
-	packetID        uint32               // the current highest packetID
-	open            context.Context      // indicate that the client is open for packet exchange
-	cancelOpen      context.CancelFunc   // cancel function for open context
-	outboundQty     int32                // number of messages currently in the outbound queue
-	lastPublish     int64                // when the last publish was sent or queued to the client (unix ns), for InlineClientWrites
-	Keepalive       uint16               // the number of seconds the connection can wait
-	ServerKeepalive bool                 // keepalive was set by the server
+	TopicAliases    TopicAliases           // a map of topic aliases
+	stopCause       atomic.Value           // reason for stopping
+	Inflight        *Inflight              // the server's in-flight qos messages to the client, by the server's packet ids
+	Received        *Inflight              // the client's qos flows in progress (PUBREC sent, PUBREL awaited), by the client's packet ids
+	Subscriptions   *Subscriptions         // a map of the subscription filters a client maintains
+	disconnected    int64                  // the time the client disconnected in unix time, for calculating expiry
+	outbound        chan *packets.Packet   // queue for pending outbound packets
+	endOnce         sync.Once              // only end once
+	isTakenOver     atomic.Bool            // used to identify orphaned clients
+	packetID        uint32                 // the current highest packetID
+	open            context.Context        // indicate that the client is open for packet exchange
+	cancelOpen      context.CancelFunc     // cancel function for open context
+	outboundQty     int32                  // number of messages currently in the outbound queue
+	lastPublish     int64                  // when the last publish was sent or queued to the client (unix ns), for InlineClientWrites
+	gate            sync.RWMutex           // held by deliveries (read) and by a session take-over or resumption (write), see publishToClient
+	movedTo         atomic.Pointer[Client] // the client that took this one's session over
+	Keepalive       uint16                 // the number of seconds the connection can wait
+	ServerKeepalive bool                   // keepalive was set by the server
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server

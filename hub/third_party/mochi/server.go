@@ -461,8 +461,20 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	s.hooks.OnSessionEstablish(cl, pk)
 
-	sessionPresent := s.inheritClientSession(pk, cl)
-	s.Clients.Add(cl) // [MQTT-4.1.0-1]
+	// New messages for the client wait (publishToClient) until what its
+	// session holds has been sent again, so they come after it, in the
+	// order they were published.
+	cl.State.gate.Lock()
+	gated := true
+	openGate := func() {
+		if gated {
+			gated = false
+			cl.State.gate.Unlock()
+		}
+	}
+	defer openGate()
+
+	sessionPresent := s.inheritClientSession(pk, cl) // adds cl to s.Clients [MQTT-4.1.0-1]
 
 	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
 	if err != nil {
@@ -477,6 +489,7 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 			return fmt.Errorf("resend inflight: %w", err)
 		}
 	}
+	openGate()
 
 	s.hooks.OnSessionEstablished(cl, pk)
 
@@ -566,9 +579,20 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 // inheritClientSession inherits the state of an existing client sharing the same
 // connection ID. If clean is true, the state of any previously existing client
 // session is abandoned.
+//
+// It adds cl to s.Clients. The existing client's gate is held from before
+// its queue is copied until cl is the one in s.Clients: a publisher that
+// found the existing client either stored its message before the copy,
+// or finds it taken over and delivers to cl (publishToClient). A message
+// stored into the existing client's queue after the copy was lost, and
+// the existing client's queue was cleared through OnQosDropped, which
+// took the messages out of a store until they were sent again.
 func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 	if existing, ok := s.Clients.Get(cl.ID); ok {
-		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                   // [MQTT-3.1.4-3]
+		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
+		existing.State.gate.Lock()
+		defer existing.State.gate.Unlock()
+		defer s.Clients.Add(cl)                                                                         // runs before the gate opens
 		if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
 			s.UnsubscribeClient(existing)
 			existing.ClearInflights()
@@ -577,6 +601,7 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		}
 
 		existing.State.isTakenOver.Store(true)
+		existing.State.movedTo.Store(cl)
 		if existing.State.Received.Len() > 0 {
 			cl.State.Received = existing.State.Received.Clone()
 		}
@@ -597,9 +622,11 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		}
 
 		// Clean the state of the existing client to prevent sequential take-overs
-		// from increasing memory usage by inflights + subs * client-id.
+		// from increasing memory usage by inflights + subs * client-id. Not
+		// through ClearInflights: its messages are not dropped, cl has them.
 		s.UnsubscribeClient(existing)
-		existing.ClearInflights()
+		existing.State.Inflight.clear()
+		existing.State.Received.clear()
 
 		s.Log.Debug("session taken over", "client", cl.ID, "old_remote", existing.Net.Remote, "new_remote", cl.Net.Remote)
 
@@ -610,6 +637,7 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		atomic.AddInt64(&s.Info.ClientsMaximum, 1)
 	}
 
+	s.Clients.Add(cl)
 	return false // [MQTT-3.2.2-2]
 }
 
@@ -1043,6 +1071,26 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 }
 
 func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packets.Packet) (packets.Packet, error) {
+	// Through the client's gate: a session being resumed lets new messages
+	// through once its queue has been sent again (attachClient), and one
+	// taken over hands them to the client that took it (inheritClientSession).
+	for {
+		cl.State.gate.RLock()
+		if !cl.IsTakenOver() {
+			out, err := s.publishToClientGated(cl, sub, pk)
+			cl.State.gate.RUnlock()
+			return out, err
+		}
+		next := cl.State.movedTo.Load()
+		cl.State.gate.RUnlock()
+		if next == nil || next == cl {
+			return pk, packets.CodeDisconnect // the session ended with a clean start
+		}
+		cl = next
+	}
+}
+
+func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk packets.Packet) (packets.Packet, error) {
 	if sub.NoLocal && pk.Origin == cl.ID {
 		return pk, nil // [MQTT-3.8.3-3]
 	}

@@ -1239,6 +1239,12 @@ func TestInheritClientSession(t *testing.T) {
 	require.True(t, b)
 	require.Equal(t, 2, cl.State.Inflight.Len())
 	require.Equal(t, 1, cl.State.Subscriptions.Len())
+	got, ok := s.Clients.Get("mochi")
+	require.True(t, ok)
+	require.Equal(t, cl, got) // inheritClientSession adds the client
+	require.Equal(t, 0, existing.State.Inflight.Len())
+	require.Equal(t, cl, existing.State.movedTo.Load())
+	cl.Net.Conn = nil // the existing client of the next take-over: nothing to write to
 
 	// On clean, clear existing properties
 	cl, _, _ = newTestClient()
