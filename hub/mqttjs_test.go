@@ -145,6 +145,21 @@ func TestTopicAliasesMQTTJS(t *testing.T) {
 	}
 }
 
+// TestTopicAliasACLMQTTJS: a publish by topic alias alone is checked
+// against the ACL with the topic the alias stands for. It was checked with
+// an empty topic: a user whose rules grant only some topics got "not
+// authorized" for every publish by alias.
+func TestTopicAliasACLMQTTJS(t *testing.T) {
+	h := startHub(t, func(c *Config) {
+		c.ACL = []ACLRule{{Kinds: []string{KindUser}, Publish: []string{"alias-in/#"}, Subscribe: []string{"alias-in/#"}}}
+	}, false)
+	h.addIdentity(t, IdentitySpec{Name: "aliaser", Kind: KindUser, Password: "s3cret"})
+	r := mqttJS(t, h.Ports().MQTT, "connack", "MQTT_USER=aliaser", "MQTT_PASS=s3cret")
+	if r["first"] != "ok" || r["second"] != "ok" || len(r["got"].([]any)) != 2 {
+		t.Errorf("publishing with a topic alias under an ACL: %s, want both acknowledged and delivered", js(r))
+	}
+}
+
 // TestWillPropertiesMQTTJS: a Will is published with its properties
 // (content type, response topic, correlation data, payload format, its own
 // expiry, user properties), and a Will Delay does not hold back the Will

@@ -14,7 +14,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // conn connects and collects every message in c.got.
 function conn(opts) {
   return new Promise((resolve, reject) => {
-    const c = mqtt.connect(url, Object.assign({ reconnectPeriod: 0, connectTimeout: 5000, protocolVersion: 5 }, opts));
+    const auth = process.env.MQTT_USER ? { username: process.env.MQTT_USER, password: process.env.MQTT_PASS } : {};
+    const c = mqtt.connect(url, Object.assign({ reconnectPeriod: 0, connectTimeout: 5000, protocolVersion: 5 }, auth, opts));
     c.got = [];
     c.errors = [];
     c.on('message', (topic, payload, pk) => {

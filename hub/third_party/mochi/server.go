@@ -906,6 +906,15 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		return s.DisconnectClient(cl, packets.ErrReceiveMaximum) // ~[MQTT-3.3.4-7] ~[MQTT-3.3.4-8]
 	}
 
+	// The topic an alias stands for, before anything looks at the topic:
+	// the ACL checked "" for a publish by alias alone.
+	if pk.Properties.TopicAliasFlag && pk.Properties.TopicAlias > 0 { // [MQTT-3.3.2-11]
+		pk.TopicName = cl.State.TopicAliases.Inbound.Set(pk.Properties.TopicAlias, pk.TopicName)
+		if pk.TopicName == "" {
+			return packets.ErrProtocolViolationNoTopic // an alias the client never set up: a Protocol Error, DISCONNECT 0x82
+		}
+	}
+
 	// A topic clients may not publish to ($SYS) is refused as the ACL
 	// refuses one: a QoS 1 or 2 publish is answered (never left without
 	// an ack, which stalls the client's flow).
@@ -943,13 +952,6 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	if !cl.Net.Inline && pk.FixedHeader.Qos == 2 {
 		if pki, ok := cl.State.Received.Get(pk.PacketID); ok && pki.FixedHeader.Type == packets.Pubrec {
 			return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess))
-		}
-	}
-
-	if pk.Properties.TopicAliasFlag && pk.Properties.TopicAlias > 0 { // [MQTT-3.3.2-11]
-		pk.TopicName = cl.State.TopicAliases.Inbound.Set(pk.Properties.TopicAlias, pk.TopicName)
-		if pk.TopicName == "" {
-			return packets.ErrProtocolViolationNoTopic // an alias the client never set up: a Protocol Error, DISCONNECT 0x82
 		}
 	}
 
