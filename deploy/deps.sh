@@ -9,11 +9,12 @@
 #   ORT:   libonnxruntime.so.1 from the npm package onnxruntime-node into
 #          $LEDGE_LIB_DIR (default /usr/local/lib/ledge)
 #   dockerd: started when no Docker engine answers (CI has no systemd)
-#   npm:   the Azure IoT SDK for Node into appliance/testdata/azure-sdk (tests)
+#   npm:   the Azure IoT SDK for Node into appliance/testdata/azure-sdk and
+#          MQTT.js into hub/testdata/mqttjs (tests)
 #
 # `deps.sh run` (what `make run` and `make build` call) installs only what the
 # appliance itself needs to build and run: no mosquitto broker, Chromium,
-# docker-registry, htpasswd or Azure IoT SDK, which only the tests drive.
+# docker-registry, htpasswd or Node packages, which only the tests drive.
 # `deps.sh` (`make deps`, `make test`) installs everything.
 set -euo pipefail
 
@@ -93,20 +94,22 @@ if [ "$(cat "$LIB_DIR/onnxruntime.version" 2>/dev/null)" != "$ORT_VERSION" ] || 
   say "ONNX Runtime installed in $LIB_DIR"
 fi
 
-# --- Azure IoT SDK for Node (tests) ---------------------------------------
+# --- Node packages for the tests ------------------------------------------
 # appliance/azure_sdk_test.go runs a stock Azure IoT SDK module against
-# ledge; its packages (pinned in package-lock.json) live next to the test,
-# never committed. Installed again only when the lock file changes.
-sdk_dir="$(cd "$(dirname "$0")/.." && pwd)/appliance/testdata/azure-sdk"
-if [ "$PROFILE" = all ] && [ -f "$sdk_dir/package-lock.json" ]; then
+# ledge, hub/mqttjs_test.go stock MQTT.js; their packages (pinned in each
+# package-lock.json) live next to the tests, never committed. Each is
+# installed again only when its lock file changes. Not for `deps.sh run`.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+for sdk_dir in "$root/appliance/testdata/azure-sdk" "$root/hub/testdata/mqttjs"; do
+  [ "$PROFILE" = all ] && [ -f "$sdk_dir/package-lock.json" ] || continue
   want=$(sha256sum "$sdk_dir/package-lock.json" | cut -d' ' -f1)
   if [ "$(cat "$sdk_dir/node_modules/.ledge-lock" 2>/dev/null)" != "$want" ]; then
-    command -v npm >/dev/null || die "npm is needed for the Azure IoT SDK tests (apt-get install npm)"
-    say "installing the Azure IoT SDK for Node into $sdk_dir (npm ci)"
+    command -v npm >/dev/null || die "npm is needed for the tests with Node clients (apt-get install npm)"
+    say "installing the test's Node packages into $sdk_dir (npm ci)"
     (cd "$sdk_dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null)
     echo "$want" > "$sdk_dir/node_modules/.ledge-lock"
   fi
-fi
+done
 
 # --- Docker engine ---------------------------------------------------------
 docker_up() { timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }

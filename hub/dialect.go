@@ -240,6 +240,14 @@ func (s *session) sendQoS1(topic string, payload []byte, onAck, onFail func()) e
 
 type pendingAck struct{ ack, fail func() }
 
+// ended reports whether the session's connection ended (OnDisconnect ran,
+// or it was restored from the store without one).
+func (s *session) ended() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 func (s *session) complete(id uint16) {
 	s.mu.Lock()
 	p, ok := s.pending[id]

@@ -117,8 +117,13 @@ func (k *hooks) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 			k.h.expireAt(s)
 		}
 		// The session taken over (mochi moved its subscriptions and queue
-		// here, or a clean start dropped them) is no longer held.
-		if old, ok := k.h.held.Swap(cl.ID, s); ok && old.(*session) != s {
+		// here, or a clean start dropped them) is no longer held. One whose
+		// connection has not ended yet (the client reconnected before the
+		// hub read the end of its previous connection) is left to its
+		// OnDisconnect, which fails its deliveries in flight back to their
+		// queues and uncounts it: dropped here, its input messages stayed
+		// in flight for good and the queue stalled.
+		if old, ok := k.h.held.Swap(cl.ID, s); ok && old.(*session) != s && old.(*session).ended() {
 			k.h.sessions.Delete(old.(*session).cl)
 		}
 	}
@@ -160,8 +165,12 @@ func (k *hooks) OnClientExpired(cl *mqtt.Client) {
 	}
 }
 
+// OnQosComplete: a client acknowledged a message the hub sent it. mochi
+// calls it too with its own PUBACK to a client's QoS 1 publish (built by
+// mochi, so Created is set): the client's packet ids are its own, and its
+// publish with id N says nothing about the hub's delivery N to it.
 func (k *hooks) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
-	if pk.FixedHeader.Type != packets.Puback {
+	if pk.FixedHeader.Type != packets.Puback || pk.Created != 0 {
 		return
 	}
 	if s := k.session(cl); s != nil {

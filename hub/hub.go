@@ -213,12 +213,19 @@ func (h *Hub) capabilities() *mqtt.Capabilities {
 	c.MaximumPacketSize = uint32(h.cfg.MaxMessageBytes + 64*1024) // payload plus topic and properties
 	c.MaximumClientWritesPending = int32(h.cfg.MaxPendingWrites)
 	c.MaximumInflight = 1024
+	// Topic aliases a client may set up towards the hub (announced in
+	// CONNACK), as many as mosquitto's default: each holds a topic.
+	c.TopicAliasMaximum = 10
 	c.MaximumSessionExpiryInterval = 24 * 3600
 	c.MaximumMessageExpiryInterval = 24 * 3600
 	// Acks carry a reason code and no properties of the packet they answer
 	// (MQTT 5 §3.4.2.2: only a reason string and user properties of their
 	// own); MQTT.js and paho.golang reject echoed ones.
 	c.Compatibilities.NoInheritedPropertiesOnAck = true
+	// A retained message without an expiry of its own stays until it is
+	// replaced or cleared, as in mosquitto (mochi removed it after
+	// MaximumMessageExpiryInterval, a day).
+	c.Compatibilities.KeepRetainedWithoutExpiry = true
 	return c
 }
 

@@ -56,6 +56,7 @@ type sessionStore struct {
 
 	persistent sync.Map      // client id -> struct{}: ids with rows
 	stored     sync.Map      // msgKey -> struct{}: messages with rows
+	rcvd       sync.Map      // msgKey -> struct{}: the client's PUBREC'd QoS 2 ids with rows
 	waits      sync.Map      // publisher client id -> ticket its ack waits for
 	nwaits     atomic.Int64  // entries in waits
 	loading    atomic.Bool   // mochi is loading stored sessions
@@ -81,6 +82,8 @@ const (
 	sopMsgDone
 	sopRetain
 	sopUnretain
+	sopRcvd     // the client's QoS 2 publish was PUBREC'd
+	sopRcvdDone // ... and PUBREL'd
 )
 
 type sop struct {
@@ -184,12 +187,14 @@ func (s *sessionStore) OnClientExpired(cl *mqtt.Client) {
 
 func (s *sessionStore) forget(id string) {
 	s.persistent.Delete(id)
-	s.stored.Range(func(k, _ any) bool {
-		if k.(msgKey).client == id {
-			s.stored.Delete(k)
-		}
-		return true
-	})
+	for _, m := range []*sync.Map{&s.stored, &s.rcvd} {
+		m.Range(func(k, _ any) bool {
+			if k.(msgKey).client == id {
+				m.Delete(k)
+			}
+			return true
+		})
+	}
 	s.send(sop{kind: sopForget, client: id})
 }
 
@@ -224,10 +229,26 @@ type msgKey struct {
 }
 
 // OnQosPublish stores a message mochi queued or sent to a persistent
-// session (outbound PUBLISH only: an inbound flow's acks share the packet
-// id space and are not kept).
+// session, and its PUBREL in its place once the client PUBREC'd it (so a
+// restart sends the PUBREL again, never the PUBLISH: [MQTT-4.3.3-5]).
+// The hub's acks to the client's own publishes are not stored here (see
+// OnPublished).
 func (s *sessionStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
-	if pk.FixedHeader.Type != packets.Publish || !persistentSession(cl) {
+	if !persistentSession(cl) {
+		return
+	}
+	if pk.FixedHeader.Type == packets.Pubrel {
+		// Written before the PUBREL goes out (mochi writes it after this
+		// hook): once the client has it, the PUBLISH is never sent again.
+		if _, ok := s.stored.Load(msgKey{cl.ID, pk.PacketID}); ok {
+			t := s.send(sop{kind: sopMsg, client: cl.ID, id: pk.PacketID, data: encodeMessageRow(storage.InflightKey, cl.ID, pk, sent)})
+			if err := s.wait(t, 10*time.Second); t != 0 && err != nil {
+				s.h.log.Warn("mqtt PUBREL not stored: the message may be sent again after a restart", "client", cl.ID, "err", err)
+			}
+		}
+		return
+	}
+	if pk.FixedHeader.Type != packets.Publish {
 		return
 	}
 	t := s.send(sop{kind: sopMsg, client: cl.ID, id: pk.PacketID, data: encodeMessageRow(storage.InflightKey, cl.ID, pk, sent)})
@@ -261,13 +282,27 @@ func (s *sessionStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	switch {
 	case pk.FixedHeader.Type == packets.Puback && pk.Created == 0, pk.FixedHeader.Type == packets.Pubcomp:
 		s.done(cl.ID, pk.PacketID)
+	case pk.FixedHeader.Type == packets.Pubrel: // the client's PUBREL: its QoS 2 publish is complete
+		s.rcvdDone(cl.ID, pk.PacketID)
 	}
 }
 
-// OnQosDropped: mochi gave up a message (session cleared, expired).
+// OnQosDropped: mochi gave up a message (session cleared, expired, too
+// large for the client), or the client's QoS 2 flow (its PUBREL with an
+// error, or the session cleared). Packets the client sent have Created 0;
+// the hub's own have it set.
 func (s *sessionStore) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
-	if pk.FixedHeader.Type == packets.Publish || pk.FixedHeader.Type == packets.Pubrel {
+	switch {
+	case pk.FixedHeader.Type == packets.Pubrec, pk.FixedHeader.Type == packets.Pubrel && pk.Created == 0:
+		s.rcvdDone(cl.ID, pk.PacketID)
+	case pk.FixedHeader.Type == packets.Publish || pk.FixedHeader.Type == packets.Pubrel:
 		s.done(cl.ID, pk.PacketID)
+	}
+}
+
+func (s *sessionStore) rcvdDone(client string, id uint16) {
+	if _, ok := s.rcvd.LoadAndDelete(msgKey{client, id}); ok {
+		s.send(sop{kind: sopRcvdDone, client: client, id: id})
 	}
 }
 
@@ -277,12 +312,22 @@ func (s *sessionStore) done(client string, id uint16) {
 	}
 }
 
+// OnRetainMessage stores a retained message (or its removal); a QoS 1 or
+// 2 publisher is acknowledged once it is committed (OnPublished), so a
+// retained message acknowledged survives kill -9, and one cleared stays
+// cleared.
 func (s *sessionStore) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
+	var t uint64
 	if r == -1 {
-		s.send(sop{kind: sopUnretain, key: pk.TopicName})
-		return
+		t = s.send(sop{kind: sopUnretain, key: pk.TopicName})
+	} else {
+		t = s.send(sop{kind: sopRetain, key: pk.TopicName, data: encodeMessageRow(storage.RetainedKey, cl.ID, pk, 0)})
 	}
-	s.send(sop{kind: sopRetain, key: pk.TopicName, data: encodeMessageRow(storage.RetainedKey, cl.ID, pk, 0)})
+	if t != 0 && pk.FixedHeader.Qos > 0 && !cl.Net.Inline && !cl.Closed() {
+		if _, had := s.waits.Swap(cl.ID, t); !had {
+			s.nwaits.Add(1)
+		}
+	}
 }
 
 func (s *sessionStore) OnRetainedExpired(topic string) {
@@ -293,16 +338,34 @@ func (s *sessionStore) OnRetainedExpired(topic string) {
 // before it acknowledges it: when a persistent session took it, the ack
 // waits for the commit. A failed commit closes the publisher's connection
 // instead, so it is never told a message was kept that was not.
+//
+// A QoS 2 publish from a persistent session has its packet id stored too,
+// after the copies (commits are in order: the id committed means the
+// copies are), and its PUBREC waits for it: the client resending it after
+// a restart is answered without a second delivery. Killed before that
+// commit, the client was not PUBREC'd, resends, and the message is
+// delivered again: at least once, never lost.
 func (s *sessionStore) OnPublished(cl *mqtt.Client, pk packets.Packet) {
-	if s.nwaits.Load() == 0 || pk.FixedHeader.Qos == 0 {
+	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
 		return
 	}
-	v, ok := s.waits.LoadAndDelete(cl.ID)
-	if !ok {
+	var t uint64
+	if s.nwaits.Load() > 0 {
+		if v, ok := s.waits.LoadAndDelete(cl.ID); ok {
+			s.nwaits.Add(-1)
+			t = v.(uint64)
+		}
+	}
+	if pk.FixedHeader.Qos == 2 && persistentSession(cl) {
+		if rt := s.send(sop{kind: sopRcvd, client: cl.ID, id: pk.PacketID}); rt != 0 {
+			s.rcvd.Store(msgKey{cl.ID, pk.PacketID}, struct{}{})
+			t = rt
+		}
+	}
+	if t == 0 {
 		return
 	}
-	s.nwaits.Add(-1)
-	if err := s.wait(v.(uint64), 10*time.Second); err != nil {
+	if err := s.wait(t, 10*time.Second); err != nil {
 		s.h.log.Warn("mqtt publish not acknowledged: its persistent subscribers' copy was not stored", "client", cl.ID, "err", err)
 		cl.Stop(err)
 	}
@@ -431,7 +494,7 @@ func (s *sessionStore) tx(batch []sop) error {
 				ON CONFLICT(client_id) DO UPDATE SET data = excluded.data`, o.client, o.data)
 		case sopForget:
 			for _, q := range []string{`DELETE FROM hub_sessions WHERE client_id = ?`, `DELETE FROM hub_session_subs WHERE client_id = ?`,
-				`DELETE FROM hub_session_msgs WHERE client_id = ?`} {
+				`DELETE FROM hub_session_msgs WHERE client_id = ?`, `DELETE FROM hub_session_rcvd WHERE client_id = ?`} {
 				if _, err = tx.ExecContext(ctx, q, o.client); err != nil {
 					break
 				}
@@ -446,6 +509,10 @@ func (s *sessionStore) tx(batch []sop) error {
 				ON CONFLICT(client_id, packet_id) DO UPDATE SET data = excluded.data`, o.client, o.id, o.data)
 		case sopMsgDone:
 			_, err = tx.ExecContext(ctx, `DELETE FROM hub_session_msgs WHERE client_id = ? AND packet_id = ?`, o.client, o.id)
+		case sopRcvd:
+			_, err = tx.ExecContext(ctx, `INSERT OR IGNORE INTO hub_session_rcvd (client_id, packet_id) VALUES (?, ?)`, o.client, o.id)
+		case sopRcvdDone:
+			_, err = tx.ExecContext(ctx, `DELETE FROM hub_session_rcvd WHERE client_id = ? AND packet_id = ?`, o.client, o.id)
 		case sopRetain:
 			_, err = tx.ExecContext(ctx, `INSERT INTO hub_retained (topic, data) VALUES (?, ?)
 				ON CONFLICT(topic) DO UPDATE SET data = excluded.data`, o.key, o.data)
@@ -577,9 +644,30 @@ func (s *sessionStore) StoredSubscriptions() ([]storage.Subscription, error) {
 }
 
 // StoredInflightMessages returns queued messages in the order they were
-// queued (mochi, as patched, resends them in that order).
+// queued (mochi, as patched, resends them in that order), and the
+// client's PUBREC'd QoS 2 ids as PUBRECs (mochi, as patched, keeps those
+// apart, as the client's ids).
 func (s *sessionStore) StoredInflightMessages() ([]storage.Message, error) {
-	return s.messages(`SELECT data FROM hub_session_msgs ORDER BY seq`)
+	out, err := s.messages(`SELECT data FROM hub_session_msgs ORDER BY seq`)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.Query(`SELECT client_id, packet_id FROM hub_session_rcvd ORDER BY client_id, packet_id`)
+	if err != nil {
+		return nil, fmt.Errorf("load sessions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var m storage.Message
+		if err := rows.Scan(&m.Client, &m.PacketID); err != nil {
+			return nil, fmt.Errorf("load sessions: %w", err)
+		}
+		m.T = storage.InflightKey
+		m.FixedHeader = packets.FixedHeader{Type: packets.Pubrec}
+		s.rcvd.Store(msgKey{m.Client, m.PacketID}, struct{}{})
+		out = append(out, m)
+	}
+	return out, rows.Err()
 }
 
 func (s *sessionStore) StoredRetainedMessages() ([]storage.Message, error) {

@@ -51,4 +51,13 @@ var migrations = []string{
 	// A device's parent: the edge device (a child ledge) that may connect
 	// to this hub on its behalf (IoT Hub's parent scope).
 	`ALTER TABLE hub_identities ADD COLUMN parent TEXT NOT NULL DEFAULT ''`,
+	// The packet ids of a persistent session's QoS 2 publishes the hub has
+	// PUBREC'd and not yet seen the PUBREL of: after a restart, the client
+	// sending one again is answered with PUBREC and the message is not
+	// delivered twice (exactly once across kill -9, as mosquitto keeps them).
+	`CREATE TABLE hub_session_rcvd (
+		client_id TEXT NOT NULL,
+		packet_id INTEGER NOT NULL,
+		PRIMARY KEY (client_id, packet_id)
+	)`,
 }

@@ -133,32 +133,41 @@ type ClientProperties struct {
 
 // Will contains the last will and testament details for a client connection.
 type Will struct {
-	Payload           []byte                 // -
-	User              []packets.UserProperty // -
-	TopicName         string                 // -
-	Flag              uint32                 // 0,1
-	WillDelayInterval uint32                 // -
-	Qos               byte                   // -
-	Retain            bool                   // -
+	Payload               []byte                 // -
+	User                  []packets.UserProperty // -
+	TopicName             string                 // -
+	Flag                  uint32                 // 0,1
+	WillDelayInterval     uint32                 // -
+	Qos                   byte                   // -
+	Retain                bool                   // -
+	PayloadFormat         byte                   // the Will Properties the message is published with
+	PayloadFormatFlag     bool                   // -
+	MessageExpiryInterval uint32                 // -
+	ContentType           string                 // -
+	ResponseTopic         string                 // -
+	CorrelationData       []byte                 // -
 }
 
 // ClientState tracks the state of the client.
 type ClientState struct {
-	TopicAliases    TopicAliases         // a map of topic aliases
-	stopCause       atomic.Value         // reason for stopping
-	Inflight        *Inflight            // a map of in-flight qos messages
-	Subscriptions   *Subscriptions       // a map of the subscription filters a client maintains
-	disconnected    int64                // the time the client disconnected in unix time, for calculating expiry
-	outbound        chan *packets.Packet // queue for pending outbound packets
-	endOnce         sync.Once            // only end once
-	isTakenOver     atomic.Bool          // used to identify orphaned clients
-	packetID        uint32               // the current highest packetID
-	open            context.Context      // indicate that the client is open for packet exchange
-	cancelOpen      context.CancelFunc   // cancel function for open context
-	outboundQty     int32                // number of messages currently in the outbound queue
-	lastPublish     int64                // when the last publish was sent or queued to the client (unix ns), for InlineClientWrites
-	Keepalive       uint16               // the number of seconds the connection can wait
-	ServerKeepalive bool                 // keepalive was set by the server
+	TopicAliases    TopicAliases           // a map of topic aliases
+	stopCause       atomic.Value           // reason for stopping
+	Inflight        *Inflight              // the server's in-flight qos messages to the client, by the server's packet ids
+	Received        *Inflight              // the client's qos flows in progress (PUBREC sent, PUBREL awaited), by the client's packet ids
+	Subscriptions   *Subscriptions         // a map of the subscription filters a client maintains
+	disconnected    int64                  // the time the client disconnected in unix time, for calculating expiry
+	outbound        chan *packets.Packet   // queue for pending outbound packets
+	endOnce         sync.Once              // only end once
+	isTakenOver     atomic.Bool            // used to identify orphaned clients
+	packetID        uint32                 // the current highest packetID
+	open            context.Context        // indicate that the client is open for packet exchange
+	cancelOpen      context.CancelFunc     // cancel function for open context
+	outboundQty     int32                  // number of messages currently in the outbound queue
+	lastPublish     int64                  // when the last publish was sent or queued to the client (unix ns), for InlineClientWrites
+	gate            sync.RWMutex           // held by deliveries (read) and by a session take-over or resumption (write), see publishToClient
+	movedTo         atomic.Pointer[Client] // the client that took this one's session over
+	Keepalive       uint16                 // the number of seconds the connection can wait
+	ServerKeepalive bool                   // keepalive was set by the server
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server
@@ -168,6 +177,7 @@ func newClient(c net.Conn, o *ops) *Client {
 	cl := &Client{
 		State: ClientState{
 			Inflight:      NewInflights(),
+			Received:      NewInflights(),
 			Subscriptions: NewSubscriptions(),
 			TopicAliases:  NewTopicAliases(o.options.Capabilities.TopicAliasMaximum),
 			open:          ctx,
@@ -258,6 +268,13 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 			TopicName:         pk.Connect.WillTopic,
 			WillDelayInterval: pk.Connect.WillProperties.WillDelayInterval,
 			User:              pk.Connect.WillProperties.User,
+
+			PayloadFormat:         pk.Connect.WillProperties.PayloadFormat,
+			PayloadFormatFlag:     pk.Connect.WillProperties.PayloadFormatFlag,
+			MessageExpiryInterval: pk.Connect.WillProperties.MessageExpiryInterval,
+			ContentType:           pk.Connect.WillProperties.ContentType,
+			ResponseTopic:         pk.Connect.WillProperties.ResponseTopic,
+			CorrelationData:       pk.Connect.WillProperties.CorrelationData,
 		}
 		if pk.Properties.SessionExpiryIntervalFlag &&
 			pk.Properties.SessionExpiryInterval < pk.Connect.WillProperties.WillDelayInterval {
@@ -317,13 +334,24 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 		return nil
 	}
 
+	now := time.Now().Unix()
 	for _, tk := range cl.State.Inflight.GetAll(false) {
+		if tk.FixedHeader.Type == packets.Publish && tk.Expiry > 0 && tk.Expiry < now { // [MQTT-3.3.2-5]: expired while the client was away
+			if cl.State.Inflight.Delete(tk.PacketID) { // (the expiry sweep runs once a second: it may not have met it yet)
+				cl.ops.hooks.OnQosDropped(cl, tk)
+				atomic.AddInt64(&cl.ops.info.Inflight, -1)
+			}
+			continue
+		}
 		if tk.FixedHeader.Type == packets.Publish {
 			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
 		}
 
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
 		err := cl.WritePacket(tk)
+		if errors.Is(err, packets.ErrPacketTooLarge) {
+			continue // dropped by WritePacket, as if sent
+		}
 		if err != nil {
 			return err
 		}
@@ -345,6 +373,11 @@ func (cl *Client) ClearInflights() {
 		if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
 			cl.ops.hooks.OnQosDropped(cl, tk)
 			atomic.AddInt64(&cl.ops.info.Inflight, -1)
+		}
+	}
+	for _, tk := range cl.State.Received.GetAll(false) {
+		if ok := cl.State.Received.Delete(tk.PacketID); ok {
+			cl.ops.hooks.OnQosDropped(cl, tk)
 		}
 	}
 }
@@ -385,11 +418,13 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 		fh := new(packets.FixedHeader)
 		err = cl.ReadFixedHeader(fh)
 		if err != nil {
+			cl.disconnectMalformed(err)
 			return err
 		}
 
 		pk, err := cl.ReadPacket(fh)
 		if err != nil {
+			cl.disconnectMalformed(err)
 			return err
 		}
 
@@ -398,6 +433,19 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return err
 		}
 	}
+}
+
+// disconnectMalformed tells an MQTT 5 client why the connection closes
+// when a packet it sent cannot be read (malformed: 0x81, e.g. a topic that
+// is not UTF-8; too large: 0x95), as mosquitto does, instead of closing
+// it without a word [MQTT-4.13.1].
+func (cl *Client) disconnectMalformed(err error) {
+	var code packets.Code
+	if cl.Properties.ProtocolVersion != 5 || !errors.As(err, &code) || code.Code < packets.ErrUnspecifiedError.Code {
+		return
+	}
+	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ReasonCode: code.Code,
+		Properties: packets.Properties{ReasonString: code.Reason}})
 }
 
 // Stop instructs the client to shut down all processing goroutines and disconnect.
@@ -545,6 +593,9 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 
 	pk, buf, err := cl.encodePacket(pk)
 	if err != nil {
+		if errors.Is(err, packets.ErrPacketTooLarge) {
+			cl.dropTooLarge(pk)
+		}
 		return err
 	}
 
@@ -584,6 +635,22 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 
 	cl.packetSent(pk, buf.Bytes(), n)
 	return err
+}
+
+// dropTooLarge ends the flow of a message larger than the client's
+// Maximum Packet Size: it is discarded as if it had been sent and
+// acknowledged [MQTT-3.1.2-25]. Kept in flight, it was tried again at
+// every reconnect, failed, and closed the connection each time.
+func (cl *Client) dropTooLarge(pk packets.Packet) {
+	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 {
+		return
+	}
+	if cl.State.Inflight.Delete(pk.PacketID) {
+		cl.State.Inflight.IncreaseSendQuota()
+		atomic.AddInt64(&cl.ops.info.Inflight, -1)
+		cl.ops.hooks.OnQosDropped(cl, pk)
+	}
+	atomic.AddInt64(&cl.ops.info.MessagesDropped, 1)
 }
 
 // packetSent counts a written packet and tells the hooks.
@@ -688,7 +755,7 @@ func (cl *Client) writeInline(pk packets.Packet) bool {
 
 // encodePacket prepares and encodes a packet for this client.
 func (cl *Client) encodePacket(pk packets.Packet) (packets.Packet, *bytes.Buffer, error) {
-	if pk.Expiry > 0 {
+	if pk.Expiry > 0 && pk.Properties.MessageExpiryInterval > 0 { // [MQTT-3.3.2-6]: only a message that had one
 		expiry := pk.Expiry - time.Now().Unix()
 		if expiry < 1 {
 			expiry = 1

@@ -116,6 +116,15 @@ func (i *Inflight) NextImmediate() (packets.Packet, bool) {
 	return packets.Packet{}, false
 }
 
+// clear forgets every message, telling no one (their session lives on in
+// another client, see inheritClientSession).
+func (i *Inflight) clear() {
+	i.Lock()
+	defer i.Unlock()
+	i.internal = map[uint16]packets.Packet{}
+	i.order = map[uint16]uint64{}
+}
+
 // Delete removes an in-flight message from the map. Returns true if the message existed.
 func (i *Inflight) Delete(id uint16) bool {
 	i.Lock()

@@ -91,6 +91,7 @@ type Compatibilities struct {
 	AlwaysReturnResponseInfo   bool `yaml:"always_return_response_info" json:"always_return_response_info"`       // always return response info (useful for testing)
 	RestoreSysInfoOnRestart    bool `yaml:"restore_sys_info_on_restart" json:"restore_sys_info_on_restart"`       // restore system info from store as if server never stopped
 	NoInheritedPropertiesOnAck bool `yaml:"no_inherited_properties_on_ack" json:"no_inherited_properties_on_ack"` // don't allow inherited user properties on ack (paho - spec violation)
+	KeepRetainedWithoutExpiry  bool `yaml:"keep_retained_without_expiry" json:"keep_retained_without_expiry"`     // a retained message without a message expiry stays until replaced or cleared (as in mosquitto), not MaximumMessageExpiryInterval
 }
 
 // Options contains configurable options for the server.
@@ -460,8 +461,20 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	s.hooks.OnSessionEstablish(cl, pk)
 
-	sessionPresent := s.inheritClientSession(pk, cl)
-	s.Clients.Add(cl) // [MQTT-4.1.0-1]
+	// New messages for the client wait (publishToClient) until what its
+	// session holds has been sent again, so they come after it, in the
+	// order they were published.
+	cl.State.gate.Lock()
+	gated := true
+	openGate := func() {
+		if gated {
+			gated = false
+			cl.State.gate.Unlock()
+		}
+	}
+	defer openGate()
+
+	sessionPresent := s.inheritClientSession(pk, cl) // adds cl to s.Clients [MQTT-4.1.0-1]
 
 	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
 	if err != nil {
@@ -476,6 +489,7 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 			return fmt.Errorf("resend inflight: %w", err)
 		}
 	}
+	openGate()
 
 	s.hooks.OnSessionEstablished(cl, pk)
 
@@ -548,7 +562,7 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 	}
 
 	if cl.Properties.ProtocolVersion < 5 && !pk.Connect.Clean && pk.Connect.ClientIdentifier == "" {
-		return packets.ErrUnspecifiedError
+		return packets.ErrClientIdentifierNotValid // [MQTT-3.1.3-8]: 3.1.1 return code 0x02
 	}
 
 	if cl.Properties.ProtocolVersion < s.Options.Capabilities.MinimumProtocolVersion {
@@ -565,9 +579,20 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 // inheritClientSession inherits the state of an existing client sharing the same
 // connection ID. If clean is true, the state of any previously existing client
 // session is abandoned.
+//
+// It adds cl to s.Clients. The existing client's gate is held from before
+// its queue is copied until cl is the one in s.Clients: a publisher that
+// found the existing client either stored its message before the copy,
+// or finds it taken over and delivers to cl (publishToClient). A message
+// stored into the existing client's queue after the copy was lost, and
+// the existing client's queue was cleared through OnQosDropped, which
+// took the messages out of a store until they were sent again.
 func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 	if existing, ok := s.Clients.Get(cl.ID); ok {
-		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                   // [MQTT-3.1.4-3]
+		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
+		existing.State.gate.Lock()
+		defer existing.State.gate.Unlock()
+		defer s.Clients.Add(cl)                                                                         // runs before the gate opens
 		if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
 			s.UnsubscribeClient(existing)
 			existing.ClearInflights()
@@ -576,6 +601,10 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		}
 
 		existing.State.isTakenOver.Store(true)
+		existing.State.movedTo.Store(cl)
+		if existing.State.Received.Len() > 0 {
+			cl.State.Received = existing.State.Received.Clone()
+		}
 		if existing.State.Inflight.Len() > 0 {
 			cl.State.Inflight = existing.State.Inflight.Clone() // [MQTT-3.1.2-5]
 			if cl.State.Inflight.maximumReceiveQuota == 0 && cl.ops.options.Capabilities.ReceiveMaximum != 0 {
@@ -593,9 +622,11 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		}
 
 		// Clean the state of the existing client to prevent sequential take-overs
-		// from increasing memory usage by inflights + subs * client-id.
+		// from increasing memory usage by inflights + subs * client-id. Not
+		// through ClearInflights: its messages are not dropped, cl has them.
 		s.UnsubscribeClient(existing)
-		existing.ClearInflights()
+		existing.State.Inflight.clear()
+		existing.State.Received.clear()
 
 		s.Log.Debug("session taken over", "client", cl.ID, "old_remote", existing.Net.Remote, "new_remote", cl.Net.Remote)
 
@@ -606,6 +637,7 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		atomic.AddInt64(&s.Info.ClientsMaximum, 1)
 	}
 
+	s.Clients.Add(cl)
 	return false // [MQTT-3.2.2-2]
 }
 
@@ -624,7 +656,7 @@ func (s *Server) SendConnack(cl *Client, reason packets.Code, present bool, prop
 	}
 
 	if reason.Code >= packets.ErrUnspecifiedError.Code {
-		if cl.Properties.ProtocolVersion < 5 {
+		if cl.Properties.ProtocolVersion != 5 { // 3.1, 3.1.1, or a level the server does not speak [MQTT-3.1.2-2]
 			if v3reason, ok := packets.V5CodesToV3[reason]; ok { // NB v3 3.2.2.3 Connack return codes
 				reason = v3reason
 			}
@@ -646,6 +678,11 @@ func (s *Server) SendConnack(cl *Client, reason packets.Code, present bool, prop
 		properties.MaximumQos = s.Options.Capabilities.MaximumQos // [MQTT-3.2.2-9]
 		properties.MaximumQosFlag = true
 	}
+
+	// Announced, or a client must assume none: no topic aliases
+	// [MQTT-3.2.2-17], no limit on the packets it sends.
+	properties.TopicAliasMaximum = s.Options.Capabilities.TopicAliasMaximum
+	properties.MaximumPacketSize = s.Options.Capabilities.MaximumPacketSize
 
 	if cl.Properties.Props.AssignedClientID != "" {
 		properties.AssignedClientID = cl.Properties.Props.AssignedClientID // [MQTT-3.1.3-7] [MQTT-3.2.2-16]
@@ -725,11 +762,14 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 	if cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
 		next, ok := cl.State.Inflight.NextImmediate()
 		if ok {
-			_ = cl.WritePacket(next)
-			if ok := cl.State.Inflight.Delete(next.PacketID); ok {
-				atomic.AddInt64(&s.Info.Inflight, -1)
-			}
+			// Sent now, and in flight until the client acknowledges it
+			// (it used to be dropped from Inflight here: its PUBACK then
+			// returned no quota, and after Receive Maximum such messages
+			// the client got one message per packet it sent).
+			next.Expiry = messageExpiry(next, s.Options.Capabilities.MaximumMessageExpiryInterval)
+			cl.State.Inflight.Set(next)
 			cl.State.Inflight.DecreaseSendQuota()
+			_ = cl.WritePacket(next)
 		}
 	}
 
@@ -862,15 +902,23 @@ func (s *Server) InjectPacket(cl *Client, pk packets.Packet) error {
 
 // processPublish processes a Publish packet.
 func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
-	if !cl.Net.Inline && !IsValidFilter(pk.TopicName, true) {
-		return nil
-	}
-
 	if atomic.LoadInt32(&cl.State.Inflight.receiveQuota) == 0 {
 		return s.DisconnectClient(cl, packets.ErrReceiveMaximum) // ~[MQTT-3.3.4-7] ~[MQTT-3.3.4-8]
 	}
 
-	if !cl.Net.Inline && !s.hooks.OnACLCheck(cl, pk.TopicName, true) {
+	// The topic an alias stands for, before anything looks at the topic:
+	// the ACL checked "" for a publish by alias alone.
+	if pk.Properties.TopicAliasFlag && pk.Properties.TopicAlias > 0 { // [MQTT-3.3.2-11]
+		pk.TopicName = cl.State.TopicAliases.Inbound.Set(pk.Properties.TopicAlias, pk.TopicName)
+		if pk.TopicName == "" {
+			return packets.ErrProtocolViolationNoTopic // an alias the client never set up: a Protocol Error, DISCONNECT 0x82
+		}
+	}
+
+	// A topic clients may not publish to ($SYS) is refused as the ACL
+	// refuses one: a QoS 1 or 2 publish is answered (never left without
+	// an ack, which stalls the client's flow).
+	if !cl.Net.Inline && (!IsValidFilter(pk.TopicName, true) || !s.hooks.OnACLCheck(cl, pk.TopicName, true)) {
 		if pk.FixedHeader.Qos == 0 {
 			return nil
 		}
@@ -896,20 +944,15 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		pk.Expiry = pk.Created + expiry
 	}
 
-	if !cl.Net.Inline {
-		if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok {
-			if pki.FixedHeader.Type == packets.Pubrec { // [MQTT-4.3.3-10]
-				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
-				return cl.WritePacket(ack)
-			}
-			if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.2-5]
-				atomic.AddInt64(&s.Info.Inflight, -1)
-			}
+	// The client's packet ids are its own (MQTT-2.2.1: independent of the
+	// server's), kept in Received, never in Inflight. A PUBLISH with the id
+	// of a QoS 2 flow still waiting for its PUBREL is the same message sent
+	// again (the client did not get the PUBREC): it is acknowledged with a
+	// PUBREC again and not delivered a second time [MQTT-4.3.3-10].
+	if !cl.Net.Inline && pk.FixedHeader.Qos == 2 {
+		if pki, ok := cl.State.Received.Get(pk.PacketID); ok && pki.FixedHeader.Type == packets.Pubrec {
+			return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess))
 		}
-	}
-
-	if pk.Properties.TopicAliasFlag && pk.Properties.TopicAlias > 0 { // [MQTT-3.3.2-11]
-		pk.TopicName = cl.State.TopicAliases.Inbound.Set(pk.Properties.TopicAlias, pk.TopicName)
 	}
 
 	if pk.FixedHeader.Qos > s.Options.Capabilities.MaximumQos {
@@ -952,8 +995,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
 	}
 
-	if ok := cl.State.Inflight.Set(ack); ok {
-		atomic.AddInt64(&s.Info.Inflight, 1)
+	if ok := cl.State.Received.Set(ack); ok {
 		s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
 	}
 
@@ -969,9 +1011,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	}
 
 	if pk.FixedHeader.Qos == 1 {
-		if ok := cl.State.Inflight.Delete(ack.PacketID); ok {
-			atomic.AddInt64(&s.Info.Inflight, -1)
-		}
+		cl.State.Received.Delete(ack.PacketID)
 		cl.State.Inflight.IncreaseReceiveQuota()
 		s.hooks.OnQosComplete(cl, ack)
 	}
@@ -1033,6 +1073,26 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 }
 
 func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packets.Packet) (packets.Packet, error) {
+	// Through the client's gate: a session being resumed lets new messages
+	// through once its queue has been sent again (attachClient), and one
+	// taken over hands them to the client that took it (inheritClientSession).
+	for {
+		cl.State.gate.RLock()
+		if !cl.IsTakenOver() {
+			out, err := s.publishToClientGated(cl, sub, pk)
+			cl.State.gate.RUnlock()
+			return out, err
+		}
+		next := cl.State.movedTo.Load()
+		cl.State.gate.RUnlock()
+		if next == nil || next == cl {
+			return pk, packets.CodeDisconnect // the session ended with a clean start
+		}
+		cl = next
+	}
+}
+
+func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk packets.Packet) (packets.Packet, error) {
 	if sub.NoLocal && pk.Origin == cl.ID {
 		return pk, nil // [MQTT-3.8.3-3]
 	}
@@ -1061,16 +1121,12 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		out.FixedHeader.Qos = s.Options.Capabilities.MaximumQos // [MQTT-3.2.2-9]
 	}
 
-	if cl.Properties.Props.TopicAliasMaximum > 0 {
-		var aliasExists bool
-		out.Properties.TopicAlias, aliasExists = cl.State.TopicAliases.Outbound.Set(pk.TopicName)
-		if out.Properties.TopicAlias > 0 {
-			out.Properties.TopicAliasFlag = true
-			if aliasExists {
-				out.TopicName = ""
-			}
-		}
-	}
+	// No topic aliases towards clients (mosquitto sends none either): the
+	// copy kept in flight was the aliased one (a session resumed later, or
+	// restored from a store, got an alias the new connection never
+	// registered: "Received unregistered Topic Alias"), and concurrent
+	// publishers could write an alias before the packet that registers it.
+	out.Properties.TopicAlias, out.Properties.TopicAliasFlag = 0, false
 
 	if out.FixedHeader.Qos > 0 {
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
@@ -1145,6 +1201,9 @@ func (s *Server) publishRetainedToClient(cl *Client, sub packets.Subscription, e
 	}
 
 	sub.FwdRetainedFlag = true
+	if sub.Identifier > 0 && len(sub.Identifiers) == 0 {
+		sub.Identifiers = map[string]int{sub.Filter: sub.Identifier} // [MQTT-3.3.4-3]: retained messages carry it too
+	}
 	for _, pkv := range s.Topics.Messages(sub.Filter) { // [MQTT-3.8.4-4]
 		_, err := s.publishToClient(cl, sub, pkv)
 		if err != nil {
@@ -1208,38 +1267,38 @@ func (s *Server) processPubrec(cl *Client, pk packets.Packet) error {
 		return nil // as per MQTT5 Section 4.13.2 paragraph 2
 	}
 
+	// The message is now PUBREL'd: a hook persisting the session stores the
+	// PUBREL in its place, so it is what is sent again after a restart
+	// (never the PUBLISH: [MQTT-4.3.3-5]). The receive quota is the
+	// client's to spend on its own publishes, not taken here.
 	ack := s.buildAck(pk.PacketID, packets.Pubrel, 1, pk.Properties, packets.CodeSuccess) // [MQTT-4.3.3-4] ![MQTT-4.3.3-6]
-	cl.State.Inflight.DecreaseReceiveQuota()                                              // -1 RECV QUOTA
 	cl.State.Inflight.Set(ack)                                                            // [MQTT-4.3.3-5]
+	s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
 	return cl.WritePacket(ack)
 }
 
 // processPubrel processes a Pubrel packet, denoting completion of a QOS 2 packet sent from the client.
 func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); !ok { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
+	if _, ok := cl.State.Received.Get(pk.PacketID); !ok { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
 		return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubcomp, 0, pk.Properties, packets.ErrPacketIdentifierNotFound))
 	}
 
 	if pk.ReasonCode >= packets.ErrUnspecifiedError.Code || !pk.ReasonCodeValid() { // [MQTT-4.3.3-9]
-		if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
-			atomic.AddInt64(&s.Info.Inflight, -1)
+		if ok := cl.State.Received.Delete(pk.PacketID); ok {
+			cl.State.Inflight.IncreaseReceiveQuota()
 		}
 		cl.ops.hooks.OnQosDropped(cl, pk)
 		return nil
 	}
 
 	ack := s.buildAck(pk.PacketID, packets.Pubcomp, 0, pk.Properties, packets.CodeSuccess) // [MQTT-4.3.3-11]
-	cl.State.Inflight.Set(ack)
-
 	err := cl.WritePacket(ack)
 	if err != nil {
 		return err
 	}
 
-	cl.State.Inflight.IncreaseReceiveQuota()             // +1 RECV QUOTA
-	cl.State.Inflight.IncreaseSendQuota()                // +1 SENT QUOTA
-	if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.3-12]
-		atomic.AddInt64(&s.Info.Inflight, -1)
+	if ok := cl.State.Received.Delete(pk.PacketID); ok { // [MQTT-4.3.3-12]
+		cl.State.Inflight.IncreaseReceiveQuota() // +1 RECV QUOTA
 		s.hooks.OnQosComplete(cl, pk)
 	}
 
@@ -1248,10 +1307,9 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 
 // processPubcomp processes a Pubcomp packet, denoting completion of a QOS 2 packet sent from the server.
 func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
-	// regardless of whether the pubcomp is a success or failure, we end the qos flow, delete inflight, and restore the quotas.
-	cl.State.Inflight.IncreaseReceiveQuota() // +1 RECV QUOTA
-	cl.State.Inflight.IncreaseSendQuota()    // +1 SENT QUOTA
+	// regardless of whether the pubcomp is a success or failure, we end the qos flow, delete inflight, and restore the send quota.
 	if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
+		cl.State.Inflight.IncreaseSendQuota() // +1 SENT QUOTA
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
 	}
@@ -1261,9 +1319,15 @@ func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
 
 // processSubscribe processes a Subscribe packet.
 func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
+	for _, sub := range pk.Filters {
+		if cl.Properties.ProtocolVersion == 5 && sub.NoLocal && IsSharedFilter(sub.Filter) {
+			return packets.ErrProtocolViolationInvalidSharedNoLocal // [MQTT-3.8.3-4]: a Protocol Error, not a SUBACK code
+		}
+	}
+
 	pk = s.hooks.OnSubscribe(cl, pk)
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+	if _, ok := cl.State.Received.Get(pk.PacketID); ok { // the client's own ids, never the server's
 		code = packets.ErrPacketIdentifierInUse
 	}
 
@@ -1337,7 +1401,7 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 // processUnsubscribe processes an unsubscribe packet.
 func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+	if _, ok := cl.State.Received.Get(pk.PacketID); ok { // the client's own ids, never the server's
 		code = packets.ErrPacketIdentifierInUse
 	}
 
@@ -1550,16 +1614,29 @@ func (s *Server) sendLWT(cl *Client) {
 		},
 		TopicName: modifiedLWT.TopicName,
 		Payload:   modifiedLWT.Payload,
-		Properties: packets.Properties{
-			User: modifiedLWT.User,
+		Properties: packets.Properties{ // [MQTT-3.1.3-...] the Will Properties go with the message
+			User:                  modifiedLWT.User,
+			PayloadFormat:         modifiedLWT.PayloadFormat,
+			PayloadFormatFlag:     modifiedLWT.PayloadFormatFlag,
+			MessageExpiryInterval: modifiedLWT.MessageExpiryInterval,
+			ContentType:           modifiedLWT.ContentType,
+			ResponseTopic:         modifiedLWT.ResponseTopic,
+			CorrelationData:       modifiedLWT.CorrelationData,
 		},
-		Origin:  cl.ID,
-		Created: time.Now().Unix(),
+		Origin:          cl.ID,
+		Created:         time.Now().Unix(),
+		ProtocolVersion: cl.Properties.ProtocolVersion,
 	}
 
-	if cl.Properties.Will.WillDelayInterval > 0 {
-		pk.Connect.WillProperties.WillDelayInterval = cl.Properties.Will.WillDelayInterval
-		pk.Expiry = time.Now().Unix() + int64(pk.Connect.WillProperties.WillDelayInterval)
+	// The Will waits for its delay or the end of the session, whichever
+	// comes first: a session with expiry 0 ends now [MQTT-3.1.3-9].
+	delay := cl.Properties.Will.WillDelayInterval
+	if cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval < delay {
+		delay = cl.Properties.Props.SessionExpiryInterval
+	}
+	if delay > 0 {
+		pk.Connect.WillProperties.WillDelayInterval = delay
+		pk.Expiry = time.Now().Unix() + int64(delay)
 		s.loop.willDelayed.Add(cl.ID, pk)
 		return
 	}
@@ -1702,7 +1779,16 @@ func (s *Server) loadClients(v []storage.Client) {
 func (s *Server) loadInflight(v []storage.Message) {
 	for _, msg := range v {
 		if client, ok := s.Clients.Get(msg.Client); ok {
-			client.State.Inflight.Set(msg.ToPacket())
+			pk := msg.ToPacket()
+			pk.Expiry = messageExpiry(pk, s.Options.Capabilities.MaximumMessageExpiryInterval)
+			if pk.Expiry > 0 {
+				pk.ProtocolVersion = 5 // only MQTT 5 messages have an expiry, which the sweep checks for
+			}
+			if pk.FixedHeader.Type == packets.Pubrec { // the client's QoS 2 flow: its id is in use until PUBREL
+				client.State.Received.Set(pk)
+				continue
+			}
+			client.State.Inflight.Set(pk)
 		}
 	}
 }
@@ -1710,7 +1796,12 @@ func (s *Server) loadInflight(v []storage.Message) {
 // loadRetained restores retained messages from the datastore.
 func (s *Server) loadRetained(v []storage.Message) {
 	for _, msg := range v {
-		s.Topics.RetainMessage(msg.ToPacket())
+		pk := msg.ToPacket()
+		pk.Expiry = messageExpiry(pk, s.Options.Capabilities.MaximumMessageExpiryInterval)
+		if pk.Expiry > 0 {
+			pk.ProtocolVersion = 5 // only MQTT 5 messages have an expiry, which the sweep checks for
+		}
+		s.Topics.RetainMessage(pk)
 	}
 }
 
@@ -1743,7 +1834,8 @@ func (s *Server) clearExpiredRetainedMessages(now int64) {
 		// If the maximum message expiry interval is set (greater than 0), and the message
 		// retention period exceeds the maximum expiry, the message will be forcibly removed.
 		enforced := s.Options.Capabilities.MaximumMessageExpiryInterval > 0 &&
-			now-pk.Created > s.Options.Capabilities.MaximumMessageExpiryInterval
+			now-pk.Created > s.Options.Capabilities.MaximumMessageExpiryInterval &&
+			(!s.Options.Capabilities.Compatibilities.KeepRetainedWithoutExpiry || pk.Properties.MessageExpiryInterval > 0)
 
 		if expired || enforced {
 			s.Topics.Retained.Delete(filter)
@@ -1767,6 +1859,7 @@ func (s *Server) clearExpiredInflights(now int64) {
 func (s *Server) sendDelayedLWT(dt int64) {
 	for id, pk := range s.loop.willDelayed.GetAll() {
 		if dt > pk.Expiry {
+			pk.Expiry = 0              // it held the delay; the message's own expiry is counted from now
 			s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
 			if cl, ok := s.Clients.Get(id); ok {
 				if pk.FixedHeader.Retain {
@@ -1800,4 +1893,13 @@ func minimum(a, b int64) (m int64) {
 		m = b
 	}
 	return
+}
+
+// messageExpiry is when a message's own Message Expiry Interval, counted
+// from its creation and at most maximum, ends (0: it has none).
+func messageExpiry(pk packets.Packet, maximum int64) int64 {
+	if pk.Properties.MessageExpiryInterval == 0 || pk.Created == 0 {
+		return 0
+	}
+	return pk.Created + minimum(maximum, int64(pk.Properties.MessageExpiryInterval))
 }

@@ -564,6 +564,7 @@ func TestEstablishConnectionAckFailure(t *testing.T) {
 
 func TestEstablishConnectionReadError(t *testing.T) {
 	s := newServer()
+	s.Options.Capabilities.TopicAliasMaximum = 0 // the packets below announce none (TestServerSendConnackAnnouncesLimits)
 	defer s.Close()
 
 	r, w := net.Pipe()
@@ -1081,6 +1082,7 @@ func TestServerEstablishConnectionOnConnectError(t *testing.T) {
 
 func TestServerSendConnack(t *testing.T) {
 	s := newServer()
+	s.Options.Capabilities.TopicAliasMaximum = 0 // the packets below announce none (TestServerSendConnackAnnouncesLimits)
 	cl, r, w := newTestClient()
 	cl.Properties.ProtocolVersion = 5
 	s.Options.Capabilities.MaximumQos = 1
@@ -1115,6 +1117,7 @@ func TestServerSendConnackFailureReason(t *testing.T) {
 
 func TestServerSendConnackWithServerKeepalive(t *testing.T) {
 	s := newServer()
+	s.Options.Capabilities.TopicAliasMaximum = 0 // the packets below announce none (TestServerSendConnackAnnouncesLimits)
 	cl, r, w := newTestClient()
 	cl.Properties.ProtocolVersion = 5
 	cl.State.Keepalive = 10
@@ -1177,7 +1180,7 @@ func TestServerValidateConnect(t *testing.T) {
 			client:       &Client{Properties: ClientProperties{ProtocolVersion: 3}},
 			capabilities: Capabilities{},
 			packet:       packetCleanIdPacket,
-			expect:       packets.ErrUnspecifiedError,
+			expect:       packets.ErrClientIdentifierNotValid, // 3.1.1 return code 0x02 (0x80 is none)
 		},
 	}
 
@@ -1194,6 +1197,7 @@ func TestServerValidateConnect(t *testing.T) {
 
 func TestServerSendConnackAdjustedExpiryInterval(t *testing.T) {
 	s := newServer()
+	s.Options.Capabilities.TopicAliasMaximum = 0 // the packets below announce none (TestServerSendConnackAnnouncesLimits)
 	cl, r, w := newTestClient()
 	cl.Properties.ProtocolVersion = 5
 	cl.Properties.Props.SessionExpiryInterval = uint32(300)
@@ -1235,6 +1239,12 @@ func TestInheritClientSession(t *testing.T) {
 	require.True(t, b)
 	require.Equal(t, 2, cl.State.Inflight.Len())
 	require.Equal(t, 1, cl.State.Subscriptions.Len())
+	got, ok := s.Clients.Get("mochi")
+	require.True(t, ok)
+	require.Equal(t, cl, got) // inheritClientSession adds the client
+	require.Equal(t, 0, existing.State.Inflight.Len())
+	require.Equal(t, cl, existing.State.movedTo.Load())
+	cl.Net.Conn = nil // the existing client of the next take-over: nothing to write to
 
 	// On clean, clear existing properties
 	cl, _, _ = newTestClient()
@@ -1489,6 +1499,31 @@ func TestServerBuildAckPahoCompatibility(t *testing.T) {
 	require.Equal(t, packets.Properties{}, ack.Properties)
 }
 
+// CONNACK announces the Topic Alias Maximum and Maximum Packet Size: a
+// client must otherwise assume no aliases and no limit.
+func TestServerSendConnackAnnouncesLimits(t *testing.T) {
+	s := newServer()
+	s.Options.Capabilities.TopicAliasMaximum = 10
+	s.Options.Capabilities.MaximumPacketSize = 1024
+	cl, r, w := newTestClient()
+	cl.Properties.ProtocolVersion = 5
+	go func() {
+		err := s.SendConnack(cl, packets.CodeSuccess, false, nil)
+		require.NoError(t, err)
+		_ = w.Close()
+	}()
+	buf, err := io.ReadAll(r)
+	require.NoError(t, err)
+	pk := packets.Packet{ProtocolVersion: 5}
+	fh := new(packets.FixedHeader)
+	require.NoError(t, fh.Decode(buf[0]))
+	fh.Remaining = int(buf[1])
+	pk.FixedHeader = *fh
+	require.NoError(t, pk.ConnackDecode(buf[2:]))
+	require.Equal(t, uint16(10), pk.Properties.TopicAliasMaximum)
+	require.Equal(t, uint32(1024), pk.Properties.MaximumPacketSize)
+}
+
 func TestServerProcessPacketAndNextImmediate(t *testing.T) {
 	s := newServer()
 	cl, r, w := newTestClient()
@@ -1509,7 +1544,10 @@ func TestServerProcessPacketAndNextImmediate(t *testing.T) {
 	buf, err := io.ReadAll(r)
 	require.NoError(t, err)
 	require.Equal(t, packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).RawBytes, buf)
-	require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.Inflight))
+	require.Equal(t, int64(1), atomic.LoadInt64(&s.Info.Inflight)) // in flight until the client acknowledges it
+	sent, ok := cl.State.Inflight.Get(next.PacketID)
+	require.True(t, ok)
+	require.GreaterOrEqual(t, sent.Expiry, int64(0)) // no longer waiting to be sent
 	require.Equal(t, int32(4), cl.State.Inflight.sendQuota)
 }
 
@@ -1771,7 +1809,10 @@ func TestServerProcessPacketPublishQos0(t *testing.T) {
 	require.Equal(t, []byte{}, buf)
 }
 
-func TestServerProcessPacketPublishQos1PacketIDInUse(t *testing.T) {
+// A client's publish with the packet id of a delivery the server has in
+// flight to it leaves that delivery alone: the two id spaces are
+// independent (MQTT-2.2.1).
+func TestServerProcessPacketPublishQos1PacketIDOfServerDelivery(t *testing.T) {
 	s := newServer()
 	cl, r, w := newTestClient()
 	cl.State.Inflight.Set(packets.Packet{PacketID: 7, FixedHeader: packets.FixedHeader{Type: packets.Publish}})
@@ -1786,15 +1827,49 @@ func TestServerProcessPacketPublishQos1PacketIDInUse(t *testing.T) {
 	buf, err := io.ReadAll(r)
 	require.NoError(t, err)
 	require.Equal(t, packets.TPacketData[packets.Puback].Get(packets.TPuback).RawBytes, buf)
-	require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.Inflight))
+	require.Equal(t, int64(1), atomic.LoadInt64(&s.Info.Inflight))
+	pk, ok := cl.State.Inflight.Get(7)
+	require.True(t, ok)
+	require.Equal(t, packets.Publish, pk.FixedHeader.Type)
+	require.Equal(t, 0, cl.State.Received.Len())
 }
 
-func TestServerProcessPacketPublishQos2PacketIDInUse(t *testing.T) {
+func TestServerProcessPacketPublishQos2PacketIDOfServerDelivery(t *testing.T) {
+	s := newServer()
+	cl, r, w := newTestClient()
+	cl.State.Inflight.Set(packets.Packet{PacketID: 7, FixedHeader: packets.FixedHeader{Type: packets.Publish}})
+
+	go func() {
+		err := s.processPacket(cl, *packets.TPacketData[packets.Publish].Get(packets.TPublishQos2).Packet)
+		require.NoError(t, err)
+		err = s.processPacket(cl, *packets.TPacketData[packets.Puback].Get(packets.TPuback).Packet)
+		require.NoError(t, err)
+		err = s.processPacket(cl, *packets.TPacketData[packets.Pubrel].Get(packets.TPubrel).Packet)
+		require.NoError(t, err)
+		_ = w.Close()
+	}()
+
+	buf, err := io.ReadAll(r)
+	require.NoError(t, err)
+	want := append(append([]byte{}, packets.TPacketData[packets.Pubrec].Get(packets.TPubrec).RawBytes...),
+		packets.TPacketData[packets.Pubcomp].Get(packets.TPubcomp).RawBytes...)
+	require.Equal(t, want, buf) // PUBREC, then PUBCOMP: the PUBACK of the delivery did not end the client's flow
+	require.Equal(t, 0, cl.State.Inflight.Len())
+	require.Equal(t, 0, cl.State.Received.Len())
+}
+
+// A QoS 2 publish sent again before its PUBREL (the client did not get
+// the PUBREC) is acknowledged again, with success, and not delivered a
+// second time [MQTT-4.3.3-10].
+func TestServerProcessPacketPublishQos2Resent(t *testing.T) {
 	s := newServer()
 	cl, r, w := newTestClient()
 	cl.Properties.ProtocolVersion = 5
-	cl.State.Inflight.Set(packets.Packet{PacketID: 7, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}})
-	atomic.StoreInt64(&s.Info.Inflight, 1)
+	cl.State.Received.Set(packets.Packet{PacketID: 7, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}})
+	sub, _, _ := newTestClient()
+	sub.ID = "sub"
+	s.Clients.Add(sub)
+	s.Topics.Subscribe(sub.ID, packets.Subscription{Filter: "a/b/c", Qos: 2})
 
 	go func() {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Publish].Get(packets.TPublishQos2Mqtt5).Packet)
@@ -1804,8 +1879,9 @@ func TestServerProcessPacketPublishQos2PacketIDInUse(t *testing.T) {
 
 	buf, err := io.ReadAll(r)
 	require.NoError(t, err)
-	require.Equal(t, packets.TPacketData[packets.Pubrec].Get(packets.TPubrecMqtt5IDInUse).RawBytes, buf)
-	require.Equal(t, int64(1), atomic.LoadInt64(&s.Info.Inflight))
+	require.Equal(t, packets.TPacketData[packets.Pubrec].Get(packets.TPubrecMqtt5).RawBytes, buf)
+	require.Equal(t, 0, sub.State.Inflight.Len()) // not delivered again
+	require.Equal(t, 1, cl.State.Received.Len())
 }
 
 func TestServerProcessPacketPublishQos1(t *testing.T) {
@@ -1959,6 +2035,7 @@ func TestPublishToSubscribersMessageExpiryDelta(t *testing.T) {
 	go func() {
 		pkx := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
 		pkx.Created = time.Now().Unix() - 30
+		pkx.Properties.MessageExpiryInterval = 3600 // only a message with an expiry has one counted down
 		s.publishToSubscribers(pkx)
 		time.Sleep(time.Millisecond)
 		_ = w1.Close()
@@ -1967,7 +2044,7 @@ func TestPublishToSubscribersMessageExpiryDelta(t *testing.T) {
 	b := <-cl1Recv
 	pk := new(packets.Packet)
 	pk.ProtocolVersion = 5
-	require.Equal(t, uint32(s.Options.Capabilities.MaximumMessageExpiryInterval-30), binary.BigEndian.Uint32(b[11:15]))
+	require.Equal(t, uint32(3600-30), binary.BigEndian.Uint32(b[11:15]))
 }
 
 func TestPublishToSubscribersIdentifiers(t *testing.T) {
@@ -2123,6 +2200,7 @@ func TestPublishToClientExceedClientWritesPending(t *testing.T) {
 	require.Equal(t, int32(sendQuota), atomic.LoadInt32(&cl.State.Inflight.sendQuota))
 }
 
+// No topic aliases towards clients (LEDGE.md): both packets carry the topic.
 func TestPublishToClientServerTopicAlias(t *testing.T) {
 	s := newServer()
 	cl, r, w := newTestClient()
@@ -2146,11 +2224,10 @@ func TestPublishToClientServerTopicAlias(t *testing.T) {
 	}()
 
 	ret := <-receiverBuf
-	pk1 := make([]byte, len(packets.TPacketData[packets.Publish].Get(packets.TPublishBasicMqtt5).RawBytes))
-	pk2 := make([]byte, len(packets.TPacketData[packets.Publish].Get(packets.TPublishBasicMqtt5).RawBytes)-5)
-	copy(pk1, ret[:len(packets.TPacketData[packets.Publish].Get(packets.TPublishBasicMqtt5).RawBytes)])
-	copy(pk2, ret[len(packets.TPacketData[packets.Publish].Get(packets.TPublishBasicMqtt5).RawBytes):])
-	require.Equal(t, append(pk1, pk2...), ret)
+	// the same packet twice, with the topic and no properties (not even
+	// the alias the publisher used towards the server)
+	one := []byte{0x30, 0x13, 0x0, 0x5, 'a', '/', 'b', '/', 'c', 0x0, 'h', 'e', 'l', 'l', 'o', ' ', 'm', 'o', 'c', 'h', 'i'}
+	require.Equal(t, append(append([]byte{}, one...), one...), ret)
 }
 
 func TestPublishToClientMqtt3RetainFalseLeverageNoConn(t *testing.T) {
@@ -2470,7 +2547,7 @@ func TestServerProcessPacketPubrec(t *testing.T) {
 
 	require.Equal(t, packets.TPacketData[packets.Pubrel].Get(packets.TPubrel).RawBytes, <-recv)
 
-	require.Equal(t, int32(2), atomic.LoadInt32(&cl.State.Inflight.receiveQuota))
+	require.Equal(t, int32(3), atomic.LoadInt32(&cl.State.Inflight.receiveQuota)) // the client's quota, for its own publishes
 	require.Equal(t, int32(3), atomic.LoadInt32(&cl.State.Inflight.sendQuota))
 	require.Equal(t, int64(1), atomic.LoadInt64(&s.Info.Inflight))
 	_, ok := cl.State.Inflight.Get(pID)
@@ -2532,8 +2609,7 @@ func TestServerProcessPacketPubrel(t *testing.T) {
 	cl.State.Inflight.sendQuota = 3
 	cl.State.Inflight.receiveQuota = 3
 
-	cl.State.Inflight.Set(packets.Packet{PacketID: pID})
-	atomic.AddInt64(&s.Info.Inflight, 1)
+	cl.State.Received.Set(packets.Packet{PacketID: pID, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}})
 
 	recv := make(chan []byte)
 	go func() { // receive the ack
@@ -2547,12 +2623,11 @@ func TestServerProcessPacketPubrel(t *testing.T) {
 	_ = w.Close()
 
 	require.Equal(t, int32(4), atomic.LoadInt32(&cl.State.Inflight.receiveQuota))
-	require.Equal(t, int32(4), atomic.LoadInt32(&cl.State.Inflight.sendQuota))
+	require.Equal(t, int32(3), atomic.LoadInt32(&cl.State.Inflight.sendQuota)) // the client's receive maximum is not the client's flow's to give
 
 	require.Equal(t, packets.TPacketData[packets.Pubcomp].Get(packets.TPubcomp).RawBytes, <-recv)
 
-	require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.Inflight))
-	_, ok := cl.State.Inflight.Get(pID)
+	_, ok := cl.State.Received.Get(pID)
 	require.False(t, ok)
 }
 
@@ -2596,11 +2671,10 @@ func TestServerProcessPacketPubrelBadReason(t *testing.T) {
 	pID := uint16(7)
 	s := newServer()
 	cl, _, _ := newTestClient()
-	cl.State.Inflight.Set(packets.Packet{PacketID: pID})
+	cl.State.Received.Set(packets.Packet{PacketID: pID, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}})
 	err := s.processPacket(cl, *packets.TPacketData[packets.Pubrel].Get(packets.TPubrelInvalidReason).Packet)
 	require.NoError(t, err)
-	require.Equal(t, int64(-1), atomic.LoadInt64(&s.Info.Inflight))
-	_, ok := cl.State.Inflight.Get(pID)
+	_, ok := cl.State.Received.Get(pID)
 	require.False(t, ok)
 }
 
@@ -2632,7 +2706,7 @@ func TestServerProcessPacketPubcomp(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.Inflight))
 
-			require.Equal(t, int32(4), atomic.LoadInt32(&cl.State.Inflight.receiveQuota))
+			require.Equal(t, int32(3), atomic.LoadInt32(&cl.State.Inflight.receiveQuota)) // the client's own publishes' quota
 			require.Equal(t, int32(4), atomic.LoadInt32(&cl.State.Inflight.sendQuota))
 
 			_, ok := cl.State.Inflight.Get(pID)
@@ -2650,7 +2724,7 @@ func TestServerProcessInboundQos2Flow(t *testing.T) {
 			data: map[string]any{
 				"sendquota": int32(3),
 				"recvquota": int32(2),
-				"inflight":  int64(1),
+				"inflight":  int64(0), // the client's flows are not the server's inflight
 			},
 		},
 		{
@@ -2658,7 +2732,7 @@ func TestServerProcessInboundQos2Flow(t *testing.T) {
 			in:              packets.TPacketData[packets.Pubrel].Get(packets.TPubrel),
 			out:             packets.TPacketData[packets.Pubcomp].Get(packets.TPubcomp),
 			data: map[string]any{
-				"sendquota": int32(4),
+				"sendquota": int32(3),
 				"recvquota": int32(3),
 				"inflight":  int64(0),
 			},
@@ -2689,7 +2763,7 @@ func TestServerProcessInboundQos2Flow(t *testing.T) {
 
 			require.Equal(t, tx.out.RawBytes, <-recv)
 			if i == 0 {
-				_, ok := cl.State.Inflight.Get(pID)
+				_, ok := cl.State.Received.Get(pID)
 				require.True(t, ok)
 			}
 
@@ -2699,7 +2773,7 @@ func TestServerProcessInboundQos2Flow(t *testing.T) {
 		})
 	}
 
-	_, ok := cl.State.Inflight.Get(pID)
+	_, ok := cl.State.Received.Get(pID)
 	require.False(t, ok)
 }
 
@@ -2721,7 +2795,7 @@ func TestServerProcessOutboundQos2Flow(t *testing.T) {
 			out:             packets.TPacketData[packets.Pubrel].Get(packets.TPubrel),
 			data: map[string]any{
 				"sendquota": int32(2),
-				"recvquota": int32(2),
+				"recvquota": int32(3),
 				"inflight":  int64(1),
 			},
 		},
@@ -2801,7 +2875,7 @@ func TestServerProcessPacketSubscribePacketIDInUse(t *testing.T) {
 	s := newServer()
 	cl, r, w := newTestClient()
 	cl.Properties.ProtocolVersion = 5
-	cl.State.Inflight.Set(packets.Packet{PacketID: 15, FixedHeader: packets.FixedHeader{Type: packets.Publish}})
+	cl.State.Received.Set(packets.Packet{PacketID: 15, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}}) // the client's own QoS 2 flow
 
 	pkx := *packets.TPacketData[packets.Subscribe].Get(packets.TSubscribeMqtt5).Packet
 	pkx.PacketID = 15
@@ -2849,13 +2923,13 @@ func TestServerProcessPacketSubscribeInvalidSharedNoLocal(t *testing.T) {
 
 	go func() {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Subscribe].Get(packets.TSubscribeInvalidSharedNoLocal).Packet)
-		require.NoError(t, err)
+		require.ErrorIs(t, err, packets.ErrProtocolViolationInvalidSharedNoLocal) // a Protocol Error: DISCONNECT 0x82
 		_ = w.Close()
 	}()
 
 	buf, err := io.ReadAll(r)
 	require.NoError(t, err)
-	require.Equal(t, packets.TPacketData[packets.Suback].Get(packets.TSubackInvalidSharedNoLocal).RawBytes, buf)
+	require.Empty(t, buf) // no SUBACK: 0x82 is not a SUBACK reason code
 }
 
 func TestServerProcessSubscribeWithRetain(t *testing.T) {
@@ -3052,7 +3126,7 @@ func TestServerProcessPacketUnsubscribePackedIDInUse(t *testing.T) {
 	s := newServer()
 	cl, r, w := newTestClient()
 	cl.Properties.ProtocolVersion = 5
-	cl.State.Inflight.Set(packets.Packet{PacketID: 15, FixedHeader: packets.FixedHeader{Type: packets.Publish}})
+	cl.State.Received.Set(packets.Packet{PacketID: 15, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}}) // the client's own QoS 2 flow
 	go func() {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Unsubscribe].Get(packets.TUnsubscribeMqtt5).Packet)
 		require.NoError(t, err)
@@ -3522,6 +3596,23 @@ func TestServerClearExpiredInflights(t *testing.T) {
 	cl.State.Inflight.Set(packets.Packet{PacketID: 8, Expiry: n - 8})
 	s.clearExpiredInflights(n)
 	require.Len(t, cl.State.Inflight.GetAll(false), 3)
+}
+
+// With KeepRetainedWithoutExpiry, only a retained message's own expiry
+// removes it, not its age.
+func TestServerClearExpiredRetainedKeepWithoutExpiry(t *testing.T) {
+	s := New(nil)
+	s.Options.Capabilities.MaximumMessageExpiryInterval = 4
+	s.Options.Capabilities.Compatibilities.KeepRetainedWithoutExpiry = true
+	n := time.Now().Unix()
+	s.Topics.Retained.Add("old/no/expiry", packets.Packet{ProtocolVersion: 5, Created: n - 50})
+	s.Topics.Retained.Add("old/v3", packets.Packet{Created: n - 50})
+	s.Topics.Retained.Add("expired", packets.Packet{ProtocolVersion: 5, Created: n - 3, Expiry: n - 1, Properties: packets.Properties{MessageExpiryInterval: 2}})
+	s.Topics.Retained.Add("long/expiry", packets.Packet{ProtocolVersion: 5, Created: n - 5, Expiry: n + 95, Properties: packets.Properties{MessageExpiryInterval: 100}}) // capped by the maximum
+	s.clearExpiredRetainedMessages(n)
+	require.Len(t, s.Topics.Retained.GetAll(), 2)
+	_, ok := s.Topics.Retained.Get("old/no/expiry")
+	require.True(t, ok)
 }
 
 func TestServerClearExpiredRetained(t *testing.T) {

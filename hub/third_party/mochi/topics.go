@@ -58,6 +58,9 @@ func (a *InboundTopicAliases) Set(id uint16, topic string) string {
 	if existing, ok := a.internal[id]; ok && topic == "" {
 		return existing
 	}
+	if topic == "" {
+		return "" // an alias never set up: the caller refuses the packet
+	}
 
 	a.internal[id] = topic
 	return topic
@@ -544,10 +547,16 @@ func (x *TopicsIndex) scanMessages(filter string, d int, n *particle, pks []pack
 	}
 
 	key, hasNext := isolateParticle(filter, d)
+	if key == "#" && d == strings.Count(filter, "/") && n != x.root {
+		// "a/#" matches "a" itself too [MQTT-4.7.1-2]
+		if pk, ok := x.Retained.Get(n.retainPath); ok && n.retainPath != "" {
+			pks = append(pks, pk)
+		}
+	}
 	if key == "+" || key == "#" || d == -1 {
 		for _, adjacent := range n.particles.getAll() {
-			if d == 0 && adjacent.key == SysPrefix {
-				continue
+			if d == 0 && strings.HasPrefix(adjacent.key, "$") {
+				continue // a wildcard first level never matches a topic starting with $ [MQTT-4.7.2-1]
 			}
 
 			if !hasNext {

@@ -145,5 +145,8 @@ var (
 		ErrMalformedUsername:          ErrMalformedUsernameOrPassword,
 		ErrMalformedPassword:          ErrMalformedUsernameOrPassword,
 		ErrBadUsernameOrPassword:      Err3NotAuthorized,
+		// a protocol level other than 3, 4 or 5: 3.1.1's "unacceptable
+		// protocol version" (0x82 is no 3.1.1 return code)
+		ErrProtocolViolationProtocolVersion: Err3UnsupportedProtocolVersion,
 	}
 )

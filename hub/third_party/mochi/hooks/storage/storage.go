@@ -61,13 +61,19 @@ type ClientProperties struct {
 
 // ClientWill contains a will message for a client, and limited mqtt v5 properties.
 type ClientWill struct {
-	Payload           []byte                 `json:"payload,omitempty"`
-	User              []packets.UserProperty `json:"user,omitempty"`
-	TopicName         string                 `json:"topicName,omitempty"`
-	Flag              uint32                 `json:"flag,omitempty"`
-	WillDelayInterval uint32                 `json:"willDelayInterval,omitempty"`
-	Qos               byte                   `json:"qos,omitempty"`
-	Retain            bool                   `json:"retain,omitempty"`
+	Payload               []byte                 `json:"payload,omitempty"`
+	User                  []packets.UserProperty `json:"user,omitempty"`
+	TopicName             string                 `json:"topicName,omitempty"`
+	Flag                  uint32                 `json:"flag,omitempty"`
+	WillDelayInterval     uint32                 `json:"willDelayInterval,omitempty"`
+	Qos                   byte                   `json:"qos,omitempty"`
+	Retain                bool                   `json:"retain,omitempty"`
+	PayloadFormat         byte                   `json:"payloadFormat,omitempty"`
+	PayloadFormatFlag     bool                   `json:"payloadFormatFlag,omitempty"`
+	MessageExpiryInterval uint32                 `json:"messageExpiry,omitempty"`
+	ContentType           string                 `json:"contentType,omitempty"`
+	ResponseTopic         string                 `json:"responseTopic,omitempty"`
+	CorrelationData       []byte                 `json:"correlationData,omitempty"`
 }
 
 // MarshalBinary encodes the values into a json string.
