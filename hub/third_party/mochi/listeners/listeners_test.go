@@ -6,7 +6,9 @@ package listeners
 
 import (
 	"crypto/tls"
+	"fmt"
 	"log"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -16,7 +18,19 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-const testAddr = ":22222"
+// testAddr is a port free when the tests start, in the ":port" form the
+// tests expect (ledge: upstream used a fixed :22222, which failed when
+// another process held it).
+var testAddr = freeTestAddr()
+
+func freeTestAddr() string {
+	l, err := net.Listen("tcp", ":0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return fmt.Sprintf(":%d", l.Addr().(*net.TCPAddr).Port)
+}
 
 var (
 	basicConfig = Config{ID: "t1", Address: testAddr}
