@@ -34,10 +34,12 @@ deps-run:
 	@bash deploy/deps.sh run
 
 # The first build compiles the cgo bindings of OpenCV (gocv) and SQLite,
-# minutes of C++; it says so, and how long it took.
+# minutes of C++; it says so, and how long it took. go list asks with
+# -trimpath, as the build is done: without it, on a machine where only
+# `make run` ever built, everything looks stale and every build says "first".
 COLD_PKGS := gocv.io/x/gocv github.com/mattn/go-sqlite3
 build: deps-run
-	@cold=$$($(GO) list -f '{{.Stale}}' $(COLD_PKGS) 2>/dev/null | grep -c true || true); \
+	@cold=$$($(GO) list -trimpath -f '{{.Stale}}' $(COLD_PKGS) 2>/dev/null | grep -c true || true); \
 	if [ "$$cold" != 0 ]; then \
 	  echo "build: first build of $(BIN): compiling the Go bindings of OpenCV and SQLite (C++ and C) takes about 4-8 minutes on a 2-core machine; later builds take seconds" >&2; \
 	fi; \

@@ -48,7 +48,7 @@ func startSDKModule(t *testing.T, env []string) *sdkModule {
 	dir := azureSDKDir(t)
 	m := &sdkModule{cmd: exec.Command("node", "module.js")}
 	m.cmd.Dir = dir
-	m.cmd.Env = append(env, "PATH="+os.Getenv("PATH"))
+	m.cmd.Env = append(env, "PATH="+os.Getenv("PATH"), testenv.NodeIPv4First)
 	out, err := m.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

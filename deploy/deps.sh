@@ -3,9 +3,9 @@
 # (run as root). It is idempotent: a second run checks and returns in well
 # under two seconds.
 #
-#   apt:   libopencv-dev ffmpeg docker.io mosquitto mosquitto-clients chromium
-#          docker-registry apache2-utils systemd (for systemd-notify; only the
-#          ones missing)
+#   apt:   build-essential libopencv-dev ffmpeg docker.io mosquitto
+#          mosquitto-clients chromium docker-registry apache2-utils git
+#          systemd (for systemd-notify; only the ones missing)
 #   ORT:   libonnxruntime.so.1 from the npm package onnxruntime-node into
 #          $LEDGE_LIB_DIR (default /usr/local/lib/ledge)
 #   dockerd: started when no Docker engine answers (CI has no systemd)
@@ -25,14 +25,17 @@ case "$PROFILE" in
 esac
 ORT_VERSION="${ORT_VERSION:-1.24.3}"
 LIB_DIR="${LEDGE_LIB_DIR:-/usr/local/lib/ledge}"
-# The appliance: OpenCV to build against, ffmpeg for video sources, Docker
-# for container modules, mosquitto_pub/sub for the Quickstart, npm for ONNX
-# Runtime, systemd-notify for the service's watchdog.
-APT_PACKAGES=(libopencv-dev pkg-config ffmpeg docker.io mosquitto-clients npm systemd)
+# The appliance: a C/C++ compiler for cgo (without one, go builds gocv with
+# cgo off and fails with "undefined: MatType"), OpenCV to build against,
+# ffmpeg for video sources, Docker for container modules, mosquitto_pub/sub
+# for the Quickstart, npm for ONNX Runtime, systemd-notify for the
+# service's watchdog.
+APT_PACKAGES=(build-essential libopencv-dev pkg-config ffmpeg docker.io mosquitto-clients npm systemd)
 if [ "$PROFILE" = all ]; then
   # What the tests drive besides: a broker to compare with and to stand in
-  # for the cloud, a browser, an OCI registry with htpasswd.
-  APT_PACKAGES+=(mosquitto chromium docker-registry apache2-utils)
+  # for the cloud, a browser, an OCI registry with htpasswd, and git
+  # (TestQuickstart).
+  APT_PACKAGES+=(mosquitto chromium docker-registry apache2-utils git)
 fi
 
 say() { printf 'deps: %s\n' "$*" >&2; }
@@ -86,7 +89,10 @@ if [ "$(cat "$LIB_DIR/onnxruntime.version" 2>/dev/null)" != "$ORT_VERSION" ] || 
   say "fetching ONNX Runtime $ORT_VERSION ($ort_arch) from npm onnxruntime-node"
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && npm pack --silent "onnxruntime-node@$ORT_VERSION" >/dev/null)
+  # npm's own error (registry unreachable, a TLS proxy it does not trust)
+  # is what the user needs to see: --silent would hide it.
+  (cd "$tmp" && npm pack --loglevel=error "onnxruntime-node@$ORT_VERSION" >/dev/null) ||
+    die "npm could not fetch onnxruntime-node@$ORT_VERSION (npm says why above)"
   tar -xzf "$tmp"/onnxruntime-node-*.tgz -C "$tmp" "package/bin/napi-v6/linux/$ort_arch/libonnxruntime.so.1"
   "${sudo_cmd[@]}" mkdir -p "$LIB_DIR"
   "${sudo_cmd[@]}" install -m 0644 "$tmp/package/bin/napi-v6/linux/$ort_arch/libonnxruntime.so.1" "$LIB_DIR/libonnxruntime.so.1"

@@ -174,6 +174,11 @@ func withHTTP2(c *tls.Config) *tls.Config {
 // listenUnix listens on path, replacing a stale socket file left by a
 // killed ledge but refusing to steal one a live ledge still serves.
 func listenUnix(path string) (net.Listener, error) {
+	// sun_path holds 108 bytes with its NUL; past that bind says only
+	// "invalid argument".
+	if limit := 107; len(path) > limit {
+		return nil, fmt.Errorf("control socket %s: %d bytes, more than the %d a unix socket path can have: use a shorter dataDir", path, len(path), limit)
+	}
 	if _, err := os.Stat(path); err == nil {
 		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 			c.Close()

@@ -201,3 +201,13 @@ func TestBindJSONErrors(t *testing.T) {
 		}
 	}
 }
+
+// A data dir so deep that the control socket's path is longer than a unix
+// socket can have is refused saying so, not with bind's "invalid argument".
+func TestControlSocketPathTooLong(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), strings.Repeat("d", 100), "ledge.sock")
+	_, err := New(Options{Listen: "127.0.0.1:0", Socket: sock})
+	if err == nil || !strings.Contains(err.Error(), "107") || !strings.Contains(err.Error(), "shorter dataDir") {
+		t.Fatalf("control socket of %d bytes: %v", len(sock), err)
+	}
+}

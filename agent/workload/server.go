@@ -93,6 +93,11 @@ func New(dir string, keys Keys, log *slog.Logger) (*Server, error) {
 	return &Server{dir: dir, keys: keys, log: log, socks: map[string]*socket{}}, nil
 }
 
+// maxSocketPath is the longest path a unix socket can have on Linux
+// (sun_path, 108 bytes with its NUL); past it bind says only "invalid
+// argument".
+const maxSocketPath = 107
+
 var moduleNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
 // Dir is the host folder that holds module's socket: what the agent
@@ -112,10 +117,14 @@ func (s *Server) Ensure(module, genID string) (string, error) {
 		return s.Dir(module), nil
 	}
 	dir := s.Dir(module)
+	path := filepath.Join(dir, SocketName)
+	if len(path) > maxSocketPath {
+		return "", fmt.Errorf("workload socket of %s: %s is %d bytes, more than the %d a unix socket path can have: use a shorter dataDir or module name",
+			module, path, len(path), maxSocketPath)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("workload socket of %s: %w", module, err)
 	}
-	path := filepath.Join(dir, SocketName)
 	os.Remove(path) // left by a ledge that stopped
 	ln, err := net.Listen("unix", path)
 	if err != nil {

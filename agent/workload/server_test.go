@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -205,3 +206,25 @@ func FuzzRequest(f *testing.F) {
 }
 
 func urlUnescapeForTest(s string) (string, error) { return url.PathUnescape(s) }
+
+// A socket path longer than a unix socket can have (107 bytes on Linux)
+// is refused saying so and what to shorten, not with bind's "invalid
+// argument"; a module name that fits is still served.
+func TestSocketPathTooLong(t *testing.T) {
+	s, err := New(filepath.Join(t.TempDir(), "workload"), keys{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	long := strings.Repeat("m", 110)
+	_, err = s.Ensure(long, "g1")
+	if err == nil || !strings.Contains(err.Error(), "107") || !strings.Contains(err.Error(), "shorter dataDir or module name") {
+		t.Fatalf("Ensure with a %d-byte module name: %v", len(long), err)
+	}
+	if _, err := os.Stat(s.Dir(long)); err == nil {
+		t.Error("the refused module's folder was made")
+	}
+	if _, err := s.Ensure("cam", "g1"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -55,6 +55,14 @@ type SDKEnv struct {
 	Env       []string
 }
 
+// NodeIPv4First is the environment the SDK's Node runs with: the test
+// hubs listen on 127.0.0.1 and the connection strings name "localhost",
+// which a stock Debian's /etc/hosts gives ::1 first. Node 18 (Debian 12's
+// nodejs) connects to the first address only, and would be refused; Node
+// 20 and later try both (autoSelectFamily). An appliance listens on every
+// interface by default, so its users never meet this.
+const NodeIPv4First = "NODE_OPTIONS=--dns-result-order=ipv4first"
+
 // StartSDK runs a driven SDK client until the test ends; its output is
 // logged if the test failed.
 func StartSDK(t testing.TB, name string, e SDKEnv) *SDKClient {
@@ -64,7 +72,7 @@ func StartSDK(t testing.TB, name string, e SDKEnv) *SDKClient {
 	c.cmd = exec.Command("node", "driver.js")
 	c.cmd.Dir = dir
 	c.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "SDK_KIND=" + e.Kind, "SDK_TRANSPORT=" + e.Transport,
-		"SDK_CS=" + e.CS, "SDK_CA=" + e.CA, "SDK_METHODS=" + e.Methods, "SDK_NO_ACK=" + e.NoAck}, e.Env...)
+		"SDK_CS=" + e.CS, "SDK_CA=" + e.CA, "SDK_METHODS=" + e.Methods, "SDK_NO_ACK=" + e.NoAck, NodeIPv4First}, e.Env...)
 	if e.TokenTTL > 0 {
 		c.cmd.Env = append(c.cmd.Env, fmt.Sprintf("SDK_TOKEN_TTL=%d", e.TokenTTL))
 	}
