@@ -209,6 +209,12 @@ func parseOnce(fs *flag.FlagSet, args []string) error {
 // didYouMean returns " (did you mean PREFIXname?)" for the known name
 // closest to got, when one is close enough to be a typo, else "".
 func didYouMean(got string, known []string, prefix string) string {
+	// The words other CLIs use for the same thing (ls for list).
+	for _, syn := range synonyms[strings.ToLower(got)] {
+		if slices.Contains(known, syn) {
+			return fmt.Sprintf(" (did you mean %s%s?)", prefix, syn)
+		}
+	}
 	best, bestD := "", 0
 	for _, k := range known {
 		d := editDistance(strings.ToLower(got), strings.ToLower(k))
@@ -223,6 +229,14 @@ func didYouMean(got string, known []string, prefix string) string {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %s%s?)", prefix, best)
+}
+
+// synonyms are other CLIs' words for a subcommand, tried before the
+// edit distance.
+var synonyms = map[string][]string{
+	"ls": {"list"}, "list": {"ls"},
+	"rm": {"remove", "delete"}, "remove": {"rm", "delete"}, "delete": {"rm", "remove"}, "del": {"rm", "remove", "delete"},
+	"get": {"show"}, "inspect": {"show"}, "info": {"show", "status"},
 }
 
 // editDistance is the Damerau-Levenshtein distance (adjacent swaps count

@@ -387,6 +387,8 @@ func TestCLIManners(t *testing.T) {
 		{[]string{"stauts"}, `unknown command "stauts" (did you mean status?)`},
 		{[]string{"identiy", "list"}, "(did you mean identity?)"},
 		{[]string{"deploy", "aply", "x.yaml"}, `unknown subcommand "aply" (did you mean apply?)`},
+		{[]string{"models", "ls"}, `unknown subcommand "ls" (did you mean list?)`},
+		{[]string{"pipelines", "remove", "x"}, `(did you mean rm?)`},
 		{[]string{"status", "--jsno"}, "flag provided but not defined: -jsno (did you mean --json?)"},
 		{[]string{"detect", "--modle", "m.onnx", "x.jpg"}, "(did you mean --model?)"},
 		{[]string{"run", "--data-dri", "/tmp/x"}, "(did you mean --data-dir?)"},
