@@ -1,10 +1,7 @@
 package appliance
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -27,29 +24,7 @@ import (
 func TestAzureSDKEdgeHubSettings(t *testing.T) {
 	testenv.Docker(t)
 	testenv.AzureSDK(t)
-	id := runID()
-	image := "ledge-test/mqttmod:" + id
-	buildModuleImage(t, image)
-	cfg := testConfig(t)
-	cfg.DeviceID = "gw-" + id
-	cfg.Hub.Hostname = "ledge-hub-" + id
-	cfg.Agent.Network = "ledge-test-" + id
-	cfg.Agent.ContainerPrefix = "t" + id + "-"
-	cfg.Agent.Rollback.StableFor = time.Second
-	app, err := New(t.Context(), cfg, BuildInfo{Version: "test"}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		exec.Command("docker", "rm", "-f", cfg.Agent.ContainerPrefix+"sdkmod").Run()
-		exec.Command("docker", "network", "rm", cfg.Agent.Network).Run()
-	})
+	app, cfg, image := startSDKApp(t)
 	h := app.Hub()
 
 	// The module's container is made (for its environment and socket)

@@ -165,9 +165,10 @@ func moduleHostEnv(t *testing.T, container string, h *hub.Hub) (env []string, so
 // on an output that a route delivers to another module's input, gets a
 // desired patch and answers a direct method. The container's environment
 // holds no key; the socket refuses to sign for another module.
-func TestAzureSDKModuleWorkloadAPI(t *testing.T) {
-	testenv.Docker(t)
-	azureSDKDir(t)
+// startSDKApp runs an appliance (real Docker) for a stock SDK module
+// named sdkmod, with the image the module's container is made from.
+func startSDKApp(t *testing.T) (*App, Config, string) {
+	t.Helper()
 	id := runID()
 	image := "ledge-test/mqttmod:" + id
 	buildModuleImage(t, image)
@@ -181,16 +182,23 @@ func TestAzureSDKModuleWorkloadAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer app.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- app.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
+		app.Close()
 		exec.Command("docker", "rm", "-f", cfg.Agent.ContainerPrefix+"sdkmod").Run()
 		exec.Command("docker", "network", "rm", cfg.Agent.Network).Run()
 	})
+	return app, cfg, image
+}
+
+func TestAzureSDKModuleWorkloadAPI(t *testing.T) {
+	testenv.Docker(t)
+	azureSDKDir(t)
+	app, cfg, image := startSDKApp(t)
 
 	// The route's destination: a plain MQTT module client of the test.
 	h := app.Hub()
