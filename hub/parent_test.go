@@ -141,25 +141,11 @@ func TestParentRelays(t *testing.T) {
 	})
 
 	// The agent's twins at the parent.
-	var mu sync.Mutex
-	var seen []map[string]json.RawMessage
-	stop, err := child.WatchParentTwins([]string{"$edgeAgent", "$edgeHub", "$ledge"}, func(d map[string]json.RawMessage) {
-		mu.Lock()
-		seen = append(seen, d)
-		mu.Unlock()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	agentHas := agentTwins(t, child)
 	if _, err := parent.PatchDesired(t.Context(), "child/$edgeAgent", []byte(`{"schemaVersion": "1.1", "modules": {}}`)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the $edgeAgent twin at the child's agent", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(seen) > 0 && strings.Contains(string(seen[len(seen)-1]["$edgeAgent"]), `"schemaVersion":"1.1"`)
-	})
+	waitFor(t, "the $edgeAgent twin at the child's agent", func() bool { return agentHas("$edgeAgent", `"schemaVersion":"1.1"`) })
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if err := child.ReportParentTwin(ctx, "$edgeAgent", json.RawMessage(`{"lastDesiredStatus": {"code": 200}}`)); err != nil {
@@ -265,17 +251,7 @@ func TestParentTwinReadOvertaken(t *testing.T) {
 		}
 	}
 
-	var seenMu sync.Mutex
-	var seen []map[string]json.RawMessage
-	stop, err := child.WatchParentTwins([]string{"$edgeAgent", "$edgeHub", "$ledge"}, func(d map[string]json.RawMessage) {
-		seenMu.Lock()
-		seen = append(seen, d)
-		seenMu.Unlock()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	agentHas := agentTwins(t, child)
 	waitEvent("read child/$ledge 0")
 	if _, err := parent.PatchDesired(t.Context(), "child/$ledge", []byte(`{"version": "7"}`)); err != nil {
 		t.Fatal(err)
@@ -283,11 +259,7 @@ func TestParentTwinReadOvertaken(t *testing.T) {
 	waitEvent("patch taken child/$ledge 1")
 	close(release["child/$ledge"])
 	waitEvent("read taken child/$ledge 0")
-	waitFor(t, "the patched $ledge twin at the agent", func() bool {
-		seenMu.Lock()
-		defer seenMu.Unlock()
-		return len(seen) > 0 && strings.Contains(string(seen[len(seen)-1]["$ledge"]), `"version":"7"`)
-	})
+	waitFor(t, "the patched $ledge twin at the agent", func() bool { return agentHas("$ledge", `"version":"7"`) })
 
 	// A leaf: its relay opens when it connects here.
 	if _, err := child.sasClient(t, "sensor", sensor.PrimaryKey, true, nil); err != nil {
@@ -369,17 +341,7 @@ func TestParentTwinReadRetried(t *testing.T) {
 	child.parent.mu.Unlock()
 	sensor := child.addIdentity(t, IdentitySpec{Name: "sensor"})
 
-	var mu sync.Mutex
-	var seen []map[string]json.RawMessage
-	stop, err := child.WatchParentTwins([]string{"$edgeAgent", "$edgeHub", "$ledge"}, func(d map[string]json.RawMessage) {
-		mu.Lock()
-		seen = append(seen, d)
-		mu.Unlock()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	agentHas := agentTwins(t, child)
 	if _, err := child.sasClient(t, "sensor", sensor.PrimaryKey, true, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -389,11 +351,7 @@ func TestParentTwinReadRetried(t *testing.T) {
 			return strings.HasPrefix(s, "connected ") && strings.Contains(s, "read the twin") && strings.Contains(s, "did not answer")
 		})
 	}
-	waitFor(t, "the $ledge twin at the agent", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(seen) > 0 && strings.Contains(string(seen[len(seen)-1]["$ledge"]), `"version":"3"`)
-	})
+	waitFor(t, "the $ledge twin at the agent", func() bool { return agentHas("$ledge", `"version":"3"`) })
 	waitFor(t, "the leaf's desired properties here", func() bool {
 		tw, _ := child.GetTwin(t.Context(), "sensor")
 		return fmt.Sprint(tw.Desired["threshold"]) == "9"
@@ -442,5 +400,28 @@ func TestParentReportedRetried(t *testing.T) {
 	waitFor(t, "the relay without an error", func() bool { return relayState(child, "sensor") == "connected " })
 	if len(fault.lost) != 2 {
 		t.Errorf("%d reported patches lost, want 2", len(fault.lost))
+	}
+}
+
+// agentTwins watches the agent's twins at the parent through h until the
+// test ends; the function it returns reports whether the last set seen
+// has want in twin.
+func agentTwins(t *testing.T, h *testHub) func(twin, want string) bool {
+	t.Helper()
+	var mu sync.Mutex
+	var last map[string]json.RawMessage
+	stop, err := h.WatchParentTwins([]string{"$edgeAgent", "$edgeHub", "$ledge"}, func(d map[string]json.RawMessage) {
+		mu.Lock()
+		last = d
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return func(twin, want string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(string(last[twin]), want)
 	}
 }
