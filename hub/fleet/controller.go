@@ -143,6 +143,12 @@ func (c *Controller) pass(ctx context.Context) error {
 			c.Log.Warn("retained record over its bound: not taken", "topic", topic, "bytes", n)
 		}
 	}
+	for topic, why := range s.Refused {
+		if c.invalid[topic] != why {
+			c.invalid[topic] = why
+			c.Log.Warn("state document refused: not taken", "topic", topic, "reason", why)
+		}
+	}
 	if !s.Connected {
 		return nil
 	}

@@ -158,6 +158,9 @@ func Rows(s *Snapshot, where func(doc []byte) bool) []DeviceRow {
 				r.Reason = "rolled back from " + rb.Version + ": " + rb.Reason
 			}
 		}
+		if d.Refused != "" {
+			r.State, r.Reason = "refused", "state document not taken: "+d.Refused
+		}
 		if a := d.Assignment; a != nil {
 			r.Deployment = a.Deployment
 			if o, why := Outcome(d); o == OutcomeFailed && r.Reason == "" {

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -173,6 +174,8 @@ type Device struct {
 	// time, or when a message about it arrived here).
 	LastSeen   time.Time
 	Assignment *Assignment
+	// Refused says why its state document was not taken ("" if it was).
+	Refused string
 }
 
 // Snapshot is the fleet at one moment: every device, definition (with
@@ -190,6 +193,10 @@ type Snapshot struct {
 	// Oversized are retained records over their kind's bound, not kept:
 	// topic -> bytes.
 	Oversized map[string]int
+	// Refused are state documents not taken, topic -> why: one whose
+	// deviceId is not its topic's device (a device claiming another's id
+	// to be given what targets that one).
+	Refused map[string]string
 }
 
 // DeviceIDs lists the devices, sorted.
@@ -204,7 +211,7 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 	up := v.up
 	v.mu.Unlock()
 	s := &Snapshot{Devices: map[string]*Device{}, Definitions: map[string]*Definition{}, Invalid: map[string]string{},
-		Rollouts: map[string]*Rollout{}, Controllers: map[string]bool{}, Connected: up, Oversized: oversized}
+		Rollouts: map[string]*Rollout{}, Controllers: map[string]bool{}, Connected: up, Oversized: oversized, Refused: map[string]string{}}
 	dev := func(id string) *Device {
 		d := s.Devices[id]
 		if d == nil {
@@ -222,6 +229,14 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 			}
 			d := dev(name)
 			var st DeviceState
+			if json.Unmarshal(payload, &st) == nil && st.DeviceID != name {
+				// The broker's ACL binds a device to its own topics, not
+				// to what it writes in them: a target on deviceId must
+				// not match a device that claims another's.
+				s.Refused[topic] = fmt.Sprintf("its deviceId %q is not %q, the device of its topic", st.DeviceID, name)
+				d.Refused = s.Refused[topic]
+				continue
+			}
 			if json.Unmarshal(payload, &st) == nil {
 				d.Doc, d.State = payload, &st
 				if st.At.After(d.LastSeen) {
