@@ -567,7 +567,7 @@ func (cfg ConnConfig) options(clientID string) (*paho.ClientOptions, error) {
 }
 
 func (c *Conn) onMessage(_ paho.Client, m paho.Message) {
-	c.view.put(m.Topic(), m.Payload())
+	c.view.put(m.Topic(), m.Payload(), m.Retained())
 }
 
 // View is the fleet as the broker holds it.
@@ -592,7 +592,7 @@ func (c *Conn) Publish(ctx context.Context, topic string, payload []byte, retain
 		// What we retained is what the broker holds now: the view sees it
 		// at once (the broker does not echo it to a subscriber that
 		// published it... it does, but later).
-		c.view.put(topic, payload)
+		c.view.put(topic, payload, false)
 	}
 	return nil
 }
@@ -618,7 +618,7 @@ func (c *Conn) PublishAll(ctx context.Context, msgs []Message) error {
 			if err := t.Error(); err != nil {
 				return fmt.Errorf("publish %s: %w", msgs[i].Topic, err)
 			}
-			c.view.put(msgs[i].Topic, msgs[i].Payload)
+			c.view.put(msgs[i].Topic, msgs[i].Payload, false)
 		case <-ctx.Done():
 			return fmt.Errorf("publish %s: %w", msgs[i].Topic, ctx.Err())
 		}

@@ -787,3 +787,45 @@ func TestControllerIgnoresForgedDeviceID(t *testing.T) {
 		t.Errorf("the controller's log does not say it refused the forged state:\n%s", log.String())
 	}
 }
+
+// TestLastSeenOfOfflineDevice (outside-in audit of issue 14): `ledge
+// fleet devices` showed every device "0s ago" in LAST SEEN, one killed
+// hours before too: the time a retained message reached this client
+// counted as the time the device was seen. An offline device is now
+// last seen when its state says it published; an online one now (the
+// broker vouches for its connection).
+func TestLastSeenOfOfflineDevice(t *testing.T) {
+	addr, _ := simMosquitto(t)
+	var dc simCounters
+	gone := startSimDevice(t, addr, 1, &dc)
+	here := startSimDevice(t, addr, 2, &dc)
+	gone.mu.Lock()
+	at := gone.doc.At
+	gone.mu.Unlock()
+	if tok := gone.cli.Publish(DefaultTopics.Online(gone.id), 1, true, OfflinePayload); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	gone.cli.Disconnect(0)
+	time.Sleep(2 * time.Second)
+	conn, err := Dial(t.Context(), ConnConfig{URLs: []string{"tcp://" + addr}, ClientID: "last-seen", Topics: DefaultTopics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rows := Rows(conn.View().Snapshot(nil), nil)
+	if len(rows) != 2 {
+		t.Fatalf("rows: %+v", rows)
+	}
+	for _, r := range rows {
+		switch r.ID {
+		case gone.id:
+			if r.Online || !r.LastSeen.Equal(at) {
+				t.Errorf("%s, offline for 2s: online %v, last seen %s ago, want %s (its state's time)", r.ID, r.Online, time.Since(r.LastSeen).Round(time.Millisecond), at)
+			}
+		case here.id:
+			if !r.Online || time.Since(r.LastSeen) > time.Second {
+				t.Errorf("%s, online: online %v, last seen %s ago", r.ID, r.Online, time.Since(r.LastSeen))
+			}
+		}
+	}
+}

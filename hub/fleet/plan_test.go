@@ -205,14 +205,14 @@ func BenchmarkControllerPass(b *testing.B) {
 	def := &Definition{Name: "people", Generation: 1, Target: "tags.site = 'site-3'", Rollout: Policy{Waves: []string{"1", "10%", "100%"}},
 		State: StateActive, Manifest: "m"}
 	payload, _ := Seal(def, k)
-	v.put(DefaultTopics.Definition("people"), payload)
+	v.put(DefaultTopics.Definition("people"), payload, false)
 	for i := range 10000 {
 		id := fmt.Sprintf("sim-%05d", i)
 		st := DeviceState{DeviceID: id, Tags: map[string]string{"site": fmt.Sprintf("site-%d", i%10), "hw": "pi5"}}
 		st.Properties.Reported.Deployment = &DeployedState{Version: "1", Digest: "d", State: "converged"}
 		doc, _ := json.Marshal(st)
-		v.put(DefaultTopics.State(id), doc)
-		v.put(DefaultTopics.Online(id), OnlinePayload())
+		v.put(DefaultTopics.State(id), doc, false)
+		v.put(DefaultTopics.Online(id), OnlinePayload(), false)
 	}
 	for b.Loop() {
 		s := v.Snapshot(k)

@@ -51,7 +51,9 @@ func maxRecord(kind string) int {
 	return 4 << 10 // online, lease, controller
 }
 
-func (v *View) put(topic string, payload []byte) {
+// put takes a message; retained says it is a retained one the broker
+// handed a subscription (not one published now).
+func (v *View) put(topic string, payload []byte, retained bool) {
 	kind, name := v.topics.kind(topic)
 	if kind == "" {
 		return
@@ -76,7 +78,10 @@ func (v *View) put(topic string, payload []byte) {
 		v.raw[topic] = append([]byte(nil), payload...)
 		v.got[topic] = v.epoch
 	}
-	if kind == "state" || kind == "online" {
+	// A device is seen now when it says something now, or when the
+	// broker holds it online; a retained state or an offline presence
+	// is as old as the device said it was (Snapshot reads its time).
+	if (kind == "state" || kind == "online") && (!retained || kind == "online" && isOnline(payload)) {
 		v.seen[name] = time.Now()
 	}
 	old := v.changed
@@ -249,7 +254,11 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 			}
 			var p Presence
 			if json.Unmarshal(payload, &p) == nil {
-				dev(name).Online = p.Online
+				d := dev(name)
+				d.Online = p.Online
+				if p.Since.After(d.LastSeen) {
+					d.LastSeen = p.Since
+				}
 			}
 		case "assignment":
 			var a Assignment
@@ -286,4 +295,9 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 	recorded := s.recordedGenerations()
 	s.refuseOlder(func(name string) int64 { return recorded[name] })
 	return s
+}
+
+func isOnline(payload []byte) bool {
+	var p Presence
+	return json.Unmarshal(payload, &p) == nil && p.Online
 }
