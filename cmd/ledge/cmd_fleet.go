@@ -180,7 +180,15 @@ func (f *fleetFlags) dial(ctx context.Context, clientID string, will bool, log *
 			c.Publish(ctx, topics.Controller(clientID), fleet.OnlinePayload(), true)
 		}
 	}
-	return fleet.Dial(ctx, cfg)
+	conn, err := fleet.Dial(ctx, cfg)
+	if errors.Is(err, fleet.ErrRefused) {
+		who := "no username"
+		if f.username != "" {
+			who = "user " + f.username
+		}
+		return nil, fmt.Errorf("%w; check the broker user (%s: --username or $LEDGE_FLEET_USERNAME) and its password ($LEDGE_FLEET_PASSWORD)", err, who)
+	}
+	return conn, err
 }
 
 func cliID(what string) string {
@@ -197,7 +205,10 @@ type fleetSession struct {
 	pos   []string
 }
 
-func openFleet(name, synopsis string, args []string, stderr io.Writer, needPrivate bool, extra func(*flag.FlagSet)) (*fleetSession, error) {
+// openFleet parses a command's flags, has check (if any) look at its
+// arguments, and only then connects: what is wrong on the command line
+// is said without waiting for the broker.
+func openFleet(name, synopsis string, args []string, stderr io.Writer, needPrivate bool, extra func(*flag.FlagSet), check func(pos []string) error) (*fleetSession, error) {
 	fs := newFlagSet("fleet "+name, synopsis, stderr)
 	s := &fleetSession{}
 	s.flags.register(fs)
@@ -209,6 +220,11 @@ func openFleet(name, synopsis string, args []string, stderr io.Writer, needPriva
 		return nil, err
 	}
 	s.pos = pos
+	if check != nil {
+		if err := check(pos); err != nil {
+			return nil, err
+		}
+	}
 	if s.keys, err = s.flags.keys(needPrivate); err != nil {
 		return nil, err
 	}
@@ -228,19 +244,24 @@ func openFleet(name, synopsis string, args []string, stderr io.Writer, needPriva
 
 func fleetDevices(args []string, stdout, stderr io.Writer) error {
 	var where string
+	var filter func([]byte) bool
 	s, err := openFleet("devices", "[--where COND]", args, stderr, false, func(fs *flag.FlagSet) {
 		fs.StringVar(&where, "where", "", "only devices matching a condition, e.g. tags.site = 'berlin'")
+	}, func(pos []string) (err error) {
+		if len(pos) != 0 {
+			return errors.New("usage: ledge fleet devices [--where COND]")
+		}
+		if where != "" {
+			if filter, err = fleet.Where(where); err != nil {
+				return fmt.Errorf("--where: %w", err)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return err
 	}
 	defer s.conn.Close()
-	var filter func([]byte) bool
-	if where != "" {
-		if filter, err = fleet.Where(where); err != nil {
-			return fmt.Errorf("--where: %w", err)
-		}
-	}
 	rows := fleet.Rows(s.snap, filter)
 	if s.flags.json {
 		return writeJSON(stdout, rows)
@@ -303,38 +324,46 @@ func fleetDeploy(args []string, stdout, stderr io.Writer) error {
 	var target, waves, abort string
 	var priority int
 	var soak time.Duration
+	var def *fleet.Definition
+	var w []string
 	s, err := openFleet("deploy", "NAME FILE --target COND [--priority N] [--waves 1,10%,100%] [--soak 5m] [--abort-after 5%]", args, stderr, true, func(fs *flag.FlagSet) {
 		fs.StringVar(&target, "target", "", "target condition over tags and reported properties, e.g. tags.site = 'berlin' AND tags.hw = 'pi5' (required)")
 		fs.IntVar(&priority, "priority", 0, "the highest priority wins on a device several deployments target")
 		fs.StringVar(&waves, "waves", "100%", "cumulative wave sizes: counts or percents of the targeted devices")
 		fs.DurationVar(&soak, "soak", 0, "how long a wave stays converged before the next starts")
 		fs.StringVar(&abort, "abort-after", "", "abort and roll back once this many devices failed: a count or a percent of those given it")
+	}, func(pos []string) error {
+		if len(pos) != 2 {
+			return errors.New("usage: ledge fleet deploy NAME FILE --target COND (see ledge fleet -h)")
+		}
+		if target == "" {
+			return errors.New("--target is required: a condition over the devices' tags and reported properties, e.g. --target \"tags.site = 'berlin'\" (--target true: every device)")
+		}
+		name, file := pos[0], pos[1]
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		// Check it as a device will: it parses, and it takes a version.
+		if _, err := agent.PlanOffline(data, nil, agent.Config{AllowElevatedPermissions: true}, "", "parent.invalid"); err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		if _, err := manifest.WithVersion(data, fleet.NextVersion(time.Now(), "", name)); err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		if w, err = fleet.ParseWaves(waves); err != nil {
+			return fmt.Errorf("--waves: %w", err)
+		}
+		def = &fleet.Definition{Name: name, Generation: 1, Created: time.Now().UTC(), Target: target, Priority: priority,
+			Rollout: fleet.Policy{Waves: w, Soak: fleet.Duration(soak), AbortAfter: abort}, State: fleet.StateActive, Manifest: string(data)}
+		return asFlags(def.Validate())
 	})
 	if err != nil {
 		return err
 	}
 	defer s.conn.Close()
-	if len(s.pos) != 2 || target == "" {
-		return errors.New("usage: ledge fleet deploy NAME FILE --target COND (see ledge fleet -h)")
-	}
-	name, file := s.pos[0], s.pos[1]
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return err
-	}
-	// Check it as a device will: it parses, and it takes a version.
-	if _, err := agent.PlanOffline(data, nil, agent.Config{AllowElevatedPermissions: true}, "", "parent.invalid"); err != nil {
-		return fmt.Errorf("%s: %w", file, err)
-	}
-	if _, err := manifest.WithVersion(data, fleet.NextVersion(time.Now(), "", name)); err != nil {
-		return fmt.Errorf("%s: %w", file, err)
-	}
-	w, err := fleet.ParseWaves(waves)
-	if err != nil {
-		return fmt.Errorf("--waves: %w", err)
-	}
-	def := &fleet.Definition{Name: name, Generation: fleet.NextGeneration(s.snap, name), Created: time.Now().UTC(), Target: target, Priority: priority,
-		Rollout: fleet.Policy{Waves: w, Soak: fleet.Duration(soak), AbortAfter: abort}, State: fleet.StateActive, Manifest: string(data)}
+	name := def.Name
+	def.Generation = fleet.NextGeneration(s.snap, name)
 	if old := s.snap.Definitions[name]; old != nil {
 		def.Created = old.Created
 	} else if why, bad := s.snap.Invalid[name]; bad {
@@ -354,6 +383,45 @@ func fleetDeploy(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// oneName checks a command's one NAME argument.
+func oneName(usage string) func([]string) error {
+	return func(pos []string) error {
+		if len(pos) != 1 {
+			return errors.New(usage)
+		}
+		return nil
+	}
+}
+
+// definitionFlags are the flags (or argument) that set each field of a
+// definition, for its errors.
+var definitionFlags = []struct{ field, flag string }{
+	{"name: ", "NAME "}, {"target: ", "--target: "}, {"priority: ", "--priority: "},
+	{"rollout.waves", "--waves"}, {"rollout.abortAfter: ", "--abort-after: "}, {"manifest: ", "FILE: "},
+}
+
+// asFlags words a definition's errors by the flags that set its fields
+// (rollout.waves[1]: ... is --waves: ...).
+func asFlags(err error) error {
+	if err == nil {
+		return nil
+	}
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		for _, f := range definitionFlags {
+			if rest, ok := strings.CutPrefix(l, f.field); ok {
+				if f.field == "rollout.waves" {
+					_, rest, _ = strings.Cut(rest, ": ")
+					rest = ": " + rest
+				}
+				lines[i] = f.flag + rest
+				break
+			}
+		}
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}
+
 func publishDefinition(s *fleetSession, def *fleet.Definition) error {
 	payload, err := fleet.Seal(def, s.keys)
 	if err != nil {
@@ -368,14 +436,11 @@ func publishDefinition(s *fleetSession, def *fleet.Definition) error {
 }
 
 func fleetSetState(args []string, stdout, stderr io.Writer, verb, state string) error {
-	s, err := openFleet(verb, "NAME", args, stderr, true, nil)
+	s, err := openFleet(verb, "NAME", args, stderr, true, nil, oneName("usage: ledge fleet "+verb+" NAME"))
 	if err != nil {
 		return err
 	}
 	defer s.conn.Close()
-	if len(s.pos) != 1 {
-		return fmt.Errorf("usage: ledge fleet %s NAME", verb)
-	}
 	name := s.pos[0]
 	def := s.snap.Definitions[name]
 	if def == nil {
@@ -405,14 +470,11 @@ func fleetSetState(args []string, stdout, stderr io.Writer, verb, state string) 
 }
 
 func fleetStatus(args []string, stdout, stderr io.Writer) error {
-	s, err := openFleet("status", "NAME", args, stderr, false, nil)
+	s, err := openFleet("status", "NAME", args, stderr, false, nil, oneName("usage: ledge fleet status NAME"))
 	if err != nil {
 		return err
 	}
 	defer s.conn.Close()
-	if len(s.pos) != 1 {
-		return errors.New("usage: ledge fleet status NAME")
-	}
 	st := fleet.StatusOf(s.snap, s.pos[0])
 	if st == nil {
 		if why, ok := s.snap.Invalid[s.pos[0]]; ok {
