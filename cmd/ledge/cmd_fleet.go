@@ -46,7 +46,7 @@ Fleet deployments on the MQTT broker your appliances report to (docs/fleet.md):
   devices [--where COND]          list devices: id, tags, online, deployment, state, models, last seen
   deploy NAME FILE --target COND [--priority N] [--waves 1,10%,100%] [--soak 5m] [--abort-after 5%]
                                   sign and publish a fleet deployment
-  status NAME                     targeted, applied, converged, failed, pending per wave
+  status [NAME]                   targeted, applied, converged, failed, pending per wave (no NAME: every deployment)
   pause NAME | resume NAME        stop giving a deployment to more devices, and go on
   rollback NAME                   take a deployment back: its devices get what they had
   controller [--resend 15s]       run the rollouts (keep one or more running; one acts at a time)
@@ -263,6 +263,9 @@ func fleetDevices(args []string, stdout, stderr io.Writer) error {
 	}
 	defer s.conn.Close()
 	rows := fleet.Rows(s.snap, filter)
+	if where != "" && len(rows) == 0 && len(s.snap.Devices) > 0 {
+		fmt.Fprintf(stderr, noMatchNote, len(s.snap.Devices), "--where")
+	}
 	if s.flags.json {
 		return writeJSON(stdout, rows)
 	}
@@ -380,7 +383,24 @@ func fleetDeploy(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "deployment %s generation %d published: its target matches %d devices now; waves %s, soak %s, abort after %s\n",
 		name, def.Generation, n, strings.Join(w, ","), soak, dash(abort))
+	if n == 0 && len(s.snap.Devices) > 0 {
+		fmt.Fprintf(stderr, noMatchNote, len(s.snap.Devices), "--target")
+	}
 	return nil
+}
+
+// noMatchNote follows a condition that matches none of the devices: what
+// usually makes that.
+const noMatchNote = "note: none of the %d devices matches %s; tag values are texts (tags.line = '3', not 3), a word without quotes is a path (tags.site = 'berlin', not berlin); ledge fleet devices --json shows what conditions read\n"
+
+// unknownDeployment is the error for a name no deployment has, naming
+// those there are.
+func unknownDeployment(s *fleetSession, name string) error {
+	names := slices.Sorted(maps.Keys(s.snap.Definitions))
+	if len(names) == 0 {
+		return fmt.Errorf("no fleet deployment %q: the broker holds none under %s/fleet/deployments/ (--prefix)", name, s.flags.prefix)
+	}
+	return fmt.Errorf("no fleet deployment %q; there are: %s", name, strings.Join(names, ", "))
 }
 
 // oneName checks a command's one NAME argument.
@@ -447,7 +467,7 @@ func fleetSetState(args []string, stdout, stderr io.Writer, verb, state string) 
 		if why, ok := s.snap.Invalid[name]; ok {
 			return fmt.Errorf("deployment %s is refused: %s", name, why)
 		}
-		return fmt.Errorf("no fleet deployment %q (ledge fleet status lists none by that name)", name)
+		return unknownDeployment(s, name)
 	}
 	aborted := false
 	if r := s.snap.Rollouts[name]; r != nil && r.Phase == fleet.PhaseAborted && r.Generation == def.Generation {
@@ -470,17 +490,25 @@ func fleetSetState(args []string, stdout, stderr io.Writer, verb, state string) 
 }
 
 func fleetStatus(args []string, stdout, stderr io.Writer) error {
-	s, err := openFleet("status", "NAME", args, stderr, false, nil, oneName("usage: ledge fleet status NAME"))
+	s, err := openFleet("status", "[NAME]", args, stderr, false, nil, func(pos []string) error {
+		if len(pos) > 1 {
+			return errors.New("usage: ledge fleet status [NAME]")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
 	defer s.conn.Close()
+	if len(s.pos) == 0 {
+		return fleetList(s, stdout)
+	}
 	st := fleet.StatusOf(s.snap, s.pos[0])
 	if st == nil {
 		if why, ok := s.snap.Invalid[s.pos[0]]; ok {
 			return fmt.Errorf("deployment %s is refused: %s", s.pos[0], why)
 		}
-		return fmt.Errorf("no fleet deployment %q", s.pos[0])
+		return unknownDeployment(s, s.pos[0])
 	}
 	if s.flags.json {
 		return writeJSON(stdout, st)
@@ -504,6 +532,30 @@ func fleetStatus(args []string, stdout, stderr io.Writer) error {
 	if len(st.RolledBack) > 0 {
 		fmt.Fprintf(stdout, "rolled back: %s\n", strings.Join(st.RolledBack, ", "))
 	}
+	return nil
+}
+
+// fleetList is `ledge fleet status` without a name: every deployment,
+// and those refused.
+func fleetList(s *fleetSession, stdout io.Writer) error {
+	var all []*fleet.DeploymentStatus
+	for _, name := range slices.Sorted(maps.Keys(s.snap.Definitions)) {
+		all = append(all, fleet.StatusOf(s.snap, name))
+	}
+	if s.flags.json {
+		return writeJSON(stdout, all)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPRIORITY\tSTATE\tPHASE\tTARGETED\tAPPLIED\tCONVERGED\tFAILED\tPENDING\tTARGET")
+	for _, st := range all {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s, wave %d of %d\t%d\t%d\t%d\t%d\t%d\t%s\n", st.Name, st.Priority, st.State, st.Phase, st.Wave, len(st.Waves),
+			st.Targeted, st.Applied, st.Converged, st.Failed, st.Pending, st.Target)
+	}
+	tw.Flush()
+	for _, name := range slices.Sorted(maps.Keys(s.snap.Invalid)) {
+		fmt.Fprintf(stdout, "refused: %s: %s\n", name, s.snap.Invalid[name])
+	}
+	fmt.Fprintf(stdout, "%d deployments\n", len(all))
 	return nil
 }
 

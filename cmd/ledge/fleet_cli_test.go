@@ -1,10 +1,14 @@
 package main
 
 import (
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"ledge/internal/testenv"
 )
 
 // TestFleetCLIErrorsNameTheFix (outside-in audit of issue 14): what an
@@ -38,7 +42,7 @@ func TestFleetCLIErrorsNameTheFix(t *testing.T) {
 		{[]string{"deploy", "people", manifest, "--target", "true", "--abort-after", "abc"}, `--abort-after: "abc"`},
 		{[]string{"deploy", "people", manifest, "--target", "true", "--priority", "-1"}, "--priority: must not be negative"},
 		{[]string{"deploy", "a/b", manifest, "--target", "true"}, `NAME "a/b"`},
-		{[]string{"status"}, "usage: ledge fleet status NAME"},
+		{[]string{"status", "a", "b"}, "usage: ledge fleet status [NAME]"},
 		{[]string{"pause", "a", "b"}, "usage: ledge fleet pause NAME"},
 		{[]string{"devices", "--where", "tags.site == 'x'"}, "--where: at offset 11"},
 	} {
@@ -54,5 +58,38 @@ func TestFleetCLIErrorsNameTheFix(t *testing.T) {
 	_, errOut, code := ledgeIn(t, "", env, "fleet", "devices")
 	if code == 0 || !strings.Contains(errOut, "not Authorized") || !strings.Contains(errOut, "LEDGE_FLEET_PASSWORD") {
 		t.Errorf("ledge fleet devices with a wrong password: exit %d, stderr %q: want the broker's refusal and where the password comes from", code, errOut)
+	}
+
+	// A condition that matches no device says what usually makes that:
+	// a tag compared to a number, a text without quotes.
+	env = env[:len(env)-2]
+	env = append(env, "LEDGE_FLEET_PASSWORD=fleet-pw", "LEDGE_FLEET_KEY="+filepath.Join(dir, "fleet.key"))
+	pub := testenv.Command(t, "mosquitto_pub", "mosquitto-clients")
+	host, port, _ := net.SplitHostPort(b.addr)
+	if out, err := exec.Command(pub, "-h", host, "-p", port, "-u", "fleet", "-P", "fleet-pw", "-r", "-q", "1", "-t", "ledge/dev-1/state",
+		"-m", `{"deviceId":"dev-1","tags":{"line":"3","site":"berlin"},"properties":{"reported":{}},"at":"2026-01-02T03:04:05Z"}`).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, out)
+	}
+	out, errOut, code := ledgeIn(t, "", env, "fleet", "devices", "--where", "tags.line = 3")
+	if code != 0 || !strings.Contains(out, "0 devices") || !strings.Contains(errOut, "tags.line = '3', not 3") {
+		t.Errorf("devices --where tags.line = 3: exit %d\n%s%s\nwant 0 devices and the note on tags as strings", code, out, errOut)
+	}
+	out, errOut, code = ledgeIn(t, "", env, "fleet", "devices", "--where", "tags.line = '3'")
+	if code != 0 || !strings.Contains(out, "1 devices") || errOut != "" {
+		t.Errorf("devices --where tags.line = '3': exit %d\n%s%s\nwant dev-1 and no note", code, out, errOut)
+	}
+	out, errOut, code = ledgeIn(t, "", env, "fleet", "deploy", "people", manifest, "--target", "tags.site = berlin")
+	if code != 0 || !strings.Contains(out, "matches 0 devices") || !strings.Contains(errOut, "not berlin") {
+		t.Errorf("deploy --target tags.site = berlin: exit %d\n%s%s\nwant it published, with the note on texts without quotes", code, out, errOut)
+	}
+	// An unknown deployment's error names those there are; status without
+	// a name lists them.
+	_, errOut, _ = ledgeIn(t, "", env, "fleet", "status", "peeple")
+	if !strings.Contains(errOut, `no fleet deployment "peeple"`) || !strings.Contains(errOut, "people") {
+		t.Errorf("status peeple: %q, want the deployments there are", errOut)
+	}
+	out, errOut, code = ledgeIn(t, "", env, "fleet", "status")
+	if code != 0 || !strings.Contains(out, "NAME") || !strings.Contains(out, "people") || !strings.Contains(out, "waiting for a controller") {
+		t.Errorf("status: exit %d\n%s%s\nwant a table of the deployments", code, out, errOut)
 	}
 }

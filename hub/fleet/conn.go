@@ -277,7 +277,8 @@ func (c *Conn) onConnect(cli paho.Client) {
 			c.reconnect(nc)
 			return
 		}
-		c.log.Warn("no broker node delivers the retained messages it acknowledges: going on with this one; retained messages may be missing from the fleet's view",
+		c.log.Warn("no broker node delivers the retained messages it acknowledges: going on with this one; retained messages may be missing from the fleet's view "+
+			"(or the broker's ACL does not let this user publish and subscribe to "+c.cfg.Topics.Prefix+"/fleet/#: check the user and --prefix)",
 			"broker", redact.URL(broker), "waited", c.cfg.ProbeTimeout)
 		err = nil
 	}
