@@ -386,6 +386,12 @@ func fleetDeploy(args []string, stdout, stderr io.Writer) error {
 	if n == 0 && len(s.snap.Devices) > 0 {
 		fmt.Fprintf(stderr, noMatchNote, len(s.snap.Devices), "--target")
 	}
+	// The controllers' key is not known here; deployments on the broker
+	// that all fail to verify with this one say it is not theirs.
+	if others := slices.Sorted(maps.Keys(s.snap.Invalid)); len(s.snap.Definitions) == 0 && len(others) > 0 {
+		fmt.Fprintf(stderr, "note: none of the %d deployments on the broker verifies with this key (%s: %s); if --key is not the fleet key the controllers hold, they refuse this one too\n",
+			len(others), others[0], s.snap.Invalid[others[0]])
+	}
 	return nil
 }
 

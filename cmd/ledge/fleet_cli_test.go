@@ -92,4 +92,14 @@ func TestFleetCLIErrorsNameTheFix(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "NAME") || !strings.Contains(out, "people") || !strings.Contains(out, "waiting for a controller") {
 		t.Errorf("status: exit %d\n%s%s\nwant a table of the deployments", code, out, errOut)
 	}
+
+	// A deployment signed with another key than the one the deployments
+	// there are were signed with: published (the CLI cannot know the
+	// controllers' key), with a note that the controller may refuse it.
+	ledge(t, "keys", "gen", "--out", filepath.Join(dir, "other"))
+	other := append(env[:len(env):len(env)], "LEDGE_FLEET_KEY="+filepath.Join(dir, "other.key"))
+	out, errOut, code = ledgeIn(t, "", other, "fleet", "deploy", "rogue", manifest, "--target", "true")
+	if code != 0 || !strings.Contains(errOut, "none of the 1 deployments on the broker verifies with this key") {
+		t.Errorf("deploy with another key: exit %d\n%s%s\nwant a note that the others are signed with another key", code, out, errOut)
+	}
 }
