@@ -381,8 +381,12 @@ func fleetDeploy(args []string, stdout, stderr io.Writer) error {
 			n++
 		}
 	}
-	fmt.Fprintf(stdout, "deployment %s generation %d published: its target matches %d devices now; waves %s, soak %s, abort after %s\n",
-		name, def.Generation, n, strings.Join(w, ","), soak, dash(abort))
+	if s.flags.json {
+		writeJSON(stdout, map[string]any{"name": name, "generation": def.Generation, "matches": n, "waves": w, "soak": soak.String(), "abortAfter": abort})
+	} else {
+		fmt.Fprintf(stdout, "deployment %s generation %d published: its target matches %d devices now; waves %s, soak %s, abort after %s\n",
+			name, def.Generation, n, strings.Join(w, ","), soak, dash(abort))
+	}
 	if n == 0 && len(s.snap.Devices) > 0 {
 		fmt.Fprintf(stderr, noMatchNote, len(s.snap.Devices), "--target")
 	}
@@ -480,6 +484,9 @@ func fleetSetState(args []string, stdout, stderr io.Writer, verb, state string) 
 		aborted = true
 	}
 	if def.State == state && !(verb == "resume" && aborted) {
+		if s.flags.json {
+			return writeJSON(stdout, map[string]any{"name": name, "state": state, "generation": def.Generation, "changed": false})
+		}
 		fmt.Fprintf(stdout, "deployment %s is already %s\n", name, state)
 		return nil
 	}
@@ -490,6 +497,9 @@ func fleetSetState(args []string, stdout, stderr io.Writer, verb, state string) 
 	next.State, next.Generation = state, fleet.NextGeneration(s.snap, name)
 	if err := publishDefinition(s, &next); err != nil {
 		return err
+	}
+	if s.flags.json {
+		return writeJSON(stdout, map[string]any{"name": name, "state": state, "generation": next.Generation, "changed": true})
 	}
 	fmt.Fprintf(stdout, "deployment %s: %s (generation %d); the controller acts on it\n", name, state, next.Generation)
 	return nil
@@ -588,7 +598,11 @@ func fleetController(args []string, stdout, stderr io.Writer) error {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return fmt.Errorf("--log-level: %q: want debug, info, warn or error", level)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv})).With("component", "fleet", "controller", id)
+	var h slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv})
+	if ff.json { // logs as JSON lines, for a log shipper
+		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv})
+	}
+	log := slog.New(h).With("component", "fleet", "controller", id)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if resend <= 0 {

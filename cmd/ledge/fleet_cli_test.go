@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
@@ -101,5 +102,24 @@ func TestFleetCLIErrorsNameTheFix(t *testing.T) {
 	out, errOut, code = ledgeIn(t, "", other, "fleet", "deploy", "rogue", manifest, "--target", "true")
 	if code != 0 || !strings.Contains(errOut, "none of the 1 deployments on the broker verifies with this key") {
 		t.Errorf("deploy with another key: exit %d\n%s%s\nwant a note that the others are signed with another key", code, out, errOut)
+	}
+
+	// --json, which every fleet command takes, prints JSON.
+	out, errOut, code = ledgeIn(t, "", env, "fleet", "deploy", "people", manifest, "--target", "tags.site = 'berlin'", "--json")
+	var dep struct {
+		Name       string `json:"name"`
+		Generation int64  `json:"generation"`
+		Matches    int    `json:"matches"`
+	}
+	if err := json.Unmarshal([]byte(out), &dep); code != 0 || err != nil || dep.Name != "people" || dep.Generation != 2 || dep.Matches != 1 {
+		t.Errorf("deploy --json: exit %d, %v\n%s%s", code, err, out, errOut)
+	}
+	out, errOut, code = ledgeIn(t, "", env, "fleet", "pause", "people", "--json")
+	var st struct {
+		Name, State string
+		Generation  int64
+	}
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || st.State != "paused" || st.Generation != 3 {
+		t.Errorf("pause --json: exit %d, %v\n%s%s", code, err, out, errOut)
 	}
 }

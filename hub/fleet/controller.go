@@ -256,7 +256,7 @@ func (c *Controller) lease(ctx context.Context, s *Snapshot, now time.Time) bool
 			return false
 		}
 		c.holding, c.adopt = true, true
-		c.Log.Info("fleet lease acquired: this controller runs the rollouts", "controller", c.ID)
+		c.Log.Info("fleet lease acquired: this controller runs the rollouts")
 	}
 	return true
 }
