@@ -615,6 +615,20 @@ func fleetController(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer conn.Close()
+	// A controller whose key is not the fleet's would take the lease and
+	// give the devices manifests they all refuse, stalling every rollout.
+	if snap := conn.View().Snapshot(keys); len(snap.Definitions) == 0 {
+		var untrusted []string
+		for _, name := range slices.Sorted(maps.Keys(snap.Invalid)) {
+			if strings.Contains(snap.Invalid[name], "not trusted") {
+				untrusted = append(untrusted, name)
+			}
+		}
+		if len(untrusted) > 0 {
+			return fmt.Errorf("none of the %d deployments on the broker verifies with this controller's key (%s: %s): start it with the fleet key (--key or $LEDGE_FLEET_KEY), or trust the key they are signed with (--trust)",
+				len(snap.Invalid), untrusted[0], snap.Invalid[untrusted[0]])
+		}
+	}
 	log.Info("fleet controller connected", "brokers", strings.Join(redactAllURLs(ff.brokerURLs()), ","))
 	c := &fleet.Controller{Conn: conn, ID: id, Verifier: keys, Sealer: keys, Log: log, Resend: resend}
 	return c.Run(ctx)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"net"
 	"os"
@@ -8,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"ledge/internal/testenv"
 )
@@ -121,5 +124,39 @@ func TestFleetCLIErrorsNameTheFix(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || st.State != "paused" || st.Generation != 3 {
 		t.Errorf("pause --json: exit %d, %v\n%s%s", code, err, out, errOut)
+	}
+}
+
+// TestFleetControllerWrongKey (outside-in audit of issue 14): a
+// controller started with a key that is not the fleet's (a new host, a
+// fresh `ledge keys gen`) refused every deployment on the broker, took
+// the lease anyway and overwrote the devices' assignment records with
+// manifests signed by its key, which every device refused: the rollouts
+// stalled until it was stopped. It now refuses to start when none of
+// the deployments on the broker verifies with its keys, saying so.
+func TestFleetControllerWrongKey(t *testing.T) {
+	dir := t.TempDir()
+	ledge(t, "keys", "gen", "--out", filepath.Join(dir, "fleet"))
+	ledge(t, "keys", "gen", "--out", filepath.Join(dir, "other"))
+	manifest := filepath.Join(dir, "m.yaml")
+	os.WriteFile(manifest, []byte("version: \"1\"\nmodules:\n  app:\n    image: x/app:1\n"), 0o644)
+	b := startBroker(t)
+	env := []string{"LEDGE_FLEET_BROKER=tcp://" + b.addr, "LEDGE_FLEET_USERNAME=fleet", "LEDGE_FLEET_PASSWORD=fleet-pw"}
+	if out, errOut, code := ledgeIn(t, "", append(env, "LEDGE_FLEET_KEY="+filepath.Join(dir, "fleet.key")), "fleet", "deploy", "people", manifest, "--target", "true"); code != 0 {
+		t.Fatalf("deploy: %s%s", out, errOut)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, ledgeBin, "fleet", "controller")
+	cmd.Env = append(append(os.Environ(), env...), "LEDGE_FLEET_KEY="+filepath.Join(dir, "other.key"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	errOut, code := stderr.String(), cmd.ProcessState.ExitCode()
+	if ctx.Err() != nil {
+		t.Fatalf("a controller with another key runs (%v):\n%s", err, errOut)
+	}
+	if code == 0 || !strings.Contains(errOut, "none of the 1 deployments on the broker verifies") || strings.Contains(errOut, "fleet lease acquired") {
+		t.Fatalf("a controller with another key: exit %d\n%s\nwant it to refuse to start, naming why", code, errOut)
 	}
 }
