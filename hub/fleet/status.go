@@ -67,9 +67,13 @@ func StatusOf(s *Snapshot, name string) *DeploymentStatus {
 	if ro != nil && ro.ManifestDigest == def.ManifestDigest() {
 		st.Phase, st.Reason, st.Wave, st.Updated, st.Controller = ro.Phase, ro.Reason, ro.Wave+1, ro.At, ro.Controller
 	}
+	given := 0 // targeted devices that hold it
 	for _, id := range s.DeviceIDs() {
-		if Desired(s, s.Devices[id]) == def {
+		if d := s.Devices[id]; Desired(s, d) == def {
 			st.Targeted++
+			if d.Assignment != nil && holds(d, def) {
+				given++
+			}
 		}
 	}
 	st.Waves = make([]WaveStatus, len(def.Rollout.Waves))
@@ -106,9 +110,25 @@ func StatusOf(s *Snapshot, name string) *DeploymentStatus {
 			st.Failing = append(st.Failing, DeviceError{Device: id, Wave: w + 1, Error: why})
 		}
 	}
+	// Pending in a wave: its devices not done yet, and, from the wave in
+	// progress on, the targeted devices not given it yet, filling each
+	// wave's size (the last takes the rest). A wave before the one in
+	// progress is not "short" of devices that came later (the targeted
+	// set changes: a higher priority deleted, a device that matched
+	// later, which the last wave takes).
+	notGiven := max(0, st.Targeted-given)
+	cur := min(max(st.Wave-1, 0), len(st.Waves)-1)
 	for i := range st.Waves {
 		ws := &st.Waves[i]
-		ws.Pending = max(0, max(ws.Target, ws.Applied)-ws.Converged-ws.Failed)
+		ws.Pending = max(0, ws.Applied-ws.Converged-ws.Failed)
+		if i >= cur && notGiven > 0 {
+			n := min(notGiven, max(0, ws.Target-ws.Applied))
+			if i == len(st.Waves)-1 {
+				n = notGiven
+			}
+			ws.Pending += n
+			notGiven -= n
+		}
 		st.Pending += ws.Pending
 		slices.Sort(ws.Devices)
 	}
