@@ -584,8 +584,12 @@ func fleetController(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&id, "id", "", "this controller's id (default: host, pid and a random part)")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&resend, "resend", 15*time.Second, "publish a deployment again to an online device that has not taken it after this long (then twice as long each time)")
-	if _, err := parseFlags(fs, args); err != nil {
+	pos, err := parseFlags(fs, args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("usage: ledge fleet controller [flags]: it takes no arguments (got %q)", strings.Join(pos, " "))
 	}
 	keys, err := ff.keys(true)
 	if err != nil {

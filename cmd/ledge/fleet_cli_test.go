@@ -49,6 +49,7 @@ func TestFleetCLIErrorsNameTheFix(t *testing.T) {
 		{[]string{"status", "a", "b"}, "usage: ledge fleet status [NAME]"},
 		{[]string{"pause", "a", "b"}, "usage: ledge fleet pause NAME"},
 		{[]string{"devices", "--where", "tags.site == 'x'"}, "--where: at offset 11"},
+		{[]string{"controller", "start"}, "usage: ledge fleet controller [flags]"},
 	} {
 		_, errOut, code := ledgeIn(t, "", down, append([]string{"fleet"}, c.args...)...)
 		if code == 0 || !strings.Contains(errOut, c.want) || strings.Contains(errOut, "broker") {
