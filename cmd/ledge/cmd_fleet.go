@@ -548,6 +548,16 @@ func fleetStatus(args []string, stdout, stderr io.Writer) error {
 	if len(st.RolledBack) > 0 {
 		fmt.Fprintf(stdout, "rolled back: %s\n", strings.Join(st.RolledBack, ", "))
 	}
+	if len(st.PendingDevices) > 0 {
+		var parts []string
+		for _, p := range st.PendingDevices[:min(len(st.PendingDevices), 10)] {
+			parts = append(parts, p.Device+" ("+p.Why+")")
+		}
+		if more := len(st.PendingDevices) - len(parts); more > 0 {
+			parts = append(parts, fmt.Sprintf("and %d more (--json lists them)", more))
+		}
+		fmt.Fprintf(stdout, "pending: %s\n", strings.Join(parts, ", "))
+	}
 	return nil
 }
 

@@ -273,4 +273,15 @@ func TestStatusPendingWhenTargetsChange(t *testing.T) {
 	if st.Pending != 11 || st.Waves[0].Pending != 0 || st.Waves[1].Pending != 5 || st.Waves[2].Pending != 6 {
 		t.Errorf("next in wave 1: pending %d, waves %+v: want 11 = 0 + 5 + 6", st.Pending, st.Waves)
 	}
+	// Which devices are pending, and why: an operator asks "who?".
+	x.s.Devices["dev-03"].Online = false
+	st = StatusOf(x.s, "next")
+	if len(st.PendingDevices) != 11 {
+		t.Fatalf("pending devices %+v, want the 11 not given it yet", st.PendingDevices)
+	}
+	for _, p := range st.PendingDevices {
+		if want := map[bool]string{true: "offline", false: "not given yet"}[p.Device == "dev-03"]; p.Why != want {
+			t.Errorf("pending %s: %q, want %q", p.Device, p.Why, want)
+		}
+	}
 }

@@ -29,8 +29,11 @@ type DeploymentStatus struct {
 	// one was rolled back or aborted.
 	RolledBack []string      `json:"rolledBack,omitempty"`
 	Failing    []DeviceError `json:"failing,omitempty"`
-	Updated    time.Time     `json:"updated,omitzero"`
-	Controller string        `json:"controller,omitempty"`
+	// PendingDevices are the targeted devices not converged or failed on
+	// it, with why: offline, not given yet, or the device's state.
+	PendingDevices []DevicePending `json:"pendingDevices,omitempty"`
+	Updated        time.Time       `json:"updated,omitzero"`
+	Controller     string          `json:"controller,omitempty"`
 }
 
 // WaveStatus counts one wave: Size is its share as written; Target how
@@ -45,6 +48,12 @@ type WaveStatus struct {
 	Failed    int      `json:"failed"`
 	Pending   int      `json:"pending"`
 	Devices   []string `json:"devices,omitempty"`
+}
+
+// DevicePending is a device the deployment waits for, and why.
+type DevicePending struct {
+	Device string `json:"device"`
+	Why    string `json:"why"`
 }
 
 // DeviceError is a device that failed, with its reason.
@@ -69,12 +78,29 @@ func StatusOf(s *Snapshot, name string) *DeploymentStatus {
 	}
 	given := 0 // targeted devices that hold it
 	for _, id := range s.DeviceIDs() {
-		if d := s.Devices[id]; Desired(s, d) == def {
-			st.Targeted++
-			if d.Assignment != nil && holds(d, def) {
-				given++
-			}
+		d := s.Devices[id]
+		if Desired(s, d) != def {
+			continue
 		}
+		st.Targeted++
+		held := d.Assignment != nil && holds(d, def)
+		if held {
+			given++
+		}
+		why := ""
+		switch o, _ := Outcome(d); {
+		case held && (o == OutcomeConverged || o == OutcomeFailed):
+			continue
+		case !d.Online:
+			why = "offline"
+		case !held:
+			why = "not given yet"
+		case d.State != nil && d.State.Properties.Reported.Deployment != nil && d.State.Properties.Reported.Deployment.Digest == d.Assignment.Digest:
+			why = d.State.Properties.Reported.Deployment.State // applying
+		default:
+			why = "given, not taken yet"
+		}
+		st.PendingDevices = append(st.PendingDevices, DevicePending{Device: id, Why: why})
 	}
 	st.Waves = make([]WaveStatus, len(def.Rollout.Waves))
 	prev := 0
