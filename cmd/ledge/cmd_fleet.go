@@ -375,24 +375,36 @@ func fleetDeploy(args []string, stdout, stderr io.Writer) error {
 	if err := publishDefinition(s, def); err != nil {
 		return err
 	}
-	n := 0
+	// What it matches, and where another deployment outranks it (as the
+	// controller will decide: this one in force with the others).
+	n, outranked, by := 0, 0, map[string]bool{}
+	noneVerify := len(s.snap.Definitions) == 0
+	s.snap.Definitions[name] = def
 	for _, id := range s.snap.DeviceIDs() {
 		if d := s.snap.Devices[id]; d.Doc != nil && def.Matches(d.Doc) {
 			n++
+			if other := fleet.Desired(s.snap, d); other != nil && other != def {
+				outranked++
+				by[other.Name] = true
+			}
 		}
 	}
+	held := ""
+	if outranked > 0 {
+		held = fmt.Sprintf(", %d of them held by a higher priority (%s)", outranked, strings.Join(slices.Sorted(maps.Keys(by)), ", "))
+	}
 	if s.flags.json {
-		writeJSON(stdout, map[string]any{"name": name, "generation": def.Generation, "matches": n, "waves": w, "soak": soak.String(), "abortAfter": abort})
+		writeJSON(stdout, map[string]any{"name": name, "generation": def.Generation, "matches": n, "outranked": outranked, "waves": w, "soak": soak.String(), "abortAfter": abort})
 	} else {
-		fmt.Fprintf(stdout, "deployment %s generation %d published: its target matches %d devices now; waves %s, soak %s, abort after %s\n",
-			name, def.Generation, n, strings.Join(w, ","), soak, dash(abort))
+		fmt.Fprintf(stdout, "deployment %s generation %d published: its target matches %d devices now%s; waves %s, soak %s, abort after %s\n",
+			name, def.Generation, n, held, strings.Join(w, ","), soak, dash(abort))
 	}
 	if n == 0 && len(s.snap.Devices) > 0 {
 		fmt.Fprintf(stderr, noMatchNote, len(s.snap.Devices), "--target")
 	}
 	// The controllers' key is not known here; deployments on the broker
 	// that all fail to verify with this one say it is not theirs.
-	if others := slices.Sorted(maps.Keys(s.snap.Invalid)); len(s.snap.Definitions) == 0 && len(others) > 0 {
+	if others := slices.Sorted(maps.Keys(s.snap.Invalid)); noneVerify && len(others) > 0 {
 		fmt.Fprintf(stderr, "note: none of the %d deployments on the broker verifies with this key (%s: %s); if --key is not the fleet key the controllers hold, they refuse this one too\n",
 			len(others), others[0], s.snap.Invalid[others[0]])
 	}

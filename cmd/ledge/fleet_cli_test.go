@@ -108,6 +108,16 @@ func TestFleetCLIErrorsNameTheFix(t *testing.T) {
 		t.Errorf("deploy with another key: exit %d\n%s%s\nwant a note that the others are signed with another key", code, out, errOut)
 	}
 
+	// A deployment a higher priority outranks on some of the devices its
+	// target matches says so.
+	if out, errOut, code := ledgeIn(t, "", env, "fleet", "deploy", "high", manifest, "--target", "true", "--priority", "50"); code != 0 {
+		t.Fatalf("deploy high: %s%s", out, errOut)
+	}
+	out, errOut, code = ledgeIn(t, "", env, "fleet", "deploy", "low", manifest, "--target", "true", "--priority", "1")
+	if code != 0 || !strings.Contains(out, "matches 1 devices now, 1 of them held by a higher priority (high)") {
+		t.Errorf("deploy low: exit %d\n%s%s\nwant it to say high outranks it on the device", code, out, errOut)
+	}
+
 	// --json, which every fleet command takes, prints JSON.
 	out, errOut, code = ledgeIn(t, "", env, "fleet", "deploy", "people", manifest, "--target", "tags.site = 'berlin'", "--json")
 	var dep struct {
