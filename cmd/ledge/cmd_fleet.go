@@ -46,7 +46,7 @@ Fleet deployments on the MQTT broker your appliances report to (docs/fleet.md):
   devices [--where COND]          list devices: id, tags, online, deployment, state, models, last seen
   deploy NAME FILE --target COND [--priority N] [--waves 1,10%,100%] [--soak 5m] [--abort-after 5%]
                                   sign and publish a fleet deployment
-  status NAME                     targeted, applied, converged, failed, pending per wave
+  status [NAME]                   targeted, applied, converged, failed, pending per wave (no NAME: every deployment)
   pause NAME | resume NAME        stop giving a deployment to more devices, and go on
   rollback NAME                   take a deployment back: its devices get what they had
   controller [--resend 15s]       run the rollouts (keep one or more running; one acts at a time)
@@ -180,7 +180,15 @@ func (f *fleetFlags) dial(ctx context.Context, clientID string, will bool, log *
 			c.Publish(ctx, topics.Controller(clientID), fleet.OnlinePayload(), true)
 		}
 	}
-	return fleet.Dial(ctx, cfg)
+	conn, err := fleet.Dial(ctx, cfg)
+	if errors.Is(err, fleet.ErrRefused) {
+		who := "no username"
+		if f.username != "" {
+			who = "user " + f.username
+		}
+		return nil, fmt.Errorf("%w; check the broker user (%s: --username or $LEDGE_FLEET_USERNAME) and its password ($LEDGE_FLEET_PASSWORD)", err, who)
+	}
+	return conn, err
 }
 
 func cliID(what string) string {
@@ -197,7 +205,10 @@ type fleetSession struct {
 	pos   []string
 }
 
-func openFleet(name, synopsis string, args []string, stderr io.Writer, needPrivate bool, extra func(*flag.FlagSet)) (*fleetSession, error) {
+// openFleet parses a command's flags, has check (if any) look at its
+// arguments, and only then connects: what is wrong on the command line
+// is said without waiting for the broker.
+func openFleet(name, synopsis string, args []string, stderr io.Writer, needPrivate bool, extra func(*flag.FlagSet), check func(pos []string) error) (*fleetSession, error) {
 	fs := newFlagSet("fleet "+name, synopsis, stderr)
 	s := &fleetSession{}
 	s.flags.register(fs)
@@ -209,6 +220,11 @@ func openFleet(name, synopsis string, args []string, stderr io.Writer, needPriva
 		return nil, err
 	}
 	s.pos = pos
+	if check != nil {
+		if err := check(pos); err != nil {
+			return nil, err
+		}
+	}
 	if s.keys, err = s.flags.keys(needPrivate); err != nil {
 		return nil, err
 	}
@@ -228,20 +244,28 @@ func openFleet(name, synopsis string, args []string, stderr io.Writer, needPriva
 
 func fleetDevices(args []string, stdout, stderr io.Writer) error {
 	var where string
+	var filter func([]byte) bool
 	s, err := openFleet("devices", "[--where COND]", args, stderr, false, func(fs *flag.FlagSet) {
 		fs.StringVar(&where, "where", "", "only devices matching a condition, e.g. tags.site = 'berlin'")
+	}, func(pos []string) (err error) {
+		if len(pos) != 0 {
+			return errors.New("usage: ledge fleet devices [--where COND]")
+		}
+		if where != "" {
+			if filter, err = fleet.Where(where); err != nil {
+				return fmt.Errorf("--where: %w", err)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return err
 	}
 	defer s.conn.Close()
-	var filter func([]byte) bool
-	if where != "" {
-		if filter, err = fleet.Where(where); err != nil {
-			return fmt.Errorf("--where: %w", err)
-		}
-	}
 	rows := fleet.Rows(s.snap, filter)
+	if where != "" && len(rows) == 0 && len(s.snap.Devices) > 0 {
+		fmt.Fprintf(stderr, noMatchNote, len(s.snap.Devices), "--where")
+	}
 	if s.flags.json {
 		return writeJSON(stdout, rows)
 	}
@@ -303,38 +327,46 @@ func fleetDeploy(args []string, stdout, stderr io.Writer) error {
 	var target, waves, abort string
 	var priority int
 	var soak time.Duration
+	var def *fleet.Definition
+	var w []string
 	s, err := openFleet("deploy", "NAME FILE --target COND [--priority N] [--waves 1,10%,100%] [--soak 5m] [--abort-after 5%]", args, stderr, true, func(fs *flag.FlagSet) {
 		fs.StringVar(&target, "target", "", "target condition over tags and reported properties, e.g. tags.site = 'berlin' AND tags.hw = 'pi5' (required)")
 		fs.IntVar(&priority, "priority", 0, "the highest priority wins on a device several deployments target")
 		fs.StringVar(&waves, "waves", "100%", "cumulative wave sizes: counts or percents of the targeted devices")
 		fs.DurationVar(&soak, "soak", 0, "how long a wave stays converged before the next starts")
 		fs.StringVar(&abort, "abort-after", "", "abort and roll back once this many devices failed: a count or a percent of those given it")
+	}, func(pos []string) error {
+		if len(pos) != 2 {
+			return errors.New("usage: ledge fleet deploy NAME FILE --target COND (see ledge fleet -h)")
+		}
+		if target == "" {
+			return errors.New("--target is required: a condition over the devices' tags and reported properties, e.g. --target \"tags.site = 'berlin'\" (--target true: every device)")
+		}
+		name, file := pos[0], pos[1]
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		// Check it as a device will: it parses, and it takes a version.
+		if _, err := agent.PlanOffline(data, nil, agent.Config{AllowElevatedPermissions: true}, "", "parent.invalid"); err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		if _, err := manifest.WithVersion(data, fleet.NextVersion(time.Now(), "", name)); err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		if w, err = fleet.ParseWaves(waves); err != nil {
+			return fmt.Errorf("--waves: %w", err)
+		}
+		def = &fleet.Definition{Name: name, Generation: 1, Created: time.Now().UTC(), Target: target, Priority: priority,
+			Rollout: fleet.Policy{Waves: w, Soak: fleet.Duration(soak), AbortAfter: abort}, State: fleet.StateActive, Manifest: string(data)}
+		return asFlags(def.Validate())
 	})
 	if err != nil {
 		return err
 	}
 	defer s.conn.Close()
-	if len(s.pos) != 2 || target == "" {
-		return errors.New("usage: ledge fleet deploy NAME FILE --target COND (see ledge fleet -h)")
-	}
-	name, file := s.pos[0], s.pos[1]
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return err
-	}
-	// Check it as a device will: it parses, and it takes a version.
-	if _, err := agent.PlanOffline(data, nil, agent.Config{AllowElevatedPermissions: true}, "", "parent.invalid"); err != nil {
-		return fmt.Errorf("%s: %w", file, err)
-	}
-	if _, err := manifest.WithVersion(data, fleet.NextVersion(time.Now(), "", name)); err != nil {
-		return fmt.Errorf("%s: %w", file, err)
-	}
-	w, err := fleet.ParseWaves(waves)
-	if err != nil {
-		return fmt.Errorf("--waves: %w", err)
-	}
-	def := &fleet.Definition{Name: name, Generation: fleet.NextGeneration(s.snap, name), Created: time.Now().UTC(), Target: target, Priority: priority,
-		Rollout: fleet.Policy{Waves: w, Soak: fleet.Duration(soak), AbortAfter: abort}, State: fleet.StateActive, Manifest: string(data)}
+	name := def.Name
+	def.Generation = fleet.NextGeneration(s.snap, name)
 	if old := s.snap.Definitions[name]; old != nil {
 		def.Created = old.Created
 	} else if why, bad := s.snap.Invalid[name]; bad {
@@ -343,15 +375,93 @@ func fleetDeploy(args []string, stdout, stderr io.Writer) error {
 	if err := publishDefinition(s, def); err != nil {
 		return err
 	}
-	n := 0
+	// What it matches, and where another deployment outranks it (as the
+	// controller will decide: this one in force with the others).
+	n, outranked, by := 0, 0, map[string]bool{}
+	noneVerify := len(s.snap.Definitions) == 0
+	s.snap.Definitions[name] = def
 	for _, id := range s.snap.DeviceIDs() {
 		if d := s.snap.Devices[id]; d.Doc != nil && def.Matches(d.Doc) {
 			n++
+			if other := fleet.Desired(s.snap, d); other != nil && other != def {
+				outranked++
+				by[other.Name] = true
+			}
 		}
 	}
-	fmt.Fprintf(stdout, "deployment %s generation %d published: its target matches %d devices now; waves %s, soak %s, abort after %s\n",
-		name, def.Generation, n, strings.Join(w, ","), soak, dash(abort))
+	held := ""
+	if outranked > 0 {
+		held = fmt.Sprintf(", %d of them held by a higher priority (%s)", outranked, strings.Join(slices.Sorted(maps.Keys(by)), ", "))
+	}
+	if s.flags.json {
+		writeJSON(stdout, map[string]any{"name": name, "generation": def.Generation, "matches": n, "outranked": outranked, "waves": w, "soak": soak.String(), "abortAfter": abort})
+	} else {
+		fmt.Fprintf(stdout, "deployment %s generation %d published: its target matches %d devices now%s; waves %s, soak %s, abort after %s\n",
+			name, def.Generation, n, held, strings.Join(w, ","), soak, dash(abort))
+	}
+	if n == 0 && len(s.snap.Devices) > 0 {
+		fmt.Fprintf(stderr, noMatchNote, len(s.snap.Devices), "--target")
+	}
+	// The controllers' key is not known here; deployments on the broker
+	// that all fail to verify with this one say it is not theirs.
+	if others := slices.Sorted(maps.Keys(s.snap.Invalid)); noneVerify && len(others) > 0 {
+		fmt.Fprintf(stderr, "note: none of the %d deployments on the broker verifies with this key (%s: %s); if --key is not the fleet key the controllers hold, they refuse this one too\n",
+			len(others), others[0], s.snap.Invalid[others[0]])
+	}
 	return nil
+}
+
+// noMatchNote follows a condition that matches none of the devices: what
+// usually makes that.
+const noMatchNote = "note: none of the %d devices matches %s; tag values are texts (tags.line = '3', not 3), a word without quotes is a path (tags.site = 'berlin', not berlin); ledge fleet devices --json shows what conditions read\n"
+
+// unknownDeployment is the error for a name no deployment has, naming
+// those there are.
+func unknownDeployment(s *fleetSession, name string) error {
+	names := slices.Sorted(maps.Keys(s.snap.Definitions))
+	if len(names) == 0 {
+		return fmt.Errorf("no fleet deployment %q: the broker holds none under %s/fleet/deployments/ (--prefix)", name, s.flags.prefix)
+	}
+	return fmt.Errorf("no fleet deployment %q; there are: %s", name, strings.Join(names, ", "))
+}
+
+// oneName checks a command's one NAME argument.
+func oneName(usage string) func([]string) error {
+	return func(pos []string) error {
+		if len(pos) != 1 {
+			return errors.New(usage)
+		}
+		return nil
+	}
+}
+
+// definitionFlags are the flags (or argument) that set each field of a
+// definition, for its errors.
+var definitionFlags = []struct{ field, flag string }{
+	{"name: ", "NAME "}, {"target: ", "--target: "}, {"priority: ", "--priority: "},
+	{"rollout.waves", "--waves"}, {"rollout.abortAfter: ", "--abort-after: "}, {"manifest: ", "FILE: "},
+}
+
+// asFlags words a definition's errors by the flags that set its fields
+// (rollout.waves[1]: ... is --waves: ...).
+func asFlags(err error) error {
+	if err == nil {
+		return nil
+	}
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		for _, f := range definitionFlags {
+			if rest, ok := strings.CutPrefix(l, f.field); ok {
+				if f.field == "rollout.waves" {
+					_, rest, _ = strings.Cut(rest, ": ")
+					rest = ": " + rest
+				}
+				lines[i] = f.flag + rest
+				break
+			}
+		}
+	}
+	return errors.New(strings.Join(lines, "\n"))
 }
 
 func publishDefinition(s *fleetSession, def *fleet.Definition) error {
@@ -368,27 +478,27 @@ func publishDefinition(s *fleetSession, def *fleet.Definition) error {
 }
 
 func fleetSetState(args []string, stdout, stderr io.Writer, verb, state string) error {
-	s, err := openFleet(verb, "NAME", args, stderr, true, nil)
+	s, err := openFleet(verb, "NAME", args, stderr, true, nil, oneName("usage: ledge fleet "+verb+" NAME"))
 	if err != nil {
 		return err
 	}
 	defer s.conn.Close()
-	if len(s.pos) != 1 {
-		return fmt.Errorf("usage: ledge fleet %s NAME", verb)
-	}
 	name := s.pos[0]
 	def := s.snap.Definitions[name]
 	if def == nil {
 		if why, ok := s.snap.Invalid[name]; ok {
 			return fmt.Errorf("deployment %s is refused: %s", name, why)
 		}
-		return fmt.Errorf("no fleet deployment %q (ledge fleet status lists none by that name)", name)
+		return unknownDeployment(s, name)
 	}
 	aborted := false
 	if r := s.snap.Rollouts[name]; r != nil && r.Phase == fleet.PhaseAborted && r.Generation == def.Generation {
 		aborted = true
 	}
 	if def.State == state && !(verb == "resume" && aborted) {
+		if s.flags.json {
+			return writeJSON(stdout, map[string]any{"name": name, "state": state, "generation": def.Generation, "changed": false})
+		}
 		fmt.Fprintf(stdout, "deployment %s is already %s\n", name, state)
 		return nil
 	}
@@ -400,25 +510,33 @@ func fleetSetState(args []string, stdout, stderr io.Writer, verb, state string) 
 	if err := publishDefinition(s, &next); err != nil {
 		return err
 	}
+	if s.flags.json {
+		return writeJSON(stdout, map[string]any{"name": name, "state": state, "generation": next.Generation, "changed": true})
+	}
 	fmt.Fprintf(stdout, "deployment %s: %s (generation %d); the controller acts on it\n", name, state, next.Generation)
 	return nil
 }
 
 func fleetStatus(args []string, stdout, stderr io.Writer) error {
-	s, err := openFleet("status", "NAME", args, stderr, false, nil)
+	s, err := openFleet("status", "[NAME]", args, stderr, false, nil, func(pos []string) error {
+		if len(pos) > 1 {
+			return errors.New("usage: ledge fleet status [NAME]")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
 	defer s.conn.Close()
-	if len(s.pos) != 1 {
-		return errors.New("usage: ledge fleet status NAME")
+	if len(s.pos) == 0 {
+		return fleetList(s, stdout)
 	}
 	st := fleet.StatusOf(s.snap, s.pos[0])
 	if st == nil {
 		if why, ok := s.snap.Invalid[s.pos[0]]; ok {
 			return fmt.Errorf("deployment %s is refused: %s", s.pos[0], why)
 		}
-		return fmt.Errorf("no fleet deployment %q", s.pos[0])
+		return unknownDeployment(s, s.pos[0])
 	}
 	if s.flags.json {
 		return writeJSON(stdout, st)
@@ -442,6 +560,40 @@ func fleetStatus(args []string, stdout, stderr io.Writer) error {
 	if len(st.RolledBack) > 0 {
 		fmt.Fprintf(stdout, "rolled back: %s\n", strings.Join(st.RolledBack, ", "))
 	}
+	if len(st.PendingDevices) > 0 {
+		var parts []string
+		for _, p := range st.PendingDevices[:min(len(st.PendingDevices), 10)] {
+			parts = append(parts, p.Device+" ("+p.Why+")")
+		}
+		if more := len(st.PendingDevices) - len(parts); more > 0 {
+			parts = append(parts, fmt.Sprintf("and %d more (--json lists them)", more))
+		}
+		fmt.Fprintf(stdout, "pending: %s\n", strings.Join(parts, ", "))
+	}
+	return nil
+}
+
+// fleetList is `ledge fleet status` without a name: every deployment,
+// and those refused.
+func fleetList(s *fleetSession, stdout io.Writer) error {
+	var all []*fleet.DeploymentStatus
+	for _, name := range slices.Sorted(maps.Keys(s.snap.Definitions)) {
+		all = append(all, fleet.StatusOf(s.snap, name))
+	}
+	if s.flags.json {
+		return writeJSON(stdout, all)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPRIORITY\tSTATE\tPHASE\tTARGETED\tAPPLIED\tCONVERGED\tFAILED\tPENDING\tTARGET")
+	for _, st := range all {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s, wave %d of %d\t%d\t%d\t%d\t%d\t%d\t%s\n", st.Name, st.Priority, st.State, st.Phase, st.Wave, len(st.Waves),
+			st.Targeted, st.Applied, st.Converged, st.Failed, st.Pending, st.Target)
+	}
+	tw.Flush()
+	for _, name := range slices.Sorted(maps.Keys(s.snap.Invalid)) {
+		fmt.Fprintf(stdout, "refused: %s: %s\n", name, s.snap.Invalid[name])
+	}
+	fmt.Fprintf(stdout, "%d deployments\n", len(all))
 	return nil
 }
 
@@ -454,8 +606,12 @@ func fleetController(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&id, "id", "", "this controller's id (default: host, pid and a random part)")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&resend, "resend", 15*time.Second, "publish a deployment again to an online device that has not taken it after this long (then twice as long each time)")
-	if _, err := parseFlags(fs, args); err != nil {
+	pos, err := parseFlags(fs, args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("usage: ledge fleet controller [flags]: it takes no arguments (got %q)", strings.Join(pos, " "))
 	}
 	keys, err := ff.keys(true)
 	if err != nil {
@@ -468,7 +624,11 @@ func fleetController(args []string, stdout, stderr io.Writer) error {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return fmt.Errorf("--log-level: %q: want debug, info, warn or error", level)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv})).With("component", "fleet", "controller", id)
+	var h slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv})
+	if ff.json { // logs as JSON lines, for a log shipper
+		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv})
+	}
+	log := slog.New(h).With("component", "fleet", "controller", id)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if resend <= 0 {
@@ -481,6 +641,20 @@ func fleetController(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer conn.Close()
+	// A controller whose key is not the fleet's would take the lease and
+	// give the devices manifests they all refuse, stalling every rollout.
+	if snap := conn.View().Snapshot(keys); len(snap.Definitions) == 0 {
+		var untrusted []string
+		for _, name := range slices.Sorted(maps.Keys(snap.Invalid)) {
+			if strings.Contains(snap.Invalid[name], "not trusted") {
+				untrusted = append(untrusted, name)
+			}
+		}
+		if len(untrusted) > 0 {
+			return fmt.Errorf("none of the %d deployments on the broker verifies with this controller's key (%s: %s): start it with the fleet key (--key or $LEDGE_FLEET_KEY), or trust the key they are signed with (--trust)",
+				len(snap.Invalid), untrusted[0], snap.Invalid[untrusted[0]])
+		}
+	}
 	log.Info("fleet controller connected", "brokers", strings.Join(redactAllURLs(ff.brokerURLs()), ","))
 	c := &fleet.Controller{Conn: conn, ID: id, Verifier: keys, Sealer: keys, Log: log, Resend: resend}
 	return c.Run(ctx)

@@ -223,8 +223,13 @@ func didYouMean(got string, known []string, prefix string) string {
 		}
 	}
 	if best == "" || bestD > max(1, min(len(got), len(best))/3) {
-		if best != "" && len(got) >= 3 && strings.HasPrefix(best, got) {
-			return fmt.Sprintf(" (did you mean %s%s?)", prefix, best)
+		// A beginning of one name (--abort for --abort-after), however far.
+		if len(got) >= 3 {
+			for _, k := range slices.Sorted(slices.Values(known)) {
+				if strings.HasPrefix(strings.ToLower(k), strings.ToLower(got)) {
+					return fmt.Sprintf(" (did you mean %s%s?)", prefix, k)
+				}
+			}
 		}
 		return ""
 	}
@@ -234,7 +239,7 @@ func didYouMean(got string, known []string, prefix string) string {
 // synonyms are other CLIs' words for a subcommand, tried before the
 // edit distance.
 var synonyms = map[string][]string{
-	"ls": {"list"}, "list": {"ls"},
+	"ls": {"list", "history", "status"}, "list": {"ls", "history", "status"}, // deployments: deploy history, fleet status
 	"rm": {"remove", "delete"}, "remove": {"rm", "delete"}, "delete": {"rm", "remove"}, "del": {"rm", "remove", "delete"},
 	"get": {"show"}, "inspect": {"show"}, "info": {"show", "status"},
 }

@@ -392,6 +392,8 @@ func TestCLIManners(t *testing.T) {
 		{[]string{"status", "--jsno"}, "flag provided but not defined: -jsno (did you mean --json?)"},
 		{[]string{"detect", "--modle", "m.onnx", "x.jpg"}, "(did you mean --model?)"},
 		{[]string{"run", "--data-dri", "/tmp/x"}, "(did you mean --data-dir?)"},
+		{[]string{"fleet", "deploy", "x", "x.yaml", "--abort", "5%"}, "(did you mean --abort-after?)"},
+		{[]string{"fleet", "list"}, "(did you mean status?)"},
 	} {
 		_, errOut, code := ledge(t, tc.args...)
 		if code != 2 || !strings.Contains(errOut, tc.want) {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"ledge/internal/redact"
 )
@@ -117,7 +118,11 @@ func Dial(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 	select {
 	case <-tok.Done():
 	case <-time.After(cfg.ConnectTimeout):
-		return fail(fmt.Errorf("broker %v: no connection within %s", redactAll(cfg.URLs), cfg.ConnectTimeout))
+		err := fmt.Errorf("broker %v: no connection within %s", redactAll(cfg.URLs), cfg.ConnectTimeout)
+		if why := cfg.whyNot(); why != nil {
+			err = fmt.Errorf("%w (%w)", err, why)
+		}
+		return fail(err)
 	case <-ctx.Done():
 		return fail(ctx.Err())
 	}
@@ -139,6 +144,37 @@ func Dial(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 	}
 	c.ready.Store(true)
 	return c, nil
+}
+
+// ErrRefused is a broker's answer to a connection it turns down: its
+// credentials (or the client's id) are not allowed.
+var ErrRefused = errors.New("the broker refused the connection")
+
+// whyNot says why the brokers do not take a connection (nil when it
+// cannot tell): paho retries a refused connection without saying why,
+// and a bad password looked like a broker that does not answer. One
+// attempt, without retries, a few seconds at most.
+func (cfg ConnConfig) whyNot() error {
+	o, err := cfg.options(cfg.ClientID + "-why")
+	if err != nil {
+		return nil
+	}
+	o.SetConnectRetry(false)
+	o.SetAutoReconnect(false)
+	cli := paho.NewClient(o)
+	tok := cli.Connect()
+	if !tok.WaitTimeout(5 * time.Second) {
+		return nil
+	}
+	if err = tok.Error(); err == nil {
+		cli.Disconnect(0)
+		return nil
+	}
+	if errors.Is(err, packets.ErrorRefusedNotAuthorised) || errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) ||
+		errors.Is(err, packets.ErrorRefusedIDRejected) {
+		return fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	return err
 }
 
 // lastError says why the last connection could not be synced ("" if
@@ -241,7 +277,8 @@ func (c *Conn) onConnect(cli paho.Client) {
 			c.reconnect(nc)
 			return
 		}
-		c.log.Warn("no broker node delivers the retained messages it acknowledges: going on with this one; retained messages may be missing from the fleet's view",
+		c.log.Warn("no broker node delivers the retained messages it acknowledges: going on with this one; retained messages may be missing from the fleet's view "+
+			"(or the broker's ACL does not let this user publish and subscribe to "+c.cfg.Topics.Prefix+"/fleet/#: check the user and --prefix)",
 			"broker", redact.URL(broker), "waited", c.cfg.ProbeTimeout)
 		err = nil
 	}
@@ -567,7 +604,7 @@ func (cfg ConnConfig) options(clientID string) (*paho.ClientOptions, error) {
 }
 
 func (c *Conn) onMessage(_ paho.Client, m paho.Message) {
-	c.view.put(m.Topic(), m.Payload())
+	c.view.put(m.Topic(), m.Payload(), m.Retained())
 }
 
 // View is the fleet as the broker holds it.
@@ -592,7 +629,7 @@ func (c *Conn) Publish(ctx context.Context, topic string, payload []byte, retain
 		// What we retained is what the broker holds now: the view sees it
 		// at once (the broker does not echo it to a subscriber that
 		// published it... it does, but later).
-		c.view.put(topic, payload)
+		c.view.put(topic, payload, false)
 	}
 	return nil
 }
@@ -618,7 +655,7 @@ func (c *Conn) PublishAll(ctx context.Context, msgs []Message) error {
 			if err := t.Error(); err != nil {
 				return fmt.Errorf("publish %s: %w", msgs[i].Topic, err)
 			}
-			c.view.put(msgs[i].Topic, msgs[i].Payload)
+			c.view.put(msgs[i].Topic, msgs[i].Payload, false)
 		case <-ctx.Done():
 			return fmt.Errorf("publish %s: %w", msgs[i].Topic, ctx.Err())
 		}

@@ -718,3 +718,114 @@ func TestViewBoundsRecords(t *testing.T) {
 		return dev != nil && dev.State != nil && dev.State.DeviceID == d.id
 	})
 }
+
+// TestControllerIgnoresForgedDeviceID (outside-in audit of issue 14): a
+// device whose broker ACL lets it publish only its own state topic (as
+// docs/fleet.md recommends) wrote another device's id into its state
+// document's deviceId, and the controller gave it the deployment
+// targeted at that other device (`deviceId = 'x'`, Azure's way to target
+// one device): its manifest, with whatever it holds. A state document
+// whose deviceId is not its topic's device is now not taken, and the
+// controller says so once.
+func TestControllerIgnoresForgedDeviceID(t *testing.T) {
+	addr, _ := simMosquitto(t)
+	keys := testKeys()
+	var dc simCounters
+	victim := startSimDevice(t, addr, 1, &dc)
+	forger := startSimDevice(t, addr, 2, &dc)
+	forger.mu.Lock()
+	forger.doc.DeviceID = victim.id
+	forger.mu.Unlock()
+	forger.publishState(&dc) // on its own topic: the ACL lets it
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	conn, err := Dial(ctx, ConnConfig{URLs: []string{"tcp://" + addr}, ClientID: "forged-controller", Topics: DefaultTopics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var log syncLog
+	ctl := &Controller{Conn: conn, ID: "forged-controller", Verifier: keys, Sealer: simSealer{keys}, Settle: 100 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(&log, nil))}
+	done := make(chan struct{})
+	go func() { ctl.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	def := &Definition{Name: "only-victim", Generation: 1, Created: time.Now().UTC(), Target: "deviceId = '" + victim.id + "'",
+		Rollout: Policy{Waves: []string{"100%"}}, State: StateActive, Manifest: "only-victim manifest"}
+	sealed, err := Seal(def, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Publish(ctx, DefaultTopics.Definition(def.Name), sealed, true); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "the victim converged", func() bool {
+		victim.mu.Lock()
+		defer victim.mu.Unlock()
+		return victim.converged != ""
+	})
+	time.Sleep(2 * time.Second) // passes of the controller
+	forger.mu.Lock()
+	taken := forger.versions
+	forger.mu.Unlock()
+	if len(taken) != 0 {
+		t.Fatalf("the device that forged another's deviceId was given its deployment: %v", taken)
+	}
+	s := conn.View().Snapshot(keys)
+	if a := s.Devices[forger.id].Assignment; a != nil {
+		t.Errorf("the forger has an assignment: %+v", a)
+	}
+	if st := StatusOf(s, def.Name); st.Targeted != 1 {
+		t.Errorf("targeted %d, want 1 (the victim)", st.Targeted)
+	}
+	if why := s.Refused[DefaultTopics.State(forger.id)]; !strings.Contains(why, victim.id) {
+		t.Errorf("the snapshot's refusal of the forged state: %q, want it to name the id it claims", why)
+	}
+	if !strings.Contains(log.String(), "state document refused") {
+		t.Errorf("the controller's log does not say it refused the forged state:\n%s", log.String())
+	}
+}
+
+// TestLastSeenOfOfflineDevice (outside-in audit of issue 14): `ledge
+// fleet devices` showed every device "0s ago" in LAST SEEN, one killed
+// hours before too: the time a retained message reached this client
+// counted as the time the device was seen. An offline device is now
+// last seen when its state says it published; an online one now (the
+// broker vouches for its connection).
+func TestLastSeenOfOfflineDevice(t *testing.T) {
+	addr, _ := simMosquitto(t)
+	var dc simCounters
+	gone := startSimDevice(t, addr, 1, &dc)
+	here := startSimDevice(t, addr, 2, &dc)
+	gone.mu.Lock()
+	at := gone.doc.At
+	gone.mu.Unlock()
+	if tok := gone.cli.Publish(DefaultTopics.Online(gone.id), 1, true, OfflinePayload); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	gone.cli.Disconnect(0)
+	time.Sleep(2 * time.Second)
+	conn, err := Dial(t.Context(), ConnConfig{URLs: []string{"tcp://" + addr}, ClientID: "last-seen", Topics: DefaultTopics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rows := Rows(conn.View().Snapshot(nil), nil)
+	if len(rows) != 2 {
+		t.Fatalf("rows: %+v", rows)
+	}
+	for _, r := range rows {
+		switch r.ID {
+		case gone.id:
+			if r.Online || !r.LastSeen.Equal(at) {
+				t.Errorf("%s, offline for 2s: online %v, last seen %s ago, want %s (its state's time)", r.ID, r.Online, time.Since(r.LastSeen).Round(time.Millisecond), at)
+			}
+		case here.id:
+			if !r.Online || time.Since(r.LastSeen) > time.Second {
+				t.Errorf("%s, online: online %v, last seen %s ago", r.ID, r.Online, time.Since(r.LastSeen))
+			}
+		}
+	}
+}

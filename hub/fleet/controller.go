@@ -143,6 +143,12 @@ func (c *Controller) pass(ctx context.Context) error {
 			c.Log.Warn("retained record over its bound: not taken", "topic", topic, "bytes", n)
 		}
 	}
+	for topic, why := range s.Refused {
+		if c.invalid[topic] != why {
+			c.invalid[topic] = why
+			c.Log.Warn("state document refused: not taken", "topic", topic, "reason", why)
+		}
+	}
 	if !s.Connected {
 		return nil
 	}
@@ -250,7 +256,7 @@ func (c *Controller) lease(ctx context.Context, s *Snapshot, now time.Time) bool
 			return false
 		}
 		c.holding, c.adopt = true, true
-		c.Log.Info("fleet lease acquired: this controller runs the rollouts", "controller", c.ID)
+		c.Log.Info("fleet lease acquired: this controller runs the rollouts")
 	}
 	return true
 }

@@ -205,18 +205,83 @@ func BenchmarkControllerPass(b *testing.B) {
 	def := &Definition{Name: "people", Generation: 1, Target: "tags.site = 'site-3'", Rollout: Policy{Waves: []string{"1", "10%", "100%"}},
 		State: StateActive, Manifest: "m"}
 	payload, _ := Seal(def, k)
-	v.put(DefaultTopics.Definition("people"), payload)
+	v.put(DefaultTopics.Definition("people"), payload, false)
 	for i := range 10000 {
 		id := fmt.Sprintf("sim-%05d", i)
 		st := DeviceState{DeviceID: id, Tags: map[string]string{"site": fmt.Sprintf("site-%d", i%10), "hw": "pi5"}}
 		st.Properties.Reported.Deployment = &DeployedState{Version: "1", Digest: "d", State: "converged"}
 		doc, _ := json.Marshal(st)
-		v.put(DefaultTopics.State(id), doc)
-		v.put(DefaultTopics.Online(id), OnlinePayload())
+		v.put(DefaultTopics.State(id), doc, false)
+		v.put(DefaultTopics.Online(id), OnlinePayload(), false)
 	}
 	for b.Loop() {
 		s := v.Snapshot(k)
 		MakePlan(s, time.Now(), "c")
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/10000, "µs/device")
+}
+
+// TestStatusPendingWhenTargetsChange (outside-in audit of issue 14): a
+// completed rollout whose devices all converged showed devices pending
+// (`targeted 1, applied 1, converged 1, pending 1`) once its targeted
+// set changed: wave sizes are computed again from the devices targeted
+// now, and a device given the deployment in a later wave (a higher
+// priority deleted, a device that matched later) left an earlier wave
+// "short". Devices not yet given the deployment are pending in the wave
+// in progress and those after it; a wave before holds only its own.
+func TestStatusPendingWhenTargetsChange(t *testing.T) {
+	x := newSim(t, 12, func(i int) map[string]string {
+		if i < 4 {
+			return map[string]string{"hw": "pi5"}
+		}
+		return map[string]string{"hw": "pi4"}
+	})
+	x.define("high", "tags.hw = 'pi5'", 20, []string{"100%"}, "")
+	x.define("people", "true", 10, []string{"1", "50%", "100%"}, "")
+	for range 10 {
+		x.step(11 * time.Second)
+	}
+	check := func(when string, targeted int) {
+		t.Helper()
+		st := StatusOf(x.s, "people")
+		sum := 0
+		for _, w := range st.Waves {
+			sum += w.Pending
+		}
+		if st.Phase != PhaseCompleted || st.Targeted != targeted || st.Converged != targeted || st.Pending != 0 || sum != 0 {
+			t.Errorf("%s: phase %s, targeted %d, converged %d, pending %d (waves %+v), want %d converged and none pending",
+				when, st.Phase, st.Targeted, st.Converged, st.Pending, st.Waves, targeted)
+		}
+	}
+	check("people completed on the 8 pi4", 8)
+	// The higher priority goes: its 4 devices get people at once.
+	delete(x.s.Definitions, "high")
+	for range 3 {
+		x.step(time.Second)
+	}
+	if got := x.holding("people"); got != 12 {
+		t.Fatalf("people holds %d devices, want 12", got)
+	}
+	check("the 4 pi5 came to people after it completed", 12)
+
+	// While rolling: the devices not given yet are pending in the waves
+	// to come, none in the wave done.
+	x.define("next", "true", 30, []string{"1", "50%", "100%"}, "")
+	x.step(time.Second) // wave 1 given
+	x.step(time.Second) // converged: soaking
+	st := StatusOf(x.s, "next")
+	if st.Pending != 11 || st.Waves[0].Pending != 0 || st.Waves[1].Pending != 5 || st.Waves[2].Pending != 6 {
+		t.Errorf("next in wave 1: pending %d, waves %+v: want 11 = 0 + 5 + 6", st.Pending, st.Waves)
+	}
+	// Which devices are pending, and why: an operator asks "who?".
+	x.s.Devices["dev-03"].Online = false
+	st = StatusOf(x.s, "next")
+	if len(st.PendingDevices) != 11 {
+		t.Fatalf("pending devices %+v, want the 11 not given it yet", st.PendingDevices)
+	}
+	for _, p := range st.PendingDevices {
+		if want := map[bool]string{true: "offline", false: "not given yet"}[p.Device == "dev-03"]; p.Why != want {
+			t.Errorf("pending %s: %q, want %q", p.Device, p.Why, want)
+		}
+	}
 }

@@ -29,8 +29,11 @@ type DeploymentStatus struct {
 	// one was rolled back or aborted.
 	RolledBack []string      `json:"rolledBack,omitempty"`
 	Failing    []DeviceError `json:"failing,omitempty"`
-	Updated    time.Time     `json:"updated,omitzero"`
-	Controller string        `json:"controller,omitempty"`
+	// PendingDevices are the targeted devices not converged or failed on
+	// it, with why: offline, not given yet, or the device's state.
+	PendingDevices []DevicePending `json:"pendingDevices,omitempty"`
+	Updated        time.Time       `json:"updated,omitzero"`
+	Controller     string          `json:"controller,omitempty"`
 }
 
 // WaveStatus counts one wave: Size is its share as written; Target how
@@ -45,6 +48,12 @@ type WaveStatus struct {
 	Failed    int      `json:"failed"`
 	Pending   int      `json:"pending"`
 	Devices   []string `json:"devices,omitempty"`
+}
+
+// DevicePending is a device the deployment waits for, and why.
+type DevicePending struct {
+	Device string `json:"device"`
+	Why    string `json:"why"`
 }
 
 // DeviceError is a device that failed, with its reason.
@@ -67,10 +76,31 @@ func StatusOf(s *Snapshot, name string) *DeploymentStatus {
 	if ro != nil && ro.ManifestDigest == def.ManifestDigest() {
 		st.Phase, st.Reason, st.Wave, st.Updated, st.Controller = ro.Phase, ro.Reason, ro.Wave+1, ro.At, ro.Controller
 	}
+	given := 0 // targeted devices that hold it
 	for _, id := range s.DeviceIDs() {
-		if Desired(s, s.Devices[id]) == def {
-			st.Targeted++
+		d := s.Devices[id]
+		if Desired(s, d) != def {
+			continue
 		}
+		st.Targeted++
+		held := d.Assignment != nil && holds(d, def)
+		if held {
+			given++
+		}
+		why := ""
+		switch o, _ := Outcome(d); {
+		case held && (o == OutcomeConverged || o == OutcomeFailed):
+			continue
+		case !d.Online:
+			why = "offline"
+		case !held:
+			why = "not given yet"
+		case d.State != nil && d.State.Properties.Reported.Deployment != nil && d.State.Properties.Reported.Deployment.Digest == d.Assignment.Digest:
+			why = d.State.Properties.Reported.Deployment.State // applying
+		default:
+			why = "given, not taken yet"
+		}
+		st.PendingDevices = append(st.PendingDevices, DevicePending{Device: id, Why: why})
 	}
 	st.Waves = make([]WaveStatus, len(def.Rollout.Waves))
 	prev := 0
@@ -106,9 +136,25 @@ func StatusOf(s *Snapshot, name string) *DeploymentStatus {
 			st.Failing = append(st.Failing, DeviceError{Device: id, Wave: w + 1, Error: why})
 		}
 	}
+	// Pending in a wave: its devices not done yet, and, from the wave in
+	// progress on, the targeted devices not given it yet, filling each
+	// wave's size (the last takes the rest). A wave before the one in
+	// progress is not "short" of devices that came later (the targeted
+	// set changes: a higher priority deleted, a device that matched
+	// later, which the last wave takes).
+	notGiven := max(0, st.Targeted-given)
+	cur := min(max(st.Wave-1, 0), len(st.Waves)-1)
 	for i := range st.Waves {
 		ws := &st.Waves[i]
-		ws.Pending = max(0, max(ws.Target, ws.Applied)-ws.Converged-ws.Failed)
+		ws.Pending = max(0, ws.Applied-ws.Converged-ws.Failed)
+		if i >= cur && notGiven > 0 {
+			n := min(notGiven, max(0, ws.Target-ws.Applied))
+			if i == len(st.Waves)-1 {
+				n = notGiven
+			}
+			ws.Pending += n
+			notGiven -= n
+		}
 		st.Pending += ws.Pending
 		slices.Sort(ws.Devices)
 	}
@@ -157,6 +203,9 @@ func Rows(s *Snapshot, where func(doc []byte) bool) []DeviceRow {
 			if rb := rep.RolledBackFrom; rb != nil && r.State != "" {
 				r.Reason = "rolled back from " + rb.Version + ": " + rb.Reason
 			}
+		}
+		if d.Refused != "" {
+			r.State, r.Reason = "refused", "state document not taken: "+d.Refused
 		}
 		if a := d.Assignment; a != nil {
 			r.Deployment = a.Deployment

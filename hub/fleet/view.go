@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -50,7 +51,9 @@ func maxRecord(kind string) int {
 	return 4 << 10 // online, lease, controller
 }
 
-func (v *View) put(topic string, payload []byte) {
+// put takes a message; retained says it is a retained one the broker
+// handed a subscription (not one published now).
+func (v *View) put(topic string, payload []byte, retained bool) {
 	kind, name := v.topics.kind(topic)
 	if kind == "" {
 		return
@@ -75,7 +78,10 @@ func (v *View) put(topic string, payload []byte) {
 		v.raw[topic] = append([]byte(nil), payload...)
 		v.got[topic] = v.epoch
 	}
-	if kind == "state" || kind == "online" {
+	// A device is seen now when it says something now, or when the
+	// broker holds it online; a retained state or an offline presence
+	// is as old as the device said it was (Snapshot reads its time).
+	if (kind == "state" || kind == "online") && (!retained || kind == "online" && isOnline(payload)) {
 		v.seen[name] = time.Now()
 	}
 	old := v.changed
@@ -173,6 +179,8 @@ type Device struct {
 	// time, or when a message about it arrived here).
 	LastSeen   time.Time
 	Assignment *Assignment
+	// Refused says why its state document was not taken ("" if it was).
+	Refused string
 }
 
 // Snapshot is the fleet at one moment: every device, definition (with
@@ -190,6 +198,10 @@ type Snapshot struct {
 	// Oversized are retained records over their kind's bound, not kept:
 	// topic -> bytes.
 	Oversized map[string]int
+	// Refused are state documents not taken, topic -> why: one whose
+	// deviceId is not its topic's device (a device claiming another's id
+	// to be given what targets that one).
+	Refused map[string]string
 }
 
 // DeviceIDs lists the devices, sorted.
@@ -204,7 +216,7 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 	up := v.up
 	v.mu.Unlock()
 	s := &Snapshot{Devices: map[string]*Device{}, Definitions: map[string]*Definition{}, Invalid: map[string]string{},
-		Rollouts: map[string]*Rollout{}, Controllers: map[string]bool{}, Connected: up, Oversized: oversized}
+		Rollouts: map[string]*Rollout{}, Controllers: map[string]bool{}, Connected: up, Oversized: oversized, Refused: map[string]string{}}
 	dev := func(id string) *Device {
 		d := s.Devices[id]
 		if d == nil {
@@ -222,6 +234,14 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 			}
 			d := dev(name)
 			var st DeviceState
+			if json.Unmarshal(payload, &st) == nil && st.DeviceID != name {
+				// The broker's ACL binds a device to its own topics, not
+				// to what it writes in them: a target on deviceId must
+				// not match a device that claims another's.
+				s.Refused[topic] = fmt.Sprintf("its deviceId %q is not %q, the device of its topic", st.DeviceID, name)
+				d.Refused = s.Refused[topic]
+				continue
+			}
 			if json.Unmarshal(payload, &st) == nil {
 				d.Doc, d.State = payload, &st
 				if st.At.After(d.LastSeen) {
@@ -234,7 +254,11 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 			}
 			var p Presence
 			if json.Unmarshal(payload, &p) == nil {
-				dev(name).Online = p.Online
+				d := dev(name)
+				d.Online = p.Online
+				if p.Since.After(d.LastSeen) {
+					d.LastSeen = p.Since
+				}
 			}
 		case "assignment":
 			var a Assignment
@@ -271,4 +295,9 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 	recorded := s.recordedGenerations()
 	s.refuseOlder(func(name string) int64 { return recorded[name] })
 	return s
+}
+
+func isOnline(payload []byte) bool {
+	var p Presence
+	return json.Unmarshal(payload, &p) == nil && p.Online
 }
