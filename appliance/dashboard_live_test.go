@@ -182,6 +182,17 @@ func TestDashboardBadCamera(t *testing.T) {
 	st, _ := d.app.pipelines.PipelineStats("gate")
 	t.Logf("gate: %+v; the tile says %q", st.Source, evalString(t, ctx, `document.querySelector("#cams figure[data-pipeline=gate] .cam-offline").textContent`))
 	testenv.Screenshot(t, ctx, "live-bad-camera")
+
+	// Enlarged, the offline camera says why, and shows no frame rate or
+	// latencies (zeros that measure nothing).
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#cams figure[data-pipeline=gate] button.cam-frame`))); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "the enlarged gate with its reason", `document.querySelector("#cam-dialog").open && /^camera offline: /.test(document.querySelector("#cam-big-offline").textContent) && !document.querySelector("#cam-big-offline").hidden`, 10*time.Second)
+	if stats := evalString(t, ctx, `document.querySelector("#cam-big-stats").textContent`); strings.Contains(stats, "fps") || strings.Contains(stats, "p50") {
+		t.Errorf("the enlarged offline camera shows %q", stats)
+	}
+	testenv.Screenshot(t, ctx, "live-bad-camera-enlarged")
 }
 
 // TestDashboardLiveOverHTTPS: over the HTTPS port the browser speaks

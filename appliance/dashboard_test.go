@@ -253,6 +253,18 @@ func TestDashboardDeployFromBrowser(t *testing.T) {
 	if r := d.app.agent.Reported(); r.Modules["talker"].RuntimeStatus != "running" {
 		t.Errorf("agent reports talker %q", r.Modules["talker"].RuntimeStatus)
 	}
+	// A pass of the reconciler that finds it running describes it as
+	// "running": the status column says it once, not "running running".
+	if err := d.app.agent.Resync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if r := d.app.agent.Reported(); r.Modules["talker"].StatusDescription != "running" {
+		t.Fatalf("after a resync the agent describes talker as %q, want running (what this check is about)", r.Modules["talker"].StatusDescription)
+	}
+	wait(t, ctx, "the Modules page after the resync", `(() => { const r = [...document.querySelectorAll("#modules tbody tr")].find((r) => r.textContent.includes("talker")); return !!r && !r.cells[1].textContent.includes("started"); })()`, 15*time.Second)
+	if st := evalString(t, ctx, `[...document.querySelectorAll("#modules tbody tr")].find((r) => r.textContent.includes("talker")).cells[1].textContent.trim()`); st != "running" {
+		t.Errorf("talker's status cell says %q, want running", st)
+	}
 
 	for _, p := range []string{"devices", "hub"} {
 		navigate(t, ctx, d.base+"/"+p)

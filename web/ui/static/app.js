@@ -55,7 +55,8 @@ const ledge = (() => {
   };
   const bytes = (n) => {
     if (n == null) return "–";
-    const u = ["B", "KB", "MB", "GB", "TB"]; let i = 0;
+    // Counted in 1024s, so named so: what the CLI says too.
+    const u = ["B", "KiB", "MiB", "GiB", "TiB"]; let i = 0;
     while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
     return n.toFixed(n < 10 && i ? 1 : 0) + " " + u[i];
   };
@@ -442,7 +443,8 @@ ledge.pages.live = () => {
     $("#cam-big-title").textContent = big ? big.name : "";
     if (!p) return;
     const h = ledge.health(p);
-    $("#cam-big-stats").textContent = ledge.latency(p) + (p.model ? ` · ${p.model.split("/").pop()} ${p.modelVersion || ""}` : " · no detector");
+    // A failing camera has no rate or latency to show (the tiles' rule).
+    $("#cam-big-stats").textContent = h.failing ? "" : ledge.latency(p) + (p.model ? ` · ${p.model.split("/").pop()} ${p.modelVersion || ""}` : " · no detector");
     $("#cam-big-offline").textContent = h.text;
     $("#cam-big-offline").hidden = !h.text;
   }
@@ -620,7 +622,7 @@ ledge.pages.modules = () => {
     body.replaceChildren(...names.map((n) => {
       const m = rep.modules[n];
       const st = el("span", {}, status(m.runtimeStatus));
-      if (m.statusDescription) st.append(" ", el("span", { class: "muted small", text: m.statusDescription }));
+      if (m.statusDescription && m.statusDescription !== m.runtimeStatus) st.append(" ", el("span", { class: "muted small", text: m.statusDescription }));
       if (m.pull && m.pull.percent < 100) { const b = el("div", { class: "bar progress" }, el("span")); b.firstChild.style.width = m.pull.percent + "%"; st.append(b); }
       const restart = el("button", { type: "button", text: "Restart" });
       restart.onclick = async () => { restart.disabled = true; try { await api("POST", `/modules/${encodeURIComponent(n)}/restart`); } catch (e) { alert(e.message); } restart.disabled = false; };
