@@ -345,6 +345,21 @@ actions: [{type: snapshot}]
 	}
 	testenv.Screenshot(t, ctx, "events")
 
+	// A filter nothing matches says so, and keeps saying so while other
+	// objects arrive (the notice went with the first event of any kind).
+	_, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`
+		window.streamed = 0;
+		for (const t of ["track.start", "track.update", "track.end"]) new EventSource("/api/v1/events/stream?types=" + t).addEventListener(t, () => window.streamed++);
+		const f = document.querySelector("#filters"); f.class.value = "giraffe"; f.requestSubmit(); true`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "the filtered list's notice", `document.querySelector("#events").textContent === "No events match."`, 10*time.Second)
+	wait(t, ctx, "other objects streamed meanwhile", `window.streamed >= 3`, 30*time.Second)
+	if got := evalString(t, ctx, `document.querySelector("#events").textContent`); got != "No events match." {
+		t.Errorf("with a filter nothing matches, the list says %q after other objects arrived, want No events match.", got)
+	}
+
 	// Live: the stream's image has a size and changes.
 	navigate(t, ctx, d.base+"/live")
 	wait(t, ctx, "a live frame", `(() => { const i = document.querySelector("img[data-pipeline=door]"); return i && i.naturalWidth > 0; })()`, 20*time.Second)

@@ -503,16 +503,20 @@ ledge.pages.events = () => {
       (!filter.class || e.class === filter.class) && !filter.to &&
       (!filter.zone || e.zone === filter.zone || (e.zones || []).includes(filter.zone));
   }
-  function arrive(e) {
+  // add puts an arrival at the top; "No events match." goes only then.
+  function add(li) {
     const empty = list.querySelector("li.muted"); if (empty) empty.remove();
+    list.prepend(li);
+  }
+  function arrive(e) {
     if (raw) {
-      if (rawTypes.includes(e.type) && matches(e)) list.prepend(ledge.rawItem(e));
+      if (rawTypes.includes(e.type) && matches(e)) add(ledge.rawItem(e));
     } else if (e.type.startsWith("track.") && matches(e)) {
       const key = ledge.objectKey(e);
       const old = [...list.children].find((li) => li.dataset.key === key);
       if (old && e.type === "track.end" && filter.active) old.remove();
       else if (old) old.replaceWith(ledge.objectItem(e));
-      else if (e.type !== "track.end") list.prepend(ledge.objectItem(e));
+      else if (e.type !== "track.end") add(ledge.objectItem(e));
     }
     while (list.children.length > 500) list.lastChild.remove();
     $("#live-note").textContent = raw ? "Live: new raw events appear at the top." : "Live: objects appear when they are confirmed and update while in view.";
