@@ -145,6 +145,9 @@ const ledge = (() => {
     const colors = opts.colors || [css.getPropertyValue("--accent"), css.getPropertyValue("--warn"), css.getPropertyValue("--bad"), css.getPropertyValue("--ok")];
     let t0 = Infinity, t1 = -Infinity, vmax = opts.min || 0;
     for (const s of series) for (const [t, v] of s.points) { t0 = Math.min(t0, t); t1 = Math.max(t1, t); vmax = Math.max(vmax, v); }
+    // A chart of the last opts.window seconds spans them, whatever it has
+    // of them so far.
+    if (opts.window && isFinite(t0)) { t1 = Date.now() / 1000; t0 = t1 - opts.window; }
     if (!isFinite(t0)) { g.fillStyle = css.getPropertyValue("--muted"); g.fillText("no data yet", 8, 16); return; }
     vmax = vmax * 1.1 || 1; const pad = 28;
     g.strokeStyle = css.getPropertyValue("--line"); g.fillStyle = css.getPropertyValue("--muted"); g.font = "11px system-ui";
@@ -832,7 +835,7 @@ ledge.pages.hub = () => {
     fill($("#clients-table tbody"), (s.clients || []).map((c) => tr(c.id, c.identity || "", c.kind || "", c.auth || "", c.listener, c.remote)), "No clients connected.");
     const t = Date.now() / 1000;
     for (const [k, v] of [["in", s.rates.mqttIn], ["out", s.rates.mqttOut], ["routed", s.rates.routedIn]]) { hist[k].push([t, v]); while (hist[k].length && hist[k][0][0] < t - 600) hist[k].shift(); }
-    chart($("#rate-chart"), [{ name: "MQTT in", points: hist.in }, { name: "MQTT out", points: hist.out }, { name: "routed", points: hist.routed }]);
+    chart($("#rate-chart"), [{ name: "MQTT in", points: hist.in }, { name: "MQTT out", points: hist.out }, { name: "routed", points: hist.routed }], { window: 600 });
   });
 };
 
