@@ -364,7 +364,7 @@ func (s *Server) healthReport(c *gin.Context) (gin.H, bool) {
 	return gin.H{
 		"status":     status,
 		"version":    s.opts.Version,
-		"uptime":     time.Since(s.started).Round(time.Second).String(),
+		"uptime":     uptimeText(time.Since(s.started)),
 		"components": comps,
 	}, ok
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func newTestServer(t *testing.T, health func(context.Context) ([]ComponentHealth, bool)) *Server {
@@ -209,5 +210,33 @@ func TestControlSocketPathTooLong(t *testing.T) {
 	_, err := New(Options{Listen: "127.0.0.1:0", Socket: sock})
 	if err == nil || !strings.Contains(err.Error(), "107") || !strings.Contains(err.Error(), "shorter dataDir") {
 		t.Fatalf("control socket of %d bytes: %v", len(sock), err)
+	}
+}
+
+// TestUptimeInDays: after days, uptime reads in days and hours ("3d2h15m"),
+// not in hundreds of hours ("74h15m0s"), on /healthz, /api/v1/system and
+// so `ledge status`.
+func TestUptimeInDays(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		42 * time.Second:                              "42s",
+		13*time.Minute + 39*time.Second:               "13m39s",
+		5*time.Hour + 3*time.Minute + 1500:            "5h3m0s",
+		74*time.Hour + 15*time.Minute + 7*time.Second: "3d2h15m",
+		24 * time.Hour:                                "1d0h0m",
+	} {
+		if got := uptimeText(d); got != want {
+			t.Errorf("uptimeText(%s) = %q, want %q", d, got, want)
+		}
+	}
+	s := newTestServer(t, nil)
+	s.started = time.Now().Add(-(74*time.Hour + 15*time.Minute + 7*time.Second))
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	var body struct{ Uptime string }
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if body.Uptime != "3d2h15m" {
+		t.Errorf("/healthz uptime %q, want 3d2h15m", body.Uptime)
 	}
 }
