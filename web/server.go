@@ -326,9 +326,7 @@ func (s *Server) routes() error {
 	if err := s.pageRoutes(); err != nil {
 		return err
 	}
-	s.engine.NoRoute(func(c *gin.Context) {
-		writeError(c, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s", c.Request.Method, c.Request.URL.Path))
-	})
+	s.engine.NoRoute(s.notFound)
 	return nil
 }
 

@@ -240,3 +240,47 @@ func TestUptimeInDays(t *testing.T) {
 		t.Errorf("/healthz uptime %q, want 3d2h15m", body.Uptime)
 	}
 }
+
+// TestNotFoundPageForBrowsers: a mistyped dashboard address (or GET
+// /logout from a bookmark) shows a page saying so, with a way back, not
+// the API's JSON; API paths and clients that do not ask for HTML keep
+// the JSON error.
+func TestNotFoundPageForBrowsers(t *testing.T) {
+	s := newTestServer(t, nil)
+	const browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+	for _, tc := range []struct {
+		path, accept string
+		html         bool
+	}{
+		{"/dashboard", browser, true},
+		{"/logout", browser, true},
+		{"/nope/<b>x</b>", browser, true},
+		{"/dashboard", "application/json", false},
+		{"/dashboard", "", false},
+		{"/api/v1/nothing", browser, false},
+	} {
+		req := httptest.NewRequest("GET", tc.path, nil)
+		if tc.accept != "" {
+			req.Header.Set("Accept", tc.accept)
+		}
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		ct := rec.Header().Get("Content-Type")
+		if rec.Code != 404 {
+			t.Errorf("%s (%s): %d, want 404", tc.path, tc.accept, rec.Code)
+		}
+		if !tc.html {
+			if !strings.HasPrefix(ct, "application/json") {
+				t.Errorf("%s (%s): %s, want the JSON error", tc.path, tc.accept, ct)
+			}
+			continue
+		}
+		body := rec.Body.String()
+		if !strings.HasPrefix(ct, "text/html") || !strings.Contains(body, `href="/"`) || !strings.Contains(body, "Page not found") || rec.Header().Get("Content-Security-Policy") == "" {
+			t.Errorf("%s: %s, CSP %q: %.300s", tc.path, ct, rec.Header().Get("Content-Security-Policy"), body)
+		}
+		if strings.Contains(body, "<b>x") {
+			t.Errorf("%s: the path is not escaped: %.300s", tc.path, body)
+		}
+	}
+}
