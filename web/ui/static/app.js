@@ -517,7 +517,10 @@ ledge.pages.events = () => {
     } else if (e.type.startsWith("track.") && matches(e)) {
       const key = ledge.objectKey(e);
       const old = [...list.children].find((li) => li.dataset.key === key);
-      if (old && e.type === "track.end" && filter.active) old.remove();
+      if (old && e.type === "track.end" && filter.active) {
+        old.remove();
+        if (!list.children.length) list.replaceChildren(el("li", { class: "muted", text: "No events match." }));
+      }
       else if (old) old.replaceWith(ledge.objectItem(e));
       else if (e.type !== "track.end") add(ledge.objectItem(e));
     }

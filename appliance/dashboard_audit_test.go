@@ -1,12 +1,16 @@
 package appliance
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"ledge/internal/testenv"
 )
+
+// Found by the outside-in audit of the dashboard (issue 15): each test
+// failed before its fix.
 
 // TestDashboardHubChartWindow: the Hub page's "Messages per second (last
 // 10 minutes)" chart spans ten minutes ending now. Its page collects the
@@ -40,6 +44,43 @@ func TestDashboardHubChartWindow(t *testing.T) {
 	})()`)
 	if left != "0" {
 		t.Errorf("seconds of rates cover the left half of a ten-minute chart (%s coloured pixels there)", left)
+	}
+	for _, m := range console.take() {
+		t.Errorf("console: %s", m)
+	}
+}
+
+// TestDashboardEventsInViewEmpties: with "in view now", objects leave the
+// list as they end; when the last one goes, the list says "No events
+// match." instead of going blank.
+func TestDashboardEventsInViewEmpties(t *testing.T) {
+	video := panVideo(t, t.TempDir())
+	model := testenv.Model(t, "yolox_nano.onnx")
+	d := startDashboard(t, nil)
+	spec := fmt.Sprintf(`name: door
+source: {url: "file:%s", loop: true, realtime: true}
+detect: {model: %s, threshold: 0.4, classes: [person]}
+tracker: {minFrames: 2, timeout: 300ms}
+`, video, model)
+	if _, err := (pipelinesAPI{eng: d.app.pipelines, set: d.app.pipelineSet}).Put(t.Context(), "", []byte(spec)); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testenv.Browser(t)
+	console := watchConsole(t, ctx)
+	login(t, ctx, d.base, testPassword)
+	waitOverview(t, ctx)
+	navigate(t, ctx, d.base+"/events")
+	wait(t, ctx, "the event stream to open", `document.querySelector("#conn").textContent === "live"`, 10*time.Second)
+	evalString(t, ctx, `(() => { const f = document.querySelector("#filters"); f.active.checked = true; f.requestSubmit(); return ""; })()`)
+	wait(t, ctx, "an object in view", `document.querySelectorAll("#events li[data-key]").length > 0`, 30*time.Second)
+	// Stopping the pipeline ends every object it tracks.
+	if err := d.app.pipelines.Stop(t.Context(), "door"); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "the in-view list to empty", `document.querySelectorAll("#events li[data-key]").length === 0`, 15*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	if got := evalString(t, ctx, `document.querySelector("#events").textContent`); got != "No events match." {
+		t.Errorf("the emptied in-view list says %q, want No events match.", got)
 	}
 	for _, m := range console.take() {
 		t.Errorf("console: %s", m)
