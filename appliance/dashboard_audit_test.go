@@ -86,3 +86,30 @@ tracker: {minFrames: 2, timeout: 300ms}
 		t.Errorf("console: %s", m)
 	}
 }
+
+// TestDashboardModuleHubUnreachable: with the hub on loopback only (the
+// example configs' choice for one machine), a module on the Docker
+// network can never connect; the Modules page says why and which key
+// changes it, instead of "never connected" with no reason.
+func TestDashboardModuleHubUnreachable(t *testing.T) {
+	id := runID()
+	image := "ledge-test/mqttmod:" + id
+	buildModuleImage(t, image)
+	d := startDashboard(t, nil) // the hub on 127.0.0.1
+	tok := apiToken(t, d)
+	apiCall(t, d, tok, "POST", "/api/v1/deployments", fmt.Sprintf(`{"manifest": "version: \"1\"\nmodules:\n  talker: {image: %s, imagePullPolicy: never, createOptions: {Cmd: [receiver]}}\n"}`, image), 0)
+	ctx := testenv.Browser(t)
+	console := watchConsole(t, ctx)
+	login(t, ctx, d.base, testPassword)
+	waitOverview(t, ctx)
+	navigate(t, ctx, d.base+"/modules")
+	wait(t, ctx, "talker running", `[...document.querySelectorAll("#modules tbody tr")].some((r) => r.textContent.includes("talker") && r.textContent.includes("running"))`, 60*time.Second)
+	cell := evalString(t, ctx, `[...document.querySelectorAll("#modules tbody tr")].find((r) => r.textContent.includes("talker")).cells[2].textContent`)
+	if !strings.Contains(cell, "never connected") || !strings.Contains(cell, "127.0.0.1") || !strings.Contains(cell, "hub.listen.mqtts") {
+		t.Errorf("the talker's hub cell says %q, want never connected, the loopback address and the key that moves it", cell)
+	}
+	testenv.Screenshot(t, ctx, "modules-hub-loopback")
+	for _, m := range console.take() {
+		t.Errorf("console: %s", m)
+	}
+}

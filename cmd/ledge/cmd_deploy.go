@@ -376,7 +376,13 @@ func deployStatus(args []string, stdout, stderr io.Writer) error {
 		s := rep.Sections[n]
 		fmt.Fprintf(tw, "[%s]\t%s\t\t\t\t\t%s\n", n, s.State, s.Detail)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if note := hubUnreachableNote(links); note != "" {
+		fmt.Fprintln(stdout, note)
+	}
+	return nil
 }
 
 // desiredStatusText is an edgeAgent lastDesiredStatus in words, its code

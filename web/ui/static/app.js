@@ -618,7 +618,8 @@ ledge.pages.modules = () => {
     const at = new Date(h.since).toLocaleTimeString();
     const title = `hub client ${h.identity}`;
     if (h.connected) return el("span", { class: "ok", title, text: `connected since ${at}` });
-    return el("span", { class: "warn", title, text: h.seen ? `not connected since ${at}` : `never connected since ledge started (${at})` });
+    const why = h.unreachable ? `: ${h.unreachable}` : "";
+    return el("span", { class: "warn", title, text: (h.seen ? `not connected since ${at}` : `never connected since ledge started (${at})`) + why });
   };
   async function load() {
     const rep = await api("GET", "/deployments/current");
