@@ -576,6 +576,7 @@ ledge.pages.pipelines = () => {
       const state = [h.reason ? `${src.phase || h.state}: ${h.reason}` : src.phase || h.state];
       if (src.retry) state.push(`retry ${new Date(src.retry).toLocaleTimeString()}`);
       if (src.reconnects) state.push(`${src.reconnects} reconnects`);
+      if (h.failing && p.failingSince) state.push(`failing since ${new Date(p.failingSince).toLocaleString()}`);
       const rows = [
         ["Source", (spec.source || {}).url || "–"],
         ["State", state.join(", ")],
