@@ -371,7 +371,7 @@ func (l *hubLink) text() string {
 	case l.Seen:
 		return "not connected since " + l.Since.Local().Format(time.TimeOnly)
 	}
-	return "never connected (since start " + l.Since.Local().Format(time.TimeOnly) + ")"
+	return "never connected since ledge started " + l.Since.Local().Format(time.TimeOnly)
 }
 
 func printHubSummary(w io.Writer, raw json.RawMessage) {

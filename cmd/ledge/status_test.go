@@ -187,3 +187,23 @@ func TestHubUnreachableNote(t *testing.T) {
 		t.Errorf("note with every module connected: %q", n)
 	}
 }
+
+// TestHubLinkText: a module's link to the hub in the module tables reads
+// as the Modules page says it: "never connected since ledge started" (its
+// own start may be later), not "never connected (since start ...)".
+func TestHubLinkText(t *testing.T) {
+	at := time.Date(2026, 12, 5, 9, 6, 49, 0, time.Local)
+	for _, tc := range []struct {
+		l    *hubLink
+		want string
+	}{
+		{nil, "-"},
+		{&hubLink{Connected: true, Since: at, Seen: true}, "connected since 09:06:49"},
+		{&hubLink{Since: at, Seen: true}, "not connected since 09:06:49"},
+		{&hubLink{Since: at}, "never connected since ledge started 09:06:49"},
+	} {
+		if got := tc.l.text(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.l, got, tc.want)
+		}
+	}
+}
