@@ -364,6 +364,9 @@ func deployStatus(args []string, stdout, stderr io.Writer) error {
 	if !rep.Engine.Connected {
 		fmt.Fprintln(stdout, engineText(rep.Engine))
 	}
+	if len(rep.Modules) == 0 && len(rep.Sections) == 0 {
+		return nil // no table of nothing
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODULE\tSTATUS\tHUB\tRESTARTS\tEXIT\tIMAGE\tDETAIL")
 	names := slices.Sorted(maps.Keys(rep.Modules))
