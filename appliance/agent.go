@@ -2,7 +2,9 @@ package appliance
 
 import (
 	"context"
+	"fmt"
 	"maps"
+	"net"
 	"net/url"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,13 +93,36 @@ func (d deployer) modules(ms map[string]agent.ModuleReport) map[string]web.Modul
 	if d.hub == nil {
 		return out
 	}
+	unreachable := hubUnreachable(d.hub.Ports())
 	for name, m := range out {
 		id := d.device + "/" + name
 		p := d.hub.Presence(id)
 		m.Hub = &web.ModuleHubLink{Identity: id, Connected: p.Connected, Since: p.Since, Seen: p.Seen}
+		if !p.Connected {
+			m.Hub.Unreachable = unreachable
+		}
 		out[name] = m
 	}
 	return out
+}
+
+// hubUnreachable says why container modules cannot reach the hub: the
+// listener they are given (MQTT over TLS, else plain MQTT) is bound to a
+// loopback address, which a container on the module network cannot
+// reach. "" when they can (or ledge cannot tell).
+func hubUnreachable(p hub.Ports) string {
+	addr, key := p.MQTTSAddr, "hub.listen.mqtts"
+	if p.MQTTS == 0 {
+		addr, key = p.MQTTAddr, "hub.listen.mqtt"
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return ""
+	}
+	return fmt.Sprintf("the hub listens on %s only, which containers on the module network cannot reach: set %s in ledge.yaml to an address they reach (e.g. \":%s\")", addr, key, port)
 }
 
 func (d deployer) Check(ctx context.Context, m, sig []byte) (web.DeploymentPlan, error) {

@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -182,6 +183,30 @@ func TestDashboardBadCamera(t *testing.T) {
 	st, _ := d.app.pipelines.PipelineStats("gate")
 	t.Logf("gate: %+v; the tile says %q", st.Source, evalString(t, ctx, `document.querySelector("#cams figure[data-pipeline=gate] .cam-offline").textContent`))
 	testenv.Screenshot(t, ctx, "live-bad-camera")
+
+	// Enlarged, the offline camera says why, and shows no frame rate or
+	// latencies (zeros that measure nothing).
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#cams figure[data-pipeline=gate] button.cam-frame`))); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "the enlarged gate with its reason", `document.querySelector("#cam-dialog").open && /^camera offline: /.test(document.querySelector("#cam-big-offline").textContent) && !document.querySelector("#cam-big-offline").hidden`, 10*time.Second)
+	if stats := evalString(t, ctx, `document.querySelector("#cam-big-stats").textContent`); strings.Contains(stats, "fps") || strings.Contains(stats, "p50") {
+		t.Errorf("the enlarged offline camera shows %q", stats)
+	}
+	testenv.Screenshot(t, ctx, "live-bad-camera-enlarged")
+
+	// The Pipelines page says since when each fails, as ledge status does.
+	if err := chromedp.Do(ctx, chromedp.KeyEvent("\x1b")); err != nil {
+		t.Fatal(err)
+	}
+	navigate(t, ctx, d.base+"/pipelines")
+	for _, name := range []string{"gate", "porch"} {
+		wait(t, ctx, name+"'s card", fmt.Sprintf(`document.querySelector("section[aria-label='pipeline %s'] dl dd") !== null`, name), 15*time.Second)
+		state := evalString(t, ctx, fmt.Sprintf(`(() => { const dl = document.querySelector("section[aria-label='pipeline %s'] dl"); const dt = [...dl.querySelectorAll("dt")].find((d) => d.textContent === "State"); return dt.nextElementSibling.textContent; })()`, name))
+		if !regexp.MustCompile(`failing since .*\d{1,2}:\d\d:\d\d`).MatchString(state) {
+			t.Errorf("the Pipelines page's state of %s is %q: since when it fails is missing", name, state)
+		}
+	}
 }
 
 // TestDashboardLiveOverHTTPS: over the HTTPS port the browser speaks

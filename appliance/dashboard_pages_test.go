@@ -171,6 +171,9 @@ func checkPages(t *testing.T, ctx context.Context, d *dashboard, console *consol
 				if (/[·:]$/.test(foot)) out.push("the footer ends in '" + foot.slice(-1) + "'");
 				const text = document.body.innerText;
 				if (text.includes("`+"`"+`")) out.push("a literal backtick: " + text.slice(Math.max(0, text.indexOf("`+"`"+`") - 40), text.indexOf("`+"`"+`") + 40));
+				// Sizes are counted in 1024s, as the CLI says them (KiB, MiB, GiB).
+				const dec = text.match(/.{0,30}\d (KB|MB|GB|TB)\b.{0,10}/);
+				if (dec) out.push("a binary size labelled with a decimal unit: " + dec[0]);
 				if (/0001-01-01|undefined|NaN|\[object Object\]/.test(text)) out.push("a placeholder leaked: " + text.match(/.{0,40}(0001-01-01|undefined|NaN|\[object Object\]).{0,40}/)[0]);
 				return out.join("; ");
 			})()`)

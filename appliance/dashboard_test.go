@@ -253,6 +253,18 @@ func TestDashboardDeployFromBrowser(t *testing.T) {
 	if r := d.app.agent.Reported(); r.Modules["talker"].RuntimeStatus != "running" {
 		t.Errorf("agent reports talker %q", r.Modules["talker"].RuntimeStatus)
 	}
+	// A pass of the reconciler that finds it running describes it as
+	// "running": the status column says it once, not "running running".
+	if err := d.app.agent.Resync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if r := d.app.agent.Reported(); r.Modules["talker"].StatusDescription != "running" {
+		t.Fatalf("after a resync the agent describes talker as %q, want running (what this check is about)", r.Modules["talker"].StatusDescription)
+	}
+	wait(t, ctx, "the Modules page after the resync", `(() => { const r = [...document.querySelectorAll("#modules tbody tr")].find((r) => r.textContent.includes("talker")); return !!r && !r.cells[1].textContent.includes("started"); })()`, 15*time.Second)
+	if st := evalString(t, ctx, `[...document.querySelectorAll("#modules tbody tr")].find((r) => r.textContent.includes("talker")).cells[1].textContent.trim()`); st != "running" {
+		t.Errorf("talker's status cell says %q, want running", st)
+	}
 
 	for _, p := range []string{"devices", "hub"} {
 		navigate(t, ctx, d.base+"/"+p)
@@ -332,6 +344,21 @@ actions: [{type: snapshot}]
 		t.Error("an object's event is listed more than once")
 	}
 	testenv.Screenshot(t, ctx, "events")
+
+	// A filter nothing matches says so, and keeps saying so while other
+	// objects arrive (the notice went with the first event of any kind).
+	_, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`
+		window.streamed = 0;
+		for (const t of ["track.start", "track.update", "track.end"]) new EventSource("/api/v1/events/stream?types=" + t).addEventListener(t, () => window.streamed++);
+		const f = document.querySelector("#filters"); f.class.value = "giraffe"; f.requestSubmit(); true`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "the filtered list's notice", `document.querySelector("#events").textContent === "No events match."`, 10*time.Second)
+	wait(t, ctx, "other objects streamed meanwhile", `window.streamed >= 3`, 30*time.Second)
+	if got := evalString(t, ctx, `document.querySelector("#events").textContent`); got != "No events match." {
+		t.Errorf("with a filter nothing matches, the list says %q after other objects arrived, want No events match.", got)
+	}
 
 	// Live: the stream's image has a size and changes.
 	navigate(t, ctx, d.base+"/live")

@@ -6,6 +6,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 )
@@ -39,14 +40,18 @@ type pageData struct {
 
 // templates are parsed once: the layout plus each page's content.
 type templates struct {
-	pages map[string]*template.Template
-	login *template.Template
+	pages    map[string]*template.Template
+	login    *template.Template
+	notFound *template.Template
 }
 
 func parseTemplates(pages []page) (*templates, error) {
 	t := &templates{pages: map[string]*template.Template{}}
 	var err error
 	if t.login, err = template.ParseFS(templateFS, "ui/templates/login.html"); err != nil {
+		return nil, err
+	}
+	if t.notFound, err = template.ParseFS(templateFS, "ui/templates/notfound.html"); err != nil {
 		return nil, err
 	}
 	for _, p := range pages {
@@ -125,6 +130,25 @@ func (s *Server) renderPage(c *gin.Context, pages []page, p page, data any) {
 	if err := s.tpl.pages[p.name].ExecuteTemplate(c.Writer, "layout", d); err != nil {
 		s.log.Error("render page", "page", p.name, "err", err)
 	}
+}
+
+// notFound answers an address nothing serves: a page for a browser that
+// asks for one outside the API (a mistyped address, GET /logout from a
+// bookmark), the JSON error for everyone else.
+func (s *Server) notFound(c *gin.Context) {
+	r := c.Request
+	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && !strings.HasPrefix(r.URL.Path, "/api/") &&
+		strings.Contains(r.Header.Get("Accept"), "text/html") && s.tpl != nil {
+		c.Header("Content-Type", "text/html; charset=utf-8")
+		c.Header("X-Frame-Options", "DENY")
+		c.Header("Content-Security-Policy", pageCSP)
+		c.Status(http.StatusNotFound)
+		s.tpl.notFound.ExecuteTemplate(c.Writer, "notfound", map[string]any{
+			"Device": s.opts.DeviceID, "Path": r.URL.Path, "AssetVersion": s.opts.Version,
+		})
+		return
+	}
+	writeError(c, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 }
 
 func (s *Server) renderLogin(c *gin.Context, status int, msg string) {

@@ -326,9 +326,7 @@ func (s *Server) routes() error {
 	if err := s.pageRoutes(); err != nil {
 		return err
 	}
-	s.engine.NoRoute(func(c *gin.Context) {
-		writeError(c, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s", c.Request.Method, c.Request.URL.Path))
-	})
+	s.engine.NoRoute(s.notFound)
 	return nil
 }
 
@@ -364,7 +362,7 @@ func (s *Server) healthReport(c *gin.Context) (gin.H, bool) {
 	return gin.H{
 		"status":     status,
 		"version":    s.opts.Version,
-		"uptime":     time.Since(s.started).Round(time.Second).String(),
+		"uptime":     uptimeText(time.Since(s.started)),
 		"components": comps,
 	}, ok
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func newTestServer(t *testing.T, health func(context.Context) ([]ComponentHealth, bool)) *Server {
@@ -209,5 +210,77 @@ func TestControlSocketPathTooLong(t *testing.T) {
 	_, err := New(Options{Listen: "127.0.0.1:0", Socket: sock})
 	if err == nil || !strings.Contains(err.Error(), "107") || !strings.Contains(err.Error(), "shorter dataDir") {
 		t.Fatalf("control socket of %d bytes: %v", len(sock), err)
+	}
+}
+
+// TestUptimeInDays: after days, uptime reads in days and hours ("3d2h15m"),
+// not in hundreds of hours ("74h15m0s"), on /healthz, /api/v1/system and
+// so `ledge status`.
+func TestUptimeInDays(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		42 * time.Second:                              "42s",
+		13*time.Minute + 39*time.Second:               "13m39s",
+		5*time.Hour + 3*time.Minute + 1500:            "5h3m0s",
+		74*time.Hour + 15*time.Minute + 7*time.Second: "3d2h15m",
+		24 * time.Hour:                                "1d0h0m",
+	} {
+		if got := uptimeText(d); got != want {
+			t.Errorf("uptimeText(%s) = %q, want %q", d, got, want)
+		}
+	}
+	s := newTestServer(t, nil)
+	s.started = time.Now().Add(-(74*time.Hour + 15*time.Minute + 7*time.Second))
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	var body struct{ Uptime string }
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if body.Uptime != "3d2h15m" {
+		t.Errorf("/healthz uptime %q, want 3d2h15m", body.Uptime)
+	}
+}
+
+// TestNotFoundPageForBrowsers: a mistyped dashboard address (or GET
+// /logout from a bookmark) shows a page saying so, with a way back, not
+// the API's JSON; API paths and clients that do not ask for HTML keep
+// the JSON error.
+func TestNotFoundPageForBrowsers(t *testing.T) {
+	s := newTestServer(t, nil)
+	const browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+	for _, tc := range []struct {
+		path, accept string
+		html         bool
+	}{
+		{"/dashboard", browser, true},
+		{"/logout", browser, true},
+		{"/nope/<b>x</b>", browser, true},
+		{"/dashboard", "application/json", false},
+		{"/dashboard", "", false},
+		{"/api/v1/nothing", browser, false},
+	} {
+		req := httptest.NewRequest("GET", tc.path, nil)
+		if tc.accept != "" {
+			req.Header.Set("Accept", tc.accept)
+		}
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		ct := rec.Header().Get("Content-Type")
+		if rec.Code != 404 {
+			t.Errorf("%s (%s): %d, want 404", tc.path, tc.accept, rec.Code)
+		}
+		if !tc.html {
+			if !strings.HasPrefix(ct, "application/json") {
+				t.Errorf("%s (%s): %s, want the JSON error", tc.path, tc.accept, ct)
+			}
+			continue
+		}
+		body := rec.Body.String()
+		if !strings.HasPrefix(ct, "text/html") || !strings.Contains(body, `href="/"`) || !strings.Contains(body, "Page not found") || rec.Header().Get("Content-Security-Policy") == "" {
+			t.Errorf("%s: %s, CSP %q: %.300s", tc.path, ct, rec.Header().Get("Content-Security-Policy"), body)
+		}
+		if strings.Contains(body, "<b>x") {
+			t.Errorf("%s: the path is not escaped: %.300s", tc.path, body)
+		}
 	}
 }

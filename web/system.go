@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"runtime"
 	"time"
@@ -54,5 +55,16 @@ func (s *Server) system(c *gin.Context) {
 		Uptime    string    `json:"uptime"`
 		StartedAt time.Time `json:"startedAt"`
 		Dev       bool      `json:"dev"`
-	}{info, s.opts.Version, s.opts.DeviceID, runtime.Version(), time.Since(s.started).Round(time.Second).String(), s.started, s.opts.Dev})
+	}{info, s.opts.Version, s.opts.DeviceID, runtime.Version(), uptimeText(time.Since(s.started)), s.started, s.opts.Dev})
+}
+
+// uptimeText is how long ledge has run, as people read it: Go's
+// "13m39s" within a day, then days, hours and minutes ("3d2h15m") rather
+// than "74h15m7s".
+func uptimeText(d time.Duration) string {
+	d = d.Round(time.Second)
+	if d < 24*time.Hour {
+		return d.String()
+	}
+	return fmt.Sprintf("%dd%dh%dm", d/(24*time.Hour), d%(24*time.Hour)/time.Hour, d%time.Hour/time.Minute)
 }

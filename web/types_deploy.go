@@ -167,6 +167,9 @@ type ModuleHubLink struct {
 	// connected since ledge started, ledge's start (Seen false).
 	Since time.Time `json:"since"`
 	Seen  bool      `json:"seen"`
+	// Unreachable says why a module that is not connected cannot reach
+	// the hub, when ledge knows (the hub listens on loopback only).
+	Unreachable string `json:"unreachable,omitempty"`
 }
 
 // EnvValue is Azure's env value object.

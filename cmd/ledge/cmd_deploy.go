@@ -364,6 +364,9 @@ func deployStatus(args []string, stdout, stderr io.Writer) error {
 	if !rep.Engine.Connected {
 		fmt.Fprintln(stdout, engineText(rep.Engine))
 	}
+	if len(rep.Modules) == 0 && len(rep.Sections) == 0 {
+		return nil // no table of nothing
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODULE\tSTATUS\tHUB\tRESTARTS\tEXIT\tIMAGE\tDETAIL")
 	names := slices.Sorted(maps.Keys(rep.Modules))
@@ -376,7 +379,13 @@ func deployStatus(args []string, stdout, stderr io.Writer) error {
 		s := rep.Sections[n]
 		fmt.Fprintf(tw, "[%s]\t%s\t\t\t\t\t%s\n", n, s.State, s.Detail)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if note := hubUnreachableNote(links); note != "" {
+		fmt.Fprintln(stdout, note)
+	}
+	return nil
 }
 
 // desiredStatusText is an edgeAgent lastDesiredStatus in words, its code

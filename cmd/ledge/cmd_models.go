@@ -85,7 +85,7 @@ func modelsList(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(tw, "MODEL\tVERSION\tSTATE\tSIZE\tKIND\tDIGEST\tDETAIL")
 	for _, m := range res.Models {
 		for _, v := range m.Versions {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.12s\t%s\n", m.Name, v.Version, v.State, sizeText(v.Size), orDash(v.Kind), v.Digest, versionDetail(m, v))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.12s\t%s\n", m.Name, v.Version, v.State, sizeText(v.Size), cmp.Or(v.Kind, "auto"), v.Digest, versionDetail(m, v))
 		}
 	}
 	return tw.Flush()

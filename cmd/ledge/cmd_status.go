@@ -311,15 +311,37 @@ func printDeployment(w io.Writer, raw json.RawMessage) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", n, m.RuntimeStatus, links[n].text(), m.RestartCount, m.Settings.Image, oneLine(m.StatusDescription, 80))
 	}
 	tw.Flush()
+	if note := hubUnreachableNote(links); note != "" {
+		fmt.Fprintln(w, "  "+note)
+	}
 }
 
 // hubLink is a module's connection to the hub in /deployments/current
 // (web.ModuleHubLink): running does not mean connected.
 type hubLink struct {
-	Identity  string    `json:"identity"`
-	Connected bool      `json:"connected"`
-	Since     time.Time `json:"since"`
-	Seen      bool      `json:"seen"`
+	Identity    string    `json:"identity"`
+	Connected   bool      `json:"connected"`
+	Since       time.Time `json:"since"`
+	Seen        bool      `json:"seen"`
+	Unreachable string    `json:"unreachable"` // why it cannot connect, when ledge knows
+}
+
+// hubUnreachableNote is the line below a module table that says which
+// modules cannot connect to the hub and why, when the daemon knows ("" if
+// none).
+func hubUnreachableNote(links map[string]*hubLink) string {
+	var names []string
+	why := ""
+	for _, n := range slices.Sorted(maps.Keys(links)) {
+		if l := links[n]; l != nil && !l.Connected && l.Unreachable != "" {
+			names = append(names, n)
+			why = l.Unreachable
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return "modules " + strings.Join(names, ", ") + " cannot connect: " + why
 }
 
 // moduleHubLinks reads each module's hub link from a reported state (none
@@ -349,7 +371,7 @@ func (l *hubLink) text() string {
 	case l.Seen:
 		return "not connected since " + l.Since.Local().Format(time.TimeOnly)
 	}
-	return "never connected (since start " + l.Since.Local().Format(time.TimeOnly) + ")"
+	return "never connected since ledge started " + l.Since.Local().Format(time.TimeOnly)
 }
 
 func printHubSummary(w io.Writer, raw json.RawMessage) {

@@ -316,6 +316,9 @@ func TestStatusTalksToDaemon(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "no deployment set yet (417") || strings.Contains(out, "status 417") {
 		t.Errorf("deploy status before any deployment: exit %d\n%s%s", code, out, errOut)
 	}
+	if strings.Contains(out, "MODULE") { // a table of nothing
+		t.Errorf("deploy status before any deployment prints an empty module table:\n%s", out)
+	}
 	_, errOut, code = ledge(t, "status", "--data-dir", t.TempDir())
 	if code != 3 || !strings.Contains(errOut, "ledge is not running") {
 		t.Errorf("no daemon: exit %d, want 3: %s", code, errOut)

@@ -57,6 +57,14 @@ func TestModelsCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &ms); err != nil || len(ms) != 1 || ms[0].Active != "1" || !ms[0].Pinned || len(ms[0].Versions) != 2 {
 		t.Fatalf("list --json: %v\n%s", err, out)
 	}
+	// Without --kind, ledge tells the family from the model's shapes: the
+	// list says auto, as the Models page does (not "-").
+	if out, errOut, code = run("models", "pull", "plain@1", "--file", fd, "--wait"); code != 0 || !strings.Contains(out, "plain@1: ready") {
+		t.Fatalf("pull without --kind: %d %s %s", code, out, errOut)
+	}
+	if out, _, _ = run("models", "list"); !regexpLine(out, `plain\s+1\s+ready\s+1005\.6 KiB\s+auto\s+`) {
+		t.Errorf("list, a model without a kind:\n%s", out)
+	}
 
 	for _, tc := range []struct {
 		args []string

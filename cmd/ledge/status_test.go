@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -164,5 +165,45 @@ func TestUncleanStopNoted(t *testing.T) {
 	out, _, _ = ledge(t, "status", "--config", cfg, "--data-dir", data)
 	if strings.Contains(out, warn) {
 		t.Errorf("status after a clean stop:\n%s", out)
+	}
+}
+
+// TestHubUnreachableNote: when the daemon says why modules cannot reach
+// the hub (it listens on loopback only), `ledge status` and `ledge deploy
+// status` say it once below their module table, as the Modules page does
+// beside each module.
+func TestHubUnreachableNote(t *testing.T) {
+	why := `the hub listens on 127.0.0.1:8883 only, which containers on the module network cannot reach: set hub.listen.mqtts in ledge.yaml to an address they reach (e.g. \":8883\")`
+	raw := json.RawMessage(`{"modules": {
+		"a": {"hub": {"identity": "gw/a", "connected": false, "since": "2026-12-05T09:00:00Z", "seen": false, "unreachable": "` + why + `"}},
+		"b": {"hub": {"identity": "gw/b", "connected": false, "since": "2026-12-05T09:00:00Z", "seen": false, "unreachable": "` + why + `"}},
+		"c": {"hub": {"identity": "gw/c", "connected": true, "since": "2026-12-05T09:00:00Z", "seen": true}}}}`)
+	got := hubUnreachableNote(moduleHubLinks(raw))
+	want := `modules a, b cannot connect: the hub listens on 127.0.0.1:8883 only, which containers on the module network cannot reach: set hub.listen.mqtts in ledge.yaml to an address they reach (e.g. ":8883")`
+	if got != want {
+		t.Errorf("note:\n%s\nwant\n%s", got, want)
+	}
+	if n := hubUnreachableNote(moduleHubLinks(json.RawMessage(`{"modules": {"c": {"hub": {"identity": "gw/c", "connected": true}}}}`))); n != "" {
+		t.Errorf("note with every module connected: %q", n)
+	}
+}
+
+// TestHubLinkText: a module's link to the hub in the module tables reads
+// as the Modules page says it: "never connected since ledge started" (its
+// own start may be later), not "never connected (since start ...)".
+func TestHubLinkText(t *testing.T) {
+	at := time.Date(2026, 12, 5, 9, 6, 49, 0, time.Local)
+	for _, tc := range []struct {
+		l    *hubLink
+		want string
+	}{
+		{nil, "-"},
+		{&hubLink{Connected: true, Since: at, Seen: true}, "connected since 09:06:49"},
+		{&hubLink{Since: at, Seen: true}, "not connected since 09:06:49"},
+		{&hubLink{Since: at}, "never connected since ledge started 09:06:49"},
+	} {
+		if got := tc.l.text(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.l, got, tc.want)
+		}
 	}
 }

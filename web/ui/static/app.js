@@ -55,7 +55,8 @@ const ledge = (() => {
   };
   const bytes = (n) => {
     if (n == null) return "–";
-    const u = ["B", "KB", "MB", "GB", "TB"]; let i = 0;
+    // Counted in 1024s, so named so: what the CLI says too.
+    const u = ["B", "KiB", "MiB", "GiB", "TiB"]; let i = 0;
     while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
     return n.toFixed(n < 10 && i ? 1 : 0) + " " + u[i];
   };
@@ -144,6 +145,9 @@ const ledge = (() => {
     const colors = opts.colors || [css.getPropertyValue("--accent"), css.getPropertyValue("--warn"), css.getPropertyValue("--bad"), css.getPropertyValue("--ok")];
     let t0 = Infinity, t1 = -Infinity, vmax = opts.min || 0;
     for (const s of series) for (const [t, v] of s.points) { t0 = Math.min(t0, t); t1 = Math.max(t1, t); vmax = Math.max(vmax, v); }
+    // A chart of the last opts.window seconds spans them, whatever it has
+    // of them so far.
+    if (opts.window && isFinite(t0)) { t1 = Date.now() / 1000; t0 = t1 - opts.window; }
     if (!isFinite(t0)) { g.fillStyle = css.getPropertyValue("--muted"); g.fillText("no data yet", 8, 16); return; }
     vmax = vmax * 1.1 || 1; const pad = 28;
     g.strokeStyle = css.getPropertyValue("--line"); g.fillStyle = css.getPropertyValue("--muted"); g.font = "11px system-ui";
@@ -442,7 +446,8 @@ ledge.pages.live = () => {
     $("#cam-big-title").textContent = big ? big.name : "";
     if (!p) return;
     const h = ledge.health(p);
-    $("#cam-big-stats").textContent = ledge.latency(p) + (p.model ? ` · ${p.model.split("/").pop()} ${p.modelVersion || ""}` : " · no detector");
+    // A failing camera has no rate or latency to show (the tiles' rule).
+    $("#cam-big-stats").textContent = h.failing ? "" : ledge.latency(p) + (p.model ? ` · ${p.model.split("/").pop()} ${p.modelVersion || ""}` : " · no detector");
     $("#cam-big-offline").textContent = h.text;
     $("#cam-big-offline").hidden = !h.text;
   }
@@ -501,16 +506,23 @@ ledge.pages.events = () => {
       (!filter.class || e.class === filter.class) && !filter.to &&
       (!filter.zone || e.zone === filter.zone || (e.zones || []).includes(filter.zone));
   }
-  function arrive(e) {
+  // add puts an arrival at the top; "No events match." goes only then.
+  function add(li) {
     const empty = list.querySelector("li.muted"); if (empty) empty.remove();
+    list.prepend(li);
+  }
+  function arrive(e) {
     if (raw) {
-      if (rawTypes.includes(e.type) && matches(e)) list.prepend(ledge.rawItem(e));
+      if (rawTypes.includes(e.type) && matches(e)) add(ledge.rawItem(e));
     } else if (e.type.startsWith("track.") && matches(e)) {
       const key = ledge.objectKey(e);
       const old = [...list.children].find((li) => li.dataset.key === key);
-      if (old && e.type === "track.end" && filter.active) old.remove();
+      if (old && e.type === "track.end" && filter.active) {
+        old.remove();
+        if (!list.children.length) list.replaceChildren(el("li", { class: "muted", text: "No events match." }));
+      }
       else if (old) old.replaceWith(ledge.objectItem(e));
-      else if (e.type !== "track.end") list.prepend(ledge.objectItem(e));
+      else if (e.type !== "track.end") add(ledge.objectItem(e));
     }
     while (list.children.length > 500) list.lastChild.remove();
     $("#live-note").textContent = raw ? "Live: new raw events appear at the top." : "Live: objects appear when they are confirmed and update while in view.";
@@ -564,6 +576,7 @@ ledge.pages.pipelines = () => {
       const state = [h.reason ? `${src.phase || h.state}: ${h.reason}` : src.phase || h.state];
       if (src.retry) state.push(`retry ${new Date(src.retry).toLocaleTimeString()}`);
       if (src.reconnects) state.push(`${src.reconnects} reconnects`);
+      if (h.failing && p.failingSince) state.push(`failing since ${new Date(p.failingSince).toLocaleString()}`);
       const rows = [
         ["Source", (spec.source || {}).url || "–"],
         ["State", state.join(", ")],
@@ -606,7 +619,8 @@ ledge.pages.modules = () => {
     const at = new Date(h.since).toLocaleTimeString();
     const title = `hub client ${h.identity}`;
     if (h.connected) return el("span", { class: "ok", title, text: `connected since ${at}` });
-    return el("span", { class: "warn", title, text: h.seen ? `not connected since ${at}` : `never connected since ledge started (${at})` });
+    const why = h.unreachable ? `: ${h.unreachable}` : "";
+    return el("span", { class: "warn", title, text: (h.seen ? `not connected since ${at}` : `never connected since ledge started (${at})`) + why });
   };
   async function load() {
     const rep = await api("GET", "/deployments/current");
@@ -620,7 +634,7 @@ ledge.pages.modules = () => {
     body.replaceChildren(...names.map((n) => {
       const m = rep.modules[n];
       const st = el("span", {}, status(m.runtimeStatus));
-      if (m.statusDescription) st.append(" ", el("span", { class: "muted small", text: m.statusDescription }));
+      if (m.statusDescription && m.statusDescription !== m.runtimeStatus) st.append(" ", el("span", { class: "muted small", text: m.statusDescription }));
       if (m.pull && m.pull.percent < 100) { const b = el("div", { class: "bar progress" }, el("span")); b.firstChild.style.width = m.pull.percent + "%"; st.append(b); }
       const restart = el("button", { type: "button", text: "Restart" });
       restart.onclick = async () => { restart.disabled = true; try { await api("POST", `/modules/${encodeURIComponent(n)}/restart`); } catch (e) { alert(e.message); } restart.disabled = false; };
@@ -826,7 +840,7 @@ ledge.pages.hub = () => {
     fill($("#clients-table tbody"), (s.clients || []).map((c) => tr(c.id, c.identity || "", c.kind || "", c.auth || "", c.listener, c.remote)), "No clients connected.");
     const t = Date.now() / 1000;
     for (const [k, v] of [["in", s.rates.mqttIn], ["out", s.rates.mqttOut], ["routed", s.rates.routedIn]]) { hist[k].push([t, v]); while (hist[k].length && hist[k][0][0] < t - 600) hist[k].shift(); }
-    chart($("#rate-chart"), [{ name: "MQTT in", points: hist.in }, { name: "MQTT out", points: hist.out }, { name: "routed", points: hist.routed }]);
+    chart($("#rate-chart"), [{ name: "MQTT in", points: hist.in }, { name: "MQTT out", points: hist.out }, { name: "routed", points: hist.routed }], { window: 600 });
   });
 };
 
