@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"sort"
+	"strconv"
 	"strings"
 
 	"ledge/agent/manifest"
@@ -194,7 +195,7 @@ func settingsDiff(a, b *manifest.Module) string {
 		d = append(d, fmt.Sprintf("restartPolicy %s -> %s", a.RestartPolicy, b.RestartPolicy))
 	}
 	if a.StartupOrder != b.StartupOrder {
-		d = append(d, fmt.Sprintf("startupOrder %d -> %d", a.StartupOrder, b.StartupOrder))
+		d = append(d, fmt.Sprintf("startupOrder %s -> %s", startupOrderText(a.StartupOrder), startupOrderText(b.StartupOrder)))
 	}
 	if a.ImagePullPolicy != b.ImagePullPolicy {
 		d = append(d, fmt.Sprintf("imagePullPolicy %s -> %s", a.ImagePullPolicy, b.ImagePullPolicy))
@@ -203,6 +204,15 @@ func settingsDiff(a, b *manifest.Module) string {
 		d = append(d, fmt.Sprintf("version %q -> %q", a.Version, b.Version))
 	}
 	return strings.Join(d, "; ")
+}
+
+// startupOrderText is a module's startupOrder for a plan; unset is the
+// largest value, which starts last.
+func startupOrderText(o uint32) string {
+	if o == manifest.DefaultStartupOrder {
+		return "unset (starts last)"
+	}
+	return strconv.FormatUint(uint64(o), 10)
 }
 
 func planTwins(cur, next *manifest.Manifest) []Change {
