@@ -153,8 +153,11 @@ func (h *Hub) RemoveModule(ctx context.Context, module string) error {
 // contentType, ...) or $.-wire name; the rest are application properties.
 func (h *Hub) SendC2D(ctx context.Context, device string, body []byte, props map[string]string) error {
 	id := h.ids.get(device)
-	if id == nil || id.Kind != KindDevice {
+	switch {
+	case id == nil:
 		return fault.New(fault.NotFound, "device %q does not exist", device)
+	case id.Kind != KindDevice:
+		return fault.New(fault.Invalid, "%q is a %s, not a device: cloud-to-device messages go to devices", device, id.Kind)
 	}
 	v, ok := h.byID.Load(id.Name)
 	if !ok {

@@ -162,6 +162,11 @@ func TestAzureDeviceFlows(t *testing.T) {
 		if err := h.SendC2D(t.Context(), "offline", []byte("x"), nil); !fault.Is(err, fault.NotFound) {
 			t.Errorf("c2d to a disconnected device: %v", err)
 		}
+		// Another kind of identity: the error says what it is.
+		h.addIdentity(t, IdentitySpec{Name: "plc", Kind: KindUser, Password: "pw-plc-123456"})
+		if err := h.SendC2D(t.Context(), "plc", []byte("x"), nil); !fault.Is(err, fault.Invalid) || !strings.Contains(err.Error(), `"plc" is a user, not a device`) {
+			t.Errorf("c2d to a user: %v", err)
+		}
 	})
 
 	st := h.Stats()
