@@ -50,6 +50,7 @@ type App struct {
 	system    *systemReader
 	agent     *agent.Agent // nil when agent.enabled is false
 	hub       *hub.Hub     // nil when hub.enabled is false
+	link      *hub.Link    // the upstream link alone when the hub is off (nil otherwise)
 	models    *models.Store
 	pipelines *pipeline.Engine
 	// pipelineSet layers ledge.yaml's, the dashboard's and the
@@ -152,6 +153,13 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	}
 	if hubAPI != nil {
 		wo.HubStatus, wo.HubIdentities, wo.HubTwins, wo.HubMessages = hubAPI, hubAPI, hubAPI, hubAPI
+	}
+	switch {
+	case cfg.Hub.Upstream.Mode == "":
+	case a.hub != nil:
+		wo.Upstream = upstreamAPI(a.hub.Upstream)
+	case a.link != nil:
+		wo.Upstream = upstreamAPI(a.link.Status)
 	}
 	if deploy != nil {
 		wo.Deployments, wo.Modules = deploy, deploy

@@ -72,3 +72,29 @@ func TestDashboardUpstreamDown(t *testing.T) {
 	wait(t, ctx, "the reason on the Hub page", `/connection refused/.test(document.querySelector("#upstream-detail").textContent)`, 30*time.Second)
 	testenv.Screenshot(t, ctx, "hub-upstream-down")
 }
+
+// TestDashboardHubOffUpstreamDown: a fleet device runs with the hub off
+// (docs/fleet.md); its link to the broker is still shown on the Overview
+// with since when and why it is down, and every page loads without a
+// console error (the hub's 503s were failed loads).
+func TestDashboardHubOffUpstreamDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now: connection refused
+	d := startDashboard(t, func(c *Config) {
+		c.Hub.Enabled = false
+		c.Hub.Upstream.Mode, c.Hub.Upstream.URL = "mqtt", "tcp://"+addr
+	})
+	ctx := testenv.Browser(t)
+	console := watchConsole(t, ctx)
+	login(t, ctx, d.base, testPassword)
+	waitOverview(t, ctx)
+	wait(t, ctx, "the reason on the Overview", `/connecting/.test(document.querySelector("#sum-upstream").textContent) && /connection refused/.test(document.querySelector("#sum-queue").textContent)`, 30*time.Second)
+	for _, m := range console.take() {
+		t.Errorf("overview: console: %s", m)
+	}
+	checkPages(t, ctx, d, console)
+}

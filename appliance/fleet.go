@@ -44,6 +44,7 @@ func (a *App) newLink() (agent.Upstream, error) {
 		return nil, err
 	}
 	a.add("upstream", l.Run)
+	a.link = l
 	return linkUpstream{l}, nil
 }
 

@@ -175,10 +175,19 @@ func webHubStats(s hub.Stats) web.HubStats {
 			return web.HubQueue{Endpoint: q.Endpoint, Depth: q.Depth, Inflight: q.Inflight, Bytes: q.Bytes, OldestAge: q.OldestAge,
 				Priorities: q.Priorities, Delivered: q.Delivered, Failures: q.Failures, Backoff: q.Backoff, LastError: q.LastError}
 		}),
-		QueueBytes: s.QueueBytes, QueueQuota: s.QueueQuota, Upstream: web.HubUpstream{Mode: s.Upstream.Mode, Broker: s.Upstream.Broker,
-			State: s.Upstream.State, Since: s.Upstream.Since, LastError: s.Upstream.LastError,
-			Relays: each(s.Upstream.Relays, func(r hub.RelayStatus) web.HubRelay { return web.HubRelay(r) })}}
+		QueueBytes: s.QueueBytes, QueueQuota: s.QueueQuota, Upstream: webUpstream(s.Upstream)}
 }
+
+func webUpstream(u hub.UpstreamStatus) web.HubUpstream {
+	return web.HubUpstream{Mode: u.Mode, Broker: u.Broker, State: u.State, Since: u.Since, LastError: u.LastError,
+		Relays: each(u.Relays, func(r hub.RelayStatus) web.HubRelay { return web.HubRelay(r) })}
+}
+
+// upstreamAPI gives web the upstream link's state, from the hub or from
+// the link a hub-less appliance keeps (web.UpstreamStatus).
+type upstreamAPI func() hub.UpstreamStatus
+
+func (f upstreamAPI) Upstream() web.HubUpstream { return webUpstream(f()) }
 
 func webIdentity(id hub.Identity) web.HubIdentity {
 	return web.HubIdentity{Name: id.Name, Kind: id.Kind, Device: id.Device, Module: id.Module, PrimaryKey: id.PrimaryKey,

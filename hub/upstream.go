@@ -488,3 +488,6 @@ func (u *upstream) clearError(prefix string) {
 
 // UpstreamConnected reports whether the bridge is up.
 func (h *Hub) UpstreamConnected() bool { return h.up.connected() }
+
+// Upstream is the bridge's state (the Upstream of Stats, without the rest).
+func (h *Hub) Upstream() UpstreamStatus { return h.up.status() }

@@ -20,6 +20,13 @@ type HubStatus interface {
 	Stats() HubStats
 }
 
+// UpstreamStatus is GET /upstream: the link to the upstream broker or
+// parent, with the hub or without it (hub.enabled: false still links a
+// fleet device to its broker).
+type UpstreamStatus interface {
+	Upstream() HubUpstream
+}
+
 // HubIdentities are /hub/identities.
 type HubIdentities interface {
 	Identities() []HubIdentity
@@ -77,6 +84,9 @@ func (s *Server) hubRoutes() {
 	g.PATCH("/twins/*name", twins, s.hubPatchTwin)
 	g.POST("/methods", msgs, s.hubInvoke)
 	g.POST("/c2d", msgs, s.hubC2D)
+	s.api.GET("/upstream", func(c *gin.Context) {
+		need(c, s.opts.Upstream != nil, "no upstream is configured (hub.upstream in ledge.yaml)")
+	}, func(c *gin.Context) { c.JSON(http.StatusOK, s.opts.Upstream.Upstream()) })
 }
 
 // needHub answers 503 unless the hub's part is there.

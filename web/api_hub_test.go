@@ -19,7 +19,10 @@ type fakeHub struct {
 	c2d     string
 }
 
-func (f *fakeHub) Stats() HubStats           { return HubStats{ClientsConnected: 2} }
+func (f *fakeHub) Stats() HubStats { return HubStats{ClientsConnected: 2} }
+func (f *fakeHub) Upstream() HubUpstream {
+	return HubUpstream{Mode: "mqtt", Broker: "tcp://b:1883", State: "connecting", LastError: "connection refused"}
+}
 func (f *fakeHub) Identities() []HubIdentity { return []HubIdentity{{Name: "a"}} }
 func (f *fakeHub) AddIdentity(_ context.Context, s HubIdentitySpec) (HubCreated, error) {
 	if s.Name == "dup" {
@@ -60,7 +63,7 @@ func (f *fakeHub) SendC2D(_ context.Context, device string, body []byte, props m
 
 func TestHubAPI(t *testing.T) {
 	f := &fakeHub{}
-	s, err := New(Options{Listen: "127.0.0.1:0", Socket: filepath.Join(t.TempDir(), "s.sock"), Dev: true, HubStatus: f, HubIdentities: f, HubTwins: f, HubMessages: f})
+	s, err := New(Options{Listen: "127.0.0.1:0", Socket: filepath.Join(t.TempDir(), "s.sock"), Dev: true, HubStatus: f, HubIdentities: f, HubTwins: f, HubMessages: f, Upstream: f})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +87,7 @@ func TestHubAPI(t *testing.T) {
 		{"POST", "/api/v1/hub/methods", `{"target":"slow","method":"m"}`, 504, `did not answer`},
 		{"POST", "/api/v1/hub/methods", `{"method":"m"}`, 400, `required`},
 		{"POST", "/api/v1/hub/c2d", `{"device":"d","body":"hi"}`, 204, ``},
+		{"GET", "/api/v1/upstream", "", 200, `"lastError":"connection refused"`},
 	} {
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body))
@@ -98,15 +102,17 @@ func TestHubAPI(t *testing.T) {
 	if f.added.Name != "dev1" || f.removed != "d/m" || f.c2d != "d:hi" {
 		t.Errorf("fake saw %+v %q %q", f.added, f.removed, f.c2d)
 	}
-	// Without a hub: 503.
+	// Without a hub or an upstream: 503, saying which key.
 	s2, _ := New(Options{Listen: "127.0.0.1:0", Dev: true})
 	defer s2.Close()
-	rec := httptest.NewRecorder()
-	req := httptest.NewRequest("GET", "/api/v1/hub", nil)
-	req.RemoteAddr = "127.0.0.1:1"
-	req.Host = "127.0.0.1" // dev mode: a loopback client on a loopback name
-	s2.Handler().ServeHTTP(rec, req)
-	if rec.Code != http.StatusServiceUnavailable {
-		t.Errorf("no hub: %d", rec.Code)
+	for path, want := range map[string]string{"/api/v1/hub": "hub.enabled", "/api/v1/upstream": "hub.upstream"} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", path, nil)
+		req.RemoteAddr = "127.0.0.1:1"
+		req.Host = "127.0.0.1" // dev mode: a loopback client on a loopback name
+		s2.Handler().ServeHTTP(rec, req)
+		if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("%s without: %d %s", path, rec.Code, rec.Body)
+		}
 	}
 }

@@ -34,8 +34,11 @@ type navPage struct {
 type pageData struct {
 	Title, Page, Device, Version, CSRF, AssetVersion string
 	LoggedIn                                         bool
-	Nav                                              []navPage
-	Data                                             any
+	// Hub and Upstream say whether the MQTT hub runs and whether there is
+	// an upstream link: pages do not ask the API for what is not there.
+	Hub, Upstream bool
+	Nav           []navPage
+	Data          any
 }
 
 // templates are parsed once: the layout plus each page's content.
@@ -119,6 +122,7 @@ func (s *Server) renderPage(c *gin.Context, pages []page, p page, data any) {
 	d := pageData{
 		Title: p.Title, Page: p.name, Device: s.opts.DeviceID, Version: s.opts.Version,
 		CSRF: a.csrf, AssetVersion: s.opts.Version, LoggedIn: a.kind == authSession, Data: data,
+		Hub: s.opts.HubStatus != nil, Upstream: s.opts.Upstream != nil,
 	}
 	for _, q := range pages {
 		d.Nav = append(d.Nav, navPage{Path: q.Path, Title: q.Title, Current: q.Path == p.Path})

@@ -63,6 +63,8 @@ type Options struct {
 	HubIdentities HubIdentities
 	HubTwins      HubTwins
 	HubMessages   HubMessages
+	// Upstream is the link to the upstream broker (nil without one).
+	Upstream UpstreamStatus
 	// MQTTWebSocket serves MQTT over WebSocket at /$iothub/websocket,
 	// outside the API's auth (the MQTT CONNECT authenticates).
 	MQTTWebSocket http.Handler

@@ -30,6 +30,9 @@ type statusReport struct {
 	Pipelines  json.RawMessage `json:"pipelines"`
 	Deployment json.RawMessage `json:"deployment"`
 	Hub        json.RawMessage `json:"hub"`
+	// Upstream is the link to the upstream broker: in Hub too, and the
+	// only word on it when the hub is off (a fleet device).
+	Upstream json.RawMessage `json:"upstream"`
 }
 
 func statusCmd(args []string, stdout, stderr io.Writer) error {
@@ -83,6 +86,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	rep.Pipelines = get("/pipelines")
 	rep.Deployment = get("/deployments/current")
 	rep.Hub = get("/hub")
+	rep.Upstream = get("/upstream")
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -217,7 +221,7 @@ func printStatus(w io.Writer, r *statusReport) {
 
 	printPipelines(w, r.Pipelines)
 	printDeployment(w, r.Deployment)
-	printHubSummary(w, r.Hub)
+	printHubSummary(w, r.Hub, r.Upstream)
 }
 
 func printPipelines(w io.Writer, raw json.RawMessage) {
@@ -374,10 +378,29 @@ func (l *hubLink) text() string {
 	return "never connected since ledge started " + l.Since.Local().Format(time.TimeOnly)
 }
 
-func printHubSummary(w io.Writer, raw json.RawMessage) {
+// printUpstreamLine prints the link to the upstream broker: its state,
+// since when when it is not connected, and why.
+func printUpstreamLine(w io.Writer, up hub.UpstreamStatus) {
+	line := fmt.Sprintf("           upstream %s %s: %s", up.Mode, up.Broker, up.State)
+	if up.State != "connected" && !up.Since.IsZero() {
+		line += " since " + up.Since.Local().Format(time.DateTime)
+	}
+	if up.LastError != "" {
+		line += " - " + up.LastError
+	}
+	fmt.Fprintln(w, line)
+}
+
+// printHubSummary prints the hub's lines of ledge status; without the hub,
+// the upstream link's (up) when there is one.
+func printHubSummary(w io.Writer, raw, up json.RawMessage) {
 	fmt.Fprintln(w)
 	if e := partError(raw); e != "" {
 		fmt.Fprintf(w, "hub        %s\n", e)
+		var st hub.UpstreamStatus
+		if partError(up) == "" && json.Unmarshal(up, &st) == nil && st.Mode != "" {
+			printUpstreamLine(w, st)
+		}
 		return
 	}
 	var st hub.Stats
@@ -386,11 +409,7 @@ func printHubSummary(w io.Writer, raw json.RawMessage) {
 		st.Hostname, listenText(st.Ports.MQTTAddr, st.Ports.MQTT), listenText(st.Ports.MQTTSAddr, st.Ports.MQTTS), st.ClientsConnected, st.Rates.MQTTIn, st.Rates.MQTTOut,
 		queued(st), bytesText(st.QueueBytes), bytesText(st.QueueQuota))
 	if st.Upstream.Mode != "" {
-		line := fmt.Sprintf("           upstream %s %s: %s", st.Upstream.Mode, st.Upstream.Broker, st.Upstream.State)
-		if st.Upstream.LastError != "" {
-			line += " - " + st.Upstream.LastError
-		}
-		fmt.Fprintln(w, line)
+		printUpstreamLine(w, st.Upstream)
 		// Relays to the parent that are not well (the rest: ledge hub).
 		for _, r := range st.Upstream.Relays {
 			if r.State != "connected" || r.LastError != "" {

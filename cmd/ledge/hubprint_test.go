@@ -35,7 +35,7 @@ func TestPrintHubRelays(t *testing.T) {
 	}
 	raw, _ := json.Marshal(st)
 	out.Reset()
-	printHubSummary(&out, raw)
+	printHubSummary(&out, raw, nil)
 	if s := out.String(); regexp.MustCompile(`edgeAgent`).MatchString(s) ||
 		!regexp.MustCompile(`(?m)^ +relay gw/\$ledge: connected - read the twin: `).MatchString(s) ||
 		!regexp.MustCompile(`(?m)^ +relay sensor: refused - not Authorized$`).MatchString(s) {

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -420,5 +422,45 @@ func TestRunPortInUseNamesKey(t *testing.T) {
 	_, errOut, code := ledge(t, "run", "--config", conf, "--data-dir", t.TempDir(), "--listen", l.Addr().String())
 	if code != 1 || !strings.Contains(errOut, "http.listen: "+l.Addr().String()+" is in use") || !strings.Contains(errOut, "--listen") {
 		t.Errorf("exit %d: %s", code, errOut)
+	}
+}
+
+// TestStatusUpstreamWithoutHub: a fleet device runs with the hub off and
+// links to its broker alone; when the broker refuses, ledge status says
+// so, since when and why (it said only "hub not running"), and so does
+// GET /api/v1/upstream.
+func TestStatusUpstreamWithoutHub(t *testing.T) {
+	closed := freePort(t) // nothing listens there: connection refused
+	dir, dataDir := t.TempDir(), t.TempDir()
+	conf := filepath.Join(dir, "ledge.yaml")
+	os.WriteFile(conf, []byte(`deviceId: nohub-`+strconv.Itoa(os.Getpid())+`
+http: {listenTLS: ""}
+hub:
+  enabled: false
+  upstream: {mode: mqtt, url: "tcp://`+closed+`", keepAlive: 5s}
+`), 0o644)
+	launch(t, &runningLedge{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}, "", nil, "run", "--dev", "--config", conf, "--data-dir", dataDir)
+	var out string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var code int
+		out, _, code = ledge(t, "status", "--data-dir", dataDir)
+		if strings.Contains(out, "connection refused") || time.Now().After(deadline) {
+			if code != 0 { // an upstream outage is not a failing appliance (systemd would restart it)
+				t.Errorf("ledge status exits %d with the broker down", code)
+			}
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !regexp.MustCompile(`(?m)^ +upstream mqtt tcp://` + regexp.QuoteMeta(closed) + `: connecting since .+ - .*connection refused`).MatchString(out) {
+		t.Errorf("ledge status with the hub off and the broker down:\n%s", out)
+	}
+	js, _, _ := ledge(t, "status", "--data-dir", dataDir, "--json")
+	var rep struct {
+		Upstream struct{ Mode, State, LastError string }
+	}
+	if err := json.Unmarshal([]byte(js), &rep); err != nil || rep.Upstream.Mode != "mqtt" || rep.Upstream.State != "connecting" || !strings.Contains(rep.Upstream.LastError, "connection refused") {
+		t.Errorf("ledge status --json upstream: %+v %v", rep.Upstream, err)
 	}
 }

@@ -355,7 +355,9 @@ ledge.pages.overview = () => {
     const hb = $("#health"); hb.textContent = h.status; hb.className = "big " + (h.status === "ok" ? "ok" : "bad");
     $("#health-list").replaceChildren(...(h.components || []).map((c) => el("li", { class: c.status === "ok" ? "" : "bad", text: c.name + ": " + c.status + (c.error ? " (" + c.error + ")" : "") })));
     const quiet = (p) => p.catch(() => null);
-    const [pl, dep, hub, evs] = await Promise.all([quiet(api("GET", "/pipelines")), quiet(api("GET", "/deployments/current")), quiet(api("GET", "/hub")), quiet(api("GET", "/events?limit=6"))]);
+    // Only what is there: a 503 would be an error in the console.
+    const { hub: hubOn, upstream: upOn } = document.body.dataset;
+    const [pl, dep, hub, evs] = await Promise.all([quiet(api("GET", "/pipelines")), quiet(api("GET", "/deployments/current")), hubOn === "on" ? quiet(api("GET", "/hub")) : null, quiet(api("GET", "/events?limit=6"))]);
     if (pl) {
       const ps = pl.pipelines, failing = ps.filter((p) => health(p).failing);
       const run = ps.filter((p) => p.running && !health(p).failing).length;
@@ -372,14 +374,13 @@ ledge.pages.overview = () => {
       $("#sum-modules").textContent = `${ms.filter((m) => m.runtimeStatus === "running").length} / ${ms.length} running`;
       $("#sum-deployment").textContent = dep.lastDesiredVersion ? `deployment ${dep.lastDesiredVersion} (${(dep.deployment || {}).state || ""})` : "no deployment yet";
     }
-    if (hub) {
-      $("#sum-devices").textContent = hub.clientsConnected;
-      const up = hub.upstream || {};
-      $("#sum-upstream").textContent = up.mode ? up.state : "none";
-      // Not connected: since when and why (the Hub page has the whole reason).
-      const down = up.mode && up.state !== "connected" ? ` · since ${ago(up.since)}${up.lastError ? ": " + up.lastError : ""}` : "";
-      $("#sum-queue").textContent = `${bytes(hub.queueBytes)} queued${down}`;
-    }
+    // The hub off (a fleet device), the link to the broker is still there.
+    const up = hub ? hub.upstream || {} : upOn === "on" && await quiet(api("GET", "/upstream")) || {};
+    $("#sum-devices").textContent = hub ? hub.clientsConnected : hubOn === "on" ? "–" : "hub off";
+    $("#sum-upstream").textContent = up.mode ? up.state : "none";
+    // Not connected: since when and why (the Hub page has the whole reason).
+    const down = up.mode && up.state !== "connected" ? `since ${ago(up.since)}${up.lastError ? ": " + up.lastError : ""}` : "";
+    $("#sum-queue").textContent = hub ? `${bytes(hub.queueBytes)} queued${down && " · " + down}` : down || "hub off";
     if (evs) {
       const list = $("#recent");
       list.replaceChildren(...evs.events.map(ledge.objectItem));
@@ -759,6 +760,7 @@ ledge.pages.deployments = () => {
 };
 
 ledge.pages.devices = () => {
+  if (document.body.dataset.hub === "off") return; // the page says so
   const { api, $, el, tr, show, every } = ledge;
   async function load() {
     const [ids, st] = await Promise.all([api("GET", "/hub/identities"), api("GET", "/hub")]);
@@ -819,8 +821,20 @@ ledge.pages.devices = () => {
   every(5000, load);
 };
 
+// upstreamCard fills the Hub page's Upstream card.
+ledge.upstreamCard = (up) => {
+  const { $, status } = ledge;
+  $("#upstream").replaceChildren(up.mode ? status(up.state) : "none");
+  $("#upstream-detail").textContent = up.mode ? `${up.mode} ${up.broker || ""}${up.state !== "connected" && up.since ? " · since " + ledge.ago(up.since) : ""}${up.lastError ? " · " + up.lastError : ""}` : "no upstream configured";
+};
+
 ledge.pages.hub = () => {
-  const { api, $, tr, bytes, every, chart, dur, status, fill } = ledge;
+  const { api, $, tr, bytes, every, chart, dur, fill } = ledge;
+  const { hub: hubOn, upstream: upOn } = document.body.dataset;
+  if (hubOn === "off") { // the link to the broker alone (a fleet device)
+    if (upOn === "on") every(2000, async () => ledge.upstreamCard(await api("GET", "/upstream")));
+    return;
+  }
   const hist = { in: [], out: [], routed: [] };
   every(2000, async () => {
     const s = await api("GET", "/hub");
@@ -828,9 +842,7 @@ ledge.pages.hub = () => {
     $("#ports").textContent = `MQTT ${s.ports.mqttAddr || "off"} · TLS ${s.ports.mqttsAddr || "off"} · ${s.hostname}`;
     $("#rates").textContent = `${s.rates.mqttIn.toFixed(0)} / ${s.rates.mqttOut.toFixed(0)}`;
     $("#routed").textContent = `${s.rates.routedIn.toFixed(0)} / ${s.rates.delivered.toFixed(0)}`;
-    const up = s.upstream || {};
-    $("#upstream").replaceChildren(up.mode ? status(up.state) : "none");
-    $("#upstream-detail").textContent = up.mode ? `${up.mode} ${up.broker || ""}${up.lastError ? " · " + up.lastError : ""}` : "no upstream configured";
+    ledge.upstreamCard(s.upstream || {});
     $("#queue-bytes").textContent = bytes(s.queueBytes);
     $("#queue-bar").style.width = s.queueQuotaBytes ? (100 * s.queueBytes / s.queueQuotaBytes) + "%" : "0";
     $("#queue-quota").textContent = s.queueQuotaBytes ? "of " + bytes(s.queueQuotaBytes) + " quota" : "no quota";
