@@ -60,7 +60,10 @@ type Engine struct {
 	running map[string]*instance
 	// failed are the pipelines of specs that could not be built; Run
 	// retries them with back-off.
-	failed  map[string]*buildFailure
+	failed map[string]*buildFailure
+	// held are the pipelines the operator stopped (Stop): the set applied
+	// again keeps them stopped until Start, or until they leave the set.
+	held    map[string]bool
 	slots   map[string]*slot
 	ctx     context.Context // set while Run runs
 	stopped bool
@@ -98,7 +101,7 @@ func NewEngine(ctx context.Context, opts Options, specs []Spec) (*Engine, error)
 		opts.StopGrace = 2 * time.Second
 	}
 	e := &Engine{opts: opts, cfg: opts.Config, log: opts.Logger, pool: detect.NewPool(opts.Library, opts.Providers, opts.TensorRTCache), applying: make(chan struct{}, 1),
-		running: map[string]*instance{}, failed: map[string]*buildFailure{}, slots: map[string]*slot{}}
+		running: map[string]*instance{}, failed: map[string]*buildFailure{}, held: map[string]bool{}, slots: map[string]*slot{}}
 	if opts.DB != nil {
 		var err error
 		if e.evlog, err = OpenEventLog(ctx, opts.DB, e.snapshotDir(), opts.Config.EventLog, e.log); err != nil {
@@ -239,6 +242,12 @@ func (e *Engine) apply(ctx context.Context, specs []Spec, keepGoing bool) error 
 		prevSpecs[s.Name] = s
 	}
 	prevFailed := maps.Clone(e.failed)
+	specs = slices.Clone(specs)
+	for i := range specs {
+		if e.held[specs[i].Name] {
+			specs[i].Disabled = true
+		}
+	}
 	e.mu.Unlock()
 
 	built := map[string]*instance{}
@@ -311,7 +320,12 @@ func (e *Engine) apply(ctx context.Context, specs []Spec, keepGoing bool) error 
 		}
 	}
 	e.failed = failed
-	e.specs = slices.Clone(specs)
+	e.specs = specs
+	for name := range e.held {
+		if !slices.ContainsFunc(specs, func(s Spec) bool { return s.Name == name }) {
+			delete(e.held, name) // removed: added back, it is a new pipeline
+		}
+	}
 	e.mu.Unlock()
 	for name, f := range failed {
 		if prevFailed[name] != f {
@@ -460,7 +474,33 @@ func (e *Engine) Remove(ctx context.Context, name string) error {
 
 // Stop stops the named pipeline and keeps its spec (disabled).
 func (e *Engine) Stop(ctx context.Context, name string) error {
-	return e.editOne(ctx, name, func(specs []Spec, i int) []Spec { specs[i].Disabled = true; return specs })
+	return e.holding(name, true, func() error {
+		return e.editOne(ctx, name, func(specs []Spec, i int) []Spec { specs[i].Disabled = true; return specs })
+	})
+}
+
+// holding marks name stopped by the operator (or no longer) for f, which
+// applies the change; when f fails, the mark is as it was.
+func (e *Engine) holding(name string, on bool, f func() error) error {
+	e.mu.Lock()
+	was := e.held[name]
+	if on {
+		e.held[name] = true
+	} else {
+		delete(e.held, name)
+	}
+	e.mu.Unlock()
+	err := f()
+	if err != nil {
+		e.mu.Lock()
+		if was {
+			e.held[name] = true
+		} else {
+			delete(e.held, name)
+		}
+		e.mu.Unlock()
+	}
+	return err
 }
 
 // Start starts the named pipeline stopped by Stop; a failed pipeline is
@@ -469,7 +509,9 @@ func (e *Engine) Start(ctx context.Context, name string) error {
 	if e.isFailed(name) {
 		return e.Reload(ctx, name)
 	}
-	return e.editOne(ctx, name, func(specs []Spec, i int) []Spec { specs[i].Disabled = false; return specs })
+	return e.holding(name, false, func() error {
+		return e.editOne(ctx, name, func(specs []Spec, i int) []Spec { specs[i].Disabled = false; return specs })
+	})
 }
 
 func (e *Engine) isFailed(name string) bool {
