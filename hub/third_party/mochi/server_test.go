@@ -3570,6 +3570,20 @@ func TestServerClose(t *testing.T) {
 	require.Equal(t, packets.TPacketData[packets.Disconnect].Get(packets.TDisconnectShuttingDown).RawBytes, <-recv)
 }
 
+// TestServerCloseSendsDelayedWills: a Will waiting for its delay is
+// published when the server stops (as mosquitto does), not dropped.
+func TestServerCloseSendsDelayedWills(t *testing.T) {
+	s := newServer()
+	cl, _, _ := newTestClient()
+	cl.Properties.Will = Will{Flag: 1, TopicName: "a/b/c", Payload: []byte("gone"), WillDelayInterval: 30}
+	s.Clients.Add(cl)
+	s.loop.willDelayed.Add(cl.ID, packets.Packet{TopicName: "a/b/c", Payload: []byte("gone"), Expiry: time.Now().Unix() + 30})
+
+	_ = s.Close()
+	require.Equal(t, 0, s.loop.willDelayed.Len())
+	require.Equal(t, Will{}, cl.Properties.Will) // sent [MQTT-3.1.2-10]
+}
+
 func TestServerClearExpiredInflights(t *testing.T) {
 	s := New(nil)
 	require.NotNil(t, s)
