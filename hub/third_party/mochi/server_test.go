@@ -716,12 +716,21 @@ func TestEstablishConnectionInheritExistingTrueTakeover(t *testing.T) {
 	}()
 
 	// Get the first client pointer
-	time.Sleep(time.Millisecond * 50)
-	cl1, ok := s.Clients.Get(packets.TPacketData[packets.Connect].Get(packets.TConnectUserPass).Packet.Connect.ClientIdentifier)
-	require.True(t, ok)
+	var cl1 *Client
+	require.Eventually(t, func() bool {
+		var ok bool
+		cl1, ok = s.Clients.Get(packets.TPacketData[packets.Connect].Get(packets.TConnectUserPass).Packet.Connect.ClientIdentifier)
+		return ok
+	}, 10*time.Second, time.Millisecond)
 	cl1.State.Subscriptions.Add("a/b/c", packets.Subscription{Filter: "a/b/c", Qos: 1})
 	cl1.State.Subscriptions.Add("d/e/f", packets.Subscription{Filter: "d/e/f", Qos: 0})
 	time.Sleep(time.Millisecond * 50)
+
+	// Capture first Client pointer (before the second connection can take
+	// it over: under load the take-over was done when it was read)
+	clp1 := cl1
+	require.Empty(t, clp1.Properties.Username)
+	require.NotEmpty(t, clp1.State.Subscriptions.GetAll())
 
 	// Make the second connection
 	r2, w2 := net.Pipe()
@@ -744,19 +753,18 @@ func TestEstablishConnectionInheritExistingTrueTakeover(t *testing.T) {
 		recv2 <- buf
 	}()
 
-	// Capture first Client pointer
-	clp1, ok := s.Clients.Get("zen")
-	require.True(t, ok)
-	require.Empty(t, clp1.Properties.Username)
-	require.NotEmpty(t, clp1.State.Subscriptions.GetAll())
-
 	err1 := <-o1
 	require.Error(t, err1)
 	require.ErrorIs(t, err1, io.ErrClosedPipe)
 
-	// Capture second Client pointer
-	clp2, ok := s.Clients.Get("zen")
-	require.True(t, ok)
+	// Capture second Client pointer (once the take-over has put it in
+	// Clients, which may come after the first connection has ended)
+	var clp2 *Client
+	require.Eventually(t, func() bool {
+		var ok bool
+		clp2, ok = s.Clients.Get("zen")
+		return ok && clp2 != clp1
+	}, 10*time.Second, time.Millisecond)
 	require.Equal(t, []byte(".ochi"), clp2.Properties.Username)
 	require.NotEmpty(t, clp2.State.Subscriptions.GetAll())
 	require.Empty(t, clp1.State.Subscriptions.GetAll())
@@ -3557,12 +3565,12 @@ func TestServerClose(t *testing.T) {
 		recv <- buf
 	}()
 
-	time.Sleep(time.Millisecond)
 	require.Equal(t, 1, s.Listeners.Len())
 
 	listener, ok := s.Listeners.Get("t1")
 	require.Equal(t, true, ok)
-	require.Equal(t, true, listener.(*listeners.MockListener).IsServing())
+	// Serve starts it in a goroutine: 1 ms was not always enough under load.
+	require.Eventually(t, listener.(*listeners.MockListener).IsServing, 10*time.Second, time.Millisecond)
 
 	_ = s.Close()
 	time.Sleep(time.Millisecond)
