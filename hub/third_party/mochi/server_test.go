@@ -326,13 +326,11 @@ func TestServerServe(t *testing.T) {
 	err = s.Serve()
 	require.NoError(t, err)
 
-	time.Sleep(time.Millisecond)
-
 	require.Equal(t, 1, s.Listeners.Len())
 	listener, ok := s.Listeners.Get("t1")
 
 	require.Equal(t, true, ok)
-	require.Equal(t, true, listener.(*listeners.MockListener).IsServing())
+	require.Eventually(t, listener.(*listeners.MockListener).IsServing, 10*time.Second, time.Millisecond) // Serve starts it in a goroutine
 }
 
 func TestServerServeFromConfig(t *testing.T) {
@@ -351,13 +349,11 @@ func TestServerServeFromConfig(t *testing.T) {
 	err := s.Serve()
 	require.NoError(t, err)
 
-	time.Sleep(time.Millisecond)
-
 	require.Equal(t, 1, s.Listeners.Len())
 	listener, ok := s.Listeners.Get("mock")
 
 	require.Equal(t, true, ok)
-	require.Equal(t, true, listener.(*listeners.MockListener).IsServing())
+	require.Eventually(t, listener.(*listeners.MockListener).IsServing, 10*time.Second, time.Millisecond) // Serve starts it in a goroutine
 }
 
 func TestServerServeFromConfigListenerError(t *testing.T) {
@@ -1949,8 +1945,7 @@ func TestPublishToSubscribersSelfNoLocal(t *testing.T) {
 		pkx := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
 		pkx.Origin = cl.ID
 		s.publishToSubscribers(pkx)
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	receiverBuf := make(chan []byte)
@@ -2001,10 +1996,9 @@ func TestPublishToSubscribers(t *testing.T) {
 
 	go func() {
 		s.publishToSubscribers(*packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet)
-		time.Sleep(time.Millisecond)
-		_ = w1.Close()
-		_ = w2.Close()
-		_ = w3.Close()
+		closeWhenSent(w1, cl)
+		closeWhenSent(w2, cl2)
+		closeWhenSent(w3, cl3)
 	}()
 
 	require.Equal(t, packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).RawBytes, <-cl1Recv)
@@ -2045,8 +2039,7 @@ func TestPublishToSubscribersMessageExpiryDelta(t *testing.T) {
 		pkx.Created = time.Now().Unix() - 30
 		pkx.Properties.MessageExpiryInterval = 3600 // only a message with an expiry has one counted down
 		s.publishToSubscribers(pkx)
-		time.Sleep(time.Millisecond)
-		_ = w1.Close()
+		closeWhenSent(w1, cl)
 	}()
 
 	b := <-cl1Recv
@@ -2069,8 +2062,7 @@ func TestPublishToSubscribersIdentifiers(t *testing.T) {
 
 	go func() {
 		s.publishToSubscribers(*packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet)
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	receiverBuf := make(chan []byte)
@@ -2094,8 +2086,7 @@ func TestPublishToSubscribersPkIgnore(t *testing.T) {
 		pk := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
 		pk.Ignore = true
 		s.publishToSubscribers(pk)
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	receiverBuf := make(chan []byte)
@@ -2355,8 +2346,7 @@ func TestPublishToSubscribersExhaustedSendQuota(t *testing.T) {
 	pkx := *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet
 	pkx.PacketID = 0
 	s.publishToSubscribers(pkx)
-	time.Sleep(time.Millisecond)
-	_ = w.Close()
+	closeWhenSent(w, cl)
 }
 
 func TestPublishToSubscribersExhaustedPacketIDs(t *testing.T) {
@@ -2376,8 +2366,7 @@ func TestPublishToSubscribersExhaustedPacketIDs(t *testing.T) {
 	pkx := *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet
 	pkx.PacketID = 0
 	s.publishToSubscribers(pkx)
-	time.Sleep(time.Millisecond)
-	_ = w.Close()
+	closeWhenSent(w, cl)
 }
 
 func TestPublishToSubscribersNoConnection(t *testing.T) {
@@ -2408,8 +2397,7 @@ func TestPublishRetainedToClient(t *testing.T) {
 
 	go func() {
 		s.publishRetainedToClient(cl, packets.Subscription{Filter: "a/b/c"}, false)
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	buf, err := io.ReadAll(r)
@@ -2847,8 +2835,7 @@ func TestServerProcessOutboundQos2Flow(t *testing.T) {
 				require.NoError(t, err)
 			}
 
-			time.Sleep(time.Millisecond)
-			_ = w.Close()
+			closeWhenSent(w, cl)
 
 			if i != 2 {
 				require.Equal(t, tx.out.RawBytes, <-recv)
@@ -2951,8 +2938,7 @@ func TestServerProcessSubscribeWithRetain(t *testing.T) {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Subscribe].Get(packets.TSubscribe).Packet)
 		require.NoError(t, err)
 
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	buf, err := io.ReadAll(r)
@@ -2972,8 +2958,7 @@ func TestServerProcessSubscribeDowngradeQos(t *testing.T) {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Subscribe].Get(packets.TSubscribeMany).Packet)
 		require.NoError(t, err)
 
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	buf, err := io.ReadAll(r)
@@ -2994,8 +2979,7 @@ func TestServerProcessSubscribeWithRetainHandling1(t *testing.T) {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Subscribe].Get(packets.TSubscribeRetainHandling1).Packet)
 		require.NoError(t, err)
 
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	buf, err := io.ReadAll(r)
@@ -3015,8 +2999,7 @@ func TestServerProcessSubscribeWithRetainHandling2(t *testing.T) {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Subscribe].Get(packets.TSubscribeRetainHandling2).Packet)
 		require.NoError(t, err)
 
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	buf, err := io.ReadAll(r)
@@ -3036,8 +3019,7 @@ func TestServerProcessSubscribeWithNotRetainAsPublished(t *testing.T) {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Subscribe].Get(packets.TSubscribeRetainAsPublished).Packet)
 		require.NoError(t, err)
 
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	buf, err := io.ReadAll(r)
@@ -3388,8 +3370,7 @@ func TestServerSendLWTDelayed(t *testing.T) {
 		require.Equal(t, 1, s.loop.willDelayed.Len())
 		s.sendDelayedLWT(time.Now().Unix())
 		require.Equal(t, 0, s.loop.willDelayed.Len())
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl2)
 	}()
 
 	recv := make(chan []byte)
@@ -4043,4 +4024,15 @@ func TestMinimum(t *testing.T) {
 	require.EqualValues(t, -1, minimum(-1, 0)) // negative values are not used, but included here for completeness
 	require.EqualValues(t, -1, minimum(-1, 20))
 	require.EqualValues(t, -2, minimum(-1, -2))
+}
+
+// closeWhenSent closes w once everything queued for cl has been written
+// to it (a pipe's write returns when the reader has the bytes), where
+// these tests slept 1 ms, which a loaded machine outlasts (the reader
+// then got nothing).
+func closeWhenSent(w net.Conn, cl *Client) {
+	for deadline := time.Now().Add(10 * time.Second); (atomic.LoadInt32(&cl.State.outboundQty) != 0 || len(cl.State.outbound) != 0) && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	_ = w.Close()
 }
