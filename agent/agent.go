@@ -89,6 +89,7 @@ type Agent struct {
 	mu             sync.Mutex // guards the fields below
 	current        *Deployment
 	currentMan     *manifest.Manifest
+	activating     *manifest.Manifest // the manifest whose sections activate is applying
 	rolledBackFrom *RollbackReport
 	rejected       *Rejection
 	applied        map[string]json.RawMessage // section -> raw last applied
@@ -322,6 +323,30 @@ func (a *Agent) Current() (*Deployment, *manifest.Manifest) {
 	}
 	d := *a.current
 	return &d, a.currentMan
+}
+
+// RegistryCredential returns the user name and password the deployment
+// lists in its registryCredentials for a registry host ("" when none),
+// for the owners of sections that fetch from registries (oci:// models).
+func (a *Agent) RegistryCredential(host string) (username, password string) {
+	a.mu.Lock()
+	man, cur := a.currentMan, a.current
+	if a.activating != nil {
+		man = a.activating // its sections are being applied: they fetch with its credentials
+	}
+	a.mu.Unlock()
+	if man == nil && cur != nil {
+		// The persisted deployment, before Run applies it again (the
+		// model store resumes interrupted downloads as it starts).
+		man, _, _ = a.parse(cur.Manifest, false)
+	}
+	if man == nil {
+		return "", ""
+	}
+	if c := man.Credential(host); c != nil {
+		return c.Username, c.Password
+	}
+	return "", ""
 }
 
 // History lists past deployments, newest first.

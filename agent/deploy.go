@@ -264,6 +264,9 @@ func (a *Agent) reject(c *candidate, data []byte, source string, err error) {
 // activate makes d current in memory and hands it on: sections in their
 // order, twins, then the containers. Called with deployMu held.
 func (a *Agent) activate(ctx context.Context, d *Deployment, man *manifest.Manifest, boot bool) {
+	a.mu.Lock()
+	a.activating = man
+	a.mu.Unlock()
 	errs := map[string]string{}
 	for _, name := range manifest.SectionNames {
 		h := a.opts.Sections[name]
@@ -306,6 +309,7 @@ func (a *Agent) activate(ctx context.Context, d *Deployment, man *manifest.Manif
 	}
 	a.mu.Lock()
 	a.current, a.currentMan, a.sectionErrs = d, man, errs
+	a.activating = nil
 	a.reportedRev++
 	a.mu.Unlock()
 	a.rec.setDesired(&desired{dep: d, man: man})

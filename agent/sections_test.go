@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"ledge/agent/manifest"
+	"ledge/internal/testenv"
 )
 
 // orderedSection records into a shared log, to check the order sections
@@ -163,4 +164,68 @@ func TestSectionProgressKeepsDeploymentAlive(t *testing.T) {
 	if rb := rep.Deployment.RolledBackFrom; rb == nil || !strings.Contains(rb.Reason, "without progress") {
 		t.Errorf("rolledBackFrom %+v", rb)
 	}
+}
+
+// credentialSection looks up a registry's credentials while it is
+// applied, as the model store does for an oci:// model it starts to
+// download then.
+type credentialSection struct {
+	recordingSection
+	ag   func() *Agent
+	host string
+	mu   sync.Mutex
+	seen []string
+}
+
+func (s *credentialSection) Apply(ctx context.Context, raw json.RawMessage) error {
+	u, p := s.ag().RegistryCredential(s.host)
+	s.mu.Lock()
+	s.seen = append(s.seen, u+":"+p)
+	s.mu.Unlock()
+	return s.recordingSection.Apply(ctx, raw)
+}
+
+// TestSectionSeesItsDeploymentsCredentials: an owner applying a section
+// finds the registryCredentials of the deployment that section came with,
+// not those of the deployment before it (the model store started an
+// oci:// download with none, got 401 "basic credential not found" and
+// failed the deployment, when its download ran before the agent had made
+// the new deployment current; or with the old deployment's).
+func TestSectionSeesItsDeploymentsCredentials(t *testing.T) {
+	var ta *testAgent
+	models := &credentialSection{ag: func() *Agent { return ta.Agent }, host: "reg.example:5000"}
+	ta = newTestAgent(t, func(o *Options) { o.Sections = map[string]Section{manifest.SectionModels: models} })
+	doc := func(version, user string) string {
+		return "version: '" + version + "'\nregistryCredentials:\n  r: {address: 'https://reg.example:5000/', username: " + user +
+			", password: pw-" + user + "}\nmodels: [{name: people, version: '" + version + "'}]\n"
+	}
+	ta.apply(doc("1", "first"))
+	ta.apply(doc("2", "second"))
+	models.mu.Lock()
+	defer models.mu.Unlock()
+	if got := strings.Join(models.seen, " "); got != "first:pw-first second:pw-second" {
+		t.Errorf("the models section saw the credentials %q while applied, want first:pw-first second:pw-second", got)
+	}
+	if u, p := ta.RegistryCredential("REG.example:5000"); u != "second" || p != "pw-second" {
+		t.Errorf("after the apply: %q %q, want the current deployment's", u, p)
+	}
+
+	// After a restart, before Run applies the persisted deployment again:
+	// the model store resumes the downloads a stop interrupted as it
+	// starts, before the agent.
+	ta.stop()
+	a, err := New(t.Context(), Options{Config: withPrefix(testConfig(), ta.prefix), DB: testenv.DBAt(t, ta.dbPath),
+		DeviceID: "dev-" + ta.instance, Instance: ta.instance, Logger: testLogger(t), Build: VersionInfo{Version: "test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if u, p := a.RegistryCredential("reg.example:5000"); u != "second" || p != "pw-second" {
+		t.Errorf("after a restart, before Run: %q %q, want the persisted deployment's", u, p)
+	}
+}
+
+func withPrefix(c Config, prefix string) Config {
+	c.ContainerPrefix = prefix
+	return c
 }

@@ -78,9 +78,19 @@ func startMosquitto(t *testing.T) string {
 
 func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) {
 	t.Helper()
+	waitUntilExplained(t, d, what, ok, nil)
+}
+
+// waitUntilExplained is waitUntil that says, when it times out, what
+// explain finds (the state of the parts waited on).
+func waitUntilExplained(t *testing.T, d time.Duration, what string, ok func() bool, explain func() string) {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {
 		if time.Now().After(deadline) {
+			if explain != nil {
+				t.Fatalf("timed out after %s waiting for %s; %s", d, what, explain())
+			}
 			t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -1,27 +1,14 @@
 package appliance
 
 import (
-	"strings"
-
 	"ledge/agent"
 	"ledge/models"
 )
 
 // registryAuth gives the model store, for oci:// models, the credentials
-// the current deployment lists for a registry (registryCredentials, as
-// its images are pulled with).
+// the deployment lists for a registry (registryCredentials, as its images
+// are pulled with): the one being applied while the agent applies its
+// sections, when the store starts the downloads it asks for.
 func registryAuth(ag *agent.Agent) models.RegistryAuth {
-	return func(host string) (string, string) {
-		_, man := ag.Current()
-		if man == nil {
-			return "", ""
-		}
-		for _, c := range man.RegistryCredentials {
-			addr := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(c.Address, "https://"), "http://"), "/")
-			if strings.EqualFold(addr, host) {
-				return c.Username, c.Password
-			}
-		}
-		return "", ""
-	}
+	return ag.RegistryCredential
 }

@@ -158,17 +158,23 @@ pipelines:
 	waitUntil(t, 30*time.Second, "pipeline cam", func() bool { _, err := app.Pipelines().Spec("cam"); return err == nil })
 	log, stop := collectResults(t, app.Pipelines(), "cam")
 	defer stop()
-	waitUntil(t, 60*time.Second, "30 frames on people@1 from the registry", func() bool { return log.framesOn("1", 0) >= 30 })
+	state := func() string {
+		st, _ := app.Pipelines().PipelineStats("cam")
+		m, _ := app.Models().Get(ctx, "people")
+		return fmt.Sprintf("%d results; pipeline %s %q, %d frames in, %d out, model %s@%s; models: active %q, versions %+v; deployment %+v",
+			log.len(), st.State, st.Reason, st.FramesIn, st.FramesOut, st.Model, st.ModelVersion, m.Active, m.Versions, app.agent.Reported().Deployment)
+	}
+	waitUntilExplained(t, 60*time.Second, "30 frames on people@1 from the registry", func() bool { return log.framesOn("1", 0) >= 30 }, state)
 
 	mark := log.len()
 	if _, err := app.agent.Apply(ctx, manifest("2", "2", fast, fastSum, "fastestdet"), nil); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 60*time.Second, "30 frames on people@2", func() bool { return log.framesOn("2", mark) >= 30 })
-	waitUntil(t, 30*time.Second, "deployment 2 converged", func() bool {
+	waitUntilExplained(t, 60*time.Second, "30 frames on people@2", func() bool { return log.framesOn("2", mark) >= 30 }, state)
+	waitUntilExplained(t, 30*time.Second, "deployment 2 converged", func() bool {
 		rep := app.agent.Reported()
 		return rep.Deployment.Version == "2" && rep.Deployment.State == agent.StateConverged
-	})
+	}, state)
 	for _, s := range log.segments(t) {
 		t.Logf("frames %d-%d on people@%s", s.first, s.last, s.version)
 	}

@@ -43,7 +43,11 @@ func modelFiles(t *testing.T) (*httptest.Server, map[string]string) {
 // startApp runs an appliance until the test ends, or until stop.
 func startApp(t *testing.T, cfg Config) (app *App, stop func()) {
 	t.Helper()
-	app, err := New(t.Context(), cfg, BuildInfo{Version: "test"}, slog.New(slog.DiscardHandler))
+	log := slog.New(slog.DiscardHandler)
+	if os.Getenv("LEDGE_TEST_LOG") != "" { // as the components' tests
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	app, err := New(t.Context(), cfg, BuildInfo{Version: "test"}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -201,7 +201,6 @@ modules:
 // are percent-encoded), and a routed message never goes to a topic the
 // appliance takes deployments from or publishes its own state on.
 func TestModuleOutputStaysInItsTopic(t *testing.T) {
-	sub := testenv.Command(t, "mosquitto_sub", "mosquitto-clients")
 	pub := testenv.Command(t, "mosquitto_pub", "mosquitto-clients")
 	u := runUpstreamAppliance(t, "", func(c *Config) {
 		c.Hub.Upstream.TopicTemplate = "ledge/{deviceId}/{output}"
@@ -215,13 +214,18 @@ func TestModuleOutputStaysInItsTopic(t *testing.T) {
 	}
 	host, port, _ := net.SplitHostPort(u.broker)
 	seen := &syncBuffer{}
-	watch := exec.Command(sub, "-h", host, "-p", port, "-v", "-t", "ledge/"+cfg.DeviceID+"/#")
-	watch.Stdout = seen
-	if err := watch.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { watch.Process.Kill(); watch.Wait() })
-	time.Sleep(300 * time.Millisecond) // the subscription is made
+	wctx, stopWatch := context.WithCancel(t.Context())
+	watch := testenv.MosquittoSub(t, wctx, "-h", host, "-p", port, "-v", "-t", "ledge/"+cfg.DeviceID+"/#") // subscribed
+	go func() {
+		for {
+			l, ok := watch.Next(time.Hour)
+			if !ok {
+				return
+			}
+			fmt.Fprintln(seen, l)
+		}
+	}()
+	t.Cleanup(func() { stopWatch(); watch.Wait() })
 	send := func(output, body string) {
 		t.Helper()
 		topic := "devices/" + cfg.DeviceID + "/modules/evil/messages/events/%24.on=" + url.QueryEscape(output)

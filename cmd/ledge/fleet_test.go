@@ -299,7 +299,13 @@ func TestFleetRollout(t *testing.T) {
 		return strings.Join(tags, ", ")
 	})
 	var total, maxAnon float64
-	for _, d := range f.devices {
+	for i, d := range f.devices {
+		select {
+		case err := <-d.done:
+			d.done <- err
+			t.Fatalf("%s exited: %v\n%s", f.ids[i], err, d.stderr)
+		default:
+		}
 		anon, _ := rss(t, d.cmd.Process.Pid)
 		total += anon
 		maxAnon = max(maxAnon, anon)

@@ -180,10 +180,16 @@ func startOnce(t testing.TB, d *runningLedge, dir string, env []string, args ...
 	})
 	deadline := time.Now().Add(15 * time.Second)
 	for {
+		// Its own log says it listens on the address: /healthz alone may
+		// be answered by another process that took the port freePort
+		// gave (another test's ledge), while this one exits, unable to
+		// listen.
 		resp, err := http.Get("http://" + d.addr + "/healthz")
 		if err == nil {
 			resp.Body.Close()
-			return nil
+			if out := d.stderr.String(); strings.Contains(out, `msg="http listening"`) && strings.Contains(out, "addr="+d.addr+" ") {
+				return nil
+			}
 		}
 		select {
 		case err := <-done:

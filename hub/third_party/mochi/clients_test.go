@@ -405,8 +405,7 @@ func TestClientResendInflightMessages(t *testing.T) {
 	go func() {
 		err := cl.ResendInflightMessages(true)
 		require.NoError(t, err)
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	buf, err := io.ReadAll(r)

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -161,6 +162,7 @@ type loop struct {
 	retainedExpiry *time.Ticker     // interval ticker for cleaning retained messages
 	willDelaySend  *time.Ticker     // interval ticker for sending Will Messages with a delay
 	willDelayed    *packets.Packets // activate LWT packets which will be sent after a delay
+	willMu         sync.Mutex       // one sendDelayedLWT at a time (the loop's and Close's), so none is sent twice
 }
 
 // ops contains server values which can be propagated to other structs.
@@ -1583,6 +1585,11 @@ func (s *Server) Close() error {
 	close(s.done)
 	s.Log.Info("gracefully stopping server")
 	s.Listeners.CloseAll(s.closeListenerClients)
+	// Every Will still waiting for its delay goes out now, the Wills of
+	// the clients just closed among them, as mosquitto publishes them
+	// when it stops: a persistence hook still running stores the copies
+	// queued for persistent sessions, which get them after a restart.
+	s.sendDelayedLWT(math.MaxInt64)
 	s.hooks.OnStopped()
 	s.hooks.Stop()
 
@@ -1857,6 +1864,8 @@ func (s *Server) clearExpiredInflights(now int64) {
 
 // sendDelayedLWT sends any LWT messages which have reached their issue time.
 func (s *Server) sendDelayedLWT(dt int64) {
+	s.loop.willMu.Lock()
+	defer s.loop.willMu.Unlock()
 	for id, pk := range s.loop.willDelayed.GetAll() {
 		if dt > pk.Expiry {
 			pk.Expiry = 0              // it held the delay; the message's own expiry is counted from now

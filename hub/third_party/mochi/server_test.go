@@ -326,13 +326,11 @@ func TestServerServe(t *testing.T) {
 	err = s.Serve()
 	require.NoError(t, err)
 
-	time.Sleep(time.Millisecond)
-
 	require.Equal(t, 1, s.Listeners.Len())
 	listener, ok := s.Listeners.Get("t1")
 
 	require.Equal(t, true, ok)
-	require.Equal(t, true, listener.(*listeners.MockListener).IsServing())
+	require.Eventually(t, listener.(*listeners.MockListener).IsServing, 10*time.Second, time.Millisecond) // Serve starts it in a goroutine
 }
 
 func TestServerServeFromConfig(t *testing.T) {
@@ -351,13 +349,11 @@ func TestServerServeFromConfig(t *testing.T) {
 	err := s.Serve()
 	require.NoError(t, err)
 
-	time.Sleep(time.Millisecond)
-
 	require.Equal(t, 1, s.Listeners.Len())
 	listener, ok := s.Listeners.Get("mock")
 
 	require.Equal(t, true, ok)
-	require.Equal(t, true, listener.(*listeners.MockListener).IsServing())
+	require.Eventually(t, listener.(*listeners.MockListener).IsServing, 10*time.Second, time.Millisecond) // Serve starts it in a goroutine
 }
 
 func TestServerServeFromConfigListenerError(t *testing.T) {
@@ -716,12 +712,21 @@ func TestEstablishConnectionInheritExistingTrueTakeover(t *testing.T) {
 	}()
 
 	// Get the first client pointer
-	time.Sleep(time.Millisecond * 50)
-	cl1, ok := s.Clients.Get(packets.TPacketData[packets.Connect].Get(packets.TConnectUserPass).Packet.Connect.ClientIdentifier)
-	require.True(t, ok)
+	var cl1 *Client
+	require.Eventually(t, func() bool {
+		var ok bool
+		cl1, ok = s.Clients.Get(packets.TPacketData[packets.Connect].Get(packets.TConnectUserPass).Packet.Connect.ClientIdentifier)
+		return ok
+	}, 10*time.Second, time.Millisecond)
 	cl1.State.Subscriptions.Add("a/b/c", packets.Subscription{Filter: "a/b/c", Qos: 1})
 	cl1.State.Subscriptions.Add("d/e/f", packets.Subscription{Filter: "d/e/f", Qos: 0})
 	time.Sleep(time.Millisecond * 50)
+
+	// Capture first Client pointer (before the second connection can take
+	// it over: under load the take-over was done when it was read)
+	clp1 := cl1
+	require.Empty(t, clp1.Properties.Username)
+	require.NotEmpty(t, clp1.State.Subscriptions.GetAll())
 
 	// Make the second connection
 	r2, w2 := net.Pipe()
@@ -744,19 +749,18 @@ func TestEstablishConnectionInheritExistingTrueTakeover(t *testing.T) {
 		recv2 <- buf
 	}()
 
-	// Capture first Client pointer
-	clp1, ok := s.Clients.Get("zen")
-	require.True(t, ok)
-	require.Empty(t, clp1.Properties.Username)
-	require.NotEmpty(t, clp1.State.Subscriptions.GetAll())
-
 	err1 := <-o1
 	require.Error(t, err1)
 	require.ErrorIs(t, err1, io.ErrClosedPipe)
 
-	// Capture second Client pointer
-	clp2, ok := s.Clients.Get("zen")
-	require.True(t, ok)
+	// Capture second Client pointer (once the take-over has put it in
+	// Clients, which may come after the first connection has ended)
+	var clp2 *Client
+	require.Eventually(t, func() bool {
+		var ok bool
+		clp2, ok = s.Clients.Get("zen")
+		return ok && clp2 != clp1
+	}, 10*time.Second, time.Millisecond)
 	require.Equal(t, []byte(".ochi"), clp2.Properties.Username)
 	require.NotEmpty(t, clp2.State.Subscriptions.GetAll())
 	require.Empty(t, clp1.State.Subscriptions.GetAll())
@@ -1941,8 +1945,7 @@ func TestPublishToSubscribersSelfNoLocal(t *testing.T) {
 		pkx := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
 		pkx.Origin = cl.ID
 		s.publishToSubscribers(pkx)
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	receiverBuf := make(chan []byte)
@@ -1993,10 +1996,9 @@ func TestPublishToSubscribers(t *testing.T) {
 
 	go func() {
 		s.publishToSubscribers(*packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet)
-		time.Sleep(time.Millisecond)
-		_ = w1.Close()
-		_ = w2.Close()
-		_ = w3.Close()
+		closeWhenSent(w1, cl)
+		closeWhenSent(w2, cl2)
+		closeWhenSent(w3, cl3)
 	}()
 
 	require.Equal(t, packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).RawBytes, <-cl1Recv)
@@ -2037,8 +2039,7 @@ func TestPublishToSubscribersMessageExpiryDelta(t *testing.T) {
 		pkx.Created = time.Now().Unix() - 30
 		pkx.Properties.MessageExpiryInterval = 3600 // only a message with an expiry has one counted down
 		s.publishToSubscribers(pkx)
-		time.Sleep(time.Millisecond)
-		_ = w1.Close()
+		closeWhenSent(w1, cl)
 	}()
 
 	b := <-cl1Recv
@@ -2061,8 +2062,7 @@ func TestPublishToSubscribersIdentifiers(t *testing.T) {
 
 	go func() {
 		s.publishToSubscribers(*packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet)
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	receiverBuf := make(chan []byte)
@@ -2086,8 +2086,7 @@ func TestPublishToSubscribersPkIgnore(t *testing.T) {
 		pk := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
 		pk.Ignore = true
 		s.publishToSubscribers(pk)
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	receiverBuf := make(chan []byte)
@@ -2347,8 +2346,7 @@ func TestPublishToSubscribersExhaustedSendQuota(t *testing.T) {
 	pkx := *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet
 	pkx.PacketID = 0
 	s.publishToSubscribers(pkx)
-	time.Sleep(time.Millisecond)
-	_ = w.Close()
+	closeWhenSent(w, cl)
 }
 
 func TestPublishToSubscribersExhaustedPacketIDs(t *testing.T) {
@@ -2368,8 +2366,7 @@ func TestPublishToSubscribersExhaustedPacketIDs(t *testing.T) {
 	pkx := *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet
 	pkx.PacketID = 0
 	s.publishToSubscribers(pkx)
-	time.Sleep(time.Millisecond)
-	_ = w.Close()
+	closeWhenSent(w, cl)
 }
 
 func TestPublishToSubscribersNoConnection(t *testing.T) {
@@ -2400,8 +2397,7 @@ func TestPublishRetainedToClient(t *testing.T) {
 
 	go func() {
 		s.publishRetainedToClient(cl, packets.Subscription{Filter: "a/b/c"}, false)
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	buf, err := io.ReadAll(r)
@@ -2839,8 +2835,7 @@ func TestServerProcessOutboundQos2Flow(t *testing.T) {
 				require.NoError(t, err)
 			}
 
-			time.Sleep(time.Millisecond)
-			_ = w.Close()
+			closeWhenSent(w, cl)
 
 			if i != 2 {
 				require.Equal(t, tx.out.RawBytes, <-recv)
@@ -2943,8 +2938,7 @@ func TestServerProcessSubscribeWithRetain(t *testing.T) {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Subscribe].Get(packets.TSubscribe).Packet)
 		require.NoError(t, err)
 
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	buf, err := io.ReadAll(r)
@@ -2964,8 +2958,7 @@ func TestServerProcessSubscribeDowngradeQos(t *testing.T) {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Subscribe].Get(packets.TSubscribeMany).Packet)
 		require.NoError(t, err)
 
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	buf, err := io.ReadAll(r)
@@ -2986,8 +2979,7 @@ func TestServerProcessSubscribeWithRetainHandling1(t *testing.T) {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Subscribe].Get(packets.TSubscribeRetainHandling1).Packet)
 		require.NoError(t, err)
 
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	buf, err := io.ReadAll(r)
@@ -3007,8 +2999,7 @@ func TestServerProcessSubscribeWithRetainHandling2(t *testing.T) {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Subscribe].Get(packets.TSubscribeRetainHandling2).Packet)
 		require.NoError(t, err)
 
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	buf, err := io.ReadAll(r)
@@ -3028,8 +3019,7 @@ func TestServerProcessSubscribeWithNotRetainAsPublished(t *testing.T) {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Subscribe].Get(packets.TSubscribeRetainAsPublished).Packet)
 		require.NoError(t, err)
 
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl)
 	}()
 
 	buf, err := io.ReadAll(r)
@@ -3380,8 +3370,7 @@ func TestServerSendLWTDelayed(t *testing.T) {
 		require.Equal(t, 1, s.loop.willDelayed.Len())
 		s.sendDelayedLWT(time.Now().Unix())
 		require.Equal(t, 0, s.loop.willDelayed.Len())
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
+		closeWhenSent(w, cl2)
 	}()
 
 	recv := make(chan []byte)
@@ -3557,17 +3546,31 @@ func TestServerClose(t *testing.T) {
 		recv <- buf
 	}()
 
-	time.Sleep(time.Millisecond)
 	require.Equal(t, 1, s.Listeners.Len())
 
 	listener, ok := s.Listeners.Get("t1")
 	require.Equal(t, true, ok)
-	require.Equal(t, true, listener.(*listeners.MockListener).IsServing())
+	// Serve starts it in a goroutine: 1 ms was not always enough under load.
+	require.Eventually(t, listener.(*listeners.MockListener).IsServing, 10*time.Second, time.Millisecond)
 
 	_ = s.Close()
 	time.Sleep(time.Millisecond)
 	require.Equal(t, false, listener.(*listeners.MockListener).IsServing())
 	require.Equal(t, packets.TPacketData[packets.Disconnect].Get(packets.TDisconnectShuttingDown).RawBytes, <-recv)
+}
+
+// TestServerCloseSendsDelayedWills: a Will waiting for its delay is
+// published when the server stops (as mosquitto does), not dropped.
+func TestServerCloseSendsDelayedWills(t *testing.T) {
+	s := newServer()
+	cl, _, _ := newTestClient()
+	cl.Properties.Will = Will{Flag: 1, TopicName: "a/b/c", Payload: []byte("gone"), WillDelayInterval: 30}
+	s.Clients.Add(cl)
+	s.loop.willDelayed.Add(cl.ID, packets.Packet{TopicName: "a/b/c", Payload: []byte("gone"), Expiry: time.Now().Unix() + 30})
+
+	_ = s.Close()
+	require.Equal(t, 0, s.loop.willDelayed.Len())
+	require.Equal(t, Will{}, cl.Properties.Will) // sent [MQTT-3.1.2-10]
 }
 
 func TestServerClearExpiredInflights(t *testing.T) {
@@ -4021,4 +4024,15 @@ func TestMinimum(t *testing.T) {
 	require.EqualValues(t, -1, minimum(-1, 0)) // negative values are not used, but included here for completeness
 	require.EqualValues(t, -1, minimum(-1, 20))
 	require.EqualValues(t, -2, minimum(-1, -2))
+}
+
+// closeWhenSent closes w once everything queued for cl has been written
+// to it (a pipe's write returns when the reader has the bytes), where
+// these tests slept 1 ms, which a loaded machine outlasts (the reader
+// then got nothing).
+func closeWhenSent(w net.Conn, cl *Client) {
+	for deadline := time.Now().Add(10 * time.Second); (atomic.LoadInt32(&cl.State.outboundQty) != 0 || len(cl.State.outbound) != 0) && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	_ = w.Close()
 }
