@@ -32,7 +32,7 @@ func (k *hooks) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSessionEstablished,
 		mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnQosComplete, mqtt.OnPublishDropped, mqtt.OnWill,
-		mqtt.OnClientExpired:
+		mqtt.OnWillSent, mqtt.OnClientExpired:
 		return true
 	}
 	return false
@@ -103,11 +103,38 @@ func (k *hooks) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 		return will, nil
 	}
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: will.TopicName, Payload: will.Payload}
-	k.h.onTelemetryMessage(s, pk, tp, "Will")
+	route := func() { k.h.onTelemetryMessage(s, pk, tp, "Will") }
+	if willDelay(cl) > 0 {
+		// mochi holds it for its delay; so does the route [MQTT-3.1.3-9].
+		k.h.willsDue.Store(cl.ID, route)
+		return will, nil
+	}
+	route()
 	return will, nil
 }
 
+// willDelay is how long mochi holds a client's Will: its Will Delay, or
+// the end of its session when that comes first (sendLWT).
+func willDelay(cl *mqtt.Client) uint32 {
+	d := cl.Properties.Will.WillDelayInterval
+	if cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval < d {
+		d = cl.Properties.Props.SessionExpiryInterval
+	}
+	return d
+}
+
+// OnWillSent: mochi sent a Will held for its delay; route it too.
+func (k *hooks) OnWillSent(cl *mqtt.Client, _ packets.Packet) { k.h.routeWillDue(cl.ID) }
+
+// routeWillDue routes the Will held for id, if any, once.
+func (h *Hub) routeWillDue(id string) {
+	if route, ok := h.willsDue.LoadAndDelete(id); ok {
+		route.(func())()
+	}
+}
+
 func (k *hooks) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	k.h.willsDue.Delete(cl.ID) // back within the delay: mochi dropped the Will [MQTT-3.1.3-9]
 	if s := k.session(cl); s != nil {
 		k.h.byID.Store(cl.ID, s)
 		if s.name != "" && s.present.CompareAndSwap(false, true) {
@@ -157,8 +184,11 @@ func (k *hooks) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	}
 }
 
-// OnClientExpired: a persistent session's expiry passed.
+// OnClientExpired: a persistent session's expiry passed. A Will held for
+// it is due now (the end of the session ends its delay), whether mochi's
+// next sweep still finds the client or not.
 func (k *hooks) OnClientExpired(cl *mqtt.Client) {
+	k.h.routeWillDue(cl.ID)
 	if s := k.session(cl); s != nil {
 		k.h.sessions.Delete(cl)
 		k.h.held.CompareAndDelete(cl.ID, s)

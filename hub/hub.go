@@ -58,6 +58,10 @@ type Hub struct {
 	sessions sync.Map // *mqtt.Client -> *session, connected or a persistent session kept
 	byID     sync.Map // client id -> *session (the live one)
 	held     sync.Map // client id -> *session that holds it (live, or persistent and away)
+	// willsDue are the routes of Wills waiting for their Will Delay, by
+	// client id (func()): run when mochi sends the Will or the session
+	// expires, dropped when the client is back in time.
+	willsDue sync.Map
 	persist  *sessionStore
 	pending  *pendingConns // connections not authenticated yet
 	perID    sync.Map      // identity name (lower case) -> *atomic.Int64 live connections
