@@ -145,6 +145,19 @@ func (c *checker) check(n *yaml.Node, t reflect.Type, path string, depth int) er
 	if reflect.PointerTo(t).Implements(unmarshalerType) || reflect.PointerTo(t).Implements(textUnmarshalerType) {
 		return nil // the type checks its own input
 	}
+	if (n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode) && isScalar(t.Kind()) {
+		// yaml says only "line N: cannot unmarshal !!map into string",
+		// the line of the mapping's first key, which may be another's.
+		got := "a mapping"
+		if n.Kind == yaml.SequenceNode {
+			got = "a list"
+		}
+		want := t.String()
+		if w, ok := typeWords[want]; ok {
+			want = w
+		}
+		return &Error{Line: n.Line, Column: n.Column, Path: path, Msg: fmt.Sprintf("got %s, want %s", got, want)}
+	}
 	switch t.Kind() {
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
@@ -188,6 +201,16 @@ func (c *checker) check(n *yaml.Node, t reflect.Type, path string, depth int) er
 		}
 	}
 	return nil
+}
+
+// isScalar reports whether a value of kind k is written as one YAML scalar.
+func isScalar(k reflect.Kind) bool {
+	switch k {
+	case reflect.String, reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return true
+	}
+	return false
 }
 
 // structFields maps YAML keys to field types, following ",inline"; anyKey

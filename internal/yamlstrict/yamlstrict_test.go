@@ -18,12 +18,13 @@ type base struct {
 
 type doc struct {
 	base  `yaml:",inline"`
-	Top   string           `yaml:"top"`
-	Inner inner            `yaml:"inner"`
-	List  []inner          `yaml:"list"`
-	Map   map[string]inner `yaml:"map"`
-	Free  map[string]any   `yaml:"free"`
-	Ptr   *inner           `yaml:"ptr"`
+	Top   string            `yaml:"top"`
+	Inner inner             `yaml:"inner"`
+	List  []inner           `yaml:"list"`
+	Map   map[string]inner  `yaml:"map"`
+	Free  map[string]any    `yaml:"free"`
+	Ptr   *inner            `yaml:"ptr"`
+	Strs  map[string]string `yaml:"strs"`
 	Plain string
 }
 
@@ -75,6 +76,12 @@ func TestDecodeErrors(t *testing.T) {
 		{"type in flow", "inner: {name: a, count: many}\n", []string{"line 1", "inner.count:", "got `many`, want int"}},
 		{"type in flow list", "list: [{name: a}, {name: b, count: x}]\n", []string{"line 1", "list[1].count:"}},
 		{"duration", "inner: {name: a, every: soon}\n", []string{"inner.every:", "got `soon`, want a duration (500ms, 5s, 2m, 1h)"}},
+		// A mapping or a list where a value goes: the key that holds it.
+		{"map for a scalar in flow", "inner: {name: a, count: {x: 1}}\n", []string{"line 1", "inner.count:", "got a mapping, want int"}},
+		{"map for a scalar", "inner:\n  name: a\n  count: {x: 1}\n", []string{"line 3", "inner.count:", "got a mapping, want int"}},
+		{"list for a scalar", "top:\n  - a\n", []string{"line 2", "top:", "got a list, want string"}},
+		{"map for a duration", "inner: {every: {s: 1}}\n", []string{"inner.every:", "got a mapping, want a duration"}},
+		{"map in a map of strings", "strs:\n  line: 3\n  floor: {a: 1}\n", []string{"line 3", "strs.floor:", "got a mapping, want string"}},
 		{"alias", "a: &x {bogus: 1}\n", []string{`unknown key "a"`}},
 		{"two docs", "top: a\n---\ntop: b\n", []string{"more than one"}},
 		{"syntax", "top: [unclosed\n", []string{"invalid YAML"}},
