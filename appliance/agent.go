@@ -75,7 +75,32 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 	}
 	a.health.addSelfLogged("agent", ag.Healthy) // it logs the Docker engine going and coming
 	registerAgentMetrics(a.registry, ag)
+	if a.hub != nil {
+		a.add("module-reach", a.warnModulesCannotReachHub)
+	}
 	return &deployer{a: ag, hub: a.hub, device: a.cfg.DeviceID}, nil
+}
+
+// warnModulesCannotReachHub logs once, when modules are deployed, that
+// they cannot reach a hub listening on loopback only (the module reports
+// say so too: hub.unreachable).
+func (a *App) warnModulesCannotReachHub(ctx context.Context) error {
+	events, cancel := a.agent.Events(4)
+	defer cancel()
+	for {
+		if n := len(a.agent.Reported().Modules); n > 0 {
+			if why := hubUnreachable(a.hub.Ports()); why != "" {
+				a.log.Warn("container modules cannot reach the hub", "modules", n, "reason", why)
+			}
+			<-ctx.Done()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-events:
+		}
+	}
 }
 
 // deployer adapts the agent to web.Deployments and web.Modules. With the

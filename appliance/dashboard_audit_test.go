@@ -2,10 +2,12 @@ package appliance
 
 import (
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"ledge/hub"
 	"ledge/internal/testenv"
 )
 
@@ -111,5 +113,45 @@ func TestDashboardModuleHubUnreachable(t *testing.T) {
 	testenv.Screenshot(t, ctx, "modules-hub-loopback")
 	for _, m := range console.take() {
 		t.Errorf("console: %s", m)
+	}
+}
+
+// TestModulesCannotReachHubLogged: with the hub on loopback only and a
+// module deployed, the log says once why modules cannot connect and which
+// key changes it (the dashboard and ledge status say it too).
+func TestModulesCannotReachHubLogged(t *testing.T) {
+	id := runID()
+	image := "ledge-test/mqttmod:" + id
+	buildModuleImage(t, image)
+	cfg := testConfig(t)
+	cfg.DeviceID = "gw-" + id
+	cfg.Hub.Listen = hub.ListenConfig{MQTT: "127.0.0.1:0", MQTTS: "127.0.0.1:0"}
+	cfg.Agent.Network = "ledge-test-" + id
+	cfg.Agent.ContainerPrefix = "t" + id + "-"
+	u := startAppliance(t, cfg)
+	t.Cleanup(func() {
+		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "name="+cfg.Agent.ContainerPrefix).Output()
+		for _, c := range strings.Fields(string(out)) {
+			exec.Command("docker", "rm", "-f", c).Run()
+		}
+		exec.Command("docker", "network", "rm", cfg.Agent.Network).Run()
+	})
+	const warning = "container modules cannot reach the hub"
+	if strings.Contains(u.logs.String(), warning) {
+		t.Fatal("warned before any module was deployed")
+	}
+	manifest := fmt.Sprintf("version: \"1\"\nmodules:\n  talker: {image: %s, imagePullPolicy: never, createOptions: {Cmd: [receiver]}}\n", image)
+	if _, err := u.app.agent.Apply(t.Context(), []byte(manifest), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 60*time.Second, "the warning in the log", func() bool { return strings.Contains(u.logs.String(), warning) })
+	u.app.agent.Resync(t.Context())
+	time.Sleep(time.Second) // more agent events: still one line
+	logs := u.logs.String()
+	if n := strings.Count(logs, warning); n != 1 {
+		t.Errorf("the warning is logged %d times, want once", n)
+	}
+	if !strings.Contains(logs, "hub.listen.mqtts") || !strings.Contains(logs, "127.0.0.1") {
+		t.Errorf("the warning does not name the address and the key:\n%s", logs)
 	}
 }
