@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gocv.io/x/gocv"
 
@@ -117,7 +118,7 @@ type capture struct {
 
 func newCapture(spec source.Spec) *capture {
 	c := &capture{spec: spec, pool: make(chan gocv.Mat, 4), done: make(chan struct{})}
-	c.state.Set(source.State{Phase: source.PhaseStopped})
+	c.state.Set(source.State{Phase: source.PhaseConnecting, Since: time.Now()}) // until Run says more: starting, not "stopped"
 	return c
 }
 
