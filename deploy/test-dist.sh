@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# test-dist.sh (`make test-dist`, as root) installs the amd64 package into a
-# fresh Debian 12 root made with debootstrap from the mirror apt uses, and
+# test-dist.sh [ARCH] (`make test-dist [ARCH=arm64]`, as root) installs the
+# package for ARCH (default amd64) into a fresh Debian 12 root of that
+# architecture made with debootstrap from the mirror apt uses (arm64: its
+# programs run under qemu-user-static through binfmt, deploy/cross-deps.sh), and
 # checks, in that root (chroot):
 #   - apt installs it with the Depends dpkg-shlibdeps computed, and nothing
 #     else from the build machine;
@@ -22,6 +24,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf 'test-dist: %s\n' "$*" >&2; }
 die() { printf 'test-dist: FAIL: %s\n' "$*" >&2; exit 1; }
+ARCH="${1:-amd64}"
+case "$ARCH" in amd64 | arm64) ;; *) die "usage: test-dist.sh [amd64|arm64] (got '$ARCH')" ;; esac
 [ "$(id -u)" -eq 0 ] || die "needs root (debootstrap, chroot)"
 start=$(date +%s)
 CACHE="${LEDGE_BUILD_CACHE:-/var/cache/ledge-build}"
@@ -32,7 +36,7 @@ if ! command -v debootstrap >/dev/null; then
   while fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock >/dev/null 2>&1; do say "dpkg is busy, waiting"; sleep 10; done
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >&2
 fi
-deb=$(bash deploy/dist.sh amd64 | tail -n 1)
+deb=$(bash deploy/dist.sh "$ARCH" | tail -n 1)
 [ -f "$deb" ] || die "make dist wrote no package"
 
 root=$(mktemp -d /var/tmp/ledge-test-dist.XXXXXX)
@@ -47,9 +51,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "debootstrap $suite (minbase) from $mirror into $root"
+say "debootstrap $suite $ARCH (minbase) from $mirror into $root"
 mkdir -p "$CACHE/debootstrap"
-if ! nice -n 19 debootstrap --variant=minbase --cache-dir="$CACHE/debootstrap" "$suite" "$root" "$mirror" >"$root.log" 2>&1; then
+if ! nice -n 19 debootstrap --arch="$ARCH" --variant=minbase --cache-dir="$CACHE/debootstrap" "$suite" "$root" "$mirror" >"$root.log" 2>&1; then
   if ! curl -fsS -o /dev/null --max-time 30 "$mirror/dists/$suite/Release"; then
     say "SKIP: debootstrap cannot reach the Debian mirror $mirror (see $root.log); the package test did not run"
     exit 0
