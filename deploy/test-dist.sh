@@ -75,8 +75,10 @@ cp "$deb" "$root/tmp/ledge.deb"
 cp ../shared/models/fastestdet.onnx ../shared/media/bus.jpg "$root/tmp/"
 say "apt-get install ./$(basename "$deb") in the fresh root"
 in_root apt-get update -q >&2
-in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /tmp/ledge.deb >&2 ||
-  die "apt-get install of the package failed"
+in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /tmp/ledge.deb 2>&1 |
+  tee "$root/tmp/install.log" >&2 || die "apt-get install of the package failed"
+# The first install says where the dashboard and its password are.
+grep -q "^ledge: /var/lib/ledge/admin-password" "$root/tmp/install.log" || die "the install does not say where the admin password is"
 
 # Installed as the package says.
 in_root getent passwd ledge >/dev/null || die "no ledge user"
