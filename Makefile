@@ -115,11 +115,12 @@ test-arm64:
 dist:
 	@bash deploy/dist.sh $(ARCH)
 
-# Installs the amd64 package into a fresh Debian 12 root (debootstrap, as
-# root, from the mirror apt uses) and checks ledge version, ledge detect
+# Installs the $(ARCH) package into a fresh Debian 12 root of that
+# architecture (debootstrap, as root, from the mirror apt uses; arm64 under
+# qemu) and checks ledge version, ledge detect
 # and dpkg -r there. Needs the mirror: not part of `make test`.
 test-dist:
-	@bash deploy/test-dist.sh
+	@bash deploy/test-dist.sh $(ARCH)
 
 clean:
 	rm -rf bin dist
