@@ -60,7 +60,7 @@ func detectCmd(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	cfg, err := cf.load()
+	cfg, err := cf.loadSettings()
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,7 @@ func versionCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "ledge       %s (commit %s)\n", version, commit)
 	fmt.Fprintf(stdout, "go          %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	cfg, err := cf.load()
+	cfg, err := cf.loadSettings()
 	if err != nil {
 		fmt.Fprintf(stdout, "onnxruntime unknown (%v)\n", err)
 		return nil

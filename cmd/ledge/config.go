@@ -58,16 +58,21 @@ func (l *loaded) from() string {
 // --config and --data-dir first, then the ledge that runs (the last
 // `ledge run` still alive), then $LEDGE_CONFIG, ./ledge.yaml and
 // /etc/ledge/ledge.yaml; with no file anywhere, the defaults.
-func (c *configFlags) load() (*loaded, error) { return c.find(true) }
+func (c *configFlags) load() (*loaded, error) { return c.find(true, true) }
+
+// loadSettings is load for a command that only reads settings (the ONNX
+// Runtime library for version and detect): which of several running
+// ledges it took is not worth a word.
+func (c *configFlags) loadSettings() (*loaded, error) { return c.find(true, false) }
 
 // loadForRun is load for `ledge run` itself, which never follows
 // another running ledge.
-func (c *configFlags) loadForRun() (*loaded, error) { return c.find(false) }
+func (c *configFlags) loadForRun() (*loaded, error) { return c.find(false, false) }
 
-func (c *configFlags) find(followRunning bool) (*loaded, error) {
+func (c *configFlags) find(followRunning, note bool) (*loaded, error) {
 	path := c.path
 	if path == "" && c.dataDir == "" && followRunning {
-		if rec := lastRunning(); rec != nil {
+		if rec := lastRunning(note); rec != nil {
 			l := &loaded{Config: appliance.Default(), Running: rec}
 			if rec.Config != "" {
 				cfg, err := appliance.LoadConfig(rec.Config)

@@ -470,3 +470,26 @@ hub:
 		t.Errorf("ledge status --json upstream: %+v %v", rep.Upstream, err)
 	}
 }
+
+// TestSeveralLedgesNoteOnlyWhereItMatters: with two ledges running, a
+// command that talks to one says which it took; version and detect, which
+// only read the ONNX Runtime setting, do not.
+func TestSeveralLedgesNoteOnlyWhereItMatters(t *testing.T) {
+	env := []string{"LEDGE_RUNTIME_DIR=" + t.TempDir()}
+	for range 2 {
+		conf := filepath.Join(t.TempDir(), "ledge.yaml")
+		os.WriteFile(conf, []byte("http: {listenTLS: \"\"}\nhub: {enabled: false}\n"), 0o644)
+		launch(t, &runningLedge{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}, "", env, "run", "--dev", "--config", conf, "--data-dir", t.TempDir())
+	}
+	dir := t.TempDir() // no ledge.yaml here
+	_, errOut, _ := ledgeIn(t, dir, env, "status")
+	if !strings.Contains(errOut, "2 ledges run; using the one started last") {
+		t.Errorf("ledge status with two ledges running does not say which it took: %q", errOut)
+	}
+	for _, args := range [][]string{{"version"}, {"detect", "--model", testenv.Model(t, "fastestdet.onnx"), testenv.Media(t, "bus.jpg")}} {
+		out, errOut, code := ledgeIn(t, dir, env, args...)
+		if code != 0 || strings.Contains(errOut, "ledges run") {
+			t.Errorf("ledge %s: exit %d, stderr %q\n%s", args[0], code, errOut, out)
+		}
+	}
+}

@@ -92,13 +92,13 @@ func runningLedges() []runRecord {
 }
 
 // lastRunning is the ledge started last among those that run, or nil.
-// With several, it says on stderr which one it took.
-func lastRunning() *runRecord {
+// With several, it says on stderr which one it took, when note.
+func lastRunning(note bool) *runRecord {
 	recs := runningLedges()
 	if len(recs) == 0 {
 		return nil
 	}
-	if len(recs) > 1 {
+	if len(recs) > 1 && note {
 		fmt.Fprintf(os.Stderr, "ledge: %d ledges run; using the one started last (pid %d, data dir %s); --config or --data-dir picks another\n",
 			len(recs), recs[0].PID, recs[0].DataDir)
 	}
