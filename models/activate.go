@@ -227,8 +227,14 @@ func (s *Store) notActivated(ctx context.Context, v Version, r *nameRow, err err
 	if fault.KindOf(err) == fault.Internal {
 		err = fault.Wrap(fault.Invalid, err)
 	}
-	return &fault.Error{Kind: fault.KindOf(err), Msg: fmt.Sprintf("%s cannot serve, %s stays active: %v", v.Ref(), orNone(r.active), err), Err: err}
+	return loggedError{&fault.Error{Kind: fault.KindOf(err), Msg: fmt.Sprintf("%s cannot serve, %s stays active: %v", v.Ref(), orNone(r.active), err), Err: err}}
 }
+
+// loggedError is an error already logged where it arose: the background
+// job that met it does not log it again.
+type loggedError struct{ error }
+
+func (e loggedError) Unwrap() error { return e.error }
 
 // activated tells the world v serves and tidies the store behind it.
 func (s *Store) activated(ctx context.Context, v Version, took time.Duration) {
@@ -286,7 +292,7 @@ func (s *Store) activatePending(ctx context.Context) {
 	s.mu.Unlock()
 	for _, j := range jobs {
 		ok := s.background(func(ctx context.Context) {
-			if _, err := s.activate(ctx, j.name, j.version, j.reason, j.pinned); err != nil && ctx.Err() == nil {
+			if _, err := s.activate(ctx, j.name, j.version, j.reason, j.pinned); err != nil && ctx.Err() == nil && !errors.As(err, new(loggedError)) {
 				s.log.Warn("model activation failed", "model", j.name, "version", j.version, "err", err)
 			}
 		})
