@@ -1,0 +1,79 @@
+package models
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// tmpfs mounts a small tmpfs (the test runs as root, as CI does).
+func tmpfs(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("this test mounts a tmpfs: run it as root (CI does)")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	return dir
+}
+
+// TestDiskNearlyFull: the store on a 48 MB tmpfs. A download that would
+// leave less than the reserve free is refused before a byte is written,
+// saying what it needs and what is kept free (the operator sees more free
+// bytes than the model's size and must learn why it is refused); a disk
+// that fills during a transfer fails the version with ENOSPC and leaves
+// no partial file. The active version stays through both.
+func TestDiskNearlyFull(t *testing.T) {
+	srv := newModelServer(t)
+	dir := tmpfs(t, "48m")
+	env := openStoreAt(t, srv, testConfig(), filepath.Join(t.TempDir(), "ledge.db"), filepath.Join(dir, "models"), nil)
+	yolox, fastest := modelFile(t, "yolox_nano.onnx"), modelFile(t, "fastestdet.onnx")
+	v1 := spec("people", "1", srv.add("/1", yolox), yolox)
+	if err := env.s.SetDesired(t.Context(), []Spec{v1}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, env.s, "people", "1", StateActive)
+	fill := filepath.Join(dir, "fill")
+	if out, err := exec.Command("dd", "if=/dev/zero", "of="+fill, "bs=1M", "count=28").CombinedOutput(); err != nil {
+		t.Fatalf("dd: %v %s", err, out)
+	}
+	if err := env.s.SetDesired(t.Context(), []Spec{spec("people", "2", srv.add("/2", fastest), fastest)}); err != nil {
+		t.Fatal(err)
+	}
+	v := waitState(t, env.s, "people", "2", StateFailed)
+	if !strings.Contains(v.Error, "not enough disk space") || !strings.Contains(v.Error, "32 MiB are kept free") {
+		t.Errorf("error %q: want it to say the reserve kept free", v.Error)
+	}
+	if r, _ := env.s.Resolve("people"); r.Version != "1" {
+		t.Errorf("active %q, want 1", r.Version)
+	}
+	assertNoPartials(t, env.dir)
+
+	// Room again, then the disk fills during the transfer.
+	os.Remove(fill)
+	srv.mu.Lock()
+	srv.throttle = 20 * time.Millisecond // per 16 KiB: about 1.3 s for the file
+	srv.mu.Unlock()
+	if err := env.s.SetDesired(t.Context(), []Spec{spec("people", "3", srv.add("/3", fastest), fastest)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "people@3 downloading", 10*time.Second, func() bool {
+		m, _ := env.s.Get(t.Context(), "people")
+		return len(m.Versions) > 0 && m.Versions[0].Version == "3" && m.Versions[0].Progress != nil && m.Versions[0].Progress.Bytes > 0
+	})
+	exec.Command("dd", "if=/dev/zero", "of="+fill, "bs=1M").Run() // until the disk is full
+	v = waitState(t, env.s, "people", "3", StateFailed)
+	if !strings.Contains(v.Error, "no space left on device") {
+		t.Errorf("error %q", v.Error)
+	}
+	if r, _ := env.s.Resolve("people"); r.Version != "1" {
+		t.Errorf("active %q, want 1", r.Version)
+	}
+	assertNoPartials(t, env.dir)
+}
