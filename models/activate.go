@@ -264,6 +264,7 @@ func (s *Store) activatePending(ctx context.Context) {
 		pinned                bool
 	}
 	var jobs []job
+	var done []Version // pulled with activate, and nothing left to do
 	s.mu.Lock()
 	for _, n := range snap.sortedNames() {
 		r := snap.names[n]
@@ -280,7 +281,9 @@ func (s *Store) activatePending(ctx context.Context) {
 			if s.activateWhenReady[v.Ref()] && v.State != StateQueued && v.State != StateDownloading && v.State != StateVerifying {
 				delete(s.activateWhenReady, v.Ref())
 				if v.State == StateReady && v.Version != r.active {
-					jobs = append(jobs, job{n, v.Version, "pulled with activate", true})
+					jobs = append(jobs, job{n, v.Version, reasonPulled, true})
+				} else {
+					done = append(done, v)
 				}
 				break
 			}
@@ -290,10 +293,17 @@ func (s *Store) activatePending(ctx context.Context) {
 		s.activating[j.name] = j.version
 	}
 	s.mu.Unlock()
+	for _, v := range done {
+		s.clearActivateWhenReady(ctx, v.Name, v.Version)
+	}
 	for _, j := range jobs {
 		ok := s.background(func(ctx context.Context) {
-			if _, err := s.activate(ctx, j.name, j.version, j.reason, j.pinned); err != nil && ctx.Err() == nil && !errors.As(err, new(loggedError)) {
+			_, err := s.activate(ctx, j.name, j.version, j.reason, j.pinned)
+			if err != nil && ctx.Err() == nil && !errors.As(err, new(loggedError)) {
 				s.log.Warn("model activation failed", "model", j.name, "version", j.version, "err", err)
+			}
+			if ctx.Err() == nil && j.reason == reasonPulled { // done with, unless ledge stops: then after the restart
+				s.clearActivateWhenReady(ctx, j.name, j.version)
 			}
 		})
 		if !ok {
@@ -302,4 +312,41 @@ func (s *Store) activatePending(ctx context.Context) {
 			s.mu.Unlock()
 		}
 	}
+}
+
+// reasonPulled is the reason of an activation asked for by a pull.
+const reasonPulled = "pulled with activate"
+
+// setActivateWhenReady records (or clears) that name@version, pulled with
+// "activate", is to be activated once ready: a pull acknowledged before a
+// restart is still honoured after it.
+func (s *Store) setActivateWhenReady(ctx context.Context, name, version string, on bool) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE models_versions SET activate_when_ready = ? WHERE name = ? AND version = ?`, on, name, version); err != nil {
+		return fmt.Errorf("model store: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) clearActivateWhenReady(ctx context.Context, name, version string) {
+	if err := s.setActivateWhenReady(context.WithoutCancel(ctx), name, version, false); err != nil {
+		s.log.Warn("model store", "err", err)
+	}
+}
+
+// loadActivateWhenReady reads the pulls still to be activated.
+func (s *Store) loadActivateWhenReady(ctx context.Context) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, version FROM models_versions WHERE activate_when_ready != 0`)
+	if err != nil {
+		return fmt.Errorf("model store: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name, version string
+		if err := rows.Scan(&name, &version); err != nil {
+			return fmt.Errorf("model store: %w", err)
+		}
+		v := Version{Name: name, Version: version}
+		s.activateWhenReady[v.Ref()] = true
+	}
+	return rows.Err()
 }

@@ -152,6 +152,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := s.recover(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.loadActivateWhenReady(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.refresh(ctx); err != nil {
 		return nil, err
 	}
