@@ -1,6 +1,7 @@
 package models
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,6 +72,35 @@ func TestDiskNearlyFull(t *testing.T) {
 	v = waitState(t, env.s, "people", "3", StateFailed)
 	if !strings.Contains(v.Error, "no space left on device") {
 		t.Errorf("error %q", v.Error)
+	}
+	if r, _ := env.s.Resolve("people"); r.Version != "1" {
+		t.Errorf("active %q, want 1", r.Version)
+	}
+	assertNoPartials(t, env.dir)
+}
+
+// TestCutTransferSaysSo: a transfer the server cuts, with no retry left,
+// fails saying the connection broke and where (it said only "at byte N:
+// unexpected EOF"), and the active version stays.
+func TestCutTransferSaysSo(t *testing.T) {
+	srv := newModelServer(t)
+	cfg := testConfig()
+	cfg.Download.Retries = 0
+	env := openStore(t, srv, cfg, nil)
+	yolox, fastest := modelFile(t, "yolox_nano.onnx"), modelFile(t, "fastestdet.onnx")
+	if err := env.s.SetDesired(t.Context(), []Spec{spec("people", "1", srv.add("/1", yolox), yolox)}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, env.s, "people", "1", StateActive)
+	srv.mu.Lock()
+	srv.cutAt["/2"] = 300 << 10
+	srv.mu.Unlock()
+	if err := env.s.SetDesired(t.Context(), []Spec{spec("people", "2", srv.add("/2", fastest), fastest)}); err != nil {
+		t.Fatal(err)
+	}
+	v := waitState(t, env.s, "people", "2", StateFailed)
+	if want := fmt.Sprintf("the connection broke at byte %d of %d", 300<<10, len(fastest)); !strings.Contains(v.Error, want) {
+		t.Errorf("error %q, want it to say %q", v.Error, want)
 	}
 	if r, _ := env.s.Resolve("people"); r.Version != "1" {
 		t.Errorf("active %q, want 1", r.Version)
