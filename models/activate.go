@@ -138,7 +138,7 @@ func (s *Store) setActivating(name, version string) {
 func (s *Store) candidate(ctx context.Context, name, version, reason string, pinned bool) (Version, *nameRow, error) {
 	v, err := s.version(ctx, name, version)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Version{}, nil, fault.New(fault.NotFound, "no version %s of model %q in the store", version, name)
+		return Version{}, nil, fault.New(fault.NotFound, "no version %s of model %q in the store (ledge models list shows what is)", version, name)
 	}
 	if err != nil {
 		return Version{}, nil, err
@@ -146,6 +146,8 @@ func (s *Store) candidate(ctx context.Context, name, version, reason string, pin
 	switch {
 	case v.State == StateFailed && s.hasBlob(v.Digest) && pinned:
 		// Tried again by hand.
+	case v.State == StateFailed:
+		return Version{}, nil, fault.New(fault.Conflict, "%s failed (%s): pull it again to retry (ledge models pull, or the deployment applied again)", v.Ref(), v.Error)
 	case v.State != StateReady:
 		return Version{}, nil, fault.New(fault.Conflict, "%s is %s, not ready: it can be activated once it is downloaded and verified", v.Ref(), v.State)
 	case !s.hasBlob(v.Digest):

@@ -107,3 +107,24 @@ func TestCutTransferSaysSo(t *testing.T) {
 	}
 	assertNoPartials(t, env.dir)
 }
+
+// TestActivateRefusalNamesTheFix: activating by hand a version whose
+// download failed says why it failed and how to try again; an unknown
+// version points at the list.
+func TestActivateRefusalNamesTheFix(t *testing.T) {
+	srv := newModelServer(t)
+	env := openStore(t, srv, testConfig(), nil)
+	fastest := modelFile(t, "fastestdet.onnx")
+	sp := Spec{Name: "people", Version: "1", URL: srv.URL + "/missing.onnx", SHA256: digestOf(fastest)}
+	if err := env.s.SetDesired(t.Context(), []Spec{sp}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, env.s, "people", "1", StateFailed)
+	_, err := env.s.Activate(t.Context(), "people", "1")
+	if err == nil || !strings.Contains(err.Error(), "404 Not Found") || !strings.Contains(err.Error(), "pull it again") {
+		t.Errorf("activate a failed download: %v, want the reason and how to retry", err)
+	}
+	if _, err := env.s.Activate(t.Context(), "people", "9"); err == nil || !strings.Contains(err.Error(), "ledge models list") {
+		t.Errorf("activate an unknown version: %v, want a pointer to ledge models list", err)
+	}
+}
