@@ -75,7 +75,16 @@ func newHTTPClient(cfg Config, tlsConf *tls.Config) *http.Client {
 // redact drops the query (often a signed token) from a URL for messages.
 func redact(u *url.URL) string { return redactpkg.URL(u.String()) }
 
-func redactString(raw string) string { return redactpkg.URL(raw) }
+func redactString(raw string) string {
+	// An oci:// reference by digest ends in "@sha256:...", which is no
+	// userinfo: redact what is before it only.
+	if strings.HasPrefix(raw, "oci://") {
+		if i := strings.LastIndex(raw, "@sha256:"); i >= 0 {
+			return redactpkg.URL(raw[:i]) + raw[i:]
+		}
+	}
+	return redactpkg.URL(raw)
+}
 
 // fetch downloads t into its partial file and publishes it under its
 // digest, retrying with back-off and resuming where a transfer broke. A
