@@ -128,3 +128,23 @@ func TestActivateRefusalNamesTheFix(t *testing.T) {
 		t.Errorf("activate an unknown version: %v, want a pointer to ledge models list", err)
 	}
 }
+
+// TestRetiredNameSaysWhy: a name the deployment no longer lists has no
+// active version; Resolve (what a waiting pipeline shows) says so and how
+// to serve one by hand.
+func TestRetiredNameSaysWhy(t *testing.T) {
+	srv := newModelServer(t)
+	env := openStore(t, srv, testConfig(), nil)
+	fastest := modelFile(t, "fastestdet.onnx")
+	if err := env.s.SetDesired(t.Context(), []Spec{spec("people", "1", srv.add("/1", fastest), fastest)}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, env.s, "people", "1", StateActive)
+	if err := env.s.SetDesired(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := env.s.Resolve("people")
+	if err == nil || !strings.Contains(err.Error(), "the deployment no longer lists it") || !strings.Contains(err.Error(), "ledge models activate people@1") {
+		t.Errorf("resolve a retired name: %v", err)
+	}
+}
