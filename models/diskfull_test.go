@@ -144,7 +144,7 @@ func TestRetiredNameSaysWhy(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := env.s.Resolve("people")
-	if err == nil || !strings.Contains(err.Error(), "the deployment no longer lists it") || !strings.Contains(err.Error(), "ledge models activate people@1") {
+	if err == nil || !strings.Contains(err.Error(), "retired: the deployment no longer lists it") || !strings.Contains(err.Error(), "ledge models activate people@1") {
 		t.Errorf("resolve a retired name: %v", err)
 	}
 }

@@ -507,7 +507,7 @@ func (s *Store) Resolve(name string) (Version, error) {
 			retired = retired || !v.ActivatedAt.IsZero()
 		}
 		if retired {
-			why += " (the deployment no longer lists it)"
+			why += " (retired: the deployment no longer lists it)"
 		}
 		if len(ready) > 0 {
 			why += fmt.Sprintf("; ledge models activate %s@%s serves one", name, ready[0])

@@ -514,7 +514,7 @@ func (in *instance) state(s *Stats, sl *slot) {
 			if why == "" {
 				why = "no version is active yet"
 			}
-			s.State, s.Reason = StateWaiting, fmt.Sprintf("not detecting until model %q has a version to serve: %s (ledge models list)", in.det.Model(), why)
+			s.State, s.Reason = StateWaiting, fmt.Sprintf("not detecting: model %q: %s", in.det.Model(), why)
 		}
 	case source.PhaseBackoff:
 		s.State, s.Reason = StateBackoff, src.Reason

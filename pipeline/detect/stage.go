@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -157,7 +158,11 @@ func (s *Stage) WaitReason() string {
 		return ""
 	}
 	if _, err := s.spec.resolve(s.res); err != nil {
-		return err.Error()
+		msg := err.Error()
+		if _, after, ok := strings.Cut(msg, fmt.Sprintf("model %q: ", s.spec.Model)); ok {
+			msg = after // the name is said by the caller
+		}
+		return msg
 	}
 	return "" // resolvable now: its swap is on the way
 }
