@@ -467,4 +467,16 @@ func TestDashboardModels(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait(t, ctx, "version 2 active", `/active 2/.test(document.querySelector("section[aria-label='model people']").textContent)`, 30*time.Second)
+
+	// A model a deployment brings says why it is active, as ledge models
+	// list does ("asked for by the deployment").
+	sum := sha256.Sum256(files["/fastestdet.onnx"])
+	if _, err := d.app.agent.Apply(t.Context(), fmt.Appendf(nil, `version: "m1"
+models:
+  - {name: cars, version: "1", url: %q, sha256: %s, kind: fastestdet}
+`, srv.URL+"/fastestdet.onnx", hex.EncodeToString(sum[:])), nil); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, "cars active, asked for by the deployment",
+		`(() => { const s = document.querySelector("section[aria-label='model cars'] h2"); return s && /active 1, asked for by the deployment/.test(s.textContent); })()`, 30*time.Second)
 }

@@ -207,3 +207,60 @@ pipelines:
 	mark = log.len()
 	waitUntil(t, 30*time.Second, "frames still on people@2", func() bool { return log.framesOn("2", mark) >= 10 })
 }
+
+// TestOCIWrongCredentialsSaysSo: a model on a registry that refuses the
+// deployment's credentials fails at once (a 401 is not retried, as for
+// https) saying the registry refused them and which setting to fix, with
+// no raw registry error map; the active version stays.
+func TestOCIWrongCredentialsSaysSo(t *testing.T) {
+	testenv.Docker(t)
+	reg := startOCIRegistry(t)
+	ctx := t.Context()
+	ref, err := models.ParseOCIRef("oci://" + reg.addr + "/ledge-test/people:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned, sum, err := reg.client().PushOCI(ctx, testenv.Model(t, "fastestdet.onnx"), ref, models.PushOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.Hub.Enabled = false
+	cfg.Models.CAFile = reg.caFile
+	cfg.Models.FileRoots = []string{filepath.Dir(testenv.Model(t, "yolox_nano.onnx"))}
+	u := startAppliance(t, cfg)
+	nano := testenv.Model(t, "yolox_nano.onnx")
+	nanoSum, _, _ := fileSHA(nano)
+	if _, err := u.app.Models().Pull(ctx, models.Spec{Name: "people", Version: "1", URL: "file://" + nano, SHA256: nanoSum, Kind: "yolox"}, true); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 20*time.Second, "people@1 active", func() bool { v, err := u.app.Models().Resolve("people"); return err == nil && v.Version == "1" })
+	if _, err := u.app.agent.Apply(ctx, fmt.Appendf(nil, `version: "1"
+registryCredentials:
+  local: {address: %q, username: %q, password: wrong}
+models:
+  - {name: people, version: "2", url: %q, sha256: %s, kind: fastestdet}
+`, reg.addr, reg.user, pinned.String(), sum), nil); err != nil {
+		t.Fatal(err)
+	}
+	var v models.Version
+	waitUntil(t, 30*time.Second, "people@2 failed", func() bool {
+		m, _ := u.app.Models().Get(ctx, "people")
+		for _, x := range m.Versions {
+			if x.Version == "2" && x.State == models.StateFailed {
+				v = x
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(v.Error, "refused the credentials") || !strings.Contains(v.Error, "registryCredentials") || strings.Contains(v.Error, "map[") {
+		t.Errorf("error %q: want it to say the registry refused the credentials and to name registryCredentials", v.Error)
+	}
+	if n := strings.Count(u.logs.String(), `msg="model download failed, retrying" component=models model=people version=2`); n != 0 {
+		t.Errorf("a 401 was retried %d times", n)
+	}
+	if r, _ := u.app.Models().Resolve("people"); r.Version != "1" {
+		t.Errorf("active %q, want 1", r.Version)
+	}
+}

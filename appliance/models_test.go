@@ -270,3 +270,50 @@ func TestModelThatDoesNotFit(t *testing.T) {
 		}
 	}
 }
+
+// TestModelRefusedLoggedOnce: a version that is not ONNX, pushed to be
+// activated once ready, is refused by real ONNX Runtime, the old version
+// stays, and the refusal is in the log once (not once by the store and
+// again by the background job that ran the activation).
+func TestModelRefusedLoggedOnce(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Agent.Enabled = false
+	cfg.Hub.Enabled = false
+	dir := t.TempDir()
+	cfg.Models.FileRoots = []string{filepath.Dir(testenv.Model(t, "yolox_nano.onnx")), dir}
+	u := startAppliance(t, cfg)
+	ctx := t.Context()
+	pull := func(version, path string) {
+		t.Helper()
+		sum, _, err := fileSHA(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := u.app.Models().Pull(ctx, models.Spec{Name: "people", Version: version, URL: "file://" + path, SHA256: sum, Kind: "yolox"}, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pull("1", testenv.Model(t, "yolox_nano.onnx"))
+	waitUntil(t, 20*time.Second, "people@1 active", func() bool { v, err := u.app.Models().Resolve("people"); return err == nil && v.Version == "1" })
+	garbage := filepath.Join(dir, "garbage.onnx")
+	if err := os.WriteFile(garbage, []byte(strings.Repeat("not a model ", 4096)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pull("2", garbage)
+	waitUntil(t, 20*time.Second, "people@2 failed", func() bool {
+		m, _ := u.app.Models().Get(ctx, "people")
+		return len(m.Versions) > 0 && m.Versions[0].Version == "2" && m.Versions[0].State == models.StateFailed
+	})
+	if v, _ := u.app.Models().Resolve("people"); v.Version != "1" {
+		t.Errorf("active after a refused version: %s", v.Version)
+	}
+	var warns []string
+	for _, l := range strings.Split(u.logs.String(), "\n") {
+		if strings.Contains(l, "level=WARN") && strings.Contains(l, "component=models") && strings.Contains(l, "version=2") {
+			warns = append(warns, l)
+		}
+	}
+	if len(warns) != 1 || !strings.Contains(warns[0], "not a readable ONNX model") {
+		t.Errorf("the refusal of people@2 logged %d times, want once naming the reason:\n%s", len(warns), strings.Join(warns, "\n"))
+	}
+}

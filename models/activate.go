@@ -138,7 +138,7 @@ func (s *Store) setActivating(name, version string) {
 func (s *Store) candidate(ctx context.Context, name, version, reason string, pinned bool) (Version, *nameRow, error) {
 	v, err := s.version(ctx, name, version)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Version{}, nil, fault.New(fault.NotFound, "no version %s of model %q in the store", version, name)
+		return Version{}, nil, fault.New(fault.NotFound, "no version %s of model %q in the store (ledge models list shows what is)", version, name)
 	}
 	if err != nil {
 		return Version{}, nil, err
@@ -146,6 +146,8 @@ func (s *Store) candidate(ctx context.Context, name, version, reason string, pin
 	switch {
 	case v.State == StateFailed && s.hasBlob(v.Digest) && pinned:
 		// Tried again by hand.
+	case v.State == StateFailed:
+		return Version{}, nil, fault.New(fault.Conflict, "%s failed (%s): pull it again to retry (ledge models pull, or the deployment applied again)", v.Ref(), v.Error)
 	case v.State != StateReady:
 		return Version{}, nil, fault.New(fault.Conflict, "%s is %s, not ready: it can be activated once it is downloaded and verified", v.Ref(), v.State)
 	case !s.hasBlob(v.Digest):
@@ -227,8 +229,14 @@ func (s *Store) notActivated(ctx context.Context, v Version, r *nameRow, err err
 	if fault.KindOf(err) == fault.Internal {
 		err = fault.Wrap(fault.Invalid, err)
 	}
-	return &fault.Error{Kind: fault.KindOf(err), Msg: fmt.Sprintf("%s cannot serve, %s stays active: %v", v.Ref(), orNone(r.active), err), Err: err}
+	return loggedError{&fault.Error{Kind: fault.KindOf(err), Msg: fmt.Sprintf("%s cannot serve, %s stays active: %v", v.Ref(), orNone(r.active), err), Err: err}}
 }
+
+// loggedError is an error already logged where it arose: the background
+// job that met it does not log it again.
+type loggedError struct{ error }
+
+func (e loggedError) Unwrap() error { return e.error }
 
 // activated tells the world v serves and tidies the store behind it.
 func (s *Store) activated(ctx context.Context, v Version, took time.Duration) {
@@ -258,6 +266,7 @@ func (s *Store) activatePending(ctx context.Context) {
 		pinned                bool
 	}
 	var jobs []job
+	var done []Version // pulled with activate, and nothing left to do
 	s.mu.Lock()
 	for _, n := range snap.sortedNames() {
 		r := snap.names[n]
@@ -274,7 +283,9 @@ func (s *Store) activatePending(ctx context.Context) {
 			if s.activateWhenReady[v.Ref()] && v.State != StateQueued && v.State != StateDownloading && v.State != StateVerifying {
 				delete(s.activateWhenReady, v.Ref())
 				if v.State == StateReady && v.Version != r.active {
-					jobs = append(jobs, job{n, v.Version, "pulled with activate", true})
+					jobs = append(jobs, job{n, v.Version, reasonPulled, true})
+				} else {
+					done = append(done, v)
 				}
 				break
 			}
@@ -284,10 +295,17 @@ func (s *Store) activatePending(ctx context.Context) {
 		s.activating[j.name] = j.version
 	}
 	s.mu.Unlock()
+	for _, v := range done {
+		s.clearActivateWhenReady(ctx, v.Name, v.Version)
+	}
 	for _, j := range jobs {
 		ok := s.background(func(ctx context.Context) {
-			if _, err := s.activate(ctx, j.name, j.version, j.reason, j.pinned); err != nil && ctx.Err() == nil {
+			_, err := s.activate(ctx, j.name, j.version, j.reason, j.pinned)
+			if err != nil && ctx.Err() == nil && !errors.As(err, new(loggedError)) {
 				s.log.Warn("model activation failed", "model", j.name, "version", j.version, "err", err)
+			}
+			if ctx.Err() == nil && j.reason == reasonPulled { // done with, unless ledge stops: then after the restart
+				s.clearActivateWhenReady(ctx, j.name, j.version)
 			}
 		})
 		if !ok {
@@ -296,4 +314,41 @@ func (s *Store) activatePending(ctx context.Context) {
 			s.mu.Unlock()
 		}
 	}
+}
+
+// reasonPulled is the reason of an activation asked for by a pull.
+const reasonPulled = "pulled with activate"
+
+// setActivateWhenReady records (or clears) that name@version, pulled with
+// "activate", is to be activated once ready: a pull acknowledged before a
+// restart is still honoured after it.
+func (s *Store) setActivateWhenReady(ctx context.Context, name, version string, on bool) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE models_versions SET activate_when_ready = ? WHERE name = ? AND version = ?`, on, name, version); err != nil {
+		return fmt.Errorf("model store: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) clearActivateWhenReady(ctx context.Context, name, version string) {
+	if err := s.setActivateWhenReady(context.WithoutCancel(ctx), name, version, false); err != nil {
+		s.log.Warn("model store", "err", err)
+	}
+}
+
+// loadActivateWhenReady reads the pulls still to be activated.
+func (s *Store) loadActivateWhenReady(ctx context.Context) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, version FROM models_versions WHERE activate_when_ready != 0`)
+	if err != nil {
+		return fmt.Errorf("model store: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name, version string
+		if err := rows.Scan(&name, &version); err != nil {
+			return fmt.Errorf("model store: %w", err)
+		}
+		v := Version{Name: name, Version: version}
+		s.activateWhenReady[v.Ref()] = true
+	}
+	return rows.Err()
 }

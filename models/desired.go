@@ -226,7 +226,10 @@ func (s *Store) Pull(ctx context.Context, sp Spec, activate bool) (Version, erro
 	}
 	if activate {
 		if v.State == StateReady {
-			return s.activate(ctx, sp.Name, sp.Version, "pulled with activate", true)
+			return s.activate(ctx, sp.Name, sp.Version, reasonPulled, true)
+		}
+		if err := s.setActivateWhenReady(ctx, v.Name, v.Version, true); err != nil {
+			return Version{}, err
 		}
 		s.mu.Lock()
 		s.activateWhenReady[v.Ref()] = true

@@ -75,7 +75,16 @@ func newHTTPClient(cfg Config, tlsConf *tls.Config) *http.Client {
 // redact drops the query (often a signed token) from a URL for messages.
 func redact(u *url.URL) string { return redactpkg.URL(u.String()) }
 
-func redactString(raw string) string { return redactpkg.URL(raw) }
+func redactString(raw string) string {
+	// An oci:// reference by digest ends in "@sha256:...", which is no
+	// userinfo: redact what is before it only.
+	if strings.HasPrefix(raw, "oci://") {
+		if i := strings.LastIndex(raw, "@sha256:"); i >= 0 {
+			return redactpkg.URL(raw[:i]) + raw[i:]
+		}
+	}
+	return redactpkg.URL(raw)
+}
 
 // fetch downloads t into its partial file and publishes it under its
 // digest, retrying with back-off and resuming where a transfer broke. A
@@ -167,7 +176,7 @@ func (s *Store) fetchOnce(ctx context.Context, t *transfer, attempt int) error {
 	if t.size > 0 {
 		limit = t.size
 	}
-	n, err := s.copyBody(ctx, p.f, p.h, b, t, off, limit, b.stall)
+	n, err := s.copyBody(ctx, p.f, p.h, b, t, off, total, limit, b.stall)
 	if err != nil {
 		return err
 	}
@@ -387,7 +396,7 @@ func (s *Store) checkSize(t *transfer, total int64) error {
 
 // copyBody copies the body into f and h, counting progress, refusing more
 // than limit bytes in all and resetting the stall timer on every read.
-func (s *Store) copyBody(ctx context.Context, f *os.File, h hash.Hash, body io.Reader, t *transfer, off, limit int64, stall *time.Timer) (int64, error) {
+func (s *Store) copyBody(ctx context.Context, f *os.File, h hash.Hash, body io.Reader, t *transfer, off, total, limit int64, stall *time.Timer) (int64, error) {
 	buf := make([]byte, 256<<10)
 	var n int64
 	for {
@@ -401,7 +410,7 @@ func (s *Store) copyBody(ctx context.Context, f *os.File, h hash.Hash, body io.R
 				return n, &permanent{fault.New(fault.TooLarge, "the file is over %d bytes (the manifest's size, or models.maxModelBytes)", limit)}
 			}
 			if _, err := f.Write(buf[:k]); err != nil {
-				return n, &permanent{fmt.Errorf("write: %w", err)}
+				return n, &permanent{err} // write PATH: no space left on device
 			}
 			h.Write(buf[:k])
 			n += int64(k)
@@ -420,7 +429,11 @@ func (s *Store) copyBody(ctx context.Context, f *os.File, h hash.Hash, body io.R
 			if stall != nil && !stall.Stop() {
 				return n, fmt.Errorf("stalled: no bytes for %s at byte %d", s.cfg.Download.StallTimeout, off+n)
 			}
-			return n, fmt.Errorf("at byte %d: %w", off+n, rerr)
+			of := ""
+			if total > 0 {
+				of = fmt.Sprintf(" of %d", total)
+			}
+			return n, fmt.Errorf("the connection broke at byte %d%s: %w", off+n, of, rerr)
 		}
 	}
 }

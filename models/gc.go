@@ -147,7 +147,8 @@ func (s *Store) makeRoom(ctx context.Context, need int64, exclude string) error 
 	}
 	free, err := s.freeBytes()
 	if err == nil && free < need+diskReserve {
-		return fault.New(fault.TooLarge, "not enough disk space for the model: %d bytes needed, %d free on %s", need, free, s.dir)
+		return fault.New(fault.TooLarge, "not enough disk space for the model: it needs %d bytes and %d MiB are kept free beside it (for ledge's databases and logs), %d free on %s",
+			need, diskReserve>>20, free, s.dir)
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"ledge/internal/fault"
@@ -204,6 +205,11 @@ func (c OCIClient) Resolve(ctx context.Context, r OCIRef) (*OCIModel, error) {
 }
 
 func ociErr(r OCIRef, err error) error {
+	var resp *errcode.ErrorResponse
+	if errors.As(err, &resp) && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) {
+		return &permanent{fmt.Errorf("%s: the registry refused the credentials (%d %s): the deployment's registryCredentials need an entry with address %s and a user that may pull %s",
+			r, resp.StatusCode, http.StatusText(resp.StatusCode), r.Host, r.Repo)}
+	}
 	var perm bool
 	msg := err.Error()
 	for _, s := range []string{"not found", "MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN", "invalid reference"} {

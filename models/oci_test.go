@@ -48,3 +48,20 @@ func FuzzParseOCIRef(f *testing.F) {
 		}
 	})
 }
+
+// TestOCIRefInLogs: an oci:// reference by digest reads whole in logs and
+// errors (its "@sha256:" is not userinfo: the registry's port and the
+// repository were masked as a password); real userinfo is still masked.
+func TestOCIRefInLogs(t *testing.T) {
+	dg := "sha256:" + strings.Repeat("ab", 32)
+	for in, want := range map[string]string{
+		"oci://127.0.0.1:5000/models/people@" + dg:         "oci://127.0.0.1:5000/models/people@" + dg,
+		"oci://reg.example:5000/people:3":                  "oci://reg.example:5000/people:3",
+		"oci://user:secret@reg.example:5000/people@" + dg:  "oci://user:xxxxx@reg.example:5000/people@" + dg,
+		"https://user:secret@models.example/people-3.onnx": "https://user:xxxxx@models.example/people-3.onnx",
+	} {
+		if got := redactString(in); got != want {
+			t.Errorf("redactString(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

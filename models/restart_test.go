@@ -127,7 +127,13 @@ func childMain() int {
 	}
 	go s.Run(t0ctx())
 	sp := Spec{Name: "m", Version: os.Getenv("LEDGE_MODELS_VERSION"), URL: os.Getenv("LEDGE_MODELS_URL"), SHA256: os.Getenv("LEDGE_MODELS_SHA")}
-	if err := s.SetDesired(t0ctx(), []Spec{sp}); err != nil {
+	if os.Getenv("LEDGE_MODELS_PULL_ACTIVATE") != "" { // `ledge models pull --activate`
+		if _, err := s.Pull(t0ctx(), sp, true); err != nil {
+			fmt.Println("ERR", err)
+			return 1
+		}
+		fmt.Println("PULLED")
+	} else if err := s.SetDesired(t0ctx(), []Spec{sp}); err != nil {
 		fmt.Println("ERR", err)
 		return 1
 	}
@@ -203,6 +209,35 @@ func TestKill9(t *testing.T) {
 	}
 }
 
+// TestKill9PullActivate: `ledge models pull --activate` was acknowledged
+// (the version is recorded, to be activated once ready); ledge is killed
+// in the middle of the transfer. After the restart the transfer resumes
+// and the version is activated, as acknowledged: it was left ready.
+func TestKill9PullActivate(t *testing.T) {
+	dir := t.TempDir()
+	dbPath, store := filepath.Join(dir, "ledge.db"), filepath.Join(dir, "models")
+	data := randomBytes(2 << 20)
+	var served atomic.Int64
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"m"`)
+		fw := &countingWriter{ResponseWriter: w, n: &served, throttle: 5 * time.Millisecond}
+		http.ServeContent(fw, r, "m.onnx", time.Unix(1700000000, 0), strings.NewReader(string(data)))
+	}))
+	defer slow.Close()
+	child := startChild(t, dbPath, store, "1", slow.URL+"/m", digestOf(data), "LEDGE_MODELS_PULL_ACTIVATE=1")
+	child.waitLine(t, "PULLED")
+	waitFor(t, "half a megabyte sent", 20*time.Second, func() bool { return served.Load() > 512<<10 })
+	child.kill(t)
+	cfg := testConfig()
+	cfg.AllowHTTP = true
+	env := openStoreAt(t, nil, cfg, dbPath, store, nil)
+	waitState(t, env.s, "m", "1", StateActive)
+	m, err := env.s.Get(t.Context(), "m")
+	if err != nil || m.Active != "1" || !m.Pinned {
+		t.Errorf("after the restart: %+v %v, want 1 active and pinned (chosen by hand)", m, err)
+	}
+}
+
 type countingWriter struct {
 	http.ResponseWriter
 	n        *atomic.Int64
@@ -231,11 +266,12 @@ type childProc struct {
 	lines chan string
 }
 
-func startChild(t *testing.T, dbPath, store, version, url, sha string) *childProc {
+func startChild(t *testing.T, dbPath, store, version, url, sha string, env ...string) *childProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "LEDGE_MODELS_CHILD=1", "LEDGE_MODELS_DB="+dbPath, "LEDGE_MODELS_DIR="+store,
 		"LEDGE_MODELS_VERSION="+version, "LEDGE_MODELS_URL="+url, "LEDGE_MODELS_SHA="+sha)
+	cmd.Env = append(cmd.Env, env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -40,4 +40,7 @@ var migrations = []string{
 		reason  TEXT    NOT NULL
 	);
 	CREATE INDEX models_activations_name ON models_activations (name, id)`,
+	// 2: a version pulled with "activate" is activated once ready, after a
+	// restart too (the pull was acknowledged).
+	`ALTER TABLE models_versions ADD COLUMN activate_when_ready INTEGER NOT NULL DEFAULT 0`,
 }

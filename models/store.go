@@ -152,6 +152,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := s.recover(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.loadActivateWhenReady(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.refresh(ctx); err != nil {
 		return nil, err
 	}
@@ -493,6 +496,23 @@ func (s *Store) Resolve(name string) (Version, error) {
 		}
 	}
 	why := "no version is active"
+	if r.desired == "" {
+		// Retired by the deployment, or pulled by hand and never activated.
+		var ready []string
+		retired := false // only a deployment that drops the name clears its active version
+		for _, v := range snap.versions[name] {
+			if v.State == StateReady {
+				ready = append(ready, v.Version)
+			}
+			retired = retired || !v.ActivatedAt.IsZero()
+		}
+		if retired {
+			why += " (retired: the deployment no longer lists it)"
+		}
+		if len(ready) > 0 {
+			why += fmt.Sprintf("; ledge models activate %s@%s serves one", name, ready[0])
+		}
+	}
 	if r.desired != "" {
 		for _, v := range snap.versions[name] {
 			if v.Version != r.desired {

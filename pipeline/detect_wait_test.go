@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -44,6 +45,10 @@ func TestPipelineWaitsForItsModel(t *testing.T) {
 	s, _ := e.PipelineStats("wait")
 	if s.Model != "people" || s.ModelVersion != "" || s.DetectErrors != 0 || e.DetectorsOpen() != 0 {
 		t.Errorf("waiting: model %q version %q, %d detect errors, %d detectors", s.Model, s.ModelVersion, s.DetectErrors, e.DetectorsOpen())
+	}
+	// It says why, as the store does (not that the name is missing).
+	if s.State != StateWaiting || !strings.Contains(s.Reason, "people@1 is downloading (12%)") {
+		t.Errorf("waiting: state %s, reason %q: want the store's reason", s.State, s.Reason)
 	}
 
 	m := ResolvedModel{Path: testenv.Model(t, "yolox_nano.onnx"), Kind: "yolox", Version: "1"}

@@ -510,7 +510,11 @@ func (in *instance) state(s *Stats, sl *slot) {
 	case source.PhaseStreaming:
 		s.State = StateRunning
 		if in.det != nil && in.det.Waiting() {
-			s.State, s.Reason = StateWaiting, fmt.Sprintf("model %q is not in the model store yet: not detecting until it arrives (ledge models list)", in.det.Model())
+			why := in.det.WaitReason()
+			if why == "" {
+				why = "no version is active yet"
+			}
+			s.State, s.Reason = StateWaiting, fmt.Sprintf("not detecting: model %q: %s", in.det.Model(), why)
 		}
 	case source.PhaseBackoff:
 		s.State, s.Reason = StateBackoff, src.Reason

@@ -295,8 +295,14 @@ func printDeployment(w io.Writer, raw json.RawMessage) {
 			line += " - " + dep.Reason
 		}
 		fmt.Fprintln(w, line)
+		if rb := dep.RolledBackFrom; rb != nil {
+			fmt.Fprintf(w, "           rolled back from %q: %s\n", rb.Version, oneLine(rb.Reason, 160))
+		}
 	} else {
 		fmt.Fprintln(w, "deployment none yet (ledge deploy apply FILE)")
+	}
+	if sec, ok := rep.Sections["models"]; ok && sec.State != agent.SectionReady {
+		fmt.Fprintf(w, "models     %s: %s (ledge models list)\n", sec.State, oneLine(sec.Detail, 160))
 	}
 	if !rep.Engine.Connected {
 		fmt.Fprintf(w, "           %s\n", engineText(rep.Engine))

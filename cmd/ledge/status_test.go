@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"ledge/internal/testenv"
 )
 
 // TestStatusShowsFailures: a camera that refuses and a pipeline whose
@@ -204,6 +206,77 @@ func TestHubLinkText(t *testing.T) {
 	} {
 		if got := tc.l.text(); got != tc.want {
 			t.Errorf("%+v: %q, want %q", tc.l, got, tc.want)
+		}
+	}
+}
+
+// TestStatusShowsModelRollback: a deployment whose model fails (a wrong
+// digest) is rolled back; `ledge status` says so with the reason, as
+// `ledge deploy status` does (it said only that the previous deployment
+// converged), and shows the models section while it is not ready.
+func TestStatusShowsModelRollback(t *testing.T) {
+	dir := t.TempDir()
+	dataDir := filepath.Join(dir, "data")
+	startLedge(t, "--data-dir", dataDir)
+	base := []string{"--data-dir", dataDir}
+	// A file under the data dir is a file:// source any deployment may use.
+	data, err := os.ReadFile(testenv.Model(t, "fastestdet.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := filepath.Join(dataDir, "files", "people.onnx")
+	os.MkdirAll(filepath.Dir(model), 0o755)
+	if err := os.WriteFile(model, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deployment := func(version, sha string) string {
+		f := filepath.Join(dir, "d"+version+".yaml")
+		os.WriteFile(f, []byte(`version: "d`+version+`"
+models:
+  - name: people
+    version: "`+version+`"
+    url: file://`+model+`
+    sha256: `+sha+`
+    kind: fastestdet
+`), 0o644)
+		return f
+	}
+	good := "ff3f62a1c86db3c144b969dd3085502311f86363c7ac920e54606ee9f3135b0f"
+	if out, errOut, code := ledge(t, append([]string{"deploy", "apply", "--wait", deployment("1", good)}, base...)...); code != 0 {
+		t.Fatalf("apply d1: %d %s%s", code, out, errOut)
+	}
+	if out, errOut, code := ledge(t, append([]string{"deploy", "apply", "--wait", deployment("2", strings.Repeat("ab", 32))}, base...)...); code == 0 {
+		t.Fatalf("apply d2 (a wrong digest) succeeded: %s%s", out, errOut)
+	}
+	out, errOut, code := ledge(t, append([]string{"status"}, base...)...)
+	if code != 0 {
+		t.Fatalf("status: %d %s", code, errOut)
+	}
+	for _, re := range []string{
+		`(?m)^deployment "d1" \(id 1, api\): converged`,
+		`(?m)^ +rolled back from "d2": section models: people@2 failed: download: digest mismatch`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("status lacks %s:\n%s", re, out)
+		}
+	}
+}
+
+// TestStatusModelsSection: while the models of the deployment are not
+// all active, `ledge status` says what they wait for or why they failed;
+// when they are, it says nothing of them.
+func TestStatusModelsSection(t *testing.T) {
+	for _, tc := range []struct{ sections, want string }{
+		{`{"models": {"state": "pending", "detail": "people@3 downloading 42%"}}`, "models     pending: people@3 downloading 42% (ledge models list)\n"},
+		{`{"models": {"state": "failed", "detail": "people@3 failed: download: 404 Not Found"}}`, "models     failed: people@3 failed: download: 404 Not Found (ledge models list)\n"},
+		{`{"models": {"state": "ready"}}`, ""},
+	} {
+		var b strings.Builder
+		printDeployment(&b, json.RawMessage(`{"deployment": {"id": 3, "version": "v3", "source": "api", "state": "applying"}, "engine": {"connected": true}, "sections": `+tc.sections+`}`))
+		got := strings.TrimPrefix(b.String(), "\ndeployment \"v3\" (id 3, api): applying\n")
+		got = strings.TrimSuffix(got, "modules    none\n")
+		if got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.sections, got, tc.want)
 		}
 	}
 }

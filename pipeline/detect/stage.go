@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,9 @@ type Stage struct {
 	cur    atomic.Pointer[loaded]
 	next   atomic.Pointer[loaded]
 
+	// res resolves the model name while the stage waits for its first
+	// version (for WaitReason); nil otherwise.
+	res Resolver
 	// Used by the process goroutine only.
 	params inference.Params
 	minGap time.Duration // from maxFps
@@ -56,6 +60,7 @@ func NewStage(ctx context.Context, d Spec, def Layout, pool *Pool, res Resolver)
 	m, err := s.spec.resolve(res)
 	switch {
 	case errors.Is(err, ErrModelNotReady) && !IsPath(d.Model):
+		s.res = res
 		return s, nil
 	case err != nil:
 		return nil, err
@@ -145,6 +150,22 @@ func (s *Stage) Ready() bool {
 
 // Waiting reports whether the stage still waits for its first model.
 func (s *Stage) Waiting() bool { return s.cur.Load() == nil && s.next.Load() == nil }
+
+// WaitReason says why the stage still waits for its first model, as the
+// resolver says it now (a version downloading, failed, none active).
+func (s *Stage) WaitReason() string {
+	if s.res == nil {
+		return ""
+	}
+	if _, err := s.spec.resolve(s.res); err != nil {
+		msg := err.Error()
+		if _, after, ok := strings.Cut(msg, fmt.Sprintf("model %q: ", s.spec.Model)); ok {
+			msg = after // the name is said by the caller
+		}
+		return msg
+	}
+	return "" // resolvable now: its swap is on the way
+}
 
 // Due reports whether the frame at scene time t should be detected
 // (maxFps, every); it advances the counters.

@@ -883,7 +883,7 @@ ledge.pages.models = () => {
       const rb = el("button", { type: "button", text: "Roll back" });
       rb.onclick = async () => { try { await api("POST", `/models/${encodeURIComponent(m.name)}/rollback`); load(); } catch (e) { alert(e.message); } };
       return el("section", { class: "card", "aria-label": "model " + m.name },
-        el("h2", {}, el("strong", { text: m.name }), " ", el("span", { class: "muted small", text: `active ${m.active || "none"}${m.desired && m.desired !== m.active ? ", deployment wants " + m.desired : ""}${m.pinned ? ", pinned by hand" : ""}` })),
+        el("h2", {}, el("strong", { text: m.name }), " ", el("span", { class: "muted small", text: `active ${m.active || "none"}${m.pinned ? ", pinned by hand" : m.desired && m.desired === m.active ? ", asked for by the deployment" : ""}${m.desired && m.desired !== m.active ? ", deployment wants " + m.desired : ""}${!m.desired && !m.pinned ? ", not in the deployment" : ""}` })),
         el("div", { class: "table-wrap" }, t), el("div", { class: "toolbar spaced" }, rb));
     }));
   }
