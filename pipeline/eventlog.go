@@ -14,6 +14,7 @@ import (
 
 	"ledge/internal/fault"
 	"ledge/internal/migrate"
+	"ledge/internal/outage"
 )
 
 // migrations are the event log's tables, append-only.
@@ -84,6 +85,10 @@ type EventLog struct {
 	cfg EventLogConfig
 	log *slog.Logger
 
+	// writes tells the log once when storing events starts failing (a
+	// full disk) and when it works again, not once per event.
+	writes *outage.Log
+
 	mu        sync.Mutex // guards snapBytes and serialises trimming
 	snapBytes int64
 	deleted   int64 // snapshots deleted by the byte limit, ever
@@ -95,7 +100,7 @@ func OpenEventLog(ctx context.Context, db *sql.DB, snapshotDir string, cfg Event
 	if err := migrate.Apply(ctx, db, "pipeline", migrations); err != nil {
 		return nil, err
 	}
-	l := &EventLog{db: db, dir: snapshotDir, cfg: cfg, log: log}
+	l := &EventLog{db: db, dir: snapshotDir, cfg: cfg, log: log, writes: outage.New(log, "event log", 0)}
 	if err := db.QueryRowContext(ctx, `SELECT (SELECT COALESCE(SUM(snapshot_bytes), 0) FROM pipeline_events)
 		+ (SELECT COALESCE(SUM(snapshot_bytes), 0) FROM pipeline_tracks)`).Scan(&l.snapBytes); err != nil {
 		return nil, fmt.Errorf("event log: %w", err)
@@ -120,7 +125,8 @@ func (l *EventLog) SnapshotBytes() int64 { l.mu.Lock(); defer l.mu.Unlock(); ret
 // Insert stores a raw event e (with its own snapshot's size in bytes, 0
 // for none: its snapshot is then its object's) and returns its id; then
 // enforces the snapshot byte limit.
-func (l *EventLog) Insert(ctx context.Context, e *Event, snapBytes int64) (int64, error) {
+func (l *EventLog) Insert(ctx context.Context, e *Event, snapBytes int64) (_ int64, err error) {
+	defer func() { l.wrote(ctx, err) }()
 	b := e.Box
 	snap := e.Snapshot
 	if snapBytes <= 0 {
@@ -142,6 +148,22 @@ func (l *EventLog) Insert(ctx context.Context, e *Event, snapBytes int64) (int64
 	return id, nil
 }
 
+// wrote tells the outage log how a write went: a WARN when writes start
+// failing, with the database's own reason (the same for every event of a
+// full disk), an INFO when they work again.
+func (l *EventLog) wrote(ctx context.Context, err error) {
+	switch {
+	case err == nil:
+		l.writes.OK()
+	case ctx.Err() == nil:
+		cause := err
+		for u := errors.Unwrap(cause); u != nil; u = errors.Unwrap(cause) {
+			cause = u
+		}
+		l.writes.Fail(cause.Error(), "err", err)
+	}
+}
+
 // addSnapBytes counts delta more snapshot bytes and enforces the limit.
 func (l *EventLog) addSnapBytes(ctx context.Context, delta int64) {
 	if delta == 0 {
@@ -160,7 +182,8 @@ func (l *EventLog) addSnapBytes(ctx context.Context, delta int64) {
 
 // StartTrack stores a tracked object's event from its track.start e
 // (with its snapshot's size, 0 for none) and returns its id.
-func (l *EventLog) StartTrack(ctx context.Context, e *Event, snapBytes int64) (int64, error) {
+func (l *EventLog) StartTrack(ctx context.Context, e *Event, snapBytes int64) (_ int64, err error) {
+	defer func() { l.wrote(ctx, err) }()
 	b := e.Box
 	snap := e.Snapshot
 	if snapBytes <= 0 {
@@ -185,7 +208,8 @@ func (l *EventLog) StartTrack(ctx context.Context, e *Event, snapBytes int64) (i
 // UpdateTrack records a track.update or track.end e of the tracked
 // object's event id. snapBytes is the size of a new snapshot in
 // e.Snapshot, or -1 when the snapshot did not change.
-func (l *EventLog) UpdateTrack(ctx context.Context, id int64, e *Event, snapBytes int64) error {
+func (l *EventLog) UpdateTrack(ctx context.Context, id int64, e *Event, snapBytes int64) (err error) {
+	defer func() { l.wrote(ctx, err) }()
 	b := e.Box
 	tx, err := l.db.BeginTx(ctx, nil)
 	if err != nil {

@@ -29,14 +29,12 @@ func (in *instance) dispatchTrack(ctx context.Context, e *Event) {
 	}
 	e.Snapshot = o.snapshot
 	if in.eng.evlog != nil && !in.spec.Events.NoLog {
-		var err error
+		// A failure is logged by the event log, once per outage; the
+		// object's next update tries again.
 		if o.id == 0 {
-			o.id, err = in.eng.evlog.StartTrack(ctx, e, snapBytes)
+			o.id, _ = in.eng.evlog.StartTrack(ctx, e, snapBytes)
 		} else {
-			err = in.eng.evlog.UpdateTrack(ctx, o.id, e, snapBytes)
-		}
-		if err != nil {
-			in.log.Warn("event log", "err", err)
+			in.eng.evlog.UpdateTrack(ctx, o.id, e, snapBytes)
 		}
 	}
 	e.ID, e.EventID = o.id, o.id

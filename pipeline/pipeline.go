@@ -481,10 +481,8 @@ func (in *instance) dispatch() {
 				e.EventID = o.id
 			}
 			if in.eng.evlog != nil && !in.spec.Events.NoLog {
-				id, err := in.eng.evlog.Insert(ctx, e, snapBytes)
-				if err != nil {
-					in.log.Warn("event log", "err", err)
-				} else {
+				// A failure is logged by the event log, once per outage.
+				if id, err := in.eng.evlog.Insert(ctx, e, snapBytes); err == nil {
 					e.ID = id
 				}
 			}
