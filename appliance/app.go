@@ -176,6 +176,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 	a.eventSources = append(a.eventSources, a.pipelineEvents, a.modelEvents)
 	a.add("events", a.forwardEvents)
 	a.add("web", srv.Run)
+	a.add("disk", func(ctx context.Context) error { return a.system.watchDisk(ctx, log.With("component", "system")) })
 	a.health.add("database", func(ctx context.Context) error { return a.db.PingContext(ctx) })
 	a.add("health", func(ctx context.Context) error { return a.health.watch(ctx, a.log) })
 	if n, period := systemdFromEnv(); n != nil { // under a Type=notify unit (deploy/ledge.service)

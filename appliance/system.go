@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -12,7 +14,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
+	"ledge/internal/outage"
 	"ledge/web"
 )
 
@@ -47,10 +51,50 @@ func (s *systemReader) System(ctx context.Context) web.SystemInfo {
 	if syscall.Statfs(s.dataDir, &st) == nil {
 		info.DiskTotal = st.Blocks * uint64(st.Bsize)
 		info.DiskFree = st.Bavail * uint64(st.Bsize)
+		info.DiskLow = diskLow(s.dataDir, info.DiskFree)
 	}
 	info.TemperatureC = temperature()
 	info.UncleanStop = s.unclean.Load()
 	return info
+}
+
+// lowDiskBytes is the free space under which the data disk is reported
+// low: twice the 32 MiB the hub's queue and the model store leave free, so
+// the warning comes before they refuse.
+const lowDiskBytes = 64 << 20
+
+// diskLow says why a data disk with free bytes left is a problem, or "".
+func diskLow(dataDir string, free uint64) string {
+	if free >= lowDiskBytes {
+		return ""
+	}
+	return fmt.Sprintf("only %s free on the data dir's file system (%s): ledge stops storing queued messages and models below 32 MiB, and events and snapshots when it is full; free space there",
+		mib(free), dataDir)
+}
+
+func mib(n uint64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// watchDisk logs once when the data disk runs low and once when it has
+// room again (checked every 10 s).
+func (s *systemReader) watchDisk(ctx context.Context, log *slog.Logger) error {
+	out := outage.New(log, "data disk", 0)
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		var st syscall.Statfs_t
+		if syscall.Statfs(s.dataDir, &st) == nil {
+			if why := diskLow(s.dataDir, st.Bavail*uint64(st.Bsize)); why != "" {
+				out.Fail(why)
+			} else {
+				out.OK()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 func (s *systemReader) cpuPercent() float64 {

@@ -4,28 +4,15 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-)
 
-// tmpfs mounts a small tmpfs (the test runs as root, as CI does).
-func tmpfs(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test mounts a tmpfs: run it as root (CI does)")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
-	return dir
-}
+	"ledge/internal/testenv"
+)
 
 // TestDiskFullHeals: the data dir on a 20 MB tmpfs, the upstream down.
 // "flood": QoS 1 telemetry until the hub stops acknowledging (the disk
@@ -39,7 +26,7 @@ func TestDiskFullHeals(t *testing.T) {
 }
 
 func diskFull(t *testing.T, filler bool) {
-	dir := tmpfs(t, "20m")
+	dir := testenv.Tmpfs(t, "20m")
 	// The database as appliance opens it (auto_vacuum=incremental).
 	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "ledge.db")+
 		"?_journal_mode=WAL&_synchronous=FULL&_foreign_keys=on&_busy_timeout=10000&_txlock=immediate&_auto_vacuum=incremental")

@@ -8,21 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// tmpfs mounts a small tmpfs (the test runs as root, as CI does).
-func tmpfs(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test mounts a tmpfs: run it as root (CI does)")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
-	return dir
-}
+	"ledge/internal/testenv"
+)
 
 // TestDiskNearlyFull: the store on a 48 MB tmpfs. A download that would
 // leave less than the reserve free is refused before a byte is written,
@@ -32,7 +20,7 @@ func tmpfs(t *testing.T, size string) string {
 // no partial file. The active version stays through both.
 func TestDiskNearlyFull(t *testing.T) {
 	srv := newModelServer(t)
-	dir := tmpfs(t, "48m")
+	dir := testenv.Tmpfs(t, "48m")
 	env := openStoreAt(t, srv, testConfig(), filepath.Join(t.TempDir(), "ledge.db"), filepath.Join(dir, "models"), nil)
 	yolox, fastest := modelFile(t, "yolox_nano.onnx"), modelFile(t, "fastestdet.onnx")
 	v1 := spec("people", "1", srv.add("/1", yolox), yolox)

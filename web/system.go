@@ -20,8 +20,10 @@ type SystemInfo struct {
 	ProcessRSS   uint64    `json:"processRSS"`
 	DiskTotal    uint64    `json:"diskTotal"`
 	DiskFree     uint64    `json:"diskFree"`
-	TemperatureC *float64  `json:"temperatureC"` // nil when the board has no sensor
-	Hostname     string    `json:"hostname"`
+	// DiskLow says what a nearly full data disk stops, when it is.
+	DiskLow      string   `json:"diskLow,omitempty"`
+	TemperatureC *float64 `json:"temperatureC"` // nil when the board has no sensor
+	Hostname     string   `json:"hostname"`
 	// UncleanStop is the previous run when it did not stop cleanly
 	// (killed or crashed); absent when it did.
 	UncleanStop *UncleanStop `json:"uncleanStop,omitempty"`

@@ -168,6 +168,7 @@ func printStatus(w io.Writer, r *statusReport) {
 		LoadAvg                             []float64
 		MemTotal, MemAvailable, ProcessRSS  uint64
 		DiskTotal, DiskFree                 uint64
+		DiskLow                             string
 		TemperatureC                        *float64
 		UncleanStop                         *struct {
 			PID      int
@@ -218,6 +219,9 @@ func printStatus(w io.Writer, r *statusReport) {
 	fmt.Fprintf(w, "system     cpu %.0f%%%s, memory %s free of %s (ledge %s), disk %s free of %s%s\n",
 		sys.CPUPercent, load, bytesText(int64(sys.MemAvailable)), bytesText(int64(sys.MemTotal)), bytesText(int64(sys.ProcessRSS)),
 		bytesText(int64(sys.DiskFree)), bytesText(int64(sys.DiskTotal)), temp)
+	if sys.DiskLow != "" {
+		fmt.Fprintf(w, "           disk LOW: %s\n", sys.DiskLow)
+	}
 
 	printPipelines(w, r.Pipelines)
 	printDeployment(w, r.Deployment)

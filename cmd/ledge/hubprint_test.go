@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"regexp"
+	"strings"
 	"testing"
 
 	"ledge/hub"
@@ -40,5 +41,23 @@ func TestPrintHubRelays(t *testing.T) {
 		!regexp.MustCompile(`(?m)^ +relay gw/\$ledge: connected - read the twin: `).MatchString(s) ||
 		!regexp.MustCompile(`(?m)^ +relay sensor: refused - not Authorized$`).MatchString(s) {
 		t.Errorf("ledge status:\n%s", s)
+	}
+}
+
+// TestPrintStatusDiskLow: a nearly full data disk gets its own line in
+// ledge status, with the reason the daemon gives.
+func TestPrintStatusDiskLow(t *testing.T) {
+	why := "only 12.0 MiB free on the data dir's file system (/var/lib/ledge): free space there"
+	sys, _ := json.Marshal(map[string]any{"version": "v", "diskFree": 12 << 20, "diskTotal": 1 << 30, "diskLow": why})
+	var out bytes.Buffer
+	printStatus(&out, &statusReport{System: sys})
+	if !strings.Contains(out.String(), "disk LOW: "+why+"\n") {
+		t.Errorf("ledge status with a low disk:\n%s", out.String())
+	}
+	sys, _ = json.Marshal(map[string]any{"version": "v", "diskFree": 12 << 30, "diskTotal": 20 << 30})
+	out.Reset()
+	printStatus(&out, &statusReport{System: sys})
+	if strings.Contains(out.String(), "LOW") {
+		t.Errorf("ledge status with room on the disk:\n%s", out.String())
 	}
 }

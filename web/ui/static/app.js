@@ -343,6 +343,8 @@ ledge.pages.overview = () => {
     $("#rss").textContent = bytes(s.processRSS);
     $("#disk").textContent = bytes(s.diskFree);
     $("#disk-bar").style.width = (100 * (s.diskTotal - s.diskFree) / s.diskTotal) + "%";
+    $("#disk-low").hidden = !s.diskLow;
+    $("#disk-low").textContent = s.diskLow || "";
     $("#temp").textContent = s.temperatureC == null ? "no sensor" : s.temperatureC.toFixed(1) + " °C";
     $("#uptime").textContent = s.uptime;
     $("#versions").textContent = "ledge " + s.version + " · " + s.goVersion;
