@@ -479,4 +479,12 @@ models:
 	}
 	wait(t, ctx, "cars active, asked for by the deployment",
 		`(() => { const s = document.querySelector("section[aria-label='model cars'] h2"); return s && /active 1, asked for by the deployment/.test(s.textContent); })()`, 30*time.Second)
+	// Roll back is offered where there is a version to go back to: people
+	// (1 was active before 2), not cars (only ever 1).
+	hasRollBack := func(name string) string {
+		return evalString(t, ctx, `String([...document.querySelectorAll("section[aria-label='model `+name+`'] button")].some(b => b.textContent === "Roll back"))`)
+	}
+	if p, c := hasRollBack("people"), hasRollBack("cars"); p != "true" || c != "false" {
+		t.Errorf("Roll back offered for people: %s (want true), for cars: %s (want false: nothing to go back to)", p, c)
+	}
 }

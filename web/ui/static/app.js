@@ -882,11 +882,17 @@ ledge.pages.models = () => {
         }
         tb.append(tr(v.version, st, v.kind || "auto", bytes(v.size), v.activatedAt ? new Date(v.activatedAt).toLocaleString() : "–", act));
       }
-      const rb = el("button", { type: "button", text: "Roll back" });
-      rb.onclick = async () => { try { await api("POST", `/models/${encodeURIComponent(m.name)}/rollback`); load(); } catch (e) { alert(e.message); } };
+      // Roll back where there is a version to go back to: one that was
+      // active before and is still ready (the store's rule).
+      let rb = [];
+      if (m.active && (m.versions || []).some((v) => v.version !== m.active && v.state === "ready" && v.activatedAt)) {
+        const b = el("button", { type: "button", text: "Roll back" });
+        b.onclick = async () => { try { await api("POST", `/models/${encodeURIComponent(m.name)}/rollback`); load(); } catch (e) { alert(e.message); } };
+        rb = [el("div", { class: "toolbar spaced" }, b)];
+      }
       return el("section", { class: "card", "aria-label": "model " + m.name },
         el("h2", {}, el("strong", { text: m.name }), " ", el("span", { class: "muted small", text: `active ${m.active || "none"}${m.pinned ? ", pinned by hand" : m.desired && m.desired === m.active ? ", asked for by the deployment" : ""}${m.desired && m.desired !== m.active ? ", deployment wants " + m.desired : ""}${!m.desired && !m.pinned ? ", not in the deployment" : ""}` })),
-        el("div", { class: "table-wrap" }, t), el("div", { class: "toolbar spaced" }, rb));
+        el("div", { class: "table-wrap" }, t), ...rb);
     }));
   }
   $("#pull").onclick = async () => {
