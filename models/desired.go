@@ -145,6 +145,9 @@ func (s *Store) record(ctx context.Context, sp Spec, signer string) (Version, er
 	if err := s.insertVersion(ctx, &v); err != nil {
 		return Version{}, err
 	}
+	if v.State == StateReady {
+		s.consumeImportURL(v.URL)
+	}
 	s.publishState(v.Name, v.Version, v.State, "")
 	return v, nil
 }

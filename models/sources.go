@@ -81,6 +81,15 @@ func (s *Store) consumeImport(path string) {
 	}
 }
 
+// consumeImportURL is consumeImport for a version whose bytes the store
+// already had (another version brought them): its file:// source in the
+// import folder is not read, and goes all the same.
+func (s *Store) consumeImportURL(raw string) {
+	if u, err := url.Parse(raw); err == nil && u.Scheme == "file" {
+		s.consumeImport(u.Path)
+	}
+}
+
 // isImport says whether path is in the import folder.
 func (s *Store) isImport(path string) bool {
 	return s.importDir != "" && strings.HasPrefix(filepath.Clean(path), s.importDir+"/")

@@ -294,6 +294,7 @@ func (s *Store) schedule(ctx context.Context) {
 		if s.hasBlob(v.Digest) {
 			// Another version brought the same bytes.
 			s.finishReady(ctx, v.Digest)
+			s.consumeImportURL(v.URL)
 			continue
 		}
 		s.mu.Lock()

@@ -230,7 +230,8 @@ func modelsPull(args []string, stdout, stderr io.Writer) error {
 	if err := d.do(ctx, "POST", path, body, &res); err != nil {
 		return fmt.Errorf("%s: %w", pos[0], err)
 	}
-	fmt.Fprintf(stdout, "%s: %s\n", res.Version.Ref(), res.Version.State)
+	first := fmt.Sprintf("%s: %s", res.Version.Ref(), res.Version.State)
+	fmt.Fprintln(stdout, first)
 	if !*wait {
 		return nil
 	}
@@ -238,14 +239,14 @@ func modelsPull(args []string, stdout, stderr io.Writer) error {
 	if *activate {
 		want = models.StateActive
 	}
-	return followModel(d, name, version, want, *timeout, stdout)
+	return followModel(d, name, version, want, *timeout, stdout, first)
 }
 
 // followModel prints a version's state and progress until it reaches want
-// (ready counts for active too when another version was pinned) or fails.
-func followModel(d *daemon, name, version string, want models.State, timeout time.Duration, w io.Writer) error {
+// (ready counts for active too when another version was pinned) or fails;
+// last is the line already printed.
+func followModel(d *daemon, name, version string, want models.State, timeout time.Duration, w io.Writer, last string) error {
 	deadline := time.Now().Add(timeout)
-	last := ""
 	for time.Now().Before(deadline) {
 		ctx, cancel := withTimeout(10 * time.Second)
 		var m models.Model

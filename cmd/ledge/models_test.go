@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"ledge/agent"
 	"ledge/internal/testenv"
@@ -123,4 +124,23 @@ func regexpLine(out, re string) bool {
 		}
 	}
 	return false
+}
+
+// TestModelsPullStoredFileAgain: a file whose digest the store has is
+// stored at once under the new version: pull --wait says so once, and the
+// copy handed over through the import folder is removed as for any pull.
+func TestModelsPullStoredFileAgain(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	startLedge(t, "--data-dir", dataDir)
+	fd := testenv.Model(t, "fastestdet.onnx")
+	for _, v := range []string{"1", "2"} {
+		out, errOut, code := ledge(t, "models", "pull", "cars@"+v, "--file", fd, "--kind", "fastestdet", "--wait", "--data-dir", dataDir)
+		if lines := strings.Split(strings.TrimSpace(out), "\n"); code != 0 || len(lines) > 1 && lines[1] == lines[0] {
+			t.Errorf("pull cars@%s --wait: exit %d, a state said twice?\n%s%s", v, code, out, errOut)
+		}
+	}
+	waitFor(t, 10*time.Second, "the import folder emptied", func() bool {
+		left, _ := os.ReadDir(filepath.Join(dataDir, "import"))
+		return len(left) == 0
+	})
 }
