@@ -2,7 +2,6 @@ package appliance
 
 import (
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -129,13 +128,7 @@ func TestModulesCannotReachHubLogged(t *testing.T) {
 	cfg.Agent.Network = "ledge-test-" + id
 	cfg.Agent.ContainerPrefix = "t" + id + "-"
 	u := startAppliance(t, cfg)
-	t.Cleanup(func() {
-		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "name="+cfg.Agent.ContainerPrefix).Output()
-		for _, c := range strings.Fields(string(out)) {
-			exec.Command("docker", "rm", "-f", c).Run()
-		}
-		exec.Command("docker", "network", "rm", cfg.Agent.Network).Run()
-	})
+	t.Cleanup(func() { removeTestModules(cfg) })
 	const warning = "container modules cannot reach the hub"
 	if strings.Contains(u.logs.String(), warning) {
 		t.Fatal("warned before any module was deployed")

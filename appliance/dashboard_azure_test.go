@@ -55,12 +55,7 @@ func TestDashboardPlanWarnings(t *testing.T) {
 // shown with its reason on the Overview (and on the Hub page), not as a
 // bare "connecting".
 func TestDashboardUpstreamDown(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close() // nothing listens there now: connection refused
+	addr := closedAddr(t)
 	d := startDashboard(t, func(c *Config) {
 		c.Hub.Upstream = hub.UpstreamConfig{Mode: "mqtt", URL: "tcp://" + addr, TopicTemplate: "ledge/{deviceId}/events"}
 	})
@@ -78,12 +73,7 @@ func TestDashboardUpstreamDown(t *testing.T) {
 // with since when and why it is down, and every page loads without a
 // console error (the hub's 503s were failed loads).
 func TestDashboardHubOffUpstreamDown(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close() // nothing listens there now: connection refused
+	addr := closedAddr(t)
 	d := startDashboard(t, func(c *Config) {
 		c.Hub.Enabled = false
 		c.Hub.Upstream.Mode, c.Hub.Upstream.URL = "mqtt", "tcp://"+addr
@@ -97,4 +87,16 @@ func TestDashboardHubOffUpstreamDown(t *testing.T) {
 		t.Errorf("overview: console: %s", m)
 	}
 	checkPages(t, ctx, d, console)
+}
+
+// closedAddr is a loopback address nothing listens on: connecting to it
+// is refused.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

@@ -73,14 +73,18 @@ func runUpstreamAppliance(t *testing.T, broker string, mutate func(*Config)) *up
 	}
 	u := startAppliance(t, cfg)
 	u.broker = broker
-	t.Cleanup(func() {
-		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "name="+cfg.Agent.ContainerPrefix).Output()
-		for _, c := range strings.Fields(string(out)) {
-			exec.Command("docker", "rm", "-f", c).Run()
-		}
-		exec.Command("docker", "network", "rm", cfg.Agent.Network).Run()
-	})
+	t.Cleanup(func() { removeTestModules(cfg) })
 	return u
+}
+
+// removeTestModules removes the containers and the network a test's
+// appliance made.
+func removeTestModules(cfg Config) {
+	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "name="+cfg.Agent.ContainerPrefix).Output()
+	for _, c := range strings.Fields(string(out)) {
+		exec.Command("docker", "rm", "-f", c).Run()
+	}
+	exec.Command("docker", "network", "rm", cfg.Agent.Network).Run()
 }
 
 // startAppliance runs an appliance on cfg until stop (or the test's end).
