@@ -218,11 +218,7 @@ agent:
 	qs.env = append(qs.env, "LEDGE_RUNTIME_DIR="+filepath.Join(ws, "run"), "XDG_CONFIG_HOME="+xdg)
 
 	t.Cleanup(func() {
-		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "name=^"+qs.id).Output()
-		if ids := strings.Fields(string(out)); len(ids) > 0 {
-			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
-		}
-		exec.Command("docker", "network", "rm", qs.id, qs.id+"-1").Run()
+		testenv.RemoveDocker("name=^"+qs.id, qs.id, qs.id+"-1")
 	})
 	return qs
 }
@@ -593,7 +589,7 @@ func (qs *quickstart) checkReceiverGets(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		out, _ := exec.Command("docker", "logs", qs.id+"-receiver").CombinedOutput()
+		out, _ := testenv.DockerOutput("logs", qs.id+"-receiver")
 		if strings.Contains(string(out), "got ") {
 			return
 		}

@@ -42,10 +42,10 @@ func buildModuleImage(t *testing.T, tag string) {
 		t.Fatalf("build module: %v\n%s", err, out)
 	}
 	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\nCOPY mod /mod\nENTRYPOINT [\"/mod\"]\n"), 0o644)
-	if out, err := exec.Command("docker", "build", "-q", "-t", tag, dir).CombinedOutput(); err != nil {
+	if out, err := testenv.DockerOutput("build", "-q", "-t", tag, dir); err != nil {
 		t.Fatalf("docker build: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", tag).Run() })
+	t.Cleanup(func() { testenv.DockerOutput("rmi", "-f", tag) })
 }
 
 // startMosquitto runs a real mosquitto on a free loopback port.
@@ -99,7 +99,7 @@ func waitUntilExplained(t *testing.T, d time.Duration, what string, ok func() bo
 
 // dockerLogs returns a container's output.
 func dockerLogs(name string) string {
-	out, _ := exec.Command("docker", "logs", name).CombinedOutput()
+	out, _ := testenv.DockerOutput("logs", name)
 	return string(out)
 }
 
@@ -135,10 +135,7 @@ func TestModulesThroughHubAndUpstream(t *testing.T) {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		for _, m := range []string{"sender", "receiver"} {
-			exec.Command("docker", "rm", "-f", cfg.Agent.ContainerPrefix+m).Run()
-		}
-		exec.Command("docker", "network", "rm", cfg.Agent.Network).Run()
+		removeTestModules(cfg)
 	})
 
 	manifest := fmt.Sprintf(`version: "1"
@@ -200,7 +197,7 @@ routes:
 }
 
 func containerIDs(t *testing.T, prefix string) string {
-	out, err := exec.Command("docker", "ps", "-q", "--no-trunc", "--filter", "name="+prefix).Output()
+	out, err := testenv.DockerOutput("ps", "-q", "--no-trunc", "--filter", "name="+prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,8 +229,7 @@ func TestModuleHubLink(t *testing.T) {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		exec.Command("docker", "rm", "-f", cfg.Agent.ContainerPrefix+"receiver").Run()
-		exec.Command("docker", "network", "rm", cfg.Agent.Network).Run()
+		removeTestModules(cfg)
 	})
 	manifest := fmt.Sprintf("version: \"1\"\nmodules:\n  receiver: {image: %s, imagePullPolicy: never, restartPolicy: never, createOptions: {Cmd: [receiver]}}\n", image)
 	if _, err := app.agent.Apply(t.Context(), []byte(manifest), nil); err != nil {
@@ -260,7 +256,7 @@ func TestModuleHubLink(t *testing.T) {
 		t.Errorf("connected link %+v, want since when it connected", l)
 	}
 	killed := time.Now()
-	if out, err := exec.Command("docker", "kill", cfg.Agent.ContainerPrefix+"receiver").CombinedOutput(); err != nil {
+	if out, err := testenv.DockerOutput("kill", cfg.Agent.ContainerPrefix+"receiver"); err != nil {
 		t.Fatalf("docker kill: %v %s", err, out)
 	}
 	waitUntil(t, 30*time.Second, "the receiver shown not connected", func() bool { return !link().Connected })

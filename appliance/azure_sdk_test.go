@@ -106,9 +106,9 @@ func (m *sdkModule) output() string {
 // inspect tells them.
 func containerEnv(t *testing.T, name string) (env, binds []string) {
 	t.Helper()
-	out, err := exec.Command("docker", "inspect", "--format", "{{json .Config.Env}}|{{json .HostConfig.Binds}}", name).Output()
+	out, err := testenv.DockerOutput("inspect", "--format", "{{json .Config.Env}}|{{json .HostConfig.Binds}}", name)
 	if err != nil {
-		t.Fatalf("docker inspect %s: %v", name, err)
+		t.Fatalf("docker inspect %s: %v %s", name, err, out)
 	}
 	e, b, _ := strings.Cut(strings.TrimSpace(string(out)), "|")
 	json.Unmarshal([]byte(e), &env)
@@ -189,8 +189,7 @@ func startSDKApp(t *testing.T) (*App, Config, string) {
 		cancel()
 		<-done
 		app.Close()
-		exec.Command("docker", "rm", "-f", cfg.Agent.ContainerPrefix+"sdkmod").Run()
-		exec.Command("docker", "network", "rm", cfg.Agent.Network).Run()
+		removeTestModules(cfg)
 	})
 	return app, cfg, image
 }

@@ -63,11 +63,7 @@ func startDashboard(t *testing.T, mutate func(*Config)) *dashboard {
 		cancel()
 		<-done
 		app.Close()
-		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "name="+cfg.Agent.ContainerPrefix).Output()
-		for _, c := range strings.Fields(string(out)) {
-			exec.Command("docker", "rm", "-f", c).Run()
-		}
-		exec.Command("docker", "network", "rm", cfg.Agent.Network).Run()
+		removeTestModules(cfg)
 	})
 	return &dashboard{app: app, cfg: cfg, base: "http://" + app.webAddr()}
 }

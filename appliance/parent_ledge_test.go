@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
@@ -158,11 +157,7 @@ func TestParentLedgeDeploys(t *testing.T) {
 	ccfg.Agent.ContainerPrefix = "t" + id + "-"
 	ccfg.Agent.Rollback.StableFor = time.Second
 	t.Cleanup(func() {
-		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "name="+ccfg.Agent.ContainerPrefix).Output()
-		for _, c := range strings.Fields(string(out)) {
-			exec.Command("docker", "rm", "-f", c).Run()
-		}
-		exec.Command("docker", "network", "rm", ccfg.Agent.Network).Run()
+		removeTestModules(ccfg)
 	})
 	if _, err := parent.Hub().AddIdentity(t.Context(), hub.IdentitySpec{Name: "sensor-" + id, Parent: childID}); err != nil {
 		t.Fatal(err)

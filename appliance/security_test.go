@@ -37,10 +37,10 @@ func buildAttackerImage(t *testing.T, tag string) {
 		t.Fatalf("build attacker: %v\n%s", err, out)
 	}
 	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\nCOPY attacker /attacker\nENTRYPOINT [\"/attacker\"]\n"), 0o644)
-	if out, err := exec.Command("docker", "build", "-q", "-t", tag, dir).CombinedOutput(); err != nil {
+	if out, err := testenv.DockerOutput("build", "-q", "-t", tag, dir); err != nil {
 		t.Fatalf("docker build: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", tag).Run() })
+	t.Cleanup(func() { testenv.DockerOutput("rmi", "-f", tag) })
 }
 
 // upstreamAppliance is an appliance whose deployments come from a real
@@ -80,11 +80,7 @@ func runUpstreamAppliance(t *testing.T, broker string, mutate func(*Config)) *up
 // removeTestModules removes the containers and the network a test's
 // appliance made.
 func removeTestModules(cfg Config) {
-	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "name="+cfg.Agent.ContainerPrefix).Output()
-	for _, c := range strings.Fields(string(out)) {
-		exec.Command("docker", "rm", "-f", c).Run()
-	}
-	exec.Command("docker", "network", "rm", cfg.Agent.Network).Run()
+	testenv.RemoveDocker("name="+cfg.Agent.ContainerPrefix, cfg.Agent.Network)
 }
 
 // startAppliance runs an appliance on cfg until stop (or the test's end).

@@ -27,10 +27,10 @@ func testImage(t *testing.T, run string) string {
 	}
 	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\nCOPY app /app\nENTRYPOINT [\"/app\"]\nCMD [\"forever\"]\n"), 0o644)
 	tag := "ledge-cmd-test/app:" + run
-	if out, err := exec.Command("docker", "build", "-q", "--label", "io.ledge.test="+run, "-t", tag, dir).CombinedOutput(); err != nil {
+	if out, err := testenv.DockerOutput("build", "-q", "--label", "io.ledge.test="+run, "-t", tag, dir); err != nil {
 		t.Fatalf("docker build: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", tag).Run() })
+	t.Cleanup(func() { testenv.DockerOutput("rmi", "-f", tag) })
 	return tag
 }
 
@@ -45,11 +45,7 @@ func TestDeployCLI(t *testing.T) {
 	dir := t.TempDir()
 	instance := "ltcmd-" + run
 	t.Cleanup(func() {
-		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=io.ledge.instance="+instance).Output()
-		if ids := strings.Fields(string(out)); len(ids) > 0 {
-			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
-		}
-		exec.Command("docker", "network", "rm", "ledge-cmdtest-"+run).Run()
+		testenv.RemoveDocker("label=io.ledge.instance="+instance, "ledge-cmdtest-"+run)
 	})
 
 	keyOut, errOut, code := ledge(t, "keys", "gen", "--out", filepath.Join(dir, "deploy"))
@@ -60,6 +56,8 @@ func TestDeployCLI(t *testing.T) {
 	trusted = strings.TrimSpace(trusted)
 	cfg := filepath.Join(dir, "ledge.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`deviceId: %s
+http: {listenTLS: 127.0.0.1:0}
+hub: {listen: {mqtt: 127.0.0.1:0, mqtts: 127.0.0.1:0}}
 agent:
   containerPrefix: lt%s-
   network: ledge-cmdtest-%s
@@ -159,7 +157,7 @@ func TestDockerUnreachable(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "no-docker.sock")
 	cfg := filepath.Join(dir, "ledge.yaml")
-	os.WriteFile(cfg, []byte("deviceId: nodocker-"+filepath.Base(dir)+"\nagent:\n  dockerHost: unix://"+sock+"\n"), 0o644)
+	os.WriteFile(cfg, []byte("deviceId: nodocker-"+filepath.Base(dir)+"\nhttp: {listenTLS: 127.0.0.1:0}\nhub: {listen: {mqtt: 127.0.0.1:0, mqtts: 127.0.0.1:0}}\nagent:\n  dockerHost: unix://"+sock+"\n"), 0o644)
 	dataDir := filepath.Join(dir, "data")
 	d := startLedge(t, "--config", cfg, "--data-dir", dataDir)
 	base := []string{"--config", cfg, "--data-dir", dataDir}

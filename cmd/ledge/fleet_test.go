@@ -190,15 +190,11 @@ func newFleet(t *testing.T, n int, brokerURLs []string, tags func(i int) string)
 	// One module network for all (created here: twenty agents creating
 	// the same name at once would make twenty networks of that name).
 	network := "ledge-fleet-" + f.run
-	if out, err := exec.Command("docker", "network", "create", network).CombinedOutput(); err != nil {
+	if out, err := testenv.DockerOutput("network", "create", network); err != nil {
 		t.Fatalf("docker network create: %v %s", err, out)
 	}
 	t.Cleanup(func() {
-		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "name=fl"+f.run).Output()
-		if ids := strings.Fields(string(out)); len(ids) > 0 {
-			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
-		}
-		exec.Command("docker", "network", "rm", network).Run()
+		testenv.RemoveDocker("name=fl"+f.run, network)
 	})
 	var wg sync.WaitGroup
 	errs := make([]error, n)

@@ -9,12 +9,15 @@
 package testenv
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -119,8 +122,42 @@ func Docker(t testing.TB) {
 	t.Helper()
 	unitOnly(t, "docker")
 	Command(t, "docker", "docker.io")
-	if out, err := exec.Command("docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
+	if out, err := DockerOutput("version", "--format", "{{.Server.Version}}"); err != nil {
 		t.Fatalf("testenv: no Docker engine answers (%v: %s): run `make deps`, which starts dockerd", err, out)
+	}
+}
+
+// dockerTimeout bounds one docker command a test runs: a hung engine fails
+// the test (or leaves a container behind) instead of stalling the suite to
+// its time limit.
+const dockerTimeout = 2 * time.Minute
+
+// DockerOutput runs the docker CLI with args, bounded in time, and returns
+// its combined output.
+func DockerOutput(args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout*Slowdown())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", args...)
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		return out, fmt.Errorf("docker %s: no answer in %v: %w", strings.Join(args, " "), dockerTimeout*Slowdown(), ctx.Err())
+	}
+	return out, err
+}
+
+// RemoveDocker removes, best effort and bounded in time, the containers
+// that docker ps --filter filter lists and then the networks named: a
+// test's clean-up of what its appliance made.
+func RemoveDocker(filter string, networks ...string) {
+	if filter != "" {
+		out, err := DockerOutput("ps", "-aq", "--filter", filter)
+		if ids := strings.Fields(string(out)); err == nil && len(ids) > 0 {
+			DockerOutput(append([]string{"rm", "-f"}, ids...)...)
+		}
+	}
+	if len(networks) > 0 {
+		DockerOutput(append([]string{"network", "rm"}, networks...)...)
 	}
 }
 
