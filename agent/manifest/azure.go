@@ -95,7 +95,7 @@ func azNormalizer(src *source, ps *problems) *normalizer {
 			}
 		},
 		quiet: ps.quiet,
-		unknown: func(key, suggestion string) string {
+		unknown: func(_, key, suggestion string) string {
 			msg := "unknown key, ignored as edgeAgent ignores it"
 			if suggestion != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", suggestion)

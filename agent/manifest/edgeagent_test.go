@@ -25,6 +25,7 @@ func TestEdgeAgentAccepts(t *testing.T) {
 		image    string   // the module's image, when set
 		env      string   // "K=V" of the module's env, when set
 		warnings []string // substrings, each in one warning
+		not      []string // substrings in no warning
 	}{
 		// Json.NET converts strings, numbers and booleans for edgeAgent's
 		// own fields.
@@ -57,6 +58,13 @@ func TestEdgeAgentAccepts(t *testing.T) {
 			warnings: []string{`settings.createOptions: HostConfg: not a field of Docker's ContainerCreate body: ignored`, `did you mean "HostConfig"?`}},
 		{name: "unknown nested createOptions field", doc: co(`{"HostConfig":{"Privilegd":true}}`), wantCO: `{"HostConfig":{}}`,
 			warnings: []string{`HostConfig.Privilegd`, `did you mean "Privileged"?`, "character 16 of the createOptions value"}},
+		// https://github.com/Azure-Samples/onnxruntime-iot-edge/blob/master/deployment.template.json
+		// puts Env in HostConfig: the hint names where it belongs, not a
+		// look-alike ("Dns").
+		{name: "a field at the wrong level", doc: co(`{"HostConfig":{"Env":["A=1"],"Binds":[]},"Privileged":true}`), wantCO: `{"HostConfig":{"Binds":[]}}`,
+			warnings: []string{`HostConfig.Env: not a field of Docker's ContainerCreate body: ignored (edgeAgent passes it on and the Docker engine ignores it); Env belongs at the top level of createOptions, not in HostConfig`,
+				`Privileged: not a field of Docker's ContainerCreate body: ignored (edgeAgent passes it on and the Docker engine ignores it); Privileged belongs in HostConfig`},
+			not: []string{"Dns"}},
 		{name: "a key given twice", doc: co(`{"Env":["A=1"],"env":["B=2"]}`), wantCO: `{"Env":["B=2"]}`,
 			warnings: []string{`"Env" is given twice`, "the last one counts"}},
 		{name: "misplaced connection string", doc: azure(`"cam": {"type": "docker", "settings": {"image": "cam:1"},
@@ -117,6 +125,13 @@ func TestEdgeAgentAccepts(t *testing.T) {
 				}
 				if !found {
 					t.Errorf("no warning contains %q; warnings:\n  %s", w, strings.Join(m.Warnings, "\n  "))
+				}
+			}
+			for _, w := range tc.not {
+				for _, got := range m.Warnings {
+					if strings.Contains(got, w) {
+						t.Errorf("warning %q contains %q", got, w)
+					}
 				}
 			}
 		})
@@ -256,6 +271,82 @@ func TestEdgeAgentModelPaths(t *testing.T) {
 	for p := range edgeAgentModel {
 		if !known[p] {
 			t.Errorf("edgeAgentModel names %q, which Docker's CreateOptions types do not have", p)
+		}
+	}
+}
+
+// TestAzureToolingShapes: documents Microsoft's tooling hands over. The
+// Azure CLI (az iot edge set-modules --content, az iot edge deployment
+// create) reads modulesContent from the document or from its "content"
+// key, reads "moduleContent" as a deprecated spelling, and drops every
+// other key before IoT Hub and edgeAgent see the deployment
+// (azext_iot/operations/hub.py, _process_config_content). ledge accepts
+// the same documents and says what it ignores. Each case is a minimal
+// version of a published manifest that ledge refused.
+func TestAzureToolingShapes(t *testing.T) {
+	mc := `{"$edgeAgent": {"properties.desired": {"schemaVersion": "1.0", "runtime": {"type": "docker"},
+  "modules": {"mymodule0": {"type": "docker", "settings": {"image": "myimageuri", "createOptions": "{\"MemorySwap\":0}"}}}}},
+ "$edgeHub": {"properties.desired": {"schemaVersion": "1.0", "routes": {"route0": "FROM /messages/* INTO $upstream"}}}}`
+	for _, tc := range []struct {
+		name     string
+		doc      string
+		warnings []string // substrings, each in one warning
+	}{
+		// https://github.com/Azure/azure-iot-cli-extension/blob/dev/azext_iot/tests/iothub/configurations/test_edge_deployment.json
+		{"az CLI deployment file with metrics", `{"content": {"$schema": "http://json.schemastore.org/azure-iot-edge-deployment-2.0", "modulesContent": ` + mc + `},
+ "metrics": {"queries": {"mymetric": "SELECT deviceId FROM devices"}}}`,
+			[]string{`line 4, column 2`, `metrics: ignored: ledge reads only "content"`}},
+		// the shape `az iot edge deployment show` prints: a Configuration
+		{"az iot edge deployment show output", `{"id": "d1", "schemaVersion": "1.0", "labels": {}, "content": {"modulesContent": ` + mc + `, "moduleContent": {}, "deviceContent": {}},
+ "targetCondition": "tags.env='prod'", "priority": 10, "etag": "MQ==", "metrics": {"queries": {}}}`,
+			[]string{`targetCondition: ignored`, `priority: ignored`}},
+		// https://github.com/OPCFoundation/UA-EdgeTranslator/blob/main/deployment.template.json
+		{"a comment key next to modulesContent", `{"$schema-template": "4.0.0", "_comment": "Apply with az iot edge set-modules", "modulesContent": ` + mc + `}`,
+			[]string{`line 1, column 31`, `_comment: unknown key next to modulesContent, ignored (the Azure CLI drops it before IoT Hub sees the deployment)`}},
+		// https://github.com/MicrosoftDocs/azure-docs/blob/3a0f3c1/articles/iot-edge/module-composition.md (2018)
+		{"moduleContent, the deprecated spelling", `{"moduleContent": ` + mc + `}`,
+			[]string{`moduleContent: "moduleContent" is the deprecated spelling of "modulesContent"`}},
+		{"content holding moduleContent", `{"content": {"moduleContent": ` + mc + `}}`,
+			[]string{`content.moduleContent: "moduleContent" is the deprecated spelling`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := Parse([]byte(tc.doc))
+			if err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if m.Format != FormatAzure || m.Module("mymodule0") == nil || m.Sections[SectionRoutes] == nil {
+				t.Fatalf("read as %s with modules %v", m.Format, m.Modules)
+			}
+			for _, w := range tc.warnings {
+				found := false
+				for _, got := range m.Warnings {
+					found = found || strings.Contains(got, w)
+				}
+				if !found {
+					t.Errorf("no warning contains %q; warnings:\n  %s", w, strings.Join(m.Warnings, "\n  "))
+				}
+			}
+			for _, got := range m.Warnings {
+				if strings.Contains(got, "$schema") || strings.Contains(got, "deviceContent") || strings.Contains(got, "content.moduleContent: ignored") {
+					t.Errorf("noisy warning: %s", got)
+				}
+			}
+			// WithVersion finds the deployment in the same places.
+			out, err := WithVersion([]byte(tc.doc), "7")
+			if err != nil {
+				t.Fatalf("WithVersion: %v", err)
+			}
+			if m2, err := Parse(out); err != nil || m2.Version != "7" {
+				t.Errorf("WithVersion gave %s (%v)", out, err)
+			}
+		})
+	}
+	// Still refused: a "content" with nothing ledge can read, and a
+	// non-empty deviceContent (an automatic device configuration, not a
+	// deployment).
+	for _, doc := range []string{`{"content": {"deviceContent": {"properties.desired.x": 1}}}`, `{"content": {"modulesContent": ` + mc + `, "deviceContent": {"properties.desired.x": 1}}}`} {
+		if _, err := Parse([]byte(doc)); err == nil || !strings.Contains(err.Error(), "content") {
+			t.Errorf("%s: got %v, want an error naming content", doc, err)
 		}
 	}
 }
