@@ -249,7 +249,7 @@ func parseAzure(src *source, mc *yaml.Node, base []string, ps *problems) *Manife
 		}
 	}
 	if m.Version == "" {
-		m.Warnings = append(m.Warnings, "no deployment version ($ledge desired property \"version\"): remote sources apply it whenever its content changes")
+		m.Notes = append(m.Notes, "no deployment version ($ledge desired property \"version\"): remote sources apply it whenever its content changes")
 	}
 	for _, t := range twins {
 		setTwin(m, t.id, t.node, t.path, ps)
@@ -297,7 +297,7 @@ func parseAzureAgent(src *source, m *Manifest, n *yaml.Node, path []string, ps *
 		}
 	}
 	if len(a.SystemModules) > 0 {
-		m.Warnings = append(m.Warnings, "systemModules (edgeAgent, edgeHub) are not run: ledge itself is the agent and the hub")
+		m.Notes = append(m.Notes, "systemModules (edgeAgent, edgeHub) are not run: ledge itself is the agent and the hub")
 	}
 	for _, name := range sortedKeys(a.SystemModules) {
 		if sm := a.SystemModules[name]; !sm.isNull() && sm.n.Kind != yaml.MappingNode {
@@ -434,7 +434,7 @@ func parseAzureHub(src *source, m *Manifest, n *yaml.Node, path []string, ps *pr
 		setStoreAndForward(m, s.TimeToLiveSecs, size, with(path, "storeAndForwardConfiguration"), ps)
 	}
 	if !h.MqttBroker.isNull() {
-		m.Warnings = append(m.Warnings, "$edgeHub mqttBroker is ignored: ledge's hub is always a full MQTT broker, configured in ledge.yaml")
+		m.Notes = append(m.Notes, "$edgeHub mqttBroker is ignored: ledge's hub is always a full MQTT broker, configured in ledge.yaml")
 	}
 	if !h.Integrity.isNull() {
 		m.Warnings = append(m.Warnings, "$edgeHub integrity (Azure manifest signing) is not checked: ledge verifies its own ed25519 signatures (agent.trustedKeys)")

@@ -350,3 +350,43 @@ func TestAzureToolingShapes(t *testing.T) {
 		}
 	}
 }
+
+// TestStockManifestQuiet: a stock Microsoft manifest (the example of
+// https://learn.microsoft.com/azure/iot-edge/module-composition, shortened:
+// system modules, registry credentials, startupOrder, env, routes as
+// objects with priority and timeToLiveSecs, an mqttBroker section of
+// $edgeHub 1.2) gives no warning: how ledge reads its standard parts
+// (system modules not run, mqttBroker settled in ledge.yaml, no ledge
+// version) are notes, not warnings.
+func TestStockManifestQuiet(t *testing.T) {
+	doc := `{"modulesContent": {
+  "$edgeAgent": {"properties.desired": {"schemaVersion": "1.1",
+    "runtime": {"type": "docker", "settings": {"minDockerVersion": "v1.25", "loggingOptions": "",
+      "registryCredentials": {"ContosoRegistry": {"username": "myacr", "password": "pw", "address": "myacr.azurecr.io"}}}},
+    "systemModules": {
+      "edgeAgent": {"type": "docker", "settings": {"image": "mcr.microsoft.com/azureiotedge-agent:1.5", "createOptions": "{}"}},
+      "edgeHub": {"type": "docker", "status": "running", "restartPolicy": "always", "startupOrder": 0,
+        "settings": {"image": "mcr.microsoft.com/azureiotedge-hub:1.5", "createOptions": "{\"HostConfig\":{\"PortBindings\":{\"443/tcp\":[{\"HostPort\":\"443\"}]}}}"}}},
+    "modules": {
+      "SimulatedTemperatureSensor": {"version": "1.5", "type": "docker", "status": "running", "restartPolicy": "always", "startupOrder": 2,
+        "settings": {"image": "mcr.microsoft.com/azureiotedge-simulated-temperature-sensor:1.5", "createOptions": "{}"}},
+      "filtermodule": {"version": "1.0", "type": "docker", "status": "running", "restartPolicy": "always", "startupOrder": 1,
+        "env": {"tempLimit": {"value": "100"}}, "settings": {"image": "myacr.azurecr.io/filtermodule:latest", "createOptions": "{}"}}}}},
+  "$edgeHub": {"properties.desired": {"schemaVersion": "1.2",
+    "routes": {"filterToIoTHub": {"route": "FROM /messages/modules/filtermodule/outputs/output1 INTO $upstream", "priority": 1, "timeToLiveSecs": 1800}},
+    "storeAndForwardConfiguration": {"timeToLiveSecs": 100},
+    "mqttBroker": {"authorizations": [{"identities": ["{{iot:identity}}"], "allow": [{"operations": ["mqtt:connect"]}]}]}}}}}`
+	m, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Warnings) != 0 {
+		t.Errorf("warnings on a stock manifest:\n  %s", strings.Join(m.Warnings, "\n  "))
+	}
+	notes := strings.Join(m.Notes, "\n")
+	for _, want := range []string{"systemModules (edgeAgent, edgeHub) are not run", "mqttBroker", "no deployment version"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("notes lack %q:\n%s", want, notes)
+		}
+	}
+}
