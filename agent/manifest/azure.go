@@ -300,9 +300,22 @@ func parseAzureAgent(src *source, m *Manifest, n *yaml.Node, path []string, ps *
 		m.Notes = append(m.Notes, "systemModules (edgeAgent, edgeHub) are not run: ledge itself is the agent and the hub")
 	}
 	for _, name := range sortedKeys(a.SystemModules) {
-		if sm := a.SystemModules[name]; !sm.isNull() && sm.n.Kind != yaml.MappingNode {
+		sm := a.SystemModules[name]
+		if !sm.isNull() && sm.n.Kind != yaml.MappingNode {
 			ps.at(with(path, "systemModules", name), "a system module must be an object")
+			continue
 		}
+		if sm.isNull() {
+			continue
+		}
+		// Not run, but read as edgeAgent reads it: what it refuses in a
+		// system module (no image, invalid or gapped createOptions, an
+		// unknown status) refuses the deployment. What it would only warn
+		// about is not told: ledge does not run these.
+		sub := &problems{src: src, coBudget: ps.coBudget}
+		parseAzureModule(src, azNormalizer(src, sub), name, sm.n, with(path, "systemModules", name), sub)
+		ps.list = append(ps.list, sub.list...)
+		ps.coBudget = sub.coBudget
 	}
 	for _, name := range sortedKeys(a.Modules) {
 		mp := with(path, "modules", name)

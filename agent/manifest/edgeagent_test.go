@@ -152,6 +152,11 @@ func TestEdgeAgentReadsPolicies(t *testing.T) {
 	}
 }
 
+// sys puts system modules into a one-module Azure manifest.
+func sys(modules string) string {
+	return strings.Replace(azure(`"cam": {"settings": {"image": "cam:1"}}`), `"modules": {`, `"systemModules": {`+modules+`}, "modules": {`, 1)
+}
+
 // TestEdgeAgentRefuses: what edgeAgent refuses is refused, naming the
 // path as written and where.
 func TestEdgeAgentRefuses(t *testing.T) {
@@ -185,6 +190,16 @@ func TestEdgeAgentRefuses(t *testing.T) {
 			[]string{"modules.cam.startupOrder", "1e400 is out of range: want 0 to 4294967295"}, []string{"!!float", "yaml", "unmarshal"}},
 		{"startupOrder 1e400 in YAML", "version: '1'\nmodules:\n  cam: {image: cam:1, startupOrder: 1e400}\n",
 			[]string{"line 3, column 37", "modules.cam.startupOrder", `want an integer, got the string "1e400"`}, []string{"!!", "unmarshal"}},
+		// System modules are not run, but edgeAgent reads them: what it
+		// refuses there refuses the deployment. The gap is the invalid
+		// example of https://github.com/Azure/iotedge/blob/main/doc/CreateOptions.md
+		{"chunk gap in a system module", sys(`"edgeHub": {"type": "docker", "status": "running", "restartPolicy": "always", "settings": {"image": "mcr.microsoft.com/azureiotedge-hub:1.0.1",
+  "createOptions": "{\"HostConfig\":{\"PortBindings\"", "createOptions01": ":{\"8883/tcp\":[{\"HostPort\":\"88", "createOptions03": "83\"}]}}}"}}`),
+			[]string{"systemModules.edgeHub.settings.createOptions03", "createOptions02 is missing"}, nil},
+		{"invalid createOptions in a system module", sys(`"edgeAgent": {"type": "docker", "settings": {"image": "mcr.microsoft.com/azureiotedge-agent:1.5", "createOptions": "{\"HostConfig\":"}}`),
+			[]string{"systemModules.edgeAgent.settings.createOptions", "invalid createOptions"}, nil},
+		{"a system module without an image", sys(`"edgeHub": {"type": "docker", "settings": {"createOptions": "{}"}}`),
+			[]string{"systemModules.edgeHub.image", "an image is required"}, nil},
 		{"no image", azure(`"cam": {"settings": {"createOptions": "{}"}}`), []string{"modules.cam.image", "an image is required"}, nil},
 		{"upper-case repository", azure(`"cam": {"settings": {"image": "Registry.example.com/Camera:1"}}`), []string{"not a valid image reference", "lowercase"}, nil},
 		{"$upstream without a port", azure(`"cam": {"settings": {"image": "$upstream/sensor:1"}}`), []string{`must be $upstream:<port>/<repository>`}, nil},
