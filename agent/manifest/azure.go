@@ -373,8 +373,13 @@ func parseAzureModule(src *source, z *normalizer, name string, n *yaml.Node, pat
 			}
 		case chunk:
 		default:
-			ps.warnAt(s.Content[i], with(sp, k), "unknown key, ignored as edgeAgent ignores it (it reads image, createOptions, createOptions01 ... and digest)%s",
-				didYouMean(k, "image", "createOptions", "digest"))
+			hint := didYouMean(k, "image", "createOptions", "digest")
+			for _, mk := range []string{"version", "type", "status", "restartPolicy", "imagePullPolicy", "startupOrder", "env"} {
+				if strings.EqualFold(k, mk) {
+					hint = fmt.Sprintf("; %s belongs to the module, beside restartPolicy, not in settings", mk)
+				}
+			}
+			ps.warnAt(s.Content[i], with(sp, k), "unknown key, ignored as edgeAgent ignores it (it reads image, createOptions, createOptions01 ... and digest)%s", hint)
 		}
 	}
 	in.co, in.coPath = joinChunks(src, s, sp, ps)
@@ -384,7 +389,9 @@ func parseAzureModule(src *source, z *normalizer, name string, n *yaml.Node, pat
 			ep := with(path, "env", k)
 			raw := am.Env[k]
 			if raw.isNull() {
-				ps.at(ep, `an env entry is {"value": ...}`)
+				// IoT Hub drops a desired property set to null: edgeAgent
+				// never sees the entry.
+				ps.warn(ep, "null: no variable (IoT Hub drops a null desired property)")
 				continue
 			}
 			e, ok := normalize[azEnv](src, z, raw.n, ep, ps)
@@ -392,11 +399,22 @@ func parseAzureModule(src *source, z *normalizer, name string, n *yaml.Node, pat
 				continue
 			}
 			v := e.Value
-			if v.isNull() || v.n.Kind != yaml.ScalarNode {
-				ps.at(with(ep, "value"), "an env value must be a string, number or boolean")
-				continue
+			if v.n == nil {
+				v.n = child(raw.n, "value") // an explicit null is not handed to rawNode
 			}
-			in.env[k] = dotNetText(v.n)
+			switch {
+			case v.n == nil:
+				// EnvVal(string value) takes a missing value as "".
+				ps.warn(ep, `no "value": the variable is set empty, as edgeAgent sets it`)
+				in.env[k] = ""
+			case v.isNull():
+				ps.warn(with(ep, "value"), "null: the variable is set empty, as edgeAgent sets it (IoT Hub drops a null desired property)")
+				in.env[k] = ""
+			case v.n.Kind != yaml.ScalarNode:
+				ps.at(with(ep, "value"), "an env value must be a string, number or boolean")
+			default:
+				in.env[k] = dotNetText(v.n)
+			}
 		}
 	}
 	return in.build(ps), true

@@ -84,6 +84,16 @@ func TestEdgeAgentAccepts(t *testing.T) {
   "settings": {"image": "cam:1"}}`)},
 		{name: "env values as Json.NET writes them", doc: azure(`"cam": {"settings": {"image": "cam:1"}, "env": {"B": {"value": true}, "F": {"value": 1.50}}}`),
 			env: "B=True F=1.5"},
+		// IoT Hub removes a desired property set to null, so edgeAgent
+		// reads {"value": null} as {}, and EnvVal(null) is "" (EnvVal.cs:
+		// value ?? string.Empty); an entry set to null is no entry.
+		{name: "env without a value", doc: azure(`"cam": {"settings": {"image": "cam:1"}, "env": {"A": {"value": null}, "B": {}, "C": {"value": "x"}, "D": null}}`),
+			env: "A= B= C=x", warnings: []string{`env.A.value: null: the variable is set empty, as edgeAgent sets it (IoT Hub drops a null desired property)`,
+				`env.B: no "value": the variable is set empty, as edgeAgent sets it`, `env.D: null: no variable (IoT Hub drops a null desired property)`}},
+		// https://github.com/OPCFoundation/UA-EdgeTranslator/blob/main/deployment.template.json
+		// writes imagePullPolicy in settings, where edgeAgent does not read it.
+		{name: "a module key in settings", doc: azure(`"cam": {"settings": {"image": "cam:1", "imagePullPolicy": "never"}}`),
+			warnings: []string{`settings.imagePullPolicy: unknown key, ignored as edgeAgent ignores it`, `imagePullPolicy belongs to the module, beside restartPolicy, not in settings`}},
 		{name: "twin metadata", doc: strings.Replace(azure(`"cam": {"settings": {"image": "cam:1"}}`), `"schemaVersion": "1.1",
 "runtime"`, `"schemaVersion": "1.1", "$version": 7, "$metadata": {"$lastUpdated": "2024-01-01"},
 "runtime"`, 1)},
