@@ -83,7 +83,9 @@ type azLedge struct {
 // edgeAgent reads them with Json.NET: keys case-insensitively, strings,
 // numbers and booleans converted, unknown keys ignored (with a warning
 // here).
-func azNormalizer(src *source, ps *problems) *normalizer {
+// azNormalizer reads the twin of reader (edgeAgent, edgeHub or ledge) as
+// Json.NET does; an unknown key is a warning naming who ignores it.
+func azNormalizer(src *source, ps *problems, reader string) *normalizer {
 	return &normalizer{
 		tag:  "yaml",
 		conv: func(string) conversion { return convJSONNet },
@@ -96,7 +98,7 @@ func azNormalizer(src *source, ps *problems) *normalizer {
 		},
 		quiet: ps.quiet,
 		unknown: func(_, key, suggestion string) string {
-			msg := "unknown key, ignored as edgeAgent ignores it"
+			msg := "unknown key, ignored as " + reader + " ignores it"
 			if suggestion != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", suggestion)
 			}
@@ -239,7 +241,7 @@ func parseAzure(src *source, mc *yaml.Node, base []string, ps *problems) *Manife
 		parseAzureHub(src, m, hub, hubPath, ps)
 	}
 	if ledge != nil {
-		if l, ok := normalize[azLedge](src, azNormalizer(src, ps), ledge, ledgePath, ps); ok {
+		if l, ok := normalize[azLedge](src, azNormalizer(src, ps, "ledge"), ledge, ledgePath, ps); ok {
 			m.Version = l.Version
 			if err := checkVersion(m.Version); err != "" {
 				ps.at(with(ledgePath, "version"), "%s", err)
@@ -259,7 +261,7 @@ func parseAzure(src *source, mc *yaml.Node, base []string, ps *problems) *Manife
 
 func parseAzureAgent(src *source, m *Manifest, n *yaml.Node, path []string, ps *problems) {
 	dropTwinMetadata(n)
-	z := azNormalizer(src, ps)
+	z := azNormalizer(src, ps, "edgeAgent")
 	// The schema version first: a newer schema is refused by name, before
 	// any of its fields is judged.
 	sv := child(n, "schemaVersion")
@@ -313,7 +315,7 @@ func parseAzureAgent(src *source, m *Manifest, n *yaml.Node, path []string, ps *
 		// unknown status) refuses the deployment. What it would only warn
 		// about is not told: ledge does not run these.
 		sub := &problems{src: src, coBudget: ps.coBudget}
-		parseAzureModule(src, azNormalizer(src, sub), name, sm.n, with(path, "systemModules", name), sub)
+		parseAzureModule(src, azNormalizer(src, sub, "edgeAgent"), name, sm.n, with(path, "systemModules", name), sub)
 		ps.list = append(ps.list, sub.list...)
 		ps.coBudget = sub.coBudget
 	}
@@ -440,7 +442,7 @@ func didYouMean(key string, known ...string) string {
 
 func parseAzureHub(src *source, m *Manifest, n *yaml.Node, path []string, ps *problems) {
 	dropTwinMetadata(n)
-	z := azNormalizer(src, ps)
+	z := azNormalizer(src, ps, "edgeHub")
 	sv := child(n, "schemaVersion")
 	if sv == nil {
 		ps.at(with(path, "schemaVersion"), "schemaVersion is required (ledge reads %s)", list(HubSchemaVersions...))

@@ -79,6 +79,9 @@ func TestEdgeAgentAccepts(t *testing.T) {
 		{name: "unknown route key", doc: strings.Replace(azure(`"cam": {"settings": {"image": "cam:1"}}`), `"routes": {}`,
 			`"routes": {"r": {"route": "FROM /messages/* INTO $upstream", "priorty": 1}}`, 1),
 			warnings: []string{`routes.r.priorty`, `did you mean "priority"?`}},
+		{name: "unknown $edgeHub key", doc: strings.Replace(azure(`"cam": {"settings": {"image": "cam:1"}}`), `"routes": {}`,
+			`"routes": {}, "storeAndForwardConfig": {"timeToLiveSecs": 5}`, 1),
+			warnings: []string{`$edgeHub."properties.desired".storeAndForwardConfig: unknown key, ignored as edgeHub ignores it (did you mean "storeAndForwardConfiguration"?)`}},
 		// The rest of the outer document, as Json.NET reads it.
 		{name: "startupOrder as a string, status in capitals", doc: azure(`"cam": {"status": "Running", "restartPolicy": "On-Failure", "startupOrder": "1", "version": 2,
   "settings": {"image": "cam:1"}}`)},
