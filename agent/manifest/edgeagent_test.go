@@ -323,11 +323,11 @@ func TestAzureToolingShapes(t *testing.T) {
 		// https://github.com/Azure/azure-iot-cli-extension/blob/dev/azext_iot/tests/iothub/configurations/test_edge_deployment.json
 		{"az CLI deployment file with metrics", `{"content": {"$schema": "http://json.schemastore.org/azure-iot-edge-deployment-2.0", "modulesContent": ` + mc + `},
  "metrics": {"queries": {"mymetric": "SELECT deviceId FROM devices"}}}`,
-			[]string{`line 4, column 2`, `metrics: ignored: ledge reads only "content"`}},
+			[]string{`line 4, column 2`, `metrics: ignored: ledge reads only "content" of an IoT Hub configuration, as the Azure CLI does`}},
 		// the shape `az iot edge deployment show` prints: a Configuration
 		{"az iot edge deployment show output", `{"id": "d1", "schemaVersion": "1.0", "labels": {}, "content": {"modulesContent": ` + mc + `, "moduleContent": {}, "deviceContent": {}},
  "targetCondition": "tags.env='prod'", "priority": 10, "etag": "MQ==", "metrics": {"queries": {}}}`,
-			[]string{`targetCondition: ignored`, `priority: ignored`}},
+			[]string{`line 1, column 2 (byte 1): id: ignored, with schemaVersion, labels, targetCondition, priority, etag and metrics: ledge reads only "content" of an IoT Hub configuration, as the Azure CLI does`}},
 		// https://github.com/OPCFoundation/UA-EdgeTranslator/blob/main/deployment.template.json
 		{"a comment key next to modulesContent", `{"$schema-template": "4.0.0", "_comment": "Apply with az iot edge set-modules", "modulesContent": ` + mc + `}`,
 			[]string{`line 1, column 31`, `_comment: unknown key next to modulesContent, ignored (the Azure CLI drops it before IoT Hub sees the deployment)`}},
@@ -353,6 +353,9 @@ func TestAzureToolingShapes(t *testing.T) {
 				if !found {
 					t.Errorf("no warning contains %q; warnings:\n  %s", w, strings.Join(m.Warnings, "\n  "))
 				}
+			}
+			if n := len(m.Warnings); n > 3 {
+				t.Errorf("%d warnings, want one per kind of thing ignored:\n  %s", n, strings.Join(m.Warnings, "\n  "))
 			}
 			for _, got := range m.Warnings {
 				if strings.Contains(got, "$schema") || strings.Contains(got, "deviceContent") || strings.Contains(got, "content.moduleContent: ignored") {

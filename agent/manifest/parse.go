@@ -264,10 +264,29 @@ func azureDeployment(root *yaml.Node) (holder *yaml.Node, base []string, key str
 // modulesContent is a device configuration, not a deployment: refused.
 func ignoreAroundAzure(src *source, root, holder *yaml.Node, key string, ps *problems) {
 	if holder != root {
+		// One warning for the whole configuration around "content", at
+		// its first key: az iot edge deployment show prints ten of them.
+		var first *yaml.Node
+		var others []string
 		for i := 0; i+1 < len(root.Content); i += 2 {
 			if k := root.Content[i]; k.Value != "content" && !strings.HasPrefix(k.Value, "$schema") {
-				ps.warnAt(k, []string{k.Value}, "ignored: ledge reads only \"content\" of an IoT Hub configuration, as the Azure CLI does")
+				if first == nil {
+					first = k
+				} else {
+					others = append(others, k.Value)
+				}
 			}
+		}
+		if first != nil {
+			with := ""
+			switch n := len(others); n {
+			case 0:
+			case 1:
+				with = ", with " + others[0]
+			default:
+				with = ", with " + strings.Join(others[:n-1], ", ") + " and " + others[n-1]
+			}
+			ps.warnAt(first, []string{first.Value}, "ignored%s: ledge reads only \"content\" of an IoT Hub configuration, as the Azure CLI does", with)
 		}
 	}
 	var base []string
