@@ -396,6 +396,11 @@ func parseAzureModule(src *source, z *normalizer, name string, n *yaml.Node, pat
 				ps.warn(ep, "null: no variable (IoT Hub drops a null desired property)")
 				continue
 			}
+			if raw.n.Kind != yaml.MappingNode {
+				// Json.NET makes no EnvVal of anything else.
+				ps.add(src.nodeError(raw.n, ep, fmt.Sprintf(`an env entry is {"value": ...}, got %s (edgeAgent refuses it too)`, describeNode(raw.n))))
+				continue
+			}
 			e, ok := normalize[azEnv](src, z, raw.n, ep, ps)
 			if !ok {
 				continue

@@ -213,6 +213,11 @@ func TestEdgeAgentRefuses(t *testing.T) {
 			[]string{"systemModules.edgeAgent.settings.createOptions", "invalid createOptions"}, nil},
 		{"a system module without an image", sys(`"edgeHub": {"type": "docker", "settings": {"createOptions": "{}"}}`),
 			[]string{"systemModules.edgeHub.image", "an image is required"}, nil},
+		// https://github.com/OPCFoundation/UA-EdgeTranslator/blob/main/deployment.template.json
+		// comments its env with a string entry: Json.NET cannot make an
+		// EnvVal of a string, so edgeAgent refuses the deployment.
+		{"a string as an env entry", azure(`"cam": {"settings": {"image": "cam:1"}, "env": {"_comment_X": "set X to 1", "X": {"value": "1"}}}`),
+			[]string{"modules.cam.env._comment_X", `an env entry is {"value": ...}, got the string "set X to 1" (edgeAgent refuses it too)`}, nil},
 		{"no image", azure(`"cam": {"settings": {"createOptions": "{}"}}`), []string{"modules.cam.image", "an image is required"}, nil},
 		{"upper-case repository", azure(`"cam": {"settings": {"image": "Registry.example.com/Camera:1"}}`), []string{"not a valid image reference", "lowercase"}, nil},
 		{"$upstream without a port", azure(`"cam": {"settings": {"image": "$upstream/sensor:1"}}`), []string{`must be $upstream:<port>/<repository>`}, nil},
