@@ -123,18 +123,27 @@ func TwinsOf(data []byte) (map[string]json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	var doc struct {
+	// Where manifest.Parse (and the Azure CLI) finds the deployment: in
+	// "content" first, under modulesContent, else moduleContent.
+	type holder struct {
 		ModulesContent map[string]map[string]json.RawMessage `json:"modulesContent"`
-		Content        *struct {
-			ModulesContent map[string]map[string]json.RawMessage `json:"modulesContent"`
-		} `json:"content"`
+		ModuleContent  map[string]map[string]json.RawMessage `json:"moduleContent"`
+	}
+	var doc struct {
+		holder
+		Content *holder `json:"content"`
 	}
 	if err := json.Unmarshal(std, &doc); err != nil {
 		return nil, fmt.Errorf("not an Azure modulesContent manifest: %w", err)
 	}
-	mc := doc.ModulesContent
-	if mc == nil && doc.Content != nil {
-		mc = doc.Content.ModulesContent
+	var mc map[string]map[string]json.RawMessage
+	for _, h := range []*holder{doc.Content, &doc.holder} {
+		if h != nil && mc == nil {
+			mc = h.ModulesContent
+			if mc == nil {
+				mc = h.ModuleContent
+			}
+		}
 	}
 	out := map[string]json.RawMessage{}
 	for id, entry := range mc {

@@ -300,3 +300,22 @@ func TestReportFitsTwinStrings(t *testing.T) {
 		t.Errorf("other values changed: %v", doc)
 	}
 }
+
+// TestTwinsOfAzureShapes: a parent's twins come from the deployment where
+// manifest.Parse finds it: an IoT Hub configuration's "content", or the
+// deprecated "moduleContent".
+func TestTwinsOfAzureShapes(t *testing.T) {
+	mc := `{"$edgeAgent": {"properties.desired": {"schemaVersion": "1.1", "modules": {"cam": {"settings": {"image": "cam:1"}}}}}, "cam": {"properties.desired": {"fps": 5}}}`
+	for _, doc := range []string{
+		`{"content": {"modulesContent": ` + mc + `}, "metrics": {"queries": {}}, "priority": 10}`,
+		`{"moduleContent": ` + mc + `}`,
+	} {
+		twins, err := TwinsOf([]byte(doc))
+		if err != nil {
+			t.Fatalf("%s: %v", doc, err)
+		}
+		if string(twins["cam"]) != `{"fps": 5}` || twins[TwinEdgeAgent] == nil {
+			t.Errorf("%s: twins %v", doc, twins)
+		}
+	}
+}

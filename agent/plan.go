@@ -21,7 +21,10 @@ type Plan struct {
 	Signer   string   `json:"signer,omitempty"`
 	Current  string   `json:"current,omitempty"` // the current deployment's version
 	Warnings []string `json:"warnings,omitempty"`
-	Changes  []Change `json:"changes"`
+	// Notes say how ledge reads the standard parts of an Azure manifest
+	// it does not take as written (manifest.Manifest.Notes).
+	Notes   []string `json:"notes,omitempty"`
+	Changes []Change `json:"changes"`
 	// Elevated lists every elevated container setting the modules ask
 	// for; a plan has them only when agent.allowElevatedPermissions
 	// allows them (otherwise the manifest is refused).
@@ -52,7 +55,7 @@ func (a *Agent) plan(ctx context.Context, c *candidate) (*Plan, error) {
 	a.mu.Lock()
 	cur, curMan := a.current, a.currentMan
 	a.mu.Unlock()
-	p := &Plan{Version: c.man.Version, Format: string(c.man.Format), Digest: c.digest, Signer: c.signer, Warnings: c.man.Warnings,
+	p := &Plan{Version: c.man.Version, Format: string(c.man.Format), Digest: c.digest, Signer: c.signer, Warnings: c.man.Warnings, Notes: c.man.Notes,
 		Elevated: c.elevated}
 	if cur != nil {
 		p.Current = cur.Version
@@ -123,7 +126,7 @@ func PlanOffline(data, sig []byte, cfg Config, dataDir, parentHost string) (*Pla
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Version: man.Version, Format: string(man.Format), Digest: Digest(data), Signer: signer, Warnings: man.Warnings, Offline: true,
+	p := &Plan{Version: man.Version, Format: string(man.Format), Digest: Digest(data), Signer: signer, Warnings: man.Warnings, Notes: man.Notes, Offline: true,
 		Elevated: elevated}
 	p.Changes = planModules(&manifest.Manifest{}, man, nil)
 	noteUpstream(p.Changes, upstream, parent)

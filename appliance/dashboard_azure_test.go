@@ -26,7 +26,7 @@ func TestDashboardPlanWarnings(t *testing.T) {
   "modules": {"sensor": {"type": "docker", "status": "running", "restartPolicy": "always",
     "ServiceClientConnectionString": "HostName=x",
     "settings": {"image": "$upstream:443/azureiotedge-simulated-temperature-sensor:1.5", "createOptions": "{\"HostConfg\":{},}"}}}}},
-  "$edgeHub": {"properties.desired": {"schemaVersion": "1.1", "routes": {}}}}}`
+  "$edgeHub": {"properties.desired": {"schemaVersion": "1.2", "routes": {}, "mqttBroker": {"authorizations": []}}}}}`
 	navigate(t, ctx, d.base+"/deployments")
 	err := chromedp.Do(ctx,
 		chromedp.WaitVisible(chromedp.ID("manifest")),
@@ -47,6 +47,12 @@ func TestDashboardPlanWarnings(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("the plan lacks %q:\n%s", want, text)
 		}
+	}
+	// How ledge reads the standard parts is a note, apart from the warnings.
+	notes := evalString(t, ctx, `document.querySelector("#plan-notes") ? document.querySelector("#plan-notes").textContent : ""`)
+	warnings := evalString(t, ctx, `document.querySelector("#plan-warnings").textContent`)
+	if !strings.Contains(notes, "$edgeHub mqttBroker is ignored") || strings.Contains(warnings, "mqttBroker") {
+		t.Errorf("notes %q, warnings %q: want the mqttBroker note among the notes only", notes, warnings)
 	}
 	testenv.Screenshot(t, ctx, "deployments-warnings")
 }

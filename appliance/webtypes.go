@@ -101,7 +101,7 @@ func webEvent(e pipeline.Event) web.PipelineEvent {
 
 func webPlan(p agent.Plan) web.DeploymentPlan {
 	return web.DeploymentPlan{Version: p.Version, Format: p.Format, Digest: p.Digest, Signer: p.Signer, Current: p.Current,
-		Warnings: p.Warnings, Offline: p.Offline, Changes: each(p.Changes, func(c agent.Change) web.PlanChange {
+		Warnings: p.Warnings, Notes: p.Notes, Offline: p.Offline, Changes: each(p.Changes, func(c agent.Change) web.PlanChange {
 			return web.PlanChange{Kind: c.Kind, Name: c.Name, Action: string(c.Action), Detail: c.Detail}
 		}),
 		Elevated: each(p.Elevated, func(e agent.Elevation) web.Elevation { return web.Elevation(e) })}

@@ -12,13 +12,16 @@ import (
 
 // DeploymentPlan is what a manifest would change, thing by thing.
 type DeploymentPlan struct {
-	Version  string       `json:"version"`
-	Format   string       `json:"format"`
-	Digest   string       `json:"digest"`
-	Signer   string       `json:"signer,omitempty"`
-	Current  string       `json:"current,omitempty"` // the current deployment's version
-	Warnings []string     `json:"warnings,omitempty"`
-	Changes  []PlanChange `json:"changes"`
+	Version  string   `json:"version"`
+	Format   string   `json:"format"`
+	Digest   string   `json:"digest"`
+	Signer   string   `json:"signer,omitempty"`
+	Current  string   `json:"current,omitempty"` // the current deployment's version
+	Warnings []string `json:"warnings,omitempty"`
+	// Notes say how ledge reads the standard parts of an Azure manifest
+	// it does not take as written (system modules, mqttBroker).
+	Notes   []string     `json:"notes,omitempty"`
+	Changes []PlanChange `json:"changes"`
 	// Elevated lists every elevated container setting the modules ask for
 	// (there only when agent.allowElevatedPermissions allows them).
 	Elevated []Elevation `json:"elevated,omitempty"`

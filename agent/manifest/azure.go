@@ -83,7 +83,9 @@ type azLedge struct {
 // edgeAgent reads them with Json.NET: keys case-insensitively, strings,
 // numbers and booleans converted, unknown keys ignored (with a warning
 // here).
-func azNormalizer(src *source, ps *problems) *normalizer {
+// azNormalizer reads the twin of reader (edgeAgent, edgeHub or ledge) as
+// Json.NET does; an unknown key is a warning naming who ignores it.
+func azNormalizer(src *source, ps *problems, reader string) *normalizer {
 	return &normalizer{
 		tag:  "yaml",
 		conv: func(string) conversion { return convJSONNet },
@@ -95,8 +97,8 @@ func azNormalizer(src *source, ps *problems) *normalizer {
 			}
 		},
 		quiet: ps.quiet,
-		unknown: func(key, suggestion string) string {
-			msg := "unknown key, ignored as edgeAgent ignores it"
+		unknown: func(_, key, suggestion string) string {
+			msg := "unknown key, ignored as " + reader + " ignores it"
 			if suggestion != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", suggestion)
 			}
@@ -239,7 +241,7 @@ func parseAzure(src *source, mc *yaml.Node, base []string, ps *problems) *Manife
 		parseAzureHub(src, m, hub, hubPath, ps)
 	}
 	if ledge != nil {
-		if l, ok := normalize[azLedge](src, azNormalizer(src, ps), ledge, ledgePath, ps); ok {
+		if l, ok := normalize[azLedge](src, azNormalizer(src, ps, "ledge"), ledge, ledgePath, ps); ok {
 			m.Version = l.Version
 			if err := checkVersion(m.Version); err != "" {
 				ps.at(with(ledgePath, "version"), "%s", err)
@@ -249,7 +251,7 @@ func parseAzure(src *source, mc *yaml.Node, base []string, ps *problems) *Manife
 		}
 	}
 	if m.Version == "" {
-		m.Warnings = append(m.Warnings, "no deployment version ($ledge desired property \"version\"): remote sources apply it whenever its content changes")
+		m.Notes = append(m.Notes, "no deployment version ($ledge desired property \"version\"): remote sources apply it whenever its content changes")
 	}
 	for _, t := range twins {
 		setTwin(m, t.id, t.node, t.path, ps)
@@ -259,7 +261,7 @@ func parseAzure(src *source, mc *yaml.Node, base []string, ps *problems) *Manife
 
 func parseAzureAgent(src *source, m *Manifest, n *yaml.Node, path []string, ps *problems) {
 	dropTwinMetadata(n)
-	z := azNormalizer(src, ps)
+	z := azNormalizer(src, ps, "edgeAgent")
 	// The schema version first: a newer schema is refused by name, before
 	// any of its fields is judged.
 	sv := child(n, "schemaVersion")
@@ -297,12 +299,25 @@ func parseAzureAgent(src *source, m *Manifest, n *yaml.Node, path []string, ps *
 		}
 	}
 	if len(a.SystemModules) > 0 {
-		m.Warnings = append(m.Warnings, "systemModules (edgeAgent, edgeHub) are not run: ledge itself is the agent and the hub")
+		m.Notes = append(m.Notes, "systemModules (edgeAgent, edgeHub) are not run: ledge itself is the agent and the hub")
 	}
 	for _, name := range sortedKeys(a.SystemModules) {
-		if sm := a.SystemModules[name]; !sm.isNull() && sm.n.Kind != yaml.MappingNode {
+		sm := a.SystemModules[name]
+		if !sm.isNull() && sm.n.Kind != yaml.MappingNode {
 			ps.at(with(path, "systemModules", name), "a system module must be an object")
+			continue
 		}
+		if sm.isNull() {
+			continue
+		}
+		// Not run, but read as edgeAgent reads it: what it refuses in a
+		// system module (no image, invalid or gapped createOptions, an
+		// unknown status) refuses the deployment. What it would only warn
+		// about is not told: ledge does not run these.
+		sub := &problems{src: src, coBudget: ps.coBudget}
+		parseAzureModule(src, azNormalizer(src, sub, "edgeAgent"), name, sm.n, with(path, "systemModules", name), sub)
+		ps.list = append(ps.list, sub.list...)
+		ps.coBudget = sub.coBudget
 	}
 	for _, name := range sortedKeys(a.Modules) {
 		mp := with(path, "modules", name)
@@ -360,8 +375,13 @@ func parseAzureModule(src *source, z *normalizer, name string, n *yaml.Node, pat
 			}
 		case chunk:
 		default:
-			ps.warnAt(s.Content[i], with(sp, k), "unknown key, ignored as edgeAgent ignores it (it reads image, createOptions, createOptions01 ... and digest)%s",
-				didYouMean(k, "image", "createOptions", "digest"))
+			hint := didYouMean(k, "image", "createOptions", "digest")
+			for _, mk := range []string{"version", "type", "status", "restartPolicy", "imagePullPolicy", "startupOrder", "env"} {
+				if strings.EqualFold(k, mk) {
+					hint = fmt.Sprintf("; %s belongs to the module, beside restartPolicy, not in settings", mk)
+				}
+			}
+			ps.warnAt(s.Content[i], with(sp, k), "unknown key, ignored as edgeAgent ignores it (it reads image, createOptions, createOptions01 ... and digest)%s", hint)
 		}
 	}
 	in.co, in.coPath = joinChunks(src, s, sp, ps)
@@ -371,7 +391,14 @@ func parseAzureModule(src *source, z *normalizer, name string, n *yaml.Node, pat
 			ep := with(path, "env", k)
 			raw := am.Env[k]
 			if raw.isNull() {
-				ps.at(ep, `an env entry is {"value": ...}`)
+				// IoT Hub drops a desired property set to null: edgeAgent
+				// never sees the entry.
+				ps.warn(ep, "null: no variable (IoT Hub drops a null desired property)")
+				continue
+			}
+			if raw.n.Kind != yaml.MappingNode {
+				// Json.NET makes no EnvVal of anything else.
+				ps.add(src.nodeError(raw.n, ep, fmt.Sprintf(`an env entry is {"value": ...}, got %s (edgeAgent refuses it too)`, describeNode(raw.n))))
 				continue
 			}
 			e, ok := normalize[azEnv](src, z, raw.n, ep, ps)
@@ -379,11 +406,22 @@ func parseAzureModule(src *source, z *normalizer, name string, n *yaml.Node, pat
 				continue
 			}
 			v := e.Value
-			if v.isNull() || v.n.Kind != yaml.ScalarNode {
-				ps.at(with(ep, "value"), "an env value must be a string, number or boolean")
-				continue
+			if v.n == nil {
+				v.n = child(raw.n, "value") // an explicit null is not handed to rawNode
 			}
-			in.env[k] = dotNetText(v.n)
+			switch {
+			case v.n == nil:
+				// EnvVal(string value) takes a missing value as "".
+				ps.warn(ep, `no "value": the variable is set empty, as edgeAgent sets it`)
+				in.env[k] = ""
+			case v.isNull():
+				ps.warn(with(ep, "value"), "null: the variable is set empty, as edgeAgent sets it (IoT Hub drops a null desired property)")
+				in.env[k] = ""
+			case v.n.Kind != yaml.ScalarNode:
+				ps.at(with(ep, "value"), "an env value must be a string, number or boolean")
+			default:
+				in.env[k] = dotNetText(v.n)
+			}
 		}
 	}
 	return in.build(ps), true
@@ -409,7 +447,7 @@ func didYouMean(key string, known ...string) string {
 
 func parseAzureHub(src *source, m *Manifest, n *yaml.Node, path []string, ps *problems) {
 	dropTwinMetadata(n)
-	z := azNormalizer(src, ps)
+	z := azNormalizer(src, ps, "edgeHub")
 	sv := child(n, "schemaVersion")
 	if sv == nil {
 		ps.at(with(path, "schemaVersion"), "schemaVersion is required (ledge reads %s)", list(HubSchemaVersions...))
@@ -434,7 +472,7 @@ func parseAzureHub(src *source, m *Manifest, n *yaml.Node, path []string, ps *pr
 		setStoreAndForward(m, s.TimeToLiveSecs, size, with(path, "storeAndForwardConfiguration"), ps)
 	}
 	if !h.MqttBroker.isNull() {
-		m.Warnings = append(m.Warnings, "$edgeHub mqttBroker is ignored: ledge's hub is always a full MQTT broker, configured in ledge.yaml")
+		m.Notes = append(m.Notes, "$edgeHub mqttBroker is ignored: ledge's hub is always a full MQTT broker, configured in ledge.yaml")
 	}
 	if !h.Integrity.isNull() {
 		m.Warnings = append(m.Warnings, "$edgeHub integrity (Azure manifest signing) is not checked: ledge verifies its own ed25519 signatures (agent.trustedKeys)")

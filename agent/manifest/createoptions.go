@@ -124,9 +124,11 @@ func readCreateOptions(src *source, in *coInput, path []string, ps *problems) js
 			}
 		},
 		quiet: ps.quiet,
-		unknown: func(key, suggestion string) string {
+		unknown: func(parent, key, suggestion string) string {
 			msg := "not a field of Docker's ContainerCreate body: ignored (edgeAgent passes it on and the Docker engine ignores it)"
-			if suggestion != "" {
+			if home := fieldHome(parent, key); home != "" {
+				msg += fmt.Sprintf("; %s belongs %s", key, home)
+			} else if suggestion != "" {
 				msg += fmt.Sprintf("; did you mean %q?", suggestion)
 			}
 			return msg
@@ -145,6 +147,32 @@ func readCreateOptions(src *source, in *coInput, path []string, ps *problems) js
 		return nil
 	}
 	return canon
+}
+
+// fieldHome says where a createOptions field written at the wrong one of
+// the two levels people mix up belongs: a HostConfig field at the top
+// ("Privileged", "Binds") or a top-level one in HostConfig ("Env",
+// "ExposedPorts"). Empty when key is not such a field.
+func fieldHome(parent, key string) string {
+	has := func(t reflect.Type) bool {
+		for _, f := range fieldsOf(t, "json").list {
+			if strings.EqualFold(f.name, key) {
+				return true
+			}
+		}
+		return false
+	}
+	switch parent {
+	case "":
+		if has(reflect.TypeFor[container.HostConfig]()) {
+			return "in HostConfig"
+		}
+	case "HostConfig":
+		if has(reflect.TypeFor[container.Config]()) {
+			return "at the top level of createOptions, not in HostConfig"
+		}
+	}
+	return ""
 }
 
 func createOptionsError(text []byte, err error) string {

@@ -25,6 +25,7 @@ func TestEdgeAgentAccepts(t *testing.T) {
 		image    string   // the module's image, when set
 		env      string   // "K=V" of the module's env, when set
 		warnings []string // substrings, each in one warning
+		not      []string // substrings in no warning
 	}{
 		// Json.NET converts strings, numbers and booleans for edgeAgent's
 		// own fields.
@@ -57,6 +58,13 @@ func TestEdgeAgentAccepts(t *testing.T) {
 			warnings: []string{`settings.createOptions: HostConfg: not a field of Docker's ContainerCreate body: ignored`, `did you mean "HostConfig"?`}},
 		{name: "unknown nested createOptions field", doc: co(`{"HostConfig":{"Privilegd":true}}`), wantCO: `{"HostConfig":{}}`,
 			warnings: []string{`HostConfig.Privilegd`, `did you mean "Privileged"?`, "character 16 of the createOptions value"}},
+		// https://github.com/Azure-Samples/onnxruntime-iot-edge/blob/master/deployment.template.json
+		// puts Env in HostConfig: the hint names where it belongs, not a
+		// look-alike ("Dns").
+		{name: "a field at the wrong level", doc: co(`{"HostConfig":{"Env":["A=1"],"Binds":[]},"Privileged":true}`), wantCO: `{"HostConfig":{"Binds":[]}}`,
+			warnings: []string{`HostConfig.Env: not a field of Docker's ContainerCreate body: ignored (edgeAgent passes it on and the Docker engine ignores it); Env belongs at the top level of createOptions, not in HostConfig`,
+				`Privileged: not a field of Docker's ContainerCreate body: ignored (edgeAgent passes it on and the Docker engine ignores it); Privileged belongs in HostConfig`},
+			not: []string{"Dns"}},
 		{name: "a key given twice", doc: co(`{"Env":["A=1"],"env":["B=2"]}`), wantCO: `{"Env":["B=2"]}`,
 			warnings: []string{`"Env" is given twice`, "the last one counts"}},
 		{name: "misplaced connection string", doc: azure(`"cam": {"type": "docker", "settings": {"image": "cam:1"},
@@ -71,11 +79,24 @@ func TestEdgeAgentAccepts(t *testing.T) {
 		{name: "unknown route key", doc: strings.Replace(azure(`"cam": {"settings": {"image": "cam:1"}}`), `"routes": {}`,
 			`"routes": {"r": {"route": "FROM /messages/* INTO $upstream", "priorty": 1}}`, 1),
 			warnings: []string{`routes.r.priorty`, `did you mean "priority"?`}},
+		{name: "unknown $edgeHub key", doc: strings.Replace(azure(`"cam": {"settings": {"image": "cam:1"}}`), `"routes": {}`,
+			`"routes": {}, "storeAndForwardConfig": {"timeToLiveSecs": 5}`, 1),
+			warnings: []string{`$edgeHub."properties.desired".storeAndForwardConfig: unknown key, ignored as edgeHub ignores it (did you mean "storeAndForwardConfiguration"?)`}},
 		// The rest of the outer document, as Json.NET reads it.
 		{name: "startupOrder as a string, status in capitals", doc: azure(`"cam": {"status": "Running", "restartPolicy": "On-Failure", "startupOrder": "1", "version": 2,
   "settings": {"image": "cam:1"}}`)},
 		{name: "env values as Json.NET writes them", doc: azure(`"cam": {"settings": {"image": "cam:1"}, "env": {"B": {"value": true}, "F": {"value": 1.50}}}`),
 			env: "B=True F=1.5"},
+		// IoT Hub removes a desired property set to null, so edgeAgent
+		// reads {"value": null} as {}, and EnvVal(null) is "" (EnvVal.cs:
+		// value ?? string.Empty); an entry set to null is no entry.
+		{name: "env without a value", doc: azure(`"cam": {"settings": {"image": "cam:1"}, "env": {"A": {"value": null}, "B": {}, "C": {"value": "x"}, "D": null}}`),
+			env: "A= B= C=x", warnings: []string{`env.A.value: null: the variable is set empty, as edgeAgent sets it (IoT Hub drops a null desired property)`,
+				`env.B: no "value": the variable is set empty, as edgeAgent sets it`, `env.D: null: no variable (IoT Hub drops a null desired property)`}},
+		// https://github.com/OPCFoundation/UA-EdgeTranslator/blob/main/deployment.template.json
+		// writes imagePullPolicy in settings, where edgeAgent does not read it.
+		{name: "a module key in settings", doc: azure(`"cam": {"settings": {"image": "cam:1", "imagePullPolicy": "never"}}`),
+			warnings: []string{`settings.imagePullPolicy: unknown key, ignored as edgeAgent ignores it`, `imagePullPolicy belongs to the module, beside restartPolicy, not in settings`}},
 		{name: "twin metadata", doc: strings.Replace(azure(`"cam": {"settings": {"image": "cam:1"}}`), `"schemaVersion": "1.1",
 "runtime"`, `"schemaVersion": "1.1", "$version": 7, "$metadata": {"$lastUpdated": "2024-01-01"},
 "runtime"`, 1)},
@@ -119,6 +140,13 @@ func TestEdgeAgentAccepts(t *testing.T) {
 					t.Errorf("no warning contains %q; warnings:\n  %s", w, strings.Join(m.Warnings, "\n  "))
 				}
 			}
+			for _, w := range tc.not {
+				for _, got := range m.Warnings {
+					if strings.Contains(got, w) {
+						t.Errorf("warning %q contains %q", got, w)
+					}
+				}
+			}
 		})
 	}
 }
@@ -135,6 +163,11 @@ func TestEdgeAgentReadsPolicies(t *testing.T) {
 	if c.Status != StatusStopped || c.RestartPolicy != RestartOnFailure || c.ImagePullPolicy != PullNever || c.StartupOrder != 1 || c.Version != "2.5" {
 		t.Errorf("got %+v", c)
 	}
+}
+
+// sys puts system modules into a one-module Azure manifest.
+func sys(modules string) string {
+	return strings.Replace(azure(`"cam": {"settings": {"image": "cam:1"}}`), `"modules": {`, `"systemModules": {`+modules+`}, "modules": {`, 1)
 }
 
 // TestEdgeAgentRefuses: what edgeAgent refuses is refused, naming the
@@ -170,6 +203,21 @@ func TestEdgeAgentRefuses(t *testing.T) {
 			[]string{"modules.cam.startupOrder", "1e400 is out of range: want 0 to 4294967295"}, []string{"!!float", "yaml", "unmarshal"}},
 		{"startupOrder 1e400 in YAML", "version: '1'\nmodules:\n  cam: {image: cam:1, startupOrder: 1e400}\n",
 			[]string{"line 3, column 37", "modules.cam.startupOrder", `want an integer, got the string "1e400"`}, []string{"!!", "unmarshal"}},
+		// System modules are not run, but edgeAgent reads them: what it
+		// refuses there refuses the deployment. The gap is the invalid
+		// example of https://github.com/Azure/iotedge/blob/main/doc/CreateOptions.md
+		{"chunk gap in a system module", sys(`"edgeHub": {"type": "docker", "status": "running", "restartPolicy": "always", "settings": {"image": "mcr.microsoft.com/azureiotedge-hub:1.0.1",
+  "createOptions": "{\"HostConfig\":{\"PortBindings\"", "createOptions01": ":{\"8883/tcp\":[{\"HostPort\":\"88", "createOptions03": "83\"}]}}}"}}`),
+			[]string{"systemModules.edgeHub.settings.createOptions03", "createOptions02 is missing"}, nil},
+		{"invalid createOptions in a system module", sys(`"edgeAgent": {"type": "docker", "settings": {"image": "mcr.microsoft.com/azureiotedge-agent:1.5", "createOptions": "{\"HostConfig\":"}}`),
+			[]string{"systemModules.edgeAgent.settings.createOptions", "invalid createOptions"}, nil},
+		{"a system module without an image", sys(`"edgeHub": {"type": "docker", "settings": {"createOptions": "{}"}}`),
+			[]string{"systemModules.edgeHub.image", "an image is required"}, nil},
+		// https://github.com/OPCFoundation/UA-EdgeTranslator/blob/main/deployment.template.json
+		// comments its env with a string entry: Json.NET cannot make an
+		// EnvVal of a string, so edgeAgent refuses the deployment.
+		{"a string as an env entry", azure(`"cam": {"settings": {"image": "cam:1"}, "env": {"_comment_X": "set X to 1", "X": {"value": "1"}}}`),
+			[]string{"modules.cam.env._comment_X", `an env entry is {"value": ...}, got the string "set X to 1" (edgeAgent refuses it too)`}, nil},
 		{"no image", azure(`"cam": {"settings": {"createOptions": "{}"}}`), []string{"modules.cam.image", "an image is required"}, nil},
 		{"upper-case repository", azure(`"cam": {"settings": {"image": "Registry.example.com/Camera:1"}}`), []string{"not a valid image reference", "lowercase"}, nil},
 		{"$upstream without a port", azure(`"cam": {"settings": {"image": "$upstream/sensor:1"}}`), []string{`must be $upstream:<port>/<repository>`}, nil},
@@ -256,6 +304,125 @@ func TestEdgeAgentModelPaths(t *testing.T) {
 	for p := range edgeAgentModel {
 		if !known[p] {
 			t.Errorf("edgeAgentModel names %q, which Docker's CreateOptions types do not have", p)
+		}
+	}
+}
+
+// TestAzureToolingShapes: documents Microsoft's tooling hands over. The
+// Azure CLI (az iot edge set-modules --content, az iot edge deployment
+// create) reads modulesContent from the document or from its "content"
+// key, reads "moduleContent" as a deprecated spelling, and drops every
+// other key before IoT Hub and edgeAgent see the deployment
+// (azext_iot/operations/hub.py, _process_config_content). ledge accepts
+// the same documents and says what it ignores. Each case is a minimal
+// version of a published manifest that ledge refused.
+func TestAzureToolingShapes(t *testing.T) {
+	mc := `{"$edgeAgent": {"properties.desired": {"schemaVersion": "1.0", "runtime": {"type": "docker"},
+  "modules": {"mymodule0": {"type": "docker", "settings": {"image": "myimageuri", "createOptions": "{\"MemorySwap\":0}"}}}}},
+ "$edgeHub": {"properties.desired": {"schemaVersion": "1.0", "routes": {"route0": "FROM /messages/* INTO $upstream"}}}}`
+	for _, tc := range []struct {
+		name     string
+		doc      string
+		warnings []string // substrings, each in one warning
+	}{
+		// https://github.com/Azure/azure-iot-cli-extension/blob/dev/azext_iot/tests/iothub/configurations/test_edge_deployment.json
+		{"az CLI deployment file with metrics", `{"content": {"$schema": "http://json.schemastore.org/azure-iot-edge-deployment-2.0", "modulesContent": ` + mc + `},
+ "metrics": {"queries": {"mymetric": "SELECT deviceId FROM devices"}}}`,
+			[]string{`line 4, column 2`, `metrics: ignored: ledge reads only "content" of an IoT Hub configuration, as the Azure CLI does`}},
+		// the shape `az iot edge deployment show` prints: a Configuration
+		{"az iot edge deployment show output", `{"id": "d1", "schemaVersion": "1.0", "labels": {}, "content": {"modulesContent": ` + mc + `, "moduleContent": {}, "deviceContent": {}},
+ "targetCondition": "tags.env='prod'", "priority": 10, "etag": "MQ==", "metrics": {"queries": {}}}`,
+			[]string{`line 1, column 2 (byte 1): id: ignored, with schemaVersion, labels, targetCondition, priority, etag and metrics: ledge reads only "content" of an IoT Hub configuration, as the Azure CLI does`}},
+		// https://github.com/OPCFoundation/UA-EdgeTranslator/blob/main/deployment.template.json
+		{"a comment key next to modulesContent", `{"$schema-template": "4.0.0", "_comment": "Apply with az iot edge set-modules", "modulesContent": ` + mc + `}`,
+			[]string{`line 1, column 31`, `_comment: unknown key next to modulesContent, ignored (the Azure CLI drops it before IoT Hub sees the deployment)`}},
+		// https://github.com/MicrosoftDocs/azure-docs/blob/3a0f3c1/articles/iot-edge/module-composition.md (2018)
+		{"moduleContent, the deprecated spelling", `{"moduleContent": ` + mc + `}`,
+			[]string{`moduleContent: "moduleContent" is the deprecated spelling of "modulesContent"`}},
+		{"content holding moduleContent", `{"content": {"moduleContent": ` + mc + `}}`,
+			[]string{`content.moduleContent: "moduleContent" is the deprecated spelling`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := Parse([]byte(tc.doc))
+			if err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if m.Format != FormatAzure || m.Module("mymodule0") == nil || m.Sections[SectionRoutes] == nil {
+				t.Fatalf("read as %s with modules %v", m.Format, m.Modules)
+			}
+			for _, w := range tc.warnings {
+				found := false
+				for _, got := range m.Warnings {
+					found = found || strings.Contains(got, w)
+				}
+				if !found {
+					t.Errorf("no warning contains %q; warnings:\n  %s", w, strings.Join(m.Warnings, "\n  "))
+				}
+			}
+			if n := len(m.Warnings); n > 3 {
+				t.Errorf("%d warnings, want one per kind of thing ignored:\n  %s", n, strings.Join(m.Warnings, "\n  "))
+			}
+			for _, got := range m.Warnings {
+				if strings.Contains(got, "$schema") || strings.Contains(got, "deviceContent") || strings.Contains(got, "content.moduleContent: ignored") {
+					t.Errorf("noisy warning: %s", got)
+				}
+			}
+			// WithVersion finds the deployment in the same places.
+			out, err := WithVersion([]byte(tc.doc), "7")
+			if err != nil {
+				t.Fatalf("WithVersion: %v", err)
+			}
+			if m2, err := Parse(out); err != nil || m2.Version != "7" {
+				t.Errorf("WithVersion gave %s (%v)", out, err)
+			}
+		})
+	}
+	// Still refused: a "content" with nothing ledge can read, and a
+	// non-empty deviceContent (an automatic device configuration, not a
+	// deployment).
+	for _, doc := range []string{`{"content": {"deviceContent": {"properties.desired.x": 1}}}`, `{"content": {"modulesContent": ` + mc + `, "deviceContent": {"properties.desired.x": 1}}}`} {
+		if _, err := Parse([]byte(doc)); err == nil || !strings.Contains(err.Error(), "content") {
+			t.Errorf("%s: got %v, want an error naming content", doc, err)
+		}
+	}
+}
+
+// TestStockManifestQuiet: a stock Microsoft manifest (the example of
+// https://learn.microsoft.com/azure/iot-edge/module-composition, shortened:
+// system modules, registry credentials, startupOrder, env, routes as
+// objects with priority and timeToLiveSecs, an mqttBroker section of
+// $edgeHub 1.2) gives no warning: how ledge reads its standard parts
+// (system modules not run, mqttBroker settled in ledge.yaml, no ledge
+// version) are notes, not warnings.
+func TestStockManifestQuiet(t *testing.T) {
+	doc := `{"modulesContent": {
+  "$edgeAgent": {"properties.desired": {"schemaVersion": "1.1",
+    "runtime": {"type": "docker", "settings": {"minDockerVersion": "v1.25", "loggingOptions": "",
+      "registryCredentials": {"ContosoRegistry": {"username": "myacr", "password": "pw", "address": "myacr.azurecr.io"}}}},
+    "systemModules": {
+      "edgeAgent": {"type": "docker", "settings": {"image": "mcr.microsoft.com/azureiotedge-agent:1.5", "createOptions": "{}"}},
+      "edgeHub": {"type": "docker", "status": "running", "restartPolicy": "always", "startupOrder": 0,
+        "settings": {"image": "mcr.microsoft.com/azureiotedge-hub:1.5", "createOptions": "{\"HostConfig\":{\"PortBindings\":{\"443/tcp\":[{\"HostPort\":\"443\"}]}}}"}}},
+    "modules": {
+      "SimulatedTemperatureSensor": {"version": "1.5", "type": "docker", "status": "running", "restartPolicy": "always", "startupOrder": 2,
+        "settings": {"image": "mcr.microsoft.com/azureiotedge-simulated-temperature-sensor:1.5", "createOptions": "{}"}},
+      "filtermodule": {"version": "1.0", "type": "docker", "status": "running", "restartPolicy": "always", "startupOrder": 1,
+        "env": {"tempLimit": {"value": "100"}}, "settings": {"image": "myacr.azurecr.io/filtermodule:latest", "createOptions": "{}"}}}}},
+  "$edgeHub": {"properties.desired": {"schemaVersion": "1.2",
+    "routes": {"filterToIoTHub": {"route": "FROM /messages/modules/filtermodule/outputs/output1 INTO $upstream", "priority": 1, "timeToLiveSecs": 1800}},
+    "storeAndForwardConfiguration": {"timeToLiveSecs": 100},
+    "mqttBroker": {"authorizations": [{"identities": ["{{iot:identity}}"], "allow": [{"operations": ["mqtt:connect"]}]}]}}}}}`
+	m, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Warnings) != 0 {
+		t.Errorf("warnings on a stock manifest:\n  %s", strings.Join(m.Warnings, "\n  "))
+	}
+	notes := strings.Join(m.Notes, "\n")
+	for _, want := range []string{"systemModules (edgeAgent, edgeHub) are not run", "mqttBroker", "no deployment version"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("notes lack %q:\n%s", want, notes)
 		}
 	}
 }

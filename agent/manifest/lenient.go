@@ -53,7 +53,7 @@ type normalizer struct {
 	// as the author wrote it.
 	problem func(warn bool, path []string, n *yaml.Node, msg string)
 	// unknown words the warning for a key the type does not have.
-	unknown func(key, suggestion string) string
+	unknown func(parent, key, suggestion string) string
 	// strict makes an unknown key an error (native manifests).
 	strict bool
 	// quiet, when set and true, says warnings are no longer kept (over
@@ -179,7 +179,7 @@ func (z *normalizer) object(n *yaml.Node, t reflect.Type, written []string, cano
 			for j, cand := range fields.list {
 				names[j] = cand.name
 			}
-			msg := z.unknown(k.Value, yamlstrict.Suggest(k.Value, names))
+			msg := z.unknown(canon, k.Value, yamlstrict.Suggest(k.Value, names))
 			if z.strict {
 				ok = z.fail(with(written, k.Value), k, "%s", msg)
 			} else {

@@ -34,8 +34,14 @@ type Manifest struct {
 
 	// Format is the format the manifest was read from.
 	Format Format `json:"-"`
-	// Warnings are things accepted but worth telling the author.
+	// Warnings are things accepted but worth telling the author: what
+	// they wrote that is ignored or read differently than written.
 	Warnings []string `json:"-"`
+	// Notes say how ledge reads the standard parts of an Azure manifest
+	// that it does not take as written (system modules, mqttBroker, a
+	// deployment without a ledge version): true of every stock manifest,
+	// so not warnings.
+	Notes []string `json:"-"`
 }
 
 // Section names.

@@ -68,7 +68,7 @@ func nativeNormalizer(src *source, ps *problems) *normalizer {
 				ps.add(src.nodeError(n, path, msg))
 			}
 		},
-		unknown: func(key, suggestion string) string {
+		unknown: func(_, key, suggestion string) string {
 			msg := fmt.Sprintf("unknown key %q", key)
 			if suggestion != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", suggestion)

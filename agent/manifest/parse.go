@@ -16,8 +16,8 @@ import (
 const MaxSize = 1 << 20
 
 // Parse reads a deployment manifest: native YAML, native JSON, or an Azure
-// IoT Edge modulesContent manifest (bare, or wrapped as
-// {"content":{"modulesContent":...}}). A document whose first significant
+// IoT Edge modulesContent manifest, found where the Azure CLI finds it
+// (see [azureDeployment]). A document whose first significant
 // character is '{' is read as JSON, with comments and trailing commas
 // allowed (see [StandardizeJSONC]); anything else as YAML.
 //
@@ -42,23 +42,15 @@ func Parse(data []byte) (*Manifest, error) {
 	}
 	ps := &problems{src: src}
 	var m *Manifest
-	if content := child(root, "content"); content != nil && child(root, "modulesContent") == nil && len(root.Content) == 2 {
-		mc := child(content, "modulesContent")
-		if mc == nil {
-			return nil, Errors{src.nodeError(content, []string{"content"}, `want "modulesContent" inside "content"`)}
+	if holder, base, key, mc := azureDeployment(root); mc != nil {
+		ignoreAroundAzure(src, root, holder, key, ps)
+		if key == deprecatedContentKey {
+			ps.warn(with(base, key), "%q is the deprecated spelling of %q (the Azure CLI still reads it, with a warning)", key, modulesContentKey)
 		}
-		if len(content.Content) != 2 {
-			ps.at([]string{"content"}, `only "modulesContent" is read inside "content" (module and device content are not deployments ledge applies)`)
-			return nil, ps.err()
-		}
-		m = parseAzure(src, mc, []string{"content", "modulesContent"}, ps)
-	} else if mc := child(root, "modulesContent"); mc != nil {
-		for i := 0; i+1 < len(root.Content); i += 2 {
-			if k := root.Content[i].Value; k != "modulesContent" && !strings.HasPrefix(k, "$schema") {
-				ps.add(src.nodeError(root.Content[i], []string{k}, fmt.Sprintf("unknown key %q next to modulesContent", k)))
-			}
-		}
-		m = parseAzure(src, mc, []string{"modulesContent"}, ps)
+		m = parseAzure(src, mc, with(base, key), ps)
+	} else if content := child(root, "content"); content != nil && len(root.Content) == 2 {
+		ps.add(src.nodeError(content, []string{"content"}, `want "modulesContent" inside "content"`))
+		return nil, ps.err()
 	} else {
 		m = parseNative(src, root, ps)
 	}
@@ -225,3 +217,92 @@ func (r rawNode) isNull() bool {
 }
 
 func equalFold(a, b string) bool { return strings.EqualFold(a, b) }
+
+const (
+	modulesContentKey    = "modulesContent"
+	deprecatedContentKey = "moduleContent"
+)
+
+// azureDeployment finds an Azure deployment where the Azure CLI does
+// (az iot edge set-modules --content and az iot edge deployment create,
+// azext_iot's _process_config_content): in the document's "content" when
+// it has one (an IoT Hub configuration, as az iot edge deployment show
+// prints it), else in the document; under "modulesContent", else under
+// its deprecated spelling "moduleContent". It returns the object holding
+// the deployment, that object's path, the key and the modulesContent
+// node; mc is nil when there is none.
+func azureDeployment(root *yaml.Node) (holder *yaml.Node, base []string, key string, mc *yaml.Node) {
+	find := func(n *yaml.Node) (string, *yaml.Node) {
+		if n == nil || n.Kind != yaml.MappingNode {
+			return "", nil
+		}
+		for _, k := range []string{modulesContentKey, deprecatedContentKey} {
+			if c := child(n, k); c != nil {
+				return k, c
+			}
+		}
+		return "", nil
+	}
+	if content := child(root, "content"); content != nil {
+		if k, c := find(content); c != nil {
+			return content, []string{"content"}, k, c
+		}
+	}
+	if k, c := find(root); c != nil {
+		return root, nil, k, c
+	}
+	return nil, nil, "", nil
+}
+
+// ignoreAroundAzure tells, as warnings, about the keys around an Azure
+// deployment that the Azure CLI drops before IoT Hub (and edgeAgent) see
+// it: the rest of an IoT Hub configuration around "content" (id, labels,
+// targetCondition, priority, metrics ...), comments and other keys next
+// to modulesContent. "$schema..." keys (written by the IoT Edge tools)
+// and the empty moduleContent and deviceContent of a configuration pass
+// silently. A non-empty deviceContent or moduleContent beside
+// modulesContent is a device configuration, not a deployment: refused.
+func ignoreAroundAzure(src *source, root, holder *yaml.Node, key string, ps *problems) {
+	if holder != root {
+		// One warning for the whole configuration around "content", at
+		// its first key: az iot edge deployment show prints ten of them.
+		var first *yaml.Node
+		var others []string
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			if k := root.Content[i]; k.Value != "content" && !strings.HasPrefix(k.Value, "$schema") {
+				if first == nil {
+					first = k
+				} else {
+					others = append(others, k.Value)
+				}
+			}
+		}
+		if first != nil {
+			with := ""
+			switch n := len(others); n {
+			case 0:
+			case 1:
+				with = ", with " + others[0]
+			default:
+				with = ", with " + strings.Join(others[:n-1], ", ") + " and " + others[n-1]
+			}
+			ps.warnAt(first, []string{first.Value}, "ignored%s: ledge reads only \"content\" of an IoT Hub configuration, as the Azure CLI does", with)
+		}
+	}
+	var base []string
+	if holder != root {
+		base = []string{"content"}
+	}
+	for i := 0; i+1 < len(holder.Content); i += 2 {
+		k, v := holder.Content[i], holder.Content[i+1]
+		switch {
+		case k.Value == key || strings.HasPrefix(k.Value, "$schema"):
+		case holder != root && (k.Value == "deviceContent" || k.Value == deprecatedContentKey):
+			if !(v.Kind == yaml.MappingNode && len(v.Content) == 0) && !(v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null") {
+				ps.add(src.nodeError(k, with(base, k.Value), fmt.Sprintf("%s beside %s is an automatic device configuration, not a deployment ledge applies: send the deployment alone", k.Value, key)))
+			}
+		default:
+			ps.warnAt(k, with(base, k.Value), "unknown key next to %s, ignored (the Azure CLI drops it before IoT Hub sees the deployment)%s", key, didYouMean(k.Value, modulesContentKey))
+		}
+	}
+}

@@ -27,11 +27,7 @@ func WithVersion(data []byte, version string) ([]byte, error) {
 		return nil, errors.New("a manifest is a mapping (JSON object) at the top level")
 	}
 	target := root
-	mc := child(root, "modulesContent")
-	if c := child(root, "content"); c != nil && mc == nil {
-		mc = child(c, "modulesContent")
-	}
-	if mc != nil {
+	if _, _, _, mc := azureDeployment(root); mc != nil {
 		target = ensureMap(ensureMap(mc, "$ledge"), "properties.desired")
 	}
 	setScalar(target, "version", version)

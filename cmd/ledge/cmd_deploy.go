@@ -186,6 +186,9 @@ func printPlan(w io.Writer, p *agent.Plan) {
 		fmt.Fprint(w, "; checked offline")
 	}
 	fmt.Fprintln(w)
+	for _, note := range p.Notes {
+		fmt.Fprintf(w, "note: %s\n", note)
+	}
 	for _, warn := range p.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)
 	}

@@ -100,3 +100,34 @@ func TestDeployCheckWarnings(t *testing.T) {
 		}
 	}
 }
+
+// TestDeployCheckStockNotes: a stock Azure manifest (system modules, an
+// mqttBroker section, no ledge version) is checked with notes on how
+// ledge reads those parts and not one "warning:" line.
+func TestDeployCheckStockNotes(t *testing.T) {
+	dir := t.TempDir()
+	m := filepath.Join(dir, "azure.json")
+	os.WriteFile(m, []byte(`{"modulesContent": {"$edgeAgent": {"properties.desired": {"schemaVersion": "1.1",
+  "runtime": {"type": "docker", "settings": {"minDockerVersion": "v1.25", "loggingOptions": ""}},
+  "systemModules": {"edgeAgent": {"type": "docker", "settings": {"image": "mcr.microsoft.com/azureiotedge-agent:1.5", "createOptions": "{}"}},
+    "edgeHub": {"type": "docker", "status": "running", "restartPolicy": "always", "settings": {"image": "mcr.microsoft.com/azureiotedge-hub:1.5", "createOptions": "{}"}}},
+  "modules": {"tempSensor": {"version": "1.0", "type": "docker", "status": "running", "restartPolicy": "always",
+    "settings": {"image": "mcr.microsoft.com/azureiotedge-simulated-temperature-sensor:1.5", "createOptions": "{}"}}}}},
+ "$edgeHub": {"properties.desired": {"schemaVersion": "1.2", "routes": {"up": "FROM /messages/* INTO $upstream"},
+  "storeAndForwardConfiguration": {"timeToLiveSecs": 7200},
+  "mqttBroker": {"authorizations": [{"identities": ["{{iot:identity}}"], "allow": [{"operations": ["mqtt:connect"]}]}]}}}}}`), 0o644)
+	conf := filepath.Join(dir, "ledge.yaml")
+	os.WriteFile(conf, []byte("dataDir: "+dir+"\n"), 0o644)
+	out, errOut, code := ledge(t, "deploy", "check", "--offline", "--config", conf, m)
+	if code != 0 {
+		t.Fatalf("check: %d\n%s%s", code, out, errOut)
+	}
+	if strings.Contains(out+errOut, "warning:") {
+		t.Errorf("warnings on a stock manifest:\n%s%s", out, errOut)
+	}
+	for _, want := range []string{"note: systemModules (edgeAgent, edgeHub) are not run", "note: $edgeHub mqttBroker is ignored", "create  module"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -266,12 +266,16 @@ func suggest(key string, fields map[string]reflect.Type) string {
 }
 
 // Suggest returns the known name that key differs from only in case or
-// by at most two edits (the first in byte order when several do), or "".
+// by at most two edits, or that starts with key when key has 8 characters
+// or more (storeAndForwardConfig), the first in byte order when several
+// do; or "".
 // Parsers that accept unknown keys use it for their "did you mean".
 func Suggest(key string, known []string) string {
 	best := ""
 	for _, f := range known {
-		if strings.EqualFold(f, key) || editDistance(strings.ToLower(f), strings.ToLower(key)) <= 2 {
+		lf, lk := strings.ToLower(f), strings.ToLower(key)
+		// A look-alike, or the start of a long name (storeAndForwardConfig).
+		if lf == lk || editDistance(lf, lk) <= 2 || (len(lk) >= 8 && strings.HasPrefix(lf, lk)) {
 			if best == "" || f < best {
 				best = f
 			}

@@ -120,3 +120,20 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestSuggest: a look-alike, a name in another case, or the start of a
+// long name is suggested; a short or unrelated key is not.
+func TestSuggest(t *testing.T) {
+	known := []string{"storeAndForwardConfiguration", "routes", "schemaVersion"}
+	for key, want := range map[string]string{
+		"storeAndForwardConfig": "storeAndForwardConfiguration",
+		"Routes":                "routes",
+		"schemaVerison":         "schemaVersion",
+		"sto":                   "",
+		"timeToLiveSecs":        "",
+	} {
+		if got := Suggest(key, known); got != want {
+			t.Errorf("Suggest(%q) = %q, want %q", key, got, want)
+		}
+	}
+}

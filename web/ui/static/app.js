@@ -704,8 +704,11 @@ ledge.pages.deployments = () => {
   const body = () => ({ manifest: $("#manifest").value, signature: $("#signature").value.trim() || undefined });
   function planTable(plan) {
     const p = (plan && plan.plan) || plan || {};
-    const changes = p.changes || [], elevated = p.elevated || [], warnings = p.warnings || [];
+    const changes = p.changes || [], elevated = p.elevated || [], warnings = p.warnings || [], notes = p.notes || [];
     const parts = [];
+    // How ledge reads the standard parts of an Azure manifest (system modules, mqttBroker): not warnings.
+    if (notes.length) parts.push(el("div", { class: "muted", id: "plan-notes" }, el("p", { text: "Notes:" }),
+      el("ul", {}, ...notes.map((n) => el("li", { text: n })))));
     // Accepted but worth telling: ignored keys (with their path and a "did you mean"), $upstream...
     if (warnings.length) parts.push(el("div", { class: "warn", id: "plan-warnings" }, el("p", { text: "Warnings:" }),
       el("ul", {}, ...warnings.map((w) => el("li", { text: w })))));
