@@ -329,22 +329,42 @@ func (cl *Client) NextPacketID() (i uint32, err error) {
 }
 
 // ResendInflightMessages attempts to resend any pending inflight messages to connected clients.
+// What was sent before goes again with DUP; a message held back (queued
+// while the client was away, or over its Receive Maximum) goes for the
+// first time, without DUP. At most the client's Receive Maximum of them
+// are sent [MQTT-4.9.0-2] (PUBRELs count: their PUBCOMP gives the quota
+// back); the rest stay held and are sent as acknowledgements come in
+// (Server.processPacket), in the order they were queued.
 func (cl *Client) ResendInflightMessages(force bool) error {
 	if cl.State.Inflight.Len() == 0 {
 		return nil
 	}
 
 	now := time.Now().Unix()
+	limited := atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0
 	for _, tk := range cl.State.Inflight.GetAll(false) {
-		if tk.FixedHeader.Type == packets.Publish && tk.Expiry > 0 && tk.Expiry < now { // [MQTT-3.3.2-5]: expired while the client was away
-			if cl.State.Inflight.Delete(tk.PacketID) { // (the expiry sweep runs once a second: it may not have met it yet)
-				cl.ops.hooks.OnQosDropped(cl, tk)
-				atomic.AddInt64(&cl.ops.info.Inflight, -1)
+		if tk.FixedHeader.Type == packets.Publish && cl.dropExpired(tk, now) {
+			continue // expired while the client was away [MQTT-3.3.2-5]
+		}
+		if limited && atomic.LoadInt32(&cl.State.Inflight.sendQuota) == 0 {
+			if tk.FixedHeader.Type == packets.Publish && tk.Expiry >= 0 {
+				tk.FixedHeader.Dup = true // it was sent before
+				tk.Expiry = -1
+				cl.State.Inflight.Set(tk)
 			}
+			// A PUBREL over the quota (only a smaller Receive Maximum
+			// than before leaves one here) goes with the next resend.
 			continue
 		}
 		if tk.FixedHeader.Type == packets.Publish {
-			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
+			if tk.Expiry >= 0 {
+				tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
+			}
+			tk.Expiry = messageExpiry(tk, cl.ops.options.Capabilities.MaximumMessageExpiryInterval)
+			cl.State.Inflight.Set(tk)
+		}
+		if tk.FixedHeader.Type == packets.Publish || tk.FixedHeader.Type == packets.Pubrel {
+			cl.State.Inflight.DecreaseSendQuota()
 		}
 
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
@@ -367,6 +387,29 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 	return nil
 }
 
+// heldExpiry is when an inflight PUBLISH expires: its Expiry, or for one
+// held back (Expiry -1) its own Message Expiry Interval from its creation
+// (0: never).
+func (cl *Client) heldExpiry(tk packets.Packet) int64 {
+	if tk.Expiry >= 0 {
+		return tk.Expiry
+	}
+	return messageExpiry(tk, cl.ops.options.Capabilities.MaximumMessageExpiryInterval)
+}
+
+// dropExpired drops an inflight PUBLISH whose Message Expiry Interval has
+// passed, and says whether it did.
+func (cl *Client) dropExpired(tk packets.Packet, now int64) bool {
+	if exp := cl.heldExpiry(tk); exp <= 0 || exp >= now {
+		return false
+	}
+	if cl.State.Inflight.Delete(tk.PacketID) {
+		cl.ops.hooks.OnQosDropped(cl, tk)
+		atomic.AddInt64(&cl.ops.info.Inflight, -1)
+	}
+	return true
+}
+
 // ClearInflights deletes all inflight messages for the client, e.g. for a disconnected user with a clean session.
 func (cl *Client) ClearInflights() {
 	for _, tk := range cl.State.Inflight.GetAll(false) {
@@ -386,7 +429,8 @@ func (cl *Client) ClearInflights() {
 func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 	deleted := []uint16{}
 	for _, tk := range cl.State.Inflight.GetAll(false) {
-		expired := tk.ProtocolVersion == 5 && tk.Expiry > 0 && tk.Expiry < now // [MQTT-3.3.2-5]
+		exp := cl.heldExpiry(tk)
+		expired := (tk.ProtocolVersion == 5 || tk.Expiry < 0) && exp > 0 && exp < now // [MQTT-3.3.2-5]; held back ones too
 
 		// If the maximum message expiry interval is set (greater than 0), and the message
 		// retention period exceeds the maximum expiry, the message will be forcibly removed.

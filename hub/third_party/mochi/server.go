@@ -761,8 +761,11 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		return err
 	}
 
-	if cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
+	for cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
 		next, ok := cl.State.Inflight.NextImmediate()
+		if ok && cl.dropExpired(next, time.Now().Unix()) {
+			continue // expired while held back: never sent [MQTT-3.3.2-5]
+		}
 		if ok {
 			// Sent now, and in flight until the client acknowledges it
 			// (it used to be dropped from Inflight here: its PUBACK then
@@ -773,6 +776,7 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 			cl.State.Inflight.DecreaseSendQuota()
 			_ = cl.WritePacket(next)
 		}
+		break
 	}
 
 	return nil
@@ -1148,16 +1152,26 @@ func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk p
 
 		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
 		sentQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
+		// A message for a session whose client is away is held, as one
+		// over the quota is: ResendInflightMessages sends it within the
+		// next connection's Receive Maximum, without DUP (it was never
+		// sent), unless it expired meanwhile.
+		away := cl.Net.Conn == nil || cl.Closed()
 
 		if ok := cl.State.Inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
 			atomic.AddInt64(&s.Info.Inflight, 1)
 			s.hooks.OnQosPublish(cl, out, out.Created, 0)
-			cl.State.Inflight.DecreaseSendQuota()
+			if !away {
+				cl.State.Inflight.DecreaseSendQuota()
+			}
 		}
 
-		if sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
+		if away || (sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0) {
 			out.Expiry = -1
 			cl.State.Inflight.Set(out)
+			if away {
+				return out, packets.CodeDisconnect
+			}
 			return out, nil
 		}
 	}
