@@ -63,6 +63,7 @@ func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		k.h.stats.authFailures.Add(1)
 		k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
 			"reason", "will topic not allowed: "+pk.Connect.WillTopic)
+		cl.State.ConnectRefusal = packets.ErrNotAuthorized
 		return false
 	}
 	// A client id belongs to the identity that holds it (connected, or a
@@ -73,6 +74,7 @@ func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 			k.h.stats.authFailures.Add(1)
 			k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
 				"reason", "client id is held by another identity")
+			cl.State.ConnectRefusal = packets.ErrNotAuthorized
 			return false
 		}
 	}
@@ -80,6 +82,7 @@ func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		k.h.stats.authFailures.Add(1)
 		k.h.log.Warn("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
 			"reason", "identity holds hub.maxConnectionsPerIdentity connections", "identity", s.name, "max", k.h.cfg.MaxConnectionsPerIdentity)
+		cl.State.ConnectRefusal = packets.ErrQuotaExceeded
 		return false
 	}
 	s.cl = cl

@@ -167,6 +167,7 @@ type ClientState struct {
 	gate            sync.RWMutex           // held by deliveries (read) and by a session take-over or resumption (write), see publishToClient
 	movedTo         atomic.Pointer[Client] // the client that took this one's session over
 	Keepalive       uint16                 // the number of seconds the connection can wait
+	ConnectRefusal  packets.Code           // set by an OnConnectAuthenticate hook that refuses: the CONNACK's code (default bad username or password)
 	ServerKeepalive bool                   // keepalive was set by the server
 }
 

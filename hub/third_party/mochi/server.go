@@ -450,12 +450,16 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	cl.refreshDeadline(cl.State.Keepalive)
 	if !s.hooks.OnConnectAuthenticate(cl, pk) { // [MQTT-3.1.4-2]
-		err := s.SendConnack(cl, packets.ErrBadUsernameOrPassword, false, nil)
+		code := packets.ErrBadUsernameOrPassword
+		if cl.State.ConnectRefusal.Code >= packets.ErrUnspecifiedError.Code {
+			code = cl.State.ConnectRefusal // the hook said why
+		}
+		err := s.SendConnack(cl, code, false, nil)
 		if err != nil {
 			return fmt.Errorf("invalid connection send ack: %w", err)
 		}
 
-		return packets.ErrBadUsernameOrPassword
+		return code
 	}
 
 	atomic.AddInt64(&s.Info.ClientsConnected, 1)

@@ -145,6 +145,9 @@ var (
 		ErrMalformedUsername:          ErrMalformedUsernameOrPassword,
 		ErrMalformedPassword:          ErrMalformedUsernameOrPassword,
 		ErrBadUsernameOrPassword:      Err3NotAuthorized,
+		ErrNotAuthorized:              Err3NotAuthorized,
+		ErrQuotaExceeded:              Err3ServerUnavailable,
+		ErrServerBusy:                 Err3ServerUnavailable,
 		// a protocol level other than 3, 4 or 5: 3.1.1's "unacceptable
 		// protocol version" (0x82 is no 3.1.1 return code)
 		ErrProtocolViolationProtocolVersion: Err3UnsupportedProtocolVersion,
