@@ -1140,8 +1140,10 @@ func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk p
 
 	if out.FixedHeader.Qos > 0 {
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
-			// add hook?
 			atomic.AddInt64(&s.Info.InflightDropped, 1)
+			dropped := out
+			dropped.ReasonCode = packets.ErrQuotaExceeded.Code // tells the hook this drop from a full outbound queue
+			s.hooks.OnPublishDropped(cl, dropped)
 			s.Log.Warn("client store quota reached", "client", cl.ID, "listener", cl.Net.Listener)
 			return out, packets.ErrQuotaExceeded
 		}
