@@ -436,6 +436,9 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	}
 
 	code := s.validateConnect(cl, pk) // [MQTT-3.1.4-1] [MQTT-3.1.4-2]
+	if code == packets.ErrTopicNameInvalid && cl.Properties.ProtocolVersion < 5 {
+		return code // no 3.1.1 return code says it: close without a CONNACK [MQTT-3.1.4-1], as mosquitto does
+	}
 	if code != packets.CodeSuccess {
 		if err := s.SendConnack(cl, code, false, nil); err != nil {
 			return fmt.Errorf("invalid connection send ack: %w", err)
@@ -577,6 +580,8 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 		return packets.ErrQosNotSupported // [MQTT-3.2.2-12]
 	} else if cl.Properties.Will.Retain && s.Options.Capabilities.RetainAvailable == 0x00 {
 		return packets.ErrRetainNotSupported // [MQTT-3.2.2-13]
+	} else if pk.Connect.WillFlag && (strings.ContainsAny(pk.Connect.WillTopic, "+#") || packets.TooManyLevels(pk.Connect.WillTopic)) {
+		return packets.ErrTopicNameInvalid // [MQTT-3.1.2-14]: a Will topic is a topic name; mosquitto refuses it
 	}
 
 	return code

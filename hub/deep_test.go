@@ -1,0 +1,89 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDeepTopicsRefused: a topic or filter of more than 200 levels is
+// refused, as mosquitto refuses it (TOPIC_HIERARCHY_LIMIT), before it
+// reaches the topic tree. One SUBSCRIBE of 30,000 levels took the hub
+// 3.8 s and 400 MB (the tree isolates each level from the start of the
+// filter: quadratic); the publish to it 5.9 s. A filter over the limit
+// gets SUBACK 0x8F (the hub's answer to any filter it refuses, see
+// docs/hub.md), a publish DISCONNECT 0x90 (topic name invalid); 200
+// levels pass.
+func TestDeepTopicsRefused(t *testing.T) {
+	h := startHub(t, nil, false)
+	h.addIdentity(t, IdentitySpec{Name: "tool", Kind: KindUser, Password: "s3cret"})
+	m := newMosq(t, h.Ports().MQTT, "tool", "s3cret")
+	run := func(bin string, args ...string) string {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		out, _ := exec.CommandContext(ctx, bin, m.args(args...)...).CombinedOutput()
+		return string(out)
+	}
+	deep := strings.Repeat("a/", 30000)
+	if out := run(m.sub, "-V", "mqttv5", "-t", deep+"#", "-d", "-W", "1"); !strings.Contains(out, "Subscribed (mid: 1): 143") {
+		t.Errorf("30,000-level filter: want SUBACK 0x8F (143): %.300s", out[max(0, len(out)-300):])
+	}
+	if out := run(m.sub, "-V", "mqttv5", "-t", strings.Repeat("a/", 201)+"#", "-d", "-W", "1"); !strings.Contains(out, "Subscribed (mid: 1): 143") {
+		t.Errorf("202-level filter: want SUBACK 0x8F (143): %.300s", out[max(0, len(out)-300):])
+	}
+	if out := run(m.sub, "-V", "mqttv5", "-t", strings.Repeat("a/", 199)+"#", "-d", "-W", "1"); !strings.Contains(out, "Subscribed (mid: 1): 0") {
+		t.Errorf("200-level filter: want it granted: %.300s", out[max(0, len(out)-300):])
+	}
+	if out := run(m.pub, "-V", "mqttv5", "-q", "1", "-t", deep+"x", "-m", "x", "-d"); !strings.Contains(out, "Received DISCONNECT (144)") {
+		t.Errorf("publish to 30,001 levels: want DISCONNECT 0x90 (144): %.300s", out[max(0, len(out)-300):])
+	}
+	if out := run(m.pub, "-V", "mqttv311", "-q", "1", "-t", deep+"x", "-m", "x", "-d"); strings.Contains(out, "received PUBACK") {
+		t.Errorf("publish to 30,001 levels, 3.1.1: acknowledged: %.300s", out[max(0, len(out)-300):])
+	}
+	if out := run(m.pub, "-V", "mqttv5", "-q", "1", "-t", strings.Repeat("a/", 199)+"x", "-m", "x", "-d"); !strings.Contains(out, "received PUBACK (Mid: 1, RC:0)") {
+		t.Errorf("publish to 200 levels: want PUBACK 0: %.300s", out[max(0, len(out)-300):])
+	}
+}
+
+// TestWillTopicInvalid: a CONNECT whose Will topic has a wildcard or more
+// than 200 levels is refused, as mosquitto refuses it: MQTT 5 CONNACK 0x90
+// (topic name invalid), MQTT 3.1.1 the connection closed without a CONNACK
+// [MQTT-3.1.4-1]. The hub took it, and published the Will to "w/#" (a
+// topic name clients must never get) when the connection dropped.
+func TestWillTopicInvalid(t *testing.T) {
+	h := startHub(t, nil, true)
+	for _, v := range []byte{4, 5} {
+		for _, topic := range []string{"w/#", "w/+/x", strings.Repeat("a/", 300) + "x"} {
+			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", h.Ports().MQTT))
+			if err != nil {
+				t.Fatal(err)
+			}
+			str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+			body := append(str("MQTT"), v, 0x06, 0, 60)
+			if v == 5 {
+				body = append(body, 0)
+			}
+			body = append(body, str("wl")...)
+			if v == 5 {
+				body = append(body, 0)
+			}
+			body = append(append(body, str(topic)...), str("bye")...)
+			pk := append([]byte{0x10}, varint(len(body))...)
+			c.Write(append(pk, body...))
+			buf := make([]byte, 64)
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			n, err := c.Read(buf)
+			c.Close()
+			switch {
+			case v == 4 && n > 0:
+				t.Errorf("3.1.1, Will topic %.20q: answered % x, want the connection closed", topic, buf[:n])
+			case v == 5 && (n < 4 || buf[0] != 0x20 || buf[3] != 0x90):
+				t.Errorf("MQTT 5, Will topic %.20q: answered % x (%v), want CONNACK 0x90", topic, buf[:n], err)
+			}
+		}
+	}
+}
