@@ -160,6 +160,7 @@ type ClientState struct {
 	endOnce         sync.Once              // only end once
 	isTakenOver     atomic.Bool            // used to identify orphaned clients
 	packetID        uint32                 // the current highest packetID
+	packetIDMu      sync.Mutex             // guards NextPacketID
 	open            context.Context        // indicate that the client is open for packet exchange
 	cancelOpen      context.CancelFunc     // cancel function for open context
 	outboundQty     int32                  // number of messages currently in the outbound queue
@@ -303,8 +304,11 @@ func (cl *Client) refreshDeadline(keepalive uint16) {
 // If no unused packet ids are available, an error is returned and the client
 // should be disconnected.
 func (cl *Client) NextPacketID() (i uint32, err error) {
-	cl.Lock()
-	defer cl.Unlock()
+	// Its own lock, not the client's: that one is held by a write to the
+	// client's socket, which blocks while the client does not read, and a
+	// publisher delivering to it must not wait for that.
+	cl.State.packetIDMu.Lock()
+	defer cl.State.packetIDMu.Unlock()
 
 	i = atomic.LoadUint32(&cl.State.packetID)
 	started := i

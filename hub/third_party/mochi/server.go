@@ -600,6 +600,12 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 // took the messages out of a store until they were sent again.
 func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 	if existing, ok := s.Clients.Get(cl.ID); ok {
+		// The old connection has a second to take its DISCONNECT: one that
+		// stopped reading (its socket full, a write to it pending) would
+		// keep the new one waiting until its keep-alive ran out.
+		if existing.Net.Conn != nil && !existing.Closed() {
+			_ = existing.Net.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		}
 		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
 		existing.State.gate.Lock()
 		defer existing.State.gate.Unlock()
@@ -1112,7 +1118,13 @@ func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk p
 		return pk, nil // [MQTT-3.8.3-3]
 	}
 
+	// One payload for every subscriber, as mosquitto keeps one copy of a
+	// message: a payload is never written to once read, and a copy per
+	// subscriber multiplied what subscribers that do not read hold.
+	payload := pk.Payload
+	pk.Payload = nil
 	out := pk.Copy(false)
+	out.Payload = payload
 	if !s.hooks.OnACLCheck(cl, pk.TopicName, false) {
 		return out, packets.ErrNotAuthorized
 	}
