@@ -87,3 +87,47 @@ func TestWillTopicInvalid(t *testing.T) {
 		}
 	}
 }
+
+// TestDuplicatePropertyRefused: a property other than User Property and
+// Subscription Identifier given twice is a Protocol Error (MQTT 5
+// §2.2.2.2): a CONNECT with two Session Expiry Intervals is closed without
+// a CONNACK, as mosquitto closes it; a PUBLISH with two Message Expiry
+// Intervals gets a DISCONNECT (0x81, as every property the hub cannot
+// read; mosquitto closes without one) and is not taken. The hub took
+// either, with the last value.
+func TestDuplicatePropertyRefused(t *testing.T) {
+	h := startHub(t, nil, true)
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	dial := func(props []byte) (net.Conn, []byte) {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", h.Ports().MQTT))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		body := append(str("MQTT"), 5, 0x02, 0, 60)
+		body = append(append(body, varint(len(props))...), props...)
+		body = append(body, str("dup")...)
+		c.Write(append(append([]byte{0x10}, varint(len(body))...), body...))
+		buf := make([]byte, 256)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _ := c.Read(buf)
+		return c, buf[:n]
+	}
+	if _, got := dial([]byte{0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2}); len(got) > 0 {
+		t.Errorf("CONNECT with Session Expiry Interval twice: answered % x, want the connection closed", got)
+	}
+	c, got := dial(nil)
+	if len(got) < 4 || got[0] != 0x20 || got[3] != 0 {
+		t.Fatalf("CONNECT: % x", got)
+	}
+	// QoS 1 PUBLISH to "d" with Message Expiry Interval twice.
+	vh := append(str("d"), 0, 1)
+	props := []byte{0x02, 0, 0, 0, 9, 0x02, 0, 0, 0, 9}
+	vh = append(append(append(vh, varint(len(props))...), props...), 'x')
+	c.Write(append(append([]byte{0x32}, varint(len(vh))...), vh...))
+	buf := make([]byte, 256)
+	n, _ := c.Read(buf)
+	if n < 3 || buf[0] != 0xe0 || (buf[2] != 0x81 && buf[2] != 0x82) {
+		t.Errorf("PUBLISH with Message Expiry Interval twice: answered % x, want DISCONNECT 0x81 or 0x82", buf[:n])
+	}
+}

@@ -380,6 +380,7 @@ func (p *Properties) Decode(pkt byte, b *bytes.Buffer) (n int, err error) {
 
 	bt := b.Bytes()
 	var k byte
+	var seen [256]bool
 	for offset := 0; offset < n; {
 		k, offset, err = decodeByte(bt, offset)
 		if err != nil {
@@ -388,6 +389,14 @@ func (p *Properties) Decode(pkt byte, b *bytes.Buffer) (n int, err error) {
 
 		if _, ok := validPacketProperties[k][pkt]; !ok {
 			return n + bu, fmt.Errorf("property type %v not valid for packet type %v: %w", k, pkt, ErrProtocolViolationUnsupportedProperty)
+		}
+
+		// Only these may be given more than once (MQTT 5 2.2.2.2, 3.3.2.3.8).
+		if k != PropUser && k != PropSubscriptionIdentifier {
+			if seen[k] {
+				return n + bu, fmt.Errorf("property type %v more than once: %w", k, ErrProtocolViolationDuplicateProperty)
+			}
+			seen[k] = true
 		}
 
 		switch k {
