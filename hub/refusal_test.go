@@ -14,7 +14,7 @@ func connackOf(t *testing.T, m *mosq, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	out, _ := exec.CommandContext(ctx, m.sub, m.args(append(args, "-d", "-t", "x", "-C", "1", "-W", "1")...)...).CombinedOutput()
+	out, _ := exec.CommandContext(ctx, m.sub, m.args(append(args, "-d", "-t", "x", "-E")...)...).CombinedOutput()
 	for _, l := range strings.Split(string(out), "\n") {
 		if i := strings.Index(l, "received CONNACK"); i >= 0 {
 			return l[i:]
