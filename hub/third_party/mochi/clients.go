@@ -336,10 +336,10 @@ func (cl *Client) NextPacketID() (i uint32, err error) {
 // ResendInflightMessages attempts to resend any pending inflight messages to connected clients.
 // What was sent before goes again with DUP; a message held back (queued
 // while the client was away, or over its Receive Maximum) goes for the
-// first time, without DUP. At most the client's Receive Maximum of them
-// are sent [MQTT-4.9.0-2] (PUBRELs count: their PUBCOMP gives the quota
-// back); the rest stay held and are sent as acknowledgements come in
-// (Server.processPacket), in the order they were queued.
+// first time, without DUP. At most the client's Receive Maximum of
+// PUBLISHes are sent [MQTT-4.9.0-2]; PUBRELs are always sent and count
+// until their PUBCOMP. The rest stay held and are sent as acknowledgements
+// come in (Server.processPacket), in the order they were queued.
 func (cl *Client) ResendInflightMessages(force bool) error {
 	if cl.State.Inflight.Len() == 0 {
 		return nil
@@ -351,16 +351,16 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 		if tk.FixedHeader.Type == packets.Publish && cl.dropExpired(tk, now) {
 			continue // expired while the client was away [MQTT-3.3.2-5]
 		}
-		if limited && atomic.LoadInt32(&cl.State.Inflight.sendQuota) == 0 {
-			if tk.FixedHeader.Type == packets.Publish && tk.Expiry >= 0 {
+		if tk.FixedHeader.Type == packets.Publish && limited && atomic.LoadInt32(&cl.State.Inflight.sendQuota) == 0 {
+			if tk.Expiry >= 0 {
 				tk.FixedHeader.Dup = true // it was sent before
 				tk.Expiry = -1
 				cl.State.Inflight.Set(tk)
 			}
-			// A PUBREL over the quota (only a smaller Receive Maximum
-			// than before leaves one here) goes with the next resend.
 			continue
 		}
+		// A PUBREL always goes: Receive Maximum limits PUBLISH packets, and
+		// its flow, already counted, ends only with the PUBCOMP.
 		if tk.FixedHeader.Type == packets.Publish {
 			if tk.Expiry >= 0 {
 				tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
