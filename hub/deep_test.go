@@ -131,3 +131,38 @@ func TestDuplicatePropertyRefused(t *testing.T) {
 		t.Errorf("PUBLISH with Message Expiry Interval twice: answered % x, want DISCONNECT 0x81 or 0x82", buf[:n])
 	}
 }
+
+// TestSubscribeWithoutOptionsDropsThatClientOnly: an MQTT 5 SUBSCRIBE whose
+// filter has no options byte (9 bytes from any client that may connect)
+// made mochi's decoder index past the packet: the panic ended the whole
+// ledge (agent, pipelines, dashboard). It is a malformed packet now: that
+// client gets DISCONNECT 0x81, the others carry on.
+func TestSubscribeWithoutOptionsDropsThatClientOnly(t *testing.T) {
+	h := startHub(t, nil, true)
+	other, err := h.connect(t, "other", "", "", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", h.Ports().MQTT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	body := append(append(str("MQTT"), 5, 0x02, 0, 60, 0), str("noopt")...)
+	c.Write(append(append([]byte{0x10}, varint(len(body))...), body...))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 256)
+	if n, err := c.Read(buf); err != nil || buf[0] != 0x20 {
+		t.Fatalf("CONNACK: % x %v", buf[:n], err)
+	}
+	sub := append([]byte{0, 1, 0}, str("a")...) // no options byte
+	c.Write(append([]byte{0x82, byte(len(sub))}, sub...))
+	n, _ := c.Read(buf)
+	if n < 3 || buf[0] != 0xe0 || buf[2] != 0x81 {
+		t.Errorf("got % x, want DISCONNECT 0x81", buf[:n])
+	}
+	if tok := other.Subscribe("still/here", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Errorf("another client after the malformed SUBSCRIBE: %v", tok.Error())
+	}
+}

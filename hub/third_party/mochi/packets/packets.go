@@ -970,6 +970,9 @@ func (pk *Packet) SubscribeDecode(buf []byte) error {
 		}
 
 		if pk.ProtocolVersion == 5 {
+			if offset >= len(buf) {
+				return ErrMalformedQos // a filter without its options byte
+			}
 			sub.decode(buf[offset])
 			offset += 1
 		} else {
