@@ -166,3 +166,51 @@ func TestSubscribeWithoutOptionsDropsThatClientOnly(t *testing.T) {
 		t.Errorf("another client after the malformed SUBSCRIBE: %v", tok.Error())
 	}
 }
+
+// TestProtocolErrorsInOptions: what MQTT 5 calls a Protocol Error or a
+// malformed packet is refused, as mosquitto refuses it, not taken: a
+// CONNECT with Receive Maximum 0 or Maximum Packet Size 0 (§3.1.2.11.3-4)
+// is closed without a CONNACK; a SUBSCRIBE with reserved option bits set
+// [MQTT-3.8.3-5] or Retain Handling 3 (§3.8.3.1) gets a DISCONNECT. The
+// hub granted them (Receive Maximum 0 even lifted the client's flow
+// control).
+func TestProtocolErrorsInOptions(t *testing.T) {
+	h := startHub(t, nil, true)
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	dial := func(props []byte) (net.Conn, []byte) {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", h.Ports().MQTT))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		body := append(str("MQTT"), 5, 0x02, 0, 60)
+		body = append(append(body, varint(len(props))...), props...)
+		body = append(body, str("opts")...)
+		c.Write(append(append([]byte{0x10}, varint(len(body))...), body...))
+		buf := make([]byte, 256)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _ := c.Read(buf)
+		return c, buf[:n]
+	}
+	for name, props := range map[string][]byte{
+		"Receive Maximum 0":     {0x21, 0, 0},
+		"Maximum Packet Size 0": {0x27, 0, 0, 0, 0},
+	} {
+		if _, got := dial(props); len(got) > 0 {
+			t.Errorf("CONNECT with %s: answered % x, want the connection closed", name, got)
+		}
+	}
+	for name, opt := range map[string]byte{"reserved bits": 0xc1, "Retain Handling 3": 0x31} {
+		c, got := dial(nil)
+		if len(got) < 4 || got[0] != 0x20 || got[3] != 0 {
+			t.Fatalf("CONNECT: % x", got)
+		}
+		sub := append(append([]byte{0, 1, 0}, str("a")...), opt)
+		c.Write(append([]byte{0x82, byte(len(sub))}, sub...))
+		buf := make([]byte, 256)
+		n, _ := c.Read(buf)
+		if n < 3 || buf[0] != 0xe0 || (buf[2] != 0x81 && buf[2] != 0x82) {
+			t.Errorf("SUBSCRIBE with %s: answered % x, want DISCONNECT 0x81 or 0x82", name, buf[:n])
+		}
+	}
+}

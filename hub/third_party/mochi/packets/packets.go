@@ -973,6 +973,12 @@ func (pk *Packet) SubscribeDecode(buf []byte) error {
 			if offset >= len(buf) {
 				return ErrMalformedQos // a filter without its options byte
 			}
+			if buf[offset]&0xc0 != 0 {
+				return ErrMalformedPacket // reserved bits [MQTT-3.8.3-5]
+			}
+			if buf[offset]>>4&3 == 3 {
+				return ErrProtocolViolationRetainHandling // 3.8.3.1
+			}
 			sub.decode(buf[offset])
 			offset += 1
 		} else {
