@@ -63,6 +63,7 @@ func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		k.h.stats.authFailures.Add(1)
 		k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
 			"reason", "will topic not allowed: "+pk.Connect.WillTopic)
+		cl.State.ConnectRefusal = packets.ErrNotAuthorized
 		return false
 	}
 	// A client id belongs to the identity that holds it (connected, or a
@@ -73,6 +74,7 @@ func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 			k.h.stats.authFailures.Add(1)
 			k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
 				"reason", "client id is held by another identity")
+			cl.State.ConnectRefusal = packets.ErrNotAuthorized
 			return false
 		}
 	}
@@ -80,6 +82,7 @@ func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		k.h.stats.authFailures.Add(1)
 		k.h.log.Warn("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
 			"reason", "identity holds hub.maxConnectionsPerIdentity connections", "identity", s.name, "max", k.h.cfg.MaxConnectionsPerIdentity)
+		cl.State.ConnectRefusal = packets.ErrQuotaExceeded
 		return false
 	}
 	s.cl = cl
@@ -208,8 +211,27 @@ func (k *hooks) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	}
 }
 
+// OnPublishDropped: a message for a client was dropped, because its
+// session already holds MaximumInflight (1024) unacknowledged messages
+// (ReasonCode 0x97; counted by mochi as InflightDropped), or because the
+// client does not read and its write queue (hub.maxPendingWrites) is full.
+// Said once per connection (or per absence), as mosquitto does.
 func (k *hooks) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
-	k.h.stats.drop(dropSlowClient)
+	full := pk.ReasonCode == packets.ErrQuotaExceeded.Code
+	if !full {
+		k.h.stats.drop(dropSlowClient)
+	}
+	s := k.session(cl)
+	if s == nil || !s.dropping.CompareAndSwap(false, true) {
+		return
+	}
+	if full {
+		k.h.log.Warn("messages for a client are dropped: its session holds 1024 unacknowledged messages (counted as session_quota)",
+			"client", cl.ID, "identity", s.name, "connected", !cl.Closed())
+		return
+	}
+	k.h.log.Warn("messages for a client are dropped: it does not read them (hub.maxPendingWrites queued; counted as slow_client)",
+		"client", cl.ID, "identity", s.name, "maxPendingWrites", k.h.cfg.MaxPendingWrites)
 }
 
 func (k *hooks) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {

@@ -23,6 +23,7 @@ type session struct {
 	present   atomic.Bool // counted in Hub.presence while connected
 	expires   time.Time   // the SAS token's expiry (zero: none)
 	expiry    atomic.Pointer[time.Timer]
+	dropping  atomic.Bool // a message for it was dropped (logged once)
 
 	// Prefixes of the IoT Hub topics this client owns.
 	pubPrefix string // devices/<d>[/modules/<m>]/messages/events

@@ -160,6 +160,7 @@ type ClientState struct {
 	endOnce         sync.Once              // only end once
 	isTakenOver     atomic.Bool            // used to identify orphaned clients
 	packetID        uint32                 // the current highest packetID
+	packetIDMu      sync.Mutex             // guards NextPacketID
 	open            context.Context        // indicate that the client is open for packet exchange
 	cancelOpen      context.CancelFunc     // cancel function for open context
 	outboundQty     int32                  // number of messages currently in the outbound queue
@@ -167,6 +168,7 @@ type ClientState struct {
 	gate            sync.RWMutex           // held by deliveries (read) and by a session take-over or resumption (write), see publishToClient
 	movedTo         atomic.Pointer[Client] // the client that took this one's session over
 	Keepalive       uint16                 // the number of seconds the connection can wait
+	ConnectRefusal  packets.Code           // set by an OnConnectAuthenticate hook that refuses: the CONNACK's code (default bad username or password)
 	ServerKeepalive bool                   // keepalive was set by the server
 }
 
@@ -302,8 +304,11 @@ func (cl *Client) refreshDeadline(keepalive uint16) {
 // If no unused packet ids are available, an error is returned and the client
 // should be disconnected.
 func (cl *Client) NextPacketID() (i uint32, err error) {
-	cl.Lock()
-	defer cl.Unlock()
+	// Its own lock, not the client's: that one is held by a write to the
+	// client's socket, which blocks while the client does not read, and a
+	// publisher delivering to it must not wait for that.
+	cl.State.packetIDMu.Lock()
+	defer cl.State.packetIDMu.Unlock()
 
 	i = atomic.LoadUint32(&cl.State.packetID)
 	started := i
@@ -329,22 +334,42 @@ func (cl *Client) NextPacketID() (i uint32, err error) {
 }
 
 // ResendInflightMessages attempts to resend any pending inflight messages to connected clients.
+// What was sent before goes again with DUP; a message held back (queued
+// while the client was away, or over its Receive Maximum) goes for the
+// first time, without DUP. At most the client's Receive Maximum of
+// PUBLISHes are sent [MQTT-4.9.0-2]; PUBRELs are always sent and count
+// until their PUBCOMP. The rest stay held and are sent as acknowledgements
+// come in (Server.processPacket), in the order they were queued.
 func (cl *Client) ResendInflightMessages(force bool) error {
 	if cl.State.Inflight.Len() == 0 {
 		return nil
 	}
 
 	now := time.Now().Unix()
+	limited := atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0
 	for _, tk := range cl.State.Inflight.GetAll(false) {
-		if tk.FixedHeader.Type == packets.Publish && tk.Expiry > 0 && tk.Expiry < now { // [MQTT-3.3.2-5]: expired while the client was away
-			if cl.State.Inflight.Delete(tk.PacketID) { // (the expiry sweep runs once a second: it may not have met it yet)
-				cl.ops.hooks.OnQosDropped(cl, tk)
-				atomic.AddInt64(&cl.ops.info.Inflight, -1)
+		if tk.FixedHeader.Type == packets.Publish && cl.dropExpired(tk, now) {
+			continue // expired while the client was away [MQTT-3.3.2-5]
+		}
+		if tk.FixedHeader.Type == packets.Publish && limited && atomic.LoadInt32(&cl.State.Inflight.sendQuota) == 0 {
+			if tk.Expiry >= 0 {
+				tk.FixedHeader.Dup = true // it was sent before
+				tk.Expiry = -1
+				cl.State.Inflight.Set(tk)
 			}
 			continue
 		}
+		// A PUBREL always goes: Receive Maximum limits PUBLISH packets, and
+		// its flow, already counted, ends only with the PUBCOMP.
 		if tk.FixedHeader.Type == packets.Publish {
-			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
+			if tk.Expiry >= 0 {
+				tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
+			}
+			tk.Expiry = messageExpiry(tk, cl.ops.options.Capabilities.MaximumMessageExpiryInterval)
+			cl.State.Inflight.Set(tk)
+		}
+		if tk.FixedHeader.Type == packets.Publish || tk.FixedHeader.Type == packets.Pubrel {
+			cl.State.Inflight.DecreaseSendQuota()
 		}
 
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
@@ -367,6 +392,29 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 	return nil
 }
 
+// heldExpiry is when an inflight PUBLISH expires: its Expiry, or for one
+// held back (Expiry -1) its own Message Expiry Interval from its creation
+// (0: never).
+func (cl *Client) heldExpiry(tk packets.Packet) int64 {
+	if tk.Expiry >= 0 {
+		return tk.Expiry
+	}
+	return messageExpiry(tk, cl.ops.options.Capabilities.MaximumMessageExpiryInterval)
+}
+
+// dropExpired drops an inflight PUBLISH whose Message Expiry Interval has
+// passed, and says whether it did.
+func (cl *Client) dropExpired(tk packets.Packet, now int64) bool {
+	if exp := cl.heldExpiry(tk); exp <= 0 || exp >= now {
+		return false
+	}
+	if cl.State.Inflight.Delete(tk.PacketID) {
+		cl.ops.hooks.OnQosDropped(cl, tk)
+		atomic.AddInt64(&cl.ops.info.Inflight, -1)
+	}
+	return true
+}
+
 // ClearInflights deletes all inflight messages for the client, e.g. for a disconnected user with a clean session.
 func (cl *Client) ClearInflights() {
 	for _, tk := range cl.State.Inflight.GetAll(false) {
@@ -386,7 +434,8 @@ func (cl *Client) ClearInflights() {
 func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 	deleted := []uint16{}
 	for _, tk := range cl.State.Inflight.GetAll(false) {
-		expired := tk.ProtocolVersion == 5 && tk.Expiry > 0 && tk.Expiry < now // [MQTT-3.3.2-5]
+		exp := cl.heldExpiry(tk)
+		expired := (tk.ProtocolVersion == 5 || tk.Expiry < 0) && exp > 0 && exp < now // [MQTT-3.3.2-5]; held back ones too
 
 		// If the maximum message expiry interval is set (greater than 0), and the message
 		// retention period exceeds the maximum expiry, the message will be forcibly removed.

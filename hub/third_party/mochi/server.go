@@ -436,6 +436,9 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	}
 
 	code := s.validateConnect(cl, pk) // [MQTT-3.1.4-1] [MQTT-3.1.4-2]
+	if code == packets.ErrTopicNameInvalid && cl.Properties.ProtocolVersion < 5 {
+		return code // no 3.1.1 return code says it: close without a CONNACK [MQTT-3.1.4-1], as mosquitto does
+	}
 	if code != packets.CodeSuccess {
 		if err := s.SendConnack(cl, code, false, nil); err != nil {
 			return fmt.Errorf("invalid connection send ack: %w", err)
@@ -450,12 +453,16 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	cl.refreshDeadline(cl.State.Keepalive)
 	if !s.hooks.OnConnectAuthenticate(cl, pk) { // [MQTT-3.1.4-2]
-		err := s.SendConnack(cl, packets.ErrBadUsernameOrPassword, false, nil)
+		code := packets.ErrBadUsernameOrPassword
+		if cl.State.ConnectRefusal.Code >= packets.ErrUnspecifiedError.Code {
+			code = cl.State.ConnectRefusal // the hook said why
+		}
+		err := s.SendConnack(cl, code, false, nil)
 		if err != nil {
 			return fmt.Errorf("invalid connection send ack: %w", err)
 		}
 
-		return packets.ErrBadUsernameOrPassword
+		return code
 	}
 
 	atomic.AddInt64(&s.Info.ClientsConnected, 1)
@@ -573,6 +580,8 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 		return packets.ErrQosNotSupported // [MQTT-3.2.2-12]
 	} else if cl.Properties.Will.Retain && s.Options.Capabilities.RetainAvailable == 0x00 {
 		return packets.ErrRetainNotSupported // [MQTT-3.2.2-13]
+	} else if pk.Connect.WillFlag && (strings.ContainsAny(pk.Connect.WillTopic, "+#") || packets.TooManyLevels(pk.Connect.WillTopic)) {
+		return packets.ErrTopicNameInvalid // [MQTT-3.1.2-14]: a Will topic is a topic name; mosquitto refuses it
 	}
 
 	return code
@@ -591,6 +600,12 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 // took the messages out of a store until they were sent again.
 func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 	if existing, ok := s.Clients.Get(cl.ID); ok {
+		// The old connection has a second to take its DISCONNECT: one that
+		// stopped reading (its socket full, a write to it pending) would
+		// keep the new one waiting until its keep-alive ran out.
+		if existing.Net.Conn != nil && !existing.Closed() {
+			_ = existing.Net.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		}
 		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
 		existing.State.gate.Lock()
 		defer existing.State.gate.Unlock()
@@ -761,8 +776,11 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		return err
 	}
 
-	if cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
+	for cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
 		next, ok := cl.State.Inflight.NextImmediate()
+		if ok && cl.dropExpired(next, time.Now().Unix()) {
+			continue // expired while held back: never sent [MQTT-3.3.2-5]
+		}
 		if ok {
 			// Sent now, and in flight until the client acknowledges it
 			// (it used to be dropped from Inflight here: its PUBACK then
@@ -773,6 +791,7 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 			cl.State.Inflight.DecreaseSendQuota()
 			_ = cl.WritePacket(next)
 		}
+		break
 	}
 
 	return nil
@@ -1099,7 +1118,13 @@ func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk p
 		return pk, nil // [MQTT-3.8.3-3]
 	}
 
+	// One payload for every subscriber, as mosquitto keeps one copy of a
+	// message: a payload is never written to once read, and a copy per
+	// subscriber multiplied what subscribers that do not read hold.
+	payload := pk.Payload
+	pk.Payload = nil
 	out := pk.Copy(false)
+	out.Payload = payload
 	if !s.hooks.OnACLCheck(cl, pk.TopicName, false) {
 		return out, packets.ErrNotAuthorized
 	}
@@ -1132,8 +1157,10 @@ func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk p
 
 	if out.FixedHeader.Qos > 0 {
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
-			// add hook?
 			atomic.AddInt64(&s.Info.InflightDropped, 1)
+			dropped := out
+			dropped.ReasonCode = packets.ErrQuotaExceeded.Code // tells the hook this drop from a full outbound queue
+			s.hooks.OnPublishDropped(cl, dropped)
 			s.Log.Warn("client store quota reached", "client", cl.ID, "listener", cl.Net.Listener)
 			return out, packets.ErrQuotaExceeded
 		}
@@ -1148,16 +1175,26 @@ func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk p
 
 		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
 		sentQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
+		// A message for a session whose client is away is held, as one
+		// over the quota is: ResendInflightMessages sends it within the
+		// next connection's Receive Maximum, without DUP (it was never
+		// sent), unless it expired meanwhile.
+		away := cl.Net.Conn == nil || cl.Closed()
 
 		if ok := cl.State.Inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
 			atomic.AddInt64(&s.Info.Inflight, 1)
 			s.hooks.OnQosPublish(cl, out, out.Created, 0)
-			cl.State.Inflight.DecreaseSendQuota()
+			if !away {
+				cl.State.Inflight.DecreaseSendQuota()
+			}
 		}
 
-		if sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
+		if away || (sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0) {
 			out.Expiry = -1
 			cl.State.Inflight.Set(out)
+			if away {
+				return out, packets.CodeDisconnect
+			}
 			return out, nil
 		}
 	}

@@ -718,6 +718,10 @@ func IsValidFilter(filter string, forPublish bool) bool {
 		return false // [MQTT-4.7.3-1]
 	}
 
+	if packets.TooManyLevels(filter) {
+		return false
+	}
+
 	if forPublish {
 		if len(filter) >= len(SysPrefix) && strings.EqualFold(filter[0:len(SysPrefix)], SysPrefix) {
 			// 4.7.2 Non-normative - The Server SHOULD prevent Clients from using such Topic Names [$SYS] to exchange messages with other Clients.

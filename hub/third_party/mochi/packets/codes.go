@@ -90,6 +90,9 @@ var (
 	ErrProtocolViolationOversizeSubID         = Code{Code: 0x82, Reason: "protocol violation: oversize subscription id"}
 	ErrProtocolViolationDupNoQos              = Code{Code: 0x82, Reason: "protocol violation: dup true with no qos"}
 	ErrProtocolViolationUnsupportedProperty   = Code{Code: 0x82, Reason: "protocol violation: unsupported property"}
+	ErrProtocolViolationDuplicateProperty     = Code{Code: 0x82, Reason: "protocol violation: property given twice"}
+	ErrProtocolViolationZeroProperty          = Code{Code: 0x82, Reason: "protocol violation: property may not be 0"}
+	ErrProtocolViolationRetainHandling        = Code{Code: 0x82, Reason: "protocol violation: retain handling 3"}
 	ErrProtocolViolationNoTopic               = Code{Code: 0x82, Reason: "protocol violation: no topic or alias"}
 	ErrImplementationSpecificError            = Code{Code: 0x83, Reason: "implementation specific error"}
 	ErrRejectPacket                           = Code{Code: 0x83, Reason: "packet rejected"}
@@ -145,6 +148,9 @@ var (
 		ErrMalformedUsername:          ErrMalformedUsernameOrPassword,
 		ErrMalformedPassword:          ErrMalformedUsernameOrPassword,
 		ErrBadUsernameOrPassword:      Err3NotAuthorized,
+		ErrNotAuthorized:              Err3NotAuthorized,
+		ErrQuotaExceeded:              Err3ServerUnavailable,
+		ErrServerBusy:                 Err3ServerUnavailable,
 		// a protocol level other than 3, 4 or 5: 3.1.1's "unacceptable
 		// protocol version" (0x82 is no 3.1.1 return code)
 		ErrProtocolViolationProtocolVersion: Err3UnsupportedProtocolVersion,

@@ -666,6 +666,16 @@ func (pk *Packet) PublishDecode(buf []byte) error {
 	return nil
 }
 
+// MaxTopicLevels is the most levels a topic name or filter may have, as
+// mosquitto's TOPIC_HIERARCHY_LIMIT: the topic tree's cost per level grows
+// with the depth, and one 64 KiB filter of 30,000 levels took seconds.
+const MaxTopicLevels = 200
+
+// TooManyLevels says whether a topic or filter has more than MaxTopicLevels levels.
+func TooManyLevels(topic string) bool {
+	return strings.Count(topic, "/") >= MaxTopicLevels
+}
+
 // PublishValidate validates a publish packet.
 func (pk *Packet) PublishValidate(topicAliasMaximum uint16) Code {
 	if pk.FixedHeader.Qos > 0 && pk.PacketID == 0 {
@@ -678,6 +688,10 @@ func (pk *Packet) PublishValidate(topicAliasMaximum uint16) Code {
 
 	if strings.ContainsAny(pk.TopicName, "+#") {
 		return ErrProtocolViolationSurplusWildcard // [MQTT-3.3.2-2]
+	}
+
+	if TooManyLevels(pk.TopicName) {
+		return ErrTopicNameInvalid
 	}
 
 	if pk.Properties.TopicAlias > topicAliasMaximum {
@@ -956,6 +970,15 @@ func (pk *Packet) SubscribeDecode(buf []byte) error {
 		}
 
 		if pk.ProtocolVersion == 5 {
+			if offset >= len(buf) {
+				return ErrMalformedQos // a filter without its options byte
+			}
+			if buf[offset]&0xc0 != 0 {
+				return ErrMalformedPacket // reserved bits [MQTT-3.8.3-5]
+			}
+			if buf[offset]>>4&3 == 3 {
+				return ErrProtocolViolationRetainHandling // 3.8.3.1
+			}
 			sub.decode(buf[offset])
 			offset += 1
 		} else {

@@ -1,0 +1,113 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"ledge/internal/testenv"
+)
+
+// startHubLogged is startHub with the hub's log kept for the test.
+func startHubLogged(t *testing.T, mutate func(*Config)) (*testHub, *lockedBuffer) {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Hostname = "ledge.test"
+	cfg.Listen = ListenConfig{MQTT: "127.0.0.1:0"}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	logs := &lockedBuffer{}
+	dir := t.TempDir()
+	h, err := New(t.Context(), Options{Config: cfg, DB: testenv.DB(t), DataDir: dir, DeviceID: testDevice,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("hub did not stop within 10 s")
+		}
+	})
+	waitFor(t, "hub listening", func() bool { return h.Ports().MQTT != 0 })
+	return &testHub{Hub: h, dir: dir}, logs
+}
+
+// TestDroppedMessagesLoggedOnce: a persistent session away whose queue is
+// full (1024 messages) loses what comes next, and a connected client that
+// does not read loses what does not fit its write queue
+// (hub.maxPendingWrites): each is counted, and said once in the log naming
+// the client (mosquitto: "Outgoing messages are being dropped for client
+// X"), not once per message and not never.
+func TestDroppedMessagesLoggedOnce(t *testing.T) {
+	h, logs := startHubLogged(t, func(c *Config) { c.MaxPendingWrites = 16 })
+	h.addIdentity(t, IdentitySpec{Name: "tool", Kind: KindUser, Password: "s3cret"})
+	m := newMosq(t, h.Ports().MQTT, "tool", "s3cret")
+	m.run(m.sub, "", "-c", "-i", "away-1", "-q", "1", "-t", "full/t", "-E")
+	var b strings.Builder
+	for i := 1; i <= 1100; i++ {
+		fmt.Fprintf(&b, "m%d\n", i)
+	}
+	m.run(m.pub, b.String(), "-q", "1", "-t", "full/t", "-l")
+	waitFor(t, "76 drops counted", func() bool { return h.Stats().Drops[dropSessionQuota] == 76 })
+	m.run(m.pub, "m1101\nm1102\n", "-q", "1", "-t", "full/t", "-l")
+	waitFor(t, "78 drops counted", func() bool { return h.Stats().Drops[dropSessionQuota] == 78 })
+	if n := strings.Count(logs.String(), "away-1"); n != 1 {
+		t.Errorf("the full queue of away-1 is in the log %d times, want once:\n%s", n, logs)
+	}
+
+	// A 3.1.1 client that subscribes and never reads: QoS 0 messages pile
+	// up in its socket, then in its write queue, then are dropped.
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", h.Ports().MQTT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	connect := append([]byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0xc2, 0, 60, 0, 4}, "slow"...)
+	connect = append(append(connect, 0, 4), "tool"...)
+	connect = append(append(connect, 0, 6), "s3cret"...)
+	sub := append([]byte{0, 1, 0, 6}, "slow/t"...)
+	sub = append(sub, 0)
+	c.Write(append(append([]byte{0x10, byte(len(connect))}, connect...), append([]byte{0x82, byte(len(sub))}, sub...)...))
+	buf := make([]byte, 9) // CONNACK and SUBACK
+	if _, err := readFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	p, err := h.connect(t, "pub-slow", "tool", "s3cret", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := strings.Repeat("x", 64*1024)
+	waitFor(t, "drops for the slow reader", func() bool {
+		for range 50 {
+			p.Publish("slow/t", 0, false, payload).Wait()
+		}
+		return h.Stats().Drops[dropSlowClient] > 50
+	})
+	if n := strings.Count(logs.String(), "client=slow "); n != 1 {
+		t.Errorf("the slow reader's drops are in the log %d times, want once:\n%s", n, logs)
+	}
+}
+
+func readFull(c net.Conn, b []byte) (int, error) {
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n := 0
+	for n < len(b) {
+		k, err := c.Read(b[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
