@@ -364,7 +364,7 @@ func deployStatus(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if r := rep.Rejected; r != nil {
-		fmt.Fprintf(stdout, "last rejected (%s, %s): %s\n", r.Source, r.At, r.Reason)
+		fmt.Fprintf(stdout, "last rejected (%s, %s): %s\n", r.Source, azureTimeText(r.At), r.Reason)
 	}
 	if !rep.Engine.Connected {
 		fmt.Fprintln(stdout, engineText(rep.Engine))
