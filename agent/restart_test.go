@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,5 +133,26 @@ func TestRestartPolicies(t *testing.T) {
 	}
 	if cs["clean"].Running || cs["broken"].Running {
 		t.Error("exited modules run again")
+	}
+}
+
+// TestCrashLoopLoggedOnce: a module that crashes over and over is a
+// WARN in the log once, with its reason, not once per crash (each
+// crash and restart are INFO lines, the dashboard and status count the
+// restarts); once it has run for rollback.stableFor, its recovery is an
+// INFO line that says after how many restarts.
+func TestCrashLoopLoggedOnce(t *testing.T) {
+	ta := newTestAgent(t)
+	mark := ta.mark()
+	ta.apply(manifestYAML("1", "crasher "+imgApp+" always 0 crashes 4"))
+	ta.waitLog(mark, 30*time.Second, "msg=\"module recovered\"", "module=crasher", "restarts=4")
+	var warns []string
+	for line := range strings.Lines(ta.logs.String()[mark:]) {
+		if strings.Contains(line, "level=WARN") && strings.Contains(line, "module=crasher") {
+			warns = append(warns, line)
+		}
+	}
+	if len(warns) != 1 || !strings.Contains(warns[0], "exited with code 3") {
+		t.Errorf("%d WARN lines of the crash loop, want 1 with the exit code:\n%s", len(warns), strings.Join(warns, ""))
 	}
 }
