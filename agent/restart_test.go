@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -154,5 +155,35 @@ func TestCrashLoopLoggedOnce(t *testing.T) {
 	}
 	if len(warns) != 1 || !strings.Contains(warns[0], "exited with code 3") {
 		t.Errorf("%d WARN lines of the crash loop, want 1 with the exit code:\n%s", len(warns), strings.Join(warns, ""))
+	}
+}
+
+// TestPullFailureLoggedOnce: an image that cannot be pulled (a registry
+// that does not answer) is a WARN once with the engine's reason; the
+// retries that fail the same way are INFO lines, not a WARN a minute
+// for as long as the registry is away.
+func TestPullFailureLoggedOnce(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	registry := l.Addr().String()
+	l.Close()
+	ta := newTestAgent(t)
+	mark := ta.mark()
+	img := registry + "/ledge-none/web:1"
+	ta.apply("version: \"1\"\nmodules:\n  web: {image: " + img + "}\n")
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		n := strings.Count(ta.logs.String()[mark:], `msg="image pull failed"`)
+		return n >= 2, fmt.Sprintf("%d failed pulls logged, want 2", n)
+	})
+	var warns []string
+	for line := range strings.Lines(ta.logs.String()[mark:]) {
+		if strings.Contains(line, "level=WARN") && strings.Contains(line, registry) {
+			warns = append(warns, line)
+		}
+	}
+	if len(warns) != 1 {
+		t.Errorf("%d WARN lines for the same failed pull, want 1:\n%s", len(warns), strings.Join(warns, ""))
 	}
 }
