@@ -360,7 +360,11 @@ func (r *reconciler) checkConvergence() {
 // converged reports whether every module runs as asked (and has for
 // StableFor) and every section is ready; if not, why.
 func (r *reconciler) converged() (bool, string) {
-	if !r.connected {
+	// A deployment without modules, on a ledge that knows of none (from
+	// this deployment or an earlier one: they are in r.mods until removed
+	// from the engine), asks nothing of Docker: it converges without it
+	// (a Docker-less camera of a fleet gets pipelines only).
+	if !r.connected && len(r.mods) > 0 {
 		return false, "the Docker engine is unreachable"
 	}
 	now := r.now()

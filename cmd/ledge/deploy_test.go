@@ -238,3 +238,21 @@ func closedRegistry(t *testing.T) string {
 // ports of loopback (a ledge of the Quickstart, or of another test, may
 // hold the defaults).
 const freeListeners = "http:\n  listenTLS: 127.0.0.1:0\nhub:\n  listen:\n    mqtt: 127.0.0.1:0\n    mqtts: 127.0.0.1:0\n"
+
+// TestDeployWithoutModulesNeedsNoDocker: a deployment that runs no
+// container module (pipelines only, as a fleet of Docker-less cameras
+// gets) converges with no Docker engine at all: nothing of it waits for
+// the engine (it stayed applying, then failed after rollback.timeout).
+func TestDeployWithoutModulesNeedsNoDocker(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "ledge.yaml")
+	os.WriteFile(cfg, []byte("deviceId: nodocker-"+filepath.Base(dir)+"\nagent:\n  dockerHost: unix://"+filepath.Join(dir, "no-docker.sock")+"\n"+freeListeners), 0o644)
+	dataDir := filepath.Join(dir, "data")
+	startLedge(t, "--config", cfg, "--data-dir", dataDir)
+	m := filepath.Join(dir, "m.yaml")
+	os.WriteFile(m, []byte("version: \"1\"\npipelines:\n  - {name: pat, source: {url: \"testpattern:\", fps: 2}}\n"), 0o644)
+	out, errOut, code := ledge(t, "deploy", "apply", "--wait", "--timeout", "20s", "--config", cfg, "--data-dir", dataDir, m)
+	if code != 0 || !strings.Contains(out, "converged") {
+		t.Errorf("apply --wait of a deployment without modules, no Docker: exit %d\n%s%s", code, out, errOut)
+	}
+}
