@@ -228,6 +228,10 @@ func (r *reconciler) create(ctx context.Context, st *modState) {
 		ci = containerInfo{ID: id, Name: st.spec.Name, Module: st.name, Hash: st.spec.Hash, Status: "created"}
 	}
 	st.c = &ci
+	// A stop the agent expected was the old container's (whose exit event
+	// may come now, ignored as another container's): this one's exit is
+	// news.
+	st.expectStop = false
 	if st.def.Status == manifest.StatusStopped {
 		r.setStatus(ctx, st, StatusStopped, "created; stopped as the deployment asks")
 		return

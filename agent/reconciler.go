@@ -226,7 +226,8 @@ func (r *reconciler) takeDesired(d *desired) {
 		}
 	}
 	for _, st := range r.mods {
-		st.def, st.spec, st.waiting = nil, nil, ""
+		// A new deployment is a new attempt: its first failure is a WARN.
+		st.def, st.spec, st.waiting, st.failing = nil, nil, "", false
 	}
 	for i := range d.man.Modules {
 		m := &d.man.Modules[i]

@@ -156,6 +156,14 @@ func TestCrashLoopLoggedOnce(t *testing.T) {
 	if len(warns) != 1 || !strings.Contains(warns[0], "exited with code 3") {
 		t.Errorf("%d WARN lines of the crash loop, want 1 with the exit code:\n%s", len(warns), strings.Join(warns, ""))
 	}
+	// A new deployment is a new attempt: its first failure is a WARN
+	// again, even while the module of the one before still crash-loops.
+	mark = ta.mark()
+	ta.apply(manifestYAML("2", "crasher "+imgApp+" always 0 crash"))
+	ta.waitLog(mark, 30*time.Second, "level=INFO", "module=crasher", "status=backoff")
+	mark = ta.mark()
+	ta.apply(manifestYAML("3", "crasher "+imgApp+" always 0 exit 4"))
+	ta.waitLog(mark, 30*time.Second, "level=WARN", "module=crasher", "exited with code 4")
 }
 
 // TestPullFailureLoggedOnce: an image that cannot be pulled (a registry
@@ -186,4 +194,19 @@ func TestPullFailureLoggedOnce(t *testing.T) {
 	if len(warns) != 1 {
 		t.Errorf("%d WARN lines for the same failed pull, want 1:\n%s", len(warns), strings.Join(warns, ""))
 	}
+}
+
+// TestRecreatedModuleCrashNoticed: a module recreated by a new deployment
+// (another command) whose new container exits at once is seen to exit,
+// reported in backoff and restarted. The agent's stop of the old
+// container was still expected, its exit event ignored as another
+// container's, and the new container's exit taken for it: the module
+// stayed "running" while it was not, and was never restarted.
+func TestRecreatedModuleCrashNoticed(t *testing.T) {
+	ta := newTestAgent(t)
+	ta.apply(manifestYAML("1", "crasher "+imgApp+" always 0 forever"))
+	ta.waitState("1", StateConverged, 30*time.Second)
+	mark := ta.mark()
+	ta.apply(manifestYAML("2", "crasher "+imgApp+" always 0 crash"))
+	ta.waitLog(mark, 20*time.Second, "module=crasher", "status=backoff", "exited with code 3")
 }
