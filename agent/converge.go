@@ -228,6 +228,10 @@ func (r *reconciler) create(ctx context.Context, st *modState) {
 		ci = containerInfo{ID: id, Name: st.spec.Name, Module: st.name, Hash: st.spec.Hash, Status: "created"}
 	}
 	st.c = &ci
+	// A stop the agent expected was the old container's (whose exit event
+	// may come now, ignored as another container's): this one's exit is
+	// news.
+	st.expectStop = false
 	if st.def.Status == manifest.StatusStopped {
 		r.setStatus(ctx, st, StatusStopped, "created; stopped as the deployment asks")
 		return
@@ -360,7 +364,11 @@ func (r *reconciler) checkConvergence() {
 // converged reports whether every module runs as asked (and has for
 // StableFor) and every section is ready; if not, why.
 func (r *reconciler) converged() (bool, string) {
-	if !r.connected {
+	// A deployment without modules, on a ledge that knows of none (from
+	// this deployment or an earlier one: they are in r.mods until removed
+	// from the engine), asks nothing of Docker: it converges without it
+	// (a Docker-less camera of a fleet gets pipelines only).
+	if !r.connected && len(r.mods) > 0 {
 		return false, "the Docker engine is unreachable"
 	}
 	now := r.now()

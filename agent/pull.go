@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -21,6 +22,9 @@ type pullState struct {
 	attempts int
 	retryAt  time.Time
 	cancel   context.CancelFunc
+	// warned is the error last logged at WARN: a retry failing the same
+	// way is logged at INFO.
+	warned string
 }
 
 // pullMsg is news from a pull goroutine.
@@ -131,7 +135,7 @@ func (r *reconciler) startPull(ctx context.Context, ref string, man *manifest.Ma
 	pctx, cancel := context.WithCancel(ctx)
 	p := &pullState{ref: ref, cancel: cancel, progress: PullProgress{Image: ref, Status: "starting"}}
 	if prev != nil {
-		p.attempts = prev.attempts
+		p.attempts, p.warned = prev.attempts, prev.warned
 	}
 	r.pulls[ref] = p
 	auth := credentialFor(man, ref)
@@ -191,7 +195,12 @@ func (r *reconciler) handlePull(ctx context.Context, m pullMsg) {
 	if m.err != nil {
 		p.attempts++
 		p.retryAt = r.now().Add(min(2*time.Second<<min(p.attempts, 5), time.Minute))
-		r.log.Warn("image pull failed", "image", m.ref, "err", m.err, "permanent", permanentPullError(m.err))
+		lvl := slog.LevelWarn
+		if m.err.Error() == p.warned {
+			lvl = slog.LevelInfo
+		}
+		p.warned = m.err.Error()
+		r.log.Log(ctx, lvl, "image pull failed", "image", m.ref, "err", m.err, "permanent", permanentPullError(m.err), "attempts", p.attempts)
 		r.bus.publish(Event{Kind: EventPull, Pull: &PullProgress{Image: m.ref, Status: "failed: " + m.err.Error()}})
 	} else {
 		p.progress.Status, p.progress.Percent = "done", 100

@@ -110,6 +110,10 @@ type modState struct {
 	expectStop bool   // the agent is stopping it: its exit is not a failure
 	pullImage  string // image being pulled for it
 	saved      []byte // stats as last persisted
+	// failing: its failure (backoff, failed, unhealthy) is in the log at
+	// WARN; later failures are INFO until it has run for
+	// rollback.stableFor, which is logged as its recovery.
+	failing bool
 }
 
 // runtimeSnapshot is what readers see of the reconciler.
@@ -222,7 +226,8 @@ func (r *reconciler) takeDesired(d *desired) {
 		}
 	}
 	for _, st := range r.mods {
-		st.def, st.spec, st.waiting = nil, nil, ""
+		// A new deployment is a new attempt: its first failure is a WARN.
+		st.def, st.spec, st.waiting, st.failing = nil, nil, "", false
 	}
 	for i := range d.man.Modules {
 		m := &d.man.Modules[i]
@@ -282,6 +287,7 @@ func (r *reconciler) tick(ctx context.Context) {
 			r.restart(ctx, st)
 		}
 	}
+	r.noteRecoveries(now)
 	retry := false
 	for _, p := range r.pulls {
 		if p.done && p.err != nil && !p.retryAt.IsZero() && !now.Before(p.retryAt) {
@@ -290,6 +296,21 @@ func (r *reconciler) tick(ctx context.Context) {
 	}
 	if retry || now.Sub(r.lastResync) >= resyncEvery {
 		r.reconcile(ctx)
+	}
+}
+
+// noteRecoveries logs, once, that a module whose failure was logged has
+// run for rollback.stableFor since (the reconciler wakes then: nextWake).
+func (r *reconciler) noteRecoveries(now time.Time) {
+	for _, name := range sortedKeys(r.mods) {
+		st := r.mods[name]
+		if !st.failing || st.def == nil || st.c == nil || !st.c.Running || st.stats.Status != StatusRunning || st.stats.LastStart.IsZero() {
+			continue
+		}
+		if up := now.Sub(st.stats.LastStart); up >= r.cfg.Rollback.StableFor {
+			st.failing = false
+			r.log.Info("module recovered", "module", st.name, "up", up.Round(time.Millisecond), "restarts", st.stats.RestartCount)
+		}
 	}
 }
 
@@ -457,8 +478,8 @@ func (r *reconciler) setStatus(ctx context.Context, st *modState, status, desc s
 		}
 		r.bus.publish(ev)
 		lvl := slog.LevelInfo
-		if status == StatusFailed || status == StatusBackoff || status == StatusUnhealthy {
-			lvl = slog.LevelWarn
+		if (status == StatusFailed || status == StatusBackoff || status == StatusUnhealthy) && !st.failing {
+			lvl, st.failing = slog.LevelWarn, true
 		}
 		r.log.Log(ctx, lvl, "module", "module", st.name, "status", status, "description", desc,
 			"restarts", st.stats.RestartCount)

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"fmt"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,4 +135,78 @@ func TestRestartPolicies(t *testing.T) {
 	if cs["clean"].Running || cs["broken"].Running {
 		t.Error("exited modules run again")
 	}
+}
+
+// TestCrashLoopLoggedOnce: a module that crashes over and over is a
+// WARN in the log once, with its reason, not once per crash (each
+// crash and restart are INFO lines, the dashboard and status count the
+// restarts); once it has run for rollback.stableFor, its recovery is an
+// INFO line that says after how many restarts.
+func TestCrashLoopLoggedOnce(t *testing.T) {
+	ta := newTestAgent(t)
+	mark := ta.mark()
+	ta.apply(manifestYAML("1", "crasher "+imgApp+" always 0 crashes 4"))
+	ta.waitLog(mark, 30*time.Second, "msg=\"module recovered\"", "module=crasher", "restarts=4")
+	var warns []string
+	for line := range strings.Lines(ta.logs.String()[mark:]) {
+		if strings.Contains(line, "level=WARN") && strings.Contains(line, "module=crasher") {
+			warns = append(warns, line)
+		}
+	}
+	if len(warns) != 1 || !strings.Contains(warns[0], "exited with code 3") {
+		t.Errorf("%d WARN lines of the crash loop, want 1 with the exit code:\n%s", len(warns), strings.Join(warns, ""))
+	}
+	// A new deployment is a new attempt: its first failure is a WARN
+	// again, even while the module of the one before still crash-loops.
+	mark = ta.mark()
+	ta.apply(manifestYAML("2", "crasher "+imgApp+" always 0 crash"))
+	ta.waitLog(mark, 30*time.Second, "level=INFO", "module=crasher", "status=backoff")
+	mark = ta.mark()
+	ta.apply(manifestYAML("3", "crasher "+imgApp+" always 0 exit 4"))
+	ta.waitLog(mark, 30*time.Second, "level=WARN", "module=crasher", "exited with code 4")
+}
+
+// TestPullFailureLoggedOnce: an image that cannot be pulled (a registry
+// that does not answer) is a WARN once with the engine's reason; the
+// retries that fail the same way are INFO lines, not a WARN a minute
+// for as long as the registry is away.
+func TestPullFailureLoggedOnce(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	registry := l.Addr().String()
+	l.Close()
+	ta := newTestAgent(t)
+	mark := ta.mark()
+	img := registry + "/ledge-none/web:1"
+	ta.apply("version: \"1\"\nmodules:\n  web: {image: " + img + "}\n")
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		n := strings.Count(ta.logs.String()[mark:], `msg="image pull failed"`)
+		return n >= 2, fmt.Sprintf("%d failed pulls logged, want 2", n)
+	})
+	var warns []string
+	for line := range strings.Lines(ta.logs.String()[mark:]) {
+		if strings.Contains(line, "level=WARN") && strings.Contains(line, registry) {
+			warns = append(warns, line)
+		}
+	}
+	if len(warns) != 1 {
+		t.Errorf("%d WARN lines for the same failed pull, want 1:\n%s", len(warns), strings.Join(warns, ""))
+	}
+}
+
+// TestRecreatedModuleCrashNoticed: a module recreated by a new deployment
+// (another command) whose new container exits at once is seen to exit,
+// reported in backoff and restarted. The agent's stop of the old
+// container was still expected, its exit event ignored as another
+// container's, and the new container's exit taken for it: the module
+// stayed "running" while it was not, and was never restarted.
+func TestRecreatedModuleCrashNoticed(t *testing.T) {
+	ta := newTestAgent(t)
+	ta.apply(manifestYAML("1", "crasher "+imgApp+" always 0 forever"))
+	ta.waitState("1", StateConverged, 30*time.Second)
+	mark := ta.mark()
+	ta.apply(manifestYAML("2", "crasher "+imgApp+" always 0 crash"))
+	ta.waitLog(mark, 20*time.Second, "module=crasher", "status=backoff", "exited with code 3")
 }

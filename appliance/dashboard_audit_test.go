@@ -148,3 +148,21 @@ func TestModulesCannotReachHubLogged(t *testing.T) {
 		t.Errorf("the warning does not name the address and the key:\n%s", logs)
 	}
 }
+
+// TestDashboardOverviewFailingModules: the Overview's Modules card names
+// the modules that fail and how (as the Pipelines card does for
+// pipelines), not only "0 / 1 running".
+func TestDashboardOverviewFailingModules(t *testing.T) {
+	d := startDashboard(t, nil)
+	tok := apiToken(t, d)
+	apiCall(t, d, tok, "POST", "/api/v1/deployments", `{"manifest": "version: \"1\"\nmodules:\n  ghost: {image: ledge-test/does-not-exist:`+runID()+`, imagePullPolicy: never}\n"}`, 0)
+	ctx := testenv.Browser(t)
+	console := watchConsole(t, ctx)
+	login(t, ctx, d.base, testPassword)
+	waitOverview(t, ctx)
+	wait(t, ctx, "the failing module on the Overview", `(() => { const f = document.querySelector("#sum-modules-failing"); return f && !f.hidden && /^1 failing: ghost \(failed\)/.test(f.textContent) && document.querySelector("#sum-modules").closest(".card").classList.contains("failing"); })()`, 60*time.Second)
+	testenv.Screenshot(t, ctx, "overview-failing-module")
+	for _, m := range console.take() {
+		t.Errorf("console: %s", m)
+	}
+}

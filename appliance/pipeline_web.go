@@ -62,7 +62,7 @@ func (p pipelinesAPI) Get(_ context.Context, name string) (web.Pipeline, error) 
 }
 
 func (p pipelinesAPI) Put(ctx context.Context, name string, body []byte) (web.Pipeline, error) {
-	spec, err := pipeline.ParseSpec("pipeline spec", body)
+	spec, err := pipeline.ParseSpec("", body)
 	if err != nil {
 		return web.Pipeline{}, fault.Wrap(fault.Invalid, err)
 	}

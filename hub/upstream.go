@@ -205,6 +205,10 @@ func publishPresence(c paho.Client, p *UpstreamPresence) {
 // credentials names the keys that hold them (never their values).
 func connectError(err error, mode string) string {
 	why := err.Error()
+	if errors.Is(err, pahopackets.ErrorNetworkError) {
+		// The client's "network Error : " says nothing the cause does not.
+		why = strings.TrimPrefix(why, pahopackets.ErrorNetworkError.Error()+" : ")
+	}
 	if errors.Is(err, pahopackets.ErrorRefusedBadUsernameOrPassword) || errors.Is(err, pahopackets.ErrorRefusedNotAuthorised) {
 		keys := "hub.upstream.username and password"
 		if mode == "azure" {

@@ -256,6 +256,20 @@ func (s *Store) recordActivation(ctx context.Context, name, version, reason stri
 	return nil
 }
 
+// activeByHand says whether name's active version was activated by hand
+// (activate, rollback, pull --activate), not by a deployment.
+func (s *Store) activeByHand(ctx context.Context, name string) (bool, error) {
+	var reason string
+	err := s.db.QueryRowContext(ctx, `SELECT reason FROM models_activations WHERE name = ? ORDER BY id DESC LIMIT 1`, name).Scan(&reason)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("activations of %s: %w", name, err)
+	}
+	return reason != reasonDeployment, nil
+}
+
 // activationHistory lists the versions name was activated at, newest
 // first (a version may appear more than once).
 func (s *Store) activationHistory(ctx context.Context, name string, limit int) ([]string, error) {

@@ -194,6 +194,20 @@ func (s *Store) SetDesired(ctx context.Context, specs []Spec) error {
 			return err
 		}
 		if r.active != "" {
+			// A version chosen by hand that no deployment replaced (the
+			// one it listed failed, say, and was rolled back) stays, as
+			// before the deployment took the name: pinned.
+			byHand, err := s.activeByHand(ctx, n)
+			if err != nil {
+				return err
+			}
+			if byHand {
+				if err := s.setPinned(ctx, n, true); err != nil {
+					return err
+				}
+				s.log.Info("model kept: the deployment no longer lists it, and the version serving was chosen by hand", "model", n, "active", r.active)
+				continue
+			}
 			if err := s.recordActivation(ctx, n, "", "removed from the deployment", false, time.Now()); err != nil {
 				return err
 			}

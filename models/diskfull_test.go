@@ -136,3 +136,37 @@ func TestRetiredNameSaysWhy(t *testing.T) {
 		t.Errorf("resolve a retired name: %v", err)
 	}
 }
+
+// TestRollbackKeepsHandChosenVersion: a name pulled and activated by hand,
+// then listed by a deployment whose version fails, is as it was once the
+// agent rolls back to a deployment that does not list it: its hand-chosen
+// version still serves, pinned (it was retired, and pipelines that use
+// the name had no model after their next start).
+func TestRollbackKeepsHandChosenVersion(t *testing.T) {
+	srv := newModelServer(t)
+	env := openStore(t, srv, testConfig(), nil)
+	yolox, fastest := modelFile(t, "yolox_nano.onnx"), modelFile(t, "fastestdet.onnx")
+	if _, err := env.s.Pull(t.Context(), spec("people", "1", srv.add("/1", yolox), yolox), true); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, env.s, "people", "1", StateActive)
+	bad := spec("people", "2", srv.add("/2", fastest), fastest)
+	bad.SHA256 = digestOf(yolox[:100]) // the server's bytes do not match
+	if err := env.s.SetDesired(t.Context(), []Spec{bad}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, env.s, "people", "2", StateFailed)
+	if err := env.s.SetDesired(t.Context(), nil); err != nil { // the rollback
+		t.Fatal(err)
+	}
+	if _, err := env.s.Resolve("people"); err != nil {
+		t.Errorf("after the rollback, people resolves to: %v", err)
+	}
+	m, err := env.s.Get(t.Context(), "people")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Active != "1" || !m.Pinned {
+		t.Errorf("after the rollback: active %q pinned %v, want 1 pinned", m.Active, m.Pinned)
+	}
+}

@@ -217,13 +217,25 @@ func ParseSpecs(name string, data []byte) ([]Spec, error) {
 func (s Spec) Encode() ([]byte, error) { return yaml.Marshal(s) }
 
 // ParseSpec decodes and validates one spec (a YAML or JSON mapping).
+// Errors begin with name; an empty name lets them name the pipeline
+// (`pipeline "gate": zones[0].polygon: ...`), or "pipeline spec" when
+// the spec has no usable name.
 func ParseSpec(name string, data []byte) (Spec, error) {
+	label := func(s Spec) string {
+		switch {
+		case name != "":
+			return name
+		case nameRe.MatchString(s.Name):
+			return fmt.Sprintf("pipeline %q", s.Name)
+		}
+		return "pipeline spec"
+	}
 	var s Spec
 	if err := yamlstrict.Decode(data, &s); err != nil {
-		return Spec{}, fmt.Errorf("%s: %w", name, err)
+		return Spec{}, fmt.Errorf("%s: %w", label(Spec{}), err)
 	}
 	if err := s.Validate(""); err != nil {
-		return Spec{}, fmt.Errorf("%s: %w", name, err)
+		return Spec{}, fmt.Errorf("%s: %w", label(s), err)
 	}
 	return s, nil
 }

@@ -197,3 +197,22 @@ actions:
 		t.Errorf("secrets lost: %+v", back.Actions)
 	}
 }
+
+// TestParseSpecNamesThePipeline: one spec that does not validate (the
+// API's POST /pipelines, ledge pipelines add) is named by its pipeline,
+// as docs/api.md shows ("pipeline \"gate\": zones[0].polygon: ..."), not
+// by the caller's label; a spec without a usable name keeps the label.
+func TestParseSpecNamesThePipeline(t *testing.T) {
+	_, err := ParseSpec("", []byte(`{"name": "gate", "source": {"url": "testpattern:"}, "zones": [{"name": "z", "polygon": [[0, 0], [1, 1]]}]}`))
+	if want := `pipeline "gate": zones[0].polygon: want at least 3 points, got 2`; err == nil || err.Error() != want {
+		t.Errorf("got %v, want %s", err, want)
+	}
+	_, err = ParseSpec("", []byte(`{"name": "no good", "source": {"url": "testpattern:"}}`))
+	if err == nil || !strings.HasPrefix(err.Error(), "pipeline spec: name:") {
+		t.Errorf("a spec with a bad name: %v", err)
+	}
+	_, err = ParseSpec("stored pipeline x", []byte(`{"name": "x", "source": {"url": "testpattern:"}, "detect": {"model": "m.onnx", "threshold": 2}}`))
+	if err == nil || !strings.HasPrefix(err.Error(), "stored pipeline x: detect.threshold") {
+		t.Errorf("a labelled spec: %v", err)
+	}
+}

@@ -298,8 +298,13 @@ func modulesLine(rep *agent.Reported) string {
 	for _, n := range names {
 		m := rep.Modules[n]
 		s := n + " " + m.RuntimeStatus
-		if m.Pull != nil && m.Pull.Total > 0 {
+		switch d := m.StatusDescription; {
+		case m.Pull != nil && m.Pull.Total > 0:
 			s += fmt.Sprintf(" (pull %.0f%% of %s)", m.Pull.Percent, bytesText(m.Pull.Total))
+		case m.RuntimeStatus != "running" && d != "" && d != m.RuntimeStatus:
+			// why it does not run: a failed pull and its next try, a
+			// restart back-off, a refused create
+			s += " (" + d + ")"
 		}
 		parts = append(parts, s)
 	}
@@ -356,13 +361,13 @@ func deployStatus(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "last status: %s\n", desiredStatusText(rep.LastDesiredStatus))
 	}
 	if dep := rep.Deployment; dep != nil {
-		fmt.Fprintf(stdout, "deployment %q (id %d, from %s, %s): %s %s\n", dep.Version, dep.ID, dep.Source, dep.Format, dep.State, dep.Reason)
+		fmt.Fprintf(stdout, "deployment %q (id %d, from %s, %s): %s\n", dep.Version, dep.ID, dep.Source, dep.Format, strings.TrimSpace(dep.State+" "+dep.Reason))
 		if rb := dep.RolledBackFrom; rb != nil {
 			fmt.Fprintf(stdout, "rolled back from %q: %s\n", rb.Version, rb.Reason)
 		}
 	}
 	if r := rep.Rejected; r != nil {
-		fmt.Fprintf(stdout, "last rejected (%s, %s): %s\n", r.Source, r.At, r.Reason)
+		fmt.Fprintf(stdout, "last rejected (%s, %s): %s\n", r.Source, azureTimeText(r.At), r.Reason)
 	}
 	if !rep.Engine.Connected {
 		fmt.Fprintln(stdout, engineText(rep.Engine))

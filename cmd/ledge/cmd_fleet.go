@@ -54,7 +54,8 @@ Fleet deployments on the MQTT broker your appliances report to (docs/fleet.md):
 Every command takes --broker URL (repeat for a cluster's nodes), --username, --ca, and the
 fleet key --key FILE (from 'ledge keys gen'; the appliances trust it in agent.trustedKeys);
 the password comes from $LEDGE_FLEET_PASSWORD. $LEDGE_FLEET_BROKER, $LEDGE_FLEET_USERNAME,
-$LEDGE_FLEET_CA and $LEDGE_FLEET_KEY set the defaults.
+$LEDGE_FLEET_CA and $LEDGE_FLEET_KEY set the defaults. --prefix (default ledge) must match the
+appliances' agent.sources.mqtt.topic (<prefix>/{device}/deployment).
 `
 
 // fleetFlags are the connection and key flags of every fleet command.

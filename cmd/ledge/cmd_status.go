@@ -305,6 +305,11 @@ func printDeployment(w io.Writer, raw json.RawMessage) {
 	} else {
 		fmt.Fprintln(w, "deployment none yet (ledge deploy apply FILE)")
 	}
+	// A manifest refused since the current deployment arrived (as the
+	// agent's last desired status counts it).
+	if r := rep.Rejected; r != nil && (rep.Deployment == nil || r.At > rep.Deployment.ReceivedAt) {
+		fmt.Fprintf(w, "           manifest rejected (from %s at %s), the running deployment stays: %s\n", r.Source, azureTimeText(r.At), oneLine(r.Reason, 200))
+	}
 	if sec, ok := rep.Sections["models"]; ok && sec.State != agent.SectionReady {
 		fmt.Fprintf(w, "models     %s: %s (ledge models list)\n", sec.State, oneLine(sec.Detail, 160))
 	}
@@ -444,4 +449,14 @@ func oneLine(s string, n int) string {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// azureTimeText is a time of the agent's report (Azure's UTC
+// 2006-01-02T15:04:05.0000000) as the CLI says times: local, to the second.
+func azureTimeText(at string) string {
+	t, err := time.Parse("2006-01-02T15:04:05.9999999", at)
+	if err != nil {
+		return at
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
 }

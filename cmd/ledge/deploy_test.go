@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,14 +57,12 @@ func TestDeployCLI(t *testing.T) {
 	trusted = strings.TrimSpace(trusted)
 	cfg := filepath.Join(dir, "ledge.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`deviceId: %s
-http: {listenTLS: 127.0.0.1:0}
-hub: {listen: {mqtt: 127.0.0.1:0, mqtts: 127.0.0.1:0}}
 agent:
   containerPrefix: lt%s-
   network: ledge-cmdtest-%s
   trustedKeys: [%s]
   rollback: {stableFor: 300ms}
-`, instance, run, run, trusted)), 0o644)
+`+freeListeners, instance, run, run, trusted)), 0o644)
 	dataDir := filepath.Join(dir, "data")
 	startLedge(t, "--config", cfg, "--data-dir", dataDir)
 	base := []string{"--config", cfg, "--data-dir", dataDir}
@@ -157,7 +156,7 @@ func TestDockerUnreachable(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "no-docker.sock")
 	cfg := filepath.Join(dir, "ledge.yaml")
-	os.WriteFile(cfg, []byte("deviceId: nodocker-"+filepath.Base(dir)+"\nhttp: {listenTLS: 127.0.0.1:0}\nhub: {listen: {mqtt: 127.0.0.1:0, mqtts: 127.0.0.1:0}}\nagent:\n  dockerHost: unix://"+sock+"\n"), 0o644)
+	os.WriteFile(cfg, []byte("deviceId: nodocker-"+filepath.Base(dir)+"\nagent:\n  dockerHost: unix://"+sock+"\n"+freeListeners), 0o644)
 	dataDir := filepath.Join(dir, "data")
 	d := startLedge(t, "--config", cfg, "--data-dir", dataDir)
 	base := []string{"--config", cfg, "--data-dir", dataDir}
@@ -185,5 +184,71 @@ func TestDockerUnreachable(t *testing.T) {
 	log := d.stderr.String()
 	if n := strings.Count(log, "docker engine unreachable"); n != 1 || !strings.Contains(log, "level=WARN") || !strings.Contains(log, sock) {
 		t.Errorf("the log tells of the engine %d times, want once at WARN with its address:\n%s", n, log)
+	}
+}
+
+// TestDeployWaitSaysWhy: apply --wait with a module whose image cannot be
+// pulled says why on its progress line (the pull's error and the next
+// try), as deploy status does, not "web unknown" until the user gives up.
+func TestDeployWaitSaysWhy(t *testing.T) {
+	testenv.Docker(t)
+	b := make([]byte, 4)
+	rand.Read(b)
+	run := hex.EncodeToString(b)
+	dir := t.TempDir()
+	instance := "ltwhy-" + run
+	t.Cleanup(func() {
+		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=io.ledge.instance="+instance).Output()
+		if ids := strings.Fields(string(out)); len(ids) > 0 {
+			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+		}
+		exec.Command("docker", "network", "rm", "ledge-whytest-"+run).Run()
+	})
+	cfg := filepath.Join(dir, "ledge.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("deviceId: %s\nagent:\n  containerPrefix: lw%s-\n  network: ledge-whytest-%s\n"+freeListeners, instance, run, run)), 0o644)
+	dataDir := filepath.Join(dir, "data")
+	startLedge(t, "--config", cfg, "--data-dir", dataDir)
+	// A registry at a closed port: the engine's pull fails at once.
+	img := closedRegistry(t) + "/ledge-none/web:" + run
+	m := filepath.Join(dir, "m.yaml")
+	os.WriteFile(m, []byte("version: \"1\"\nmodules:\n  web: {image: "+img+"}\n"), 0o644)
+	out, errOut, code := ledge(t, "deploy", "apply", "--wait", "--timeout", "8s", "--config", cfg, "--data-dir", dataDir, m)
+	if code != 1 || !strings.Contains(out, "web unknown (pull of "+img+" failed") || !strings.Contains(out, "retrying at") {
+		t.Errorf("apply --wait: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// closedRegistry is a host:port on loopback where nothing listens.
+func closedRegistry(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// freeListeners ends a test's own ledge.yaml: HTTPS and the hub on free
+// ports of loopback (a ledge of the Quickstart, or of another test, may
+// hold the defaults).
+const freeListeners = "http:\n  listenTLS: 127.0.0.1:0\nhub:\n  listen:\n    mqtt: 127.0.0.1:0\n    mqtts: 127.0.0.1:0\n"
+
+// TestDeployWithoutModulesNeedsNoDocker: a deployment that runs no
+// container module (pipelines only, as a fleet of Docker-less cameras
+// gets) converges with no Docker engine at all: nothing of it waits for
+// the engine (it stayed applying, then failed after rollback.timeout).
+func TestDeployWithoutModulesNeedsNoDocker(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "ledge.yaml")
+	os.WriteFile(cfg, []byte("deviceId: nodocker-"+filepath.Base(dir)+"\nagent:\n  dockerHost: unix://"+filepath.Join(dir, "no-docker.sock")+"\n"+freeListeners), 0o644)
+	dataDir := filepath.Join(dir, "data")
+	startLedge(t, "--config", cfg, "--data-dir", dataDir)
+	m := filepath.Join(dir, "m.yaml")
+	os.WriteFile(m, []byte("version: \"1\"\npipelines:\n  - {name: pat, source: {url: \"testpattern:\", fps: 2}}\n"), 0o644)
+	out, errOut, code := ledge(t, "deploy", "apply", "--wait", "--timeout", "20s", "--config", cfg, "--data-dir", dataDir, m)
+	if code != 0 || !strings.Contains(out, "converged") {
+		t.Errorf("apply --wait of a deployment without modules, no Docker: exit %d\n%s%s", code, out, errOut)
 	}
 }

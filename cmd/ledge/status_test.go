@@ -280,3 +280,29 @@ func TestStatusModelsSection(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusShowsRejectedManifest: a manifest refused after the current
+// deployment arrived (pushed with a typo from upstream, say) is in
+// `ledge status` with its source, time and reason, as it is in the log
+// and in deploy status; one refused before the current deployment is
+// history and is not.
+func TestStatusShowsRejectedManifest(t *testing.T) {
+	at := time.Date(2026, 12, 5, 12, 31, 33, 0, time.UTC).Local().Format("2006-01-02 15:04:05")
+	rejected := `"rejected": {"source": "mqtt", "at": "2026-12-05T12:31:33.6005753", "reason": "manifest: line 3, column 57: modules.web.restartPolicy: \"sometimes\" is not a restart policy"}`
+	for _, tc := range []struct {
+		received string
+		want     bool
+	}{{"2026-12-05T12:00:00.0000000", true}, {"2026-12-05T13:00:00.0000000", false}} {
+		var b strings.Builder
+		printDeployment(&b, json.RawMessage(`{"deployment": {"id": 1, "version": "1", "source": "api", "state": "converged", "receivedAt": "`+tc.received+`"}, "engine": {"connected": true}, `+rejected+`}`))
+		line := "           manifest rejected (from mqtt at " + at + "), the running deployment stays: manifest: line 3, column 57: modules.web.restartPolicy: \"sometimes\" is not a restart policy\n"
+		if got := strings.Contains(b.String(), line); got != tc.want {
+			t.Errorf("deployment received %s: rejection shown %v, want %v:\n%s", tc.received, got, tc.want, b.String())
+		}
+	}
+	var b strings.Builder
+	printDeployment(&b, json.RawMessage(`{"engine": {"connected": true}, `+rejected+`}`))
+	if !strings.Contains(b.String(), "manifest rejected (from mqtt at "+at+")") {
+		t.Errorf("no deployment yet, a rejected one:\n%s", b.String())
+	}
+}

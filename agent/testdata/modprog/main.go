@@ -4,6 +4,8 @@
 //	forever            run until SIGTERM, then exit 0
 //	exit CODE [DELAY]  exit with CODE after DELAY (default 0)
 //	crash              exit 3 after 20 ms
+//	crashes N          crash the first N starts of its container (counted
+//	                   in a file of its own), then run forever
 //	unhealthy AFTER    healthy for AFTER, then unhealthy; runs forever
 //	health             the health check: exit 0 when healthy
 //	probe HOST PORT    print the injected env, resolve HOST, read the CA
@@ -55,6 +57,18 @@ func main() {
 		time.Sleep(20 * time.Millisecond)
 		fmt.Println("crashing")
 		os.Exit(3)
+	case "crashes":
+		n, _ := strconv.Atoi(arg(2, "1"))
+		b, _ := os.ReadFile("/crashes")
+		done, _ := strconv.Atoi(string(b))
+		if done < n {
+			os.WriteFile("/crashes", []byte(strconv.Itoa(done+1)), 0o644)
+			time.Sleep(20 * time.Millisecond)
+			fmt.Println("crashing", done+1, "of", n)
+			os.Exit(3)
+		}
+		fmt.Println("up after", n, "crashes")
+		waitTerm()
 	case "unhealthy":
 		d, _ := time.ParseDuration(arg(2, "1s"))
 		l, err := net.Listen("tcp", healthAddr)

@@ -375,6 +375,14 @@ ledge.pages.overview = () => {
       const ms = Object.values(dep.modules || {});
       $("#sum-modules").textContent = `${ms.filter((m) => m.runtimeStatus === "running").length} / ${ms.length} running`;
       $("#sum-deployment").textContent = dep.lastDesiredVersion ? `deployment ${dep.lastDesiredVersion} (${(dep.deployment || {}).state || ""})` : "no deployment yet";
+      // Which fail and how, as for pipelines (the Modules page has why):
+      // crashed or refused, or waiting on an image that does not pull.
+      const bad = Object.entries(dep.modules || {}).filter(([, m]) => ["failed", "backoff", "unhealthy"].includes(m.runtimeStatus) || /^pull of .* failed/.test(m.statusDescription || ""))
+        .map(([n, m]) => `${n} (${m.runtimeStatus === "unknown" ? "image pull failing" : m.runtimeStatus})`).sort();
+      const mf = $("#sum-modules-failing");
+      mf.replaceChildren(...(bad.length ? [el("strong", { text: `${bad.length} failing` }), ": " + bad.join(", ")] : []));
+      mf.hidden = !bad.length;
+      $("#sum-modules").closest(".card").classList.toggle("failing", bad.length > 0);
     }
     // The hub off (a fleet device), the link to the broker is still there.
     const up = hub ? hub.upstream || {} : upOn === "on" && await quiet(api("GET", "/upstream")) || {};
