@@ -57,17 +57,25 @@ func TestGoodDownloadActivates(t *testing.T) {
 		t.Errorf("report %+v", rep)
 	}
 
+	// The state is stored before its event goes out: read the events up
+	// to the active one (not cancel at once, which can come before it).
 	var states []State
 	var progress []Progress
-	cancel()
-	for ev := range events {
-		switch ev.Type {
-		case EventState:
-			states = append(states, ev.State)
-		case EventProgress:
-			progress = append(progress, *ev.Progress)
+	timeout := time.After(10 * time.Second)
+	for !containsState(states, StateActive) {
+		select {
+		case ev := <-events:
+			switch ev.Type {
+			case EventState:
+				states = append(states, ev.State)
+			case EventProgress:
+				progress = append(progress, *ev.Progress)
+			}
+		case <-timeout:
+			t.Fatalf("no active event in 10 s after the state was active: %v", states)
 		}
 	}
+	cancel()
 	for _, want := range []State{StateQueued, StateDownloading, StateVerifying, StateReady, StateActivating, StateActive} {
 		if !containsState(states, want) {
 			t.Errorf("no %s event in %v", want, states)
