@@ -253,7 +253,7 @@ func (h *Hub) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, string
 	case len(pass) == 0 && len(certs) > 0:
 		return h.authX509(cid, certs)
 	case len(pass) > 0 && user != "":
-		return h.authPassword(cid, user, pass)
+		return h.authPassword(cl.Net.Remote, cid, user, pass)
 	case len(pass) == 0 && user == "" && h.dev && isLoopback(cl.Net.Remote) && !fromForeignPage(cl):
 		return &session{anonymous: true, device: cid}, ""
 	}
@@ -409,28 +409,71 @@ func (h *Hub) authX509(cid string, certs []*x509.Certificate) (*session, string)
 	return nil, "identity does not use X.509"
 }
 
-func (h *Hub) authPassword(cid, user string, pass []byte) (*session, string) {
+func (h *Hub) authPassword(remote, cid, user string, pass []byte) (*session, string) {
 	id := h.ids.get(user)
-	if id == nil || !id.Enabled {
-		return nil, "unknown or disabled user"
-	}
-	switch id.Kind {
-	case KindUser:
-		if o := h.ids.get(cid); o != nil && o.Kind != KindUser {
-			return nil, "client id belongs to a device or module identity"
-		}
-		if !h.ids.checkPassword(id, pass) {
-			return nil, "wrong password"
-		}
-	case KindModule, KindDevice:
+	if id != nil && id.Enabled && (id.Kind == KindModule || id.Kind == KindDevice) {
 		if !strings.EqualFold(cid, id.Name) {
 			return nil, "client id must be the identity name"
 		}
 		if mp := modulePassword(id); mp == "" || !hmacEqual(mp, string(pass)) {
 			return nil, "wrong password"
 		}
+		return h.newSession(id, "password"), ""
+	}
+	if id != nil && id.Enabled {
+		if o := h.ids.get(cid); o != nil && o.Kind != KindUser {
+			return nil, "client id belongs to a device or module identity"
+		}
+	}
+	if why := h.checkUserPassword(remote, user, id, pass); why != "" {
+		return nil, why
 	}
 	return h.newSession(id, "password"), ""
+}
+
+// checkUserPassword checks the password of a plain MQTT user (id; nil
+// or disabled when there is none by that name) within the guessing
+// limits (guessLimiter), and returns why it is refused, or "".
+func (h *Hub) checkUserPassword(remote, user string, id *Identity, pass []byte) string {
+	g, key := h.guesses, guessKey(remote, user)
+	if wait := g.locked(key, time.Now()); wait > 0 {
+		return fmt.Sprintf("too many wrong passwords for this user from this address: refused unchecked for %s more", wait.Round(time.Second))
+	}
+	valid := id != nil && id.Enabled && id.Kind == KindUser
+	if valid && h.ids.passwordCached(id, pass) {
+		g.succeeded(key)
+		return ""
+	}
+	g.one <- struct{}{}
+	defer func() { <-g.one }()
+	wait, global := g.begin(key, time.Now())
+	if wait > 0 {
+		if global {
+			if g.warnGlobal(true) {
+				h.log.Warn("mqtt password guessing from many addresses: passwords not checked before now are refused, one checked every 3 s, until it stops; devices with SAS tokens or certificates are not affected",
+					"remote", remote, "user", user)
+			}
+			return fmt.Sprintf("too many wrong passwords on this hub: refused unchecked for %s", wait.Round(time.Second))
+		}
+		return fmt.Sprintf("too many wrong passwords for this user from this address: refused unchecked for %s more", wait.Round(time.Second))
+	}
+	g.checked.Add(1)
+	if valid && h.ids.checkPassword(id, pass) {
+		g.succeeded(key)
+		g.warnGlobal(false)
+		return ""
+	}
+	if !valid {
+		checkNoUser(pass)
+	}
+	if g.failures(key) == guessFree {
+		h.log.Warn(fmt.Sprintf("mqtt password guessing: %d wrong passwords in a row; this user's passwords from this address are refused unchecked for %s (doubling up to %s)",
+			guessFree, guessFirstLockout, guessMaxLockout), "remote", remote, "user", user)
+	}
+	if !valid {
+		return "unknown or disabled user"
+	}
+	return "wrong password"
 }
 
 func (h *Hub) newSession(id *Identity, auth string) *session {

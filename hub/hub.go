@@ -44,6 +44,7 @@ type Hub struct {
 
 	srv       *mqtt.Server
 	ids       *identities
+	guesses   *guessLimiter
 	certs     *certs
 	store     *store.Store
 	twins     *twins
@@ -100,7 +101,7 @@ func New(ctx context.Context, o Options) (_ *Hub, err error) {
 	if o.DeviceID == "" {
 		return nil, errors.New("hub: device id is empty")
 	}
-	h := &Hub{cfg: cfg, log: o.Logger, db: o.DB, deviceID: o.DeviceID, dev: o.Dev, pumps: map[string]*pump{}, presence: newPresences()}
+	h := &Hub{cfg: cfg, log: o.Logger, db: o.DB, deviceID: o.DeviceID, dev: o.Dev, pumps: map[string]*pump{}, presence: newPresences(), guesses: newGuessLimiter()}
 	h.hostname = cfg.Hostname
 	if h.hostname == "" {
 		h.hostname, _ = os.Hostname()

@@ -1,0 +1,155 @@
+package hub
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// connectFrom connects a plain MQTT user from a given loopback address
+// (127.x.y.z: Linux takes any of them) and reports whether the hub let it
+// in.
+func (h *testHub) connectFrom(t *testing.T, from, clientID, user, pass string) error {
+	t.Helper()
+	o := paho.NewClientOptions().AddBroker(fmt.Sprintf("tcp://127.0.0.1:%d", h.Ports().MQTT)).
+		SetClientID(clientID).SetUsername(user).SetPassword(pass).
+		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(10 * time.Second).
+		SetDialer(&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second})
+	c := paho.NewClient(o)
+	tok := c.Connect()
+	if !tok.WaitTimeout(30 * time.Second) {
+		return fmt.Errorf("connect timed out")
+	}
+	if err := tok.Error(); err != nil {
+		return err
+	}
+	c.Disconnect(50)
+	return nil
+}
+
+// TestMQTTPasswordGuessingBounded (third audit): a plain MQTT user's
+// password is checked with bcrypt, on every port of the hub, by anyone
+// who can connect. Without a bound, one host guessed about 30 passwords
+// a second (2.6 million a day) and kept both cores of the appliance busy
+// doing it. Now wrong passwords from one address for one user are
+// refused after 10 in a row for a while (30 s, doubling, at most 5 min),
+// without checking them; from many addresses, 30 at once in all and then
+// one every 3 s. The right password from another address, and devices
+// with SAS tokens from the guessing address, still connect.
+func TestMQTTPasswordGuessingBounded(t *testing.T) {
+	h := startHub(t, nil, false)
+	h.addIdentity(t, IdentitySpec{Name: "plc", Kind: KindUser, Password: "the right one"})
+	dev := h.addIdentity(t, IdentitySpec{Name: "cam1"})
+
+	// One host, 60 wrong passwords at once, byte for byte as
+	// mosquitto_pub sends them.
+	var wg sync.WaitGroup
+	for i := range 60 {
+		wg.Go(func() {
+			out, err := exec.Command("mosquitto_pub", "-h", "127.0.0.1", "-p", fmt.Sprint(h.Ports().MQTT),
+				"-i", fmt.Sprintf("guess-%d", i), "-u", "plc", "-P", fmt.Sprintf("guess %d", i), "-t", "plant/x", "-m", "1").CombinedOutput()
+			if err == nil {
+				t.Errorf("a wrong password was let in: %s", out)
+			}
+		})
+	}
+	wg.Wait()
+	if err := h.connectFrom(t, "127.0.0.1", "plc-1", "plc", "the right one"); err == nil {
+		t.Errorf("after 60 wrong passwords from 127.0.0.1, the password of plc is still checked from there: guessing is unbounded")
+	}
+	if got := h.guesses.checked.Load(); got > 10 {
+		t.Errorf("%d of 60 wrong passwords from one address were checked, want at most 10", got)
+	}
+	// The right password from elsewhere, and a SAS device from the same
+	// address, are not locked out.
+	if err := h.connectFrom(t, "127.0.0.2", "plc-2", "plc", "the right one"); err != nil {
+		t.Errorf("the right password from another address: %v", err)
+	}
+	if _, err := h.sasClient(t, "cam1", dev.PrimaryKey, false, nil); err != nil {
+		t.Errorf("a SAS device from the guessing address: %v", err)
+	}
+
+	// Many addresses, one wrong password each, at once: 30 checked in all.
+	before := h.guesses.checked.Load()
+	for i := range 60 {
+		wg.Go(func() {
+			if err := h.connectFrom(t, fmt.Sprintf("127.0.3.%d", 10+i), fmt.Sprintf("spray-%d", i), "plc", "nope"); err == nil {
+				t.Error("a wrong password was let in")
+			}
+		})
+	}
+	wg.Wait()
+	if got := h.guesses.checked.Load() - before; got > 30 {
+		t.Errorf("%d of 60 wrong passwords from 60 addresses were checked, want at most 30", got)
+	}
+	// The right password gets in again once the appliance-wide budget
+	// refills (one every 3 s).
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := h.connectFrom(t, "127.0.4.1", "plc-3", "plc", "the right one")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the right password from a fresh address, 20 s after the spray: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	// Unknown users are counted too (a spray of names does not guess for
+	// free), and say nothing about which names exist.
+	for i := range 12 {
+		err := h.connectFrom(t, "127.0.5.1", fmt.Sprintf("u-%d", i), "nobody", "x")
+		if err == nil || !strings.Contains(err.Error(), "not Authorized") && !strings.Contains(err.Error(), "bad user name or password") {
+			t.Errorf("unknown user: %v", err)
+		}
+	}
+}
+
+// TestGuessLimiterBounded: the lockout doubles from 30 s to at most
+// 5 min, the right password clears it, and the appliance-wide budget
+// refills one attempt every 3 s.
+func TestGuessLimiterBounded(t *testing.T) {
+	l := newGuessLimiter()
+	now := time.Unix(1e9, 0)
+	for range guessFree {
+		if w, _ := l.begin("a", now); w != 0 {
+			t.Fatalf("a free attempt waits %v", w)
+		}
+	}
+	if w, _ := l.begin("a", now); w != guessFirstLockout {
+		t.Fatalf("after %d failures: wait %v, want %v", guessFree, w, guessFirstLockout)
+	}
+	for i := range 20 {
+		now = now.Add(guessMaxLockout)
+		l.begin("a", now) // one more failure once allowed
+		if w, _ := l.begin("a", now); w > guessMaxLockout {
+			t.Fatalf("lockout %d: %v, over the %v bound", i, w, guessMaxLockout)
+		}
+	}
+	now = now.Add(guessMaxLockout)
+	l.begin("a", now)
+	l.succeeded("a")
+	if w, _ := l.begin("a", now); w != 0 {
+		t.Fatalf("after the right password: wait %v", w)
+	}
+
+	l = newGuessLimiter()
+	for i := range guessGlobalBurst {
+		if w, _ := l.begin(fmt.Sprint("c", i), now); w != 0 {
+			t.Fatalf("attempt %d of the burst waits %v", i, w)
+		}
+	}
+	if w, global := l.begin("new", now); w != guessGlobalEvery || !global {
+		t.Fatalf("over the burst: %v %v", w, global)
+	}
+	now = now.Add(guessGlobalEvery)
+	if w, _ := l.begin("new", now); w != 0 {
+		t.Fatalf("after %v: wait %v", guessGlobalEvery, w)
+	}
+}
