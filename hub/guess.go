@@ -1,8 +1,6 @@
 package hub
 
 import (
-	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,20 +144,7 @@ func (l *guessLimiter) warnGlobal(exhausted bool) bool {
 // guessKey is what the limiter counts an attempt by: the client's IPv4
 // address or IPv6 /64, and the user name it tries.
 func guessKey(remote, user string) string {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		ip = ip.Unmap()
-		if ip.Is4() {
-			host = ip.String()
-		} else {
-			p, _ := ip.Prefix(64)
-			host = p.String()
-		}
-	}
-	return host + " " + strings.ToLower(user)
+	return addrOf(remote) + " " + strings.ToLower(user)
 }
 
 // noUserHash is checked against when the user does not exist, so that a

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"os/exec"
 	"strings"
@@ -151,5 +152,84 @@ func TestGuessLimiterBounded(t *testing.T) {
 	now = now.Add(guessGlobalEvery)
 	if w, _ := l.begin("new", now); w != 0 {
 		t.Fatalf("after %v: wait %v", guessGlobalEvery, w)
+	}
+}
+
+// TestRefusedConnectsDoNotFloodTheLog (third audit): each refused
+// CONNECT was one line in the log, and one unauthenticated host sent
+// about 3,800 a second: journald (10,000 lines in 30 s per service by
+// default) then drops everything ledge says, the attack's lines and all
+// others. Now the first refusal of each address and reason is logged at
+// once, the others are counted and said in one line at the end of the
+// window, and at most 100 addresses and reasons are logged in a window.
+func TestRefusedConnectsDoNotFloodTheLog(t *testing.T) {
+	var logs lockedBuffer
+	h := startHubLogged(t, testDevice, nil, false, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	h.refusals.setWindow(3 * time.Second)
+	h.addIdentity(t, IdentitySpec{Name: "cam1"})
+
+	// One host, 300 CONNECTs with a forged SAS token, 10 at a time.
+	bad := "SharedAccessSignature sr=ledge.test%2Fdevices%2Fcam1&sig=Zm9yZ2Vk&se=4102444800"
+	sem := make(chan struct{}, 10)
+	var wg sync.WaitGroup
+	for range 300 {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := h.connectFrom(t, "127.0.0.1", "cam1", "ledge.test/cam1/?api-version=2021-04-12", bad); err == nil {
+				t.Error("a forged token was let in")
+			}
+		})
+	}
+	wg.Wait()
+	// Another host's refusal is still said at once.
+	if err := h.connectFrom(t, "127.0.0.2", "cam1", "ledge.test/cam1/?api-version=2021-04-12", bad); err == nil {
+		t.Error("a forged token was let in")
+	}
+	lines := func(remote string) int {
+		n := 0
+		for l := range strings.Lines(logs.String()) {
+			if strings.Contains(l, `msg="mqtt connect refused"`) && strings.Contains(l, "remote="+remote+":") {
+				n++
+			}
+		}
+		return n
+	}
+	if n := lines("127.0.0.1"); n > 1 {
+		t.Errorf("300 refused connects from one address made %d lines in the log, want 1 (and one line with the count)", n)
+	}
+	if n := lines("127.0.0.2"); n != 1 {
+		t.Errorf("the refusal of another address: %d lines, want 1", n)
+	}
+	waitUntil(t, 10*time.Second, "the count of the refusals not logged", func() bool {
+		return strings.Contains(logs.String(), `msg="mqtt connect refusals not logged" remote=127.0.0.1 count=`)
+	})
+
+	// Many addresses at once: at most 100 said, the rest counted.
+	before := strings.Count(logs.String(), "\n")
+	for i := range 150 {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			h.connectFrom(t, fmt.Sprintf("127.0.6.%d", 10+i), "cam1", "ledge.test/cam1/?api-version=2021-04-12", bad)
+		})
+	}
+	wg.Wait()
+	if n := strings.Count(logs.String(), "\n") - before; n > 102 {
+		t.Errorf("150 addresses made %d lines in the log at once, want at most 100 and the count of the others", n)
+	}
+	waitUntil(t, 10*time.Second, "the count of the other addresses", func() bool {
+		return strings.Contains(logs.String(), `msg="mqtt connect refusals not logged" remote="other addresses"`)
+	})
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -2,12 +2,14 @@ package hub
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -53,16 +55,13 @@ func (h *Hub) sessionOf(cl *mqtt.Client) *session {
 func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	s, reason := k.h.authenticate(cl, pk)
 	if s == nil {
-		k.h.stats.authFailures.Add(1)
-		k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote, "reason", reason)
+		k.h.refuseConnect(slog.LevelInfo, cl, pk, reason)
 		return false
 	}
 	// mochi publishes a Will without asking the ACL: its topic is checked
 	// now, against the same rules as a PUBLISH.
 	if pk.Connect.WillFlag && !s.canPublish(pk.Connect.WillTopic) {
-		k.h.stats.authFailures.Add(1)
-		k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
-			"reason", "will topic not allowed: "+pk.Connect.WillTopic)
+		k.h.refuseConnect(slog.LevelInfo, cl, pk, "will topic not allowed: "+pk.Connect.WillTopic)
 		return false
 	}
 	// A client id belongs to the identity that holds it (connected, or a
@@ -70,16 +69,13 @@ func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	// over and disconnect it.
 	if v, ok := k.h.held.Load(pk.Connect.ClientIdentifier); ok {
 		if o := v.(*session); !strings.EqualFold(o.name, s.name) || o.anonymous != s.anonymous {
-			k.h.stats.authFailures.Add(1)
-			k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
-				"reason", "client id is held by another identity")
+			k.h.refuseConnect(slog.LevelInfo, cl, pk, "client id is held by another identity")
 			return false
 		}
 	}
 	if !s.anonymous && !k.h.countConn(s, cl.ID) {
-		k.h.stats.authFailures.Add(1)
-		k.h.log.Warn("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
-			"reason", "identity holds hub.maxConnectionsPerIdentity connections", "identity", s.name, "max", k.h.cfg.MaxConnectionsPerIdentity)
+		k.h.refuseConnect(slog.LevelWarn, cl, pk, "identity holds hub.maxConnectionsPerIdentity connections",
+			"identity", s.name, "max", k.h.cfg.MaxConnectionsPerIdentity)
 		return false
 	}
 	s.cl = cl
@@ -88,6 +84,17 @@ func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		cc.authenticated()
 	}
 	return true
+}
+
+// refuseConnect counts a refused CONNECT and logs it, unless the same
+// address was refused for the same reason in this window (refusalLog).
+func (h *Hub) refuseConnect(level slog.Level, cl *mqtt.Client, pk packets.Packet, reason string, args ...any) {
+	h.stats.authFailures.Add(1)
+	if !h.refusals.note(cl.Net.Remote, pk.Connect.ClientIdentifier, reason, time.Now()) {
+		return
+	}
+	h.log.Log(context.Background(), level, "mqtt connect refused",
+		append([]any{"client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote, "reason", reason}, args...)...)
 }
 
 // OnWill routes a Will sent on the client's telemetry topic as telemetry
@@ -437,7 +444,7 @@ func (h *Hub) authPassword(remote, cid, user string, pass []byte) (*session, str
 func (h *Hub) checkUserPassword(remote, user string, id *Identity, pass []byte) string {
 	g, key := h.guesses, guessKey(remote, user)
 	if wait := g.locked(key, time.Now()); wait > 0 {
-		return fmt.Sprintf("too many wrong passwords for this user from this address: refused unchecked for %s more", wait.Round(time.Second))
+		return "too many wrong passwords for this user from this address: refused unchecked until its lockout ends (at most 5 min)"
 	}
 	valid := id != nil && id.Enabled && id.Kind == KindUser
 	if valid && h.ids.passwordCached(id, pass) {
@@ -450,12 +457,12 @@ func (h *Hub) checkUserPassword(remote, user string, id *Identity, pass []byte) 
 	if wait > 0 {
 		if global {
 			if g.warnGlobal(true) {
-				h.log.Warn("mqtt password guessing from many addresses: passwords not checked before now are refused, one checked every 3 s, until it stops; devices with SAS tokens or certificates are not affected",
+				h.log.Warn("mqtt password guessing from many addresses: new user passwords are checked one every 3 s until it stops (passwords accepted before, SAS tokens and certificates are not affected)",
 					"remote", remote, "user", user)
 			}
-			return fmt.Sprintf("too many wrong passwords on this hub: refused unchecked for %s", wait.Round(time.Second))
+			return "too many wrong passwords on this hub: refused unchecked (one checked every 3 s)"
 		}
-		return fmt.Sprintf("too many wrong passwords for this user from this address: refused unchecked for %s more", wait.Round(time.Second))
+		return "too many wrong passwords for this user from this address: refused unchecked until its lockout ends (at most 5 min)"
 	}
 	g.checked.Add(1)
 	if valid && h.ids.checkPassword(id, pass) {
