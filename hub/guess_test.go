@@ -233,3 +233,32 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestFailedHandshakesDoNotFloodTheLog (third audit): every failed TLS
+// handshake on the hub's WebSocket port was a WARN line: anyone who can
+// connect made one a connection, as fast as refused CONNECTs. Now they
+// are logged as refused connections are: once per address a minute, the
+// others counted.
+func TestFailedHandshakesDoNotFloodTheLog(t *testing.T) {
+	var logs lockedBuffer
+	port := freePort(t)
+	h := startHubLogged(t, testDevice, func(c *Config) { c.Listen.WebSocket = fmt.Sprintf("127.0.0.1:%d", port) }, false,
+		slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	h.refusals.setWindow(2 * time.Second)
+	for range 200 {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("\x16\x03\x01\x00\x05garbage, not a ClientHello"))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		c.Read(make([]byte, 64))
+		c.Close()
+	}
+	if n := strings.Count(logs.String(), "TLS handshake"); n > 1 {
+		t.Errorf("200 failed handshakes made %d lines in the log, want 1 (and one with the count)", n)
+	}
+	waitUntil(t, 10*time.Second, "the count of the failed handshakes", func() bool {
+		return strings.Contains(logs.String(), `msg="mqtt connect refusals not logged" remote=127.0.0.1 count=199 reason="TLS handshake failed"`)
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 )
@@ -103,4 +104,22 @@ func addrOf(remote string) string {
 	}
 	p, _ := ip.Prefix(64)
 	return p.String()
+}
+
+// serverErrors is the error log of the hub's WebSocket server: a failed
+// TLS handshake, which anyone who can connect causes, is a refusal
+// (refusalLog); anything else is a WARN, as before.
+type serverErrors struct{ h *Hub }
+
+func (w serverErrors) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if rest, ok := strings.CutPrefix(msg, "http: TLS handshake error from "); ok {
+		remote, detail, _ := strings.Cut(rest, ": ")
+		if w.h.refusals.note(remote, "", "TLS handshake failed", time.Now()) {
+			w.h.log.Info("mqtt connect refused", "remote", remote, "reason", "TLS handshake failed", "detail", detail, "listener", "websocket")
+		}
+		return len(p), nil
+	}
+	w.h.log.Warn(msg, "listener", "websocket")
+	return len(p), nil
 }
