@@ -1,9 +1,11 @@
 package hub
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
@@ -202,7 +204,7 @@ func TestRefusedConnectsDoNotFloodTheLog(t *testing.T) {
 		t.Errorf("the refusal of another address: %d lines, want 1", n)
 	}
 	waitUntil(t, 10*time.Second, "the count of the refusals not logged", func() bool {
-		return strings.Contains(logs.String(), `msg="mqtt connect refusals not logged" remote=127.0.0.1 count=`)
+		return strings.Contains(logs.String(), `msg="refusals not logged" remote=127.0.0.1 count=`)
 	})
 
 	// Many addresses at once: at most 100 said, the rest counted.
@@ -219,7 +221,7 @@ func TestRefusedConnectsDoNotFloodTheLog(t *testing.T) {
 		t.Errorf("150 addresses made %d lines in the log at once, want at most 100 and the count of the others", n)
 	}
 	waitUntil(t, 10*time.Second, "the count of the other addresses", func() bool {
-		return strings.Contains(logs.String(), `msg="mqtt connect refusals not logged" remote="other addresses"`)
+		return strings.Contains(logs.String(), `msg="refusals not logged" remote="other addresses"`)
 	})
 }
 
@@ -259,6 +261,40 @@ func TestFailedHandshakesDoNotFloodTheLog(t *testing.T) {
 		t.Errorf("200 failed handshakes made %d lines in the log, want 1 (and one with the count)", n)
 	}
 	waitUntil(t, 10*time.Second, "the count of the failed handshakes", func() bool {
-		return strings.Contains(logs.String(), `msg="mqtt connect refusals not logged" remote=127.0.0.1 count=199 reason="TLS handshake failed"`)
+		return strings.Contains(logs.String(), `msg="refusals not logged" remote=127.0.0.1 count=199 reason="TLS handshake failed"`)
+	})
+}
+
+// TestRefusedMethodCallsDoNotFloodTheLog (third audit): the hub's
+// WebSocket port also serves modules' direct method calls
+// (POST /twins/...), and each one refused for its token was an INFO line:
+// anyone who can connect, knowing a module's name, made one a request.
+// Now they are logged as refused connections are.
+func TestRefusedMethodCallsDoNotFloodTheLog(t *testing.T) {
+	var logs lockedBuffer
+	port := freePort(t)
+	h := startHubLogged(t, testDevice, func(c *Config) { c.Listen.WebSocket = fmt.Sprintf("127.0.0.1:%d", port) }, false,
+		slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	h.refusals.setWindow(2 * time.Second)
+	h.addIdentity(t, IdentitySpec{Name: testDevice + "/m1", Kind: KindModule})
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	for range 100 {
+		req, _ := http.NewRequest("POST", fmt.Sprintf("https://127.0.0.1:%d/twins/%s/methods", port, testDevice), strings.NewReader(`{"methodName":"x"}`))
+		req.Header.Set("x-ms-edge-moduleId", testDevice+"/m1")
+		req.Header.Set("Authorization", "SharedAccessSignature sr=ledge.test%2Fdevices%2Fedge%2Fmodules%2Fm1&sig=Zm9yZ2Vk&se=4102444800")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("a forged token: %d", resp.StatusCode)
+		}
+	}
+	if n := strings.Count(logs.String(), "direct method refused"); n > 1 {
+		t.Errorf("100 refused method calls made %d lines in the log, want 1 (and one with the count)", n)
+	}
+	waitUntil(t, 10*time.Second, "the count of the refused calls", func() bool {
+		return strings.Contains(logs.String(), `msg="refusals not logged" remote=127.0.0.1 count=99 reason="direct method refused:`)
 	})
 }

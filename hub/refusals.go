@@ -76,11 +76,11 @@ func (r *refusalLog) flush(log *slog.Logger, now time.Time) {
 	}
 	for k, c := range r.keys {
 		if c.n > 0 {
-			log.Info("mqtt connect refusals not logged", "remote", k.addr, "count", c.n, "reason", k.reason, "lastClient", c.client, "within", r.window)
+			log.Info("refusals not logged", "remote", k.addr, "count", c.n, "reason", k.reason, "lastClient", c.client, "within", r.window)
 		}
 	}
 	if r.other.n > 0 {
-		log.Warn("mqtt connect refusals not logged", "remote", "other addresses", "count", r.other.n, "lastClient", r.other.client, "within", r.window,
+		log.Warn("refusals not logged", "remote", "other addresses", "count", r.other.n, "lastClient", r.other.client, "within", r.window,
 			"why", "more addresses and reasons than are logged in a window")
 	}
 	clear(r.keys)
