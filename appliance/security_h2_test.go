@@ -25,6 +25,8 @@ type h2Attacker struct {
 	mu   sync.Mutex // guards open and fr's writes
 	open map[uint32]bool
 	next uint32
+
+	maxStreams atomic.Int64 // the server's SETTINGS_MAX_CONCURRENT_STREAMS (0: not said yet)
 }
 
 func dialH2(t *testing.T, addr string, window uint32) *h2Attacker {
@@ -63,6 +65,9 @@ func dialH2(t *testing.T, addr string, window uint32) *h2Attacker {
 				}
 			case *http2.SettingsFrame:
 				if !f.IsAck() {
+					if v, ok := f.Value(http2.SettingMaxConcurrentStreams); ok {
+						a.maxStreams.Store(int64(v))
+					}
 					a.fr.WriteSettingsAck()
 				}
 			}
@@ -152,6 +157,13 @@ func TestHTTP2StreamsCounted(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("held after the cap: %d", last.Load())
+	// What one connection may open at once is bounded too: each request
+	// costs the server a goroutine and buffers before any handler runs,
+	// and Go's default of 250 let 200 connections make it take in 50,000
+	// (1.1 GB at the peak) even when each was ended at once.
+	if n := attackers[0].maxStreams.Load(); n == 0 || n > 32 {
+		t.Errorf("the server lets one connection have %d requests at once (SETTINGS_MAX_CONCURRENT_STREAMS), want at most 32", n)
+	}
 
 	tok, err := web.CreateToken(t.Context(), d.app.DB(), "h2-test")
 	if err != nil {

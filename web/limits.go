@@ -53,6 +53,9 @@ func (t Timeouts) withDefaults() Timeouts {
 	return t
 }
 
+// maxStreams bounds the HTTP/2 requests of one connection at once.
+const maxStreams = 32
+
 // Body limits.
 const (
 	// maxBody bounds request bodies the API reads.

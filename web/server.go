@@ -267,6 +267,11 @@ func (s *Server) Run(ctx context.Context) error {
 			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 			ConnContext:       func(ctx context.Context, c net.Conn) context.Context { return withTracked(connContext(ctx, c), c) },
+			// A page needs a handful of requests at once (its event
+			// stream, the live feed, API calls); Go's default of 250 let
+			// each connection make hundreds of requests the server takes
+			// in before any handler can refuse them.
+			HTTP2: &http.HTTP2Config{MaxConcurrentStreams: maxStreams},
 		}
 	}
 	srv := newServer(s.timeout)
