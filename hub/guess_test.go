@@ -207,6 +207,17 @@ func TestRefusedConnectsDoNotFloodTheLog(t *testing.T) {
 		return strings.Contains(logs.String(), `msg="refusals not logged" remote=127.0.0.1 count=`)
 	})
 
+	// What a client chooses is clipped in the log: a CONNECT may carry a
+	// client id of 64 KiB, and 100 such lines a minute filled journald.
+	long := strings.Repeat("x", 10000)
+	h.connectFrom(t, "127.0.0.3", long, "ledge.test/cam1/?api-version=2021-04-12", bad)
+	waitUntil(t, 10*time.Second, "the refusal of the long client id", func() bool { return lines("127.0.0.3") == 1 })
+	for l := range strings.Lines(logs.String()) {
+		if strings.Contains(l, "remote=127.0.0.3") && len(l) > 1000 {
+			t.Errorf("a refusal's line is %d bytes: the client id is not clipped", len(l))
+		}
+	}
+
 	// Many addresses at once: at most 100 said, the rest counted.
 	before := strings.Count(logs.String(), "\n")
 	for i := range 150 {

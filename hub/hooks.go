@@ -94,7 +94,7 @@ func (h *Hub) refuseConnect(level slog.Level, cl *mqtt.Client, pk packets.Packet
 		return
 	}
 	h.log.Log(context.Background(), level, "mqtt connect refused",
-		append([]any{"client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote, "reason", reason}, args...)...)
+		append([]any{"client", clip(pk.Connect.ClientIdentifier), "remote", cl.Net.Remote, "reason", clip(reason)}, args...)...)
 }
 
 // OnWill routes a Will sent on the client's telemetry topic as telemetry
@@ -458,7 +458,7 @@ func (h *Hub) checkUserPassword(remote, user string, id *Identity, pass []byte) 
 		if global {
 			if g.warnGlobal(true) {
 				h.log.Warn("mqtt password guessing from many addresses: new user passwords are checked one every 3 s until it stops (passwords accepted before, SAS tokens and certificates are not affected)",
-					"remote", remote, "user", user)
+					"remote", remote, "user", clip(user))
 			}
 			return "too many wrong passwords on this hub: refused unchecked (one checked every 3 s)"
 		}
@@ -475,7 +475,7 @@ func (h *Hub) checkUserPassword(remote, user string, id *Identity, pass []byte) 
 	}
 	if g.failures(key) == guessFree {
 		h.log.Warn(fmt.Sprintf("mqtt password guessing: %d wrong passwords in a row; this user's passwords from this address are refused unchecked for %s (doubling up to %s)",
-			guessFree, guessFirstLockout, guessMaxLockout), "remote", remote, "user", user)
+			guessFree, guessFirstLockout, guessMaxLockout), "remote", remote, "user", clip(user))
 	}
 	if !valid {
 		return "unknown or disabled user"

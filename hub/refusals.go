@@ -1,12 +1,14 @@
 package hub
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // refusalLog keeps refused connections from flooding the log: one host
@@ -51,15 +53,15 @@ func (r *refusalLog) note(remote, client, reason string, now time.Time) bool {
 	if r.start.IsZero() {
 		r.start = now
 	}
-	k := refusalKey{addrOf(remote), reason}
+	k := refusalKey{addrOf(remote), clip(reason)}
 	if c, ok := r.keys[k]; ok {
 		c.n++
-		c.client = client
+		c.client = clip(client)
 		return false
 	}
 	if len(r.keys) >= r.maxKeys {
 		r.other.n++
-		r.other.client = client
+		r.other.client = clip(client)
 		return false
 	}
 	r.keys[k] = &refusalCount{}
@@ -86,6 +88,20 @@ func (r *refusalLog) flush(log *slog.Logger, now time.Time) {
 	clear(r.keys)
 	r.other = refusalCount{}
 	r.start = time.Time{}
+}
+
+// clip shortens what a client chose (a client id may have 64 KiB) for
+// the log.
+func clip(s string) string {
+	const max = 200
+	if len(s) <= max {
+		return s
+	}
+	i := max
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + fmt.Sprintf("... (%d bytes)", len(s))
 }
 
 // addrOf is the address a refusal is counted by: the IPv4 address, or
