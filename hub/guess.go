@@ -29,7 +29,9 @@ import (
 // are checked. Nothing is kept across restarts, and every lockout ends:
 // a device cannot be shut out for good. Safe for concurrent use.
 type guessLimiter struct {
-	one chan struct{} // one bcrypt check at a time
+	one   chan struct{} // one bcrypt check at a time
+	free  int           // guessFree (tests make it smaller: bcrypt is slow under the race detector)
+	burst float64       // guessGlobalBurst (likewise)
 
 	mu      sync.Mutex // guards the fields below
 	keys    map[string]*guessState
@@ -54,7 +56,14 @@ const (
 )
 
 func newGuessLimiter() *guessLimiter {
-	return &guessLimiter{one: make(chan struct{}, 1), keys: map[string]*guessState{}, tokens: guessGlobalBurst}
+	return &guessLimiter{one: make(chan struct{}, 1), free: guessFree, burst: guessGlobalBurst, keys: map[string]*guessState{}, tokens: guessGlobalBurst}
+}
+
+// setLimits changes the free failures and the burst (tests).
+func (l *guessLimiter) setLimits(free, burst int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.free, l.burst, l.tokens = free, float64(burst), float64(burst)
 }
 
 // locked reports how long key must still wait, without reserving.
@@ -78,7 +87,7 @@ func (l *guessLimiter) begin(key string, now time.Time) (wait time.Duration, glo
 		return st.until.Sub(now), false
 	}
 	if !l.filled.IsZero() {
-		l.tokens = min(guessGlobalBurst, l.tokens+float64(now.Sub(l.filled))/float64(guessGlobalEvery))
+		l.tokens = min(l.burst, l.tokens+float64(now.Sub(l.filled))/float64(guessGlobalEvery))
 	}
 	l.filled = now
 	if l.tokens < 1 {
@@ -97,8 +106,8 @@ func (l *guessLimiter) begin(key string, now time.Time) (wait time.Duration, glo
 		l.keys[key] = st
 	}
 	st.failures++
-	if st.failures >= guessFree {
-		d := guessFirstLockout << min(st.failures-guessFree, 10)
+	if st.failures >= l.free {
+		d := guessFirstLockout << min(st.failures-l.free, 10)
 		st.until = now.Add(min(d, guessMaxLockout))
 	}
 	return 0, false
@@ -110,17 +119,15 @@ func (l *guessLimiter) succeeded(key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.keys, key)
-	l.tokens = min(guessGlobalBurst, l.tokens+1)
+	l.tokens = min(l.burst, l.tokens+1)
 }
 
-// failures is how many wrong passwords key sent in a row.
-func (l *guessLimiter) failures(key string) int {
+// lockedOut reports whether key's last failure started its lockout.
+func (l *guessLimiter) lockedOut(key string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if st := l.keys[key]; st != nil {
-		return st.failures
-	}
-	return 0
+	st := l.keys[key]
+	return st != nil && st.failures == l.free
 }
 
 // warnGlobal reports whether the appliance-wide limit should be logged
@@ -129,7 +136,7 @@ func (l *guessLimiter) warnGlobal(exhausted bool) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !exhausted {
-		if l.tokens >= guessGlobalBurst-1 {
+		if l.tokens >= l.burst-1 {
 			l.warnedG = false
 		}
 		return false

@@ -473,7 +473,7 @@ func (h *Hub) checkUserPassword(remote, user string, id *Identity, pass []byte) 
 	if !valid {
 		checkNoUser(pass)
 	}
-	if g.failures(key) == guessFree {
+	if g.lockedOut(key) {
 		h.log.Warn(fmt.Sprintf("mqtt password guessing: %d wrong passwords in a row; this user's passwords from this address are refused unchecked for %s (doubling up to %s)",
 			guessFree, guessFirstLockout, guessMaxLockout), "remote", remote, "user", clip(user))
 	}
