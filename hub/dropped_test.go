@@ -1,46 +1,20 @@
 package hub
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
 	"testing"
 	"time"
-
-	"ledge/internal/testenv"
 )
 
-// startHubLogged is startHub with the hub's log kept for the test.
-func startHubLogged(t *testing.T, mutate func(*Config)) (*testHub, *lockedBuffer) {
+// startHubWithLog is startHub with the hub's INFO log kept for the test.
+func startHubWithLog(t *testing.T, mutate func(*Config)) (*testHub, *lockedBuffer) {
 	t.Helper()
-	cfg := DefaultConfig()
-	cfg.Hostname = "ledge.test"
-	cfg.Listen = ListenConfig{MQTT: "127.0.0.1:0"}
-	if mutate != nil {
-		mutate(&cfg)
-	}
 	logs := &lockedBuffer{}
-	dir := t.TempDir()
-	h, err := New(t.Context(), Options{Config: cfg, DB: testenv.DB(t), DataDir: dir, DeviceID: testDevice,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Errorf("hub did not stop within 10 s")
-		}
-	})
-	waitFor(t, "hub listening", func() bool { return h.Ports().MQTT != 0 })
-	return &testHub{Hub: h, dir: dir}, logs
+	h := startHubLogged(t, testDevice, mutate, false, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	return h, logs
 }
 
 // TestDroppedMessagesLoggedOnce: a persistent session away whose queue is
@@ -50,7 +24,7 @@ func startHubLogged(t *testing.T, mutate func(*Config)) (*testHub, *lockedBuffer
 // the client (mosquitto: "Outgoing messages are being dropped for client
 // X"), not once per message and not never.
 func TestDroppedMessagesLoggedOnce(t *testing.T) {
-	h, logs := startHubLogged(t, func(c *Config) { c.MaxPendingWrites = 16 })
+	h, logs := startHubWithLog(t, func(c *Config) { c.MaxPendingWrites = 16 })
 	h.addIdentity(t, IdentitySpec{Name: "tool", Kind: KindUser, Password: "s3cret"})
 	m := newMosq(t, h.Ports().MQTT, "tool", "s3cret")
 	m.run(m.sub, "", "-c", "-i", "away-1", "-q", "1", "-t", "full/t", "-E")

@@ -2,12 +2,14 @@ package hub
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -53,16 +55,13 @@ func (h *Hub) sessionOf(cl *mqtt.Client) *session {
 func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	s, reason := k.h.authenticate(cl, pk)
 	if s == nil {
-		k.h.stats.authFailures.Add(1)
-		k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote, "reason", reason)
+		k.h.refuseConnect(slog.LevelInfo, cl, pk, reason)
 		return false
 	}
 	// mochi publishes a Will without asking the ACL: its topic is checked
 	// now, against the same rules as a PUBLISH.
 	if pk.Connect.WillFlag && !s.canPublish(pk.Connect.WillTopic) {
-		k.h.stats.authFailures.Add(1)
-		k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
-			"reason", "will topic not allowed: "+pk.Connect.WillTopic)
+		k.h.refuseConnect(slog.LevelInfo, cl, pk, "will topic not allowed: "+pk.Connect.WillTopic)
 		cl.State.ConnectRefusal = packets.ErrNotAuthorized
 		return false
 	}
@@ -71,17 +70,14 @@ func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	// over and disconnect it.
 	if v, ok := k.h.held.Load(pk.Connect.ClientIdentifier); ok {
 		if o := v.(*session); !strings.EqualFold(o.name, s.name) || o.anonymous != s.anonymous {
-			k.h.stats.authFailures.Add(1)
-			k.h.log.Info("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
-				"reason", "client id is held by another identity")
+			k.h.refuseConnect(slog.LevelInfo, cl, pk, "client id is held by another identity")
 			cl.State.ConnectRefusal = packets.ErrNotAuthorized
 			return false
 		}
 	}
 	if !s.anonymous && !k.h.countConn(s, cl.ID) {
-		k.h.stats.authFailures.Add(1)
-		k.h.log.Warn("mqtt connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
-			"reason", "identity holds hub.maxConnectionsPerIdentity connections", "identity", s.name, "max", k.h.cfg.MaxConnectionsPerIdentity)
+		k.h.refuseConnect(slog.LevelWarn, cl, pk, "identity holds hub.maxConnectionsPerIdentity connections",
+			"identity", s.name, "max", k.h.cfg.MaxConnectionsPerIdentity)
 		cl.State.ConnectRefusal = packets.ErrQuotaExceeded
 		return false
 	}
@@ -91,6 +87,17 @@ func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		cc.authenticated()
 	}
 	return true
+}
+
+// refuseConnect counts a refused CONNECT and logs it, unless the same
+// address was refused for the same reason in this window (refusalLog).
+func (h *Hub) refuseConnect(level slog.Level, cl *mqtt.Client, pk packets.Packet, reason string, args ...any) {
+	h.stats.authFailures.Add(1)
+	if !h.refusals.note(cl.Net.Remote, pk.Connect.ClientIdentifier, reason, time.Now()) {
+		return
+	}
+	h.log.Log(context.Background(), level, "mqtt connect refused",
+		append([]any{"client", clip(pk.Connect.ClientIdentifier), "remote", cl.Net.Remote, "reason", clip(reason)}, args...)...)
 }
 
 // OnWill routes a Will sent on the client's telemetry topic as telemetry
@@ -275,7 +282,7 @@ func (h *Hub) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, string
 	case len(pass) == 0 && len(certs) > 0:
 		return h.authX509(cid, certs)
 	case len(pass) > 0 && user != "":
-		return h.authPassword(cid, user, pass)
+		return h.authPassword(cl.Net.Remote, cid, user, pass)
 	case len(pass) == 0 && user == "" && h.dev && isLoopback(cl.Net.Remote) && !fromForeignPage(cl):
 		return &session{anonymous: true, device: cid}, ""
 	}
@@ -431,28 +438,71 @@ func (h *Hub) authX509(cid string, certs []*x509.Certificate) (*session, string)
 	return nil, "identity does not use X.509"
 }
 
-func (h *Hub) authPassword(cid, user string, pass []byte) (*session, string) {
+func (h *Hub) authPassword(remote, cid, user string, pass []byte) (*session, string) {
 	id := h.ids.get(user)
-	if id == nil || !id.Enabled {
-		return nil, "unknown or disabled user"
-	}
-	switch id.Kind {
-	case KindUser:
-		if o := h.ids.get(cid); o != nil && o.Kind != KindUser {
-			return nil, "client id belongs to a device or module identity"
-		}
-		if !h.ids.checkPassword(id, pass) {
-			return nil, "wrong password"
-		}
-	case KindModule, KindDevice:
+	if id != nil && id.Enabled && (id.Kind == KindModule || id.Kind == KindDevice) {
 		if !strings.EqualFold(cid, id.Name) {
 			return nil, "client id must be the identity name"
 		}
 		if mp := modulePassword(id); mp == "" || !hmacEqual(mp, string(pass)) {
 			return nil, "wrong password"
 		}
+		return h.newSession(id, "password"), ""
+	}
+	if id != nil && id.Enabled {
+		if o := h.ids.get(cid); o != nil && o.Kind != KindUser {
+			return nil, "client id belongs to a device or module identity"
+		}
+	}
+	if why := h.checkUserPassword(remote, user, id, pass); why != "" {
+		return nil, why
 	}
 	return h.newSession(id, "password"), ""
+}
+
+// checkUserPassword checks the password of a plain MQTT user (id; nil
+// or disabled when there is none by that name) within the guessing
+// limits (guessLimiter), and returns why it is refused, or "".
+func (h *Hub) checkUserPassword(remote, user string, id *Identity, pass []byte) string {
+	g, key := h.guesses, guessKey(remote, user)
+	if wait := g.locked(key, time.Now()); wait > 0 {
+		return "too many wrong passwords for this user from this address: refused unchecked until its lockout ends (at most 5 min)"
+	}
+	valid := id != nil && id.Enabled && id.Kind == KindUser
+	if valid && h.ids.passwordCached(id, pass) {
+		g.succeeded(key)
+		return ""
+	}
+	g.one <- struct{}{}
+	defer func() { <-g.one }()
+	wait, global := g.begin(key, time.Now())
+	if wait > 0 {
+		if global {
+			if g.warnGlobal(true) {
+				h.log.Warn("mqtt password guessing from many addresses: new user passwords are checked one every 3 s until it stops (passwords accepted before, SAS tokens and certificates are not affected)",
+					"remote", remote, "user", clip(user))
+			}
+			return "too many wrong passwords on this hub: refused unchecked (one checked every 3 s)"
+		}
+		return "too many wrong passwords for this user from this address: refused unchecked until its lockout ends (at most 5 min)"
+	}
+	g.checked.Add(1)
+	if valid && h.ids.checkPassword(id, pass) {
+		g.succeeded(key)
+		g.warnGlobal(false)
+		return ""
+	}
+	if !valid {
+		checkNoUser(pass)
+	}
+	if g.lockedOut(key) {
+		h.log.Warn(fmt.Sprintf("mqtt password guessing: %d wrong passwords in a row; this user's passwords from this address are refused unchecked for %s (doubling up to %s)",
+			guessFree, guessFirstLockout, guessMaxLockout), "remote", remote, "user", clip(user))
+	}
+	if !valid {
+		return "unknown or disabled user"
+	}
+	return "wrong password"
 }
 
 func (h *Hub) newSession(id *Identity, auth string) *session {

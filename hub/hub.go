@@ -44,6 +44,8 @@ type Hub struct {
 
 	srv       *mqtt.Server
 	ids       *identities
+	guesses   *guessLimiter
+	refusals  *refusalLog
 	certs     *certs
 	store     *store.Store
 	twins     *twins
@@ -100,7 +102,7 @@ func New(ctx context.Context, o Options) (_ *Hub, err error) {
 	if o.DeviceID == "" {
 		return nil, errors.New("hub: device id is empty")
 	}
-	h := &Hub{cfg: cfg, log: o.Logger, db: o.DB, deviceID: o.DeviceID, dev: o.Dev, pumps: map[string]*pump{}, presence: newPresences()}
+	h := &Hub{cfg: cfg, log: o.Logger, db: o.DB, deviceID: o.DeviceID, dev: o.Dev, pumps: map[string]*pump{}, presence: newPresences(), guesses: newGuessLimiter(), refusals: newRefusalLog()}
 	h.hostname = cfg.Hostname
 	if h.hostname == "" {
 		h.hostname, _ = os.Hostname()
@@ -323,6 +325,7 @@ func (h *Hub) tick(ctx context.Context) {
 			return
 		case now := <-t.C:
 			h.stats.sample(h, now)
+			h.refusals.flush(h.log, now)
 			h.prunePumps()
 			if now.Unix()%10 == 0 {
 				h.sweepSessions()

@@ -260,18 +260,33 @@ func (s *identities) remove(ctx context.Context, name string) error {
 	return nil
 }
 
+// passwordKey is the cache key of a user's password.
+func passwordKey(id *Identity, password []byte) string {
+	h := sha256.New()
+	h.Write([]byte(id.Name))
+	h.Write([]byte{0})
+	h.Write(password)
+	h.Write(id.passwordHash)
+	return string(h.Sum(nil))
+}
+
+// passwordCached reports whether password is one checkPassword found
+// right before (no bcrypt).
+func (s *identities) passwordCached(id *Identity, password []byte) bool {
+	if len(id.passwordHash) == 0 {
+		return false
+	}
+	_, ok := s.passwords.Load(passwordKey(id, password))
+	return ok
+}
+
 // checkPassword verifies a user's password, caching successes so a
 // reconnecting client does not pay bcrypt again.
 func (s *identities) checkPassword(id *Identity, password []byte) bool {
 	if len(id.passwordHash) == 0 {
 		return false
 	}
-	h := sha256.New()
-	h.Write([]byte(id.Name))
-	h.Write([]byte{0})
-	h.Write(password)
-	h.Write(id.passwordHash)
-	key := string(h.Sum(nil))
+	key := passwordKey(id, password)
 	if _, ok := s.passwords.Load(key); ok {
 		return true
 	}

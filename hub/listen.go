@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -245,7 +246,7 @@ func (h *Hub) listenWebSocket(addr string) error {
 	mux.Handle("/$iothub/websocket", h.WebSocketHandler())
 	mux.Handle("/twins/", h.methodsHandler()) // ModuleClient.invokeMethod (m2m.go)
 	h.wsServer = &http.Server{Handler: mux, ReadHeaderTimeout: h.cfg.ConnectTimeout, IdleTimeout: h.cfg.ConnectTimeout,
-		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)}
+		ErrorLog: log.New(serverErrors{h}, "", 0)}
 	h.wsLn = l
 	return nil
 }

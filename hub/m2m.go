@@ -62,7 +62,9 @@ func (h *Hub) serveMethod(w http.ResponseWriter, r *http.Request) (int, []byte) 
 	}
 	if _, _, why := h.checkToken(id, r.Header.Get("Authorization")); why != "" {
 		h.stats.authFailures.Add(1)
-		h.log.Info("direct method refused", "caller", caller, "remote", r.RemoteAddr, "reason", why)
+		if h.refusals.note(r.RemoteAddr, clip(caller), "direct method refused: bad token", time.Now()) {
+			h.log.Info("direct method refused", "caller", clip(caller), "remote", r.RemoteAddr, "reason", clip(why))
+		}
 		return methodError(http.StatusUnauthorized, "not authorized: "+why)
 	}
 	var req struct {

@@ -48,6 +48,12 @@ func startHub(t *testing.T, mutate func(*Config), dev bool) *testHub {
 
 func startHubAs(t *testing.T, deviceID string, mutate func(*Config), dev bool) *testHub {
 	t.Helper()
+	return startHubLogged(t, deviceID, mutate, dev, testLogger(t))
+}
+
+// startHubLogged is startHubAs with its log going to logger.
+func startHubLogged(t *testing.T, deviceID string, mutate func(*Config), dev bool, logger *slog.Logger) *testHub {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Hostname = "ledge.test"
 	cfg.Listen = ListenConfig{MQTT: "127.0.0.1:0", MQTTS: "127.0.0.1:0"}
@@ -55,7 +61,7 @@ func startHubAs(t *testing.T, deviceID string, mutate func(*Config), dev bool) *
 		mutate(&cfg)
 	}
 	dir := t.TempDir()
-	h, err := New(t.Context(), Options{Config: cfg, DB: testenv.DB(t), DataDir: dir, DeviceID: deviceID, Dev: dev, Logger: testLogger(t)})
+	h, err := New(t.Context(), Options{Config: cfg, DB: testenv.DB(t), DataDir: dir, DeviceID: deviceID, Dev: dev, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}

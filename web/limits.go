@@ -53,6 +53,9 @@ func (t Timeouts) withDefaults() Timeouts {
 	return t
 }
 
+// maxStreams bounds the HTTP/2 requests of one connection at once.
+const maxStreams = 32
+
 // Body limits.
 const (
 	// maxBody bounds request bodies the API reads.
@@ -197,9 +200,114 @@ func withTracked(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
-// promoteConn takes the request's connection out of the anonymous count.
+// promoteConn takes the request's connection, and the request, out of
+// the anonymous counts.
 func promoteConn(r *http.Request) {
 	if t, ok := r.Context().Value(trackedKey{}).(*trackedConn); ok {
 		t.promote()
 	}
+	if t, ok := r.Context().Value(trackedReqKey{}).(*trackedReq); ok {
+		t.forget()
+	}
+}
+
+// reqLimiter keeps at most max requests in flight that have not
+// authenticated, over all connections: HTTP/2 carries up to 250 requests
+// at once on one connection, so the connection cap alone let 256
+// connections hold 64,000 of them (a slow body, or an answer the client
+// opens no flow-control window for). Beyond max, the oldest is ended: its
+// reads and writes fail at once (an HTTP/2 stream is reset), and its
+// handler returns. A request leaves the count when it authenticates
+// (promoteConn), or ends. Safe for concurrent use.
+type reqLimiter struct {
+	max int
+
+	mu   sync.Mutex // guards anon
+	anon *list.List // of *trackedReq, oldest first
+}
+
+func newReqLimiter(max int) *reqLimiter { return &reqLimiter{max: max, anon: list.New()} }
+
+// trackedReq is a request the limiter counts until it authenticates or
+// ends.
+type trackedReq struct {
+	l    *reqLimiter
+	w    http.ResponseWriter
+	elem *list.Element // nil once promoted, ended or evicted; guarded by l.mu
+
+	mu   sync.Mutex // held while ending it; guards done
+	done bool       // its handler returned: w may no longer be used
+}
+
+// add counts a request, ending the oldest anonymous one when there are
+// too many.
+func (l *reqLimiter) add(w http.ResponseWriter) *trackedReq {
+	r := &trackedReq{l: l, w: w}
+	var evict *trackedReq
+	l.mu.Lock()
+	r.elem = l.anon.PushBack(r)
+	if l.anon.Len() > l.max {
+		evict = l.anon.Front().Value.(*trackedReq)
+		l.anon.Remove(evict.elem)
+		evict.elem = nil
+	}
+	l.mu.Unlock()
+	if evict != nil {
+		evict.end()
+	}
+	return r
+}
+
+// end makes the request's reads and writes fail now, unless its handler
+// already returned.
+func (r *trackedReq) end() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return
+	}
+	rc := http.NewResponseController(r.w)
+	past := time.Now().Add(-time.Second)
+	rc.SetReadDeadline(past)
+	rc.SetWriteDeadline(past)
+}
+
+// forget takes the request out of the count.
+func (r *trackedReq) forget() {
+	r.l.mu.Lock()
+	defer r.l.mu.Unlock()
+	if r.elem != nil {
+		r.l.anon.Remove(r.elem)
+		r.elem = nil
+	}
+}
+
+// finish is called when the handler returned: the request leaves the
+// count, and is never ended after.
+func (r *trackedReq) finish() {
+	r.forget()
+	r.mu.Lock()
+	r.done = true
+	r.mu.Unlock()
+}
+
+// count is the number of anonymous requests in flight (tests).
+func (l *reqLimiter) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.anon.Len()
+}
+
+type trackedReqKey struct{}
+
+// anonymous reports whether the request's connection is counted as not
+// authenticated (not the CLI's socket, which has no tracker).
+func anonymousConn(r *http.Request) bool {
+	t, ok := r.Context().Value(trackedKey{}).(*trackedConn)
+	if !ok {
+		return false
+	}
+	t.l.mu.Lock()
+	defer t.l.mu.Unlock()
+	return t.elem != nil
 }

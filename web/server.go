@@ -93,6 +93,7 @@ type Server struct {
 	auth    *authStore       // nil without Options.DB
 	limiter *loginLimiter
 	conns   *connLimiter // the TCP and TLS connections not authenticated
+	reqs    *reqLimiter  // the requests in flight on them
 	timeout Timeouts
 	tpl     *templates
 	// stopping is closed when Run begins to shut down, ending streams.
@@ -117,6 +118,7 @@ func New(o Options) (*Server, error) {
 	s := &Server{opts: o, log: o.Logger, started: time.Now(), limiter: newLoginLimiter(), stopping: make(chan struct{}),
 		timeout: o.Timeouts.withDefaults()}
 	s.conns = newConnLimiter(s.timeout.MaxAnonymousConns)
+	s.reqs = newReqLimiter(s.timeout.MaxAnonymousConns)
 	if o.DB != nil {
 		var err error
 		if s.auth, err = openAuthStore(context.Background(), o.DB); err != nil {
@@ -234,6 +236,16 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if isUpgrade(r) {
 		endless(w)
 		promoteConn(r)
+	} else if anonymousConn(r) {
+		t := s.reqs.add(w)
+		defer func() {
+			// The answer is sent while the request is counted: HTTP/2
+			// would otherwise wait for the client's flow-control window
+			// after the handler returned, out of the count's reach.
+			http.NewResponseController(w).Flush()
+			t.finish()
+		}()
+		r = r.WithContext(context.WithValue(r.Context(), trackedReqKey{}, t))
 	}
 	if r.Method == http.MethodHead {
 		r = r.WithContext(r.Context())
@@ -255,6 +267,11 @@ func (s *Server) Run(ctx context.Context) error {
 			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 			ConnContext:       func(ctx context.Context, c net.Conn) context.Context { return withTracked(connContext(ctx, c), c) },
+			// A page needs a handful of requests at once (its event
+			// stream, the live feed, API calls); Go's default of 250 let
+			// each connection make hundreds of requests the server takes
+			// in before any handler can refuse them.
+			HTTP2: &http.HTTP2Config{MaxConcurrentStreams: maxStreams},
 		}
 	}
 	srv := newServer(s.timeout)

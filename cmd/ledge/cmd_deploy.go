@@ -365,6 +365,12 @@ func deployStatus(args []string, stdout, stderr io.Writer) error {
 		if rb := dep.RolledBackFrom; rb != nil {
 			fmt.Fprintf(stdout, "rolled back from %q: %s\n", rb.Version, rb.Reason)
 		}
+		if dep.Unsigned != "" {
+			fmt.Fprintf(stdout, "unsigned: %s\n", dep.Unsigned)
+		}
+	}
+	if s := rep.Signing; s != nil && s.Warning != "" {
+		fmt.Fprintf(stdout, "warning: %s\n", s.Warning)
 	}
 	if r := rep.Rejected; r != nil {
 		fmt.Fprintf(stdout, "last rejected (%s, %s): %s\n", r.Source, azureTimeText(r.At), r.Reason)

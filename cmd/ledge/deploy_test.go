@@ -198,11 +198,7 @@ func TestDeployWaitSaysWhy(t *testing.T) {
 	dir := t.TempDir()
 	instance := "ltwhy-" + run
 	t.Cleanup(func() {
-		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=io.ledge.instance="+instance).Output()
-		if ids := strings.Fields(string(out)); len(ids) > 0 {
-			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
-		}
-		exec.Command("docker", "network", "rm", "ledge-whytest-"+run).Run()
+		testenv.RemoveDocker("label=io.ledge.instance="+instance, "ledge-whytest-"+run)
 	})
 	cfg := filepath.Join(dir, "ledge.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("deviceId: %s\nagent:\n  containerPrefix: lw%s-\n  network: ledge-whytest-%s\n"+freeListeners, instance, run, run)), 0o644)
@@ -250,5 +246,51 @@ func TestDeployWithoutModulesNeedsNoDocker(t *testing.T) {
 	out, errOut, code := ledge(t, "deploy", "apply", "--wait", "--timeout", "20s", "--config", cfg, "--data-dir", dataDir, m)
 	if code != 0 || !strings.Contains(out, "converged") {
 		t.Errorf("apply --wait of a deployment without modules, no Docker: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// TestDeployStatusSaysUnsigned (third audit; issue 12, finding 2): the
+// Deployments page says that remote deployments are taken unsigned, and
+// that the running deployment was applied before signing was turned on;
+// `ledge deploy status` said neither.
+func TestDeployStatusSaysUnsigned(t *testing.T) {
+	dir := t.TempDir()
+	dataDir := filepath.Join(dir, "data")
+	conf := filepath.Join(dir, "ledge.yaml")
+	head := fmt.Sprintf("deviceId: unsigned-%d\nhttp:\n  listenTLS: 127.0.0.1:0\nhub:\n  listen:\n    mqtt: 127.0.0.1:0\n    mqtts: 127.0.0.1:0\n"+
+		"agent:\n  sources:\n    http: {url: \"http://127.0.0.1:1/deployment.yaml\", interval: 1h}\n", time.Now().UnixNano()%1e6)
+	os.WriteFile(conf, []byte(head), 0o644)
+	args := []string{"--config", conf, "--data-dir", dataDir}
+	d := &runningLedge{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	launch(t, d, "", nil, append([]string{"run"}, args...)...)
+	m := filepath.Join(dir, "m.yaml")
+	os.WriteFile(m, []byte("version: \"1\"\n"), 0o644)
+	if out, errOut, code := ledge(t, append([]string{"deploy", "apply", m}, args...)...); code != 0 {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, _ := ledge(t, append([]string{"deploy", "status"}, args...)...)
+	if !strings.Contains(out, "remote deployments are not signed") || !strings.Contains(out, "agent.trustedKeys") {
+		t.Errorf("deploy status without trusted keys and a remote source does not say remote deployments are unsigned:\n%s%s", out, errOut)
+	}
+
+	// Signing turned on: the running deployment is flagged.
+	d.cmd.Process.Signal(os.Interrupt)
+	err := <-d.done
+	d.done <- err
+	keyOut, errOut, code := ledgeIn(t, dir, nil, "keys", "gen", "--out", "ops")
+	if code != 0 {
+		t.Fatalf("keys gen: %s%s", keyOut, errOut)
+	}
+	key := keyOut[strings.Index(keyOut, "ed25519:"):]
+	key = key[:strings.IndexAny(key, "\"\n")]
+	os.WriteFile(conf, []byte(head+"  trustedKeys: [\""+key+"\"]\n"), 0o644)
+	d = &runningLedge{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	launch(t, d, "", nil, append([]string{"run"}, args...)...)
+	out, errOut, _ = ledge(t, append([]string{"deploy", "status"}, args...)...)
+	if !strings.Contains(out, "unsigned") || !strings.Contains(out, "before signing was turned on") {
+		t.Errorf("deploy status after signing was turned on does not flag the unsigned deployment:\n%s%s", out, errOut)
+	}
+	if strings.Contains(out, "remote deployments are not signed") {
+		t.Errorf("deploy status with trusted keys says remote deployments are unsigned:\n%s", out)
 	}
 }
