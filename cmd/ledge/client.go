@@ -45,8 +45,8 @@ type apiError struct {
 func (e *apiError) Error() string { return e.Message }
 
 // connectDaemon finds the socket of the running ledge: the one cf's
-// flags name, else the last `ledge run` still alive, else the one of
-// $LEDGE_CONFIG, ./ledge.yaml or /etc/ledge/ledge.yaml.
+// flags or $LEDGE_CONFIG name, else the last `ledge run` still alive, else
+// the one of ./ledge.yaml or /etc/ledge/ledge.yaml.
 func connectDaemon(cf *configFlags) (*daemon, error) {
 	cfg, err := cf.load()
 	if err != nil {
@@ -54,11 +54,11 @@ func connectDaemon(cf *configFlags) (*daemon, error) {
 	}
 	sock := filepath.Join(cfg.DataDir, "ledge.sock")
 	if _, err := os.Stat(sock); err != nil {
-		if cf.path == "" && cf.dataDir == "" {
+		if cf.path == "" && cf.dataDir == "" && !cfg.Env {
 			return nil, notRunning(fmt.Errorf("no running ledge found: none recorded in %s, and no socket %s (data dir from %s); start it with `ledge run`, or pass the --config or --data-dir it runs with",
 				runtimeDir(), sock, cfg.from()))
 		}
-		return nil, notRunning(fmt.Errorf("ledge is not running with data dir %s (no socket %s): start it with `ledge run`, or pass the --config or --data-dir it runs with", cfg.DataDir, sock))
+		return nil, notRunning(fmt.Errorf("ledge is not running with data dir %s (no socket %s; data dir from %s): start it with `ledge run`, or pass the --config or --data-dir it runs with", cfg.DataDir, sock, cfg.from()))
 	}
 	return &daemon{socket: sock, client: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

@@ -18,7 +18,7 @@ type configFlags struct {
 }
 
 func (c *configFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.path, "config", "", "config file (default: the running ledge's, else $LEDGE_CONFIG, ./ledge.yaml or /etc/ledge/ledge.yaml, the first that exists)")
+	fs.StringVar(&c.path, "config", "", "config file (default: $LEDGE_CONFIG, else the running ledge's, else ./ledge.yaml or /etc/ledge/ledge.yaml, the first that exists)")
 	fs.StringVar(&c.dataDir, "data-dir", "", "data directory (overrides dataDir in the config)")
 }
 
@@ -39,6 +39,8 @@ type loaded struct {
 	Running *runRecord
 	// Flag is set when --data-dir chose the data dir.
 	Flag bool
+	// Env is set when $LEDGE_CONFIG named File.
+	Env bool
 }
 
 // from says where the data dir came from, for messages.
@@ -48,6 +50,8 @@ func (l *loaded) from() string {
 		return "--data-dir"
 	case l.Running != nil:
 		return fmt.Sprintf("the running ledge (pid %d)", l.Running.PID)
+	case l.Env:
+		return "$LEDGE_CONFIG=" + l.File
 	case l.File != "":
 		return l.File
 	}
@@ -55,8 +59,8 @@ func (l *loaded) from() string {
 }
 
 // load finds and reads the config, for a command that acts on a ledge:
-// --config and --data-dir first, then the ledge that runs (the last
-// `ledge run` still alive), then $LEDGE_CONFIG, ./ledge.yaml and
+// --config, $LEDGE_CONFIG and --data-dir first, then the ledge that runs
+// (the last `ledge run` still alive), then ./ledge.yaml and
 // /etc/ledge/ledge.yaml; with no file anywhere, the defaults.
 func (c *configFlags) load() (*loaded, error) { return c.find(true, true) }
 
@@ -70,7 +74,13 @@ func (c *configFlags) loadSettings() (*loaded, error) { return c.find(true, fals
 func (c *configFlags) loadForRun() (*loaded, error) { return c.find(false, false) }
 
 func (c *configFlags) find(followRunning, note bool) (*loaded, error) {
-	path := c.path
+	path, env := c.path, false
+	if path == "" {
+		// $LEDGE_CONFIG names a ledge as --config does: with two on the
+		// machine, a shell that sets it keeps to its own.
+		path = os.Getenv("LEDGE_CONFIG")
+		env = path != ""
+	}
 	if path == "" && c.dataDir == "" && followRunning {
 		if rec := lastRunning(note); rec != nil {
 			l := &loaded{Config: appliance.Default(), Running: rec}
@@ -83,9 +93,6 @@ func (c *configFlags) find(followRunning, note bool) (*loaded, error) {
 			l.DataDir = rec.DataDir // what it really uses, whatever the file says now
 			return l, nil
 		}
-	}
-	if path == "" {
-		path = os.Getenv("LEDGE_CONFIG")
 	}
 	if path == "" {
 		for _, p := range []string{"ledge.yaml", "/etc/ledge/ledge.yaml"} {
@@ -103,7 +110,7 @@ func (c *configFlags) find(followRunning, note bool) (*loaded, error) {
 		if err != nil {
 			return nil, err
 		}
-		l.Config, l.File = cfg, path
+		l.Config, l.File, l.Env = cfg, path, env
 	}
 	if c.dataDir != "" {
 		l.DataDir, l.Flag = c.dataDir, true

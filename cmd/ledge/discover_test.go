@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -64,9 +65,53 @@ func TestCLIFindsRunningLedgeWithoutFlags(t *testing.T) {
 		t.Fatalf("ledge run: %v\n%s", err, d.stderr)
 	}
 	d.done <- nil
-	_, errOut, code = ledgeIn(t, t.TempDir(), append(rt, "LEDGE_CONFIG="+siteConfig(t)), "status")
+	_, errOut, code = ledgeIn(t, filepath.Dir(siteConfig(t)), rt, "status")
 	if code != 3 || !strings.Contains(errOut, "no running ledge found") {
 		t.Errorf("after the stop: exit %d: %s", code, errOut)
+	}
+}
+
+// Two ledges on one machine: $LEDGE_CONFIG names one as --config does,
+// ahead of the last one started (a shell that sets it keeps to its own
+// ledge); without it the CLI takes the last one started.
+func TestLedgeConfigNamesTheLedge(t *testing.T) {
+	rt := []string{"LEDGE_RUNTIME_DIR=" + t.TempDir()}
+	first, second := siteConfig(t), siteConfig(t)
+	for _, conf := range []string{first, second} {
+		launch(t, &runningLedge{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}, "", rt, "run", "--config", conf)
+	}
+	deviceOf := func(env []string) string {
+		t.Helper()
+		out, errOut, code := ledgeIn(t, t.TempDir(), env, "status", "--json")
+		if code != 0 {
+			t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
+		}
+		var st struct {
+			System struct {
+				DeviceID string `json:"deviceId"`
+			} `json:"system"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil || st.System.DeviceID == "" {
+			t.Fatalf("status --json: no system.deviceId (%v):\n%s", err, out)
+		}
+		return st.System.DeviceID
+	}
+	want := func(conf string) string {
+		b, _ := os.ReadFile(conf)
+		id, _, _ := strings.Cut(strings.TrimPrefix(string(b), "deviceId: "), "\n")
+		return id
+	}
+	if got := deviceOf(append(rt, "LEDGE_CONFIG="+first)); got != want(first) {
+		t.Errorf("LEDGE_CONFIG=%s: status of %s, want %s", first, got, want(first))
+	}
+	if got := deviceOf(rt); got != want(second) {
+		t.Errorf("no LEDGE_CONFIG: status of %s, want the last started, %s", got, want(second))
+	}
+	// Named and not running: said so, naming where the data dir came from.
+	stopped := siteConfig(t)
+	_, errOut, code := ledgeIn(t, t.TempDir(), append(rt, "LEDGE_CONFIG="+stopped), "status")
+	if code != 3 || !strings.Contains(errOut, "ledge is not running") || !strings.Contains(errOut, "$LEDGE_CONFIG="+stopped) {
+		t.Errorf("LEDGE_CONFIG of a ledge not running: exit %d: %s", code, errOut)
 	}
 }
 
@@ -83,7 +128,7 @@ func TestCLIForgetsKilledLedge(t *testing.T) {
 	d.cmd.Process.Kill()
 	<-d.done
 	d.done <- nil
-	_, errOut, code := ledgeIn(t, t.TempDir(), append(rt, "LEDGE_CONFIG="+siteConfig(t)), "status")
+	_, errOut, code := ledgeIn(t, filepath.Dir(siteConfig(t)), rt, "status")
 	if code != 3 || !strings.Contains(errOut, "no running ledge found") {
 		t.Errorf("exit %d: %s", code, errOut)
 	}
