@@ -2,6 +2,7 @@ package web
 
 import (
 	"net"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -74,5 +75,36 @@ func TestConnLimiterEvictsOldest(t *testing.T) {
 	c1.Close()
 	if n := l.count(); n != 0 {
 		t.Fatalf("anonymous %d after closing all", n)
+	}
+}
+
+// TestReqLimiterCounts: the request limiter holds at most max anonymous
+// requests (HTTP/2 streams included): a request past max ends the oldest,
+// and a request leaves the count when it authenticates or its handler
+// returns, once.
+func TestReqLimiterCounts(t *testing.T) {
+	l := newReqLimiter(3)
+	var rs []*trackedReq
+	for range 5 {
+		rs = append(rs, l.add(httptest.NewRecorder()))
+	}
+	if n := l.count(); n != 3 {
+		t.Fatalf("%d anonymous requests counted, want the cap 3", n)
+	}
+	if rs[0].elem != nil || rs[1].elem != nil || rs[2].elem == nil {
+		t.Errorf("the two oldest were not the ones ended")
+	}
+	rs[2].forget() // authenticated
+	rs[3].finish() // its handler returned
+	if n := l.count(); n != 1 {
+		t.Errorf("%d counted after one authenticated and one finished, want 1", n)
+	}
+	rs[2].finish() // an authenticated request's handler returns: no change
+	rs[4].finish()
+	if n := l.count(); n != 0 {
+		t.Errorf("%d counted after every request ended, want 0", n)
+	}
+	if !rs[4].done {
+		t.Errorf("a finished request is not marked done (it could still be ended)")
 	}
 }
