@@ -198,26 +198,50 @@ func (s *sessionStore) forget(id string) {
 	s.send(sop{kind: sopForget, client: id})
 }
 
+// OnSubscribed stores a persistent session's subscriptions; mochi sends
+// the SUBACK after this hook, so it waits for the commit: a subscription
+// acknowledged survives kill -9 (with the session itself, committed
+// before it), and messages published after the SUBACK are kept for the
+// session.
 func (s *sessionStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	if !persistentSession(cl) {
 		return
 	}
+	var t uint64
 	for i, f := range pk.Filters {
 		if i >= len(codes) || codes[i] >= 0x80 {
 			continue
 		}
 		data, _ := json.Marshal(storage.Subscription{T: storage.SubscriptionKey, Client: cl.ID, Filter: f.Filter, Qos: codes[i],
 			Identifier: f.Identifier, NoLocal: f.NoLocal, RetainHandling: f.RetainHandling, RetainAsPublished: f.RetainAsPublished})
-		s.send(sop{kind: sopSub, client: cl.ID, key: f.Filter, data: data})
+		t = s.send(sop{kind: sopSub, client: cl.ID, key: f.Filter, data: data})
 	}
+	s.ackAfter(cl, t, "SUBSCRIBE")
 }
 
+// OnUnsubscribed: the UNSUBACK waits for the commit too, so a filter
+// removed stays removed.
 func (s *sessionStore) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	if !s.known(cl.ID) {
 		return
 	}
+	var t uint64
 	for _, f := range pk.Filters {
-		s.send(sop{kind: sopUnsub, client: cl.ID, key: f.Filter})
+		t = s.send(sop{kind: sopUnsub, client: cl.ID, key: f.Filter})
+	}
+	s.ackAfter(cl, t, "UNSUBSCRIBE")
+}
+
+// ackAfter holds the ack mochi sends after a hook until ticket t is
+// committed; a commit that fails closes the client's connection instead,
+// so it is never told something was kept that was not.
+func (s *sessionStore) ackAfter(cl *mqtt.Client, t uint64, what string) {
+	if t == 0 || cl.Net.Inline {
+		return
+	}
+	if err := s.wait(t, 10*time.Second); err != nil {
+		s.h.log.Warn("mqtt "+what+" not acknowledged: the persistent session's change was not stored", "client", cl.ID, "err", err)
+		cl.Stop(err)
 	}
 }
 

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"ledge/internal/testenv"
+)
+
+// The kill -9 tests of this file drive `ledge run` as a process with
+// stock clients (mosquitto_pub/sub, the Azure IoT SDK for Node, the ledge
+// CLI): each acknowledgement is followed at once by kill -9, and after a
+// restart on the same data dir the acknowledged thing must be there.
+
+var (
+	kwOnce sync.Once
+	kwBin  string
+	kwErr  error
+)
+
+// killWindowBin is ledge built with -tags ledge_killwindow: its hub holds
+// each persistent-session commit back by $LEDGE_HUB_COMMIT_DELAY, so an
+// acknowledgement sent before its commit is followed by the kill inside
+// that window (without it, the commit usually wins the race and such a
+// bug passes).
+func killWindowBin(t *testing.T) string {
+	t.Helper()
+	kwOnce.Do(func() {
+		kwBin = filepath.Join(filepath.Dir(ledgeBin), "ledge-killwindow")
+		out, err := exec.Command("go", "build", "-tags", "ledge_killwindow", "-o", kwBin, ".").CombinedOutput()
+		if err != nil {
+			kwErr = fmt.Errorf("build ledge -tags ledge_killwindow: %v\n%s", err, out)
+		}
+	})
+	if kwErr != nil {
+		t.Fatal(kwErr)
+	}
+	return kwBin
+}
+
+// k9Ledge is a `ledge run` that a test kills and starts again on the same
+// config and data dir, with the hub's listeners on ports fixed for the
+// test (clients find it again after the restart).
+type k9Ledge struct {
+	t    *testing.T
+	bin  string
+	conf string
+	env  []string
+	args []string
+	d    *runningLedge
+}
+
+func (k *k9Ledge) start() {
+	k.t.Helper()
+	addr := freePort(k.t)
+	if k.d != nil {
+		addr = k.d.addr
+	}
+	k.d = launch(k.t, &runningLedge{bin: k.bin, addr: addr, stderr: &syncBuffer{}, done: make(chan error, 1)}, "", k.env,
+		append([]string{"run", "--config", k.conf}, k.args...)...)
+}
+
+// kill9 kills the process with SIGKILL: nothing is flushed on the way out.
+func (k *k9Ledge) kill9() {
+	k.d.cmd.Process.Kill()
+	err := <-k.d.done
+	k.d.done <- err
+}
+
+func (k *k9Ledge) cli(args ...string) string {
+	k.t.Helper()
+	out, errOut, code := ledgeStdin(k.t, "", "", k.env, append(args, "--config", k.conf)...)
+	if code != 0 {
+		k.t.Fatalf("ledge %v: exit %d\n%s\n%s", args, code, out, errOut)
+	}
+	return out
+}
+
+// k9Config writes a ledge.yaml for a k9Ledge; hub is YAML under hub:
+// (indented two spaces), after the listeners.
+func k9Config(t *testing.T, mqtt, mqtts, hub string) string {
+	t.Helper()
+	conf := filepath.Join(t.TempDir(), "site", "ledge.yaml")
+	os.MkdirAll(filepath.Dir(conf), 0o755)
+	doc := "deviceId: k9-" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(int(time.Now().UnixNano()%1e6)) +
+		"\ndataDir: ledge-data\nhttp:\n  listenTLS: 127.0.0.1:0\nhub:\n  listen:\n    mqtt: " + mqtt + "\n    mqtts: " + mqtts + "\n" + hub
+	if err := os.WriteFile(conf, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return conf
+}
+
+// mosq runs mosquitto_pub or mosquitto_sub against 127.0.0.1:port and
+// returns its output; a non-zero exit fails the test.
+func mosq(t *testing.T, tool, port string, args ...string) string {
+	t.Helper()
+	bin := testenv.Command(t, tool, "mosquitto-clients")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, append([]string{"-h", "127.0.0.1", "-p", port}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", tool, args, err, out)
+	}
+	return string(out)
+}
+
+// TestKill9MQTTAcks: what the hub of `ledge run` acknowledged to
+// mosquitto clients survives kill -9 right after the acknowledgement:
+// a persistent session's subscription (SUBACK), a QoS 1 message queued
+// for that session while its client is away (PUBACK), and a retained
+// message (PUBACK). Each commit is held back 300 ms (killWindowBin).
+func TestKill9MQTTAcks(t *testing.T) {
+	port := strings.TrimPrefix(freePort(t), "127.0.0.1:")
+	k := &k9Ledge{t: t, bin: killWindowBin(t), conf: k9Config(t, "127.0.0.1:"+port, "127.0.0.1:0", ""),
+		env: []string{"LEDGE_RUNTIME_DIR=" + t.TempDir(), "LEDGE_HUB_COMMIT_DELAY=300ms"}, args: []string{"--dev"}}
+	k.start()
+	sub := []string{"-V", "mqttv5", "-x", "3600", "-c", "-q", "1", "-i", "k9-sub", "-t", "k9/sub"}
+
+	// 1: SUBACK of a persistent session (-E: mosquitto_sub exits once it
+	// has it).
+	mosq(t, "mosquitto_sub", port, append(sub, "-E")...)
+	k.kill9()
+	k.start()
+
+	// 2: a QoS 1 message for the session, whose client is away, and a
+	// retained message.
+	mosq(t, "mosquitto_pub", port, "-V", "mqttv5", "-q", "1", "-t", "k9/sub", "-m", "queued")
+	mosq(t, "mosquitto_pub", port, "-V", "mqttv5", "-q", "1", "-r", "-t", "k9/ret", "-m", "kept")
+	k.kill9()
+	k.start()
+
+	if got := strings.TrimSpace(mosq(t, "mosquitto_sub", port, append(sub, "-C", "1", "-W", "10")...)); got != "queued" {
+		t.Errorf("the persistent session after kill -9 got %q, want the QoS 1 message queued for it (its SUBACKed subscription lost?)", got)
+	}
+	if got := strings.TrimSpace(mosq(t, "mosquitto_sub", port, "-t", "k9/ret", "-C", "1", "-W", "10", "--retained-only")); got != "kept" {
+		t.Errorf("retained after kill -9: %q, want kept", got)
+	}
+}
+
+// TestKill9AzureAcks: what the hub of `ledge run` acknowledged to stock
+// Azure IoT SDK clients, and what the CLI said it did to a twin, survives
+// kill -9 right after: a device's reported-property patch (status 204 on
+// $iothub/twin/res), a module's output message routed to another module's
+// input (PUBACK; the receiving module is not connected yet), and a
+// desired-property patch made with `ledge twin patch`.
+func TestKill9AzureAcks(t *testing.T) {
+	mqtts := freePort(t)
+	hub := "  hostname: localhost\n  routes:\n    toSink:\n      route: FROM /messages/modules/src/outputs/* INTO BrokeredEndpoint(\"/modules/sink/inputs/in\")\n"
+	conf := k9Config(t, "127.0.0.1:0", mqtts, hub)
+	k := &k9Ledge{t: t, conf: conf, env: []string{"LEDGE_RUNTIME_DIR=" + t.TempDir()}}
+	k.start()
+	dev := regexp.MustCompile(`deviceId: (\S+)`).FindStringSubmatch(readFile(t, conf))[1]
+	ca := filepath.Join(filepath.Dir(conf), "ledge-data", "hub", "ca.pem")
+	csOf := func(out string) string {
+		cs := regexp.MustCompile(`HostName=\S+`).FindString(out)
+		if cs == "" {
+			t.Fatalf("no connection string in:\n%s", out)
+		}
+		return cs
+	}
+	thermoCS := csOf(k.cli("identity", "add", "thermo"))
+	srcCS := csOf(k.cli("identity", "add", dev+"/src", "--kind", "module"))
+	sinkCS := csOf(k.cli("identity", "add", dev+"/sink", "--kind", "module"))
+
+	thermo := testenv.StartSDK(t, "thermo", testenv.SDKEnv{Kind: "device", CS: thermoCS, CA: ca})
+	thermo.Must("open", nil)
+	thermo.Must("getTwin", nil)
+	src := testenv.StartSDK(t, "src", testenv.SDKEnv{Kind: "module", CS: srcCS, CA: ca})
+	src.Must("open", nil)
+
+	thermo.Must("report", map[string]any{"patch": map[string]any{"fw": "k9-1.2"}})
+	k.kill9()
+	k.start()
+	src.Must("send", map[string]any{"body": "job-k9", "output": "out1"})
+	k.kill9()
+	k.start()
+	k.cli("twin", "patch", "thermo", `{"interval": 9}`)
+	k.kill9()
+	k.start()
+
+	tw := k.cli("twin", "get", "thermo")
+	for _, want := range []string{`"fw": "k9-1.2"`, `"interval": 9`} {
+		if !strings.Contains(strings.ReplaceAll(tw, `":"`, `": "`), want) && !strings.Contains(tw, strings.ReplaceAll(want, " ", "")) {
+			t.Errorf("twin after kill -9 lacks %s:\n%s", want, tw)
+		}
+	}
+	sink := testenv.StartSDK(t, "sink", testenv.SDKEnv{Kind: "module", CS: sinkCS, CA: ca})
+	sink.Must("open", nil)
+	if in := sink.Wait("input", nil); in.Str("body") != "job-k9" {
+		t.Errorf("the sink module's input after kill -9: %v, want job-k9 (the routed output acknowledged to src)", in)
+	}
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
