@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,11 +189,19 @@ func TestKill9AzureAcks(t *testing.T) {
 	k.kill9()
 	k.start()
 
-	tw := k.cli("twin", "get", "thermo")
-	for _, want := range []string{`"fw": "k9-1.2"`, `"interval": 9`} {
-		if !strings.Contains(strings.ReplaceAll(tw, `":"`, `": "`), want) && !strings.Contains(tw, strings.ReplaceAll(want, " ", "")) {
-			t.Errorf("twin after kill -9 lacks %s:\n%s", want, tw)
-		}
+	out := k.cli("twin", "get", "thermo")
+	var tw struct {
+		Desired  map[string]any `json:"desired"`
+		Reported map[string]any `json:"reported"`
+	}
+	if err := json.Unmarshal([]byte(out), &tw); err != nil {
+		t.Fatalf("twin get: %v\n%s", err, out)
+	}
+	if tw.Reported["fw"] != "k9-1.2" {
+		t.Errorf("the reported patch answered 204 is gone after kill -9: reported %v", tw.Reported)
+	}
+	if tw.Desired["interval"] != 9.0 {
+		t.Errorf("the desired patch `ledge twin patch` reported done is gone after kill -9: desired %v", tw.Desired)
 	}
 	sink := testenv.StartSDK(t, "sink", testenv.SDKEnv{Kind: "module", CS: sinkCS, CA: ca})
 	sink.Must("open", nil)
@@ -207,4 +217,66 @@ func readFile(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestKill9KeepsRemovals: what the CLI reported removed or undone stays
+// so after kill -9 right after it, and a restart on the same data dir
+// (TestKill9KeepsWhatTheCLIWasToldIsDone has the additions): an identity
+// removed, an API token revoked, a pipeline removed, a deployment rolled
+// back.
+func TestKill9KeepsRemovals(t *testing.T) {
+	conf := siteConfig(t)
+	dir := filepath.Dir(conf)
+	k := &k9Ledge{t: t, conf: conf, env: []string{"LEDGE_RUNTIME_DIR=" + t.TempDir()}}
+	k.start()
+	k.cli("identity", "add", "k9-gone")
+	k.cli("identity", "add", "k9-kept")
+	token := strings.TrimSpace(k.cli("admin", "token", "create", "k9tok"))
+	pipe := filepath.Join(dir, "cam.yaml")
+	os.WriteFile(pipe, []byte("name: k9gone\nsource: {url: \"testpattern:\", width: 160, height: 120, fps: 5}\n"), 0o644)
+	k.cli("pipelines", "add", pipe)
+	for _, v := range []string{"1", "2"} {
+		dep := filepath.Join(dir, "deployment-"+v+".yaml")
+		os.WriteFile(dep, []byte("version: k9-"+v+"\npipelines:\n  - name: k9dep"+v+"\n    source: {url: \"testpattern:\", width: 160, height: 120, fps: 5}\n"), 0o644)
+		k.cli("deploy", "apply", "--wait", dep)
+	}
+
+	k.cli("identity", "remove", "k9-gone")
+	k.kill9()
+	k.start()
+	if out := k.cli("identity", "list"); strings.Contains(out, "k9-gone") || !strings.Contains(out, "k9-kept") {
+		t.Errorf("after identity remove k9-gone and kill -9:\n%s", out)
+	}
+
+	k.cli("admin", "token", "revoke", "k9tok")
+	k.kill9()
+	k.start()
+	req, _ := http.NewRequest("GET", "http://"+k.d.addr+"/api/v1/system", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("the revoked API token after kill -9: %d, want 401", resp.StatusCode)
+		}
+	}
+
+	k.cli("pipelines", "rm", "k9gone")
+	k.kill9()
+	k.start()
+	if out := k.cli("pipelines", "list"); strings.Contains(out, "k9gone") {
+		t.Errorf("the removed pipeline is back after kill -9:\n%s", out)
+	}
+
+	k.cli("deploy", "rollback")
+	k.kill9()
+	k.start()
+	out := k.cli("deploy", "status")
+	if !strings.Contains(out, "k9-1") || strings.Contains(out, "k9-2") {
+		t.Errorf("after deploy rollback and kill -9, want k9-1 deployed:\n%s", out)
+	}
+	if out := k.cli("pipelines", "list"); !strings.Contains(out, "k9dep1") || strings.Contains(out, "k9dep2") {
+		t.Errorf("after deploy rollback and kill -9, want k9dep1 running, not k9dep2:\n%s", out)
+	}
 }
