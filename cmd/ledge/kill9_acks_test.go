@@ -280,3 +280,46 @@ func TestKill9KeepsRemovals(t *testing.T) {
 		t.Errorf("after deploy rollback and kill -9, want k9dep1 running, not k9dep2:\n%s", out)
 	}
 }
+
+// TestKill9ModelsCLI: `ledge models pull --file --activate` (handed over
+// through the import folder, downloaded after the CLI returns), `models
+// activate` and `models rollback`, each followed at once by kill -9: after
+// the restart the store has what the CLI reported, and the pull finishes
+// and activates as it was told to.
+func TestKill9ModelsCLI(t *testing.T) {
+	conf := siteConfig(t)
+	k := &k9Ledge{t: t, conf: conf, env: []string{"LEDGE_RUNTIME_DIR=" + t.TempDir()}}
+	k.start()
+	yolox := testenv.Model(t, "yolox_nano.onnx")
+	fd := testenv.Model(t, "fastestdet.onnx")
+	active := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second * testenv.Slowdown())
+		for {
+			out := k.cli("models", "list")
+			if regexpLine(out, `people\s+`+want+`\s+active\s`) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("people@%s not active after kill -9 and a restart:\n%s", want, out)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+
+	k.cli("models", "pull", "people@1", "--file", yolox, "--kind", "yolox", "--activate")
+	k.kill9()
+	k.start()
+	active("1")
+
+	k.cli("models", "pull", "people@2", "--file", fd, "--kind", "fastestdet", "--wait")
+	k.cli("models", "activate", "people@2")
+	k.kill9()
+	k.start()
+	active("2")
+
+	k.cli("models", "rollback", "people")
+	k.kill9()
+	k.start()
+	active("1")
+}
