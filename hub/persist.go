@@ -57,6 +57,7 @@ type sessionStore struct {
 	persistent sync.Map      // client id -> struct{}: ids with rows
 	stored     sync.Map      // msgKey -> struct{}: messages with rows
 	rcvd       sync.Map      // msgKey -> struct{}: the client's PUBREC'd QoS 2 ids with rows
+	subs       sync.Map      // subKey -> string: the subscriptions' rows as stored
 	waits      sync.Map      // publisher client id -> ticket its ack waits for
 	nwaits     atomic.Int64  // entries in waits
 	loading    atomic.Bool   // mochi is loading stored sessions
@@ -195,14 +196,28 @@ func (s *sessionStore) forget(id string) {
 			return true
 		})
 	}
+	s.subs.Range(func(k, _ any) bool {
+		if k.(subKey).client == id {
+			s.subs.Delete(k)
+		}
+		return true
+	})
 	s.send(sop{kind: sopForget, client: id})
 }
+
+// subKey names a stored subscription.
+type subKey struct{ client, filter string }
 
 // OnSubscribed stores a persistent session's subscriptions; mochi sends
 // the SUBACK after this hook, so it waits for the commit: a subscription
 // acknowledged survives kill -9 (with the session itself, committed
 // before it), and messages published after the SUBACK are kept for the
-// session.
+// session. A subscription stored as it is asked again (a client that
+// subscribes at every connect, as mosquitto_sub -c does) is not written
+// and its SUBACK does not wait: while the hub waits it reads nothing, and
+// a client that acknowledges a message and leaves meanwhile would have
+// its PUBACK discarded with the connection, and the message sent again
+// at its next connect.
 func (s *sessionStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	if !persistentSession(cl) {
 		return
@@ -214,6 +229,9 @@ func (s *sessionStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []
 		}
 		data, _ := json.Marshal(storage.Subscription{T: storage.SubscriptionKey, Client: cl.ID, Filter: f.Filter, Qos: codes[i],
 			Identifier: f.Identifier, NoLocal: f.NoLocal, RetainHandling: f.RetainHandling, RetainAsPublished: f.RetainAsPublished})
+		if prev, ok := s.subs.Swap(subKey{cl.ID, f.Filter}, string(data)); ok && prev.(string) == string(data) {
+			continue
+		}
 		t = s.send(sop{kind: sopSub, client: cl.ID, key: f.Filter, data: data})
 	}
 	s.ackAfter(cl, t, "SUBSCRIBE")
@@ -227,6 +245,7 @@ func (s *sessionStore) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	}
 	var t uint64
 	for _, f := range pk.Filters {
+		s.subs.Delete(subKey{cl.ID, f.Filter})
 		t = s.send(sop{kind: sopUnsub, client: cl.ID, key: f.Filter})
 	}
 	s.ackAfter(cl, t, "UNSUBSCRIBE")
@@ -662,6 +681,7 @@ func (s *sessionStore) StoredSubscriptions() ([]storage.Subscription, error) {
 		var sub storage.Subscription
 		if json.Unmarshal(data, &sub) == nil {
 			out = append(out, sub)
+			s.subs.Store(subKey{sub.Client, sub.Filter}, string(data))
 		}
 	}
 	return out, rows.Err()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	paho "github.com/eclipse/paho.golang/paho"
 
 	"ledge/internal/testenv"
 )
@@ -115,21 +118,23 @@ func mosq(t *testing.T, tool, port string, args ...string) string {
 	return string(out)
 }
 
-// TestKill9MQTTAcks: what the hub of `ledge run` acknowledged to
-// mosquitto clients survives kill -9 right after the acknowledgement:
-// a persistent session's subscription (SUBACK), a QoS 1 message queued
-// for that session while its client is away (PUBACK), and a retained
-// message (PUBACK). Each commit is held back 300 ms (killWindowBin).
+// TestKill9MQTTAcks: what the hub of `ledge run` acknowledged to stock
+// MQTT clients survives kill -9 right after the acknowledgement: a
+// persistent session's subscriptions (SUBACK to mosquitto_sub), a QoS 1
+// message queued for that session while its client is away and a
+// retained message (PUBACK to mosquitto_pub), and the removal of one of
+// the subscriptions (UNSUBACK to paho.golang). Each commit is held back
+// 300 ms (killWindowBin).
 func TestKill9MQTTAcks(t *testing.T) {
 	port := strings.TrimPrefix(freePort(t), "127.0.0.1:")
 	k := &k9Ledge{t: t, bin: killWindowBin(t), conf: k9Config(t, "127.0.0.1:"+port, "127.0.0.1:0", ""),
 		env: []string{"LEDGE_RUNTIME_DIR=" + t.TempDir(), "LEDGE_HUB_COMMIT_DELAY=300ms"}, args: []string{"--dev"}}
 	k.start()
-	sub := []string{"-V", "mqttv5", "-x", "3600", "-c", "-q", "1", "-i", "k9-sub", "-t", "k9/sub"}
+	session := []string{"-V", "mqttv5", "-x", "3600", "-c", "-q", "1", "-i", "k9-sub"}
 
 	// 1: SUBACK of a persistent session (-E: mosquitto_sub exits once it
 	// has it).
-	mosq(t, "mosquitto_sub", port, append(sub, "-E")...)
+	mosq(t, "mosquitto_sub", port, append(session, "-t", "k9/sub", "-t", "k9/keep", "-E")...)
 	k.kill9()
 	k.start()
 
@@ -139,12 +144,42 @@ func TestKill9MQTTAcks(t *testing.T) {
 	mosq(t, "mosquitto_pub", port, "-V", "mqttv5", "-q", "1", "-r", "-t", "k9/ret", "-m", "kept")
 	k.kill9()
 	k.start()
-
-	if got := strings.TrimSpace(mosq(t, "mosquitto_sub", port, append(sub, "-C", "1", "-W", "10")...)); got != "queued" {
+	if got := strings.TrimSpace(mosq(t, "mosquitto_sub", port, append(session, "-t", "k9/sub", "-C", "1", "-W", "10")...)); got != "queued" {
 		t.Errorf("the persistent session after kill -9 got %q, want the QoS 1 message queued for it (its SUBACKed subscription lost?)", got)
 	}
 	if got := strings.TrimSpace(mosq(t, "mosquitto_sub", port, "-t", "k9/ret", "-C", "1", "-W", "10", "--retained-only")); got != "kept" {
 		t.Errorf("retained after kill -9: %q, want kept", got)
+	}
+
+	// 3: UNSUBACK: the session resumes with paho.golang, unsubscribes
+	// k9/sub, and ledge is killed as the UNSUBACK arrives.
+	conn, err := net.Dial("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnClientError: func(error) {}})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	expiry := uint32(3600)
+	if ca, err := c.Connect(ctx, &paho.Connect{ClientID: "k9-sub", KeepAlive: 30, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}); err != nil || !ca.SessionPresent {
+		t.Fatalf("paho resuming the session: %v %+v", err, ca)
+	}
+	if _, err := c.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"k9/sub"}}); err != nil {
+		t.Fatal(err)
+	}
+	k.kill9()
+	k.start()
+	// In publish order: were k9/sub still the session's, "gone" would
+	// come first.
+	mosq(t, "mosquitto_pub", port, "-V", "mqttv5", "-q", "1", "-t", "k9/sub", "-m", "gone")
+	mosq(t, "mosquitto_pub", port, "-V", "mqttv5", "-q", "1", "-t", "k9/keep", "-m", "kept")
+	// Everything the session gets in 3 s ("queued" may come again: paho
+	// acknowledged its redelivery just before the kill, and QoS 1 is at
+	// least once).
+	bin := testenv.Command(t, "mosquitto_sub", "mosquitto-clients")
+	out, _ := exec.CommandContext(t.Context(), bin, append([]string{"-h", "127.0.0.1", "-p", port}, append(session, "-t", "k9/keep", "-v", "-W", "3")...)...).Output()
+	if got := string(out); !strings.Contains(got, "k9/keep kept") || strings.Contains(got, "gone") {
+		t.Errorf("after UNSUBACK of k9/sub and kill -9 the session got %q, want k9/keep kept and nothing from k9/sub", got)
 	}
 }
 
@@ -322,4 +357,27 @@ func TestKill9ModelsCLI(t *testing.T) {
 	k.kill9()
 	k.start()
 	active("1")
+}
+
+// TestSessionResubscribeKeepsAck: mosquitto_sub -c -C 1 as a polling
+// consumer (subscribes at every connect, takes one message, acknowledges
+// it and leaves at once) gets each message once. With the SUBACK of a
+// persistent session waiting for its commit, an identical re-subscribe
+// used to wait too: the consumer's PUBACK came meanwhile, the hub's
+// SUBACK then met a closed connection, the PUBACK was discarded with it,
+// and the same message came back at every poll. Commits are held back
+// 300 ms (killWindowBin), as on a slow SD card.
+func TestSessionResubscribeKeepsAck(t *testing.T) {
+	port := strings.TrimPrefix(freePort(t), "127.0.0.1:")
+	k := &k9Ledge{t: t, bin: killWindowBin(t), conf: k9Config(t, "127.0.0.1:"+port, "127.0.0.1:0", ""),
+		env: []string{"LEDGE_RUNTIME_DIR=" + t.TempDir(), "LEDGE_HUB_COMMIT_DELAY=300ms"}, args: []string{"--dev"}}
+	k.start()
+	poll := []string{"-V", "mqttv5", "-x", "3600", "-c", "-q", "1", "-i", "poller", "-t", "poll/t"}
+	mosq(t, "mosquitto_sub", port, append(poll, "-E")...)
+	for _, m := range []string{"m1", "m2", "m3"} {
+		mosq(t, "mosquitto_pub", port, "-V", "mqttv5", "-q", "1", "-t", "poll/t", "-m", m)
+		if got := strings.TrimSpace(mosq(t, "mosquitto_sub", port, append(poll, "-C", "1", "-W", "10")...)); got != m {
+			t.Fatalf("poll after publishing %s got %q", m, got)
+		}
+	}
 }
