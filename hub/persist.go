@@ -223,6 +223,7 @@ func (s *sessionStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []
 		return
 	}
 	var t uint64
+	var written []subKey
 	for i, f := range pk.Filters {
 		if i >= len(codes) || codes[i] >= 0x80 {
 			continue
@@ -233,8 +234,13 @@ func (s *sessionStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []
 			continue
 		}
 		t = s.send(sop{kind: sopSub, client: cl.ID, key: f.Filter, data: data})
+		written = append(written, subKey{cl.ID, f.Filter})
 	}
-	s.ackAfter(cl, t, "SUBSCRIBE")
+	if err := s.ackAfter(cl, t, "SUBSCRIBE"); err != nil {
+		for _, k := range written {
+			s.subs.Delete(k) // not known to be stored: asked again, it waits again
+		}
+	}
 }
 
 // OnUnsubscribed: the UNSUBACK waits for the commit too, so a filter
@@ -254,14 +260,16 @@ func (s *sessionStore) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 // ackAfter holds the ack mochi sends after a hook until ticket t is
 // committed; a commit that fails closes the client's connection instead,
 // so it is never told something was kept that was not.
-func (s *sessionStore) ackAfter(cl *mqtt.Client, t uint64, what string) {
+func (s *sessionStore) ackAfter(cl *mqtt.Client, t uint64, what string) error {
 	if t == 0 || cl.Net.Inline {
-		return
+		return nil
 	}
-	if err := s.wait(t, 10*time.Second); err != nil {
+	err := s.wait(t, 10*time.Second)
+	if err != nil {
 		s.h.log.Warn("mqtt "+what+" not acknowledged: the persistent session's change was not stored", "client", cl.ID, "err", err)
 		cl.Stop(err)
 	}
+	return err
 }
 
 // msgKey names a stored message: the client and the packet id the hub
