@@ -381,3 +381,43 @@ func TestSessionResubscribeKeepsAck(t *testing.T) {
 		}
 	}
 }
+
+// TestKill9UpstreamQueue: telemetry a stock Azure SDK device sent while
+// the upstream broker is down (acknowledged: PUBACK once it is in the
+// store-and-forward queue) survives kill -9 of ledge right after, and
+// reaches the upstream (mosquitto) once it is up.
+func TestKill9UpstreamQueue(t *testing.T) {
+	up := strings.TrimPrefix(freePort(t), "127.0.0.1:") // nobody listens yet: the outage
+	hub := "  hostname: localhost\n  routes:\n    up:\n      route: FROM /messages/* INTO $upstream\n" +
+		"  upstream:\n    mode: mqtt\n    url: tcp://127.0.0.1:" + up + "\n    clientId: k9-up\n    topicTemplate: k9up/{deviceId}\n"
+	conf := k9Config(t, "127.0.0.1:0", freePort(t), hub)
+	k := &k9Ledge{t: t, conf: conf, env: []string{"LEDGE_RUNTIME_DIR=" + t.TempDir()}}
+	k.start()
+	cs := regexp.MustCompile(`HostName=\S+`).FindString(k.cli("identity", "add", "thermo"))
+	thermo := testenv.StartSDK(t, "thermo", testenv.SDKEnv{Kind: "device", CS: cs, CA: filepath.Join(filepath.Dir(conf), "ledge-data", "hub", "ca.pem")})
+	thermo.Must("open", nil)
+	thermo.Must("send", map[string]any{"body": "tele-k9"})
+	k.kill9()
+	k.start()
+
+	mosquitto := exec.Command(testenv.Command(t, "mosquitto", "mosquitto"), "-p", up)
+	if err := mosquitto.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mosquitto.Process.Kill(); mosquitto.Wait() })
+	// ledge reconnects with a back-off of 1 s at least: the subscriber is
+	// there first.
+	var out string
+	for range 50 {
+		o, err := exec.CommandContext(t.Context(), testenv.Command(t, "mosquitto_sub", "mosquitto-clients"),
+			"-h", "127.0.0.1", "-p", up, "-t", "k9up/#", "-C", "1", "-W", "60").Output()
+		if err == nil {
+			out = string(o)
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // mosquitto not listening yet
+	}
+	if got := strings.TrimSpace(out); got != "tele-k9" {
+		t.Errorf("upstream got %q, want the telemetry acknowledged before kill -9", got)
+	}
+}
