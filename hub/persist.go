@@ -57,6 +57,7 @@ type sessionStore struct {
 	persistent sync.Map      // client id -> struct{}: ids with rows
 	stored     sync.Map      // msgKey -> struct{}: messages with rows
 	rcvd       sync.Map      // msgKey -> struct{}: the client's PUBREC'd QoS 2 ids with rows
+	subs       sync.Map      // subKey -> string: the subscriptions' rows as stored
 	waits      sync.Map      // publisher client id -> ticket its ack waits for
 	nwaits     atomic.Int64  // entries in waits
 	loading    atomic.Bool   // mochi is loading stored sessions
@@ -195,30 +196,80 @@ func (s *sessionStore) forget(id string) {
 			return true
 		})
 	}
+	s.subs.Range(func(k, _ any) bool {
+		if k.(subKey).client == id {
+			s.subs.Delete(k)
+		}
+		return true
+	})
 	s.send(sop{kind: sopForget, client: id})
 }
 
+// subKey names a stored subscription.
+type subKey struct{ client, filter string }
+
+// OnSubscribed stores a persistent session's subscriptions; mochi sends
+// the SUBACK after this hook, so it waits for the commit: a subscription
+// acknowledged survives kill -9 (with the session itself, committed
+// before it), and messages published after the SUBACK are kept for the
+// session. A subscription stored as it is asked again (a client that
+// subscribes at every connect, as mosquitto_sub -c does) is not written
+// and its SUBACK does not wait: while the hub waits it reads nothing, and
+// a client that acknowledges a message and leaves meanwhile would have
+// its PUBACK discarded with the connection, and the message sent again
+// at its next connect.
 func (s *sessionStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	if !persistentSession(cl) {
 		return
 	}
+	var t uint64
+	var written []subKey
 	for i, f := range pk.Filters {
 		if i >= len(codes) || codes[i] >= 0x80 {
 			continue
 		}
 		data, _ := json.Marshal(storage.Subscription{T: storage.SubscriptionKey, Client: cl.ID, Filter: f.Filter, Qos: codes[i],
 			Identifier: f.Identifier, NoLocal: f.NoLocal, RetainHandling: f.RetainHandling, RetainAsPublished: f.RetainAsPublished})
-		s.send(sop{kind: sopSub, client: cl.ID, key: f.Filter, data: data})
+		if prev, ok := s.subs.Swap(subKey{cl.ID, f.Filter}, string(data)); ok && prev.(string) == string(data) {
+			continue
+		}
+		t = s.send(sop{kind: sopSub, client: cl.ID, key: f.Filter, data: data})
+		written = append(written, subKey{cl.ID, f.Filter})
+	}
+	if err := s.ackAfter(cl, t, "SUBSCRIBE"); err != nil {
+		for _, k := range written {
+			s.subs.Delete(k) // not known to be stored: asked again, it waits again
+		}
 	}
 }
 
+// OnUnsubscribed: the UNSUBACK waits for the commit too, so a filter
+// removed stays removed.
 func (s *sessionStore) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	if !s.known(cl.ID) {
 		return
 	}
+	var t uint64
 	for _, f := range pk.Filters {
-		s.send(sop{kind: sopUnsub, client: cl.ID, key: f.Filter})
+		s.subs.Delete(subKey{cl.ID, f.Filter})
+		t = s.send(sop{kind: sopUnsub, client: cl.ID, key: f.Filter})
 	}
+	s.ackAfter(cl, t, "UNSUBSCRIBE")
+}
+
+// ackAfter holds the ack mochi sends after a hook until ticket t is
+// committed; a commit that fails closes the client's connection instead,
+// so it is never told something was kept that was not.
+func (s *sessionStore) ackAfter(cl *mqtt.Client, t uint64, what string) error {
+	if t == 0 || cl.Net.Inline {
+		return nil
+	}
+	err := s.wait(t, 10*time.Second)
+	if err != nil {
+		s.h.log.Warn("mqtt "+what+" not acknowledged: the persistent session's change was not stored", "client", cl.ID, "err", err)
+		cl.Stop(err)
+	}
+	return err
 }
 
 // msgKey names a stored message: the client and the packet id the hub
@@ -638,6 +689,7 @@ func (s *sessionStore) StoredSubscriptions() ([]storage.Subscription, error) {
 		var sub storage.Subscription
 		if json.Unmarshal(data, &sub) == nil {
 			out = append(out, sub)
+			s.subs.Store(subKey{sub.Client, sub.Filter}, string(data))
 		}
 	}
 	return out, rows.Err()

@@ -104,6 +104,7 @@ func (d *runningLedge) dataDir(t testing.TB) string {
 
 // runningLedge is a `ledge run` process.
 type runningLedge struct {
+	bin    string // the binary; ledgeBin when ""
 	cmd    *exec.Cmd
 	addr   string
 	stderr *syncBuffer
@@ -164,7 +165,11 @@ func start(t testing.TB, d *runningLedge, dir string, env []string, args ...stri
 }
 
 func startOnce(t testing.TB, d *runningLedge, dir string, env []string, args ...string) error {
-	d.cmd = exec.Command(ledgeBin, append(args, "--listen", d.addr)...)
+	bin := d.bin
+	if bin == "" {
+		bin = ledgeBin
+	}
+	d.cmd = exec.Command(bin, append(args, "--listen", d.addr)...)
 	d.cmd.Dir = dir
 	d.cmd.Env = append(append(os.Environ(), "LEDGE_ORT_LIB="+testenv.ORTLib(t)), env...)
 	d.cmd.Stderr = d.stderr
