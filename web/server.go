@@ -350,12 +350,23 @@ func (s *Server) routes() error {
 }
 
 // healthz answers 503 when a component fails, for probes and load
-// balancers.
+// balancers. It needs no credentials, so to a caller without them it says
+// which component fails but not why, nor the version: the reasons (a
+// socket path, a registry's address, an upstream's name) are for the
+// operator, as the dashboard and `ledge status` show them.
 func (s *Server) healthz(c *gin.Context) {
 	body, ok := s.healthReport(c)
 	code := http.StatusOK
 	if !ok {
 		code = http.StatusServiceUnavailable
+	}
+	if s.identify(c).kind == authNone {
+		comps, _ := body["components"].([]ComponentHealth)
+		bare := make([]ComponentHealth, len(comps))
+		for i, h := range comps {
+			bare[i] = ComponentHealth{Name: h.Name, Status: h.Status}
+		}
+		body = gin.H{"status": body["status"], "uptime": body["uptime"], "components": bare}
 	}
 	c.JSON(code, body)
 }

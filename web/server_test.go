@@ -52,6 +52,26 @@ func TestHealthz(t *testing.T) {
 			t.Errorf("healthy=%v: %d %s", tc.healthy, rec.Code, rec.Body)
 		}
 	}
+	// Without credentials it says what fails, not why nor the version; the
+	// CLI's socket (like a token or a session) gets the reasons.
+	if strings.Contains(s.healthzBody(t, false), "disk full") || strings.Contains(s.healthzBody(t, false), `"version"`) {
+		t.Errorf("/healthz without credentials tells the reason or the version: %s", s.healthzBody(t, false))
+	}
+	if body := s.healthzBody(t, true); !strings.Contains(body, "disk full") || !strings.Contains(body, `"version"`) {
+		t.Errorf("/healthz over the CLI's socket lacks the reason or the version: %s", body)
+	}
+}
+
+// healthzBody is what GET /healthz answers, over the CLI's socket or not.
+func (s *Server) healthzBody(t *testing.T, socket bool) string {
+	t.Helper()
+	req := httptest.NewRequest("GET", "/healthz", nil)
+	if socket {
+		req = req.WithContext(context.WithValue(req.Context(), connKindKey{}, connUnix))
+	}
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	return rec.Body.String()
 }
 
 func TestNotFoundIsJSON(t *testing.T) {
