@@ -104,16 +104,26 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 // NextImmediate returns the next inflight packet which is indicated to be sent immediately.
 // This typically occurs when the quota has been exhausted, and we need to wait until new quota
 // is free to continue sending.
+//
+// It takes the read lock once (it took it again in GetAll: a writer waiting
+// in between deadlocked both) and finds the first in set order without
+// copying and sorting every held message (that was per acknowledgement).
 func (i *Inflight) NextImmediate() (packets.Packet, bool) {
 	i.RLock()
 	defer i.RUnlock()
 
-	m := i.GetAll(true)
-	if len(m) > 0 {
-		return m[0], true
+	var first packets.Packet
+	var firstOrder uint64
+	found := false
+	for id, v := range i.internal {
+		if v.Expiry >= 0 {
+			continue
+		}
+		if o := i.order[id]; !found || o < firstOrder {
+			first, firstOrder, found = v, o, true
+		}
 	}
-
-	return packets.Packet{}, false
+	return first, found
 }
 
 // clear forgets every message, telling no one (their session lives on in
