@@ -48,6 +48,7 @@ func TestFleetCLIErrorsNameTheFix(t *testing.T) {
 		{[]string{"deploy", "a/b", manifest, "--target", "true"}, `NAME "a/b"`},
 		{[]string{"status", "a", "b"}, "usage: ledge fleet status [NAME]"},
 		{[]string{"pause", "a", "b"}, "usage: ledge fleet pause NAME"},
+		{[]string{"delete"}, "usage: ledge fleet delete NAME"},
 		{[]string{"devices", "--where", "tags.site == 'x'"}, "--where: at offset 11"},
 		{[]string{"controller", "start"}, "usage: ledge fleet controller [flags]"},
 	} {
