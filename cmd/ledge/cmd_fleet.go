@@ -570,6 +570,9 @@ func fleetDelete(args []string, stdout, stderr io.Writer) error {
 		// the tombstone goes in its place.
 		fmt.Fprintf(stderr, "deleting a refused definition of %s (%s)\n", name, why)
 	}
+	// Above the definition's generation: taken before it leaves the
+	// snapshot below.
+	tomb := fleet.Tombstone(name, fleet.NextGeneration(s.snap, name), created)
 	// What the devices given it do once it is gone, as the controller
 	// will decide it.
 	var given []string
@@ -587,7 +590,6 @@ func fleetDelete(args []string, stdout, stderr io.Writer) error {
 			keep++
 		}
 	}
-	tomb := fleet.Tombstone(name, fleet.NextGeneration(s.snap, name), created)
 	if err := publishDefinition(s, tomb); err != nil {
 		return err
 	}
@@ -607,8 +609,12 @@ func fleetDelete(args []string, stdout, stderr io.Writer) error {
 		to = append(to, fmt.Sprintf("%s: %d", n, next[n]))
 	}
 	moving := len(given) - keep
-	fmt.Fprintf(stdout, "deployment %s deleted (generation %d): of the %d devices given it, %d take on their next deployment%s and %d keep what they run; the controller acts on it\n",
-		name, tomb.Generation, len(given), moving, map[bool]string{true: " (" + strings.Join(to, ", ") + ")"}[moving > 0], keep)
+	keeps := fmt.Sprintf("%d keep what they run", keep)
+	if keep == 1 {
+		keeps = "1 keeps what it runs"
+	}
+	fmt.Fprintf(stdout, "deployment %s deleted (generation %d): of the %d devices given it, %d take on their next deployment%s and %s; the controller acts on it\n",
+		name, tomb.Generation, len(given), moving, map[bool]string{true: " (" + strings.Join(to, ", ") + ")"}[moving > 0], keeps)
 	return nil
 }
 

@@ -187,10 +187,13 @@ func TestFleetDelete(t *testing.T) {
 			t.Errorf("%s after top was deployed again: %+v", r.ID, r)
 		}
 	}
+	if got := f.mqttDeployments(2); !slices.Equal(got, before) {
+		t.Errorf("%s, which kept running top, was given it again (%v, before %v): the same manifest", f.ids[2], got, before)
+	}
 	// Deleted again, in words.
 	out = f.cli("delete", "top")
 	t.Logf("ledge fleet delete top: %s", out)
-	if !strings.Contains(out, "deployment top deleted (generation 4): of the 3 devices given it, 2 take on their next deployment (base: 2) and 1 keep what they run") {
+	if !strings.Contains(out, "deployment top deleted (generation 4): of the 3 devices given it, 2 take on their next deployment (base: 2) and 1 keeps what it runs") {
 		t.Errorf("delete top: %q", out)
 	}
 }
