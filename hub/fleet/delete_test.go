@@ -17,8 +17,9 @@ import (
 	"ledge/internal/testenv"
 )
 
-// TestPlanDelete: a deleted deployment (its tombstone) moves its devices,
-// at once, to the deployment they should have by priority; devices no
+// TestPlanDelete: a deleted deployment (its tombstone) moves its devices
+// to the deployment they should have by priority (at once when that one's
+// rollout is completed, in its waves while it rolls out); devices no
 // other targets keep what they have (no assignment, no rollback to what
 // they had before); an offline device given it that has not taken it has
 // it withdrawn; its rollout record becomes a deleted one at the
@@ -63,8 +64,8 @@ func TestPlanDelete(t *testing.T) {
 	p := x.step(time.Second)
 	moved := map[string]bool{}
 	for _, g := range p.Gives {
-		if g.Def.Name != "base" || g.Wave != -1 || g.DeletedFrom != "top" || g.RollbackOf != "" {
-			t.Errorf("give %+v: want base at once, from the deleted top", g)
+		if g.Def.Name != "base" || g.Wave != 0 || g.DeletedFrom != "top" || g.Previous != "top" || g.RollbackOf != "" {
+			t.Errorf("give %+v: want base at once (its rollout is completed), from the deleted top", g)
 		}
 		moved[g.Device] = true
 	}
@@ -322,5 +323,40 @@ func TestControllerDeletesDeployment(t *testing.T) {
 	}
 	if r := snap().Rollouts["top"]; r == nil || r.Phase == PhaseDeleted {
 		t.Errorf("top's rollout after the replayed tombstone: %+v", r)
+	}
+}
+
+// TestPlanDeleteNextInWaves: the devices of a deleted deployment join
+// their next deployment's rollout as any device it targets: while it
+// rolls out, in its waves (its soak and abort threshold hold for them
+// too); while it is paused, not at all (they keep what they run).
+func TestPlanDeleteNextInWaves(t *testing.T) {
+	for _, paused := range []bool{false, true} {
+		x := newSim(t, 4, func(int) map[string]string { return map[string]string{"group": "a"} })
+		x.define("top", "true", 10, []string{"100%"}, "")
+		for range 3 {
+			x.step(time.Second)
+		}
+		x.define("next", "tags.group = 'a'", 5, []string{"1", "100%"}, "")
+		if paused {
+			x.s.Definitions["next"].State = StatePaused
+		}
+		x.step(time.Second) // next's rollout: no device targeted yet
+		x.s.Deleted = map[string]*Definition{"top": Tombstone("top", 2, x.s.Definitions["top"].Created)}
+		delete(x.s.Definitions, "top")
+		x.step(time.Second)
+		want := map[bool]int{false: 1, true: 0}[paused]
+		if got := x.holding("next"); got != want {
+			t.Fatalf("paused %v: next given to %d devices at once, want %d (its wave 1, or none while paused)", paused, got, want)
+		}
+		if got := x.holding("top"); got != 4-want {
+			t.Fatalf("paused %v: %d devices keep the deleted top, want %d", paused, got, 4-want)
+		}
+		x.step(time.Second)      // wave 1 converged: soak
+		x.step(11 * time.Second) // soaked: wave 2
+		x.step(time.Second)
+		if got, want := x.holding("next"), map[bool]int{false: 4, true: 0}[paused]; got != want {
+			t.Fatalf("paused %v: next holds %d devices after its waves, want %d", paused, got, want)
+		}
 	}
 }

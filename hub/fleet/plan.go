@@ -170,23 +170,20 @@ func MakePlan(s *Snapshot, now time.Time, controller string) *Plan {
 			p.Gives = append(p.Gives, Give{Device: id, Def: prev, Wave: -1, Previous: a.Deployment, RollbackOf: a.Deployment})
 		}
 	}
-	// Devices whose deployment was deleted take on, at once, the one they
-	// should have now, as in Azure ("any deployed devices take on their
-	// next highest priority deployment"). Devices that no other targets
-	// keep what they run: nothing is removed, nothing rolled back; one
-	// offline that was given the deleted deployment and has not taken it
-	// has it withdrawn, lest it apply it when it returns (an online one
-	// has it already, or in flight; once it goes offline without having
-	// taken it, it is withdrawn then).
+	// Devices whose deployment was deleted take on the one they should
+	// have now, as in Azure ("any deployed devices take on their next
+	// highest priority deployment"): they are that one's candidates like
+	// any device it targets, given it at once when its rollout is
+	// completed, in its waves while it rolls out, not while it is paused
+	// (planRollout). Devices that no other targets keep what they run:
+	// nothing is removed, nothing rolled back; one offline that was
+	// given the deleted deployment and has not taken it has it
+	// withdrawn, lest it apply it when it returns (an online one has it
+	// already, or in flight; once it goes offline without having taken
+	// it, it is withdrawn then).
 	for _, id := range ids {
 		d := s.Devices[id]
-		a := d.Assignment
-		if a == nil || s.Deleted[a.Deployment] == nil {
-			continue
-		}
-		if next := desired[id]; next != nil {
-			p.Gives = append(p.Gives, Give{Device: id, Def: next, Wave: -1, Previous: a.Deployment, DeletedFrom: a.Deployment})
-		} else if !d.Online && !taken(d) {
+		if a := d.Assignment; a != nil && s.Deleted[a.Deployment] != nil && desired[id] == nil && !d.Online && !taken(d) {
 			p.Withdraw = append(p.Withdraw, Withdrawal{Device: id, Deployment: a.Deployment})
 		}
 	}
@@ -341,11 +338,14 @@ func giveOut(p *Plan, def *Definition, candidates []string, n, wave int, s *Snap
 		return cmp.Compare(rank(def.Name, a), rank(def.Name, b))
 	})
 	for _, id := range candidates[:min(n, len(candidates))] {
-		prev := ""
+		g := Give{Device: id, Def: def, Wave: wave}
 		if a := s.Devices[id].Assignment; a != nil {
-			prev = a.Deployment
+			g.Previous = a.Deployment
+			if s.Deleted[a.Deployment] != nil {
+				g.DeletedFrom = a.Deployment
+			}
 		}
-		p.Gives = append(p.Gives, Give{Device: id, Def: def, Wave: wave, Previous: prev})
+		p.Gives = append(p.Gives, g)
 	}
 }
 
