@@ -35,6 +35,7 @@ func init() {
 		"rollback": func(a []string, o, e io.Writer) error {
 			return fleetSetState(a, o, e, "rollback", fleet.StateRolledBack)
 		},
+		"delete":     fleetDelete,
 		"controller": fleetController,
 	})})
 }
@@ -49,6 +50,8 @@ Fleet deployments on the MQTT broker your appliances report to (docs/fleet.md):
   status [NAME]                   targeted, applied, converged, failed, pending per wave (no NAME: every deployment)
   pause NAME | resume NAME        stop giving a deployment to more devices, and go on
   rollback NAME                   take a deployment back: its devices get what they had
+  delete NAME                     delete a deployment: its devices take on their next deployment by
+                                  priority; those no other deployment targets keep what they run
   controller [--resend 15s]       run the rollouts (keep one or more running; one acts at a time)
 
 Every command takes --broker URL (repeat for a cluster's nodes), --username, --ca, and the
@@ -281,7 +284,11 @@ func fleetDevices(args []string, stdout, stderr io.Writer) error {
 		if r.Reason != "" {
 			state += ": " + r.Reason
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, kv(r.Tags), online, dash(r.Deployment), dash(state), dash(kvAt(r.Models)), ago(r.LastSeen))
+		dep := r.Deployment
+		if r.Deleted != "" {
+			dep = r.Deleted + " (deleted)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, kv(r.Tags), online, dash(dep), dash(state), dash(kvAt(r.Models)), ago(r.LastSeen))
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "%d devices\n", len(rows))
@@ -373,13 +380,15 @@ func fleetDeploy(args []string, stdout, stderr io.Writer) error {
 	} else if why, bad := s.snap.Invalid[name]; bad {
 		fmt.Fprintf(stderr, "replacing a refused definition of %s (%s)\n", name, why)
 	}
+	// A deleted name deployed again is a new deployment (Created: now),
+	// its generation above the tombstone's.
 	if err := publishDefinition(s, def); err != nil {
 		return err
 	}
 	// What it matches, and where another deployment outranks it (as the
 	// controller will decide: this one in force with the others).
 	n, outranked, by := 0, 0, map[string]bool{}
-	noneVerify := len(s.snap.Definitions) == 0
+	noneVerify := len(s.snap.Definitions)+len(s.snap.Deleted) == 0
 	s.snap.Definitions[name] = def
 	for _, id := range s.snap.DeviceIDs() {
 		if d := s.snap.Devices[id]; d.Doc != nil && def.Matches(d.Doc) {
@@ -419,6 +428,9 @@ const noMatchNote = "note: none of the %d devices matches %s; tag values are tex
 // unknownDeployment is the error for a name no deployment has, naming
 // those there are.
 func unknownDeployment(s *fleetSession, name string) error {
+	if s.snap.IsDeleted(name) {
+		return fmt.Errorf("fleet deployment %q was deleted; ledge fleet deploy %s makes it again", name, name)
+	}
 	names := slices.Sorted(maps.Keys(s.snap.Definitions))
 	if len(names) == 0 {
 		return fmt.Errorf("no fleet deployment %q: the broker holds none under %s/fleet/deployments/ (--prefix)", name, s.flags.prefix)
@@ -516,6 +528,104 @@ func fleetSetState(args []string, stdout, stderr io.Writer, verb, state string) 
 	}
 	fmt.Fprintf(stdout, "deployment %s: %s (generation %d); the controller acts on it\n", name, state, next.Generation)
 	return nil
+}
+
+// fleetDelete publishes a deployment's signed tombstone (as Azure IoT
+// Hub deletes a deployment: its devices take on their next highest
+// priority deployment; those no other targets keep what they run), then
+// its rollout record as deleted at the tombstone's generation. The
+// tombstone first: a delete cut short after it is finished by the
+// controller.
+func fleetDelete(args []string, stdout, stderr io.Writer) error {
+	s, err := openFleet("delete", "NAME", args, stderr, true, nil, oneName("usage: ledge fleet delete NAME"))
+	if err != nil {
+		return err
+	}
+	defer s.conn.Close()
+	name := s.pos[0]
+	def := s.snap.Definitions[name]
+	created := time.Now().UTC()
+	switch tomb := s.snap.Deleted[name]; {
+	case def != nil:
+		created = def.Created
+	case tomb != nil:
+		// Already deleted; the rollout record made whole if a delete was
+		// cut short.
+		if r := s.snap.Rollouts[name]; r == nil || r.Phase != fleet.PhaseDeleted || r.Generation != tomb.Generation {
+			if err := publishRollout(s, fleet.DeletedRollout(name, tomb.Generation, time.Now(), "")); err != nil {
+				return err
+			}
+		}
+		if s.flags.json {
+			return writeJSON(stdout, map[string]any{"name": name, "state": fleet.StateDeleted, "generation": tomb.Generation, "changed": false})
+		}
+		fmt.Fprintf(stdout, "deployment %s is already deleted (generation %d)\n", name, tomb.Generation)
+		return nil
+	default:
+		why, refused := s.snap.Invalid[name]
+		if !refused {
+			return unknownDeployment(s, name)
+		}
+		// A refused definition (a bad signature, a replay) is deleted too:
+		// the tombstone goes in its place.
+		fmt.Fprintf(stderr, "deleting a refused definition of %s (%s)\n", name, why)
+	}
+	// Above the definition's generation: taken before it leaves the
+	// snapshot below.
+	tomb := fleet.Tombstone(name, fleet.NextGeneration(s.snap, name), created)
+	// What the devices given it do once it is gone, as the controller
+	// will decide it.
+	var given []string
+	for _, id := range s.snap.DeviceIDs() {
+		if a := s.snap.Devices[id].Assignment; a != nil && a.Deployment == name {
+			given = append(given, id)
+		}
+	}
+	delete(s.snap.Definitions, name)
+	next, keep := map[string]int{}, 0
+	for _, id := range given {
+		if d := fleet.Desired(s.snap, s.snap.Devices[id]); d != nil {
+			next[d.Name]++
+		} else {
+			keep++
+		}
+	}
+	if err := publishDefinition(s, tomb); err != nil {
+		return err
+	}
+	if err := publishRollout(s, fleet.DeletedRollout(name, tomb.Generation, time.Now(), "")); err != nil {
+		return fmt.Errorf("deployment %s deleted, its rollout record not (the controller writes it): %w", name, err)
+	}
+	if s.flags.json {
+		return writeJSON(stdout, map[string]any{"name": name, "state": fleet.StateDeleted, "generation": tomb.Generation, "changed": true,
+			"devices": len(given), "next": next, "keep": keep})
+	}
+	if len(given) == 0 {
+		fmt.Fprintf(stdout, "deployment %s deleted (generation %d): no device had it\n", name, tomb.Generation)
+		return nil
+	}
+	var to []string
+	for _, n := range slices.Sorted(maps.Keys(next)) {
+		to = append(to, fmt.Sprintf("%s: %d", n, next[n]))
+	}
+	moving := len(given) - keep
+	keeps := fmt.Sprintf("%d keep what they run", keep)
+	if keep == 1 {
+		keeps = "1 keeps what it runs"
+	}
+	fmt.Fprintf(stdout, "deployment %s deleted (generation %d): of the %d devices given it, %d take on their next deployment%s and %s; the controller acts on it\n",
+		name, tomb.Generation, len(given), moving, map[bool]string{true: " (" + strings.Join(to, ", ") + ")"}[moving > 0], keeps)
+	return nil
+}
+
+func publishRollout(s *fleetSession, r *fleet.Rollout) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	return s.conn.Publish(ctx, fleet.Topics{Prefix: s.flags.prefix}.Rollout(r.Name), b, true)
 }
 
 func fleetStatus(args []string, stdout, stderr io.Writer) error {
@@ -644,7 +754,7 @@ func fleetController(args []string, stdout, stderr io.Writer) error {
 	defer conn.Close()
 	// A controller whose key is not the fleet's would take the lease and
 	// give the devices manifests they all refuse, stalling every rollout.
-	if snap := conn.View().Snapshot(keys); len(snap.Definitions) == 0 {
+	if snap := conn.View().Snapshot(keys); len(snap.Definitions)+len(snap.Deleted) == 0 {
 		var untrusted []string
 		for _, name := range slices.Sorted(maps.Keys(snap.Invalid)) {
 			if strings.Contains(snap.Invalid[name], "not trusted") {

@@ -48,6 +48,7 @@ func TestFleetCLIErrorsNameTheFix(t *testing.T) {
 		{[]string{"deploy", "a/b", manifest, "--target", "true"}, `NAME "a/b"`},
 		{[]string{"status", "a", "b"}, "usage: ledge fleet status [NAME]"},
 		{[]string{"pause", "a", "b"}, "usage: ledge fleet pause NAME"},
+		{[]string{"delete"}, "usage: ledge fleet delete NAME"},
 		{[]string{"devices", "--where", "tags.site == 'x'"}, "--where: at offset 11"},
 		{[]string{"controller", "start"}, "usage: ledge fleet controller [flags]"},
 	} {
@@ -135,6 +136,21 @@ func TestFleetCLIErrorsNameTheFix(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || st.State != "paused" || st.Generation != 3 {
 		t.Errorf("pause --json: exit %d, %v\n%s%s", code, err, out, errOut)
+	}
+
+	// A deployment no controller acted on yet (no rollout record) is
+	// deleted one generation above its definition, and is gone.
+	out, errOut, code = ledgeIn(t, "", env, "fleet", "delete", "low", "--json")
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || st.State != "deleted" || st.Generation != 2 {
+		t.Errorf("delete low --json: exit %d, %v\n%s%s\nwant deleted at generation 2", code, err, out, errOut)
+	}
+	out, errOut, code = ledgeIn(t, "", env, "fleet", "status")
+	if code != 0 || strings.Contains(out, "\nlow ") || !strings.Contains(out, "\nhigh ") {
+		t.Errorf("status after delete low: exit %d\n%s%s\nwant low gone", code, out, errOut)
+	}
+	out, errOut, code = ledgeIn(t, "", env, "fleet", "deploy", "low", manifest, "--target", "true", "--json")
+	if err := json.Unmarshal([]byte(out), &dep); code != 0 || err != nil || dep.Generation != 3 {
+		t.Errorf("deploy low again --json: exit %d, %v\n%s%s\nwant generation 3", code, err, out, errOut)
 	}
 }
 

@@ -128,8 +128,10 @@ func (c *Controller) pass(ctx context.Context) error {
 	s := c.Conn.View().Snapshot(c.Verifier)
 	s.refuseOlder(func(name string) int64 { return c.seen[name] })
 	recorded := s.recordedGenerations()
-	for name, d := range s.Definitions {
-		c.seen[name] = max(c.seen[name], d.Generation, recorded[name])
+	for _, m := range []map[string]*Definition{s.Definitions, s.Deleted} {
+		for name, d := range m {
+			c.seen[name] = max(c.seen[name], d.Generation, recorded[name])
+		}
 	}
 	for name, why := range s.Invalid {
 		if c.invalid[name] != why {
@@ -323,6 +325,8 @@ func (c *Controller) execute(ctx context.Context, s *Snapshot, p *Plan, now time
 		recs = append(recs, Message{Topic: topics.Assignment(g.Device), Payload: b})
 		if g.RollbackOf != "" {
 			c.Log.Info("device rolled back", "device", g.Device, "from", g.RollbackOf, "to", g.Def.Name, "version", version)
+		} else if g.DeletedFrom != "" {
+			c.Log.Info("device takes on its next deployment: its own was deleted", "device", g.Device, "from", g.DeletedFrom, "to", g.Def.Name, "version", version)
 		} else {
 			c.Log.Debug("device given a deployment", "device", g.Device, "deployment", g.Def.Name, "wave", g.Wave+1, "version", version)
 		}
@@ -348,10 +352,18 @@ func (c *Controller) execute(ctx context.Context, s *Snapshot, p *Plan, now time
 			delete(c.due, g.Device)
 		}
 	}
+	if err := c.withdraw(ctx, p); err != nil {
+		return err
+	}
 	for _, name := range sortedNames(p.Rollouts) {
 		r := p.Rollouts[name]
 		old := s.Rollouts[name]
-		if old == nil || old.Phase != r.Phase || old.Wave != r.Wave {
+		switch {
+		case r.Phase == PhaseDeleted:
+			if old == nil || old.Phase != PhaseDeleted {
+				c.Log.Info("deployment deleted: its devices take on their next deployment, or keep what they run", "deployment", name, "generation", r.Generation)
+			}
+		case old == nil || old.Phase != r.Phase || old.Wave != r.Wave:
 			c.Log.Info("rollout", "deployment", name, "phase", r.Phase, "wave", r.Wave+1, "of", len(s.Definitions[name].Rollout.Waves), "reason", r.Reason)
 		}
 		b, _ := json.Marshal(r)
@@ -363,6 +375,38 @@ func (c *Controller) execute(ctx context.Context, s *Snapshot, p *Plan, now time
 		}
 		c.unverified[topics.Rollout(name)] = b
 		c.checkAfter(now)
+	}
+	return nil
+}
+
+// withdraw clears, for each device of p.Withdraw, the retained manifest
+// of the deleted deployment it was given and has not taken, then its
+// assignment record: the manifest first, so that a controller that dies
+// between the two leaves a record that the next one acts on again.
+func (c *Controller) withdraw(ctx context.Context, p *Plan) error {
+	if len(p.Withdraw) == 0 {
+		return nil
+	}
+	topics := c.Conn.cfg.Topics
+	var deps, recs []Message
+	for _, w := range p.Withdraw {
+		deps = append(deps, Message{Topic: topics.Deployment(w.Device)})
+		recs = append(recs, Message{Topic: topics.Assignment(w.Device)})
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second+time.Duration(len(deps))*time.Millisecond)
+	defer cancel()
+	if err := c.Conn.PublishAll(pctx, deps); err != nil {
+		return err
+	}
+	if err := c.Conn.PublishAll(pctx, recs); err != nil {
+		return err
+	}
+	for _, w := range p.Withdraw {
+		// Not read back as a lost record, nor published again.
+		delete(c.unverified, topics.Assignment(w.Device))
+		delete(c.due, w.Device)
+		delete(c.resent, w.Device)
+		c.Log.Info("deleted deployment withdrawn from a device that had not taken it: it keeps what it runs", "device", w.Device, "deployment", w.Deployment)
 	}
 	return nil
 }

@@ -27,16 +27,17 @@ type Definition struct {
 	Created time.Time `json:"created"`
 	// Target is a condition in the route language over the device
 	// document, e.g. tags.site = 'berlin' AND tags.hw = 'pi5'.
-	Target   string `json:"target"`
-	Priority int    `json:"priority"`
-	Rollout  Policy `json:"rollout"`
+	Target   string `json:"target,omitempty"`
+	Priority int    `json:"priority,omitempty"`
+	Rollout  Policy `json:"rollout,omitzero"`
 	// State is active, paused (no new wave starts; assigned devices keep
-	// it) or rolledBack (every device on it goes back).
+	// it), rolledBack (every device on it goes back) or deleted (a
+	// [Tombstone]: the deployment is gone).
 	State string `json:"state"`
 	// Manifest is the deployment manifest as written (native or Azure);
 	// the controller gives each device a copy with a version of its own
 	// (see [Sealer]).
-	Manifest string `json:"manifest"`
+	Manifest string `json:"manifest,omitempty"`
 
 	cond *route.Condition
 }
@@ -46,7 +47,20 @@ const (
 	StateActive     = "active"
 	StatePaused     = "paused"
 	StateRolledBack = "rolledBack"
+	StateDeleted    = "deleted"
 )
+
+// Tombstone is what `ledge fleet delete` retains in a deployment's place:
+// a signed definition with the state deleted and a generation above the
+// deployment's, and nothing else. It is signed and it goes up like any
+// change, so the controller acts on it (the devices take on their next
+// deployment by priority; those no other targets keep what they run) and
+// a replay of the deployment's older signed definition stays refused; a
+// `ledge fleet deploy` of the name later gives a generation above it and
+// supersedes it.
+func Tombstone(name string, generation int64, created time.Time) *Definition {
+	return &Definition{Name: name, Generation: generation, Created: created, State: StateDeleted}
+}
 
 // Policy is how a deployment rolls out.
 type Policy struct {
@@ -145,6 +159,10 @@ func (d *Definition) Validate() error {
 	if d.Generation < 1 {
 		bad("generation", "must be at least 1, got %d", d.Generation)
 	}
+	if d.State == StateDeleted {
+		// A tombstone: its name and generation are what it says.
+		return errors.Join(errs...)
+	}
 	if d.Target == "" {
 		bad("target", "a condition is required, e.g. tags.site = 'berlin' (true targets every device)")
 	} else if c, err := route.ParseTwinQuery(d.Target); err != nil {
@@ -181,7 +199,7 @@ func (d *Definition) Validate() error {
 	switch d.State {
 	case StateActive, StatePaused, StateRolledBack:
 	default:
-		bad("state", "%q: want active, paused or rolledBack", d.State)
+		bad("state", "%q: want active, paused, rolledBack or deleted", d.State)
 	}
 	if strings.TrimSpace(d.Manifest) == "" {
 		bad("manifest", "is empty")
@@ -294,12 +312,15 @@ func (p Policy) Aborts(failed, given int) bool {
 }
 
 // NextGeneration is the generation a change of deployment name gets:
-// above its definition's and above every generation the broker's
-// records name (a definition refused as a replay included), so that the
-// controller takes it.
+// above its definition's (or its tombstone's) and above every generation
+// the broker's records name (a definition refused as a replay included),
+// so that the controller takes it.
 func NextGeneration(s *Snapshot, name string) int64 {
 	g := s.recordedGenerations()[name]
 	if d := s.Definitions[name]; d != nil {
+		g = max(g, d.Generation)
+	}
+	if d := s.Deleted[name]; d != nil {
 		g = max(g, d.Generation)
 	}
 	return g + 1
@@ -321,16 +342,19 @@ func (s *Snapshot) recordedGenerations() map[string]int64 {
 	return g
 }
 
-// refuseOlder moves to Invalid each definition whose generation is below
-// floor(name): a signed definition replayed (an older generation put
-// back on its topic) would roll an old manifest out again under a new
-// version, which devices take.
+// refuseOlder moves to Invalid each definition (or tombstone) whose
+// generation is below floor(name): a signed definition replayed (an
+// older generation put back on its topic) would roll an old manifest out
+// again under a new version, which devices take, or bring a deleted
+// deployment back; a replayed tombstone would delete one deployed again.
 func (s *Snapshot) refuseOlder(floor func(name string) int64) {
-	for name, d := range s.Definitions {
-		if f := floor(name); d.Generation < f {
-			delete(s.Definitions, name)
-			s.Invalid[name] = fmt.Sprintf("generation %d is older than generation %d, seen before: a replayed definition? refused (ledge fleet deploy %s gives it generation %d)",
-				d.Generation, f, name, f+1)
+	for _, m := range []map[string]*Definition{s.Definitions, s.Deleted} {
+		for name, d := range m {
+			if f := floor(name); d.Generation < f {
+				delete(m, name)
+				s.Invalid[name] = fmt.Sprintf("generation %d is older than generation %d, seen before: a replayed definition? refused (ledge fleet deploy %s gives it generation %d)",
+					d.Generation, f, name, f+1)
+			}
 		}
 	}
 }

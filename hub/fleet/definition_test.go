@@ -7,6 +7,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 // edKeys signs and verifies with one ed25519 key: the shape of what
@@ -68,6 +69,28 @@ func TestSealOpen(t *testing.T) {
 	}
 }
 
+// TestTombstone: a deleted deployment's tombstone carries its name and
+// generation alone, seals and opens, and matches no device.
+func TestTombstone(t *testing.T) {
+	k := testKeys()
+	payload, err := Seal(Tombstone("people", 4, time.Unix(1700000000, 0).UTC()), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env Signed
+	json.Unmarshal(payload, &env)
+	if env.Definition != `{"name":"people","generation":4,"created":"2023-11-14T22:13:20Z","state":"deleted"}` {
+		t.Errorf("tombstone: %s", env.Definition)
+	}
+	d, _, err := Open(payload, k, "people")
+	if err != nil || d.State != StateDeleted || d.Generation != 4 || d.Matches([]byte(`{"tags":{}}`)) {
+		t.Fatalf("Open a tombstone: %+v %v", d, err)
+	}
+	if err := Tombstone("people", 0, time.Time{}).Validate(); err == nil || !strings.Contains(err.Error(), "generation") {
+		t.Errorf("a tombstone of generation 0: %v", err)
+	}
+}
+
 func TestWaveSizes(t *testing.T) {
 	p := Policy{Waves: []string{"1", "50%", "100%"}}
 	for _, tc := range []struct{ wave, total, want int }{{0, 12, 1}, {1, 12, 6}, {2, 12, 12}, {1, 3, 2}, {0, 0, 0}, {1, 1000, 500}} {
@@ -91,6 +114,8 @@ func FuzzOpen(f *testing.F) {
 	d := &Definition{Name: "people", Generation: 1, Target: "tags.site = 'berlin'", Rollout: Policy{Waves: []string{"100%"}}, State: StateActive, Manifest: "m"}
 	good, _ := Seal(d, k)
 	f.Add(good)
+	tomb, _ := Seal(Tombstone("people", 2, time.Unix(1700000000, 0)), k)
+	f.Add(tomb)
 	f.Add([]byte(`{"definition":"{}","signature":{}}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		d, _, err := Open(payload, k, "")

@@ -108,7 +108,10 @@ type Rollout struct {
 	// all its devices had converged (the soak runs from there).
 	WaveStarted time.Time `json:"waveStarted,omitzero"`
 	Converged   time.Time `json:"converged,omitzero"`
-	// Phase: rolling, soaking, paused, completed, aborted, rolledBack.
+	// Phase: rolling, soaking, paused, completed, aborted, rolledBack,
+	// or deleted: the deployment was deleted at Generation (the record
+	// keeps that generation on the broker, below which a definition of
+	// the name is a replay).
 	Phase  string    `json:"phase"`
 	Reason string    `json:"reason,omitempty"`
 	At     time.Time `json:"at"`
@@ -124,6 +127,7 @@ const (
 	PhaseCompleted  = "completed"
 	PhaseAborted    = "aborted"
 	PhaseRolledBack = "rolledBack"
+	PhaseDeleted    = "deleted"
 )
 
 // Lease names the controller that may act, retained on <p>/fleet/lease.

@@ -116,13 +116,28 @@ type Give struct {
 	Wave       int
 	Previous   string
 	RollbackOf string
+	// DeletedFrom is the deleted deployment the device leaves.
+	DeletedFrom string
 }
 
-// Plan is what the controller does in one pass: the assignments to make
-// and the rollouts to record.
+// Plan is what the controller does in one pass: the assignments to make,
+// the rollouts to record, and the devices to withdraw a deleted
+// deployment from.
 type Plan struct {
 	Gives    []Give
 	Rollouts map[string]*Rollout // changed ones, by name
+	// Withdraw are offline devices given a deployment since deleted
+	// that they have not taken, and that no other deployment targets:
+	// their retained manifest and assignment record are cleared, so
+	// that they keep what they run when they come back.
+	Withdraw []Withdrawal
+}
+
+// Withdrawal is a deleted deployment withdrawn from a device that had
+// not taken it.
+type Withdrawal struct {
+	Device     string
+	Deployment string
 }
 
 // MakePlan decides, from the broker's state alone, what to give out now.
@@ -153,6 +168,33 @@ func MakePlan(s *Snapshot, now time.Time, controller string) *Plan {
 			p.Gives = append(p.Gives, Give{Device: id, Def: next, Wave: -1, Previous: a.Deployment, RollbackOf: a.Deployment})
 		} else if prev := s.Definitions[a.Previous]; prev != nil && !withdrawn(prev, s.Rollouts[prev.Name]) {
 			p.Gives = append(p.Gives, Give{Device: id, Def: prev, Wave: -1, Previous: a.Deployment, RollbackOf: a.Deployment})
+		}
+	}
+	// Devices whose deployment was deleted take on the one they should
+	// have now, as in Azure ("any deployed devices take on their next
+	// highest priority deployment"): they are that one's candidates like
+	// any device it targets, given it at once when its rollout is
+	// completed, in its waves while it rolls out, not while it is paused
+	// (planRollout). Devices that no other targets keep what they run:
+	// nothing is removed, nothing rolled back; one offline that was
+	// given the deleted deployment and has not taken it has it
+	// withdrawn, lest it apply it when it returns (an online one has it
+	// already, or in flight; once it goes offline without having taken
+	// it, it is withdrawn then).
+	for _, id := range ids {
+		d := s.Devices[id]
+		if a := d.Assignment; a != nil && s.Deleted[a.Deployment] != nil && desired[id] == nil && !d.Online && !taken(d) {
+			p.Withdraw = append(p.Withdraw, Withdrawal{Device: id, Deployment: a.Deployment})
+		}
+	}
+	// A deleted deployment's rollout record becomes a deleted one at the
+	// tombstone's generation: its progress goes, and the generation stays
+	// on the broker below which a definition of the name is a replay,
+	// should someone put an older one back in the tombstone's place.
+	for _, name := range sortedNames(s.Deleted) {
+		del := s.Deleted[name]
+		if ro := s.Rollouts[name]; ro == nil || ro.Phase != PhaseDeleted || ro.Generation != del.Generation {
+			p.Rollouts[name] = DeletedRollout(name, del.Generation, now, controller)
 		}
 	}
 	for _, name := range sortedNames(s.Definitions) {
@@ -187,6 +229,12 @@ func MakePlan(s *Snapshot, now time.Time, controller string) *Plan {
 		return dup
 	})
 	return p
+}
+
+// DeletedRollout is the rollout record of a deployment deleted at
+// generation, written by who.
+func DeletedRollout(name string, generation int64, now time.Time, who string) *Rollout {
+	return &Rollout{Name: name, Generation: generation, Phase: PhaseDeleted, Reason: "deleted by the operator", At: now.UTC(), Controller: who}
 }
 
 // planRollout advances one deployment's rollout.
@@ -290,11 +338,14 @@ func giveOut(p *Plan, def *Definition, candidates []string, n, wave int, s *Snap
 		return cmp.Compare(rank(def.Name, a), rank(def.Name, b))
 	})
 	for _, id := range candidates[:min(n, len(candidates))] {
-		prev := ""
+		g := Give{Device: id, Def: def, Wave: wave}
 		if a := s.Devices[id].Assignment; a != nil {
-			prev = a.Deployment
+			g.Previous = a.Deployment
+			if s.Deleted[a.Deployment] != nil {
+				g.DeletedFrom = a.Deployment
+			}
 		}
-		p.Gives = append(p.Gives, Give{Device: id, Def: def, Wave: wave, Previous: prev})
+		p.Gives = append(p.Gives, g)
 	}
 }
 

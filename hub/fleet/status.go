@@ -172,6 +172,10 @@ type DeviceRow struct {
 	Reason     string            `json:"reason,omitempty"`
 	Models     map[string]string `json:"models,omitempty"`
 	LastSeen   time.Time         `json:"lastSeen,omitzero"`
+	// Deleted is the fleet deployment the device was given last when that
+	// one was deleted since (Deployment is then empty): the device keeps
+	// running it until another deployment targets it.
+	Deleted string `json:"deleted,omitempty"`
 }
 
 // Where compiles a condition over device documents (the language of
@@ -207,7 +211,9 @@ func Rows(s *Snapshot, where func(doc []byte) bool) []DeviceRow {
 		if d.Refused != "" {
 			r.State, r.Reason = "refused", "state document not taken: "+d.Refused
 		}
-		if a := d.Assignment; a != nil {
+		if a := d.Assignment; a != nil && s.IsDeleted(a.Deployment) {
+			r.Deleted = a.Deployment
+		} else if a != nil {
 			r.Deployment = a.Deployment
 			if o, why := Outcome(d); o == OutcomeFailed && r.Reason == "" {
 				r.Reason = why

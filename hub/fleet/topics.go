@@ -7,8 +7,8 @@ import "strings"
 //	<p>/<device>/state             retained DeviceState, by the device
 //	<p>/<device>/online            retained Presence; the device's last will sets it offline
 //	<p>/<device>/deployment        retained signed manifest for the device (the agent's MQTT source)
-//	<p>/fleet/deployments/<name>   retained signed Definition, by `ledge fleet deploy`
-//	<p>/fleet/rollouts/<name>      retained Rollout progress, by the controller
+//	<p>/fleet/deployments/<name>   retained signed Definition, by `ledge fleet deploy` (a Tombstone after `ledge fleet delete`)
+//	<p>/fleet/rollouts/<name>      retained Rollout progress, by the controller (deleted, by `ledge fleet delete` too)
 //	<p>/fleet/assignments/<device> retained Assignment: what the controller gave the device
 //	<p>/fleet/lease                retained Lease of the active controller
 //	<p>/fleet/controllers/<id>     retained controller presence (last will: offline)

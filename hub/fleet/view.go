@@ -188,6 +188,9 @@ type Device struct {
 type Snapshot struct {
 	Devices     map[string]*Device
 	Definitions map[string]*Definition
+	// Deleted are the deployments deleted (`ledge fleet delete`): their
+	// signed tombstones, by name; not in Definitions.
+	Deleted map[string]*Definition
 	// Invalid are retained definitions refused (bad signature, bad
 	// field), by name.
 	Invalid     map[string]string
@@ -215,7 +218,7 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 	oversized := maps.Clone(v.oversized)
 	up := v.up
 	v.mu.Unlock()
-	s := &Snapshot{Devices: map[string]*Device{}, Definitions: map[string]*Definition{}, Invalid: map[string]string{},
+	s := &Snapshot{Devices: map[string]*Device{}, Definitions: map[string]*Definition{}, Deleted: map[string]*Definition{}, Invalid: map[string]string{},
 		Rollouts: map[string]*Rollout{}, Controllers: map[string]bool{}, Connected: up, Oversized: oversized, Refused: map[string]string{}}
 	dev := func(id string) *Device {
 		d := s.Devices[id]
@@ -274,6 +277,10 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 				s.Invalid[name] = err.Error()
 				continue
 			}
+			if d.State == StateDeleted {
+				s.Deleted[name] = d
+				continue
+			}
 			s.Definitions[name] = d
 		case "rollout":
 			var r Rollout
@@ -295,6 +302,18 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 	recorded := s.recordedGenerations()
 	s.refuseOlder(func(name string) int64 { return recorded[name] })
 	return s
+}
+
+// IsDeleted reports whether deployment name was deleted: its tombstone
+// is retained, or (a replay of an older definition was put in the
+// tombstone's place, and refused) no definition of it is in force and
+// its rollout record says deleted.
+func (s *Snapshot) IsDeleted(name string) bool {
+	if s.Deleted[name] != nil {
+		return true
+	}
+	r := s.Rollouts[name]
+	return s.Definitions[name] == nil && r != nil && r.Phase == PhaseDeleted
 }
 
 func isOnline(payload []byte) bool {
