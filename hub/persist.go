@@ -55,7 +55,7 @@ type sessionStore struct {
 	lastLog   time.Time
 
 	persistent sync.Map      // client id -> struct{}: ids with rows
-	stored     sync.Map      // msgKey -> struct{}: messages with rows
+	stored     sync.Map      // msgKey -> bool: messages with rows; true: stored as never sent
 	rcvd       sync.Map      // msgKey -> struct{}: the client's PUBREC'd QoS 2 ids with rows
 	subs       sync.Map      // subKey -> string: the subscriptions' rows as stored
 	waits      sync.Map      // publisher client id -> ticket its ack waits for
@@ -335,12 +335,23 @@ func (s *sessionStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int
 	if pk.FixedHeader.Type != packets.Publish {
 		return
 	}
+	// sent 0: mochi holds it (the client is away, or its Receive Maximum
+	// is reached), and a restart restores it as never sent, without DUP.
+	// Once sent it is written again, as sent; one stored as sent is not
+	// written when it is sent again. Not waited for (its publisher waits
+	// for the first write only): killed in between, a message sent just
+	// before may come back without DUP.
+	key := msgKey{cl.ID, pk.PacketID}
+	v, had := s.stored.Load(key)
+	if had && !v.(bool) && sent != 0 {
+		return
+	}
 	t := s.send(sop{kind: sopMsg, client: cl.ID, id: pk.PacketID, data: encodeMessageRow(storage.InflightKey, cl.ID, pk, sent)})
 	if t == 0 {
 		return
 	}
-	s.stored.Store(msgKey{cl.ID, pk.PacketID}, struct{}{})
-	if pk.Origin != "" && pk.Origin != cl.ID {
+	s.stored.Store(key, sent == 0)
+	if !had && pk.Origin != "" && pk.Origin != cl.ID {
 		if _, had := s.waits.Swap(pk.Origin, t); !had {
 			s.nwaits.Add(1)
 		}
@@ -780,7 +791,7 @@ func (s *sessionStore) messages(q string) ([]storage.Message, error) {
 		var m storage.Message
 		if err := json.NewDecoder(bytes.NewReader(data)).Decode(&m); err == nil {
 			if m.T == storage.InflightKey {
-				s.stored.Store(msgKey{m.Client, m.PacketID}, struct{}{})
+				s.stored.Store(msgKey{m.Client, m.PacketID}, m.Sent == 0 && m.FixedHeader.Type == packets.Publish)
 			}
 			out = append(out, m)
 		}
