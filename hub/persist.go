@@ -55,13 +55,14 @@ type sessionStore struct {
 	lastLog   time.Time
 
 	persistent sync.Map      // client id -> struct{}: ids with rows
-	stored     sync.Map      // msgKey -> struct{}: messages with rows
+	stored     sync.Map      // msgKey -> bool: messages with rows; true: stored as never sent
 	rcvd       sync.Map      // msgKey -> struct{}: the client's PUBREC'd QoS 2 ids with rows
 	subs       sync.Map      // subKey -> string: the subscriptions' rows as stored
 	waits      sync.Map      // publisher client id -> ticket its ack waits for
 	nwaits     atomic.Int64  // entries in waits
 	loading    atomic.Bool   // mochi is loading stored sessions
 	loaded     sync.Map      // client id -> sessionOwner, while loading
+	ending     sync.Map      // client id -> *mqtt.Client: its clean start is ending the stored session
 	dropCount  atomic.Uint64 // messages for sessions that could not be stored
 }
 
@@ -105,7 +106,7 @@ func (s *sessionStore) ID() string { return "ledge-sessions" }
 
 func (s *sessionStore) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
+	case mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
 		mqtt.OnRetainMessage, mqtt.OnRetainedExpired, mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped,
 		mqtt.OnClientExpired, mqtt.OnPublished,
 		mqtt.StoredClients, mqtt.StoredSubscriptions, mqtt.StoredInflightMessages, mqtt.StoredRetainedMessages:
@@ -141,7 +142,37 @@ func (s *sessionStore) send(o sop) uint64 {
 	return o.ticket
 }
 
+// OnSessionEstablish: a clean start (MQTT 5 Clean Start, 3.1.1 clean
+// session) ends the client's stored session, and mochi sends the CONNACK
+// after this hook: it waits for the removal's commit, so a kill -9 right
+// after the CONNACK cannot bring the old session back (session present,
+// its subscriptions, the messages queued for it), as it did when the
+// removal was queued after the CONNACK. Until the new connection's
+// session is established, what its old connection still does (a message
+// queued for it as mochi discards it, a subscription) is not written
+// (ended). A commit that fails closes the new connection instead, so it
+// is never told its old session is gone while it is still stored.
+func (s *sessionStore) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	if !pk.Connect.Clean || !s.known(cl.ID) {
+		s.ending.Delete(cl.ID) // from a clean start whose CONNACK failed
+		return
+	}
+	s.ending.Store(cl.ID, cl)
+	if err := s.wait(s.forget(cl.ID), 10*time.Second); err != nil {
+		s.h.log.Warn("mqtt CONNECT with clean start not acknowledged: the old persistent session's removal was not stored", "client", cl.ID, "err", err)
+		cl.Stop(err)
+	}
+}
+
+// ended: cl is the old connection of a client id whose clean start is
+// ending its stored session: nothing of it is written any more.
+func (s *sessionStore) ended(cl *mqtt.Client) bool {
+	v, ok := s.ending.Load(cl.ID)
+	return ok && v.(*mqtt.Client) != cl
+}
+
 func (s *sessionStore) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	s.ending.CompareAndDelete(cl.ID, cl)
 	if !persistentSession(cl) {
 		if s.known(cl.ID) {
 			s.forget(cl.ID) // a clean start ends the old session
@@ -186,7 +217,9 @@ func (s *sessionStore) OnClientExpired(cl *mqtt.Client) {
 	}
 }
 
-func (s *sessionStore) forget(id string) {
+// forget removes a session and all it holds; it returns the removal's
+// ticket (0 once stopped).
+func (s *sessionStore) forget(id string) uint64 {
 	s.persistent.Delete(id)
 	for _, m := range []*sync.Map{&s.stored, &s.rcvd} {
 		m.Range(func(k, _ any) bool {
@@ -202,7 +235,7 @@ func (s *sessionStore) forget(id string) {
 		}
 		return true
 	})
-	s.send(sop{kind: sopForget, client: id})
+	return s.send(sop{kind: sopForget, client: id})
 }
 
 // subKey names a stored subscription.
@@ -219,7 +252,7 @@ type subKey struct{ client, filter string }
 // its PUBACK discarded with the connection, and the message sent again
 // at its next connect.
 func (s *sessionStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
-	if !persistentSession(cl) {
+	if !persistentSession(cl) || s.ended(cl) {
 		return
 	}
 	var t uint64
@@ -246,7 +279,7 @@ func (s *sessionStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []
 // OnUnsubscribed: the UNSUBACK waits for the commit too, so a filter
 // removed stays removed.
 func (s *sessionStore) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
-	if !s.known(cl.ID) {
+	if !s.known(cl.ID) || s.ended(cl) {
 		return
 	}
 	var t uint64
@@ -285,7 +318,7 @@ type msgKey struct {
 // The hub's acks to the client's own publishes are not stored here (see
 // OnPublished).
 func (s *sessionStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
-	if !persistentSession(cl) {
+	if !persistentSession(cl) || s.ended(cl) {
 		return
 	}
 	if pk.FixedHeader.Type == packets.Pubrel {
@@ -302,12 +335,23 @@ func (s *sessionStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int
 	if pk.FixedHeader.Type != packets.Publish {
 		return
 	}
+	// sent 0: mochi holds it (the client is away, or its Receive Maximum
+	// is reached), and a restart restores it as never sent, without DUP.
+	// Once sent it is written again, as sent; one stored as sent is not
+	// written when it is sent again. Not waited for (its publisher waits
+	// for the first write only): killed in between, a message sent just
+	// before may come back without DUP.
+	key := msgKey{cl.ID, pk.PacketID}
+	v, had := s.stored.Load(key)
+	if had && !v.(bool) && sent != 0 {
+		return
+	}
 	t := s.send(sop{kind: sopMsg, client: cl.ID, id: pk.PacketID, data: encodeMessageRow(storage.InflightKey, cl.ID, pk, sent)})
 	if t == 0 {
 		return
 	}
-	s.stored.Store(msgKey{cl.ID, pk.PacketID}, struct{}{})
-	if pk.Origin != "" && pk.Origin != cl.ID {
+	s.stored.Store(key, sent == 0)
+	if !had && pk.Origin != "" && pk.Origin != cl.ID {
 		if _, had := s.waits.Swap(pk.Origin, t); !had {
 			s.nwaits.Add(1)
 		}
@@ -330,6 +374,9 @@ func encodeMessageRow(t, client string, pk packets.Packet, sent int64) []byte {
 // publish comes here too, and is told apart by having been built here
 // (Created set).
 func (s *sessionStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if s.ended(cl) {
+		return
+	}
 	switch {
 	case pk.FixedHeader.Type == packets.Puback && pk.Created == 0, pk.FixedHeader.Type == packets.Pubcomp:
 		s.done(cl.ID, pk.PacketID)
@@ -343,6 +390,9 @@ func (s *sessionStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 // error, or the session cleared). Packets the client sent have Created 0;
 // the hub's own have it set.
 func (s *sessionStore) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	if s.ended(cl) {
+		return
+	}
 	switch {
 	case pk.FixedHeader.Type == packets.Pubrec, pk.FixedHeader.Type == packets.Pubrel && pk.Created == 0:
 		s.rcvdDone(cl.ID, pk.PacketID)
@@ -407,7 +457,7 @@ func (s *sessionStore) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 			t = v.(uint64)
 		}
 	}
-	if pk.FixedHeader.Qos == 2 && persistentSession(cl) {
+	if pk.FixedHeader.Qos == 2 && persistentSession(cl) && !s.ended(cl) {
 		if rt := s.send(sop{kind: sopRcvd, client: cl.ID, id: pk.PacketID}); rt != 0 {
 			s.rcvd.Store(msgKey{cl.ID, pk.PacketID}, struct{}{})
 			t = rt
@@ -741,7 +791,7 @@ func (s *sessionStore) messages(q string) ([]storage.Message, error) {
 		var m storage.Message
 		if err := json.NewDecoder(bytes.NewReader(data)).Decode(&m); err == nil {
 			if m.T == storage.InflightKey {
-				s.stored.Store(msgKey{m.Client, m.PacketID}, struct{}{})
+				s.stored.Store(msgKey{m.Client, m.PacketID}, m.Sent == 0 && m.FixedHeader.Type == packets.Publish)
 			}
 			out = append(out, m)
 		}

@@ -1,12 +1,18 @@
 package hub
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	pahov5 "github.com/eclipse/paho.golang/paho"
+
+	"ledge/internal/testenv"
 )
 
 // TestPersistentSessionQoS2Mosquitto: more QoS 1 and 2 messages queued for
@@ -155,4 +161,87 @@ func TestPubrelsResentWhateverTheQuota(t *testing.T) {
 			t.Fatalf("PUBREL %d of 5 after the reconnect: got %x", i+1, typ)
 		}
 	}
+}
+
+// TestRestoredSessionDup: after a restart of the broker, a persistent
+// session's messages come back with DUP set only on those sent before,
+// from the hub as from mosquitto (persistence on). paho.golang (MQTT 5,
+// Receive Maximum 2, never acknowledging) gets m1 and m2; m3 and m4 wait
+// for its quota and m5 is queued once it is away; the broker restarts;
+// mosquitto_sub resumes the session: m1 and m2 with DUP 1 (a
+// re-delivery), m3..m5 with DUP 0 (never sent). The hub sent every
+// restored message with DUP 1: its store did not keep which ones were
+// never sent.
+func TestRestoredSessionDup(t *testing.T) {
+	t.Run("mosquitto", func(t *testing.T) {
+		mq := newMosquitto(t, "")
+		mq.start()
+		restoredSessionDup(t, mq.port, "", "", nil, func() int { mq.stop(); mq.start(); return mq.port })
+	})
+	t.Run("ledge", func(t *testing.T) {
+		db := testenv.DB(t)
+		dir := t.TempDir()
+		h := runHubOn(t, db, dir, nil, false)
+		h.addIdentity(t, IdentitySpec{Name: "tool", Kind: KindUser, Password: "s3cret"})
+		away := func() {
+			waitFor(t, "the session away", func() bool { cl, ok := h.srv.Clients.Get("dup"); return ok && cl.Closed() })
+		}
+		restoredSessionDup(t, h.Ports().MQTT, "tool", "s3cret", away, func() int {
+			h.stop()
+			return runHubOn(t, db, dir, nil, false).Ports().MQTT
+		})
+	})
+}
+
+func restoredSessionDup(t *testing.T, port int, user, pass string, away func(), restart func() int) {
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	c := pahov5.NewClient(pahov5.ClientConfig{Conn: conn, EnableManualAcknowledgment: true, OnClientError: func(error) {},
+		OnPublishReceived: []func(pahov5.PublishReceived) (bool, error){func(p pahov5.PublishReceived) (bool, error) {
+			got <- string(p.Packet.Payload)
+			return true, nil
+		}}})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	expiry, rm := uint32(300), uint16(2)
+	if _, err := c.Connect(ctx, &pahov5.Connect{ClientID: "dup", KeepAlive: 30, UsernameFlag: user != "", Username: user,
+		PasswordFlag: pass != "", Password: []byte(pass),
+		Properties: &pahov5.ConnectProperties{SessionExpiryInterval: &expiry, ReceiveMaximum: &rm}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Subscribe(ctx, &pahov5.Subscribe{Subscriptions: []pahov5.SubscribeOptions{{Topic: "dup/t", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	m := newMosq(t, port, user, pass)
+	m.run(m.pub, "m1\nm2\nm3\nm4\n", "-V", "mqttv5", "-q", "1", "-t", "dup/t", "-l")
+	for _, want := range []string{"m1", "m2"} {
+		select {
+		case g := <-got:
+			if g != want {
+				t.Fatalf("paho got %q, want %q", g, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("paho got no %s", want)
+		}
+	}
+	conn.Close() // gone without acknowledging
+	if away != nil {
+		away()
+	}
+	m.run(m.pub, "", "-V", "mqttv5", "-q", "1", "-t", "dup/t", "-m", "m5")
+	m.port = restart()
+	out := m.run(m.sub, "", "-V", "mqttv5", "-x", "300", "-c", "-i", "dup", "-q", "1", "-t", "dup/t", "-C", "5", "-W", "15", "-d")
+	var flags []string
+	for _, l := range strings.Split(out, "\n") {
+		if i := strings.Index(l, "received PUBLISH ("); i >= 0 {
+			flags = append(flags, l[i+len("received PUBLISH ("):][:2])
+		}
+	}
+	if want := []string{"d1", "d1", "d0", "d0", "d0"}; fmt.Sprint(flags) != fmt.Sprint(want) {
+		t.Errorf("DUP of m1..m5 after the restart: %v, want %v\n%s", flags, want, out)
+	}
+	checkInOrder(t, strings.Join(regexp.MustCompile(`(?m)^m\d+$`).FindAllString(out, -1), "\n"), 5)
 }

@@ -421,3 +421,89 @@ func TestKill9UpstreamQueue(t *testing.T) {
 		t.Errorf("upstream got %q, want the telemetry acknowledged before kill -9", got)
 	}
 }
+
+// TestKill9CleanStartEndsSession: a clean start (MQTT 5 Clean Start 1 with
+// paho.golang, MQTT 3.1.1 clean session 1 with mosquitto_sub) ends the
+// client's persistent session, and the CONNACK says so only once the
+// session's removal is committed: ledge killed -9 right after that
+// CONNACK and restarted, the client coming back with clean start 0 finds
+// no session (session present 0) and gets none of the messages queued
+// for the old one. Commits are held back 300 ms (killWindowBin); the
+// CONNACK used to be sent before the removal was even queued.
+func TestKill9CleanStartEndsSession(t *testing.T) {
+	port := strings.TrimPrefix(freePort(t), "127.0.0.1:")
+	k := &k9Ledge{t: t, bin: killWindowBin(t), conf: k9Config(t, "127.0.0.1:"+port, "127.0.0.1:0", ""),
+		env: []string{"LEDGE_RUNTIME_DIR=" + t.TempDir(), "LEDGE_HUB_COMMIT_DELAY=300ms"}, args: []string{"--dev"}}
+	k.start()
+	expiry := uint32(3600)
+	connect := func(id string, clean bool, got chan<- string) (*paho.Client, *paho.Connack) {
+		t.Helper()
+		conn, err := net.Dial("tcp", "127.0.0.1:"+port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := paho.NewClient(paho.ClientConfig{Conn: conn, OnClientError: func(error) {}, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+			func(p paho.PublishReceived) (bool, error) {
+				if got != nil {
+					got <- p.Packet.Topic + " " + string(p.Packet.Payload)
+				}
+				return true, nil
+			}}})
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		ca, err := c.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: clean,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+		if err != nil {
+			t.Fatalf("paho connect %s: %v", id, err)
+		}
+		return c, ca
+	}
+
+	// Two persistent sessions, each with a subscription and a QoS 1
+	// message queued while its client is away.
+	mosq(t, "mosquitto_sub", port, "-V", "mqttv5", "-x", "3600", "-c", "-q", "1", "-i", "k9-clean5", "-t", "k9/c5", "-E")
+	mosq(t, "mosquitto_sub", port, "-c", "-q", "1", "-i", "k9-clean3", "-t", "k9/c3", "-E")
+	mosq(t, "mosquitto_pub", port, "-q", "1", "-t", "k9/c5", "-m", "old5")
+	mosq(t, "mosquitto_pub", port, "-q", "1", "-t", "k9/c3", "-m", "old3")
+
+	// MQTT 5 Clean Start 1 (the new session persistent too), killed as
+	// the CONNACK arrives.
+	c, ca := connect("k9-clean5", true, nil)
+	if ca.SessionPresent {
+		t.Errorf("a clean start got session present 1")
+	}
+	k.kill9()
+	k.start()
+	got := make(chan string, 10)
+	c, ca = connect("k9-clean5", false, got)
+	if ca.SessionPresent {
+		t.Errorf("after a clean start, kill -9 and a restart the MQTT 5 session came back: session present 1")
+	}
+	select {
+	case m := <-got:
+		t.Errorf("after a clean start, kill -9 and a restart the MQTT 5 client got %q from its old session", m)
+	case <-time.After(2 * time.Second):
+	}
+	c.Disconnect(&paho.Disconnect{})
+
+	// MQTT 3.1.1 clean session 1 (mosquitto_sub without -c: it
+	// subscribes elsewhere and leaves at the SUBACK), then kill -9.
+	mosq(t, "mosquitto_sub", port, "-q", "1", "-i", "k9-clean3", "-t", "k9/other", "-E")
+	k.kill9()
+	k.start()
+	// Were the session back, its queued old3 would come within 3 s.
+	bin := testenv.Command(t, "mosquitto_sub", "mosquitto-clients")
+	out, _ := exec.CommandContext(t.Context(), bin, "-h", "127.0.0.1", "-p", port, "-c", "-q", "1", "-i", "k9-clean3",
+		"-t", "k9/none", "-v", "-W", "3").Output()
+	if strings.Contains(string(out), "old3") {
+		t.Errorf("after a 3.1.1 clean session, kill -9 and a restart the client got its old session's message: %q", out)
+	}
+	// And its old subscription is gone: a new message on k9/c3 is not
+	// queued for it.
+	mosq(t, "mosquitto_pub", port, "-q", "1", "-t", "k9/c3", "-m", "new3")
+	out, _ = exec.CommandContext(t.Context(), bin, "-h", "127.0.0.1", "-p", port, "-c", "-q", "1", "-i", "k9-clean3",
+		"-t", "k9/none", "-v", "-W", "3").Output()
+	if strings.Contains(string(out), "k9/c3") {
+		t.Errorf("after a 3.1.1 clean session, kill -9 and a restart the old subscription k9/c3 is back: %q", out)
+	}
+}

@@ -789,6 +789,7 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 			next.Expiry = messageExpiry(next, s.Options.Capabilities.MaximumMessageExpiryInterval)
 			cl.State.Inflight.Set(next)
 			cl.State.Inflight.DecreaseSendQuota()
+			s.hooks.OnQosPublish(cl, next, time.Now().Unix(), 0) // sent now, as ResendInflightMessages tells it
 			_ = cl.WritePacket(next)
 		}
 		break
@@ -1179,19 +1180,28 @@ func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk p
 		// over the quota is: ResendInflightMessages sends it within the
 		// next connection's Receive Maximum, without DUP (it was never
 		// sent), unless it expired meanwhile.
+		// A hook is told it is held by sent 0 (never sent), so a store
+		// can restore it as such (loadInflight): DUP only on a re-delivery.
 		away := cl.Net.Conn == nil || cl.Closed()
+		held := away || (sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0)
+		sent := out.Created
+		if sent == 0 {
+			sent = time.Now().Unix()
+		}
+		if held {
+			out.Expiry = -1
+			sent = 0
+		}
 
 		if ok := cl.State.Inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
 			atomic.AddInt64(&s.Info.Inflight, 1)
-			s.hooks.OnQosPublish(cl, out, out.Created, 0)
+			s.hooks.OnQosPublish(cl, out, sent, 0)
 			if !away {
 				cl.State.Inflight.DecreaseSendQuota()
 			}
 		}
 
-		if away || (sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0) {
-			out.Expiry = -1
-			cl.State.Inflight.Set(out)
+		if held {
 			if away {
 				return out, packets.CodeDisconnect
 			}
@@ -1831,6 +1841,9 @@ func (s *Server) loadInflight(v []storage.Message) {
 			if pk.FixedHeader.Type == packets.Pubrec { // the client's QoS 2 flow: its id is in use until PUBREL
 				client.State.Received.Set(pk)
 				continue
+			}
+			if pk.FixedHeader.Type == packets.Publish && msg.Sent == 0 {
+				pk.Expiry = -1 // never sent: held, to go without DUP [MQTT-3.3.1-1]
 			}
 			client.State.Inflight.Set(pk)
 		}

@@ -4036,3 +4036,80 @@ func closeWhenSent(w net.Conn, cl *Client) {
 	}
 	_ = w.Close()
 }
+
+// sentRecorder records the sent argument OnQosPublish gets for each
+// packet id.
+type sentRecorder struct {
+	HookBase
+	mu   sync.Mutex
+	sent map[string][]int64 // client id/packet id -> sent, each call
+}
+
+func (h *sentRecorder) ID() string           { return "sent-recorder" }
+func (h *sentRecorder) Provides(b byte) bool { return b == OnQosPublish }
+func (h *sentRecorder) OnQosPublish(cl *Client, pk packets.Packet, sent int64, resends int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	k := cl.ID + "/" + strconv.Itoa(int(pk.PacketID))
+	h.sent[k] = append(h.sent[k], sent)
+}
+
+func (h *sentRecorder) get(cl *Client, id uint16) []int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sent[cl.ID+"/"+strconv.Itoa(int(id))]
+}
+
+// TestQosPublishSentZeroUntilSent: a message held for a client (away, or
+// at its Receive Maximum) reaches OnQosPublish with sent 0, and again
+// with the time it is sent once it goes out; a store that keeps sent 0
+// gets it back from loadInflight as held, so it goes without DUP, and
+// one sent before as a re-delivery.
+func TestQosPublishSentZeroUntilSent(t *testing.T) {
+	s := newServer()
+	rec := &sentRecorder{sent: map[string][]int64{}}
+	require.NoError(t, s.AddHook(rec, nil))
+
+	away, _, _ := newTestClient()
+	away.ID = "away"
+	away.Net.Conn = nil
+	pk := *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet
+	pk.Created = time.Now().Unix()
+	out, err := s.publishToClient(away, packets.Subscription{Filter: "a/b/c", Qos: 1}, pk)
+	require.ErrorIs(t, err, packets.CodeDisconnect)
+	require.Equal(t, []int64{0}, rec.get(away, out.PacketID))
+	held, ok := away.State.Inflight.Get(out.PacketID)
+	require.True(t, ok)
+	require.Equal(t, int64(-1), held.Expiry)
+
+	cl, r, w := newTestClient()
+	cl.State.Inflight.ResetSendQuota(1)
+	go func() { _, _ = io.Copy(io.Discard, r) }()
+	defer w.Close()
+	first, err := s.publishToClient(cl, packets.Subscription{Filter: "a/b/c", Qos: 1}, pk)
+	require.NoError(t, err)
+	second, err := s.publishToClient(cl, packets.Subscription{Filter: "a/b/c", Qos: 1}, pk) // over the quota
+	require.NoError(t, err)
+	require.NotZero(t, rec.get(cl, first.PacketID)[0])
+	require.Equal(t, []int64{0}, rec.get(cl, second.PacketID))
+	// The client acknowledges the first: the second goes, and the hook
+	// is told it is sent.
+	require.True(t, cl.State.Inflight.Delete(first.PacketID))
+	cl.State.Inflight.IncreaseSendQuota()
+	require.NoError(t, s.processPacket(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}}))
+	got := rec.get(cl, second.PacketID)
+	require.Len(t, got, 2)
+	require.NotZero(t, got[1])
+
+	s.loadClients([]storage.Client{{ID: "restored"}})
+	s.loadInflight([]storage.Message{
+		{Client: "restored", PacketID: 1, FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "a/b/c", Created: 1, Sent: 0},
+		{Client: "restored", PacketID: 2, FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "a/b/c", Created: 1, Sent: 1},
+	})
+	restored, ok := s.Clients.Get("restored")
+	require.True(t, ok)
+	never, _ := restored.State.Inflight.Get(1)
+	require.Equal(t, int64(-1), never.Expiry)
+	before, _ := restored.State.Inflight.Get(2)
+	require.GreaterOrEqual(t, before.Expiry, int64(0))
+}
