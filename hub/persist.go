@@ -653,6 +653,7 @@ func (s *sessionStore) health() error {
 // StoredClients hands mochi the stored sessions at Serve; while it loads
 // them, OnDisconnect attaches each to its identity (attachLoaded).
 func (s *sessionStore) StoredClients() ([]storage.Client, error) {
+	s.dropOrphans()
 	rows, err := s.db.Query(`SELECT data FROM hub_sessions ORDER BY client_id`)
 	if err != nil {
 		return nil, fmt.Errorf("load sessions: %w", err)
@@ -749,6 +750,27 @@ func (s *sessionStore) StoredSubscriptions() ([]storage.Subscription, error) {
 // queued (mochi, as patched, resends them in that order), and the
 // client's PUBREC'd QoS 2 ids as PUBRECs (mochi, as patched, keeps those
 // apart, as the client's ids).
+// dropOrphans deletes, at start (nothing is connected yet), the
+// subscriptions, messages and QoS 2 ids of client ids that have no session
+// row: a packet of a connection being taken over can still write one after
+// its session was deleted. They were loaded and ignored at every start, and
+// kept for good.
+func (s *sessionStore) dropOrphans() {
+	var n int64
+	for _, table := range []string{"hub_session_subs", "hub_session_msgs", "hub_session_rcvd"} {
+		res, err := s.db.Exec(`DELETE FROM ` + table + ` WHERE client_id NOT IN (SELECT client_id FROM hub_sessions)`)
+		if err != nil {
+			s.log.Warn("persistent sessions: rows of ended sessions not removed", "table", table, "err", err)
+			continue
+		}
+		m, _ := res.RowsAffected()
+		n += m
+	}
+	if n > 0 {
+		s.log.Info("persistent sessions: rows of ended sessions removed", "rows", n)
+	}
+}
+
 func (s *sessionStore) StoredInflightMessages() ([]storage.Message, error) {
 	out, err := s.messages(`SELECT data FROM hub_session_msgs ORDER BY seq`)
 	if err != nil {

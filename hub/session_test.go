@@ -191,3 +191,39 @@ func TestPersistentSessionKill9(t *testing.T) {
 	m.port = c2.port
 	checkInOrder(t, m.run(m.sub, "", append(sub, "-C", fmt.Sprint(n), "-W", "15")...), n)
 }
+
+// TestOrphanSessionRowsRemoved: rows of a client id with no session row (a
+// packet of a connection being taken over can write one after its session
+// was deleted) are removed at start, and a session that is kept still gets
+// its messages.
+func TestOrphanSessionRowsRemoved(t *testing.T) {
+	db := testenv.DB(t)
+	dir := t.TempDir()
+	h := runHubOn(t, db, dir, nil, false)
+	h.addIdentity(t, IdentitySpec{Name: "tool", Kind: KindUser, Password: "s3cret"})
+	m := newMosq(t, h.Ports().MQTT, "tool", "s3cret")
+	sub := []string{"-V", "mqttv5", "-x", "3600", "-c", "-q", "1", "-i", "kept", "-t", "orphans/t"}
+	m.run(m.sub, "", append(sub, "-E")...)
+	publishLines(t, m, "orphans/t", 3)
+	h.stop()
+	for _, q := range []string{
+		`INSERT INTO hub_session_subs (client_id, filter, data) VALUES ('gone', 'x/#', '{}')`,
+		`INSERT INTO hub_session_msgs (client_id, packet_id, data) VALUES ('gone', 7, '{}')`,
+		`INSERT INTO hub_session_rcvd (client_id, packet_id) VALUES ('gone', 9)`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	h2 := runHubOn(t, db, dir, nil, false)
+	m.port = h2.Ports().MQTT
+	// The kept session's messages come once the store is loaded.
+	checkInOrder(t, m.run(m.sub, "", append(sub, "-C", "3", "-W", "15")...), 3)
+	for _, table := range []string{"hub_session_subs", "hub_session_msgs", "hub_session_rcvd"} {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM ` + table + ` WHERE client_id = 'gone'`).Scan(&n); err != nil || n != 0 {
+			t.Errorf("%s: %d rows of a client with no session left after a start (%v)", table, n, err)
+		}
+	}
+}
