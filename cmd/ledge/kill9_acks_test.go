@@ -468,14 +468,14 @@ func TestKill9CleanStartEndsSession(t *testing.T) {
 
 	// MQTT 5 Clean Start 1 (the new session persistent too), killed as
 	// the CONNACK arrives.
-	c, ca := connect("k9-clean5", true, nil)
+	_, ca := connect("k9-clean5", true, nil)
 	if ca.SessionPresent {
 		t.Errorf("a clean start got session present 1")
 	}
 	k.kill9()
 	k.start()
 	got := make(chan string, 10)
-	c, ca = connect("k9-clean5", false, got)
+	c, ca := connect("k9-clean5", false, got)
 	if ca.SessionPresent {
 		t.Errorf("after a clean start, kill -9 and a restart the MQTT 5 session came back: session present 1")
 	}
