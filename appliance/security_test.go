@@ -73,14 +73,19 @@ func runUpstreamAppliance(t *testing.T, broker string, mutate func(*Config)) *up
 	}
 	u := startAppliance(t, cfg)
 	u.broker = broker
-	t.Cleanup(func() { removeTestModules(cfg) })
 	return u
 }
 
-// removeTestModules removes the containers and the network a test's
-// appliance made.
+// removeTestModules removes the containers a test's appliance made (those
+// labelled with its device id, unique per test) and its module network
+// when the test named one of its own. Call it after the appliance
+// stopped: a running agent makes them again.
 func removeTestModules(cfg Config) {
-	testenv.RemoveDocker("name="+cfg.Agent.ContainerPrefix, cfg.Agent.Network)
+	var networks []string
+	if strings.HasPrefix(cfg.Agent.Network, "ledge-test-") {
+		networks = append(networks, cfg.Agent.Network)
+	}
+	testenv.RemoveDocker("label=io.ledge.instance="+cfg.DeviceID, networks...)
 }
 
 // startAppliance runs an appliance on cfg until stop (or the test's end).
@@ -102,6 +107,7 @@ func startAppliance(t *testing.T, cfg Config) *upstreamAppliance {
 			app.Close()
 		})
 	}
+	t.Cleanup(func() { removeTestModules(cfg) }) // runs after stop (cleanups run last first)
 	t.Cleanup(stop)
 	return &upstreamAppliance{app: app, cfg: cfg, logs: logs, stop: stop}
 }
