@@ -362,11 +362,19 @@ actions: [{type: snapshot}]
 	hash := `(() => { const i = document.querySelector("img[data-pipeline=door]"); const c = document.createElement("canvas");
 		c.width = 96; c.height = 72; const g = c.getContext("2d"); g.drawImage(i, 0, 0, 96, 72);
 		const d = g.getImageData(0, 0, 96, 72).data; let h = 0; for (let k = 0; k < d.length; k += 7) h = (h * 31 + d[k]) | 0; return String(h); })()`
-	first := evalString(t, ctx, hash)
-	size := evalString(t, ctx, `(() => { const i = document.querySelector("img[data-pipeline=door]"); return i.naturalWidth + "x" + i.naturalHeight; })()`)
+	// The stream's image is between frames now and then (0x0 for a moment
+	// when it reconnects under load): wait for a whole one.
+	sizeOf := `(() => { const i = document.querySelector("img[data-pipeline=door]"); return i.naturalWidth + "x" + i.naturalHeight; })()`
+	deadline := time.Now().Add(20 * time.Second)
+	size := evalString(t, ctx, sizeOf)
+	for size != "960x720" && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		size = evalString(t, ctx, sizeOf)
+	}
 	if size != "960x720" {
 		t.Errorf("live frame %s, want 960x720", size)
 	}
+	first := evalString(t, ctx, hash)
 	changed := false
 	for range 40 {
 		time.Sleep(100 * time.Millisecond)

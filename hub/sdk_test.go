@@ -46,6 +46,9 @@ func TestSDKMethods(t *testing.T) {
 	d.Must("open", nil)
 	m := testenv.StartSDK(t, "cam", testenv.SDKEnv{Kind: "module", CS: mod.ConnectionString, CA: h.CAPath(), Methods: "echo:201:0,slow:200:3000"})
 	m.Must("open", nil)
+	// The SDKs subscribe to methods after open returns.
+	waitSubscribed(t, h, "thermo", azure.MethodRequestTopic("reboot", "1"))
+	waitSubscribed(t, h, testDevice+"/cam", azure.MethodRequestTopic("echo", "1"))
 	for _, c := range []struct {
 		target, method, payload string
 		status                  int
