@@ -98,21 +98,7 @@ func TestWillTopicInvalid(t *testing.T) {
 func TestDuplicatePropertyRefused(t *testing.T) {
 	h := startHub(t, nil, true)
 	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
-	dial := func(props []byte) (net.Conn, []byte) {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", h.Ports().MQTT))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		body := append(str("MQTT"), 5, 0x02, 0, 60)
-		body = append(append(body, varint(len(props))...), props...)
-		body = append(body, str("dup")...)
-		c.Write(append(append([]byte{0x10}, varint(len(body))...), body...))
-		buf := make([]byte, 256)
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		n, _ := c.Read(buf)
-		return c, buf[:n]
-	}
+	dial := func(props []byte) (net.Conn, []byte) { return rawConnect5(t, h, "dup", props) }
 	if _, got := dial([]byte{0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2}); len(got) > 0 {
 		t.Errorf("CONNECT with Session Expiry Interval twice: answered % x, want the connection closed", got)
 	}
@@ -177,21 +163,7 @@ func TestSubscribeWithoutOptionsDropsThatClientOnly(t *testing.T) {
 func TestProtocolErrorsInOptions(t *testing.T) {
 	h := startHub(t, nil, true)
 	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
-	dial := func(props []byte) (net.Conn, []byte) {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", h.Ports().MQTT))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		body := append(str("MQTT"), 5, 0x02, 0, 60)
-		body = append(append(body, varint(len(props))...), props...)
-		body = append(body, str("opts")...)
-		c.Write(append(append([]byte{0x10}, varint(len(body))...), body...))
-		buf := make([]byte, 256)
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		n, _ := c.Read(buf)
-		return c, buf[:n]
-	}
+	dial := func(props []byte) (net.Conn, []byte) { return rawConnect5(t, h, "opts", props) }
 	for name, props := range map[string][]byte{
 		"Receive Maximum 0":     {0x21, 0, 0},
 		"Maximum Packet Size 0": {0x27, 0, 0, 0, 0},
@@ -213,4 +185,25 @@ func TestProtocolErrorsInOptions(t *testing.T) {
 			t.Errorf("SUBSCRIBE with %s: answered % x, want DISCONNECT 0x81 or 0x82", name, buf[:n])
 		}
 	}
+}
+
+// rawConnect5 sends an MQTT 5 CONNECT (clean start, keep-alive 60) with
+// props as its properties, byte for byte, and returns the connection and
+// what the hub answered first (nothing when it closed without a word).
+func rawConnect5(t *testing.T, h *testHub, clientID string, props []byte) (net.Conn, []byte) {
+	t.Helper()
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", h.Ports().MQTT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	body := append(str("MQTT"), 5, 0x02, 0, 60)
+	body = append(append(body, varint(len(props))...), props...)
+	body = append(body, str(clientID)...)
+	c.Write(append(append([]byte{0x10}, varint(len(body))...), body...))
+	buf := make([]byte, 256)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, _ := c.Read(buf)
+	return c, buf[:n]
 }
