@@ -49,8 +49,12 @@ type Controller struct {
 	invalid   map[string]string // logged refusals of definitions
 	// seen is the highest generation of each definition seen: one below
 	// it is a replay, even when the broker's records were cleared.
-	seen   map[string]int64
-	resent map[string]resent // device -> its deployment published again
+	seen map[string]int64
+	// kept is the newest valid definition (or tombstone) seen of each
+	// name, with its retained bytes: put back over a replay (restore).
+	kept     map[string]keptDefinition
+	restored map[string]*restoreLog
+	resent   map[string]resent // device -> its deployment published again
 	// due: devices whose record (of this version) was written and whose
 	// manifest perhaps not (its publish failed): published at the next
 	// pass unless taken by then.
@@ -63,6 +67,19 @@ type Controller struct {
 	unverified map[string][]byte
 	nextCheck  time.Time
 	checks     int // failed checks in a row
+}
+
+// keptDefinition is a definition as it was retained, signed.
+type keptDefinition struct {
+	def     *Definition
+	payload []byte
+}
+
+// restoreLog bounds the log of a replay war: the first restore of a name
+// is logged at once, later ones once a minute with their count.
+type restoreLog struct {
+	at      time.Time
+	pending int
 }
 
 // resent is a deployment published to a device again.
@@ -98,6 +115,8 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.invalid = map[string]string{}
 	c.seen = map[string]int64{}
+	c.kept = map[string]keptDefinition{}
+	c.restored = map[string]*restoreLog{}
 	t := time.NewTimer(0)
 	defer t.Stop()
 	// Taken before each pass: what changes during a pass starts the next.
@@ -131,6 +150,9 @@ func (c *Controller) pass(ctx context.Context) error {
 	for _, m := range []map[string]*Definition{s.Definitions, s.Deleted} {
 		for name, d := range m {
 			c.seen[name] = max(c.seen[name], d.Generation, recorded[name])
+			if k, ok := c.kept[name]; (!ok || d.Generation >= k.def.Generation) && s.Payloads[name] != nil {
+				c.kept[name] = keptDefinition{d, s.Payloads[name]}
+			}
 		}
 	}
 	for name, why := range s.Invalid {
@@ -160,6 +182,9 @@ func (c *Controller) pass(ctx context.Context) error {
 		clear(c.due)
 		return nil
 	}
+	if err := c.restore(ctx, s, now); err != nil {
+		return err
+	}
 	plan := MakePlan(s, now, c.ID)
 	if err := c.execute(ctx, s, plan, now); err != nil {
 		return err
@@ -168,6 +193,48 @@ func (c *Controller) pass(ctx context.Context) error {
 		return err
 	}
 	return c.verify(ctx, now)
+}
+
+// restore puts back, over each replayed definition (an older signed one
+// retained on a deployment's topic after a newer one), the newest one
+// this controller saw, as it was signed: the replay is refused either
+// way, but left on the broker it would take the deployment out of force
+// (a device that a lower priority targets would be given that one), and
+// it would be all a controller started later finds. The deployment stays
+// in force in this pass too. A controller that never saw a newer one
+// (started after the replay) cannot put it back: the operator deploys
+// again (docs/fleet.md).
+func (c *Controller) restore(ctx context.Context, s *Snapshot, now time.Time) error {
+	for _, name := range sortedNames(s.Replayed) {
+		k, ok := c.kept[name]
+		if !ok || k.def.Generation < c.seen[name] || s.Definitions[name] != nil || s.Deleted[name] != nil {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := c.Conn.Publish(pctx, c.Conn.cfg.Topics.Definition(name), k.payload, true)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("put back deployment %s: %w", name, err)
+		}
+		if k.def.State == StateDeleted {
+			s.Deleted[name] = k.def
+		} else {
+			s.Definitions[name] = k.def
+		}
+		s.Payloads[name] = k.payload
+		r := c.restored[name]
+		if r == nil {
+			r = &restoreLog{}
+			c.restored[name] = r
+		}
+		r.pending++
+		if now.Sub(r.at) >= time.Minute {
+			c.Log.Warn("replayed fleet deployment replaced by the newest one seen", "deployment", name,
+				"generation", k.def.Generation, "state", k.def.State, "times", r.pending, "reason", s.Invalid[name])
+			r.at, r.pending = now, 0
+		}
+	}
+	return nil
 }
 
 // checkAfter has records written at now read back a second later, when

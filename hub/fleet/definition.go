@@ -352,6 +352,11 @@ func (s *Snapshot) refuseOlder(floor func(name string) int64) {
 		for name, d := range m {
 			if f := floor(name); d.Generation < f {
 				delete(m, name)
+				delete(s.Payloads, name)
+				if s.Replayed == nil {
+					s.Replayed = map[string]bool{}
+				}
+				s.Replayed[name] = true
 				s.Invalid[name] = fmt.Sprintf("generation %d is older than generation %d, seen before: a replayed definition? refused (ledge fleet deploy %s gives it generation %d)",
 					d.Generation, f, name, f+1)
 			}

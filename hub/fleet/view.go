@@ -192,8 +192,12 @@ type Snapshot struct {
 	// signed tombstones, by name; not in Definitions.
 	Deleted map[string]*Definition
 	// Invalid are retained definitions refused (bad signature, bad
-	// field), by name.
-	Invalid     map[string]string
+	// field, a replay), by name; Replayed names those refused because
+	// their generation is below one seen before.
+	Invalid  map[string]string
+	Replayed map[string]bool
+	// Payloads are the retained bytes of Definitions and Deleted, by name.
+	Payloads    map[string][]byte
 	Rollouts    map[string]*Rollout
 	Lease       *Lease
 	Controllers map[string]bool // controller id -> online
@@ -219,7 +223,7 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 	up := v.up
 	v.mu.Unlock()
 	s := &Snapshot{Devices: map[string]*Device{}, Definitions: map[string]*Definition{}, Deleted: map[string]*Definition{}, Invalid: map[string]string{},
-		Rollouts: map[string]*Rollout{}, Controllers: map[string]bool{}, Connected: up, Oversized: oversized, Refused: map[string]string{}}
+		Replayed: map[string]bool{}, Payloads: map[string][]byte{}, Rollouts: map[string]*Rollout{}, Controllers: map[string]bool{}, Connected: up, Oversized: oversized, Refused: map[string]string{}}
 	dev := func(id string) *Device {
 		d := s.Devices[id]
 		if d == nil {
@@ -277,6 +281,7 @@ func (v *View) Snapshot(ver Verifier) *Snapshot {
 				s.Invalid[name] = err.Error()
 				continue
 			}
+			s.Payloads[name] = payload
 			if d.State == StateDeleted {
 				s.Deleted[name] = d
 				continue
