@@ -25,13 +25,24 @@ func (h *Hub) AddIdentity(ctx context.Context, spec IdentitySpec) (Created, erro
 	return c, nil
 }
 
-// RemoveIdentity deletes an identity and disconnects its client.
+// RemoveIdentity deletes an identity and disconnects the clients its key
+// authenticated.
 func (h *Hub) RemoveIdentity(ctx context.Context, name string) error {
+	id := h.ids.get(name)
 	if err := h.ids.remove(ctx, name); err != nil {
 		return err
 	}
+	// Every connection the identity's key opened ends: a device's also
+	// those as its modules (its key authenticates them) and on behalf of
+	// the devices behind it (skn), or a leaked key would stay connected
+	// for as long as the tokens it signed are valid.
+	// (Not this appliance's own modules: its key is none of theirs.)
+	device := id != nil && id.Kind == KindDevice && !h.ownDevice(id.Device)
 	h.sessions.Range(func(k, v any) bool {
-		if s := v.(*session); strings.EqualFold(s.name, name) {
+		s := v.(*session)
+		if strings.EqualFold(s.name, name) ||
+			device && s.kind == KindModule && strings.EqualFold(s.device, id.Device) ||
+			device && strings.EqualFold(s.auth, "sas-parent "+id.Name) {
 			s.cl.Stop(fmt.Errorf("identity %s removed", name))
 			h.dropSession(s)
 		}

@@ -354,9 +354,11 @@ func (h *Hub) checkToken(id *Identity, token string) (auth string, expires time.
 // sasKeys are the keys a SAS token of identity id may be signed with,
 // and whose they are:
 //   - its own;
-//   - for a module D/M, device D's too: an edge device holds its modules'
-//     identities (a child ledge's $edgeAgent, $edgeHub and modules reach
-//     their twins here with the device's key);
+//   - for a module D/M of another device than this appliance's, device
+//     D's too: an edge device holds its modules' identities (a child
+//     ledge's $edgeAgent, $edgeHub and modules reach their twins here
+//     with the device's key); this appliance's own modules have keys of
+//     their own, and nothing else signs for them (see ownDevice);
 //   - with skn=G (keyName), device G's, when G is id's parent: a child
 //     ledge G connects on behalf of the devices behind it (IoT Hub's
 //     parent scope, set with `ledge identity add DEVICE --parent G`).
@@ -367,20 +369,26 @@ func (h *Hub) sasKeys(id *Identity, keyName string) (keys [][]byte, how, why str
 		case g == nil || g.Kind != KindDevice || !g.Enabled:
 			return nil, "", "token key name " + keyName + " is not an enabled device on this hub"
 		case id.Kind == KindDevice && strings.EqualFold(id.Parent, g.Name):
-		case id.Kind == KindModule && strings.EqualFold(id.Device, g.Name):
+		case id.Kind == KindModule && strings.EqualFold(id.Device, g.Name) && !h.ownDevice(g.Name):
 		default:
 			return nil, "", "device " + g.Name + " may not connect on behalf of " + id.Name + " (it is not its parent)"
 		}
 		return [][]byte{g.primary, g.secondary}, "parent " + g.Name, ""
 	}
 	keys = [][]byte{id.primary, id.secondary}
-	if id.Kind == KindModule {
+	if id.Kind == KindModule && !h.ownDevice(id.Device) {
 		if d := h.ids.get(id.Device); d != nil && d.Kind == KindDevice && d.Enabled {
 			keys = append(keys, d.primary, d.secondary)
 		}
 	}
 	return keys, "its own", ""
 }
+
+// ownDevice tells whether device is this appliance's own device id. A
+// device identity of that name (a script sending the gateway's own
+// readings) is a device like any other: its key is no master key of the
+// appliance's modules, which the agent gives keys of their own.
+func (h *Hub) ownDevice(device string) bool { return strings.EqualFold(device, h.deviceID) }
 
 // implicitModule is module D/M of an existing device D that has no
 // identity of its own on this hub: D's key authenticates it (see

@@ -1,0 +1,187 @@
+package hub
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestLeafModuleIsNotALocalModule: a leaf device's key authenticates
+// modules of that device (an edge device holds its modules' identities),
+// so a sensor on the LAN may connect as "sensor/detector". Its messages
+// must not pass for those of this appliance's module "detector": a route
+// written for the local module's output (FROM /messages/modules/detector/
+// outputs/alarm INTO another module's input) must not carry them. Before
+// the fix the leaf's message reached the local sink's input as if the
+// local detector had raised the alarm.
+func TestLeafModuleIsNotALocalModule(t *testing.T) {
+	h := startHubAs(t, "gw", func(c *Config) {
+		c.Hostname = "gw.test"
+		c.Routes = map[string]RouteConfig{
+			"alarm":  {Route: `FROM /messages/modules/detector/outputs/alarm INTO BrokeredEndpoint("/modules/sink/inputs/cmd")`},
+			"leaves": {Route: `FROM /messages/* WHERE $connectionDeviceId = 'sensor' INTO BrokeredEndpoint("/modules/sink/inputs/leaves")`},
+		}
+	}, false)
+	sensor := h.addIdentity(t, IdentitySpec{Name: "sensor"})
+	sinkCreds, err := h.EnsureModule(t.Context(), "sink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	detCreds, err := h.EnsureModule(t.Context(), "detector")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := newReceived()
+	sink, err := h.sasClient(t, "gw/sink", sinkCreds.PrimaryKey, false, got.handler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, sink.Subscribe("devices/gw/modules/sink/inputs/#", 1, nil))
+
+	// The attack: the sensor's own key, as module "detector" of itself.
+	leaf, err := h.sasClient(t, "sensor/detector", sensor.PrimaryKey, false, nil)
+	if err != nil {
+		t.Fatalf("the sensor's key for sensor/detector (documented: a device's key authenticates its modules): %v", err)
+	}
+	mustOK(t, leaf.Publish("devices/sensor/modules/detector/messages/events/$.on=alarm", 1, false, `{"open":"valve"}`))
+	// It is the sensor's telemetry (the catch-all route for it fires),
+	// and nothing more.
+	m := got.next(t, "the sensor's message on the route for its device")
+	if !strings.HasPrefix(m.Topic(), "devices/gw/modules/sink/inputs/leaves/") {
+		t.Fatalf("the leaf's module message went to %s (want only the route for its device's telemetry)", m.Topic())
+	}
+	got.none(t, "the leaf's message on the local detector's route", 500*time.Millisecond)
+
+	// The local detector's own alarm still goes through its route.
+	det, err := h.sasClient(t, "gw/detector", detCreds.PrimaryKey, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, det.Publish("devices/gw/modules/detector/messages/events/$.on=alarm", 1, false, `{"open":"valve"}`))
+	if m := got.next(t, "the local detector's alarm"); !strings.HasPrefix(m.Topic(), "devices/gw/modules/sink/inputs/cmd/") {
+		t.Errorf("the local detector's alarm went to %s", m.Topic())
+	}
+}
+
+// TestOwnDeviceKeyIsNotAMasterKey: a device identity named like the
+// appliance itself (`ledge identity add gw` on device gw, say for a
+// script that sends the gateway's own readings) is a device like any
+// other: its key must not authenticate this appliance's modules (whose
+// keys the agent makes, one per module), nor sign for them on behalf
+// (skn). Before the fix its key connected as every local module, took
+// over module names that had no connection yet and called methods as
+// any of them.
+func TestOwnDeviceKeyIsNotAMasterKey(t *testing.T) {
+	h := startHubAs(t, "gw", func(c *Config) { c.Hostname = "gw.test" }, false)
+	own := h.addIdentity(t, IdentitySpec{Name: "gw"})
+	if _, err := h.EnsureModule(t.Context(), "detector"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.sasClient(t, "gw/detector", own.PrimaryKey, false, nil); err == nil {
+		t.Error("the key of device gw authenticated the appliance's module gw/detector")
+	}
+	if _, err := h.sasClient(t, "gw/$edgeAgent", own.PrimaryKey, false, nil); err == nil {
+		t.Error("the key of device gw authenticated gw/$edgeAgent (a module without an identity)")
+	}
+	tok, _ := azureToken("gw.test/devices/gw/modules/detector", own.PrimaryKey)
+	if _, err := h.connect(t, "gw/detector", "gw.test/gw/detector/?api-version=2021-04-12", tok+"&skn=gw", false, nil); err == nil {
+		t.Error("the key of device gw signed on behalf of gw/detector (skn)")
+	}
+	// Its own connection as a device still works.
+	if _, err := h.sasClient(t, "gw", own.PrimaryKey, false, nil); err != nil {
+		t.Errorf("device gw with its own key: %v", err)
+	}
+}
+
+// TestLeafModuleTwinsBounded: a device's key authenticates modules of its
+// own that have no identity here, each with a twin. A sensor on the LAN
+// made a new module name per connection and wrote 30 KB of reported
+// properties to each: every one a row of ledge.db, never removed, without
+// bound (the appliance's disk filled at the rate it connected). Twins of
+// modules without an identity are bounded per device
+// (maxImplicitModuleTwins); the ones it has keep working, and a module
+// with an identity of its own is not counted.
+func TestLeafModuleTwinsBounded(t *testing.T) {
+	h := startHubAs(t, "gw", func(c *Config) { c.Hostname = "gw.test" }, false)
+	sensor := h.addIdentity(t, IdentitySpec{Name: "sensor"})
+	h.addIdentity(t, IdentitySpec{Name: "sensor/registered", Kind: KindModule})
+	big := `{"blob":"` + strings.Repeat("x", 4000) + `"}`
+	report := func(module string) string {
+		t.Helper()
+		got := newReceived()
+		c, err := h.sasClient(t, "sensor/"+module, sensor.PrimaryKey, false, got.handler)
+		if err != nil {
+			t.Fatalf("sensor/%s: %v", module, err)
+		}
+		defer c.Disconnect(0)
+		mustOK(t, c.Subscribe("$iothub/twin/res/#", 0, nil))
+		mustOK(t, c.Publish("$iothub/twin/PATCH/properties/reported/?$rid=1", 0, false, big))
+		return got.next(t, "the answer to sensor/"+module+"'s reported patch").Topic()
+	}
+	for i := range maxImplicitModuleTwins {
+		if tp := report(fmt.Sprintf("m%03d", i)); !strings.HasPrefix(tp, "$iothub/twin/res/204/") {
+			t.Fatalf("module twin %d of %d: %s", i+1, maxImplicitModuleTwins, tp)
+		}
+	}
+	if tp := report("one-too-many"); !strings.HasPrefix(tp, "$iothub/twin/res/403/") {
+		t.Errorf("module twin %d of the sensor: %s (want 403)", maxImplicitModuleTwins+1, tp)
+	}
+	if _, err := h.GetTwin(t.Context(), "sensor/one-too-many"); err != nil {
+		t.Fatal(err)
+	}
+	var rows int
+	if err := h.twins.db.QueryRow(`SELECT count(*) FROM hub_twins WHERE name LIKE 'sensor/%'`).Scan(&rows); err != nil || rows != maxImplicitModuleTwins {
+		t.Errorf("%d module twins of the sensor stored (%v), want %d", rows, err, maxImplicitModuleTwins)
+	}
+	// Those it has are written as before; a registered module is not
+	// counted.
+	if tp := report("m000"); !strings.HasPrefix(tp, "$iothub/twin/res/204/") {
+		t.Errorf("an existing module twin of the sensor: %s", tp)
+	}
+	if tp := report("registered"); !strings.HasPrefix(tp, "$iothub/twin/res/204/") {
+		t.Errorf("the sensor's registered module: %s", tp)
+	}
+}
+
+// TestRemovedDeviceLosesItsModulesAndChildren: removing a device (what an
+// operator does with one that was stolen or whose key leaked) ends every
+// connection its key opened: as itself, as a module of its own (its key
+// authenticates them) and on behalf of the devices behind it (skn). Before
+// the fix only the connection named like the device was closed; the
+// others stayed, with a token that may be valid for years.
+func TestRemovedDeviceLosesItsModulesAndChildren(t *testing.T) {
+	h := startHubAs(t, "gw", func(c *Config) { c.Hostname = "gw.test" }, false)
+	edge := h.addIdentity(t, IdentitySpec{Name: "edge"})
+	h.addIdentity(t, IdentitySpec{Name: "leaf", Parent: "edge"})
+	other := h.addIdentity(t, IdentitySpec{Name: "other"})
+	self, err := h.sasClient(t, "edge", edge.PrimaryKey, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := h.sasClient(t, "edge/$edgeAgent", edge.PrimaryKey, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := azureToken("gw.test/devices/leaf", edge.PrimaryKey)
+	leaf, err := h.connect(t, "leaf", "gw.test/leaf/?api-version=2021-04-12", tok+"&skn=edge", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bystander, err := h.sasClient(t, "other", other.PrimaryKey, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.RemoveIdentity(t.Context(), "edge"); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]interface{ IsConnectionOpen() bool }{"edge": self, "edge/$edgeAgent": mod, "leaf (on behalf of edge)": leaf} {
+		waitFor(t, name+" disconnected after edge was removed", func() bool { return !c.IsConnectionOpen() })
+	}
+	if _, err := h.sasClient(t, "edge/$edgeAgent", edge.PrimaryKey, false, nil); err == nil {
+		t.Error("the removed device's key still authenticates its module")
+	}
+	if !bystander.IsConnectionOpen() {
+		t.Error("another device was disconnected")
+	}
+}
