@@ -185,3 +185,37 @@ func TestRemovedDeviceLosesItsModulesAndChildren(t *testing.T) {
 		t.Error("another device was disconnected")
 	}
 }
+
+// TestLeafModulesShareTheDeviceQuota: hub.maxConnectionsPerIdentity keeps
+// one identity's credentials from filling hub.maxClients and locking the
+// other devices out. A device's key authenticates any number of modules
+// of its own without an identity here, each of which was counted as an
+// identity of its own: one leaf device's key held every connection the
+// hub takes. They count against their device now.
+func TestLeafModulesShareTheDeviceQuota(t *testing.T) {
+	h := startHubAs(t, "gw", func(c *Config) {
+		c.Hostname = "gw.test"
+		c.MaxConnectionsPerIdentity = 3
+	}, false)
+	sensor := h.addIdentity(t, IdentitySpec{Name: "sensor"})
+	reg := h.addIdentity(t, IdentitySpec{Name: "sensor/registered", Kind: KindModule})
+	other := h.addIdentity(t, IdentitySpec{Name: "other"})
+	for _, name := range []string{"sensor", "sensor/a", "sensor/b"} {
+		if _, err := h.sasClient(t, name, sensor.PrimaryKey, false, nil); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	if _, err := h.sasClient(t, "sensor/c", sensor.PrimaryKey, false, nil); err == nil {
+		t.Error("a fourth connection of the sensor's key (as sensor/c) was taken: its modules are not counted against it")
+	} else if !strings.Contains(err.Error(), "quota") && !strings.Contains(err.Error(), "unavailable") {
+		t.Logf("refused: %v", err)
+	}
+	// A module with an identity (and key) of its own has its own quota;
+	// other devices are not touched.
+	if _, err := h.sasClient(t, "sensor/registered", reg.PrimaryKey, false, nil); err != nil {
+		t.Errorf("the sensor's registered module: %v", err)
+	}
+	if _, err := h.sasClient(t, "other", other.PrimaryKey, false, nil); err != nil {
+		t.Errorf("another device: %v", err)
+	}
+}

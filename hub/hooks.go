@@ -291,8 +291,9 @@ func (h *Hub) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, string
 
 func (h *Hub) authSAS(cid, user, pass string) (*session, string) {
 	id := h.ids.get(cid)
+	implicit := false
 	if id == nil {
-		id = h.implicitModule(cid)
+		id, implicit = h.implicitModule(cid), true
 	}
 	if id == nil || (id.Kind != KindDevice && id.Kind != KindModule) {
 		return nil, "unknown identity"
@@ -316,6 +317,9 @@ func (h *Hub) authSAS(cid, user, pass string) (*session, string) {
 	}
 	s := h.newSession(id, auth)
 	s.expires = expires
+	if implicit {
+		s.quota = id.Device // its device's key made it: one key, one quota
+	}
 	return s, ""
 }
 
@@ -567,7 +571,7 @@ func hmacEqual(a, b string) bool {
 // identity holds its maximum already (a connection taking over the same
 // client id replaces one, so it always fits).
 func (h *Hub) countConn(s *session, clientID string) bool {
-	v, _ := h.perID.LoadOrStore(strings.ToLower(s.name), new(atomic.Int64))
+	v, _ := h.perID.LoadOrStore(s.quotaKey(), new(atomic.Int64))
 	n := v.(*atomic.Int64)
 	if n.Add(1) > int64(h.cfg.MaxConnectionsPerIdentity) && !h.replacesCounted(s, clientID) {
 		n.Add(-1)
@@ -595,7 +599,7 @@ func (h *Hub) uncountConn(s *session) {
 	if !s.counted.CompareAndSwap(true, false) {
 		return
 	}
-	if v, ok := h.perID.Load(strings.ToLower(s.name)); ok {
+	if v, ok := h.perID.Load(s.quotaKey()); ok {
 		v.(*atomic.Int64).Add(-1)
 	}
 }

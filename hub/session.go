@@ -20,10 +20,14 @@ type session struct {
 	anonymous bool // dev mode on loopback: everything allowed
 	auth      string
 	counted   atomic.Bool // counted in Hub.perID while connected
-	present   atomic.Bool // counted in Hub.presence while connected
-	expires   time.Time   // the SAS token's expiry (zero: none)
-	expiry    atomic.Pointer[time.Timer]
-	dropping  atomic.Bool // a message for it was dropped (logged once)
+	// quota is the identity whose hub.maxConnectionsPerIdentity this
+	// connection counts against when not its own: a module without an
+	// identity here counts against its device, whose key made it.
+	quota    string
+	present  atomic.Bool // counted in Hub.presence while connected
+	expires  time.Time   // the SAS token's expiry (zero: none)
+	expiry   atomic.Pointer[time.Timer]
+	dropping atomic.Bool // a message for it was dropped (logged once)
 
 	// Prefixes of the IoT Hub topics this client owns.
 	pubPrefix string // devices/<d>[/modules/<m>]/messages/events
@@ -170,4 +174,12 @@ func glob(pattern, s string) bool {
 		}
 	}
 	return false
+}
+
+// quotaKey is the key of s's connection count in Hub.perID.
+func (s *session) quotaKey() string {
+	if s.quota != "" {
+		return strings.ToLower(s.quota)
+	}
+	return strings.ToLower(s.name)
 }
