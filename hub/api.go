@@ -331,7 +331,7 @@ func (h *Hub) SetStoreAndForward(s StoreSettings) error {
 func (h *Hub) dropSession(s *session) {
 	cl := s.cl
 	h.sessions.Delete(cl)
-	h.held.CompareAndDelete(cl.ID, s)
+	h.release(cl.ID, s)
 	if cur, ok := h.srv.Clients.Get(cl.ID); ok && cur == cl {
 		h.srv.UnsubscribeClient(cl)
 		cl.ClearInflights()

@@ -68,12 +68,22 @@ func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	// A client id belongs to the identity that holds it (connected, or a
 	// persistent session kept for it): another identity may not take it
 	// over and disconnect it.
-	if v, ok := k.h.held.Load(pk.Connect.ClientIdentifier); ok {
+	v, held := k.h.held.Load(pk.Connect.ClientIdentifier)
+	if held {
 		if o := v.(*session); !strings.EqualFold(o.name, s.name) || o.anonymous != s.anonymous {
 			k.h.refuseConnect(slog.LevelInfo, cl, pk, "client id is held by another identity")
 			cl.State.ConnectRefusal = packets.ErrNotAuthorized
 			return false
 		}
+	}
+	// Sessions kept while their client is away count too: a client that
+	// picks a new id (or module name) each time kept any number of them,
+	// each in memory for up to a day.
+	if !s.anonymous && !held && k.h.heldCount(s.quotaKey()) >= k.h.cfg.MaxConnectionsPerIdentity {
+		k.h.refuseConnect(slog.LevelWarn, cl, pk, "identity holds hub.maxConnectionsPerIdentity sessions, connected or kept for clients that are away (persistent sessions end after their expiry)",
+			"identity", s.quotaKey(), "max", k.h.cfg.MaxConnectionsPerIdentity)
+		cl.State.ConnectRefusal = packets.ErrQuotaExceeded
+		return false
 	}
 	if !s.anonymous && !k.h.countConn(s, cl.ID) {
 		k.h.refuseConnect(slog.LevelWarn, cl, pk, "identity holds hub.maxConnectionsPerIdentity connections",
@@ -160,8 +170,8 @@ func (k *hooks) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		// OnDisconnect, which fails its deliveries in flight back to their
 		// queues and uncounts it: dropped here, its input messages stayed
 		// in flight for good and the queue stalled.
-		if old, ok := k.h.held.Swap(cl.ID, s); ok && old.(*session) != s && old.(*session).ended() {
-			k.h.sessions.Delete(old.(*session).cl)
+		if old, ok := k.h.hold(cl.ID, s); ok && old != s && old.ended() {
+			k.h.sessions.Delete(old.cl)
 		}
 	}
 	k.h.signalConn()
@@ -190,7 +200,7 @@ func (k *hooks) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	// every message it queues for the session while the client is away.
 	if expire || cl.IsTakenOver() || errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
 		k.h.sessions.Delete(cl)
-		k.h.held.CompareAndDelete(cl.ID, s)
+		k.h.release(cl.ID, s)
 	}
 }
 
@@ -201,7 +211,7 @@ func (k *hooks) OnClientExpired(cl *mqtt.Client) {
 	k.h.routeWillDue(cl.ID)
 	if s := k.session(cl); s != nil {
 		k.h.sessions.Delete(cl)
-		k.h.held.CompareAndDelete(cl.ID, s)
+		k.h.release(cl.ID, s)
 	}
 }
 

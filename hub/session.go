@@ -183,3 +183,54 @@ func (s *session) quotaKey() string {
 	}
 	return strings.ToLower(s.name)
 }
+
+// hold makes s the holder of client id (held), and returns the session
+// that held it before, if any. The client ids each identity holds are
+// counted (heldCount).
+func (h *Hub) hold(id string, s *session) (old *session, loaded bool) {
+	h.heldMu.Lock()
+	defer h.heldMu.Unlock()
+	v, loaded := h.held.Swap(id, s)
+	if loaded {
+		old = v.(*session)
+		h.unindexHeld(old, id)
+	}
+	if !s.anonymous {
+		if h.heldBy == nil {
+			h.heldBy = map[string]map[string]struct{}{}
+		}
+		k := s.quotaKey()
+		if h.heldBy[k] == nil {
+			h.heldBy[k] = map[string]struct{}{}
+		}
+		h.heldBy[k][id] = struct{}{}
+	}
+	return old, loaded
+}
+
+// release ends s's hold of client id, if s holds it.
+func (h *Hub) release(id string, s *session) {
+	h.heldMu.Lock()
+	defer h.heldMu.Unlock()
+	if h.held.CompareAndDelete(id, s) {
+		h.unindexHeld(s, id)
+	}
+}
+
+func (h *Hub) unindexHeld(s *session, id string) {
+	k := s.quotaKey()
+	if ids := h.heldBy[k]; ids != nil {
+		delete(ids, id)
+		if len(ids) == 0 {
+			delete(h.heldBy, k)
+		}
+	}
+}
+
+// heldCount is how many client ids the identity of quota key k holds:
+// connected, or persistent sessions kept while away.
+func (h *Hub) heldCount(k string) int {
+	h.heldMu.Lock()
+	defer h.heldMu.Unlock()
+	return len(h.heldBy[strings.ToLower(k)])
+}
