@@ -32,6 +32,14 @@ func (h *Hub) RemoveIdentity(ctx context.Context, name string) error {
 	if err := h.ids.remove(ctx, name); err != nil {
 		return err
 	}
+	if id != nil {
+		// Its twin goes with it (and a device's, those of its modules
+		// without an identity here), as in IoT Hub: made again, an
+		// identity starts afresh.
+		if err := h.twins.remove(ctx, id, id.Kind == KindDevice && !h.ownDevice(id.Device)); err != nil {
+			h.log.Error("twins of a removed identity", "identity", id.Name, "err", err)
+		}
+	}
 	// Every connection the identity's key opened ends: a device's also
 	// those as its modules (its key authenticates them) and on behalf of
 	// the devices behind it (skn), or a leaked key would stay connected

@@ -301,3 +301,40 @@ func TestServerCertificateCoversTheLANName(t *testing.T) {
 		t.Errorf("openssl s_client -verify_hostname %s.local: %v\n%s", host, err, out)
 	}
 }
+
+// TestRemovedIdentityTwinsGo: removing an identity removes its twin, and
+// a device's, the twins of its modules without an identity here, as IoT
+// Hub deletes a device's twin with it. They stayed: a device removed
+// because its key leaked and added again (a new key) got back what the
+// thief had reported, and the module twins the thief had filled up to the
+// bound (maxImplicitModuleTwins) left none for the device's real modules.
+func TestRemovedIdentityTwinsGo(t *testing.T) {
+	h := startHubAs(t, "gw", func(c *Config) { c.Hostname = "gw.test" }, false)
+	report := func(name, key, patch string) string {
+		t.Helper()
+		got := newReceived()
+		c, err := h.sasClient(t, name, key, false, got.handler)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		defer c.Disconnect(0)
+		mustOK(t, c.Subscribe("$iothub/twin/res/#", 0, nil))
+		mustOK(t, c.Publish("$iothub/twin/PATCH/properties/reported/?$rid=1", 0, false, patch))
+		return got.next(t, "the answer to "+name+"'s reported patch").Topic()
+	}
+	stolen := h.addIdentity(t, IdentitySpec{Name: "child"})
+	report("child", stolen.PrimaryKey, `{"firmware":"evil"}`)
+	for i := range maxImplicitModuleTwins {
+		report(fmt.Sprintf("child/junk%03d", i), stolen.PrimaryKey, `{"x":1}`)
+	}
+	if err := h.RemoveIdentity(t.Context(), "child"); err != nil {
+		t.Fatal(err)
+	}
+	fresh := h.addIdentity(t, IdentitySpec{Name: "child"})
+	if tw, err := h.GetTwin(t.Context(), "child"); err != nil || len(tw.Reported) != 0 || tw.ReportedVersion != 0 {
+		t.Errorf("the device added again has the removed one's twin: %+v %v", tw, err)
+	}
+	if tp := report("child/$edgeAgent", fresh.PrimaryKey, `{"ok":true}`); !strings.HasPrefix(tp, "$iothub/twin/res/204/") {
+		t.Errorf("the device added again could not write its $edgeAgent twin: %s", tp)
+	}
+}

@@ -74,6 +74,27 @@ func (t *twins) save(ctx context.Context, name string, tw Twin) error {
 	return nil
 }
 
+// remove deletes the twin of id and, with modules, the twins of id's
+// modules that have no identity here.
+func (t *twins) remove(ctx context.Context, id *Identity, modules bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, err := t.db.ExecContext(ctx, `DELETE FROM hub_twins WHERE name = ?`, id.Name); err != nil {
+		return err
+	}
+	if !modules {
+		return nil
+	}
+	_, err := t.db.ExecContext(ctx, `DELETE FROM hub_twins WHERE name LIKE ? ESCAPE '\'
+		AND name NOT IN (SELECT name FROM hub_identities)`, likePrefix(id.Device))
+	return err
+}
+
+// likePrefix is a LIKE pattern for the names under device ("<device>/...").
+func likePrefix(device string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(device) + "/%"
+}
+
 // roomForImplicit: the twin of module name, which has no identity here,
 // may be written: it exists, or device has fewer than
 // maxImplicitModuleTwins such twins. Called with t.mu held.
@@ -83,7 +104,7 @@ func (t *twins) roomForImplicit(ctx context.Context, device, name string) error 
 	if err != nil || exists > 0 {
 		return err
 	}
-	prefix := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(device) + "/%"
+	prefix := likePrefix(device)
 	var n int
 	if err := t.db.QueryRowContext(ctx, `SELECT count(*) FROM hub_twins WHERE name LIKE ? ESCAPE '\'
 		AND name NOT IN (SELECT name FROM hub_identities)`, prefix).Scan(&n); err != nil {
