@@ -1,7 +1,12 @@
 package hub
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -336,5 +341,79 @@ func TestRemovedIdentityTwinsGo(t *testing.T) {
 	}
 	if tp := report("child/$edgeAgent", fresh.PrimaryKey, `{"ok":true}`); !strings.HasPrefix(tp, "$iothub/twin/res/204/") {
 		t.Errorf("the device added again could not write its $edgeAgent twin: %s", tp)
+	}
+}
+
+// TestMethodCallOutlivesAConnectionFlood: the hub's WebSocket port serves
+// modules' direct method calls too (POST /twins/...), which may wait up
+// to 300 s for the answer. Their connections stayed among the pending
+// (unauthenticated) ones after the caller's token was checked, and past
+// hub.maxPendingConnections the oldest pending is closed: anyone on the
+// LAN who opened connections to the port cut the modules' calls in
+// flight. An authenticated call leaves the pending ones, as an MQTT
+// client does after its CONNECT.
+func TestMethodCallOutlivesAConnectionFlood(t *testing.T) {
+	port := freePort(t)
+	h := startHubAs(t, "gw", func(c *Config) {
+		c.Hostname = "gw.test"
+		c.Listen.WebSocket = fmt.Sprintf("127.0.0.1:%d", port)
+		c.MaxPendingConnections = 4
+	}, false)
+	slow := h.addIdentity(t, IdentitySpec{Name: "gw/slow", Kind: KindModule})
+	caller := h.addIdentity(t, IdentitySpec{Name: "gw/caller", Kind: KindModule})
+	var target paho.Client
+	target, err := h.sasClient(t, "gw/slow", slow.PrimaryKey, false, func(_ paho.Client, m paho.Message) {
+		rid := m.Topic()[strings.LastIndex(m.Topic(), "$rid=")+5:]
+		go func() {
+			time.Sleep(1500 * time.Millisecond)
+			target.Publish("$iothub/methods/res/200/?$rid="+rid, 0, false, `{"done":true}`)
+		}()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, target.Subscribe("$iothub/methods/POST/#", 0, nil))
+
+	tok, _ := azureToken("gw.test/devices/gw/modules/caller", caller.PrimaryKey)
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(h.CAPath())
+	pool.AppendCertsFromPEM(pem)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "gw.test"}}}
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", fmt.Sprintf("https://127.0.0.1:%d/twins/gw/modules/slow/methods", port),
+			strings.NewReader(`{"methodName":"work","payload":{},"responseTimeoutInSeconds":10}`))
+		req.Header.Set("x-ms-edge-moduleId", "gw/caller")
+		req.Header.Set("Authorization", tok)
+		resp, err := c.Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		done <- result{status: resp.StatusCode, body: string(b)}
+	}()
+	// The call is waiting for its answer; ten silent connections come.
+	waitFor(t, "the method call at the target", func() bool { return h.Stats().Methods > 0 })
+	for range 10 {
+		nc, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+	}
+	select {
+	case r := <-done:
+		if r.err != nil || r.status != http.StatusOK || !strings.Contains(r.body, `"done":true`) {
+			t.Errorf("the method call during a flood of connections: %d %s %v", r.status, r.body, r.err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the method call did not end")
 	}
 }
