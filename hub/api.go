@@ -25,13 +25,32 @@ func (h *Hub) AddIdentity(ctx context.Context, spec IdentitySpec) (Created, erro
 	return c, nil
 }
 
-// RemoveIdentity deletes an identity and disconnects its client.
+// RemoveIdentity deletes an identity and disconnects the clients its key
+// authenticated.
 func (h *Hub) RemoveIdentity(ctx context.Context, name string) error {
+	id := h.ids.get(name)
 	if err := h.ids.remove(ctx, name); err != nil {
 		return err
 	}
+	if id != nil {
+		// Its twin goes with it (and a device's, those of its modules
+		// without an identity here), as in IoT Hub: made again, an
+		// identity starts afresh.
+		if err := h.twins.remove(ctx, id, id.Kind == KindDevice && !h.ownDevice(id.Device)); err != nil {
+			h.log.Error("twins of a removed identity", "identity", id.Name, "err", err)
+		}
+	}
+	// Every connection the identity's key opened ends: a device's also
+	// those as its modules (its key authenticates them) and on behalf of
+	// the devices behind it (skn), or a leaked key would stay connected
+	// for as long as the tokens it signed are valid.
+	// (Not this appliance's own modules: its key is none of theirs.)
+	device := id != nil && id.Kind == KindDevice && !h.ownDevice(id.Device)
 	h.sessions.Range(func(k, v any) bool {
-		if s := v.(*session); strings.EqualFold(s.name, name) {
+		s := v.(*session)
+		if strings.EqualFold(s.name, name) ||
+			device && s.kind == KindModule && strings.EqualFold(s.device, id.Device) ||
+			device && strings.EqualFold(s.auth, "sas-parent "+id.Name) {
 			s.cl.Stop(fmt.Errorf("identity %s removed", name))
 			h.dropSession(s)
 		}
@@ -320,7 +339,7 @@ func (h *Hub) SetStoreAndForward(s StoreSettings) error {
 func (h *Hub) dropSession(s *session) {
 	cl := s.cl
 	h.sessions.Delete(cl)
-	h.held.CompareAndDelete(cl.ID, s)
+	h.release(cl.ID, s)
 	if cur, ok := h.srv.Clients.Get(cl.ID); ok && cur == cl {
 		h.srv.UnsubscribeClient(cl)
 		cl.ClearInflights()

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -211,11 +212,16 @@ func (c *certs) tlsConfig() *tls.Config {
 	}
 }
 
-// machineNames are the hostname and the addresses of this machine.
+// machineNames are the hostname (and, when it has no domain, its mDNS
+// name <host>.local, what a LAN reaches a Pi by) and the addresses of
+// this machine.
 func machineNames() []string {
 	names := []string{"localhost", "127.0.0.1", "::1"}
-	if h, err := os.Hostname(); err == nil {
+	if h, err := os.Hostname(); err == nil && h != "" {
 		names = append(names, h)
+		if !strings.Contains(h, ".") {
+			names = append(names, h+".local")
+		}
 	}
 	if addrs, err := net.InterfaceAddrs(); err == nil {
 		for _, a := range addrs {

@@ -32,9 +32,11 @@ type Config struct {
 	// MaxClients bounds connected clients (default 1000).
 	MaxClients int `yaml:"maxClients"`
 	// MaxConnectionsPerIdentity bounds the connections one identity holds
-	// at once, so one user's credentials cannot fill maxClients and lock
-	// the devices out (default 100; devices and modules hold one anyway:
-	// their client id is their name).
+	// at once, and its sessions (connected or kept while away), so one
+	// user's credentials cannot fill maxClients or the memory and lock the
+	// devices out (default 100; devices and modules hold one anyway: their
+	// client id is their name; modules without an identity count against
+	// their device).
 	MaxConnectionsPerIdentity int `yaml:"maxConnectionsPerIdentity"`
 	// ConnectTimeout is how long a new connection has for its TLS
 	// handshake (or WebSocket upgrade) and its CONNECT (default 10s).

@@ -3,6 +3,7 @@ package hub
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -119,8 +120,14 @@ func (h *Hub) onTelemetryMessage(s *session, pk packets.Packet, tp azure.Topic, 
 	if messageType != "" {
 		sys["iothub-MessageType"] = messageType
 	}
+	// A module's source names only the module, as edgeHub's does: only
+	// this appliance's own modules have one. A module of another device
+	// (a leaf device's key authenticates modules of its own, a child
+	// ledge's relayed modules) is that device's telemetry, or a sensor
+	// connected as "sensor/detector" would pass for the local detector
+	// on every route written for it.
 	source := "/messages"
-	if mod != "" {
+	if mod != "" && strings.EqualFold(dev, h.deviceID) {
 		source = "/messages/modules/" + mod
 		if o := sys["outputName"]; o != "" {
 			source += "/outputs/" + o

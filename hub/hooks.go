@@ -68,12 +68,22 @@ func (k *hooks) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	// A client id belongs to the identity that holds it (connected, or a
 	// persistent session kept for it): another identity may not take it
 	// over and disconnect it.
-	if v, ok := k.h.held.Load(pk.Connect.ClientIdentifier); ok {
+	v, held := k.h.held.Load(pk.Connect.ClientIdentifier)
+	if held {
 		if o := v.(*session); !strings.EqualFold(o.name, s.name) || o.anonymous != s.anonymous {
 			k.h.refuseConnect(slog.LevelInfo, cl, pk, "client id is held by another identity")
 			cl.State.ConnectRefusal = packets.ErrNotAuthorized
 			return false
 		}
+	}
+	// Sessions kept while their client is away count too: a client that
+	// picks a new id (or module name) each time kept any number of them,
+	// each in memory for up to a day.
+	if !s.anonymous && !held && k.h.heldCount(s.quotaKey()) >= k.h.cfg.MaxConnectionsPerIdentity {
+		k.h.refuseConnect(slog.LevelWarn, cl, pk, "identity holds hub.maxConnectionsPerIdentity sessions, connected or kept for clients that are away (persistent sessions end after their expiry)",
+			"identity", s.quotaKey(), "max", k.h.cfg.MaxConnectionsPerIdentity)
+		cl.State.ConnectRefusal = packets.ErrQuotaExceeded
+		return false
 	}
 	if !s.anonymous && !k.h.countConn(s, cl.ID) {
 		k.h.refuseConnect(slog.LevelWarn, cl, pk, "identity holds hub.maxConnectionsPerIdentity connections",
@@ -160,8 +170,8 @@ func (k *hooks) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		// OnDisconnect, which fails its deliveries in flight back to their
 		// queues and uncounts it: dropped here, its input messages stayed
 		// in flight for good and the queue stalled.
-		if old, ok := k.h.held.Swap(cl.ID, s); ok && old.(*session) != s && old.(*session).ended() {
-			k.h.sessions.Delete(old.(*session).cl)
+		if old, ok := k.h.hold(cl.ID, s); ok && old != s && old.ended() {
+			k.h.sessions.Delete(old.cl)
 		}
 	}
 	k.h.signalConn()
@@ -190,7 +200,7 @@ func (k *hooks) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	// every message it queues for the session while the client is away.
 	if expire || cl.IsTakenOver() || errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
 		k.h.sessions.Delete(cl)
-		k.h.held.CompareAndDelete(cl.ID, s)
+		k.h.release(cl.ID, s)
 	}
 }
 
@@ -201,7 +211,7 @@ func (k *hooks) OnClientExpired(cl *mqtt.Client) {
 	k.h.routeWillDue(cl.ID)
 	if s := k.session(cl); s != nil {
 		k.h.sessions.Delete(cl)
-		k.h.held.CompareAndDelete(cl.ID, s)
+		k.h.release(cl.ID, s)
 	}
 }
 
@@ -291,8 +301,9 @@ func (h *Hub) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, string
 
 func (h *Hub) authSAS(cid, user, pass string) (*session, string) {
 	id := h.ids.get(cid)
+	implicit := false
 	if id == nil {
-		id = h.implicitModule(cid)
+		id, implicit = h.implicitModule(cid), true
 	}
 	if id == nil || (id.Kind != KindDevice && id.Kind != KindModule) {
 		return nil, "unknown identity"
@@ -316,6 +327,9 @@ func (h *Hub) authSAS(cid, user, pass string) (*session, string) {
 	}
 	s := h.newSession(id, auth)
 	s.expires = expires
+	if implicit {
+		s.quota = id.Device // its device's key made it: one key, one quota
+	}
 	return s, ""
 }
 
@@ -354,9 +368,11 @@ func (h *Hub) checkToken(id *Identity, token string) (auth string, expires time.
 // sasKeys are the keys a SAS token of identity id may be signed with,
 // and whose they are:
 //   - its own;
-//   - for a module D/M, device D's too: an edge device holds its modules'
-//     identities (a child ledge's $edgeAgent, $edgeHub and modules reach
-//     their twins here with the device's key);
+//   - for a module D/M of another device than this appliance's, device
+//     D's too: an edge device holds its modules' identities (a child
+//     ledge's $edgeAgent, $edgeHub and modules reach their twins here
+//     with the device's key); this appliance's own modules have keys of
+//     their own, and nothing else signs for them (see ownDevice);
 //   - with skn=G (keyName), device G's, when G is id's parent: a child
 //     ledge G connects on behalf of the devices behind it (IoT Hub's
 //     parent scope, set with `ledge identity add DEVICE --parent G`).
@@ -367,20 +383,26 @@ func (h *Hub) sasKeys(id *Identity, keyName string) (keys [][]byte, how, why str
 		case g == nil || g.Kind != KindDevice || !g.Enabled:
 			return nil, "", "token key name " + keyName + " is not an enabled device on this hub"
 		case id.Kind == KindDevice && strings.EqualFold(id.Parent, g.Name):
-		case id.Kind == KindModule && strings.EqualFold(id.Device, g.Name):
+		case id.Kind == KindModule && strings.EqualFold(id.Device, g.Name) && !h.ownDevice(g.Name):
 		default:
 			return nil, "", "device " + g.Name + " may not connect on behalf of " + id.Name + " (it is not its parent)"
 		}
 		return [][]byte{g.primary, g.secondary}, "parent " + g.Name, ""
 	}
 	keys = [][]byte{id.primary, id.secondary}
-	if id.Kind == KindModule {
+	if id.Kind == KindModule && !h.ownDevice(id.Device) {
 		if d := h.ids.get(id.Device); d != nil && d.Kind == KindDevice && d.Enabled {
 			keys = append(keys, d.primary, d.secondary)
 		}
 	}
 	return keys, "its own", ""
 }
+
+// ownDevice tells whether device is this appliance's own device id. A
+// device identity of that name (a script sending the gateway's own
+// readings) is a device like any other: its key is no master key of the
+// appliance's modules, which the agent gives keys of their own.
+func (h *Hub) ownDevice(device string) bool { return strings.EqualFold(device, h.deviceID) }
 
 // implicitModule is module D/M of an existing device D that has no
 // identity of its own on this hub: D's key authenticates it (see
@@ -559,7 +581,7 @@ func hmacEqual(a, b string) bool {
 // identity holds its maximum already (a connection taking over the same
 // client id replaces one, so it always fits).
 func (h *Hub) countConn(s *session, clientID string) bool {
-	v, _ := h.perID.LoadOrStore(strings.ToLower(s.name), new(atomic.Int64))
+	v, _ := h.perID.LoadOrStore(s.quotaKey(), new(atomic.Int64))
 	n := v.(*atomic.Int64)
 	if n.Add(1) > int64(h.cfg.MaxConnectionsPerIdentity) && !h.replacesCounted(s, clientID) {
 		n.Add(-1)
@@ -587,7 +609,7 @@ func (h *Hub) uncountConn(s *session) {
 	if !s.counted.CompareAndSwap(true, false) {
 		return
 	}
-	if v, ok := h.perID.Load(strings.ToLower(s.name)); ok {
+	if v, ok := h.perID.Load(s.quotaKey()); ok {
 		v.(*atomic.Int64).Add(-1)
 	}
 }

@@ -59,7 +59,9 @@ type Hub struct {
 
 	sessions sync.Map // *mqtt.Client -> *session, connected or a persistent session kept
 	byID     sync.Map // client id -> *session (the live one)
-	held     sync.Map // client id -> *session that holds it (live, or persistent and away)
+	held     sync.Map // client id -> *session that holds it (live, or persistent and away); change it with hold and release
+	heldMu   sync.Mutex
+	heldBy   map[string]map[string]struct{} // session.quotaKey() -> client ids it holds in held
 	// willsDue are the routes of Wills waiting for their Will Delay, by
 	// client id (func()): run when mochi sends the Will or the session
 	// expires, dropped when the client is back in time.
@@ -353,7 +355,7 @@ func (h *Hub) sweepSessions() {
 			return true
 		}
 		h.sessions.Delete(k)
-		h.held.CompareAndDelete(s.cl.ID, s)
+		h.release(s.cl.ID, s)
 		h.byID.CompareAndDelete(s.cl.ID, s)
 		h.uncountConn(s)
 		if s.present.CompareAndSwap(true, false) {

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -246,10 +247,17 @@ func (h *Hub) listenWebSocket(addr string) error {
 	mux.Handle("/$iothub/websocket", h.WebSocketHandler())
 	mux.Handle("/twins/", h.methodsHandler()) // ModuleClient.invokeMethod (m2m.go)
 	h.wsServer = &http.Server{Handler: mux, ReadHeaderTimeout: h.cfg.ConnectTimeout, IdleTimeout: h.cfg.ConnectTimeout,
-		ErrorLog: log.New(serverErrors{h}, "", 0)}
+		ErrorLog: log.New(serverErrors{h}, "", 0),
+		// A method call whose caller is authenticated leaves the pending
+		// connections (m2m.go): it needs the connection.
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) }}
 	h.wsLn = l
 	return nil
 }
+
+// connKey is the context key of a request's connection on the hub's
+// WebSocket port.
+type connKey struct{}
 
 // deadlineListener gives each accepted connection a deadline for its TLS
 // handshake and HTTP upgrade (the WebSocket handler then sets the one for

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -66,6 +67,11 @@ func (h *Hub) serveMethod(w http.ResponseWriter, r *http.Request) (int, []byte) 
 			h.log.Info("direct method refused", "caller", clip(caller), "remote", r.RemoteAddr, "reason", clip(why))
 		}
 		return methodError(http.StatusUnauthorized, "not authorized: "+why)
+	}
+	// Authenticated: no longer one of the pending connections, whose
+	// oldest a flood of new ones closes (a call may wait 300 s).
+	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+		upgraded(c)
 	}
 	var req struct {
 		MethodName               string          `json:"methodName"`

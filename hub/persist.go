@@ -709,7 +709,7 @@ func (s *sessionStore) attachLoaded(cl *mqtt.Client, expire bool) {
 	sess.cl = cl
 	sess.closed = true
 	s.h.sessions.Store(cl, sess)
-	s.h.held.Store(cl.ID, sess)
+	s.h.hold(cl.ID, sess)
 }
 
 // loadDone ends loading: sessions whose identity is gone leave mochi too.

@@ -20,10 +20,14 @@ type session struct {
 	anonymous bool // dev mode on loopback: everything allowed
 	auth      string
 	counted   atomic.Bool // counted in Hub.perID while connected
-	present   atomic.Bool // counted in Hub.presence while connected
-	expires   time.Time   // the SAS token's expiry (zero: none)
-	expiry    atomic.Pointer[time.Timer]
-	dropping  atomic.Bool // a message for it was dropped (logged once)
+	// quota is the identity whose hub.maxConnectionsPerIdentity this
+	// connection counts against when not its own: a module without an
+	// identity here counts against its device, whose key made it.
+	quota    string
+	present  atomic.Bool // counted in Hub.presence while connected
+	expires  time.Time   // the SAS token's expiry (zero: none)
+	expiry   atomic.Pointer[time.Timer]
+	dropping atomic.Bool // a message for it was dropped (logged once)
 
 	// Prefixes of the IoT Hub topics this client owns.
 	pubPrefix string // devices/<d>[/modules/<m>]/messages/events
@@ -170,4 +174,63 @@ func glob(pattern, s string) bool {
 		}
 	}
 	return false
+}
+
+// quotaKey is the key of s's connection count in Hub.perID.
+func (s *session) quotaKey() string {
+	if s.quota != "" {
+		return strings.ToLower(s.quota)
+	}
+	return strings.ToLower(s.name)
+}
+
+// hold makes s the holder of client id (held), and returns the session
+// that held it before, if any. The client ids each identity holds are
+// counted (heldCount).
+func (h *Hub) hold(id string, s *session) (old *session, loaded bool) {
+	h.heldMu.Lock()
+	defer h.heldMu.Unlock()
+	v, loaded := h.held.Swap(id, s)
+	if loaded {
+		old = v.(*session)
+		h.unindexHeld(old, id)
+	}
+	if !s.anonymous {
+		if h.heldBy == nil {
+			h.heldBy = map[string]map[string]struct{}{}
+		}
+		k := s.quotaKey()
+		if h.heldBy[k] == nil {
+			h.heldBy[k] = map[string]struct{}{}
+		}
+		h.heldBy[k][id] = struct{}{}
+	}
+	return old, loaded
+}
+
+// release ends s's hold of client id, if s holds it.
+func (h *Hub) release(id string, s *session) {
+	h.heldMu.Lock()
+	defer h.heldMu.Unlock()
+	if h.held.CompareAndDelete(id, s) {
+		h.unindexHeld(s, id)
+	}
+}
+
+func (h *Hub) unindexHeld(s *session, id string) {
+	k := s.quotaKey()
+	if ids := h.heldBy[k]; ids != nil {
+		delete(ids, id)
+		if len(ids) == 0 {
+			delete(h.heldBy, k)
+		}
+	}
+}
+
+// heldCount is how many client ids the identity of quota key k holds:
+// connected, or persistent sessions kept while away.
+func (h *Hub) heldCount(k string) int {
+	h.heldMu.Lock()
+	defer h.heldMu.Unlock()
+	return len(h.heldBy[strings.ToLower(k)])
 }

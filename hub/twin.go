@@ -21,6 +21,13 @@ import (
 // properties of one twin, as IoT Hub has it (32 KB each).
 const MaxTwinSection = 32 * 1024
 
+// maxImplicitModuleTwins bounds the twins of one device's modules that
+// have no identity here (its key authenticates them: a child ledge's
+// $edgeAgent, $edgeHub, $ledge and the modules it relays). Each is a row
+// of 32 KB at most: unbounded, a device that named a new module at each
+// connection filled the disk.
+const maxImplicitModuleTwins = 100
+
 // twins keeps device and module twins in hub_twins.
 type twins struct {
 	db *sql.DB
@@ -63,6 +70,48 @@ func (t *twins) save(ctx context.Context, name string, tw Twin) error {
 		reported=excluded.reported, reported_version=excluded.reported_version`, name, d, tw.DesiredVersion, r, tw.ReportedVersion)
 	if err != nil {
 		return fmt.Errorf("save twin %q: %w", name, err)
+	}
+	return nil
+}
+
+// remove deletes the twin of id and, with modules, the twins of id's
+// modules that have no identity here.
+func (t *twins) remove(ctx context.Context, id *Identity, modules bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, err := t.db.ExecContext(ctx, `DELETE FROM hub_twins WHERE name = ?`, id.Name); err != nil {
+		return err
+	}
+	if !modules {
+		return nil
+	}
+	_, err := t.db.ExecContext(ctx, `DELETE FROM hub_twins WHERE name LIKE ? ESCAPE '\'
+		AND name NOT IN (SELECT name FROM hub_identities)`, likePrefix(id.Device))
+	return err
+}
+
+// likePrefix is a LIKE pattern for the names under device ("<device>/...").
+func likePrefix(device string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(device) + "/%"
+}
+
+// roomForImplicit: the twin of module name, which has no identity here,
+// may be written: it exists, or device has fewer than
+// maxImplicitModuleTwins such twins. Called with t.mu held.
+func (t *twins) roomForImplicit(ctx context.Context, device, name string) error {
+	var exists int
+	err := t.db.QueryRowContext(ctx, `SELECT count(*) FROM hub_twins WHERE name = ?`, name).Scan(&exists)
+	if err != nil || exists > 0 {
+		return err
+	}
+	prefix := likePrefix(device)
+	var n int
+	if err := t.db.QueryRowContext(ctx, `SELECT count(*) FROM hub_twins WHERE name LIKE ? ESCAPE '\'
+		AND name NOT IN (SELECT name FROM hub_identities)`, prefix).Scan(&n); err != nil {
+		return err
+	}
+	if n >= maxImplicitModuleTwins {
+		return fault.New(fault.Forbidden, "device %s has %d twins of modules without an identity here, the most it may have: register module %s (ledge identity add %s --kind module) if it is one", device, n, name, name)
 	}
 	return nil
 }
@@ -253,6 +302,9 @@ func (h *Hub) twinPatchReported(s *session, rid string, patch []byte) {
 	}
 	h.twins.mu.Lock()
 	tw, err := h.twins.load(context.Background(), s.name)
+	if err == nil && s.kind == KindModule && h.ids.get(s.name) == nil {
+		err = h.twins.roomForImplicit(context.Background(), s.device, s.name)
+	}
 	var applied map[string]any
 	if err == nil {
 		var next map[string]any
@@ -270,6 +322,9 @@ func (h *Hub) twinPatchReported(s *session, rid string, patch []byte) {
 		return
 	case fault.Is(err, fault.TooLarge):
 		twinError(s, rid, 413, err.Error())
+		return
+	case fault.Is(err, fault.Forbidden):
+		twinError(s, rid, 403, err.Error())
 		return
 	case err != nil:
 		h.log.Error("twin patch", "identity", s.name, "err", err)

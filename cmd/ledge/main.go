@@ -85,6 +85,7 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	stdout, stderr = safeOutput(stdout), safeOutput(stderr)
 	if len(args) == 0 {
 		usage(stderr)
 		return 2
