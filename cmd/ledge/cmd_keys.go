@@ -2,10 +2,12 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 
 	"ledge/agent"
 )
@@ -16,14 +18,25 @@ func init() {
 
 func keysCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "gen" {
-		fmt.Fprint(stderr, "Usage: ledge keys gen [--out NAME]\n\nWrites NAME.key (private, mode 0600) and NAME.pub, and prints the line for agent.trustedKeys.\n")
+		fmt.Fprint(stderr, "Usage: ledge keys gen [--out] [NAME]\n\nWrites NAME.key (private, mode 0600) and NAME.pub, and prints the line for agent.trustedKeys.\n")
 		return errUsage
 	}
-	fset := newFlagSet("keys gen", "[--out NAME]", stderr)
-	out := fset.String("out", "ledge-deploy", "file name without extension")
+	fset := newFlagSet("keys gen", "[--out] [NAME]", stderr)
+	out := fset.String("out", "ledge-deploy", "file name without extension (also given as NAME)")
 	force := fset.Bool("force", false, "overwrite existing files")
-	if _, err := parseFlags(fset, args[1:]); err != nil {
+	pos, err := parseFlags(fset, args[1:])
+	if err != nil {
 		return err
+	}
+	outGiven := false
+	fset.Visit(func(f *flag.Flag) { outGiven = outGiven || f.Name == "out" })
+	switch {
+	case len(pos) > 1 || len(pos) == 1 && outGiven:
+		fset.Usage()
+		return errUsage
+	case len(pos) == 1:
+		// ledge keys gen fleet.key writes fleet.key and fleet.pub.
+		*out = strings.TrimSuffix(strings.TrimSuffix(pos[0], ".key"), ".pub")
 	}
 	privPath, pubPath := *out+".key", *out+".pub"
 	if !*force {
