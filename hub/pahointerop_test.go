@@ -196,3 +196,43 @@ func TestMalformedConnect311NoConnack(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscriptionIdentifierProtocolErrors: a SUBSCRIBE's Subscription
+// Identifier is 1 to 268,435,455 and given at most once: "It is a Protocol
+// Error if the Subscription Identifier has a value of 0", "It is a
+// Protocol Error to include the Subscription Identifier more than once"
+// (MQTT 5 §3.8.2.1.2). The hub granted both (SUBACK 0x01, and with two
+// identifiers it took the first); mosquitto closes the connection. The
+// hub now answers DISCONNECT 0x82 (identifier 0) and 0x81 (twice: a
+// property given twice, reported as malformed properties as patch 29 does).
+func TestSubscriptionIdentifierProtocolErrors(t *testing.T) {
+	subscribe := func(props ...byte) []byte {
+		vh := append([]byte{0, 1, byte(len(props))}, props...)
+		vh = append(vh, 0, 1, 'a', 1)
+		return append(append([]byte{0x82}, varint(len(vh))...), vh...)
+	}
+	cases := map[string][]byte{
+		"identifier 0":     subscribe(0x0b, 0),
+		"identifier twice": subscribe(0x0b, 1, 0x0b, 2),
+	}
+	for broker, port := range interopBrokers(t) {
+		for name, pk := range cases {
+			t.Run(broker+"/"+name, func(t *testing.T) {
+				c, _ := rawSession(t, port, "subid-"+broker, true)
+				c.write(t, pk)
+				c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				b, err := io.ReadAll(c.c)
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					t.Fatalf("connection still open after 10 s, read % x", b)
+				}
+				switch {
+				case len(b) > 0 && b[0] == 0x90:
+					t.Errorf("SUBACK % x, want the SUBSCRIBE refused as a protocol error", b)
+				case broker == "hub" && (len(b) < 3 || b[0] != 0xe0 || b[2] != 0x81 && b[2] != 0x82):
+					t.Errorf("answered % x, want DISCONNECT 0x82 (0x81 for a property given twice, as patch 29)", b)
+				}
+			})
+		}
+	}
+}

@@ -18,6 +18,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add(byte(Connect), byte(0), byte(0), []byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x2e, 0, 60, 0, 1, 'x', 0, 1, 's', 0, 0})
 	f.Add(byte(Connect), byte(0), byte(0), []byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0xc2, 0, 60, 0, 1, 'x', 0, 1, 'u', 0, 0})
 	f.Add(byte(Connect), byte(0), byte(0), []byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x06, 0, 60, 0, 1, 'x', 0, 0, 0, 1, 'w'})
+	// patch 42: a SUBSCRIBE with Subscription Identifier 0, and with two
+	f.Add(byte(Subscribe), byte(5), byte(2), []byte{0, 1, 2, 0x0b, 0, 0, 1, 'a', 1})
+	f.Add(byte(Subscribe), byte(5), byte(2), []byte{0, 1, 4, 0x0b, 1, 0x0b, 2, 0, 1, 'a', 1})
 	f.Add(byte(Unsubscribe), byte(5), byte(2), []byte{0, 1, 0, 0, 1, 'a'})
 	f.Add(byte(Auth), byte(5), byte(0), []byte{0x18, 2, 0x15, 0})
 	f.Fuzz(func(t *testing.T, typ, version, flags byte, b []byte) {
@@ -45,8 +48,9 @@ func FuzzDecode(f *testing.F) {
 		case Pubcomp:
 			pk.PubcompDecode(buf)
 		case Subscribe:
-			if pk.SubscribeDecode(buf) == nil {
-				pk.SubscribeValidate()
+			if pk.SubscribeDecode(buf) == nil && pk.SubscribeValidate() == CodeSuccess && pk.ProtocolVersion == 5 &&
+				(len(pk.Properties.SubscriptionIdentifier) > 1 || len(pk.Properties.SubscriptionIdentifier) == 1 && pk.Properties.SubscriptionIdentifier[0] == 0) {
+				t.Fatalf("a SUBSCRIBE with Subscription Identifiers %v validated: % x", pk.Properties.SubscriptionIdentifier, b)
 			}
 		case Suback:
 			pk.SubackDecode(buf)

@@ -1021,6 +1021,12 @@ func (pk *Packet) SubscribeValidate() Code {
 		}
 	}
 
+	for _, id := range pk.Properties.SubscriptionIdentifier {
+		if id == 0 { // 3.8.2.1.2 It is a Protocol Error if the Subscription Identifier has a value of 0.
+			return ErrProtocolViolationZeroSubID
+		}
+	}
+
 	return CodeSuccess
 }
 
