@@ -236,3 +236,26 @@ func TestSubscriptionIdentifierProtocolErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedSubscriptionEmptyShareName: "A Shared Subscription's Topic
+// Filter MUST start with $share/ and MUST contain a ShareName that is at
+// least one character long" [MQTT-4.8.2-1], and its filter after the
+// ShareName is a topic filter of at least one character [MQTT-4.7.3-1].
+// The hub granted $share//a (mosquitto 2.0.11 grants it too); now such a
+// filter gets SUBACK 0x8F (3.1.1: 0x80) as the hub's other invalid
+// filters do, and the valid ones in the same SUBSCRIBE are granted.
+func TestSharedSubscriptionEmptyShareName(t *testing.T) {
+	h := startHub(t, nil, true)
+	c := dialV5(t, h.Ports().MQTT, "share-empty", "", "")
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	sa, err := c.Subscribe(ctx, &pahov5.Subscribe{Subscriptions: []pahov5.SubscribeOptions{
+		{Topic: "$share//a", QoS: 1}, {Topic: "$share/g/", QoS: 1}, {Topic: "$share/g/a", QoS: 1},
+	}})
+	if sa == nil {
+		t.Fatalf("SUBSCRIBE: %v", err)
+	}
+	if want := []byte{0x8f, 0x8f, 0x01}; !bytes.Equal(sa.Reasons, want) {
+		t.Errorf("SUBACK reasons % x, want % x", sa.Reasons, want)
+	}
+}
