@@ -44,6 +44,18 @@ func connect311(name string, level, flags byte, cid string, fields ...string) []
 	return append(append([]byte{0x10}, varint(len(vh))...), vh...)
 }
 
+// nextMessage is the next message, or the test fails after 10 s.
+func nextMessage(t *testing.T, ch <-chan paho.Message) paho.Message {
+	t.Helper()
+	select {
+	case m := <-ch:
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message in 10 s")
+		return nil
+	}
+}
+
 // TestConnectEmptyWillAndPassword: a Will Message and a Password may be
 // zero bytes long (MQTT 3.1.1 §3.1.3.4 and §3.1.3.5: "zero or more bytes",
 // "0 to 65535 bytes"; MQTT 5 §3.1.3.4-5: Binary Data). A device's retained
@@ -67,7 +79,7 @@ func TestConnectEmptyWillAndPassword(t *testing.T) {
 			t.Cleanup(func() { watcher.Disconnect(50) })
 			mustOK(t, watcher.Publish(status, 1, true, "online"))
 			mustOK(t, watcher.Subscribe(status, 1, func(_ paho.Client, m paho.Message) { got <- m }))
-			if m := <-got; string(m.Payload()) != "online" || !m.Retained() {
+			if m := nextMessage(t, got); string(m.Payload()) != "online" || !m.Retained() {
 				t.Fatalf("retained status: %q retained=%v", m.Payload(), m.Retained())
 			}
 
@@ -85,13 +97,8 @@ func TestConnectEmptyWillAndPassword(t *testing.T) {
 				t.Fatalf("3.1.1 CONNECT with an empty Will payload refused: %v", tok.Error())
 			}
 			conn.Close() // the device drops off
-			select {
-			case m := <-got:
-				if len(m.Payload()) != 0 {
-					t.Errorf("Will: %q, want an empty payload", m.Payload())
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("no Will after the device dropped")
+			if m := nextMessage(t, got); len(m.Payload()) != 0 {
+				t.Errorf("Will: %q, want an empty payload", m.Payload())
 			}
 			// The retained status is gone: a new subscriber gets only the
 			// marker published after its SUBACK.
@@ -102,7 +109,7 @@ func TestConnectEmptyWillAndPassword(t *testing.T) {
 			t.Cleanup(func() { sub.Disconnect(50) })
 			mustOK(t, sub.Subscribe("status/#", 1, func(_ paho.Client, m paho.Message) { late <- m }))
 			mustOK(t, watcher.Publish("status/marker-"+name, 1, false, "marker"))
-			if m := <-late; m.Topic() != "status/marker-"+name {
+			if m := nextMessage(t, late); m.Topic() != "status/marker-"+name {
 				t.Errorf("after the empty Will: %s %q retained=%v, want the retained status cleared", m.Topic(), m.Payload(), m.Retained())
 			}
 
