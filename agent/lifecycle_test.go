@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -95,9 +96,12 @@ func TestDeploymentLifecycle(t *testing.T) {
 	if m := ta.Reported().Modules["alpha"]; m.RestartCount != 0 || m.RuntimeStatus != StatusRunning || m.LastRestartTimeUtc == "" {
 		t.Errorf("after a requested restart: %+v", m)
 	}
-	if out, err := ta.ModuleLogs(t.Context(), "alpha", 10); err != nil || !strings.Contains(string(out), "up\nup\n") {
-		t.Errorf("logs: %q, %v", out, err)
-	}
+	// The restarted container writes its second "up" when it runs, which
+	// under load can be after RestartModule returns.
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		out, err := ta.ModuleLogs(t.Context(), "alpha", 10)
+		return err == nil && strings.Contains(string(out), "up\nup\n"), fmt.Sprintf("logs: %q, %v", out, err)
+	})
 	if err := ta.RestartModule(t.Context(), "bravo"); !fault.Is(err, fault.NotFound) {
 		t.Errorf("restarting a removed module: %v", err)
 	}

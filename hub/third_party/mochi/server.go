@@ -436,8 +436,13 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	}
 
 	code := s.validateConnect(cl, pk) // [MQTT-3.1.4-1] [MQTT-3.1.4-2]
-	if code == packets.ErrTopicNameInvalid && cl.Properties.ProtocolVersion < 5 {
-		return code // no 3.1.1 return code says it: close without a CONNACK [MQTT-3.1.4-1], as mosquitto does
+	if _, ok := packets.V5CodesToV3[code]; !ok && code != packets.CodeSuccess && cl.Properties.ProtocolVersion < 5 {
+		// A CONNECT that does not conform (a wrong protocol name, a
+		// reserved flag, Will QoS 3, a Will topic with wildcards...) has
+		// no 3.1.1 return code (0 to 5 [MQTT-3.2.2-6]): close without a
+		// CONNACK [MQTT-3.1.4-1], as mosquitto does. A reserved code
+		// such as 0x82 reads as success to paho.mqtt.golang.
+		return code
 	}
 	if code != packets.CodeSuccess {
 		if err := s.SendConnack(cl, code, false, nil); err != nil {

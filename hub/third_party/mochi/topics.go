@@ -752,6 +752,13 @@ func IsValidFilter(filter string, forPublish bool) bool {
 		if strings.ContainsRune(group, '+') || strings.ContainsRune(group, '#') {
 			return false // [MQTT-4.8.2-2]
 		}
+
+		// A ShareName of at least one character [MQTT-4.8.2-1], and a
+		// topic filter after it [MQTT-4.7.3-1]: $share//a and $share/g/
+		// are no shared subscriptions.
+		if group == "" || len(filter) == len(prefix)+len(group)+2 {
+			return false
+		}
 	}
 
 	return true

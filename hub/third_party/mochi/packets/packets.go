@@ -467,10 +467,9 @@ func (pk *Packet) ConnectValidate() Code {
 		return ErrProtocolViolationUsernameNoFlag // [MQTT-3.1.2-16]
 	}
 
-	if pk.Connect.PasswordFlag && len(pk.Connect.Password) == 0 {
-		return ErrProtocolViolationFlagNoPassword // [MQTT-3.1.2-19]
-	}
-
+	// A password of zero bytes is a password (3.1.1 §3.1.3.5 "0 to 65535
+	// bytes", MQTT 5 §3.1.3.5 Binary Data): the flag with an empty one is
+	// no protocol error. Whether it lets the client in is for the hooks.
 	if !pk.Connect.PasswordFlag && len(pk.Connect.Password) > 0 {
 		return ErrProtocolViolationPasswordNoFlag // [MQTT-3.1.2-18]
 	}
@@ -480,7 +479,10 @@ func (pk *Packet) ConnectValidate() Code {
 	}
 
 	if pk.Connect.WillFlag {
-		if len(pk.Connect.WillPayload) == 0 || pk.Connect.WillTopic == "" {
+		// A Will Message may be empty (3.1.1 §3.1.3.4 "zero or more
+		// bytes", MQTT 5 §3.1.3.4 Binary Data): a retained empty Will
+		// clears a retained status. Its topic may not [MQTT-4.7.3-1].
+		if pk.Connect.WillTopic == "" {
 			return ErrProtocolViolationWillFlagNoPayload // [MQTT-3.1.2-9]
 		}
 
@@ -1016,6 +1018,12 @@ func (pk *Packet) SubscribeValidate() Code {
 	for _, v := range pk.Filters {
 		if v.Identifier > 268435455 { // 3.3.2.3.8 The Subscription Identifier can have the value of 1 to 268,435,455.
 			return ErrProtocolViolationOversizeSubID //
+		}
+	}
+
+	for _, id := range pk.Properties.SubscriptionIdentifier {
+		if id == 0 { // 3.8.2.1.2 It is a Protocol Error if the Subscription Identifier has a value of 0.
+			return ErrProtocolViolationZeroSubID
 		}
 	}
 

@@ -391,8 +391,10 @@ func (p *Properties) Decode(pkt byte, b *bytes.Buffer) (n int, err error) {
 			return n + bu, fmt.Errorf("property type %v not valid for packet type %v: %w", k, pkt, ErrProtocolViolationUnsupportedProperty)
 		}
 
-		// Only these may be given more than once (MQTT 5 2.2.2.2, 3.3.2.3.8).
-		if k != PropUser && k != PropSubscriptionIdentifier {
+		// Only these may be given more than once (MQTT 5 2.2.2.2, 3.3.2.3.8):
+		// User Property, and Subscription Identifier in a PUBLISH (one per
+		// matching subscription); a SUBSCRIBE has at most one (3.8.2.1.2).
+		if k != PropUser && (k != PropSubscriptionIdentifier || pkt != Publish) {
 			if seen[k] {
 				return n + bu, fmt.Errorf("property type %v more than once: %w", k, ErrProtocolViolationDuplicateProperty)
 			}

@@ -856,10 +856,11 @@ var TPacketData = map[byte]TPacketCases{
 			},
 		},
 		{
-			Case:   TConnectInvalidFlagNoPassword,
-			Desc:   "has password flag but no password",
-			Group:  "validate",
-			Expect: ErrProtocolViolationFlagNoPassword,
+			// A password of zero bytes is valid (3.1.1 §3.1.3.5): this
+			// CONNECT passes (TestConnectValidateEmptyFields).
+			Case:  TConnectInvalidFlagNoPassword,
+			Desc:  "has password flag and an empty password",
+			Group: "validate",
 			Packet: &Packet{
 				FixedHeader:     FixedHeader{Type: Connect},
 				ProtocolVersion: 4,
