@@ -106,9 +106,9 @@ func modelText(p pipeline.Stats) string {
 }
 
 func reasonText(p pipeline.Stats) string {
-	r := p.Reason
-	if !p.FailingSince.IsZero() {
-		r += " (since " + p.FailingSince.Local().Format(time.DateTime) + ")"
+	r, since := failingReason(p)
+	if !since.IsZero() {
+		r += " (since " + since.Local().Format(time.DateTime) + ")"
 	}
 	return orDash(r)
 }

@@ -243,13 +243,19 @@ func printPipelines(w io.Writer, raw json.RawMessage) {
 		fmt.Fprintln(w, "pipelines  none (docs/pipelines.md; the Pipelines page adds one)")
 		return
 	}
-	bad := 0
+	bad, acting := 0, 0
 	for _, p := range ps {
 		if p.State == pipeline.StateFailed || p.State == pipeline.StateBackoff {
 			bad++
+		} else if failingAction(p) != nil {
+			acting++
 		}
 	}
-	fmt.Fprintf(w, "pipelines  %d, %d running, %d failing\n", len(ps), len(ps)-bad-countState(ps, pipeline.StateStopped, pipeline.StateEnded, pipeline.StateStarting, pipeline.StateWaiting), bad)
+	line := fmt.Sprintf("pipelines  %d, %d running, %d failing", len(ps), len(ps)-bad-countState(ps, pipeline.StateStopped, pipeline.StateEnded, pipeline.StateStarting, pipeline.StateWaiting), bad)
+	if acting > 0 {
+		line += fmt.Sprintf(", %d with a failing action", acting)
+	}
+	fmt.Fprintln(w, line)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  PIPELINE\tSTATE\tFPS IN/OUT\tMODEL\tREASON")
 	for _, p := range ps {
@@ -264,13 +270,36 @@ func printPipelines(w io.Writer, raw json.RawMessage) {
 		if model == "" {
 			model = "-"
 		}
-		reason := p.Reason
-		if !p.FailingSince.IsZero() {
-			reason += " (since " + p.FailingSince.Local().Format(time.TimeOnly) + ")"
+		reason, since := failingReason(p)
+		// Since when stays visible however long the reason.
+		reason = oneLine(reason, 100)
+		if !since.IsZero() {
+			reason += " (since " + since.Local().Format(time.TimeOnly) + ")"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", p.Name, p.State, fps, model, oneLine(reason, 100))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", p.Name, p.State, fps, model, reason)
 	}
 	tw.Flush()
+}
+
+// failingReason is why p fails and since when: its own reason, else that
+// of an action whose target is down (it runs, but its events do not get
+// where they should).
+func failingReason(p pipeline.Stats) (string, time.Time) {
+	if a := failingAction(p); p.Reason == "" && a != nil {
+		return "action " + a.Name + " failing: " + a.LastError, a.FailingSince
+	}
+	return p.Reason, p.FailingSince
+}
+
+// failingAction returns the first action of p whose target is down, or
+// nil.
+func failingAction(p pipeline.Stats) *pipeline.ActionStats {
+	for i := range p.Actions {
+		if p.Actions[i].Failing {
+			return &p.Actions[i]
+		}
+	}
+	return nil
 }
 
 func countState(ps []pipeline.Stats, states ...string) int {

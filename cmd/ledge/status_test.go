@@ -306,3 +306,30 @@ func TestStatusShowsRejectedManifest(t *testing.T) {
 		t.Errorf("no deployment yet, a rejected one:\n%s", b.String())
 	}
 }
+
+// TestStatusShowsFailingAction: a running pipeline whose webhook's
+// target is down shows the action and why in its REASON column, and the
+// summary line counts it; once it delivers again, nothing of it is left.
+func TestStatusShowsFailingAction(t *testing.T) {
+	raw := json.RawMessage(`{"pipelines": [
+		{"name": "door", "running": true, "state": "running", "fpsIn": 25, "fpsOut": 25, "actions": [
+			{"name": "snapshot-1", "type": "snapshot", "delivered": 4},
+			{"name": "webhook-0", "type": "webhook", "failed": 3, "lastError": "webhook http://10.0.0.9/hook: 503 Service Unavailable", "failing": true, "failingSince": "2026-12-05T09:06:49Z"}]},
+		{"name": "yard", "running": true, "state": "running", "fpsIn": 5, "fpsOut": 5}]}`)
+	var out strings.Builder
+	printPipelines(&out, raw)
+	for _, re := range []string{
+		`(?m)^pipelines  2, 2 running, 0 failing, 1 with a failing action$`,
+		`(?m)^  door +running +25\.0/25\.0 +- +action webhook-0 failing: webhook http://10\.0\.0\.9/hook: 503 Service Unavailable \(since \d\d:\d\d:\d\d\)$`,
+		`(?m)^  yard +running +5\.0/5\.0 +- *$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out.String()) {
+			t.Errorf("status lacks %s:\n%s", re, out.String())
+		}
+	}
+	out.Reset()
+	printPipelines(&out, json.RawMessage(strings.ReplaceAll(strings.ReplaceAll(string(raw), `"failing": true, `, ""), `"failingSince": "2026-12-05T09:06:49Z"`, `"delivered": 1`)))
+	if strings.Contains(out.String(), "failing action") || strings.Contains(out.String(), "webhook-0") {
+		t.Errorf("status after the action recovered:\n%s", out.String())
+	}
+}
