@@ -550,9 +550,12 @@ func statusProblems(r *statusReport) []string {
 			switch {
 			case p.State == pipeline.StateFailed || p.State == pipeline.StateBackoff:
 				add("pipeline %s %s: %s", p.Name, p.State, p.Reason)
-			case failingAction(p) != nil:
-				reason, _ := failingReason(p)
-				add("pipeline %s: %s", p.Name, reason)
+			default:
+				for _, a := range p.Actions {
+					if a.Failing {
+						add("pipeline %s: action %s failing: %s", p.Name, a.Name, a.LastError)
+					}
+				}
 			}
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"ledge/internal/testenv"
+	"ledge/pipeline"
 )
 
 // TestStatusShowsFailures: a camera that refuses and a pipeline whose
@@ -356,7 +357,7 @@ func TestStatusProblems(t *testing.T) {
 		System: json.RawMessage(`{"diskLow": "only 12.0 MiB free on the data dir's file system (/d)"}`),
 		Pipelines: json.RawMessage(`{"pipelines": [
 			{"name": "gate", "state": "backoff", "reason": "open rtsp://10.0.0.9/cam: no stream"},
-			{"name": "door", "state": "running", "actions": [{"name": "webhook-0", "failing": true, "lastError": "503 Service Unavailable"}]},
+			{"name": "door", "state": "running", "actions": [{"name": "webhook-0", "failing": true, "lastError": "503 Service Unavailable"}, {"name": "mqtt-1", "failing": true, "lastError": "not connected"}]},
 			{"name": "yard", "state": "running"},
 			{"name": "old", "state": "stopped"}]}`),
 		Deployment: json.RawMessage(`{"modules": {"crasher": {"runtimeStatus": "backoff", "statusDescription": "exited with code 3; restart 4 in 1m20s"}, "ok": {"runtimeStatus": "running"}},
@@ -369,6 +370,7 @@ func TestStatusProblems(t *testing.T) {
 		"data disk low: only 12.0 MiB free",
 		"pipeline gate backoff: open rtsp://10.0.0.9/cam: no stream",
 		"pipeline door: action webhook-0 failing: 503 Service Unavailable",
+		"pipeline door: action mqtt-1 failing: not connected",
 		"module crasher backoff: exited with code 3",
 		"models failed: people@2 failed: download: digest mismatch",
 		"upstream tcp://10.0.0.1:1883 connecting: connection refused",
@@ -391,5 +393,19 @@ func TestStatusProblems(t *testing.T) {
 	}
 	if p := statusProblems(healthy); len(p) != 0 {
 		t.Errorf("a healthy ledge has problems: %q", p)
+	}
+}
+
+// TestReasonKeepsSince: a long reason is shortened for a table, and since
+// when it fails stays at its end (`ledge pipelines list` cut it off).
+func TestReasonKeepsSince(t *testing.T) {
+	p := pipeline.Stats{Name: "rtsp", State: pipeline.StateBackoff, Reason: "open rtsp://127.0.0.1:32989/cam: no stream: " + strings.Repeat("the camera is offline or refuses ", 5),
+		FailingSince: time.Date(2026, 12, 5, 15, 40, 37, 0, time.Local)}
+	got := reasonText(p, 100)
+	if !strings.HasSuffix(got, "… (since 2026-12-05 15:40:37)") || !strings.HasPrefix(got, "open rtsp://") {
+		t.Errorf("reason %q: want it shortened with since when at its end", got)
+	}
+	if got := reasonText(pipeline.Stats{State: pipeline.StateRunning}, 100); got != "-" {
+		t.Errorf("reason of a running pipeline: %q", got)
 	}
 }
