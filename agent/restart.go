@@ -109,7 +109,9 @@ func (r *reconciler) restart(ctx context.Context, st *modState) {
 
 // onFailedStart handles a container the engine refused to start.
 func (r *reconciler) onFailedStart(ctx context.Context, st *modState, err error) {
-	r.log.Warn("start module", "module", st.name, "err", err)
+	// setStatus tells the log: a WARN for the first failure (with this
+	// reason), INFO lines for the attempts after it.
+	r.log.Debug("start module", "module", st.name, "err", err)
 	r.refresh(ctx, st)
 	r.scheduleRestart(ctx, st, 128, false, "start failed: "+err.Error())
 }

@@ -166,6 +166,36 @@ func TestCrashLoopLoggedOnce(t *testing.T) {
 	ta.waitLog(mark, 30*time.Second, "level=WARN", "module=crasher", "exited with code 4")
 }
 
+// TestStartFailureLoggedOnce: a module the engine refuses to start (its
+// entrypoint is not in the image) is retried with back-off forever; the
+// log says so once, at WARN with the engine's reason, and the attempts
+// that fail the same way are INFO lines (the restart count and the reason
+// are in the module's status), not a WARN per attempt.
+func TestStartFailureLoggedOnce(t *testing.T) {
+	ta := newTestAgent(t)
+	mark := ta.mark()
+	ta.apply("version: \"1\"\nmodules:\n  nostart:\n    image: " + imgApp +
+		"\n    restartPolicy: always\n    imagePullPolicy: never\n    createOptions: {Entrypoint: [/nonexistent]}\n")
+	waitFor(t, 40*time.Second, func() (bool, string) {
+		n := strings.Count(ta.logs.String()[mark:], "start failed")
+		return n >= 3, fmt.Sprintf("%d failed starts logged, want 3", n)
+	})
+	var warns []string
+	for line := range strings.Lines(ta.logs.String()[mark:]) {
+		if strings.Contains(line, "level=WARN") && strings.Contains(line, "module=nostart") {
+			warns = append(warns, line)
+		}
+	}
+	if len(warns) != 1 || !strings.Contains(warns[0], "/nonexistent") {
+		t.Errorf("%d WARN lines for a module that cannot start, want 1 with the engine's reason:\n%s", len(warns), strings.Join(warns, ""))
+	}
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		m := ta.Reported().Modules["nostart"]
+		return m.RuntimeStatus == StatusBackoff && strings.Contains(m.StatusDescription, "/nonexistent"),
+			fmt.Sprintf("nostart is %s (%q), want backoff with the engine's reason", m.RuntimeStatus, m.StatusDescription)
+	})
+}
+
 // TestPullFailureLoggedOnce: an image that cannot be pulled (a registry
 // that does not answer) is a WARN once with the engine's reason; the
 // retries that fail the same way are INFO lines, not a WARN a minute

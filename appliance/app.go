@@ -135,6 +135,7 @@ func New(ctx context.Context, cfg Config, build BuildInfo, log *slog.Logger) (_ 
 		Timeouts: web.Timeouts{Read: cfg.HTTP.ReadTimeout, Write: cfg.HTTP.WriteTimeout, Idle: cfg.HTTP.IdleTimeout,
 			MaxAnonymousConns: cfg.HTTP.MaxAnonymousConnections},
 		Socket:        filepath.Join(cfg.DataDir, "ledge.sock"),
+		DataDir:       cfg.DataDir,
 		PasswordFile:  PasswordFile(cfg.DataDir),
 		Logger:        log.With("component", "web"),
 		Health:        a.health.check,

@@ -62,6 +62,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"two documents", "dev: true\n---\ndev: false\n", []string{"more than one YAML document"}},
 		{"syntax", "http: [\n", []string{"invalid YAML"}},
 		{"negative timeout", "shutdownTimeout: -1s\n", []string{"shutdownTimeout"}},
+		// A route as a manifest writes it (a string) says what ledge.yaml
+		// wants there, not a Go type.
+		{"route as a string", "hub:\n  routes:\n    up: FROM /messages/* INTO $upstream\n", []string{"line 3", "hub.routes.up", `want a route: {route: "FROM ... INTO ...", priority: 0}`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig("ledge.yaml", []byte(tc.doc))

@@ -2,9 +2,12 @@ package appliance
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -228,4 +231,43 @@ func TestDashboardLiveOverHTTPS(t *testing.T) {
 	if protos != "h2" {
 		t.Errorf("the page's requests went over %q, want h2 only", protos)
 	}
+}
+
+// TestDashboardActionFailing: a pipeline whose webhook's target is down
+// runs (its frames flow) but its events do not get where they should: the
+// Overview says so (the pipeline and the action), the Pipelines page says
+// since when and why; when the target answers again, both clear.
+func TestDashboardActionFailing(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "maintenance", http.StatusServiceUnavailable)
+		}
+	}))
+	defer hook.Close()
+	video := panVideo(t, t.TempDir())
+	d := startDashboard(t, func(c *Config) {
+		src := sourceSpec("file:" + video)
+		src.Loop, src.Realtime = true, true
+		c.Pipelines = []pipeline.Spec{{Name: "door", Source: src,
+			Detect:  &pipeline.DetectSpec{Model: testenv.Model(t, "yolox_nano.onnx"), Threshold: 0.3, Classes: []string{"person"}, MaxFPS: 4},
+			Actions: []pipeline.ActionSpec{{Type: "webhook", URL: hook.URL + "/hook", Retries: -1}}}}
+	})
+	ctx := testenv.Browser(t)
+	login(t, ctx, d.base, testPassword)
+	waitOverview(t, ctx)
+	wait(t, ctx, "the failing action on the Overview", `(() => { const f = document.querySelector("#sum-failing"); return f && !f.hidden && /1 with a failing action: door \(webhook-0\)/.test(f.textContent); })()`, 60*time.Second)
+	testenv.Screenshot(t, ctx, "overview-action-failing")
+	navigate(t, ctx, d.base+"/pipelines")
+	row := `(() => { const dl = document.querySelector("section[aria-label='pipeline door'] dl"); const dt = dl && [...dl.querySelectorAll("dt")].find((d) => d.textContent === "action webhook-0"); return dt ? dt.nextElementSibling.textContent : ""; })()`
+	wait(t, ctx, "the failing action on the Pipelines page", row+`.startsWith("FAILING since ") && `+row+`.includes("503")`, 30*time.Second)
+	if !strings.Contains(evalString(t, ctx, `document.querySelector("section[aria-label='pipeline door']").className`), "failing") {
+		t.Errorf("the card of a pipeline with a failing action is not marked failing")
+	}
+	down.Store(false)
+	wait(t, ctx, "the recovered action on the Pipelines page", `!`+row+`.startsWith("FAILING") && /[1-9]\d* delivered/.test(`+row+`)`, 60*time.Second)
+	navigate(t, ctx, d.base+"/")
+	waitOverview(t, ctx)
+	wait(t, ctx, "the Overview without the failing action", `(() => { const f = document.querySelector("#sum-failing"); return f && f.hidden && /1 \/ 1 running/.test(document.querySelector("#sum-pipelines").textContent); })()`, 30*time.Second)
 }

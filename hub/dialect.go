@@ -69,7 +69,12 @@ func (h *Hub) refuse(cl *mqtt.Client, pk packets.Packet, code packets.Code, why 
 			ReasonCode: code.Code, Properties: packets.Properties{ReasonString: why}})
 		return
 	}
-	h.log.Info("mqtt client disconnected: publish refused", "client", cl.ID, "topic", pk.TopicName, "reason", code.Reason, "detail", why)
+	// A 3.1.1 device refused (a full disk) reconnects and tries again,
+	// several times a second: once a window per address and reason, the
+	// others counted in the window's summary ("refusals not logged").
+	if h.refusals.note(cl.Net.Remote, cl.ID, "publish refused: "+code.Reason, time.Now()) {
+		h.log.Info("mqtt client disconnected: publish refused", "client", clip(cl.ID), "topic", clip(pk.TopicName), "reason", code.Reason, "detail", clip(why))
+	}
 	if v5 {
 		h.srv.DisconnectClient(cl, code)
 		return

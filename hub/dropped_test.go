@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"ledge/internal/testenv"
 )
 
 // startHubWithLog is startHub with the hub's INFO log kept for the test.
@@ -84,4 +87,25 @@ func readFull(c net.Conn, b []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// TestRefusalsLoggedOnce: a device that publishes what the hub does not
+// keep (here a topic it does not serve; a full disk takes the same way)
+// over MQTT 3.1.1 is disconnected each time, and reconnects and tries
+// again, as devices do: the log says so once (INFO, with the client, the
+// reason and the detail), not once per attempt, which flooded the log with
+// 1500 lines in ten minutes of a full disk.
+func TestRefusalsLoggedOnce(t *testing.T) {
+	logs := &lockedBuffer{}
+	h := startHubLogged(t, testDevice, nil, true, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	pub := testenv.Command(t, "mosquitto_pub", "mosquitto-clients")
+	for range 10 {
+		// Refused: mosquitto_pub exits non-zero, as it should.
+		exec.Command(pub, "-h", "127.0.0.1", "-p", fmt.Sprint(h.Ports().MQTT), "-V", "mqttv311", "-i", "plc-7", "-q", "1",
+			"-t", "devices/plc-7/messages/nowhere", "-m", "21.5").Run()
+	}
+	waitFor(t, "10 refusals counted", func() bool { return h.Stats().Drops[dropMalformed] >= 10 })
+	if n := strings.Count(logs.String(), "publish refused"); n != 1 || !strings.Contains(logs.String(), "client=plc-7") {
+		t.Errorf("10 refusals of one client are in the log %d times, want once:\n%s", n, logs)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	redactpkg "ledge/internal/redact"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -108,7 +109,13 @@ func (s *Store) fetch(ctx context.Context, t *transfer) error {
 		if isPermanent(err) || attempt > d.Retries {
 			return err
 		}
-		s.log.Warn("model download failed, retrying", "model", t.name, "version", t.ver, "url", redactString(t.url),
+		// A WARN when it starts failing; the retries after it are INFO
+		// (the give-up is a WARN of its own).
+		level := slog.LevelInfo
+		if attempt == 1 {
+			level = slog.LevelWarn
+		}
+		s.log.Log(ctx, level, "model download failed, retrying", "model", t.name, "version", t.ver, "url", redactString(t.url),
 			"attempt", attempt, "retryIn", wait, "err", err)
 		s.publishState(t.name, t.ver, StateDownloading, "retrying in "+wait.String()+": "+err.Error())
 		select {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -811,4 +812,50 @@ func TestRunLeaksNothing(t *testing.T) {
 		buf := make([]byte, 1<<16)
 		t.Errorf("%d goroutines after stop, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
+}
+
+// TestDownloadRetriesLoggedOnce: a download whose server keeps failing is
+// a WARN when its first attempt fails (with the reason) and one when it
+// is given up; the retries in between are INFO lines, not a WARN each.
+func TestDownloadRetriesLoggedOnce(t *testing.T) {
+	srv := newModelServer(t)
+	data := randomBytes(16 << 10)
+	url := srv.add("/flaky", data)
+	srv.fail["/flaky"] = 100
+	var logs syncLog
+	env := openStore(t, srv, testConfig(), func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	if err := env.s.SetDesired(t.Context(), []Spec{spec("flaky", "1", url, data)}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, env.s, "flaky", "1", StateFailed)
+	log := logs.String()
+	if n := strings.Count(log, `level=WARN msg="model download failed, retrying"`); n != 1 {
+		t.Errorf("%d WARN lines for the retries of one download, want 1 (the first):\n%s", n, log)
+	}
+	if n := strings.Count(log, `level=INFO msg="model download failed, retrying"`); n != testConfig().Download.Retries-1 {
+		t.Errorf("%d INFO lines for the retries after the first, want %d:\n%s", n, testConfig().Download.Retries-1, log)
+	}
+	if n := strings.Count(log, `level=WARN msg="model download failed"`); n != 1 || !strings.Contains(log, "500") {
+		t.Errorf("%d WARN lines for the download given up, want 1 with the reason:\n%s", n, log)
+	}
+}
+
+// syncLog is a log sink a test reads while the store writes to it.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"time"
+
+	"ledge/internal/outage"
 )
 
 // Publisher publishes a pipeline's messages into the in-process hub, as
@@ -51,8 +53,9 @@ type actionRunner struct {
 	act   action
 	queue chan *Event
 	log   *slog.Logger
-	lat   *ring // one successful attempt
-	c2a   *ring // capture to action
+	out   *outage.Log // the target's outages: told once, not per event
+	lat   *ring       // one successful attempt
+	c2a   *ring       // capture to action
 
 	delivered, failed, retries, dropped, limited atomic.Uint64
 	lastErr                                      atomic.Pointer[string]
@@ -64,8 +67,10 @@ func newActionRunner(name string, s ActionSpec, act action, c *counters, log *sl
 	if q == 0 {
 		q = DefaultActionQueue
 	}
-	return &actionRunner{name: name, typ: s.Type, spec: s, act: act, queue: make(chan *Event, q),
+	r := &actionRunner{name: name, typ: s.Type, spec: s, act: act, queue: make(chan *Event, q),
 		log: log.With("action", name), lat: c.lat[StageAction], c2a: c.lat[StageCaptureToAction]}
+	r.out = outage.New(r.log, "action", 0)
+	return r
 }
 
 // wants reports whether the action takes e.
@@ -132,6 +137,7 @@ func (r *actionRunner) deliver(ctx context.Context, e *Event) bool {
 				r.c2a.add(now.Sub(e.Captured))
 			}
 			r.delivered.Add(1)
+			r.out.OK()
 			return true
 		}
 		msg := err.Error()
@@ -139,7 +145,11 @@ func (r *actionRunner) deliver(ctx context.Context, e *Event) bool {
 		var perm permanentError
 		if attempt >= retries || errors.As(err, &perm) || ctx.Err() != nil {
 			r.failed.Add(1)
-			r.log.Warn("action failed", "event", e.Type, "attempts", attempt+1, "err", err)
+			if ctx.Err() == nil {
+				// A WARN when the target starts failing, DEBUG for
+				// the events after it, an INFO when one gets through.
+				r.out.Fail(msg, "event", e.Type, "attempts", attempt+1)
+			}
 			return false
 		}
 		r.retries.Add(1)
@@ -160,6 +170,9 @@ func (r *actionRunner) stats() ActionStats {
 		Retries: r.retries.Load(), Dropped: r.dropped.Load(), Limited: r.limited.Load()}
 	if p := r.lastErr.Load(); p != nil {
 		s.LastError = *p
+	}
+	if failing, since, _ := r.out.State(); failing {
+		s.Failing, s.FailingSince = true, since
 	}
 	return s
 }

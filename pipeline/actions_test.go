@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -216,3 +218,57 @@ func checkBoxDrawn(t *testing.T, path string, b Box) {
 }
 
 var _ = fmt.Sprint
+
+// TestActionFailureLoggedOnce: an action whose target is down (a webhook
+// that answers 503) fails event after event; the log says so once (WARN
+// "action failing" with the reason), not once per event, the action's
+// stats say it is failing and since when; when the target answers again
+// the log says so once (INFO "action recovered") and the stats clear.
+func TestActionFailureLoggedOnce(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		down = true
+	)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			http.Error(w, "maintenance", http.StatusServiceUnavailable)
+		}
+	}))
+	defer hook.Close()
+	logs := &syncBuffer{}
+	spec := panSpec(t, "hooked")
+	spec.Source.Loop = true
+	spec.Actions = []ActionSpec{{Type: "webhook", URL: hook.URL + "/hook", On: []string{TrackStart, TrackEnd}, Retries: -1}}
+	e := newTestEngine(t, []Spec{spec}, func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	run(t, e)
+	webhook := func() ActionStats {
+		s, _ := e.PipelineStats("hooked")
+		for _, a := range s.Actions {
+			if a.Type == "webhook" {
+				return a
+			}
+		}
+		return ActionStats{}
+	}
+	waitFor(t, 60*time.Second, "three failed events", func() bool { return webhook().Failed >= 3 })
+	if n := logs.count("level=WARN"); n != 1 || logs.count(`msg="action failing"`) != 1 || logs.count("503") == 0 {
+		t.Errorf("%d WARN lines for a webhook that fails %d events, want 1 (action failing, with the answer):\n%s", n, webhook().Failed, logs)
+	}
+	if a := webhook(); !a.Failing || a.FailingSince.IsZero() || !strings.Contains(a.LastError, "503") {
+		t.Errorf("webhook stats %+v: want failing, since when, and the answer", a)
+	}
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	waitFor(t, 60*time.Second, "a delivery after the target is back", func() bool { return webhook().Delivered >= 1 })
+	if a := webhook(); a.Failing || !a.FailingSince.IsZero() {
+		t.Errorf("webhook stats %+v after a delivery: want not failing", a)
+	}
+	if n := logs.count(`msg="action recovered"`); n != 1 || logs.count("level=WARN") != 1 {
+		t.Errorf("%d INFO lines for the recovery, want 1; log:\n%s", n, logs)
+	}
+}

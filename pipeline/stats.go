@@ -50,11 +50,15 @@ type ActionStats struct {
 	Name      string `json:"name"`
 	Type      string `json:"type"`
 	Delivered uint64 `json:"delivered"`
-	Failed    uint64 `json:"failed"`  // events given up after the retries
-	Retries   uint64 `json:"retries"` // attempts after a failure
-	Dropped   uint64 `json:"dropped"` // queue full
-	Limited   uint64 `json:"limited"` // skipped within the cooldown
-	LastError string `json:"lastError,omitempty"`
+	Failed    uint64 `json:"failed"`              // events given up after the retries
+	Retries   uint64 `json:"retries"`             // attempts after a failure
+	Dropped   uint64 `json:"dropped"`             // queue full
+	Limited   uint64 `json:"limited"`             // skipped within the cooldown
+	LastError string `json:"lastError,omitempty"` // the last failed attempt's, kept after a recovery
+	// Failing says the last event was given up (its target is down, or
+	// refuses); it clears with the next delivery.
+	Failing      bool      `json:"failing,omitempty"`
+	FailingSince time.Time `json:"failingSince,omitzero"`
 }
 
 // Pipeline states (Stats.State).

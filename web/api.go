@@ -80,6 +80,17 @@ func statusOf(k fault.Kind) int {
 // with an id and its text is not shown.
 func (s *Server) respondErr(c *gin.Context, err error) {
 	k := fault.KindOf(err)
+	if k == fault.Internal && fault.DiskFull(err) {
+		// Not a bug: the operator can fix it, so say what and where (the
+		// log has said once that the data disk is low).
+		s.log.Debug("request failed: disk full", "method", c.Request.Method, "path", c.Request.URL.Path, "err", err)
+		where := "the data dir"
+		if s.opts.DataDir != "" {
+			where += " (" + s.opts.DataDir + ")"
+		}
+		writeError(c, http.StatusInsufficientStorage, "disk_full", "the disk of "+where+" is full, so this was not stored ("+err.Error()+"): free space there; ledge status shows how much is free")
+		return
+	}
 	if k == fault.Internal {
 		id := newErrorID()
 		s.log.Error("request failed", "id", id, "method", c.Request.Method, "path", c.Request.URL.Path, "err", err)

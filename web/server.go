@@ -35,7 +35,10 @@ type Options struct {
 	ListenTLS string
 	TLS       *tls.Config
 	Socket    string // unix socket for the local CLI; "" for none
-	Logger    *slog.Logger
+	// DataDir is named when a request fails because its file system is
+	// full.
+	DataDir string
+	Logger  *slog.Logger
 	// Health reports each component and whether all are healthy.
 	Health func(ctx context.Context) ([]ComponentHealth, bool)
 	// Metrics serves GET /metrics (Prometheus text format).

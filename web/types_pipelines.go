@@ -89,6 +89,10 @@ type ActionStats struct {
 	Dropped   uint64 `json:"dropped"`
 	Limited   uint64 `json:"limited"`
 	LastError string `json:"lastError,omitempty"`
+	// Failing: its last event was given up (the target is down); it
+	// clears with the next delivery.
+	Failing      bool      `json:"failing,omitempty"`
+	FailingSince time.Time `json:"failingSince,omitzero"`
 }
 
 // PipelineSample is one point of a pipeline's charts.

@@ -83,7 +83,7 @@ func pipelinesList(args []string, stdout, stderr io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PIPELINE\tOWNER\tSTATE\tFPS IN/OUT\tMODEL\tREASON")
 	for _, p := range res.Pipelines {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, orDash(p.Owner), p.State, fpsText(p.Stats), modelText(p.Stats), oneLine(reasonText(p.Stats), 100))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, orDash(p.Owner), p.State, fpsText(p.Stats), modelText(p.Stats), reasonText(p.Stats, 100))
 	}
 	return tw.Flush()
 }
@@ -105,10 +105,15 @@ func modelText(p pipeline.Stats) string {
 	return p.Model
 }
 
-func reasonText(p pipeline.Stats) string {
-	r := p.Reason
-	if !p.FailingSince.IsZero() {
-		r += " (since " + p.FailingSince.Local().Format(time.DateTime) + ")"
+// reasonText is why p fails, shortened to n characters (0: whole), and
+// since when.
+func reasonText(p pipeline.Stats, n int) string {
+	r, since := failingReason(p)
+	if n > 0 {
+		r = oneLine(r, n)
+	}
+	if !since.IsZero() {
+		r += " (since " + since.Local().Format(time.DateTime) + ")"
 	}
 	return orDash(r)
 }
@@ -151,7 +156,7 @@ func pipelinesShow(args []string, stdout, stderr io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "pipeline\t%s (owner: %s)\n", p.Name, orDash(p.Owner))
 	fmt.Fprintf(tw, "state\t%s\n", p.State)
-	if r := reasonText(p.Stats); r != "-" {
+	if r := reasonText(p.Stats, 0); r != "-" {
 		fmt.Fprintf(tw, "reason\t%s\n", r)
 	}
 	fmt.Fprintf(tw, "fps in/out\t%s\n", fpsText(p.Stats))

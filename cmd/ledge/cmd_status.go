@@ -33,6 +33,8 @@ type statusReport struct {
 	// Upstream is the link to the upstream broker: in Hub too, and the
 	// only word on it when the hub is off (a fleet device).
 	Upstream json.RawMessage `json:"upstream"`
+	// Problems is what fails, one line each (--check only).
+	Problems *[]string `json:"problems,omitempty"`
 }
 
 func statusCmd(args []string, stdout, stderr io.Writer) error {
@@ -45,6 +47,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	var cf configFlags
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "print everything as one JSON document, for scripts")
+	check := fs.Bool("check", false, "for monitoring: list what fails (components, pipelines, actions, modules, models, upstream, disk), one line each, and exit 1 when anything does (without it: 1 only when a component is unhealthy)")
 	if _, err := parseN(fs, args, 0); err != nil {
 		return err
 	}
@@ -87,14 +90,35 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	rep.Deployment = get("/deployments/current")
 	rep.Hub = get("/hub")
 	rep.Upstream = get("/upstream")
-	if *asJSON {
+	var problems []string
+	if *check {
+		problems = statusProblems(&rep)
+		if problems == nil {
+			problems = []string{}
+		}
+		rep.Problems = &problems
+	}
+	switch {
+	case *check && !*asJSON:
+		if len(problems) == 0 {
+			fmt.Fprintln(stdout, "OK: nothing fails")
+		} else {
+			fmt.Fprintf(stdout, "FAILING: %d problems\n", len(problems))
+			for _, p := range problems {
+				fmt.Fprintf(stdout, "  %s\n", p)
+			}
+		}
+	case *asJSON:
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
 			return err
 		}
-	} else {
+	default:
 		printStatus(stdout, &rep)
+	}
+	if *check && healthOf(rep.Health) != "" && len(problems) > 0 {
+		return &exitCode{code: statusFailing}
 	}
 	switch healthOf(rep.Health) {
 	case "ok":
@@ -117,8 +141,10 @@ const (
 
 const statusExitCodes = `
 Exit status:
-  0  ledge runs and every component is healthy
-  1  ledge runs, a component is unhealthy (health FAILING; see its lines)
+  0  ledge runs and every component is healthy (with --check: nothing fails)
+  1  ledge runs, a component is unhealthy (health FAILING; see its lines);
+     with --check, anything fails: a component, a pipeline or one of its
+     actions, a module, the models section, the upstream link, the disk
   2  bad flags
   3  ledge is not running (never started, stopped, or killed)
   4  unknown: ledge does not answer, its health cannot be read, or the
@@ -243,13 +269,19 @@ func printPipelines(w io.Writer, raw json.RawMessage) {
 		fmt.Fprintln(w, "pipelines  none (docs/pipelines.md; the Pipelines page adds one)")
 		return
 	}
-	bad := 0
+	bad, acting := 0, 0
 	for _, p := range ps {
 		if p.State == pipeline.StateFailed || p.State == pipeline.StateBackoff {
 			bad++
+		} else if failingAction(p) != nil {
+			acting++
 		}
 	}
-	fmt.Fprintf(w, "pipelines  %d, %d running, %d failing\n", len(ps), len(ps)-bad-countState(ps, pipeline.StateStopped, pipeline.StateEnded, pipeline.StateStarting, pipeline.StateWaiting), bad)
+	line := fmt.Sprintf("pipelines  %d, %d running, %d failing", len(ps), len(ps)-bad-countState(ps, pipeline.StateStopped, pipeline.StateEnded, pipeline.StateStarting, pipeline.StateWaiting), bad)
+	if acting > 0 {
+		line += fmt.Sprintf(", %d with a failing action", acting)
+	}
+	fmt.Fprintln(w, line)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  PIPELINE\tSTATE\tFPS IN/OUT\tMODEL\tREASON")
 	for _, p := range ps {
@@ -264,13 +296,36 @@ func printPipelines(w io.Writer, raw json.RawMessage) {
 		if model == "" {
 			model = "-"
 		}
-		reason := p.Reason
-		if !p.FailingSince.IsZero() {
-			reason += " (since " + p.FailingSince.Local().Format(time.TimeOnly) + ")"
+		reason, since := failingReason(p)
+		// Since when stays visible however long the reason.
+		reason = oneLine(reason, 100)
+		if !since.IsZero() {
+			reason += " (since " + since.Local().Format(time.TimeOnly) + ")"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", p.Name, p.State, fps, model, oneLine(reason, 100))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", p.Name, p.State, fps, model, reason)
 	}
 	tw.Flush()
+}
+
+// failingReason is why p fails and since when: its own reason, else that
+// of an action whose target is down (it runs, but its events do not get
+// where they should).
+func failingReason(p pipeline.Stats) (string, time.Time) {
+	if a := failingAction(p); p.Reason == "" && a != nil {
+		return "action " + a.Name + " failing: " + a.LastError, a.FailingSince
+	}
+	return p.Reason, p.FailingSince
+}
+
+// failingAction returns the first action of p whose target is down, or
+// nil.
+func failingAction(p pipeline.Stats) *pipeline.ActionStats {
+	for i := range p.Actions {
+		if p.Actions[i].Failing {
+			return &p.Actions[i]
+		}
+	}
+	return nil
 }
 
 func countState(ps []pipeline.Stats, states ...string) int {
@@ -459,4 +514,86 @@ func azureTimeText(at string) string {
 		return at
 	}
 	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+// statusProblems lists what fails, one line each, for `ledge status
+// --check`: a monitoring script wants one exit code for "all is well",
+// where the default exit code follows the components' health only (a
+// camera that is offline does not make ledge unhealthy: a restart would
+// not bring it back).
+func statusProblems(r *statusReport) []string {
+	var out []string
+	add := func(format string, args ...any) { out = append(out, oneLine(fmt.Sprintf(format, args...), 300)) }
+	if e := partError(r.Health); e != "" {
+		add("health unknown: %s", e)
+	} else {
+		var h struct {
+			Components []struct{ Name, Status, Error string }
+		}
+		json.Unmarshal(r.Health, &h)
+		for _, c := range h.Components {
+			if c.Status != "ok" {
+				add("component %s: %s", c.Name, c.Error)
+			}
+		}
+	}
+	var sys struct{ DiskLow string }
+	if json.Unmarshal(r.System, &sys) == nil && sys.DiskLow != "" {
+		add("data disk low: %s", sys.DiskLow)
+	}
+	if e := partError(r.Pipelines); e != "" {
+		add("pipelines unknown: %s", e)
+	} else {
+		var list struct{ Pipelines []pipeline.Stats }
+		json.Unmarshal(r.Pipelines, &list)
+		for _, p := range list.Pipelines {
+			switch {
+			case p.State == pipeline.StateFailed || p.State == pipeline.StateBackoff:
+				add("pipeline %s %s: %s", p.Name, p.State, p.Reason)
+			default:
+				for _, a := range p.Actions {
+					if a.Failing {
+						add("pipeline %s: action %s failing: %s", p.Name, a.Name, a.LastError)
+					}
+				}
+			}
+		}
+	}
+	if e := partError(r.Deployment); e != "" {
+		add("modules unknown: %s", e)
+	} else {
+		var rep agent.Reported
+		json.Unmarshal(r.Deployment, &rep)
+		if d := rep.Deployment; d != nil && d.State == agent.StateFailed {
+			add("deployment %q failed: %s", d.Version, d.Reason)
+		}
+		for _, n := range slices.Sorted(maps.Keys(rep.Modules)) {
+			switch m := rep.Modules[n]; m.RuntimeStatus {
+			case agent.StatusBackoff, agent.StatusFailed, agent.StatusUnhealthy:
+				add("module %s %s: %s", n, m.RuntimeStatus, m.StatusDescription)
+			}
+		}
+		if sec, ok := rep.Sections["models"]; ok && sec.State == agent.SectionFailed {
+			add("models failed: %s", sec.Detail)
+		}
+	}
+	var up hub.UpstreamStatus
+	if partError(r.Hub) == "" {
+		var st hub.Stats
+		json.Unmarshal(r.Hub, &st)
+		up = st.Upstream
+	} else if partError(r.Upstream) == "" {
+		json.Unmarshal(r.Upstream, &up)
+	}
+	if up.Mode != "" {
+		if up.State != "connected" {
+			add("upstream %s %s: %s", up.Broker, up.State, orDash(up.LastError))
+		}
+		for _, rl := range up.Relays {
+			if rl.State != "connected" {
+				add("upstream relay %s %s: %s", rl.Identity, rl.State, orDash(rl.LastError))
+			}
+		}
+	}
+	return out
 }

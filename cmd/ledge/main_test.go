@@ -324,6 +324,9 @@ func TestStatusTalksToDaemon(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `"version"`) {
 		t.Fatalf("exit %d: %s %s", code, out, errOut)
 	}
+	if out, errOut, code := ledge(t, "status", "--data-dir", dataDir, "--check"); code != 0 || out != "OK: nothing fails\n" {
+		t.Errorf("status --check of a healthy ledge: exit %d %q %s", code, out, errOut)
+	}
 	// Azure's 417 in words, the code in brackets.
 	out, errOut, code = ledge(t, "deploy", "status", "--data-dir", dataDir)
 	if code != 0 || !strings.Contains(out, "no deployment set yet (417") || strings.Contains(out, "status 417") {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"ledge/internal/testenv"
+	"ledge/pipeline"
 )
 
 // TestStatusShowsFailures: a camera that refuses and a pipeline whose
@@ -61,6 +62,18 @@ pipelines:
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("status lacks %s:\n%s", re, out)
 		}
+	}
+	// For a monitoring script: the default exit code follows the
+	// components' health (ok here); --check fails on the pipelines too.
+	out, errOut, code := ledge(t, "status", "--check", "--config", cfg, "--data-dir", d.dataDir(t))
+	if code != 1 || !strings.HasPrefix(out, "FAILING: 2 problems\n") || !strings.Contains(out, "pipeline gate backoff: open rtsp://") ||
+		!strings.Contains(out, "pipeline door failed: detect.model: open ") || strings.Contains(out, "pattern") {
+		t.Errorf("status --check with two failing pipelines: exit %d, want 1 and both named\n%s%s", code, out, errOut)
+	}
+	out, _, code = ledge(t, "status", "--check", "--json", "--config", cfg, "--data-dir", d.dataDir(t))
+	var rep struct{ Problems []string }
+	if code != 1 || json.Unmarshal([]byte(out), &rep) != nil || len(rep.Problems) != 2 {
+		t.Errorf("status --check --json: exit %d, problems %q\n%s", code, rep.Problems, out)
 	}
 	// A few more reconnection attempts, each said at DEBUG only.
 	for deadline := time.Now().Add(20 * time.Second); strings.Count(d.stderr.String(), `level=DEBUG msg="pipeline source failing"`) < 2; time.Sleep(50 * time.Millisecond) {
@@ -304,5 +317,95 @@ func TestStatusShowsRejectedManifest(t *testing.T) {
 	printDeployment(&b, json.RawMessage(`{"engine": {"connected": true}, `+rejected+`}`))
 	if !strings.Contains(b.String(), "manifest rejected (from mqtt at "+at+")") {
 		t.Errorf("no deployment yet, a rejected one:\n%s", b.String())
+	}
+}
+
+// TestStatusShowsFailingAction: a running pipeline whose webhook's
+// target is down shows the action and why in its REASON column, and the
+// summary line counts it; once it delivers again, nothing of it is left.
+func TestStatusShowsFailingAction(t *testing.T) {
+	raw := json.RawMessage(`{"pipelines": [
+		{"name": "door", "running": true, "state": "running", "fpsIn": 25, "fpsOut": 25, "actions": [
+			{"name": "snapshot-1", "type": "snapshot", "delivered": 4},
+			{"name": "webhook-0", "type": "webhook", "failed": 3, "lastError": "webhook http://10.0.0.9/hook: 503 Service Unavailable", "failing": true, "failingSince": "2026-12-05T09:06:49Z"}]},
+		{"name": "yard", "running": true, "state": "running", "fpsIn": 5, "fpsOut": 5}]}`)
+	var out strings.Builder
+	printPipelines(&out, raw)
+	for _, re := range []string{
+		`(?m)^pipelines  2, 2 running, 0 failing, 1 with a failing action$`,
+		`(?m)^  door +running +25\.0/25\.0 +- +action webhook-0 failing: webhook http://10\.0\.0\.9/hook: 503 Service Unavailable \(since \d\d:\d\d:\d\d\)$`,
+		`(?m)^  yard +running +5\.0/5\.0 +- *$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out.String()) {
+			t.Errorf("status lacks %s:\n%s", re, out.String())
+		}
+	}
+	out.Reset()
+	printPipelines(&out, json.RawMessage(strings.ReplaceAll(strings.ReplaceAll(string(raw), `"failing": true, `, ""), `"failingSince": "2026-12-05T09:06:49Z"`, `"delivered": 1`)))
+	if strings.Contains(out.String(), "failing action") || strings.Contains(out.String(), "webhook-0") {
+		t.Errorf("status after the action recovered:\n%s", out.String())
+	}
+}
+
+// TestStatusProblems: what `ledge status --check` counts as failing, one
+// line each: a component, the data disk, a pipeline that fails, one whose
+// action fails, a module in back-off, the models section, the upstream
+// link; what works is not listed, and a healthy report has none.
+func TestStatusProblems(t *testing.T) {
+	rep := &statusReport{
+		Health: json.RawMessage(`{"status": "failing", "components": [{"name": "agent", "status": "failing", "error": "docker engine unreachable at unix:///x.sock"}, {"name": "hub", "status": "ok"}]}`),
+		System: json.RawMessage(`{"diskLow": "only 12.0 MiB free on the data dir's file system (/d)"}`),
+		Pipelines: json.RawMessage(`{"pipelines": [
+			{"name": "gate", "state": "backoff", "reason": "open rtsp://10.0.0.9/cam: no stream"},
+			{"name": "door", "state": "running", "actions": [{"name": "webhook-0", "failing": true, "lastError": "503 Service Unavailable"}, {"name": "mqtt-1", "failing": true, "lastError": "not connected"}]},
+			{"name": "yard", "state": "running"},
+			{"name": "old", "state": "stopped"}]}`),
+		Deployment: json.RawMessage(`{"modules": {"crasher": {"runtimeStatus": "backoff", "statusDescription": "exited with code 3; restart 4 in 1m20s"}, "ok": {"runtimeStatus": "running"}},
+			"sections": {"models": {"state": "failed", "detail": "people@2 failed: download: digest mismatch"}}, "engine": {"connected": false}}`),
+		Hub: json.RawMessage(`{"upstream": {"mode": "mqtt", "broker": "tcp://10.0.0.1:1883", "state": "connecting", "lastError": "connection refused"}}`),
+	}
+	got := strings.Join(statusProblems(rep), "\n")
+	for _, want := range []string{
+		"component agent: docker engine unreachable at unix:///x.sock",
+		"data disk low: only 12.0 MiB free",
+		"pipeline gate backoff: open rtsp://10.0.0.9/cam: no stream",
+		"pipeline door: action webhook-0 failing: 503 Service Unavailable",
+		"pipeline door: action mqtt-1 failing: not connected",
+		"module crasher backoff: exited with code 3",
+		"models failed: people@2 failed: download: digest mismatch",
+		"upstream tcp://10.0.0.1:1883 connecting: connection refused",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems lack %q:\n%s", want, got)
+		}
+	}
+	for _, not := range []string{"yard", "old", "component hub", "module ok"} {
+		if strings.Contains(got, not) {
+			t.Errorf("problems list %q, which works:\n%s", not, got)
+		}
+	}
+	healthy := &statusReport{
+		Health:     json.RawMessage(`{"status": "ok", "components": [{"name": "hub", "status": "ok"}]}`),
+		System:     json.RawMessage(`{}`),
+		Pipelines:  json.RawMessage(`{"pipelines": [{"name": "yard", "state": "running"}]}`),
+		Deployment: json.RawMessage(`{"modules": {"ok": {"runtimeStatus": "running"}}, "engine": {"connected": true}}`),
+		Hub:        json.RawMessage(`{"upstream": {"mode": "mqtt", "state": "connected"}}`),
+	}
+	if p := statusProblems(healthy); len(p) != 0 {
+		t.Errorf("a healthy ledge has problems: %q", p)
+	}
+}
+
+// TestReasonKeepsSince: a long reason is shortened for a table, and since
+// when it fails stays at its end (`ledge pipelines list` cut it off).
+func TestReasonKeepsSince(t *testing.T) {
+	p := pipeline.Stats{Name: "rtsp", State: pipeline.StateBackoff, Reason: "open rtsp://127.0.0.1:32989/cam: no stream: " + strings.Repeat("the camera is offline or refuses ", 5),
+		FailingSince: time.Date(2026, 12, 5, 15, 40, 37, 0, time.Local)}
+	got := reasonText(p, 100)
+	if !strings.HasSuffix(got, "… (since 2026-12-05 15:40:37)") || !strings.HasPrefix(got, "open rtsp://") {
+		t.Errorf("reason %q: want it shortened with since when at its end", got)
+	}
+	if got := reasonText(pipeline.Stats{State: pipeline.StateRunning}, 100); got != "-" {
+		t.Errorf("reason of a running pipeline: %q", got)
 	}
 }

@@ -584,10 +584,16 @@ func (s *Store) dropLocked(ep *endpoint, e *entry, reason string) {
 	s.countDropLocked(ep.name, reason)
 }
 
-// countDropLocked counts a drop and logs, at most every 10 s.
+// countDropLocked counts a drop and logs, at most every 10 s. A record
+// refused for the disk reserve is counted only: it was never acknowledged
+// (its sender keeps it), and the writer says once when the disk is full
+// and once when there is room again.
 func (s *Store) countDropLocked(endpoint, reason string) {
 	s.drops[reason]++
-	if now := time.Now(); now.Sub(s.lastDropLg) > 10*time.Second {
+	if reason == DropDiskFull {
+		return
+	}
+	if now := s.now(); now.Sub(s.lastDropLg) > 10*time.Second {
 		s.lastDropLg = now
 		s.log.Warn("store-and-forward dropped messages", "reason", reason, "endpoint", endpoint,
 			"dropped_expired", s.drops[DropExpired], "dropped_quota", s.drops[DropQuota])

@@ -5,7 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -323,4 +326,67 @@ func TestForget(t *testing.T) {
 	default:
 		t.Fatal("no notification for a record queued after Forget")
 	}
+}
+
+// TestDiskFullLoggedOnce: a disk below the reserve (a real tmpfs, a file
+// filling it) refuses every new record; the log says so once (with the
+// free bytes and the reserve), not every 10 s for as long as the disk
+// stays full, and once there is room again it says so (INFO). Refused
+// records are not lost ones (the sender keeps them): the WARN about drops
+// of queued messages does not speak of them.
+func TestDiskFullLoggedOnce(t *testing.T) {
+	dir := testenv.Tmpfs(t, "24m")
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "q.db")+"?_journal_mode=WAL&_busy_timeout=5000&_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	logs := &lockedLog{}
+	clk := &clock{t: time.Now()}
+	s, _ := start(t, Options{DB: db, Dir: dir, ReserveBytes: 4 << 20, Now: clk.now,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	enqueue(t, s, Item{"up", 0, 0, []byte("before")})
+	filler := filepath.Join(dir, "filler")
+	if err := os.WriteFile(filler, make([]byte, 20<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		time.Sleep(300 * time.Millisecond) // past the writer's cache of the free space
+		errc := make(chan error, 1)
+		s.Enqueue([]Item{{"up", 0, 0, []byte(fmt.Sprint("full ", i))}}, func(err error) { errc <- err })
+		if err := <-errc; !errors.Is(err, ErrDiskFull) {
+			t.Fatalf("a record on a full disk: %v, want ErrDiskFull", err)
+		}
+		clk.add(15 * time.Second)
+	}
+	log := logs.String()
+	if n := strings.Count(log, "level=WARN") + strings.Count(log, "level=ERROR"); n != 1 || !strings.Contains(log, "reserve=4194304") {
+		t.Errorf("%d WARN and ERROR lines for 5 records refused over 75 s, want 1 naming the reserve:\n%s", n, log)
+	}
+	if strings.Contains(log, "dropped messages") {
+		t.Errorf("refused records are logged as dropped queued messages:\n%s", log)
+	}
+	os.Remove(filler)
+	time.Sleep(300 * time.Millisecond)
+	enqueue(t, s, Item{"up", 0, 0, []byte("after")})
+	if n := strings.Count(logs.String(), "disk space back"); n != 1 {
+		t.Errorf("the first record stored after the disk had room: %d recovery lines, want 1:\n%s", n, logs)
+	}
+}
+
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -8,6 +8,8 @@ package fault
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"syscall"
 )
 
 // Kind classifies an error.
@@ -70,3 +72,17 @@ func KindOf(err error) Kind {
 
 // Is reports whether err has kind k.
 func Is(err error, k Kind) bool { return err != nil && KindOf(err) == k }
+
+// DiskFull reports whether err says a file system is full: ENOSPC from the
+// kernel, or SQLite's SQLITE_FULL ("database or disk is full"), which its
+// driver gives as text only.
+func DiskFull(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, syscall.ENOSPC) {
+		return true
+	}
+	s := err.Error()
+	return strings.Contains(s, "database or disk is full") || strings.Contains(s, "no space left on device")
+}

@@ -318,6 +318,9 @@ func syntaxError(err error) error {
 // typeWords says in words what a Go type yaml names in its errors takes.
 var typeWords = map[string]string{
 	"time.Duration": "a duration (500ms, 5s, 2m, 1h)",
+	// hub.routes in ledge.yaml: a manifest's routes may be strings, these
+	// are mappings.
+	"hub.RouteConfig": `a route: {route: "FROM ... INTO ...", priority: 0}`,
 }
 
 // unmarshalRe matches yaml/v3's "cannot unmarshal !!str `x` into int".

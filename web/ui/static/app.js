@@ -203,7 +203,10 @@ ledge.health = (p) => {
   let text = short;
   if (state === "failed") text += ": " + (reason || "unknown reason");
   else if (state === "backoff") text += ": " + (reason || "no frames") + (src.retry ? " · retry " + ledge.time(src.retry) : "");
-  return { state, failing, reason, text, short };
+  // Actions whose target is down: the pipeline runs, its events do not
+  // get where they should.
+  const actionsFailing = (p.actions || []).filter((a) => a.failing);
+  return { state, failing, reason, text, short, actionsFailing };
 };
 
 // latency is the badge a live view shows: frame rate and the time from
@@ -366,9 +369,13 @@ ledge.pages.overview = () => {
       $("#sum-pipelines").textContent = `${run} / ${ps.length} running`;
       $("#sum-pipelines-detail").textContent = ps.length ? `${ps.reduce((a, p) => a + (p.fpsOut || 0), 0).toFixed(1)} frames/s processed` : "none yet";
       const f = $("#sum-failing");
-      f.replaceChildren(...(failing.length ? [el("strong", { text: `${failing.length} failing` }), ": " + failing.map((p) => `${p.name} (${health(p).short})`).join(", ")] : []));
-      f.hidden = !failing.length;
-      $("#sum-pipelines").closest(".card").classList.toggle("failing", failing.length > 0);
+      const acting = ps.filter((p) => !health(p).failing && health(p).actionsFailing.length);
+      const parts = [];
+      if (failing.length) parts.push(el("strong", { text: `${failing.length} failing` }), ": " + failing.map((p) => `${p.name} (${health(p).short})`).join(", "));
+      if (acting.length) parts.push(...(parts.length ? ["; "] : []), el("strong", { text: `${acting.length} with a failing action` }), ": " + acting.map((p) => `${p.name} (${health(p).actionsFailing.map((a) => a.name).join(", ")})`).join(", "));
+      f.replaceChildren(...parts);
+      f.hidden = !parts.length;
+      $("#sum-pipelines").closest(".card").classList.toggle("failing", parts.length > 0);
       cameras(ps);
     }
     if (dep) {
@@ -582,7 +589,7 @@ ledge.pages.pipelines = () => {
         if (p.owner === "api") { const d = el("button", { type: "button", class: "danger", text: "Delete" }); d.onclick = async () => { if (confirm(`Delete pipeline ${p.name}?`)) { try { await api("DELETE", "/pipelines/" + encodeURIComponent(p.name)); load(); } catch (e) { alert(e.message); } } }; c.buttons.append(d); }
       }
       const src = p.source || {}, h = health(p), spec = p.spec || {};
-      c.card.classList.toggle("failing", h.failing);
+      c.card.classList.toggle("failing", h.failing || h.actionsFailing.length > 0);
       c.head.replaceChildren(el("h2", {}, el("strong", { text: p.name }), " ", status(h.state), " ", el("span", { class: "muted small", text: "from " + p.owner })));
       const state = [h.reason ? `${src.phase || h.state}: ${h.reason}` : src.phase || h.state];
       if (src.retry) state.push(`retry ${new Date(src.retry).toLocaleTimeString()}`);
@@ -597,7 +604,7 @@ ledge.pages.pipelines = () => {
         ["Detections / events", `${p.detections} / ${p.events}`],
       ];
       for (const [stage, l] of Object.entries(p.latency || {}).sort()) if (l.count) rows.push([`${stage.replaceAll("_", " ")} p50 / p99`, `${ms(l.p50)} / ${ms(l.p99)}`]);
-      for (const a of p.actions || []) rows.push([`action ${a.name}`, `${a.delivered} delivered, ${a.failed} failed, ${a.dropped} dropped${a.limited ? `, ${a.limited} limited` : ""}${a.lastError ? " · last error: " + a.lastError : ""}`]);
+      for (const a of p.actions || []) rows.push([`action ${a.name}`, `${a.failing ? `FAILING since ${new Date(a.failingSince).toLocaleString()}: ${a.lastError} · ` : ""}${a.delivered} delivered, ${a.failed} failed, ${a.dropped} dropped${a.limited ? `, ${a.limited} limited` : ""}${!a.failing && a.lastError ? " · last error: " + a.lastError : ""}`]);
       c.body.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
       const text = JSON.stringify(spec, null, 2);
       if (c.spec.textContent !== text) c.spec.textContent = text;
