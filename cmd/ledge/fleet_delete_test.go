@@ -148,7 +148,12 @@ func TestFleetDelete(t *testing.T) {
 		t.Errorf("delete top again: %q", out)
 	}
 
-	// The attacker re-publishes top's signed definition (generation 1).
+	// The attacker re-publishes top's signed definition (generation 1)
+	// while no controller runs (a running one that saw the delete puts the
+	// tombstone back at once: hub/fleet TestControllerDeletesDeployment);
+	// the CLI and the controller started next refuse it.
+	ctl.cmd.Process.Signal(syscall.SIGKILL)
+	<-ctl.done
 	fp := filepath.Join(f.dir, "replay")
 	os.WriteFile(fp, old, 0o600)
 	if out, err := exec.Command(pub, "-h", host, "-p", port, "-u", "fleet", "-P", "fleet-pw", "-r", "-q", "1",
@@ -158,8 +163,6 @@ func TestFleetDelete(t *testing.T) {
 	waitFor(t, 30*time.Second, "the replay refused", func() bool {
 		return strings.Contains(f.cli("status"), "refused: top: generation 1 is older than generation 2")
 	})
-	ctl.cmd.Process.Signal(syscall.SIGKILL)
-	<-ctl.done
 	ctl = f.startController()
 	waitFor(t, 30*time.Second, "the new controller holds the lease", func() bool {
 		return strings.Contains(ctl.stderr.String(), "fleet lease acquired")
