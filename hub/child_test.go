@@ -62,6 +62,14 @@ func childMain() int {
 			defer pprof.StopCPUProfile()
 		}
 	}
+	if path := os.Getenv("LEDGE_HUB_MEMPROFILE"); path != "" { // allocations, written at exit
+		defer func() {
+			if f, err := os.Create(path); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	httpPort := 0
 	if spec.HTTP {
 		l, err := net.Listen("tcp", "127.0.0.1:0")

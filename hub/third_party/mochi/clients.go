@@ -583,41 +583,41 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 
 	atomic.AddInt64(&cl.ops.info.BytesReceived, int64(n))
 
-	// Decode the remaining packet values using a fresh copy of the bytes,
-	// otherwise the next packet will change the data of this one.
-	px := append([]byte{}, p[:]...)
+	// p is this packet's own (made above, not the reader's buffer): the
+	// decoded packet may keep slices of it (the payload) without a copy.
+	// A second copy was made here for every packet read.
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
-		err = pk.ConnectDecode(px)
+		err = pk.ConnectDecode(p)
 	case packets.Disconnect:
-		err = pk.DisconnectDecode(px)
+		err = pk.DisconnectDecode(p)
 	case packets.Connack:
-		err = pk.ConnackDecode(px)
+		err = pk.ConnackDecode(p)
 	case packets.Publish:
-		err = pk.PublishDecode(px)
+		err = pk.PublishDecode(p)
 		if err == nil {
 			atomic.AddInt64(&cl.ops.info.MessagesReceived, 1)
 		}
 	case packets.Puback:
-		err = pk.PubackDecode(px)
+		err = pk.PubackDecode(p)
 	case packets.Pubrec:
-		err = pk.PubrecDecode(px)
+		err = pk.PubrecDecode(p)
 	case packets.Pubrel:
-		err = pk.PubrelDecode(px)
+		err = pk.PubrelDecode(p)
 	case packets.Pubcomp:
-		err = pk.PubcompDecode(px)
+		err = pk.PubcompDecode(p)
 	case packets.Subscribe:
-		err = pk.SubscribeDecode(px)
+		err = pk.SubscribeDecode(p)
 	case packets.Suback:
-		err = pk.SubackDecode(px)
+		err = pk.SubackDecode(p)
 	case packets.Unsubscribe:
-		err = pk.UnsubscribeDecode(px)
+		err = pk.UnsubscribeDecode(p)
 	case packets.Unsuback:
-		err = pk.UnsubackDecode(px)
+		err = pk.UnsubackDecode(p)
 	case packets.Pingreq:
 	case packets.Pingresp:
 	case packets.Auth:
-		err = pk.AuthDecode(px)
+		err = pk.AuthDecode(p)
 	default:
 		err = fmt.Errorf("invalid packet type; %v", pk.FixedHeader.Type)
 	}
@@ -828,7 +828,15 @@ func (cl *Client) encodePacket(pk packets.Packet) (packets.Packet, *bytes.Buffer
 	pk = cl.ops.hooks.OnPacketEncode(cl, pk)
 
 	var err error
-	buf := new(bytes.Buffer)
+	var buf *bytes.Buffer
+	if pk.FixedHeader.Type == packets.Publish {
+		// Room for the whole packet at once: fixed header, topic, packet
+		// id, a few properties and the payload (it grew from 64 bytes in
+		// two or three copies per message).
+		buf = bytes.NewBuffer(make([]byte, 0, 16+len(pk.TopicName)+len(pk.Payload)+publishPropertiesRoom(pk)))
+	} else {
+		buf = new(bytes.Buffer)
+	}
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectEncode(buf)
@@ -872,6 +880,20 @@ func (cl *Client) encodePacket(pk packets.Packet) (packets.Packet, *bytes.Buffer
 	}
 
 	return pk, buf, nil
+}
+
+// publishPropertiesRoom is a guess of the room a PUBLISH's properties take
+// once encoded: nothing for MQTT 3.1.1, the variable-length ones and a
+// little for the fixed-size ones for MQTT 5.
+func publishPropertiesRoom(pk packets.Packet) int {
+	if pk.ProtocolVersion < 5 {
+		return 0
+	}
+	n := 32 + len(pk.Properties.ContentType) + len(pk.Properties.ResponseTopic) + len(pk.Properties.CorrelationData)
+	for _, u := range pk.Properties.User {
+		n += 5 + len(u.Key) + len(u.Val)
+	}
+	return n
 }
 
 func (cl *Client) flushOutbuf() (err error) {

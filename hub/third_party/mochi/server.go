@@ -1224,8 +1224,11 @@ func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk p
 		}
 	}
 
+	// Its own variable, so that only a queued packet is moved to the heap
+	// (&out made every delivery's copy escape, inline writes included).
+	queued := out
 	select {
-	case cl.State.outbound <- &out:
+	case cl.State.outbound <- &queued:
 		atomic.AddInt32(&cl.State.outboundQty, 1)
 	default:
 		atomic.AddInt64(&s.Info.MessagesDropped, 1)
