@@ -34,7 +34,7 @@ type load struct {
 
 type loadResult struct {
 	Sent, Received uint64
-	Want           uint64 // messages that should have arrived: sent x subscribers
+	Want           uint64  // messages that should have arrived: sent x subscribers
 	Rate           float64 // delivered msg/s
 	P50, P99       time.Duration
 	CPU            time.Duration // broker CPU over the run
