@@ -165,6 +165,7 @@ type ClientState struct {
 	cancelOpen      context.CancelFunc     // cancel function for open context
 	outboundQty     int32                  // number of messages currently in the outbound queue
 	lastPublish     int64                  // when the last publish was sent or queued to the client (unix ns), for InlineClientWrites
+	readMore        atomic.Bool            // Read had more of the client's bytes buffered when it handed over the packet being handled
 	gate            sync.RWMutex           // held by deliveries (read) and by a session take-over or resumption (write), see publishToClient
 	movedTo         atomic.Pointer[Client] // the client that took this one's session over
 	Keepalive       uint16                 // the number of seconds the connection can wait
@@ -477,7 +478,8 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return err
 		}
 
-		err = packetHandler(cl, pk) // Process inbound packet.
+		cl.State.readMore.Store(cl.Net.bconn.Buffered() > 0) // before the packet is handled: is another one already here?
+		err = packetHandler(cl, pk)                          // Process inbound packet.
 		if err != nil {
 			return err
 		}

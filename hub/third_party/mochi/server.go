@@ -1004,7 +1004,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	// When it publishes a package with a qos > 0, the server treats
 	// the package as qos=0, and the client receives it as qos=1 or 2.
 	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
-		s.publishToSubscribers(pk)
+		s.publishToSubscribersFrom(cl, pk)
 		s.hooks.OnPublished(cl, pk)
 		return nil
 	}
@@ -1024,7 +1024,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	// The message is handed to its subscribers before it is acknowledged,
 	// so a hook (OnPublished) can make what was queued for them durable
 	// before the publisher is told it was received.
-	s.publishToSubscribers(pk)
+	s.publishToSubscribersFrom(cl, pk)
 	s.hooks.OnPublished(cl, pk)
 
 	err = cl.WritePacket(ack)
@@ -1056,6 +1056,17 @@ func (s *Server) retainMessage(cl *Client, pk packets.Packet) {
 
 // publishToSubscribers publishes a publish packet to all subscribers with matching topic filters.
 func (s *Server) publishToSubscribers(pk packets.Packet) {
+	s.publishToSubscribersFrom(nil, pk)
+}
+
+// publishToSubscribersFrom is publishToSubscribers for a packet the client
+// from sent (nil: a Will, the inline client...). When from has nothing
+// more buffered to read, no other message of it is coming right now, and
+// an idle subscriber is written to inline (InlineClientWrites) whatever
+// the time since its previous message: queueing it would only wake the
+// subscriber's WriteLoop to write this one packet alone.
+func (s *Server) publishToSubscribersFrom(from *Client, pk packets.Packet) {
+	idle := from != nil && from.Net.bconn != nil && !from.State.readMore.Load()
 	if pk.Ignore {
 		return
 	}
@@ -1086,7 +1097,7 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 
 	for id, subs := range subscribers.Subscriptions {
 		if cl, ok := s.Clients.Get(id); ok {
-			_, err := s.publishToClient(cl, subs, pk)
+			_, err := s.deliver(cl, subs, pk, idle)
 			if err != nil {
 				s.Log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
@@ -1095,13 +1106,19 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 }
 
 func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packets.Packet) (packets.Packet, error) {
+	return s.deliver(cl, sub, pk, false)
+}
+
+// deliver is publishToClient; idle says that the publisher has nothing
+// more to send right now (publishToSubscribersFrom).
+func (s *Server) deliver(cl *Client, sub packets.Subscription, pk packets.Packet, idle bool) (packets.Packet, error) {
 	// Through the client's gate: a session being resumed lets new messages
 	// through once its queue has been sent again (attachClient), and one
 	// taken over hands them to the client that took it (inheritClientSession).
 	for {
 		cl.State.gate.RLock()
 		if !cl.IsTakenOver() {
-			out, err := s.publishToClientGated(cl, sub, pk)
+			out, err := s.publishToClientGated(cl, sub, pk, idle)
 			cl.State.gate.RUnlock()
 			return out, err
 		}
@@ -1114,7 +1131,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	}
 }
 
-func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk packets.Packet) (packets.Packet, error) {
+func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk packets.Packet, idle bool) (packets.Packet, error) {
 	if sub.NoLocal && pk.Origin == cl.ID {
 		return pk, nil // [MQTT-3.8.3-3]
 	}
@@ -1213,13 +1230,14 @@ func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk p
 		return out, packets.CodeDisconnect
 	}
 
-	// Inline only for a subscriber that gets messages now and then: under a
-	// steady stream the write goroutine batches several packets per write,
-	// which costs less than a write per packet.
+	// Inline for a subscriber that gets messages now and then, or when the
+	// publisher has no more buffered (idle): under a steady stream from a
+	// publisher with more to read, the write goroutine batches several
+	// packets per write, which costs less than a write per packet.
 	if s.Options.InlineClientWrites {
 		now := time.Now().UnixNano()
 		last := atomic.SwapInt64(&cl.State.lastPublish, now)
-		if now-last >= inlineMinGap && cl.writeInline(out) {
+		if (idle || now-last >= inlineMinGap) && cl.writeInline(out) {
 			return out, nil
 		}
 	}
