@@ -117,6 +117,7 @@ type ClientConnection struct {
 	Conn     net.Conn      // the net.Conn used to establish the connection
 	bconn    *bufio.Reader // a buffered net.Conn for reading packets
 	outbuf   *bytes.Buffer // a buffer for writing packets
+	spare    *bytes.Buffer // outbuf once written out, emptied, for the next batch
 	Remote   string        // the remote address of the client
 	Listener string        // listener id of the client
 	Inline   bool          // if true, the client is the built-in 'inline' embedded client
@@ -669,7 +670,10 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 			if buf.Len() >= cl.ops.options.ClientNetWriteBufferSize {
 				return buf.WriteTo(cl.Net.Conn)
 			}
-			cl.Net.outbuf = new(bytes.Buffer)
+			cl.Net.outbuf, cl.Net.spare = cl.Net.spare, nil
+			if cl.Net.outbuf == nil {
+				cl.Net.outbuf = new(bytes.Buffer)
+			}
 		}
 
 		n, _ := cl.Net.outbuf.Write(buf.Bytes()) // will always be successful
@@ -905,7 +909,15 @@ func (cl *Client) flushOutbuf() (err error) {
 
 	_, err = cl.Net.outbuf.WriteTo(cl.Net.Conn)
 	if err == nil {
+		// Kept for the next batch (it grew to a batch's size in several
+		// copies each time); WriteTo has emptied it.
+		if cl.Net.outbuf.Cap() <= maxSpareOutbuf {
+			cl.Net.spare = cl.Net.outbuf
+		}
 		cl.Net.outbuf = nil
 	}
 	return
 }
+
+// maxSpareOutbuf is the largest outbuf kept for the next batch.
+const maxSpareOutbuf = 64 * 1024

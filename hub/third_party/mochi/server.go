@@ -1082,7 +1082,8 @@ func (s *Server) publishToSubscribersFrom(from *Client, pk packets.Packet) {
 		}
 	}
 
-	subscribers := s.Topics.Subscribers(pk.TopicName)
+	subscribers := s.Topics.pooledSubscribers(pk.TopicName)
+	defer releaseSubscribers(subscribers)
 	if len(subscribers.Shared) > 0 {
 		subscribers = s.hooks.OnSelectSubscribers(subscribers, pk)
 		if len(subscribers.SharedSelected) == 0 {

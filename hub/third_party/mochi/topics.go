@@ -603,6 +603,33 @@ func (x *TopicsIndex) Subscribers(topic string) *Subscribers {
 	})
 }
 
+// subscribersPool holds Subscribers whose Subscriptions map is kept
+// (emptied) from one published message to the next: a map of a few
+// subscriptions allocates a group of eight slots, about 800 bytes, per
+// message otherwise.
+var subscribersPool = sync.Pool{New: func() any {
+	return &Subscribers{Subscriptions: map[string]packets.Subscription{}}
+}}
+
+// pooledSubscribers is Subscribers from subscribersPool; the caller gives
+// it back with releaseSubscribers once done with it.
+func (x *TopicsIndex) pooledSubscribers(topic string) *Subscribers {
+	return x.scanSubscribers(topic, 0, nil, subscribersPool.Get().(*Subscribers))
+}
+
+// releaseSubscribers gives subs back to subscribersPool, unless its maps
+// went to a hook (shared subscriptions: OnSelectSubscribers) or grew past
+// a few groups (a map keeps its size when cleared, and clearing costs it:
+// a large one would make every later small message pay for it).
+func releaseSubscribers(subs *Subscribers) {
+	if subs.Shared != nil || subs.SharedSelected != nil || subs.Subscriptions == nil || len(subs.Subscriptions) > 64 {
+		return
+	}
+	clear(subs.Subscriptions)
+	subs.InlineSubscriptions = nil
+	subscribersPool.Put(subs)
+}
+
 // scanSubscribers returns a list of client subscriptions matching an indexed topic address.
 func (x *TopicsIndex) scanSubscribers(topic string, d int, n *particle, subs *Subscribers) *Subscribers {
 	if n == nil {
