@@ -212,6 +212,8 @@ func BenchmarkInlineWrites(b *testing.B) {
 // LEDGE_HUB_AB_BASE (B: e.g. built from main with `go test -c -o
 // /tmp/base.test ./hub`), interleaved round by round in alternating
 // order. It reports A/B ratios of CPU per message and delivered rate.
+// LEDGE_HUB_AB_ENV and LEDGE_HUB_AB_BASE_ENV add environment to A's and
+// B's child only (e.g. the same binary twice, GOGC=200 against nothing).
 // Without LEDGE_HUB_AB_BASE it is skipped.
 func BenchmarkHubAB(b *testing.B) {
 	base := os.Getenv("LEDGE_HUB_AB_BASE")
@@ -220,7 +222,10 @@ func BenchmarkHubAB(b *testing.B) {
 	}
 	cfg := DefaultConfig()
 	cfg.Listen = ListenConfig{MQTT: "127.0.0.1:0"}
+	env := os.Getenv("LEDGE_HUB_CHILD_ENV")
+	b.Setenv("LEDGE_HUB_CHILD_ENV", env+" "+os.Getenv("LEDGE_HUB_AB_ENV"))
 	a := startChild(b, childSpec{Dir: b.TempDir(), Dev: true, Config: cfg})
+	b.Setenv("LEDGE_HUB_CHILD_ENV", env+" "+os.Getenv("LEDGE_HUB_AB_BASE_ENV"))
 	b.Setenv("LEDGE_HUB_CHILD_BIN", base)
 	bb := startChild(b, childSpec{Dir: b.TempDir(), Dev: true, Config: cfg})
 	for _, l := range []load{
