@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"io"
 	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -78,10 +77,12 @@ func TestReadPacketPayloadIsItsOwn(t *testing.T) {
 	require.Equal(t, "other", string(got[1].Payload))
 }
 
-// Patch 51: a message from a publisher with nothing more buffered is
-// written inline to an idle subscriber even right after the previous one
-// (the 100 µs gap applies to a publisher with more to read).
-func TestIdlePublisherWritesInline(t *testing.T) {
+// Patches 51-52: a message from a network publisher goes into an idle
+// subscriber's outbuf and is written by the publisher's goroutine: at
+// once when the publisher has nothing more buffered, else as one batch
+// before the publisher next reads its socket. Nothing is queued for
+// WriteLoop, and the bytes arrive whole and in order.
+func TestPublisherWritesHeldBatch(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer l.Close()
@@ -93,26 +94,58 @@ func TestIdlePublisherWritesInline(t *testing.T) {
 
 	s := New(&Options{Logger: logger, InlineClientWrites: true})
 	require.NoError(t, s.AddHook(new(AllowHook), nil))
-	cl := s.NewClient(conn, "tcp", "sub", false)
-	cl.Properties.ProtocolVersion = 4
-	defer cl.Stop(nil)
-	// No WriteLoop: a queued packet stays on the outbound channel.
+	sub := s.NewClient(conn, "tcp", "sub", false)
+	sub.Properties.ProtocolVersion = 4
+	defer sub.Stop(nil)
+	// No WriteLoop: a queued packet would stay on the outbound channel.
+	s.Clients.Add(sub)
+	s.Topics.Subscribe("sub", packets.Subscription{Filter: "a/b"})
 
-	sub := packets.Subscription{Filter: "a/b"}
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "a/b", Payload: []byte("x")}
-	atomic.StoreInt64(&cl.State.lastPublish, time.Now().UnixNano()+int64(time.Hour)) // as if a message had just gone
-	_, err = s.publishToClientGated(cl, sub, pk, true)
-	require.NoError(t, err)
-	require.Zero(t, len(cl.State.outbound), "idle publisher: written inline, not queued")
+	pr, pw := net.Pipe()
+	defer pr.Close()
+	defer pw.Close()
+	pub := s.NewClient(pr, "tcp", "pub", false)
+	pub.Properties.ProtocolVersion = 4
+	defer pub.Stop(nil)
 
-	want := []byte{0x30, 6, 0, 3, 'a', '/', 'b', 'x'}
-	got := make([]byte, len(want))
-	reader.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, err = io.ReadFull(reader, got)
-	require.NoError(t, err)
-	require.Equal(t, want, got)
+	msg := func(p string) packets.Packet {
+		return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "a/b", Payload: []byte(p)}
+	}
+	wire := func(p string) []byte { return append([]byte{0x30, byte(5 + len(p)), 0, 3, 'a', '/', 'b'}, p...) }
+	expect := func(want []byte) {
+		t.Helper()
+		got := make([]byte, len(want))
+		reader.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := io.ReadFull(reader, got)
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	}
 
-	_, err = s.publishToClientGated(cl, sub, pk, false)
+	// More buffered: held in the subscriber's outbuf, in order.
+	pub.State.readMore.Store(true)
+	s.publishToSubscribersFrom(pub, msg("1"))
+	s.publishToSubscribersFrom(pub, msg("22"))
+	require.Zero(t, len(sub.State.outbound), "held, not queued")
+	require.Equal(t, append(wire("1"), wire("22")...), sub.Net.outbuf.Bytes())
+
+	// The publisher's reader goes to its socket: the batch is written first.
+	go pw.Write([]byte{0xc0})
+	_, err = pub.Net.bconn.ReadByte()
 	require.NoError(t, err)
-	require.Equal(t, 1, len(cl.State.outbound), "a publisher with more to read: queued for WriteLoop to batch")
+	require.Nil(t, sub.Net.outbuf)
+	expect(append(wire("1"), wire("22")...))
+
+	// Nothing more buffered: written at once.
+	pub.State.readMore.Store(false)
+	s.publishToSubscribersFrom(pub, msg("333"))
+	require.Nil(t, sub.Net.outbuf)
+	require.Zero(t, len(sub.State.outbound))
+	expect(wire("333"))
+
+	// Held when the publisher's reader stops: written as Read returns.
+	pub.State.readMore.Store(true)
+	s.publishToSubscribersFrom(pub, msg("4"))
+	pub.Stop(nil)
+	require.NoError(t, pub.Read(func(*Client, packets.Packet) error { return nil }))
+	expect(wire("4"))
 }

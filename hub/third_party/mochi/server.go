@@ -1066,7 +1066,13 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 // the time since its previous message: queueing it would only wake the
 // subscriber's WriteLoop to write this one packet alone.
 func (s *Server) publishToSubscribersFrom(from *Client, pk packets.Packet) {
-	idle := from != nil && from.Net.bconn != nil && !from.State.readMore.Load()
+	if from != nil && (from.Net.bconn == nil || from.Net.Inline) {
+		from = nil // no reader of its own to write held-back batches
+	}
+	idle := from != nil && !from.State.readMore.Load()
+	if from != nil && idle {
+		defer from.flushDeferred() // nothing more to read: the batch goes now
+	}
 	if pk.Ignore {
 		return
 	}
@@ -1098,7 +1104,7 @@ func (s *Server) publishToSubscribersFrom(from *Client, pk packets.Packet) {
 
 	for id, subs := range subscribers.Subscriptions {
 		if cl, ok := s.Clients.Get(id); ok {
-			_, err := s.deliver(cl, subs, pk, idle)
+			_, err := s.deliver(cl, subs, pk, from)
 			if err != nil {
 				s.Log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
@@ -1107,19 +1113,19 @@ func (s *Server) publishToSubscribersFrom(from *Client, pk packets.Packet) {
 }
 
 func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packets.Packet) (packets.Packet, error) {
-	return s.deliver(cl, sub, pk, false)
+	return s.deliver(cl, sub, pk, nil)
 }
 
-// deliver is publishToClient; idle says that the publisher has nothing
-// more to send right now (publishToSubscribersFrom).
-func (s *Server) deliver(cl *Client, sub packets.Subscription, pk packets.Packet, idle bool) (packets.Packet, error) {
+// deliver is publishToClient for a message from a network client (from,
+// nil if none), which can hold a batch back for it (writeDeferred).
+func (s *Server) deliver(cl *Client, sub packets.Subscription, pk packets.Packet, from *Client) (packets.Packet, error) {
 	// Through the client's gate: a session being resumed lets new messages
 	// through once its queue has been sent again (attachClient), and one
 	// taken over hands them to the client that took it (inheritClientSession).
 	for {
 		cl.State.gate.RLock()
 		if !cl.IsTakenOver() {
-			out, err := s.publishToClientGated(cl, sub, pk, idle)
+			out, err := s.publishToClientGated(cl, sub, pk, from)
 			cl.State.gate.RUnlock()
 			return out, err
 		}
@@ -1132,7 +1138,7 @@ func (s *Server) deliver(cl *Client, sub packets.Subscription, pk packets.Packet
 	}
 }
 
-func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk packets.Packet, idle bool) (packets.Packet, error) {
+func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk packets.Packet, from *Client) (packets.Packet, error) {
 	if sub.NoLocal && pk.Origin == cl.ID {
 		return pk, nil // [MQTT-3.8.3-3]
 	}
@@ -1231,14 +1237,20 @@ func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk p
 		return out, packets.CodeDisconnect
 	}
 
-	// Inline for a subscriber that gets messages now and then, or when the
-	// publisher has no more buffered (idle): under a steady stream from a
-	// publisher with more to read, the write goroutine batches several
-	// packets per write, which costs less than a write per packet.
+	// A message from a network client goes into the idle subscriber's
+	// outbuf, written by the publisher's goroutine once it has read what it
+	// has buffered (writeDeferred): one write for a burst, no WriteLoop
+	// wake-up. Other messages (Wills, the inline client's) are written
+	// inline to a subscriber that gets messages now and then: under a
+	// steady stream the write goroutine batches several packets per write,
+	// which costs less than a write per packet.
 	if s.Options.InlineClientWrites {
+		if from != nil && cl.writeDeferred(out, from) {
+			return out, nil
+		}
 		now := time.Now().UnixNano()
 		last := atomic.SwapInt64(&cl.State.lastPublish, now)
-		if (idle || now-last >= inlineMinGap) && cl.writeInline(out) {
+		if from == nil && now-last >= inlineMinGap && cl.writeInline(out) {
 			return out, nil
 		}
 	}
