@@ -1036,7 +1036,7 @@ func (cl *Client) flushHeld() {
 	b := cl.Net.outbuf.Bytes()
 	written := 0
 	var werr error
-	err := errors.New("no raw socket")
+	err := errNoRawSocket
 	if sc, ok := cl.Net.Conn.(syscall.Conn); ok {
 		if raw, rerr := sc.SyscallConn(); rerr == nil {
 			err = raw.Write(func(fd uintptr) bool {
@@ -1056,6 +1056,8 @@ func (cl *Client) flushHeld() {
 	cl.Net.outbuf.Next(written)
 	cl.queueFlushMarker() // WriteLoop writes the rest, or meets the error
 }
+
+var errNoRawSocket = errors.New("no raw socket")
 
 // queueFlushMarker asks WriteLoop to write outbuf out; a full queue has
 // packets whose writes flush it first.
