@@ -106,10 +106,14 @@ func reportPair(b *testing.B, mq, hb []loadResult) {
 	b.ReportMetric(float64(h.P50.Microseconds()), "hub-p50-µs")
 	b.ReportMetric(float64(h.RSS), "hub-rss-KiB")
 	b.ReportMetric(float64(m.RSS), "mosq-rss-KiB")
-	lost := func(r loadResult, subs uint64) float64 {
-		return float64(r.Sent*subs-min(r.Received, r.Sent*subs)) / float64(max(1, r.Sent*subs))
+	b.ReportMetric(h.lostPct(), "hub-lost-%")
+	b.ReportMetric(m.lostPct(), "mosq-lost-%")
+	if os.Getenv("LEDGE_BENCH_VERBOSE") != "" {
+		for i := range mq {
+			b.Logf("round %d: mosquitto sent %d received %d rate %.0f cpu %v gen %v | hub sent %d received %d rate %.0f cpu %v gen %v", i,
+				mq[i].Sent, mq[i].Received, mq[i].Rate, mq[i].CPU, mq[i].GenCPU, hb[i].Sent, hb[i].Received, hb[i].Rate, hb[i].CPU, hb[i].GenCPU)
+		}
 	}
-	_ = lost
 }
 
 func mean(rs []loadResult) loadResult {
@@ -118,10 +122,12 @@ func mean(rs []loadResult) loadResult {
 	for _, r := range rs {
 		out.Sent += r.Sent
 		out.Received += r.Received
+		out.Want += r.Want
 		out.Rate += r.Rate / float64(len(rs))
 		out.P50 += r.P50 / time.Duration(len(rs))
 		out.P99 += r.P99 / time.Duration(len(rs))
 		cpu += r.CPU
+		out.GenCPU += r.GenCPU
 		out.RSS = max(out.RSS, r.RSS)
 	}
 	out.CPU = cpu
@@ -197,6 +203,66 @@ func BenchmarkInlineWrites(b *testing.B) {
 			b.ReportMetric(ma.Rate/mq.Rate, "rate-inline/queued")
 			b.ReportMetric(ma.cpuPerMsg(), "inline-cpu-µs/msg")
 			b.ReportMetric(mq.cpuPerMsg(), "queued-cpu-µs/msg")
+		})
+	}
+}
+
+// BenchmarkHubAB compares two builds of the hub on the same loads: a
+// child of this test binary (A) and one of the test binary named by
+// LEDGE_HUB_AB_BASE (B: e.g. built from main with `go test -c -o
+// /tmp/base.test ./hub`), interleaved round by round in alternating
+// order. It reports A/B ratios of CPU per message and delivered rate.
+// LEDGE_HUB_AB_ENV and LEDGE_HUB_AB_BASE_ENV add environment to A's and
+// B's child only (e.g. the same binary twice, GOGC=200 against nothing).
+// Without LEDGE_HUB_AB_BASE it is skipped.
+func BenchmarkHubAB(b *testing.B) {
+	base := os.Getenv("LEDGE_HUB_AB_BASE")
+	if base == "" {
+		b.Skip("LEDGE_HUB_AB_BASE names no test binary to compare with")
+	}
+	cfg := DefaultConfig()
+	cfg.Listen = ListenConfig{MQTT: "127.0.0.1:0"}
+	env := os.Getenv("LEDGE_HUB_CHILD_ENV")
+	b.Setenv("LEDGE_HUB_CHILD_ENV", env+" "+os.Getenv("LEDGE_HUB_AB_ENV"))
+	a := startChild(b, childSpec{Dir: b.TempDir(), Dev: true, Config: cfg})
+	b.Setenv("LEDGE_HUB_CHILD_ENV", env+" "+os.Getenv("LEDGE_HUB_AB_BASE_ENV"))
+	b.Setenv("LEDGE_HUB_CHILD_BIN", base)
+	bb := startChild(b, childSpec{Dir: b.TempDir(), Dev: true, Config: cfg})
+	for _, l := range []load{
+		{Name: "1x1-q0-sat", Pubs: 1, Subs: 1, QoS: 0},
+		{Name: "1x1-q0-paced", Pubs: 1, Subs: 1, QoS: 0, Rate: 5000},
+		{Name: "1x1-q1-sat", Pubs: 1, Subs: 1, QoS: 1},
+		{Name: "1x1-q1-paced", Pubs: 1, Subs: 1, QoS: 1, Rate: 5000},
+		{Name: "1x10-q0-sat", Pubs: 1, Subs: 10, QoS: 0},
+	} {
+		l.Duration, l.Topic, l.Filter = 2*time.Second, "ab/"+l.Name, "ab/"+l.Name
+		b.Run(l.Name, func(b *testing.B) {
+			var ra, rb []loadResult
+			run := func(c *child) loadResult {
+				r, err := runLoad(fmt.Sprintf("tcp://127.0.0.1:%d", c.port), c.pid, l)
+				if err != nil {
+					b.Fatal(err)
+				}
+				return r
+			}
+			i := 0
+			for b.Loop() {
+				if i%2 == 0 {
+					ra = append(ra, run(a))
+					rb = append(rb, run(bb))
+				} else {
+					rb = append(rb, run(bb))
+					ra = append(ra, run(a))
+				}
+				i++
+			}
+			ma, mb := mean(ra), mean(rb)
+			b.ReportMetric(ma.cpuPerMsg()/mb.cpuPerMsg(), "cpu-A/B")
+			b.ReportMetric(ma.Rate/mb.Rate, "rate-A/B")
+			b.ReportMetric(ma.cpuPerMsg(), "A-cpu-µs/msg")
+			b.ReportMetric(mb.cpuPerMsg(), "B-cpu-µs/msg")
+			b.ReportMetric(ma.lostPct(), "A-lost-%")
+			b.ReportMetric(mb.lostPct(), "B-lost-%")
 		})
 	}
 }

@@ -47,6 +47,9 @@ func childMain() int {
 	if os.Getenv("LEDGE_HUB_INLINE_WRITES") == "0" {
 		inlineClientWrites = false
 	}
+	if v := os.Getenv("LEDGE_HUB_NET_BUFFERS"); v != "" { // read,write in bytes (measuring)
+		fmt.Sscanf(v, "%d,%d", &clientReadBuffer, &clientWriteBuffer)
+	}
 	if d, err := time.ParseDuration(os.Getenv("LEDGE_HUB_COMMIT_DELAY")); err == nil {
 		commitDelay = d
 	}
@@ -61,6 +64,14 @@ func childMain() int {
 			pprof.StartCPUProfile(f)
 			defer pprof.StopCPUProfile()
 		}
+	}
+	if path := os.Getenv("LEDGE_HUB_MEMPROFILE"); path != "" { // allocations, written at exit
+		defer func() {
+			if f, err := os.Create(path); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
 	}
 	httpPort := 0
 	if spec.HTTP {

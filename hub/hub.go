@@ -87,6 +87,10 @@ type Hub struct {
 // it off in a child hub, LEDGE_HUB_INLINE_WRITES=0, to measure it).
 var inlineClientWrites = true
 
+// clientReadBuffer and clientWriteBuffer size mochi's per-connection read
+// buffer and write batch (0: mochi's 2 KiB).
+var clientReadBuffer, clientWriteBuffer = 0, 0
+
 type storeDefaults struct {
 	ttl time.Duration
 }
@@ -162,7 +166,9 @@ func New(ctx context.Context, o Options) (_ *Hub, err error) {
 		// A publisher's goroutine writes to idle subscribers itself (one
 		// non-blocking write, see third_party/mochi/LEDGE.md): no wake-up of
 		// the subscriber's write goroutine per message.
-		InlineClientWrites: inlineClientWrites,
+		InlineClientWrites:       inlineClientWrites,
+		ClientNetReadBufferSize:  clientReadBuffer,
+		ClientNetWriteBufferSize: clientWriteBuffer,
 	})
 	if err := h.srv.AddHook(&hooks{h: h}, nil); err != nil {
 		return nil, err

@@ -89,7 +89,11 @@ type child struct {
 func startChild(t testing.TB, spec childSpec) *child {
 	t.Helper()
 	js, _ := json.Marshal(spec)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	bin := os.Args[0]
+	if b := os.Getenv("LEDGE_HUB_CHILD_BIN"); b != "" {
+		bin = b // another build of this test binary (BenchmarkHubAB)
+	}
+	cmd := exec.Command(bin, "-test.run=^$")
 	cmd.Env = append(os.Environ(), "LEDGE_HUB_CHILD="+string(js))
 	// Extra environment for the child only (GODEBUG, GOGC... when tuning).
 	cmd.Env = append(cmd.Env, strings.Fields(os.Getenv("LEDGE_HUB_CHILD_ENV"))...)

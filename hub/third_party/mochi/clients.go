@@ -114,12 +114,16 @@ type Client struct {
 
 // ClientConnection contains the connection transport and metadata for the client.
 type ClientConnection struct {
-	Conn     net.Conn      // the net.Conn used to establish the connection
-	bconn    *bufio.Reader // a buffered net.Conn for reading packets
-	outbuf   *bytes.Buffer // a buffer for writing packets
-	Remote   string        // the remote address of the client
-	Listener string        // listener id of the client
-	Inline   bool          // if true, the client is the built-in 'inline' embedded client
+	Conn   net.Conn      // the net.Conn used to establish the connection
+	bconn  *bufio.Reader // a buffered net.Conn for reading packets
+	outbuf *bytes.Buffer // a buffer for writing packets
+	spare  *bytes.Buffer // outbuf once written out, emptied, for the next batch
+	// deferredBy is the client whose reader holds back what outbuf has
+	// (writeDeferred): it writes it when it next reads its socket.
+	deferredBy *Client
+	Remote     string // the remote address of the client
+	Listener   string // listener id of the client
+	Inline     bool   // if true, the client is the built-in 'inline' embedded client
 }
 
 // ClientProperties contains the properties which define the client behaviour.
@@ -165,6 +169,9 @@ type ClientState struct {
 	cancelOpen      context.CancelFunc     // cancel function for open context
 	outboundQty     int32                  // number of messages currently in the outbound queue
 	lastPublish     int64                  // when the last publish was sent or queued to the client (unix ns), for InlineClientWrites
+	readMore        atomic.Bool            // Read had more of the client's bytes buffered when it handed over the packet being handled
+	deferMu         sync.Mutex             // guards deferred
+	deferred        []*Client              // subscribers holding this client's messages in their outbuf (writeDeferred), written before it reads its socket
 	gate            sync.RWMutex           // held by deliveries (read) and by a session take-over or resumption (write), see publishToClient
 	movedTo         atomic.Pointer[Client] // the client that took this one's session over
 	Keepalive       uint16                 // the number of seconds the connection can wait
@@ -196,7 +203,7 @@ func newClient(c net.Conn, o *ops) *Client {
 	if c != nil {
 		cl.Net = ClientConnection{
 			Conn:   c,
-			bconn:  bufio.NewReaderSize(c, o.options.ClientNetReadBufferSize),
+			bconn:  bufio.NewReaderSize(flushingReader{cl: cl, r: c}, o.options.ClientNetReadBufferSize),
 			Remote: c.RemoteAddr().String(),
 		}
 	}
@@ -457,6 +464,7 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 // packets to be handled by the packetHandler.
 func (cl *Client) Read(packetHandler ReadFn) error {
 	var err error
+	defer cl.flushDeferred() // what its last messages left held back
 
 	for {
 		if cl.Closed() {
@@ -477,7 +485,8 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return err
 		}
 
-		err = packetHandler(cl, pk) // Process inbound packet.
+		cl.State.readMore.Store(cl.Net.bconn.Buffered() > 0) // before the packet is handled: is another one already here?
+		err = packetHandler(cl, pk)                          // Process inbound packet.
 		if err != nil {
 			return err
 		}
@@ -583,41 +592,41 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 
 	atomic.AddInt64(&cl.ops.info.BytesReceived, int64(n))
 
-	// Decode the remaining packet values using a fresh copy of the bytes,
-	// otherwise the next packet will change the data of this one.
-	px := append([]byte{}, p[:]...)
+	// p is this packet's own (made above, not the reader's buffer): the
+	// decoded packet may keep slices of it (the payload) without a copy.
+	// A second copy was made here for every packet read.
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
-		err = pk.ConnectDecode(px)
+		err = pk.ConnectDecode(p)
 	case packets.Disconnect:
-		err = pk.DisconnectDecode(px)
+		err = pk.DisconnectDecode(p)
 	case packets.Connack:
-		err = pk.ConnackDecode(px)
+		err = pk.ConnackDecode(p)
 	case packets.Publish:
-		err = pk.PublishDecode(px)
+		err = pk.PublishDecode(p)
 		if err == nil {
 			atomic.AddInt64(&cl.ops.info.MessagesReceived, 1)
 		}
 	case packets.Puback:
-		err = pk.PubackDecode(px)
+		err = pk.PubackDecode(p)
 	case packets.Pubrec:
-		err = pk.PubrecDecode(px)
+		err = pk.PubrecDecode(p)
 	case packets.Pubrel:
-		err = pk.PubrelDecode(px)
+		err = pk.PubrelDecode(p)
 	case packets.Pubcomp:
-		err = pk.PubcompDecode(px)
+		err = pk.PubcompDecode(p)
 	case packets.Subscribe:
-		err = pk.SubscribeDecode(px)
+		err = pk.SubscribeDecode(p)
 	case packets.Suback:
-		err = pk.SubackDecode(px)
+		err = pk.SubackDecode(p)
 	case packets.Unsubscribe:
-		err = pk.UnsubscribeDecode(px)
+		err = pk.UnsubscribeDecode(p)
 	case packets.Unsuback:
-		err = pk.UnsubackDecode(px)
+		err = pk.UnsubackDecode(p)
 	case packets.Pingreq:
 	case packets.Pingresp:
 	case packets.Auth:
-		err = pk.AuthDecode(px)
+		err = pk.AuthDecode(p)
 	default:
 		err = fmt.Errorf("invalid packet type; %v", pk.FixedHeader.Type)
 	}
@@ -667,7 +676,10 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 			if buf.Len() >= cl.ops.options.ClientNetWriteBufferSize {
 				return buf.WriteTo(cl.Net.Conn)
 			}
-			cl.Net.outbuf = new(bytes.Buffer)
+			cl.Net.outbuf, cl.Net.spare = cl.Net.spare, nil
+			if cl.Net.outbuf == nil {
+				cl.Net.outbuf = new(bytes.Buffer)
+			}
 		}
 
 		n, _ := cl.Net.outbuf.Write(buf.Bytes()) // will always be successful
@@ -828,7 +840,15 @@ func (cl *Client) encodePacket(pk packets.Packet) (packets.Packet, *bytes.Buffer
 	pk = cl.ops.hooks.OnPacketEncode(cl, pk)
 
 	var err error
-	buf := new(bytes.Buffer)
+	var buf *bytes.Buffer
+	if pk.FixedHeader.Type == packets.Publish {
+		// Room for the whole packet at once: fixed header, topic, packet
+		// id, a few properties and the payload (it grew from 64 bytes in
+		// two or three copies per message).
+		buf = bytes.NewBuffer(make([]byte, 0, 16+len(pk.TopicName)+len(pk.Payload)+publishPropertiesRoom(pk)))
+	} else {
+		buf = new(bytes.Buffer)
+	}
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectEncode(buf)
@@ -874,14 +894,201 @@ func (cl *Client) encodePacket(pk packets.Packet) (packets.Packet, *bytes.Buffer
 	return pk, buf, nil
 }
 
+// publishPropertiesRoom is a guess of the room a PUBLISH's properties take
+// once encoded: nothing for MQTT 3.1.1, the variable-length ones and a
+// little for the fixed-size ones for MQTT 5.
+func publishPropertiesRoom(pk packets.Packet) int {
+	if pk.ProtocolVersion < 5 {
+		return 0
+	}
+	n := 32 + len(pk.Properties.ContentType) + len(pk.Properties.ResponseTopic) + len(pk.Properties.CorrelationData)
+	for _, u := range pk.Properties.User {
+		n += 5 + len(u.Key) + len(u.Val)
+	}
+	return n
+}
+
 func (cl *Client) flushOutbuf() (err error) {
 	if cl.Net.outbuf == nil {
 		return
 	}
 
+	cl.Net.deferredBy = nil
 	_, err = cl.Net.outbuf.WriteTo(cl.Net.Conn)
 	if err == nil {
+		// Kept for the next batch (it grew to a batch's size in several
+		// copies each time); WriteTo has emptied it.
+		if cl.Net.outbuf.Cap() <= maxSpareOutbuf {
+			cl.Net.spare = cl.Net.outbuf
+		}
 		cl.Net.outbuf = nil
 	}
 	return
+}
+
+// maxSpareOutbuf is the largest outbuf kept for the next batch.
+const maxSpareOutbuf = 64 * 1024
+
+// flushingReader is what a client's bufio.Reader reads from: before it
+// goes to the socket (and may wait there), the messages this client's
+// packets left held back in their subscribers' outbufs are written
+// (writeDeferred), so none waits for the publisher's next packet.
+type flushingReader struct {
+	cl *Client
+	r  io.Reader
+}
+
+func (f flushingReader) Read(p []byte) (int, error) {
+	f.cl.flushDeferred()
+	return f.r.Read(p)
+}
+
+// writeDeferred adds a packet for the client (a subscriber) to its
+// outbuf without writing it, for its publisher from, which is reading
+// more packets already buffered: from writes the batch (one write(2) for
+// several packets, flushDeferred) before it next reads its socket, or
+// when it has nothing more buffered (publishToSubscribersFrom). Queued to
+// WriteLoop instead, each packet woke the subscriber's write goroutine
+// (InlineClientWrites, patch 52 in ledge's LEDGE.md). It reports false,
+// having done nothing, when the packet must go another way: something
+// queued for the client or being written, a connection without a raw
+// socket, or an outbuf that another publisher's or WriteLoop's bytes hold.
+func (cl *Client) writeDeferred(pk packets.Packet, from *Client) bool {
+	if atomic.LoadInt32(&cl.State.outboundQty) != 0 || cl.Net.Conn == nil {
+		return false
+	}
+	if _, ok := cl.Net.Conn.(syscall.Conn); !ok {
+		return false
+	}
+	if !cl.TryLock() {
+		return false
+	}
+	defer cl.Unlock()
+	if len(cl.State.outbound) != 0 || atomic.LoadInt32(&cl.State.outboundQty) != 0 || cl.Closed() {
+		return false
+	}
+	if cl.Net.outbuf != nil && cl.Net.deferredBy != from {
+		return false
+	}
+	pk, buf, err := cl.encodePacket(pk)
+	if err != nil {
+		return false // queued: WritePacket reports the error as before
+	}
+	if cl.Net.outbuf == nil {
+		cl.Net.outbuf, cl.Net.spare = cl.Net.spare, nil
+		if cl.Net.outbuf == nil {
+			cl.Net.outbuf = new(bytes.Buffer)
+		}
+		cl.Net.deferredBy = from
+		from.State.deferMu.Lock()
+		from.State.deferred = append(from.State.deferred, cl)
+		from.State.deferMu.Unlock()
+	}
+	cl.Net.outbuf.Write(buf.Bytes())
+	cl.packetSent(pk, buf.Bytes(), int64(buf.Len()))
+	if cl.Net.outbuf.Len() >= cl.ops.options.ClientNetWriteBufferSize {
+		cl.flushHeld()
+	}
+	return true
+}
+
+// flushDeferred writes what this client's messages left in its
+// subscribers' outbufs (writeDeferred).
+func (cl *Client) flushDeferred() {
+	cl.State.deferMu.Lock()
+	subs := cl.State.deferred
+	cl.State.deferred = nil
+	cl.State.deferMu.Unlock()
+	if len(subs) == 0 {
+		return
+	}
+	for i, sub := range subs {
+		sub.flushDeferredBy(cl)
+		subs[i] = nil
+	}
+	cl.State.deferMu.Lock()
+	if cl.State.deferred == nil {
+		cl.State.deferred = subs[:0] // kept for the next batch
+	}
+	cl.State.deferMu.Unlock()
+}
+
+// flushDeferredBy writes the client's outbuf if it holds from's batch.
+func (cl *Client) flushDeferredBy(from *Client) {
+	if !cl.TryLock() {
+		// WriteLoop is writing (a packet queued after the batch, which it
+		// writes after the batch), or someone is deciding: make sure
+		// WriteLoop writes outbuf out, whatever it holds by then.
+		cl.queueFlushMarker()
+		return
+	}
+	defer cl.Unlock()
+	if cl.Net.outbuf == nil || cl.Net.deferredBy != from {
+		return // written by WriteLoop meanwhile
+	}
+	cl.flushHeld()
+}
+
+// flushHeld makes one non-blocking write of outbuf (the caller holds the
+// client's lock); what the socket does not take is left for WriteLoop.
+func (cl *Client) flushHeld() {
+	cl.Net.deferredBy = nil
+	b := cl.Net.outbuf.Bytes()
+	written := 0
+	var werr error
+	err := errNoRawSocket
+	if sc, ok := cl.Net.Conn.(syscall.Conn); ok {
+		if raw, rerr := sc.SyscallConn(); rerr == nil {
+			err = raw.Write(func(fd uintptr) bool {
+				written, werr = writeNonBlocking(fd, b)
+				return true // one attempt: never wait for the socket here
+			})
+		}
+	}
+	if err == nil && werr == nil && written == len(b) {
+		cl.Net.outbuf.Reset()
+		if cl.Net.outbuf.Cap() <= maxSpareOutbuf {
+			cl.Net.spare = cl.Net.outbuf
+		}
+		cl.Net.outbuf = nil
+		return
+	}
+	cl.Net.outbuf.Next(written)
+	cl.queueFlushMarker() // WriteLoop writes the rest, or meets the error
+}
+
+var errNoRawSocket = errors.New("no raw socket")
+
+// queueFlushMarker asks WriteLoop to write outbuf out; a full queue has
+// packets whose writes flush it first.
+func (cl *Client) queueFlushMarker() {
+	select {
+	case cl.State.outbound <- &packets.Packet{FixedHeader: packets.FixedHeader{Type: flushMarker}}:
+		atomic.AddInt32(&cl.State.outboundQty, 1)
+	default:
+	}
+}
+
+// writeNonBlocking writes b to a non-blocking socket until it is written
+// or the socket takes no more (EAGAIN: no error).
+func writeNonBlocking(fd uintptr, b []byte) (written int, err error) {
+	for written < len(b) {
+		n, err := syscall.Write(int(fd), b[written:])
+		if n > 0 {
+			written += n
+		}
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.EAGAIN {
+			return written, nil
+		}
+		if err != nil {
+			return written, err
+		}
+		if n <= 0 {
+			return written, nil
+		}
+	}
+	return written, nil
 }

@@ -1009,7 +1009,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	// When it publishes a package with a qos > 0, the server treats
 	// the package as qos=0, and the client receives it as qos=1 or 2.
 	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
-		s.publishToSubscribers(pk)
+		s.publishToSubscribersFrom(cl, pk)
 		s.hooks.OnPublished(cl, pk)
 		return nil
 	}
@@ -1029,7 +1029,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	// The message is handed to its subscribers before it is acknowledged,
 	// so a hook (OnPublished) can make what was queued for them durable
 	// before the publisher is told it was received.
-	s.publishToSubscribers(pk)
+	s.publishToSubscribersFrom(cl, pk)
 	s.hooks.OnPublished(cl, pk)
 
 	err = cl.WritePacket(ack)
@@ -1061,6 +1061,23 @@ func (s *Server) retainMessage(cl *Client, pk packets.Packet) {
 
 // publishToSubscribers publishes a publish packet to all subscribers with matching topic filters.
 func (s *Server) publishToSubscribers(pk packets.Packet) {
+	s.publishToSubscribersFrom(nil, pk)
+}
+
+// publishToSubscribersFrom is publishToSubscribers for a packet the client
+// from sent (nil: a Will, the inline client...). When from has nothing
+// more buffered to read, no other message of it is coming right now, and
+// an idle subscriber is written to inline (InlineClientWrites) whatever
+// the time since its previous message: queueing it would only wake the
+// subscriber's WriteLoop to write this one packet alone.
+func (s *Server) publishToSubscribersFrom(from *Client, pk packets.Packet) {
+	if from != nil && (from.Net.bconn == nil || from.Net.Inline) {
+		from = nil // no reader of its own to write held-back batches
+	}
+	idle := from != nil && !from.State.readMore.Load()
+	if from != nil && idle {
+		defer from.flushDeferred() // nothing more to read: the batch goes now
+	}
 	if pk.Ignore {
 		return
 	}
@@ -1076,7 +1093,8 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 		}
 	}
 
-	subscribers := s.Topics.Subscribers(pk.TopicName)
+	subscribers := s.Topics.pooledSubscribers(pk.TopicName)
+	defer releaseSubscribers(subscribers)
 	if len(subscribers.Shared) > 0 {
 		subscribers = s.hooks.OnSelectSubscribers(subscribers, pk)
 		if len(subscribers.SharedSelected) == 0 {
@@ -1091,7 +1109,7 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 
 	for id, subs := range subscribers.Subscriptions {
 		if cl, ok := s.Clients.Get(id); ok {
-			_, err := s.publishToClient(cl, subs, pk)
+			_, err := s.deliver(cl, subs, pk, from)
 			if err != nil {
 				s.Log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
@@ -1100,13 +1118,19 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 }
 
 func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packets.Packet) (packets.Packet, error) {
+	return s.deliver(cl, sub, pk, nil)
+}
+
+// deliver is publishToClient for a message from a network client (from,
+// nil if none), which can hold a batch back for it (writeDeferred).
+func (s *Server) deliver(cl *Client, sub packets.Subscription, pk packets.Packet, from *Client) (packets.Packet, error) {
 	// Through the client's gate: a session being resumed lets new messages
 	// through once its queue has been sent again (attachClient), and one
 	// taken over hands them to the client that took it (inheritClientSession).
 	for {
 		cl.State.gate.RLock()
 		if !cl.IsTakenOver() {
-			out, err := s.publishToClientGated(cl, sub, pk)
+			out, err := s.publishToClientGated(cl, sub, pk, from)
 			cl.State.gate.RUnlock()
 			return out, err
 		}
@@ -1119,7 +1143,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	}
 }
 
-func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk packets.Packet) (packets.Packet, error) {
+func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk packets.Packet, from *Client) (packets.Packet, error) {
 	if sub.NoLocal && pk.Origin == cl.ID {
 		return pk, nil // [MQTT-3.8.3-3]
 	}
@@ -1218,19 +1242,29 @@ func (s *Server) publishToClientGated(cl *Client, sub packets.Subscription, pk p
 		return out, packets.CodeDisconnect
 	}
 
-	// Inline only for a subscriber that gets messages now and then: under a
+	// A message from a network client goes into the idle subscriber's
+	// outbuf, written by the publisher's goroutine once it has read what it
+	// has buffered (writeDeferred): one write for a burst, no WriteLoop
+	// wake-up. Other messages (Wills, the inline client's) are written
+	// inline to a subscriber that gets messages now and then: under a
 	// steady stream the write goroutine batches several packets per write,
 	// which costs less than a write per packet.
 	if s.Options.InlineClientWrites {
+		if from != nil && cl.writeDeferred(out, from) {
+			return out, nil
+		}
 		now := time.Now().UnixNano()
 		last := atomic.SwapInt64(&cl.State.lastPublish, now)
-		if now-last >= inlineMinGap && cl.writeInline(out) {
+		if from == nil && now-last >= inlineMinGap && cl.writeInline(out) {
 			return out, nil
 		}
 	}
 
+	// Its own variable, so that only a queued packet is moved to the heap
+	// (&out made every delivery's copy escape, inline writes included).
+	queued := out
 	select {
-	case cl.State.outbound <- &out:
+	case cl.State.outbound <- &queued:
 		atomic.AddInt32(&cl.State.outboundQty, 1)
 	default:
 		atomic.AddInt64(&s.Info.MessagesDropped, 1)

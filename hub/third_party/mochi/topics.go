@@ -339,6 +339,9 @@ func (s *Subscribers) SelectShared() {
 // and the non-shared subscribers, to ensure that no subscriber gets multiple messages
 // due to have both types of subscription matching the same filter.
 func (s *Subscribers) MergeSharedSelected() {
+	if s.Subscriptions == nil && len(s.SharedSelected) > 0 {
+		s.Subscriptions = map[string]packets.Subscription{}
+	}
 	for client, sub := range s.SharedSelected {
 		cls, ok := s.Subscriptions[client]
 		if !ok {
@@ -589,13 +592,42 @@ func (x *TopicsIndex) scanMessages(filter string, d int, n *particle, pks []pack
 
 // Subscribers returns a map of clients who are subscribed to matching filters,
 // their subscription ids and highest qos.
+//
+// Only Subscriptions is always made; Shared and SharedSelected are made
+// when a shared subscription matches, InlineSubscriptions when an inline
+// one does (ranging over a nil map is ranging over an empty one). They
+// were four maps made for every published message, most of them empty.
 func (x *TopicsIndex) Subscribers(topic string) *Subscribers {
 	return x.scanSubscribers(topic, 0, nil, &Subscribers{
-		Shared:              map[string]map[string]packets.Subscription{},
-		SharedSelected:      map[string]packets.Subscription{},
-		Subscriptions:       map[string]packets.Subscription{},
-		InlineSubscriptions: map[int]InlineSubscription{},
+		Subscriptions: map[string]packets.Subscription{},
 	})
+}
+
+// subscribersPool holds Subscribers whose Subscriptions map is kept
+// (emptied) from one published message to the next: a map of a few
+// subscriptions allocates a group of eight slots, about 800 bytes, per
+// message otherwise.
+var subscribersPool = sync.Pool{New: func() any {
+	return &Subscribers{Subscriptions: map[string]packets.Subscription{}}
+}}
+
+// pooledSubscribers is Subscribers from subscribersPool; the caller gives
+// it back with releaseSubscribers once done with it.
+func (x *TopicsIndex) pooledSubscribers(topic string) *Subscribers {
+	return x.scanSubscribers(topic, 0, nil, subscribersPool.Get().(*Subscribers))
+}
+
+// releaseSubscribers gives subs back to subscribersPool, unless its maps
+// went to a hook (shared subscriptions: OnSelectSubscribers) or grew past
+// a few groups (a map keeps its size when cleared, and clearing costs it:
+// a large one would make every later small message pay for it).
+func releaseSubscribers(subs *Subscribers) {
+	if subs.Shared != nil || subs.SharedSelected != nil || subs.Subscriptions == nil || len(subs.Subscriptions) > 64 {
+		return
+	}
+	clear(subs.Subscriptions)
+	subs.InlineSubscriptions = nil
+	subscribersPool.Put(subs)
 }
 
 // scanSubscribers returns a list of client subscriptions matching an indexed topic address.
@@ -642,13 +674,24 @@ func (x *TopicsIndex) gatherSubscriptions(topic string, particle *particle, subs
 		subs.Subscriptions = map[string]packets.Subscription{}
 	}
 
-	for client, sub := range particle.subscriptions.GetAll() {
+	// Read under the particle's lock, not from a copy of its map (GetAll
+	// made one per particle matched, for every published message).
+	particle.subscriptions.RLock()
+	defer particle.subscriptions.RUnlock()
+	for client, sub := range particle.subscriptions.internal {
 		if len(sub.Filter) > 0 && topic[0] == '$' && (sub.Filter[0] == '+' || sub.Filter[0] == '#') { // don't match $ topics with top level wildcards [MQTT-4.7.1-1] [MQTT-4.7.1-2]
 			continue
 		}
 
 		cls, ok := subs.Subscriptions[client]
 		if !ok {
+			if sub.Identifier == 0 && sub.Identifiers == nil {
+				// The first match without a subscription identifier
+				// needs no Identifiers map (Merge made one holding 0,
+				// which publishToClient skips); a second match merges.
+				subs.Subscriptions[client] = sub
+				continue
+			}
 			cls = sub
 		}
 
@@ -658,12 +701,16 @@ func (x *TopicsIndex) gatherSubscriptions(topic string, particle *particle, subs
 
 // gatherSharedSubscriptions gathers all shared subscriptions for a particle.
 func (x *TopicsIndex) gatherSharedSubscriptions(particle *particle, subs *Subscribers) {
-	if subs.Shared == nil {
-		subs.Shared = map[string]map[string]packets.Subscription{}
-	}
-
-	for _, shares := range particle.shared.GetAll() {
+	particle.shared.RLock()
+	defer particle.shared.RUnlock()
+	for _, shares := range particle.shared.internal {
 		for client, sub := range shares {
+			if subs.Shared == nil {
+				subs.Shared = map[string]map[string]packets.Subscription{}
+			}
+			if subs.SharedSelected == nil {
+				subs.SharedSelected = map[string]packets.Subscription{}
+			}
 			if _, ok := subs.Shared[sub.Filter]; !ok {
 				subs.Shared[sub.Filter] = map[string]packets.Subscription{}
 			}
@@ -675,11 +722,12 @@ func (x *TopicsIndex) gatherSharedSubscriptions(particle *particle, subs *Subscr
 
 // gatherSharedSubscriptions gathers all inline subscriptions for a particle.
 func (x *TopicsIndex) gatherInlineSubscriptions(particle *particle, subs *Subscribers) {
-	if subs.InlineSubscriptions == nil {
-		subs.InlineSubscriptions = map[int]InlineSubscription{}
-	}
-
-	for id, inline := range particle.inlineSubscriptions.GetAll() {
+	particle.inlineSubscriptions.RLock()
+	defer particle.inlineSubscriptions.RUnlock()
+	for id, inline := range particle.inlineSubscriptions.internal {
+		if subs.InlineSubscriptions == nil {
+			subs.InlineSubscriptions = map[int]InlineSubscription{}
+		}
 		subs.InlineSubscriptions[id] = inline
 	}
 }
