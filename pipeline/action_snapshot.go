@@ -17,10 +17,13 @@ import (
 // records the file.
 type snapshotAction struct {
 	dir string
+	// log, when there is one, makes room on the disk first (the oldest
+	// snapshots go rather than the disk's last free space).
+	log *EventLog
 }
 
 // write stores e's JPEG and sets e.Snapshot; it returns the size.
-func (a *snapshotAction) write(e *Event) (int64, error) {
+func (a *snapshotAction) write(ctx context.Context, e *Event) (int64, error) {
 	if len(e.jpeg) == 0 {
 		return 0, fmt.Errorf("snapshot: no frame for event %s", e.Type)
 	}
@@ -33,6 +36,11 @@ func (a *snapshotAction) write(e *Event) (int64, error) {
 	p := filepath.Join(a.dir, rel)
 	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
 		return 0, fmt.Errorf("snapshot: %w", err)
+	}
+	if a.log != nil {
+		if err := a.log.makeRoom(ctx, int64(len(e.jpeg))); err != nil {
+			return 0, err
+		}
 	}
 	tmp := p + ".tmp"
 	if err := os.WriteFile(tmp, e.jpeg, 0o640); err != nil {
@@ -47,7 +55,7 @@ func (a *snapshotAction) write(e *Event) (int64, error) {
 }
 
 func (a *snapshotAction) do(ctx context.Context, e *Event) error {
-	_, err := a.write(e)
+	_, err := a.write(ctx, e)
 	return err
 }
 

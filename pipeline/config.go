@@ -31,6 +31,12 @@ type EventLogConfig struct {
 	// MaxSnapshotBytes deletes the oldest snapshots when all of them
 	// together take more (default 1 GiB; 0: no limit).
 	MaxSnapshotBytes int64 `yaml:"maxSnapshotBytes" json:"maxSnapshotBytes"`
+	// MinFreeBytes is kept free on the snapshot dir's file system: before
+	// a snapshot is written the oldest go until it fits above it, and with
+	// none left to delete the snapshot is not written (default 128 MiB,
+	// above the hub queue's and the model store's reserves, so snapshots
+	// give way to them; 0: no floor).
+	MinFreeBytes int64 `yaml:"minFreeBytes" json:"minFreeBytes"`
 	// Interval is how often age retention runs (default 1m); the byte limit
 	// is checked after every snapshot.
 	Interval time.Duration `yaml:"interval" json:"interval"`
@@ -46,7 +52,7 @@ type DetectorConfig struct {
 // the appliance puts it in its data dir.
 func DefaultConfig() Config {
 	return Config{
-		EventLog: EventLogConfig{MaxAge: 7 * 24 * time.Hour, MaxSnapshotBytes: 1 << 30, Interval: time.Minute},
+		EventLog: EventLogConfig{MaxAge: 7 * 24 * time.Hour, MaxSnapshotBytes: 1 << 30, MinFreeBytes: 128 << 20, Interval: time.Minute},
 		WatchFPS: 10,
 	}
 }
@@ -62,6 +68,9 @@ func (c Config) Validate() error {
 	}
 	if c.EventLog.MaxSnapshotBytes < 0 {
 		bad("eventLog.maxSnapshotBytes", "must not be negative, got %d", c.EventLog.MaxSnapshotBytes)
+	}
+	if c.EventLog.MinFreeBytes < 0 {
+		bad("eventLog.minFreeBytes", "must not be negative, got %d", c.EventLog.MinFreeBytes)
 	}
 	if c.EventLog.Interval < 0 {
 		bad("eventLog.interval", "must not be negative, got %s", c.EventLog.Interval)

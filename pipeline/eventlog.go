@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"ledge/internal/fault"
@@ -92,6 +93,8 @@ type EventLog struct {
 	mu        sync.Mutex // guards snapBytes and serialises trimming
 	snapBytes int64
 	deleted   int64 // snapshots deleted by the byte limit, ever
+	// roomLogged is when makeRoom last said it deleted snapshots.
+	roomLogged time.Time
 }
 
 // OpenEventLog applies the event log's migrations and reads the snapshot
@@ -491,12 +494,60 @@ func (l *EventLog) trimBytes(ctx context.Context) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for l.snapBytes > l.cfg.MaxSnapshotBytes {
+	_, err := l.trimTo(ctx, l.cfg.MaxSnapshotBytes)
+	return err
+}
+
+// diskFree is the space left to ledge on the file system of dir.
+func diskFree(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * st.Bsize, nil
+}
+
+// makeRoom readies the snapshot dir for a snapshot of n bytes: when it
+// would leave less than MinFreeBytes free, the oldest snapshots are
+// deleted (their events stay) until it does not; with none left, it says
+// why the snapshot must not be written. Snapshots give way to what needs
+// the disk more (the hub's queue, the model store, the database).
+func (l *EventLog) makeRoom(ctx context.Context, n int64) error {
+	if l.cfg.MinFreeBytes <= 0 {
+		return nil
+	}
+	free, err := diskFree(l.dir)
+	if err != nil || free-n >= l.cfg.MinFreeBytes {
+		return nil // a dir that cannot be measured is written as before
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	deleted, err := l.trimTo(ctx, max(l.snapBytes-(l.cfg.MinFreeBytes+n-free), 0))
+	if err != nil {
+		return err
+	}
+	if now := time.Now(); deleted > 0 && now.Sub(l.roomLogged) >= 10*time.Minute {
+		l.roomLogged = now
+		l.log.Info("data disk low: oldest snapshots deleted to keep pipeline.eventLog.minFreeBytes free (their events stay)",
+			"deleted", deleted, "free_mib", free>>20, "min_free_mib", l.cfg.MinFreeBytes>>20, "dir", l.dir)
+	}
+	if free, err = diskFree(l.dir); err == nil && free-n < l.cfg.MinFreeBytes {
+		return fmt.Errorf("snapshot not written: %d MiB free on the disk of %s, under pipeline.eventLog.minFreeBytes (%d MiB), and no snapshot left to delete",
+			free>>20, l.dir, l.cfg.MinFreeBytes>>20)
+	}
+	return nil
+}
+
+// trimTo deletes the oldest snapshots until they take at most limit
+// bytes, and returns how many it deleted; l.mu is held.
+func (l *EventLog) trimTo(ctx context.Context, limit int64) (int, error) {
+	total := 0
+	for l.snapBytes > limit {
 		rows, err := l.db.QueryContext(ctx, `SELECT 0, id, snapshot, snapshot_bytes, time_ms FROM pipeline_events WHERE snapshot_bytes > 0
 			UNION ALL SELECT 1, id, snapshot, snapshot_bytes, start_ms FROM pipeline_tracks WHERE snapshot_bytes > 0
 			ORDER BY 5, 1, 2 LIMIT 100`)
 		if err != nil {
-			return fmt.Errorf("snapshot retention: %w", err)
+			return total, fmt.Errorf("snapshot retention: %w", err)
 		}
 		var ids [2][]int64
 		var files []string
@@ -508,10 +559,10 @@ func (l *EventLog) trimBytes(ctx context.Context) error {
 			var f string
 			if err := rows.Scan(&table, &id, &f, &size, &at); err != nil {
 				rows.Close()
-				return fmt.Errorf("snapshot retention: %w", err)
+				return total, fmt.Errorf("snapshot retention: %w", err)
 			}
 			n++
-			if l.snapBytes-freed <= l.cfg.MaxSnapshotBytes {
+			if l.snapBytes-freed <= limit {
 				continue // oldest first, only as many as needed
 			}
 			ids[table] = append(ids[table], id)
@@ -520,23 +571,24 @@ func (l *EventLog) trimBytes(ctx context.Context) error {
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return fmt.Errorf("snapshot retention: %w", err)
+			return total, fmt.Errorf("snapshot retention: %w", err)
 		}
 		if n == 0 {
 			l.snapBytes = 0
-			return nil
+			return total, nil
 		}
 		if err := l.deleteRows(ctx, `UPDATE pipeline_events SET snapshot = '', snapshot_bytes = 0 WHERE id = ?`, ids[0]); err != nil {
-			return err
+			return total, err
 		}
 		if err := l.deleteRows(ctx, `UPDATE pipeline_tracks SET snapshot = '', snapshot_bytes = 0 WHERE id = ?`, ids[1]); err != nil {
-			return err
+			return total, err
 		}
 		l.removeFiles(files)
 		l.snapBytes -= freed
 		l.deleted += int64(len(files))
+		total += len(files)
 	}
-	return nil
+	return total, nil
 }
 
 func (l *EventLog) deleteRows(ctx context.Context, stmt string, ids []int64) error {

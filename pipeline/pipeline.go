@@ -133,7 +133,7 @@ func (e *Engine) build(ctx context.Context, s Spec, sl *slot) (_ *instance, err 
 				qual = 85
 			}
 			in.quality = qual
-			act = &snapshotAction{dir: e.snapshotDir()}
+			act = &snapshotAction{dir: e.snapshotDir(), log: e.evlog}
 		default:
 			return nil, fmt.Errorf("actions[%d].type: unknown action %q", i, a.Type)
 		}
