@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -150,7 +151,8 @@ func TestModulesCannotReachHubLogged(t *testing.T) {
 
 // TestDashboardOverviewFailingModules: the Overview's Modules card names
 // the modules that fail and how (as the Pipelines card does for
-// pipelines), not only "0 / 1 running".
+// pipelines), not only "0 / 1 running", and a failed deployment says why
+// (it said "deployment 1 (failed)").
 func TestDashboardOverviewFailingModules(t *testing.T) {
 	d := startDashboard(t, nil)
 	tok := apiToken(t, d)
@@ -161,6 +163,16 @@ func TestDashboardOverviewFailingModules(t *testing.T) {
 	waitOverview(t, ctx)
 	wait(t, ctx, "the failing module on the Overview", `(() => { const f = document.querySelector("#sum-modules-failing"); return f && !f.hidden && /^1 failing: ghost \(failed\)/.test(f.textContent) && document.querySelector("#sum-modules").closest(".card").classList.contains("failing"); })()`, 60*time.Second)
 	testenv.Screenshot(t, ctx, "overview-failing-module")
+	// The failed deployment says why there too, not only "(failed)".
+	rep := apiCall(t, d, tok, "GET", "/api/v1/deployments/current", "", 200)
+	var cur struct {
+		Deployment struct{ State, Reason string } `json:"deployment"`
+	}
+	json.Unmarshal([]byte(rep), &cur)
+	if cur.Deployment.State != "failed" || cur.Deployment.Reason == "" {
+		t.Fatalf("the deployment is %q (%q), want failed with a reason", cur.Deployment.State, cur.Deployment.Reason)
+	}
+	wait(t, ctx, "the deployment's reason on the Overview", fmt.Sprintf(`document.querySelector("#sum-deployment").textContent.includes(%q)`, "failed: "+cur.Deployment.Reason), 10*time.Second)
 	for _, m := range console.take() {
 		t.Errorf("console: %s", m)
 	}

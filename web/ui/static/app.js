@@ -381,7 +381,12 @@ ledge.pages.overview = () => {
     if (dep) {
       const ms = Object.values(dep.modules || {});
       $("#sum-modules").textContent = `${ms.filter((m) => m.runtimeStatus === "running").length} / ${ms.length} running`;
-      $("#sum-deployment").textContent = dep.lastDesiredVersion ? `deployment ${dep.lastDesiredVersion} (${(dep.deployment || {}).state || ""})` : "no deployment yet";
+      // A deployment that failed, was rolled back or was refused says why
+      // (the Deployments page has the rest).
+      const dd = dep.deployment || {};
+      const why = dd.state === "failed" && dd.reason ? `: ${dd.reason}` : dd.rolledBackFrom ? `, rolled back from ${dd.rolledBackFrom.version}: ${dd.rolledBackFrom.reason}` : "";
+      const refused = dep.rejected ? ` · last manifest refused: ${dep.rejected.reason}` : "";
+      $("#sum-deployment").textContent = (dep.lastDesiredVersion ? `deployment ${dep.lastDesiredVersion} (${dd.state || ""}${why})` : "no deployment yet") + refused;
       // Which fail and how, as for pipelines (the Modules page has why):
       // crashed or refused, or waiting on an image that does not pull.
       const bad = Object.entries(dep.modules || {}).filter(([, m]) => ["failed", "backoff", "unhealthy"].includes(m.runtimeStatus) || /^pull of .* failed/.test(m.statusDescription || ""))
