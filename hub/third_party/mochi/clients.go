@@ -121,6 +121,7 @@ type ClientConnection struct {
 	// deferredBy is the client whose reader holds back what outbuf has
 	// (writeDeferred): it writes it when it next reads its socket.
 	deferredBy *Client
+	raw        *rawIO // the raw socket, for plain TCP with InlineClientWrites (nil otherwise)
 	Remote     string // the remote address of the client
 	Listener   string // listener id of the client
 	Inline     bool   // if true, the client is the built-in 'inline' embedded client
@@ -201,9 +202,17 @@ func newClient(c net.Conn, o *ops) *Client {
 	}
 
 	if c != nil {
+		var r io.Reader = c
+		var raw *rawIO
+		if o.options.InlineClientWrites {
+			if raw = newRawIO(c); raw != nil {
+				r = raw
+			}
+		}
 		cl.Net = ClientConnection{
 			Conn:   c,
-			bconn:  bufio.NewReaderSize(flushingReader{cl: cl, r: c}, o.options.ClientNetReadBufferSize),
+			bconn:  bufio.NewReaderSize(flushingReader{cl: cl, r: r}, o.options.ClientNetReadBufferSize),
+			raw:    raw,
 			Remote: c.RemoteAddr().String(),
 		}
 	}
@@ -662,6 +671,15 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 		defer cl.Unlock()
 		if len(cl.State.outbound) == 0 {
 			if cl.Net.outbuf == nil {
+				if cl.Net.raw != nil { // what the socket takes now, then the rest as before
+					n, err := cl.Net.raw.writeNow(buf.Bytes())
+					if err != nil || n == buf.Len() {
+						return int64(n), err
+					}
+					buf.Next(n)
+					m, err := buf.WriteTo(cl.Net.Conn)
+					return int64(n) + m, err
+				}
 				return buf.WriteTo(cl.Net.Conn)
 			}
 
@@ -1037,7 +1055,10 @@ func (cl *Client) flushHeld() {
 	written := 0
 	var werr error
 	err := errNoRawSocket
-	if sc, ok := cl.Net.Conn.(syscall.Conn); ok {
+	if cl.Net.raw != nil {
+		written, werr = cl.Net.raw.writeNow(b)
+		err = nil
+	} else if sc, ok := cl.Net.Conn.(syscall.Conn); ok {
 		if raw, rerr := sc.SyscallConn(); rerr == nil {
 			err = raw.Write(func(fd uintptr) bool {
 				written, werr = writeNonBlocking(fd, b)

@@ -79,7 +79,7 @@ func TestInflightDelete(t *testing.T) {
 
 	r := cl.State.Inflight.Delete(3)
 	require.True(t, r)
-	require.Equal(t, uint16(0), cl.State.Inflight.internal[3].PacketID)
+	require.Nil(t, cl.State.Inflight.internal[3])
 
 	_, ok := cl.State.Inflight.Get(3)
 	require.False(t, ok)
@@ -222,4 +222,39 @@ func TestInflightGetAllSetOrder(t *testing.T) {
 	c.Set(packets.Packet{PacketID: 3, Created: 1})
 	want = append(want, 3)
 	check("clone", c)
+}
+
+// LEDGE patch 60: a packet id set and deleted over and over (one QoS 1
+// message in flight at a time) puts nothing on the heap, and a clone's
+// packets are its own.
+func TestInflightSetDeleteNoAllocs(t *testing.T) {
+	i := NewInflights()
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "a/b", Payload: []byte("hello")}
+	id := uint16(0)
+	cycle := func() {
+		id++
+		pk.PacketID = id
+		i.Set(pk)
+		i.Set(pk) // again, as sent
+		i.Delete(id)
+	}
+	cycle()
+	allocs := testing.AllocsPerRun(1000, cycle)
+	require.Less(t, allocs, 0.5) // 1 before: a copy of the packet per Set of a new id
+
+	i.Set(packets.Packet{PacketID: 7, TopicName: "x", Payload: []byte("seven")})
+	c := i.Clone()
+	require.True(t, i.Delete(7))
+	got, ok := c.Get(7)
+	require.True(t, ok)
+	require.Equal(t, "x", got.TopicName)
+	require.Equal(t, []byte("seven"), got.Payload)
+	i.Set(packets.Packet{PacketID: 7, TopicName: "y"}) // may reuse the packet deleted above
+	got, _ = c.Get(7)
+	require.Equal(t, "x", got.TopicName)
+	c.clear()
+	_, ok = c.Get(7)
+	require.False(t, ok)
+	got, _ = i.Get(7)
+	require.Equal(t, "y", got.TopicName)
 }
