@@ -477,7 +477,11 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 
 	for {
 		if cl.Closed() {
-			return nil
+			// Stopped between two packets: by the client's own DISCONNECT
+			// (no error, no Will), or by the server (a shutdown, a
+			// takeover, an expired token): its cause, so the Will goes out
+			// as it does when the stop ends a read [MQTT-3.1.2-8].
+			return cl.serverStopCause()
 		}
 
 		cl.refreshDeadline(cl.State.Keepalive)
@@ -533,6 +537,17 @@ func (cl *Client) Stop(err error) {
 
 		atomic.StoreInt64(&cl.State.disconnected, time.Now().Unix())
 	})
+}
+
+// serverStopCause is why the client was stopped, unless it was by its
+// own DISCONNECT (reason 0x00) or not at all: nil then.
+func (cl *Client) serverStopCause() error {
+	err := cl.StopCause()
+	var code packets.Code
+	if err == nil || errors.As(err, &code) && code.Code == packets.CodeDisconnect.Code {
+		return nil
+	}
+	return err
 }
 
 // StopCause returns the reason the client connection was stopped, if any.
