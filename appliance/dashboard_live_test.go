@@ -259,6 +259,8 @@ func TestDashboardActionFailing(t *testing.T) {
 	waitOverview(t, ctx)
 	wait(t, ctx, "the failing action on the Overview", `(() => { const f = document.querySelector("#sum-failing"); return f && !f.hidden && /1 with a failing action: door \(webhook-0\)/.test(f.textContent); })()`, 60*time.Second)
 	testenv.Screenshot(t, ctx, "overview-action-failing")
+	navigate(t, ctx, d.base+"/live")
+	wait(t, ctx, "the failing action on the Live tile", `(() => { const s = document.querySelector("figure[data-pipeline='door'] .cam-stats"); return s && s.textContent.startsWith("action webhook-0 failing") && s.classList.contains("bad"); })()`, 30*time.Second)
 	navigate(t, ctx, d.base+"/pipelines")
 	row := `(() => { const dl = document.querySelector("section[aria-label='pipeline door'] dl"); const dt = dl && [...dl.querySelectorAll("dt")].find((d) => d.textContent === "action webhook-0"); return dt ? dt.nextElementSibling.textContent : ""; })()`
 	wait(t, ctx, "the failing action on the Pipelines page", row+`.startsWith("FAILING since ") && `+row+`.includes("503")`, 30*time.Second)

@@ -323,7 +323,12 @@ ledge.camTile = (name, onOpen, small) => {
   t.update = (p) => {
     const h = ledge.health(p);
     t.title.replaceChildren(el("strong", { text: name }), " ", ledge.status(h.state === "backoff" ? "offline" : h.state === "running" ? "live" : h.state));
-    t.stats.textContent = small || h.failing ? "" : ledge.latency(p) + (p.model ? " · " + p.model.split("/").pop() : "");
+    // An action whose target is down: the frames flow, the events do not
+    // get where they should (the Pipelines page has why).
+    const af = h.actionsFailing.map((a) => a.name);
+    t.stats.textContent = (af.length ? `action ${af.join(", ")} failing` + (small || h.failing ? "" : " · ") : "") + (small || h.failing ? "" : ledge.latency(p) + (p.model ? " · " + p.model.split("/").pop() : ""));
+    t.stats.classList.toggle("bad", af.length > 0);
+    t.stats.classList.toggle("muted", !af.length);
     // A frame keeps showing when the camera drops (dimmed), with the reason.
     t.offline.textContent = small ? h.short : h.text;
     t.offline.title = h.text;
