@@ -43,6 +43,24 @@ type Listeners struct {
 	ClientsWg sync.WaitGroup      // a waitgroup that waits for all clients in all listeners to finish.
 	internal  map[string]Listener // a map of active listeners.
 	sync.RWMutex
+
+	clientsMu sync.Mutex // orders AddClient before CloseAll's wait
+	closing   bool       // CloseAll has begun: no client is added
+}
+
+// AddClient counts a new client in ClientsWg, unless CloseAll has begun
+// (false: the caller closes the client instead of serving it). A
+// connection accepted while the server stops called ClientsWg.Add while
+// CloseAll waited on it, which sync.WaitGroup forbids (the race detector
+// reported it).
+func (l *Listeners) AddClient() bool {
+	l.clientsMu.Lock()
+	defer l.clientsMu.Unlock()
+	if l.closing {
+		return false
+	}
+	l.ClientsWg.Add(1)
+	return true
 }
 
 // New returns a new instance of Listeners.
@@ -119,6 +137,9 @@ func (l *Listeners) Close(id string, closer CloseFn) {
 
 // CloseAll iterates and closes all registered listeners.
 func (l *Listeners) CloseAll(closer CloseFn) {
+	l.clientsMu.Lock()
+	l.closing = true
+	l.clientsMu.Unlock()
 	l.RLock()
 	i := 0
 	ids := make([]string, len(l.internal))
