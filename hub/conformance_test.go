@@ -452,3 +452,52 @@ func TestConnectionStringAsIs(t *testing.T) {
 		c.Disconnect(0)
 	}
 }
+
+// TestMalformedTelemetryRefused: telemetry whose property bag cannot be
+// parsed (a bad URL escape, as a hand-written client sends it) and an
+// $iothub/ topic the hub does not serve are never acknowledged as a
+// success: MQTT 5 gets PUBACK 0x90 (topic name invalid) and stays
+// connected; MQTT 3.1.1 is disconnected. Each is counted as malformed.
+func TestMalformedTelemetryRefused(t *testing.T) {
+	h := startHub(t, nil, false)
+	dev := h.addIdentity(t, IdentitySpec{Name: "bad"})
+	tok, _ := azureToken(azureResource(h, "bad"), dev.PrimaryKey)
+	user := h.Hostname() + "/bad/?api-version=2021-04-12"
+	port := h.Ports().MQTT
+	topics := []string{"devices/bad/messages/events/a=%zz", "$iothub/nonsense/POST/?$rid=1"}
+
+	c := dialV5(t, port, "bad", user, tok)
+	for _, topic := range topics {
+		r := c.publish(t, &pahov5.Publish{Topic: topic, QoS: 1, Payload: []byte("x")})
+		if r.ReasonCode != 0x90 {
+			t.Errorf("MQTT 5, %s: reason %#x, want 0x90 (topic name invalid)", topic, r.ReasonCode)
+		}
+	}
+	// Still connected: well-formed telemetry is acknowledged.
+	if r := c.publish(t, &pahov5.Publish{Topic: "devices/bad/messages/events/a=1", QoS: 1, Payload: []byte("x")}); r.ReasonCode >= 0x80 {
+		t.Errorf("MQTT 5: well-formed telemetry after the refusals: reason %#x", r.ReasonCode)
+	}
+	c.Disconnect(&pahov5.Disconnect{})
+
+	for _, topic := range topics {
+		lost := make(chan error, 1)
+		o := paho.NewClientOptions().AddBroker(fmt.Sprintf("tcp://127.0.0.1:%d", port)).SetClientID("bad").
+			SetUsername(user).SetPassword(tok).SetAutoReconnect(false).SetProtocolVersion(4).
+			SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err })
+		c := paho.NewClient(o)
+		mustOK(t, c.Connect())
+		pt := c.Publish(topic, 1, false, "x")
+		select {
+		case <-lost:
+		case <-time.After(10 * time.Second):
+			t.Errorf("MQTT 3.1.1, %s: still connected", topic)
+		}
+		if pt.WaitTimeout(time.Second) && pt.Error() == nil {
+			t.Errorf("MQTT 3.1.1, %s: acknowledged", topic)
+		}
+		c.Disconnect(0)
+	}
+	if d := h.Stats().Drops[dropMalformed]; d != 4 {
+		t.Errorf("malformed drops %d, want 4", d)
+	}
+}

@@ -103,11 +103,11 @@ func TestPersistentSessionMosquitto(t *testing.T) {
 	h.addIdentity(t, IdentitySpec{Name: "tool", Kind: KindUser, Password: "s3cret"})
 	m := newMosq(t, h.Ports().MQTT, "tool", "s3cret")
 	for _, v := range []struct {
-		name string
-		args []string
+		name       string
+		args, pubV []string
 	}{
-		{"v311", []string{"-V", "mqttv311"}},
-		{"v5", []string{"-V", "mqttv5", "-x", "300"}},
+		{"v311", []string{"-V", "mqttv311"}, []string{"-V", "mqttv311"}},
+		{"v5", []string{"-V", "mqttv5", "-x", "300"}, []string{"-V", "mqttv5"}},
 	} {
 		for _, n := range []int{5, 1000} {
 			t.Run(fmt.Sprintf("%s-%d", v.name, n), func(t *testing.T) {
@@ -116,7 +116,7 @@ func TestPersistentSessionMosquitto(t *testing.T) {
 				topic := "persist/" + id
 				subArgs := append(append([]string{}, v.args...), "-c", "-i", id, "-q", "1", "-t", topic)
 				m.run(m.sub, "", append(subArgs, "-E")...) // subscribe, leave
-				publishLines(t, m, topic, n)
+				publishLines(t, m, topic, n, v.pubV...)    // mosquitto_pub of the same version
 				got := m.run(m.sub, "", append(subArgs, "-C", fmt.Sprint(n), "-W", "15")...)
 				checkInOrder(t, got, n)
 			})
@@ -146,14 +146,15 @@ func TestPersistentSessionAcrossRestart(t *testing.T) {
 	checkInOrder(t, m.run(m.sub, "", "-V", "mqttv311", "-c", "-q", "1", "-i", "r3", "-t", "restart/3", "-C", fmt.Sprint(n), "-W", "15"), n)
 }
 
-// publishLines publishes m1..mn with QoS 1 from one mosquitto_pub.
-func publishLines(t *testing.T, m *mosq, topic string, n int) {
+// publishLines publishes m1..mn with QoS 1 from one mosquitto_pub
+// (MQTT 3.1.1 unless extra says otherwise).
+func publishLines(t *testing.T, m *mosq, topic string, n int, extra ...string) {
 	t.Helper()
 	var b strings.Builder
 	for i := 1; i <= n; i++ {
 		fmt.Fprintf(&b, "m%d\n", i)
 	}
-	m.run(m.pub, b.String(), "-q", "1", "-t", topic, "-l")
+	m.run(m.pub, b.String(), append(extra, "-q", "1", "-t", topic, "-l")...)
 }
 
 func checkInOrder(t *testing.T, out string, n int) {

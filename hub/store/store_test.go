@@ -215,6 +215,52 @@ func TestSpaceReclaimed(t *testing.T) {
 	}
 }
 
+// TestWALBoundedAfterDrain: a commit larger than the WAL bound grows the
+// WAL past it; once the queue has drained, the WAL file is truncated (the
+// checkpoint-truncate after a drain: under a quarter of walLimit, where
+// journal_size_limit alone leaves walLimit). Without either it kept its
+// peak size, space a small disk never got back.
+func TestWALBoundedAfterDrain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	db, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_synchronous=FULL&_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, _ := start(t, Options{DB: db})
+	items := make([]Item, 3*walLimit/(64<<10)) // one commit of 3 × the bound
+	for i := range items {
+		items[i] = Item{"up", 0, 0, make([]byte, 64<<10)}
+	}
+	enqueue(t, s, items...)
+	wal := func() int64 {
+		st, err := os.Stat(path + "-wal")
+		if err != nil {
+			return 0
+		}
+		return st.Size()
+	}
+	if n := wal(); n <= walLimit {
+		t.Fatalf("WAL %d bytes after a commit of %d: the test does not grow it past the bound %d", n, len(items)<<16, walLimit)
+	}
+	for {
+		es, _ := s.Next(t.Context(), "up", 500)
+		if len(es) == 0 {
+			break
+		}
+		for _, e := range es {
+			s.Ack("up", e.Seq)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for wal() > walLimit/4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("WAL still %d bytes 5 s after the queue drained, want it truncated (bound %d)", wal(), walLimit)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func fileSize(t *testing.T, db *sql.DB) int64 {
 	var pages, size int64
 	db.QueryRow(`PRAGMA page_count`).Scan(&pages)
