@@ -65,6 +65,11 @@ func TestAPIBadInput(t *testing.T) {
 		{"POST", "/deployments", `{"manifest": ""}`, 400, "invalid", "manifest"},
 		{"POST", "/deployments", `{"manifst": "x"}`, 400, "invalid", "manifst"},
 		{"POST", "/deployments/check", `{"manifest": "version: \"2\"\nroutes:\n  r: FROM /messages INTO nowhere\n"}`, 400, "invalid", "route"},
+		// Manifests are at most 1 MiB, request bodies at most 4 MiB (a
+		// signed envelope escapes its manifest).
+		{"POST", "/deployments/check", `{"manifest": "version: \"2\"\n# ` + strings.Repeat("x", 1<<20) + `"}`, 400, "invalid", "over the limit of 1048576"},
+		{"POST", "/deployments", `{"manifest": "version: \"2\"\n# ` + strings.Repeat("x", 1<<20) + `"}`, 400, "invalid", "over the limit of 1048576"},
+		{"POST", "/deployments", `{"manifest": "version: \"2\"\n# ` + strings.Repeat("x", 4<<20) + `"}`, 413, "too_large", "over 4194304 bytes"},
 		{"POST", "/deployments/rollback", "", 409, "conflict", ""},
 		{"GET", "/deployments/abc/manifest", "", 400, "invalid", "deployment id"},
 		{"GET", "/deployments/999/manifest", "", 404, "not_found", "999"},
@@ -107,7 +112,7 @@ func TestAPIBadInput(t *testing.T) {
 		e, _ := out["error"].(map[string]any)
 		msg, _ := e["message"].(string)
 		if status != tc.status || e["code"] != tc.code || msg == "" || !strings.Contains(msg, tc.msg) {
-			t.Errorf("%s %s %s: %d %v; want %d %s mentioning %q", tc.method, tc.path, tc.body, status, out, tc.status, tc.code, tc.msg)
+			t.Errorf("%s %s %.200s: %d %.500v; want %d %s mentioning %q", tc.method, tc.path, tc.body, status, out, tc.status, tc.code, tc.msg)
 		}
 	}
 

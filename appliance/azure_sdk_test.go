@@ -155,16 +155,6 @@ func moduleHostEnv(t *testing.T, container string, h *hub.Hub) (env []string, so
 	return env, socketDir
 }
 
-// TestAzureSDKModuleWorkloadAPI: a stock Azure IoT SDK module (Node,
-// azure-iot-device + azure-iot-device-mqtt from npm) with no connection
-// string: ModuleClient.fromEnvironment in edge mode, with the environment
-// the agent gives its container (docker inspect), the container's two
-// paths swapped for the host's (the workload socket's folder, and the
-// hub's address), gets its trust bundle and SAS tokens from its workload
-// socket, connects over TLS, reads its twin set by the deployment, sends
-// on an output that a route delivers to another module's input, gets a
-// desired patch and answers a direct method. The container's environment
-// holds no key; the socket refuses to sign for another module.
 // startSDKApp runs an appliance (real Docker) for a stock SDK module
 // named sdkmod, with the image the module's container is made from.
 func startSDKApp(t *testing.T) (*App, Config, string) {
@@ -194,6 +184,16 @@ func startSDKApp(t *testing.T) (*App, Config, string) {
 	return app, cfg, image
 }
 
+// TestAzureSDKModuleWorkloadAPI: a stock Azure IoT SDK module (Node,
+// azure-iot-device + azure-iot-device-mqtt from npm) with no connection
+// string: ModuleClient.fromEnvironment in edge mode, with the environment
+// the agent gives its container (docker inspect), the container's two
+// paths swapped for the host's (the workload socket's folder, and the
+// hub's address), gets its trust bundle and SAS tokens from its workload
+// socket, connects over TLS, reads its twin set by the deployment, sends
+// on an output that a route delivers to another module's input, gets a
+// desired patch and answers a direct method. The container's environment
+// holds no key; the socket refuses to sign for another module.
 func TestAzureSDKModuleWorkloadAPI(t *testing.T) {
 	testenv.Docker(t)
 	azureSDKDir(t)

@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/distribution/reference"
 )
 
 // co wraps createOptions text (a Go string, escaped here for JSON) in a
@@ -255,6 +257,12 @@ func TestResolveUpstream(t *testing.T) {
 	for _, tc := range []struct{ parent, image, address string }{
 		{"parent.local", "parent.local:443/azureiotedge-simulated-temperature-sensor:1.5", "parent.local:443"},
 		{"10.0.0.2:5000", "10.0.0.2:5000/azureiotedge-simulated-temperature-sensor:1.5", "10.0.0.2:5000"},
+		// An IPv6 parent (hub.upstream.host: fd00::2) in brackets, as an
+		// image reference writes it; given in brackets, with or without a
+		// port, it stays as it is.
+		{"fd00::2", "[fd00::2]:443/azureiotedge-simulated-temperature-sensor:1.5", "[fd00::2]:443"},
+		{"[fd00::2]", "[fd00::2]:443/azureiotedge-simulated-temperature-sensor:1.5", "[fd00::2]:443"},
+		{"[fd00::2]:5000", "[fd00::2]:5000/azureiotedge-simulated-temperature-sensor:1.5", "[fd00::2]:5000"},
 	} {
 		m, err := Parse([]byte(doc))
 		if err != nil {
@@ -272,6 +280,9 @@ func TestResolveUpstream(t *testing.T) {
 		}
 		if m.Credential(tc.address) == nil {
 			t.Errorf("no credential for %s", tc.address)
+		}
+		if _, err := reference.ParseNormalizedNamed(m.Module("sensor").Image); err != nil {
+			t.Errorf("%s: the resolved image %q is not a valid reference: %v", tc.parent, m.Module("sensor").Image, err)
 		}
 	}
 }

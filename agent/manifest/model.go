@@ -245,9 +245,13 @@ func isUpstreamAddress(a string) bool {
 // addresses with parent, as edgeAgent replaces it with the parent's
 // host name: "$upstream:443/repo:1" becomes "parent:443/repo:1". When
 // parent carries a port itself ("parent:5000"), it replaces the port
-// written after $upstream too. It returns the images as written, by
-// module, for the modules it changed.
+// written after $upstream too. An IPv6 parent is put in brackets
+// ("[fd00::2]:443/repo:1"), as an image reference writes it. It returns
+// the images as written, by module, for the modules it changed.
 func (m *Manifest) ResolveUpstream(parent string) map[string]string {
+	if ip := net.ParseIP(parent); ip != nil && ip.To4() == nil {
+		parent = "[" + parent + "]"
+	}
 	written := map[string]string{}
 	swap := func(s string) string {
 		rest := strings.TrimPrefix(s, UpstreamImagePrefix)

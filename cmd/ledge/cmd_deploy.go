@@ -64,9 +64,21 @@ func readLimited(file string, limit int64, what string) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s: a %s is at most %d bytes (%d MiB); this one is longer", file, what, limit, limit>>20)
+		return nil, fmt.Errorf("%s: a %s is at most %d bytes (%s); this one is longer", file, what, limit, limitText(limit))
 	}
 	return data, nil
+}
+
+// limitText says a limit in the largest unit it is a whole number of
+// (1 MiB, 64 KiB).
+func limitText(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
 }
 
 // readManifest reads FILE and its signature (--sig, or FILE.sig if it
