@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -170,6 +171,44 @@ func TestLoginBackoffConcurrent(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Errorf("the socket during the attack: %d", resp.StatusCode)
+	}
+}
+
+// TestLoginBackoffPerIPv6Prefix (finding 4, IPv6): one host holds a
+// whole /64, so wrong passwords from many addresses of one /64 share one
+// count: after 5 the next address of that /64 waits, while another /64
+// still logs in. The appliance's own handler serves the requests, each
+// with the remote address a connection from that address would have
+// (this machine cannot dial from a whole /64 of its own).
+func TestLoginBackoffPerIPv6Prefix(t *testing.T) {
+	d := startDashboard(t, nil)
+	h := d.app.web.Handler()
+	login := func(from, password string) int {
+		t.Helper()
+		req := httptest.NewRequest("POST", "/api/v1/auth/login", strings.NewReader(`{"password": "`+password+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.RemoteAddr = net.JoinHostPort(from, "40000")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w.Code
+	}
+	for i := 1; i <= 5; i++ {
+		if code := login(fmt.Sprintf("2001:db8:1:2::%x", i), "not the password at all"); code != http.StatusUnauthorized {
+			t.Fatalf("wrong password %d from 2001:db8:1:2::/64: %d, want 401", i, code)
+		}
+	}
+	// A sixth address of the same /64, the right password included: it waits.
+	for _, from := range []string{"2001:db8:1:2::ffff", "2001:db8:1:2:abcd:ef01:2345:6789"} {
+		if code := login(from, testPassword); code != http.StatusTooManyRequests {
+			t.Errorf("login from %s after 5 wrong ones from its /64: %d, want 429", from, code)
+		}
+	}
+	// Another /64, and an IPv4 client, are not held back by it.
+	if code := login("2001:db8:1:3::1", testPassword); code != http.StatusOK {
+		t.Errorf("the right password from another /64: %d, want 200", code)
+	}
+	if code := login("192.0.2.7", testPassword); code != http.StatusOK {
+		t.Errorf("the right password from an IPv4 address: %d, want 200", code)
 	}
 }
 
