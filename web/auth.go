@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"net/netip"
@@ -200,9 +201,15 @@ func sameOrigin(r *http.Request) bool {
 //   - in all, whatever the address: at most globalBurst failures at once,
 //     then one per globalEvery, so many addresses cannot guess faster.
 //
-// A success clears its client and gives its reservation back. Safe for
-// concurrent use.
+// A success clears its client and gives its reservation back. Passwords
+// are checked one at a time (bcrypt takes tens of milliseconds of CPU), so
+// a flood of logins cannot take more than one core from the pipelines; an
+// attempt that waits longer than loginQueueWait for its turn is answered
+// "try again" unchecked and uncounted, never left to the write timeout.
+// Safe for concurrent use.
 type loginLimiter struct {
+	one chan struct{} // one password check at a time
+
 	mu      sync.Mutex // guards the fields below
 	clients map[string]*loginState
 	tokens  float64   // failures allowed now, in all
@@ -222,8 +229,41 @@ const (
 	globalEvery  = 3 * time.Second
 )
 
+// loginQueueWait bounds the wait for a turn to check a password (a
+// variable for tests).
+var loginQueueWait = 10 * time.Second
+
 func newLoginLimiter() *loginLimiter {
-	return &loginLimiter{clients: map[string]*loginState{}, tokens: globalBurst}
+	return &loginLimiter{one: make(chan struct{}, 1), clients: map[string]*loginState{}, tokens: globalBurst}
+}
+
+// turn waits for the one password check at a time, at most
+// loginQueueWait and while ctx lasts; it reports whether it got it. The
+// caller gives it back with done.
+func (l *loginLimiter) turn(ctx context.Context) bool {
+	t := time.NewTimer(loginQueueWait)
+	defer t.Stop()
+	select {
+	case l.one <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// done gives the turn back.
+func (l *loginLimiter) done() { <-l.one }
+
+// locked reports how long client must still wait, without reserving.
+func (l *loginLimiter) locked(client string, now time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st := l.clients[client]; st != nil && now.Before(st.until) {
+		return st.until.Sub(now)
+	}
+	return 0
 }
 
 // begin reserves an attempt for client. When the client, or every

@@ -171,6 +171,42 @@ func TestLoginRateLimit(t *testing.T) {
 	}
 }
 
+// TestLoginChecksOneAtATime: passwords are checked one at a time; a
+// login that waits longer than loginQueueWait for its turn is answered 429
+// "try again" (not left to the write timeout, which closed the
+// connection), and such answers are not counted as failures.
+func TestLoginChecksOneAtATime(t *testing.T) {
+	saved := loginQueueWait
+	loginQueueWait = 300 * time.Millisecond
+	t.Cleanup(func() { loginQueueWait = saved })
+	s := startAuthServer(t, "correct horse battery")
+	c := browser(t)
+
+	s.limiter.one <- struct{}{} // a check in progress
+	for i := range freeFailures + 2 {
+		start := time.Now()
+		resp, err := c.Post(s.url+"/api/v1/auth/login", "application/json", strings.NewReader(`{"password":"correct horse battery"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct{ Error struct{ Message string } }
+		json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "5" || !strings.Contains(body.Error.Message, "one at a time") {
+			t.Fatalf("login %d while a check runs: %d, Retry-After %q, %q", i, resp.StatusCode, resp.Header.Get("Retry-After"), body.Error.Message)
+		}
+		if d := time.Since(start); d < loginQueueWait {
+			t.Fatalf("login %d answered after %s, before its wait (%s) ended", i, d, loginQueueWait)
+		}
+	}
+	<-s.limiter.one // the check ends
+
+	// None of those counted: the right password gets in at once.
+	if code, _ := loginJSON(t, c, s.url, "correct horse battery"); code != http.StatusOK {
+		t.Fatalf("the right password after %d unchecked answers: %d", freeFailures+2, code)
+	}
+}
+
 func TestLimiterBackoff(t *testing.T) {
 	l := newLoginLimiter()
 	now := time.Unix(1000, 0)

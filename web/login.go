@@ -58,8 +58,9 @@ func (s *Server) login(c *gin.Context) {
 		writeError(c, http.StatusForbidden, string(fault.Forbidden), "cross-site request refused")
 		return
 	}
-	client, now := clientAddr(c.Request), time.Now()
-	if wait, global := s.limiter.begin(limitKey(client), now); wait > 0 {
+	client := clientAddr(c.Request)
+	key := limitKey(client)
+	tooMany := func(wait time.Duration, global bool) {
 		secs := int(math.Ceil(wait.Seconds()))
 		c.Header("Retry-After", fmt.Sprint(secs))
 		msg := fmt.Sprintf("too many failed logins: try again in %d s", secs)
@@ -67,9 +68,25 @@ func (s *Server) login(c *gin.Context) {
 			msg = fmt.Sprintf("too many failed logins on this appliance: try again in %d s (the CLI, `ledge admin`, still works)", secs)
 		}
 		s.loginFailed(c, form, http.StatusTooManyRequests, "too_many_attempts", msg)
+	}
+	if wait := s.limiter.locked(key, time.Now()); wait > 0 {
+		tooMany(wait, false)
+		return
+	}
+	if !s.limiter.turn(c.Request.Context()) {
+		c.Header("Retry-After", "5")
+		s.loginFailed(c, form, http.StatusTooManyRequests, "too_many_attempts",
+			"passwords are checked one at a time and many logins are waiting: try again in 5 s")
+		return
+	}
+	wait, global := s.limiter.begin(key, time.Now())
+	if wait > 0 {
+		s.limiter.done()
+		tooMany(wait, global)
 		return
 	}
 	ok, err := s.auth.checkPassword(c.Request.Context(), req.Password)
+	s.limiter.done()
 	if err != nil {
 		s.respondErr(c, err)
 		return
@@ -79,7 +96,7 @@ func (s *Server) login(c *gin.Context) {
 		s.loginFailed(c, form, http.StatusUnauthorized, string(fault.Unauthorized), "wrong password")
 		return
 	}
-	s.limiter.succeeded(limitKey(client))
+	s.limiter.succeeded(key)
 	id, csrf, err := s.auth.newSession(c.Request.Context(), client)
 	if err != nil {
 		s.respondErr(c, err)
