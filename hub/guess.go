@@ -40,6 +40,7 @@ type guessLimiter struct {
 	warnedG bool      // the appliance-wide limit was logged since it last refilled
 
 	checked atomic.Uint64 // bcrypt checks made (tests)
+	pending atomic.Int64  // attempts waiting for or holding the one check (tests)
 }
 
 type guessState struct {

@@ -495,8 +495,9 @@ func (h *Hub) checkUserPassword(remote, user string, id *Identity, pass []byte) 
 		g.succeeded(key)
 		return ""
 	}
+	g.pending.Add(1)
 	g.one <- struct{}{}
-	defer func() { <-g.one }()
+	defer func() { <-g.one; g.pending.Add(-1) }()
 	wait, global := g.begin(key, time.Now())
 	if wait > 0 {
 		if global {
