@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -43,6 +44,9 @@ type upstream struct {
 	lastError string
 	subs      map[string]upSub
 	gen       chan struct{} // closed on each state change
+	// stopping is set when run ends: the presence is offline from then on
+	// (publishPresence no longer says online).
+	stopping atomic.Bool
 }
 
 type upSub struct {
@@ -146,7 +150,7 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 	}
 	o.SetOnConnectHandler(func(c paho.Client) {
 		if p := cfg.Presence; p != nil {
-			go publishPresence(c, p)
+			go publishPresence(c, p, &u.stopping)
 		}
 		u.setState("connected", "")
 		u.out.OK()
@@ -187,10 +191,10 @@ func newUpstream(h *Hub, cfg UpstreamConfig) (*upstream, error) {
 
 // publishPresence marks the appliance online after a connect, until the
 // broker acknowledges it (a clustered broker may not take a retained
-// message the moment a session starts).
-func publishPresence(c paho.Client, p *UpstreamPresence) {
+// message the moment a session starts), unless the link is stopping.
+func publishPresence(c paho.Client, p *UpstreamPresence, stopping *atomic.Bool) {
 	for range 10 {
-		if !c.IsConnectionOpen() {
+		if !c.IsConnectionOpen() || stopping.Load() {
 			return
 		}
 		t := c.Publish(p.Topic, 1, true, p.Online())
@@ -199,6 +203,19 @@ func publishPresence(c paho.Client, p *UpstreamPresence) {
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// publishOffline marks the appliance offline on a clean stop: the
+// DISCONNECT that follows makes the broker discard the last will (MQTT
+// 3.1.1, 3.14.4), which covers only a connection that dies. Bounded: a
+// stop does not wait for a broker that does not answer (the will, which
+// it then keeps, says offline when the connection drops).
+func (u *upstream) publishOffline() {
+	p := u.cfg.Presence
+	if p == nil || !u.cli.IsConnectionOpen() {
+		return
+	}
+	u.cli.Publish(p.Topic, 1, true, p.Offline).WaitTimeout(2 * time.Second)
 }
 
 // connectError says why a connection attempt failed; a refusal of the
@@ -254,6 +271,8 @@ func (u *upstream) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			u.stopping.Store(true)
+			u.publishOffline()
 			u.cli.Disconnect(250)
 			u.setState("disconnected", "")
 			return
