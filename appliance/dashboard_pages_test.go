@@ -123,6 +123,49 @@ actions: [{type: snapshot, classes: [bus]}]
 	}
 
 	checkPages(t, ctx, d, console)
+	checkIssue15Defects(t, ctx, d)
+}
+
+// checkIssue15Defects checks what issue 15 found on the dashboard that
+// neither the console nor sideways scrolling shows, on the phone
+// checkPages leaves the browser as (pipelines door, gate and yard, events
+// of door): a Live tile as wide as the screen (a <figure> kept its 40 px
+// margins: 291 px on a 390 px phone) with its badge below the frame, not
+// over the frame's own title; recent events and camera thumbnails on the
+// Overview; the Pipelines page's Source row holding the source's URL (it
+// held the state) and each pipeline's spec there to read.
+func checkIssue15Defects(t *testing.T, ctx context.Context, d *dashboard) {
+	t.Helper()
+	navigate(t, ctx, d.base+"/live")
+	wait(t, ctx, "the yard tile's frames", `(() => { const i = document.querySelector("#cams img[data-pipeline=yard]"); return i && !!i.dataset.seq && i.naturalWidth > 0; })()`, 20*time.Second)
+	wait(t, ctx, "the yard tile's badge", `/fps/.test(document.querySelector("#cams figure[data-pipeline=yard] .cam-stats").textContent)`, 10*time.Second)
+	tile := evalString(t, ctx, `(() => {
+		const w = document.documentElement.clientWidth, f = document.querySelector("#cams figure[data-pipeline=yard]");
+		const img = f.querySelector("img").getBoundingClientRect(), badge = f.querySelector(".cam-stats").getBoundingClientRect();
+		const out = [];
+		if (f.getBoundingClientRect().width < w - 40) out.push("the tile is " + Math.round(f.getBoundingClientRect().width) + " px wide on a " + w + " px screen");
+		if (badge.top < img.bottom - 1 && badge.bottom > img.top + 1) out.push("the badge covers the frame (badge " + Math.round(badge.top) + "-" + Math.round(badge.bottom) + ", frame " + Math.round(img.top) + "-" + Math.round(img.bottom) + ")");
+		return out.join("; ");
+	})()`)
+	if tile != "" {
+		t.Errorf("Live on a phone: %s", tile)
+	}
+
+	navigate(t, ctx, d.base+"/")
+	wait(t, ctx, "recent events on the Overview", `document.querySelectorAll("#recent li").length > 0 && /person|bus/.test(document.querySelector("#recent").textContent)`, 15*time.Second)
+	wait(t, ctx, "camera thumbnails on the Overview", `document.querySelectorAll("#thumbs figure").length === 3`, 15*time.Second)
+
+	navigate(t, ctx, d.base+"/pipelines")
+	const gate = "rtsp://127.0.0.1:1/unreachable-camera-with-a-long-path/stream1"
+	row := `(() => { const dl = document.querySelector("section[aria-label='pipeline gate'] dl"); const dt = dl && [...dl.querySelectorAll("dt")].find((d) => d.textContent === "Source"); return dt ? dt.nextElementSibling.textContent : ""; })()`
+	wait(t, ctx, "gate's card", row+` !== ""`, 15*time.Second)
+	if got := evalString(t, ctx, row); got != gate {
+		t.Errorf("the Pipelines page's Source of gate is %q, want its URL %s", got, gate)
+	}
+	spec := evalString(t, ctx, `(() => { const p = document.querySelector("section[aria-label='pipeline gate'] details.spec-box pre"); return p ? p.textContent : ""; })()`)
+	if !strings.Contains(spec, `"name": "gate"`) || !strings.Contains(spec, gate) {
+		t.Errorf("the Pipelines page shows no spec of gate: %q", spec)
+	}
 }
 
 // dashboardPages are the dashboard's pages checkPages opens.

@@ -306,3 +306,29 @@ func TestCaptureTimeExcludesFrameWait(t *testing.T) {
 		t.Errorf("frame_wait %+v at 5 fps, want p50 near the %s frame interval", w, interval)
 	}
 }
+
+// TestCaptureToDetectionCountsDetectedFrames: capture_to_detection (the
+// time a Live badge shows for a pipeline with a model) counts the frames
+// the detector ran on, and only those; capture_to_result counts every
+// processed frame. With the detector on every third frame, the first has
+// as many samples as the detect stage and at most a third of the second's.
+func TestCaptureToDetectionCountsDetectedFrames(t *testing.T) {
+	spec := Spec{Name: "every3", Source: source.Spec{URL: "testpattern:", FPS: 30, Width: 320, Height: 240},
+		Detect: &DetectSpec{Model: testenv.Model(t, "fastestdet.onnx"), Every: 3}}
+	e := newTestEngine(t, []Spec{spec}, nil)
+	stop := run(t, e)
+	waitFor(t, 30*time.Second, "30 processed frames", func() bool { return e.Stats()[0].FramesOut >= 30 })
+	stop()
+	st := e.Stats()[0]
+	det, c2d, c2r := st.Latency[StageDetect].Count, st.Latency[StageCaptureToDetection].Count, st.Latency[StageCaptureToResult].Count
+	t.Logf("frames out %d, detect %d, capture_to_detection %d, capture_to_result %d", st.FramesOut, det, c2d, c2r)
+	if st.DetectErrors != 0 || c2d != det {
+		t.Errorf("capture_to_detection has %d samples, the detector ran %d times (%d errors): want one per detection", c2d, det, st.DetectErrors)
+	}
+	if c2r != st.FramesOut {
+		t.Errorf("capture_to_result has %d samples for %d processed frames", c2r, st.FramesOut)
+	}
+	if c2d == 0 || c2d > (c2r+2)/3+1 {
+		t.Errorf("capture_to_detection has %d samples for %d frames detected on every third: want some, and at most a third", c2d, c2r)
+	}
+}

@@ -15,6 +15,12 @@ import (
 type configFlags struct {
 	path    string
 	dataDir string
+
+	// loaded is what load found, for the command's next call: a command
+	// that loads and then connects (status, deploy, models) finds the
+	// running ledge once, says once which of several it took, and talks
+	// to the one whose data dir it reports.
+	loaded *loaded
 }
 
 func (c *configFlags) register(fs *flag.FlagSet) {
@@ -62,7 +68,16 @@ func (l *loaded) from() string {
 // --config, $LEDGE_CONFIG and --data-dir first, then the ledge that runs
 // (the last `ledge run` still alive), then ./ledge.yaml and
 // /etc/ledge/ledge.yaml; with no file anywhere, the defaults.
-func (c *configFlags) load() (*loaded, error) { return c.find(true, true) }
+func (c *configFlags) load() (*loaded, error) {
+	if c.loaded != nil {
+		return c.loaded, nil
+	}
+	l, err := c.find(true, true)
+	if err == nil {
+		c.loaded = l
+	}
+	return l, err
+}
 
 // loadSettings is load for a command that only reads settings (the ONNX
 // Runtime library for version and detect): which of several running

@@ -490,9 +490,13 @@ func TestSeveralLedgesNoteOnlyWhereItMatters(t *testing.T) {
 		launch(t, &runningLedge{addr: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}, "", env, "run", "--dev", "--config", conf, "--data-dir", t.TempDir())
 	}
 	dir := t.TempDir() // no ledge.yaml here
-	_, errOut, _ := ledgeIn(t, dir, env, "status")
-	if !strings.Contains(errOut, "2 ledges run; using the one started last") {
-		t.Errorf("ledge status with two ledges running does not say which it took: %q", errOut)
+	// Said once per command (status said it twice: once finding the
+	// config, once connecting).
+	for _, args := range [][]string{{"status"}, {"deploy", "status"}, {"identity", "list"}} {
+		_, errOut, _ := ledgeIn(t, dir, env, args...)
+		if n := strings.Count(errOut, "2 ledges run; using the one started last"); n != 1 {
+			t.Errorf("ledge %s with two ledges running says which it took %d times, want once: %q", strings.Join(args, " "), n, errOut)
+		}
 	}
 	for _, args := range [][]string{{"version"}, {"detect", "--model", testenv.Model(t, "fastestdet.onnx"), testenv.Media(t, "bus.jpg")}} {
 		out, errOut, code := ledgeIn(t, dir, env, args...)

@@ -24,6 +24,7 @@ func TestStatusShowsFailures(t *testing.T) {
 	cam := "rtsp://" + freePort(t) + "/cam"
 	cfg := filepath.Join(dir, "ledge.yaml")
 	os.WriteFile(cfg, []byte(`log: {level: debug}
+http: {listenTLS: 127.0.0.1:0}
 hub: {listen: {mqtt: 127.0.0.1:0, mqtts: 127.0.0.1:0}}
 pipelines:
   - name: pattern
