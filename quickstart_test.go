@@ -152,6 +152,18 @@ func TestQuickstart(t *testing.T) {
 			t.Errorf("bin/ledge status lacks %s:\n%s", re, status)
 		}
 	}
+
+	// The way step 5 gives to remove the modules again.
+	const none = "bin/ledge deploy apply --wait deploy/examples/deployment-none.yaml"
+	if !strings.Contains(strings.Join(strings.Fields(steps[4].text), " "), none) {
+		t.Errorf("step 5 no longer says how to remove the modules (%s):\n%s", none, steps[4].text)
+	}
+	if out := qs.run(t, none); !strings.Contains(out, "converged") {
+		t.Errorf("%s:\n%s", none, out)
+	}
+	if out := qs.run(t, "bin/ledge deploy status"); strings.Contains(out, "receiver") || strings.Contains(out, "sender") {
+		t.Errorf("the modules are still there after %s:\n%s", none, out)
+	}
 	second.interrupt(t, 5*time.Second)
 }
 
