@@ -83,7 +83,7 @@ func openCapture(s Spec, t Target) (Reader, error) {
 		why := "cannot open it"
 		switch t.Kind {
 		case KindStream:
-			why = "no stream: the camera is offline or refuses (wrong address, path or credentials?); FFmpeg's words are in the log at debug level"
+			why = "no stream: the camera is offline or refuses (wrong address, path or credentials?); FFmpeg's own words are logged at debug level (log.level: debug in ledge.yaml)"
 		case KindV4L2:
 			why = "cannot open the device (unplugged, busy, or no permission?)"
 		case KindFile:
