@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -290,7 +292,7 @@ func (a *Agent) activate(ctx context.Context, d *Deployment, man *manifest.Manif
 		a.mu.Unlock()
 	}
 	if tw := a.opts.Twins; tw != nil {
-		for _, id := range sortedKeys(man.Twins) {
+		for _, id := range slices.Sorted(maps.Keys(man.Twins)) {
 			raw := man.Twins[id]
 			a.mu.Lock()
 			prev := a.appliedTwins[id]

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -212,7 +213,7 @@ func (ta *testAgent) waitState(version, state string, timeout time.Duration) *Re
 
 func moduleSummary(rep *Reported) string {
 	var s []string
-	for _, name := range sortedKeys(rep.Modules) {
+	for _, name := range slices.Sorted(maps.Keys(rep.Modules)) {
 		m := rep.Modules[name]
 		s = append(s, fmt.Sprintf("%s=%s(%s)", name, m.RuntimeStatus, m.StatusDescription))
 	}
@@ -297,7 +298,7 @@ func (s *recordingSection) Plan(_ context.Context, raw json.RawMessage) ([]Chang
 	var names map[string]json.RawMessage
 	json.Unmarshal(raw, &names)
 	var out []Change
-	for _, n := range sortedKeys(names) {
+	for _, n := range slices.Sorted(maps.Keys(names)) {
 		out = append(out, Change{Kind: "route", Name: n, Action: ActionCreate})
 	}
 	return out, nil

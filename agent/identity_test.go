@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,7 +98,7 @@ func TestIdentityInjection(t *testing.T) {
 		}
 	}
 	c := ta.containers()["probe"]
-	if !contains(c.Host.Binds, ca+":"+caPathInContainer+":ro") {
+	if !slices.Contains(c.Host.Binds, ca+":"+caPathInContainer+":ro") {
 		t.Errorf("CA bind %v", c.Host.Binds)
 	}
 	if len(c.Host.ExtraHosts) != 1 || !strings.HasPrefix(c.Host.ExtraHosts[0], "ledge-hub.test:") {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -220,7 +221,7 @@ func startupOrderText(o uint32) string {
 
 func planTwins(cur, next *manifest.Manifest) []Change {
 	var out []Change
-	for _, id := range sortedKeys(next.Twins) {
+	for _, id := range slices.Sorted(maps.Keys(next.Twins)) {
 		old, ok := cur.Twins[id]
 		switch {
 		case !ok:
@@ -255,7 +256,7 @@ func sectionItems(section string, raw json.RawMessage) []string {
 		if section == manifest.SectionStoreAndForward {
 			return []string{"settings"}
 		}
-		return sortedKeys(obj)
+		return slices.Sorted(maps.Keys(obj))
 	}
 	var arr []struct {
 		Name    string `json:"name"`

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/docker/docker/api/types/container"
@@ -180,7 +182,7 @@ func (p *Policy) Elevations(module string, cfg *container.Config, host *containe
 		}
 	}
 	if nc != nil {
-		for _, name := range sortedKeys(nc.EndpointsConfig) {
+		for _, name := range slices.Sorted(maps.Keys(nc.EndpointsConfig)) {
 			if strings.EqualFold(name, "host") {
 				elevated("NetworkingConfig.EndpointsConfig", name, "shares the host's network")
 			}

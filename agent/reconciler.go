@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -281,7 +283,7 @@ func (r *reconciler) tick(ctx context.Context) {
 	if !r.connected {
 		return
 	}
-	for _, name := range sortedKeys(r.mods) {
+	for _, name := range slices.Sorted(maps.Keys(r.mods)) {
 		st := r.mods[name]
 		if st.def != nil && st.stats.Status == StatusBackoff && !st.stats.NextRestart.IsZero() && !now.Before(st.stats.NextRestart) {
 			r.restart(ctx, st)
@@ -302,7 +304,7 @@ func (r *reconciler) tick(ctx context.Context) {
 // noteRecoveries logs, once, that a module whose failure was logged has
 // run for rollback.stableFor since (the reconciler wakes then: nextWake).
 func (r *reconciler) noteRecoveries(now time.Time) {
-	for _, name := range sortedKeys(r.mods) {
+	for _, name := range slices.Sorted(maps.Keys(r.mods)) {
 		st := r.mods[name]
 		if !st.failing || st.def == nil || st.c == nil || !st.c.Running || st.stats.Status != StatusRunning || st.stats.LastStart.IsZero() {
 			continue

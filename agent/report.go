@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -107,7 +109,7 @@ func (s ModuleSettings) MarshalJSON() ([]byte, error) {
 	if s.ImageHash != "" {
 		out = append(out, `,"imageHash":`+strconv.Quote(s.ImageHash)...)
 	}
-	for _, k := range sortedKeys(s.CreateOptions) {
+	for _, k := range slices.Sorted(maps.Keys(s.CreateOptions)) {
 		out = append(out, ","+strconv.Quote(k)+":"+strconv.Quote(s.CreateOptions[k])...)
 	}
 	return append(out, '}'), nil

@@ -5,10 +5,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -104,7 +104,7 @@ func buildSpec(m *manifest.Module, in injection) (*containerSpec, error) {
 		env[k] = v
 	}
 	cfg.Env = make([]string, 0, len(env))
-	for _, k := range sortedKeys(env) {
+	for _, k := range slices.Sorted(maps.Keys(env)) {
 		cfg.Env = append(cfg.Env, k+"="+env[k])
 	}
 
@@ -146,7 +146,7 @@ func buildSpec(m *manifest.Module, in injection) (*containerSpec, error) {
 			ep = &network.EndpointSettings{}
 			netcfg.EndpointsConfig[in.network] = ep
 		}
-		if !contains(ep.Aliases, m.Name) {
+		if !slices.Contains(ep.Aliases, m.Name) {
 			ep.Aliases = append(ep.Aliases, m.Name)
 		}
 	}
@@ -244,22 +244,4 @@ func (in injection) env(module string) map[string]string {
 			iothub, ep.Hostname, device, moduleID, id.SharedAccessKey)
 	}
 	return env
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -76,7 +77,7 @@ func TestWorkloadAPIInContainer(t *testing.T) {
 		}
 	}
 	c := ta.containers()["wl"]
-	if !contains(c.Host.Binds, filepath.Join(dataDir, "workload", "wl")+":"+workload.ContainerDir+":ro") {
+	if !slices.Contains(c.Host.Binds, filepath.Join(dataDir, "workload", "wl")+":"+workload.ContainerDir+":ro") {
 		t.Errorf("binds %v", c.Host.Binds)
 	}
 	for _, kv := range c.Env {
@@ -84,7 +85,7 @@ func TestWorkloadAPIInContainer(t *testing.T) {
 			t.Errorf("a key in the container's environment: %s", kv)
 		}
 	}
-	if !contains(c.Env, "IOTEDGE_WORKLOADURI=unix:///var/run/iotedge/workload.sock") || !contains(c.Env, "IOTEDGE_MODULEGENERATIONID=gen-wl") {
+	if !slices.Contains(c.Env, "IOTEDGE_WORKLOADURI=unix:///var/run/iotedge/workload.sock") || !slices.Contains(c.Env, "IOTEDGE_MODULEGENERATIONID=gen-wl") {
 		t.Errorf("env %v", c.Env)
 	}
 

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -124,7 +125,7 @@ func matchLevels(grant []string, topic string) bool {
 // compileGrants turns ACL rules into the grants of one identity.
 func compileGrants(rules []ACLRule, name, kind string) (pub, sub [][]string) {
 	for _, r := range rules {
-		if len(r.Kinds) > 0 && !contains(r.Kinds, kind) {
+		if len(r.Kinds) > 0 && !slices.Contains(r.Kinds, kind) {
 			continue
 		}
 		if len(r.Identities) > 0 && !globAny(r.Identities, name) {
@@ -138,15 +139,6 @@ func compileGrants(rules []ACLRule, name, kind string) (pub, sub [][]string) {
 		}
 	}
 	return pub, sub
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func globAny(globs []string, name string) bool {

@@ -15,6 +15,7 @@ import (
 	"ledge/hub/azure"
 	"ledge/hub/route"
 	"ledge/internal/fault"
+	"ledge/internal/yamlstrict"
 )
 
 // MaxTwinSection is the limit on the desired and on the reported
@@ -159,10 +160,7 @@ func mergePatch(section map[string]any, patch []byte, check bool) (map[string]an
 // property.
 func checkTwinProperties(props map[string]any, path string, depth int, rules bool) error {
 	for k, v := range props {
-		at := k
-		if path != "" {
-			at = path + "." + k
-		}
+		at := yamlstrict.Field(path, k)
 		if !rules {
 			if err := checkTwinValue(v, at, depth, false); err != nil {
 				return err
@@ -175,7 +173,7 @@ func checkTwinProperties(props map[string]any, path string, depth int, rules boo
 		if i := strings.IndexFunc(k, func(r rune) bool {
 			return unicode.IsControl(r) || unicode.IsSpace(r) || r == '.' || r == '$' || r == '#'
 		}); i >= 0 {
-			return fault.New(fault.Invalid, "twin property name %q: %q is not allowed in a name", at, k[i:i+1])
+			return fault.New(fault.Invalid, "twin property name %s: %q is not allowed in a name", at, k[i:i+1])
 		}
 		if err := checkTwinValue(v, at, depth, true); err != nil {
 			return err
@@ -188,31 +186,31 @@ func checkTwinValue(v any, at string, depth int, rules bool) error {
 	switch x := v.(type) {
 	case map[string]any:
 		if rules && depth >= maxTwinDepth {
-			return fault.New(fault.Invalid, "twin property %q: nested deeper than %d levels", at, maxTwinDepth)
+			return fault.New(fault.Invalid, "twin property %s: nested deeper than %d levels", at, maxTwinDepth)
 		}
 		return checkTwinProperties(x, at, depth+1, rules)
 	case []any:
 		for i, e := range x {
 			if rules && e == nil {
-				return fault.New(fault.Invalid, "twin property %q: an array may not hold null (item %d)", at, i)
+				return fault.New(fault.Invalid, "twin property %s: an array may not hold null (item %d)", at, i)
 			}
-			if err := checkTwinValue(e, fmt.Sprintf("%s[%d]", at, i), depth, rules); err != nil {
+			if err := checkTwinValue(e, yamlstrict.Index(at, i), depth, rules); err != nil {
 				return err
 			}
 		}
 	case string:
 		if rules && len(x) > maxTwinValue {
-			return fault.New(fault.Invalid, "twin property %q: a string of %d bytes, over %d", at, len(x), maxTwinValue)
+			return fault.New(fault.Invalid, "twin property %s: a string of %d bytes, over %d", at, len(x), maxTwinValue)
 		}
 	case json.Number:
 		if _, err := x.Float64(); err != nil {
-			return fault.New(fault.Invalid, "twin property %q: number %s is out of range", at, x)
+			return fault.New(fault.Invalid, "twin property %s: number %s is out of range", at, x)
 		}
 		if !rules || strings.ContainsAny(string(x), ".eE") {
 			return nil
 		}
 		if n, err := x.Int64(); err != nil || n > maxTwinSafeValue || n < minTwinSafeValue {
-			return fault.New(fault.Invalid, "twin property %q: integer %s out of range %d to %d", at, x, int64(minTwinSafeValue), int64(maxTwinSafeValue))
+			return fault.New(fault.Invalid, "twin property %s: integer %s out of range %d to %d", at, x, int64(minTwinSafeValue), int64(maxTwinSafeValue))
 		}
 	}
 	return nil

@@ -39,6 +39,32 @@ func FuzzMergePatch(f *testing.F) {
 	})
 }
 
+// TestTwinPropertyPaths: a refused twin patch names the property with
+// the field path every error uses (yamlstrict.Field and Index): keys
+// joined by dots, [i] for array items, a key that holds a dot, white
+// space or a control character quoted, so the path is unambiguous and no
+// raw control character reaches a message.
+func TestTwinPropertyPaths(t *testing.T) {
+	for _, tc := range []struct {
+		patch string
+		rules bool // a reported patch from a device
+		want  string
+	}{
+		{`{"n": {"big": 1e400}}`, false, "twin property n.big: number 1e400 is out of range"},
+		{`{"a.b": {"c": 1e400}}`, false, `twin property "a.b".c: number 1e400 is out of range`},
+		{`{"l": [1, {"n": 1e400}]}`, false, "twin property l[1].n: number 1e400 is out of range"},
+		{`{"x": {"bad key": 1}}`, true, `twin property name x."bad key": " " is not allowed in a name`},
+		{`{"x": {"k\u001b[2J": 1}}`, true, `twin property name x."k\x1b[2J": "\x1b" is not allowed in a name`},
+		{`{"x": [null]}`, true, "twin property x: an array may not hold null (item 0)"},
+		{`{"x": {"n": 4503599627370496}}`, true, "twin property x.n: integer 4503599627370496 out of range"},
+	} {
+		_, _, err := mergePatch(map[string]any{}, []byte(tc.patch), tc.rules)
+		if !fault.Is(err, fault.Invalid) || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("patch %s: %v, want %s", tc.patch, err, tc.want)
+		}
+	}
+}
+
 // TestTwinNumberOutOfRange: a number no float64 holds (1e400), in a
 // desired patch from the API or a reported one from a device, is refused
 // naming the property; the twin keeps loading (saved, it could not be
@@ -46,7 +72,7 @@ func FuzzMergePatch(f *testing.F) {
 func TestTwinNumberOutOfRange(t *testing.T) {
 	h := startHub(t, nil, false)
 	dev := h.addIdentity(t, IdentitySpec{Name: "thermo"})
-	if _, err := h.PatchDesired(t.Context(), "thermo", []byte(`{"ok": 1, "n": {"big": 1e400}}`)); !fault.Is(err, fault.Invalid) || !strings.Contains(err.Error(), `"n.big"`) {
+	if _, err := h.PatchDesired(t.Context(), "thermo", []byte(`{"ok": 1, "n": {"big": 1e400}}`)); !fault.Is(err, fault.Invalid) || !strings.Contains(err.Error(), "twin property n.big: ") {
 		t.Errorf("desired 1e400: %v", err)
 	}
 	got := newReceived()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -547,14 +548,7 @@ type snapshot struct {
 	versions map[string][]Version // by name, newest first
 }
 
-func (sn *snapshot) sortedNames() []string {
-	out := make([]string, 0, len(sn.names))
-	for n := range sn.names {
-		out = append(out, n)
-	}
-	slices.Sort(out)
-	return out
-}
+func (sn *snapshot) sortedNames() []string { return slices.Sorted(maps.Keys(sn.names)) }
 
 func (sn *snapshot) version(name, version string) (Version, bool) {
 	for _, v := range sn.versions[name] {

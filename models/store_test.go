@@ -574,6 +574,58 @@ func TestActivationFailureKeepsOld(t *testing.T) {
 	}
 }
 
+// TestActivationNotRecordedAborts: a version the activator prepared but
+// the store could not record (the database refuses the write) is aborted,
+// never committed: the old version keeps serving, and the one not recorded
+// is not marked failed (the write failing says nothing of it), so the
+// next activation of it succeeds. The fault is injected with a trigger in
+// the real database.
+func TestActivationNotRecordedAborts(t *testing.T) {
+	srv := newModelServer(t)
+	fa := &fakeActivator{}
+	env := openStore(t, srv, testConfig(), func(o *Options) { o.Activator = fa })
+	fa.mu.Lock()
+	fa.store = env.s
+	fa.mu.Unlock()
+	d1, d2 := randomBytes(8<<10), randomBytes(8<<10)
+	if err := env.s.SetDesired(t.Context(), []Spec{spec("people", "1", srv.add("/1", d1), d1)}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, env.s, "people", "1", StateActive)
+	if _, err := env.s.Pull(t.Context(), spec("people", "2", srv.add("/2", d2), d2), false); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, env.s, "people", "2", StateReady)
+
+	if _, err := env.s.db.ExecContext(t.Context(), `CREATE TRIGGER refuse_people_2 BEFORE INSERT ON models_activations
+		WHEN NEW.version = '2' BEGIN SELECT RAISE(ABORT, 'injected write failure'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.s.Activate(t.Context(), "people", "2"); err == nil || !strings.Contains(err.Error(), "injected write failure") {
+		t.Errorf("activating a version the store cannot record: %v, want the write's error", err)
+	}
+	if r, _ := env.s.Resolve("people"); r.Version != "1" {
+		t.Errorf("resolves to %q after an activation not recorded, want 1", r.Version)
+	}
+	if v, err := env.s.version(t.Context(), "people", "2"); err != nil || v.State != StateReady {
+		t.Errorf("people@2 after its activation was not recorded: %+v %v, want ready", v, err)
+	}
+	if _, err := env.s.db.ExecContext(t.Context(), `DROP TRIGGER refuse_people_2`); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := env.s.Activate(t.Context(), "people", "2"); err != nil || v.State != StateActive {
+		t.Fatalf("activating it again: %+v %v", v, err)
+	}
+	fa.mu.Lock()
+	defer fa.mu.Unlock()
+	want := []string{"prepare people@1", "commit people@1 (resolves to 1)",
+		"prepare people@2", "abort people@2",
+		"prepare people@2", "commit people@2 (resolves to 2)"}
+	if !slices.Equal(fa.calls, want) {
+		t.Errorf("activator calls:\n  %s\nwant\n  %s", strings.Join(fa.calls, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
 // TestPinAndRollback: activate by hand pins; rollback returns to the
 // previous version; a deployment that keeps its entry leaves the pin, one
 // that changes it wins.

@@ -3,6 +3,7 @@ package manifest
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -282,7 +283,7 @@ func parseAzureAgent(src *source, m *Manifest, n *yaml.Node, path []string, ps *
 			ps.at(with(path, "runtime", "type"), "runtime type %q is not supported: want docker", a.Runtime.Type)
 		}
 		if s := a.Runtime.Settings; s != nil {
-			for _, name := range sortedKeys(s.RegistryCredentials) {
+			for _, name := range slices.Sorted(maps.Keys(s.RegistryCredentials)) {
 				c := s.RegistryCredentials[name]
 				rc := RegistryCredential{Name: name, Address: strings.TrimSpace(c.Address), Username: c.Username, Password: c.Password}
 				checkCredential(rc, with(path, "runtime", "settings", "registryCredentials", name), ps)
@@ -301,7 +302,7 @@ func parseAzureAgent(src *source, m *Manifest, n *yaml.Node, path []string, ps *
 	if len(a.SystemModules) > 0 {
 		m.Notes = append(m.Notes, "systemModules (edgeAgent, edgeHub) are not run: ledge itself is the agent and the hub")
 	}
-	for _, name := range sortedKeys(a.SystemModules) {
+	for _, name := range slices.Sorted(maps.Keys(a.SystemModules)) {
 		sm := a.SystemModules[name]
 		if !sm.isNull() && sm.n.Kind != yaml.MappingNode {
 			ps.at(with(path, "systemModules", name), "a system module must be an object")
@@ -319,7 +320,7 @@ func parseAzureAgent(src *source, m *Manifest, n *yaml.Node, path []string, ps *
 		ps.list = append(ps.list, sub.list...)
 		ps.coBudget = sub.coBudget
 	}
-	for _, name := range sortedKeys(a.Modules) {
+	for _, name := range slices.Sorted(maps.Keys(a.Modules)) {
 		mp := with(path, "modules", name)
 		raw := a.Modules[name]
 		if raw.isNull() || raw.n.Kind != yaml.MappingNode {
@@ -387,7 +388,7 @@ func parseAzureModule(src *source, z *normalizer, name string, n *yaml.Node, pat
 	in.co, in.coPath = joinChunks(src, s, sp, ps)
 	if len(am.Env) > 0 {
 		in.env = map[string]string{}
-		for _, k := range sortedKeys(am.Env) {
+		for _, k := range slices.Sorted(maps.Keys(am.Env)) {
 			ep := with(path, "env", k)
 			raw := am.Env[k]
 			if raw.isNull() {

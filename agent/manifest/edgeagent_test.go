@@ -1,7 +1,9 @@
 package manifest
 
 import (
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -126,7 +128,7 @@ func TestEdgeAgentAccepts(t *testing.T) {
 			}
 			if tc.env != "" {
 				var got []string
-				for _, k := range sortedKeys(mod.Env) {
+				for _, k := range slices.Sorted(maps.Keys(mod.Env)) {
 					got = append(got, k+"="+mod.Env[k])
 				}
 				if strings.Join(got, " ") != tc.env {

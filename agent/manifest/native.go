@@ -3,7 +3,8 @@ package manifest
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -96,7 +97,7 @@ func parseNative(src *source, root *yaml.Node, ps *problems) *Manifest {
 		ps.at([]string{"version"}, "%s", err)
 	}
 
-	names := sortedKeys(doc.Modules)
+	names := slices.Sorted(maps.Keys(doc.Modules))
 	for _, name := range names {
 		path := []string{"modules", name}
 		raw := doc.Modules[name]
@@ -128,7 +129,7 @@ func parseNative(src *source, root *yaml.Node, ps *problems) *Manifest {
 		}
 	}
 	checkModuleNames(m.Modules, []string{"modules"}, ps)
-	for _, id := range sortedKeys(doc.Twins) {
+	for _, id := range slices.Sorted(maps.Keys(doc.Twins)) {
 		path := []string{"twins", id}
 		if m.Twins[id] != nil {
 			ps.at(path, "the twin of %q is also given as modules.%s.twin: give it once", id, id)
@@ -138,7 +139,7 @@ func parseNative(src *source, root *yaml.Node, ps *problems) *Manifest {
 			setTwin(m, id, doc.Twins[id].n, path, ps)
 		}
 	}
-	for _, name := range sortedKeys(doc.RegistryCredentials) {
+	for _, name := range slices.Sorted(maps.Keys(doc.RegistryCredentials)) {
 		c := doc.RegistryCredentials[name]
 		rc := RegistryCredential{Name: name, Address: c.Address, Username: c.Username, Password: c.Password}
 		checkCredential(rc, []string{"registryCredentials", name}, ps)
@@ -159,15 +160,6 @@ func parseNative(src *source, root *yaml.Node, ps *problems) *Manifest {
 		setStoreAndForward(m, s.TimeToLiveSecs, s.MaxSizeBytes, []string{"storeAndForward"}, ps)
 	}
 	return m
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // setTwin records a module's desired twin properties: a JSON object.

@@ -205,7 +205,7 @@ func (c *Controller) pass(ctx context.Context) error {
 // (started after the replay) cannot put it back: the operator deploys
 // again (docs/fleet.md).
 func (c *Controller) restore(ctx context.Context, s *Snapshot, now time.Time) error {
-	for _, name := range sortedNames(s.Replayed) {
+	for _, name := range slices.Sorted(maps.Keys(s.Replayed)) {
 		k, ok := c.kept[name]
 		if !ok || k.def.Generation < c.seen[name] || s.Definitions[name] != nil || s.Deleted[name] != nil {
 			continue
@@ -422,7 +422,7 @@ func (c *Controller) execute(ctx context.Context, s *Snapshot, p *Plan, now time
 	if err := c.withdraw(ctx, p); err != nil {
 		return err
 	}
-	for _, name := range sortedNames(p.Rollouts) {
+	for _, name := range slices.Sorted(maps.Keys(p.Rollouts)) {
 		r := p.Rollouts[name]
 		old := s.Rollouts[name]
 		switch {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -191,13 +192,13 @@ func MakePlan(s *Snapshot, now time.Time, controller string) *Plan {
 	// tombstone's generation: its progress goes, and the generation stays
 	// on the broker below which a definition of the name is a replay,
 	// should someone put an older one back in the tombstone's place.
-	for _, name := range sortedNames(s.Deleted) {
+	for _, name := range slices.Sorted(maps.Keys(s.Deleted)) {
 		del := s.Deleted[name]
 		if ro := s.Rollouts[name]; ro == nil || ro.Phase != PhaseDeleted || ro.Generation != del.Generation {
 			p.Rollouts[name] = DeletedRollout(name, del.Generation, now, controller)
 		}
 	}
-	for _, name := range sortedNames(s.Definitions) {
+	for _, name := range slices.Sorted(maps.Keys(s.Definitions)) {
 		def := s.Definitions[name]
 		ro := s.Rollouts[name]
 		fresh := &Rollout{Name: name, Generation: def.Generation, ManifestDigest: def.ManifestDigest(), Phase: PhaseRolling}
@@ -347,15 +348,6 @@ func giveOut(p *Plan, def *Definition, candidates []string, n, wave int, s *Snap
 		}
 		p.Gives = append(p.Gives, g)
 	}
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // NextVersion is the version of a manifest sealed for a device whose

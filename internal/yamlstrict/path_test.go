@@ -14,6 +14,11 @@ func TestFieldAndIndex(t *testing.T) {
 		{Field("env", "A B", ""), `env."A B".""`},
 		{Field("x", `say "hi"`), `x."say \"hi\""`},
 		{Field("k", strings.Repeat("é", 50)), `k."` + strings.Repeat("é", 38) + `..."`}, // cut, so quoted
+		{Field("m", "a\nb"), `m."a\nb"`},
+		{Field("m", "tab\there"), `m."tab\there"`},
+		{Field("m", "\x1b[31mred"), `m."\x1b[31mred"`},
+		{Field("m", "bad\xff"), `m."bad\xff"`},
+		{Field("m", "caf\u00e9"), "m.caf\u00e9"}, // printable: as it is
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %s, want %s", tc.got, tc.want)
