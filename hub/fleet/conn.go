@@ -508,6 +508,9 @@ func (c *Conn) Check(ctx context.Context, topics []string) (map[string][]byte, e
 	got := map[string][]byte{}
 	h := func(_ paho.Client, m paho.Message) {
 		if m.Retained() && want[m.Topic()] {
+			// Received on the fleet's subscription too (paho hands a
+			// message to every matching one): counted there.
+			c.view.readBack(m.Topic(), m.Payload())
 			mu.Lock()
 			got[m.Topic()] = bytes.Clone(m.Payload())
 			mu.Unlock()

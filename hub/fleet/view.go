@@ -34,6 +34,8 @@ type View struct {
 	bytes   int64
 	sMsgs   int64
 	sBytes  int64
+	rbMsgs  int64 // of msgs and bytes: read back ([Conn.Check])
+	rbBytes int64
 }
 
 func newView(t Topics) *View {
@@ -195,6 +197,25 @@ func (v *View) sent(topic string, payload []byte) {
 	v.sMsgs++
 	v.sBytes += int64(len(topic) + len(payload))
 	v.mu.Unlock()
+}
+
+// readBack counts a message of msgs that a read-back asked for.
+func (v *View) readBack(topic string, payload []byte) {
+	if kind, _ := v.topics.kind(topic); kind == "" {
+		return // not in msgs either
+	}
+	v.mu.Lock()
+	v.rbMsgs++
+	v.rbBytes += int64(len(topic) + len(payload))
+	v.mu.Unlock()
+}
+
+// ReadBack counts the messages and bytes of Received that were read
+// back ([Conn.Check]).
+func (v *View) ReadBack() (msgs, bytes int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.rbMsgs, v.rbBytes
 }
 
 // Sent counts the messages and bytes (payload and topic) published.
