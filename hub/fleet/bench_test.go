@@ -351,8 +351,8 @@ func simulate(b testing.TB, n int, run func(loop func() simResult)) {
 		bytes := float64(dc.bytes.Load()+(cb-cb0)+(csb-csb0)+int64(len(sealed))) / float64(n)
 		b.Logf("%d devices: rollout %s (waves 2 and 3 recorded at %v), baseline %s; %.1f msgs and %.0f bytes per device (baseline %.1f and %.0f); broker CPU %s (baseline %s)",
 			n, rollTime.Round(time.Millisecond), waveAt, baseTime.Round(time.Millisecond), msgs, bytes, baseMsgs, baseBytes, rollCPU, baseCPU)
-		// The read-back is done once no record of the rollout is
-		// waiting to be read (a few seconds at most).
+		// The read-back is done once every device's assignment record
+		// came back (a second or two after the rollout).
 		for deadline := time.Now().Add(30 * time.Second); ; {
 			m, _ := conn.View().ReadBack()
 			if m-rbm0 >= int64(n) || time.Now().After(deadline) {
