@@ -508,6 +508,9 @@ func (c *Conn) Check(ctx context.Context, topics []string) (map[string][]byte, e
 	got := map[string][]byte{}
 	h := func(_ paho.Client, m paho.Message) {
 		if m.Retained() && want[m.Topic()] {
+			// Received on the fleet's subscription too (paho hands a
+			// message to every matching one): counted there.
+			c.view.readBack(m.Topic(), m.Payload())
 			mu.Lock()
 			got[m.Topic()] = bytes.Clone(m.Payload())
 			mu.Unlock()
@@ -616,6 +619,7 @@ func (c *Conn) Connected() bool { return c.cli.IsConnectionOpen() }
 // Publish publishes with QoS 1 and waits for the broker's PUBACK.
 func (c *Conn) Publish(ctx context.Context, topic string, payload []byte, retain bool) error {
 	c.view.sent(topic, payload)
+	mark := c.view.mark()
 	t := c.cli.Publish(topic, 1, retain, payload)
 	select {
 	case <-t.Done():
@@ -626,10 +630,13 @@ func (c *Conn) Publish(ctx context.Context, topic string, payload []byte, retain
 		return fmt.Errorf("publish %s: %w", topic, ctx.Err())
 	}
 	if retain {
-		// What we retained is what the broker holds now: the view sees it
-		// at once (the broker does not echo it to a subscriber that
-		// published it... it does, but later).
-		c.view.put(topic, payload, false)
+		// The view takes what we retained at once (the broker's copy to
+		// our subscription may come later, and a controller's next pass
+		// must see the records it wrote), unless a message on the topic
+		// came since the publish: our copy, or a newer one the broker
+		// took after ours (another controller's lease claim), which it
+		// must not overwrite (View.own).
+		c.view.own(topic, payload, mark)
 	}
 	return nil
 }
@@ -645,6 +652,7 @@ type Message struct {
 // once the broker acknowledged all of them, or with the first error.
 func (c *Conn) PublishAll(ctx context.Context, msgs []Message) error {
 	toks := make([]paho.Token, len(msgs))
+	mark := c.view.mark()
 	for i, m := range msgs {
 		c.view.sent(m.Topic, m.Payload)
 		toks[i] = c.cli.Publish(m.Topic, 1, true, m.Payload)
@@ -655,7 +663,7 @@ func (c *Conn) PublishAll(ctx context.Context, msgs []Message) error {
 			if err := t.Error(); err != nil {
 				return fmt.Errorf("publish %s: %w", msgs[i].Topic, err)
 			}
-			c.view.put(msgs[i].Topic, msgs[i].Payload, false)
+			c.view.own(msgs[i].Topic, msgs[i].Payload, mark)
 		case <-ctx.Done():
 			return fmt.Errorf("publish %s: %w", msgs[i].Topic, ctx.Err())
 		}

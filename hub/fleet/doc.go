@@ -17,8 +17,10 @@
 // Concurrency: a [Conn] keeps a retained-message [View] updated from
 // paho's goroutines under its own lock; readers take snapshots. A
 // [Controller]'s Run is one goroutine; it acts only while it holds the
-// lease ([Lease]), and its decisions are deterministic functions of the
-// broker's state (wave membership is a stable hash order), so two
-// controllers that both believed they held the lease would publish the
-// same assignments.
+// lease ([Lease]). Its decisions are functions of the broker's state
+// (wave membership is a stable hash order) but for the version a device
+// is given, which comes from its clock: two controllers that both
+// believed they held the lease would give a device its deployment twice.
+// The view therefore never takes a publish of its own over a newer
+// message on the topic ([Conn.Publish]).
 package fleet

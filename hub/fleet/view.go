@@ -22,19 +22,25 @@ type View struct {
 	oversized map[string]int
 	// epoch counts the connections' syncs; got is the epoch in which
 	// each retained topic was last received (see prune).
-	epoch   int
-	got     map[string]int
+	epoch int
+	got   map[string]int
+	// recv numbers the messages received; last is the number of the
+	// last one received on each topic (see own).
+	recv    uint64
+	last    map[string]uint64
 	up      bool
 	changed chan struct{} // closed and replaced on every change
 	msgs    int64
 	bytes   int64
 	sMsgs   int64
 	sBytes  int64
+	rbMsgs  int64 // of msgs and bytes: read back ([Conn.Check])
+	rbBytes int64
 }
 
 func newView(t Topics) *View {
 	return &View{topics: t, raw: map[string][]byte{}, seen: map[string]time.Time{}, got: map[string]int{}, oversized: map[string]int{},
-		changed: make(chan struct{})}
+		last: map[string]uint64{}, changed: make(chan struct{})}
 }
 
 // maxRecord bounds a retained record of each kind: what is kept in
@@ -54,13 +60,50 @@ func maxRecord(kind string) int {
 // put takes a message; retained says it is a retained one the broker
 // handed a subscription (not one published now).
 func (v *View) put(topic string, payload []byte, retained bool) {
-	kind, name := v.topics.kind(topic)
+	kind, _ := v.topics.kind(topic)
 	if kind == "" {
 		return
 	}
 	v.mu.Lock()
 	v.msgs++
 	v.bytes += int64(len(payload) + len(topic))
+	v.recv++
+	v.last[topic] = v.recv
+	v.store(topic, payload, retained)
+}
+
+// mark numbers the messages received so far: taken before a publish,
+// for own.
+func (v *View) mark() uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.recv
+}
+
+// own takes a message this connection published and the broker
+// acknowledged, unless a message on its topic was received since mark
+// (taken before the publish). The broker hands our subscription the
+// messages of a topic in the order it takes them, our own among them: a
+// message that came since is our copy, or one the broker took after ours
+// (another controller's lease claim that replaced ours), which must not
+// be overwritten, or one it took before ours, which our copy, still to
+// come, replaces.
+func (v *View) own(topic string, payload []byte, mark uint64) {
+	kind, _ := v.topics.kind(topic)
+	if kind == "" {
+		return
+	}
+	v.mu.Lock()
+	if v.last[topic] > mark {
+		v.mu.Unlock()
+		return
+	}
+	v.store(topic, payload, false)
+}
+
+// store keeps a message; called with v.mu held, it unlocks it.
+func (v *View) store(topic string, payload []byte, retained bool) {
+	kind, name := v.topics.kind(topic)
 	delete(v.oversized, topic)
 	if len(payload) > maxRecord(kind) {
 		// Not kept: as if the topic held nothing readable.
@@ -122,6 +165,10 @@ func (v *View) prune() int {
 			n++
 		}
 	}
+	// The numbers of topics that hold nothing go (every topic ever
+	// cleared would stay); only a publish acknowledged across a
+	// reconnection could have needed one.
+	maps.DeleteFunc(v.last, func(topic string, _ uint64) bool { return v.raw[topic] == nil })
 	if n > 0 {
 		devices := map[string]bool{}
 		for topic := range v.raw {
@@ -150,6 +197,25 @@ func (v *View) sent(topic string, payload []byte) {
 	v.sMsgs++
 	v.sBytes += int64(len(topic) + len(payload))
 	v.mu.Unlock()
+}
+
+// readBack counts a message of msgs that a read-back asked for.
+func (v *View) readBack(topic string, payload []byte) {
+	if kind, _ := v.topics.kind(topic); kind == "" {
+		return // not in msgs either
+	}
+	v.mu.Lock()
+	v.rbMsgs++
+	v.rbBytes += int64(len(topic) + len(payload))
+	v.mu.Unlock()
+}
+
+// ReadBack counts the messages and bytes of Received that were read
+// back ([Conn.Check]).
+func (v *View) ReadBack() (msgs, bytes int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.rbMsgs, v.rbBytes
 }
 
 // Sent counts the messages and bytes (payload and topic) published.
