@@ -842,20 +842,33 @@ func TestControllerIgnoresForgedDeviceID(t *testing.T) {
 // hours before too: the time a retained message reached this client
 // counted as the time the device was seen. An offline device is now
 // last seen when its state says it published; an online one now (the
-// broker vouches for its connection).
+// broker vouches for its connection). Both devices published their
+// states an hour ago, and the online one came online then (as a device
+// that went away, or has said nothing since, did), so neither time can
+// pass for the other.
 func TestLastSeenOfOfflineDevice(t *testing.T) {
 	addr, _ := simMosquitto(t)
 	var dc simCounters
 	gone := startSimDevice(t, addr, 1, &dc)
 	here := startSimDevice(t, addr, 2, &dc)
-	gone.mu.Lock()
-	at := gone.doc.At
-	gone.mu.Unlock()
-	if tok := gone.cli.Publish(DefaultTopics.Online(gone.id), 1, true, OfflinePayload); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("publish: %v", tok.Error())
+	at := time.Now().Add(-time.Hour).UTC()
+	publish := func(d *simDevice, topic string, payload []byte) {
+		t.Helper()
+		if tok := d.cli.Publish(topic, 1, true, payload); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
 	}
+	for _, d := range []*simDevice{gone, here} {
+		d.mu.Lock()
+		d.doc.At = at
+		b, _ := json.Marshal(d.doc)
+		d.mu.Unlock()
+		publish(d, DefaultTopics.State(d.id), b)
+	}
+	on, _ := json.Marshal(Presence{Online: true, Since: at})
+	publish(here, DefaultTopics.Online(here.id), on)
+	publish(gone, DefaultTopics.Online(gone.id), OfflinePayload)
 	gone.cli.Disconnect(0)
-	time.Sleep(2 * time.Second)
 	conn, err := Dial(t.Context(), ConnConfig{URLs: []string{"tcp://" + addr}, ClientID: "last-seen", Topics: DefaultTopics})
 	if err != nil {
 		t.Fatal(err)
@@ -869,11 +882,11 @@ func TestLastSeenOfOfflineDevice(t *testing.T) {
 		switch r.ID {
 		case gone.id:
 			if r.Online || !r.LastSeen.Equal(at) {
-				t.Errorf("%s, offline for 2s: online %v, last seen %s ago, want %s (its state's time)", r.ID, r.Online, time.Since(r.LastSeen).Round(time.Millisecond), at)
+				t.Errorf("%s, offline, its state an hour old: online %v, last seen %s ago, want %s (its state's time)", r.ID, r.Online, time.Since(r.LastSeen).Round(time.Millisecond), at)
 			}
 		case here.id:
 			if !r.Online || time.Since(r.LastSeen) > time.Second {
-				t.Errorf("%s, online: online %v, last seen %s ago", r.ID, r.Online, time.Since(r.LastSeen))
+				t.Errorf("%s, online, its state an hour old: online %v, last seen %s ago, want now", r.ID, r.Online, time.Since(r.LastSeen))
 			}
 		}
 	}
