@@ -111,7 +111,9 @@ func TestFleetDelete(t *testing.T) {
 		r := rows()
 		return on(r[f.ids[0]], "base") && on(r[f.ids[1]], "base")
 	})
-	time.Sleep(3 * time.Second) // passes of the controller
+	// What more the delete would bring, it brings in a pass that saw them
+	// on base.
+	ctl.waitPasses(t)
 	r := rows()[f.ids[2]]
 	if r.Deployment != "" || r.Deleted != "top" || r.State != "converged" || !strings.HasSuffix(r.Version, "-top") {
 		t.Errorf("%s after the delete: %+v: want it still running top, shown as deleted", f.ids[2], r)
@@ -167,7 +169,9 @@ func TestFleetDelete(t *testing.T) {
 	waitFor(t, 30*time.Second, "the new controller holds the lease", func() bool {
 		return strings.Contains(ctl.stderr.String(), "fleet lease acquired")
 	})
-	time.Sleep(5 * time.Second) // passes of the new controller
+	// Its view held the replay from its first pass (it starts with what
+	// the broker retains).
+	ctl.waitPasses(t)
 	if !strings.Contains(ctl.stderr.String(), "fleet deployment refused") {
 		t.Errorf("the new controller does not say it refused the replay:\n%s", tail(ctl.stderr.String(), 3000))
 	}

@@ -155,6 +155,23 @@ type controller struct {
 	done   chan struct{}
 }
 
+// passes is how many passes the controller has ended holding the lease:
+// the "fleet pass done" lines of its debug log (fleet.Controller.Passes).
+func (c *controller) passes() int { return strings.Count(c.stderr.String(), `msg="fleet pass done"`) }
+
+// waitPasses waits until the controller has ended two passes that began
+// after the call (the first to end may have begun before it): what the
+// test saw on the broker before the call (through a CLI that connected
+// after it was published, while the controller, subscribed all along,
+// was handed it at once), the controller has seen and acted on, and
+// what it published then has had a pass's time to reach the devices.
+// Tests call it before they say that something did not happen.
+func (c *controller) waitPasses(t *testing.T) {
+	t.Helper()
+	n := c.passes()
+	waitFor(t, 30*time.Second, "two passes of the controller", func() bool { return c.passes() >= n+3 })
+}
+
 func (f *fleetEnv) startController(args ...string) *controller {
 	f.t.Helper()
 	return f.startControllerOn(f.brokers, args...)
@@ -434,7 +451,14 @@ func TestFleetRollout(t *testing.T) {
 		}
 		return false
 	})
-	time.Sleep(3 * time.Second) // nothing more happens to the others
+	// Nothing more happens to the others: what would, happens in a pass
+	// that saw the wave rolled back.
+	ctl.waitPasses(t)
+	for _, r := range f.devicesJSON() {
+		if r.Deployment == "broken" {
+			t.Errorf("%s is given broken after its rollout aborted and its first wave rolled back", r.ID)
+		}
+	}
 	given := 0
 	for i := range 12 {
 		for _, v := range f.mqttDeployments(i) {

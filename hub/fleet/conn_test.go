@@ -351,6 +351,37 @@ func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) {
 	}
 }
 
+// waitPasses waits until ctl has ended two passes that began after the
+// call (the first to end may have begun before it): what ctl's view
+// held at the call, ctl has seen and acted on, and what it published
+// then has had a pass's time to reach the devices. Tests call it before
+// they say that something did not happen.
+func waitPasses(t *testing.T, ctl *Controller) {
+	t.Helper()
+	n := ctl.Passes()
+	waitUntil(t, 30*time.Second, "two passes of the controller", func() bool { return ctl.Passes() >= n+3 })
+}
+
+// convergedIn says whether snapshot s shows device id given deployment
+// name and converged on what it was given.
+func convergedIn(s *Snapshot, id, name string) bool {
+	d := s.Devices[id]
+	if d == nil || d.Assignment == nil || d.Assignment.Deployment != name || d.State == nil {
+		return false
+	}
+	r := d.State.Properties.Reported.Deployment
+	return r != nil && r.Digest == d.Assignment.Digest && r.State == "converged"
+}
+
+// waitSeen waits until ctl's own view shows what ok looks for (the
+// test's connection may have it before ctl's does), then for two passes
+// of ctl after that (waitPasses).
+func waitSeen(t *testing.T, ctl *Controller, what string, ok func(*Snapshot) bool) {
+	t.Helper()
+	waitUntil(t, 30*time.Second, what+" in the controller's view", func() bool { return ok(ctl.Conn.View().Snapshot(ctl.Verifier)) })
+	waitPasses(t, ctl)
+}
+
 // TestControllerResends: a device that was given a deployment but never
 // got it (the broker lost the retained message before the device
 // subscribed) is online and reports another deployment; the controller
@@ -533,7 +564,7 @@ func TestControllerTakeoverGivesOnce(t *testing.T) {
 			keys := testKeys()
 			var dc simCounters
 			devs := []*simDevice{startSimDevice(t, addr, 1, &dc), startSimDevice(t, addr, 2, &dc)}
-			run := func(id string) (stop func()) {
+			run := func(id string) (ctl *Controller, stop func()) {
 				ctx, cancel := context.WithCancel(t.Context())
 				conn, err := Dial(ctx, ConnConfig{URLs: []string{url}, ClientID: id, Topics: DefaultTopics})
 				if err != nil {
@@ -541,13 +572,13 @@ func TestControllerTakeoverGivesOnce(t *testing.T) {
 				}
 				// Resend a minute after: only taking over can give the
 				// devices their manifests within the test's wait.
-				ctl := &Controller{Conn: conn, ID: id, Verifier: keys, Sealer: simSealer{keys}, Settle: 100 * time.Millisecond,
+				ctl = &Controller{Conn: conn, ID: id, Verifier: keys, Sealer: simSealer{keys}, Settle: 100 * time.Millisecond,
 					Resend: time.Minute}
 				done := make(chan struct{})
 				go func() { ctl.Run(ctx); close(done) }()
-				return func() { cancel(); <-done; conn.Close() }
+				return ctl, func() { cancel(); <-done; conn.Close() }
 			}
-			stopFirst := run("first")
+			_, stopFirst := run("first")
 			pub, err := Dial(t.Context(), ConnConfig{URLs: []string{url}, ClientID: "cli", Topics: DefaultTopics})
 			if err != nil {
 				t.Fatal(err)
@@ -556,7 +587,8 @@ func TestControllerTakeoverGivesOnce(t *testing.T) {
 			publishDefinition(t, pub, keys, "once")
 			waitUntil(t, 30*time.Second, "the first controller stopped short", func() bool { return h.dropped.Load() >= 2 })
 			stopFirst()
-			defer run("second")()
+			second, stopSecond := run("second")
+			defer stopSecond()
 			waitUntil(t, 30*time.Second, "both devices converged on what they were given", func() bool {
 				s := pub.View().Snapshot(keys)
 				return allConverged(devs, func(d *simDevice) bool {
@@ -564,7 +596,15 @@ func TestControllerTakeoverGivesOnce(t *testing.T) {
 					return a != nil && d.converged == a.Digest
 				})
 			})
-			time.Sleep(time.Second) // anything more would come now
+			// Anything more would come in a pass that saw them converged.
+			waitSeen(t, second, "both devices converged", func(s *Snapshot) bool {
+				for _, d := range devs {
+					if !convergedIn(s, d.id, "once") {
+						return false
+					}
+				}
+				return true
+			})
 			for _, d := range devs {
 				d.mu.Lock()
 				if len(d.versions) != 1 {
@@ -659,7 +699,8 @@ func TestControllerRefusesReplayedDefinition(t *testing.T) {
 	waitUntil(t, 30*time.Second, "the replayed definition replaced", func() bool {
 		return strings.Contains(log.String(), "replayed fleet deployment replaced") || taken() > 2
 	})
-	time.Sleep(2 * time.Second) // passes of the controller
+	// The replay was seen in the pass that said so.
+	waitPasses(t, ctl)
 	if n := taken(); n != 2 {
 		t.Fatalf("the device took %d deployments: the replayed generation 1 was rolled out again", n)
 	}
@@ -772,7 +813,9 @@ func TestControllerIgnoresForgedDeviceID(t *testing.T) {
 		defer victim.mu.Unlock()
 		return victim.converged != ""
 	})
-	time.Sleep(2 * time.Second) // passes of the controller
+	// The forged state was on the broker before the controller started:
+	// the pass that gave the victim its deployment saw it.
+	waitPasses(t, ctl)
 	forger.mu.Lock()
 	taken := forger.versions
 	forger.mu.Unlock()
@@ -799,20 +842,33 @@ func TestControllerIgnoresForgedDeviceID(t *testing.T) {
 // hours before too: the time a retained message reached this client
 // counted as the time the device was seen. An offline device is now
 // last seen when its state says it published; an online one now (the
-// broker vouches for its connection).
+// broker vouches for its connection). Both devices published their
+// states an hour ago, and the online one came online then (as a device
+// that went away, or has said nothing since, did), so neither time can
+// pass for the other.
 func TestLastSeenOfOfflineDevice(t *testing.T) {
 	addr, _ := simMosquitto(t)
 	var dc simCounters
 	gone := startSimDevice(t, addr, 1, &dc)
 	here := startSimDevice(t, addr, 2, &dc)
-	gone.mu.Lock()
-	at := gone.doc.At
-	gone.mu.Unlock()
-	if tok := gone.cli.Publish(DefaultTopics.Online(gone.id), 1, true, OfflinePayload); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("publish: %v", tok.Error())
+	at := time.Now().Add(-time.Hour).UTC()
+	publish := func(d *simDevice, topic string, payload []byte) {
+		t.Helper()
+		if tok := d.cli.Publish(topic, 1, true, payload); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
 	}
+	for _, d := range []*simDevice{gone, here} {
+		d.mu.Lock()
+		d.doc.At = at
+		b, _ := json.Marshal(d.doc)
+		d.mu.Unlock()
+		publish(d, DefaultTopics.State(d.id), b)
+	}
+	on, _ := json.Marshal(Presence{Online: true, Since: at})
+	publish(here, DefaultTopics.Online(here.id), on)
+	publish(gone, DefaultTopics.Online(gone.id), OfflinePayload)
 	gone.cli.Disconnect(0)
-	time.Sleep(2 * time.Second)
 	conn, err := Dial(t.Context(), ConnConfig{URLs: []string{"tcp://" + addr}, ClientID: "last-seen", Topics: DefaultTopics})
 	if err != nil {
 		t.Fatal(err)
@@ -826,11 +882,11 @@ func TestLastSeenOfOfflineDevice(t *testing.T) {
 		switch r.ID {
 		case gone.id:
 			if r.Online || !r.LastSeen.Equal(at) {
-				t.Errorf("%s, offline for 2s: online %v, last seen %s ago, want %s (its state's time)", r.ID, r.Online, time.Since(r.LastSeen).Round(time.Millisecond), at)
+				t.Errorf("%s, offline, its state an hour old: online %v, last seen %s ago, want %s (its state's time)", r.ID, r.Online, time.Since(r.LastSeen).Round(time.Millisecond), at)
 			}
 		case here.id:
 			if !r.Online || time.Since(r.LastSeen) > time.Second {
-				t.Errorf("%s, online: online %v, last seen %s ago", r.ID, r.Online, time.Since(r.LastSeen))
+				t.Errorf("%s, online, its state an hour old: online %v, last seen %s ago, want now", r.ID, r.Online, time.Since(r.LastSeen))
 			}
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -67,6 +68,9 @@ type Controller struct {
 	unverified map[string][]byte
 	nextCheck  time.Time
 	checks     int // failed checks in a row
+	// passes counts the passes that acted and ended without an error
+	// (Passes).
+	passes atomic.Uint64
 }
 
 // keptDefinition is a definition as it was retained, signed.
@@ -142,8 +146,19 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 }
 
+// Passes is how many passes the controller has ended connected, holding
+// the lease, without an error: each took a snapshot of its connection's
+// view first and published what it decided before it ended. So once that
+// view holds a message, the second such pass to end after that has seen
+// it and acted on it (the first may have begun before it came); tests
+// wait on that to say "the controller saw it and did nothing", and the
+// debug log's "fleet pass done" lines carry the same count for a
+// controller in another process.
+func (c *Controller) Passes() uint64 { return c.passes.Load() }
+
 // pass is one look at the broker and the decisions it brings.
 func (c *Controller) pass(ctx context.Context) error {
+	start := time.Now()
 	s := c.Conn.View().Snapshot(c.Verifier)
 	s.refuseOlder(func(name string) int64 { return c.seen[name] })
 	recorded := s.recordedGenerations()
@@ -192,7 +207,12 @@ func (c *Controller) pass(ctx context.Context) error {
 	if err := c.resend(ctx, s, plan, now); err != nil {
 		return err
 	}
-	return c.verify(ctx, now)
+	if err := c.verify(ctx, now); err != nil {
+		return err
+	}
+	n := c.passes.Add(1)
+	c.Log.Debug("fleet pass done", "pass", n, "took", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // restore puts back, over each replayed definition (an older signed one

@@ -142,20 +142,20 @@ func TestControllerDeletesDeployment(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	run := func(id string) (stop func(), log *syncLog) {
+	run := func(id string) (ctl *Controller, stop func(), log *syncLog) {
 		log = &syncLog{}
 		cctx, ccancel := context.WithCancel(ctx)
 		c, err := Dial(cctx, ConnConfig{URLs: []string{"tcp://" + addr}, ClientID: id, Topics: DefaultTopics})
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctl := &Controller{Conn: c, ID: id, Verifier: keys, Sealer: simSealer{keys}, Settle: 100 * time.Millisecond,
+		ctl = &Controller{Conn: c, ID: id, Verifier: keys, Sealer: simSealer{keys}, Settle: 100 * time.Millisecond,
 			Resend: time.Minute, Log: slog.New(slog.NewTextHandler(log, nil))}
 		done := make(chan struct{})
 		go func() { ctl.Run(cctx); close(done) }()
-		return func() { ccancel(); <-done; c.Close() }, log
+		return ctl, func() { ccancel(); <-done; c.Close() }, log
 	}
-	stopA, logA := run("controller-a")
+	ctlA, stopA, logA := run("controller-a")
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -235,7 +235,13 @@ func TestControllerDeletesDeployment(t *testing.T) {
 	if held, err := conn.Check(ctx, []string{DefaultTopics.Deployment(late.id)}); err != nil || held[DefaultTopics.Deployment(late.id)] != nil {
 		t.Fatalf("the late device's deployment of the deleted top is still retained (%v)", err)
 	}
-	time.Sleep(2 * time.Second) // passes of the controller
+	// What more the delete would bring, it brings in a pass that saw it
+	// done: sim-00001 converged on low, top's record deleted, the late
+	// device's assignment withdrawn.
+	waitSeen(t, ctlA, "the delete done", func(s *Snapshot) bool {
+		r := s.Rollouts["top"]
+		return convergedIn(s, devs[0].id, "low") && r != nil && r.Phase == PhaseDeleted && s.Devices[late.id].Assignment == nil
+	})
 	if got := versions(devs[0]); len(got) != len(before[0])+1 || !strings.HasSuffix(got[len(got)-1], "-low") {
 		t.Errorf("sim-00001 took %v after %v: want low once more", got, before[0])
 	}
@@ -270,10 +276,12 @@ func TestControllerDeletesDeployment(t *testing.T) {
 		_, bad := snap().Invalid["top"]
 		return bad
 	})
-	stopB, logB := run("controller-b")
+	ctlB, stopB, logB := run("controller-b")
 	defer stopB()
 	waitUntil(t, 30*time.Second, "controller-b holds the lease", func() bool { return strings.Contains(logB.String(), "fleet lease acquired") })
-	time.Sleep(3 * time.Second) // passes of controller-b
+	// Its view held the replay from its first pass (Dial returns with
+	// what the broker retains).
+	waitPasses(t, ctlB)
 	for i, d := range devs {
 		if got := versions(d); len(got) != len(before[i])+map[bool]int{true: 1}[i == 0] {
 			t.Errorf("%s took %v after the replay: the deleted top came back", d.id, got)
@@ -311,7 +319,10 @@ func TestControllerDeletesDeployment(t *testing.T) {
 		d := snap().Definitions["top"]
 		return d != nil && d.Generation == g2
 	})
-	time.Sleep(3 * time.Second)
+	waitSeen(t, ctlB, "top's definition put back", func(s *Snapshot) bool {
+		d := s.Definitions["top"]
+		return d != nil && d.Generation == g2
+	})
 	for i, d := range append(devs, back) {
 		if got := versions(d); !slices.Equal(got, again[i]) {
 			t.Errorf("%s took %v after the tombstone was replayed, want top kept (%v)", d.id, got, again[i])
