@@ -217,7 +217,7 @@ func NodePackages(t testing.TB, dir, pkg string) string {
 	}
 	Command(t, "node", "nodejs")
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg)); err != nil {
-		t.Fatalf("testenv: %s is not installed in %s: run make deps (deploy/deps.sh runs npm ci there)", pkg, dir)
+		t.Fatalf("testenv: the npm package %s is not installed in %s: run make deps (deploy/deps.sh runs npm ci there)", pkg, dir)
 	}
 	return dir
 }
