@@ -65,11 +65,13 @@ ifeq ($(PKGS),./...)
 	cd hub/third_party/mochi && $(GO) test -count=1 ./...
 endif
 
-# The tests that need none of Docker, mosquitto, Chromium or ONNX Runtime
-# (under -short, internal/testenv skips the others), in under a minute;
-# appliance and cmd/ledge, which start whole ledges, are left to make test.
+# The tests that need none of Docker, mosquitto, Chromium, ONNX Runtime or
+# Node (under -short, internal/testenv skips the others, and the integration
+# tests that take seconds), in under a minute; appliance and cmd/ledge,
+# which start whole ledges, are left to make test. Two test binaries a core:
+# the hub's tests mostly wait on their hubs, while the others link.
 test-unit:
-	$(GO) test -short -count=1 -timeout 5m $$($(GO) list ./... | grep -v -e '/appliance$$' -e '/cmd/ledge$$')
+	$(GO) test -short -count=1 -p $$(( 2 * $$(nproc) )) -timeout 5m $$($(GO) list ./... | grep -v -e '/appliance$$' -e '/cmd/ledge$$')
 
 # Benchmarks print ratios against baselines measured in the same run.
 # BENCH narrows them, e.g. make bench BENCH=Detect PKGS=./inference/

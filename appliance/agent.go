@@ -87,17 +87,27 @@ func (a *App) newAgent(ctx context.Context, sections map[string]agent.Section) (
 func (a *App) warnModulesCannotReachHub(ctx context.Context) error {
 	events, cancel := a.agent.Events(4)
 	defer cancel()
+	warnOnceDeployed(ctx, events, func() int { return len(a.agent.Reported().Modules) }, func(n int) {
+		if why := hubUnreachable(a.hub.Ports()); why != "" {
+			a.log.Warn("container modules cannot reach the hub", "modules", n, "reason", why)
+		}
+	})
+	return nil
+}
+
+// warnOnceDeployed calls warn once, with how many modules are deployed,
+// as soon as there are any (it looks again after each agent event), and
+// returns when ctx ends.
+func warnOnceDeployed(ctx context.Context, events <-chan agent.Event, modules func() int, warn func(n int)) {
 	for {
-		if n := len(a.agent.Reported().Modules); n > 0 {
-			if why := hubUnreachable(a.hub.Ports()); why != "" {
-				a.log.Warn("container modules cannot reach the hub", "modules", n, "reason", why)
-			}
+		if n := modules(); n > 0 {
+			warn(n)
 			<-ctx.Done()
-			return nil
+			return
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-events:
 		}
 	}

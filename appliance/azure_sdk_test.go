@@ -26,12 +26,8 @@ import (
 // azureSDKDir is where make deps installs the Azure IoT SDK for Node.
 func azureSDKDir(t *testing.T) string {
 	t.Helper()
-	testenv.Command(t, "node", "nodejs")
 	dir, _ := filepath.Abs(filepath.Join("testdata", "azure-sdk"))
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "azure-iot-device-mqtt")); err != nil {
-		t.Fatalf("the Azure IoT SDK for Node is not installed in %s: run make deps (deploy/deps.sh runs npm ci there)", dir)
-	}
-	return dir
+	return testenv.NodePackages(t, dir, "azure-iot-device-mqtt")
 }
 
 // sdkModule is a stock Azure IoT SDK module (testdata/azure-sdk/module.js)

@@ -241,12 +241,29 @@ func TestModuleOutputStaysInItsTopic(t *testing.T) {
 	waitUntil(t, 30*time.Second, "the probe after it at the broker", func() bool {
 		return strings.Contains(seen.String(), "ledge/"+cfg.DeviceID+"/probe one")
 	})
-	time.Sleep(time.Second) // a deployment from the broker would be taken by now
-	if d := app.agent.Reported().Deployment; d != nil && d.Version == "666" {
-		t.Errorf("a module's output became this appliance's deployment (source %s)", d.Source)
-	}
 	if strings.Contains(seen.String(), "ledge/"+cfg.DeviceID+"/deployment version") {
 		t.Errorf("a module's output reached the appliance's deployment topic:\n%s", seen.String())
+	}
+	// A deployment published at the broker now, after the module's
+	// output: the broker hands the agent what it got in order, so once
+	// the agent has applied this one it has had the module's, had that
+	// reached the topic (its version is newer: it is applied either way).
+	deployTopic := "ledge/" + cfg.DeviceID + "/deployment"
+	if out, err := exec.Command(pub, "-h", host, "-p", port, "-q", "1", "-t", deployTopic, "-m", "version: \"1000\"\nmodules: {}\n").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub of a deployment: %v %s", err, out)
+	}
+	waitUntil(t, 30*time.Second, "the deployment from the broker applied", func() bool {
+		d := app.agent.Reported().Deployment
+		return d != nil && d.Version == "1000"
+	})
+	history, err := app.agent.History(t.Context(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range history {
+		if d.Version == "666" {
+			t.Errorf("a module's output became this appliance's deployment (source %s, %s)", d.Source, d.State)
+		}
 	}
 
 	send("a#b", "poison")

@@ -19,6 +19,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"ledge/hub/azure"
+	"ledge/internal/testenv"
 )
 
 // v5Client is an MQTT 5 client from github.com/eclipse/paho.golang.
@@ -374,6 +375,7 @@ func TestClientIDBelongsToItsIdentity(t *testing.T) {
 // TestSASTokenExpiry: a client that connected with a SAS token valid for
 // 3 s is disconnected when it expires, not before.
 func TestSASTokenExpiry(t *testing.T) {
+	testenv.Integration(t, "waits for SAS tokens to expire: 6 s of real time")
 	h := startHub(t, nil, false)
 	dev := h.addIdentity(t, IdentitySpec{Name: "short"})
 	var tok string

@@ -11,6 +11,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gorilla/websocket"
+
+	"ledge/internal/testenv"
 )
 
 // TestHostileConnections: a hub limited to 400 file descriptors (prlimit)
@@ -20,6 +22,7 @@ import (
 // legitimate client connects and the dashboard (the same process's HTTP
 // server) answers.
 func TestHostileConnections(t *testing.T) {
+	testenv.Integration(t, "a hub in a child process under prlimit, 1,000 connections, their 2 s deadline")
 	prlimit, err := exec.LookPath("prlimit")
 	if err != nil {
 		t.Fatal("prlimit not found: apt-get install util-linux")

@@ -20,11 +20,8 @@ import (
 // `node conformance.js PORT SCENARIO`.
 func mqttJS(t *testing.T, port int, scenario string, env ...string) map[string]any {
 	t.Helper()
-	testenv.Command(t, "node", "nodejs")
 	dir, _ := filepath.Abs(filepath.Join("testdata", "mqttjs"))
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "mqtt")); err != nil {
-		t.Fatalf("MQTT.js is not installed in %s: run make deps (deploy/deps.sh runs npm ci there)", dir)
-	}
+	testenv.NodePackages(t, dir, "mqtt")
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", "conformance.js", fmt.Sprint(port), scenario)

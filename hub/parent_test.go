@@ -15,6 +15,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"ledge/internal/fault"
+	"ledge/internal/testenv"
 )
 
 // startChildOf runs a child hub whose upstream is parent in azure mode
@@ -322,6 +323,7 @@ func (d *lostTwinGets) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets
 // with back-off; until it has, the relay's status says why. The agent
 // gets its $ledge twin and a leaf its desired properties.
 func TestParentTwinReadRetried(t *testing.T) {
+	testenv.Integration(t, "a parent and a child hub, retries with back-off over seconds")
 	parent := startHubAs(t, "parent", func(c *Config) { c.Hostname = "parent.test" }, false)
 	childID := parent.addIdentity(t, IdentitySpec{Name: "child"})
 	parent.addIdentity(t, IdentitySpec{Name: "sensor", Parent: "child"})
@@ -369,6 +371,7 @@ func TestParentTwinReadRetried(t *testing.T) {
 // lost: the relay sends the leaf's reported properties again with
 // back-off until the parent takes them, and says why meanwhile.
 func TestParentReportedRetried(t *testing.T) {
+	testenv.Integration(t, "a parent and a child hub, retries with back-off over seconds")
 	parent := startHubAs(t, "parent", func(c *Config) { c.Hostname = "parent.test" }, false)
 	childID := parent.addIdentity(t, IdentitySpec{Name: "child"})
 	parent.addIdentity(t, IdentitySpec{Name: "sensor", Parent: "child"})

@@ -397,13 +397,12 @@ func TestDiskFullLoggedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 5 {
-		time.Sleep(300 * time.Millisecond) // past the writer's cache of the free space
+		clk.add(15 * time.Second) // past the writer's cache of the free space (250 ms)
 		errc := make(chan error, 1)
 		s.Enqueue([]Item{{"up", 0, 0, []byte(fmt.Sprint("full ", i))}}, func(err error) { errc <- err })
 		if err := <-errc; !errors.Is(err, ErrDiskFull) {
 			t.Fatalf("a record on a full disk: %v, want ErrDiskFull", err)
 		}
-		clk.add(15 * time.Second)
 	}
 	log := logs.String()
 	if n := strings.Count(log, "level=WARN") + strings.Count(log, "level=ERROR"); n != 1 || !strings.Contains(log, "reserve=4194304") {
@@ -413,7 +412,7 @@ func TestDiskFullLoggedOnce(t *testing.T) {
 		t.Errorf("refused records are logged as dropped queued messages:\n%s", log)
 	}
 	os.Remove(filler)
-	time.Sleep(300 * time.Millisecond)
+	clk.add(time.Second)
 	enqueue(t, s, Item{"up", 0, 0, []byte("after")})
 	if n := strings.Count(logs.String(), "disk space back"); n != 1 {
 		t.Errorf("the first record stored after the disk had room: %d recovery lines, want 1:\n%s", n, logs)

@@ -134,9 +134,10 @@ func (w *writer) checkReserve(n int64) error {
 	if s.opts.ReserveBytes <= 0 || s.opts.Dir == "" {
 		return nil
 	}
-	// Measured at most every 250 ms while well above the reserve; in
-	// between, what was stored since is taken off the last measure.
-	if n > 0 && time.Since(w.freeAt) < 250*time.Millisecond && w.free-2*n >= 2*s.opts.ReserveBytes {
+	// Measured at most every 250 ms (of the store's clock) while well
+	// above the reserve; in between, what was stored since is taken off
+	// the last measure.
+	if n > 0 && s.opts.Now().Sub(w.freeAt) < 250*time.Millisecond && w.free-2*n >= 2*s.opts.ReserveBytes {
 		w.free -= 2 * n
 		return nil
 	}
@@ -151,7 +152,7 @@ func (w *writer) checkReserve(n int64) error {
 		w.conn.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&size) == nil {
 		free += pages * size
 	}
-	w.free, w.freeAt = free, time.Now()
+	w.free, w.freeAt = free, s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if free-2*n < s.opts.ReserveBytes { // twice: the WAL, then the database

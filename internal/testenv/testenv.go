@@ -3,7 +3,9 @@
 // Docker, mosquitto, ffmpeg, Chromium) and fails a test with the command that
 // installs a missing part. It never skips in `make test`: CI runs
 // everything. Under -short (`make test-unit`) a test that asks for Docker,
-// mosquitto, Chromium or ONNX Runtime is skipped instead, naming the part.
+// mosquitto, Chromium, ONNX Runtime or the npm packages Node runs is skipped
+// instead, naming the part, and so is one that says it is an integration
+// test (Integration).
 //
 // It is imported only by _test.go files.
 package testenv
@@ -30,6 +32,17 @@ func unitOnly(t testing.TB, part string) {
 	t.Helper()
 	if testing.Short() && slices.Contains(heavyParts, part) {
 		t.Skipf("needs %s: not in the unit tests (go test -short)", part)
+	}
+}
+
+// Integration skips t under -short: it is an integration test (why says
+// what makes it one: several processes or hubs, seconds of real time)
+// rather than a unit test, and `make test-unit` runs in under a minute
+// without it. make test runs it.
+func Integration(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("integration test (%s): not in the unit tests (go test -short)", why)
 	}
 }
 
@@ -185,13 +198,26 @@ func Chromium(t testing.TB) string {
 // AzureSDK returns the folder where `make deps` installs the Azure IoT SDK
 // for Node (appliance/testdata/azure-sdk: azure-iot-device and
 // azure-iot-device-mqtt from npm, and the scripts that drive them), or
-// fails the test saying how to install it.
+// fails the test saying how to install it; under -short it skips the test.
 func AzureSDK(t testing.TB) string {
 	t.Helper()
+	return NodePackages(t, filepath.Join(RepoRoot(t), "appliance", "testdata", "azure-sdk"), "azure-iot-device-mqtt")
+}
+
+// NodePackages returns dir, a folder of the checkout where `make deps`
+// installs npm packages (deploy/deps.sh runs npm ci there) and the
+// scripts that drive them, once Node and the package pkg are there;
+// otherwise it fails the test saying how to install them. Under -short
+// the test is skipped: Node and the npm packages are not parts the unit
+// tests need.
+func NodePackages(t testing.TB, dir, pkg string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("needs Node and the npm packages make deps installs in %s: not in the unit tests (go test -short)", dir)
+	}
 	Command(t, "node", "nodejs")
-	dir := filepath.Join(RepoRoot(t), "appliance", "testdata", "azure-sdk")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "azure-iot-device-mqtt")); err != nil {
-		t.Fatalf("testenv: the Azure IoT SDK for Node is not installed in %s: run make deps (deploy/deps.sh runs npm ci there)", dir)
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg)); err != nil {
+		t.Fatalf("testenv: the npm package %s is not installed in %s: run make deps (deploy/deps.sh runs npm ci there)", pkg, dir)
 	}
 	return dir
 }
