@@ -203,7 +203,15 @@ func TestInProcessPublish(t *testing.T) {
 	if m.Topic() != want || string(m.Payload()) != `{"label":"person"}` {
 		t.Errorf("got %q %q, want topic %q", m.Topic(), m.Payload(), want)
 	}
-	got.none(t, "an unrouted output", 200*time.Millisecond)
+	// A message published after it on the routed output is the next one
+	// the module gets: the unrouted one, published before, would have
+	// come first.
+	if err := h.Publish(t.Context(), "cam", "detections", []byte(`{"label":"person","n":2}`), map[string]string{"label": "person", "contentType": "application/json"}); err != nil {
+		t.Fatal(err)
+	}
+	if m := got.next(t, "the second routed message"); string(m.Payload()) != `{"label":"person","n":2}` {
+		t.Errorf("the module's next message after an unrouted output is %s %q, want the second routed one", m.Topic(), m.Payload())
+	}
 	if d := h.Stats().Drops[dropNoRoute]; d != 1 {
 		t.Errorf("no_route drops %d, want 1", d)
 	}

@@ -126,15 +126,6 @@ func (r *received) next(t testing.TB, what string) paho.Message {
 	}
 }
 
-func (r *received) none(t testing.TB, what string, d time.Duration) {
-	t.Helper()
-	select {
-	case m := <-r.c:
-		t.Fatalf("%s: got %s %q", what, m.Topic(), m.Payload())
-	case <-time.After(d):
-	}
-}
-
 // sasClient connects a device ("d") or module ("d/m") identity the way an
 // IoT Hub SDK does: client id, username with api-version, SAS password
 // built per reference §4.3.
