@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -21,7 +22,8 @@ import (
 // models.fileRoots and the data dir (links followed), so a deployment
 // cannot make ledge read any file of the host. An http(s) source may
 // redirect, but not from the outside to this machine's loopback, to a
-// link-local address (169.254.169.254 answers cloud metadata there) or to
+// link-local address (169.254.169.254 answers cloud metadata there), to
+// another cloud metadata address (fd00:ec2::254, 100.100.100.200) or to
 // the unspecified address, unless the first URL was already one: a model
 // server on the LAN cannot make ledge fetch from its own local services.
 
@@ -95,6 +97,15 @@ func (s *Store) isImport(path string) bool {
 	return s.importDir != "" && strings.HasPrefix(filepath.Clean(path), s.importDir+"/")
 }
 
+// metadataAddrs are cloud instance-metadata services outside the
+// link-local range: AWS's IPv6 endpoint and Alibaba Cloud's (in the
+// shared address space 100.64.0.0/10, which as a whole is a LAN's or a
+// VPN's, so only the one address).
+var metadataAddrs = []netip.Addr{
+	netip.MustParseAddr("fd00:ec2::254"),
+	netip.MustParseAddr("100.100.100.200"),
+}
+
 // internalAddr says what a local-only address is, or "".
 func internalAddr(ip netip.Addr) string {
 	ip = ip.Unmap()
@@ -105,6 +116,8 @@ func internalAddr(ip netip.Addr) string {
 		return "link-local"
 	case ip.IsUnspecified():
 		return "unspecified"
+	case slices.Contains(metadataAddrs, ip):
+		return "cloud metadata"
 	}
 	return ""
 }
