@@ -337,6 +337,63 @@ func TestRemoteDeploymentsSignedAndVersioned(t *testing.T) {
 	}
 }
 
+// TestDeploymentsPageSaysUnsigned (finding 2, the Deployments page): with
+// the upstream MQTT source and no trusted keys, the page says that remote
+// deployments are not signed, also once an unsigned deployment from
+// upstream runs (not flagged: signing is off). Restarted on the same data
+// dir with agent.trustedKeys, the notice is gone and that deployment is
+// flagged as applied before signing was turned on.
+func TestDeploymentsPageSaysUnsigned(t *testing.T) {
+	_, pubPEM, _, err := agent.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := agent.PublicKeyBase64(pubPEM)
+	broker := startMosquitto(t)
+	u := runUpstreamAppliance(t, broker, nil)
+	password := u.app.FirstAdminPassword()
+	if password == "" {
+		t.Fatal("the first start made no admin password")
+	}
+	trust := `document.querySelector("#trust-warning")`
+
+	ctx := testenv.Browser(t)
+	base := "http://" + u.app.webAddr()
+	login(t, ctx, base, password)
+	waitOverview(t, ctx)
+	navigate(t, ctx, base+"/deployments")
+	wait(t, ctx, "the unsigned notice", `!`+trust+`.hidden && `+trust+`.textContent.includes("not signed")`, 10*time.Second)
+	if txt := evalString(t, ctx, trust+`.textContent`); !strings.Contains(txt, "agent.trustedKeys") || strings.Contains(txt, "before signing") {
+		t.Errorf("Deployments page without trusted keys warns %q", txt)
+	}
+
+	// An unsigned deployment from upstream: applied; the notice stays, no flag.
+	publishUpstream(t, broker, "ledge/"+u.cfg.DeviceID+"/deployment", []byte("version: \"1\"\n"))
+	wait(t, ctx, "the unsigned v1 on the page", `document.querySelector("#cur-version").textContent === "1" && document.querySelector("#cur-meta").textContent.includes("from ")`, 20*time.Second)
+	if txt := evalString(t, ctx, trust+`.textContent`); !strings.Contains(txt, "not signed") || strings.Contains(txt, "before signing") {
+		t.Errorf("Deployments page with an unsigned deployment and no trusted keys warns %q", txt)
+	}
+	testenv.Screenshot(t, ctx, "deployments-unsigned")
+	u.stop()
+
+	// Signing turned on (same data dir): the notice is gone, v1 is flagged.
+	cfg := u.cfg
+	cfg.Agent.TrustedKeys = []string{key}
+	u = startAppliance(t, cfg)
+	base = "http://" + u.app.webAddr()
+	navigate(t, ctx, base+"/deployments")
+	if evalString(t, ctx, `location.pathname`) == "/login" { // sessions are kept in the database; log in again should that change
+		login(t, ctx, base, password)
+		waitOverview(t, ctx)
+		navigate(t, ctx, base+"/deployments")
+	}
+	wait(t, ctx, "v1 flagged as applied before signing", `document.querySelector("#cur-version").textContent === "1" && !`+trust+`.hidden && `+trust+`.textContent.includes("before signing was turned on")`, 20*time.Second)
+	if txt := evalString(t, ctx, trust+`.textContent`); strings.Contains(txt, "not signed") || !strings.Contains(txt, "unsigned") {
+		t.Errorf("Deployments page with trusted keys warns %q, want only the flag on the unsigned deployment", txt)
+	}
+	testenv.Screenshot(t, ctx, "deployments-applied-before-signing")
+}
+
 // TestElevatedModuleAllowedIsShown (finding 1, the loosened policy): with
 // agent.allowElevatedPermissions, a module asking for a capability runs;
 // the plan lists the elevated settings (API and Deployments page), the
