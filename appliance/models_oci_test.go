@@ -1,19 +1,9 @@
 package appliance
 
 import (
-	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,7 +16,7 @@ import (
 )
 
 // ociRegistry is Debian's docker-registry on a free loopback port, with
-// TLS (a CA made here) and htpasswd.
+// TLS (a CA made here) and htpasswd (testenv.OCIRegistry).
 type ociRegistry struct {
 	addr, user, password, caFile, root string
 	tls                                *tls.Config
@@ -34,65 +24,8 @@ type ociRegistry struct {
 
 func startOCIRegistry(t *testing.T) *ociRegistry {
 	t.Helper()
-	bin := testenv.Command(t, "docker-registry", "docker-registry")
-	htpasswd := testenv.Command(t, "htpasswd", "apache2-utils")
-	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &ociRegistry{addr: l.Addr().String(), user: "ledge", password: "pw-oci", root: filepath.Join(dir, "data")}
-	l.Close()
-	// A CA and a certificate for 127.0.0.1.
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ledge test registry CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leafDER, _ := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, ca, &key.PublicKey, caKey)
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	r.caFile = filepath.Join(dir, "ca.pem")
-	os.WriteFile(r.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644)
-	os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), 0o644)
-	os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	r.tls = &tls.Config{RootCAs: pool}
-	out, err := exec.Command(htpasswd, "-Bbn", r.user, r.password).Output()
-	if err != nil {
-		t.Fatalf("htpasswd: %v", err)
-	}
-	os.WriteFile(filepath.Join(dir, "htpasswd"), out, 0o600)
-	cfg := fmt.Sprintf(`version: 0.1
-log: {level: error}
-storage:
-  filesystem: {rootdirectory: %s}
-http:
-  addr: "%s"
-  tls: {certificate: %s, key: %s}
-auth:
-  htpasswd: {realm: ledge-test, path: %s}
-`, r.root, r.addr, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "htpasswd"))
-	os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600)
-	cmd := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stderr, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitUntil(t, 10*time.Second, "registry listening", func() bool {
-		c, err := tls.Dial("tcp", r.addr, r.tls)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	return r
+	r := testenv.OCIRegistry(t)
+	return &ociRegistry{addr: r.Addr, user: r.User, password: r.Password, caFile: r.CAFile, root: r.Root, tls: r.TLS}
 }
 
 func (r *ociRegistry) client() models.OCIClient {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -256,19 +257,68 @@ func (s *Store) openOCI(ctx context.Context, t *transfer, off int64) (io.ReadClo
 	if err != nil {
 		return nil, 0, 0, &permanent{err}
 	}
+	if off > 0 && off <= m.Layer.Size {
+		rc, start, err := fetchLayerFrom(ctx, repo, m, off)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		if rc != nil {
+			return rc, start, m.Layer.Size, nil
+		}
+	}
 	rc, err := repo.Blobs().Fetch(ctx, m.Layer)
 	if err != nil {
 		return nil, 0, 0, ociErr(m.Ref, err)
 	}
-	if sk, ok := rc.(io.Seeker); ok && off > 0 {
-		if _, err := sk.Seek(off, io.SeekStart); err != nil {
-			rc.Close()
-			return nil, 0, 0, err
-		}
-	} else {
-		off = 0
+	return rc, 0, m.Layer.Size, nil
+}
+
+// fetchLayerFrom asks for the model layer from byte off on with a range
+// request (bytes=off-), as https downloads resume; start is where the
+// body begins: off, or 0 when the registry ignored the range and sends
+// the whole blob. oras's Fetch cannot resume: it GETs the whole blob and
+// asks for the range only on Seek, so a resumed attempt had the registry
+// send the blob from byte 0 again. A nil body and error mean the registry
+// refused the request (401, 404, an unusable range): the caller fetches
+// the whole blob with oras, whose errors say what the registry answered.
+func fetchLayerFrom(ctx context.Context, repo *remote.Repository, m *OCIModel, off int64) (rc io.ReadCloser, start int64, err error) {
+	if off == m.Layer.Size {
+		// The partial file is whole (the transfer broke after its last
+		// byte): nothing more to read, verify it.
+		return io.NopCloser(strings.NewReader("")), off, nil
 	}
-	return rc, off, m.Layer.Size, nil
+	ref := repo.Reference
+	ref.Reference = m.Layer.Digest.String()
+	ctx = auth.AppendRepositoryScope(ctx, ref, auth.ActionPull)
+	scheme := "https"
+	if repo.PlainHTTP {
+		scheme = "http"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+ref.Host()+"/v2/"+ref.Repository+"/blobs/"+ref.Reference, nil)
+	if err != nil {
+		return nil, 0, &permanent{err}
+	}
+	req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
+	resp, err := repo.Client.Do(req)
+	if err != nil {
+		return nil, 0, ociErr(m.Ref, err)
+	}
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		first, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if ok && first == off && (total == 0 || total == m.Layer.Size) {
+			return resp.Body, off, nil
+		}
+	case http.StatusOK:
+		if resp.ContentLength == -1 || resp.ContentLength == m.Layer.Size {
+			return resp.Body, 0, nil
+		}
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusInternalServerError:
+		resp.Body.Close()
+		return nil, 0, fmt.Errorf("%s: the registry answered the range request with %s", m.Ref, resp.Status)
+	}
+	resp.Body.Close()
+	return nil, 0, nil
 }
 
 // PushOptions describe a model pushed to a registry.
