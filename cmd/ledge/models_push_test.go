@@ -1,26 +1,13 @@
 package main
 
 import (
-	"bytes"
-	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
-	"fmt"
-	"math/big"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"ledge/agent"
 	"ledge/internal/testenv"
@@ -35,57 +22,9 @@ import (
 // section names. The appliance tests push with models.PushOCI; this is
 // the command, its flags and its registry credentials.
 func TestModelsPushCLI(t *testing.T) {
-	bin := testenv.Command(t, "docker-registry", "docker-registry")
-	htpasswd := testenv.Command(t, "htpasswd", "apache2-utils")
+	reg := testenv.OCIRegistry(t)
 	dir := t.TempDir()
-	addr := freePort(t)
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ledge test registry CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leafDER, _ := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, ca, &key.PublicKey, caKey)
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	caFile := filepath.Join(dir, "ca.pem")
-	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644)
-	os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), 0o644)
-	os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
-	pw, err := exec.Command(htpasswd, "-Bbn", "ledge", "pw-push").Output()
-	if err != nil {
-		t.Fatalf("htpasswd: %v", err)
-	}
-	os.WriteFile(filepath.Join(dir, "htpasswd"), pw, 0o600)
-	os.WriteFile(filepath.Join(dir, "config.yml"), fmt.Appendf(nil, `version: 0.1
-log: {level: error}
-storage:
-  filesystem: {rootdirectory: %s}
-http:
-  addr: "%s"
-  tls: {certificate: %s, key: %s}
-auth:
-  htpasswd: {realm: ledge-test, path: %s}
-`, filepath.Join(dir, "data"), addr, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "htpasswd")), 0o600)
-	reg := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
-	var regOut bytes.Buffer
-	reg.Stdout, reg.Stderr = &regOut, &regOut
-	if err := reg.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reg.Process.Kill(); reg.Wait() })
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	tlsConf := &tls.Config{RootCAs: pool}
-	waitFor(t, 10*time.Second, "registry listening", func() bool {
-		c, err := tls.Dial("tcp", addr, tlsConf)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	addr, caFile := reg.Addr, reg.CAFile
 
 	if _, errOut, code := ledge(t, "keys", "gen", "--out", filepath.Join(dir, "k")); code != 0 {
 		t.Fatal(errOut)
@@ -96,10 +35,10 @@ auth:
 		t.Fatal(err)
 	}
 	tag := "oci://" + addr + "/ledge-test/people:1"
-	env := []string{"SSL_CERT_FILE=" + caFile, "LEDGE_REGISTRY_USERNAME=ledge", "LEDGE_REGISTRY_PASSWORD=pw-push"}
+	env := []string{"SSL_CERT_FILE=" + caFile, "LEDGE_REGISTRY_USERNAME=" + reg.User, "LEDGE_REGISTRY_PASSWORD=" + reg.Password}
 
 	// Wrong credentials: refused, saying so.
-	_, errOut, code := ledgeIn(t, "", []string{"SSL_CERT_FILE=" + caFile, "LEDGE_REGISTRY_USERNAME=ledge", "LEDGE_REGISTRY_PASSWORD=wrong"},
+	_, errOut, code := ledgeIn(t, "", []string{"SSL_CERT_FILE=" + caFile, "LEDGE_REGISTRY_USERNAME=" + reg.User, "LEDGE_REGISTRY_PASSWORD=wrong"},
 		"models", "push", fd, tag)
 	if code == 0 {
 		t.Fatalf("push with a wrong password: exit 0\n%s", errOut)
@@ -122,7 +61,7 @@ auth:
 	// The tag resolves to the printed digest; the annotations are there
 	// and the signature verifies with the key's public part.
 	tagRef, _ := models.ParseOCIRef(tag)
-	cli := models.OCIClient{TLS: tlsConf, Username: "ledge", Password: "pw-push"}
+	cli := models.OCIClient{TLS: reg.TLS, Username: reg.User, Password: reg.Password}
 	m, err := cli.Resolve(t.Context(), tagRef)
 	if err != nil {
 		t.Fatal(err)
