@@ -197,15 +197,7 @@ func TestSpaceReclaimed(t *testing.T) {
 		enqueue(t, s, items...)
 	}
 	full := fileSize(t, db)
-	for {
-		es, _ := s.Next(t.Context(), "up", 500)
-		if len(es) == 0 {
-			break
-		}
-		for _, e := range es {
-			s.Ack("up", e.Seq)
-		}
-	}
+	drainUp(t, s)
 	deadline := time.Now().Add(5 * time.Second)
 	for fileSize(t, db) > full/4 {
 		if time.Now().After(deadline) {
@@ -243,15 +235,7 @@ func TestWALBoundedAfterDrain(t *testing.T) {
 	if n := wal(); n <= walLimit {
 		t.Fatalf("WAL %d bytes after a commit of %d: the test does not grow it past the bound %d", n, len(items)<<16, walLimit)
 	}
-	for {
-		es, _ := s.Next(t.Context(), "up", 500)
-		if len(es) == 0 {
-			break
-		}
-		for _, e := range es {
-			s.Ack("up", e.Seq)
-		}
-	}
+	drainUp(t, s)
 	deadline := time.Now().Add(5 * time.Second)
 	for wal() > walLimit/4 {
 		if time.Now().After(deadline) {
@@ -434,4 +418,18 @@ func (l *lockedLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// drainUp acknowledges everything queued for "up".
+func drainUp(t *testing.T, s *Store) {
+	t.Helper()
+	for {
+		es, _ := s.Next(t.Context(), "up", 500)
+		if len(es) == 0 {
+			return
+		}
+		for _, e := range es {
+			s.Ack("up", e.Seq)
+		}
+	}
 }
