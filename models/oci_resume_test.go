@@ -223,14 +223,7 @@ func TestOCIResumeAfterCut(t *testing.T) {
 	if rest := int64(len(data)) - cut; got[1].bytes != rest {
 		t.Errorf("the resumed answer sent %d bytes, want the %d after the cut", got[1].bytes, rest)
 	}
-	v, err := e.env.s.Resolve("fd")
-	if err != nil || v.Version != "1" {
-		t.Fatalf("active %+v %v", v, err)
-	}
-	if b, _ := os.ReadFile(v.Path); !bytes.Equal(b, data) {
-		t.Fatal("the stored file differs from the pushed one")
-	}
-	assertNoPartials(t, e.env.dir)
+	e.assertActive(t, "fd", "1", data)
 }
 
 // TestOCIResumeRangeIgnored: a registry (or the object storage it
@@ -257,14 +250,7 @@ func TestOCIResumeRangeIgnored(t *testing.T) {
 	if want := fmt.Sprintf("bytes=%d-", cut); !strings.HasPrefix(got[1].rng, want) || got[1].status != http.StatusOK || got[1].bytes != int64(len(data)) {
 		t.Errorf("second answer %+v, want Range %s... answered 200 with all %d bytes", got[1], want, len(data))
 	}
-	v, err := e.env.s.Resolve("fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(v.Path); !bytes.Equal(b, data) {
-		t.Fatal("the stored file differs from the pushed one")
-	}
-	assertNoPartials(t, e.env.dir)
+	e.assertActive(t, "fd", "1", data)
 }
 
 // TestOCIResumedCorruptRefused: when the bytes after the cut are not the
@@ -309,6 +295,20 @@ func TestOCIResumedCorruptRefused(t *testing.T) {
 	}
 	if _, err := os.Stat(e.env.s.blobPath(sp2.SHA256)); err == nil {
 		t.Error("the refused file is in the store")
+	}
+	assertNoPartials(t, e.env.dir)
+}
+
+// assertActive checks that name's active version is version, stored as
+// data, with no partial download left.
+func (e *ociEnv) assertActive(t *testing.T, name, version string, data []byte) {
+	t.Helper()
+	v, err := e.env.s.Resolve(name)
+	if err != nil || v.Version != version {
+		t.Fatalf("active %+v %v, want version %s", v, err, version)
+	}
+	if b, _ := os.ReadFile(v.Path); !bytes.Equal(b, data) {
+		t.Fatal("the stored file differs from the pushed one")
 	}
 	assertNoPartials(t, e.env.dir)
 }
